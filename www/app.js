@@ -1,0 +1,493 @@
+// natter page: wires the connection, the rooms and the outbox to the DOM.
+//
+// Flow per socket: welcome → join every room (with `since` = last seq seen
+// when resuming) → joined (presence) → history (rendered before anything
+// live) → only then this room's outbox is sent, oldest first, each with the
+// client id it was given when typed, so a re-send is de-duplicated by the
+// server and merged here by id.
+
+import { Connection } from './js/connection.js';
+import { Outbox } from './js/outbox.js';
+import { Room } from './js/room.js';
+import { loadJson, saveJson, loadString, saveString } from './js/storage.js';
+
+const TYPING_THROTTLE_MS = 3000;
+const DEFAULT_ROOM = 'lobby';
+const ROOM_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+const KEYS = { name: 'natter.name', token: 'natter.token', rooms: 'natter.rooms', active: 'natter.active' };
+const ERROR_TEXT = {
+  rate_limited: 'Not sent: you are sending too fast.',
+  too_long: 'Not sent: the message is too long.',
+  not_joined: 'Not sent: you are not in this room.',
+  bad_field: 'Not sent: the server rejected it.',
+  forbidden: 'Not sent: not allowed.',
+};
+
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  me: null,
+  auth: null,
+  maxText: 4000,
+  rooms: new Map(),
+  active: null,
+  sentOnThisSocket: new Set(),
+  typingSentAt: new Map(),
+  statusDetail: { state: 'idle', reason: '', retryAt: null },
+};
+
+const outbox = new Outbox();
+const connection = new Connection({ credentials: readCredentials });
+
+// ---------- rooms ----------
+
+function ensureRoom(name) {
+  let room = state.rooms.get(name);
+  if (room) return room;
+  room = new Room(name, $('message-panes'));
+  room.onTypingChange = (changed) => {
+    if (changed.name === state.active) renderTyping();
+  };
+  room.pane.addEventListener('scroll', () => {
+    if (room.name === state.active && room.isAtBottom()) $('new-messages').hidden = true;
+  });
+  state.rooms.set(name, room);
+  saveRoomList();
+  return room;
+}
+
+function saveRoomList() {
+  saveJson(localStorage, KEYS.rooms, [...state.rooms.keys()]);
+}
+
+function joinRoom(name) {
+  const room = ensureRoom(name);
+  room.joined = false;
+  const frame = { type: 'join', room: name };
+  if (room.resumable) frame.since = room.lastSeq;
+  connection.send(frame);
+  return room;
+}
+
+function leaveRoom(name) {
+  const room = state.rooms.get(name);
+  if (!room) return;
+  connection.send({ type: 'leave', room: name });
+  room.destroy();
+  state.rooms.delete(name);
+  outbox.dropRoom(name);
+  saveRoomList();
+  if (state.active === name) setActive(state.rooms.keys().next().value ?? null);
+  else renderRoomList();
+}
+
+function setActive(name) {
+  for (const room of state.rooms.values()) room.pane.hidden = room.name !== name;
+  state.active = name;
+  saveString(localStorage, KEYS.active, name ?? '');
+  const room = name === null ? null : state.rooms.get(name);
+  $('empty-state').hidden = room !== null;
+  $('room-title').textContent = room ? `# ${room.name}` : '';
+  $('new-messages').hidden = true;
+  if (room) {
+    room.unread = 0;
+    room.scrollToBottom();
+  }
+  renderRoomList();
+  renderPeople();
+  renderTyping();
+}
+
+/** Runs `change` on a room's pane, keeping the reader's scroll position honest. */
+function withScroll(room, change) {
+  const stick = room.isAtBottom();
+  const grew = change();
+  if (!grew) return;
+  if (stick) room.scrollToBottom();
+  else if (room.name === state.active) $('new-messages').hidden = false;
+}
+
+// ---------- sending ----------
+
+function flushOutbox(room) {
+  if (!room.joined) return;
+  for (const entry of outbox.forRoom(room.name)) {
+    if (state.sentOnThisSocket.has(entry.id)) continue;
+    if (!connection.send({ type: 'msg', room: entry.room, text: entry.text, id: entry.id })) return;
+    state.sentOnThisSocket.add(entry.id);
+  }
+}
+
+function queueMessage(roomName, text) {
+  const room = ensureRoom(roomName);
+  const entry = outbox.add(roomName, text);
+  withScroll(room, () => {
+    room.addPending(entry, state.me);
+    return true;
+  });
+  room.scrollToBottom();
+  flushOutbox(room);
+}
+
+function sendTyping() {
+  const room = state.rooms.get(state.active);
+  if (!room || !room.joined) return;
+  const now = Date.now();
+  if (now - (state.typingSentAt.get(room.name) ?? 0) < TYPING_THROTTLE_MS) return;
+  if (connection.send({ type: 'typing', room: room.name })) state.typingSentAt.set(room.name, now);
+}
+
+// ---------- frames from the server ----------
+
+function onWelcome(frame) {
+  state.me = frame.user;
+  state.maxText = frame.limits?.max_text ?? state.maxText;
+  state.sentOnThisSocket.clear();
+  $('me-name').textContent = state.me.name;
+  $('me-section').hidden = false;
+  $('nick-form').hidden = connection.auth !== 'open';
+  hideNotice();
+  updateCounter();
+  for (const name of state.rooms.keys()) joinRoom(name);
+}
+
+const handlers = {
+  joined(frame, room) {
+    room.setUsers(frame.users ?? []);
+    if (room.name === state.active) renderPeople();
+  },
+
+  history(frame, room) {
+    const resumed = room.resumable;
+    withScroll(room, () => {
+      if (frame.complete === false) room.addNote('Some older messages are no longer available.', 'gap-note');
+      let added = 0;
+      for (const msg of frame.messages ?? []) {
+        if (msg.id) settleOwn(room, msg.id, msg.seq);
+        if (room.addMessage(msg, state.me)) {
+          added += 1;
+          if (resumed && msg.uid !== state.me?.id) countUnread(room);
+        }
+      }
+      return added > 0 || frame.complete === false;
+    });
+    room.joined = true;
+    room.resumable = true;
+    flushOutbox(room);
+  },
+
+  msg(frame, room) {
+    if (frame.id && outbox.get(frame.id)) settleOwn(room, frame.id, frame.seq);
+    withScroll(room, () => room.addMessage(frame, state.me));
+    if (frame.uid === state.me?.id) return;
+    countUnread(room);
+    if (room.name === state.active) announce(`${frame.user}: ${frame.text}`);
+  },
+
+  ack(frame, room) {
+    settleOwn(room, frame.id, frame.seq);
+  },
+
+  system(frame, room) {
+    const { event, user } = frame;
+    const mine = user?.id === state.me?.id;
+    if (event === 'join') {
+      room.users.set(user.id, user.name);
+      if (!mine) room.addNote(`${user.name} joined`);
+    } else if (event === 'leave') {
+      room.users.delete(user.id);
+      room.clearTyping(user.id);
+      if (!mine) room.addNote(`${user.name} left`);
+    } else if (event === 'nick') {
+      const before = room.users.get(user.id) ?? 'someone';
+      room.users.set(user.id, user.name);
+      room.addNote(`${before} is now known as ${user.name}`);
+      if (mine) renameMe(user.name);
+    }
+    if (room.name === state.active) renderPeople();
+  },
+
+  typing(frame, room) {
+    if (frame.user?.id !== state.me?.id) room.showTyping(frame.user);
+  },
+
+  error(frame) {
+    const entry = frame.ref ? outbox.take(frame.ref) : undefined;
+    if (entry) {
+      state.sentOnThisSocket.delete(entry.id);
+      const room = state.rooms.get(entry.room);
+      room?.fail(entry.id, ERROR_TEXT[frame.code] ?? `Not sent: ${frame.message ?? frame.code}`, () => {
+        queueMessage(entry.room, entry.text);
+      });
+      return;
+    }
+    showNotice(`Server: ${frame.message || frame.code}`);
+  },
+};
+
+/** Our message `id` is now `seq` on the server: it leaves the outbox for good. */
+function settleOwn(room, id, seq) {
+  outbox.take(id);
+  state.sentOnThisSocket.delete(id);
+  withScroll(room, () => {
+    room.settle(id, seq);
+    return false;
+  });
+}
+
+function onFrame(frame) {
+  const handler = handlers[frame.type];
+  if (!handler) return;
+  const room = frame.room === undefined ? null : state.rooms.get(frame.room);
+  if (frame.room !== undefined && !room) return; // a room we have since left
+  handler(frame, room);
+}
+
+function countUnread(room) {
+  if (room.name === state.active) return;
+  room.unread += 1;
+  renderRoomList();
+}
+
+function renameMe(name) {
+  state.me = { ...state.me, name };
+  $('me-name').textContent = name;
+  if (connection.auth === 'open') saveString(localStorage, KEYS.name, name);
+}
+
+// ---------- credentials ----------
+
+function readCredentials(auth) {
+  state.auth = auth;
+  if (auth === 'token') {
+    const token = loadString(sessionStorage, KEYS.token);
+    return token ? { token } : null;
+  }
+  const name = loadString(localStorage, KEYS.name);
+  return name ? { name } : null;
+}
+
+function showLogin({ auth, reason }) {
+  if (auth === 'token') saveString(sessionStorage, KEYS.token, '');
+  $('login-reason').textContent = reason ?? '';
+  $('login-name-field').hidden = auth === 'token';
+  $('login-token-field').hidden = auth !== 'token';
+  $('login-name').required = auth !== 'token';
+  $('login-token').required = auth === 'token';
+  $('login-name').value = loadString(localStorage, KEYS.name);
+  $('login').hidden = false;
+  (auth === 'token' ? $('login-token') : $('login-name')).focus();
+}
+
+function submitLogin(event) {
+  event.preventDefault();
+  if (state.auth === 'token') {
+    const token = $('login-token').value.trim();
+    if (!token) return;
+    saveString(sessionStorage, KEYS.token, token);
+  } else {
+    const name = $('login-name').value.trim();
+    if (!name) return;
+    saveString(localStorage, KEYS.name, name);
+  }
+  $('login').hidden = true;
+  connection.start();
+}
+
+// ---------- rendering ----------
+
+function renderStatus() {
+  const { state: s, reason, retryAt } = state.statusDetail;
+  const el = $('status');
+  el.dataset.state = s;
+  let text;
+  if (s === 'online') text = 'Online';
+  else if (s === 'connecting') text = 'Connecting…';
+  else if (s === 'reconnecting') {
+    const seconds = Math.max(0, Math.ceil((retryAt - Date.now()) / 1000));
+    text = `Reconnecting in ${seconds} s`;
+  } else if (s === 'offline') text = reason ? `Offline: ${reason}` : 'Offline';
+  else text = 'Not connected';
+  $('status-text').textContent = text;
+  el.title = reason && s !== 'online' ? reason : '';
+  $('retry-now').hidden = !(retryAt !== null && (s === 'reconnecting' || s === 'offline'));
+}
+
+function renderRoomList() {
+  const list = $('room-list');
+  list.replaceChildren();
+  for (const room of state.rooms.values()) {
+    const li = document.createElement('li');
+    li.className = 'room-item';
+    li.dataset.room = room.name;
+
+    const open = document.createElement('button');
+    open.type = 'button';
+    open.className = 'room-button';
+    open.dataset.room = room.name;
+    open.setAttribute('aria-current', String(room.name === state.active));
+    const label = document.createElement('span');
+    label.className = 'room-name';
+    label.textContent = `# ${room.name}`;
+    const unread = document.createElement('span');
+    unread.className = 'unread';
+    unread.dataset.count = String(room.unread);
+    unread.textContent = String(room.unread);
+    unread.setAttribute('aria-label', `${room.unread} unread`);
+    open.append(label, unread);
+    open.addEventListener('click', () => {
+      setActive(room.name);
+      closeSidebar();
+    });
+
+    const leave = document.createElement('button');
+    leave.type = 'button';
+    leave.className = 'leave-button';
+    leave.textContent = '×';
+    leave.setAttribute('aria-label', `Leave ${room.name}`);
+    leave.addEventListener('click', () => leaveRoom(room.name));
+
+    li.append(open, leave);
+    list.append(li);
+  }
+}
+
+function renderPeople() {
+  const room = state.rooms.get(state.active);
+  const list = $('user-list');
+  list.replaceChildren();
+  const users = room ? [...room.users.entries()] : [];
+  users.sort((a, b) => a[1].localeCompare(b[1]));
+  for (const [id, name] of users) {
+    const li = document.createElement('li');
+    li.dataset.uid = id;
+    li.textContent = id === state.me?.id ? `${name} (you)` : name;
+    list.append(li);
+  }
+  $('people-count').textContent = room ? `(${users.length})` : '';
+}
+
+function renderTyping() {
+  const room = state.rooms.get(state.active);
+  $('typing').textContent = room ? room.typingText() : '';
+}
+
+function updateCounter() {
+  const length = [...$('composer-input').value].length;
+  const counter = $('char-count');
+  counter.textContent = `${length} / ${state.maxText}`;
+  counter.dataset.over = String(length > state.maxText);
+  $('send-button').disabled = length > state.maxText || state.active === null;
+}
+
+function announce(text) {
+  $('announcer').textContent = text.length > 200 ? `${text.slice(0, 200)}…` : text;
+}
+
+function showNotice(text) {
+  $('notice').textContent = text;
+  $('notice').hidden = false;
+}
+
+function hideNotice() {
+  $('notice').hidden = true;
+}
+
+function closeSidebar() {
+  document.body.classList.remove('sidebar-open');
+  $('sidebar-toggle').setAttribute('aria-expanded', 'false');
+}
+
+// ---------- DOM events ----------
+
+function bindUi() {
+  $('login-form').addEventListener('submit', submitLogin);
+  $('retry-now').addEventListener('click', () => connection.retryNow());
+
+  $('join-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    const name = $('join-input').value.trim();
+    if (!ROOM_NAME.test(name)) return;
+    if (!state.rooms.has(name)) joinRoom(name);
+    $('join-input').value = '';
+    setActive(name);
+    closeSidebar();
+  });
+
+  $('nick-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    const name = $('nick-input').value.trim();
+    if (!name) return;
+    if (connection.send({ type: 'nick', name })) $('nick-input').value = '';
+  });
+
+  const input = $('composer-input');
+  $('composer').addEventListener('submit', (event) => {
+    event.preventDefault();
+    const text = input.value;
+    if (state.active === null || text.trim() === '' || [...text].length > state.maxText) return;
+    queueMessage(state.active, text);
+    input.value = '';
+    updateCounter();
+    autosize(input);
+  });
+  input.addEventListener('keydown', (event) => {
+    if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      $('composer').requestSubmit();
+    }
+  });
+  input.addEventListener('input', () => {
+    updateCounter();
+    autosize(input);
+    if (input.value.trim() !== '') sendTyping();
+  });
+
+  $('new-messages').addEventListener('click', () => {
+    state.rooms.get(state.active)?.scrollToBottom();
+    $('new-messages').hidden = true;
+  });
+
+  $('sidebar-toggle').addEventListener('click', () => {
+    const open = document.body.classList.toggle('sidebar-open');
+    $('sidebar-toggle').setAttribute('aria-expanded', String(open));
+  });
+  document.addEventListener('keydown', (event) => {
+    if (event.key === 'Escape') closeSidebar();
+  });
+}
+
+function autosize(textarea) {
+  textarea.style.height = 'auto';
+  textarea.style.height = `${Math.min(textarea.scrollHeight + 2, 160)}px`;
+}
+
+// ---------- start ----------
+
+function boot() {
+  bindUi();
+  const saved = loadJson(localStorage, KEYS.rooms, [DEFAULT_ROOM]);
+  const names = Array.isArray(saved) ? saved.filter((n) => typeof n === 'string' && ROOM_NAME.test(n)) : [];
+  for (const name of names) ensureRoom(name);
+  for (const entry of outbox.entries) ensureRoom(entry.room).addPending(entry, state.me);
+  const active = loadString(localStorage, KEYS.active);
+  setActive(state.rooms.has(active) ? active : (state.rooms.keys().next().value ?? null));
+  updateCounter();
+
+  connection.addEventListener('state', (event) => {
+    state.statusDetail = event.detail;
+    renderStatus();
+  });
+  connection.addEventListener('welcome', (event) => onWelcome(event.detail));
+  connection.addEventListener('frame', (event) => onFrame(event.detail));
+  connection.addEventListener('down', () => {
+    for (const room of state.rooms.values()) room.joined = false;
+  });
+  connection.addEventListener('credentials-needed', (event) => showLogin(event.detail));
+  setInterval(() => {
+    if (state.statusDetail.state === 'reconnecting') renderStatus();
+  }, 250);
+  connection.start();
+}
+
+boot();

@@ -1,0 +1,244 @@
+// One room as the page sees it: what it has shown (by seq, so nothing is shown
+// twice), who is present, who is typing, and the <ol> that displays it.
+//
+// Messages with a seq stay sorted by seq; the user's own unacknowledged
+// messages (no seq yet) sit after them, in the order they were typed, until
+// the server gives them a seq. All user text goes through textContent or the
+// link function, never through innerHTML.
+
+import { linkify } from './linkify.js';
+
+const GROUP_WINDOW_MS = 5 * 60 * 1000;
+const TYPING_SHOWN_MS = 5000;
+const STICK_TO_BOTTOM_PX = 48;
+
+export class Room {
+  constructor(name, container) {
+    this.name = name;
+    this.lastSeq = 0;
+    this.seqs = new Set();
+    this.users = new Map();
+    this.typing = new Map();
+    this.unread = 0;
+    this.joined = false; // history received on the current socket
+    this.resumable = false; // lastSeq is meaningful for `since`
+    this.onTypingChange = () => {};
+
+    this.pane = document.createElement('ol');
+    this.pane.className = 'messages';
+    this.pane.dataset.room = name;
+    this.pane.setAttribute('aria-label', `Messages in ${name}`);
+    this.pane.tabIndex = 0;
+    this.pane.hidden = true;
+    container.append(this.pane);
+  }
+
+  destroy() {
+    for (const { timer } of this.typing.values()) clearTimeout(timer);
+    this.pane.remove();
+  }
+
+  isAtBottom() {
+    const p = this.pane;
+    return p.scrollHeight - p.scrollTop - p.clientHeight <= STICK_TO_BOTTOM_PX;
+  }
+
+  scrollToBottom() {
+    this.pane.scrollTop = this.pane.scrollHeight;
+  }
+
+  /** Shows a server message unless its seq is already shown; true when shown. */
+  addMessage(msg, me) {
+    if (this.seqs.has(msg.seq)) return false;
+    this.rememberSeq(msg.seq);
+    const pending = msg.id ? this.pendingElement(msg.id) : null;
+    if (pending) {
+      this.settleElement(pending, msg.seq);
+      return false;
+    }
+    const el = messageElement(msg, msg.uid === me?.id);
+    this.insertBySeq(el, msg.seq);
+    this.clearTyping(msg.uid);
+    return true;
+  }
+
+  /** Shows one of the user's own messages as pending (no seq yet). */
+  addPending(entry, me) {
+    if (this.pendingElement(entry.id)) return;
+    const el = messageElement({ ...entry, user: me?.name ?? 'you', uid: me?.id ?? '' }, true);
+    el.dataset.state = 'pending';
+    el.dataset.id = entry.id;
+    const status = document.createElement('span');
+    status.className = 'msg-status';
+    status.textContent = 'sending…';
+    el.querySelector('.msg-header').append(status);
+    this.pane.append(el);
+    regroup(el);
+  }
+
+  /**
+   * The server accepted our message `id` as `seq` (ack, dup ack, or our own
+   * msg coming back). If that seq is already on screen the pending copy goes.
+   */
+  settle(id, seq) {
+    const pending = this.pendingElement(id);
+    if (!pending) return;
+    if (this.seqs.has(seq) && this.elementBySeq(seq) !== null) {
+      const next = pending.nextElementSibling;
+      pending.remove();
+      if (next) regroup(next);
+      return;
+    }
+    this.rememberSeq(seq);
+    this.settleElement(pending, seq);
+  }
+
+  /** Shows an error next to a pending message; `retry` puts it back in line. */
+  fail(id, text, retry) {
+    const el = this.pendingElement(id);
+    if (!el) return;
+    el.dataset.state = 'failed';
+    el.querySelector('.msg-status')?.remove();
+    el.querySelector('.msg-error')?.remove();
+    const error = document.createElement('span');
+    error.className = 'msg-error';
+    error.setAttribute('role', 'alert');
+    error.textContent = text;
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.textContent = 'Retry';
+    button.addEventListener('click', () => {
+      el.remove();
+      retry();
+    });
+    error.append(button);
+    el.append(error);
+  }
+
+  addNote(text, className = 'system-note') {
+    const li = document.createElement('li');
+    li.className = className;
+    li.textContent = text;
+    this.insertBeforePending(li);
+    const next = li.nextElementSibling;
+    if (next) regroup(next);
+  }
+
+  setUsers(users) {
+    this.users = new Map(users.map((user) => [user.id, user.name]));
+  }
+
+  showTyping(user) {
+    const previous = this.typing.get(user.id);
+    if (previous) clearTimeout(previous.timer);
+    const timer = setTimeout(() => this.clearTyping(user.id), TYPING_SHOWN_MS);
+    this.typing.set(user.id, { name: user.name, timer });
+    this.onTypingChange(this);
+  }
+
+  clearTyping(uid) {
+    const entry = this.typing.get(uid);
+    if (!entry) return;
+    clearTimeout(entry.timer);
+    this.typing.delete(uid);
+    this.onTypingChange(this);
+  }
+
+  typingText() {
+    const names = [...this.typing.values()].map((entry) => entry.name);
+    if (names.length === 0) return '';
+    if (names.length === 1) return `${names[0]} is typing…`;
+    if (names.length === 2) return `${names[0]} and ${names[1]} are typing…`;
+    return 'Several people are typing…';
+  }
+
+  // --- private helpers ---
+
+  rememberSeq(seq) {
+    this.seqs.add(seq);
+    if (seq > this.lastSeq) this.lastSeq = seq;
+  }
+
+  pendingElement(id) {
+    for (const el of this.pane.querySelectorAll('li.msg[data-id]')) {
+      if (el.dataset.id === id && !el.dataset.seq) return el;
+    }
+    return null;
+  }
+
+  elementBySeq(seq) {
+    return this.pane.querySelector(`li.msg[data-seq="${Number(seq)}"]`);
+  }
+
+  settleElement(el, seq) {
+    el.dataset.seq = String(seq);
+    el.dataset.state = 'sent';
+    el.querySelector('.msg-status')?.remove();
+    el.remove();
+    this.insertBySeq(el, seq);
+  }
+
+  /** Inserts after the last message with a smaller seq, before pending ones. */
+  insertBySeq(el, seq) {
+    let before = null;
+    for (let node = this.pane.lastElementChild; node !== null; node = node.previousElementSibling) {
+      const isPending = node.classList.contains('msg') && !node.dataset.seq;
+      const isLater = node.dataset.seq && Number(node.dataset.seq) > seq;
+      if (!isPending && !isLater) break;
+      before = node;
+    }
+    this.pane.insertBefore(el, before);
+    regroup(el);
+    if (el.nextElementSibling) regroup(el.nextElementSibling);
+  }
+
+  insertBeforePending(el) {
+    let before = null;
+    for (let node = this.pane.lastElementChild; node !== null; node = node.previousElementSibling) {
+      if (!(node.classList.contains('msg') && !node.dataset.seq)) break;
+      before = node;
+    }
+    this.pane.insertBefore(el, before);
+  }
+}
+
+function messageElement(msg, mine) {
+  const li = document.createElement('li');
+  li.className = mine ? 'msg mine' : 'msg';
+  if (msg.seq !== undefined) li.dataset.seq = String(msg.seq);
+  if (msg.id) li.dataset.id = msg.id;
+  li.dataset.uid = msg.uid ?? '';
+  li.dataset.ts = String(msg.ts ?? Date.now());
+  li.dataset.state = 'sent';
+
+  const header = document.createElement('div');
+  header.className = 'msg-header';
+  const author = document.createElement('span');
+  author.className = 'msg-author';
+  author.textContent = msg.user ?? '';
+  const time = document.createElement('time');
+  time.className = 'msg-time';
+  const date = new Date(Number(li.dataset.ts));
+  time.dateTime = date.toISOString();
+  time.textContent = date.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  time.title = date.toLocaleString();
+  header.append(author, time);
+
+  const text = document.createElement('div');
+  text.className = 'msg-text';
+  text.append(linkify(String(msg.text ?? '')));
+
+  li.append(header, text);
+  return li;
+}
+
+/** Hides the name and time when the previous message is by the same user, shortly before. */
+function regroup(el) {
+  if (!el.classList.contains('msg')) return;
+  const prev = el.previousElementSibling;
+  const grouped = prev !== null && prev.classList.contains('msg')
+    && prev.dataset.uid === el.dataset.uid
+    && prev.dataset.state !== 'failed'
+    && Math.abs(Number(el.dataset.ts) - Number(prev.dataset.ts)) < GROUP_WINDOW_MS;
+  el.classList.toggle('grouped', grouped);
+}
