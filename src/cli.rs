@@ -1,0 +1,236 @@
+//! Command-line flags → [`Config`]. The only place that reads flags and environment
+//! variables; everything below receives a `Config`.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::auth;
+use crate::config::{AuthMode, Config, FsyncPolicy};
+
+#[derive(Debug, Parser)]
+#[command(name = "natter", version, about = "A real-time chat server over WebSocket: rooms, history, resume, durable journal.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Cmd>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run the chat server (the default).
+    Serve(Box<ServeArgs>),
+    /// Mint an HS256 token for token mode (secret from NATTER_JWT_SECRET or --jwt-secret-file).
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// User id (`sub`).
+    #[arg(long)]
+    pub sub: String,
+    /// Display name (`name`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Lifetime: seconds, or with a unit: 90s, 15m, 1h, 7d.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub ttl: Duration,
+    /// File holding the secret (else NATTER_JWT_SECRET).
+    #[arg(long)]
+    pub jwt_secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address both listeners bind to (0.0.0.0 to accept other machines).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+    /// HTTP port: the page, /config.json, /healthz, /metrics (0 = any free port).
+    #[arg(long, default_value_t = 8080)]
+    pub http_port: u16,
+    /// WebSocket port; the endpoint is ws://HOST:PORT/ws (0 = any free port).
+    #[arg(long, default_value_t = 8081)]
+    pub ws_port: u16,
+    /// Directory of the journal.
+    #[arg(long, default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Serve the page from this directory instead of the copy built into the binary.
+    #[arg(long)]
+    pub www: Option<PathBuf>,
+    /// WebSocket URL /config.json hands the page (default: ws://<host the page came from>:<ws-port>/ws).
+    #[arg(long)]
+    pub public_ws_url: Option<String>,
+
+    /// Journal fsync policy.
+    #[arg(long, value_enum, default_value = "interval")]
+    pub fsync: FsyncPolicy,
+    /// Journal size (bytes) past which it is compacted to what the history rings hold.
+    #[arg(long, default_value_t = Config::default().journal_segment_bytes)]
+    pub journal_segment_bytes: u64,
+    /// Messages kept per room for history and resume.
+    #[arg(long, default_value_t = Config::default().history_per_room)]
+    pub history: usize,
+    /// Messages sent to a join without `since`.
+    #[arg(long, default_value_t = Config::default().join_history)]
+    pub join_history: usize,
+    /// Client message ids remembered per room for de-duplication of retries.
+    #[arg(long, default_value_t = Config::default().dedup_per_room)]
+    pub dedup: usize,
+
+    /// Largest frame/message a client may send, bytes (close 1009 past it).
+    #[arg(long, default_value_t = Config::default().max_frame_bytes)]
+    pub max_frame_bytes: usize,
+    /// Longest message text, in characters (error too_long past it).
+    #[arg(long, default_value_t = Config::default().max_text_chars)]
+    pub max_text: usize,
+    /// Rooms one connection may join (error room_limit past it).
+    #[arg(long, default_value_t = Config::default().max_rooms_per_conn)]
+    pub max_rooms_per_conn: usize,
+    /// Rooms the server keeps in total.
+    #[arg(long, default_value_t = Config::default().max_rooms)]
+    pub max_rooms: usize,
+    /// Client frames per second per connection (error rate_limited past it).
+    #[arg(long, default_value_t = Config::default().rate_per_s)]
+    pub rate_per_s: u32,
+    /// Burst of frames allowed above the rate.
+    #[arg(long, default_value_t = Config::default().rate_burst)]
+    pub rate_burst: u32,
+    /// rate_limited errors within 10 s after which the connection is closed (1008 rate limit).
+    #[arg(long, default_value_t = Config::default().rate_strikes)]
+    pub rate_strikes: u32,
+    /// Bytes queued for a client that stopped reading before it is closed (1008 slow consumer).
+    #[arg(long, default_value_t = Config::default().max_backlog_bytes)]
+    pub max_backlog_bytes: usize,
+    /// Total connections (503 past it); lowered at start to what the process limits allow.
+    #[arg(long, default_value_t = Config::default().max_connections)]
+    pub max_connections: usize,
+    /// Connections from one IP address (429 past it).
+    #[arg(long, default_value_t = Config::default().max_connections_per_ip)]
+    pub max_connections_per_ip: usize,
+    /// Milliseconds a client has to complete the WebSocket handshake.
+    #[arg(long, default_value_t = 10_000)]
+    pub handshake_timeout_ms: u64,
+    /// Stack size of each connection thread, bytes.
+    #[arg(long, default_value_t = Config::default().conn_stack_bytes)]
+    pub conn_stack_bytes: usize,
+
+    /// Milliseconds between the server's WebSocket pings.
+    #[arg(long, default_value_t = 15_000)]
+    pub heartbeat_interval_ms: u64,
+    /// Milliseconds of silence after which a connection is closed.
+    #[arg(long, default_value_t = 45_000)]
+    pub heartbeat_timeout_ms: u64,
+
+    /// Browser origin allowed to connect (repeatable; "*" for any). Default: the page's own origin.
+    #[arg(long = "allowed-origin")]
+    pub allowed_origins: Vec<String>,
+    /// Refuse handshakes without an Origin header (non-browser clients).
+    #[arg(long)]
+    pub require_origin: bool,
+
+    /// Authentication: open (pick a name) or token (HS256 JWT required).
+    #[arg(long, value_enum, default_value = "open")]
+    pub auth: AuthMode,
+    /// File holding the JWT secret (token mode; else NATTER_JWT_SECRET). Never pass the secret itself as a flag.
+    #[arg(long)]
+    pub jwt_secret_file: Option<PathBuf>,
+    /// Seconds of clock skew tolerated on token exp/nbf.
+    #[arg(long, default_value_t = Config::default().jwt_leeway_s)]
+    pub jwt_leeway_s: u64,
+
+    /// Log level: error, warn, info, debug, trace (RUST_LOG overrides).
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+}
+
+/// Parses `90`, `90s`, `15m`, `1h`, `7d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 90s, 15m, 1h, 7d"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("unknown unit in `{s}` (s, m, h, d)")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+impl ServeArgs {
+    /// The config these flags describe. `http_port`/`ws_port` are the bound ports.
+    pub fn to_config(&self, http_port: u16, ws_port: u16) -> Result<Config, auth::AuthError> {
+        let jwt_secret = match self.auth {
+            AuthMode::Token => {
+                Some(auth::load_secret(self.jwt_secret_file.as_deref(), std::env::var("NATTER_JWT_SECRET").ok())?)
+            }
+            AuthMode::Open => None,
+        };
+        Ok(Config {
+            data_dir: self.data_dir.clone(),
+            www_dir: self.www.clone(),
+            public_ws_url: self.public_ws_url.clone(),
+            http_port,
+            ws_port,
+            max_frame_bytes: self.max_frame_bytes,
+            max_text_chars: self.max_text,
+            max_rooms_per_conn: self.max_rooms_per_conn,
+            max_rooms: self.max_rooms,
+            history_per_room: self.history,
+            join_history: self.join_history,
+            dedup_per_room: self.dedup,
+            rate_per_s: self.rate_per_s,
+            rate_burst: self.rate_burst,
+            rate_strikes: self.rate_strikes,
+            max_backlog_bytes: self.max_backlog_bytes,
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),
+            conn_stack_bytes: self.conn_stack_bytes,
+            read_buffer_bytes: Config::default().read_buffer_bytes,
+            heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
+            heartbeat_timeout: Duration::from_millis(self.heartbeat_timeout_ms),
+            fsync: self.fsync,
+            journal_segment_bytes: self.journal_segment_bytes,
+            allowed_origins: self.allowed_origins.clone(),
+            require_origin: self.require_origin,
+            auth: self.auth,
+            jwt_secret,
+            jwt_leeway_s: self.jwt_leeway_s,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert!(parse_duration("1y").is_err());
+    }
+
+    #[test]
+    fn defaults_match_config_default() {
+        let cli = Cli::parse_from(["natter", "serve"]);
+        let Some(Cmd::Serve(args)) = cli.command else { panic!() };
+        let cfg = args.to_config(8080, 8081).unwrap();
+        let d = Config::default();
+        assert_eq!(cfg.heartbeat_interval, d.heartbeat_interval);
+        assert_eq!(cfg.heartbeat_timeout, d.heartbeat_timeout);
+        assert_eq!(cfg.handshake_timeout, d.handshake_timeout);
+    }
+}
+
+impl ServeArgs {
+    /// The flags' defaults, for `natter` run without a subcommand.
+    pub fn from_defaults() -> ServeArgs {
+        let Some(Cmd::Serve(args)) = Cli::parse_from(["natter", "serve"]).command else {
+            unreachable!("`serve` parses to Cmd::Serve")
+        };
+        *args
+    }
+}

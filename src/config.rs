@@ -1,0 +1,145 @@
+//! Runtime configuration: every limit and default the server obeys, in one struct.
+//!
+//! `Config` is built once by the CLI layer (`cli.rs`) or by tests and passed down by
+//! reference. Nothing below `main` reads flags or environment variables itself.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// When the journal is forced to stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FsyncPolicy {
+    /// fsync before every ack: nothing acked is lost even on power failure. Slowest.
+    Always,
+    /// fsync once a second on a background thread: an ack survives a process crash at
+    /// once and a power failure after at most a second.
+    Interval,
+    /// Leave it to the OS: survives a process crash, not a power failure.
+    Never,
+}
+
+/// How clients prove who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthMode {
+    /// Anyone connects and picks a display name with `?name=`.
+    Open,
+    /// A JWT (HS256) is required at connect time.
+    Token,
+}
+
+impl AuthMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::Open => "open",
+            AuthMode::Token => "token",
+        }
+    }
+}
+
+/// Everything the server needs to know. `Default` gives the documented defaults.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the journal lives.
+    pub data_dir: PathBuf,
+    /// Serve the page from this directory instead of the copy embedded at build time.
+    pub www_dir: Option<PathBuf>,
+    /// What `/config.json` tells the page to connect to; derived from the request's
+    /// Host header and the WebSocket port when unset.
+    pub public_ws_url: Option<String>,
+    /// Port the HTTP side is reached on (used for the default Origin policy).
+    pub http_port: u16,
+    /// Port the WebSocket side is reached on (used to derive `ws_url`).
+    pub ws_port: u16,
+
+    /// Largest WebSocket frame and message a client may send, in bytes (close 1009 past it).
+    pub max_frame_bytes: usize,
+    /// Longest `text` in characters (`too_long` past it).
+    pub max_text_chars: usize,
+    /// Rooms one connection may be in at once (`room_limit` past it).
+    pub max_rooms_per_conn: usize,
+    /// Rooms the server keeps in total (`room_limit` when a new one would pass it).
+    pub max_rooms: usize,
+    /// Messages kept in memory per room for history and resume.
+    pub history_per_room: usize,
+    /// Messages sent to a `join` without `since`.
+    pub join_history: usize,
+    /// Client message ids remembered per room for de-duplication.
+    pub dedup_per_room: usize,
+    /// Sustained client frames per second per connection (token bucket rate).
+    pub rate_per_s: u32,
+    /// Token bucket size: how many frames a client may send in a burst.
+    pub rate_burst: u32,
+    /// `rate_limited` errors after which a connection is closed with 1008 `rate limit`.
+    pub rate_strikes: u32,
+    /// Bytes queued for a client that is not reading before it is closed as a slow consumer.
+    pub max_backlog_bytes: usize,
+    /// Total WebSocket connections (503 past it). Clamped at start to what the process can hold.
+    pub max_connections: usize,
+    /// Connections from one IP address (503 past it).
+    pub max_connections_per_ip: usize,
+    /// Time a client has to finish the WebSocket handshake.
+    pub handshake_timeout: Duration,
+    /// Stack size of each connection thread.
+    pub conn_stack_bytes: usize,
+    /// tungstenite's read buffer per connection.
+    pub read_buffer_bytes: usize,
+
+    /// How often the server pings every connection.
+    pub heartbeat_interval: Duration,
+    /// Silence after which a connection is closed.
+    pub heartbeat_timeout: Duration,
+
+    /// Journal durability.
+    pub fsync: FsyncPolicy,
+    /// Size past which the journal is compacted into a new segment.
+    pub journal_segment_bytes: u64,
+
+    /// Browser origins allowed to open a WebSocket. Empty: the page's own origin only.
+    pub allowed_origins: Vec<String>,
+    /// Refuse handshakes that carry no `Origin` header (non-browser clients).
+    pub require_origin: bool,
+
+    /// Open or token authentication.
+    pub auth: AuthMode,
+    /// HS256 secret for token mode.
+    pub jwt_secret: Option<Vec<u8>>,
+    /// Clock skew tolerated on `exp`/`nbf`, in seconds.
+    pub jwt_leeway_s: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./data"),
+            www_dir: None,
+            public_ws_url: None,
+            http_port: 8080,
+            ws_port: 8081,
+            max_frame_bytes: 64 * 1024,
+            max_text_chars: 4000,
+            max_rooms_per_conn: 32,
+            max_rooms: 10_000,
+            history_per_room: 1000,
+            join_history: 50,
+            dedup_per_room: 4096,
+            rate_per_s: 20,
+            rate_burst: 40,
+            rate_strikes: 20,
+            max_backlog_bytes: 8 * 1024 * 1024,
+            max_connections: 15_000,
+            max_connections_per_ip: 15_000,
+            handshake_timeout: Duration::from_secs(10),
+            conn_stack_bytes: 128 * 1024,
+            read_buffer_bytes: 4096,
+            heartbeat_interval: Duration::from_secs(15),
+            heartbeat_timeout: Duration::from_secs(45),
+            fsync: FsyncPolicy::Interval,
+            journal_segment_bytes: 64 * 1024 * 1024,
+            allowed_origins: Vec::new(),
+            require_origin: false,
+            auth: AuthMode::Open,
+            jwt_secret: None,
+            jwt_leeway_s: 30,
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! One WebSocket connection's thread: the handshake, the `welcome`, then a blocking
+//! read loop that turns frames into validated [`ClientMsg`]s for the dispatcher.
+//!
+//! The thread owns its tungstenite `WebSocket` for reading only: every byte it sends
+//! (pong, error, close) goes through the shared [`Conn`] outbox, so it and the
+//! dispatcher never interleave frames. It answers `ping` and malformed input itself
+//! and never touches room state.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use tungstenite::handshake::server::{Request, Response};
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::{Error as WsError, HandshakeError, Message};
+
+use crate::auth::now_s;
+use crate::config::Config;
+use crate::dispatcher::Command;
+use crate::handshake::{self, Admitted, Refusal};
+use crate::metrics::{CloseReason, Metrics};
+use crate::outbox::Conn;
+use crate::protocol::{
+    parse_client, ClientMsg, ErrorCode, HeartbeatInfo, LimitsInfo, ParseLimits, ProtocolError, ServerMsg, UserRef,
+};
+use crate::ratelimit::{Strikes, TokenBucket};
+use crate::wire;
+
+/// How long a closing connection waits for the client's side of the close.
+const LINGER: Duration = Duration::from_secs(2);
+/// Window in which `rate_strikes` refusals close a connection.
+const STRIKE_WINDOW: Duration = Duration::from_secs(10);
+
+/// What every connection thread shares.
+#[derive(Debug)]
+pub struct ConnContext {
+    pub cfg: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    pub commands: Sender<Command>,
+}
+
+/// The stream tungstenite sees. During the handshake it writes straight to the socket
+/// (the 101 or refusal response); afterwards its writes are discarded, because the
+/// thread sends its own pongs and close frames through the outbox.
+struct ConnIo {
+    conn: Arc<Conn>,
+    handshaking: bool,
+}
+
+impl Read for ConnIo {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self.conn.stream()).read(buf)
+    }
+}
+
+impl Write for ConnIo {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.handshaking {
+            (&*self.conn.stream()).write(buf)
+        } else {
+            Ok(buf.len())
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs one connection from accept to close.
+pub fn run(conn: Arc<Conn>, ctx: &ConnContext) {
+    let cfg = &ctx.cfg;
+    let stream = conn.stream();
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_read_timeout(Some(cfg.handshake_timeout));
+    let _ = stream.set_write_timeout(Some(cfg.handshake_timeout));
+
+    let Some((mut ws, admitted)) = handshake(&conn, ctx) else { return };
+    let _ = stream.set_write_timeout(None);
+    ws.get_mut().handshaking = false;
+
+    let session = format!("c{}", conn.id);
+    let welcome = ServerMsg::Welcome {
+        session: &session,
+        user: UserRef { id: &admitted.identity.id, name: &admitted.identity.name },
+        heartbeat: HeartbeatInfo {
+            interval_ms: cfg.heartbeat_interval.as_millis() as u64,
+            timeout_ms: cfg.heartbeat_timeout.as_millis() as u64,
+        },
+        limits: LimitsInfo { max_text: cfg.max_text_chars, rate_per_s: cfg.rate_per_s, max_rooms: cfg.max_rooms_per_conn },
+    };
+    let _ = conn.send(wire::encode(&welcome));
+    let registered = ctx.commands.send(Command::Register { conn: conn.clone(), user: admitted.identity.clone() }).is_ok();
+
+    let reason = if registered { read_loop(&mut ws, &conn, ctx, admitted.expires_at) } else { CloseReason::Shutdown };
+    conn.set_reason(reason);
+    let reason = conn.reason().unwrap_or(reason);
+    let _ = ctx.commands.send(Command::Gone { conn: conn.id });
+    ctx.metrics.close(reason);
+    finish(&conn, reason);
+}
+
+/// Performs the upgrade; on refusal or failure answers in plain HTTP and returns None.
+fn handshake(conn: &Arc<Conn>, ctx: &ConnContext) -> Option<(tungstenite::WebSocket<ConnIo>, Admitted)> {
+    let cfg = &ctx.cfg;
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(cfg.read_buffer_bytes)
+        .write_buffer_size(0)
+        .max_frame_size(Some(cfg.max_frame_bytes))
+        .max_message_size(Some(cfg.max_frame_bytes));
+    let mut admitted = None;
+    let mut refused = None;
+    let callback = |req: &Request, resp: Response| match handshake::admit(req, cfg) {
+        Ok(a) => {
+            admitted = Some(a);
+            Ok(resp)
+        }
+        Err(r) => {
+            let response = r.to_response();
+            refused = Some(r);
+            Err(response)
+        }
+    };
+    let io = ConnIo { conn: conn.clone(), handshaking: true };
+    match tungstenite::accept_hdr_with_config(io, callback, Some(ws_config)) {
+        Ok(ws) => Some((ws, admitted.expect("the callback admitted this request"))),
+        Err(HandshakeError::Failure(WsError::Http(_))) => {
+            let r = refused.expect("an HTTP failure comes from our refusal");
+            log::info!("refused {} ({}): {}", conn.peer, r.status, r.detail);
+            ctx.metrics.handshakes_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            linger(conn.stream());
+            None
+        }
+        Err(HandshakeError::Failure(WsError::Io(e))) => {
+            log::debug!("handshake with {} failed: {e}", conn.peer);
+            None
+        }
+        Err(HandshakeError::Failure(e)) => {
+            // Not a WebSocket upgrade (a plain GET, a bad key...): say so in HTTP.
+            let r = Refusal::new(tungstenite::http::StatusCode::BAD_REQUEST, "bad request: not a WebSocket upgrade", e.to_string());
+            log::info!("refused {} ({}): {}", conn.peer, r.status, r.detail);
+            ctx.metrics.handshakes_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let _ = (&*conn.stream()).write_all(&r.to_bytes());
+            linger(conn.stream());
+            None
+        }
+        Err(HandshakeError::Interrupted(_)) => {
+            log::info!("handshake with {} timed out", conn.peer);
+            None
+        }
+    }
+}
+
+/// Reads until the connection ends; returns why.
+fn read_loop(
+    ws: &mut tungstenite::WebSocket<ConnIo>,
+    conn: &Arc<Conn>,
+    ctx: &ConnContext,
+    expires_at: Option<u64>,
+) -> CloseReason {
+    let cfg = &ctx.cfg;
+    let limits = ParseLimits { max_text_chars: cfg.max_text_chars };
+    let mut bucket = TokenBucket::new(cfg.rate_per_s, cfg.rate_burst);
+    let mut strikes = Strikes::new(cfg.rate_strikes, STRIKE_WINDOW);
+    let mut last_heard = Instant::now();
+    loop {
+        if expires_at.is_some_and(|exp| now_s() >= exp) {
+            return CloseReason::TokenExpired;
+        }
+        // Wake for whichever comes first: the silence timeout or the token's expiry.
+        let silence_left = cfg.heartbeat_timeout.saturating_sub(last_heard.elapsed());
+        let expiry_left = expires_at.map_or(Duration::MAX, |exp| Duration::from_secs(exp.saturating_sub(now_s())));
+        let wait = silence_left.min(expiry_left).max(Duration::from_millis(1));
+        let _ = conn.stream().set_read_timeout(Some(wait));
+        let msg = match ws.read() {
+            Ok(m) => m,
+            Err(WsError::Io(e)) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                if last_heard.elapsed() >= cfg.heartbeat_timeout {
+                    return CloseReason::HeartbeatTimeout;
+                }
+                continue;
+            }
+            Err(e) => return classify(&e),
+        };
+        last_heard = Instant::now();
+        match msg {
+            Message::Text(text) => {
+                if let Some(reason) = on_text(text.as_str(), conn, ctx, limits, &mut bucket, &mut strikes) {
+                    return reason;
+                }
+            }
+            Message::Binary(_) => {
+                send_error(conn, ctx, &ProtocolError::new(ErrorCode::BadJson, "binary frames are not supported: send JSON text"));
+            }
+            Message::Ping(payload) => {
+                let _ = conn.send(wire::pong_frame(&payload));
+            }
+            Message::Pong(_) | Message::Frame(_) => {}
+            Message::Close(_) => return CloseReason::Client,
+        }
+    }
+}
+
+/// Handles one text frame; returns a reason when the connection must close.
+fn on_text(
+    text: &str,
+    conn: &Arc<Conn>,
+    ctx: &ConnContext,
+    limits: ParseLimits,
+    bucket: &mut TokenBucket,
+    strikes: &mut Strikes,
+) -> Option<CloseReason> {
+    let msg = match parse_client(text, limits) {
+        Ok(m) => m,
+        Err(e) => {
+            send_error(conn, ctx, &e);
+            return None;
+        }
+    };
+    if let ClientMsg::Ping { t } = &msg {
+        // Keep-alives are never rate limited: a busy client must not look dead.
+        let _ = conn.send(wire::encode(&ServerMsg::Pong { t: t.as_ref().map(|t| &*t.0) }));
+        return None;
+    }
+    if !bucket.take() {
+        let reference = match &msg {
+            ClientMsg::Msg { id: Some(id), .. } => id.clone(),
+            other => other.kind().to_owned(),
+        };
+        let e = ProtocolError::new(ErrorCode::RateLimited, format!("slow down: at most {} messages per second", ctx.cfg.rate_per_s))
+            .with_ref(Some(reference));
+        send_error(conn, ctx, &e);
+        return strikes.strike().then_some(CloseReason::RateLimit);
+    }
+    ctx.commands.send(Command::Client { conn: conn.id, msg }).err().map(|_| CloseReason::Shutdown)
+}
+
+fn send_error(conn: &Conn, ctx: &ConnContext, e: &ProtocolError) {
+    ctx.metrics.error(e.code);
+    let _ = conn.send(wire::encode(&e.to_server_msg()));
+}
+
+fn classify(e: &WsError) -> CloseReason {
+    use tungstenite::error::{CapacityError, ProtocolError as P};
+    match e {
+        WsError::ConnectionClosed | WsError::AlreadyClosed => CloseReason::Client,
+        WsError::Protocol(P::ResetWithoutClosingHandshake) => CloseReason::Client,
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) | WsError::Capacity(_) => CloseReason::TooBig,
+        WsError::Utf8(_) => CloseReason::InvalidUtf8,
+        WsError::Protocol(_) => CloseReason::Protocol,
+        WsError::Io(_) => CloseReason::SocketError,
+        _ => CloseReason::Internal,
+    }
+}
+
+/// Sends the close frame (echoing 1000 to a client that closed), lets it drain, ends
+/// the write side and waits briefly for the client to hang up, so the close frame is
+/// not lost to a reset.
+fn finish(conn: &Arc<Conn>, reason: CloseReason) {
+    let (code, text) = reason.close_frame().unwrap_or((1000, ""));
+    if reason != CloseReason::SocketError {
+        conn.close(code, text, false);
+        conn.flush_until(Instant::now() + LINGER);
+    }
+    conn.shutdown_write();
+    linger(conn.stream());
+}
+
+/// Reads and discards until the peer closes or `LINGER` passes.
+fn linger(stream: &TcpStream) {
+    let deadline = Instant::now() + LINGER;
+    let mut buf = [0u8; 1024];
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let _ = stream.set_read_timeout(Some(left));
+        match (&*stream).read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}

@@ -1,0 +1,569 @@
+//! The dispatcher: the single owner of chat state — rooms, members, presence, per-room
+//! `seq`, history rings, de-duplication ids and the journal — and the only thread that
+//! fans messages out.
+//!
+//! Connection threads send it [`Command`]s over a crossbeam channel and never touch
+//! its state. It works in batches: it takes every command waiting (up to a bound),
+//! stages each outgoing frame, appends accepted messages to the journal, commits the
+//! journal in one write, and only then hands the staged frames to the sockets. So no
+//! ack, live message or history reaches a client before the journal holds it. Writes
+//! never block: a socket that is full keeps a bounded backlog, retried when it drains;
+//! past the bound the client is closed as a slow consumer. It must never wait on a
+//! client.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{select, Receiver};
+
+use crate::config::Config;
+use crate::history::{History, Stored};
+use crate::journal::{Journal, JournalError, Replayed};
+use crate::metrics::{CloseReason, Metrics};
+use crate::outbox::{self, Conn, ConnId, Flush};
+use crate::protocol::{ClientMsg, ErrorCode, ProtocolError, RoomName, ServerMsg, SystemEvent, UserRef};
+use crate::shutdown::Shutdown;
+use crate::wire::{self, Frame};
+
+/// Most commands handled before the journal is committed and frames are written.
+const MAX_BATCH: usize = 4096;
+/// How often blocked sockets, closing connections and timers are looked at.
+const TICK: Duration = Duration::from_millis(20);
+/// How long a closing connection gets to take its close frame before it is cut.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long shutdown waits for close frames to drain.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Who is on the other end of a connection, fixed at the handshake.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Stable user id (`sub` in token mode, derived from the name in open mode).
+    pub id: Arc<str>,
+    /// Display name.
+    pub name: String,
+    /// Whether `nick` is allowed (open mode only).
+    pub can_rename: bool,
+}
+
+/// What connection threads tell the dispatcher.
+#[derive(Debug)]
+pub enum Command {
+    /// A connection finished its handshake and has been sent `welcome`.
+    Register { conn: Arc<Conn>, user: Identity },
+    /// A validated client message.
+    Client { conn: ConnId, msg: ClientMsg },
+    /// The connection ended; forget it.
+    Gone { conn: ConnId },
+}
+
+struct Client {
+    conn: Arc<Conn>,
+    uid: Arc<str>,
+    name: String,
+    can_rename: bool,
+    rooms: Vec<RoomName>,
+}
+
+struct Present {
+    connections: u32,
+    name: String,
+}
+
+struct Room {
+    members: HashMap<ConnId, Arc<Conn>>,
+    present: HashMap<Arc<str>, Present>,
+    history: History,
+}
+
+/// The dispatcher's state. Built by [`Dispatcher::new`], consumed by [`Dispatcher::run`].
+pub struct Dispatcher {
+    cfg: Arc<Config>,
+    metrics: Arc<Metrics>,
+    journal: Journal,
+    clients: HashMap<ConnId, Client>,
+    rooms: HashMap<RoomName, Room>,
+    /// Frames produced by the current batch, written after the journal commit.
+    staged: Vec<(Arc<Conn>, Frame)>,
+    /// Messages accepted in the current batch (for the fan-out histogram).
+    staged_msgs: u64,
+    /// Sockets that could not take everything; retried when writable.
+    blocked: HashMap<ConnId, Arc<Conn>>,
+    /// Connections sent a close frame by the dispatcher, with their deadline.
+    closing: Vec<(Arc<Conn>, Instant)>,
+    ping: Frame,
+    last_ping: Instant,
+    last_sweep: Instant,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Room {
+    fn new(cfg: &Config) -> Room {
+        Room {
+            members: HashMap::new(),
+            present: HashMap::new(),
+            history: History::new(cfg.history_per_room, cfg.dedup_per_room),
+        }
+    }
+    fn users(&self) -> Vec<UserRef<'_>> {
+        let mut users: Vec<UserRef> = self.present.iter().map(|(id, p)| UserRef { id, name: &p.name }).collect();
+        users.sort_by(|a, b| a.name.cmp(b.name).then(a.id.cmp(b.id)));
+        users
+    }
+}
+
+impl Dispatcher {
+    /// Builds the state, replaying the journal's messages into the rooms' rings.
+    pub fn new(cfg: Arc<Config>, metrics: Arc<Metrics>, journal: Journal, replayed: Vec<Replayed>) -> Dispatcher {
+        let mut d = Dispatcher {
+            cfg,
+            metrics,
+            journal,
+            clients: HashMap::new(),
+            rooms: HashMap::new(),
+            staged: Vec::new(),
+            staged_msgs: 0,
+            blocked: HashMap::new(),
+            closing: Vec::new(),
+            ping: wire::ping_frame(),
+            last_ping: Instant::now(),
+            last_sweep: Instant::now(),
+        };
+        let count = replayed.len();
+        for m in replayed {
+            let Some(name) = RoomName::parse(&m.record.room) else { continue };
+            let cfg = &d.cfg;
+            let room = d.rooms.entry(name).or_insert_with(|| Room::new(cfg));
+            // A crash during compaction can leave a message in two segments: keep one.
+            if m.record.seq <= room.history.head() {
+                continue;
+            }
+            let stored = Stored { seq: m.record.seq, frame: wire::text_frame(&m.json) };
+            room.history.push(stored, &m.record.uid, m.record.id.as_deref());
+        }
+        if count > 0 {
+            log::info!("journal: replayed {count} messages into {} rooms", d.rooms.len());
+        }
+        d.metrics.rooms.store(d.rooms.len() as u64, Relaxed);
+        d
+    }
+
+    /// The latest seq of each room (for logs and tests).
+    pub fn heads(&self) -> Vec<(String, u64)> {
+        self.rooms.iter().map(|(n, r)| (n.to_string(), r.history.head())).collect()
+    }
+
+    /// Runs until `shutdown` fires, then closes every connection with 1001 and makes
+    /// the journal durable. A journal write failure stops the server (no ack is ever
+    /// sent for a message that is not in the journal).
+    pub fn run(mut self, commands: Receiver<Command>, shutdown: Shutdown) -> Result<(), JournalError> {
+        let tick = crossbeam_channel::tick(TICK);
+        let result = loop {
+            select! {
+                recv(commands) -> cmd => match cmd {
+                    Ok(cmd) => self.handle(cmd),
+                    Err(_) => break Ok(()),
+                },
+                recv(tick) -> _ => self.on_tick(),
+                recv(shutdown.signal()) -> _ => break Ok(()),
+            }
+            for cmd in commands.try_iter().take(MAX_BATCH) {
+                self.handle(cmd);
+            }
+            if let Err(e) = self.commit_and_deliver() {
+                log::error!("{e}: stopping, nothing unjournaled was acked");
+                break Err(e);
+            }
+        };
+        self.close_all(if result.is_ok() { CloseReason::Shutdown } else { CloseReason::Internal });
+        self.journal.close()?;
+        result
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Register { conn, user } => {
+                self.metrics.connections.fetch_add(1, Relaxed);
+                let client =
+                    Client { conn: conn.clone(), uid: user.id, name: user.name, can_rename: user.can_rename, rooms: vec![] };
+                self.clients.insert(conn.id, client);
+            }
+            Command::Client { conn, msg } => {
+                if let Err(e) = self.on_client(conn, msg) {
+                    self.reply_error(conn, &e);
+                }
+            }
+            Command::Gone { conn } => self.forget(conn),
+        }
+    }
+
+    fn on_client(&mut self, id: ConnId, msg: ClientMsg) -> Result<(), ProtocolError> {
+        if !self.clients.contains_key(&id) {
+            return Ok(()); // already gone (slow consumer, shutdown): drop quietly
+        }
+        match msg {
+            ClientMsg::Join { room, since } => self.join(id, room, since),
+            ClientMsg::Leave { room } => self.leave(id, &room),
+            ClientMsg::Msg { room, text, id: msg_id } => self.post(id, room, &text, msg_id),
+            ClientMsg::Typing { room } => self.typing(id, &room),
+            ClientMsg::Nick { name } => self.nick(id, name),
+            // Answered by the connection thread; nothing to do here.
+            ClientMsg::Ping { .. } => Ok(()),
+        }
+    }
+
+    fn client(&self, id: ConnId) -> &Client {
+        self.clients.get(&id).expect("on_client checked the client exists")
+    }
+
+    fn stage(&mut self, conn: &Arc<Conn>, frame: Frame) {
+        self.staged.push((conn.clone(), frame));
+    }
+
+    fn stage_room(&mut self, room: &RoomName, frame: &Frame, except: Option<ConnId>) {
+        if let Some(r) = self.rooms.get(room) {
+            for (id, conn) in &r.members {
+                if Some(*id) != except {
+                    self.staged.push((conn.clone(), frame.clone()));
+                }
+            }
+        }
+    }
+
+    fn reply_error(&mut self, id: ConnId, e: &ProtocolError) {
+        self.metrics.error(e.code);
+        if let Some(c) = self.clients.get(&id) {
+            let conn = c.conn.clone();
+            self.stage(&conn, wire::encode(&e.to_server_msg()));
+        }
+    }
+
+    fn not_joined(room: &RoomName, reference: Option<String>) -> ProtocolError {
+        ProtocolError::new(ErrorCode::NotJoined, format!("join `{room}` first")).with_ref(reference)
+    }
+
+    fn join(&mut self, id: ConnId, room: RoomName, since: Option<u64>) -> Result<(), ProtocolError> {
+        let client = self.client(id);
+        let (conn, uid, name) = (client.conn.clone(), client.uid.clone(), client.name.clone());
+        let already = client.rooms.contains(&room);
+        if !already {
+            if client.rooms.len() >= self.cfg.max_rooms_per_conn {
+                return Err(ProtocolError::new(
+                    ErrorCode::RoomLimit,
+                    format!("at most {} rooms per connection", self.cfg.max_rooms_per_conn),
+                )
+                .with_ref(Some("join".into())));
+            }
+            if !self.rooms.contains_key(&room) {
+                if self.rooms.len() >= self.cfg.max_rooms {
+                    return Err(ProtocolError::new(ErrorCode::RoomLimit, "the server holds its maximum of rooms")
+                        .with_ref(Some("join".into())));
+                }
+                self.rooms.insert(room.clone(), Room::new(&self.cfg));
+                self.metrics.rooms.store(self.rooms.len() as u64, Relaxed);
+            }
+            let r = self.rooms.get_mut(&room).expect("inserted above");
+            r.members.insert(id, conn.clone());
+            let p = r.present.entry(uid.clone()).or_insert(Present { connections: 0, name: name.clone() });
+            p.connections += 1;
+            let first = p.connections == 1;
+            self.clients.get_mut(&id).expect("checked").rooms.push(room.clone());
+            if first {
+                let user = UserRef { id: &uid, name: &name };
+                let frame = wire::encode(&ServerMsg::System {
+                    room: room.as_str(),
+                    event: SystemEvent::Join,
+                    user,
+                    ts: now_ms(),
+                    old_name: None,
+                });
+                self.stage_room(&room, &frame, Some(id));
+            }
+        }
+        let r = self.rooms.get(&room).expect("joined above");
+        let joined = wire::encode(&ServerMsg::Joined { room: room.as_str(), head: r.history.head(), users: r.users() });
+        let history = match since {
+            Some(since) => {
+                let replay = r.history.since(since);
+                let json: Vec<_> = replay.messages.iter().map(|m| m.json()).collect();
+                wire::history_frame(room.as_str(), replay.complete, json.iter().map(|j| &j[..]))
+            }
+            None => {
+                let json: Vec<_> = r.history.recent(self.cfg.join_history).iter().map(|m| m.json()).collect();
+                wire::history_frame(room.as_str(), true, json.iter().map(|j| &j[..]))
+            }
+        };
+        self.stage(&conn, joined);
+        self.stage(&conn, history);
+        Ok(())
+    }
+
+    fn leave(&mut self, id: ConnId, room: &RoomName) -> Result<(), ProtocolError> {
+        let client = self.clients.get_mut(&id).expect("checked");
+        let Some(pos) = client.rooms.iter().position(|r| r == room) else {
+            return Err(Self::not_joined(room, Some("leave".into())));
+        };
+        client.rooms.swap_remove(pos);
+        self.remove_member(id, room);
+        Ok(())
+    }
+
+    /// Takes `id` out of `room`'s members and presence, announcing a leave when it
+    /// was the user's last connection there.
+    fn remove_member(&mut self, id: ConnId, room: &RoomName) {
+        let Some(client) = self.clients.get(&id) else { return };
+        let uid = client.uid.clone();
+        let Some(r) = self.rooms.get_mut(room) else { return };
+        if r.members.remove(&id).is_none() {
+            return;
+        }
+        let Some(p) = r.present.get_mut(&uid) else { return };
+        p.connections -= 1;
+        if p.connections == 0 {
+            let p = r.present.remove(&uid).expect("just seen");
+            let frame = wire::encode(&ServerMsg::System {
+                room: room.as_str(),
+                event: SystemEvent::Leave,
+                user: UserRef { id: &uid, name: &p.name },
+                ts: now_ms(),
+                old_name: None,
+            });
+            self.stage_room(room, &frame, None);
+        }
+    }
+
+    fn post(&mut self, id: ConnId, room: RoomName, text: &str, msg_id: Option<String>) -> Result<(), ProtocolError> {
+        let client = self.client(id);
+        let (conn, uid, name) = (client.conn.clone(), client.uid.clone(), client.name.clone());
+        if !client.rooms.contains(&room) {
+            return Err(Self::not_joined(&room, msg_id.or(Some("msg".into()))));
+        }
+        let r = self.rooms.get_mut(&room).expect("members' rooms exist");
+        if let Some(seq) = msg_id.as_deref().and_then(|m| r.history.seen(&uid, m)) {
+            self.metrics.messages_duplicate.fetch_add(1, Relaxed);
+            let ack = ServerMsg::Ack { id: msg_id.as_deref().expect("seen needs an id"), room: room.as_str(), seq, dup: true };
+            self.stage(&conn, wire::encode(&ack));
+            return Ok(());
+        }
+        let seq = r.history.next_seq();
+        let json = ServerMsg::Msg {
+            room: room.as_str(),
+            seq,
+            id: msg_id.as_deref(),
+            ts: now_ms(),
+            user: &name,
+            uid: &uid,
+            text,
+        }
+        .to_json();
+        self.journal.append(&json);
+        let frame = wire::text_frame(&json);
+        r.history.push(Stored { seq, frame: frame.clone() }, &uid, msg_id.as_deref());
+        self.metrics.messages_accepted.fetch_add(1, Relaxed);
+        self.staged_msgs += 1;
+        if let Some(mid) = msg_id.as_deref() {
+            let ack = wire::encode(&ServerMsg::Ack { id: mid, room: room.as_str(), seq, dup: false });
+            self.stage(&conn, ack);
+        }
+        self.stage_room(&room, &frame, None);
+        Ok(())
+    }
+
+    fn typing(&mut self, id: ConnId, room: &RoomName) -> Result<(), ProtocolError> {
+        let client = self.client(id);
+        if !client.rooms.contains(room) {
+            return Err(Self::not_joined(room, Some("typing".into())));
+        }
+        let frame =
+            wire::encode(&ServerMsg::Typing { room: room.as_str(), user: UserRef { id: &client.uid, name: &client.name } });
+        self.stage_room(room, &frame, Some(id));
+        Ok(())
+    }
+
+    fn nick(&mut self, id: ConnId, name: String) -> Result<(), ProtocolError> {
+        let client = self.clients.get_mut(&id).expect("checked");
+        if !client.can_rename {
+            return Err(ProtocolError::new(ErrorCode::Forbidden, "names come from the token in token mode")
+                .with_ref(Some("nick".into())));
+        }
+        let old = std::mem::replace(&mut client.name, name.clone());
+        let (uid, rooms) = (client.uid.clone(), client.rooms.clone());
+        let ts = now_ms();
+        for room in rooms {
+            let Some(r) = self.rooms.get_mut(&room) else { continue };
+            if let Some(p) = r.present.get_mut(&uid) {
+                p.name = name.clone();
+            }
+            let frame = wire::encode(&ServerMsg::System {
+                room: room.as_str(),
+                event: SystemEvent::Nick,
+                user: UserRef { id: &uid, name: &name },
+                ts,
+                old_name: Some(&old),
+            });
+            self.stage_room(&room, &frame, None);
+        }
+        Ok(())
+    }
+
+    /// Removes a connection from every room and from the dispatcher's books.
+    fn forget(&mut self, id: ConnId) {
+        let Some(client) = self.clients.get(&id) else { return };
+        for room in client.rooms.clone() {
+            self.remove_member(id, &room);
+        }
+        self.clients.remove(&id);
+        self.blocked.remove(&id);
+        self.metrics.connections.fetch_sub(1, Relaxed);
+    }
+
+    /// Commits the journal, then hands every staged frame to its socket and writes
+    /// each touched socket once (coalescing everything staged for it).
+    fn commit_and_deliver(&mut self) -> Result<(), JournalError> {
+        if self.staged.is_empty() {
+            return Ok(());
+        }
+        self.journal.commit()?;
+        let started = Instant::now();
+        let mut dirty: Vec<Arc<Conn>> = Vec::new();
+        let mut slow: Vec<Arc<Conn>> = Vec::new();
+        let staged = std::mem::take(&mut self.staged);
+        let mut delivered = 0u64;
+        for (conn, frame) in &staged {
+            let Ok(backlog) = conn.push(frame.clone()) else { continue };
+            delivered += 1;
+            if backlog > self.cfg.max_backlog_bytes {
+                slow.push(conn.clone());
+            } else if conn.mark_dirty() {
+                dirty.push(conn.clone());
+            }
+        }
+        self.staged = staged;
+        self.staged.clear();
+        for conn in dirty {
+            conn.clear_dirty();
+            self.write(&conn);
+        }
+        self.metrics.deliveries.fetch_add(delivered, Relaxed);
+        let msgs = std::mem::take(&mut self.staged_msgs);
+        if msgs > 0 {
+            self.metrics.observe_fanout(started.elapsed().as_secs_f64() / msgs as f64, msgs);
+        }
+        for conn in slow {
+            self.close_conn(&conn, CloseReason::SlowConsumer);
+        }
+        if self.journal.wants_compaction() {
+            let lines: Vec<_> = self.rooms.values().flat_map(|r| r.history.all().map(|m| m.json())).collect();
+            self.journal.compact(lines.into_iter())?;
+        }
+        Ok(())
+    }
+
+    /// Writes what the socket takes now; remembers it for later when it is full.
+    fn write(&mut self, conn: &Arc<Conn>) {
+        if conn.flush() == Flush::Pending {
+            self.blocked.insert(conn.id, conn.clone());
+        }
+    }
+
+    /// Sends a close frame (dropping the backlog when the client is too slow for it),
+    /// removes the connection from its rooms, and watches it until it is gone.
+    fn close_conn(&mut self, conn: &Arc<Conn>, reason: CloseReason) {
+        conn.set_reason(reason);
+        let (code, text) = reason.close_frame().expect("dispatcher closes always send a frame");
+        if conn.close(code, text, reason == CloseReason::SlowConsumer) {
+            log::info!("closing connection {} ({}): {}", conn.id, conn.peer, reason.label());
+            if let Some(c) = self.clients.get(&conn.id) {
+                for room in c.rooms.clone() {
+                    self.remove_member(conn.id, &room);
+                }
+                self.clients.get_mut(&conn.id).expect("just seen").rooms.clear();
+            }
+            self.blocked.remove(&conn.id);
+            conn.flush();
+            self.closing.push((conn.clone(), Instant::now() + CLOSE_GRACE));
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        self.retry_blocked();
+        self.drive_closing(now);
+        if now.duration_since(self.last_ping) >= self.cfg.heartbeat_interval {
+            self.last_ping = now;
+            let conns: Vec<Arc<Conn>> = self.clients.values().map(|c| c.conn.clone()).collect();
+            for conn in conns {
+                if conn.push(self.ping.clone()).is_ok() {
+                    self.write(&conn);
+                }
+            }
+        }
+        // Connection threads write too (pongs, errors); catch any backlog they left.
+        if now.duration_since(self.last_sweep) >= Duration::from_secs(1) {
+            self.last_sweep = now;
+            for c in self.clients.values() {
+                if c.conn.backlog() > 0 {
+                    self.blocked.insert(c.conn.id, c.conn.clone());
+                }
+            }
+        }
+    }
+
+    fn retry_blocked(&mut self) {
+        if self.blocked.is_empty() {
+            return;
+        }
+        let conns: Vec<Arc<Conn>> = self.blocked.values().cloned().collect();
+        let fds: Vec<i32> = conns.iter().map(|c| c.raw_fd()).collect();
+        for i in outbox::wait_writable(&fds, Duration::ZERO) {
+            let conn = &conns[i];
+            if conn.flush() != Flush::Pending {
+                self.blocked.remove(&conn.id);
+            }
+        }
+    }
+
+    fn drive_closing(&mut self, now: Instant) {
+        self.closing.retain(|(conn, deadline)| match conn.flush() {
+            Flush::Pending if now < *deadline => true,
+            Flush::Pending => {
+                conn.abort();
+                false
+            }
+            Flush::Done => {
+                conn.shutdown_write();
+                false
+            }
+            Flush::Failed => false,
+        });
+    }
+
+    /// Shutdown: close frame to everyone, a short grace for them to drain, then cut.
+    fn close_all(&mut self, reason: CloseReason) {
+        let (code, text) = reason.close_frame().expect("shutdown sends a frame");
+        // Anything staged by the last batch was never committed: do not send it.
+        self.staged.clear();
+        let conns: Vec<Arc<Conn>> = self.clients.values().map(|c| c.conn.clone()).collect();
+        for conn in &conns {
+            conn.set_reason(reason);
+            conn.close(code, text, false);
+        }
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        let mut pending: Vec<&Arc<Conn>> = conns.iter().collect();
+        while !pending.is_empty() && Instant::now() < deadline {
+            pending.retain(|c| c.flush() == Flush::Pending);
+            if !pending.is_empty() {
+                let fds: Vec<i32> = pending.iter().map(|c| c.raw_fd()).collect();
+                outbox::wait_writable(&fds, Duration::from_millis(50));
+            }
+        }
+        for conn in &conns {
+            conn.shutdown_write();
+        }
+        log::info!("dispatcher: closed {} connections", conns.len());
+    }
+}

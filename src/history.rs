@@ -1,0 +1,181 @@
+//! A room's memory: the ring of recent messages that serves history and resume, and
+//! the bounded set of client message ids that makes retries effectively-once.
+//!
+//! Owned by the dispatcher (one room, one `History`); no locking, no I/O.
+
+use std::collections::{HashMap, VecDeque};
+
+use bytes::Bytes;
+
+use crate::wire::{self, Frame};
+
+/// One accepted message: its live frame, from which the stored JSON is a slice.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub seq: u64,
+    pub frame: Frame,
+}
+
+impl Stored {
+    /// The message's JSON (what the journal holds and `history` splices).
+    pub fn json(&self) -> Bytes {
+        wire::payload(&self.frame)
+    }
+}
+
+/// What a resume from `since` yields.
+#[derive(Debug)]
+pub struct Replay<'a> {
+    pub messages: Vec<&'a Stored>,
+    /// False when messages after `since` are no longer held.
+    pub complete: bool,
+}
+
+/// The last `capacity` messages of a room, in `seq` order, plus de-duplication ids.
+#[derive(Debug)]
+pub struct History {
+    ring: VecDeque<Stored>,
+    capacity: usize,
+    /// Latest seq ever assigned (0 = none yet).
+    head: u64,
+    dedup: HashMap<String, u64>,
+    dedup_order: VecDeque<String>,
+    dedup_capacity: usize,
+}
+
+impl History {
+    pub fn new(capacity: usize, dedup_capacity: usize) -> History {
+        History {
+            ring: VecDeque::new(),
+            capacity: capacity.max(1),
+            head: 0,
+            dedup: HashMap::new(),
+            dedup_order: VecDeque::new(),
+            dedup_capacity: dedup_capacity.max(1),
+        }
+    }
+
+    pub fn head(&self) -> u64 {
+        self.head
+    }
+
+    pub fn next_seq(&self) -> u64 {
+        self.head + 1
+    }
+
+    /// Appends a message; `seq` must be `next_seq()` (replay may skip ahead after a
+    /// compaction dropped older lines, never back).
+    pub fn push(&mut self, stored: Stored, uid: &str, id: Option<&str>) {
+        debug_assert!(stored.seq > self.head);
+        self.head = stored.seq;
+        if let Some(id) = id {
+            self.remember(uid, id, stored.seq);
+        }
+        if self.ring.len() == self.capacity {
+            self.ring.pop_front();
+        }
+        self.ring.push_back(stored);
+    }
+
+    /// The seq of an already accepted message with this client id from this user.
+    pub fn seen(&self, uid: &str, id: &str) -> Option<u64> {
+        self.dedup.get(&dedup_key(uid, id)).copied()
+    }
+
+    fn remember(&mut self, uid: &str, id: &str, seq: u64) {
+        let key = dedup_key(uid, id);
+        if self.dedup.insert(key.clone(), seq).is_none() {
+            self.dedup_order.push_back(key);
+        }
+        while self.dedup_order.len() > self.dedup_capacity {
+            if let Some(old) = self.dedup_order.pop_front() {
+                self.dedup.remove(&old);
+            }
+        }
+    }
+
+    /// Every held message after `since`, oldest first.
+    pub fn since(&self, since: u64) -> Replay<'_> {
+        let oldest = self.ring.front().map_or(self.head + 1, |m| m.seq);
+        let complete = since + 1 >= oldest || since >= self.head;
+        // seqs in the ring are consecutive, so the start index is arithmetic.
+        let skip = (since + 1).saturating_sub(oldest) as usize;
+        Replay { messages: self.ring.iter().skip(skip).collect(), complete }
+    }
+
+    /// The most recent `n` messages, oldest first.
+    pub fn recent(&self, n: usize) -> Vec<&Stored> {
+        self.ring.iter().skip(self.ring.len().saturating_sub(n)).collect()
+    }
+
+    /// Every held message, oldest first (for journal compaction).
+    pub fn all(&self) -> impl Iterator<Item = &Stored> {
+        self.ring.iter()
+    }
+}
+
+fn dedup_key(uid: &str, id: &str) -> String {
+    let mut k = String::with_capacity(uid.len() + id.len() + 1);
+    k.push_str(uid);
+    k.push('\0');
+    k.push_str(id);
+    k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(seq: u64) -> Stored {
+        Stored { seq, frame: wire::text_frame(format!("{{\"seq\":{seq}}}").as_bytes()) }
+    }
+
+    fn filled(cap: usize, n: u64) -> History {
+        let mut h = History::new(cap, 10);
+        for s in 1..=n {
+            h.push(stored(s), "u", Some(&format!("id{s}")));
+        }
+        h
+    }
+
+    fn seqs(r: &Replay) -> Vec<u64> {
+        r.messages.iter().map(|m| m.seq).collect()
+    }
+
+    #[test]
+    fn resume_yields_exactly_the_missed_messages() {
+        let h = filled(10, 8);
+        let r = h.since(5);
+        assert_eq!(seqs(&r), vec![6, 7, 8]);
+        assert!(r.complete);
+        assert!(h.since(8).messages.is_empty());
+        assert!(h.since(80).complete);
+        assert_eq!(seqs(&h.since(0)), (1..=8).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn resume_past_the_ring_is_incomplete() {
+        let h = filled(5, 20);
+        let r = h.since(3);
+        assert_eq!(seqs(&r), vec![16, 17, 18, 19, 20]);
+        assert!(!r.complete);
+        let r = h.since(15);
+        assert!(r.complete);
+        assert_eq!(seqs(&r), vec![16, 17, 18, 19, 20]);
+    }
+
+    #[test]
+    fn recent_and_json() {
+        let h = filled(5, 20);
+        assert_eq!(h.recent(2).iter().map(|m| m.seq).collect::<Vec<_>>(), vec![19, 20]);
+        assert_eq!(&h.recent(1)[0].json()[..], b"{\"seq\":20}");
+    }
+
+    #[test]
+    fn dedup_is_per_user_and_bounded() {
+        let h = filled(100, 20);
+        assert_eq!(h.seen("u", "id20"), Some(20));
+        assert_eq!(h.seen("other", "id20"), None);
+        assert_eq!(h.seen("u", "id5"), None, "only the last 10 ids are kept");
+    }
+}

@@ -1,0 +1,103 @@
+//! natter: a real-time chat server over WebSocket — synchronous, threaded, durable.
+//!
+//! The shape (docs/ARCHITECTURE.md): an accept loop ([`server`]) gives each WebSocket
+//! connection a small-stack thread ([`connection`]) that performs the handshake
+//! ([`handshake`], [`auth`]), then reads frames, validates them ([`protocol`]) and sends
+//! [`dispatcher::Command`]s through a crossbeam channel to one [`dispatcher`] thread.
+//! The dispatcher alone owns rooms, `seq`, history ([`history`]) and the [`journal`];
+//! it frames each message once ([`wire`]) and writes it without blocking to every
+//! member's [`outbox`]. tiny_http serves the page, `/config.json`, `/healthz` and
+//! `/metrics` ([`http`], [`metrics`]). [`config::Config`] holds every limit.
+//!
+//! [`serve`] runs it all on listeners the caller bound, until a [`shutdown`] fires.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod connection;
+pub mod dispatcher;
+pub mod handshake;
+pub mod history;
+pub mod http;
+pub mod journal;
+pub mod limits;
+pub mod metrics;
+pub mod outbox;
+pub mod protocol;
+pub mod ratelimit;
+pub mod server;
+pub mod shutdown;
+pub mod wire;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::thread;
+
+use config::Config;
+use connection::ConnContext;
+use dispatcher::Dispatcher;
+use journal::{Journal, JournalError};
+use metrics::Metrics;
+use shutdown::Shutdown;
+
+/// Bounded queue from connection threads to the dispatcher: when the dispatcher falls
+/// behind, readers wait here instead of growing memory without bound.
+const COMMAND_QUEUE: usize = 65_536;
+
+/// The two sockets natter listens on, bound by the caller (port 0 in tests).
+#[derive(Debug)]
+pub struct Listeners {
+    pub http: TcpListener,
+    pub ws: TcpListener,
+}
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("HTTP listener: {0}")]
+    Http(String),
+    #[error("starting a thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+/// Runs the server until `shutdown` fires; then every client gets close 1001, the
+/// journal is flushed and fsynced, and this returns.
+pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> Result<(), ServeError> {
+    let cfg = Arc::new(cfg);
+    let metrics = Arc::new(Metrics::default());
+    let (journal, replayed) = Journal::open(&cfg.data_dir, cfg.fsync, cfg.journal_segment_bytes)?;
+    let dispatcher = Dispatcher::new(cfg.clone(), metrics.clone(), journal, replayed);
+    let (commands_tx, commands_rx) = crossbeam_channel::bounded(COMMAND_QUEUE);
+
+    let dispatch_shutdown = shutdown.clone();
+    let dispatcher =
+        thread::Builder::new().name("dispatcher".into()).spawn(move || dispatcher.run(commands_rx, dispatch_shutdown))?;
+
+    let http_server = Arc::new(
+        tiny_http::Server::from_listener(listeners.http, None).map_err(|e| ServeError::Http(e.to_string()))?,
+    );
+    let http = {
+        let (server, cfg, metrics) = (http_server.clone(), cfg.clone(), metrics.clone());
+        thread::Builder::new().name("http".into()).spawn(move || http::serve(server, cfg, metrics))?
+    };
+
+    let ctx = Arc::new(ConnContext { cfg: cfg.clone(), metrics, commands: commands_tx });
+    let max_connections = cfg.max_connections;
+    let accept_shutdown = shutdown.clone();
+    let ws = listeners.ws;
+    let accept = thread::Builder::new()
+        .name("ws-accept".into())
+        .spawn(move || server::accept_loop(ws, ctx, max_connections, accept_shutdown))?;
+
+    shutdown.wait();
+    let result = dispatcher.join().unwrap_or_else(|_| {
+        log::error!("the dispatcher panicked");
+        Ok(())
+    });
+    http_server.unblock();
+    let _ = http.join();
+    let _ = accept.join();
+    result.map_err(ServeError::from)
+}

@@ -1,0 +1,237 @@
+//! Process-wide counters for `/metrics` (Prometheus text) and `/healthz`.
+//!
+//! Plain atomics: any thread may count, nobody waits. Chat state is not kept here,
+//! only numbers about it that the dispatcher publishes.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+use crate::protocol::ErrorCode;
+
+/// Why a connection ended, as counted in `natter_closes_total{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client closed (close frame or EOF).
+    Client,
+    /// Server shutdown (1001).
+    Shutdown,
+    /// Protocol violation by the client (1002).
+    Protocol,
+    /// Invalid UTF-8 in a text frame (1007).
+    InvalidUtf8,
+    /// A frame or message over the size limit (1009).
+    TooBig,
+    /// The client stopped reading (1008 `slow consumer`).
+    SlowConsumer,
+    /// The client kept flooding (1008 `rate limit`).
+    RateLimit,
+    /// The token's `exp` passed (1008 `token expired`).
+    TokenExpired,
+    /// Nothing arrived for the heartbeat timeout.
+    HeartbeatTimeout,
+    /// The socket failed (reset, broken pipe).
+    SocketError,
+    /// A server fault (1011).
+    Internal,
+}
+
+impl CloseReason {
+    pub const ALL: [CloseReason; 11] = [
+        CloseReason::Client,
+        CloseReason::Shutdown,
+        CloseReason::Protocol,
+        CloseReason::InvalidUtf8,
+        CloseReason::TooBig,
+        CloseReason::SlowConsumer,
+        CloseReason::RateLimit,
+        CloseReason::TokenExpired,
+        CloseReason::HeartbeatTimeout,
+        CloseReason::SocketError,
+        CloseReason::Internal,
+    ];
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::Client => "client",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::Protocol => "protocol_error",
+            CloseReason::InvalidUtf8 => "invalid_utf8",
+            CloseReason::TooBig => "too_big",
+            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::RateLimit => "rate_limit",
+            CloseReason::TokenExpired => "token_expired",
+            CloseReason::HeartbeatTimeout => "heartbeat_timeout",
+            CloseReason::SocketError => "socket_error",
+            CloseReason::Internal => "internal",
+        }
+    }
+    /// The close code and reason text the client is sent, when one is sent at all.
+    pub fn close_frame(self) -> Option<(u16, &'static str)> {
+        match self {
+            CloseReason::Client | CloseReason::SocketError => None,
+            CloseReason::Shutdown => Some((1001, "server shutting down")),
+            CloseReason::Protocol => Some((1002, "protocol error")),
+            CloseReason::InvalidUtf8 => Some((1007, "invalid utf-8")),
+            CloseReason::TooBig => Some((1009, "message too big")),
+            CloseReason::SlowConsumer => Some((1008, "slow consumer")),
+            CloseReason::RateLimit => Some((1008, "rate limit")),
+            CloseReason::TokenExpired => Some((1008, "token expired")),
+            CloseReason::HeartbeatTimeout => Some((1008, "heartbeat timeout")),
+            CloseReason::Internal => Some((1011, "internal error")),
+        }
+    }
+}
+
+/// Upper bounds (seconds) of the fan-out histogram's buckets.
+const FANOUT_BUCKETS: [f64; 12] =
+    [0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0];
+
+/// All counters. One instance per server, shared by `Arc`.
+#[derive(Debug)]
+pub struct Metrics {
+    started: Instant,
+    pub connections: AtomicU64,
+    pub rooms: AtomicU64,
+    pub handshakes_refused: AtomicU64,
+    pub messages_accepted: AtomicU64,
+    pub messages_duplicate: AtomicU64,
+    pub deliveries: AtomicU64,
+    errors: [AtomicU64; ErrorCode::ALL.len()],
+    closes: [AtomicU64; CloseReason::ALL.len()],
+    fanout_buckets: [AtomicU64; FANOUT_BUCKETS.len()],
+    fanout_count: AtomicU64,
+    fanout_sum_ns: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            started: Instant::now(),
+            connections: AtomicU64::new(0),
+            rooms: AtomicU64::new(0),
+            handshakes_refused: AtomicU64::new(0),
+            messages_accepted: AtomicU64::new(0),
+            messages_duplicate: AtomicU64::new(0),
+            deliveries: AtomicU64::new(0),
+            errors: Default::default(),
+            closes: Default::default(),
+            fanout_buckets: Default::default(),
+            fanout_count: AtomicU64::new(0),
+            fanout_sum_ns: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn error(&self, code: ErrorCode) {
+        let i = ErrorCode::ALL.iter().position(|c| *c == code).expect("ALL lists every code");
+        self.errors[i].fetch_add(1, Relaxed);
+    }
+
+    pub fn close(&self, reason: CloseReason) {
+        let i = CloseReason::ALL.iter().position(|c| *c == reason).expect("ALL lists every reason");
+        self.closes[i].fetch_add(1, Relaxed);
+    }
+
+    pub fn closes(&self, reason: CloseReason) -> u64 {
+        let i = CloseReason::ALL.iter().position(|c| *c == reason).expect("ALL lists every reason");
+        self.closes[i].load(Relaxed)
+    }
+
+    /// Records the time the dispatcher spent writing one message to its receivers.
+    pub fn observe_fanout(&self, seconds: f64, messages: u64) {
+        for (i, le) in FANOUT_BUCKETS.iter().enumerate() {
+            if seconds <= *le {
+                self.fanout_buckets[i].fetch_add(messages, Relaxed);
+                break;
+            }
+        }
+        self.fanout_count.fetch_add(messages, Relaxed);
+        self.fanout_sum_ns.fetch_add((seconds * 1e9 * messages as f64) as u64, Relaxed);
+    }
+
+    pub fn uptime_s(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// `/healthz` body.
+    pub fn health_json(&self) -> String {
+        serde_json::json!({
+            "status": "ok",
+            "uptime_s": self.uptime_s(),
+            "connections": self.connections.load(Relaxed),
+            "rooms": self.rooms.load(Relaxed),
+        })
+        .to_string()
+    }
+
+    /// `/metrics` body, Prometheus text format 0.0.4.
+    pub fn render(&self) -> String {
+        let mut s = String::with_capacity(4096);
+        let mut gauge = |name: &str, help: &str, kind: &str, v: u64| {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        };
+        gauge("natter_uptime_seconds", "Seconds since start.", "gauge", self.uptime_s());
+        gauge("natter_connections", "Open WebSocket connections.", "gauge", self.connections.load(Relaxed));
+        gauge("natter_rooms", "Rooms held in memory.", "gauge", self.rooms.load(Relaxed));
+        gauge(
+            "natter_handshakes_refused_total",
+            "WebSocket handshakes refused before the upgrade.",
+            "counter",
+            self.handshakes_refused.load(Relaxed),
+        );
+        gauge(
+            "natter_messages_accepted_total",
+            "Chat messages journaled and acked.",
+            "counter",
+            self.messages_accepted.load(Relaxed),
+        );
+        gauge(
+            "natter_messages_duplicate_total",
+            "Retried messages answered with ack dup:true.",
+            "counter",
+            self.messages_duplicate.load(Relaxed),
+        );
+        gauge("natter_deliveries_total", "Frames handed to client sockets.", "counter", self.deliveries.load(Relaxed));
+        let _ = writeln!(s, "# HELP natter_errors_total Error frames sent, by code.\n# TYPE natter_errors_total counter");
+        for (i, code) in ErrorCode::ALL.iter().enumerate() {
+            let _ = writeln!(s, "natter_errors_total{{code=\"{}\"}} {}", code.as_str(), self.errors[i].load(Relaxed));
+        }
+        let _ = writeln!(s, "# HELP natter_closes_total Connections ended, by reason.\n# TYPE natter_closes_total counter");
+        for (i, r) in CloseReason::ALL.iter().enumerate() {
+            let _ = writeln!(s, "natter_closes_total{{reason=\"{}\"}} {}", r.label(), self.closes[i].load(Relaxed));
+        }
+        let _ = writeln!(
+            s,
+            "# HELP natter_fanout_seconds Dispatcher time to write one message to all its receivers.\n# TYPE natter_fanout_seconds histogram"
+        );
+        let mut cumulative = 0;
+        for (i, le) in FANOUT_BUCKETS.iter().enumerate() {
+            cumulative += self.fanout_buckets[i].load(Relaxed);
+            let _ = writeln!(s, "natter_fanout_seconds_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        let count = self.fanout_count.load(Relaxed);
+        let _ = writeln!(s, "natter_fanout_seconds_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(s, "natter_fanout_seconds_sum {}", self.fanout_sum_ns.load(Relaxed) as f64 / 1e9);
+        let _ = writeln!(s, "natter_fanout_seconds_count {count}");
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_series() {
+        let m = Metrics::default();
+        m.error(ErrorCode::TooLong);
+        m.close(CloseReason::SlowConsumer);
+        m.observe_fanout(0.0003, 2);
+        let text = m.render();
+        assert!(text.contains("natter_errors_total{code=\"too_long\"} 1"));
+        assert!(text.contains("natter_closes_total{reason=\"slow_consumer\"} 1"));
+        assert!(text.contains("natter_fanout_seconds_bucket{le=\"0.0005\"} 2"));
+        assert!(text.contains("natter_fanout_seconds_count 2"));
+    }
+}

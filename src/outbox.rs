@@ -1,0 +1,331 @@
+//! One connection's socket as seen by writers: the shared [`Conn`] handle and its
+//! bounded outbox of frames waiting to be written.
+//!
+//! Every byte the server sends on a WebSocket goes through [`Conn`]: the dispatcher's
+//! broadcasts and the connection thread's pongs and close frames alike. The outbox
+//! lock is held for each append and each write, so frames never interleave (one
+//! writer at a time). Writes use `sendmsg` with `MSG_DONTWAIT` on the one shared file
+//! descriptor: they never block, while the connection thread's reads on the same fd
+//! stay blocking. Pending frames are written together in one `sendmsg` (coalescing).
+//! This module never decides policy (who is slow, when to close): callers do.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::metrics::CloseReason;
+use crate::wire::{self, Frame};
+
+/// A connection's id, unique for the life of the process.
+pub type ConnId = u64;
+
+/// Most frames handed to one `sendmsg`.
+const MAX_IOV: usize = 64;
+
+/// What a write attempt achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// Nothing is left to write.
+    Done,
+    /// The socket's buffer is full; the rest waits for the next attempt.
+    Pending,
+    /// The socket is gone (reset, closed); nothing more can be written.
+    Failed,
+}
+
+/// Why a frame was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// A close frame is already queued or sent: nothing may follow it.
+    Closing,
+}
+
+#[derive(Debug, Default)]
+struct Outbox {
+    queue: VecDeque<Frame>,
+    /// Bytes of `queue[0]` already written.
+    head_written: usize,
+    /// Bytes in `queue` not yet written.
+    pending: usize,
+    /// A close frame has been queued: data frames are refused from now on.
+    closing: bool,
+    /// The socket failed or was shut down.
+    dead: bool,
+}
+
+/// A WebSocket connection's socket, shared by its reader thread and the dispatcher.
+#[derive(Debug)]
+pub struct Conn {
+    pub id: ConnId,
+    pub peer: SocketAddr,
+    stream: TcpStream,
+    out: Mutex<Outbox>,
+    /// Set while the dispatcher has this connection on its to-flush list.
+    dirty: AtomicBool,
+    /// Why the connection is ending; the first to decide wins.
+    reason: OnceLock<CloseReason>,
+}
+
+impl Conn {
+    pub fn new(id: ConnId, stream: TcpStream, peer: SocketAddr) -> Conn {
+        Conn {
+            id,
+            peer,
+            stream,
+            out: Mutex::new(Outbox::default()),
+            dirty: AtomicBool::new(false),
+            reason: OnceLock::new(),
+        }
+    }
+
+    /// The socket, for the connection thread's blocking reads.
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Outbox> {
+        // A panic while holding the lock leaves a consistent queue; keep serving.
+        self.out.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a frame without writing. Returns the bytes now waiting to be written.
+    pub fn push(&self, frame: Frame) -> Result<usize, Refused> {
+        let mut out = self.lock();
+        if out.closing || out.dead {
+            return Err(Refused::Closing);
+        }
+        out.pending += frame.len();
+        out.queue.push_back(frame);
+        Ok(out.pending)
+    }
+
+    /// Queues a frame and writes what the socket takes now.
+    pub fn send(&self, frame: Frame) -> Result<Flush, Refused> {
+        self.push(frame)?;
+        Ok(self.flush())
+    }
+
+    /// Records why the connection ends, unless a reason was already recorded.
+    pub fn set_reason(&self, reason: CloseReason) {
+        let _ = self.reason.set(reason);
+    }
+
+    /// The recorded reason, if any.
+    pub fn reason(&self) -> Option<CloseReason> {
+        self.reason.get().copied()
+    }
+
+    /// Marks the connection as queued for a flush; true when it was not already.
+    pub fn mark_dirty(&self) -> bool {
+        !self.dirty.swap(true, Ordering::AcqRel)
+    }
+
+    pub fn clear_dirty(&self) {
+        self.dirty.store(false, Ordering::Release);
+    }
+
+    /// Bytes waiting to be written.
+    pub fn backlog(&self) -> usize {
+        self.lock().pending
+    }
+
+    /// True once a close frame is queued or the socket is gone.
+    pub fn is_closing(&self) -> bool {
+        let out = self.lock();
+        out.closing || out.dead
+    }
+
+    /// Queues a close frame after everything already queued (or, with `discard`, after
+    /// only the frame being written, dropping the rest) and refuses data from then on.
+    /// Returns false when a close was already queued.
+    pub fn close(&self, code: u16, reason: &str, discard: bool) -> bool {
+        let mut out = self.lock();
+        if out.closing {
+            return false;
+        }
+        out.closing = true;
+        if discard {
+            let keep = usize::from(out.head_written > 0);
+            let dropped: usize = out.queue.drain(keep..).map(|f| f.len()).sum();
+            out.pending -= dropped;
+        }
+        let frame = wire::close_frame(code, reason);
+        out.pending += frame.len();
+        out.queue.push_back(frame);
+        true
+    }
+
+    /// Writes as much of the queue as the socket takes without blocking.
+    pub fn flush(&self) -> Flush {
+        let mut out = self.lock();
+        loop {
+            if out.dead {
+                return Flush::Failed;
+            }
+            if out.queue.is_empty() {
+                return Flush::Done;
+            }
+            match self.write_some(&out) {
+                Ok(n) => consume(&mut out, n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flush::Pending,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    out.dead = true;
+                    out.queue.clear();
+                    out.pending = 0;
+                    return Flush::Failed;
+                }
+            }
+        }
+    }
+
+    /// Flushes until done, failed, or `deadline`, waiting for the socket to drain.
+    /// Only for connection threads and shutdown: the dispatcher never waits.
+    pub fn flush_until(&self, deadline: Instant) -> Flush {
+        loop {
+            match self.flush() {
+                Flush::Pending => {}
+                done => return done,
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Flush::Pending;
+            }
+            wait_writable(&[self.stream.as_raw_fd()], left.min(Duration::from_millis(100)));
+        }
+    }
+
+    /// Ends the connection at once: reads and writes fail from now on, which also
+    /// wakes the connection thread from its blocking read.
+    pub fn abort(&self) {
+        self.lock().dead = true;
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+
+    /// Ends the write side after the queue has been written (the peer sees EOF).
+    pub fn shutdown_write(&self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+    }
+
+    pub fn raw_fd(&self) -> i32 {
+        self.stream.as_raw_fd()
+    }
+
+    fn write_some(&self, out: &Outbox) -> io::Result<usize> {
+        let mut iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MAX_IOV];
+        let mut n = 0;
+        for (i, frame) in out.queue.iter().take(MAX_IOV).enumerate() {
+            let bytes = if i == 0 { &frame[out.head_written..] } else { &frame[..] };
+            iov[i] = libc::iovec { iov_base: bytes.as_ptr() as *mut _, iov_len: bytes.len() };
+            n += 1;
+        }
+        // SAFETY: msghdr is plain data; every iovec points into a frame that `out` keeps
+        // alive (the lock is held) for the duration of the call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = n as _;
+        let rc = unsafe {
+            libc::sendmsg(self.stream.as_raw_fd(), &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+        };
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(rc as usize)
+        }
+    }
+}
+
+fn consume(out: &mut Outbox, mut n: usize) {
+    out.pending -= n;
+    while n > 0 {
+        let head_left = out.queue[0].len() - out.head_written;
+        if n >= head_left {
+            n -= head_left;
+            out.queue.pop_front();
+            out.head_written = 0;
+        } else {
+            out.head_written += n;
+            n = 0;
+        }
+    }
+}
+
+/// Waits until at least one of `fds` can take more bytes, or `timeout`. Returns the
+/// indexes of the writable ones.
+pub fn wait_writable(fds: &[i32], timeout: Duration) -> Vec<usize> {
+    let mut polls: Vec<libc::pollfd> =
+        fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLOUT, revents: 0 }).collect();
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: `polls` is a valid array of pollfd for the length given.
+    let rc = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as _, ms) };
+    if rc <= 0 {
+        return Vec::new();
+    }
+    polls.iter().enumerate().filter(|(_, p)| p.revents != 0).map(|(i, _)| i).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::net::TcpListener;
+
+    fn pair() -> (Conn, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (server, peer) = l.accept().unwrap();
+        (Conn::new(1, server, peer), client)
+    }
+
+    #[test]
+    fn coalesced_frames_arrive_whole_and_in_order() {
+        let (conn, mut client) = pair();
+        for i in 0..100u8 {
+            conn.push(wire::text_frame(&[i; 10])).unwrap();
+        }
+        assert_eq!(conn.flush(), Flush::Done);
+        let mut buf = vec![0u8; 1200];
+        client.read_exact(&mut buf).unwrap();
+        for i in 0..100usize {
+            assert_eq!(&buf[i * 12..i * 12 + 2], &[0x81, 10]);
+            assert_eq!(buf[i * 12 + 2], i as u8);
+        }
+    }
+
+    #[test]
+    fn a_reader_that_stops_leaves_a_backlog_and_never_blocks() {
+        let (conn, _client) = pair();
+        let frame = wire::text_frame(&[b'x'; 60_000]);
+        let mut last = Flush::Done;
+        for _ in 0..200 {
+            last = conn.send(frame.clone()).unwrap();
+        }
+        assert_eq!(last, Flush::Pending);
+        assert!(conn.backlog() > 1_000_000);
+    }
+
+    #[test]
+    fn close_with_discard_keeps_the_partly_written_frame() {
+        let (conn, mut client) = pair();
+        let frame = wire::text_frame(&[b'x'; 60_000]);
+        while conn.send(frame.clone()).unwrap() != Flush::Pending {}
+        conn.push(frame.clone()).unwrap();
+        assert!(conn.close(1008, "slow consumer", true));
+        assert_eq!(conn.push(frame.clone()), Err(Refused::Closing));
+        // The reader drains: it must see whole frames, then the close frame, then EOF.
+        let reader = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            client.read_to_end(&mut all).unwrap();
+            all
+        });
+        assert_eq!(conn.flush_until(Instant::now() + Duration::from_secs(10)), Flush::Done);
+        conn.shutdown_write();
+        let all = reader.join().unwrap();
+        assert_eq!(&all[all.len() - 17..all.len() - 15], &[0x88, 15]);
+        assert_eq!((all.len() - 17) % frame.len(), 0, "only whole frames before the close");
+    }
+}

@@ -1,0 +1,451 @@
+//! The wire contract in types: what a client may send, what the server sends back,
+//! and the validation between the two (shared/PROTOCOL.md, restated in docs/PROTOCOL.md).
+//!
+//! Parsing is one step: a text frame becomes a validated [`ClientMsg`] or a
+//! [`ProtocolError`] carrying the error code the client will see. This module never
+//! touches sockets or room state.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// The room a type-less frame (the seed tutorial's `{user, text}`) is posted to.
+pub const DEFAULT_ROOM: &str = "lobby";
+/// Longest client message id.
+pub const MAX_ID_CHARS: usize = 64;
+/// Longest display name.
+pub const MAX_NAME_CHARS: usize = 32;
+/// Longest room name.
+pub const MAX_ROOM_CHARS: usize = 64;
+
+/// A validated room name: 1–64 characters of `A-Z a-z 0-9 _ - .`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct RoomName(String);
+
+impl RoomName {
+    pub fn parse(s: &str) -> Option<RoomName> {
+        let ok = !s.is_empty()
+            && s.len() <= MAX_ROOM_CHARS
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        ok.then(|| RoomName(s.to_owned()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for RoomName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Cleans a display name as PROTOCOL.md says: trimmed, control characters removed, at
+/// most 32 characters. Returns `None` when nothing is left (the caller picks a default).
+pub fn clean_name(raw: &str) -> Option<String> {
+    let kept: String = raw.chars().filter(|c| !c.is_control()).collect();
+    let name: String = kept.trim().chars().take(MAX_NAME_CHARS).collect();
+    let name = name.trim_end().to_owned();
+    (!name.is_empty()).then_some(name)
+}
+
+/// A validated message from a client.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientMsg {
+    Join { room: RoomName, since: Option<u64> },
+    Leave { room: RoomName },
+    Msg { room: RoomName, text: String, id: Option<String> },
+    Typing { room: RoomName },
+    Nick { name: String },
+    Ping { t: Option<RawJson> },
+}
+
+/// A JSON value kept as its source text (the `t` of a ping, echoed as-is in the pong).
+#[derive(Debug, Clone)]
+pub struct RawJson(pub Box<RawValue>);
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+impl ClientMsg {
+    /// The `type` as the client wrote it, for `error.ref` and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientMsg::Join { .. } => "join",
+            ClientMsg::Leave { .. } => "leave",
+            ClientMsg::Msg { .. } => "msg",
+            ClientMsg::Typing { .. } => "typing",
+            ClientMsg::Nick { .. } => "nick",
+            ClientMsg::Ping { .. } => "ping",
+        }
+    }
+}
+
+/// The error codes of the protocol, each counted in `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadJson,
+    UnknownType,
+    BadField,
+    NotJoined,
+    TooLong,
+    RateLimited,
+    RoomLimit,
+    Forbidden,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 8] = [
+        ErrorCode::BadJson,
+        ErrorCode::UnknownType,
+        ErrorCode::BadField,
+        ErrorCode::NotJoined,
+        ErrorCode::TooLong,
+        ErrorCode::RateLimited,
+        ErrorCode::RoomLimit,
+        ErrorCode::Forbidden,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadJson => "bad_json",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::BadField => "bad_field",
+            ErrorCode::NotJoined => "not_joined",
+            ErrorCode::TooLong => "too_long",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::RoomLimit => "room_limit",
+            ErrorCode::Forbidden => "forbidden",
+        }
+    }
+}
+
+/// Why a client frame was refused: the code, a human message and what it refers to.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct ProtocolError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub reference: Option<String>,
+}
+
+impl ProtocolError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ProtocolError { code, message: message.into(), reference: None }
+    }
+    pub fn with_ref(mut self, reference: Option<String>) -> Self {
+        self.reference = reference;
+        self
+    }
+    /// The frame the client receives.
+    pub fn to_server_msg(&self) -> ServerMsg<'_> {
+        ServerMsg::Error { code: self.code, message: &self.message, r#ref: self.reference.as_deref() }
+    }
+}
+
+/// Every field a client frame may carry, unparsed, so that a wrong type in one field
+/// is reported as `bad_field` on that field rather than as `bad_json` for the frame.
+#[derive(Deserialize)]
+struct RawFrame<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow)]
+    room: Option<&'a RawValue>,
+    #[serde(borrow)]
+    since: Option<&'a RawValue>,
+    #[serde(borrow)]
+    text: Option<&'a RawValue>,
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    name: Option<&'a RawValue>,
+    #[serde(borrow)]
+    t: Option<&'a RawValue>,
+}
+
+/// Limits the parser enforces (from `Config`).
+#[derive(Debug, Clone, Copy)]
+pub struct ParseLimits {
+    pub max_text_chars: usize,
+}
+
+/// Parses and validates one client text frame.
+pub fn parse_client(frame: &str, limits: ParseLimits) -> Result<ClientMsg, ProtocolError> {
+    let raw: RawFrame = serde_json::from_str(frame)
+        .map_err(|e| ProtocolError::new(ErrorCode::BadJson, format!("not a JSON object: {e}")))?;
+    let kind = match raw.kind {
+        Some(v) => Some(string_field(Some(v), "type")?),
+        None => None,
+    };
+    let kind_ref = kind.as_ref().map(|k| truncate(k, 32));
+    let parsed = (|| -> Result<ClientMsg, ProtocolError> {
+    Ok(match kind.as_deref() {
+        // The seed tutorial's client sends `{user, text}` with no type: a post to lobby.
+        None if is_string(raw.text) => ClientMsg::Msg {
+            room: RoomName(DEFAULT_ROOM.to_owned()),
+            text: text_field(raw.text, limits)?,
+            id: id_field(raw.id)?,
+        },
+        None => return Err(ProtocolError::new(ErrorCode::BadField, "missing field `type`")),
+        Some("join") => ClientMsg::Join { room: room_field(raw.room)?, since: since_field(raw.since)? },
+        Some("leave") => ClientMsg::Leave { room: room_field(raw.room)? },
+        Some("msg") => {
+            let id = id_field(raw.id)?;
+            let parsed = room_field(raw.room).and_then(|room| Ok((room, text_field(raw.text, limits)?)));
+            let (room, text) = parsed.map_err(|e| e.with_ref(id.clone().or(Some("msg".into()))))?;
+            ClientMsg::Msg { room, text, id }
+        }
+        Some("typing") => ClientMsg::Typing { room: room_field(raw.room)? },
+        Some("nick") => {
+            let name = string_field(raw.name, "name")?;
+            let name = clean_name(&name).ok_or_else(|| bad_field("`name` is empty"))?;
+            ClientMsg::Nick { name }
+        }
+        Some("ping") => ClientMsg::Ping { t: raw.t.map(|t| RawJson(t.to_owned())) },
+        Some(other) => {
+            return Err(ProtocolError::new(ErrorCode::UnknownType, format!("unknown type `{}`", truncate(other, 32)))
+                .with_ref(Some(truncate(other, 32))))
+        }
+    })
+    })();
+    parsed.map_err(|e| if e.reference.is_none() { e.with_ref(kind_ref) } else { e })
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}
+
+fn bad_field(message: impl Into<String>) -> ProtocolError {
+    ProtocolError::new(ErrorCode::BadField, message)
+}
+
+fn is_string(v: Option<&RawValue>) -> bool {
+    v.is_some_and(|v| v.get().starts_with('"'))
+}
+
+fn string_field<'a>(v: Option<&'a RawValue>, name: &str) -> Result<Cow<'a, str>, ProtocolError> {
+    let v = v.ok_or_else(|| bad_field(format!("missing field `{name}`")))?;
+    serde_json::from_str::<Cow<'a, str>>(v.get()).map_err(|_| bad_field(format!("`{name}` must be a string")))
+}
+
+fn room_field(v: Option<&RawValue>) -> Result<RoomName, ProtocolError> {
+    let room = string_field(v, "room")?;
+    RoomName::parse(&room).ok_or_else(|| bad_field("`room` must be 1-64 characters of A-Z a-z 0-9 _ - ."))
+}
+
+fn text_field(v: Option<&RawValue>, limits: ParseLimits) -> Result<String, ProtocolError> {
+    let text = string_field(v, "text")?;
+    if text.trim().is_empty() {
+        return Err(bad_field("`text` is empty"));
+    }
+    // Count characters only as far as the limit: a huge text costs no more than a short one.
+    if text.chars().nth(limits.max_text_chars).is_some() {
+        return Err(ProtocolError::new(
+            ErrorCode::TooLong,
+            format!("`text` is longer than {} characters", limits.max_text_chars),
+        ));
+    }
+    Ok(text.into_owned())
+}
+
+fn id_field(v: Option<&RawValue>) -> Result<Option<String>, ProtocolError> {
+    if v.is_none_or(|v| v.get() == "null") {
+        return Ok(None);
+    }
+    let id = string_field(v, "id")?;
+    if id.is_empty() || id.chars().nth(MAX_ID_CHARS).is_some() {
+        return Err(bad_field(format!("`id` must be 1-{MAX_ID_CHARS} characters")));
+    }
+    Ok(Some(id.into_owned()))
+}
+
+fn since_field(v: Option<&RawValue>) -> Result<Option<u64>, ProtocolError> {
+    match v {
+        None => Ok(None),
+        Some(v) if v.get() == "null" => Ok(None),
+        Some(v) => serde_json::from_str::<u64>(v.get())
+            .map(Some)
+            .map_err(|_| bad_field("`since` must be a non-negative integer")),
+    }
+}
+
+/// A user as the protocol shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserRef<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct HeartbeatInfo {
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct LimitsInfo {
+    pub max_text: usize,
+    pub rate_per_s: u32,
+    pub max_rooms: usize,
+}
+
+/// The `system` event kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SystemEvent {
+    Join,
+    Leave,
+    Nick,
+}
+
+/// Everything the server sends, but `history` (spliced from stored messages, see `wire`).
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMsg<'a> {
+    Welcome { session: &'a str, user: UserRef<'a>, heartbeat: HeartbeatInfo, limits: LimitsInfo },
+    Joined { room: &'a str, head: u64, users: Vec<UserRef<'a>> },
+    Msg {
+        room: &'a str,
+        seq: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
+        ts: u64,
+        user: &'a str,
+        uid: &'a str,
+        text: &'a str,
+    },
+    Ack { id: &'a str, room: &'a str, seq: u64, dup: bool },
+    System {
+        room: &'a str,
+        event: SystemEvent,
+        user: UserRef<'a>,
+        ts: u64,
+        /// The previous name, on `nick` events.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        old_name: Option<&'a str>,
+    },
+    Typing { room: &'a str, user: UserRef<'a> },
+    Pong {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        t: Option<&'a RawValue>,
+    },
+    Error {
+        code: ErrorCode,
+        message: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        r#ref: Option<&'a str>,
+    },
+}
+
+impl ServerMsg<'_> {
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("server messages always serialize")
+    }
+}
+
+/// A stored chat message as the journal and history hold it; the same JSON as a live `msg`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StoredMsgRecord {
+    pub room: String,
+    pub seq: u64,
+    #[serde(default)]
+    pub id: Option<String>,
+    pub uid: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const L: ParseLimits = ParseLimits { max_text_chars: 10 };
+
+    fn code(frame: &str) -> ErrorCode {
+        parse_client(frame, L).unwrap_err().code
+    }
+
+    #[test]
+    fn parses_every_client_type() {
+        assert_eq!(
+            parse_client(r#"{"type":"join","room":"lobby","since":7}"#, L).unwrap(),
+            ClientMsg::Join { room: RoomName::parse("lobby").unwrap(), since: Some(7) }
+        );
+        assert_eq!(parse_client(r#"{"type":"leave","room":"a.b"}"#, L).unwrap().kind(), "leave");
+        assert_eq!(
+            parse_client(r#"{"type":"msg","room":"r","text":"hi","id":"x1"}"#, L).unwrap(),
+            ClientMsg::Msg { room: RoomName::parse("r").unwrap(), text: "hi".into(), id: Some("x1".into()) }
+        );
+        assert_eq!(parse_client(r#"{"type":"typing","room":"r"}"#, L).unwrap().kind(), "typing");
+        assert_eq!(
+            parse_client(r#"{"type":"nick","name":"  bob\u0007 "}"#, L).unwrap(),
+            ClientMsg::Nick { name: "bob".into() }
+        );
+        match parse_client(r#"{"type":"ping","t":123}"#, L).unwrap() {
+            ClientMsg::Ping { t } => assert_eq!(t.unwrap().0.get(), "123"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn typeless_text_is_a_lobby_post_and_user_is_ignored() {
+        assert_eq!(
+            parse_client(r#"{"user":"mallory","text":"hello"}"#, L).unwrap(),
+            ClientMsg::Msg { room: RoomName::parse("lobby").unwrap(), text: "hello".into(), id: None }
+        );
+    }
+
+    #[test]
+    fn every_bad_input_has_its_code() {
+        assert_eq!(code("not json"), ErrorCode::BadJson);
+        assert_eq!(code("[1,2]"), ErrorCode::BadJson);
+        assert_eq!(code(r#"{"type":"dance"}"#), ErrorCode::UnknownType);
+        assert_eq!(code(r#"{"type":5}"#), ErrorCode::BadField);
+        assert_eq!(code(r#"{"user":"x"}"#), ErrorCode::BadField);
+        assert_eq!(code(r#"{"type":"join"}"#), ErrorCode::BadField);
+        assert_eq!(code(r#"{"type":"join","room":"a b"}"#), ErrorCode::BadField);
+        assert_eq!(code(r#"{"type":"join","room":""}"#), ErrorCode::BadField);
+        assert_eq!(code(&format!(r#"{{"type":"join","room":"{}"}}"#, "a".repeat(65))), ErrorCode::BadField);
+        assert_eq!(code(r#"{"type":"join","room":"r","since":-1}"#), ErrorCode::BadField);
+        assert_eq!(code(r#"{"type":"msg","room":"r","text":5}"#), ErrorCode::BadField);
+        assert_eq!(code(r#"{"type":"msg","room":"r","text":"   "}"#), ErrorCode::BadField);
+        assert_eq!(code(r#"{"type":"msg","room":"r","text":"01234567890"}"#), ErrorCode::TooLong);
+        assert_eq!(code(&format!(r#"{{"type":"msg","room":"r","text":"x","id":"{}"}}"#, "i".repeat(65))), ErrorCode::BadField);
+        assert_eq!(code(r#"{"type":"nick","name":"\u0001 "}"#), ErrorCode::BadField);
+    }
+
+    #[test]
+    fn text_limit_counts_characters_not_bytes() {
+        assert!(parse_client(r#"{"type":"msg","room":"r","text":"éééééééééé"}"#, L).is_ok());
+    }
+
+    #[test]
+    fn errors_refer_to_the_client_id() {
+        let e = parse_client(r#"{"type":"msg","room":"r","text":"01234567890","id":"m-1"}"#, L).unwrap_err();
+        assert_eq!(e.reference.as_deref(), Some("m-1"));
+        let e = parse_client(r#"{"type":"join"}"#, L).unwrap_err();
+        assert_eq!(e.reference.as_deref(), Some("join"));
+    }
+
+    #[test]
+    fn names_are_cleaned() {
+        assert_eq!(clean_name("  al\tice  ").as_deref(), Some("alice"));
+        assert_eq!(clean_name("\u{1}\u{2}"), None);
+        assert_eq!(clean_name(&"n".repeat(40)).unwrap().chars().count(), 32);
+    }
+
+    #[test]
+    fn server_messages_have_the_documented_shape() {
+        let j = String::from_utf8(
+            ServerMsg::Ack { id: "a", room: "r", seq: 3, dup: true }.to_json(),
+        )
+        .unwrap();
+        assert_eq!(j, r#"{"type":"ack","id":"a","room":"r","seq":3,"dup":true}"#);
+        let e = ProtocolError::new(ErrorCode::NotJoined, "join first").with_ref(Some("x".into()));
+        let j = String::from_utf8(e.to_server_msg().to_json()).unwrap();
+        assert_eq!(j, r#"{"type":"error","code":"not_joined","message":"join first","ref":"x"}"#);
+    }
+}

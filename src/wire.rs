@@ -1,0 +1,142 @@
+//! WebSocket framing for the server's own writes: a message is serialized and framed
+//! once into shared bytes ([`Frame`]) that every receiver's outbox holds by reference.
+//!
+//! This is the one place that builds frames by hand (tungstenite frames the reader's
+//! control replies). It never writes to a socket.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::protocol::ServerMsg;
+
+/// A complete, unmasked server frame: header and payload, cheap to clone.
+pub type Frame = Bytes;
+
+const OP_TEXT: u8 = 0x1;
+const OP_CLOSE: u8 = 0x8;
+const OP_PING: u8 = 0x9;
+const OP_PONG: u8 = 0xA;
+
+fn header(buf: &mut BytesMut, opcode: u8, len: usize) {
+    buf.put_u8(0x80 | opcode);
+    if len < 126 {
+        buf.put_u8(len as u8);
+    } else if len <= u16::MAX as usize {
+        buf.put_u8(126);
+        buf.put_u16(len as u16);
+    } else {
+        buf.put_u8(127);
+        buf.put_u64(len as u64);
+    }
+}
+
+/// Length of the header `text_frame` puts before a payload of `len` bytes.
+pub fn header_len(len: usize) -> usize {
+    match len {
+        0..=125 => 2,
+        126..=65535 => 4,
+        _ => 10,
+    }
+}
+
+/// Frames a JSON payload as one final text frame.
+pub fn text_frame(payload: &[u8]) -> Frame {
+    let mut buf = BytesMut::with_capacity(header_len(payload.len()) + payload.len());
+    header(&mut buf, OP_TEXT, payload.len());
+    buf.put_slice(payload);
+    buf.freeze()
+}
+
+/// Serializes and frames a server message.
+pub fn encode(msg: &ServerMsg<'_>) -> Frame {
+    text_frame(&msg.to_json())
+}
+
+/// The JSON payload of a text frame built by [`text_frame`].
+pub fn payload(frame: &Frame) -> Bytes {
+    let len = frame.len();
+    // The payload length decides the header length; try each candidate.
+    for h in [2usize, 4, 10] {
+        if len >= h && header_len(len - h) == h {
+            return frame.slice(h..);
+        }
+    }
+    unreachable!("a frame built by text_frame always has a valid header")
+}
+
+/// A ping frame with an empty payload (the heartbeat).
+pub fn ping_frame() -> Frame {
+    let mut buf = BytesMut::with_capacity(2);
+    header(&mut buf, OP_PING, 0);
+    buf.freeze()
+}
+
+/// A pong frame echoing a ping's payload (at most 125 bytes, checked by tungstenite).
+pub fn pong_frame(payload: &[u8]) -> Frame {
+    let mut buf = BytesMut::with_capacity(2 + payload.len());
+    header(&mut buf, OP_PONG, payload.len());
+    buf.put_slice(payload);
+    buf.freeze()
+}
+
+/// A close frame with a code and a short reason (at most 123 bytes, as RFC 6455 requires).
+pub fn close_frame(code: u16, reason: &str) -> Frame {
+    let reason = &reason.as_bytes()[..reason.len().min(123)];
+    let mut buf = BytesMut::with_capacity(4 + reason.len());
+    header(&mut buf, OP_CLOSE, 2 + reason.len());
+    buf.put_u16(code);
+    buf.put_slice(reason);
+    buf.freeze()
+}
+
+/// Builds a `history` frame by splicing the stored JSON of each message (already
+/// server-encoded, so valid JSON) into one array: no message is re-serialized.
+pub fn history_frame<'a>(room: &str, complete: bool, messages: impl Iterator<Item = &'a [u8]>) -> Frame {
+    let mut json = Vec::with_capacity(256);
+    json.extend_from_slice(br#"{"type":"history","room":"#);
+    serde_json::to_writer(&mut json, room).expect("a string always serializes");
+    json.extend_from_slice(br#","messages":["#);
+    for (i, m) in messages.enumerate() {
+        if i > 0 {
+            json.push(b',');
+        }
+        json.extend_from_slice(m);
+    }
+    json.extend_from_slice(br#"],"complete":"#);
+    json.extend_from_slice(if complete { b"true}" } else { b"false}" });
+    text_frame(&json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_have_rfc6455_headers() {
+        assert_eq!(&text_frame(b"hi")[..], b"\x81\x02hi");
+        let f = text_frame(&[b'a'; 200]);
+        assert_eq!(&f[..4], &[0x81, 126, 0, 200]);
+        let f = text_frame(&vec![b'a'; 70_000]);
+        assert_eq!(&f[..2], &[0x81, 127]);
+        assert_eq!(f.len(), 70_010);
+        assert_eq!(&ping_frame()[..], &[0x89, 0]);
+        assert_eq!(&close_frame(1008, "slow consumer")[..4], &[0x88, 15, 0x03, 0xF0]);
+    }
+
+    #[test]
+    fn payload_recovers_the_json() {
+        for n in [0usize, 1, 125, 126, 127, 65535, 65536, 100_000] {
+            let body = vec![b'x'; n];
+            assert_eq!(payload(&text_frame(&body)).len(), n, "n={n}");
+        }
+    }
+
+    #[test]
+    fn history_is_valid_json() {
+        let msgs: Vec<&[u8]> = vec![br#"{"seq":1}"#, br#"{"seq":2}"#];
+        let f = history_frame("lobby", false, msgs.into_iter());
+        let v: serde_json::Value = serde_json::from_slice(&payload(&f)).unwrap();
+        assert_eq!(v["type"], "history");
+        assert_eq!(v["messages"][1]["seq"], 2);
+        assert_eq!(v["complete"], false);
+    }
+}
