@@ -1,1 +1,109 @@
-fn main() {}
+//! natter-loadtest: opens thousands of WebSocket clients against a chat
+//! server from a few threads and measures what the server delivers.
+//!
+//! Where things live: `cli` (flags) · `ws` (RFC 6455 client bytes) ·
+//! `probe` (the measured message and its template) · `ledger` (exact
+//! per-receiver delivery accounting) · `stats` (histograms, counters) ·
+//! `worker` (one mio event loop owning many connections) · `fleet` (the
+//! coordinator's handle on the workers) · `scenario` (steady, ramp, connect,
+//! idle, churn, shootout) · `report` (summary, JSON, HTML/SVG, comparison) ·
+//! `sys` (clock, rlimit, getrusage, /proc). `main` only wires them.
+
+mod cli;
+mod fleet;
+mod ledger;
+mod probe;
+mod report;
+mod scenario;
+mod stats;
+mod sys;
+mod worker;
+mod ws;
+
+use clap::Parser;
+use cli::{Args, Scenario};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let max = args.max_seconds;
+    // Watchdog: whatever happens, the tester stops by itself.
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(max));
+        eprintln!("natter-loadtest: --max-seconds {max} reached, exiting");
+        std::process::exit(3);
+    });
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("natter-loadtest: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    if args.scenario() == Scenario::Compare {
+        return compare(args);
+    }
+    sys::now_ns(); // start the process clock
+    let nofile = sys::raise_nofile_limit();
+    let needed = args.clients.max(if args.scenario() == Scenario::Shootout { args.max_clients } else { 0 });
+    if needed + 64 > nofile {
+        eprintln!("warning: {needed} clients need more descriptors than the limit of {nofile}");
+    }
+    let targets = args.urls.iter().map(|u| ws::Target::parse(u, args.allow_remote)).collect::<Result<Vec<_>, _>>()?;
+    let setup = worker::Setup {
+        targets,
+        join: args.join.replace("$ROOM", &args.room),
+        template: probe::Template::new(&args.template, &args.room),
+        run_id: sys::now_ns() ^ u64::from(std::process::id()) << 32 ^ unix_nanos(),
+        progress: Arc::default(),
+        board: Arc::new(worker::Board::new(args.in_flight.max(1) as usize)),
+    };
+    let threads = args.threads.max(1);
+    let fleet = fleet::Fleet::start(setup, threads, args.quiet).map_err(|e| format!("starting workers: {e}"))?;
+    let wall = Instant::now();
+    let cpu0 = sys::process_cpu();
+    let outcome = scenario::run(&fleet, args);
+    let tester = report::Tester {
+        threads,
+        wall_secs: wall.elapsed().as_secs_f64(),
+        cpu_secs: (sys::process_cpu() - cpu0).as_secs_f64(),
+        worker_cpu_secs: outcome.stats.cpu.as_secs_f64(),
+    };
+    fleet.stop();
+    let j = report::to_json(&outcome, &args.label, &tester);
+    if args.json {
+        println!("{j}");
+    } else {
+        print!("{}", report::summary(&j));
+    }
+    if let Some(path) = &args.report {
+        let body = if path.ends_with(".svg") { report::svg(&outcome) } else { report::html(&outcome, &j) };
+        std::fs::write(path, body).map_err(|e| format!("{path}: {e}"))?;
+    }
+    if tester.bottleneck() {
+        eprintln!("warning: the tester used ≥ 90% of its threads' CPU: it may be what was measured");
+    }
+    Ok(())
+}
+
+fn unix_nanos() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Read LABEL=FILE inputs (JSON lines) and print the side-by-side table.
+fn compare(args: &Args) -> Result<(), String> {
+    let mut runs = Vec::new();
+    for input in &args.inputs {
+        let (label, path) = input.split_once('=').ok_or_else(|| format!("--input {input}: want LABEL=FILE"))?;
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+        let values = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        runs.push((label.to_string(), values));
+    }
+    print!("{}", report::compare(&runs));
+    Ok(())
+}

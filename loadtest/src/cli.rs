@@ -1,0 +1,167 @@
+//! Command-line flags: every knob of every scenario, with its default and
+//! why it exists. `main` turns these into a run; nothing else reads them.
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// Fixed clients, senders, rate and duration.
+    Steady,
+    /// Raise the rate in steps until p99 passes the bound or a message is lost.
+    Ramp,
+    /// Connection rate and time until all clients are connected.
+    Connect,
+    /// Hold idle clients; with --server-pid, the server's KiB per connection.
+    Idle,
+    /// Clients join and leave while others chat; stayers must lose nothing.
+    Churn,
+    /// websocket-shootout: clients in steps, broadcasts in flight, stop when
+    /// p95 of time-to-last-receiver passes the bound.
+    Shootout,
+    /// Side-by-side table from --json outputs: --input LABEL=FILE, repeated.
+    Compare,
+}
+
+impl Scenario {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Steady => "steady",
+            Scenario::Ramp => "ramp",
+            Scenario::Connect => "connect",
+            Scenario::Idle => "idle",
+            Scenario::Churn => "churn",
+            Scenario::Shootout => "shootout",
+            Scenario::Compare => "compare",
+        }
+    }
+}
+
+/// natter-loadtest: many WebSocket clients on few threads, exact delivery
+/// accounting, HDR latency.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Args {
+    /// What to run (or --scenario).
+    #[arg(value_enum)]
+    pub scenario_arg: Option<Scenario>,
+    #[arg(long, value_enum, default_value = "steady")]
+    pub scenario: Scenario,
+
+    /// Target WebSocket URL; repeat to spread clients round-robin.
+    #[arg(long = "url", default_value = "ws://127.0.0.1:8081/ws?name=lt")]
+    pub urls: Vec<String>,
+    /// Allow targets outside 127.0.0.0/8 and ::1.
+    #[arg(long)]
+    pub allow_remote: bool,
+    /// Name of the server in outputs and the comparison table.
+    #[arg(long, default_value = "target")]
+    pub label: String,
+
+    /// Clients to open (counted receivers).
+    #[arg(long, default_value_t = 1000)]
+    pub clients: u64,
+    /// New connections per second while opening (0 = as fast as 256 in
+    /// flight per thread allows).
+    #[arg(long, default_value_t = 2000.0)]
+    pub connect_rate: f64,
+    /// Worker threads; each multiplexes its share of the clients.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+
+    /// Room name, put in place of $ROOM in --join and --msg.
+    #[arg(long, default_value = "lobby")]
+    pub room: String,
+    /// Frame sent after the handshake; empty for servers without rooms.
+    #[arg(long, default_value = r#"{"type":"join","room":"$ROOM"}"#)]
+    pub join: String,
+    /// Message template; $TEXT is the probe text, $ID a unique id.
+    #[arg(long = "msg", default_value = r#"{"type":"msg","room":"$ROOM","text":"$TEXT","id":"$ID"}"#)]
+    pub template: String,
+
+    /// Clients that send (each its own stream of sequence numbers).
+    #[arg(long, default_value_t = 10)]
+    pub senders: u32,
+    /// Messages per second, all senders together.
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// Seconds of sending (steady, churn).
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Pause between everyone connected and the first message, ms (lets
+    /// joins finish).
+    #[arg(long, default_value_t = 500)]
+    pub settle_ms: u64,
+    /// After sending: wait until all expected deliveries arrived or none
+    /// came for this long, ms.
+    #[arg(long, default_value_t = 2000)]
+    pub drain_ms: u64,
+
+    /// ramp: first rate (messages/s).
+    #[arg(long, default_value_t = 20.0)]
+    pub ramp_start: f64,
+    /// ramp: rate multiplier per step.
+    #[arg(long, default_value_t = 1.5)]
+    pub ramp_factor: f64,
+    /// ramp: seconds per step.
+    #[arg(long, default_value_t = 3.0)]
+    pub step_secs: f64,
+    /// ramp: most steps.
+    #[arg(long, default_value_t = 15)]
+    pub max_steps: u32,
+    /// ramp: p99 bound, ms.
+    #[arg(long, default_value_t = 200.0)]
+    pub p99_bound_ms: f64,
+
+    /// idle: seconds to hold the connections.
+    #[arg(long, default_value_t = 5.0)]
+    pub hold: f64,
+    /// PID of the server, to read its VmRSS from /proc.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+
+    /// churn: churning clients alive at a time (default clients/10).
+    #[arg(long)]
+    pub churners: Option<u64>,
+    /// churn: shortest and longest life of a churner, ms.
+    #[arg(long, num_args = 2, default_values_t = [200, 2000])]
+    pub churn_life_ms: Vec<u64>,
+
+    /// shootout: clients added per step.
+    #[arg(long, default_value_t = 1000)]
+    pub step: u64,
+    /// shootout: most clients.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_clients: u64,
+    /// shootout: broadcasts in flight.
+    #[arg(long, default_value_t = 4)]
+    pub in_flight: u32,
+    /// shootout: broadcasts per step.
+    #[arg(long, default_value_t = 40)]
+    pub broadcasts: u32,
+    /// shootout: p95 bound of time until the last receiver has it, ms.
+    #[arg(long, default_value_t = 500.0)]
+    pub bound_ms: f64,
+
+    /// Print one JSON object for the run on stdout instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Write a self-contained report (.html or .svg).
+    #[arg(long)]
+    pub report: Option<String>,
+    /// No progress line.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Watchdog: the process exits after this many seconds, whatever happens.
+    #[arg(long, default_value_t = 300)]
+    pub max_seconds: u64,
+
+    /// compare: LABEL=FILE of JSON lines written with --json; repeat.
+    #[arg(long = "input")]
+    pub inputs: Vec<String>,
+}
+
+impl Args {
+    pub fn scenario(&self) -> Scenario {
+        self.scenario_arg.unwrap_or(self.scenario)
+    }
+}

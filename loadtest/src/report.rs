@@ -1,0 +1,383 @@
+//! Everything the tester prints or writes: the human summary, the one JSON
+//! object per run, the self-contained HTML/SVG report (hand-written SVG:
+//! latency distribution and latency over time), and the side-by-side
+//! comparison table built from several runs' JSON.
+
+use crate::scenario::{deliveries_per_s, Outcome};
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// How the tester itself fared.
+pub struct Tester {
+    pub threads: usize,
+    pub wall_secs: f64,
+    pub cpu_secs: f64,
+    pub worker_cpu_secs: f64,
+}
+
+impl Tester {
+    /// Share of its worker threads' capacity the tester used.
+    pub fn load(&self) -> f64 {
+        self.worker_cpu_secs / (self.wall_secs * self.threads as f64).max(1e-9)
+    }
+    pub fn bottleneck(&self) -> bool {
+        self.load() >= 0.9
+    }
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+fn quantiles_ms(h: &Histogram<u64>) -> Value {
+    if h.is_empty() {
+        return Value::Null;
+    }
+    json!({
+        "p50": ms(h.value_at_quantile(0.5)), "p90": ms(h.value_at_quantile(0.9)),
+        "p99": ms(h.value_at_quantile(0.99)), "p99_9": ms(h.value_at_quantile(0.999)),
+        "max": ms(h.max()), "mean": h.mean() / 1000.0, "count": h.len(),
+    })
+}
+
+/// The run as one JSON object.
+pub fn to_json(o: &Outcome, label: &str, tester: &Tester) -> Value {
+    let s = &o.stats;
+    json!({
+        "label": label,
+        "scenario": o.scenario.name(),
+        "clients": o.clients,
+        "headline": o.headline,
+        "connected": s.connected,
+        "connect_attempts": s.connect_attempts,
+        "connect_failed": s.connect_failed,
+        "connect_secs": o.connect_secs,
+        "connect_ms": quantiles_ms(&s.connect_us),
+        "receivers": o.receivers,
+        "sent": s.sent,
+        "send_skipped": s.send_skipped,
+        "expected": o.expected,
+        "delivered": s.unique(),
+        "lost": o.lost(),
+        "duplicated": s.duplicates,
+        "out_of_order": s.late,
+        "foreign": s.foreign,
+        "churner_deliveries": s.uncounted,
+        "latency_ms": quantiles_ms(&s.latency_us),
+        "deliveries_per_s": deliveries_per_s(s, o.window).round(),
+        "server_errors": s.server_errors,
+        "server_closes": s.server_closes,
+        "dropped": s.dropped,
+        "violations": s.violations,
+        "pings": s.pings,
+        "not_json": s.not_json,
+        "binary": s.binary,
+        "server_rss_kib": o.rss.map(|(b, a)| json!({"before": b, "after": a})),
+        "steps": o.steps,
+        "tester": {
+            "threads": tester.threads, "wall_secs": tester.wall_secs, "cpu_secs": tester.cpu_secs,
+            "worker_load": tester.load(), "bottleneck": tester.bottleneck(),
+        },
+        "notes": o.notes,
+    })
+}
+
+fn tallies(v: &Value) -> String {
+    match v.as_object() {
+        Some(m) if !m.is_empty() => m.iter().map(|(k, n)| format!("{k} ×{n}")).collect::<Vec<_>>().join(", "),
+        _ => "none".into(),
+    }
+}
+
+fn num(v: &Value) -> String {
+    match v.as_f64() {
+        Some(x) if x.fract() == 0.0 && x.abs() < 1e15 => format!("{}", x as i64),
+        Some(x) => format!("{x:.2}"),
+        None => v.to_string(),
+    }
+}
+
+/// The human summary, from the JSON so both always agree.
+pub fn summary(j: &Value) -> String {
+    let mut out = String::new();
+    let q = |k: &str, p: &str| j[k][p].as_f64().map_or("-".into(), |x| format!("{x:.2}"));
+    let _ = writeln!(out, "== {} against {} ({} clients) ==", j["scenario"].as_str().unwrap_or(""), j["label"].as_str().unwrap_or(""), j["clients"]);
+    let _ = writeln!(
+        out,
+        "connected     {} of {} attempts in {:.2} s; connect ms p50 {} p99 {}; failed: {}",
+        j["connected"], j["connect_attempts"], j["connect_secs"].as_f64().unwrap_or(0.0), q("connect_ms", "p50"), q("connect_ms", "p99"), tallies(&j["connect_failed"])
+    );
+    let _ = writeln!(
+        out,
+        "messages      sent {} (skipped {}) to {} receivers; expected {} deliveries",
+        j["sent"], j["send_skipped"], j["receivers"], j["expected"]
+    );
+    let _ = writeln!(
+        out,
+        "deliveries    delivered {}  lost {}  duplicated {}  out of order {}  ({} /s)",
+        j["delivered"], j["lost"], j["duplicated"], j["out_of_order"], num(&j["deliveries_per_s"])
+    );
+    let _ = writeln!(
+        out,
+        "latency ms    p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+        q("latency_ms", "p50"), q("latency_ms", "p90"), q("latency_ms", "p99"), q("latency_ms", "p99_9"), q("latency_ms", "max")
+    );
+    let _ = writeln!(
+        out,
+        "server said   errors: {}; closes: {}; dropped: {}; violations: {}; pings {}",
+        tallies(&j["server_errors"]), tallies(&j["server_closes"]), tallies(&j["dropped"]), tallies(&j["violations"]), j["pings"]
+    );
+    if let Some(r) = j["server_rss_kib"].as_object() {
+        let _ = writeln!(out, "server RSS    {} KiB before, {} KiB after", r["before"], r["after"]);
+    }
+    for step in j["steps"].as_array().into_iter().flatten() {
+        let row: Vec<String> = step.as_object().into_iter().flatten().map(|(k, v)| format!("{k}={}", num(v))).collect();
+        let _ = writeln!(out, "step          {}", row.join(" "));
+    }
+    let h: Vec<String> = j["headline"].as_object().into_iter().flatten().map(|(k, v)| format!("{k}={}", num(v))).collect();
+    let _ = writeln!(out, "result        {}", h.join("  "));
+    let t = &j["tester"];
+    let _ = writeln!(
+        out,
+        "tester        {} thread(s), {:.1} s wall, {:.1} s CPU, workers at {:.0}% of capacity",
+        t["threads"], t["wall_secs"].as_f64().unwrap_or(0.0), t["cpu_secs"].as_f64().unwrap_or(0.0), 100.0 * t["worker_load"].as_f64().unwrap_or(0.0)
+    );
+    if t["bottleneck"] == json!(true) {
+        let _ = writeln!(out, "WARNING       the tester was the bottleneck (≥ 90% of its threads' CPU): add --threads or trust these numbers less");
+    }
+    for n in j["notes"].as_array().into_iter().flatten() {
+        let _ = writeln!(out, "note          {}", n.as_str().unwrap_or(""));
+    }
+    out
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// A line chart: series of (x, y) in data units, log-scaled y when asked.
+struct Chart<'a> {
+    title: &'a str,
+    x_label: &'a str,
+    y_label: &'a str,
+    series: Vec<(&'a str, &'a str, Vec<(f64, f64)>)>,
+    x_ticks: Vec<(f64, String)>,
+}
+
+impl Chart<'_> {
+    fn svg(&self, y_offset: f64) -> String {
+        let (w, h, left, top, bottom) = (760.0, 300.0, 70.0, 30.0, 40.0);
+        let pts = self.series.iter().flat_map(|s| s.2.iter());
+        let (mut x0, mut x1, mut y1) = (f64::MAX, f64::MIN, 0.0f64);
+        for &(x, y) in pts {
+            x0 = x0.min(x);
+            x1 = x1.max(x);
+            y1 = y1.max(y);
+        }
+        if x0 > x1 {
+            (x0, x1) = (0.0, 1.0);
+        }
+        if x1 - x0 < 1e-9 {
+            x1 = x0 + 1.0;
+        }
+        let y1 = nice_ceiling(y1.max(0.001));
+        let (pw, ph) = (w - left - 20.0, h - top - bottom);
+        let sx = |x: f64| left + (x - x0) / (x1 - x0) * pw;
+        let sy = |y: f64| y_offset + top + ph - y / y1 * ph;
+        let mut s = String::new();
+        let _ = write!(s, r##"<g font-family="sans-serif" font-size="11"><text x="{left}" y="{}" font-size="14" font-weight="bold">{}</text>"##, y_offset + 18.0, esc(self.title));
+        let _ = write!(s, r##"<rect x="{left}" y="{}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>"##, y_offset + top);
+        for k in 0..=4 {
+            let y = y1 * k as f64 / 4.0;
+            let (right, yy, lx, ty, label) = (left + pw, sy(y), left - 4.0, sy(y) + 4.0, fmt_num(y));
+            let _ = write!(s, r##"<line x1="{left}" x2="{right}" y1="{yy}" y2="{yy}" stroke="#eee"/><text x="{lx}" y="{ty}" text-anchor="end">{label}</text>"##);
+        }
+        for (x, label) in &self.x_ticks {
+            if *x >= x0 && *x <= x1 {
+                let _ = write!(s, r##"<text x="{}" y="{}" text-anchor="middle">{}</text>"##, sx(*x), y_offset + top + ph + 14.0, esc(label));
+            }
+        }
+        let _ = write!(s, r##"<text x="{}" y="{}" text-anchor="middle">{}</text>"##, left + pw / 2.0, y_offset + h - 6.0, esc(self.x_label));
+        let _ = write!(s, r##"<text transform="translate(14,{}) rotate(-90)" text-anchor="middle">{}</text>"##, y_offset + top + ph / 2.0, esc(self.y_label));
+        for (i, (name, color, points)) in self.series.iter().enumerate() {
+            let path: Vec<String> = points.iter().map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y))).collect();
+            let _ = write!(s, r##"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"##, path.join(" "));
+            let lx = left + 10.0 + 110.0 * i as f64;
+            let _ = write!(s, r##"<rect x="{lx}" y="{}" width="10" height="10" fill="{color}"/><text x="{}" y="{}">{}</text>"##, y_offset + top + 6.0, lx + 14.0, y_offset + top + 15.0, esc(name));
+        }
+        s.push_str("</g>");
+        s
+    }
+}
+
+fn nice_ceiling(y: f64) -> f64 {
+    let p = 10f64.powf(y.log10().floor());
+    [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|m| m * p).find(|&v| v >= y).unwrap_or(10.0 * p)
+}
+
+fn fmt_num(y: f64) -> String {
+    if y >= 100.0 || y == 0.0 {
+        format!("{y:.0}")
+    } else if y >= 1.0 {
+        format!("{y:.1}")
+    } else {
+        format!("{y:.3}")
+    }
+}
+
+/// Latency distribution: x is the percentile on the usual HDR scale
+/// (log of 1/(1-q)), y the latency in ms.
+fn distribution_chart(h: &Histogram<u64>) -> Chart<'static> {
+    let mut points = Vec::new();
+    if !h.is_empty() {
+        for k in 0..=120 {
+            let x = k as f64 / 20.0; // 0 .. 6 → q up to 0.999999
+            let q = 1.0 - 10f64.powf(-x);
+            points.push((x, ms(h.value_at_quantile(q))));
+        }
+    }
+    let ticks = [("0%", 0.0), ("90%", 1.0), ("99%", 2.0), ("99.9%", 3.0), ("99.99%", 4.0), ("99.999%", 5.0), ("max", 6.0)];
+    Chart {
+        title: "Latency distribution (send → arrival)",
+        x_label: "percentile",
+        y_label: "latency, ms",
+        series: vec![("latency", "#1f77b4", points)],
+        x_ticks: ticks.iter().map(|(l, x)| (*x, l.to_string())).collect(),
+    }
+}
+
+/// Per-second p50, p99 and max of latency over the run.
+fn timeline_chart(o: &Outcome) -> Chart<'static> {
+    let first = o.stats.timeline.keys().next().copied().unwrap_or(0);
+    let series = |q: Option<f64>| -> Vec<(f64, f64)> {
+        o.stats
+            .timeline
+            .iter()
+            .map(|(s, h)| (f64::from(s - first), ms(q.map_or(h.max(), |q| h.value_at_quantile(q)))))
+            .collect()
+    };
+    let last = o.stats.timeline.keys().last().copied().unwrap_or(first);
+    let step = ((last - first) / 10).max(1);
+    Chart {
+        title: "Latency over time (per second of arrival)",
+        x_label: "seconds",
+        y_label: "latency, ms",
+        series: vec![("p50", "#2ca02c", series(Some(0.5))), ("p99", "#ff7f0e", series(Some(0.99))), ("max", "#d62728", series(None))],
+        x_ticks: (0..=(last - first)).step_by(step as usize).map(|s| (f64::from(s), s.to_string())).collect(),
+    }
+}
+
+/// Both charts as one standalone SVG document.
+pub fn svg(o: &Outcome) -> String {
+    let mut s = String::from(r##"<svg xmlns="http://www.w3.org/2000/svg" width="760" height="620" viewBox="0 0 760 620"><rect width="760" height="620" fill="white"/>"##);
+    s.push_str(&distribution_chart(&o.stats.latency_us).svg(0.0));
+    s.push_str(&timeline_chart(o).svg(310.0));
+    s.push_str("</svg>");
+    s
+}
+
+/// A self-contained HTML page: the summary, the charts, the steps.
+pub fn html(o: &Outcome, j: &Value) -> String {
+    let mut steps = String::new();
+    if let Some(rows) = j["steps"].as_array().filter(|r| !r.is_empty()) {
+        let keys: Vec<&String> = rows[0].as_object().map(|m| m.keys().collect()).unwrap_or_default();
+        steps.push_str("<h2>Steps</h2><table><tr>");
+        for k in &keys {
+            let _ = write!(steps, "<th>{}</th>", esc(k));
+        }
+        steps.push_str("</tr>");
+        for r in rows {
+            steps.push_str("<tr>");
+            for k in &keys {
+                let _ = write!(steps, "<td>{}</td>", esc(&num(&r[k.as_str()])));
+            }
+            steps.push_str("</tr>");
+        }
+        steps.push_str("</table>");
+    }
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>natter-loadtest: {scenario} against {label}</title>\
+         <style>body{{font-family:sans-serif;margin:2em;max-width:60em}}pre{{background:#f6f6f6;padding:1em}}\
+         td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}table{{border-collapse:collapse}}</style></head><body>\
+         <h1>{scenario} against {label}</h1><pre>{summary}</pre>{svg}{steps}\
+         <h2>Raw result</h2><pre>{raw}</pre></body></html>\n",
+        scenario = esc(j["scenario"].as_str().unwrap_or("")),
+        label = esc(j["label"].as_str().unwrap_or("")),
+        summary = esc(&summary(j)),
+        svg = svg(o),
+        raw = esc(&serde_json::to_string_pretty(j).unwrap_or_default()),
+    )
+}
+
+/// Side-by-side table from several runs: rows are (scenario, clients,
+/// headline metric), columns the labels in the order given, then the
+/// ratio of the first label to each other.
+pub fn compare(runs: &[(String, Vec<Value>)]) -> String {
+    let labels: Vec<&str> = runs.iter().map(|(l, _)| l.as_str()).collect();
+    let mut rows: BTreeMap<(String, u64, String), BTreeMap<&str, f64>> = BTreeMap::new();
+    let mut order: Vec<(String, u64, String)> = Vec::new();
+    for (label, values) in runs {
+        for v in values {
+            let scenario = v["scenario"].as_str().unwrap_or("?").to_string();
+            let clients = v["clients"].as_u64().unwrap_or(0);
+            for (metric, x) in v["headline"].as_object().into_iter().flatten() {
+                let Some(x) = x.as_f64() else { continue };
+                let key = (scenario.clone(), clients, metric.clone());
+                if !rows.contains_key(&key) {
+                    order.push(key.clone());
+                }
+                rows.entry(key).or_default().insert(label.as_str(), x);
+            }
+        }
+    }
+    let mut out = String::new();
+    let _ = write!(out, "{:<10} {:>7} {:<22}", "scenario", "clients", "metric");
+    for l in &labels {
+        let _ = write!(out, " {:>12}", l);
+    }
+    for l in labels.iter().skip(1) {
+        let _ = write!(out, " {:>14}", format!("{}/{}", labels[0], l));
+    }
+    out.push('\n');
+    for key in &order {
+        let vals = &rows[key];
+        let _ = write!(out, "{:<10} {:>7} {:<22}", key.0, key.1, key.2);
+        for l in &labels {
+            let cell = vals.get(l).map_or("-".into(), |x| fmt_num(*x));
+            let _ = write!(out, " {:>12}", cell);
+        }
+        for l in labels.iter().skip(1) {
+            let ratio = match (vals.get(labels[0]), vals.get(l)) {
+                (Some(a), Some(b)) if *b != 0.0 => format!("{:.2}", a / b),
+                _ => "-".into(),
+            };
+            let _ = write!(out, " {:>14}", ratio);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compare_lines_up_labels_and_ratios() {
+        let a = vec![json!({"scenario":"steady","clients":1000,"headline":{"p99_ms":10.0,"lost":0}})];
+        let b = vec![json!({"scenario":"steady","clients":1000,"headline":{"p99_ms":5.0,"lost":0}})];
+        let t = compare(&[("natter".into(), a), ("node".into(), b)]);
+        let line = t.lines().find(|l| l.contains("p99_ms")).unwrap();
+        assert!(line.contains("10.0") && line.contains("5.0") && line.trim_end().ends_with("2.00"), "{line}");
+        assert!(t.lines().find(|l| l.contains("lost")).unwrap().trim_end().ends_with('-'));
+    }
+
+    #[test]
+    fn nice_ceilings() {
+        assert_eq!(nice_ceiling(7.0), 10.0);
+        assert_eq!(nice_ceiling(0.3), 0.5);
+        assert_eq!(nice_ceiling(120.0), 200.0);
+    }
+}

@@ -1,0 +1,309 @@
+//! The scenarios: each drives a [`Fleet`] through its phases and returns an
+//! [`Outcome`] — the measured stats plus what only that scenario knows
+//! (steps of a ramp, memory per idle connection, the shootout's largest
+//! passing client count).
+
+use crate::cli::{Args, Scenario};
+use crate::fleet::Fleet;
+use crate::probe::Probe;
+use crate::stats::{latency_histogram, Progress, Stats};
+use crate::sys::{now_ns, rss_kib, thread_count};
+use serde_json::{json, Map, Value};
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+/// What a run found.
+pub struct Outcome {
+    pub scenario: Scenario,
+    pub clients: u64,
+    /// Stats of the measured phase (connects included).
+    pub stats: Stats,
+    /// Counted clients open when sending started.
+    pub receivers: u64,
+    /// Unique deliveries that should have arrived.
+    pub expected: u64,
+    /// Process-clock window of the sending, ns.
+    pub window: (u64, u64),
+    /// Seconds from the first connect to all open.
+    pub connect_secs: f64,
+    /// Server VmRSS before and after, KiB.
+    pub rss: Option<(u64, u64)>,
+    /// Ramp or shootout steps.
+    pub steps: Vec<Value>,
+    /// The numbers that go in the comparison table.
+    pub headline: Map<String, Value>,
+    pub notes: Vec<String>,
+}
+
+impl Outcome {
+    fn new(scenario: Scenario, clients: u64) -> Outcome {
+        Outcome {
+            scenario,
+            clients,
+            stats: Stats::default(),
+            receivers: 0,
+            expected: 0,
+            window: (0, 0),
+            connect_secs: 0.0,
+            rss: None,
+            steps: Vec::new(),
+            headline: Map::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    pub fn lost(&self) -> i64 {
+        self.expected as i64 - self.stats.unique() as i64
+    }
+}
+
+/// Deliveries per second while sending: whole seconds of the timeline
+/// inside the window, or the plain average for short windows.
+pub fn deliveries_per_s(stats: &Stats, window: (u64, u64)) -> f64 {
+    let (a, b) = window;
+    let first = a.div_ceil(1_000_000_000) as u32;
+    let last = (b / 1_000_000_000) as u32; // exclusive
+    if last >= first + 2 {
+        let n: u64 = (first..last).filter_map(|s| stats.timeline.get(&s)).map(|h| h.len()).sum();
+        return n as f64 / f64::from(last - first);
+    }
+    stats.unique() as f64 / ((b - a) as f64 / 1e9).max(1e-3)
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+/// Open `count` counted clients; returns seconds until all were open.
+fn open_clients(fleet: &Fleet, args: &Args, count: u64, phase: &str) -> f64 {
+    let want = Progress::get(&fleet.progress.open) + count;
+    let failed = Progress::get(&fleet.progress.failed);
+    fleet.connect(count, args.connect_rate, true, None);
+    let limit = Duration::from_secs(30) + Duration::from_secs_f64(count as f64 / args.connect_rate.max(100.0));
+    fleet.wait_open(phase, want, failed, limit).as_secs_f64()
+}
+
+/// Send from `senders` streams at `rate` for `secs`, drain, and measure.
+/// Ledgers are reset first, so each call is its own measurement.
+fn measure_sending(fleet: &Fleet, args: &Args, rate: f64, secs: f64, phase: &str) -> (Stats, u64, u64, (u64, u64)) {
+    fleet.reset_ledgers();
+    fleet.hold(phase, Duration::from_millis(args.settle_ms));
+    let _ = fleet.snapshot();
+    let receivers = Progress::get(&fleet.progress.open);
+    let sent0 = Progress::get(&fleet.progress.sent);
+    let delivered0 = Progress::get(&fleet.progress.delivered);
+    let start = now_ns();
+    fleet.send(args.senders, rate, Duration::from_secs_f64(secs));
+    fleet.hold(phase, Duration::from_secs_f64(secs));
+    let end = now_ns();
+    // Sends still in flight inside the workers land within a tick.
+    std::thread::sleep(Duration::from_millis(20));
+    let sent = Progress::get(&fleet.progress.sent) - sent0;
+    let expected = sent * receivers;
+    let quiet = Duration::from_millis(args.drain_ms);
+    fleet.drain(phase, delivered0, expected, quiet, quiet * 5);
+    let stats = fleet.snapshot();
+    (stats, receivers, expected, (start, end))
+}
+
+fn delivery_headline(o: &mut Outcome) {
+    let h = &o.stats.latency_us;
+    let dps = deliveries_per_s(&o.stats, o.window);
+    o.headline.insert("deliveries_per_s".into(), json!(dps.round()));
+    o.headline.insert("p50_ms".into(), json!(ms(h.value_at_quantile(0.5))));
+    o.headline.insert("p99_ms".into(), json!(ms(h.value_at_quantile(0.99))));
+    o.headline.insert("lost".into(), json!(o.lost()));
+}
+
+fn steady(fleet: &Fleet, args: &Args) -> Outcome {
+    let mut o = Outcome::new(Scenario::Steady, args.clients);
+    o.connect_secs = open_clients(fleet, args, args.clients, "connect");
+    let connects = fleet.snapshot();
+    let (stats, receivers, expected, window) = measure_sending(fleet, args, args.rate, args.duration, "steady");
+    o.stats = connects;
+    o.stats.merge(&stats);
+    (o.receivers, o.expected, o.window) = (receivers, expected, window);
+    delivery_headline(&mut o);
+    o
+}
+
+fn ramp(fleet: &Fleet, args: &Args) -> Outcome {
+    let mut o = Outcome::new(Scenario::Ramp, args.clients);
+    o.connect_secs = open_clients(fleet, args, args.clients, "connect");
+    let mut all = fleet.snapshot();
+    let mut best: Option<(f64, f64)> = None;
+    let mut rate = args.ramp_start;
+    for step in 0..args.max_steps {
+        let phase = format!("ramp step {} at {rate:.0} msg/s", step + 1);
+        let (stats, receivers, expected, window) = measure_sending(fleet, args, rate, args.step_secs, &phase);
+        let lost = expected as i64 - stats.unique() as i64;
+        let p99 = ms(stats.latency_us.value_at_quantile(0.99));
+        let dps = deliveries_per_s(&stats, window);
+        let pass = p99 <= args.p99_bound_ms && lost == 0 && stats.duplicates == 0 && stats.send_skipped == 0;
+        o.steps.push(json!({
+            "rate": rate, "receivers": receivers, "sent": stats.sent, "expected": expected,
+            "lost": lost, "duplicated": stats.duplicates, "out_of_order": stats.late,
+            "p50_ms": ms(stats.latency_us.value_at_quantile(0.5)), "p99_ms": p99,
+            "deliveries_per_s": dps.round(), "pass": pass,
+        }));
+        all.merge(&stats);
+        o.expected += expected;
+        o.receivers = receivers;
+        if !pass {
+            break;
+        }
+        best = Some((rate, dps));
+        rate *= args.ramp_factor;
+    }
+    o.stats = all;
+    let (best_rate, best_dps) = best.unwrap_or((0.0, 0.0));
+    o.headline.insert("best_rate".into(), json!(best_rate.round()));
+    o.headline.insert("best_deliveries_per_s".into(), json!(best_dps.round()));
+    if best.is_some() && o.steps.len() == args.max_steps as usize {
+        o.notes.push(format!("ramp never failed within {} steps: the ceiling is higher", args.max_steps));
+    }
+    o
+}
+
+fn connect_or_idle(fleet: &Fleet, args: &Args, scenario: Scenario) -> Outcome {
+    let mut o = Outcome::new(scenario, args.clients);
+    let before = args.server_pid.and_then(rss_kib);
+    o.connect_secs = open_clients(fleet, args, args.clients, "connect");
+    let open = Progress::get(&fleet.progress.open);
+    o.headline.insert("connected".into(), json!(open));
+    o.headline.insert("connect_secs".into(), json!(o.connect_secs));
+    o.headline.insert("connects_per_s".into(), json!((open as f64 / o.connect_secs.max(1e-3)).round()));
+    if scenario == Scenario::Idle {
+        fleet.hold("idle", Duration::from_secs_f64(args.hold));
+    }
+    o.stats = fleet.snapshot();
+    o.headline.insert("connect_p99_ms".into(), json!(ms(o.stats.connect_us.value_at_quantile(0.99))));
+    if let (Some(pid), Some(before)) = (args.server_pid, before) {
+        let after = rss_kib(pid).unwrap_or(before);
+        o.rss = Some((before, after));
+        let per = (after as f64 - before as f64) / open.max(1) as f64;
+        o.headline.insert("kib_per_conn".into(), json!((per * 10.0).round() / 10.0));
+        if let Some(t) = thread_count(pid) {
+            o.headline.insert("server_threads".into(), json!(t));
+        }
+    }
+    o
+}
+
+fn churn(fleet: &Fleet, args: &Args) -> Outcome {
+    let mut o = Outcome::new(Scenario::Churn, args.clients);
+    o.connect_secs = open_clients(fleet, args, args.clients, "connect");
+    let connects = fleet.snapshot();
+    let pool = args.churners.unwrap_or(args.clients / 10).max(1);
+    let (lo, hi) = (args.churn_life_ms[0], args.churn_life_ms[1].max(args.churn_life_ms[0]));
+    let mean_life_s = (lo + hi) as f64 / 2000.0;
+    let per_s = pool as f64 / mean_life_s.max(0.01);
+    let total = (per_s * (args.duration + args.settle_ms as f64 / 1000.0)).ceil() as u64;
+    fleet.connect(total, per_s, false, Some((lo, hi)));
+    let (stats, receivers, expected, window) = measure_sending(fleet, args, args.rate, args.duration, "churn");
+    o.stats = connects;
+    o.stats.merge(&stats);
+    (o.receivers, o.expected, o.window) = (receivers, expected, window);
+    delivery_headline(&mut o);
+    o.headline.insert("churn_connects".into(), json!(stats.connected));
+    o.headline.insert("churn_per_s".into(), json!(per_s.round()));
+    o
+}
+
+fn shootout(fleet: &Fleet, args: &Args) -> Outcome {
+    let mut o = Outcome::new(Scenario::Shootout, args.max_clients);
+    let slots = args.in_flight.max(1) as usize;
+    let board = &fleet.board;
+    let mut next_n = vec![0u32; slots];
+    let mut best = 0u64;
+    let mut all = Stats::default();
+    let mut clients = 0;
+    while clients + args.step <= args.max_clients {
+        clients += args.step;
+        let phase = format!("shootout {clients} clients");
+        open_clients(fleet, args, args.step, &phase);
+        fleet.reset_ledgers();
+        fleet.hold(&phase, Duration::from_millis(args.settle_ms));
+        all.merge(&fleet.snapshot());
+        let receivers = Progress::get(&fleet.progress.open);
+        let delivered0 = Progress::get(&fleet.progress.delivered);
+        let mut last_receiver = latency_histogram();
+        let mut timeouts = 0u64;
+        let mut started: Vec<Option<Instant>> = vec![None; slots];
+        let mut launched = 0u32;
+        let mut rng = now_ns() | 1;
+        board.active.store(true, Relaxed);
+        let step_start = now_ns();
+        let step_limit = Instant::now() + Duration::from_secs(60);
+        while (launched < args.broadcasts || started.iter().any(Option::is_some)) && Instant::now() < step_limit {
+            for (k, slot) in board.slots.iter().enumerate() {
+                if let Some(t0) = started[k] {
+                    let done = slot.remaining.load(Relaxed) <= 0;
+                    if done || t0.elapsed() > Duration::from_secs(5) {
+                        let lat = if done { slot.max_latency_ns.load(Relaxed) } else { 5_000_000_000 };
+                        timeouts += u64::from(!done);
+                        last_receiver.saturating_record((lat / 1000).max(1));
+                        started[k] = None;
+                    }
+                }
+                if started[k].is_none() && launched < args.broadcasts {
+                    next_n[k] += 1;
+                    slot.max_latency_ns.store(0, Relaxed);
+                    slot.remaining.store(receivers as i64, Relaxed);
+                    slot.n.store(next_n[k], Relaxed);
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    fleet.broadcast(Probe { stream: k as u32, n: next_n[k], send_ns: 0 }, rng);
+                    started[k] = Some(Instant::now());
+                    launched += 1;
+                }
+            }
+            fleet.tick(&phase);
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let end = now_ns();
+        let quiet = Duration::from_millis(args.drain_ms.min(1000));
+        let sent_this_step = u64::from(launched);
+        fleet.drain(&phase, delivered0, sent_this_step * receivers, quiet, quiet * 3);
+        board.active.store(false, Relaxed);
+        let stats = fleet.snapshot();
+        let expected = stats.sent * receivers;
+        let p95 = ms(last_receiver.value_at_quantile(0.95));
+        let pass = p95 <= args.bound_ms && timeouts == 0;
+        o.steps.push(json!({
+            "clients": receivers, "broadcasts": stats.sent, "expected": expected,
+            "lost": expected as i64 - stats.unique() as i64, "duplicated": stats.duplicates,
+            "out_of_order": stats.late, "timeouts": timeouts,
+            "last_receiver_p50_ms": ms(last_receiver.value_at_quantile(0.5)),
+            "last_receiver_p95_ms": p95, "last_receiver_max_ms": ms(last_receiver.max()),
+            "delivery_p99_ms": ms(stats.latency_us.value_at_quantile(0.99)), "pass": pass,
+        }));
+        o.expected += expected;
+        o.receivers = receivers;
+        o.window = (if o.window.0 == 0 { step_start } else { o.window.0 }, end);
+        all.merge(&stats);
+        if !pass {
+            break;
+        }
+        best = receivers;
+    }
+    o.stats = all;
+    o.headline.insert("max_clients_passing".into(), json!(best));
+    if best == args.max_clients {
+        o.notes.push(format!("every step passed up to --max-clients {}: the limit is higher", args.max_clients));
+    }
+    o
+}
+
+/// Run the scenario `args` asks for.
+pub fn run(fleet: &Fleet, args: &Args) -> Outcome {
+    match args.scenario() {
+        Scenario::Steady => steady(fleet, args),
+        Scenario::Ramp => ramp(fleet, args),
+        s @ (Scenario::Connect | Scenario::Idle) => connect_or_idle(fleet, args, s),
+        Scenario::Churn => churn(fleet, args),
+        Scenario::Shootout => shootout(fleet, args),
+        Scenario::Compare => unreachable!("compare runs no clients"),
+    }
+}

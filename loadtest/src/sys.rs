@@ -1,0 +1,94 @@
+//! Operating-system facts the load tester reads or sets: the process-wide
+//! monotonic clock every timestamp is taken from, the open-files limit, its
+//! own CPU time (getrusage), and a server's resident memory from /proc.
+//!
+//! Nothing here keeps state besides the clock's epoch.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+static EPOCH: OnceLock<Instant> = OnceLock::new();
+
+/// Nanoseconds since the process's first call to this function. Every send
+/// stamp and every arrival is read from this one monotonic clock, so a
+/// latency is a plain subtraction even across threads.
+pub fn now_ns() -> u64 {
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// Raise the soft RLIMIT_NOFILE to the hard limit; returns the new soft limit.
+pub fn raise_nofile_limit() -> u64 {
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let want = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                return want.rlim_cur;
+            }
+        }
+        lim.rlim_cur
+    }
+}
+
+fn rusage(who: libc::c_int) -> Duration {
+    // SAFETY: getrusage fills the zeroed struct we own.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(who, &mut ru);
+        ru
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// CPU time (user + system) used by the whole process so far.
+pub fn process_cpu() -> Duration {
+    rusage(libc::RUSAGE_SELF)
+}
+
+/// CPU time (user + system) used by the calling thread so far.
+pub fn thread_cpu() -> Duration {
+    rusage(libc::RUSAGE_THREAD)
+}
+
+/// VmRSS of a process in KiB, from /proc/PID/status; None when unreadable.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_vmrss(&status)
+}
+
+fn parse_vmrss(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Number of threads of a process, from /proc/PID/status.
+pub fn thread_count(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("Threads:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vmrss_is_read_in_kib() {
+        let status = "Name:\tx\nVmPeak:\t  100 kB\nVmRSS:\t   5120 kB\nThreads:\t3\n";
+        assert_eq!(parse_vmrss(status), Some(5120));
+        assert_eq!(parse_vmrss("Name: x\n"), None);
+    }
+
+    #[test]
+    fn own_rss_and_cpu_are_readable() {
+        assert!(rss_kib(std::process::id()).unwrap() > 0);
+        let a = now_ns();
+        assert!(now_ns() >= a);
+        let _ = process_cpu() + thread_cpu();
+    }
+}

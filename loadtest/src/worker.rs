@@ -1,0 +1,708 @@
+//! One load-generating thread: a mio event loop that owns thousands of
+//! non-blocking client connections, drives their handshakes, sends probes
+//! on a schedule, and accounts for every frame that comes back.
+//!
+//! A worker never blocks on a socket and never shares a connection with
+//! another thread; the coordinator talks to it only through [`Cmd`]s and the
+//! shared [`Progress`] counters. Every loop it runs is bounded: reads per
+//! wake-up, sends per tick, connects in flight, handshake and close time.
+
+use crate::ledger::{Arrival, Ledger};
+use crate::probe::{classify, Probe, Seen, Template};
+use crate::stats::{tally, Progress, Stats};
+use crate::sys::{now_ns, thread_cpu};
+use crate::ws::{self, check_upgrade, decode, Decoded, Target, Upgrade};
+use crossbeam_channel::{Receiver, Sender};
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token, Waker};
+use std::collections::VecDeque;
+use std::io::{ErrorKind, Read, Write};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+const WAKER: Token = Token(usize::MAX);
+/// Reads of one socket per wake-up before it yields to the others.
+const READS_PER_WAKE: usize = 32;
+/// A client's unsent bytes past which probes are skipped, not queued.
+const MAX_BACKLOG: usize = 64 * 1024;
+/// Connects in flight per worker (SYN sent or handshake pending).
+const MAX_PENDING: usize = 256;
+/// Longest accepted server frame.
+const MAX_FRAME: usize = 1 << 20;
+const HANDSHAKE_TIMEOUT_NS: u64 = 10_000_000_000;
+const CLOSE_GRACE_NS: u64 = 2_000_000_000;
+/// Most probes one tick sends, so a late tick cannot burst without bound.
+const SENDS_PER_TICK: usize = 2_000;
+
+/// What every worker of a run shares, fixed for the run.
+pub struct Setup {
+    pub targets: Vec<Target>,
+    /// Filled join frame, or empty for servers that need none.
+    pub join: String,
+    pub template: Template,
+    pub run_id: u64,
+    pub progress: Arc<Progress>,
+    pub board: Arc<Board>,
+}
+
+/// Orders from the coordinator.
+pub enum Cmd {
+    /// Open `count` clients at `per_s` per second (0 = as fast as the
+    /// in-flight bound allows). Uncounted clients are churners that live
+    /// `life_ms` (a random time in the range) and then leave.
+    Connect { count: u32, per_s: f64, counted: bool, life_ms: Option<(u64, u64)> },
+    /// Counted clients of this worker become the senders of `streams`,
+    /// sending at `per_s` in total until `until_ns`.
+    Send { streams: Vec<u32>, per_s: f64, until_ns: u64 },
+    /// One probe now from a random counted client (shootout).
+    Broadcast(Probe),
+    /// Forget every client's ledger: a new measurement starts.
+    ResetLedgers,
+    /// Close every client (close frame 1000, then drop).
+    CloseAll,
+    /// Send the stats gathered since the last snapshot, and start afresh.
+    Snapshot(Sender<Stats>),
+    Stop,
+}
+
+/// Shootout broadcasts in flight: receivers tick off the slot whose
+/// stream and sequence number match.
+#[derive(Default)]
+pub struct Board {
+    pub active: std::sync::atomic::AtomicBool,
+    pub slots: Vec<Slot>,
+}
+
+#[derive(Default)]
+pub struct Slot {
+    pub n: AtomicU32,
+    pub remaining: AtomicI64,
+    pub max_latency_ns: AtomicU64,
+}
+
+impl Board {
+    pub fn new(slots: usize) -> Board {
+        Board { active: Default::default(), slots: (0..slots).map(|_| Slot::default()).collect() }
+    }
+
+    fn arrive(&self, p: Probe, latency_ns: u64) {
+        if !self.active.load(Relaxed) {
+            return;
+        }
+        if let Some(slot) = self.slots.get(p.stream as usize) {
+            if slot.n.load(Relaxed) == p.n {
+                slot.max_latency_ns.fetch_max(latency_ns, Relaxed);
+                slot.remaining.fetch_sub(1, Relaxed);
+            }
+        }
+    }
+}
+
+enum State {
+    Connecting,
+    Handshaking { accept: String, buf: Vec<u8> },
+    Open,
+    /// We sent a close frame; waiting for the server's, until the deadline.
+    Closing { deadline_ns: u64 },
+}
+
+struct Conn {
+    stream: TcpStream,
+    state: State,
+    /// Index into [`Setup::targets`].
+    target: usize,
+    started_ns: u64,
+    counted: bool,
+    /// Churners leave at this time.
+    leave_at_ns: Option<u64>,
+    /// Bytes of a frame not yet complete.
+    inbuf: Vec<u8>,
+    /// A fragmented text message being reassembled.
+    frag: Option<Vec<u8>>,
+    /// Bytes the socket would not take yet.
+    out: Vec<u8>,
+    ledger: Ledger,
+}
+
+struct SendPlan {
+    /// (client slot, stream, next n)
+    senders: Vec<(usize, u32, u32)>,
+    interval_ns: u64,
+    next_ns: u64,
+    until_ns: u64,
+    turn: usize,
+}
+
+struct ConnectPlan {
+    remaining: u32,
+    interval_ns: u64,
+    next_ns: u64,
+    counted: bool,
+    life_ms: Option<(u64, u64)>,
+}
+
+/// Per-worker state other than the connections, borrowed beside them.
+struct Ctx {
+    stats: Stats,
+    setup: Arc<Setup>,
+    rng: u64,
+    text: String,
+}
+
+pub struct Worker {
+    index: usize,
+    threads: usize,
+    poll: Poll,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    /// Slots with reads left over from a bounded wake-up.
+    again: Vec<usize>,
+    pending: VecDeque<(u64, usize)>,
+    opened: u64,
+    last_sweep_ns: u64,
+    connect: Vec<ConnectPlan>,
+    send: Option<SendPlan>,
+    rx: Receiver<Cmd>,
+    readbuf: Box<[u8]>,
+    ctx: Ctx,
+    cpu_start: Duration,
+}
+
+/// Start worker `index` of `threads`; returns its command sender and waker.
+pub fn spawn(
+    index: usize,
+    threads: usize,
+    setup: Arc<Setup>,
+) -> std::io::Result<(Sender<Cmd>, Arc<Waker>, std::thread::JoinHandle<()>)> {
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let seed = now_ns() ^ ((index as u64 + 1) << 40) | 1;
+    let mut worker = Worker {
+        index,
+        threads,
+        poll,
+        conns: Vec::new(),
+        free: Vec::new(),
+        again: Vec::new(),
+        pending: VecDeque::new(),
+        opened: 0,
+        last_sweep_ns: 0,
+        connect: Vec::new(),
+        send: None,
+        rx,
+        readbuf: vec![0u8; 64 * 1024].into_boxed_slice(),
+        ctx: Ctx { stats: Stats::default(), setup, rng: seed, text: String::new() },
+        cpu_start: Duration::ZERO,
+    };
+    let handle = std::thread::Builder::new().name(format!("lt-worker-{index}")).spawn(move || worker.run())?;
+    Ok((tx, waker, handle))
+}
+
+impl Ctx {
+    fn random(&mut self) -> u64 {
+        // xorshift64*: masks and choices need speed, not secrecy.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545F4914F6CDD1D)
+    }
+
+    fn mask(&mut self) -> [u8; 4] {
+        (self.random() as u32).to_ne_bytes()
+    }
+
+    fn progress(&self) -> &Progress {
+        &self.setup.progress
+    }
+}
+
+impl Worker {
+    fn run(&mut self) {
+        self.cpu_start = thread_cpu();
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.next_timeout();
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != ErrorKind::Interrupted {
+                    eprintln!("worker {}: poll failed: {e}", self.index);
+                    return;
+                }
+            }
+            for ev in events.iter() {
+                if ev.token() == WAKER {
+                    continue;
+                }
+                let slot = ev.token().0;
+                if ev.is_writable() || ev.is_write_closed() {
+                    self.on_writable(slot);
+                }
+                if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                    self.on_readable(slot);
+                }
+            }
+            for slot in std::mem::take(&mut self.again) {
+                self.on_readable(slot);
+            }
+            while let Ok(cmd) = self.rx.try_recv() {
+                if !self.command(cmd) {
+                    self.close_all();
+                    return;
+                }
+            }
+            let now = now_ns();
+            self.run_connects(now);
+            self.run_sends(now);
+            self.expire(now);
+        }
+    }
+
+    fn next_timeout(&self) -> Duration {
+        if !self.again.is_empty() {
+            return Duration::ZERO;
+        }
+        let now = now_ns();
+        let mut next = now + 20_000_000;
+        if let Some(p) = &self.send {
+            next = next.min(p.next_ns);
+        }
+        for c in &self.connect {
+            next = next.min(c.next_ns);
+        }
+        Duration::from_nanos(next.saturating_sub(now))
+    }
+
+    /// Handle one command; false means stop.
+    fn command(&mut self, cmd: Cmd) -> bool {
+        match cmd {
+            Cmd::Connect { count, per_s, counted, life_ms } => {
+                let interval_ns = if per_s > 0.0 { (1e9 / per_s) as u64 } else { 0 };
+                self.connect.push(ConnectPlan { remaining: count, interval_ns, next_ns: now_ns(), counted, life_ms });
+            }
+            Cmd::Send { streams, per_s, until_ns } => self.plan_sends(streams, per_s, until_ns),
+            Cmd::Broadcast(probe) => self.broadcast(probe),
+            Cmd::ResetLedgers => {
+                for c in self.conns.iter_mut().flatten() {
+                    c.ledger.clear();
+                }
+            }
+            Cmd::CloseAll => self.close_all(),
+            Cmd::Snapshot(reply) => {
+                let mut stats = std::mem::take(&mut self.ctx.stats);
+                let cpu = thread_cpu();
+                stats.cpu = cpu.saturating_sub(self.cpu_start);
+                self.cpu_start = cpu;
+                stats.gaps_forgotten = self.conns.iter().flatten().map(|c| c.ledger.gaps_forgotten).sum();
+                let _ = reply.send(stats);
+            }
+            Cmd::Stop => return false,
+        }
+        true
+    }
+
+    fn plan_sends(&mut self, streams: Vec<u32>, per_s: f64, until_ns: u64) {
+        let open: Vec<usize> = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| matches!(c, Some(c) if c.counted && matches!(c.state, State::Open)))
+            .map(|(i, _)| i)
+            .collect();
+        if open.is_empty() || streams.is_empty() || per_s <= 0.0 {
+            self.send = None;
+            return;
+        }
+        let senders = streams.iter().enumerate().map(|(k, &s)| (open[k % open.len()], s, 1)).collect();
+        let interval_ns = (1e9 / per_s).max(1.0) as u64;
+        self.send = Some(SendPlan { senders, interval_ns, next_ns: now_ns(), until_ns, turn: 0 });
+    }
+
+    fn run_sends(&mut self, now: u64) {
+        let Some(plan) = self.send.as_mut() else { return };
+        let mut budget = SENDS_PER_TICK;
+        while plan.next_ns <= now && plan.next_ns < plan.until_ns && budget > 0 {
+            budget -= 1;
+            plan.next_ns += plan.interval_ns;
+            let k = plan.turn % plan.senders.len();
+            plan.turn += 1;
+            let (slot, stream, n) = plan.senders[k];
+            plan.senders[k].2 += 1;
+            let probe = Probe { stream, n, send_ns: 0 };
+            send_probe(&mut self.conns, slot, probe, &mut self.ctx);
+        }
+        if plan.next_ns >= plan.until_ns {
+            self.send = None;
+        } else if plan.next_ns + 1_000_000_000 < now {
+            // More than a second behind: drop the backlog rather than burst.
+            plan.next_ns = now;
+        }
+    }
+
+    fn broadcast(&mut self, probe: Probe) {
+        let open: Vec<usize> = (0..self.conns.len())
+            .filter(|&i| matches!(&self.conns[i], Some(c) if c.counted && matches!(c.state, State::Open)))
+            .collect();
+        if open.is_empty() {
+            self.ctx.stats.send_skipped += 1;
+            return;
+        }
+        let slot = open[(self.ctx.random() % open.len() as u64) as usize];
+        send_probe(&mut self.conns, slot, probe, &mut self.ctx);
+    }
+
+    fn run_connects(&mut self, now: u64) {
+        let mut plans = std::mem::take(&mut self.connect);
+        for plan in plans.iter_mut() {
+            while plan.remaining > 0 && plan.next_ns <= now && self.pending.len() < MAX_PENDING {
+                plan.remaining -= 1;
+                plan.next_ns = if plan.interval_ns == 0 { now } else { plan.next_ns + plan.interval_ns };
+                let life = plan.life_ms.map(|(lo, hi)| lo + self.ctx.random() % (hi - lo + 1));
+                self.open_one(plan.counted, life);
+            }
+        }
+        plans.retain(|p| p.remaining > 0);
+        self.connect.append(&mut plans);
+    }
+
+    fn open_one(&mut self, counted: bool, life_ms: Option<u64>) {
+        let targets = &self.ctx.setup.targets;
+        let target_index = (self.index + self.opened as usize * self.threads) % targets.len();
+        let target = &targets[target_index];
+        self.opened += 1;
+        self.ctx.stats.connect_attempts += 1;
+        let now = now_ns();
+        let mut stream = match TcpStream::connect(target.addr) {
+            Ok(s) => s,
+            Err(e) => return self.fail_connect(None, &format!("connect: {}", e.kind())),
+        };
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.conns.push(None);
+            self.conns.len() - 1
+        });
+        if let Err(e) = self.poll.registry().register(&mut stream, Token(slot), Interest::READABLE | Interest::WRITABLE) {
+            self.free.push(slot);
+            return self.fail_connect(None, &format!("register: {e}"));
+        }
+        self.conns[slot] = Some(Conn {
+            stream,
+            state: State::Connecting,
+            target: target_index,
+            started_ns: now,
+            counted,
+            leave_at_ns: life_ms.map(|ms| now + ms * 1_000_000),
+            inbuf: Vec::new(),
+            frag: None,
+            out: Vec::new(),
+            ledger: Ledger::default(),
+        });
+        self.pending.push_back((now + HANDSHAKE_TIMEOUT_NS, slot));
+        Progress::add(&self.ctx.progress().pending, 1);
+    }
+
+    fn fail_connect(&mut self, slot: Option<usize>, reason: &str) {
+        tally(&mut self.ctx.stats.connect_failed, reason);
+        Progress::add(&self.ctx.progress().failed, 1);
+        if let Some(slot) = slot {
+            Progress::sub(&self.ctx.progress().pending, 1);
+            self.drop_conn(slot);
+        }
+    }
+
+    fn drop_conn(&mut self, slot: usize) {
+        if let Some(mut c) = self.conns[slot].take() {
+            let _ = self.poll.registry().deregister(&mut c.stream);
+            if matches!(c.state, State::Open) {
+                let open = if c.counted { &self.ctx.progress().open } else { &self.ctx.progress().open_uncounted };
+                Progress::sub(open, 1);
+            }
+            self.free.push(slot);
+        }
+    }
+
+    fn on_writable(&mut self, slot: usize) {
+        let Some(conn) = self.conns[slot].as_mut() else { return };
+        if matches!(conn.state, State::Connecting) {
+            match conn.stream.take_error() {
+                Ok(None) => {}
+                Ok(Some(e)) | Err(e) => return self.fail_connect(Some(slot), &format!("connect: {}", e.kind())),
+            }
+            if conn.stream.peer_addr().is_err() {
+                return; // not connected yet
+            }
+            let (request, accept) = self.ctx.setup.targets[conn.target].upgrade_request();
+            conn.out.extend_from_slice(&request);
+            conn.state = State::Handshaking { accept, buf: Vec::new() };
+        }
+        if let Err(e) = flush(conn) {
+            self.lost(slot, &format!("write: {}", e.kind()));
+        }
+    }
+
+    fn on_readable(&mut self, slot: usize) {
+        for _ in 0..READS_PER_WAKE {
+            let Some(conn) = self.conns[slot].as_mut() else { return };
+            let n = match conn.stream.read(&mut self.readbuf) {
+                Ok(0) => return self.lost(slot, "eof"),
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == ErrorKind::NotConnected => return,
+                Err(e) => return self.lost(slot, &format!("read: {}", e.kind())),
+            };
+            let arrival = now_ns();
+            if let Err(why) = self.absorb(slot, n, arrival) {
+                return self.lost(slot, &why);
+            }
+        }
+        self.again.push(slot);
+    }
+
+    /// Take `n` fresh bytes from the read buffer into connection `slot`.
+    fn absorb(&mut self, slot: usize, n: usize, arrival: u64) -> Result<(), String> {
+        let conn = self.conns[slot].as_mut().expect("slot is live");
+        let bytes = &self.readbuf[..n];
+        if let State::Handshaking { accept, buf } = &mut conn.state {
+            buf.extend_from_slice(bytes);
+            match check_upgrade(buf, accept) {
+                Upgrade::Partial => return Ok(()),
+                Upgrade::Refused(status) => {
+                    let reason = format!("refused: {status}");
+                    self.fail_connect(Some(slot), &reason);
+                    return Ok(());
+                }
+                Upgrade::Done(at) => {
+                    conn.inbuf = buf.split_off(at);
+                    conn.state = State::Open;
+                    self.ctx.stats.connected += 1;
+                    self.ctx.stats.connect_us.saturating_record(((arrival - conn.started_ns) / 1000).max(1));
+                    let p = self.ctx.progress();
+                    Progress::sub(&p.pending, 1);
+                    Progress::add(if conn.counted { &p.open } else { &p.open_uncounted }, 1);
+                    let setup = Arc::clone(&self.ctx.setup);
+                    if !setup.join.is_empty() {
+                        send_frame(conn, ws::OP_TEXT, setup.join.as_bytes(), &mut self.ctx);
+                    }
+                    let rest = std::mem::take(&mut conn.inbuf);
+                    return frames(conn, &rest, arrival, &mut self.ctx);
+                }
+            }
+        }
+        if matches!(conn.state, State::Connecting) {
+            return Ok(());
+        }
+        if conn.inbuf.is_empty() {
+            frames(conn, bytes, arrival, &mut self.ctx)
+        } else {
+            let mut buf = std::mem::take(&mut conn.inbuf);
+            buf.extend_from_slice(bytes);
+            frames(conn, &buf, arrival, &mut self.ctx)
+        }
+    }
+
+    /// A connection ended without our asking (or we finished closing).
+    fn lost(&mut self, slot: usize, why: &str) {
+        let Some(conn) = self.conns[slot].as_ref() else { return };
+        match conn.state {
+            State::Connecting | State::Handshaking { .. } => return self.fail_connect(Some(slot), why),
+            State::Open if why != "closed" => tally(&mut self.ctx.stats.dropped, why),
+            _ => {}
+        }
+        self.drop_conn(slot);
+    }
+
+    /// Handshake timeouts, churners whose time is up, closes that linger.
+    fn expire(&mut self, now: u64) {
+        while let Some(&(deadline, slot)) = self.pending.front() {
+            let still_pending = matches!(&self.conns[slot], Some(c) if matches!(c.state, State::Connecting | State::Handshaking { .. }) && c.started_ns + HANDSHAKE_TIMEOUT_NS == deadline);
+            if still_pending && deadline > now {
+                break;
+            }
+            self.pending.pop_front();
+            if still_pending {
+                self.fail_connect(Some(slot), "handshake timeout");
+            }
+        }
+        // Lingering closes and leaving churners are found by a sweep every 100 ms.
+        if now < self.last_sweep_ns + 100_000_000 {
+            return;
+        }
+        self.last_sweep_ns = now;
+        for slot in 0..self.conns.len() {
+            let Some(conn) = self.conns[slot].as_mut() else { continue };
+            match conn.state {
+                State::Closing { deadline_ns } if deadline_ns <= now => self.lost(slot, "closed"),
+                State::Open if conn.leave_at_ns.is_some_and(|t| t <= now) => {
+                    start_close(conn, &mut self.ctx);
+                    if !conn.counted {
+                        Progress::sub(&self.ctx.progress().open_uncounted, 1);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn close_all(&mut self) {
+        self.send = None;
+        self.connect.clear();
+        for slot in 0..self.conns.len() {
+            let Some(conn) = self.conns[slot].as_mut() else { continue };
+            match conn.state {
+                State::Open => {
+                    let open = if conn.counted { &self.ctx.setup.progress.open } else { &self.ctx.setup.progress.open_uncounted };
+                    Progress::sub(open, 1);
+                    start_close(conn, &mut self.ctx);
+                }
+                State::Closing { .. } => {}
+                _ => self.fail_connect(Some(slot), "closed before open"),
+            }
+        }
+    }
+}
+
+/// Write as much of the backlog as the socket takes.
+fn flush(conn: &mut Conn) -> std::io::Result<()> {
+    while !conn.out.is_empty() {
+        match conn.stream.write(&conn.out) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                conn.out.drain(..n);
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if conn.out.capacity() > 4096 {
+        conn.out = Vec::new();
+    }
+    Ok(())
+}
+
+/// Queue a masked frame and push it out.
+fn send_frame(conn: &mut Conn, opcode: u8, payload: &[u8], ctx: &mut Ctx) {
+    let mask = ctx.mask();
+    ws::encode_masked(&mut conn.out, opcode, payload, mask);
+    if let Err(e) = flush(conn) {
+        tally(&mut ctx.stats.dropped, &format!("write: {}", e.kind()));
+        conn.out.clear();
+    }
+}
+
+fn start_close(conn: &mut Conn, ctx: &mut Ctx) {
+    send_frame(conn, ws::OP_CLOSE, &1000u16.to_be_bytes(), ctx);
+    conn.state = State::Closing { deadline_ns: now_ns() + CLOSE_GRACE_NS };
+}
+
+fn send_probe(conns: &mut [Option<Conn>], slot: usize, mut probe: Probe, ctx: &mut Ctx) {
+    let Some(conn) = conns.get_mut(slot).and_then(Option::as_mut) else {
+        ctx.stats.send_skipped += 1;
+        return;
+    };
+    if !matches!(conn.state, State::Open) || conn.out.len() > MAX_BACKLOG {
+        ctx.stats.send_skipped += 1;
+        return;
+    }
+    probe.send_ns = now_ns();
+    let mut text = std::mem::take(&mut ctx.text);
+    ctx.setup.template.fill(&mut text, probe, ctx.setup.run_id);
+    send_frame(conn, ws::OP_TEXT, text.as_bytes(), ctx);
+    ctx.text = text;
+    ctx.stats.sent += 1;
+    Progress::add(&ctx.progress().sent, 1);
+}
+
+/// Decode every whole frame in `bytes`; keep the partial tail in the
+/// connection.
+fn frames(conn: &mut Conn, bytes: &[u8], arrival: u64, ctx: &mut Ctx) -> Result<(), String> {
+    let mut at = 0;
+    while at < bytes.len() {
+        match decode(&bytes[at..], MAX_FRAME) {
+            Decoded::Partial => break,
+            Decoded::Violation(why) => {
+                tally(&mut ctx.stats.violations, why);
+                return Err(format!("violation: {why}"));
+            }
+            Decoded::Frame(f, used) => {
+                at += used;
+                on_frame(conn, f, arrival, ctx)?;
+            }
+        }
+    }
+    conn.inbuf.clear();
+    conn.inbuf.extend_from_slice(&bytes[at..]);
+    if conn.inbuf.is_empty() && conn.inbuf.capacity() > 0 {
+        conn.inbuf = Vec::new();
+    }
+    Ok(())
+}
+
+fn on_frame(conn: &mut Conn, f: ws::Frame, arrival: u64, ctx: &mut Ctx) -> Result<(), String> {
+    match f.opcode {
+        ws::OP_TEXT if f.fin => on_text(conn, f.payload, arrival, ctx),
+        ws::OP_TEXT => conn.frag = Some(f.payload.to_vec()),
+        ws::OP_CONT => {
+            let Some(buf) = conn.frag.as_mut() else {
+                tally(&mut ctx.stats.violations, "continuation without start");
+                return Err("violation: continuation without start".into());
+            };
+            buf.extend_from_slice(f.payload);
+            if buf.len() > MAX_FRAME {
+                return Err("message over the size limit".into());
+            }
+            if f.fin {
+                let whole = conn.frag.take().expect("checked above");
+                on_text(conn, &whole, arrival, ctx);
+            }
+        }
+        ws::OP_BINARY => ctx.stats.binary += 1,
+        ws::OP_PING => {
+            ctx.stats.pings += 1;
+            send_frame(conn, ws::OP_PONG, f.payload, ctx);
+        }
+        ws::OP_PONG => {}
+        ws::OP_CLOSE => {
+            let code = f.payload.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]]));
+            let reason = String::from_utf8_lossy(f.payload.get(2..).unwrap_or(&[]));
+            if matches!(conn.state, State::Open) {
+                let key = match code {
+                    Some(c) => format!("{c} {reason}").trim_end().to_string(),
+                    None => "no code".into(),
+                };
+                tally(&mut ctx.stats.server_closes, &key);
+                // Echo the code, as RFC 6455 §5.5.1 asks.
+                let echo = code.map(u16::to_be_bytes);
+                send_frame(conn, ws::OP_CLOSE, echo.as_ref().map_or(&[][..], |c| &c[..]), ctx);
+                return Err("closed".into());
+            }
+            return Err("closed".into());
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn on_text(conn: &mut Conn, payload: &[u8], arrival: u64, ctx: &mut Ctx) {
+    match classify(payload) {
+        Seen::Probe(p) => {
+            if !conn.counted {
+                ctx.stats.uncounted += 1;
+                return;
+            }
+            let latency = arrival.saturating_sub(p.send_ns);
+            match conn.ledger.record(p.stream, p.n) {
+                Arrival::New => ctx.stats.fresh += 1,
+                Arrival::Late => ctx.stats.late += 1,
+                Arrival::Duplicate => return ctx.stats.duplicates += 1,
+                Arrival::Foreign => return ctx.stats.foreign += 1,
+            }
+            ctx.stats.record_latency(latency, arrival);
+            Progress::add(&ctx.progress().delivered, 1);
+            ctx.setup.board.arrive(p, latency);
+        }
+        Seen::Error(code) => tally(&mut ctx.stats.server_errors, &code),
+        Seen::Other => {}
+        Seen::NotJson => ctx.stats.not_json += 1,
+    }
+}
