@@ -209,6 +209,13 @@ impl Dispatcher {
             ClientMsg::Join { room, since } => self.join(id, room, since),
             ClientMsg::Leave { room } => self.leave(id, &room),
             ClientMsg::Msg { room, text, id: msg_id } => self.post(id, room, &text, msg_id),
+            ClientMsg::LegacyMsg { text } => {
+                let lobby = RoomName::lobby();
+                if !self.client(id).rooms.contains(&lobby) {
+                    self.enter(id, &lobby)?;
+                }
+                self.post(id, lobby, &text, None)
+            }
             ClientMsg::Typing { room } => self.typing(id, &room),
             ClientMsg::Nick { name } => self.nick(id, name),
             // Answered by the connection thread; nothing to do here.
@@ -247,58 +254,62 @@ impl Dispatcher {
     }
 
     fn join(&mut self, id: ConnId, room: RoomName, since: Option<u64>) -> Result<(), ProtocolError> {
-        let client = self.client(id);
-        let (conn, uid, name) = (client.conn.clone(), client.uid.clone(), client.name.clone());
-        let already = client.rooms.contains(&room);
-        if !already {
-            if client.rooms.len() >= self.cfg.max_rooms_per_conn {
-                return Err(ProtocolError::new(
-                    ErrorCode::RoomLimit,
-                    format!("at most {} rooms per connection", self.cfg.max_rooms_per_conn),
-                )
-                .with_ref(Some("join".into())));
-            }
-            if !self.rooms.contains_key(&room) {
-                if self.rooms.len() >= self.cfg.max_rooms {
-                    return Err(ProtocolError::new(ErrorCode::RoomLimit, "the server holds its maximum of rooms")
-                        .with_ref(Some("join".into())));
-                }
-                self.rooms.insert(room.clone(), Room::new(&self.cfg));
-                self.metrics.rooms.store(self.rooms.len() as u64, Relaxed);
-            }
-            let r = self.rooms.get_mut(&room).expect("inserted above");
-            r.members.insert(id, conn.clone());
-            let p = r.present.entry(uid.clone()).or_insert(Present { connections: 0, name: name.clone() });
-            p.connections += 1;
-            let first = p.connections == 1;
-            self.clients.get_mut(&id).expect("checked").rooms.push(room.clone());
-            if first {
-                let user = UserRef { id: &uid, name: &name };
-                let frame = wire::encode(&ServerMsg::System {
-                    room: room.as_str(),
-                    event: SystemEvent::Join,
-                    user,
-                    ts: now_ms(),
-                    old_name: None,
-                });
-                self.stage_room(&room, &frame, Some(id));
-            }
+        if !self.client(id).rooms.contains(&room) {
+            self.enter(id, &room)?;
         }
-        let r = self.rooms.get(&room).expect("joined above");
+        let conn = self.client(id).conn.clone();
+        let r = self.rooms.get(&room).expect("entered above");
         let joined = wire::encode(&ServerMsg::Joined { room: room.as_str(), head: r.history.head(), users: r.users() });
-        let history = match since {
+        let (messages, complete) = match since {
             Some(since) => {
                 let replay = r.history.since(since);
-                let json: Vec<_> = replay.messages.iter().map(|m| m.json()).collect();
-                wire::history_frame(room.as_str(), replay.complete, json.iter().map(|j| &j[..]))
+                (replay.messages, replay.complete)
             }
-            None => {
-                let json: Vec<_> = r.history.recent(self.cfg.join_history).iter().map(|m| m.json()).collect();
-                wire::history_frame(room.as_str(), true, json.iter().map(|j| &j[..]))
-            }
+            // Without `since` the client asked for nothing in particular: complete.
+            None => (r.history.recent(self.cfg.join_history), true),
         };
+        let json: Vec<_> = messages.iter().map(|m| m.json()).collect();
+        let history = wire::history_frame(room.as_str(), complete, json.iter().map(|j| &j[..]));
+        // Staged in this order, after every earlier frame of the room: the history
+        // always precedes the live messages that follow it.
         self.stage(&conn, joined);
         self.stage(&conn, history);
+        Ok(())
+    }
+
+    /// Makes `id` a member of `room` (creating it), announcing the user's arrival to
+    /// the others when this is the user's first connection there.
+    fn enter(&mut self, id: ConnId, room: &RoomName) -> Result<(), ProtocolError> {
+        let client = self.client(id);
+        let (conn, uid, name) = (client.conn.clone(), client.uid.clone(), client.name.clone());
+        if client.rooms.len() >= self.cfg.max_rooms_per_conn {
+            let message = format!("at most {} rooms per connection", self.cfg.max_rooms_per_conn);
+            return Err(ProtocolError::new(ErrorCode::RoomLimit, message).with_ref(Some("join".into())));
+        }
+        if !self.rooms.contains_key(room) {
+            if self.rooms.len() >= self.cfg.max_rooms {
+                return Err(ProtocolError::new(ErrorCode::RoomLimit, "the server holds its maximum of rooms")
+                    .with_ref(Some("join".into())));
+            }
+            self.rooms.insert(room.clone(), Room::new(&self.cfg));
+            self.metrics.rooms.store(self.rooms.len() as u64, Relaxed);
+        }
+        let r = self.rooms.get_mut(room).expect("inserted above");
+        r.members.insert(id, conn);
+        let p = r.present.entry(uid.clone()).or_insert(Present { connections: 0, name: name.clone() });
+        p.connections += 1;
+        let first = p.connections == 1;
+        self.clients.get_mut(&id).expect("checked").rooms.push(room.clone());
+        if first {
+            let frame = wire::encode(&ServerMsg::System {
+                room: room.as_str(),
+                event: SystemEvent::Join,
+                user: UserRef { id: &uid, name: &name },
+                ts: now_ms(),
+                old_name: None,
+            });
+            self.stage_room(room, &frame, Some(id));
+        }
         Ok(())
     }
 

@@ -19,6 +19,13 @@ pub const MAX_NAME_CHARS: usize = 32;
 /// Longest room name.
 pub const MAX_ROOM_CHARS: usize = 64;
 
+impl RoomName {
+    /// The room type-less frames go to.
+    pub fn lobby() -> RoomName {
+        RoomName(DEFAULT_ROOM.to_owned())
+    }
+}
+
 /// A validated room name: 1–64 characters of `A-Z a-z 0-9 _ - .`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
@@ -57,6 +64,9 @@ pub enum ClientMsg {
     Join { room: RoomName, since: Option<u64> },
     Leave { room: RoomName },
     Msg { room: RoomName, text: String, id: Option<String> },
+    /// The seed tutorial's type-less `{user, text}`: a post to lobby that joins it
+    /// silently first, so a client that never heard of `join` still receives the chat.
+    LegacyMsg { text: String },
     Typing { room: RoomName },
     Nick { name: String },
     Ping { t: Option<RawJson> },
@@ -78,7 +88,7 @@ impl ClientMsg {
         match self {
             ClientMsg::Join { .. } => "join",
             ClientMsg::Leave { .. } => "leave",
-            ClientMsg::Msg { .. } => "msg",
+            ClientMsg::Msg { .. } | ClientMsg::LegacyMsg { .. } => "msg",
             ClientMsg::Typing { .. } => "typing",
             ClientMsg::Nick { .. } => "nick",
             ClientMsg::Ping { .. } => "ping",
@@ -186,11 +196,7 @@ pub fn parse_client(frame: &str, limits: ParseLimits) -> Result<ClientMsg, Proto
     let parsed = (|| -> Result<ClientMsg, ProtocolError> {
     Ok(match kind.as_deref() {
         // The seed tutorial's client sends `{user, text}` with no type: a post to lobby.
-        None if is_string(raw.text) => ClientMsg::Msg {
-            room: RoomName(DEFAULT_ROOM.to_owned()),
-            text: text_field(raw.text, limits)?,
-            id: id_field(raw.id)?,
-        },
+        None if is_string(raw.text) => ClientMsg::LegacyMsg { text: text_field(raw.text, limits)? },
         None => return Err(ProtocolError::new(ErrorCode::BadField, "missing field `type`")),
         Some("join") => ClientMsg::Join { room: room_field(raw.room)?, since: since_field(raw.since)? },
         Some("leave") => ClientMsg::Leave { room: room_field(raw.room)? },
@@ -394,7 +400,7 @@ mod tests {
     fn typeless_text_is_a_lobby_post_and_user_is_ignored() {
         assert_eq!(
             parse_client(r#"{"user":"mallory","text":"hello"}"#, L).unwrap(),
-            ClientMsg::Msg { room: RoomName::parse("lobby").unwrap(), text: "hello".into(), id: None }
+            ClientMsg::LegacyMsg { text: "hello".into() }
         );
     }
 

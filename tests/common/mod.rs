@@ -1,0 +1,265 @@
+//! Test helpers: start the real server (in-process on port 0, or the built binary as a
+//! child process), connect real WebSocket clients, and expect frames, so that tests
+//! read as the scenario they check.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use natter::config::Config;
+use natter::shutdown::{self, ShutdownTrigger};
+use natter::{Listeners, ServeError};
+use serde_json::{json, Value};
+use tungstenite::protocol::CloseFrame;
+use tungstenite::{Message, WebSocket};
+
+/// How long any single expectation may wait before the test fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The server running inside the test process.
+pub struct TestServer {
+    pub http: SocketAddr,
+    pub ws: SocketAddr,
+    trigger: ShutdownTrigger,
+    handle: Option<JoinHandle<Result<(), ServeError>>>,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        Self::start_with(|_| {})
+    }
+
+    pub fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let http = TcpListener::bind("127.0.0.1:0").unwrap();
+        let ws = TcpListener::bind("127.0.0.1:0").unwrap();
+        let (http_addr, ws_addr) = (http.local_addr().unwrap(), ws.local_addr().unwrap());
+        let mut cfg = Config {
+            data_dir: dir.path().to_owned(),
+            http_port: http_addr.port(),
+            ws_port: ws_addr.port(),
+            ..Config::default()
+        };
+        tweak(&mut cfg);
+        let (trigger, shutdown) = shutdown::channel();
+        let handle = std::thread::spawn(move || natter::serve(cfg, Listeners { http, ws }, shutdown));
+        TestServer { http: http_addr, ws: ws_addr, trigger, handle: Some(handle), dir }
+    }
+
+    pub fn url(&self, name: &str) -> String {
+        format!("ws://{}/ws?name={name}", self.ws)
+    }
+
+    /// Connects and reads the welcome frame.
+    pub fn connect(&self, name: &str) -> Client {
+        Client::connect(&self.url(name))
+    }
+
+    pub fn metrics(&self) -> String {
+        http_get(self.http, "/metrics").1
+    }
+
+    /// Waits until `/metrics` has a line `series value`.
+    pub fn wait_metric(&self, series: &str, value: u64) {
+        let line = format!("{series} {value}");
+        wait_until(|| self.metrics().lines().any(|l| l == line), &format!("metric `{line}`"));
+    }
+
+    pub fn stop(mut self) {
+        self.trigger.fire();
+        let result = self.handle.take().unwrap().join().expect("serve thread panicked");
+        result.expect("serve returned an error");
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.trigger.fire();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Polls `cond` until it holds (for state observable only by asking, like /metrics).
+pub fn wait_until(mut cond: impl FnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A plain HTTP/1.0 GET; returns (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// A real WebSocket client (tungstenite, blocking, with a read timeout).
+pub struct Client {
+    pub ws: WebSocket<TcpStream>,
+    pub welcome: Value,
+}
+
+impl Client {
+    pub fn connect(url: &str) -> Client {
+        let addr = url.trim_start_matches("ws://").split('/').next().unwrap();
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let (ws, _) = tungstenite::client(url, stream).expect("handshake");
+        let mut c = Client { ws, welcome: Value::Null };
+        c.welcome = c.recv();
+        assert_eq!(c.welcome["type"], "welcome", "first frame is welcome");
+        c
+    }
+
+    pub fn send(&mut self, v: Value) {
+        self.ws.send(Message::text(v.to_string())).expect("send");
+    }
+
+    pub fn send_raw(&mut self, m: Message) {
+        self.ws.send(m).expect("send");
+    }
+
+    /// The next JSON frame (pings are answered by tungstenite and skipped).
+    pub fn recv(&mut self) -> Value {
+        loop {
+            match self.ws.read().expect("read a frame") {
+                Message::Text(t) => return serde_json::from_str(t.as_str()).expect("server frames are JSON"),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next frame of type `kind`, skipping presence and typing noise.
+    pub fn expect(&mut self, kind: &str) -> Value {
+        loop {
+            let v = self.recv();
+            if v["type"] == kind {
+                return v;
+            }
+            assert!(
+                v["type"] == "system" || v["type"] == "typing",
+                "expected `{kind}`, got {v}"
+            );
+        }
+    }
+
+    /// Joins and returns (joined, history).
+    pub fn join(&mut self, room: &str, since: Option<u64>) -> (Value, Value) {
+        let mut m = json!({"type": "join", "room": room});
+        if let Some(s) = since {
+            m["since"] = json!(s);
+        }
+        self.send(m);
+        let joined = self.expect("joined");
+        let history = self.expect("history");
+        (joined, history)
+    }
+
+    /// Posts, reads the ack and (unless it is a duplicate) the echo of the message.
+    pub fn post(&mut self, room: &str, text: &str, id: &str) -> Value {
+        self.send(json!({"type": "msg", "room": room, "text": text, "id": id}));
+        let ack = self.expect("ack");
+        if ack["dup"] == false {
+            let echo = self.expect("msg");
+            assert_eq!((echo["id"].as_str(), &echo["seq"]), (Some(id), &ack["seq"]), "the echo follows the ack");
+        }
+        ack
+    }
+
+    /// Reads until the server's close frame; returns (code, reason).
+    pub fn expect_close(&mut self) -> (u16, String) {
+        loop {
+            match self.ws.read() {
+                Ok(Message::Close(Some(CloseFrame { code, reason }))) => return (code.into(), reason.to_string()),
+                Ok(Message::Close(None)) => return (1005, String::new()),
+                Ok(_) => continue,
+                Err(e) => panic!("connection ended without a close frame: {e}"),
+            }
+        }
+    }
+}
+
+/// The built `natter` binary as a child process.
+pub struct Proc {
+    pub child: Child,
+    pub http: SocketAddr,
+    pub ws: SocketAddr,
+}
+
+pub fn natter_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_natter"))
+}
+
+/// A free loopback port (bound then released; fine for a test that starts one server).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Proc {
+    /// Starts `natter serve` on `data_dir` and waits for its "listening" line.
+    pub fn start(data_dir: &Path, ports: Option<(u16, u16)>, extra: &[&str]) -> Proc {
+        let (hp, wp) = ports.unwrap_or((0, 0));
+        let mut child = Command::new(natter_bin())
+            .args(["serve", "--bind", "127.0.0.1", "--http-port", &hp.to_string(), "--ws-port", &wp.to_string()])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--log-level", "warn"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn natter");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let addr = |key: &str| -> SocketAddr {
+            let v = line.split_whitespace().find_map(|w| w.strip_prefix(key)).unwrap_or_else(|| panic!("no {key} in {line:?}"));
+            v.trim_start_matches("http://").trim_start_matches("ws://").trim_end_matches("/ws").parse().unwrap()
+        };
+        Proc { http: addr("http="), ws: addr("ws="), child }
+    }
+
+    pub fn url(&self, name: &str) -> String {
+        format!("ws://{}/ws?name={name}", self.ws)
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Waits for exit; returns the exit code (None when killed by a signal).
+    pub fn wait(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "natter did not exit within {limit:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
