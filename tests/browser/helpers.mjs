@@ -187,10 +187,14 @@ export async function launchBrowser(cleanup) {
 /**
  * A page in its own browser context (its own localStorage), with every
  * console error and uncaught exception recorded in `consoleErrors`.
+ * `wsUrl` overrides the ws_url that /config.json gives this page only.
  */
-export async function openPage(browser, url, { width = 1280, height = 800 } = {}) {
+export async function openPage(browser, url, { width = 1280, height = 800, wsUrl } = {}) {
   const context = await browser.newContext({ viewport: { width, height } });
   const page = await context.newPage();
+  if (wsUrl) {
+    await page.route('**/config.json', (route) => route.fulfill({ json: { ws_url: wsUrl, auth: 'open' } }));
+  }
   const consoleErrors = [];
   page.on('console', (message) => {
     if (message.type() === 'error') consoleErrors.push(message.text());
@@ -201,8 +205,8 @@ export async function openPage(browser, url, { width = 1280, height = 800 } = {}
 }
 
 /** Opens the page, signs in with `name` (open mode) and waits until online. */
-export async function openChat(browser, server, name, viewport) {
-  const handle = await openPage(browser, server.httpUrl, viewport);
+export async function openChat(browser, server, name, options) {
+  const handle = await openPage(browser, server.httpUrl, options);
   const { page } = handle;
   await page.locator('#login-name').waitFor({ state: 'visible' });
   await page.fill('#login-name', name);
@@ -222,7 +226,7 @@ export async function waitForState(page, wanted, timeout = 15000) {
 
 /** Waits until `room` is in the sidebar and the presence list is filled by `joined`. */
 export async function waitForJoined(page, room, timeout = 10000) {
-  await page.locator(`#room-list .room-item[data-room="${room}"]`).waitFor({ timeout });
+  await page.locator(`#room-list .room-item[data-room="${room}"]`).waitFor({ state: 'attached', timeout });
   await page.waitForFunction(() => document.querySelectorAll('#user-list li').length > 0, null, { timeout });
 }
 
@@ -272,15 +276,17 @@ export async function screenshot(page, name) {
 
 /**
  * A TCP proxy between the page and the server. `freeze()` stops forwarding
- * in both directions without closing anything (bytes are held, as on a dead
- * network link); `thaw()` forwards again, held bytes first.
+ * without closing anything (bytes are held, as on a dead network link);
+ * `freeze('down')` holds only server-to-client bytes, so the server still
+ * hears the page but the page hears nothing. `thaw()` forwards again, held
+ * bytes first.
  */
 export async function startProxy(cleanup, targetPort) {
   const sockets = new Set();
-  let frozen = false;
-  const pipes = [];
+  const frozen = { up: false, down: false };
+  const pipes = new Set();
 
-  function pipe(from, to) {
+  function pipe(from, to, direction) {
     const held = [];
     const entry = {
       flush() {
@@ -288,37 +294,37 @@ export async function startProxy(cleanup, targetPort) {
       },
     };
     from.on('data', (chunk) => {
-      if (frozen) held.push(chunk);
+      if (frozen[direction]) held.push(chunk);
       else to.write(chunk);
     });
     from.on('end', () => to.end());
     from.on('error', () => to.destroy());
     from.on('close', () => {
       to.destroy();
-      const index = pipes.indexOf(entry);
-      if (index >= 0) pipes.splice(index, 1);
+      pipes.delete(entry);
     });
-    pipes.push(entry);
+    pipes.add(entry);
   }
 
   const server = net.createServer((client) => {
     const upstream = net.connect(targetPort, '127.0.0.1');
-    sockets.add(client);
-    sockets.add(upstream);
-    client.on('close', () => sockets.delete(client));
-    upstream.on('close', () => sockets.delete(upstream));
-    pipe(client, upstream);
-    pipe(upstream, client);
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on('close', () => sockets.delete(socket));
+    }
+    pipe(client, upstream, 'up');
+    pipe(upstream, client, 'down');
   });
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
   const proxy = {
     port: server.address().port,
-    connections: () => sockets.size / 2,
-    freeze() {
-      frozen = true;
+    freeze(direction = 'both') {
+      frozen.up = direction !== 'down';
+      frozen.down = true;
     },
     thaw() {
-      frozen = false;
+      frozen.up = false;
+      frozen.down = false;
       for (const entry of [...pipes]) entry.flush();
     },
     close() {

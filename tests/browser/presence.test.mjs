@@ -1,0 +1,74 @@
+// Presence and typing: a second page shows up in the first page's online
+// list (and as a join notice), leaves it when closed; typing is shown to the
+// other page and cleared by the typist's message, or after a few seconds.
+
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import {
+  Cleanup, assertNoConsoleErrors, launchBrowser, openChat, send, startServer, waitForMessage,
+} from './helpers.mjs';
+
+const cleanup = new Cleanup();
+let server;
+let browser;
+
+before(async () => {
+  server = await startServer(cleanup);
+  browser = await launchBrowser(cleanup);
+});
+after(() => cleanup.run());
+
+const onlineNames = (page) => page.evaluate(() => [...document.querySelectorAll('#user-list li')].map((li) => li.textContent));
+const waitForOnline = (page, predicate, arg) => page.waitForFunction(predicate, arg, { timeout: 10000 });
+
+test('online list follows pages joining and leaving; typing shows and clears', async () => {
+  const alice = await openChat(browser, server, 'alice');
+  assert.deepEqual(await onlineNames(alice.page), ['alice (you)']);
+
+  const bob = await openChat(browser, server, 'bob');
+  await waitForOnline(alice.page, () => [...document.querySelectorAll('#user-list li')].some((li) => li.textContent === 'bob'));
+  assert.deepEqual(await onlineNames(alice.page), ['alice (you)', 'bob']);
+  assert.deepEqual(await onlineNames(bob.page), ['alice', 'bob (you)']);
+  await alice.page.locator('.messages[data-room="lobby"] .system-note', { hasText: 'bob joined' }).waitFor();
+
+  // Typing: shown on the other page, cleared when the typist's message arrives.
+  await bob.page.type('#composer-input', 'hel');
+  await alice.page.waitForFunction(() => document.getElementById('typing').textContent === 'bob is typing…');
+  assert.equal(await bob.page.textContent('#typing'), '', 'nobody sees their own typing');
+  await bob.page.type('#composer-input', 'lo');
+  await bob.page.press('#composer-input', 'Enter');
+  await waitForMessage(alice.page, 'lobby', 'hello');
+  assert.equal(await alice.page.textContent('#typing'), '', 'the message clears the indicator at once');
+
+  // Typing without sending (alice, whose 3 s throttle is fresh): the
+  // indicator clears by itself after ~5 s.
+  await alice.page.type('#composer-input', 'x');
+  await bob.page.waitForFunction(() => document.getElementById('typing').textContent === 'alice is typing…');
+  const shownAt = Date.now();
+  await bob.page.waitForFunction(() => document.getElementById('typing').textContent === '', null, { timeout: 9000 });
+  const shownFor = Date.now() - shownAt;
+  assert.ok(shownFor > 3000 && shownFor < 8000, `typing indicator cleared after ${shownFor} ms`);
+
+  // Closing bob's page removes him from alice's list and leaves a notice.
+  await bob.context.close();
+  await waitForOnline(alice.page, () => ![...document.querySelectorAll('#user-list li')].some((li) => li.textContent === 'bob'));
+  assert.deepEqual(await onlineNames(alice.page), ['alice (you)']);
+  await alice.page.locator('.messages[data-room="lobby"] .system-note', { hasText: 'bob left' }).waitFor();
+
+  assertNoConsoleErrors(assert, alice.consoleErrors);
+  assertNoConsoleErrors(assert, bob.consoleErrors);
+});
+
+test('rename shows a notice and updates the online list', async () => {
+  const carol = await openChat(browser, server, 'carol');
+  const dave = await openChat(browser, server, 'dave');
+  await waitForOnline(carol.page, () => [...document.querySelectorAll('#user-list li')].some((li) => li.textContent === 'dave'));
+  await dave.page.fill('#nick-input', 'david');
+  await dave.page.click('#nick-form button[type="submit"]');
+  await carol.page.locator('.system-note', { hasText: 'dave is now known as david' }).waitFor();
+  await waitForOnline(carol.page, () => [...document.querySelectorAll('#user-list li')].some((li) => li.textContent === 'david'));
+  await dave.page.waitForFunction(() => document.getElementById('me-name').textContent === 'david');
+  assert.equal(await dave.page.evaluate(() => localStorage.getItem('natter.name')), 'david');
+  assertNoConsoleErrors(assert, carol.consoleErrors);
+  assertNoConsoleErrors(assert, dave.consoleErrors);
+});

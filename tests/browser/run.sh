@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs the browser tests: headless Chromium (Debian's package) drives the page
+# in www/ against the real natter binary. Installs what is missing first.
+#   NATTER_BIN  the server binary (default: target/release/natter, from the repo root)
+#   extra arguments are passed to `node --test` (e.g. a single test file)
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+cd "$root"
+
+export NATTER_BIN="$(realpath -m "${NATTER_BIN:-target/release/natter}")"
+if [[ ! -x "$NATTER_BIN" ]]; then
+  echo "run.sh: natter binary not found at $NATTER_BIN (build it with: cargo build --release)" >&2
+  exit 2
+fi
+
+if [[ ! -x /usr/bin/chromium ]]; then
+  echo "run.sh: installing chromium from Debian" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+
+if [[ ! -d "$here/node_modules/playwright-core" ]]; then
+  echo "run.sh: installing playwright-core (npm ci)" >&2
+  (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+mkdir -p "$root/artifacts/screenshots"
+cd "$here"
+if [[ $# -gt 0 ]]; then
+  exec node --test --test-concurrency=1 "$@"
+fi
+exec node --test --test-concurrency=1 ./*.test.mjs
