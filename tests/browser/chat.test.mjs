@@ -2,27 +2,19 @@
 // counts unread messages, and the count clears when it is opened.
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import {
-  Cleanup, assertNoConsoleErrors, delivered, joinRoom, launchBrowser, openChat, send,
-  startServer, switchRoom, waitForMessage,
+  setupSuite, assertNoConsoleErrors, delivered, joinRoom, openChat, send,
+  switchRoom, waitForMessage,
 } from './helpers.mjs';
 
-const cleanup = new Cleanup();
-let server;
-let browser;
-
-before(async () => {
-  server = await startServer(cleanup);
-  browser = await launchBrowser(cleanup);
-});
-after(() => cleanup.run());
+const env = setupSuite();
 
 const unread = (page, room) => page.locator(`#room-list .room-button[data-room="${room}"] .unread`);
 
 test('two pages chat in lobby and in a second room, with unread counts', async () => {
-  const alice = await openChat(browser, server, 'alice');
-  const bob = await openChat(browser, server, 'bob');
+  const alice = await openChat(env.browser, env.server, 'alice');
+  const bob = await openChat(env.browser, env.server, 'bob');
 
   await send(alice.page, 'hello from alice');
   await waitForMessage(bob.page, 'lobby', 'hello from alice');

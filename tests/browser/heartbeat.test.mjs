@@ -5,10 +5,10 @@
 // lost and nothing doubled.
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import {
-  Cleanup, OUTAGE_NOISE, assertNoConsoleErrors, delivered, freePort, launchBrowser, openChat, send,
-  startProxy, startServer, waitForMessage, waitForState,
+  setupSuite, OUTAGE_NOISE, assertNoConsoleErrors, delivered, freePort, openChat, send,
+  startProxy, waitForMessage, waitForState,
 } from './helpers.mjs';
 
 const INTERVAL_MS = 1000;
@@ -17,23 +17,16 @@ const TIMEOUT_MS = 3000;
 // timeout_ms later. The rest is slack for a loaded machine.
 const NOTICE_WITHIN_MS = INTERVAL_MS + TIMEOUT_MS + 2000;
 
-const cleanup = new Cleanup();
-let server;
-let proxy;
-let browser;
-
-before(async () => {
+const env = setupSuite(async (suite) => {
   const wsPort = await freePort();
-  proxy = await startProxy(cleanup, wsPort);
-  server = await startServer(cleanup, {
+  suite.proxy = await startProxy(suite.cleanup, wsPort);
+  return {
     wsPort,
     heartbeatIntervalMs: INTERVAL_MS,
     heartbeatTimeoutMs: TIMEOUT_MS,
-    publicWsUrl: `ws://127.0.0.1:${proxy.port}/ws`,
-  });
-  browser = await launchBrowser(cleanup);
+    publicWsUrl: `ws://127.0.0.1:${suite.proxy.port}/ws`,
+  };
 });
-after(() => cleanup.run());
 
 /** Resolves with how long after `since` the page's status stopped being online. */
 async function noticedAfter(page, since) {
@@ -43,20 +36,20 @@ async function noticedAfter(page, since) {
 }
 
 test('a silent dead link is noticed by the heartbeat and recovered', async () => {
-  const alice = await openChat(browser, server, 'alice'); // through the proxy
-  const bob = await openChat(browser, server, 'bob', { wsUrl: server.wsUrl }); // direct
+  const alice = await openChat(env.browser, env.server, 'alice'); // through the proxy
+  const bob = await openChat(env.browser, env.server, 'bob', { wsUrl: env.server.wsUrl }); // direct
   await send(bob.page, 'before the freeze');
   await waitForMessage(alice.page, 'lobby', 'before the freeze');
 
   const frozenAt = Date.now();
-  proxy.freeze();
+  env.proxy.freeze();
   await send(bob.page, 'while alice was cut off');
   const took = await noticedAfter(alice.page, frozenAt);
   assert.ok(took <= NOTICE_WITHIN_MS, `noticed after ${took} ms, expected within ${NOTICE_WITHIN_MS} ms`);
   const shown = await alice.page.textContent('#status-text');
   assert.match(shown, /Reconnecting|Connecting/);
 
-  proxy.thaw();
+  env.proxy.thaw();
   await waitForState(alice.page, 'online', 30000);
   await waitForMessage(alice.page, 'lobby', 'while alice was cut off');
   const texts = (await delivered(alice.page, 'lobby')).map((m) => m.text);
@@ -67,20 +60,20 @@ test('a silent dead link is noticed by the heartbeat and recovered', async () =>
 });
 
 test('a message whose ack was lost is shown once after the reconnect', async () => {
-  const carol = await openChat(browser, server, 'carol'); // through the proxy
-  const dave = await openChat(browser, server, 'dave', { wsUrl: server.wsUrl });
+  const carol = await openChat(env.browser, env.server, 'carol'); // through the proxy
+  const dave = await openChat(env.browser, env.server, 'dave', { wsUrl: env.server.wsUrl });
 
   // The server still hears carol, but carol hears nothing: her message is
   // accepted and broadcast, while its ack and echo are held back.
   const frozenAt = Date.now();
-  proxy.freeze('down');
+  env.proxy.freeze('down');
   await send(carol.page, 'into the void');
   await waitForMessage(dave.page, 'lobby', 'into the void');
   assert.equal(await carol.page.locator('li.msg[data-state="pending"]').count(), 1);
   const took = await noticedAfter(carol.page, frozenAt);
   assert.ok(took <= NOTICE_WITHIN_MS, `noticed after ${took} ms`);
 
-  proxy.thaw();
+  env.proxy.thaw();
   await waitForState(carol.page, 'online', 30000);
   await waitForMessage(carol.page, 'lobby', 'into the void');
   await carol.page.waitForFunction(() => document.querySelectorAll('li.msg[data-state="pending"]').length === 0);

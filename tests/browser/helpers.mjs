@@ -9,6 +9,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { after, before } from 'node:test';
 import { chromium } from 'playwright-core';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -57,6 +58,22 @@ export function freePort() {
       server.close(() => resolve(port));
     });
   });
+}
+
+/**
+ * Registers `before`/`after` hooks for a test file: one natter server and one
+ * Chromium, both torn down afterwards. `prepare(env)` may return server
+ * options (and set up things such as a proxy on `env` first).
+ * Returns `env`, whose `server` and `browser` are set once `before` has run.
+ */
+export function setupSuite(prepare = async () => ({})) {
+  const env = { cleanup: new Cleanup(), server: null, browser: null };
+  before(async () => {
+    env.server = await startServer(env.cleanup, await prepare(env));
+    env.browser = await launchBrowser(env.cleanup);
+  });
+  after(() => env.cleanup.run());
+  return env;
 }
 
 export async function tempDir(cleanup, prefix = 'natter-browser-') {

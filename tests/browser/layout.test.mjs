@@ -3,20 +3,12 @@
 // into a drawer on narrow screens, and the light and dark schemes.
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import {
-  Cleanup, assertNoConsoleErrors, launchBrowser, openChat, screenshot, send, startServer, waitForMessage, waitForState,
+  setupSuite, assertNoConsoleErrors, openChat, screenshot, send, waitForMessage, waitForState,
 } from './helpers.mjs';
 
-const cleanup = new Cleanup();
-let server;
-let browser;
-
-before(async () => {
-  server = await startServer(cleanup);
-  browser = await launchBrowser(cleanup);
-});
-after(() => cleanup.run());
+const env = setupSuite();
 
 const overflow = (page) => page.evaluate(() => ({
   scrollWidth: document.documentElement.scrollWidth,
@@ -33,7 +25,7 @@ const LONG_LINK = `https://example.com/${'path/'.repeat(40)}`;
 for (const [width, height] of [[375, 740], [1280, 800]]) {
   for (const scheme of ['light', 'dark']) {
     test(`layout at ${width} px (${scheme})`, async () => {
-      const alice = await openChat(browser, server, `alice-${width}-${scheme}`, { width, height });
+      const alice = await openChat(env.browser, env.server, `alice-${width}-${scheme}`, { width, height });
       const { page } = alice;
       await page.emulateMedia({ colorScheme: scheme });
       const texts = [`a short hello at ${width} ${scheme}`, LONG_WORD, LONG_LINK, 'two\nlines'];
@@ -72,7 +64,7 @@ for (const [width, height] of [[375, 740], [1280, 800]]) {
 }
 
 test('the sign-in form and the reconnect bar at 375 px', async () => {
-  const { page } = await openChat(browser, server, 'phone-user', { width: 375, height: 740 });
+  const { page } = await openChat(env.browser, env.server, 'phone-user', { width: 375, height: 740 });
   // Keyboard: Tab from the composer reaches the send button, which is a button.
   await page.focus('#composer-input');
   await page.keyboard.press('Tab');
@@ -82,16 +74,16 @@ test('the sign-in form and the reconnect bar at 375 px', async () => {
   assert.deepEqual(labels, [], 'every field has a label');
   assertNoHorizontalOverflow(await overflow(page), 'signed in at 375');
 
-  const fresh = await browser.newContext({ viewport: { width: 375, height: 740 } });
+  const fresh = await env.browser.newContext({ viewport: { width: 375, height: 740 } });
   const login = await fresh.newPage();
-  await login.goto(server.httpUrl);
+  await login.goto(env.server.httpUrl);
   await login.locator('#login-name').waitFor({ state: 'visible' });
   await screenshot(login, 'login-375');
   assertNoHorizontalOverflow(await overflow(login), 'login at 375');
   await fresh.close();
 
   // Last in this file, so the server can go: the status bar while reconnecting.
-  await server.kill();
+  await env.server.kill();
   await waitForState(page, 'reconnecting');
   await page.locator('#retry-now').waitFor({ state: 'visible' });
   await screenshot(page, 'reconnecting-375');

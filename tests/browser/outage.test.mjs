@@ -4,21 +4,13 @@
 // order, on both pages, with nothing left pending.
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import {
-  Cleanup, OUTAGE_NOISE, assertNoConsoleErrors, delivered, launchBrowser, openChat, send,
-  startServer, waitForMessage, waitForState,
+  setupSuite, OUTAGE_NOISE, assertNoConsoleErrors, delivered, openChat, send,
+  waitForMessage, waitForState,
 } from './helpers.mjs';
 
-const cleanup = new Cleanup();
-let server;
-let browser;
-
-before(async () => {
-  server = await startServer(cleanup);
-  browser = await launchBrowser(cleanup);
-});
-after(() => cleanup.run());
+const env = setupSuite();
 
 function assertExactlyOnceInOrder(messages, expectedTexts) {
   const seqs = messages.map((m) => m.seq);
@@ -29,12 +21,12 @@ function assertExactlyOnceInOrder(messages, expectedTexts) {
 }
 
 test('a crash of the server loses nothing and duplicates nothing', async () => {
-  const alice = await openChat(browser, server, 'alice');
-  const bob = await openChat(browser, server, 'bob');
+  const alice = await openChat(env.browser, env.server, 'alice');
+  const bob = await openChat(env.browser, env.server, 'bob');
   await send(alice.page, 'before the crash');
   await waitForMessage(bob.page, 'lobby', 'before the crash');
 
-  await server.kill();
+  await env.server.kill();
   await waitForState(alice.page, 'reconnecting');
   await waitForState(bob.page, 'reconnecting');
   await alice.page.locator('#retry-now').waitFor({ state: 'visible' });
@@ -48,7 +40,7 @@ test('a crash of the server loses nothing and duplicates nothing', async () => {
   const saved = await alice.page.evaluate(() => JSON.parse(localStorage.getItem('natter.outbox')).map((e) => e.text));
   assert.deepEqual(saved, ['typed while down 1', 'typed while down 2']);
 
-  await server.start();
+  await env.server.start();
   // Bob posts as soon as his page is back, possibly before alice's is.
   await waitForState(bob.page, 'online', 40000);
   await send(bob.page, 'bob right after restart');

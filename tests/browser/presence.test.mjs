@@ -3,29 +3,21 @@
 // other page and cleared by the typist's message, or after a few seconds.
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import {
-  Cleanup, assertNoConsoleErrors, launchBrowser, openChat, send, startServer, waitForMessage,
+  setupSuite, assertNoConsoleErrors, openChat, send, waitForMessage,
 } from './helpers.mjs';
 
-const cleanup = new Cleanup();
-let server;
-let browser;
-
-before(async () => {
-  server = await startServer(cleanup);
-  browser = await launchBrowser(cleanup);
-});
-after(() => cleanup.run());
+const env = setupSuite();
 
 const onlineNames = (page) => page.evaluate(() => [...document.querySelectorAll('#user-list li')].map((li) => li.textContent));
 const waitForOnline = (page, predicate, arg) => page.waitForFunction(predicate, arg, { timeout: 10000 });
 
 test('online list follows pages joining and leaving; typing shows and clears', async () => {
-  const alice = await openChat(browser, server, 'alice');
+  const alice = await openChat(env.browser, env.server, 'alice');
   assert.deepEqual(await onlineNames(alice.page), ['alice (you)']);
 
-  const bob = await openChat(browser, server, 'bob');
+  const bob = await openChat(env.browser, env.server, 'bob');
   await waitForOnline(alice.page, () => [...document.querySelectorAll('#user-list li')].some((li) => li.textContent === 'bob'));
   assert.deepEqual(await onlineNames(alice.page), ['alice (you)', 'bob']);
   assert.deepEqual(await onlineNames(bob.page), ['alice', 'bob (you)']);
@@ -60,8 +52,8 @@ test('online list follows pages joining and leaving; typing shows and clears', a
 });
 
 test('rename shows a notice and updates the online list', async () => {
-  const carol = await openChat(browser, server, 'carol');
-  const dave = await openChat(browser, server, 'dave');
+  const carol = await openChat(env.browser, env.server, 'carol');
+  const dave = await openChat(env.browser, env.server, 'dave');
   await waitForOnline(carol.page, () => [...document.querySelectorAll('#user-list li')].some((li) => li.textContent === 'dave'));
   await dave.page.fill('#nick-input', 'david');
   await dave.page.click('#nick-form button[type="submit"]');

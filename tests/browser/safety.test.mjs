@@ -2,24 +2,16 @@
 // Links are made only by www/js/linkify.js, and only for http(s).
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import {
-  Cleanup, assertNoConsoleErrors, launchBrowser, openChat, openPage, send, startServer, waitForMessage,
+  setupSuite, assertNoConsoleErrors, openChat, openPage, send, waitForMessage,
 } from './helpers.mjs';
 
-const cleanup = new Cleanup();
-let server;
-let browser;
-
-before(async () => {
-  server = await startServer(cleanup);
-  browser = await launchBrowser(cleanup);
-});
-after(() => cleanup.run());
+const env = setupSuite();
 
 test('markup in messages renders as text and fires no dialog', async () => {
-  const alice = await openChat(browser, server, 'alice');
-  const bob = await openChat(browser, server, 'bob');
+  const alice = await openChat(env.browser, env.server, 'alice');
+  const bob = await openChat(env.browser, env.server, 'bob');
   const dialogs = [];
   for (const { page } of [alice, bob]) {
     page.on('dialog', (dialog) => {
@@ -59,7 +51,7 @@ test('markup in messages renders as text and fires no dialog', async () => {
 });
 
 test('the link function links http(s) only, with rel="noopener noreferrer"', async () => {
-  const { page, consoleErrors } = await openPage(browser, server.httpUrl);
+  const { page, consoleErrors } = await openPage(env.browser, env.server.httpUrl);
   const result = await page.evaluate(async () => {
     const { linkify, makeLink, safeHref } = await import('/js/linkify.js');
     const render = (text) => {

@@ -2,19 +2,11 @@
 // room's de-duplication and merge rules (in the browser, on a real DOM).
 
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { Backoff } from '../../www/js/backoff.js';
-import { Cleanup, assertNoConsoleErrors, launchBrowser, openPage, startServer } from './helpers.mjs';
+import { setupSuite, assertNoConsoleErrors, openPage } from './helpers.mjs';
 
-const cleanup = new Cleanup();
-let server;
-let browser;
-
-before(async () => {
-  server = await startServer(cleanup);
-  browser = await launchBrowser(cleanup);
-});
-after(() => cleanup.run());
+const env = setupSuite();
 
 test('backoff: exponential windows with full jitter, capped, reset', () => {
   const top = new Backoff({ baseMs: 500, capMs: 30000, random: () => 1 });
@@ -28,7 +20,7 @@ test('backoff: exponential windows with full jitter, capped, reset', () => {
 });
 
 test('room: dedupe by seq, merge pending by id, keep seq order', async () => {
-  const { page, consoleErrors } = await openPage(browser, server.httpUrl);
+  const { page, consoleErrors } = await openPage(env.browser, env.server.httpUrl);
   const result = await page.evaluate(async () => {
     const { Room } = await import('/js/room.js');
     const box = document.createElement('div');
