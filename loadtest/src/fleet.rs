@@ -26,6 +26,8 @@ pub struct Fleet {
     started: Instant,
     last_line: std::cell::Cell<Instant>,
     last_delivered: std::cell::Cell<u64>,
+    /// Sending phases so far.
+    epoch: std::cell::Cell<u32>,
     quiet: bool,
 }
 
@@ -48,6 +50,7 @@ impl Fleet {
             started: now,
             last_line: std::cell::Cell::new(now),
             last_delivered: std::cell::Cell::new(0),
+            epoch: std::cell::Cell::new(0),
             quiet,
         })
     }
@@ -84,10 +87,12 @@ impl Fleet {
     pub fn send(&self, senders: u32, rate: f64, duration: Duration) {
         let until_ns = now_ns() + duration.as_nanos() as u64;
         let t = self.workers.len() as u32;
+        let epoch = self.epoch.get() + 1;
+        self.epoch.set(epoch);
         for w in 0..self.workers.len() {
             let streams: Vec<u32> = (0..senders).filter(|s| s % t == w as u32).collect();
             let per_s = rate * streams.len() as f64 / senders.max(1) as f64;
-            self.tell(w, Cmd::Send { streams, per_s, until_ns });
+            self.tell(w, Cmd::Send { streams, per_s, until_ns, epoch });
         }
     }
 

@@ -110,8 +110,10 @@ impl Template {
     }
 
     /// Write the filled template for `probe` into `out` (cleared first).
-    /// `run` makes ids unique across runs against the same server.
-    pub fn fill(&self, out: &mut String, probe: Probe, run: u64) {
+    /// `run` makes ids unique across runs against the same server, `epoch`
+    /// across the sending phases of one run (sequence numbers restart in
+    /// each, and a server that de-duplicates ids must not merge them).
+    pub fn fill(&self, out: &mut String, probe: Probe, run: u64, epoch: u32) {
         use std::fmt::Write;
         out.clear();
         for piece in &self.pieces {
@@ -121,7 +123,7 @@ impl Template {
                     Ok(())
                 }
                 Piece::Text => write!(out, "lt {} {} {}", probe.stream, probe.n, probe.send_ns),
-                Piece::Id => write!(out, "{run:x}-{}-{}", probe.stream, probe.n),
+                Piece::Id => write!(out, "{run:x}-{epoch}-{}-{}", probe.stream, probe.n),
             };
         }
     }
@@ -136,8 +138,8 @@ mod tests {
         let t = Template::new(r#"{"type":"msg","room":"$ROOM","text":"$TEXT","id":"$ID","cost":"$5"}"#, "lobby");
         let mut s = String::new();
         let p = Probe { stream: 3, n: 17, send_ns: 123456789 };
-        t.fill(&mut s, p, 0xab);
-        assert_eq!(s, r#"{"type":"msg","room":"lobby","text":"lt 3 17 123456789","id":"ab-3-17","cost":"$5"}"#);
+        t.fill(&mut s, p, 0xab, 2);
+        assert_eq!(s, r#"{"type":"msg","room":"lobby","text":"lt 3 17 123456789","id":"ab-2-3-17","cost":"$5"}"#);
         assert_eq!(classify(s.as_bytes()), Seen::Probe(p));
     }
 

@@ -4,6 +4,7 @@
 //! comparison table built from several runs' JSON.
 
 use crate::scenario::{deliveries_per_s, Outcome};
+use crate::stats::TICK_NS;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -248,24 +249,25 @@ fn distribution_chart(h: &Histogram<u64>) -> Chart<'static> {
     }
 }
 
-/// Per-second p50, p99 and max of latency over the run.
+/// p50, p99 and max of latency per tick over the run.
 fn timeline_chart(o: &Outcome) -> Chart<'static> {
     let first = o.stats.timeline.keys().next().copied().unwrap_or(0);
+    let secs = |tick: u32| f64::from(tick - first) * TICK_NS as f64 / 1e9;
     let series = |q: Option<f64>| -> Vec<(f64, f64)> {
         o.stats
             .timeline
             .iter()
-            .map(|(s, h)| (f64::from(s - first), ms(q.map_or(h.max(), |q| h.value_at_quantile(q)))))
+            .map(|(t, h)| (secs(*t), ms(q.map_or(h.max(), |q| h.value_at_quantile(q)))))
             .collect()
     };
-    let last = o.stats.timeline.keys().last().copied().unwrap_or(first);
-    let step = ((last - first) / 10).max(1);
+    let span = secs(o.stats.timeline.keys().last().copied().unwrap_or(first)).ceil() as u32;
+    let step = (span / 10).max(1);
     Chart {
-        title: "Latency over time (per second of arrival)",
+        title: "Latency over time (per quarter second of arrival)",
         x_label: "seconds",
         y_label: "latency, ms",
         series: vec![("p50", "#2ca02c", series(Some(0.5))), ("p99", "#ff7f0e", series(Some(0.99))), ("max", "#d62728", series(None))],
-        x_ticks: (0..=(last - first)).step_by(step as usize).map(|s| (f64::from(s), s.to_string())).collect(),
+        x_ticks: (0..=span).step_by(step as usize).map(|s| (f64::from(s), s.to_string())).collect(),
     }
 }
 

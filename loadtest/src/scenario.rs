@@ -6,7 +6,7 @@
 use crate::cli::{Args, Scenario};
 use crate::fleet::Fleet;
 use crate::probe::Probe;
-use crate::stats::{latency_histogram, Progress, Stats};
+use crate::stats::{latency_histogram, Progress, Stats, TICK_NS};
 use crate::sys::{now_ns, rss_kib, thread_count};
 use serde_json::{json, Map, Value};
 use std::sync::atomic::Ordering::Relaxed;
@@ -57,15 +57,17 @@ impl Outcome {
     }
 }
 
-/// Deliveries per second while sending: whole seconds of the timeline
-/// inside the window, or the plain average for short windows.
+/// Deliveries per second while sending: whole ticks of the timeline
+/// inside the window (the first second left out as warm-up when the window
+/// is long enough), or the plain average for short windows.
 pub fn deliveries_per_s(stats: &Stats, window: (u64, u64)) -> f64 {
     let (a, b) = window;
-    let first = a.div_ceil(1_000_000_000) as u32;
-    let last = (b / 1_000_000_000) as u32; // exclusive
-    if last >= first + 2 {
+    let warm_up = if b - a >= 3_000_000_000 { 1_000_000_000 } else { 0 };
+    let first = (a + warm_up).div_ceil(TICK_NS) as u32;
+    let last = (b / TICK_NS) as u32; // exclusive
+    if last >= first + 4 {
         let n: u64 = (first..last).filter_map(|s| stats.timeline.get(&s)).map(|h| h.len()).sum();
-        return n as f64 / f64::from(last - first);
+        return n as f64 / (f64::from(last - first) * TICK_NS as f64 / 1e9);
     }
     stats.unique() as f64 / ((b - a) as f64 / 1e9).max(1e-3)
 }
@@ -83,12 +85,27 @@ fn open_clients(fleet: &Fleet, args: &Args, count: u64, phase: &str) -> f64 {
     fleet.wait_open(phase, want, failed, limit).as_secs_f64()
 }
 
+/// One sending phase, measured.
+struct Sending {
+    stats: Stats,
+    /// Counted clients open when it started.
+    receivers: u64,
+    /// Unique deliveries that should have arrived.
+    expected: u64,
+    /// Process-clock window of the sending, ns.
+    window: (u64, u64),
+    /// Share of the worker threads' capacity the tester used, sending and
+    /// draining.
+    tester_load: f64,
+}
+
 /// Send from `senders` streams at `rate` for `secs`, drain, and measure.
 /// Ledgers are reset first, so each call is its own measurement.
-fn measure_sending(fleet: &Fleet, args: &Args, rate: f64, secs: f64, phase: &str) -> (Stats, u64, u64, (u64, u64)) {
+fn measure_sending(fleet: &Fleet, args: &Args, rate: f64, secs: f64, phase: &str) -> Sending {
     fleet.reset_ledgers();
     fleet.hold(phase, Duration::from_millis(args.settle_ms));
     let _ = fleet.snapshot();
+    let t0 = Instant::now();
     let receivers = Progress::get(&fleet.progress.open);
     let sent0 = Progress::get(&fleet.progress.sent);
     let delivered0 = Progress::get(&fleet.progress.delivered);
@@ -103,7 +120,8 @@ fn measure_sending(fleet: &Fleet, args: &Args, rate: f64, secs: f64, phase: &str
     let quiet = Duration::from_millis(args.drain_ms);
     fleet.drain(phase, delivered0, expected, quiet, quiet * 5);
     let stats = fleet.snapshot();
-    (stats, receivers, expected, (start, end))
+    let tester_load = stats.cpu.as_secs_f64() / (t0.elapsed().as_secs_f64() * args.threads.max(1) as f64);
+    Sending { stats, receivers, expected, window: (start, end), tester_load }
 }
 
 fn delivery_headline(o: &mut Outcome) {
@@ -119,10 +137,10 @@ fn steady(fleet: &Fleet, args: &Args) -> Outcome {
     let mut o = Outcome::new(Scenario::Steady, args.clients);
     o.connect_secs = open_clients(fleet, args, args.clients, "connect");
     let connects = fleet.snapshot();
-    let (stats, receivers, expected, window) = measure_sending(fleet, args, args.rate, args.duration, "steady");
+    let m = measure_sending(fleet, args, args.rate, args.duration, "steady");
     o.stats = connects;
-    o.stats.merge(&stats);
-    (o.receivers, o.expected, o.window) = (receivers, expected, window);
+    o.stats.merge(&m.stats);
+    (o.receivers, o.expected, o.window) = (m.receivers, m.expected, m.window);
     delivery_headline(&mut o);
     o
 }
@@ -135,21 +153,26 @@ fn ramp(fleet: &Fleet, args: &Args) -> Outcome {
     let mut rate = args.ramp_start;
     for step in 0..args.max_steps {
         let phase = format!("ramp step {} at {rate:.0} msg/s", step + 1);
-        let (stats, receivers, expected, window) = measure_sending(fleet, args, rate, args.step_secs, &phase);
-        let lost = expected as i64 - stats.unique() as i64;
-        let p99 = ms(stats.latency_us.value_at_quantile(0.99));
-        let dps = deliveries_per_s(&stats, window);
-        let pass = p99 <= args.p99_bound_ms && lost == 0 && stats.duplicates == 0 && stats.send_skipped == 0;
+        let m = measure_sending(fleet, args, rate, args.step_secs, &phase);
+        let lost = m.expected as i64 - m.stats.unique() as i64;
+        let p99 = ms(m.stats.latency_us.value_at_quantile(0.99));
+        let dps = deliveries_per_s(&m.stats, m.window);
+        let tester_bound = m.tester_load >= 0.9;
+        let pass = p99 <= args.p99_bound_ms && lost == 0 && m.stats.duplicates == 0 && m.stats.send_skipped == 0;
         o.steps.push(json!({
-            "rate": rate, "receivers": receivers, "sent": stats.sent, "expected": expected,
-            "lost": lost, "duplicated": stats.duplicates, "out_of_order": stats.late,
-            "p50_ms": ms(stats.latency_us.value_at_quantile(0.5)), "p99_ms": p99,
-            "deliveries_per_s": dps.round(), "pass": pass,
+            "rate": rate, "receivers": m.receivers, "sent": m.stats.sent, "expected": m.expected,
+            "lost": lost, "duplicated": m.stats.duplicates, "out_of_order": m.stats.late,
+            "p50_ms": ms(m.stats.latency_us.value_at_quantile(0.5)), "p99_ms": p99,
+            "deliveries_per_s": dps.round(), "tester_load": (m.tester_load * 100.0).round() / 100.0, "pass": pass,
         }));
-        all.merge(&stats);
-        o.expected += expected;
-        o.receivers = receivers;
-        if !pass {
+        all.merge(&m.stats);
+        o.expected += m.expected;
+        o.receivers = m.receivers;
+        o.window = (if step == 0 { m.window.0 } else { o.window.0 }, m.window.1);
+        if tester_bound {
+            o.notes.push(format!("step {} at {rate:.0} msg/s: the tester used {:.0}% of its threads; stopped there (add --threads)", step + 1, m.tester_load * 100.0));
+        }
+        if !pass || tester_bound {
             break;
         }
         best = Some((rate, dps));
@@ -200,12 +223,12 @@ fn churn(fleet: &Fleet, args: &Args) -> Outcome {
     let per_s = pool as f64 / mean_life_s.max(0.01);
     let total = (per_s * (args.duration + args.settle_ms as f64 / 1000.0)).ceil() as u64;
     fleet.connect(total, per_s, false, Some((lo, hi)));
-    let (stats, receivers, expected, window) = measure_sending(fleet, args, args.rate, args.duration, "churn");
+    let m = measure_sending(fleet, args, args.rate, args.duration, "churn");
     o.stats = connects;
-    o.stats.merge(&stats);
-    (o.receivers, o.expected, o.window) = (receivers, expected, window);
+    o.stats.merge(&m.stats);
+    (o.receivers, o.expected, o.window) = (m.receivers, m.expected, m.window);
     delivery_headline(&mut o);
-    o.headline.insert("churn_connects".into(), json!(stats.connected));
+    o.headline.insert("churn_connects".into(), json!(m.stats.connected));
     o.headline.insert("churn_per_s".into(), json!(per_s.round()));
     o
 }
@@ -221,7 +244,7 @@ fn shootout(fleet: &Fleet, args: &Args) -> Outcome {
     while clients + args.step <= args.max_clients {
         clients += args.step;
         let phase = format!("shootout {clients} clients");
-        open_clients(fleet, args, args.step, &phase);
+        o.connect_secs += open_clients(fleet, args, args.step, &phase);
         fleet.reset_ledgers();
         fleet.hold(&phase, Duration::from_millis(args.settle_ms));
         all.merge(&fleet.snapshot());

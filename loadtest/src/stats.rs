@@ -14,8 +14,12 @@ pub fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
 }
 
-/// Coarser histogram for one second of the timeline.
-fn timeline_histogram() -> Histogram<u64> {
+/// Width of one timeline bucket.
+pub const TICK_NS: u64 = 250_000_000;
+
+/// Coarse histogram (2 significant digits, 32-bit counts, a few KiB) for
+/// one tick of the timeline, so that long runs stay small.
+fn timeline_histogram() -> Histogram<u32> {
     Histogram::new_with_bounds(1, 600_000_000, 2).expect("valid histogram bounds")
 }
 
@@ -41,8 +45,8 @@ pub struct Stats {
     pub uncounted: u64,
     /// Send → arrival, µs, for fresh and late arrivals.
     pub latency_us: Histogram<u64>,
-    /// Arrival second (process clock) → latencies that second.
-    pub timeline: BTreeMap<u32, Histogram<u64>>,
+    /// Arrival tick ([`TICK_NS`] on the process clock) → latencies then.
+    pub timeline: BTreeMap<u32, Histogram<u32>>,
     /// `error` frames from the server, by code.
     pub server_errors: BTreeMap<String, u64>,
     /// Close frames from the server, by "code reason".
@@ -105,8 +109,8 @@ impl Stats {
     pub fn record_latency(&mut self, latency_ns: u64, arrival_ns: u64) {
         let us = (latency_ns / 1000).max(1);
         self.latency_us.saturating_record(us);
-        let second = (arrival_ns / 1_000_000_000) as u32;
-        self.timeline.entry(second).or_insert_with(timeline_histogram).saturating_record(us);
+        let tick = (arrival_ns / TICK_NS) as u32;
+        self.timeline.entry(tick).or_insert_with(timeline_histogram).saturating_record(us);
     }
 
     /// Unique probe arrivals at counted clients.

@@ -54,7 +54,8 @@ pub enum Cmd {
     Connect { count: u32, per_s: f64, counted: bool, life_ms: Option<(u64, u64)> },
     /// Counted clients of this worker become the senders of `streams`,
     /// sending at `per_s` in total until `until_ns`.
-    Send { streams: Vec<u32>, per_s: f64, until_ns: u64 },
+    /// `epoch` numbers the sending phase, for unique message ids.
+    Send { streams: Vec<u32>, per_s: f64, until_ns: u64, epoch: u32 },
     /// One probe now from a random counted client (shootout).
     Broadcast(Probe),
     /// Forget every client's ledger: a new measurement starts.
@@ -147,6 +148,8 @@ struct Ctx {
     stats: Stats,
     setup: Arc<Setup>,
     rng: u64,
+    /// Sending phase, part of every message id.
+    epoch: u32,
     text: String,
 }
 
@@ -193,7 +196,7 @@ pub fn spawn(
         send: None,
         rx,
         readbuf: vec![0u8; 64 * 1024].into_boxed_slice(),
-        ctx: Ctx { stats: Stats::default(), setup, rng: seed, text: String::new() },
+        ctx: Ctx { stats: Stats::default(), setup, rng: seed, epoch: 0, text: String::new() },
         cpu_start: Duration::ZERO,
     };
     let handle = std::thread::Builder::new().name(format!("lt-worker-{index}")).spawn(move || worker.run())?;
@@ -280,7 +283,10 @@ impl Worker {
                 let interval_ns = if per_s > 0.0 { (1e9 / per_s) as u64 } else { 0 };
                 self.connect.push(ConnectPlan { remaining: count, interval_ns, next_ns: now_ns(), counted, life_ms });
             }
-            Cmd::Send { streams, per_s, until_ns } => self.plan_sends(streams, per_s, until_ns),
+            Cmd::Send { streams, per_s, until_ns, epoch } => {
+                self.ctx.epoch = epoch;
+                self.plan_sends(streams, per_s, until_ns)
+            }
             Cmd::Broadcast(probe) => self.broadcast(probe),
             Cmd::ResetLedgers => {
                 for c in self.conns.iter_mut().flatten() {
@@ -606,7 +612,7 @@ fn send_probe(conns: &mut [Option<Conn>], slot: usize, mut probe: Probe, ctx: &m
     }
     probe.send_ns = now_ns();
     let mut text = std::mem::take(&mut ctx.text);
-    ctx.setup.template.fill(&mut text, probe, ctx.setup.run_id);
+    ctx.setup.template.fill(&mut text, probe, ctx.setup.run_id, ctx.epoch);
     send_frame(conn, ws::OP_TEXT, text.as_bytes(), ctx);
     ctx.text = text;
     ctx.stats.sent += 1;

@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# loadtest/run.sh — the side-by-side load test behind `make loadtest`.
+#
+# Builds the release binaries, starts natter, the Node.js `ws` peer and the
+# bare fan-out ceiling one after another on free loopback ports, runs the
+# same scenarios against each with natter-loadtest, and prints one table
+# with the ratios natter/node and natter/ceiling. Every server it starts is
+# stopped by PID on exit. Finishes in under 5 minutes with the defaults;
+# the LT_* variables below make it bigger or longer.
+#
+# Results: $LT_OUT/<server>.jsonl (one JSON object per run), <server>.log
+# (the server's output), <server>-*.html (reports), table.txt.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+OUT=${LT_OUT:-$ROOT/target/loadtest}
+SERVERS=${LT_SERVERS:-"natter node ceiling"}
+CLIENTS=${LT_CLIENTS:-"1000 5000"}           # idle and steady at each count
+DELIVERIES=${LT_DELIVERIES:-50000}            # steady: target deliveries/s (rate = this / clients)
+SENDERS=${LT_SENDERS:-10}
+DURATION=${LT_DURATION:-4}                    # steady: seconds of sending
+RAMP_CLIENTS=${LT_RAMP_CLIENTS:-1000}
+RAMP_STEPS=${LT_RAMP_STEPS:-10}
+RAMP_STEP_SECS=${LT_RAMP_STEP_SECS:-2}
+SHOOTOUT_MAX=${LT_SHOOTOUT_MAX:-5000}
+SHOOTOUT_BROADCASTS=${LT_SHOOTOUT_BROADCASTS:-20}
+CHURN_CLIENTS=${LT_CHURN_CLIENTS:-1000}
+THREADS=${LT_THREADS:-1}
+CONNECT_RATE=${LT_CONNECT_RATE:-5000}
+MAX_SECONDS=${LT_MAX_SECONDS:-120}            # watchdog per natter-loadtest run
+
+LT=$ROOT/target/release/natter-loadtest
+mkdir -p "$OUT"
+rm -f "$OUT"/*.jsonl "$OUT"/*.log "$OUT"/*.err
+
+PIDS=()
+DATA_DIRS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    for d in "${DATA_DIRS[@]}"; do
+        rm -rf "$d"
+    done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+say() { printf '%s\n' "$*" >&2; }
+
+say "building release binaries"
+cargo build --release --workspace --quiet
+if [ ! -d loadtest/peers/node-ws/node_modules ]; then
+    say "installing the node peer's packages"
+    (cd loadtest/peers/node-ws && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# start NAME CMD...: run a server, wait for its ready line (at most 10 s),
+# set SERVER_PID and SERVER_URL from the ws:// URL it prints.
+start() {
+    local name=$1
+    shift
+    "$@" >"$OUT/$name.log" 2>&1 &
+    SERVER_PID=$!
+    PIDS+=("$SERVER_PID")
+    SERVER_URL=
+    for _ in $(seq 100); do
+        SERVER_URL=$(grep -o 'ws://[^ ]*' "$OUT/$name.log" | head -1 || true)
+        [ -n "$SERVER_URL" ] && return 0
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    say "$name did not start; its output:"
+    cat "$OUT/$name.log" >&2
+    return 1
+}
+
+stop() {
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+}
+
+# lt NAME SCENARIO ARGS...: one natter-loadtest run, appended to NAME.jsonl.
+lt() {
+    local name=$1 scenario=$2
+    shift 2
+    say "  $name: $scenario $*"
+    if ! "$LT" "$scenario" --label "$name" --url "$URL" --join "$JOIN" --msg "$MSG" \
+        --server-pid "$SERVER_PID" --threads "$THREADS" --connect-rate "$CONNECT_RATE" \
+        --senders "$SENDERS" --json --quiet --max-seconds "$MAX_SECONDS" "$@" \
+        >>"$OUT/$name.jsonl" 2>>"$OUT/$name.err"; then
+        say "  $name: $scenario failed; see $OUT/$name.err"
+    fi
+}
+
+run_scenarios() {
+    local name=$1 n
+    for n in $CLIENTS; do
+        lt "$name" idle --clients "$n" --hold 2
+    done
+    for n in $CLIENTS; do
+        lt "$name" steady --clients "$n" --rate "$((DELIVERIES / n))" --duration "$DURATION" \
+            --report "$OUT/$name-steady-$n.html"
+    done
+    lt "$name" ramp --clients "$RAMP_CLIENTS" --ramp-start 25 --ramp-factor 2 \
+        --max-steps "$RAMP_STEPS" --step-secs "$RAMP_STEP_SECS" --drain-ms 1000
+    lt "$name" churn --clients "$CHURN_CLIENTS" --rate "$((DELIVERIES / CHURN_CLIENTS))" --duration "$DURATION"
+    lt "$name" shootout --max-clients "$SHOOTOUT_MAX" --broadcasts "$SHOOTOUT_BROADCASTS" --report "$OUT/$name-shootout.html"
+}
+
+for server in $SERVERS; do
+    say "== $server"
+    case $server in
+    natter)
+        data=$(mktemp -d)
+        DATA_DIRS+=("$data")
+        # The per-connection rate limit (20/s by default) would cap the ramp,
+        # not the fan-out being measured: lift it for the load test.
+        start natter target/release/natter serve --bind 127.0.0.1 --http-port 0 --ws-port 0 \
+            --data-dir "$data" --rate-per-s 100000 --rate-burst 100000
+        URL="$SERVER_URL?name=lt"
+        JOIN='{"type":"join","room":"$ROOM"}'
+        MSG='{"type":"msg","room":"$ROOM","text":"$TEXT","id":"$ID"}'
+        ;;
+    node)
+        start node node loadtest/peers/node-ws/server.js 0
+        URL=$SERVER_URL JOIN='' MSG='{"user":"lt","text":"$TEXT"}'
+        ;;
+    ceiling)
+        start ceiling target/release/natter-ceiling --bind 127.0.0.1 --port 0
+        URL=$SERVER_URL JOIN='' MSG='{"text":"$TEXT"}'
+        ;;
+    *)
+        say "unknown server $server"
+        exit 2
+        ;;
+    esac
+    run_scenarios "$server"
+    stop
+done
+
+inputs=()
+for server in $SERVERS; do
+    inputs+=(--input "$server=$OUT/$server.jsonl")
+done
+"$LT" compare "${inputs[@]}" | tee "$OUT/table.txt"
+say "results in $OUT"
