@@ -23,7 +23,8 @@ use crate::handshake::{self, Admitted, Refusal};
 use crate::metrics::{CloseReason, Metrics};
 use crate::outbox::Conn;
 use crate::protocol::{
-    parse_client, ClientMsg, ErrorCode, HeartbeatInfo, LimitsInfo, ParseLimits, ProtocolError, ServerMsg, UserRef,
+    parse_client, ClientMsg, ErrorCode, HeartbeatInfo, LimitsInfo, ParseLimits, ProtocolError,
+    ServerMsg, UserRef,
 };
 use crate::ratelimit::{Strikes, TokenBucket};
 use crate::wire;
@@ -51,14 +52,14 @@ struct ConnIo {
 
 impl Read for ConnIo {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self.conn.stream()).read(buf)
+        self.conn.stream().read(buf)
     }
 }
 
 impl Write for ConnIo {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.handshaking {
-            (&*self.conn.stream()).write(buf)
+            self.conn.stream().write(buf)
         } else {
             Ok(buf.len())
         }
@@ -76,24 +77,43 @@ pub fn run(conn: Arc<Conn>, ctx: &ConnContext) {
     let _ = stream.set_read_timeout(Some(cfg.handshake_timeout));
     let _ = stream.set_write_timeout(Some(cfg.handshake_timeout));
 
-    let Some((mut ws, admitted)) = handshake(&conn, ctx) else { return };
+    let Some((mut ws, admitted)) = handshake(&conn, ctx) else {
+        return;
+    };
     let _ = stream.set_write_timeout(None);
     ws.get_mut().handshaking = false;
 
     let session = format!("c{}", conn.id);
     let welcome = ServerMsg::Welcome {
         session: &session,
-        user: UserRef { id: &admitted.identity.id, name: &admitted.identity.name },
+        user: UserRef {
+            id: &admitted.identity.id,
+            name: &admitted.identity.name,
+        },
         heartbeat: HeartbeatInfo {
             interval_ms: cfg.heartbeat_interval.as_millis() as u64,
             timeout_ms: cfg.heartbeat_timeout.as_millis() as u64,
         },
-        limits: LimitsInfo { max_text: cfg.max_text_chars, rate_per_s: cfg.rate_per_s, max_rooms: cfg.max_rooms_per_conn },
+        limits: LimitsInfo {
+            max_text: cfg.max_text_chars,
+            rate_per_s: cfg.rate_per_s,
+            max_rooms: cfg.max_rooms_per_conn,
+        },
     };
     let _ = conn.send(wire::encode(&welcome));
-    let registered = ctx.commands.send(Command::Register { conn: conn.clone(), user: admitted.identity.clone() }).is_ok();
+    let registered = ctx
+        .commands
+        .send(Command::Register {
+            conn: conn.clone(),
+            user: admitted.identity.clone(),
+        })
+        .is_ok();
 
-    let reason = if registered { read_loop(&mut ws, &conn, ctx, admitted.expires_at) } else { CloseReason::Shutdown };
+    let reason = if registered {
+        read_loop(&mut ws, &conn, ctx, admitted.expires_at)
+    } else {
+        CloseReason::Shutdown
+    };
     conn.set_reason(reason);
     let reason = conn.reason().unwrap_or(reason);
     let _ = ctx.commands.send(Command::Gone { conn: conn.id });
@@ -102,7 +122,10 @@ pub fn run(conn: Arc<Conn>, ctx: &ConnContext) {
 }
 
 /// Performs the upgrade; on refusal or failure answers in plain HTTP and returns None.
-fn handshake(conn: &Arc<Conn>, ctx: &ConnContext) -> Option<(tungstenite::WebSocket<ConnIo>, Admitted)> {
+fn handshake(
+    conn: &Arc<Conn>,
+    ctx: &ConnContext,
+) -> Option<(tungstenite::WebSocket<ConnIo>, Admitted)> {
     let cfg = &ctx.cfg;
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(cfg.read_buffer_bytes)
@@ -111,6 +134,8 @@ fn handshake(conn: &Arc<Conn>, ctx: &ConnContext) -> Option<(tungstenite::WebSoc
         .max_message_size(Some(cfg.max_frame_bytes));
     let mut admitted = None;
     let mut refused = None;
+    // tungstenite's callback type fixes the large error type; it is built once per refusal.
+    #[allow(clippy::result_large_err)]
     let callback = |req: &Request, resp: Response| match handshake::admit(req, cfg) {
         Ok(a) => {
             admitted = Some(a);
@@ -122,13 +147,18 @@ fn handshake(conn: &Arc<Conn>, ctx: &ConnContext) -> Option<(tungstenite::WebSoc
             Err(response)
         }
     };
-    let io = ConnIo { conn: conn.clone(), handshaking: true };
+    let io = ConnIo {
+        conn: conn.clone(),
+        handshaking: true,
+    };
     match tungstenite::accept_hdr_with_config(io, callback, Some(ws_config)) {
         Ok(ws) => Some((ws, admitted.expect("the callback admitted this request"))),
         Err(HandshakeError::Failure(WsError::Http(_))) => {
             let r = refused.expect("an HTTP failure comes from our refusal");
             log::info!("refused {} ({}): {}", conn.peer, r.status, r.detail);
-            ctx.metrics.handshakes_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            ctx.metrics
+                .handshakes_refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             linger(conn.stream());
             None
         }
@@ -138,10 +168,16 @@ fn handshake(conn: &Arc<Conn>, ctx: &ConnContext) -> Option<(tungstenite::WebSoc
         }
         Err(HandshakeError::Failure(e)) => {
             // Not a WebSocket upgrade (a plain GET, a bad key...): say so in HTTP.
-            let r = Refusal::new(tungstenite::http::StatusCode::BAD_REQUEST, "bad request: not a WebSocket upgrade", e.to_string());
+            let r = Refusal::new(
+                tungstenite::http::StatusCode::BAD_REQUEST,
+                "bad request: not a WebSocket upgrade",
+                e.to_string(),
+            );
             log::info!("refused {} ({}): {}", conn.peer, r.status, r.detail);
-            ctx.metrics.handshakes_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let _ = (&*conn.stream()).write_all(&r.to_bytes());
+            ctx.metrics
+                .handshakes_refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let _ = conn.stream().write_all(&r.to_bytes());
             linger(conn.stream());
             None
         }
@@ -160,7 +196,9 @@ fn read_loop(
     expires_at: Option<u64>,
 ) -> CloseReason {
     let cfg = &ctx.cfg;
-    let limits = ParseLimits { max_text_chars: cfg.max_text_chars };
+    let limits = ParseLimits {
+        max_text_chars: cfg.max_text_chars,
+    };
     let mut bucket = TokenBucket::new(cfg.rate_per_s, cfg.rate_burst);
     let mut strikes = Strikes::new(cfg.rate_strikes, STRIKE_WINDOW);
     let mut last_heard = Instant::now();
@@ -170,12 +208,19 @@ fn read_loop(
         }
         // Wake for whichever comes first: the silence timeout or the token's expiry.
         let silence_left = cfg.heartbeat_timeout.saturating_sub(last_heard.elapsed());
-        let expiry_left = expires_at.map_or(Duration::MAX, |exp| Duration::from_secs(exp.saturating_sub(now_s())));
+        let expiry_left = expires_at.map_or(Duration::MAX, |exp| {
+            Duration::from_secs(exp.saturating_sub(now_s()))
+        });
         let wait = silence_left.min(expiry_left).max(Duration::from_millis(1));
         let _ = conn.stream().set_read_timeout(Some(wait));
         let msg = match ws.read() {
             Ok(m) => m,
-            Err(WsError::Io(e)) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(WsError::Io(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 if last_heard.elapsed() >= cfg.heartbeat_timeout {
                     return CloseReason::HeartbeatTimeout;
                 }
@@ -186,12 +231,21 @@ fn read_loop(
         last_heard = Instant::now();
         match msg {
             Message::Text(text) => {
-                if let Some(reason) = on_text(text.as_str(), conn, ctx, limits, &mut bucket, &mut strikes) {
+                if let Some(reason) =
+                    on_text(text.as_str(), conn, ctx, limits, &mut bucket, &mut strikes)
+                {
                     return reason;
                 }
             }
             Message::Binary(_) => {
-                send_error(conn, ctx, &ProtocolError::new(ErrorCode::BadJson, "binary frames are not supported: send JSON text"));
+                send_error(
+                    conn,
+                    ctx,
+                    &ProtocolError::new(
+                        ErrorCode::BadJson,
+                        "binary frames are not supported: send JSON text",
+                    ),
+                );
             }
             Message::Ping(payload) => {
                 let _ = conn.send(wire::pong_frame(&payload));
@@ -220,7 +274,9 @@ fn on_text(
     };
     if let ClientMsg::Ping { t } = &msg {
         // Keep-alives are never rate limited: a busy client must not look dead.
-        let _ = conn.send(wire::encode(&ServerMsg::Pong { t: t.as_ref().map(|t| &*t.0) }));
+        let _ = conn.send(wire::encode(&ServerMsg::Pong {
+            t: t.as_ref().map(|t| &*t.0),
+        }));
         return None;
     }
     if !bucket.take() {
@@ -228,12 +284,21 @@ fn on_text(
             ClientMsg::Msg { id: Some(id), .. } => id.clone(),
             other => other.kind().to_owned(),
         };
-        let e = ProtocolError::new(ErrorCode::RateLimited, format!("slow down: at most {} messages per second", ctx.cfg.rate_per_s))
-            .with_ref(Some(reference));
+        let e = ProtocolError::new(
+            ErrorCode::RateLimited,
+            format!(
+                "slow down: at most {} messages per second",
+                ctx.cfg.rate_per_s
+            ),
+        )
+        .with_ref(Some(reference));
         send_error(conn, ctx, &e);
         return strikes.strike().then_some(CloseReason::RateLimit);
     }
-    ctx.commands.send(Command::Client { conn: conn.id, msg }).err().map(|_| CloseReason::Shutdown)
+    ctx.commands
+        .send(Command::Client { conn: conn.id, msg })
+        .err()
+        .map(|_| CloseReason::Shutdown)
 }
 
 fn send_error(conn: &Conn, ctx: &ConnContext, e: &ProtocolError) {
@@ -246,7 +311,9 @@ fn classify(e: &WsError) -> CloseReason {
     match e {
         WsError::ConnectionClosed | WsError::AlreadyClosed => CloseReason::Client,
         WsError::Protocol(P::ResetWithoutClosingHandshake) => CloseReason::Client,
-        WsError::Capacity(CapacityError::MessageTooLong { .. }) | WsError::Capacity(_) => CloseReason::TooBig,
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) | WsError::Capacity(_) => {
+            CloseReason::TooBig
+        }
         WsError::Utf8(_) => CloseReason::InvalidUtf8,
         WsError::Protocol(_) => CloseReason::Protocol,
         WsError::Io(_) => CloseReason::SocketError,
@@ -268,7 +335,7 @@ fn finish(conn: &Arc<Conn>, reason: CloseReason) {
 }
 
 /// Reads and discards until the peer closes or `LINGER` passes.
-fn linger(stream: &TcpStream) {
+fn linger(mut stream: &TcpStream) {
     let deadline = Instant::now() + LINGER;
     let mut buf = [0u8; 1024];
     let _ = stream.shutdown(std::net::Shutdown::Write);
@@ -278,7 +345,7 @@ fn linger(stream: &TcpStream) {
             return;
         }
         let _ = stream.set_read_timeout(Some(left));
-        match (&*stream).read(&mut buf) {
+        match stream.read(&mut buf) {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }

@@ -23,7 +23,9 @@ use crate::history::{History, Stored};
 use crate::journal::{Journal, JournalError, Replayed};
 use crate::metrics::{CloseReason, Metrics};
 use crate::outbox::{self, Conn, ConnId, Flush};
-use crate::protocol::{ClientMsg, ErrorCode, ProtocolError, RoomName, ServerMsg, SystemEvent, UserRef};
+use crate::protocol::{
+    ClientMsg, ErrorCode, ProtocolError, RoomName, ServerMsg, SystemEvent, UserRef,
+};
 use crate::shutdown::Shutdown;
 use crate::wire::{self, Frame};
 
@@ -35,6 +37,8 @@ const TICK: Duration = Duration::from_millis(20);
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// How long shutdown waits for close frames to drain.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// How long a client that has its close frame gets to answer before the socket is cut.
+const LINGER: Duration = Duration::from_secs(2);
 
 /// Who is on the other end of a connection, fixed at the handshake.
 #[derive(Debug, Clone)]
@@ -91,14 +95,17 @@ pub struct Dispatcher {
     /// Sockets that could not take everything; retried when writable.
     blocked: HashMap<ConnId, Arc<Conn>>,
     /// Connections sent a close frame by the dispatcher, with their deadline.
-    closing: Vec<(Arc<Conn>, Instant)>,
+    /// (connection, deadline, close frame fully written)
+    closing: Vec<(Arc<Conn>, Instant, bool)>,
     ping: Frame,
     last_ping: Instant,
     last_sweep: Instant,
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Room {
@@ -110,7 +117,11 @@ impl Room {
         }
     }
     fn users(&self) -> Vec<UserRef<'_>> {
-        let mut users: Vec<UserRef> = self.present.iter().map(|(id, p)| UserRef { id, name: &p.name }).collect();
+        let mut users: Vec<UserRef> = self
+            .present
+            .iter()
+            .map(|(id, p)| UserRef { id, name: &p.name })
+            .collect();
         users.sort_by(|a, b| a.name.cmp(b.name).then(a.id.cmp(b.id)));
         users
     }
@@ -118,7 +129,12 @@ impl Room {
 
 impl Dispatcher {
     /// Builds the state, replaying the journal's messages into the rooms' rings.
-    pub fn new(cfg: Arc<Config>, metrics: Arc<Metrics>, journal: Journal, replayed: Vec<Replayed>) -> Dispatcher {
+    pub fn new(
+        cfg: Arc<Config>,
+        metrics: Arc<Metrics>,
+        journal: Journal,
+        replayed: Vec<Replayed>,
+    ) -> Dispatcher {
         let mut d = Dispatcher {
             cfg,
             metrics,
@@ -135,18 +151,27 @@ impl Dispatcher {
         };
         let count = replayed.len();
         for m in replayed {
-            let Some(name) = RoomName::parse(&m.record.room) else { continue };
+            let Some(name) = RoomName::parse(&m.record.room) else {
+                continue;
+            };
             let cfg = &d.cfg;
             let room = d.rooms.entry(name).or_insert_with(|| Room::new(cfg));
             // A crash during compaction can leave a message in two segments: keep one.
             if m.record.seq <= room.history.head() {
                 continue;
             }
-            let stored = Stored { seq: m.record.seq, frame: wire::text_frame(&m.json) };
-            room.history.push(stored, &m.record.uid, m.record.id.as_deref());
+            let stored = Stored {
+                seq: m.record.seq,
+                frame: wire::text_frame(&m.json),
+            };
+            room.history
+                .push(stored, &m.record.uid, m.record.id.as_deref());
         }
         if count > 0 {
-            log::info!("journal: replayed {count} messages into {} rooms", d.rooms.len());
+            log::info!(
+                "journal: replayed {count} messages into {} rooms",
+                d.rooms.len()
+            );
         }
         d.metrics.rooms.store(d.rooms.len() as u64, Relaxed);
         d
@@ -154,13 +179,20 @@ impl Dispatcher {
 
     /// The latest seq of each room (for logs and tests).
     pub fn heads(&self) -> Vec<(String, u64)> {
-        self.rooms.iter().map(|(n, r)| (n.to_string(), r.history.head())).collect()
+        self.rooms
+            .iter()
+            .map(|(n, r)| (n.to_string(), r.history.head()))
+            .collect()
     }
 
     /// Runs until `shutdown` fires, then closes every connection with 1001 and makes
     /// the journal durable. A journal write failure stops the server (no ack is ever
     /// sent for a message that is not in the journal).
-    pub fn run(mut self, commands: Receiver<Command>, shutdown: Shutdown) -> Result<(), JournalError> {
+    pub fn run(
+        mut self,
+        commands: Receiver<Command>,
+        shutdown: Shutdown,
+    ) -> Result<(), JournalError> {
         let tick = crossbeam_channel::tick(TICK);
         let result = loop {
             select! {
@@ -179,7 +211,11 @@ impl Dispatcher {
                 break Err(e);
             }
         };
-        self.close_all(if result.is_ok() { CloseReason::Shutdown } else { CloseReason::Internal });
+        self.close_all(if result.is_ok() {
+            CloseReason::Shutdown
+        } else {
+            CloseReason::Internal
+        });
         self.journal.close()?;
         result
     }
@@ -188,8 +224,13 @@ impl Dispatcher {
         match cmd {
             Command::Register { conn, user } => {
                 self.metrics.connections.fetch_add(1, Relaxed);
-                let client =
-                    Client { conn: conn.clone(), uid: user.id, name: user.name, can_rename: user.can_rename, rooms: vec![] };
+                let client = Client {
+                    conn: conn.clone(),
+                    uid: user.id,
+                    name: user.name,
+                    can_rename: user.can_rename,
+                    rooms: vec![],
+                };
                 self.clients.insert(conn.id, client);
             }
             Command::Client { conn, msg } => {
@@ -208,7 +249,11 @@ impl Dispatcher {
         match msg {
             ClientMsg::Join { room, since } => self.join(id, room, since),
             ClientMsg::Leave { room } => self.leave(id, &room),
-            ClientMsg::Msg { room, text, id: msg_id } => self.post(id, room, &text, msg_id),
+            ClientMsg::Msg {
+                room,
+                text,
+                id: msg_id,
+            } => self.post(id, room, &text, msg_id),
             ClientMsg::LegacyMsg { text } => {
                 let lobby = RoomName::lobby();
                 if !self.client(id).rooms.contains(&lobby) {
@@ -224,7 +269,9 @@ impl Dispatcher {
     }
 
     fn client(&self, id: ConnId) -> &Client {
-        self.clients.get(&id).expect("on_client checked the client exists")
+        self.clients
+            .get(&id)
+            .expect("on_client checked the client exists")
     }
 
     fn stage(&mut self, conn: &Arc<Conn>, frame: Frame) {
@@ -253,13 +300,22 @@ impl Dispatcher {
         ProtocolError::new(ErrorCode::NotJoined, format!("join `{room}` first")).with_ref(reference)
     }
 
-    fn join(&mut self, id: ConnId, room: RoomName, since: Option<u64>) -> Result<(), ProtocolError> {
+    fn join(
+        &mut self,
+        id: ConnId,
+        room: RoomName,
+        since: Option<u64>,
+    ) -> Result<(), ProtocolError> {
         if !self.client(id).rooms.contains(&room) {
             self.enter(id, &room)?;
         }
         let conn = self.client(id).conn.clone();
         let r = self.rooms.get(&room).expect("entered above");
-        let joined = wire::encode(&ServerMsg::Joined { room: room.as_str(), head: r.history.head(), users: r.users() });
+        let joined = wire::encode(&ServerMsg::Joined {
+            room: room.as_str(),
+            head: r.history.head(),
+            users: r.users(),
+        });
         let (messages, complete) = match since {
             Some(since) => {
                 let replay = r.history.since(since);
@@ -283,28 +339,46 @@ impl Dispatcher {
         let client = self.client(id);
         let (conn, uid, name) = (client.conn.clone(), client.uid.clone(), client.name.clone());
         if client.rooms.len() >= self.cfg.max_rooms_per_conn {
-            let message = format!("at most {} rooms per connection", self.cfg.max_rooms_per_conn);
-            return Err(ProtocolError::new(ErrorCode::RoomLimit, message).with_ref(Some("join".into())));
+            let message = format!(
+                "at most {} rooms per connection",
+                self.cfg.max_rooms_per_conn
+            );
+            return Err(
+                ProtocolError::new(ErrorCode::RoomLimit, message).with_ref(Some("join".into()))
+            );
         }
         if !self.rooms.contains_key(room) {
             if self.rooms.len() >= self.cfg.max_rooms {
-                return Err(ProtocolError::new(ErrorCode::RoomLimit, "the server holds its maximum of rooms")
-                    .with_ref(Some("join".into())));
+                return Err(ProtocolError::new(
+                    ErrorCode::RoomLimit,
+                    "the server holds its maximum of rooms",
+                )
+                .with_ref(Some("join".into())));
             }
             self.rooms.insert(room.clone(), Room::new(&self.cfg));
             self.metrics.rooms.store(self.rooms.len() as u64, Relaxed);
         }
         let r = self.rooms.get_mut(room).expect("inserted above");
         r.members.insert(id, conn);
-        let p = r.present.entry(uid.clone()).or_insert(Present { connections: 0, name: name.clone() });
+        let p = r.present.entry(uid.clone()).or_insert(Present {
+            connections: 0,
+            name: name.clone(),
+        });
         p.connections += 1;
         let first = p.connections == 1;
-        self.clients.get_mut(&id).expect("checked").rooms.push(room.clone());
+        self.clients
+            .get_mut(&id)
+            .expect("checked")
+            .rooms
+            .push(room.clone());
         if first {
             let frame = wire::encode(&ServerMsg::System {
                 room: room.as_str(),
                 event: SystemEvent::Join,
-                user: UserRef { id: &uid, name: &name },
+                user: UserRef {
+                    id: &uid,
+                    name: &name,
+                },
                 ts: now_ms(),
                 old_name: None,
             });
@@ -326,20 +400,29 @@ impl Dispatcher {
     /// Takes `id` out of `room`'s members and presence, announcing a leave when it
     /// was the user's last connection there.
     fn remove_member(&mut self, id: ConnId, room: &RoomName) {
-        let Some(client) = self.clients.get(&id) else { return };
+        let Some(client) = self.clients.get(&id) else {
+            return;
+        };
         let uid = client.uid.clone();
-        let Some(r) = self.rooms.get_mut(room) else { return };
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
         if r.members.remove(&id).is_none() {
             return;
         }
-        let Some(p) = r.present.get_mut(&uid) else { return };
+        let Some(p) = r.present.get_mut(&uid) else {
+            return;
+        };
         p.connections -= 1;
         if p.connections == 0 {
             let p = r.present.remove(&uid).expect("just seen");
             let frame = wire::encode(&ServerMsg::System {
                 room: room.as_str(),
                 event: SystemEvent::Leave,
-                user: UserRef { id: &uid, name: &p.name },
+                user: UserRef {
+                    id: &uid,
+                    name: &p.name,
+                },
                 ts: now_ms(),
                 old_name: None,
             });
@@ -347,7 +430,13 @@ impl Dispatcher {
         }
     }
 
-    fn post(&mut self, id: ConnId, room: RoomName, text: &str, msg_id: Option<String>) -> Result<(), ProtocolError> {
+    fn post(
+        &mut self,
+        id: ConnId,
+        room: RoomName,
+        text: &str,
+        msg_id: Option<String>,
+    ) -> Result<(), ProtocolError> {
         let client = self.client(id);
         let (conn, uid, name) = (client.conn.clone(), client.uid.clone(), client.name.clone());
         if !client.rooms.contains(&room) {
@@ -356,7 +445,12 @@ impl Dispatcher {
         let r = self.rooms.get_mut(&room).expect("members' rooms exist");
         if let Some(seq) = msg_id.as_deref().and_then(|m| r.history.seen(&uid, m)) {
             self.metrics.messages_duplicate.fetch_add(1, Relaxed);
-            let ack = ServerMsg::Ack { id: msg_id.as_deref().expect("seen needs an id"), room: room.as_str(), seq, dup: true };
+            let ack = ServerMsg::Ack {
+                id: msg_id.as_deref().expect("seen needs an id"),
+                room: room.as_str(),
+                seq,
+                dup: true,
+            };
             self.stage(&conn, wire::encode(&ack));
             return Ok(());
         }
@@ -373,11 +467,23 @@ impl Dispatcher {
         .to_json();
         self.journal.append(&json);
         let frame = wire::text_frame(&json);
-        r.history.push(Stored { seq, frame: frame.clone() }, &uid, msg_id.as_deref());
+        r.history.push(
+            Stored {
+                seq,
+                frame: frame.clone(),
+            },
+            &uid,
+            msg_id.as_deref(),
+        );
         self.metrics.messages_accepted.fetch_add(1, Relaxed);
         self.staged_msgs += 1;
         if let Some(mid) = msg_id.as_deref() {
-            let ack = wire::encode(&ServerMsg::Ack { id: mid, room: room.as_str(), seq, dup: false });
+            let ack = wire::encode(&ServerMsg::Ack {
+                id: mid,
+                room: room.as_str(),
+                seq,
+                dup: false,
+            });
             self.stage(&conn, ack);
         }
         self.stage_room(&room, &frame, None);
@@ -389,8 +495,13 @@ impl Dispatcher {
         if !client.rooms.contains(room) {
             return Err(Self::not_joined(room, Some("typing".into())));
         }
-        let frame =
-            wire::encode(&ServerMsg::Typing { room: room.as_str(), user: UserRef { id: &client.uid, name: &client.name } });
+        let frame = wire::encode(&ServerMsg::Typing {
+            room: room.as_str(),
+            user: UserRef {
+                id: &client.uid,
+                name: &client.name,
+            },
+        });
         self.stage_room(room, &frame, Some(id));
         Ok(())
     }
@@ -398,21 +509,29 @@ impl Dispatcher {
     fn nick(&mut self, id: ConnId, name: String) -> Result<(), ProtocolError> {
         let client = self.clients.get_mut(&id).expect("checked");
         if !client.can_rename {
-            return Err(ProtocolError::new(ErrorCode::Forbidden, "names come from the token in token mode")
-                .with_ref(Some("nick".into())));
+            return Err(ProtocolError::new(
+                ErrorCode::Forbidden,
+                "names come from the token in token mode",
+            )
+            .with_ref(Some("nick".into())));
         }
         let old = std::mem::replace(&mut client.name, name.clone());
         let (uid, rooms) = (client.uid.clone(), client.rooms.clone());
         let ts = now_ms();
         for room in rooms {
-            let Some(r) = self.rooms.get_mut(&room) else { continue };
+            let Some(r) = self.rooms.get_mut(&room) else {
+                continue;
+            };
             if let Some(p) = r.present.get_mut(&uid) {
                 p.name = name.clone();
             }
             let frame = wire::encode(&ServerMsg::System {
                 room: room.as_str(),
                 event: SystemEvent::Nick,
-                user: UserRef { id: &uid, name: &name },
+                user: UserRef {
+                    id: &uid,
+                    name: &name,
+                },
                 ts,
                 old_name: Some(&old),
             });
@@ -423,7 +542,9 @@ impl Dispatcher {
 
     /// Removes a connection from every room and from the dispatcher's books.
     fn forget(&mut self, id: ConnId) {
-        let Some(client) = self.clients.get(&id) else { return };
+        let Some(client) = self.clients.get(&id) else {
+            return;
+        };
         for room in client.rooms.clone() {
             self.remove_member(id, &room);
         }
@@ -445,7 +566,9 @@ impl Dispatcher {
         let staged = std::mem::take(&mut self.staged);
         let mut delivered = 0u64;
         for (conn, frame) in &staged {
-            let Ok(backlog) = conn.push(frame.clone()) else { continue };
+            let Ok(backlog) = conn.push(frame.clone()) else {
+                continue;
+            };
             delivered += 1;
             if backlog > self.cfg.max_backlog_bytes {
                 slow.push(conn.clone());
@@ -462,13 +585,18 @@ impl Dispatcher {
         self.metrics.deliveries.fetch_add(delivered, Relaxed);
         let msgs = std::mem::take(&mut self.staged_msgs);
         if msgs > 0 {
-            self.metrics.observe_fanout(started.elapsed().as_secs_f64() / msgs as f64, msgs);
+            self.metrics
+                .observe_fanout(started.elapsed().as_secs_f64() / msgs as f64, msgs);
         }
         for conn in slow {
             self.close_conn(&conn, CloseReason::SlowConsumer);
         }
         if self.journal.wants_compaction() {
-            let lines: Vec<_> = self.rooms.values().flat_map(|r| r.history.all().map(|m| m.json())).collect();
+            let lines: Vec<_> = self
+                .rooms
+                .values()
+                .flat_map(|r| r.history.all().map(|m| m.json()))
+                .collect();
             self.journal.compact(lines.into_iter())?;
         }
         Ok(())
@@ -485,18 +613,30 @@ impl Dispatcher {
     /// removes the connection from its rooms, and watches it until it is gone.
     fn close_conn(&mut self, conn: &Arc<Conn>, reason: CloseReason) {
         conn.set_reason(reason);
-        let (code, text) = reason.close_frame().expect("dispatcher closes always send a frame");
+        let (code, text) = reason
+            .close_frame()
+            .expect("dispatcher closes always send a frame");
         if conn.close(code, text, reason == CloseReason::SlowConsumer) {
-            log::info!("closing connection {} ({}): {}", conn.id, conn.peer, reason.label());
+            log::info!(
+                "closing connection {} ({}): {}",
+                conn.id,
+                conn.peer,
+                reason.label()
+            );
             if let Some(c) = self.clients.get(&conn.id) {
                 for room in c.rooms.clone() {
                     self.remove_member(conn.id, &room);
                 }
-                self.clients.get_mut(&conn.id).expect("just seen").rooms.clear();
+                self.clients
+                    .get_mut(&conn.id)
+                    .expect("just seen")
+                    .rooms
+                    .clear();
             }
             self.blocked.remove(&conn.id);
             conn.flush();
-            self.closing.push((conn.clone(), Instant::now() + CLOSE_GRACE));
+            self.closing
+                .push((conn.clone(), Instant::now() + CLOSE_GRACE, false));
         }
     }
 
@@ -538,18 +678,28 @@ impl Dispatcher {
         }
     }
 
+    /// Moves closing connections along: once the close frame is out, the client gets
+    /// `LINGER` to answer before the socket is cut (which also ends its thread); a
+    /// client that never takes the close frame is cut at its deadline.
     fn drive_closing(&mut self, now: Instant) {
-        self.closing.retain(|(conn, deadline)| match conn.flush() {
-            Flush::Pending if now < *deadline => true,
-            Flush::Pending => {
-                conn.abort();
-                false
+        self.closing.retain_mut(|(conn, deadline, flushed)| {
+            if *flushed || now >= *deadline {
+                if now >= *deadline {
+                    conn.abort();
+                    return false;
+                }
+                return true;
             }
-            Flush::Done => {
-                conn.shutdown_write();
-                false
+            match conn.flush() {
+                Flush::Pending => true,
+                Flush::Done => {
+                    conn.shutdown_write();
+                    *flushed = true;
+                    *deadline = now + LINGER;
+                    true
+                }
+                Flush::Failed => false,
             }
-            Flush::Failed => false,
         });
     }
 

@@ -31,7 +31,8 @@ pub fn serve(server: Arc<Server>, cfg: Arc<Config>, metrics: Arc<Metrics>) {
 }
 
 fn header(name: &str, value: &str) -> Header {
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("static header names and values are valid")
+    Header::from_bytes(name.as_bytes(), value.as_bytes())
+        .expect("static header names and values are valid")
 }
 
 fn respond(status: u16, content_type: &str, body: Vec<u8>) -> Response<std::io::Cursor<Vec<u8>>> {
@@ -44,13 +45,21 @@ fn respond(status: u16, content_type: &str, body: Vec<u8>) -> Response<std::io::
 
 fn route(req: &Request, cfg: &Config, metrics: &Metrics) -> Response<std::io::Cursor<Vec<u8>>> {
     if !matches!(req.method(), Method::Get | Method::Head) {
-        return respond(405, "text/plain; charset=utf-8", b"method not allowed\n".to_vec());
+        return respond(
+            405,
+            "text/plain; charset=utf-8",
+            b"method not allowed\n".to_vec(),
+        );
     }
     let path = req.url().split(['?', '#']).next().unwrap_or("/");
     match path {
         "/config.json" => respond(200, "application/json", config_json(req, cfg).into_bytes()),
         "/healthz" => respond(200, "application/json", metrics.health_json().into_bytes()),
-        "/metrics" => respond(200, "text/plain; version=0.0.4", metrics.render().into_bytes()),
+        "/metrics" => respond(
+            200,
+            "text/plain; version=0.0.4",
+            metrics.render().into_bytes(),
+        ),
         _ => static_file(path, cfg),
     }
 }
@@ -75,7 +84,11 @@ fn config_json(req: &Request, cfg: &Config) -> String {
 }
 
 fn content_type(path: &str) -> &'static str {
-    match Path::new(path).extension().and_then(|e| e.to_str()).unwrap_or("") {
+    match Path::new(path)
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+    {
         "html" => "text/html; charset=utf-8",
         "js" | "mjs" => "text/javascript; charset=utf-8",
         "css" => "text/css; charset=utf-8",
@@ -89,10 +102,17 @@ fn content_type(path: &str) -> &'static str {
 }
 
 fn static_file(path: &str, cfg: &Config) -> Response<std::io::Cursor<Vec<u8>>> {
-    let path = if path.ends_with('/') { format!("{path}index.html") } else { path.to_owned() };
+    let path = if path.ends_with('/') {
+        format!("{path}index.html")
+    } else {
+        path.to_owned()
+    };
     let body = match &cfg.www_dir {
         Some(dir) => safe_join(dir, &path).and_then(|p| std::fs::read(p).ok()),
-        None => embedded::FILES.iter().find(|(p, _)| *p == path).map(|(_, b)| b.to_vec()),
+        None => embedded::FILES
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map(|(_, b)| b.to_vec()),
     };
     match body {
         Some(body) => respond(200, content_type(&path), body)
@@ -105,7 +125,9 @@ fn static_file(path: &str, cfg: &Config) -> Response<std::io::Cursor<Vec<u8>>> {
 /// `dir` joined with a URL path, refusing anything that climbs out of `dir`.
 fn safe_join(dir: &Path, url_path: &str) -> Option<PathBuf> {
     let rel = Path::new(url_path.trim_start_matches('/'));
-    rel.components().all(|c| matches!(c, Component::Normal(_))).then(|| dir.join(rel))
+    rel.components()
+        .all(|c| matches!(c, Component::Normal(_)))
+        .then(|| dir.join(rel))
 }
 
 #[cfg(test)]
@@ -116,7 +138,10 @@ mod tests {
     fn paths_cannot_escape_the_www_dir() {
         assert!(safe_join(Path::new("/srv/www"), "/../etc/passwd").is_none());
         assert!(safe_join(Path::new("/srv/www"), "/a/../../b").is_none());
-        assert_eq!(safe_join(Path::new("/srv/www"), "/app.js").unwrap(), Path::new("/srv/www/app.js"));
+        assert_eq!(
+            safe_join(Path::new("/srv/www"), "/app.js").unwrap(),
+            Path::new("/srv/www/app.js")
+        );
     }
 
     #[test]

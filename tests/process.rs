@@ -1,0 +1,150 @@
+//! The built binary as users run it: durability across SIGKILL, clean shutdown on
+//! SIGTERM, and the journal surviving a torn last record.
+
+mod common;
+
+use std::collections::HashSet;
+use std::fs::OpenOptions;
+use std::time::Duration;
+
+use common::{Client, Proc};
+use serde_json::json;
+
+const FAST: &[&str] = &["--rate-per-s", "100000", "--rate-burst", "100000"];
+
+#[test]
+fn acked_messages_survive_sigkill_and_seq_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Proc::start(dir.path(), None, FAST);
+    let mut c = Client::connect(&server.url("writer"));
+    c.join("durable", None);
+    for i in 0..500 {
+        c.send(json!({"type": "msg", "room": "durable", "text": format!("m{i}"), "id": format!("d{i}")}));
+    }
+    let mut acked = Vec::new();
+    while acked.len() < 500 {
+        let v = c.recv();
+        if v["type"] == "ack" {
+            acked.push((
+                v["id"].as_str().unwrap().to_owned(),
+                v["seq"].as_u64().unwrap(),
+            ));
+        }
+    }
+    server.signal(libc::SIGKILL);
+    assert_eq!(
+        server.wait(Duration::from_secs(5)),
+        None,
+        "killed by the signal"
+    );
+
+    let server = Proc::start(dir.path(), None, FAST);
+    let mut r = Client::connect(&server.url("reader"));
+    let (joined, history) = r.join("durable", Some(0));
+    assert_eq!(joined["head"], 500);
+    assert_eq!(history["complete"], true);
+    let msgs = history["messages"].as_array().unwrap();
+    let got: Vec<(String, u64)> = msgs
+        .iter()
+        .map(|m| {
+            (
+                m["id"].as_str().unwrap().to_owned(),
+                m["seq"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, acked, "every acked message, in seq order");
+    assert_eq!(msgs[499]["text"], "m499");
+
+    let ack = r.post("durable", "after restart", "n1");
+    assert_eq!(ack["seq"], 501);
+    // A retry of a message acked before the crash is still recognised.
+    let mut w = Client::connect(&server.url("writer"));
+    w.join("durable", None);
+    let dup = w.post("durable", "m7", "d7");
+    assert_eq!(
+        (dup["dup"].as_bool(), dup["seq"].as_u64()),
+        (Some(true), Some(8))
+    );
+}
+
+#[test]
+fn a_torn_journal_record_is_skipped_and_nothing_before_it_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Proc::start(dir.path(), None, FAST);
+    let mut c = Client::connect(&server.url("w"));
+    c.join("t", None);
+    for i in 1..=20 {
+        c.post("t", &format!("m{i}"), &format!("t{i}"));
+    }
+    server.signal(libc::SIGKILL);
+    server.wait(Duration::from_secs(5));
+    // Cut the last record in half, as a crash mid-write would.
+    let journal = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "log"))
+        .unwrap();
+    let len = std::fs::metadata(&journal).unwrap().len();
+    OpenOptions::new()
+        .write(true)
+        .open(&journal)
+        .unwrap()
+        .set_len(len - 30)
+        .unwrap();
+
+    let server = Proc::start(dir.path(), None, FAST);
+    let mut r = Client::connect(&server.url("r"));
+    let (joined, history) = r.join("t", Some(0));
+    assert_eq!(
+        joined["head"], 19,
+        "the torn 20th record is gone, the 19 before it are not"
+    );
+    let seqs: Vec<u64> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (1..=19).collect::<Vec<_>>());
+    assert_eq!(
+        r.post("t", "next", "x")["seq"],
+        20,
+        "appends start on a clean line"
+    );
+    drop(server);
+    let server = Proc::start(dir.path(), None, FAST);
+    let mut r = Client::connect(&server.url("r"));
+    assert_eq!(r.join("t", Some(0)).0["head"], 20);
+}
+
+#[test]
+fn sigterm_sends_1001_to_every_client_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Proc::start(dir.path(), None, &[]);
+    let mut clients: Vec<Client> = (0..5)
+        .map(|i| Client::connect(&server.url(&format!("c{i}"))))
+        .collect();
+    for c in &mut clients {
+        c.join("lobby", None);
+    }
+    clients[0].post("lobby", "before shutdown", "s1");
+    let started = std::time::Instant::now();
+    server.signal(libc::SIGTERM);
+    let mut codes = HashSet::new();
+    for c in &mut clients {
+        let (code, reason) = c.expect_close();
+        assert_eq!(reason, "server shutting down");
+        codes.insert(code);
+    }
+    assert_eq!(codes, HashSet::from([1001]));
+    assert_eq!(server.wait(Duration::from_secs(5)), Some(0), "clean exit");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The journal was flushed: the message is there after a restart.
+    let server = Proc::start(dir.path(), None, &[]);
+    let mut r = Client::connect(&server.url("r"));
+    assert_eq!(
+        r.join("lobby", Some(0)).1["messages"][0]["text"],
+        "before shutdown"
+    );
+}
