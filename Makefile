@@ -1,0 +1,41 @@
+# natter — the two commands a newcomer needs are `make run` and `make test`.
+# Everything else here is for working on natter.
+
+CARGO ?= cargo
+BIN   := target/release/natter
+ARGS  ?=
+
+.PHONY: run build test test-rust test-browser lint bench loadtest clean
+
+## Build in release mode and serve the page on http://localhost:8080 (WebSocket on 8081).
+run: build
+	$(BIN) serve $(ARGS)
+
+build:
+	$(CARGO) build --release -p natter
+
+## Every test: Rust unit and integration tests, then the browser tests in headless
+## Chromium (installed with the Node packages on first run).
+test: test-rust test-browser
+
+test-rust:
+	$(CARGO) test --workspace
+
+test-browser: build
+	NATTER_BIN=$(BIN) tests/browser/run.sh
+
+## fmt and clippy, as CI would want them.
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## criterion fan-out benchmarks (benches/).
+bench:
+	$(CARGO) bench -p natter
+
+## natter vs the seed's Node.js server vs a bare fan-out ceiling, side by side.
+loadtest:
+	loadtest/run.sh
+
+clean:
+	$(CARGO) clean
