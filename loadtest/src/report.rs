@@ -87,7 +87,11 @@ pub fn to_json(o: &Outcome, label: &str, tester: &Tester) -> Value {
 
 fn tallies(v: &Value) -> String {
     match v.as_object() {
-        Some(m) if !m.is_empty() => m.iter().map(|(k, n)| format!("{k} ×{n}")).collect::<Vec<_>>().join(", "),
+        Some(m) if !m.is_empty() => m
+            .iter()
+            .map(|(k, n)| format!("{k} ×{n}"))
+            .collect::<Vec<_>>()
+            .join(", "),
         _ => "none".into(),
     }
 }
@@ -104,11 +108,22 @@ fn num(v: &Value) -> String {
 pub fn summary(j: &Value) -> String {
     let mut out = String::new();
     let q = |k: &str, p: &str| j[k][p].as_f64().map_or("-".into(), |x| format!("{x:.2}"));
-    let _ = writeln!(out, "== {} against {} ({} clients) ==", j["scenario"].as_str().unwrap_or(""), j["label"].as_str().unwrap_or(""), j["clients"]);
+    let _ = writeln!(
+        out,
+        "== {} against {} ({} clients) ==",
+        j["scenario"].as_str().unwrap_or(""),
+        j["label"].as_str().unwrap_or(""),
+        j["clients"]
+    );
     let _ = writeln!(
         out,
         "connected     {} of {} attempts in {:.2} s; connect ms p50 {} p99 {}; failed: {}",
-        j["connected"], j["connect_attempts"], j["connect_secs"].as_f64().unwrap_or(0.0), q("connect_ms", "p50"), q("connect_ms", "p99"), tallies(&j["connect_failed"])
+        j["connected"],
+        j["connect_attempts"],
+        j["connect_secs"].as_f64().unwrap_or(0.0),
+        q("connect_ms", "p50"),
+        q("connect_ms", "p99"),
+        tallies(&j["connect_failed"])
     );
     let _ = writeln!(
         out,
@@ -118,32 +133,61 @@ pub fn summary(j: &Value) -> String {
     let _ = writeln!(
         out,
         "deliveries    delivered {}  lost {}  duplicated {}  out of order {}  ({} /s)",
-        j["delivered"], j["lost"], j["duplicated"], j["out_of_order"], num(&j["deliveries_per_s"])
+        j["delivered"],
+        j["lost"],
+        j["duplicated"],
+        j["out_of_order"],
+        num(&j["deliveries_per_s"])
     );
     let _ = writeln!(
         out,
         "latency ms    p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
-        q("latency_ms", "p50"), q("latency_ms", "p90"), q("latency_ms", "p99"), q("latency_ms", "p99_9"), q("latency_ms", "max")
+        q("latency_ms", "p50"),
+        q("latency_ms", "p90"),
+        q("latency_ms", "p99"),
+        q("latency_ms", "p99_9"),
+        q("latency_ms", "max")
     );
     let _ = writeln!(
         out,
         "server said   errors: {}; closes: {}; dropped: {}; violations: {}; pings {}",
-        tallies(&j["server_errors"]), tallies(&j["server_closes"]), tallies(&j["dropped"]), tallies(&j["violations"]), j["pings"]
+        tallies(&j["server_errors"]),
+        tallies(&j["server_closes"]),
+        tallies(&j["dropped"]),
+        tallies(&j["violations"]),
+        j["pings"]
     );
     if let Some(r) = j["server_rss_kib"].as_object() {
-        let _ = writeln!(out, "server RSS    {} KiB before, {} KiB after", r["before"], r["after"]);
+        let _ = writeln!(
+            out,
+            "server RSS    {} KiB before, {} KiB after",
+            r["before"], r["after"]
+        );
     }
     for step in j["steps"].as_array().into_iter().flatten() {
-        let row: Vec<String> = step.as_object().into_iter().flatten().map(|(k, v)| format!("{k}={}", num(v))).collect();
+        let row: Vec<String> = step
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={}", num(v)))
+            .collect();
         let _ = writeln!(out, "step          {}", row.join(" "));
     }
-    let h: Vec<String> = j["headline"].as_object().into_iter().flatten().map(|(k, v)| format!("{k}={}", num(v))).collect();
+    let h: Vec<String> = j["headline"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", num(v)))
+        .collect();
     let _ = writeln!(out, "result        {}", h.join("  "));
     let t = &j["tester"];
     let _ = writeln!(
         out,
         "tester        {} thread(s), {:.1} s wall, {:.1} s CPU, workers at {:.0}% of capacity",
-        t["threads"], t["wall_secs"].as_f64().unwrap_or(0.0), t["cpu_secs"].as_f64().unwrap_or(0.0), 100.0 * t["worker_load"].as_f64().unwrap_or(0.0)
+        t["threads"],
+        t["wall_secs"].as_f64().unwrap_or(0.0),
+        t["cpu_secs"].as_f64().unwrap_or(0.0),
+        100.0 * t["worker_load"].as_f64().unwrap_or(0.0)
     );
     if t["bottleneck"] == json!(true) {
         let _ = writeln!(out, "WARNING       the tester was the bottleneck (≥ 90% of its threads' CPU): add --threads or trust these numbers less");
@@ -155,15 +199,20 @@ pub fn summary(j: &Value) -> String {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
-/// A line chart: series of (x, y) in data units, log-scaled y when asked.
+/// One line of a chart: name, colour, points in data units.
+type Series<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
+
+/// A line chart with a linear y axis from 0.
 struct Chart<'a> {
     title: &'a str,
     x_label: &'a str,
     y_label: &'a str,
-    series: Vec<(&'a str, &'a str, Vec<(f64, f64)>)>,
+    series: Vec<Series<'a>>,
     x_ticks: Vec<(f64, String)>,
 }
 
@@ -188,25 +237,69 @@ impl Chart<'_> {
         let sx = |x: f64| left + (x - x0) / (x1 - x0) * pw;
         let sy = |y: f64| y_offset + top + ph - y / y1 * ph;
         let mut s = String::new();
-        let _ = write!(s, r##"<g font-family="sans-serif" font-size="11"><text x="{left}" y="{}" font-size="14" font-weight="bold">{}</text>"##, y_offset + 18.0, esc(self.title));
-        let _ = write!(s, r##"<rect x="{left}" y="{}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>"##, y_offset + top);
+        let _ = write!(
+            s,
+            r##"<g font-family="sans-serif" font-size="11"><text x="{left}" y="{}" font-size="14" font-weight="bold">{}</text>"##,
+            y_offset + 18.0,
+            esc(self.title)
+        );
+        let _ = write!(
+            s,
+            r##"<rect x="{left}" y="{}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>"##,
+            y_offset + top
+        );
         for k in 0..=4 {
             let y = y1 * k as f64 / 4.0;
-            let (right, yy, lx, ty, label) = (left + pw, sy(y), left - 4.0, sy(y) + 4.0, fmt_num(y));
-            let _ = write!(s, r##"<line x1="{left}" x2="{right}" y1="{yy}" y2="{yy}" stroke="#eee"/><text x="{lx}" y="{ty}" text-anchor="end">{label}</text>"##);
+            let (right, yy, lx, ty, label) =
+                (left + pw, sy(y), left - 4.0, sy(y) + 4.0, fmt_num(y));
+            let _ = write!(
+                s,
+                r##"<line x1="{left}" x2="{right}" y1="{yy}" y2="{yy}" stroke="#eee"/><text x="{lx}" y="{ty}" text-anchor="end">{label}</text>"##
+            );
         }
         for (x, label) in &self.x_ticks {
             if *x >= x0 && *x <= x1 {
-                let _ = write!(s, r##"<text x="{}" y="{}" text-anchor="middle">{}</text>"##, sx(*x), y_offset + top + ph + 14.0, esc(label));
+                let _ = write!(
+                    s,
+                    r##"<text x="{}" y="{}" text-anchor="middle">{}</text>"##,
+                    sx(*x),
+                    y_offset + top + ph + 14.0,
+                    esc(label)
+                );
             }
         }
-        let _ = write!(s, r##"<text x="{}" y="{}" text-anchor="middle">{}</text>"##, left + pw / 2.0, y_offset + h - 6.0, esc(self.x_label));
-        let _ = write!(s, r##"<text transform="translate(14,{}) rotate(-90)" text-anchor="middle">{}</text>"##, y_offset + top + ph / 2.0, esc(self.y_label));
+        let _ = write!(
+            s,
+            r##"<text x="{}" y="{}" text-anchor="middle">{}</text>"##,
+            left + pw / 2.0,
+            y_offset + h - 6.0,
+            esc(self.x_label)
+        );
+        let _ = write!(
+            s,
+            r##"<text transform="translate(14,{}) rotate(-90)" text-anchor="middle">{}</text>"##,
+            y_offset + top + ph / 2.0,
+            esc(self.y_label)
+        );
         for (i, (name, color, points)) in self.series.iter().enumerate() {
-            let path: Vec<String> = points.iter().map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y))).collect();
-            let _ = write!(s, r##"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"##, path.join(" "));
+            let path: Vec<String> = points
+                .iter()
+                .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
+                .collect();
+            let _ = write!(
+                s,
+                r##"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"##,
+                path.join(" ")
+            );
             let lx = left + 10.0 + 110.0 * i as f64;
-            let _ = write!(s, r##"<rect x="{lx}" y="{}" width="10" height="10" fill="{color}"/><text x="{}" y="{}">{}</text>"##, y_offset + top + 6.0, lx + 14.0, y_offset + top + 15.0, esc(name));
+            let _ = write!(
+                s,
+                r##"<rect x="{lx}" y="{}" width="10" height="10" fill="{color}"/><text x="{}" y="{}">{}</text>"##,
+                y_offset + top + 6.0,
+                lx + 14.0,
+                y_offset + top + 15.0,
+                esc(name)
+            );
         }
         s.push_str("</g>");
         s
@@ -215,7 +308,11 @@ impl Chart<'_> {
 
 fn nice_ceiling(y: f64) -> f64 {
     let p = 10f64.powf(y.log10().floor());
-    [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|m| m * p).find(|&v| v >= y).unwrap_or(10.0 * p)
+    [1.0, 2.0, 2.5, 5.0, 10.0]
+        .iter()
+        .map(|m| m * p)
+        .find(|&v| v >= y)
+        .unwrap_or(10.0 * p)
 }
 
 fn fmt_num(y: f64) -> String {
@@ -239,7 +336,15 @@ fn distribution_chart(h: &Histogram<u64>) -> Chart<'static> {
             points.push((x, ms(h.value_at_quantile(q))));
         }
     }
-    let ticks = [("0%", 0.0), ("90%", 1.0), ("99%", 2.0), ("99.9%", 3.0), ("99.99%", 4.0), ("99.999%", 5.0), ("max", 6.0)];
+    let ticks = [
+        ("0%", 0.0),
+        ("90%", 1.0),
+        ("99%", 2.0),
+        ("99.9%", 3.0),
+        ("99.99%", 4.0),
+        ("99.999%", 5.0),
+        ("max", 6.0),
+    ];
     Chart {
         title: "Latency distribution (send → arrival)",
         x_label: "percentile",
@@ -266,14 +371,23 @@ fn timeline_chart(o: &Outcome) -> Chart<'static> {
         title: "Latency over time (per quarter second of arrival)",
         x_label: "seconds",
         y_label: "latency, ms",
-        series: vec![("p50", "#2ca02c", series(Some(0.5))), ("p99", "#ff7f0e", series(Some(0.99))), ("max", "#d62728", series(None))],
-        x_ticks: (0..=span).step_by(step as usize).map(|s| (f64::from(s), s.to_string())).collect(),
+        series: vec![
+            ("p50", "#2ca02c", series(Some(0.5))),
+            ("p99", "#ff7f0e", series(Some(0.99))),
+            ("max", "#d62728", series(None)),
+        ],
+        x_ticks: (0..=span)
+            .step_by(step as usize)
+            .map(|s| (f64::from(s), s.to_string()))
+            .collect(),
     }
 }
 
 /// Both charts as one standalone SVG document.
 pub fn svg(o: &Outcome) -> String {
-    let mut s = String::from(r##"<svg xmlns="http://www.w3.org/2000/svg" width="760" height="620" viewBox="0 0 760 620"><rect width="760" height="620" fill="white"/>"##);
+    let mut s = String::from(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="760" height="620" viewBox="0 0 760 620"><rect width="760" height="620" fill="white"/>"##,
+    );
     s.push_str(&distribution_chart(&o.stats.latency_us).svg(0.0));
     s.push_str(&timeline_chart(o).svg(310.0));
     s.push_str("</svg>");
@@ -284,7 +398,10 @@ pub fn svg(o: &Outcome) -> String {
 pub fn html(o: &Outcome, j: &Value) -> String {
     let mut steps = String::new();
     if let Some(rows) = j["steps"].as_array().filter(|r| !r.is_empty()) {
-        let keys: Vec<&String> = rows[0].as_object().map(|m| m.keys().collect()).unwrap_or_default();
+        let keys: Vec<&String> = rows[0]
+            .as_object()
+            .map(|m| m.keys().collect())
+            .unwrap_or_default();
         steps.push_str("<h2>Steps</h2><table><tr>");
         for k in &keys {
             let _ = write!(steps, "<th>{}</th>", esc(k));
@@ -368,12 +485,22 @@ mod tests {
 
     #[test]
     fn compare_lines_up_labels_and_ratios() {
-        let a = vec![json!({"scenario":"steady","clients":1000,"headline":{"p99_ms":10.0,"lost":0}})];
-        let b = vec![json!({"scenario":"steady","clients":1000,"headline":{"p99_ms":5.0,"lost":0}})];
+        let a =
+            vec![json!({"scenario":"steady","clients":1000,"headline":{"p99_ms":10.0,"lost":0}})];
+        let b =
+            vec![json!({"scenario":"steady","clients":1000,"headline":{"p99_ms":5.0,"lost":0}})];
         let t = compare(&[("natter".into(), a), ("node".into(), b)]);
         let line = t.lines().find(|l| l.contains("p99_ms")).unwrap();
-        assert!(line.contains("10.0") && line.contains("5.0") && line.trim_end().ends_with("2.00"), "{line}");
-        assert!(t.lines().find(|l| l.contains("lost")).unwrap().trim_end().ends_with('-'));
+        assert!(
+            line.contains("10.0") && line.contains("5.0") && line.trim_end().ends_with("2.00"),
+            "{line}"
+        );
+        assert!(t
+            .lines()
+            .find(|l| l.contains("lost"))
+            .unwrap()
+            .trim_end()
+            .ends_with('-'));
     }
 
     #[test]

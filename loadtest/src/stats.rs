@@ -110,7 +110,10 @@ impl Stats {
         let us = (latency_ns / 1000).max(1);
         self.latency_us.saturating_record(us);
         let tick = (arrival_ns / TICK_NS) as u32;
-        self.timeline.entry(tick).or_insert_with(timeline_histogram).saturating_record(us);
+        self.timeline
+            .entry(tick)
+            .or_insert_with(timeline_histogram)
+            .saturating_record(us);
     }
 
     /// Unique probe arrivals at counted clients.
@@ -123,7 +126,9 @@ impl Stats {
         self.connect_attempts += o.connect_attempts;
         self.connected += o.connected;
         merge_tallies(&mut self.connect_failed, &o.connect_failed);
-        self.connect_us.add(&o.connect_us).expect("same histogram bounds");
+        self.connect_us
+            .add(&o.connect_us)
+            .expect("same histogram bounds");
         self.sent += o.sent;
         self.send_skipped += o.send_skipped;
         self.fresh += o.fresh;
@@ -131,9 +136,15 @@ impl Stats {
         self.duplicates += o.duplicates;
         self.foreign += o.foreign;
         self.uncounted += o.uncounted;
-        self.latency_us.add(&o.latency_us).expect("same histogram bounds");
+        self.latency_us
+            .add(&o.latency_us)
+            .expect("same histogram bounds");
         for (s, h) in &o.timeline {
-            self.timeline.entry(*s).or_insert_with(timeline_histogram).add(h).expect("same histogram bounds");
+            self.timeline
+                .entry(*s)
+                .or_insert_with(timeline_histogram)
+                .add(h)
+                .expect("same histogram bounds");
         }
         merge_tallies(&mut self.server_errors, &o.server_errors);
         merge_tallies(&mut self.server_closes, &o.server_closes);
@@ -156,6 +167,8 @@ pub struct Progress {
     pub open_uncounted: AtomicU64,
     /// Connects started but not yet open or failed.
     pub pending: AtomicU64,
+    /// Handshakes completed, ever (counted clients only).
+    pub opened: AtomicU64,
     pub failed: AtomicU64,
     pub sent: AtomicU64,
     /// Unique probe arrivals at counted clients.

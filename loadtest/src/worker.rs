@@ -51,11 +51,21 @@ pub enum Cmd {
     /// Open `count` clients at `per_s` per second (0 = as fast as the
     /// in-flight bound allows). Uncounted clients are churners that live
     /// `life_ms` (a random time in the range) and then leave.
-    Connect { count: u32, per_s: f64, counted: bool, life_ms: Option<(u64, u64)> },
+    Connect {
+        count: u32,
+        per_s: f64,
+        counted: bool,
+        life_ms: Option<(u64, u64)>,
+    },
     /// Counted clients of this worker become the senders of `streams`,
     /// sending at `per_s` in total until `until_ns`.
     /// `epoch` numbers the sending phase, for unique message ids.
-    Send { streams: Vec<u32>, per_s: f64, until_ns: u64, epoch: u32 },
+    Send {
+        streams: Vec<u32>,
+        per_s: f64,
+        until_ns: u64,
+        epoch: u32,
+    },
     /// One probe now from a random counted client (shootout).
     Broadcast(Probe),
     /// Forget every client's ledger: a new measurement starts.
@@ -84,7 +94,10 @@ pub struct Slot {
 
 impl Board {
     pub fn new(slots: usize) -> Board {
-        Board { active: Default::default(), slots: (0..slots).map(|_| Slot::default()).collect() }
+        Board {
+            active: Default::default(),
+            slots: (0..slots).map(|_| Slot::default()).collect(),
+        }
     }
 
     fn arrive(&self, p: Probe, latency_ns: u64) {
@@ -102,10 +115,15 @@ impl Board {
 
 enum State {
     Connecting,
-    Handshaking { accept: String, buf: Vec<u8> },
+    Handshaking {
+        accept: String,
+        buf: Vec<u8>,
+    },
     Open,
     /// We sent a close frame; waiting for the server's, until the deadline.
-    Closing { deadline_ns: u64 },
+    Closing {
+        deadline_ns: u64,
+    },
 }
 
 struct Conn {
@@ -196,10 +214,18 @@ pub fn spawn(
         send: None,
         rx,
         readbuf: vec![0u8; 64 * 1024].into_boxed_slice(),
-        ctx: Ctx { stats: Stats::default(), setup, rng: seed, epoch: 0, text: String::new() },
+        ctx: Ctx {
+            stats: Stats::default(),
+            setup,
+            rng: seed,
+            epoch: 0,
+            text: String::new(),
+        },
         cpu_start: Duration::ZERO,
     };
-    let handle = std::thread::Builder::new().name(format!("lt-worker-{index}")).spawn(move || worker.run())?;
+    let handle = std::thread::Builder::new()
+        .name(format!("lt-worker-{index}"))
+        .spawn(move || worker.run())?;
     Ok((tx, waker, handle))
 }
 
@@ -279,11 +305,27 @@ impl Worker {
     /// Handle one command; false means stop.
     fn command(&mut self, cmd: Cmd) -> bool {
         match cmd {
-            Cmd::Connect { count, per_s, counted, life_ms } => {
+            Cmd::Connect {
+                count,
+                per_s,
+                counted,
+                life_ms,
+            } => {
                 let interval_ns = if per_s > 0.0 { (1e9 / per_s) as u64 } else { 0 };
-                self.connect.push(ConnectPlan { remaining: count, interval_ns, next_ns: now_ns(), counted, life_ms });
+                self.connect.push(ConnectPlan {
+                    remaining: count,
+                    interval_ns,
+                    next_ns: now_ns(),
+                    counted,
+                    life_ms,
+                });
             }
-            Cmd::Send { streams, per_s, until_ns, epoch } => {
+            Cmd::Send {
+                streams,
+                per_s,
+                until_ns,
+                epoch,
+            } => {
                 self.ctx.epoch = epoch;
                 self.plan_sends(streams, per_s, until_ns)
             }
@@ -299,7 +341,12 @@ impl Worker {
                 let cpu = thread_cpu();
                 stats.cpu = cpu.saturating_sub(self.cpu_start);
                 self.cpu_start = cpu;
-                stats.gaps_forgotten = self.conns.iter().flatten().map(|c| c.ledger.gaps_forgotten).sum();
+                stats.gaps_forgotten = self
+                    .conns
+                    .iter()
+                    .flatten()
+                    .map(|c| c.ledger.gaps_forgotten)
+                    .sum();
                 let _ = reply.send(stats);
             }
             Cmd::Stop => return false,
@@ -319,13 +366,25 @@ impl Worker {
             self.send = None;
             return;
         }
-        let senders = streams.iter().enumerate().map(|(k, &s)| (open[k % open.len()], s, 1)).collect();
+        let senders = streams
+            .iter()
+            .enumerate()
+            .map(|(k, &s)| (open[k % open.len()], s, 1))
+            .collect();
         let interval_ns = (1e9 / per_s).max(1.0) as u64;
-        self.send = Some(SendPlan { senders, interval_ns, next_ns: now_ns(), until_ns, turn: 0 });
+        self.send = Some(SendPlan {
+            senders,
+            interval_ns,
+            next_ns: now_ns(),
+            until_ns,
+            turn: 0,
+        });
     }
 
     fn run_sends(&mut self, now: u64) {
-        let Some(plan) = self.send.as_mut() else { return };
+        let Some(plan) = self.send.as_mut() else {
+            return;
+        };
         let mut budget = SENDS_PER_TICK;
         while plan.next_ns <= now && plan.next_ns < plan.until_ns && budget > 0 {
             budget -= 1;
@@ -334,7 +393,11 @@ impl Worker {
             plan.turn += 1;
             let (slot, stream, n) = plan.senders[k];
             plan.senders[k].2 += 1;
-            let probe = Probe { stream, n, send_ns: 0 };
+            let probe = Probe {
+                stream,
+                n,
+                send_ns: 0,
+            };
             send_probe(&mut self.conns, slot, probe, &mut self.ctx);
         }
         if plan.next_ns >= plan.until_ns {
@@ -362,8 +425,14 @@ impl Worker {
         for plan in plans.iter_mut() {
             while plan.remaining > 0 && plan.next_ns <= now && self.pending.len() < MAX_PENDING {
                 plan.remaining -= 1;
-                plan.next_ns = if plan.interval_ns == 0 { now } else { plan.next_ns + plan.interval_ns };
-                let life = plan.life_ms.map(|(lo, hi)| lo + self.ctx.random() % (hi - lo + 1));
+                plan.next_ns = if plan.interval_ns == 0 {
+                    now
+                } else {
+                    plan.next_ns + plan.interval_ns
+                };
+                let life = plan
+                    .life_ms
+                    .map(|(lo, hi)| lo + self.ctx.random() % (hi - lo + 1));
                 self.open_one(plan.counted, life);
             }
         }
@@ -386,7 +455,11 @@ impl Worker {
             self.conns.push(None);
             self.conns.len() - 1
         });
-        if let Err(e) = self.poll.registry().register(&mut stream, Token(slot), Interest::READABLE | Interest::WRITABLE) {
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(slot),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
             self.free.push(slot);
             return self.fail_connect(None, &format!("register: {e}"));
         }
@@ -419,7 +492,11 @@ impl Worker {
         if let Some(mut c) = self.conns[slot].take() {
             let _ = self.poll.registry().deregister(&mut c.stream);
             if matches!(c.state, State::Open) {
-                let open = if c.counted { &self.ctx.progress().open } else { &self.ctx.progress().open_uncounted };
+                let open = if c.counted {
+                    &self.ctx.progress().open
+                } else {
+                    &self.ctx.progress().open_uncounted
+                };
                 Progress::sub(open, 1);
             }
             self.free.push(slot);
@@ -427,18 +504,25 @@ impl Worker {
     }
 
     fn on_writable(&mut self, slot: usize) {
-        let Some(conn) = self.conns[slot].as_mut() else { return };
+        let Some(conn) = self.conns[slot].as_mut() else {
+            return;
+        };
         if matches!(conn.state, State::Connecting) {
             match conn.stream.take_error() {
                 Ok(None) => {}
-                Ok(Some(e)) | Err(e) => return self.fail_connect(Some(slot), &format!("connect: {}", e.kind())),
+                Ok(Some(e)) | Err(e) => {
+                    return self.fail_connect(Some(slot), &format!("connect: {}", e.kind()))
+                }
             }
             if conn.stream.peer_addr().is_err() {
                 return; // not connected yet
             }
             let (request, accept) = self.ctx.setup.targets[conn.target].upgrade_request();
             conn.out.extend_from_slice(&request);
-            conn.state = State::Handshaking { accept, buf: Vec::new() };
+            conn.state = State::Handshaking {
+                accept,
+                buf: Vec::new(),
+            };
         }
         if let Err(e) = flush(conn) {
             self.lost(slot, &format!("write: {}", e.kind()));
@@ -447,7 +531,9 @@ impl Worker {
 
     fn on_readable(&mut self, slot: usize) {
         for _ in 0..READS_PER_WAKE {
-            let Some(conn) = self.conns[slot].as_mut() else { return };
+            let Some(conn) = self.conns[slot].as_mut() else {
+                return;
+            };
             let n = match conn.stream.read(&mut self.readbuf) {
                 Ok(0) => return self.lost(slot, "eof"),
                 Ok(n) => n,
@@ -481,10 +567,23 @@ impl Worker {
                     conn.inbuf = buf.split_off(at);
                     conn.state = State::Open;
                     self.ctx.stats.connected += 1;
-                    self.ctx.stats.connect_us.saturating_record(((arrival - conn.started_ns) / 1000).max(1));
+                    self.ctx
+                        .stats
+                        .connect_us
+                        .saturating_record(((arrival - conn.started_ns) / 1000).max(1));
                     let p = self.ctx.progress();
                     Progress::sub(&p.pending, 1);
-                    Progress::add(if conn.counted { &p.open } else { &p.open_uncounted }, 1);
+                    if conn.counted {
+                        Progress::add(&p.opened, 1);
+                    }
+                    Progress::add(
+                        if conn.counted {
+                            &p.open
+                        } else {
+                            &p.open_uncounted
+                        },
+                        1,
+                    );
                     let setup = Arc::clone(&self.ctx.setup);
                     if !setup.join.is_empty() {
                         send_frame(conn, ws::OP_TEXT, setup.join.as_bytes(), &mut self.ctx);
@@ -508,9 +607,13 @@ impl Worker {
 
     /// A connection ended without our asking (or we finished closing).
     fn lost(&mut self, slot: usize, why: &str) {
-        let Some(conn) = self.conns[slot].as_ref() else { return };
+        let Some(conn) = self.conns[slot].as_ref() else {
+            return;
+        };
         match conn.state {
-            State::Connecting | State::Handshaking { .. } => return self.fail_connect(Some(slot), why),
+            State::Connecting | State::Handshaking { .. } => {
+                return self.fail_connect(Some(slot), why)
+            }
             State::Open if why != "closed" => tally(&mut self.ctx.stats.dropped, why),
             _ => {}
         }
@@ -535,7 +638,9 @@ impl Worker {
         }
         self.last_sweep_ns = now;
         for slot in 0..self.conns.len() {
-            let Some(conn) = self.conns[slot].as_mut() else { continue };
+            let Some(conn) = self.conns[slot].as_mut() else {
+                continue;
+            };
             match conn.state {
                 State::Closing { deadline_ns } if deadline_ns <= now => self.lost(slot, "closed"),
                 State::Open if conn.leave_at_ns.is_some_and(|t| t <= now) => {
@@ -553,10 +658,16 @@ impl Worker {
         self.send = None;
         self.connect.clear();
         for slot in 0..self.conns.len() {
-            let Some(conn) = self.conns[slot].as_mut() else { continue };
+            let Some(conn) = self.conns[slot].as_mut() else {
+                continue;
+            };
             match conn.state {
                 State::Open => {
-                    let open = if conn.counted { &self.ctx.setup.progress.open } else { &self.ctx.setup.progress.open_uncounted };
+                    let open = if conn.counted {
+                        &self.ctx.setup.progress.open
+                    } else {
+                        &self.ctx.setup.progress.open_uncounted
+                    };
                     Progress::sub(open, 1);
                     start_close(conn, &mut self.ctx);
                 }
@@ -598,7 +709,9 @@ fn send_frame(conn: &mut Conn, opcode: u8, payload: &[u8], ctx: &mut Ctx) {
 
 fn start_close(conn: &mut Conn, ctx: &mut Ctx) {
     send_frame(conn, ws::OP_CLOSE, &1000u16.to_be_bytes(), ctx);
-    conn.state = State::Closing { deadline_ns: now_ns() + CLOSE_GRACE_NS };
+    conn.state = State::Closing {
+        deadline_ns: now_ns() + CLOSE_GRACE_NS,
+    };
 }
 
 fn send_probe(conns: &mut [Option<Conn>], slot: usize, mut probe: Probe, ctx: &mut Ctx) {
@@ -612,7 +725,9 @@ fn send_probe(conns: &mut [Option<Conn>], slot: usize, mut probe: Probe, ctx: &m
     }
     probe.send_ns = now_ns();
     let mut text = std::mem::take(&mut ctx.text);
-    ctx.setup.template.fill(&mut text, probe, ctx.setup.run_id, ctx.epoch);
+    ctx.setup
+        .template
+        .fill(&mut text, probe, ctx.setup.run_id, ctx.epoch);
     send_frame(conn, ws::OP_TEXT, text.as_bytes(), ctx);
     ctx.text = text;
     ctx.stats.sent += 1;
@@ -679,7 +794,12 @@ fn on_frame(conn: &mut Conn, f: ws::Frame, arrival: u64, ctx: &mut Ctx) -> Resul
                 tally(&mut ctx.stats.server_closes, &key);
                 // Echo the code, as RFC 6455 §5.5.1 asks.
                 let echo = code.map(u16::to_be_bytes);
-                send_frame(conn, ws::OP_CLOSE, echo.as_ref().map_or(&[][..], |c| &c[..]), ctx);
+                send_frame(
+                    conn,
+                    ws::OP_CLOSE,
+                    echo.as_ref().map_or(&[][..], |c| &c[..]),
+                    ctx,
+                );
                 return Err("closed".into());
             }
             return Err("closed".into());
