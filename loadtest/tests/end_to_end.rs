@@ -55,30 +55,20 @@ fn loadtest(args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("one JSON object")
 }
 
+/// Run `flags` (space-separated) against the ceiling at `url`.
+fn against_ceiling(url: &str, flags: &str) -> Value {
+    let mut args = vec!["--url", url, "--join", "", "--msg", r#"{"text":"$TEXT"}"#];
+    args.extend(flags.split_whitespace());
+    loadtest(&args)
+}
+
 #[test]
 fn steady_against_the_ceiling_counts_every_delivery() {
     let (_server, url) = start_ceiling();
-    let j = loadtest(&[
-        "steady",
-        "--url",
+    let j = against_ceiling(
         &url,
-        "--join",
-        "",
-        "--msg",
-        r#"{"text":"$TEXT"}"#,
-        "--clients",
-        "50",
-        "--senders",
-        "5",
-        "--rate",
-        "50",
-        "--duration",
-        "1",
-        "--settle-ms",
-        "200",
-        "--threads",
-        "2",
-    ]);
+        "steady --clients 50 --senders 5 --rate 50 --duration 1 --settle-ms 200 --threads 2",
+    );
     let sent = j["sent"].as_u64().unwrap();
     assert!(sent >= 45, "{j}");
     assert_eq!(j["connected"], 50);
@@ -94,23 +84,10 @@ fn steady_against_the_ceiling_counts_every_delivery() {
 #[test]
 fn shootout_steps_until_the_limit() {
     let (_server, url) = start_ceiling();
-    let j = loadtest(&[
-        "shootout",
-        "--url",
+    let j = against_ceiling(
         &url,
-        "--join",
-        "",
-        "--msg",
-        r#"{"text":"$TEXT"}"#,
-        "--step",
-        "20",
-        "--max-clients",
-        "40",
-        "--broadcasts",
-        "8",
-        "--settle-ms",
-        "100",
-    ]);
+        "shootout --step 20 --max-clients 40 --broadcasts 8 --settle-ms 100",
+    );
     let steps = j["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 2, "{j}");
     assert_eq!(steps[1]["clients"], 40);
