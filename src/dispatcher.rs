@@ -19,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{select, Receiver};
 
 use crate::config::Config;
+use crate::fanout;
 use crate::history::{History, Stored};
 use crate::journal::{Journal, JournalError, Replayed};
 use crate::metrics::{CloseReason, Metrics};
@@ -561,34 +562,17 @@ impl Dispatcher {
         }
         self.journal.commit()?;
         let started = Instant::now();
-        let mut dirty: Vec<Arc<Conn>> = Vec::new();
-        let mut slow: Vec<Arc<Conn>> = Vec::new();
-        let staged = std::mem::take(&mut self.staged);
-        let mut delivered = 0u64;
-        for (conn, frame) in &staged {
-            let Ok(backlog) = conn.push(frame.clone()) else {
-                continue;
-            };
-            delivered += 1;
-            if backlog > self.cfg.max_backlog_bytes {
-                slow.push(conn.clone());
-            } else if conn.mark_dirty() {
-                dirty.push(conn.clone());
-            }
-        }
-        self.staged = staged;
-        self.staged.clear();
-        for conn in dirty {
-            conn.clear_dirty();
-            self.write(&conn);
-        }
-        self.metrics.deliveries.fetch_add(delivered, Relaxed);
+        let done = fanout::deliver(&mut self.staged, self.cfg.max_backlog_bytes);
+        self.metrics.deliveries.fetch_add(done.frames, Relaxed);
         let msgs = std::mem::take(&mut self.staged_msgs);
         if msgs > 0 {
             self.metrics
                 .observe_fanout(started.elapsed().as_secs_f64() / msgs as f64, msgs);
         }
-        for conn in slow {
+        for conn in done.blocked {
+            self.blocked.insert(conn.id, conn);
+        }
+        for conn in done.slow {
             self.close_conn(&conn, CloseReason::SlowConsumer);
         }
         if self.journal.wants_compaction() {

@@ -6,7 +6,7 @@
 //! [`dispatcher::Command`]s through a crossbeam channel to one [`dispatcher`] thread.
 //! The dispatcher alone owns rooms, `seq`, history ([`history`]) and the [`journal`];
 //! it frames each message once ([`wire`]) and writes it without blocking to every
-//! member's [`outbox`]. tiny_http serves the page, `/config.json`, `/healthz` and
+//! member's [`outbox`] ([`fanout`]). tiny_http serves the page, `/config.json`, `/healthz` and
 //! `/metrics` ([`http`], [`metrics`]). [`config::Config`] holds every limit.
 //!
 //! [`serve`] runs it all on listeners the caller bound, until a [`shutdown`] fires.
@@ -16,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod dispatcher;
+pub mod fanout;
 pub mod handshake;
 pub mod history;
 pub mod http;
