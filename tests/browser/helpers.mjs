@@ -94,6 +94,7 @@ export async function startServer(cleanup, options = {}) {
     heartbeatIntervalMs: options.heartbeatIntervalMs ?? 1000,
     heartbeatTimeoutMs: options.heartbeatTimeoutMs ?? 3000,
     publicWsUrl: options.publicWsUrl,
+    extraArgs: options.extraArgs ?? [],
   };
   const server = new NatterProcess(opts);
   cleanup.add(() => server.stop());
@@ -129,7 +130,7 @@ export class NatterProcess {
       '--heartbeat-timeout-ms', String(o.heartbeatTimeoutMs),
     ];
     if (o.publicWsUrl) args.push('--public-ws-url', o.publicWsUrl);
-    return args;
+    return args.concat(o.extraArgs);
   }
 
   start() {
@@ -217,7 +218,17 @@ export async function openPage(browser, url, { width = 1280, height = 800, wsUrl
     if (message.type() === 'error') consoleErrors.push(message.text());
   });
   page.on('pageerror', (error) => consoleErrors.push(`pageerror: ${error.message}`));
-  await page.goto(url);
+  // Which requests never finished, should the page fail to load.
+  const unfinished = new Set();
+  page.on('request', (request) => unfinished.add(request));
+  page.on('requestfinished', (request) => unfinished.delete(request));
+  page.on('requestfailed', (request) => unfinished.delete(request));
+  try {
+    await page.goto(url);
+  } catch (error) {
+    error.message += `\nrequests still unanswered: ${[...unfinished].map((r) => r.url()).join(', ') || 'none'}`;
+    throw error;
+  }
   return { page, context, consoleErrors };
 }
 

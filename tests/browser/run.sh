@@ -2,8 +2,14 @@
 # Runs the browser tests: headless Chromium (Debian's package) drives the page
 # in www/ against the real natter binary. Installs what is missing first.
 #   NATTER_BIN  the server binary (default: target/release/natter, from the repo root)
-#   extra arguments are passed to `node --test` (e.g. a single test file)
+#   arguments: test files to run instead of all (tests/browser/*.test.mjs)
 set -euo pipefail
+
+# Test files given as arguments are relative to where run.sh was called from.
+args=()
+for arg in "$@"; do
+  if [[ -e "$arg" ]]; then args+=("$(realpath "$arg")"); else args+=("$arg"); fi
+done
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -28,7 +34,5 @@ fi
 
 mkdir -p "$root/artifacts/screenshots"
 cd "$here"
-if [[ $# -gt 0 ]]; then
-  exec node --test --test-concurrency=1 "$@"
-fi
-exec node --test --test-concurrency=1 ./*.test.mjs
+if [[ ${#args[@]} -eq 0 ]]; then args=(./*.test.mjs); fi
+exec node --test --test-concurrency=1 "${args[@]}"
