@@ -59,6 +59,9 @@ if [ ! -d loadtest/peers/node-ws/node_modules ]; then
     (cd loadtest/peers/node-ws && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
+load=$(cut -d' ' -f1 /proc/loadavg)
+say "machine load average before the runs: $load (other work on the machine skews every number)"
+
 # start NAME CMD...: run a server, wait for its ready line (at most 10 s),
 # set SERVER_PID and SERVER_URL from the ws:// URL it prints.
 start() {
@@ -148,4 +151,5 @@ for server in $SERVERS; do
     inputs+=(--input "$server=$OUT/$server.jsonl")
 done
 "$LT" compare "${inputs[@]}" | tee "$OUT/table.txt"
+echo "machine load average: $load before, $(cut -d' ' -f1 /proc/loadavg) after" | tee -a "$OUT/table.txt"
 say "results in $OUT"

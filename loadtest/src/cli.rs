@@ -111,6 +111,9 @@ pub struct Args {
     /// ramp: most steps.
     #[arg(long, default_value_t = 15)]
     pub max_steps: u32,
+    /// ramp: times a failing step is repeated before it counts as the limit.
+    #[arg(long, default_value_t = 1)]
+    pub ramp_retries: u32,
     /// ramp: p99 bound, ms.
     #[arg(long, default_value_t = 200.0)]
     pub p99_bound_ms: f64,

@@ -74,6 +74,7 @@ fn run(args: &Args) -> Result<(), String> {
     let threads = args.threads.max(1);
     let fleet = fleet::Fleet::start(setup, threads, args.quiet)
         .map_err(|e| format!("starting workers: {e}"))?;
+    let load_before = sys::loadavg();
     let wall = Instant::now();
     let cpu0 = sys::process_cpu();
     let outcome = scenario::run(&fleet, args);
@@ -82,6 +83,8 @@ fn run(args: &Args) -> Result<(), String> {
         wall_secs: wall.elapsed().as_secs_f64(),
         cpu_secs: (sys::process_cpu() - cpu0).as_secs_f64(),
         worker_cpu_secs: outcome.stats.cpu.as_secs_f64(),
+        loadavg: (load_before, sys::loadavg()),
+        rss_kib: sys::rss_kib(std::process::id()),
     };
     fleet.stop();
     let j = report::to_json(&outcome, &args.label, &tester);

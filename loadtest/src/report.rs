@@ -16,6 +16,10 @@ pub struct Tester {
     pub wall_secs: f64,
     pub cpu_secs: f64,
     pub worker_cpu_secs: f64,
+    /// One-minute load average of the machine before and after the run.
+    pub loadavg: (Option<f64>, Option<f64>),
+    /// The tester's own VmRSS at the end of the run, KiB.
+    pub rss_kib: Option<u64>,
 }
 
 impl Tester {
@@ -80,6 +84,8 @@ pub fn to_json(o: &Outcome, label: &str, tester: &Tester) -> Value {
         "tester": {
             "threads": tester.threads, "wall_secs": tester.wall_secs, "cpu_secs": tester.cpu_secs,
             "worker_load": tester.load(), "bottleneck": tester.bottleneck(),
+            "loadavg_before": tester.loadavg.0, "loadavg_after": tester.loadavg.1,
+            "rss_kib": tester.rss_kib,
         },
         "notes": o.notes,
     })
@@ -183,11 +189,13 @@ pub fn summary(j: &Value) -> String {
     let t = &j["tester"];
     let _ = writeln!(
         out,
-        "tester        {} thread(s), {:.1} s wall, {:.1} s CPU, workers at {:.0}% of capacity",
+        "tester        {} thread(s), {:.1} s wall, {:.1} s CPU, workers at {:.0}% of capacity; machine load {} → {}",
         t["threads"],
         t["wall_secs"].as_f64().unwrap_or(0.0),
         t["cpu_secs"].as_f64().unwrap_or(0.0),
-        100.0 * t["worker_load"].as_f64().unwrap_or(0.0)
+        100.0 * t["worker_load"].as_f64().unwrap_or(0.0),
+        t["loadavg_before"],
+        t["loadavg_after"],
     );
     if t["bottleneck"] == json!(true) {
         let _ = writeln!(out, "WARNING       the tester was the bottleneck (≥ 90% of its threads' CPU): add --threads or trust these numbers less");

@@ -1,6 +1,7 @@
 //! Operating-system facts the load tester reads or sets: the process-wide
 //! monotonic clock every timestamp is taken from, the open-files limit, its
-//! own CPU time (getrusage), and a server's resident memory from /proc.
+//! own CPU time (getrusage), the machine's load, and a server's resident
+//! memory from /proc.
 //!
 //! Nothing here keeps state besides the clock's epoch.
 
@@ -72,6 +73,17 @@ fn parse_vmrss(status: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The machine's one-minute load average, from /proc/loadavg: other work
+/// on the machine skews every number, so each run records it.
+pub fn loadavg() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Number of threads of a process, from /proc/PID/status.
 pub fn thread_count(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -96,5 +108,6 @@ mod tests {
         let a = now_ns();
         assert!(now_ns() >= a);
         let _ = process_cpu() + thread_cpu();
+        assert!(loadavg().is_some());
     }
 }
