@@ -57,3 +57,39 @@ test('two pages chat in lobby and in a second room, with unread counts', async (
   assertNoConsoleErrors(assert, alice.consoleErrors);
   assertNoConsoleErrors(assert, bob.consoleErrors);
 });
+
+test('new messages do not yank a reader who scrolled up; leaving a room; the length counter', async () => {
+  const reader = await openChat(env.browser, env.server, 'reader', { width: 800, height: 420 });
+  const writer = await openChat(env.browser, env.server, 'writer');
+  await joinRoom(reader.page, 'scrolly');
+  await joinRoom(writer.page, 'scrolly');
+  for (let i = 1; i <= 15; i += 1) await send(writer.page, `filler ${i}`);
+  await waitForMessage(reader.page, 'scrolly', 'filler 15');
+  const pane = '.messages[data-room="scrolly"]';
+  const atBottom = () => reader.page.$eval(pane, (p) => p.scrollHeight - p.scrollTop - p.clientHeight <= 48);
+  assert.equal(await atBottom(), true, 'a reader at the bottom follows new messages');
+
+  await reader.page.$eval(pane, (p) => { p.scrollTop = 0; });
+  await send(writer.page, 'while you were reading');
+  await waitForMessage(reader.page, 'scrolly', 'while you were reading');
+  await reader.page.locator('#new-messages').waitFor({ state: 'visible' });
+  assert.equal(await reader.page.$eval(pane, (p) => p.scrollTop), 0, 'the view stays where the reader left it');
+  await reader.page.click('#new-messages');
+  assert.equal(await atBottom(), true);
+  assert.equal(await reader.page.locator('#new-messages').isVisible(), false);
+
+  await reader.page.click('#room-list .leave-button[aria-label="Leave scrolly"]');
+  await reader.page.locator('#room-list .room-item[data-room="scrolly"]').waitFor({ state: 'detached' });
+  await writer.page.locator('.messages[data-room="scrolly"] .system-note', { hasText: 'reader left' }).waitFor();
+
+  const max = 4000;
+  await reader.page.fill('#composer-input', 'x'.repeat(max + 1));
+  assert.equal(await reader.page.getAttribute('#char-count', 'data-over'), 'true');
+  assert.equal(await reader.page.textContent('#char-count'), `${max + 1} / ${max}`);
+  assert.equal(await reader.page.isDisabled('#send-button'), true);
+  await reader.page.press('#composer-input', 'Backspace');
+  assert.equal(await reader.page.isDisabled('#send-button'), false);
+
+  assertNoConsoleErrors(assert, reader.consoleErrors);
+  assertNoConsoleErrors(assert, writer.consoleErrors);
+});
