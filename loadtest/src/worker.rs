@@ -296,8 +296,12 @@ impl Worker {
         if let Some(p) = &self.send {
             next = next.min(p.next_ns);
         }
-        for c in &self.connect {
-            next = next.min(c.next_ns);
+        // With the in-flight bound reached, the next connect waits for a
+        // handshake to finish (an event), not for the clock: no busy loop.
+        if self.pending.len() < MAX_PENDING {
+            for c in &self.connect {
+                next = next.min(c.next_ns);
+            }
         }
         Duration::from_nanos(next.saturating_sub(now))
     }
