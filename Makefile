@@ -5,7 +5,7 @@ CARGO ?= cargo
 BIN   := target/release/natter
 ARGS  ?=
 
-.PHONY: run build test test-rust test-browser lint bench loadtest clean
+.PHONY: run build test test-rust test-browser lint bench loadtest fuzz clean
 
 ## Build in release mode and serve the page on http://localhost:8080 (WebSocket on 8081).
 run: build
@@ -28,6 +28,12 @@ test-browser: build
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## Longer property-based fuzzing of the parser, the handshake and raw socket input
+## (make test runs a few hundred cases; this runs FUZZ_CASES).
+FUZZ_CASES ?= 100000
+fuzz:
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release -p natter --test fuzz
 
 ## criterion fan-out benchmarks (benches/).
 bench:
