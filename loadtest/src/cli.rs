@@ -42,7 +42,7 @@ impl Scenario {
 #[command(version, about)]
 pub struct Args {
     /// What to run (or --scenario).
-    #[arg(value_enum)]
+    #[arg(value_enum, value_name = "SCENARIO")]
     pub scenario_arg: Option<Scenario>,
     #[arg(long, value_enum, default_value = "steady")]
     pub scenario: Scenario,

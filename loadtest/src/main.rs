@@ -101,7 +101,7 @@ fn run(args: &Args) -> Result<(), String> {
         };
         std::fs::write(path, body).map_err(|e| format!("{path}: {e}"))?;
     }
-    if tester.bottleneck() {
+    if j["tester"]["bottleneck"] == true {
         eprintln!(
             "warning: the tester used ≥ 90% of its threads' CPU: it may be what was measured"
         );

@@ -63,6 +63,7 @@ pub fn to_json(o: &Outcome, label: &str, tester: &Tester) -> Value {
         "receivers": o.receivers,
         "sent": s.sent,
         "send_skipped": s.send_skipped,
+        "send_behind": s.send_behind,
         "expected": o.expected,
         "delivered": s.unique(),
         "lost": o.lost(),
@@ -83,7 +84,7 @@ pub fn to_json(o: &Outcome, label: &str, tester: &Tester) -> Value {
         "steps": o.steps,
         "tester": {
             "threads": tester.threads, "wall_secs": tester.wall_secs, "cpu_secs": tester.cpu_secs,
-            "worker_load": tester.load(), "bottleneck": tester.bottleneck(),
+            "worker_load": tester.load(), "bottleneck": tester.bottleneck() || s.send_behind > 0,
             "loadavg_before": tester.loadavg.0, "loadavg_after": tester.loadavg.1,
             "rss_kib": tester.rss_kib,
         },
@@ -133,8 +134,8 @@ pub fn summary(j: &Value) -> String {
     );
     let _ = writeln!(
         out,
-        "messages      sent {} (skipped {}) to {} receivers; expected {} deliveries",
-        j["sent"], j["send_skipped"], j["receivers"], j["expected"]
+        "messages      sent {} (skipped {}, tester behind by {}) to {} receivers; expected {} deliveries",
+        j["sent"], j["send_skipped"], j["send_behind"], j["receivers"], j["expected"]
     );
     let _ = writeln!(
         out,

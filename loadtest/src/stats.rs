@@ -36,6 +36,9 @@ pub struct Stats {
     /// Sends skipped because the client's unsent backlog was over its bound
     /// (the server stopped reading it) or the sender had gone.
     pub send_skipped: u64,
+    /// Sends the tester dropped because it was more than a second behind
+    /// its schedule: the tester was the bottleneck.
+    pub send_behind: u64,
     /// Probe arrivals at counted clients, by class.
     pub fresh: u64,
     pub late: u64,
@@ -73,6 +76,7 @@ impl Default for Stats {
             connect_us: latency_histogram(),
             sent: 0,
             send_skipped: 0,
+            send_behind: 0,
             fresh: 0,
             late: 0,
             duplicates: 0,
@@ -131,6 +135,7 @@ impl Stats {
             .expect("same histogram bounds");
         self.sent += o.sent;
         self.send_skipped += o.send_skipped;
+        self.send_behind += o.send_behind;
         self.fresh += o.fresh;
         self.late += o.late;
         self.duplicates += o.duplicates;

@@ -407,7 +407,9 @@ impl Worker {
         if plan.next_ns >= plan.until_ns {
             self.send = None;
         } else if plan.next_ns + 1_000_000_000 < now {
-            // More than a second behind: drop the backlog rather than burst.
+            // More than a second behind: drop the backlog rather than burst,
+            // and say so — the tester, not the server, fell short.
+            self.ctx.stats.send_behind += (now - plan.next_ns) / plan.interval_ns;
             plan.next_ns = now;
         }
     }
