@@ -189,7 +189,9 @@ export class Connection extends EventTarget {
   askForCredentials(reason) {
     this.running = false;
     this.clearTimer('retry');
-    this.setState('offline', reason || 'signed out');
+    // A first visit is not an outage: only a refusal or an expiry is "offline".
+    if (reason) this.setState('offline', reason);
+    else this.setState('idle');
     this.dispatchEvent(new CustomEvent('credentials-needed', { detail: { auth: this.auth, reason } }));
   }
 
