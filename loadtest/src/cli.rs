@@ -75,10 +75,7 @@ pub struct Args {
     #[arg(long, default_value = r#"{"type":"join","room":"$ROOM"}"#)]
     pub join: String,
     /// Message template; $TEXT is the probe text, $ID a unique id.
-    #[arg(
-        long = "msg",
-        default_value = r#"{"type":"msg","room":"$ROOM","text":"$TEXT","id":"$ID"}"#
-    )]
+    #[arg(long = "msg", default_value = r#"{"type":"msg","room":"$ROOM","text":"$TEXT","id":"$ID"}"#)]
     pub template: String,
 
     /// Clients that send (each its own stream of sequence numbers).

@@ -40,11 +40,7 @@ impl Fleet {
         let mut workers = Vec::new();
         for i in 0..threads {
             let (tx, waker, join) = worker::spawn(i, threads, Arc::clone(&setup))?;
-            workers.push(Handle {
-                tx,
-                waker,
-                join: Some(join),
-            });
+            workers.push(Handle { tx, waker, join: Some(join) });
         }
         let now = Instant::now();
         Ok(Fleet {
@@ -83,15 +79,7 @@ impl Fleet {
         for w in 0..self.workers.len() {
             let n = self.share(count, w);
             let per_s = per_s * n as f64 / count.max(1) as f64;
-            self.tell(
-                w,
-                Cmd::Connect {
-                    count: n as u32,
-                    per_s,
-                    counted,
-                    life_ms,
-                },
-            );
+            self.tell(w, Cmd::Connect { count: n as u32, per_s, counted, life_ms });
         }
     }
 
@@ -104,24 +92,13 @@ impl Fleet {
         for w in 0..self.workers.len() {
             let streams: Vec<u32> = (0..senders).filter(|s| s % t == w as u32).collect();
             let per_s = rate * streams.len() as f64 / senders.max(1) as f64;
-            self.tell(
-                w,
-                Cmd::Send {
-                    streams,
-                    per_s,
-                    until_ns,
-                    epoch,
-                },
-            );
+            self.tell(w, Cmd::Send { streams, per_s, until_ns, epoch });
         }
     }
 
     /// One probe from a random client of a random worker.
     pub fn broadcast(&self, probe: Probe, pick: u64) {
-        self.tell(
-            (pick % self.workers.len() as u64) as usize,
-            Cmd::Broadcast(probe),
-        );
+        self.tell((pick % self.workers.len() as u64) as usize, Cmd::Broadcast(probe));
     }
 
     pub fn reset_ledgers(&self) {
@@ -154,8 +131,8 @@ impl Fleet {
         }
         let p = &self.progress;
         let delivered = Progress::get(&p.delivered);
-        let rate = (delivered - self.last_delivered.get()) as f64
-            / now.duration_since(self.last_line.get()).as_secs_f64();
+        let rate =
+            (delivered - self.last_delivered.get()) as f64 / now.duration_since(self.last_line.get()).as_secs_f64();
         self.last_line.set(now);
         self.last_delivered.set(delivered);
         eprintln!(
@@ -172,12 +149,7 @@ impl Fleet {
     }
 
     /// Wait, ticking, until `done()` or `limit` has passed; true if done.
-    pub fn wait_until(
-        &self,
-        phase: &str,
-        limit: Duration,
-        mut done: impl FnMut(&Progress) -> bool,
-    ) -> bool {
+    pub fn wait_until(&self, phase: &str, limit: Duration, mut done: impl FnMut(&Progress) -> bool) -> bool {
         let until = Instant::now() + limit;
         while Instant::now() < until {
             if done(&self.progress) {
@@ -203,9 +175,7 @@ impl Fleet {
         self.connect(count, per_s, true, None);
         self.wait_until(phase, limit, |p| {
             let opened = Progress::get(&p.opened) - opened0;
-            opened >= count
-                || (Progress::get(&p.pending) == 0
-                    && opened + Progress::get(&p.failed) - failed0 >= count)
+            opened >= count || (Progress::get(&p.pending) == 0 && opened + Progress::get(&p.failed) - failed0 >= count)
         });
         t0.elapsed()
     }

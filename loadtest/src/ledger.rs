@@ -66,11 +66,7 @@ impl Ledger {
     }
 
     fn fill_gap(&mut self, stream: u32, n: u32) -> Arrival {
-        let Some(i) = self
-            .gaps
-            .iter()
-            .position(|&(s, lo, hi)| s == stream && lo <= n && n <= hi)
-        else {
+        let Some(i) = self.gaps.iter().position(|&(s, lo, hi)| s == stream && lo <= n && n <= hi) else {
             return Arrival::Duplicate;
         };
         let (_, lo, hi) = self.gaps[i];
@@ -103,10 +99,7 @@ mod tests {
     #[test]
     fn in_order_arrivals_are_new() {
         let mut l = Ledger::default();
-        assert_eq!(
-            [l.record(0, 1), l.record(0, 2), l.record(5, 1)],
-            [New, New, New]
-        );
+        assert_eq!([l.record(0, 1), l.record(0, 2), l.record(5, 1)], [New, New, New]);
         assert_eq!(l.record(0, 2), Duplicate);
         assert!(l.gaps.is_empty());
     }
@@ -117,10 +110,7 @@ mod tests {
         assert_eq!(l.record(1, 5), New);
         assert_eq!(l.record(1, 3), Late);
         assert_eq!(l.record(1, 3), Duplicate);
-        assert_eq!(
-            [l.record(1, 1), l.record(1, 4), l.record(1, 2)],
-            [Late, Late, Late]
-        );
+        assert_eq!([l.record(1, 1), l.record(1, 4), l.record(1, 2)], [Late, Late, Late]);
         assert!(l.gaps.is_empty());
         assert_eq!([l.record(1, 4), l.record(1, 5)], [Duplicate, Duplicate]);
     }

@@ -50,19 +50,11 @@ fn run(args: &Args) -> Result<(), String> {
     }
     sys::now_ns(); // start the process clock
     let nofile = sys::raise_nofile_limit();
-    let needed = args.clients.max(if args.scenario() == Scenario::Shootout {
-        args.max_clients
-    } else {
-        0
-    });
+    let needed = args.clients.max(if args.scenario() == Scenario::Shootout { args.max_clients } else { 0 });
     if needed + 64 > nofile {
         eprintln!("warning: {needed} clients need more descriptors than the limit of {nofile}");
     }
-    let targets = args
-        .urls
-        .iter()
-        .map(|u| ws::Target::parse(u, args.allow_remote))
-        .collect::<Result<Vec<_>, _>>()?;
+    let targets = args.urls.iter().map(|u| ws::Target::parse(u, args.allow_remote)).collect::<Result<Vec<_>, _>>()?;
     let setup = worker::Setup {
         targets,
         join: args.join.replace("$ROOM", &args.room),
@@ -72,8 +64,7 @@ fn run(args: &Args) -> Result<(), String> {
         board: Arc::new(worker::Board::new(args.in_flight.max(1) as usize)),
     };
     let threads = args.threads.max(1);
-    let fleet = fleet::Fleet::start(setup, threads, args.quiet)
-        .map_err(|e| format!("starting workers: {e}"))?;
+    let fleet = fleet::Fleet::start(setup, threads, args.quiet).map_err(|e| format!("starting workers: {e}"))?;
     let load_before = sys::loadavg();
     let wall = Instant::now();
     let cpu0 = sys::process_cpu();
@@ -94,39 +85,26 @@ fn run(args: &Args) -> Result<(), String> {
         print!("{}", report::summary(&j));
     }
     if let Some(path) = &args.report {
-        let body = if path.ends_with(".svg") {
-            report::svg(&outcome)
-        } else {
-            report::html(&outcome, &j)
-        };
+        let body = if path.ends_with(".svg") { report::svg(&outcome) } else { report::html(&outcome, &j) };
         std::fs::write(path, body).map_err(|e| format!("{path}: {e}"))?;
     }
     if j["tester"]["bottleneck"] == true {
-        eprintln!(
-            "warning: the tester used ≥ 90% of its threads' CPU: it may be what was measured"
-        );
+        eprintln!("warning: the tester used ≥ 90% of its threads' CPU: it may be what was measured");
     }
     Ok(())
 }
 
 fn unix_nanos() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// Read LABEL=FILE inputs (JSON lines) and print the side-by-side table.
 fn compare(args: &Args) -> Result<(), String> {
     let mut runs = Vec::new();
     for input in &args.inputs {
-        let (label, path) = input
-            .split_once('=')
-            .ok_or_else(|| format!("--input {input}: want LABEL=FILE"))?;
+        let (label, path) = input.split_once('=').ok_or_else(|| format!("--input {input}: want LABEL=FILE"))?;
         let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
-        let values = text
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
+        let values = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
         runs.push((label.to_string(), values));
     }
     print!("{}", report::compare(&runs));

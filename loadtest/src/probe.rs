@@ -135,50 +135,24 @@ mod tests {
 
     #[test]
     fn filled_template_round_trips() {
-        let t = Template::new(
-            r#"{"type":"msg","room":"$ROOM","text":"$TEXT","id":"$ID","cost":"$5"}"#,
-            "lobby",
-        );
+        let t = Template::new(r#"{"type":"msg","room":"$ROOM","text":"$TEXT","id":"$ID","cost":"$5"}"#, "lobby");
         let mut s = String::new();
-        let p = Probe {
-            stream: 3,
-            n: 17,
-            send_ns: 123456789,
-        };
+        let p = Probe { stream: 3, n: 17, send_ns: 123456789 };
         t.fill(&mut s, p, 0xab, 2);
-        assert_eq!(
-            s,
-            r#"{"type":"msg","room":"lobby","text":"lt 3 17 123456789","id":"ab-2-3-17","cost":"$5"}"#
-        );
+        assert_eq!(s, r#"{"type":"msg","room":"lobby","text":"lt 3 17 123456789","id":"ab-2-3-17","cost":"$5"}"#);
         assert_eq!(classify(s.as_bytes()), Seen::Probe(p));
     }
 
     #[test]
     fn recognises_probes_in_any_server_shape() {
         let natter = br#"{"type":"msg","room":"lobby","seq":9,"user":"lt","uid":"u1","ts":1,"text":"lt 1 2 3"}"#;
-        assert_eq!(
-            classify(natter),
-            Seen::Probe(Probe {
-                stream: 1,
-                n: 2,
-                send_ns: 3
-            })
-        );
+        assert_eq!(classify(natter), Seen::Probe(Probe { stream: 1, n: 2, send_ns: 3 }));
         let node = br#"{"user":"lt","text":"lt 0 1 99"}"#;
-        assert_eq!(
-            classify(node),
-            Seen::Probe(Probe {
-                stream: 0,
-                n: 1,
-                send_ns: 99
-            })
-        );
-        let history = br#"{"type":"history","room":"lobby","messages":[{"type":"msg","text":"lt 1 2 3"}],"complete":true}"#;
+        assert_eq!(classify(node), Seen::Probe(Probe { stream: 0, n: 1, send_ns: 99 }));
+        let history =
+            br#"{"type":"history","room":"lobby","messages":[{"type":"msg","text":"lt 1 2 3"}],"complete":true}"#;
         assert_eq!(classify(history), Seen::Other);
-        assert_eq!(
-            classify(br#"{"type":"welcome","text":"hello"}"#),
-            Seen::Other
-        );
+        assert_eq!(classify(br#"{"type":"welcome","text":"hello"}"#), Seen::Other);
         assert_eq!(
             classify(br#"{"type":"error","code":"rate_limited","message":"x"}"#),
             Seen::Error("rate_limited".into())

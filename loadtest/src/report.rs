@@ -94,11 +94,7 @@ pub fn to_json(o: &Outcome, label: &str, tester: &Tester) -> Value {
 
 fn tallies(v: &Value) -> String {
     match v.as_object() {
-        Some(m) if !m.is_empty() => m
-            .iter()
-            .map(|(k, n)| format!("{k} ×{n}"))
-            .collect::<Vec<_>>()
-            .join(", "),
+        Some(m) if !m.is_empty() => m.iter().map(|(k, n)| format!("{k} ×{n}")).collect::<Vec<_>>().join(", "),
         _ => "none".into(),
     }
 }
@@ -165,27 +161,14 @@ pub fn summary(j: &Value) -> String {
         j["pings"]
     );
     if let Some(r) = j["server_rss_kib"].as_object() {
-        let _ = writeln!(
-            out,
-            "server RSS    {} KiB before, {} KiB after",
-            r["before"], r["after"]
-        );
+        let _ = writeln!(out, "server RSS    {} KiB before, {} KiB after", r["before"], r["after"]);
     }
     for step in j["steps"].as_array().into_iter().flatten() {
-        let row: Vec<String> = step
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| format!("{k}={}", num(v)))
-            .collect();
+        let row: Vec<String> = step.as_object().into_iter().flatten().map(|(k, v)| format!("{k}={}", num(v))).collect();
         let _ = writeln!(out, "step          {}", row.join(" "));
     }
-    let h: Vec<String> = j["headline"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| format!("{k}={}", num(v)))
-        .collect();
+    let h: Vec<String> =
+        j["headline"].as_object().into_iter().flatten().map(|(k, v)| format!("{k}={}", num(v))).collect();
     let _ = writeln!(out, "result        {}", h.join("  "));
     let t = &j["tester"];
     let _ = writeln!(
@@ -208,9 +191,7 @@ pub fn summary(j: &Value) -> String {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 /// One line of a chart: name, colour, points in data units.
@@ -259,8 +240,7 @@ impl Chart<'_> {
         );
         for k in 0..=4 {
             let y = y1 * k as f64 / 4.0;
-            let (right, yy, lx, ty, label) =
-                (left + pw, sy(y), left - 4.0, sy(y) + 4.0, fmt_num(y));
+            let (right, yy, lx, ty, label) = (left + pw, sy(y), left - 4.0, sy(y) + 4.0, fmt_num(y));
             let _ = write!(
                 s,
                 r##"<line x1="{left}" x2="{right}" y1="{yy}" y2="{yy}" stroke="#eee"/><text x="{lx}" y="{ty}" text-anchor="end">{label}</text>"##
@@ -291,10 +271,7 @@ impl Chart<'_> {
             esc(self.y_label)
         );
         for (i, (name, color, points)) in self.series.iter().enumerate() {
-            let path: Vec<String> = points
-                .iter()
-                .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
-                .collect();
+            let path: Vec<String> = points.iter().map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y))).collect();
             let _ = write!(
                 s,
                 r##"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"##,
@@ -317,11 +294,7 @@ impl Chart<'_> {
 
 fn nice_ceiling(y: f64) -> f64 {
     let p = 10f64.powf(y.log10().floor());
-    [1.0, 2.0, 2.5, 5.0, 10.0]
-        .iter()
-        .map(|m| m * p)
-        .find(|&v| v >= y)
-        .unwrap_or(10.0 * p)
+    [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|m| m * p).find(|&v| v >= y).unwrap_or(10.0 * p)
 }
 
 fn fmt_num(y: f64) -> String {
@@ -345,15 +318,8 @@ fn distribution_chart(h: &Histogram<u64>) -> Chart<'static> {
             points.push((x, ms(h.value_at_quantile(q))));
         }
     }
-    let ticks = [
-        ("0%", 0.0),
-        ("90%", 1.0),
-        ("99%", 2.0),
-        ("99.9%", 3.0),
-        ("99.99%", 4.0),
-        ("99.999%", 5.0),
-        ("max", 6.0),
-    ];
+    let ticks =
+        [("0%", 0.0), ("90%", 1.0), ("99%", 2.0), ("99.9%", 3.0), ("99.99%", 4.0), ("99.999%", 5.0), ("max", 6.0)];
     Chart {
         title: "Latency distribution (send → arrival)",
         x_label: "percentile",
@@ -368,11 +334,7 @@ fn timeline_chart(o: &Outcome) -> Chart<'static> {
     let first = o.stats.timeline.keys().next().copied().unwrap_or(0);
     let secs = |tick: u32| f64::from(tick - first) * TICK_NS as f64 / 1e9;
     let series = |q: Option<f64>| -> Vec<(f64, f64)> {
-        o.stats
-            .timeline
-            .iter()
-            .map(|(t, h)| (secs(*t), ms(q.map_or(h.max(), |q| h.value_at_quantile(q)))))
-            .collect()
+        o.stats.timeline.iter().map(|(t, h)| (secs(*t), ms(q.map_or(h.max(), |q| h.value_at_quantile(q))))).collect()
     };
     let span = secs(o.stats.timeline.keys().last().copied().unwrap_or(first)).ceil() as u32;
     let step = (span / 10).max(1);
@@ -385,10 +347,7 @@ fn timeline_chart(o: &Outcome) -> Chart<'static> {
             ("p99", "#ff7f0e", series(Some(0.99))),
             ("max", "#d62728", series(None)),
         ],
-        x_ticks: (0..=span)
-            .step_by(step as usize)
-            .map(|s| (f64::from(s), s.to_string()))
-            .collect(),
+        x_ticks: (0..=span).step_by(step as usize).map(|s| (f64::from(s), s.to_string())).collect(),
     }
 }
 
@@ -407,10 +366,7 @@ pub fn svg(o: &Outcome) -> String {
 pub fn html(o: &Outcome, j: &Value) -> String {
     let mut steps = String::new();
     if let Some(rows) = j["steps"].as_array().filter(|r| !r.is_empty()) {
-        let keys: Vec<&String> = rows[0]
-            .as_object()
-            .map(|m| m.keys().collect())
-            .unwrap_or_default();
+        let keys: Vec<&String> = rows[0].as_object().map(|m| m.keys().collect()).unwrap_or_default();
         steps.push_str("<h2>Steps</h2><table><tr>");
         for k in &keys {
             let _ = write!(steps, "<th>{}</th>", esc(k));
@@ -494,22 +450,12 @@ mod tests {
 
     #[test]
     fn compare_lines_up_labels_and_ratios() {
-        let a =
-            vec![json!({"scenario":"steady","clients":1000,"headline":{"p99_ms":10.0,"lost":0}})];
-        let b =
-            vec![json!({"scenario":"steady","clients":1000,"headline":{"p99_ms":5.0,"lost":0}})];
+        let a = vec![json!({"scenario":"steady","clients":1000,"headline":{"p99_ms":10.0,"lost":0}})];
+        let b = vec![json!({"scenario":"steady","clients":1000,"headline":{"p99_ms":5.0,"lost":0}})];
         let t = compare(&[("natter".into(), a), ("node".into(), b)]);
         let line = t.lines().find(|l| l.contains("p99_ms")).unwrap();
-        assert!(
-            line.contains("10.0") && line.contains("5.0") && line.trim_end().ends_with("2.00"),
-            "{line}"
-        );
-        assert!(t
-            .lines()
-            .find(|l| l.contains("lost"))
-            .unwrap()
-            .trim_end()
-            .ends_with('-'));
+        assert!(line.contains("10.0") && line.contains("5.0") && line.trim_end().ends_with("2.00"), "{line}");
+        assert!(t.lines().find(|l| l.contains("lost")).unwrap().trim_end().ends_with('-'));
     }
 
     #[test]

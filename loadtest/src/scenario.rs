@@ -62,18 +62,11 @@ impl Outcome {
 /// is long enough), or the plain average for short windows.
 pub fn deliveries_per_s(stats: &Stats, window: (u64, u64)) -> f64 {
     let (a, b) = window;
-    let warm_up = if b - a >= 3_000_000_000 {
-        1_000_000_000
-    } else {
-        0
-    };
+    let warm_up = if b - a >= 3_000_000_000 { 1_000_000_000 } else { 0 };
     let first = (a + warm_up).div_ceil(TICK_NS) as u32;
     let last = (b / TICK_NS) as u32; // exclusive
     if last >= first + 4 {
-        let n: u64 = (first..last)
-            .filter_map(|s| stats.timeline.get(&s))
-            .map(|h| h.len())
-            .sum();
+        let n: u64 = (first..last).filter_map(|s| stats.timeline.get(&s)).map(|h| h.len()).sum();
         return n as f64 / (f64::from(last - first) * TICK_NS as f64 / 1e9);
     }
     stats.unique() as f64 / ((b - a) as f64 / 1e9).max(1e-3)
@@ -85,11 +78,8 @@ fn ms(us: u64) -> f64 {
 
 /// Open `count` counted clients; returns seconds until all were open.
 fn open_clients(fleet: &Fleet, args: &Args, count: u64, phase: &str) -> f64 {
-    let limit = Duration::from_secs(30)
-        + Duration::from_secs_f64(count as f64 / args.connect_rate.max(100.0));
-    fleet
-        .open(phase, count, args.connect_rate, limit)
-        .as_secs_f64()
+    let limit = Duration::from_secs(30) + Duration::from_secs_f64(count as f64 / args.connect_rate.max(100.0));
+    fleet.open(phase, count, args.connect_rate, limit).as_secs_f64()
 }
 
 /// One sending phase, measured.
@@ -127,26 +117,16 @@ fn measure_sending(fleet: &Fleet, args: &Args, rate: f64, secs: f64, phase: &str
     let quiet = Duration::from_millis(args.drain_ms);
     fleet.drain(phase, delivered0, expected, quiet, quiet * 5);
     let stats = fleet.snapshot();
-    let tester_load =
-        stats.cpu.as_secs_f64() / (t0.elapsed().as_secs_f64() * args.threads.max(1) as f64);
-    Sending {
-        stats,
-        receivers,
-        expected,
-        window: (start, end),
-        tester_load,
-    }
+    let tester_load = stats.cpu.as_secs_f64() / (t0.elapsed().as_secs_f64() * args.threads.max(1) as f64);
+    Sending { stats, receivers, expected, window: (start, end), tester_load }
 }
 
 fn delivery_headline(o: &mut Outcome) {
     let h = &o.stats.latency_us;
     let dps = deliveries_per_s(&o.stats, o.window);
-    o.headline
-        .insert("deliveries_per_s".into(), json!(dps.round()));
-    o.headline
-        .insert("p50_ms".into(), json!(ms(h.value_at_quantile(0.5))));
-    o.headline
-        .insert("p99_ms".into(), json!(ms(h.value_at_quantile(0.99))));
+    o.headline.insert("deliveries_per_s".into(), json!(dps.round()));
+    o.headline.insert("p50_ms".into(), json!(ms(h.value_at_quantile(0.5))));
+    o.headline.insert("p99_ms".into(), json!(ms(h.value_at_quantile(0.99))));
     o.headline.insert("lost".into(), json!(o.lost()));
 }
 
@@ -177,10 +157,7 @@ fn ramp(fleet: &Fleet, args: &Args) -> Outcome {
         let p99 = ms(m.stats.latency_us.value_at_quantile(0.99));
         let dps = deliveries_per_s(&m.stats, m.window);
         let tester_bound = m.tester_load >= 0.9 || m.stats.send_behind > 0;
-        let pass = p99 <= args.p99_bound_ms
-            && lost == 0
-            && m.stats.duplicates == 0
-            && m.stats.send_skipped == 0;
+        let pass = p99 <= args.p99_bound_ms && lost == 0 && m.stats.duplicates == 0 && m.stats.send_skipped == 0;
         o.steps.push(json!({
             "rate": rate, "receivers": m.receivers, "sent": m.stats.sent, "expected": m.expected,
             "lost": lost, "duplicated": m.stats.duplicates, "out_of_order": m.stats.late,
@@ -192,7 +169,11 @@ fn ramp(fleet: &Fleet, args: &Args) -> Outcome {
         o.receivers = m.receivers;
         o.window = (if step == 0 { m.window.0 } else { o.window.0 }, m.window.1);
         if tester_bound {
-            o.notes.push(format!("step {} at {rate:.0} msg/s: the tester used {:.0}% of its threads; stopped there (add --threads)", step + 1, m.tester_load * 100.0));
+            o.notes.push(format!(
+                "step {} at {rate:.0} msg/s: the tester used {:.0}% of its threads; stopped there (add --threads)",
+                step + 1,
+                m.tester_load * 100.0
+            ));
         }
         if tester_bound {
             stopped = true;
@@ -214,15 +195,10 @@ fn ramp(fleet: &Fleet, args: &Args) -> Outcome {
     }
     o.stats = all;
     let (best_rate, best_dps) = best.unwrap_or((0.0, 0.0));
-    o.headline
-        .insert("best_rate".into(), json!(best_rate.round()));
-    o.headline
-        .insert("best_deliveries_per_s".into(), json!(best_dps.round()));
+    o.headline.insert("best_rate".into(), json!(best_rate.round()));
+    o.headline.insert("best_deliveries_per_s".into(), json!(best_dps.round()));
     if !stopped {
-        o.notes.push(format!(
-            "ramp never failed within {} steps: the ceiling is higher",
-            args.max_steps
-        ));
+        o.notes.push(format!("ramp never failed within {} steps: the ceiling is higher", args.max_steps));
     }
     o
 }
@@ -233,26 +209,18 @@ fn connect_or_idle(fleet: &Fleet, args: &Args, scenario: Scenario) -> Outcome {
     o.connect_secs = open_clients(fleet, args, args.clients, "connect");
     let open = Progress::get(&fleet.progress.open);
     o.headline.insert("connected".into(), json!(open));
-    o.headline
-        .insert("connect_secs".into(), json!(o.connect_secs));
-    o.headline.insert(
-        "connects_per_s".into(),
-        json!((open as f64 / o.connect_secs.max(1e-3)).round()),
-    );
+    o.headline.insert("connect_secs".into(), json!(o.connect_secs));
+    o.headline.insert("connects_per_s".into(), json!((open as f64 / o.connect_secs.max(1e-3)).round()));
     if scenario == Scenario::Idle {
         fleet.hold("idle", Duration::from_secs_f64(args.hold));
     }
     o.stats = fleet.snapshot();
-    o.headline.insert(
-        "connect_p99_ms".into(),
-        json!(ms(o.stats.connect_us.value_at_quantile(0.99))),
-    );
+    o.headline.insert("connect_p99_ms".into(), json!(ms(o.stats.connect_us.value_at_quantile(0.99))));
     if let (Some(pid), Some(before)) = (args.server_pid, before) {
         let after = rss_kib(pid).unwrap_or(before);
         o.rss = Some((before, after));
         let per = (after as f64 - before as f64) / open.max(1) as f64;
-        o.headline
-            .insert("kib_per_conn".into(), json!((per * 10.0).round() / 10.0));
+        o.headline.insert("kib_per_conn".into(), json!((per * 10.0).round() / 10.0));
         if let Some(t) = thread_count(pid) {
             o.headline.insert("server_threads".into(), json!(t));
         }
@@ -265,10 +233,7 @@ fn churn(fleet: &Fleet, args: &Args) -> Outcome {
     o.connect_secs = open_clients(fleet, args, args.clients, "connect");
     let connects = fleet.snapshot();
     let pool = args.churners.unwrap_or(args.clients / 10).max(1);
-    let (lo, hi) = (
-        args.churn_life_ms[0],
-        args.churn_life_ms[1].max(args.churn_life_ms[0]),
-    );
+    let (lo, hi) = (args.churn_life_ms[0], args.churn_life_ms[1].max(args.churn_life_ms[0]));
     let mean_life_s = (lo + hi) as f64 / 2000.0;
     let per_s = pool as f64 / mean_life_s.max(0.01);
     let total = (per_s * (args.duration + args.settle_ms as f64 / 1000.0)).ceil() as u64;
@@ -278,10 +243,8 @@ fn churn(fleet: &Fleet, args: &Args) -> Outcome {
     o.stats.merge(&m.stats);
     (o.receivers, o.expected, o.window) = (m.receivers, m.expected, m.window);
     delivery_headline(&mut o);
-    o.headline
-        .insert("churn_connects".into(), json!(m.stats.connected));
-    o.headline
-        .insert("churn_per_s".into(), json!(per_s.round()));
+    o.headline.insert("churn_connects".into(), json!(m.stats.connected));
+    o.headline.insert("churn_per_s".into(), json!(per_s.round()));
     o
 }
 
@@ -310,18 +273,12 @@ fn shootout(fleet: &Fleet, args: &Args) -> Outcome {
         board.active.store(true, Relaxed);
         let step_start = now_ns();
         let step_limit = Instant::now() + Duration::from_secs(60);
-        while (launched < args.broadcasts || started.iter().any(Option::is_some))
-            && Instant::now() < step_limit
-        {
+        while (launched < args.broadcasts || started.iter().any(Option::is_some)) && Instant::now() < step_limit {
             for (k, slot) in board.slots.iter().enumerate() {
                 if let Some(t0) = started[k] {
                     let done = slot.remaining.load(Relaxed) <= 0;
                     if done || t0.elapsed() > Duration::from_secs(5) {
-                        let lat = if done {
-                            slot.max_latency_ns.load(Relaxed)
-                        } else {
-                            5_000_000_000
-                        };
+                        let lat = if done { slot.max_latency_ns.load(Relaxed) } else { 5_000_000_000 };
                         timeouts += u64::from(!done);
                         last_receiver.saturating_record((lat / 1000).max(1));
                         started[k] = None;
@@ -335,14 +292,7 @@ fn shootout(fleet: &Fleet, args: &Args) -> Outcome {
                     rng ^= rng << 13;
                     rng ^= rng >> 7;
                     rng ^= rng << 17;
-                    fleet.broadcast(
-                        Probe {
-                            stream: k as u32,
-                            n: next_n[k],
-                            send_ns: 0,
-                        },
-                        rng,
-                    );
+                    fleet.broadcast(Probe { stream: k as u32, n: next_n[k], send_ns: 0 }, rng);
                     started[k] = Some(Instant::now());
                     launched += 1;
                 }
@@ -353,13 +303,7 @@ fn shootout(fleet: &Fleet, args: &Args) -> Outcome {
         let end = now_ns();
         let quiet = Duration::from_millis(args.drain_ms.min(1000));
         let sent_this_step = u64::from(launched);
-        fleet.drain(
-            &phase,
-            delivered0,
-            sent_this_step * receivers,
-            quiet,
-            quiet * 3,
-        );
+        fleet.drain(&phase, delivered0, sent_this_step * receivers, quiet, quiet * 3);
         board.active.store(false, Relaxed);
         let stats = fleet.snapshot();
         let expected = stats.sent * receivers;
@@ -375,14 +319,7 @@ fn shootout(fleet: &Fleet, args: &Args) -> Outcome {
         }));
         o.expected += expected;
         o.receivers = receivers;
-        o.window = (
-            if o.window.0 == 0 {
-                step_start
-            } else {
-                o.window.0
-            },
-            end,
-        );
+        o.window = (if o.window.0 == 0 { step_start } else { o.window.0 }, end);
         all.merge(&stats);
         if !pass {
             break;
@@ -392,10 +329,7 @@ fn shootout(fleet: &Fleet, args: &Args) -> Outcome {
     o.stats = all;
     o.headline.insert("max_clients_passing".into(), json!(best));
     if best == args.max_clients {
-        o.notes.push(format!(
-            "every step passed up to --max-clients {}: the limit is higher",
-            args.max_clients
-        ));
+        o.notes.push(format!("every step passed up to --max-clients {}: the limit is higher", args.max_clients));
     }
     o
 }

@@ -114,10 +114,7 @@ impl Stats {
         let us = (latency_ns / 1000).max(1);
         self.latency_us.saturating_record(us);
         let tick = (arrival_ns / TICK_NS) as u32;
-        self.timeline
-            .entry(tick)
-            .or_insert_with(timeline_histogram)
-            .saturating_record(us);
+        self.timeline.entry(tick).or_insert_with(timeline_histogram).saturating_record(us);
     }
 
     /// Unique probe arrivals at counted clients.
@@ -130,9 +127,7 @@ impl Stats {
         self.connect_attempts += o.connect_attempts;
         self.connected += o.connected;
         merge_tallies(&mut self.connect_failed, &o.connect_failed);
-        self.connect_us
-            .add(&o.connect_us)
-            .expect("same histogram bounds");
+        self.connect_us.add(&o.connect_us).expect("same histogram bounds");
         self.sent += o.sent;
         self.send_skipped += o.send_skipped;
         self.send_behind += o.send_behind;
@@ -141,15 +136,9 @@ impl Stats {
         self.duplicates += o.duplicates;
         self.foreign += o.foreign;
         self.uncounted += o.uncounted;
-        self.latency_us
-            .add(&o.latency_us)
-            .expect("same histogram bounds");
+        self.latency_us.add(&o.latency_us).expect("same histogram bounds");
         for (s, h) in &o.timeline {
-            self.timeline
-                .entry(*s)
-                .or_insert_with(timeline_histogram)
-                .add(h)
-                .expect("same histogram bounds");
+            self.timeline.entry(*s).or_insert_with(timeline_histogram).add(h).expect("same histogram bounds");
         }
         merge_tallies(&mut self.server_errors, &o.server_errors);
         merge_tallies(&mut self.server_closes, &o.server_closes);

@@ -22,20 +22,16 @@ impl Target {
     /// Parse and resolve a URL. Only plain `ws://`; non-loopback addresses
     /// are refused unless `allow_remote`.
     pub fn parse(url: &str, allow_remote: bool) -> Result<Target, String> {
-        let rest = url
-            .strip_prefix("ws://")
-            .ok_or_else(|| format!("{url}: only ws:// URLs are supported"))?;
+        let rest = url.strip_prefix("ws://").ok_or_else(|| format!("{url}: only ws:// URLs are supported"))?;
         let (authority, resource) = match rest.find(['/', '?']) {
             Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_string()),
             Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
             None => (rest, "/".to_string()),
         };
         let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
-                h,
-                p.parse::<u16>()
-                    .map_err(|_| format!("{url}: bad port {p:?}"))?,
-            ),
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+                (h, p.parse::<u16>().map_err(|_| format!("{url}: bad port {p:?}"))?)
+            }
             _ => (authority, 80),
         };
         if host.is_empty() {
@@ -47,17 +43,9 @@ impl Target {
             .next()
             .ok_or_else(|| format!("{url}: no address"))?;
         if !allow_remote && !addr.ip().is_loopback() {
-            return Err(format!(
-                "{url}: {} is not a loopback address (use --allow-remote)",
-                addr.ip()
-            ));
+            return Err(format!("{url}: {} is not a loopback address (use --allow-remote)", addr.ip()));
         }
-        Ok(Target {
-            host: host.to_string(),
-            port,
-            resource,
-            addr,
-        })
+        Ok(Target { host: host.to_string(), port, resource, addr })
     }
 
     /// The Upgrade request for this target and the key whose accept value
@@ -69,10 +57,7 @@ impl Target {
              Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
             self.resource, self.host, self.port
         );
-        (
-            req.into_bytes(),
-            tungstenite::handshake::derive_accept_key(key.as_bytes()),
-        )
+        (req.into_bytes(), tungstenite::handshake::derive_accept_key(key.as_bytes()))
     }
 }
 
@@ -175,10 +160,7 @@ pub fn decode(buf: &[u8], max_payload: usize) -> Decoded<'_> {
         126 if buf.len() < 4 => return Decoded::Partial,
         126 => (u16::from_be_bytes([buf[2], buf[3]]) as u64, 4),
         127 if buf.len() < 10 => return Decoded::Partial,
-        127 => (
-            u64::from_be_bytes(buf[2..10].try_into().expect("8 bytes")),
-            10,
-        ),
+        127 => (u64::from_be_bytes(buf[2..10].try_into().expect("8 bytes")), 10),
         n => (n as u64, 2),
     };
     if opcode >= 0x8 && (len > 125 || !fin) {
@@ -194,14 +176,7 @@ pub fn decode(buf: &[u8], max_payload: usize) -> Decoded<'_> {
     if buf.len() < total {
         return Decoded::Partial;
     }
-    Decoded::Frame(
-        Frame {
-            fin,
-            opcode,
-            payload: &buf[header..total],
-        },
-        total,
-    )
+    Decoded::Frame(Frame { fin, opcode, payload: &buf[header..total] }, total)
 }
 
 #[cfg(test)]
@@ -212,9 +187,7 @@ mod tests {
     fn server_frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
         use tungstenite::protocol::frame::{coding::OpCode, Frame};
         let mut out = Vec::new();
-        Frame::message(payload.to_vec(), OpCode::from(opcode), fin)
-            .format(&mut out)
-            .unwrap();
+        Frame::message(payload.to_vec(), OpCode::from(opcode), fin).format(&mut out).unwrap();
         out
     }
 
@@ -225,15 +198,8 @@ mod tests {
         let t = Target::parse("ws://localhost:80", false).unwrap();
         assert_eq!(t.resource, "/");
         assert!(t.addr.ip().is_loopback());
-        assert_eq!(
-            Target::parse("ws://127.0.0.1:1?x=1", false)
-                .unwrap()
-                .resource,
-            "/?x=1"
-        );
-        assert!(Target::parse("ws://10.0.0.1:80/", false)
-            .unwrap_err()
-            .contains("loopback"));
+        assert_eq!(Target::parse("ws://127.0.0.1:1?x=1", false).unwrap().resource, "/?x=1");
+        assert!(Target::parse("ws://10.0.0.1:80/", false).unwrap_err().contains("loopback"));
         assert!(Target::parse("wss://127.0.0.1/", false).is_err());
         assert!(Target::parse("ws://127.0.0.1:x/", false).is_err());
     }
@@ -248,19 +214,12 @@ mod tests {
             assert!(out[1] & 0x80 != 0, "client frames are masked");
             let (hlen, plen) = match out[1] & 0x7F {
                 126 => (4, u16::from_be_bytes([out[2], out[3]]) as usize),
-                127 => (
-                    10,
-                    u64::from_be_bytes(out[2..10].try_into().unwrap()) as usize,
-                ),
+                127 => (10, u64::from_be_bytes(out[2..10].try_into().unwrap()) as usize),
                 n => (2, n as usize),
             };
             assert_eq!(plen, len);
             let mask = &out[hlen..hlen + 4];
-            let back: Vec<u8> = out[hlen + 4..]
-                .iter()
-                .enumerate()
-                .map(|(i, b)| b ^ mask[i % 4])
-                .collect();
+            let back: Vec<u8> = out[hlen + 4..].iter().enumerate().map(|(i, b)| b ^ mask[i % 4]).collect();
             assert_eq!(back, payload);
         }
     }
@@ -272,10 +231,7 @@ mod tests {
             let bytes = server_frame(OP_TEXT, true, &payload);
             match decode(&bytes, 1 << 20) {
                 Decoded::Frame(f, used) => {
-                    assert_eq!(
-                        (f.opcode, f.fin, f.payload.len(), used),
-                        (OP_TEXT, true, len, bytes.len())
-                    )
+                    assert_eq!((f.opcode, f.fin, f.payload.len(), used), (OP_TEXT, true, len, bytes.len()))
                 }
                 other => panic!("{other:?}"),
             }
@@ -285,22 +241,10 @@ mod tests {
 
     #[test]
     fn rejects_protocol_violations() {
-        assert_eq!(
-            decode(&[0x81, 0x81, 0, 0, 0, 0, b'x'], 100),
-            Decoded::Violation("masked frame from server")
-        );
-        assert_eq!(
-            decode(&[0xC1, 0x00], 100),
-            Decoded::Violation("reserved bits set")
-        );
-        assert_eq!(
-            decode(&[OP_PING, 0x00], 100),
-            Decoded::Violation("bad control frame")
-        );
-        assert_eq!(
-            decode(&[0x83, 0x00], 100),
-            Decoded::Violation("unknown opcode")
-        );
+        assert_eq!(decode(&[0x81, 0x81, 0, 0, 0, 0, b'x'], 100), Decoded::Violation("masked frame from server"));
+        assert_eq!(decode(&[0xC1, 0x00], 100), Decoded::Violation("reserved bits set"));
+        assert_eq!(decode(&[OP_PING, 0x00], 100), Decoded::Violation("bad control frame"));
+        assert_eq!(decode(&[0x83, 0x00], 100), Decoded::Violation("unknown opcode"));
         assert_eq!(
             decode(&server_frame(OP_TEXT, true, &[0; 200]), 100),
             Decoded::Violation("frame over the size limit")
@@ -312,20 +256,13 @@ mod tests {
         let key = "dGhlIHNhbXBsZSBub25jZQ==";
         let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
         assert_eq!(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
-        let ok = format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nsec-websocket-accept: {accept}\r\n\r\n\x01\x00");
-        assert_eq!(
-            check_upgrade(ok.as_bytes(), &accept),
-            Upgrade::Done(ok.len() - 2)
+        let ok = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nsec-websocket-accept: {accept}\r\n\r\n\x01\x00"
         );
-        assert_eq!(
-            check_upgrade(&ok.as_bytes()[..20], &accept),
-            Upgrade::Partial
-        );
+        assert_eq!(check_upgrade(ok.as_bytes(), &accept), Upgrade::Done(ok.len() - 2));
+        assert_eq!(check_upgrade(&ok.as_bytes()[..20], &accept), Upgrade::Partial);
         let refused = b"HTTP/1.1 503 Service Unavailable\r\n\r\nfull";
-        assert_eq!(
-            check_upgrade(refused, &accept),
-            Upgrade::Refused("HTTP/1.1 503 Service Unavailable".into())
-        );
+        assert_eq!(check_upgrade(refused, &accept), Upgrade::Refused("HTTP/1.1 503 Service Unavailable".into()));
         let wrong = b"HTTP/1.1 101 OK\r\nSec-WebSocket-Accept: nope\r\n\r\n";
         assert!(matches!(check_upgrade(wrong, &accept), Upgrade::Refused(_)));
     }

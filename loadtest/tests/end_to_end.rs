@@ -30,14 +30,8 @@ fn start_ceiling() -> (Server, String) {
         .spawn()
         .expect("start natter-ceiling");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("ws://"))
-        .expect("ready line has the URL")
-        .to_string();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.split_whitespace().find(|w| w.starts_with("ws://")).expect("ready line has the URL").to_string();
     (Server(child), url)
 }
 
@@ -47,11 +41,7 @@ fn loadtest(args: &[&str]) -> Value {
         .args(["--json", "--quiet", "--max-seconds", "60"])
         .output()
         .expect("run natter-loadtest");
-    assert!(
-        out.status.success(),
-        "natter-loadtest failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "natter-loadtest failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("one JSON object")
 }
 
@@ -65,29 +55,20 @@ fn against_ceiling(url: &str, flags: &str) -> Value {
 #[test]
 fn steady_against_the_ceiling_counts_every_delivery() {
     let (_server, url) = start_ceiling();
-    let j = against_ceiling(
-        &url,
-        "steady --clients 50 --senders 5 --rate 50 --duration 1 --settle-ms 200 --threads 2",
-    );
+    let j = against_ceiling(&url, "steady --clients 50 --senders 5 --rate 50 --duration 1 --settle-ms 200 --threads 2");
     let sent = j["sent"].as_u64().unwrap();
     assert!(sent >= 45, "{j}");
     assert_eq!(j["connected"], 50);
     assert_eq!(j["expected"].as_u64().unwrap(), sent * 50);
     assert_eq!(j["delivered"].as_u64().unwrap(), sent * 50, "{j}");
-    assert_eq!(
-        (j["lost"].as_i64(), j["duplicated"].as_u64()),
-        (Some(0), Some(0))
-    );
+    assert_eq!((j["lost"].as_i64(), j["duplicated"].as_u64()), (Some(0), Some(0)));
     assert!(j["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
 }
 
 #[test]
 fn shootout_steps_until_the_limit() {
     let (_server, url) = start_ceiling();
-    let j = against_ceiling(
-        &url,
-        "shootout --step 20 --max-clients 40 --broadcasts 8 --settle-ms 100",
-    );
+    let j = against_ceiling(&url, "shootout --step 20 --max-clients 40 --broadcasts 8 --settle-ms 100");
     let steps = j["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 2, "{j}");
     assert_eq!(steps[1]["clients"], 40);
@@ -98,13 +79,7 @@ fn shootout_steps_until_the_limit() {
 #[test]
 fn refuses_remote_targets() {
     let out = Command::new(env!("CARGO_BIN_EXE_natter-loadtest"))
-        .args([
-            "steady",
-            "--url",
-            "ws://192.0.2.1:80/",
-            "--max-seconds",
-            "10",
-        ])
+        .args(["steady", "--url", "ws://192.0.2.1:80/", "--max-seconds", "10"])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -117,19 +92,14 @@ fn answers_pings_and_echoes_close() {
     let url = format!("ws://{}/ws", listener.local_addr().unwrap());
     let server = std::thread::spawn(move || {
         let (stream, _) = listener.accept().unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut ws = tungstenite::accept(stream).unwrap();
         ws.send(Message::Ping(b"hb-1".to_vec().into())).unwrap();
         let pong = match ws.read().unwrap() {
             Message::Pong(p) => p.to_vec(),
             other => panic!("expected a pong, got {other:?}"),
         };
-        let close = CloseFrame {
-            code: CloseCode::Policy,
-            reason: "slow consumer".into(),
-        };
+        let close = CloseFrame { code: CloseCode::Policy, reason: "slow consumer".into() };
         ws.close(Some(close)).unwrap();
         let echo = loop {
             match ws.read() {
@@ -141,17 +111,7 @@ fn answers_pings_and_echoes_close() {
         };
         (pong, echo)
     });
-    let j = loadtest(&[
-        "idle",
-        "--url",
-        &url,
-        "--join",
-        "",
-        "--clients",
-        "1",
-        "--hold",
-        "1",
-    ]);
+    let j = loadtest(&["idle", "--url", &url, "--join", "", "--clients", "1", "--hold", "1"]);
     let (pong, echo) = server.join().unwrap();
     assert_eq!(pong, b"hb-1");
     assert_eq!(echo, Some(1008));

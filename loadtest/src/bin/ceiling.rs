@@ -54,10 +54,9 @@ impl Read for Link {
 impl Write for Link {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         match &self.writer {
-            Some(w) => w
-                .send(Out::One(self.id, buf.to_vec()))
-                .map(|_| buf.len())
-                .map_err(|_| ErrorKind::BrokenPipe.into()),
+            Some(w) => {
+                w.send(Out::One(self.id, buf.to_vec())).map(|_| buf.len()).map_err(|_| ErrorKind::BrokenPipe.into())
+            }
             None => (&*self.stream).write(buf),
         }
     }
@@ -77,15 +76,9 @@ fn frame(text: &[u8]) -> Vec<u8> {
 
 fn reader(id: u64, stream: TcpStream, to_writer: Sender<Out>) {
     let stream = Arc::new(stream);
-    let config = WebSocketConfig::default()
-        .read_buffer_size(4096)
-        .write_buffer_size(0)
-        .max_message_size(Some(64 << 10));
-    let link = Link {
-        id,
-        stream: Arc::clone(&stream),
-        writer: None,
-    };
+    let config =
+        WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0).max_message_size(Some(64 << 10));
+    let link = Link { id, stream: Arc::clone(&stream), writer: None };
     let Ok(mut ws) = tungstenite::accept_with_config(link, Some(config)) else {
         return;
     };
@@ -129,9 +122,7 @@ fn writer(rx: Receiver<Out>) {
                     if batch.len() < BATCH_BYTES {
                         next = rx.try_recv().ok();
                     }
-                    if next.as_ref().is_none_or(|m| !matches!(m, Out::All(_)))
-                        || batch.len() >= BATCH_BYTES
-                    {
+                    if next.as_ref().is_none_or(|m| !matches!(m, Out::All(_))) || batch.len() >= BATCH_BYTES {
                         write_batch(&mut conns, &batch);
                         batch.clear();
                     }
@@ -174,14 +165,9 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let addr = listener
-        .local_addr()
-        .expect("bound listener has an address");
+    let addr = listener.local_addr().expect("bound listener has an address");
     let (tx, rx) = crossbeam_channel::unbounded();
-    std::thread::Builder::new()
-        .name("writer".into())
-        .spawn(move || writer(rx))
-        .expect("spawn writer");
+    std::thread::Builder::new().name("writer".into()).spawn(move || writer(rx)).expect("spawn writer");
     println!("natter-ceiling listening ws://{addr}/");
     let mut next_id = 0u64;
     for stream in listener.incoming() {
@@ -189,10 +175,7 @@ fn main() {
         let _ = stream.set_nodelay(true);
         next_id += 1;
         let (id, tx) = (next_id, tx.clone());
-        if let Err(e) = std::thread::Builder::new()
-            .stack_size(STACK)
-            .spawn(move || reader(id, stream, tx))
-        {
+        if let Err(e) = std::thread::Builder::new().stack_size(STACK).spawn(move || reader(id, stream, tx)) {
             eprintln!("natter-ceiling: cannot spawn a reader: {e}");
         }
     }
