@@ -5,7 +5,7 @@ CARGO ?= cargo
 BIN   := target/release/natter
 ARGS  ?=
 
-.PHONY: run build test test-rust test-browser lint bench loadtest fuzz clean
+.PHONY: run build test test-rust test-browser lint bench loadtest fuzz soak clean
 
 ## Build in release mode and serve the page on http://localhost:8080 (WebSocket on 8081).
 run: build
@@ -45,3 +45,10 @@ loadtest:
 
 clean:
 	$(CARGO) clean
+
+## Soak: hundreds of clients chatting, reconnecting and not reading while the server
+## is SIGKILLed twice (loopback only, bounded; make test runs a 9 s version).
+SOAK_SECS ?= 120
+SOAK_CLIENTS ?= 300
+soak:
+	NATTER_SOAK_SECS=$(SOAK_SECS) NATTER_SOAK_CLIENTS=$(SOAK_CLIENTS) $(CARGO) test --release -p natter --test soak -- --nocapture

@@ -69,15 +69,8 @@ impl Receivers {
     /// across iterations, or the benchmark would measure memory, not writes).
     fn settle(conns: &[Arc<Conn>], blocked: Vec<Arc<Conn>>) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        for c in blocked
-            .iter()
-            .chain(conns.iter().filter(|c| c.backlog() > 0))
-        {
-            assert_eq!(
-                c.flush_until(deadline),
-                Flush::Done,
-                "the drain process keeps up"
-            );
+        for c in blocked.iter().chain(conns.iter().filter(|c| c.backlog() > 0)) {
+            assert_eq!(c.flush_until(deadline), Flush::Done, "the drain process keeps up");
         }
     }
 }
@@ -100,10 +93,7 @@ fn drain(spec: &str) {
         let ep = libc::epoll_create1(0);
         for (i, s) in socks.iter().enumerate() {
             s.set_nonblocking(true).unwrap();
-            let mut ev = libc::epoll_event {
-                events: libc::EPOLLIN as u32,
-                u64: i as u64,
-            };
+            let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: i as u64 };
             libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, s.as_raw_fd(), &mut ev);
         }
         let mut open = n;
@@ -171,25 +161,19 @@ fn bench_fanout(c: &mut Criterion, rx: &Receivers) {
     let burst: Vec<Frame> = (1..=10).map(|s| wire::encode(&sample_msg(s))).collect();
     let mut staged = Vec::new();
     let mut g = c.benchmark_group("fanout");
-    g.sample_size(20)
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_millis(500));
+    g.sample_size(20).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_millis(500));
     for n in SIZES {
         let conns = &rx.conns[..n];
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(BenchmarkId::new("natter_one", n), &n, |b, _| {
             b.iter(|| natter_write(conns, std::slice::from_ref(&frame), &mut staged))
         });
-        g.bench_with_input(BenchmarkId::new("bare_one", n), &n, |b, _| {
-            b.iter(|| bare_write(conns, &frame, 1))
-        });
+        g.bench_with_input(BenchmarkId::new("bare_one", n), &n, |b, _| b.iter(|| bare_write(conns, &frame, 1)));
         g.throughput(Throughput::Elements(10 * n as u64));
         g.bench_with_input(BenchmarkId::new("natter_burst10", n), &n, |b, _| {
             b.iter(|| natter_write(conns, &burst, &mut staged))
         });
-        g.bench_with_input(BenchmarkId::new("bare_burst10", n), &n, |b, _| {
-            b.iter(|| bare_write(conns, &frame, 10))
-        });
+        g.bench_with_input(BenchmarkId::new("bare_burst10", n), &n, |b, _| b.iter(|| bare_write(conns, &frame, 10)));
     }
     g.finish();
 }
@@ -198,9 +182,7 @@ fn bench_serialize(c: &mut Criterion, rx: &Receivers) {
     let conns = &rx.conns[..1000];
     let mut staged = Vec::new();
     let mut g = c.benchmark_group("serialize");
-    g.sample_size(20)
-        .measurement_time(Duration::from_secs(3))
-        .throughput(Throughput::Elements(1000));
+    g.sample_size(20).measurement_time(Duration::from_secs(3)).throughput(Throughput::Elements(1000));
     g.bench_function("once_1000", |b| {
         b.iter(|| {
             let frame = wire::encode(&sample_msg(7));
@@ -209,11 +191,7 @@ fn bench_serialize(c: &mut Criterion, rx: &Receivers) {
     });
     g.bench_function("per_receiver_1000", |b| {
         b.iter(|| {
-            staged.extend(
-                conns
-                    .iter()
-                    .map(|c| (c.clone(), wire::encode(&sample_msg(7)))),
-            );
+            staged.extend(conns.iter().map(|c| (c.clone(), wire::encode(&sample_msg(7)))));
             let done = fanout::deliver(&mut staged, usize::MAX);
             Receivers::settle(conns, done.blocked);
         })
@@ -222,13 +200,9 @@ fn bench_serialize(c: &mut Criterion, rx: &Receivers) {
 }
 
 fn bench_steps(c: &mut Criterion) {
-    let limits = ParseLimits {
-        max_text_chars: 4000,
-    };
+    let limits = ParseLimits { max_text_chars: 4000 };
     let frame = r#"{"type":"msg","room":"lobby","text":"hello, this is a typical chat message of about eighty bytes","id":"c-0123456789"}"#;
-    c.bench_function("parse/client_msg", |b| {
-        b.iter(|| parse_client(std::hint::black_box(frame), limits).unwrap())
-    });
+    c.bench_function("parse/client_msg", |b| b.iter(|| parse_client(std::hint::black_box(frame), limits).unwrap()));
 
     let mut g = c.benchmark_group("history");
     let frame = wire::encode(&sample_msg(1));
@@ -237,43 +211,21 @@ fn bench_steps(c: &mut Criterion) {
         let mut seq = 0;
         b.iter(|| {
             seq += 1;
-            h.push(
-                Stored {
-                    seq,
-                    frame: frame.clone(),
-                },
-                "u-alice",
-                Some("id"),
-            );
+            h.push(Stored { seq, frame: frame.clone() }, "u-alice", Some("id"));
         })
     });
     let mut h = History::new(1000, 4096);
     for seq in 1..=5000 {
-        h.push(
-            Stored {
-                seq,
-                frame: frame.clone(),
-            },
-            "u-alice",
-            Some(&format!("id{seq}")),
-        );
+        h.push(Stored { seq, frame: frame.clone() }, "u-alice", Some(&format!("id{seq}")));
     }
-    g.bench_function("since_resume_50", |b| {
-        b.iter(|| h.since(std::hint::black_box(4950)).messages.len())
-    });
-    g.bench_function("dedup_lookup", |b| {
-        b.iter(|| h.seen("u-alice", std::hint::black_box("id4990")))
-    });
+    g.bench_function("since_resume_50", |b| b.iter(|| h.since(std::hint::black_box(4950)).messages.len()));
+    g.bench_function("dedup_lookup", |b| b.iter(|| h.seen("u-alice", std::hint::black_box("id4990"))));
     g.finish();
 
     let json = wire::payload(&frame);
     let mut g = c.benchmark_group("journal_commit");
     g.sample_size(20).measurement_time(Duration::from_secs(3));
-    for policy in [
-        FsyncPolicy::Never,
-        FsyncPolicy::Interval,
-        FsyncPolicy::Always,
-    ] {
+    for policy in [FsyncPolicy::Never, FsyncPolicy::Interval, FsyncPolicy::Always] {
         let dir = tempfile::tempdir().unwrap();
         let (mut j, _) = Journal::open(dir.path(), policy, u64::MAX).unwrap();
         g.bench_function(format!("{policy:?}").to_lowercase(), |b| {

@@ -41,9 +41,7 @@ pub enum AuthError {
 }
 
 pub fn now_s() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Checks signature, algorithm, `exp` and `nbf` (with `leeway_s` of clock skew).
@@ -77,18 +75,9 @@ impl KindDescription for jsonwebtoken::errors::Error {
 
 /// Signs a token for `sub` valid for `ttl_s` seconds.
 pub fn mint(secret: &[u8], sub: &str, name: Option<&str>, ttl_s: u64) -> String {
-    let claims = Claims {
-        sub: sub.to_owned(),
-        exp: now_s() + ttl_s,
-        name: name.map(str::to_owned),
-        nbf: None,
-    };
-    encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(secret),
-    )
-    .expect("HS256 signing with an in-memory key cannot fail")
+    let claims = Claims { sub: sub.to_owned(), exp: now_s() + ttl_s, name: name.map(str::to_owned), nbf: None };
+    encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret))
+        .expect("HS256 signing with an in-memory key cannot fail")
 }
 
 /// The secret from a file (trailing newline trimmed) or from the environment value.
@@ -120,47 +109,26 @@ mod tests {
     fn minted_tokens_verify() {
         let t = mint(SECRET, "alice", Some("Alice"), 60);
         let c = verify(&t, SECRET, 0).unwrap();
-        assert_eq!(
-            (c.sub.as_str(), c.name.as_deref()),
-            ("alice", Some("Alice"))
-        );
+        assert_eq!((c.sub.as_str(), c.name.as_deref()), ("alice", Some("Alice")));
     }
 
     #[test]
     fn bad_tokens_are_rejected_without_echoing_them() {
         let t = mint(SECRET, "alice", None, 60);
-        let e = verify(&t, b"another-secret-another-secret-xx", 0)
-            .unwrap_err()
-            .to_string();
+        let e = verify(&t, b"another-secret-another-secret-xx", 0).unwrap_err().to_string();
         assert!(e.contains("bad signature") && !e.contains(&t), "{e}");
         assert!(verify("garbage", SECRET, 0).is_err());
         let expired = encode(
             &Header::new(Algorithm::HS256),
-            &Claims {
-                sub: "a".into(),
-                exp: now_s() - 100,
-                name: None,
-                nbf: None,
-            },
+            &Claims { sub: "a".into(), exp: now_s() - 100, name: None, nbf: None },
             &EncodingKey::from_secret(SECRET),
         )
         .unwrap();
-        assert!(verify(&expired, SECRET, 0)
-            .unwrap_err()
-            .to_string()
-            .contains("expired"));
-        assert!(
-            verify(&expired, SECRET, 200).is_ok(),
-            "leeway covers small skew"
-        );
+        assert!(verify(&expired, SECRET, 0).unwrap_err().to_string().contains("expired"));
+        assert!(verify(&expired, SECRET, 200).is_ok(), "leeway covers small skew");
         let early = encode(
             &Header::new(Algorithm::HS256),
-            &Claims {
-                sub: "a".into(),
-                exp: now_s() + 100,
-                name: None,
-                nbf: Some(now_s() + 50),
-            },
+            &Claims { sub: "a".into(), exp: now_s() + 100, name: None, nbf: Some(now_s() + 50) },
             &EncodingKey::from_secret(SECRET),
         )
         .unwrap();
@@ -169,10 +137,7 @@ mod tests {
 
     #[test]
     fn secrets_must_be_long_enough() {
-        assert!(matches!(
-            load_secret(None, Some("short".into())),
-            Err(AuthError::ShortSecret(5))
-        ));
+        assert!(matches!(load_secret(None, Some("short".into())), Err(AuthError::ShortSecret(5))));
         assert!(matches!(load_secret(None, None), Err(AuthError::NoSecret)));
         assert!(load_secret(None, Some(String::from_utf8(SECRET.to_vec()).unwrap())).is_ok());
     }

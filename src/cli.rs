@@ -150,12 +150,8 @@ pub struct ServeArgs {
 
 /// Parses `90`, `90s`, `15m`, `1h`, `7d`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((s, "s"), |i| s.split_at(i));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration like 90s, 15m, 1h, 7d"))?;
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 90s, 15m, 1h, 7d"))?;
     let secs = match unit {
         "s" => n,
         "m" => n * 60,
@@ -170,10 +166,9 @@ impl ServeArgs {
     /// The config these flags describe. `http_port`/`ws_port` are the bound ports.
     pub fn to_config(&self, http_port: u16, ws_port: u16) -> Result<Config, auth::AuthError> {
         let jwt_secret = match self.auth {
-            AuthMode::Token => Some(auth::load_secret(
-                self.jwt_secret_file.as_deref(),
-                std::env::var("NATTER_JWT_SECRET").ok(),
-            )?),
+            AuthMode::Token => {
+                Some(auth::load_secret(self.jwt_secret_file.as_deref(), std::env::var("NATTER_JWT_SECRET").ok())?)
+            }
             AuthMode::Open => None,
         };
         Ok(Config {
@@ -235,9 +230,7 @@ mod tests {
     #[test]
     fn defaults_match_config_default() {
         let cli = Cli::parse_from(["natter", "serve"]);
-        let Some(Cmd::Serve(args)) = cli.command else {
-            panic!()
-        };
+        let Some(Cmd::Serve(args)) = cli.command else { panic!() };
         let cfg = args.to_config(8080, 8081).unwrap();
         let d = Config::default();
         assert_eq!(cfg.heartbeat_interval, d.heartbeat_interval);

@@ -23,8 +23,7 @@ use crate::handshake::{self, Admitted, Refusal};
 use crate::metrics::{CloseReason, Metrics};
 use crate::outbox::Conn;
 use crate::protocol::{
-    parse_client, ClientMsg, ErrorCode, HeartbeatInfo, LimitsInfo, ParseLimits, ProtocolError,
-    ServerMsg, UserRef,
+    parse_client, ClientMsg, ErrorCode, HeartbeatInfo, LimitsInfo, ParseLimits, ProtocolError, ServerMsg, UserRef,
 };
 use crate::ratelimit::{Strikes, TokenBucket};
 use crate::wire;
@@ -86,10 +85,7 @@ pub fn run(conn: Arc<Conn>, ctx: &ConnContext) {
     let session = format!("c{}", conn.id);
     let welcome = ServerMsg::Welcome {
         session: &session,
-        user: UserRef {
-            id: &admitted.identity.id,
-            name: &admitted.identity.name,
-        },
+        user: UserRef { id: &admitted.identity.id, name: &admitted.identity.name },
         heartbeat: HeartbeatInfo {
             interval_ms: cfg.heartbeat_interval.as_millis() as u64,
             timeout_ms: cfg.heartbeat_timeout.as_millis() as u64,
@@ -101,19 +97,10 @@ pub fn run(conn: Arc<Conn>, ctx: &ConnContext) {
         },
     };
     let _ = conn.send(wire::encode(&welcome));
-    let registered = ctx
-        .commands
-        .send(Command::Register {
-            conn: conn.clone(),
-            user: admitted.identity.clone(),
-        })
-        .is_ok();
+    let registered =
+        ctx.commands.send(Command::Register { conn: conn.clone(), user: admitted.identity.clone() }).is_ok();
 
-    let reason = if registered {
-        read_loop(&mut ws, &conn, ctx, admitted.expires_at)
-    } else {
-        CloseReason::Shutdown
-    };
+    let reason = if registered { read_loop(&mut ws, &conn, ctx, admitted.expires_at) } else { CloseReason::Shutdown };
     conn.set_reason(reason);
     let reason = conn.reason().unwrap_or(reason);
     let _ = ctx.commands.send(Command::Gone { conn: conn.id });
@@ -122,10 +109,7 @@ pub fn run(conn: Arc<Conn>, ctx: &ConnContext) {
 }
 
 /// Performs the upgrade; on refusal or failure answers in plain HTTP and returns None.
-fn handshake(
-    conn: &Arc<Conn>,
-    ctx: &ConnContext,
-) -> Option<(tungstenite::WebSocket<ConnIo>, Admitted)> {
+fn handshake(conn: &Arc<Conn>, ctx: &ConnContext) -> Option<(tungstenite::WebSocket<ConnIo>, Admitted)> {
     let cfg = &ctx.cfg;
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(cfg.read_buffer_bytes)
@@ -147,18 +131,13 @@ fn handshake(
             Err(response)
         }
     };
-    let io = ConnIo {
-        conn: conn.clone(),
-        handshaking: true,
-    };
+    let io = ConnIo { conn: conn.clone(), handshaking: true };
     match tungstenite::accept_hdr_with_config(io, callback, Some(ws_config)) {
         Ok(ws) => Some((ws, admitted.expect("the callback admitted this request"))),
         Err(HandshakeError::Failure(WsError::Http(_))) => {
             let r = refused.expect("an HTTP failure comes from our refusal");
             log::info!("refused {} ({}): {}", conn.peer, r.status, r.detail);
-            ctx.metrics
-                .handshakes_refused
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            ctx.metrics.handshakes_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             linger(conn.stream());
             None
         }
@@ -174,9 +153,7 @@ fn handshake(
                 e.to_string(),
             );
             log::info!("refused {} ({}): {}", conn.peer, r.status, r.detail);
-            ctx.metrics
-                .handshakes_refused
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            ctx.metrics.handshakes_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let _ = conn.stream().write_all(&r.to_bytes());
             linger(conn.stream());
             None
@@ -196,9 +173,7 @@ fn read_loop(
     expires_at: Option<u64>,
 ) -> CloseReason {
     let cfg = &ctx.cfg;
-    let limits = ParseLimits {
-        max_text_chars: cfg.max_text_chars,
-    };
+    let limits = ParseLimits { max_text_chars: cfg.max_text_chars };
     let mut bucket = TokenBucket::new(cfg.rate_per_s, cfg.rate_burst);
     let mut strikes = Strikes::new(cfg.rate_strikes, STRIKE_WINDOW);
     let mut last_heard = Instant::now();
@@ -208,19 +183,12 @@ fn read_loop(
         }
         // Wake for whichever comes first: the silence timeout or the token's expiry.
         let silence_left = cfg.heartbeat_timeout.saturating_sub(last_heard.elapsed());
-        let expiry_left = expires_at.map_or(Duration::MAX, |exp| {
-            Duration::from_secs(exp.saturating_sub(now_s()))
-        });
+        let expiry_left = expires_at.map_or(Duration::MAX, |exp| Duration::from_secs(exp.saturating_sub(now_s())));
         let wait = silence_left.min(expiry_left).max(Duration::from_millis(1));
         let _ = conn.stream().set_read_timeout(Some(wait));
         let msg = match ws.read() {
             Ok(m) => m,
-            Err(WsError::Io(e))
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
+            Err(WsError::Io(e)) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                 if last_heard.elapsed() >= cfg.heartbeat_timeout {
                     return CloseReason::HeartbeatTimeout;
                 }
@@ -231,9 +199,7 @@ fn read_loop(
         last_heard = Instant::now();
         match msg {
             Message::Text(text) => {
-                if let Some(reason) =
-                    on_text(text.as_str(), conn, ctx, limits, &mut bucket, &mut strikes)
-                {
+                if let Some(reason) = on_text(text.as_str(), conn, ctx, limits, &mut bucket, &mut strikes) {
                     return reason;
                 }
             }
@@ -241,10 +207,7 @@ fn read_loop(
                 send_error(
                     conn,
                     ctx,
-                    &ProtocolError::new(
-                        ErrorCode::BadJson,
-                        "binary frames are not supported: send JSON text",
-                    ),
+                    &ProtocolError::new(ErrorCode::BadJson, "binary frames are not supported: send JSON text"),
                 );
             }
             Message::Ping(payload) => {
@@ -274,9 +237,7 @@ fn on_text(
     };
     if let ClientMsg::Ping { t } = &msg {
         // Keep-alives are never rate limited: a busy client must not look dead.
-        let _ = conn.send(wire::encode(&ServerMsg::Pong {
-            t: t.as_ref().map(|t| &*t.0),
-        }));
+        let _ = conn.send(wire::encode(&ServerMsg::Pong { t: t.as_ref().map(|t| &*t.0) }));
         return None;
     }
     if !bucket.take() {
@@ -286,19 +247,13 @@ fn on_text(
         };
         let e = ProtocolError::new(
             ErrorCode::RateLimited,
-            format!(
-                "slow down: at most {} messages per second",
-                ctx.cfg.rate_per_s
-            ),
+            format!("slow down: at most {} messages per second", ctx.cfg.rate_per_s),
         )
         .with_ref(Some(reference));
         send_error(conn, ctx, &e);
         return strikes.strike().then_some(CloseReason::RateLimit);
     }
-    ctx.commands
-        .send(Command::Client { conn: conn.id, msg })
-        .err()
-        .map(|_| CloseReason::Shutdown)
+    ctx.commands.send(Command::Client { conn: conn.id, msg }).err().map(|_| CloseReason::Shutdown)
 }
 
 fn send_error(conn: &Conn, ctx: &ConnContext, e: &ProtocolError) {
@@ -311,9 +266,7 @@ fn classify(e: &WsError) -> CloseReason {
     match e {
         WsError::ConnectionClosed | WsError::AlreadyClosed => CloseReason::Client,
         WsError::Protocol(P::ResetWithoutClosingHandshake) => CloseReason::Client,
-        WsError::Capacity(CapacityError::MessageTooLong { .. }) | WsError::Capacity(_) => {
-            CloseReason::TooBig
-        }
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) | WsError::Capacity(_) => CloseReason::TooBig,
         WsError::Utf8(_) => CloseReason::InvalidUtf8,
         WsError::Protocol(_) => CloseReason::Protocol,
         WsError::Io(_) => CloseReason::SocketError,

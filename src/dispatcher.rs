@@ -24,9 +24,7 @@ use crate::history::{History, Stored};
 use crate::journal::{Journal, JournalError, Replayed};
 use crate::metrics::{CloseReason, Metrics};
 use crate::outbox::{self, Conn, ConnId, Flush};
-use crate::protocol::{
-    ClientMsg, ErrorCode, ProtocolError, RoomName, ServerMsg, SystemEvent, UserRef,
-};
+use crate::protocol::{ClientMsg, ErrorCode, ProtocolError, RoomName, ServerMsg, SystemEvent, UserRef};
 use crate::shutdown::Shutdown;
 use crate::wire::{self, Frame};
 
@@ -104,9 +102,7 @@ pub struct Dispatcher {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Room {
@@ -118,11 +114,7 @@ impl Room {
         }
     }
     fn users(&self) -> Vec<UserRef<'_>> {
-        let mut users: Vec<UserRef> = self
-            .present
-            .iter()
-            .map(|(id, p)| UserRef { id, name: &p.name })
-            .collect();
+        let mut users: Vec<UserRef> = self.present.iter().map(|(id, p)| UserRef { id, name: &p.name }).collect();
         users.sort_by(|a, b| a.name.cmp(b.name).then(a.id.cmp(b.id)));
         users
     }
@@ -130,12 +122,7 @@ impl Room {
 
 impl Dispatcher {
     /// Builds the state, replaying the journal's messages into the rooms' rings.
-    pub fn new(
-        cfg: Arc<Config>,
-        metrics: Arc<Metrics>,
-        journal: Journal,
-        replayed: Vec<Replayed>,
-    ) -> Dispatcher {
+    pub fn new(cfg: Arc<Config>, metrics: Arc<Metrics>, journal: Journal, replayed: Vec<Replayed>) -> Dispatcher {
         let mut d = Dispatcher {
             cfg,
             metrics,
@@ -161,18 +148,11 @@ impl Dispatcher {
             if m.record.seq <= room.history.head() {
                 continue;
             }
-            let stored = Stored {
-                seq: m.record.seq,
-                frame: wire::text_frame(&m.json),
-            };
-            room.history
-                .push(stored, &m.record.uid, m.record.id.as_deref());
+            let stored = Stored { seq: m.record.seq, frame: wire::text_frame(&m.json) };
+            room.history.push(stored, &m.record.uid, m.record.id.as_deref());
         }
         if count > 0 {
-            log::info!(
-                "journal: replayed {count} messages into {} rooms",
-                d.rooms.len()
-            );
+            log::info!("journal: replayed {count} messages into {} rooms", d.rooms.len());
         }
         d.metrics.rooms.store(d.rooms.len() as u64, Relaxed);
         d
@@ -180,20 +160,13 @@ impl Dispatcher {
 
     /// The latest seq of each room (for logs and tests).
     pub fn heads(&self) -> Vec<(String, u64)> {
-        self.rooms
-            .iter()
-            .map(|(n, r)| (n.to_string(), r.history.head()))
-            .collect()
+        self.rooms.iter().map(|(n, r)| (n.to_string(), r.history.head())).collect()
     }
 
     /// Runs until `shutdown` fires, then closes every connection with 1001 and makes
     /// the journal durable. A journal write failure stops the server (no ack is ever
     /// sent for a message that is not in the journal).
-    pub fn run(
-        mut self,
-        commands: Receiver<Command>,
-        shutdown: Shutdown,
-    ) -> Result<(), JournalError> {
+    pub fn run(mut self, commands: Receiver<Command>, shutdown: Shutdown) -> Result<(), JournalError> {
         let tick = crossbeam_channel::tick(TICK);
         let result = loop {
             select! {
@@ -212,11 +185,7 @@ impl Dispatcher {
                 break Err(e);
             }
         };
-        self.close_all(if result.is_ok() {
-            CloseReason::Shutdown
-        } else {
-            CloseReason::Internal
-        });
+        self.close_all(if result.is_ok() { CloseReason::Shutdown } else { CloseReason::Internal });
         self.journal.close()?;
         result
     }
@@ -250,11 +219,7 @@ impl Dispatcher {
         match msg {
             ClientMsg::Join { room, since } => self.join(id, room, since),
             ClientMsg::Leave { room } => self.leave(id, &room),
-            ClientMsg::Msg {
-                room,
-                text,
-                id: msg_id,
-            } => self.post(id, room, &text, msg_id),
+            ClientMsg::Msg { room, text, id: msg_id } => self.post(id, room, &text, msg_id),
             ClientMsg::LegacyMsg { text } => {
                 let lobby = RoomName::lobby();
                 if !self.client(id).rooms.contains(&lobby) {
@@ -270,9 +235,7 @@ impl Dispatcher {
     }
 
     fn client(&self, id: ConnId) -> &Client {
-        self.clients
-            .get(&id)
-            .expect("on_client checked the client exists")
+        self.clients.get(&id).expect("on_client checked the client exists")
     }
 
     fn stage(&mut self, conn: &Arc<Conn>, frame: Frame) {
@@ -301,22 +264,13 @@ impl Dispatcher {
         ProtocolError::new(ErrorCode::NotJoined, format!("join `{room}` first")).with_ref(reference)
     }
 
-    fn join(
-        &mut self,
-        id: ConnId,
-        room: RoomName,
-        since: Option<u64>,
-    ) -> Result<(), ProtocolError> {
+    fn join(&mut self, id: ConnId, room: RoomName, since: Option<u64>) -> Result<(), ProtocolError> {
         if !self.client(id).rooms.contains(&room) {
             self.enter(id, &room)?;
         }
         let conn = self.client(id).conn.clone();
         let r = self.rooms.get(&room).expect("entered above");
-        let joined = wire::encode(&ServerMsg::Joined {
-            room: room.as_str(),
-            head: r.history.head(),
-            users: r.users(),
-        });
+        let joined = wire::encode(&ServerMsg::Joined { room: room.as_str(), head: r.history.head(), users: r.users() });
         let (messages, complete) = match since {
             Some(since) => {
                 let replay = r.history.since(since);
@@ -340,46 +294,28 @@ impl Dispatcher {
         let client = self.client(id);
         let (conn, uid, name) = (client.conn.clone(), client.uid.clone(), client.name.clone());
         if client.rooms.len() >= self.cfg.max_rooms_per_conn {
-            let message = format!(
-                "at most {} rooms per connection",
-                self.cfg.max_rooms_per_conn
-            );
-            return Err(
-                ProtocolError::new(ErrorCode::RoomLimit, message).with_ref(Some("join".into()))
-            );
+            let message = format!("at most {} rooms per connection", self.cfg.max_rooms_per_conn);
+            return Err(ProtocolError::new(ErrorCode::RoomLimit, message).with_ref(Some("join".into())));
         }
         if !self.rooms.contains_key(room) {
             if self.rooms.len() >= self.cfg.max_rooms {
-                return Err(ProtocolError::new(
-                    ErrorCode::RoomLimit,
-                    "the server holds its maximum of rooms",
-                )
-                .with_ref(Some("join".into())));
+                return Err(ProtocolError::new(ErrorCode::RoomLimit, "the server holds its maximum of rooms")
+                    .with_ref(Some("join".into())));
             }
             self.rooms.insert(room.clone(), Room::new(&self.cfg));
             self.metrics.rooms.store(self.rooms.len() as u64, Relaxed);
         }
         let r = self.rooms.get_mut(room).expect("inserted above");
         r.members.insert(id, conn);
-        let p = r.present.entry(uid.clone()).or_insert(Present {
-            connections: 0,
-            name: name.clone(),
-        });
+        let p = r.present.entry(uid.clone()).or_insert(Present { connections: 0, name: name.clone() });
         p.connections += 1;
         let first = p.connections == 1;
-        self.clients
-            .get_mut(&id)
-            .expect("checked")
-            .rooms
-            .push(room.clone());
+        self.clients.get_mut(&id).expect("checked").rooms.push(room.clone());
         if first {
             let frame = wire::encode(&ServerMsg::System {
                 room: room.as_str(),
                 event: SystemEvent::Join,
-                user: UserRef {
-                    id: &uid,
-                    name: &name,
-                },
+                user: UserRef { id: &uid, name: &name },
                 ts: now_ms(),
                 old_name: None,
             });
@@ -420,10 +356,7 @@ impl Dispatcher {
             let frame = wire::encode(&ServerMsg::System {
                 room: room.as_str(),
                 event: SystemEvent::Leave,
-                user: UserRef {
-                    id: &uid,
-                    name: &p.name,
-                },
+                user: UserRef { id: &uid, name: &p.name },
                 ts: now_ms(),
                 old_name: None,
             });
@@ -431,13 +364,7 @@ impl Dispatcher {
         }
     }
 
-    fn post(
-        &mut self,
-        id: ConnId,
-        room: RoomName,
-        text: &str,
-        msg_id: Option<String>,
-    ) -> Result<(), ProtocolError> {
+    fn post(&mut self, id: ConnId, room: RoomName, text: &str, msg_id: Option<String>) -> Result<(), ProtocolError> {
         let client = self.client(id);
         let (conn, uid, name) = (client.conn.clone(), client.uid.clone(), client.name.clone());
         if !client.rooms.contains(&room) {
@@ -468,23 +395,11 @@ impl Dispatcher {
         .to_json();
         self.journal.append(&json);
         let frame = wire::text_frame(&json);
-        r.history.push(
-            Stored {
-                seq,
-                frame: frame.clone(),
-            },
-            &uid,
-            msg_id.as_deref(),
-        );
+        r.history.push(Stored { seq, frame: frame.clone() }, &uid, msg_id.as_deref());
         self.metrics.messages_accepted.fetch_add(1, Relaxed);
         self.staged_msgs += 1;
         if let Some(mid) = msg_id.as_deref() {
-            let ack = wire::encode(&ServerMsg::Ack {
-                id: mid,
-                room: room.as_str(),
-                seq,
-                dup: false,
-            });
+            let ack = wire::encode(&ServerMsg::Ack { id: mid, room: room.as_str(), seq, dup: false });
             self.stage(&conn, ack);
         }
         self.stage_room(&room, &frame, None);
@@ -498,10 +413,7 @@ impl Dispatcher {
         }
         let frame = wire::encode(&ServerMsg::Typing {
             room: room.as_str(),
-            user: UserRef {
-                id: &client.uid,
-                name: &client.name,
-            },
+            user: UserRef { id: &client.uid, name: &client.name },
         });
         self.stage_room(room, &frame, Some(id));
         Ok(())
@@ -510,11 +422,8 @@ impl Dispatcher {
     fn nick(&mut self, id: ConnId, name: String) -> Result<(), ProtocolError> {
         let client = self.clients.get_mut(&id).expect("checked");
         if !client.can_rename {
-            return Err(ProtocolError::new(
-                ErrorCode::Forbidden,
-                "names come from the token in token mode",
-            )
-            .with_ref(Some("nick".into())));
+            return Err(ProtocolError::new(ErrorCode::Forbidden, "names come from the token in token mode")
+                .with_ref(Some("nick".into())));
         }
         let old = std::mem::replace(&mut client.name, name.clone());
         let (uid, rooms) = (client.uid.clone(), client.rooms.clone());
@@ -529,10 +438,7 @@ impl Dispatcher {
             let frame = wire::encode(&ServerMsg::System {
                 room: room.as_str(),
                 event: SystemEvent::Nick,
-                user: UserRef {
-                    id: &uid,
-                    name: &name,
-                },
+                user: UserRef { id: &uid, name: &name },
                 ts,
                 old_name: Some(&old),
             });
@@ -566,8 +472,7 @@ impl Dispatcher {
         self.metrics.deliveries.fetch_add(done.frames, Relaxed);
         let msgs = std::mem::take(&mut self.staged_msgs);
         if msgs > 0 {
-            self.metrics
-                .observe_fanout(started.elapsed().as_secs_f64() / msgs as f64, msgs);
+            self.metrics.observe_fanout(started.elapsed().as_secs_f64() / msgs as f64, msgs);
         }
         for conn in done.blocked {
             self.blocked.insert(conn.id, conn);
@@ -576,11 +481,7 @@ impl Dispatcher {
             self.close_conn(&conn, CloseReason::SlowConsumer);
         }
         if self.journal.wants_compaction() {
-            let lines: Vec<_> = self
-                .rooms
-                .values()
-                .flat_map(|r| r.history.all().map(|m| m.json()))
-                .collect();
+            let lines: Vec<_> = self.rooms.values().flat_map(|r| r.history.all().map(|m| m.json())).collect();
             self.journal.compact(lines.into_iter())?;
         }
         Ok(())
@@ -597,30 +498,18 @@ impl Dispatcher {
     /// removes the connection from its rooms, and watches it until it is gone.
     fn close_conn(&mut self, conn: &Arc<Conn>, reason: CloseReason) {
         conn.set_reason(reason);
-        let (code, text) = reason
-            .close_frame()
-            .expect("dispatcher closes always send a frame");
+        let (code, text) = reason.close_frame().expect("dispatcher closes always send a frame");
         if conn.close(code, text, reason == CloseReason::SlowConsumer) {
-            log::info!(
-                "closing connection {} ({}): {}",
-                conn.id,
-                conn.peer,
-                reason.label()
-            );
+            log::info!("closing connection {} ({}): {}", conn.id, conn.peer, reason.label());
             if let Some(c) = self.clients.get(&conn.id) {
                 for room in c.rooms.clone() {
                     self.remove_member(conn.id, &room);
                 }
-                self.clients
-                    .get_mut(&conn.id)
-                    .expect("just seen")
-                    .rooms
-                    .clear();
+                self.clients.get_mut(&conn.id).expect("just seen").rooms.clear();
             }
             self.blocked.remove(&conn.id);
             conn.flush();
-            self.closing
-                .push((conn.clone(), Instant::now() + CLOSE_GRACE, false));
+            self.closing.push((conn.clone(), Instant::now() + CLOSE_GRACE, false));
         }
     }
 

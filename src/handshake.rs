@@ -29,11 +29,7 @@ pub struct Refusal {
 
 impl Refusal {
     pub fn new(status: StatusCode, body: &'static str, detail: impl Into<String>) -> Refusal {
-        Refusal {
-            status,
-            body,
-            detail: detail.into(),
-        }
+        Refusal { status, body, detail: detail.into() }
     }
 
     /// The HTTP response tungstenite writes back.
@@ -69,49 +65,23 @@ pub struct Admitted {
 /// Decides on one upgrade request.
 pub fn admit(req: &Request, cfg: &Config) -> Result<Admitted, Refusal> {
     if req.uri().path() != WS_PATH {
-        return Err(Refusal::new(
-            StatusCode::NOT_FOUND,
-            "not found: the WebSocket path is /ws",
-            req.uri().path(),
-        ));
+        return Err(Refusal::new(StatusCode::NOT_FOUND, "not found: the WebSocket path is /ws", req.uri().path()));
     }
     check_origin(req, cfg)?;
     let query = req.uri().query().unwrap_or("");
     match cfg.auth {
         AuthMode::Open => {
-            let name = query_param(query, "name")
-                .and_then(|n| clean_name(&n))
-                .unwrap_or_else(guest_name);
-            let identity = Identity {
-                id: Arc::from(format!("u-{name}")),
-                name,
-                can_rename: true,
-            };
-            Ok(Admitted {
-                identity,
-                expires_at: None,
-            })
+            let name = query_param(query, "name").and_then(|n| clean_name(&n)).unwrap_or_else(guest_name);
+            let identity = Identity { id: Arc::from(format!("u-{name}")), name, can_rename: true };
+            Ok(Admitted { identity, expires_at: None })
         }
         AuthMode::Token => {
-            let token = query_param(query, "token")
-                .or_else(|| bearer(req))
-                .ok_or_else(|| {
-                    Refusal::new(
-                        StatusCode::UNAUTHORIZED,
-                        "unauthorized: a token is required",
-                        "no token",
-                    )
-                })?;
-            let secret = cfg
-                .jwt_secret
-                .as_deref()
-                .expect("token mode is refused at start without a secret");
+            let token = query_param(query, "token").or_else(|| bearer(req)).ok_or_else(|| {
+                Refusal::new(StatusCode::UNAUTHORIZED, "unauthorized: a token is required", "no token")
+            })?;
+            let secret = cfg.jwt_secret.as_deref().expect("token mode is refused at start without a secret");
             let claims = auth::verify(&token, secret, cfg.jwt_leeway_s).map_err(|e| {
-                Refusal::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized: bad or expired token",
-                    e.to_string(),
-                )
+                Refusal::new(StatusCode::UNAUTHORIZED, "unauthorized: bad or expired token", e.to_string())
             })?;
             let name = claims
                 .name
@@ -119,15 +89,8 @@ pub fn admit(req: &Request, cfg: &Config) -> Result<Admitted, Refusal> {
                 .and_then(clean_name)
                 .or_else(|| clean_name(&claims.sub))
                 .unwrap_or_else(guest_name);
-            let identity = Identity {
-                id: Arc::from(claims.sub),
-                name,
-                can_rename: false,
-            };
-            Ok(Admitted {
-                identity,
-                expires_at: Some(claims.exp),
-            })
+            let identity = Identity { id: Arc::from(claims.sub), name, can_rename: false };
+            Ok(Admitted { identity, expires_at: Some(claims.exp) })
         }
     }
 }
@@ -139,16 +102,12 @@ fn guest_name() -> String {
 fn bearer(req: &Request) -> Option<String> {
     let v = req.headers().get("authorization")?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim().to_owned())
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
 }
 
 /// The first value of `key` in a query string, percent-decoded.
 pub fn query_param(query: &str, key: &str) -> Option<String> {
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.into_owned())
+    form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == key).map(|(_, v)| v.into_owned())
 }
 
 /// Browsers send `Origin`; only listed origins may connect. With no list, the page's
@@ -156,51 +115,32 @@ pub fn query_param(query: &str, key: &str) -> Option<String> {
 fn check_origin(req: &Request, cfg: &Config) -> Result<(), Refusal> {
     let Some(origin) = req.headers().get("origin") else {
         return if cfg.require_origin {
-            Err(Refusal::new(
-                StatusCode::FORBIDDEN,
-                "forbidden: Origin header required",
-                "no Origin",
-            ))
+            Err(Refusal::new(StatusCode::FORBIDDEN, "forbidden: Origin header required", "no Origin"))
         } else {
             Ok(())
         };
     };
     let origin = origin.to_str().unwrap_or("").trim_end_matches('/');
     let allowed = if cfg.allowed_origins.is_empty() {
-        let host = req
-            .headers()
-            .get("host")
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("");
+        let host = req.headers().get("host").and_then(|h| h.to_str().ok()).unwrap_or("");
         let hostname = strip_port(host);
-        [
-            format!("http://{hostname}:{}", cfg.http_port),
-            format!("https://{hostname}:{}", cfg.http_port),
-        ]
-        .iter()
-        .any(|o| o.eq_ignore_ascii_case(origin))
-    } else {
-        cfg.allowed_origins
+        [format!("http://{hostname}:{}", cfg.http_port), format!("https://{hostname}:{}", cfg.http_port)]
             .iter()
-            .any(|o| o == "*" || o.trim_end_matches('/').eq_ignore_ascii_case(origin))
+            .any(|o| o.eq_ignore_ascii_case(origin))
+    } else {
+        cfg.allowed_origins.iter().any(|o| o == "*" || o.trim_end_matches('/').eq_ignore_ascii_case(origin))
     };
     if allowed {
         Ok(())
     } else {
-        Err(Refusal::new(
-            StatusCode::FORBIDDEN,
-            "forbidden: Origin not allowed",
-            format!("Origin {origin}"),
-        ))
+        Err(Refusal::new(StatusCode::FORBIDDEN, "forbidden: Origin not allowed", format!("Origin {origin}")))
     }
 }
 
 /// `host:port` or `[v6]:port` without the port.
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
-        return host
-            .split_once(']')
-            .map_or(host, |(h, _)| &host[..h.len() + 1]);
+        return host.split_once(']').map_or(host, |(h, _)| &host[..h.len() + 1]);
     }
     host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
@@ -235,39 +175,15 @@ mod tests {
 
     #[test]
     fn origin_policy() {
-        let cfg = Config {
-            http_port: 8080,
-            ..Config::default()
-        };
-        let ok = req(
-            "/ws",
-            &[
-                ("Host", "chat.example:8081"),
-                ("Origin", "http://chat.example:8080"),
-            ],
-        );
+        let cfg = Config { http_port: 8080, ..Config::default() };
+        let ok = req("/ws", &[("Host", "chat.example:8081"), ("Origin", "http://chat.example:8080")]);
         assert!(admit(&ok, &cfg).is_ok());
-        let bad = req(
-            "/ws",
-            &[
-                ("Host", "chat.example:8081"),
-                ("Origin", "http://evil.example:8080"),
-            ],
-        );
+        let bad = req("/ws", &[("Host", "chat.example:8081"), ("Origin", "http://evil.example:8080")]);
         assert_eq!(admit(&bad, &cfg).unwrap_err().status, StatusCode::FORBIDDEN);
-        let listed = Config {
-            allowed_origins: vec!["http://evil.example:8080".into()],
-            ..cfg.clone()
-        };
+        let listed = Config { allowed_origins: vec!["http://evil.example:8080".into()], ..cfg.clone() };
         assert!(admit(&bad, &listed).is_ok());
-        let strict = Config {
-            require_origin: true,
-            ..cfg
-        };
-        assert_eq!(
-            admit(&req("/ws", &[]), &strict).unwrap_err().status,
-            StatusCode::FORBIDDEN
-        );
+        let strict = Config { require_origin: true, ..cfg };
+        assert_eq!(admit(&req("/ws", &[]), &strict).unwrap_err().status, StatusCode::FORBIDDEN);
     }
 
     #[test]

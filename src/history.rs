@@ -100,18 +100,12 @@ impl History {
         let complete = since + 1 >= oldest || since >= self.head;
         // seqs in the ring are consecutive, so the start index is arithmetic.
         let skip = (since + 1).saturating_sub(oldest) as usize;
-        Replay {
-            messages: self.ring.iter().skip(skip).collect(),
-            complete,
-        }
+        Replay { messages: self.ring.iter().skip(skip).collect(), complete }
     }
 
     /// The most recent `n` messages, oldest first.
     pub fn recent(&self, n: usize) -> Vec<&Stored> {
-        self.ring
-            .iter()
-            .skip(self.ring.len().saturating_sub(n))
-            .collect()
+        self.ring.iter().skip(self.ring.len().saturating_sub(n)).collect()
     }
 
     /// Every held message, oldest first (for journal compaction).
@@ -133,10 +127,7 @@ mod tests {
     use super::*;
 
     fn stored(seq: u64) -> Stored {
-        Stored {
-            seq,
-            frame: wire::text_frame(format!("{{\"seq\":{seq}}}").as_bytes()),
-        }
+        Stored { seq, frame: wire::text_frame(format!("{{\"seq\":{seq}}}").as_bytes()) }
     }
 
     fn filled(cap: usize, n: u64) -> History {
@@ -176,10 +167,7 @@ mod tests {
     #[test]
     fn recent_and_json() {
         let h = filled(5, 20);
-        assert_eq!(
-            h.recent(2).iter().map(|m| m.seq).collect::<Vec<_>>(),
-            vec![19, 20]
-        );
+        assert_eq!(h.recent(2).iter().map(|m| m.seq).collect::<Vec<_>>(), vec![19, 20]);
         assert_eq!(&h.recent(1)[0].json()[..], b"{\"seq\":20}");
     }
 

@@ -52,10 +52,7 @@ fn segment_path(dir: &Path, n: u64) -> PathBuf {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> JournalError + '_ {
-    move |source| JournalError::Io {
-        path: path.to_owned(),
-        source,
-    }
+    move |source| JournalError::Io { path: path.to_owned(), source }
 }
 
 /// Segment numbers present in `dir`, ascending.
@@ -64,10 +61,7 @@ fn segments(dir: &Path) -> io::Result<Vec<u64>> {
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
-            name.strip_prefix("journal-")?
-                .strip_suffix(".log")?
-                .parse()
-                .ok()
+            name.strip_prefix("journal-")?.strip_suffix(".log")?.parse().ok()
         })
         .collect();
     nums.sort_unstable();
@@ -78,11 +72,7 @@ impl Journal {
     /// Opens (creating) the journal in `dir` and returns every message it holds, in
     /// file order. A torn or unreadable last line is skipped with a warning and cut
     /// off, so the next append starts on a clean line.
-    pub fn open(
-        dir: &Path,
-        policy: FsyncPolicy,
-        segment_limit: u64,
-    ) -> Result<(Journal, Vec<Replayed>), JournalError> {
+    pub fn open(dir: &Path, policy: FsyncPolicy, segment_limit: u64) -> Result<(Journal, Vec<Replayed>), JournalError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let nums = segments(dir).map_err(io_err(dir))?;
         let mut replayed = Vec::new();
@@ -96,20 +86,12 @@ impl Journal {
                     path.display(),
                     len - good
                 );
-                OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .and_then(|f| f.set_len(good))
-                    .map_err(io_err(&path))?;
+                OpenOptions::new().write(true).open(&path).and_then(|f| f.set_len(good)).map_err(io_err(&path))?;
             }
         }
         let segment_no = nums.last().copied().unwrap_or(1);
         let path = segment_path(dir, segment_no);
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
+        let mut file = OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(&path))?;
         let size = file.seek(SeekFrom::End(0)).map_err(io_err(&path))?;
         let syncer = (policy == FsyncPolicy::Interval)
             .then(|| Syncer::start(file.try_clone().map_err(io_err(&path))?))
@@ -146,11 +128,7 @@ impl Journal {
         self.buf.clear();
         match self.policy {
             FsyncPolicy::Always => self.file.sync_data().map_err(io_err(&path))?,
-            FsyncPolicy::Interval => self
-                .syncer
-                .as_ref()
-                .expect("interval policy has a syncer")
-                .dirty(),
+            FsyncPolicy::Interval => self.syncer.as_ref().expect("interval policy has a syncer").dirty(),
             FsyncPolicy::Never => {}
         }
         Ok(())
@@ -167,25 +145,17 @@ impl Journal {
         self.commit()?;
         let next = self.segment_no + 1;
         let path = segment_path(&self.dir, next);
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
+        let mut file = OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(&path))?;
         let mut out = io::BufWriter::new(&mut file);
         let mut size = 0u64;
         for line in lines {
-            out.write_all(&line)
-                .and_then(|_| out.write_all(b"\n"))
-                .map_err(io_err(&path))?;
+            out.write_all(&line).and_then(|_| out.write_all(b"\n")).map_err(io_err(&path))?;
             size += line.len() as u64 + 1;
         }
         out.flush().map_err(io_err(&path))?;
         drop(out);
         file.sync_all().map_err(io_err(&path))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(&self.dir))?;
+        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io_err(&self.dir))?;
         if let Some(s) = &self.syncer {
             s.replace(file.try_clone().map_err(io_err(&path))?);
         }
@@ -233,16 +203,10 @@ fn read_segment(path: &Path, out: &mut Vec<Replayed>) -> io::Result<u64> {
         }
         line.pop();
         match serde_json::from_slice::<StoredMsgRecord>(&line) {
-            Ok(record) => out.push(Replayed {
-                record,
-                json: Bytes::copy_from_slice(&line),
-            }),
+            Ok(record) => out.push(Replayed { record, json: Bytes::copy_from_slice(&line) }),
             Err(e) => {
                 // A complete line that does not parse can only be damage; stop here.
-                log::warn!(
-                    "journal {}: unreadable record at offset {good}: {e}",
-                    path.display()
-                );
+                log::warn!("journal {}: unreadable record at offset {good}: {e}", path.display());
                 return Ok(good);
             }
         }
@@ -273,10 +237,7 @@ impl Syncer {
                     }
                 }
             })
-            .map_err(|source| JournalError::Io {
-                path: PathBuf::from("<fsync thread>"),
-                source,
-            })?;
+            .map_err(|source| JournalError::Io { path: PathBuf::from("<fsync thread>"), source })?;
         Ok(Syncer { file, dirty })
     }
     fn dirty(&self) {
@@ -292,8 +253,10 @@ mod tests {
     use super::*;
 
     fn line(room: &str, seq: u64) -> Vec<u8> {
-        format!(r#"{{"type":"msg","room":"{room}","seq":{seq},"id":"i{seq}","ts":1,"user":"a","uid":"u-a","text":"t"}}"#)
-            .into_bytes()
+        format!(
+            r#"{{"type":"msg","room":"{room}","seq":{seq},"id":"i{seq}","ts":1,"user":"a","uid":"u-a","text":"t"}}"#
+        )
+        .into_bytes()
     }
 
     #[test]
@@ -308,10 +271,7 @@ mod tests {
         j.append(&line("a", 6)); // never committed: must not come back
         drop(j);
         let (_, r) = Journal::open(dir.path(), FsyncPolicy::Never, 1 << 20).unwrap();
-        assert_eq!(
-            r.iter().map(|m| m.record.seq).collect::<Vec<_>>(),
-            vec![1, 2, 3, 4, 5]
-        );
+        assert_eq!(r.iter().map(|m| m.record.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
         assert_eq!(r[0].record.id.as_deref(), Some("i1"));
     }
 
@@ -325,22 +285,14 @@ mod tests {
         drop(j);
         let path = segment_path(dir.path(), 1);
         let len = fs::metadata(&path).unwrap().len();
-        OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_len(len - 7)
-            .unwrap();
+        OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 7).unwrap();
         let (mut j, r) = Journal::open(dir.path(), FsyncPolicy::Always, 1 << 20).unwrap();
         assert_eq!(r.len(), 1);
         j.append(&line("a", 2));
         j.commit().unwrap();
         drop(j);
         let (_, r) = Journal::open(dir.path(), FsyncPolicy::Always, 1 << 20).unwrap();
-        assert_eq!(
-            r.iter().map(|m| m.record.seq).collect::<Vec<_>>(),
-            vec![1, 2]
-        );
+        assert_eq!(r.iter().map(|m| m.record.seq).collect::<Vec<_>>(), vec![1, 2]);
     }
 
     #[test]
@@ -359,9 +311,6 @@ mod tests {
         j.close().unwrap();
         assert_eq!(segments(dir.path()).unwrap(), vec![2]);
         let (_, r) = Journal::open(dir.path(), FsyncPolicy::Never, 1000).unwrap();
-        assert_eq!(
-            r.iter().map(|m| m.record.seq).collect::<Vec<_>>(),
-            vec![46, 47, 48, 49, 50, 51]
-        );
+        assert_eq!(r.iter().map(|m| m.record.seq).collect::<Vec<_>>(), vec![46, 47, 48, 49, 50, 51]);
     }
 }

@@ -77,22 +77,14 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> Result<()
         .name("dispatcher".into())
         .spawn(move || dispatcher.run(commands_rx, dispatch_shutdown))?;
 
-    let http_server = Arc::new(
-        tiny_http::Server::from_listener(listeners.http, None)
-            .map_err(|e| ServeError::Http(e.to_string()))?,
-    );
+    let http_server =
+        Arc::new(tiny_http::Server::from_listener(listeners.http, None).map_err(|e| ServeError::Http(e.to_string()))?);
     let http = {
         let (server, cfg, metrics) = (http_server.clone(), cfg.clone(), metrics.clone());
-        thread::Builder::new()
-            .name("http".into())
-            .spawn(move || http::serve(server, cfg, metrics))?
+        thread::Builder::new().name("http".into()).spawn(move || http::serve(server, cfg, metrics))?
     };
 
-    let ctx = Arc::new(ConnContext {
-        cfg: cfg.clone(),
-        metrics,
-        commands: commands_tx,
-    });
+    let ctx = Arc::new(ConnContext { cfg: cfg.clone(), metrics, commands: commands_tx });
     let max_connections = cfg.max_connections;
     let accept_shutdown = shutdown.clone();
     let ws = listeners.ws;

@@ -24,38 +24,28 @@ fn main() -> ExitCode {
 }
 
 fn token(args: &TokenArgs) -> Result<(), String> {
-    let secret = auth::load_secret(
-        args.jwt_secret_file.as_deref(),
-        std::env::var("NATTER_JWT_SECRET").ok(),
-    )
-    .map_err(|e| e.to_string())?;
-    println!(
-        "{}",
-        auth::mint(&secret, &args.sub, args.name.as_deref(), args.ttl.as_secs())
-    );
+    let secret = auth::load_secret(args.jwt_secret_file.as_deref(), std::env::var("NATTER_JWT_SECRET").ok())
+        .map_err(|e| e.to_string())?;
+    println!("{}", auth::mint(&secret, &args.sub, args.name.as_deref(), args.ttl.as_secs()));
     Ok(())
 }
 
 fn serve(args: &ServeArgs) -> Result<(), String> {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(&args.log_level))
-        .init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(&args.log_level)).init();
 
     let nofile = limits::raise_nofile();
     let maps = limits::max_map_count();
     let ceiling = limits::connection_ceiling(nofile, maps);
 
     let bind = |port| {
-        TcpListener::bind(SocketAddr::new(args.bind, port))
-            .map_err(|e| format!("binding {}:{port}: {e}", args.bind))
+        TcpListener::bind(SocketAddr::new(args.bind, port)).map_err(|e| format!("binding {}:{port}: {e}", args.bind))
     };
     let http = bind(args.http_port)?;
     let ws = bind(args.ws_port)?;
     let http_addr = http.local_addr().map_err(|e| e.to_string())?;
     let ws_addr = ws.local_addr().map_err(|e| e.to_string())?;
 
-    let mut cfg = args
-        .to_config(http_addr.port(), ws_addr.port())
-        .map_err(|e| e.to_string())?;
+    let mut cfg = args.to_config(http_addr.port(), ws_addr.port()).map_err(|e| e.to_string())?;
     if cfg.max_connections > ceiling {
         log::warn!(
             "--max-connections {} lowered to {ceiling}: open files {nofile}, vm.max_map_count {maps} (see README: raising the limits)",
@@ -72,8 +62,7 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     );
 
     let (trigger, shutdown) = shutdown::channel();
-    ctrlc::set_handler(move || trigger.fire())
-        .map_err(|e| format!("installing the signal handler: {e}"))?;
+    ctrlc::set_handler(move || trigger.fire()).map_err(|e| format!("installing the signal handler: {e}"))?;
 
     // Tests and scripts wait for this line: it means both ports accept connections.
     println!("natter listening http=http://{http_addr} ws=ws://{ws_addr}/ws");

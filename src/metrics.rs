@@ -83,9 +83,8 @@ impl CloseReason {
 }
 
 /// Upper bounds (seconds) of the fan-out histogram's buckets.
-const FANOUT_BUCKETS: [f64; 12] = [
-    0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0,
-];
+const FANOUT_BUCKETS: [f64; 12] =
+    [0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0];
 
 /// All counters. One instance per server, shared by `Arc`.
 #[derive(Debug)]
@@ -125,26 +124,17 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn error(&self, code: ErrorCode) {
-        let i = ErrorCode::ALL
-            .iter()
-            .position(|c| *c == code)
-            .expect("ALL lists every code");
+        let i = ErrorCode::ALL.iter().position(|c| *c == code).expect("ALL lists every code");
         self.errors[i].fetch_add(1, Relaxed);
     }
 
     pub fn close(&self, reason: CloseReason) {
-        let i = CloseReason::ALL
-            .iter()
-            .position(|c| *c == reason)
-            .expect("ALL lists every reason");
+        let i = CloseReason::ALL.iter().position(|c| *c == reason).expect("ALL lists every reason");
         self.closes[i].fetch_add(1, Relaxed);
     }
 
     pub fn closes(&self, reason: CloseReason) -> u64 {
-        let i = CloseReason::ALL
-            .iter()
-            .position(|c| *c == reason)
-            .expect("ALL lists every reason");
+        let i = CloseReason::ALL.iter().position(|c| *c == reason).expect("ALL lists every reason");
         self.closes[i].load(Relaxed)
     }
 
@@ -157,8 +147,7 @@ impl Metrics {
             }
         }
         self.fanout_count.fetch_add(messages, Relaxed);
-        self.fanout_sum_ns
-            .fetch_add((seconds * 1e9 * messages as f64) as u64, Relaxed);
+        self.fanout_sum_ns.fetch_add((seconds * 1e9 * messages as f64) as u64, Relaxed);
     }
 
     pub fn uptime_s(&self) -> u64 {
@@ -182,24 +171,9 @@ impl Metrics {
         let mut gauge = |name: &str, help: &str, kind: &str, v: u64| {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
         };
-        gauge(
-            "natter_uptime_seconds",
-            "Seconds since start.",
-            "gauge",
-            self.uptime_s(),
-        );
-        gauge(
-            "natter_connections",
-            "Open WebSocket connections.",
-            "gauge",
-            self.connections.load(Relaxed),
-        );
-        gauge(
-            "natter_rooms",
-            "Rooms held in memory.",
-            "gauge",
-            self.rooms.load(Relaxed),
-        );
+        gauge("natter_uptime_seconds", "Seconds since start.", "gauge", self.uptime_s());
+        gauge("natter_connections", "Open WebSocket connections.", "gauge", self.connections.load(Relaxed));
+        gauge("natter_rooms", "Rooms held in memory.", "gauge", self.rooms.load(Relaxed));
         gauge(
             "natter_handshakes_refused_total",
             "WebSocket handshakes refused before the upgrade.",
@@ -218,29 +192,16 @@ impl Metrics {
             "counter",
             self.messages_duplicate.load(Relaxed),
         );
-        gauge(
-            "natter_deliveries_total",
-            "Frames handed to client sockets.",
-            "counter",
-            self.deliveries.load(Relaxed),
-        );
-        let _ = writeln!(s, "# HELP natter_errors_total Error frames sent, by code.\n# TYPE natter_errors_total counter");
+        gauge("natter_deliveries_total", "Frames handed to client sockets.", "counter", self.deliveries.load(Relaxed));
+        let _ =
+            writeln!(s, "# HELP natter_errors_total Error frames sent, by code.\n# TYPE natter_errors_total counter");
         for (i, code) in ErrorCode::ALL.iter().enumerate() {
-            let _ = writeln!(
-                s,
-                "natter_errors_total{{code=\"{}\"}} {}",
-                code.as_str(),
-                self.errors[i].load(Relaxed)
-            );
+            let _ = writeln!(s, "natter_errors_total{{code=\"{}\"}} {}", code.as_str(), self.errors[i].load(Relaxed));
         }
-        let _ = writeln!(s, "# HELP natter_closes_total Connections ended, by reason.\n# TYPE natter_closes_total counter");
+        let _ =
+            writeln!(s, "# HELP natter_closes_total Connections ended, by reason.\n# TYPE natter_closes_total counter");
         for (i, r) in CloseReason::ALL.iter().enumerate() {
-            let _ = writeln!(
-                s,
-                "natter_closes_total{{reason=\"{}\"}} {}",
-                r.label(),
-                self.closes[i].load(Relaxed)
-            );
+            let _ = writeln!(s, "natter_closes_total{{reason=\"{}\"}} {}", r.label(), self.closes[i].load(Relaxed));
         }
         let _ = writeln!(
             s,
@@ -249,18 +210,11 @@ impl Metrics {
         let mut cumulative = 0;
         for (i, le) in FANOUT_BUCKETS.iter().enumerate() {
             cumulative += self.fanout_buckets[i].load(Relaxed);
-            let _ = writeln!(
-                s,
-                "natter_fanout_seconds_bucket{{le=\"{le}\"}} {cumulative}"
-            );
+            let _ = writeln!(s, "natter_fanout_seconds_bucket{{le=\"{le}\"}} {cumulative}");
         }
         let count = self.fanout_count.load(Relaxed);
         let _ = writeln!(s, "natter_fanout_seconds_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(
-            s,
-            "natter_fanout_seconds_sum {}",
-            self.fanout_sum_ns.load(Relaxed) as f64 / 1e9
-        );
+        let _ = writeln!(s, "natter_fanout_seconds_sum {}", self.fanout_sum_ns.load(Relaxed) as f64 / 1e9);
         let _ = writeln!(s, "natter_fanout_seconds_count {count}");
         s
     }

@@ -195,10 +195,7 @@ impl Conn {
             if left.is_zero() {
                 return Flush::Pending;
             }
-            wait_writable(
-                &[self.stream.as_raw_fd()],
-                left.min(Duration::from_millis(100)),
-            );
+            wait_writable(&[self.stream.as_raw_fd()], left.min(Duration::from_millis(100)));
         }
     }
 
@@ -219,21 +216,11 @@ impl Conn {
     }
 
     fn write_some(&self, out: &Outbox) -> io::Result<usize> {
-        let mut iov = [libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        }; MAX_IOV];
+        let mut iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MAX_IOV];
         let mut n = 0;
         for (i, frame) in out.queue.iter().take(MAX_IOV).enumerate() {
-            let bytes = if i == 0 {
-                &frame[out.head_written..]
-            } else {
-                &frame[..]
-            };
-            iov[i] = libc::iovec {
-                iov_base: bytes.as_ptr() as *mut _,
-                iov_len: bytes.len(),
-            };
+            let bytes = if i == 0 { &frame[out.head_written..] } else { &frame[..] };
+            iov[i] = libc::iovec { iov_base: bytes.as_ptr() as *mut _, iov_len: bytes.len() };
             n += 1;
         }
         // SAFETY: msghdr is plain data; every iovec points into a frame that `out` keeps
@@ -241,13 +228,7 @@ impl Conn {
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
         msg.msg_iov = iov.as_mut_ptr();
         msg.msg_iovlen = n as _;
-        let rc = unsafe {
-            libc::sendmsg(
-                self.stream.as_raw_fd(),
-                &msg,
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
+        let rc = unsafe { libc::sendmsg(self.stream.as_raw_fd(), &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
         if rc < 0 {
             Err(io::Error::last_os_error())
         } else {
@@ -274,26 +255,15 @@ fn consume(out: &mut Outbox, mut n: usize) {
 /// Waits until at least one of `fds` can take more bytes, or `timeout`. Returns the
 /// indexes of the writable ones.
 pub fn wait_writable(fds: &[i32], timeout: Duration) -> Vec<usize> {
-    let mut polls: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|&fd| libc::pollfd {
-            fd,
-            events: libc::POLLOUT,
-            revents: 0,
-        })
-        .collect();
+    let mut polls: Vec<libc::pollfd> =
+        fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLOUT, revents: 0 }).collect();
     let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
     // SAFETY: `polls` is a valid array of pollfd for the length given.
     let rc = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as _, ms) };
     if rc <= 0 {
         return Vec::new();
     }
-    polls
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| p.revents != 0)
-        .map(|(i, _)| i)
-        .collect()
+    polls.iter().enumerate().filter(|(_, p)| p.revents != 0).map(|(i, _)| i).collect()
 }
 
 #[cfg(test)]
@@ -350,17 +320,10 @@ mod tests {
             client.read_to_end(&mut all).unwrap();
             all
         });
-        assert_eq!(
-            conn.flush_until(Instant::now() + Duration::from_secs(10)),
-            Flush::Done
-        );
+        assert_eq!(conn.flush_until(Instant::now() + Duration::from_secs(10)), Flush::Done);
         conn.shutdown_write();
         let all = reader.join().unwrap();
         assert_eq!(&all[all.len() - 17..all.len() - 15], &[0x88, 15]);
-        assert_eq!(
-            (all.len() - 17) % frame.len(),
-            0,
-            "only whole frames before the close"
-        );
+        assert_eq!((all.len() - 17) % frame.len(), 0, "only whole frames before the close");
     }
 }

@@ -35,8 +35,7 @@ impl RoomName {
     pub fn parse(s: &str) -> Option<RoomName> {
         let ok = !s.is_empty()
             && s.len() <= MAX_ROOM_CHARS
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
         ok.then(|| RoomName(s.to_owned()))
     }
     pub fn as_str(&self) -> &str {
@@ -164,11 +163,7 @@ pub struct ProtocolError {
 
 impl ProtocolError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ProtocolError {
-            code,
-            message: message.into(),
-            reference: None,
-        }
+        ProtocolError { code, message: message.into(), reference: None }
     }
     pub fn with_ref(mut self, reference: Option<String>) -> Self {
         self.reference = reference;
@@ -176,11 +171,7 @@ impl ProtocolError {
     }
     /// The frame the client receives.
     pub fn to_server_msg(&self) -> ServerMsg<'_> {
-        ServerMsg::Error {
-            code: self.code,
-            message: &self.message,
-            r#ref: self.reference.as_deref(),
-        }
+        ServerMsg::Error { code: self.code, message: &self.message, r#ref: self.reference.as_deref() }
     }
 }
 
@@ -222,41 +213,23 @@ pub fn parse_client(frame: &str, limits: ParseLimits) -> Result<ClientMsg, Proto
     let parsed = (|| -> Result<ClientMsg, ProtocolError> {
         Ok(match kind.as_deref() {
             // The seed tutorial's client sends `{user, text}` with no type: a post to lobby.
-            None if is_string(raw.text) => ClientMsg::LegacyMsg {
-                text: text_field(raw.text, limits)?,
-            },
-            None => {
-                return Err(ProtocolError::new(
-                    ErrorCode::BadField,
-                    "missing field `type`",
-                ))
-            }
-            Some("join") => ClientMsg::Join {
-                room: room_field(raw.room)?,
-                since: since_field(raw.since)?,
-            },
-            Some("leave") => ClientMsg::Leave {
-                room: room_field(raw.room)?,
-            },
+            None if is_string(raw.text) => ClientMsg::LegacyMsg { text: text_field(raw.text, limits)? },
+            None => return Err(ProtocolError::new(ErrorCode::BadField, "missing field `type`")),
+            Some("join") => ClientMsg::Join { room: room_field(raw.room)?, since: since_field(raw.since)? },
+            Some("leave") => ClientMsg::Leave { room: room_field(raw.room)? },
             Some("msg") => {
                 let id = id_field(raw.id)?;
-                let parsed =
-                    room_field(raw.room).and_then(|room| Ok((room, text_field(raw.text, limits)?)));
-                let (room, text) =
-                    parsed.map_err(|e| e.with_ref(id.clone().or(Some("msg".into()))))?;
+                let parsed = room_field(raw.room).and_then(|room| Ok((room, text_field(raw.text, limits)?)));
+                let (room, text) = parsed.map_err(|e| e.with_ref(id.clone().or(Some("msg".into()))))?;
                 ClientMsg::Msg { room, text, id }
             }
-            Some("typing") => ClientMsg::Typing {
-                room: room_field(raw.room)?,
-            },
+            Some("typing") => ClientMsg::Typing { room: room_field(raw.room)? },
             Some("nick") => {
                 let name = string_field(raw.name, "name")?;
                 let name = clean_name(&name).ok_or_else(|| bad_field("`name` is empty"))?;
                 ClientMsg::Nick { name }
             }
-            Some("ping") => ClientMsg::Ping {
-                t: raw.t.map(|t| RawJson(t.to_owned())),
-            },
+            Some("ping") => ClientMsg::Ping { t: raw.t.map(|t| RawJson(t.to_owned())) },
             Some(other) => {
                 return Err(ProtocolError::new(
                     ErrorCode::UnknownType,
@@ -266,13 +239,7 @@ pub fn parse_client(frame: &str, limits: ParseLimits) -> Result<ClientMsg, Proto
             }
         })
     })();
-    parsed.map_err(|e| {
-        if e.reference.is_none() {
-            e.with_ref(kind_ref)
-        } else {
-            e
-        }
-    })
+    parsed.map_err(|e| if e.reference.is_none() { e.with_ref(kind_ref) } else { e })
 }
 
 fn truncate(s: &str, n: usize) -> String {
@@ -289,14 +256,12 @@ fn is_string(v: Option<&RawValue>) -> bool {
 
 fn string_field<'a>(v: Option<&'a RawValue>, name: &str) -> Result<Cow<'a, str>, ProtocolError> {
     let v = v.ok_or_else(|| bad_field(format!("missing field `{name}`")))?;
-    serde_json::from_str::<Cow<'a, str>>(v.get())
-        .map_err(|_| bad_field(format!("`{name}` must be a string")))
+    serde_json::from_str::<Cow<'a, str>>(v.get()).map_err(|_| bad_field(format!("`{name}` must be a string")))
 }
 
 fn room_field(v: Option<&RawValue>) -> Result<RoomName, ProtocolError> {
     let room = string_field(v, "room")?;
-    RoomName::parse(&room)
-        .ok_or_else(|| bad_field("`room` must be 1-64 characters of A-Z a-z 0-9 _ - ."))
+    RoomName::parse(&room).ok_or_else(|| bad_field("`room` must be 1-64 characters of A-Z a-z 0-9 _ - ."))
 }
 
 fn text_field(v: Option<&RawValue>, limits: ParseLimits) -> Result<String, ProtocolError> {
@@ -320,9 +285,7 @@ fn id_field(v: Option<&RawValue>) -> Result<Option<String>, ProtocolError> {
     }
     let id = string_field(v, "id")?;
     if id.is_empty() || id.chars().nth(MAX_ID_CHARS).is_some() {
-        return Err(bad_field(format!(
-            "`id` must be 1-{MAX_ID_CHARS} characters"
-        )));
+        return Err(bad_field(format!("`id` must be 1-{MAX_ID_CHARS} characters")));
     }
     Ok(Some(id.into_owned()))
 }
@@ -452,31 +415,14 @@ mod tests {
     fn parses_every_client_type() {
         assert_eq!(
             parse_client(r#"{"type":"join","room":"lobby","since":7}"#, L).unwrap(),
-            ClientMsg::Join {
-                room: RoomName::parse("lobby").unwrap(),
-                since: Some(7)
-            }
+            ClientMsg::Join { room: RoomName::parse("lobby").unwrap(), since: Some(7) }
         );
-        assert_eq!(
-            parse_client(r#"{"type":"leave","room":"a.b"}"#, L)
-                .unwrap()
-                .kind(),
-            "leave"
-        );
+        assert_eq!(parse_client(r#"{"type":"leave","room":"a.b"}"#, L).unwrap().kind(), "leave");
         assert_eq!(
             parse_client(r#"{"type":"msg","room":"r","text":"hi","id":"x1"}"#, L).unwrap(),
-            ClientMsg::Msg {
-                room: RoomName::parse("r").unwrap(),
-                text: "hi".into(),
-                id: Some("x1".into())
-            }
+            ClientMsg::Msg { room: RoomName::parse("r").unwrap(), text: "hi".into(), id: Some("x1".into()) }
         );
-        assert_eq!(
-            parse_client(r#"{"type":"typing","room":"r"}"#, L)
-                .unwrap()
-                .kind(),
-            "typing"
-        );
+        assert_eq!(parse_client(r#"{"type":"typing","room":"r"}"#, L).unwrap().kind(), "typing");
         assert_eq!(
             parse_client(r#"{"type":"nick","name":"  bob\u0007 "}"#, L).unwrap(),
             ClientMsg::Nick { name: "bob".into() }
@@ -491,9 +437,7 @@ mod tests {
     fn typeless_text_is_a_lobby_post_and_user_is_ignored() {
         assert_eq!(
             parse_client(r#"{"user":"mallory","text":"hello"}"#, L).unwrap(),
-            ClientMsg::LegacyMsg {
-                text: "hello".into()
-            }
+            ClientMsg::LegacyMsg { text: "hello".into() }
         );
     }
 
@@ -507,37 +451,16 @@ mod tests {
         assert_eq!(code(r#"{"type":"join"}"#), ErrorCode::BadField);
         assert_eq!(code(r#"{"type":"join","room":"a b"}"#), ErrorCode::BadField);
         assert_eq!(code(r#"{"type":"join","room":""}"#), ErrorCode::BadField);
+        assert_eq!(code(&format!(r#"{{"type":"join","room":"{}"}}"#, "a".repeat(65))), ErrorCode::BadField);
+        assert_eq!(code(r#"{"type":"join","room":"r","since":-1}"#), ErrorCode::BadField);
+        assert_eq!(code(r#"{"type":"msg","room":"r","text":5}"#), ErrorCode::BadField);
+        assert_eq!(code(r#"{"type":"msg","room":"r","text":"   "}"#), ErrorCode::BadField);
+        assert_eq!(code(r#"{"type":"msg","room":"r","text":"01234567890"}"#), ErrorCode::TooLong);
         assert_eq!(
-            code(&format!(r#"{{"type":"join","room":"{}"}}"#, "a".repeat(65))),
+            code(&format!(r#"{{"type":"msg","room":"r","text":"x","id":"{}"}}"#, "i".repeat(65))),
             ErrorCode::BadField
         );
-        assert_eq!(
-            code(r#"{"type":"join","room":"r","since":-1}"#),
-            ErrorCode::BadField
-        );
-        assert_eq!(
-            code(r#"{"type":"msg","room":"r","text":5}"#),
-            ErrorCode::BadField
-        );
-        assert_eq!(
-            code(r#"{"type":"msg","room":"r","text":"   "}"#),
-            ErrorCode::BadField
-        );
-        assert_eq!(
-            code(r#"{"type":"msg","room":"r","text":"01234567890"}"#),
-            ErrorCode::TooLong
-        );
-        assert_eq!(
-            code(&format!(
-                r#"{{"type":"msg","room":"r","text":"x","id":"{}"}}"#,
-                "i".repeat(65)
-            )),
-            ErrorCode::BadField
-        );
-        assert_eq!(
-            code(r#"{"type":"nick","name":"\u0001 "}"#),
-            ErrorCode::BadField
-        );
+        assert_eq!(code(r#"{"type":"nick","name":"\u0001 "}"#), ErrorCode::BadField);
     }
 
     #[test]
@@ -547,11 +470,7 @@ mod tests {
 
     #[test]
     fn errors_refer_to_the_client_id() {
-        let e = parse_client(
-            r#"{"type":"msg","room":"r","text":"01234567890","id":"m-1"}"#,
-            L,
-        )
-        .unwrap_err();
+        let e = parse_client(r#"{"type":"msg","room":"r","text":"01234567890","id":"m-1"}"#, L).unwrap_err();
         assert_eq!(e.reference.as_deref(), Some("m-1"));
         let e = parse_client(r#"{"type":"join"}"#, L).unwrap_err();
         assert_eq!(e.reference.as_deref(), Some("join"));
@@ -566,25 +485,10 @@ mod tests {
 
     #[test]
     fn server_messages_have_the_documented_shape() {
-        let j = String::from_utf8(
-            ServerMsg::Ack {
-                id: "a",
-                room: "r",
-                seq: 3,
-                dup: true,
-            }
-            .to_json(),
-        )
-        .unwrap();
-        assert_eq!(
-            j,
-            r#"{"type":"ack","id":"a","room":"r","seq":3,"dup":true}"#
-        );
+        let j = String::from_utf8(ServerMsg::Ack { id: "a", room: "r", seq: 3, dup: true }.to_json()).unwrap();
+        assert_eq!(j, r#"{"type":"ack","id":"a","room":"r","seq":3,"dup":true}"#);
         let e = ProtocolError::new(ErrorCode::NotJoined, "join first").with_ref(Some("x".into()));
         let j = String::from_utf8(e.to_server_msg().to_json()).unwrap();
-        assert_eq!(
-            j,
-            r#"{"type":"error","code":"not_joined","message":"join first","ref":"x"}"#
-        );
+        assert_eq!(j, r#"{"type":"error","code":"not_joined","message":"join first","ref":"x"}"#);
     }
 }

@@ -15,12 +15,7 @@ pub struct TokenBucket {
 impl TokenBucket {
     pub fn new(rate_per_s: u32, burst: u32) -> TokenBucket {
         let burst = f64::from(burst.max(1));
-        TokenBucket {
-            rate: f64::from(rate_per_s),
-            burst,
-            tokens: burst,
-            last: Instant::now(),
-        }
+        TokenBucket { rate: f64::from(rate_per_s), burst, tokens: burst, last: Instant::now() }
     }
 
     /// Takes one token if there is one.
@@ -53,12 +48,7 @@ pub struct Strikes {
 
 impl Strikes {
     pub fn new(limit: u32, window: Duration) -> Strikes {
-        Strikes {
-            limit: limit.max(1),
-            window,
-            count: 0,
-            since: Instant::now(),
-        }
+        Strikes { limit: limit.max(1), window, count: 0, since: Instant::now() }
     }
 
     /// Records one strike; true when the limit is reached.
@@ -80,24 +70,13 @@ mod tests {
     #[test]
     fn bucket_allows_burst_then_rate() {
         let t0 = Instant::now();
-        let mut b = TokenBucket {
-            rate: 10.0,
-            burst: 3.0,
-            tokens: 3.0,
-            last: t0,
-        };
+        let mut b = TokenBucket { rate: 10.0, burst: 3.0, tokens: 3.0, last: t0 };
         assert!((0..3).all(|_| b.take_at(t0)));
         assert!(!b.take_at(t0));
-        assert!(
-            b.take_at(t0 + Duration::from_millis(100)),
-            "one token per 100 ms at 10/s"
-        );
+        assert!(b.take_at(t0 + Duration::from_millis(100)), "one token per 100 ms at 10/s");
         assert!(!b.take_at(t0 + Duration::from_millis(150)));
         assert!(b.take_at(t0 + Duration::from_secs(10)));
-        assert!(
-            (0..2).all(|_| b.take_at(t0 + Duration::from_secs(10))),
-            "refill stops at burst"
-        );
+        assert!((0..2).all(|_| b.take_at(t0 + Duration::from_secs(10))), "refill stops at burst");
         assert!(!b.take_at(t0 + Duration::from_secs(10)));
     }
 

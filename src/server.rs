@@ -44,11 +44,7 @@ pub struct Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.admission.total.fetch_sub(1, Ordering::AcqRel);
-        let mut map = self
-            .admission
-            .per_ip
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut map = self.admission.per_ip.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = map.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
@@ -60,19 +56,10 @@ impl Drop for Slot {
 
 impl Admission {
     /// Takes a slot for `ip` or says which limit stops it.
-    pub fn admit(
-        self: &Arc<Self>,
-        ip: IpAddr,
-        max_total: usize,
-        max_per_ip: usize,
-    ) -> Result<Slot, Refusal> {
+    pub fn admit(self: &Arc<Self>, ip: IpAddr, max_total: usize, max_per_ip: usize) -> Result<Slot, Refusal> {
         let mut map = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
         if self.total.load(Ordering::Acquire) >= max_total {
-            return Err(Refusal::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server at its connection limit",
-                "total limit",
-            ));
+            return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "server at its connection limit", "total limit"));
         }
         let n = map.entry(ip).or_insert(0);
         if *n >= max_per_ip {
@@ -84,10 +71,7 @@ impl Admission {
         }
         *n += 1;
         self.total.fetch_add(1, Ordering::AcqRel);
-        Ok(Slot {
-            admission: self.clone(),
-            ip,
-        })
+        Ok(Slot { admission: self.clone(), ip })
     }
 
     pub fn live(&self) -> usize {
@@ -96,12 +80,7 @@ impl Admission {
 }
 
 /// Accepts until shutdown. `max_connections` is the effective ceiling computed at start.
-pub fn accept_loop(
-    listener: TcpListener,
-    ctx: Arc<ConnContext>,
-    max_connections: usize,
-    shutdown: Shutdown,
-) {
+pub fn accept_loop(listener: TcpListener, ctx: Arc<ConnContext>, max_connections: usize, shutdown: Shutdown) {
     let admission = Arc::new(Admission::default());
     let (refuse_tx, refuse_rx) = crossbeam_channel::bounded(REFUSE_QUEUE);
     let refuser = thread::Builder::new()
@@ -149,20 +128,14 @@ pub fn accept_loop(
         let conn = Arc::new(Conn::new(id, stream, peer));
         let thread_ctx = ctx.clone();
         let thread_conn = conn.clone();
-        let spawned = thread::Builder::new()
-            .name(format!("conn-{id}"))
-            .stack_size(stack)
-            .spawn(move || {
-                let _slot = slot;
-                connection::run(thread_conn, &thread_ctx);
-            });
+        let spawned = thread::Builder::new().name(format!("conn-{id}")).stack_size(stack).spawn(move || {
+            let _slot = slot;
+            connection::run(thread_conn, &thread_ctx);
+        });
         if let Err(e) = spawned {
             log::warn!("cannot spawn a connection thread ({e}): refusing {peer}");
-            let r = Refusal::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server at its connection limit",
-                "thread spawn failed",
-            );
+            let r =
+                Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "server at its connection limit", "thread spawn failed");
             if let Ok(stream) = conn.stream().try_clone() {
                 refuse(&refuse_tx, stream, r, &ctx);
             }
@@ -170,22 +143,12 @@ pub fn accept_loop(
     }
     drop(refuse_tx);
     let _ = refuser.join();
-    log::info!(
-        "accept loop stopped with {} connections live",
-        admission.live()
-    );
+    log::info!("accept loop stopped with {} connections live", admission.live());
 }
 
 fn refuse(tx: &Sender<(TcpStream, Refusal)>, stream: TcpStream, r: Refusal, ctx: &ConnContext) {
-    ctx.metrics
-        .handshakes_refused
-        .fetch_add(1, Ordering::Relaxed);
-    log::info!(
-        "refused {:?} ({}): {}",
-        stream.peer_addr().ok(),
-        r.status,
-        r.detail
-    );
+    ctx.metrics.handshakes_refused.fetch_add(1, Ordering::Relaxed);
+    log::info!("refused {:?} ({}): {}", stream.peer_addr().ok(), r.status, r.detail);
     if let Err(TrySendError::Full(_)) = tx.try_send((stream, r)) {
         log::warn!("refusal queue full: dropping a connection unanswered");
     }

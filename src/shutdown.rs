@@ -25,13 +25,7 @@ pub struct Shutdown {
 pub fn channel() -> (ShutdownTrigger, Shutdown) {
     let (tx, rx) = crossbeam_channel::bounded(0);
     let fired = Arc::new(AtomicBool::new(false));
-    (
-        ShutdownTrigger {
-            tx: Arc::new(Mutex::new(Some(tx))),
-            fired: fired.clone(),
-        },
-        Shutdown { rx, fired },
-    )
+    (ShutdownTrigger { tx: Arc::new(Mutex::new(Some(tx))), fired: fired.clone() }, Shutdown { rx, fired })
 }
 
 impl ShutdownTrigger {

@@ -90,11 +90,7 @@ pub fn close_frame(code: u16, reason: &str) -> Frame {
 
 /// Builds a `history` frame by splicing the stored JSON of each message (already
 /// server-encoded, so valid JSON) into one array: no message is re-serialized.
-pub fn history_frame<'a>(
-    room: &str,
-    complete: bool,
-    messages: impl Iterator<Item = &'a [u8]>,
-) -> Frame {
+pub fn history_frame<'a>(room: &str, complete: bool, messages: impl Iterator<Item = &'a [u8]>) -> Frame {
     let mut json = Vec::with_capacity(256);
     json.extend_from_slice(br#"{"type":"history","room":"#);
     serde_json::to_writer(&mut json, room).expect("a string always serializes");
@@ -123,10 +119,7 @@ mod tests {
         assert_eq!(&f[..2], &[0x81, 127]);
         assert_eq!(f.len(), 70_010);
         assert_eq!(&ping_frame()[..], &[0x89, 0]);
-        assert_eq!(
-            &close_frame(1008, "slow consumer")[..4],
-            &[0x88, 15, 0x03, 0xF0]
-        );
+        assert_eq!(&close_frame(1008, "slow consumer")[..4], &[0x88, 15, 0x03, 0xF0]);
     }
 
     #[test]

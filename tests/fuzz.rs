@@ -19,9 +19,7 @@ const LIMITS: ParseLimits = ParseLimits { max_text_chars: 50 };
 /// JSON-ish text built from the protocol's own vocabulary, so cases reach deep
 /// into validation instead of stopping at the first syntax error.
 fn frame_like() -> impl Strategy<Value = String> {
-    let key = prop::sample::select(vec![
-        "type", "room", "text", "id", "since", "name", "t", "user", "x",
-    ]);
+    let key = prop::sample::select(vec!["type", "room", "text", "id", "since", "name", "t", "user", "x"]);
     let value = prop_oneof![
         prop::sample::select(vec![
             "\"join\"",
@@ -49,10 +47,7 @@ fn frame_like() -> impl Strategy<Value = String> {
         any::<i64>().prop_map(|n| n.to_string()),
     ];
     prop::collection::vec((key, value), 0..6).prop_map(|kvs| {
-        let body: Vec<String> = kvs
-            .into_iter()
-            .map(|(k, v)| format!("\"{k}\":{v}"))
-            .collect();
+        let body: Vec<String> = kvs.into_iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
         format!("{{{}}}", body.join(","))
     })
 }
@@ -62,14 +57,12 @@ fn check_invariants(msg: &ClientMsg) {
         ClientMsg::Msg { room, text, id } => {
             assert!(!room.as_str().is_empty() && room.as_str().len() <= 64);
             assert!(text.chars().count() <= LIMITS.max_text_chars && !text.trim().is_empty());
-            assert!(id
-                .as_ref()
-                .is_none_or(|i| !i.is_empty() && i.chars().count() <= MAX_ID_CHARS));
+            assert!(id.as_ref().is_none_or(|i| !i.is_empty() && i.chars().count() <= MAX_ID_CHARS));
         }
         ClientMsg::LegacyMsg { text } => assert!(text.chars().count() <= LIMITS.max_text_chars),
-        ClientMsg::Nick { name } => assert!(
-            !name.is_empty() && name.chars().count() <= 32 && !name.chars().any(char::is_control)
-        ),
+        ClientMsg::Nick { name } => {
+            assert!(!name.is_empty() && name.chars().count() <= 32 && !name.chars().any(char::is_control))
+        }
         _ => {}
     }
 }
