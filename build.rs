@@ -27,17 +27,9 @@ fn main() {
     files.sort();
     let mut table = String::from("pub static FILES: &[(&str, &[u8])] = &[\n");
     for f in files {
-        let rel = f
-            .strip_prefix(&root)
-            .expect("walked under root")
-            .to_string_lossy()
-            .replace('\\', "/");
+        let rel = f.strip_prefix(&root).expect("walked under root").to_string_lossy().replace('\\', "/");
         println!("cargo:rerun-if-changed={}", f.display());
-        table.push_str(&format!(
-            "    ({:?}, include_bytes!({:?})),\n",
-            format!("/{rel}"),
-            f.display().to_string()
-        ));
+        table.push_str(&format!("    ({:?}, include_bytes!({:?})),\n", format!("/{rel}"), f.display().to_string()));
     }
     table.push_str("];\n");
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets it")).join("www_files.rs");
