@@ -181,6 +181,16 @@ fn sleeper(url: String, me: usize, shared: Arc<Shared>) {
     }
 }
 
+/// Thread and descriptor counts of a server that has served one WebSocket client and
+/// one HTTP request (so every lazily started thread exists) and is idle again.
+fn idle_counts(server: &Proc, url: &str) -> (usize, usize) {
+    let pid = server.child.id();
+    drop(common::Client::connect(&format!("{url}?name=probe")));
+    common::http_get(server.http, "/healthz");
+    common::wait_until(|| conn_threads(pid) == 0 && sockets(pid) == 2, "the probe to be gone");
+    (proc_count(pid, "task"), proc_count(pid, "fd"))
+}
+
 fn start(dir: &Path, ports: (u16, u16)) -> Proc {
     Proc::start(
         dir,
@@ -198,6 +208,7 @@ fn soak_with_kills_loses_nothing_and_leaks_nothing() {
     let ports = (free_port(), free_port());
     let mut server = start(dir.path(), ports);
     let url = format!("ws://{}/ws", server.ws);
+    let baseline = idle_counts(&server, &url);
 
     let shared = Arc::new(Shared {
         stop: AtomicBool::new(false),
@@ -260,15 +271,28 @@ fn soak_with_kills_loses_nothing_and_leaks_nothing() {
     let pid = server.child.id();
     common::wait_until(|| conn_threads(pid) == 0, "every connection thread to end");
     common::wait_until(|| sockets(pid) == 2, "every socket but the two listeners to close");
+    // And the whole process is back to the counts of a fresh idle server (tiny_http
+    // retires its extra pool threads after 5 s idle).
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    while (proc_count(pid, "task"), proc_count(pid, "fd")) > baseline {
+        assert!(
+            std::time::Instant::now() < end,
+            "threads/fds {:?} never came back to {baseline:?}",
+            (proc_count(pid, "task"), proc_count(pid, "fd"))
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let grew = rss_late as f64 / rss_early.max(1) as f64;
     println!(
         "soak: {secs}s, {chatters} chatters + {} sleepers, 2 kills, {total} acked messages verified, {} connects, {} resumes, \
-         threads at the end {} ({} conn-), fds {} ({} sockets), RSS {rss_early}→{rss_late} KiB ({:.2}x), elapsed {:?}",
+         threads {}→{} ({} conn-), fds {}→{} ({} sockets), RSS {rss_early}→{rss_late} KiB ({:.2}x), elapsed {:?}",
         chatters / 10,
         shared.reconnects.load(Ordering::Relaxed),
         shared.resumes.load(Ordering::Relaxed),
+        baseline.0,
         proc_count(pid, "task"),
         conn_threads(pid),
+        baseline.1,
         proc_count(pid, "fd"),
         sockets(pid),
         grew,
