@@ -109,6 +109,17 @@ impl Fleet {
         self.tell_all(|| Cmd::CloseAll);
     }
 
+    /// Wait (at most 10 s) until every worker has sent what is due.
+    pub fn sync(&self) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        self.tell_all(|| Cmd::Sync(tx.clone()));
+        for _ in 0..self.workers.len() {
+            if rx.recv_timeout(Duration::from_secs(10)).is_err() {
+                eprintln!("warning: a worker did not answer within 10 s");
+            }
+        }
+    }
+
     /// Everything measured since the last snapshot, merged over workers.
     pub fn snapshot(&self) -> Stats {
         let (tx, rx) = crossbeam_channel::unbounded();

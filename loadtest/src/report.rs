@@ -70,6 +70,7 @@ pub fn to_json(o: &Outcome, label: &str, tester: &Tester) -> Value {
         "duplicated": s.duplicates,
         "out_of_order": s.late,
         "foreign": s.foreign,
+        "stale": s.stale,
         "churner_deliveries": s.uncounted,
         "latency_ms": quantiles_ms(&s.latency_us),
         "deliveries_per_s": deliveries_per_s(s, o.window).round(),
@@ -135,12 +136,14 @@ pub fn summary(j: &Value) -> String {
     );
     let _ = writeln!(
         out,
-        "deliveries    delivered {}  lost {}  duplicated {}  out of order {}  ({} /s)",
+        "deliveries    delivered {}  lost {}  duplicated {}  out of order {}  ({} /s); stale {}, churners got {}",
         j["delivered"],
         j["lost"],
         j["duplicated"],
         j["out_of_order"],
-        num(&j["deliveries_per_s"])
+        num(&j["deliveries_per_s"]),
+        j["stale"],
+        j["churner_deliveries"],
     );
     let _ = writeln!(
         out,

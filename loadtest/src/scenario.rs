@@ -110,8 +110,7 @@ fn measure_sending(fleet: &Fleet, args: &Args, rate: f64, secs: f64, phase: &str
     fleet.send(args.senders, rate, Duration::from_secs_f64(secs));
     fleet.hold(phase, Duration::from_secs_f64(secs));
     let end = now_ns();
-    // Sends still in flight inside the workers land within a tick.
-    std::thread::sleep(Duration::from_millis(20));
+    fleet.sync();
     let sent = Progress::get(&fleet.progress.sent) - sent0;
     let expected = sent * receivers;
     let quiet = Duration::from_millis(args.drain_ms);

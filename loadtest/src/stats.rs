@@ -44,6 +44,8 @@ pub struct Stats {
     pub late: u64,
     pub duplicates: u64,
     pub foreign: u64,
+    /// Probes of an earlier measurement that arrived during this one.
+    pub stale: u64,
     /// Probe arrivals at uncounted clients (churners).
     pub uncounted: u64,
     /// Send → arrival, µs, for fresh and late arrivals.
@@ -81,6 +83,7 @@ impl Default for Stats {
             late: 0,
             duplicates: 0,
             foreign: 0,
+            stale: 0,
             uncounted: 0,
             latency_us: latency_histogram(),
             timeline: BTreeMap::new(),
@@ -135,6 +138,7 @@ impl Stats {
         self.late += o.late;
         self.duplicates += o.duplicates;
         self.foreign += o.foreign;
+        self.stale += o.stale;
         self.uncounted += o.uncounted;
         self.latency_us.add(&o.latency_us).expect("same histogram bounds");
         for (s, h) in &o.timeline {

@@ -68,8 +68,12 @@ pub enum Cmd {
     },
     /// One probe now from a random counted client (shootout).
     Broadcast(Probe),
-    /// Forget every client's ledger: a new measurement starts.
+    /// Forget every client's ledger: a new measurement starts, and probes
+    /// sent before now are stale.
     ResetLedgers,
+    /// Send what is due now, then answer: after this, `Progress::sent` holds
+    /// every probe of a finished sending phase.
+    Sync(Sender<()>),
     /// Close every client (close frame 1000, then drop).
     CloseAll,
     /// Send the stats gathered since the last snapshot, and start afresh.
@@ -165,6 +169,9 @@ struct Ctx {
     rng: u64,
     /// Sending phase, part of every message id.
     epoch: u32,
+    /// Probes sent before this (process clock) belong to an earlier
+    /// measurement: late stragglers, counted apart.
+    phase_start_ns: u64,
     text: String,
 }
 
@@ -211,7 +218,7 @@ pub fn spawn(
         send: None,
         rx,
         readbuf: vec![0u8; 64 * 1024].into_boxed_slice(),
-        ctx: Ctx { stats: Stats::default(), setup, rng: seed, epoch: 0, text: String::new() },
+        ctx: Ctx { stats: Stats::default(), setup, rng: seed, epoch: 0, phase_start_ns: 0, text: String::new() },
         cpu_start: Duration::ZERO,
     };
     let handle = std::thread::Builder::new().name(format!("lt-worker-{index}")).spawn(move || worker.run())?;
@@ -309,9 +316,14 @@ impl Worker {
             }
             Cmd::Broadcast(probe) => self.broadcast(probe),
             Cmd::ResetLedgers => {
+                self.ctx.phase_start_ns = now_ns();
                 for c in self.conns.iter_mut().flatten() {
                     c.ledger.clear();
                 }
+            }
+            Cmd::Sync(reply) => {
+                self.run_sends(now_ns());
+                let _ = reply.send(());
             }
             Cmd::CloseAll => self.close_all(),
             Cmd::Snapshot(reply) => {
@@ -744,6 +756,10 @@ fn on_text(conn: &mut Conn, payload: &[u8], arrival: u64, ctx: &mut Ctx) {
         Seen::Probe(p) => {
             if !conn.counted {
                 ctx.stats.uncounted += 1;
+                return;
+            }
+            if p.send_ns < ctx.phase_start_ns {
+                ctx.stats.stale += 1;
                 return;
             }
             let latency = arrival.saturating_sub(p.send_ns);
