@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use natter::config::FsyncPolicy;
-use natter::fanout;
+use natter::fanout::{self, Out, Shard};
 use natter::history::{History, Stored};
 use natter::journal::Journal;
 use natter::outbox::{Conn, Flush};
@@ -148,31 +148,30 @@ fn bare_write(conns: &[Arc<Conn>], frame: &Frame, times: usize) {
     }
 }
 
-fn natter_write(conns: &[Arc<Conn>], frames: &[Frame], staged: &mut Vec<(Arc<Conn>, Frame)>) {
-    for f in frames {
-        staged.extend(conns.iter().map(|c| (c.clone(), f.clone())));
-    }
-    let done = fanout::deliver(staged, usize::MAX);
-    Receivers::settle(conns, done.blocked);
+/// natter's write path: each frame staged once for the whole room, then delivered
+/// (one writer shard here, so this is the cost per core).
+fn natter_write(members: &Arc<[Arc<Conn>]>, frames: &[Frame]) {
+    let batch: Vec<Out> =
+        frames.iter().map(|f| Out::Room { members: members.clone(), except: None, frame: f.clone() }).collect();
+    let done = fanout::deliver(&batch, Shard::ALL, usize::MAX);
+    Receivers::settle(members, done.blocked);
 }
 
 fn bench_fanout(c: &mut Criterion, rx: &Receivers) {
     let frame = wire::encode(&sample_msg(1));
     let burst: Vec<Frame> = (1..=10).map(|s| wire::encode(&sample_msg(s))).collect();
-    let mut staged = Vec::new();
     let mut g = c.benchmark_group("fanout");
     g.sample_size(20).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_millis(500));
     for n in SIZES {
         let conns = &rx.conns[..n];
+        let members: Arc<[Arc<Conn>]> = conns.iter().cloned().collect();
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(BenchmarkId::new("natter_one", n), &n, |b, _| {
-            b.iter(|| natter_write(conns, std::slice::from_ref(&frame), &mut staged))
+            b.iter(|| natter_write(&members, std::slice::from_ref(&frame)))
         });
         g.bench_with_input(BenchmarkId::new("bare_one", n), &n, |b, _| b.iter(|| bare_write(conns, &frame, 1)));
         g.throughput(Throughput::Elements(10 * n as u64));
-        g.bench_with_input(BenchmarkId::new("natter_burst10", n), &n, |b, _| {
-            b.iter(|| natter_write(conns, &burst, &mut staged))
-        });
+        g.bench_with_input(BenchmarkId::new("natter_burst10", n), &n, |b, _| b.iter(|| natter_write(&members, &burst)));
         g.bench_with_input(BenchmarkId::new("bare_burst10", n), &n, |b, _| b.iter(|| bare_write(conns, &frame, 10)));
     }
     g.finish();
@@ -180,19 +179,19 @@ fn bench_fanout(c: &mut Criterion, rx: &Receivers) {
 
 fn bench_serialize(c: &mut Criterion, rx: &Receivers) {
     let conns = &rx.conns[..1000];
-    let mut staged = Vec::new();
+    let members: Arc<[Arc<Conn>]> = conns.iter().cloned().collect();
     let mut g = c.benchmark_group("serialize");
     g.sample_size(20).measurement_time(Duration::from_secs(3)).throughput(Throughput::Elements(1000));
     g.bench_function("once_1000", |b| {
         b.iter(|| {
             let frame = wire::encode(&sample_msg(7));
-            natter_write(conns, std::slice::from_ref(&frame), &mut staged)
+            natter_write(&members, std::slice::from_ref(&frame))
         })
     });
     g.bench_function("per_receiver_1000", |b| {
         b.iter(|| {
-            staged.extend(conns.iter().map(|c| (c.clone(), wire::encode(&sample_msg(7)))));
-            let done = fanout::deliver(&mut staged, usize::MAX);
+            let batch: Vec<Out> = conns.iter().map(|c| Out::One(c.clone(), wire::encode(&sample_msg(7)))).collect();
+            let done = fanout::deliver(&batch, Shard::ALL, usize::MAX);
             Receivers::settle(conns, done.blocked);
         })
     });

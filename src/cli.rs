@@ -119,6 +119,10 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = Config::default().conn_stack_bytes)]
     pub conn_stack_bytes: usize,
 
+    /// Writer threads for broadcasts (default: one per CPU).
+    #[arg(long, default_value_t = Config::default().writers)]
+    pub writers: usize,
+
     /// Milliseconds between the server's WebSocket pings.
     #[arg(long, default_value_t = 15_000)]
     pub heartbeat_interval_ms: u64,
@@ -193,6 +197,7 @@ impl ServeArgs {
             handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),
             conn_stack_bytes: self.conn_stack_bytes,
             read_buffer_bytes: Config::default().read_buffer_bytes,
+            writers: self.writers,
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
             heartbeat_timeout: Duration::from_millis(self.heartbeat_timeout_ms),
             fsync: self.fsync,

@@ -83,6 +83,8 @@ pub struct Config {
     pub conn_stack_bytes: usize,
     /// tungstenite's read buffer per connection.
     pub read_buffer_bytes: usize,
+    /// Writer threads that put broadcasts on the wire, each owning a slice of the sockets.
+    pub writers: usize,
 
     /// How often the server pings every connection.
     pub heartbeat_interval: Duration,
@@ -131,6 +133,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             conn_stack_bytes: 128 * 1024,
             read_buffer_bytes: 4096,
+            writers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             heartbeat_interval: Duration::from_secs(15),
             heartbeat_timeout: Duration::from_secs(45),
             fsync: FsyncPolicy::Interval,

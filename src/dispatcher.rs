@@ -4,12 +4,12 @@
 //!
 //! Connection threads send it [`Command`]s over a crossbeam channel and never touch
 //! its state. It works in batches: it takes every command waiting (up to a bound),
-//! stages each outgoing frame, appends accepted messages to the journal, commits the
-//! journal in one write, and only then hands the staged frames to the sockets. So no
-//! ack, live message or history reaches a client before the journal holds it. Writes
-//! never block: a socket that is full keeps a bounded backlog, retried when it drains;
-//! past the bound the client is closed as a slow consumer. It must never wait on a
-//! client.
+//! stages each outgoing frame (a room's frame once, with a snapshot of its members),
+//! appends accepted messages to the journal, commits the journal in one write, and
+//! only then hands the batch to the writer shards ([`crate::writer`]). So no ack, live
+//! message or history reaches a client before the journal holds it. Writes never
+//! block: a socket that is full keeps a bounded backlog, retried when it drains; past
+//! the bound the client is closed as a slow consumer. It must never wait on a client.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{select, Receiver};
 
 use crate::config::Config;
-use crate::fanout;
+use crate::fanout::Out;
 use crate::history::{History, Stored};
 use crate::journal::{Journal, JournalError, Replayed};
 use crate::metrics::{CloseReason, Metrics};
@@ -27,6 +27,7 @@ use crate::outbox::{self, Conn, ConnId, Flush};
 use crate::protocol::{ClientMsg, ErrorCode, ProtocolError, RoomName, ServerMsg, SystemEvent, UserRef};
 use crate::shutdown::Shutdown;
 use crate::wire::{self, Frame};
+use crate::writer::{Batch, ShardEvent, Writers};
 
 /// Most commands handled before the journal is committed and frames are written.
 const MAX_BATCH: usize = 4096;
@@ -76,6 +77,8 @@ struct Present {
 
 struct Room {
     members: HashMap<ConnId, Arc<Conn>>,
+    /// `members` as a shared slice for staging; rebuilt after a membership change.
+    snapshot: Option<Arc<[Arc<Conn>]>>,
     present: HashMap<Arc<str>, Present>,
     history: History,
 }
@@ -88,7 +91,9 @@ pub struct Dispatcher {
     clients: HashMap<ConnId, Client>,
     rooms: HashMap<RoomName, Room>,
     /// Frames produced by the current batch, written after the journal commit.
-    staged: Vec<(Arc<Conn>, Frame)>,
+    staged: Vec<Out>,
+    /// The writer shards; `None` once stopped.
+    writers: Option<Writers>,
     /// Messages accepted in the current batch (for the fan-out histogram).
     staged_msgs: u64,
     /// Sockets that could not take everything; retried when writable.
@@ -109,9 +114,21 @@ impl Room {
     fn new(cfg: &Config) -> Room {
         Room {
             members: HashMap::new(),
+            snapshot: None,
             present: HashMap::new(),
             history: History::new(cfg.history_per_room, cfg.dedup_per_room),
         }
+    }
+    fn members(&mut self) -> Arc<[Arc<Conn>]> {
+        self.snapshot.get_or_insert_with(|| self.members.values().cloned().collect()).clone()
+    }
+    fn add(&mut self, id: ConnId, conn: Arc<Conn>) {
+        self.members.insert(id, conn);
+        self.snapshot = None;
+    }
+    fn remove(&mut self, id: ConnId) -> bool {
+        self.snapshot = None;
+        self.members.remove(&id).is_some()
     }
     fn users(&self) -> Vec<UserRef<'_>> {
         let mut users: Vec<UserRef> = self.present.iter().map(|(id, p)| UserRef { id, name: &p.name }).collect();
@@ -130,6 +147,7 @@ impl Dispatcher {
             clients: HashMap::new(),
             rooms: HashMap::new(),
             staged: Vec::new(),
+            writers: None,
             staged_msgs: 0,
             blocked: HashMap::new(),
             closing: Vec::new(),
@@ -168,14 +186,31 @@ impl Dispatcher {
     /// sent for a message that is not in the journal).
     pub fn run(mut self, commands: Receiver<Command>, shutdown: Shutdown) -> Result<(), JournalError> {
         let tick = crossbeam_channel::tick(TICK);
+        let (events_tx, events) = crossbeam_channel::unbounded();
+        match Writers::start(self.cfg.writers, self.cfg.max_backlog_bytes, self.metrics.clone(), events_tx) {
+            Ok(w) => self.writers = Some(w),
+            Err(e) => {
+                log::error!("cannot start the writer threads: {e}");
+                self.close_all(CloseReason::Internal);
+                return Ok(());
+            }
+        }
         let result = loop {
             select! {
                 recv(commands) -> cmd => match cmd {
                     Ok(cmd) => self.handle(cmd),
                     Err(_) => break Ok(()),
                 },
+                recv(events) -> ev => {
+                    if let Ok(ev) = ev {
+                        self.on_shard_event(ev);
+                    }
+                }
                 recv(tick) -> _ => self.on_tick(),
                 recv(shutdown.signal()) -> _ => break Ok(()),
+            }
+            for ev in events.try_iter() {
+                self.on_shard_event(ev);
             }
             for cmd in commands.try_iter().take(MAX_BATCH) {
                 self.handle(cmd);
@@ -185,6 +220,10 @@ impl Dispatcher {
                 break Err(e);
             }
         };
+        // Let the writers put every committed batch on the wire before the close frames.
+        if let Some(w) = self.writers.take() {
+            w.finish();
+        }
         self.close_all(if result.is_ok() { CloseReason::Shutdown } else { CloseReason::Internal });
         self.journal.close()?;
         result
@@ -239,16 +278,12 @@ impl Dispatcher {
     }
 
     fn stage(&mut self, conn: &Arc<Conn>, frame: Frame) {
-        self.staged.push((conn.clone(), frame));
+        self.staged.push(Out::One(conn.clone(), frame));
     }
 
     fn stage_room(&mut self, room: &RoomName, frame: &Frame, except: Option<ConnId>) {
-        if let Some(r) = self.rooms.get(room) {
-            for (id, conn) in &r.members {
-                if Some(*id) != except {
-                    self.staged.push((conn.clone(), frame.clone()));
-                }
-            }
+        if let Some(r) = self.rooms.get_mut(room) {
+            self.staged.push(Out::Room { members: r.members(), except, frame: frame.clone() });
         }
     }
 
@@ -306,7 +341,7 @@ impl Dispatcher {
             self.metrics.rooms.store(self.rooms.len() as u64, Relaxed);
         }
         let r = self.rooms.get_mut(room).expect("inserted above");
-        r.members.insert(id, conn);
+        r.add(id, conn);
         let p = r.present.entry(uid.clone()).or_insert(Present { connections: 0, name: name.clone() });
         p.connections += 1;
         let first = p.connections == 1;
@@ -344,7 +379,7 @@ impl Dispatcher {
         let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
-        if r.members.remove(&id).is_none() {
+        if !r.remove(id) {
             return;
         }
         let Some(p) = r.present.get_mut(&uid) else {
@@ -460,31 +495,31 @@ impl Dispatcher {
         self.metrics.connections.fetch_sub(1, Relaxed);
     }
 
-    /// Commits the journal, then hands every staged frame to its socket and writes
-    /// each touched socket once (coalescing everything staged for it).
+    /// Commits the journal, then hands the batch to the writer shards, which write each
+    /// touched socket once (coalescing everything staged for it).
     fn commit_and_deliver(&mut self) -> Result<(), JournalError> {
         if self.staged.is_empty() {
             return Ok(());
         }
         self.journal.commit()?;
-        let started = Instant::now();
-        let done = fanout::deliver(&mut self.staged, self.cfg.max_backlog_bytes);
-        self.metrics.deliveries.fetch_add(done.frames, Relaxed);
-        let msgs = std::mem::take(&mut self.staged_msgs);
-        if msgs > 0 {
-            self.metrics.observe_fanout(started.elapsed().as_secs_f64() / msgs as f64, msgs);
-        }
-        for conn in done.blocked {
-            self.blocked.insert(conn.id, conn);
-        }
-        for conn in done.slow {
-            self.close_conn(&conn, CloseReason::SlowConsumer);
-        }
+        let batch = Batch { items: std::mem::take(&mut self.staged), messages: std::mem::take(&mut self.staged_msgs) };
+        self.writers.as_ref().expect("writers run while the dispatcher runs").submit(batch);
         if self.journal.wants_compaction() {
             let lines: Vec<_> = self.rooms.values().flat_map(|r| r.history.all().map(|m| m.json())).collect();
             self.journal.compact(lines.into_iter())?;
         }
         Ok(())
+    }
+
+    fn on_shard_event(&mut self, ev: ShardEvent) {
+        match ev {
+            ShardEvent::Blocked(conn) => {
+                if self.clients.contains_key(&conn.id) {
+                    self.blocked.insert(conn.id, conn);
+                }
+            }
+            ShardEvent::Slow(conn) => self.close_conn(&conn, CloseReason::SlowConsumer),
+        }
     }
 
     /// Writes what the socket takes now; remembers it for later when it is full.

@@ -1,13 +1,43 @@
-//! The write path of a broadcast: hand every staged frame to its connection's outbox,
-//! then write each touched socket once, so everything pending for a socket leaves in
-//! one `sendmsg`. Shared by the dispatcher and the benchmarks, so that benchmarks
-//! measure what users run. Never blocks and never decides policy: it reports which
-//! sockets are over the backlog limit or still full, and the caller acts.
+//! The write path of a broadcast: hand every frame of a committed batch to its
+//! connections' outboxes, then write each touched socket once, so everything pending
+//! for a socket leaves in one `sendmsg`. Used by the writer shards and the benchmarks,
+//! so that benchmarks measure what users run.
+//!
+//! A room's frame is staged once with a shared snapshot of its members, not once per
+//! member: staging costs the same for 10 and 10,000 receivers. This module never
+//! blocks and never decides policy: it reports which sockets are over the backlog
+//! limit or still full, and the caller acts.
 
 use std::sync::Arc;
 
-use crate::outbox::{Conn, Flush};
+use crate::outbox::{Conn, ConnId, Flush};
 use crate::wire::Frame;
+
+/// One staged frame and who receives it.
+#[derive(Debug, Clone)]
+pub enum Out {
+    /// To one connection (acks, errors, joined, history).
+    One(Arc<Conn>, Frame),
+    /// To every member of a room as it was when the frame was staged, but `except`.
+    Room { members: Arc<[Arc<Conn>]>, except: Option<ConnId>, frame: Frame },
+}
+
+/// Which slice of the connections a writer owns: those with `id % count == index`.
+/// Each connection belongs to exactly one shard, so its frames keep their order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// The whole set (one writer).
+    pub const ALL: Shard = Shard { index: 0, count: 1 };
+
+    pub fn owns(self, id: ConnId) -> bool {
+        self.count == 1 || id as usize % self.count == self.index
+    }
+}
 
 /// What one delivery pass did.
 #[derive(Debug, Default)]
@@ -20,21 +50,36 @@ pub struct Delivered {
     pub blocked: Vec<Arc<Conn>>,
 }
 
-/// Delivers `staged` (drained) in order. `max_backlog` is the slow-consumer limit.
-pub fn deliver(staged: &mut Vec<(Arc<Conn>, Frame)>, max_backlog: usize) -> Delivered {
+/// Delivers `batch`, in order, to the connections `shard` owns. `max_backlog` is the
+/// slow-consumer limit.
+pub fn deliver(batch: &[Out], shard: Shard, max_backlog: usize) -> Delivered {
     let mut out = Delivered::default();
     let mut dirty: Vec<Arc<Conn>> = Vec::new();
-    for (conn, frame) in staged.drain(..) {
-        let Ok(backlog) = conn.push(frame) else {
-            continue;
-        };
+    let mut queue = |conn: &Arc<Conn>, frame: &Frame, out: &mut Delivered| {
+        let Ok(backlog) = conn.push(frame.clone()) else { return };
         out.frames += 1;
         // Slow consumers are rare: a linear check keeps the common path allocation-free.
         if backlog > max_backlog && !out.slow.iter().any(|c| c.id == conn.id) {
             out.slow.push(conn.clone());
         }
         if conn.mark_dirty() {
-            dirty.push(conn);
+            dirty.push(conn.clone());
+        }
+    };
+    for item in batch {
+        match item {
+            Out::One(conn, frame) => {
+                if shard.owns(conn.id) {
+                    queue(conn, frame, &mut out);
+                }
+            }
+            Out::Room { members, except, frame } => {
+                for conn in members.iter() {
+                    if shard.owns(conn.id) && Some(conn.id) != *except {
+                        queue(conn, frame, &mut out);
+                    }
+                }
+            }
         }
     }
     for conn in dirty {
@@ -44,4 +89,56 @@ pub fn deliver(staged: &mut Vec<(Arc<Conn>, Frame)>, max_backlog: usize) -> Deli
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire;
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+
+    #[test]
+    fn shards_split_the_room_and_each_socket_gets_every_frame_once_in_order() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut clients = Vec::new();
+        let mut conns = Vec::new();
+        for id in 0..6u64 {
+            clients.push(TcpStream::connect(l.local_addr().unwrap()).unwrap());
+            let (s, peer) = l.accept().unwrap();
+            conns.push(Arc::new(Conn::new(id, s, peer)));
+        }
+        let members: Arc<[Arc<Conn>]> = conns.iter().cloned().collect();
+        let batch: Vec<Out> = vec![
+            Out::Room { members: members.clone(), except: Some(3), frame: wire::text_frame(b"a") },
+            Out::One(conns[3].clone(), wire::text_frame(b"b")),
+            Out::Room { members, except: None, frame: wire::text_frame(b"c") },
+        ];
+        let mut total = 0;
+        for index in 0..2 {
+            let done = deliver(&batch, Shard { index, count: 2 }, usize::MAX);
+            assert!(done.blocked.is_empty() && done.slow.is_empty());
+            total += done.frames;
+        }
+        assert_eq!(total, 5 + 1 + 6);
+        for (id, c) in clients.iter_mut().enumerate() {
+            let mut buf = vec![0u8; 6];
+            c.read_exact(&mut buf).unwrap();
+            let expected: &[u8] = if id == 3 { b"\x81\x01b\x81\x01c" } else { b"\x81\x01a\x81\x01c" };
+            assert_eq!(buf, expected, "socket {id}");
+        }
+    }
+
+    #[test]
+    fn slow_sockets_are_reported_once() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let _client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, peer) = l.accept().unwrap();
+        let conn = Arc::new(Conn::new(1, s, peer));
+        let big = wire::text_frame(&vec![b'x'; 60_000]);
+        let batch: Vec<Out> = (0..200).map(|_| Out::One(conn.clone(), big.clone())).collect();
+        let done = deliver(&batch, Shard::ALL, 1_000_000);
+        assert_eq!(done.slow.len(), 1);
+        assert_eq!(done.blocked.len(), 1);
+    }
 }

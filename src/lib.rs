@@ -6,7 +6,7 @@
 //! [`dispatcher::Command`]s through a crossbeam channel to one [`dispatcher`] thread.
 //! The dispatcher alone owns rooms, `seq`, history ([`history`]) and the [`journal`];
 //! it frames each message once ([`wire`]) and writes it without blocking to every
-//! member's [`outbox`] ([`fanout`]). tiny_http serves the page, `/config.json`, `/healthz` and
+//! member's [`outbox`] from writer shards ([`writer`], [`fanout`]). tiny_http serves the page, `/config.json`, `/healthz` and
 //! `/metrics` ([`http`], [`metrics`]). [`config::Config`] holds every limit.
 //!
 //! [`serve`] runs it all on listeners the caller bound, until a [`shutdown`] fires.
@@ -29,6 +29,7 @@ pub mod ratelimit;
 pub mod server;
 pub mod shutdown;
 pub mod wire;
+pub mod writer;
 
 use std::net::TcpListener;
 use std::sync::Arc;
