@@ -132,7 +132,7 @@ impl Default for Config {
             max_connections_per_ip: 15_000,
             handshake_timeout: Duration::from_secs(10),
             conn_stack_bytes: 128 * 1024,
-            read_buffer_bytes: 4096,
+            read_buffer_bytes: 2048,
             writers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             heartbeat_interval: Duration::from_secs(15),
             heartbeat_timeout: Duration::from_secs(45),

@@ -100,6 +100,7 @@ pub fn run(conn: Arc<Conn>, ctx: &ConnContext) {
     let registered =
         ctx.commands.send(Command::Register { conn: conn.clone(), user: admitted.identity.clone() }).is_ok();
 
+    crate::stack::release_unused();
     let reason = if registered { read_loop(&mut ws, &conn, ctx, admitted.expires_at) } else { CloseReason::Shutdown };
     conn.set_reason(reason);
     let reason = conn.reason().unwrap_or(reason);
@@ -109,6 +110,9 @@ pub fn run(conn: Arc<Conn>, ctx: &ConnContext) {
 }
 
 /// Performs the upgrade; on refusal or failure answers in plain HTTP and returns None.
+/// Never inlined: its deep frames (HTTP parsing) must lie below `run`'s frame so that
+/// `stack::release_unused` can give them back once the connection is established.
+#[inline(never)]
 fn handshake(conn: &Arc<Conn>, ctx: &ConnContext) -> Option<(tungstenite::WebSocket<ConnIo>, Admitted)> {
     let cfg = &ctx.cfg;
     let ws_config = WebSocketConfig::default()

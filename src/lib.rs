@@ -28,6 +28,7 @@ pub mod protocol;
 pub mod ratelimit;
 pub mod server;
 pub mod shutdown;
+pub mod stack;
 pub mod wire;
 pub mod writer;
 
