@@ -15,6 +15,7 @@ use crossbeam_channel::{Receiver, Sender};
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
@@ -165,6 +166,11 @@ fn main() {
             std::process::exit(1);
         }
     };
+    // std listens with a backlog of 128: a burst of connects overflows it
+    // and the dropped SYNs come back a second later. Listening again on the
+    // same socket only raises the backlog (the kernel caps it at somaxconn).
+    // SAFETY: listen(2) on a descriptor this listener owns.
+    unsafe { libc::listen(listener.as_raw_fd(), 4096) };
     let addr = listener.local_addr().expect("bound listener has an address");
     let (tx, rx) = crossbeam_channel::unbounded();
     std::thread::Builder::new().name("writer".into()).spawn(move || writer(rx)).expect("spawn writer");
