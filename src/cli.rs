@@ -78,6 +78,9 @@ pub struct ServeArgs {
     /// Messages sent to a join without `since`.
     #[arg(long, default_value_t = Config::default().join_history)]
     pub join_history: usize,
+    /// Rooms with more users than this list only this many in `joined` and stop announcing joins/leaves/renames.
+    #[arg(long, default_value_t = Config::default().presence_limit)]
+    pub presence_limit: usize,
     /// Client message ids remembered per room for de-duplication of retries.
     #[arg(long, default_value_t = Config::default().dedup_per_room)]
     pub dedup: usize,
@@ -187,6 +190,7 @@ impl ServeArgs {
             max_rooms: self.max_rooms,
             history_per_room: self.history,
             join_history: self.join_history,
+            presence_limit: self.presence_limit,
             dedup_per_room: self.dedup,
             rate_per_s: self.rate_per_s,
             rate_burst: self.rate_burst,

@@ -61,6 +61,9 @@ pub struct Config {
     pub max_rooms: usize,
     /// Messages kept in memory per room for history and resume.
     pub history_per_room: usize,
+    /// Rooms with more present users than this list only this many in `joined` and do
+    /// not announce joins, leaves and renames to everyone.
+    pub presence_limit: usize,
     /// Messages sent to a `join` without `since`.
     pub join_history: usize,
     /// Client message ids remembered per room for de-duplication.
@@ -123,6 +126,7 @@ impl Default for Config {
             max_rooms: 10_000,
             history_per_room: 1000,
             join_history: 50,
+            presence_limit: 1000,
             dedup_per_room: 4096,
             rate_per_s: 20,
             rate_burst: 40,

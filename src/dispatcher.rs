@@ -130,10 +130,19 @@ impl Room {
         self.snapshot = None;
         self.members.remove(&id).is_some()
     }
-    fn users(&self) -> Vec<UserRef<'_>> {
-        let mut users: Vec<UserRef> = self.present.iter().map(|(id, p)| UserRef { id, name: &p.name }).collect();
+    /// Up to `limit` present users, sorted by name (a large room lists a sample).
+    fn users(&self, limit: usize) -> Vec<UserRef<'_>> {
+        let mut users: Vec<UserRef> =
+            self.present.iter().take(limit).map(|(id, p)| UserRef { id, name: &p.name }).collect();
         users.sort_by(|a, b| a.name.cmp(b.name).then(a.id.cmp(b.id)));
         users
+    }
+
+    /// Whether presence changes are announced to everyone: in a room larger than
+    /// `limit`, one join would cost a frame per member, and a crowd arriving would cost
+    /// members², so large rooms stay quiet.
+    fn announces(&self, limit: usize) -> bool {
+        self.present.len() <= limit
     }
 }
 
@@ -305,7 +314,12 @@ impl Dispatcher {
         }
         let conn = self.client(id).conn.clone();
         let r = self.rooms.get(&room).expect("entered above");
-        let joined = wire::encode(&ServerMsg::Joined { room: room.as_str(), head: r.history.head(), users: r.users() });
+        let joined = wire::encode(&ServerMsg::Joined {
+            room: room.as_str(),
+            head: r.history.head(),
+            users: r.users(self.cfg.presence_limit),
+            users_total: r.present.len(),
+        });
         let (messages, complete) = match since {
             Some(since) => {
                 let replay = r.history.since(since);
@@ -345,8 +359,9 @@ impl Dispatcher {
         let p = r.present.entry(uid.clone()).or_insert(Present { connections: 0, name: name.clone() });
         p.connections += 1;
         let first = p.connections == 1;
+        let announce = first && r.announces(self.cfg.presence_limit);
         self.clients.get_mut(&id).expect("checked").rooms.push(room.clone());
-        if first {
+        if announce {
             let frame = wire::encode(&ServerMsg::System {
                 room: room.as_str(),
                 event: SystemEvent::Join,
@@ -387,7 +402,12 @@ impl Dispatcher {
         };
         p.connections -= 1;
         if p.connections == 0 {
+            // Judged with the leaver still counted, as its join was.
+            let announce = r.announces(self.cfg.presence_limit);
             let p = r.present.remove(&uid).expect("just seen");
+            if !announce {
+                return;
+            }
             let frame = wire::encode(&ServerMsg::System {
                 room: room.as_str(),
                 event: SystemEvent::Leave,
@@ -461,7 +481,7 @@ impl Dispatcher {
                 .with_ref(Some("nick".into())));
         }
         let old = std::mem::replace(&mut client.name, name.clone());
-        let (uid, rooms) = (client.uid.clone(), client.rooms.clone());
+        let (uid, rooms, conn) = (client.uid.clone(), client.rooms.clone(), client.conn.clone());
         let ts = now_ms();
         for room in rooms {
             let Some(r) = self.rooms.get_mut(&room) else {
@@ -477,7 +497,11 @@ impl Dispatcher {
                 ts,
                 old_name: Some(&old),
             });
-            self.stage_room(&room, &frame, None);
+            if r.announces(self.cfg.presence_limit) {
+                self.stage_room(&room, &frame, None);
+            } else {
+                self.stage(&conn, frame);
+            }
         }
         Ok(())
     }

@@ -342,7 +342,10 @@ pub enum ServerMsg<'a> {
     Joined {
         room: &'a str,
         head: u64,
+        /// Present users; at most `--presence-limit` of them in a large room.
         users: Vec<UserRef<'a>>,
+        /// How many users are present in all.
+        users_total: usize,
     },
     Msg {
         room: &'a str,

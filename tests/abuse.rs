@@ -29,22 +29,10 @@ fn malformed_frames_get_their_error_and_the_connection_stays() {
         (Message::binary(vec![1u8, 2, 3]), "bad_json"),
         (Message::text(r#"{"type":"dance"}"#), "unknown_type"),
         (Message::text(r#"{"type":"join"}"#), "bad_field"),
-        (
-            Message::text(r#"{"type":"join","room":"no spaces"}"#),
-            "bad_field",
-        ),
-        (
-            Message::text(r#"{"type":"msg","room":"lobby"}"#),
-            "bad_field",
-        ),
-        (
-            Message::text(r#"{"type":"msg","room":"lobby","text":"hi"}"#),
-            "not_joined",
-        ),
-        (
-            Message::text(json!({"type":"msg","room":"lobby","text":"x".repeat(101)}).to_string()),
-            "too_long",
-        ),
+        (Message::text(r#"{"type":"join","room":"no spaces"}"#), "bad_field"),
+        (Message::text(r#"{"type":"msg","room":"lobby"}"#), "bad_field"),
+        (Message::text(r#"{"type":"msg","room":"lobby","text":"hi"}"#), "not_joined"),
+        (Message::text(json!({"type":"msg","room":"lobby","text":"x".repeat(101)}).to_string()), "too_long"),
     ];
     for (frame, code) in cases {
         let shown = format!("{frame:?}");
@@ -58,10 +46,7 @@ fn malformed_frames_get_their_error_and_the_connection_stays() {
     c.post("lobby", "still here", "ok-1");
     assert_eq!(other.expect("msg")["text"], "still here");
     let m = server.metrics();
-    assert!(
-        m.contains("natter_errors_total{code=\"bad_json\"} 3"),
-        "{m}"
-    );
+    assert!(m.contains("natter_errors_total{code=\"bad_json\"} 3"), "{m}");
 }
 
 #[test]
@@ -151,21 +136,13 @@ fn handshake_refusals_are_plain_http() {
     let request = |path: &str, extra: &str| -> String {
         let mut s = TcpStream::connect(server.ws).unwrap();
         s.set_read_timeout(Some(common::WAIT)).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: {}\r\n{extra}\r\n",
-            server.ws
-        )
-        .unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: {}\r\n{extra}\r\n", server.ws).unwrap();
         let mut out = String::new();
         let _ = s.read_to_string(&mut out);
         out
     };
     let upgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
-    assert!(
-        request("/", "").starts_with("HTTP/1.1 400"),
-        "a plain GET gets 400, no hang"
-    );
+    assert!(request("/", "").starts_with("HTTP/1.1 400"), "a plain GET gets 400, no hang");
     assert!(request("/chat", upgrade).starts_with("HTTP/1.1 404"));
     let evil = format!("{upgrade}Origin: http://evil.example\r\n");
     assert!(request("/ws", &evil).starts_with("HTTP/1.1 403"));
@@ -178,8 +155,7 @@ fn connection_limits_answer_503_and_429() {
     let server = TestServer::start_with(|c| c.max_connections = 2);
     let _a = server.connect("a");
     let _b = server.connect("b");
-    let err =
-        tungstenite::client(server.url("c"), TcpStream::connect(server.ws).unwrap()).unwrap_err();
+    let err = tungstenite::client(server.url("c"), TcpStream::connect(server.ws).unwrap()).unwrap_err();
     match err {
         tungstenite::HandshakeError::Failure(tungstenite::Error::Http(r)) => {
             assert_eq!(r.status(), 503)
@@ -193,11 +169,8 @@ fn connection_limits_answer_503_and_429() {
     );
     let per_ip = TestServer::start_with(|c| c.max_connections_per_ip = 1);
     let _x = per_ip.connect("x");
-    let err =
-        tungstenite::client(per_ip.url("y"), TcpStream::connect(per_ip.ws).unwrap()).unwrap_err();
-    assert!(
-        matches!(err, tungstenite::HandshakeError::Failure(tungstenite::Error::Http(r)) if r.status() == 429)
-    );
+    let err = tungstenite::client(per_ip.url("y"), TcpStream::connect(per_ip.ws).unwrap()).unwrap_err();
+    assert!(matches!(err, tungstenite::HandshakeError::Failure(tungstenite::Error::Http(r)) if r.status() == 429));
 }
 
 #[test]
@@ -220,17 +193,11 @@ fn a_client_that_never_reads_is_closed_as_slow_consumer_and_others_get_everythin
     // 256 KiB backlog.
     for batch in 0..N / BATCH {
         for i in 0..BATCH {
-            flooder.send(
-                json!({"type": "msg", "room": "busy", "text": text, "id": format!("f{batch}-{i}")}),
-            );
+            flooder.send(json!({"type": "msg", "room": "busy", "text": text, "id": format!("f{batch}-{i}")}));
         }
         for i in 0..BATCH {
             let m = reader.expect("msg");
-            assert_eq!(
-                m["seq"].as_u64(),
-                Some((batch * BATCH + i + 1) as u64),
-                "the reader misses nothing"
-            );
+            assert_eq!(m["seq"].as_u64(), Some((batch * BATCH + i + 1) as u64), "the reader misses nothing");
         }
         for _ in 0..BATCH {
             flooder.expect("ack");
@@ -264,10 +231,7 @@ fn a_ping_flood_during_a_broadcast_flood_never_corrupts_frames() {
     let mut sent_pings = 0u32;
     while next_seq <= N {
         if sent_pings < 5000 {
-            victim
-                .ws
-                .send(Message::Ping(sent_pings.to_be_bytes().to_vec().into()))
-                .unwrap();
+            victim.ws.send(Message::Ping(sent_pings.to_be_bytes().to_vec().into())).unwrap();
             sent_pings += 1;
         }
         match victim.ws.read().expect("well-formed frames only") {
@@ -280,11 +244,7 @@ fn a_ping_flood_during_a_broadcast_flood_never_corrupts_frames() {
             }
             Message::Pong(p) => {
                 assert_eq!(p.len(), 4, "pong echoes the ping payload");
-                assert_eq!(
-                    u32::from_be_bytes(p[..].try_into().unwrap()),
-                    pongs,
-                    "pongs in order"
-                );
+                assert_eq!(u32::from_be_bytes(p[..].try_into().unwrap()), pongs, "pongs in order");
                 pongs += 1;
             }
             other => panic!("unexpected {other:?}"),
@@ -306,11 +266,7 @@ fn a_silent_client_is_closed_after_the_heartbeat_timeout() {
     alive.join("lobby", None);
     let alive = std::thread::spawn(move || {
         let until = std::time::Instant::now() + Duration::from_millis(2000);
-        alive
-            .ws
-            .get_ref()
-            .set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
+        alive.ws.get_ref().set_read_timeout(Some(Duration::from_millis(50))).unwrap();
         while std::time::Instant::now() < until {
             match alive.ws.read() {
                 Ok(_) => {}
@@ -318,11 +274,7 @@ fn a_silent_client_is_closed_after_the_heartbeat_timeout() {
                 Err(e) => panic!("the live client was dropped: {e}"),
             }
         }
-        alive
-            .ws
-            .get_ref()
-            .set_read_timeout(Some(common::WAIT))
-            .unwrap();
+        alive.ws.get_ref().set_read_timeout(Some(common::WAIT)).unwrap();
         alive.post("lobby", "still alive", "a1");
     });
     // A raw client that never sends anything (no pong) is cut.

@@ -28,9 +28,7 @@ fn token_server() -> TestServer {
 fn status_of(server: &TestServer, request: tungstenite::handshake::client::Request) -> u16 {
     match tungstenite::client(request, TcpStream::connect(server.ws).unwrap()) {
         Ok(_) => 101,
-        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(r))) => {
-            r.status().as_u16()
-        }
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(r))) => r.status().as_u16(),
         Err(e) => panic!("unexpected handshake failure: {e}"),
     }
 }
@@ -38,38 +36,17 @@ fn status_of(server: &TestServer, request: tungstenite::handshake::client::Reque
 #[test]
 fn token_mode_admits_valid_tokens_only() {
     let server = token_server();
-    let url = |q: &str| {
-        format!("ws://{}/ws{q}", server.ws)
-            .into_client_request()
-            .unwrap()
-    };
+    let url = |q: &str| format!("ws://{}/ws{q}", server.ws).into_client_request().unwrap();
     assert_eq!(status_of(&server, url("")), 401, "no token");
     assert_eq!(status_of(&server, url("?token=not.a.jwt")), 401);
     let forged = auth::mint(b"some-other-secret-some-other-secret!", "alice", None, 60);
-    assert_eq!(
-        status_of(&server, url(&format!("?token={forged}"))),
-        401,
-        "wrong signature"
-    );
+    assert_eq!(status_of(&server, url(&format!("?token={forged}"))), 401, "wrong signature");
     let expired = {
-        let claims = auth::Claims {
-            sub: "alice".into(),
-            exp: auth::now_s() - 10,
-            name: None,
-            nbf: None,
-        };
-        jsonwebtoken::encode(
-            &jsonwebtoken::Header::default(),
-            &claims,
-            &jsonwebtoken::EncodingKey::from_secret(SECRET),
-        )
-        .unwrap()
+        let claims = auth::Claims { sub: "alice".into(), exp: auth::now_s() - 10, name: None, nbf: None };
+        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &jsonwebtoken::EncodingKey::from_secret(SECRET))
+            .unwrap()
     };
-    assert_eq!(
-        status_of(&server, url(&format!("?token={expired}"))),
-        401,
-        "expired"
-    );
+    assert_eq!(status_of(&server, url(&format!("?token={expired}"))), 401, "expired");
     server.wait_metric("natter_handshakes_refused_total", 4);
 
     // A valid token in the query: identity and name come from it, not from ?name=.
@@ -79,16 +56,10 @@ fn token_mode_admits_valid_tokens_only() {
     // The same in an Authorization header (as non-browser clients send it).
     let mut req = url("");
     let bob = auth::mint(SECRET, "user-7", None, 60);
-    req.headers_mut()
-        .insert("Authorization", format!("Bearer {bob}").parse().unwrap());
+    req.headers_mut().insert("Authorization", format!("Bearer {bob}").parse().unwrap());
     let (mut b, _) = tungstenite::client(req, TcpStream::connect(server.ws).unwrap()).unwrap();
-    let welcome: serde_json::Value =
-        serde_json::from_str(b.read().unwrap().to_text().unwrap()).unwrap();
-    assert_eq!(
-        welcome["user"],
-        json!({"id": "user-7", "name": "user-7"}),
-        "name defaults to sub"
-    );
+    let welcome: serde_json::Value = serde_json::from_str(b.read().unwrap().to_text().unwrap()).unwrap();
+    assert_eq!(welcome["user"], json!({"id": "user-7", "name": "user-7"}), "name defaults to sub");
 
     // Renaming is refused in token mode.
     a.send(json!({"type": "nick", "name": "Mallory"}));
@@ -111,18 +82,9 @@ fn an_expired_token_closes_the_connection_with_1008() {
 fn token_mode_needs_a_long_enough_secret_and_never_takes_it_as_a_flag() {
     let run = |env: Option<&str>| {
         let mut cmd = Command::new(common::natter_bin());
-        cmd.args([
-            "serve",
-            "--auth",
-            "token",
-            "--http-port",
-            "0",
-            "--ws-port",
-            "0",
-            "--data-dir",
-        ])
-        .arg(tempfile::tempdir().unwrap().path())
-        .env_remove("NATTER_JWT_SECRET");
+        cmd.args(["serve", "--auth", "token", "--http-port", "0", "--ws-port", "0", "--data-dir"])
+            .arg(tempfile::tempdir().unwrap().path())
+            .env_remove("NATTER_JWT_SECRET");
         if let Some(v) = env {
             cmd.env("NATTER_JWT_SECRET", v);
         }
@@ -134,14 +96,8 @@ fn token_mode_needs_a_long_enough_secret_and_never_takes_it_as_a_flag() {
     let out = run(Some("too-short"));
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 32"));
-    let out = Command::new(common::natter_bin())
-        .args(["serve", "--jwt-secret", "x"])
-        .output()
-        .unwrap();
-    assert!(
-        !out.status.success(),
-        "there is no flag that takes the secret itself"
-    );
+    let out = Command::new(common::natter_bin()).args(["serve", "--jwt-secret", "x"]).output().unwrap();
+    assert!(!out.status.success(), "there is no flag that takes the secret itself");
 }
 
 #[test]
@@ -154,10 +110,7 @@ fn natter_token_mints_tokens_the_server_accepts() {
     assert!(out.status.success());
     let token = String::from_utf8(out.stdout).unwrap();
     let claims = auth::verify(token.trim(), SECRET, 0).unwrap();
-    assert_eq!(
-        (claims.sub.as_str(), claims.name.as_deref()),
-        ("alice", Some("Alice"))
-    );
+    assert_eq!((claims.sub.as_str(), claims.name.as_deref()), ("alice", Some("Alice")));
     assert!(claims.exp > auth::now_s() + 3500);
 }
 
@@ -192,9 +145,7 @@ fn flooding_gets_rate_limited_then_closed() {
                     limited += 1;
                 }
             }
-            Ok(tungstenite::Message::Close(Some(cf))) => {
-                break (u16::from(cf.code), cf.reason.to_string())
-            }
+            Ok(tungstenite::Message::Close(Some(cf))) => break (u16::from(cf.code), cf.reason.to_string()),
             Ok(_) => {}
             Err(e) => panic!("no close frame: {e}"),
         }

@@ -20,17 +20,10 @@ fn broadcast_reaches_every_member_and_only_them() {
 
     alice.send(json!({"type": "msg", "room": "lobby", "text": "hello all", "id": "a-1"}));
     let ack = alice.expect("ack");
-    assert_eq!(
-        ack,
-        json!({"type": "ack", "id": "a-1", "room": "lobby", "seq": 1, "dup": false})
-    );
+    assert_eq!(ack, json!({"type": "ack", "id": "a-1", "room": "lobby", "seq": 1, "dup": false}));
     let own = alice.expect("msg");
     assert_eq!(
-        (
-            own["text"].as_str(),
-            own["user"].as_str(),
-            own["seq"].as_u64()
-        ),
+        (own["text"].as_str(), own["user"].as_str(), own["seq"].as_u64()),
         (Some("hello all"), Some("alice"), Some(1))
     );
     let got = bob.expect("msg");
@@ -53,13 +46,9 @@ fn identity_is_stamped_by_the_server() {
     let mut bob = server.connect("bob");
     mallory.join("lobby", None);
     bob.join("lobby", None);
-    mallory
-        .send(json!({"type": "msg", "room": "lobby", "text": "hi", "user": "bob", "uid": "u-bob"}));
+    mallory.send(json!({"type": "msg", "room": "lobby", "text": "hi", "user": "bob", "uid": "u-bob"}));
     let m = bob.expect("msg");
-    assert_eq!(
-        (m["user"].as_str(), m["uid"].as_str()),
-        (Some("mallory"), Some("u-mallory"))
-    );
+    assert_eq!((m["user"].as_str(), m["uid"].as_str()), (Some("mallory"), Some("u-mallory")));
 }
 
 #[test]
@@ -70,10 +59,7 @@ fn seed_tutorial_frames_post_to_lobby() {
     bob.join("lobby", None);
     seed.send(json!({"user": "someone-else", "text": "from the tutorial"}));
     let m = bob.expect("msg");
-    assert_eq!(
-        (m["text"].as_str(), m["user"].as_str()),
-        (Some("from the tutorial"), Some("seed"))
-    );
+    assert_eq!((m["text"].as_str(), m["user"].as_str()), (Some("from the tutorial"), Some("seed")));
     let echo = seed.recv();
     assert_eq!(
         (echo["type"].as_str(), echo["text"].as_str()),
@@ -102,7 +88,9 @@ fn seq_is_gapless_and_ordered_with_concurrent_senders() {
                 let mut c = Client::connect(&format!("{url}{s}"));
                 c.join("race", None);
                 for i in 0..EACH {
-                    c.send(json!({"type": "msg", "room": "race", "text": format!("{s}:{i}"), "id": format!("{s}-{i}")}));
+                    c.send(
+                        json!({"type": "msg", "room": "race", "text": format!("{s}:{i}"), "id": format!("{s}-{i}")}),
+                    );
                 }
                 let mut acks = 0;
                 while acks < EACH {
@@ -120,11 +108,7 @@ fn seq_is_gapless_and_ordered_with_concurrent_senders() {
             assert_eq!(m["seq"].as_u64(), Some(expected), "gapless, in order");
             let (s, i) = m["text"].as_str().unwrap().split_once(':').unwrap();
             let (s, i): (usize, i64) = (s.parse().unwrap(), i.parse().unwrap());
-            assert_eq!(
-                i,
-                last_per_sender[s] + 1,
-                "each sender's messages keep their order"
-            );
+            assert_eq!(i, last_per_sender[s] + 1, "each sender's messages keep their order");
             last_per_sender[s] = i;
         }
     }
@@ -178,17 +162,8 @@ fn resume_with_since_gives_exactly_the_missed_messages_before_live_ones() {
     // The next frame about room r must be the history, not a live message.
     let history = reader.expect("history");
     assert_eq!(history["complete"], true);
-    let seqs: Vec<u64> = history["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["seq"].as_u64().unwrap())
-        .collect();
-    assert_eq!(
-        seqs,
-        (6..=head).collect::<Vec<_>>(),
-        "exactly the missed messages, oldest first"
-    );
+    let seqs: Vec<u64> = history["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (6..=head).collect::<Vec<_>>(), "exactly the missed messages, oldest first");
     assert_eq!(history["messages"][0]["text"], "m6");
     flood.join().unwrap();
     // Live messages continue right after the history's last seq.
@@ -215,12 +190,7 @@ fn resume_past_the_ring_says_incomplete() {
     let mut late = server.connect("late");
     let (_, history) = late.join("r", Some(3));
     assert_eq!(history["complete"], false);
-    let seqs: Vec<u64> = history["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["seq"].as_u64().unwrap())
-        .collect();
+    let seqs: Vec<u64> = history["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, (21..=30).collect::<Vec<_>>());
 }
 
@@ -240,10 +210,7 @@ fn a_retried_id_is_acked_as_duplicate_and_not_broadcast_again() {
     let mut sender = server.connect("sender");
     sender.join("lobby", None);
     let retry = sender.post("lobby", "once", "retry-me");
-    assert_eq!(
-        retry,
-        json!({"type": "ack", "id": "retry-me", "room": "lobby", "seq": seq, "dup": true})
-    );
+    assert_eq!(retry, json!({"type": "ack", "id": "retry-me", "room": "lobby", "seq": seq, "dup": true}));
     sender.post("lobby", "marker", "m-2");
 
     let mut texts = Vec::new();
@@ -269,64 +236,40 @@ fn rooms_presence_typing_and_nick() {
     assert_eq!(joined["users"], json!([{"id": "u-ann", "name": "ann"}]));
     let mut b = server.connect("ben");
     let (joined, _) = b.join("lobby", None);
-    let names: HashSet<&str> = joined["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u["name"].as_str().unwrap())
-        .collect();
+    let names: HashSet<&str> =
+        joined["users"].as_array().unwrap().iter().map(|u| u["name"].as_str().unwrap()).collect();
     assert_eq!(names, HashSet::from(["ann", "ben"]));
     let sys = a.recv();
     assert_eq!(
-        (
-            sys["type"].as_str(),
-            sys["event"].as_str(),
-            sys["user"]["name"].as_str()
-        ),
+        (sys["type"].as_str(), sys["event"].as_str(), sys["user"]["name"].as_str()),
         (Some("system"), Some("join"), Some("ben"))
     );
 
     b.send(json!({"type": "typing", "room": "lobby"}));
     let t = a.recv();
-    assert_eq!(
-        (t["type"].as_str(), t["user"]["name"].as_str()),
-        (Some("typing"), Some("ben"))
-    );
+    assert_eq!((t["type"].as_str(), t["user"]["name"].as_str()), (Some("typing"), Some("ben")));
 
     b.send(json!({"type": "nick", "name": "benjamin"}));
     let n = a.recv();
     assert_eq!(
-        (
-            n["event"].as_str(),
-            n["user"]["name"].as_str(),
-            n["user"]["id"].as_str()
-        ),
+        (n["event"].as_str(), n["user"]["name"].as_str(), n["user"]["id"].as_str()),
         (Some("nick"), Some("benjamin"), Some("u-ben"))
     );
     assert_eq!(b.recv()["event"], "nick", "the renamer sees its own rename");
 
     b.send(json!({"type": "leave", "room": "lobby"}));
     let l = a.recv();
-    assert_eq!(
-        (l["event"].as_str(), l["user"]["name"].as_str()),
-        (Some("leave"), Some("benjamin"))
-    );
+    assert_eq!((l["event"].as_str(), l["user"]["name"].as_str()), (Some("leave"), Some("benjamin")));
     b.send(json!({"type": "msg", "room": "lobby", "text": "x", "id": "z"}));
     let e = b.expect("error");
-    assert_eq!(
-        (e["code"].as_str(), e["ref"].as_str()),
-        (Some("not_joined"), Some("z"))
-    );
+    assert_eq!((e["code"].as_str(), e["ref"].as_str()), (Some("not_joined"), Some("z")));
 
     // Closing the socket is a leave too.
     b.join("lobby", None);
     assert_eq!(a.recv()["event"], "join");
     drop(b);
     let l = a.recv();
-    assert_eq!(
-        (l["event"].as_str(), l["user"]["id"].as_str()),
-        (Some("leave"), Some("u-ben"))
-    );
+    assert_eq!((l["event"].as_str(), l["user"]["id"].as_str()), (Some("leave"), Some("u-ben")));
 }
 
 #[test]
@@ -351,10 +294,7 @@ fn http_side_serves_page_config_health_and_metrics() {
     assert_eq!(status, 200);
     let cfg: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(cfg["auth"], "open");
-    assert!(cfg["ws_url"]
-        .as_str()
-        .unwrap()
-        .ends_with(&format!(":{}/ws", server.ws.port())));
+    assert!(cfg["ws_url"].as_str().unwrap().ends_with(&format!(":{}/ws", server.ws.port())));
     let _c = server.connect("x");
     server.wait_metric("natter_connections", 1);
     let (_, body) = common::http_get(server.http, "/healthz");
@@ -363,4 +303,26 @@ fn http_side_serves_page_config_health_and_metrics() {
     assert!(h["uptime_s"].is_u64());
     let (status, _) = common::http_get(server.http, "/nope");
     assert_eq!(status, 404);
+}
+
+#[test]
+fn large_rooms_list_a_sample_and_stop_announcing_presence() {
+    let server = TestServer::start_with(|c| c.presence_limit = 2);
+    let mut a = server.connect("a");
+    a.join("big", None);
+    let mut b = server.connect("b");
+    let (joined, _) = b.join("big", None);
+    assert_eq!((joined["users"].as_array().unwrap().len(), joined["users_total"].as_u64()), (2, Some(2)));
+    assert_eq!(a.recv()["event"], "join", "small rooms announce");
+    let mut c = server.connect("c");
+    let (joined, _) = c.join("big", None);
+    assert_eq!((joined["users"].as_array().unwrap().len(), joined["users_total"].as_u64()), (2, Some(3)));
+    // Past the limit: no join, leave or rename reaches the others, but the renamer
+    // still sees its own rename; messages flow as always.
+    c.send(json!({"type": "nick", "name": "cee"}));
+    assert_eq!(c.recv()["event"], "nick");
+    drop(c);
+    b.post("big", "after the crowd", "b1");
+    let next = a.recv();
+    assert_eq!((next["type"].as_str(), next["text"].as_str()), (Some("msg"), Some("after the crowd")));
 }

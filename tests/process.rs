@@ -25,18 +25,11 @@ fn acked_messages_survive_sigkill_and_seq_continues() {
     while acked.len() < 500 {
         let v = c.recv();
         if v["type"] == "ack" {
-            acked.push((
-                v["id"].as_str().unwrap().to_owned(),
-                v["seq"].as_u64().unwrap(),
-            ));
+            acked.push((v["id"].as_str().unwrap().to_owned(), v["seq"].as_u64().unwrap()));
         }
     }
     server.signal(libc::SIGKILL);
-    assert_eq!(
-        server.wait(Duration::from_secs(5)),
-        None,
-        "killed by the signal"
-    );
+    assert_eq!(server.wait(Duration::from_secs(5)), None, "killed by the signal");
 
     let server = Proc::start(dir.path(), None, FAST);
     let mut r = Client::connect(&server.url("reader"));
@@ -44,15 +37,8 @@ fn acked_messages_survive_sigkill_and_seq_continues() {
     assert_eq!(joined["head"], 500);
     assert_eq!(history["complete"], true);
     let msgs = history["messages"].as_array().unwrap();
-    let got: Vec<(String, u64)> = msgs
-        .iter()
-        .map(|m| {
-            (
-                m["id"].as_str().unwrap().to_owned(),
-                m["seq"].as_u64().unwrap(),
-            )
-        })
-        .collect();
+    let got: Vec<(String, u64)> =
+        msgs.iter().map(|m| (m["id"].as_str().unwrap().to_owned(), m["seq"].as_u64().unwrap())).collect();
     assert_eq!(got, acked, "every acked message, in seq order");
     assert_eq!(msgs[499]["text"], "m499");
 
@@ -62,10 +48,7 @@ fn acked_messages_survive_sigkill_and_seq_continues() {
     let mut w = Client::connect(&server.url("writer"));
     w.join("durable", None);
     let dup = w.post("durable", "m7", "d7");
-    assert_eq!(
-        (dup["dup"].as_bool(), dup["seq"].as_u64()),
-        (Some(true), Some(8))
-    );
+    assert_eq!((dup["dup"].as_bool(), dup["seq"].as_u64()), (Some(true), Some(8)));
 }
 
 #[test]
@@ -86,32 +69,15 @@ fn a_torn_journal_record_is_skipped_and_nothing_before_it_is_lost() {
         .find(|p| p.extension().is_some_and(|e| e == "log"))
         .unwrap();
     let len = std::fs::metadata(&journal).unwrap().len();
-    OpenOptions::new()
-        .write(true)
-        .open(&journal)
-        .unwrap()
-        .set_len(len - 30)
-        .unwrap();
+    OpenOptions::new().write(true).open(&journal).unwrap().set_len(len - 30).unwrap();
 
     let server = Proc::start(dir.path(), None, FAST);
     let mut r = Client::connect(&server.url("r"));
     let (joined, history) = r.join("t", Some(0));
-    assert_eq!(
-        joined["head"], 19,
-        "the torn 20th record is gone, the 19 before it are not"
-    );
-    let seqs: Vec<u64> = history["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["seq"].as_u64().unwrap())
-        .collect();
+    assert_eq!(joined["head"], 19, "the torn 20th record is gone, the 19 before it are not");
+    let seqs: Vec<u64> = history["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, (1..=19).collect::<Vec<_>>());
-    assert_eq!(
-        r.post("t", "next", "x")["seq"],
-        20,
-        "appends start on a clean line"
-    );
+    assert_eq!(r.post("t", "next", "x")["seq"], 20, "appends start on a clean line");
     drop(server);
     let server = Proc::start(dir.path(), None, FAST);
     let mut r = Client::connect(&server.url("r"));
@@ -122,9 +88,7 @@ fn a_torn_journal_record_is_skipped_and_nothing_before_it_is_lost() {
 fn sigterm_sends_1001_to_every_client_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Proc::start(dir.path(), None, &[]);
-    let mut clients: Vec<Client> = (0..5)
-        .map(|i| Client::connect(&server.url(&format!("c{i}"))))
-        .collect();
+    let mut clients: Vec<Client> = (0..5).map(|i| Client::connect(&server.url(&format!("c{i}")))).collect();
     for c in &mut clients {
         c.join("lobby", None);
     }
@@ -143,8 +107,5 @@ fn sigterm_sends_1001_to_every_client_and_exits_0() {
     // The journal was flushed: the message is there after a restart.
     let server = Proc::start(dir.path(), None, &[]);
     let mut r = Client::connect(&server.url("r"));
-    assert_eq!(
-        r.join("lobby", Some(0)).1["messages"][0]["text"],
-        "before shutdown"
-    );
+    assert_eq!(r.join("lobby", Some(0)).1["messages"][0]["text"], "before shutdown");
 }

@@ -47,15 +47,8 @@ impl TestServer {
         };
         tweak(&mut cfg);
         let (trigger, shutdown) = shutdown::channel();
-        let handle =
-            std::thread::spawn(move || natter::serve(cfg, Listeners { http, ws }, shutdown));
-        TestServer {
-            http: http_addr,
-            ws: ws_addr,
-            trigger,
-            handle: Some(handle),
-            dir,
-        }
+        let handle = std::thread::spawn(move || natter::serve(cfg, Listeners { http, ws }, shutdown));
+        TestServer { http: http_addr, ws: ws_addr, trigger, handle: Some(handle), dir }
     }
 
     pub fn url(&self, name: &str) -> String {
@@ -74,20 +67,12 @@ impl TestServer {
     /// Waits until `/metrics` has a line `series value`.
     pub fn wait_metric(&self, series: &str, value: u64) {
         let line = format!("{series} {value}");
-        wait_until(
-            || self.metrics().lines().any(|l| l == line),
-            &format!("metric `{line}`"),
-        );
+        wait_until(|| self.metrics().lines().any(|l| l == line), &format!("metric `{line}`"));
     }
 
     pub fn stop(mut self) {
         self.trigger.fire();
-        let result = self
-            .handle
-            .take()
-            .unwrap()
-            .join()
-            .expect("serve thread panicked");
+        let result = self.handle.take().unwrap().join().expect("serve thread panicked");
         result.expect("serve returned an error");
     }
 }
@@ -117,15 +102,8 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
-    let status = out
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
+    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, body)
 }
 
@@ -164,10 +142,7 @@ impl Client {
         tune(&stream);
         stream.set_read_timeout(Some(WAIT)).unwrap();
         let (ws, _) = tungstenite::client(url, stream).expect("handshake");
-        let mut c = Client {
-            ws,
-            welcome: Value::Null,
-        };
+        let mut c = Client { ws, welcome: Value::Null };
         c.welcome = c.recv();
         assert_eq!(c.welcome["type"], "welcome", "first frame is welcome");
         c
@@ -185,9 +160,7 @@ impl Client {
     pub fn recv(&mut self) -> Value {
         loop {
             match self.ws.read().expect("read a frame") {
-                Message::Text(t) => {
-                    return serde_json::from_str(t.as_str()).expect("server frames are JSON")
-                }
+                Message::Text(t) => return serde_json::from_str(t.as_str()).expect("server frames are JSON"),
                 Message::Ping(_) | Message::Pong(_) => continue,
                 other => panic!("expected a text frame, got {other:?}"),
             }
@@ -201,10 +174,7 @@ impl Client {
             if v["type"] == kind {
                 return v;
             }
-            assert!(
-                v["type"] == "system" || v["type"] == "typing",
-                "expected `{kind}`, got {v}"
-            );
+            assert!(v["type"] == "system" || v["type"] == "typing", "expected `{kind}`, got {v}");
         }
     }
 
@@ -226,11 +196,7 @@ impl Client {
         let ack = self.expect("ack");
         if ack["dup"] == false {
             let echo = self.expect("msg");
-            assert_eq!(
-                (echo["id"].as_str(), &echo["seq"]),
-                (Some(id), &ack["seq"]),
-                "the echo follows the ack"
-            );
+            assert_eq!((echo["id"].as_str(), &echo["seq"]), (Some(id), &ack["seq"]), "the echo follows the ack");
         }
         ack
     }
@@ -264,11 +230,7 @@ pub fn natter_bin() -> PathBuf {
 
 /// A free loopback port (bound then released; fine for a test that starts one server).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl Proc {
@@ -276,15 +238,7 @@ impl Proc {
     pub fn start(data_dir: &Path, ports: Option<(u16, u16)>, extra: &[&str]) -> Proc {
         let (hp, wp) = ports.unwrap_or((0, 0));
         let mut child = Command::new(natter_bin())
-            .args([
-                "serve",
-                "--bind",
-                "127.0.0.1",
-                "--http-port",
-                &hp.to_string(),
-                "--ws-port",
-                &wp.to_string(),
-            ])
+            .args(["serve", "--bind", "127.0.0.1", "--http-port", &hp.to_string(), "--ws-port", &wp.to_string()])
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--log-level", "warn"])
@@ -294,25 +248,15 @@ impl Proc {
             .spawn()
             .expect("spawn natter");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let addr = |key: &str| -> SocketAddr {
             let v = line
                 .split_whitespace()
                 .find_map(|w| w.strip_prefix(key))
                 .unwrap_or_else(|| panic!("no {key} in {line:?}"));
-            v.trim_start_matches("http://")
-                .trim_start_matches("ws://")
-                .trim_end_matches("/ws")
-                .parse()
-                .unwrap()
+            v.trim_start_matches("http://").trim_start_matches("ws://").trim_end_matches("/ws").parse().unwrap()
         };
-        Proc {
-            http: addr("http="),
-            ws: addr("ws="),
-            child,
-        }
+        Proc { http: addr("http="), ws: addr("ws="), child }
     }
 
     pub fn url(&self, name: &str) -> String {
@@ -331,10 +275,7 @@ impl Proc {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status.code();
             }
-            assert!(
-                Instant::now() < deadline,
-                "natter did not exit within {limit:?}"
-            );
+            assert!(Instant::now() < deadline, "natter did not exit within {limit:?}");
             std::thread::sleep(Duration::from_millis(10));
         }
     }
