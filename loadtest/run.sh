@@ -157,5 +157,5 @@ for server in $SERVERS; do
     inputs+=(--input "$server=$OUT/$server.jsonl")
 done
 "$LT" compare "${inputs[@]}" | tee "$OUT/table.txt"
-echo "machine load average: $load before, $(cut -d' ' -f1 /proc/loadavg) after" | tee -a "$OUT/table.txt"
+echo "machine load average: $load before, $(cut -d' ' -f1 /proc/loadavg) after; commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)" | tee -a "$OUT/table.txt"
 say "results in $OUT"
