@@ -183,7 +183,10 @@ pub struct Worker {
     free: Vec<usize>,
     /// Slots with reads left over from a bounded wake-up.
     again: Vec<usize>,
-    pending: VecDeque<(u64, usize)>,
+    /// Handshake deadlines in connect order: (deadline, slot).
+    deadlines: VecDeque<(u64, usize)>,
+    /// Connects started and not yet open or failed.
+    in_flight: usize,
     opened: u64,
     last_sweep_ns: u64,
     connect: Vec<ConnectPlan>,
@@ -211,7 +214,8 @@ pub fn spawn(
         conns: Vec::new(),
         free: Vec::new(),
         again: Vec::new(),
-        pending: VecDeque::new(),
+        deadlines: VecDeque::new(),
+        in_flight: 0,
         opened: 0,
         last_sweep_ns: 0,
         connect: Vec::new(),
@@ -295,7 +299,7 @@ impl Worker {
         }
         // With the in-flight bound reached, the next connect waits for a
         // handshake to finish (an event), not for the clock: no busy loop.
-        if self.pending.len() < MAX_PENDING {
+        if self.in_flight < MAX_PENDING {
             for c in &self.connect {
                 next = next.min(c.next_ns);
             }
@@ -396,7 +400,7 @@ impl Worker {
     fn run_connects(&mut self, now: u64) {
         let mut plans = std::mem::take(&mut self.connect);
         for plan in plans.iter_mut() {
-            while plan.remaining > 0 && plan.next_ns <= now && self.pending.len() < MAX_PENDING {
+            while plan.remaining > 0 && plan.next_ns <= now && self.in_flight < MAX_PENDING {
                 plan.remaining -= 1;
                 plan.next_ns = if plan.interval_ns == 0 { now } else { plan.next_ns + plan.interval_ns };
                 let life = plan.life_ms.map(|(lo, hi)| lo + self.ctx.random() % (hi - lo + 1));
@@ -439,7 +443,8 @@ impl Worker {
             out: Vec::new(),
             ledger: Ledger::default(),
         });
-        self.pending.push_back((now + HANDSHAKE_TIMEOUT_NS, slot));
+        self.deadlines.push_back((now + HANDSHAKE_TIMEOUT_NS, slot));
+        self.in_flight += 1;
         Progress::add(&self.ctx.progress().pending, 1);
     }
 
@@ -447,6 +452,7 @@ impl Worker {
         tally(&mut self.ctx.stats.connect_failed, reason);
         Progress::add(&self.ctx.progress().failed, 1);
         if let Some(slot) = slot {
+            self.in_flight -= 1;
             Progress::sub(&self.ctx.progress().pending, 1);
             self.drop_conn(slot);
         }
@@ -533,6 +539,7 @@ impl Worker {
                     self.ctx.stats.connect_us.saturating_record(((arrival - conn.started_ns) / 1000).max(1));
                     let p = self.ctx.progress();
                     Progress::sub(&p.pending, 1);
+                    self.in_flight -= 1;
                     if conn.counted {
                         Progress::add(&p.opened, 1);
                     }
@@ -573,12 +580,12 @@ impl Worker {
 
     /// Handshake timeouts, churners whose time is up, closes that linger.
     fn expire(&mut self, now: u64) {
-        while let Some(&(deadline, slot)) = self.pending.front() {
+        while let Some(&(deadline, slot)) = self.deadlines.front() {
             let still_pending = matches!(&self.conns[slot], Some(c) if matches!(c.state, State::Connecting | State::Handshaking { .. }) && c.started_ns + HANDSHAKE_TIMEOUT_NS == deadline);
             if still_pending && deadline > now {
                 break;
             }
-            self.pending.pop_front();
+            self.deadlines.pop_front();
             if still_pending {
                 self.fail_connect(Some(slot), "handshake timeout");
             }
