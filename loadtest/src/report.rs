@@ -386,8 +386,8 @@ pub fn html(o: &Outcome, j: &Value) -> String {
     }
     format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>natter-loadtest: {scenario} against {label}</title>\
-         <style>body{{font-family:sans-serif;margin:2em;max-width:60em}}pre{{background:#f6f6f6;padding:1em}}\
-         td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}table{{border-collapse:collapse}}</style></head><body>\
+         <style>body{{font-family:sans-serif;margin:2em;max-width:60em}}pre{{background:#f6f6f6;padding:1em;white-space:pre-wrap}}\
+         td,th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}table{{border-collapse:collapse;display:block;overflow-x:auto}}</style></head><body>\
          <h1>{scenario} against {label}</h1><pre>{summary}</pre>{svg}{steps}\
          <h2>Raw result</h2><pre>{raw}</pre></body></html>\n",
         scenario = esc(j["scenario"].as_str().unwrap_or("")),
