@@ -147,6 +147,7 @@ fn ramp(fleet: &Fleet, args: &Args) -> Outcome {
     let mut all = fleet.snapshot();
     let mut best: Option<(f64, f64)> = None;
     let mut rate = args.ramp_start;
+    o.headline.insert("tester_bound".into(), json!(0));
     let mut retries_left = args.ramp_retries;
     let mut stopped = false;
     for step in 0..args.max_steps {
@@ -168,13 +169,18 @@ fn ramp(fleet: &Fleet, args: &Args) -> Outcome {
         o.receivers = m.receivers;
         o.window = (if step == 0 { m.window.0 } else { o.window.0 }, m.window.1);
         if tester_bound {
+            // A saturated tester can only add latency, never hide a loss:
+            // a step that passed anyway is a lower bound on the server.
             o.notes.push(format!(
-                "step {} at {rate:.0} msg/s: the tester used {:.0}% of its threads; stopped there (add --threads)",
+                "step {} at {rate:.0} msg/s: the tester used {:.0}% of its threads; stopped there, the server's limit is {} (add --threads)",
                 step + 1,
-                m.tester_load * 100.0
+                m.tester_load * 100.0,
+                if pass { "at least this" } else { "unknown" },
             ));
-        }
-        if tester_bound {
+            if pass {
+                best = Some((rate, dps));
+            }
+            o.headline.insert("tester_bound".into(), json!(1));
             stopped = true;
             break;
         }
