@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod protocol;
 pub mod ratelimit;
+pub mod redis_store;
 pub mod server;
 pub mod shutdown;
 pub mod stack;

@@ -1,0 +1,428 @@
+//! The Redis layer that lets several natter instances share rooms (scale-out).
+//!
+//! Owns: the Redis key layout, the connections to Redis, and the blocking calls on
+//! them. It never touches rooms, members or sockets, and it never decides what a
+//! client sees: it stores and reads messages, relays events and keeps presence, and
+//! hands the results back as values or [`Delivery`]s. Every call blocks (for at most
+//! the configured timeouts), so it runs only on threads the caller dedicates to it —
+//! never on the dispatcher's hot path.
+//!
+//! Three pieces, each with its own connection:
+//! - [`RedisStore`] ([`store`]): request/response calls — `append` (one Lua script:
+//!   de-duplication, `INCR` seq, `XADD`), `range`/`recent`/`head` for history and
+//!   resume, `publish` for events, presence ([`presence`]) and `ping`.
+//! - [`Reader`] ([`reader`]): one thread running `XREAD BLOCK` over the streams of the
+//!   watched rooms, delivering every new message in `seq` order, never skipping one.
+//! - [`Events`] ([`events`]): one thread subscribed to the watched rooms' event
+//!   channels (system join/leave/nick, typing: never stored).
+//!
+//! ## Keys (`{p}` = [`StoreOptions::prefix`], `{room}` matches `[A-Za-z0-9_.-]{1,64}`)
+//! | key | type | holds |
+//! |---|---|---|
+//! | `{p}:room:{room}:seq` | string | the room's last seq (`INCR`) |
+//! | `{p}:room:{room}:stream` | stream | message seq `S` as entry `S-0`, field `m` = the `msg` JSON; `MAXLEN ~ cap` |
+//! | `{p}:room:{room}:id:{n}:{uid}:{id}` | string, TTL | the seq of client id `id` from user `uid` (`n` = byte length of `uid`, so no uid/id split is ambiguous) |
+//! | `{p}:room:{room}:events` | pub/sub channel | `{instance} {json}` event envelopes |
+//! | `{p}:room:{room}:present` | set, TTL | instances that have users in the room |
+//! | `{p}:room:{room}:present:{instance}` | hash, TTL | uid → name for one instance's users |
+//!
+//! ## Failures
+//! A call that cannot reach Redis returns [`StoreError::Unavailable`] within the
+//! configured timeouts and drops its connection; the next call connects again (one
+//! attempt, no sleeping: backoff between calls is the caller's). The [`Reader`] and
+//! [`Events`] threads reconnect by themselves with exponential backoff and report
+//! [`Delivery::Status`] once per outage and once per recovery.
+
+mod events;
+mod presence;
+mod reader;
+mod reply;
+mod store;
+
+use std::fmt;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use redis::{Client, Connection, ErrorKind, RedisError, ServerErrorKind};
+
+pub use events::Events;
+pub use presence::{presence_changes, PresenceChanges};
+pub use reader::Reader;
+pub use reply::Entry;
+pub use store::{Appended, Range, RedisStore};
+
+/// How the Redis layer behaves; every field has a default ([`StoreOptions::default`]).
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Prefix of every key and channel, so several deployments can share one Redis.
+    /// Default `natter`.
+    pub prefix: String,
+    /// This instance's id: stamps published events (so an instance skips its own) and
+    /// names its presence keys. Default: 8 random hex characters.
+    pub instance: InstanceId,
+    /// Entries kept per room stream (`XADD MAXLEN ~ cap`; Redis trims whole nodes, so a
+    /// stream may hold somewhat more). Default 10,000.
+    pub stream_cap: usize,
+    /// How long a client message id is remembered for de-duplication. Default 24 h.
+    pub dedup_ttl: Duration,
+    /// How long this instance's presence survives without a
+    /// [`RedisStore::presence_refresh`]; refresh every third of it. Default 15 s.
+    pub presence_ttl: Duration,
+    /// TCP connect timeout: an outage is noticed within this. Default 500 ms.
+    pub connect_timeout: Duration,
+    /// Read/write timeout of every call (added to `block` for the reader's `XREAD`).
+    /// Default 500 ms.
+    pub io_timeout: Duration,
+    /// How long the reader's `XREAD BLOCK` and the events thread's read wait before
+    /// looking at their watch channel again. Default 100 ms.
+    pub block: Duration,
+    /// The longest wait between reconnect attempts of the reader and events threads
+    /// (the wait starts at 50 ms and doubles). Default 2 s.
+    pub max_backoff: Duration,
+    /// Entries per stream the reader takes in one `XREAD` (`COUNT`). Default 1,000.
+    pub read_batch: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            prefix: "natter".into(),
+            instance: InstanceId::random(),
+            stream_cap: 10_000,
+            dedup_ttl: Duration::from_secs(24 * 3600),
+            presence_ttl: Duration::from_secs(15),
+            connect_timeout: Duration::from_millis(500),
+            io_timeout: Duration::from_millis(500),
+            block: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            read_batch: 1_000,
+        }
+    }
+}
+
+/// One natter instance's id, e.g. `3f9a01c2`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct InstanceId(String);
+
+impl InstanceId {
+    /// 8 random hex characters: enough that instances sharing a Redis never collide.
+    pub fn random() -> InstanceId {
+        InstanceId(format!("{:08x}", rand::random::<u32>()))
+    }
+
+    /// An id chosen by the caller (tests, or a stable id from configuration). It must
+    /// not contain a space: the event envelope is `{instance} {json}`.
+    pub fn new(id: &str) -> Result<InstanceId, StoreError> {
+        if id.is_empty() || id.contains([' ', ':']) {
+            return Err(StoreError::BadInput(format!("instance id {id:?}")));
+        }
+        Ok(InstanceId(id.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a call failed. The caller answers clients with error code `unavailable` for
+/// [`StoreError::Unavailable`] and retries later; the others are bugs or
+/// misconfiguration worth logging.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Redis could not be reached or stopped answering (refused, reset, timed out,
+    /// loading its data set). The connection was dropped; the next call reconnects.
+    #[error("redis unavailable: {0}")]
+    Unavailable(#[source] RedisError),
+    /// Redis answered with an error (e.g. a key of the wrong type, out of memory).
+    #[error("redis error: {0}")]
+    Redis(#[source] RedisError),
+    /// Redis answered with something this module does not understand.
+    #[error("unexpected reply from redis: {0}")]
+    Reply(String),
+    /// A URL, room name or instance id this module refuses.
+    #[error("invalid {0}")]
+    BadInput(String),
+    /// The reader or events thread could not be started.
+    #[error("starting a thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+impl StoreError {
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+impl From<RedisError> for StoreError {
+    fn from(e: RedisError) -> Self {
+        if is_outage(&e) {
+            StoreError::Unavailable(e)
+        } else if e.kind() == ErrorKind::InvalidClientConfig {
+            StoreError::BadInput(e.to_string())
+        } else if e.kind() == ErrorKind::UnexpectedReturnType {
+            StoreError::Reply(e.to_string())
+        } else {
+            StoreError::Redis(e)
+        }
+    }
+}
+
+/// True when the error means "Redis is not there right now" rather than "Redis said
+/// no": the connection must be replaced and the call may succeed later. A reply that
+/// does not parse counts too: the connection is out of step and must be replaced.
+fn is_outage(e: &RedisError) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::Io
+            | ErrorKind::Parse
+            | ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::ClusterDown
+            )
+    ) || e.is_connection_dropped()
+        || e.is_timeout()
+}
+
+/// What the caller tells the [`Reader`] and [`Events`] threads (each gets its own
+/// channel; send both the same commands).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Watch {
+    /// Deliver this room's messages with seq > `after_seq` (the reader), or its events
+    /// (the events thread, which ignores `after_seq`). Starting a room already watched
+    /// moves the reader's position to `after_seq`.
+    Start { room: String, after_seq: u64 },
+    /// Stop delivering this room.
+    Stop { room: String },
+}
+
+/// Which thread a [`Delivery::Status`] comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    Reader,
+    Events,
+}
+
+/// Whether a thread can currently reach Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Available,
+    Unavailable,
+}
+
+/// What the [`Reader`] and [`Events`] threads send the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// A stored message, exactly the `msg` JSON; per room in `seq` order, each once.
+    Msg { room: String, seq: u64, json: Bytes },
+    /// Messages `from..=to` of `room` were trimmed from Redis before the reader got to
+    /// them; they can no longer be delivered. The next `Msg` is `to + 1`.
+    Gap { room: String, from: u64, to: u64 },
+    /// An event another instance published for `room` (this instance's own are
+    /// skipped); `origin` is the publisher's [`InstanceId`].
+    Event { room: String, json: Bytes, origin: String },
+    /// `Available` when a thread first reaches Redis and after each recovery,
+    /// `Unavailable` once at the start of each outage.
+    Status { link: Link, health: Health },
+}
+
+/// The keys of one room. Built only through [`RoomKeys::new`], which checks the room
+/// name, so a client can never reach outside its room's keys.
+#[derive(Debug, Clone)]
+pub(crate) struct RoomKeys {
+    base: String,
+}
+
+impl RoomKeys {
+    pub(crate) fn new(prefix: &str, room: &str) -> Result<RoomKeys, StoreError> {
+        if !valid_room(room) {
+            return Err(StoreError::BadInput(format!("room name {room:?}")));
+        }
+        Ok(RoomKeys { base: format!("{prefix}:room:{room}") })
+    }
+
+    pub(crate) fn seq(&self) -> String {
+        format!("{}:seq", self.base)
+    }
+
+    pub(crate) fn stream(&self) -> String {
+        format!("{}:stream", self.base)
+    }
+
+    pub(crate) fn dedup(&self, uid: &str, id: &str) -> String {
+        format!("{}:id:{}:{uid}:{id}", self.base, uid.len())
+    }
+
+    pub(crate) fn events(&self) -> String {
+        format!("{}:events", self.base)
+    }
+
+    pub(crate) fn present(&self) -> String {
+        format!("{}:present", self.base)
+    }
+
+    pub(crate) fn present_of(&self, instance: &str) -> String {
+        format!("{}:present:{instance}", self.base)
+    }
+}
+
+/// `[A-Za-z0-9_.-]{1,64}`, as the protocol requires.
+fn valid_room(room: &str) -> bool {
+    (1..=64).contains(&room.len()) && room.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+}
+
+/// Opens a connection with the configured timeouts; `extra_read` is added to the read
+/// timeout (the reader's `XREAD BLOCK` waits that long on purpose).
+fn connect(client: &Client, opts: &StoreOptions, extra_read: Duration) -> Result<Connection, RedisError> {
+    let con = client.get_connection_with_timeout(opts.connect_timeout)?;
+    con.set_read_timeout(Some(opts.io_timeout + extra_read))?;
+    con.set_write_timeout(Some(opts.io_timeout))?;
+    Ok(con)
+}
+
+/// Parses the URL without connecting.
+fn open_client(url: &str) -> Result<Client, StoreError> {
+    Client::open(url).map_err(|e| StoreError::BadInput(format!("redis URL {url:?}: {e}")))
+}
+
+/// What the [`Reader`] and [`Events`] threads share: the client they reconnect with,
+/// their options and watch channel, and the outage bookkeeping — one status report per
+/// change, and an exponential backoff between reconnect attempts.
+struct Supervisor {
+    client: Client,
+    opts: StoreOptions,
+    watch: Receiver<Watch>,
+    link: Link,
+    out: Sender<Delivery>,
+    /// `None` until the first success or failure, so the first success is reported.
+    health: Option<Health>,
+    backoff: Duration,
+}
+
+/// The caller hung up: the thread ends.
+struct Hangup;
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+
+impl Supervisor {
+    fn new(
+        link: Link,
+        url: &str,
+        opts: StoreOptions,
+        watch: Receiver<Watch>,
+        out: Sender<Delivery>,
+    ) -> Result<Supervisor, StoreError> {
+        let client = open_client(url)?;
+        Ok(Supervisor { client, opts, watch, link, out, health: None, backoff: FIRST_BACKOFF })
+    }
+
+    fn send(&self, d: Delivery) -> Result<(), Hangup> {
+        self.out.send(d).map_err(|_| Hangup)
+    }
+
+    fn report(&mut self, health: Health) -> Result<(), Hangup> {
+        if self.health == Some(health) {
+            return Ok(());
+        }
+        self.health = Some(health);
+        self.send(Delivery::Status { link: self.link, health })
+    }
+
+    /// Redis answered: report a recovery and reset the backoff.
+    fn succeeded(&mut self) -> Result<(), Hangup> {
+        self.backoff = FIRST_BACKOFF;
+        self.report(Health::Available)
+    }
+
+    /// Redis failed: report the outage (once) and return how long to wait.
+    fn failed(&mut self, e: &RedisError) -> Result<Duration, Hangup> {
+        if self.health != Some(Health::Unavailable) {
+            log::warn!("redis {:?} link: {e}", self.link);
+        }
+        self.report(Health::Unavailable)?;
+        let wait = self.backoff;
+        self.backoff = (self.backoff * 2).min(self.opts.max_backoff);
+        Ok(wait)
+    }
+}
+
+/// Runs `body` on a named thread until the caller hangs up.
+fn spawn(name: &str, body: impl FnOnce() -> Result<(), Hangup> + Send + 'static) -> Result<JoinHandle<()>, StoreError> {
+    Ok(thread::Builder::new().name(name.into()).spawn(move || {
+        let _ = body();
+    })?)
+}
+
+/// Applies every watch command that arrives within `timeout` (none: returns at once
+/// after applying those already queued), so a thread backing off still follows
+/// Start/Stop and notices the caller hanging up.
+fn follow_watch(watch: &Receiver<Watch>, timeout: Duration, mut apply: impl FnMut(Watch)) -> Result<(), Hangup> {
+    let until = Instant::now() + timeout;
+    loop {
+        match watch.try_recv() {
+            Ok(w) => {
+                apply(w);
+                continue;
+            }
+            Err(TryRecvError::Disconnected) => return Err(Hangup),
+            Err(TryRecvError::Empty) => {}
+        }
+        match watch.recv_deadline(until) {
+            Ok(w) => apply(w),
+            Err(RecvTimeoutError::Timeout) => return Ok(()),
+            Err(RecvTimeoutError::Disconnected) => return Err(Hangup),
+        }
+    }
+}
+
+/// `{p}:room:{room}:{what}` → `room` (room names hold no `:`).
+fn room_of<'k>(key: &'k str, prefix: &str, what: &str) -> Option<&'k str> {
+    key.strip_prefix(prefix)?.strip_prefix(":room:")?.strip_suffix(what)?.strip_suffix(':')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_names_are_checked_before_they_become_keys() {
+        assert!(RoomKeys::new("p", "lobby-1.a_b").is_ok());
+        for bad in ["", "a:b", "a b", "a*", &"x".repeat(65), "é"] {
+            assert!(RoomKeys::new("p", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn keys_name_their_room() {
+        let k = RoomKeys::new("p", "a.b").unwrap();
+        assert_eq!(room_of(&k.stream(), "p", "stream"), Some("a.b"));
+        assert_eq!(room_of(&k.events(), "p", "events"), Some("a.b"));
+        assert_eq!(room_of(&k.events(), "p", "stream"), None);
+        assert_eq!(room_of(&k.events(), "q", "events"), None);
+    }
+
+    #[test]
+    fn dedup_keys_cannot_be_confused_by_where_uid_ends() {
+        let k = RoomKeys::new("p", "r").unwrap();
+        assert_ne!(k.dedup("a:b", "c"), k.dedup("a", "b:c"));
+        assert_eq!(k.dedup("u-al", "c-1"), "p:room:r:id:4:u-al:c-1");
+    }
+
+    #[test]
+    fn instance_ids_are_8_hex_chars_and_never_hold_a_space() {
+        let id = InstanceId::random();
+        assert_eq!(id.as_str().len(), 8);
+        assert!(id.as_str().bytes().all(|b| b.is_ascii_hexdigit()));
+        assert!(InstanceId::new("a b").is_err());
+        assert!(InstanceId::new("").is_err());
+    }
+}

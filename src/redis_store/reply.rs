@@ -1,0 +1,154 @@
+//! Reading Redis stream replies (`XRANGE`, `XREVRANGE`, `XREAD`) into [`Entry`]s.
+//!
+//! Pure functions over `redis::Value`, no I/O. An entry that natter did not write
+//! (an id other than `S-0`, no `m` field) is skipped with a warning, never fatal: one
+//! foreign entry must not stop a room's delivery.
+
+use bytes::Bytes;
+use redis::Value;
+
+use super::StoreError;
+
+/// One stored message: its seq and its `msg` JSON, exactly as sent live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub seq: u64,
+    pub json: Bytes,
+}
+
+/// The entries of an `XRANGE`/`XREVRANGE` reply, in reply order.
+pub(crate) fn entries(reply: Value) -> Result<Vec<Entry>, StoreError> {
+    match reply {
+        Value::Nil => Ok(Vec::new()),
+        Value::Array(items) => Ok(items.into_iter().filter_map(entry).collect()),
+        other => Err(unexpected("a stream range", &other)),
+    }
+}
+
+/// The streams of an `XREAD` reply as (key, entries); nil (the block timed out) is
+/// empty. RESP2 answers with an array of pairs, RESP3 with a map.
+pub(crate) fn streams(reply: Value) -> Result<Vec<(String, Vec<Entry>)>, StoreError> {
+    let pairs: Vec<(Value, Value)> = match reply {
+        Value::Nil => return Ok(Vec::new()),
+        Value::Map(pairs) => pairs,
+        Value::Array(items) => items
+            .into_iter()
+            .map(|item| match item {
+                Value::Array(kv) if kv.len() == 2 => {
+                    let mut kv = kv.into_iter();
+                    Ok((kv.next().unwrap_or_default(), kv.next().unwrap_or_default()))
+                }
+                other => Err(unexpected("an XREAD stream", &other)),
+            })
+            .collect::<Result<_, _>>()?,
+        other => return Err(unexpected("an XREAD reply", &other)),
+    };
+    pairs
+        .into_iter()
+        .map(|(key, list)| Ok((text(&key).ok_or_else(|| unexpected("a key", &key))?, entries(list)?)))
+        .collect()
+}
+
+/// `[id, [field, value, ...]]` → the entry, if natter wrote it.
+fn entry(item: Value) -> Option<Entry> {
+    let Value::Array(parts) = item else {
+        log::warn!("skipping a stream entry that is not an array: {item:?}");
+        return None;
+    };
+    let mut parts = parts.into_iter();
+    let (id, fields) = (parts.next()?, parts.next()?);
+    let Some(seq) = text(&id).as_deref().and_then(seq_of) else {
+        log::warn!("skipping stream entry {id:?}: natter writes ids `seq-0`");
+        return None;
+    };
+    let json = field(fields, b"m");
+    if json.is_none() {
+        log::warn!("skipping stream entry {seq}-0: no `m` field");
+    }
+    Some(Entry { seq, json: json? })
+}
+
+/// The value of `name` in a flat `[field, value, ...]` list (or a RESP3 map).
+fn field(fields: Value, name: &[u8]) -> Option<Bytes> {
+    let pairs: Vec<(Value, Value)> = match fields {
+        Value::Map(pairs) => pairs,
+        Value::Array(flat) => {
+            let mut it = flat.into_iter();
+            std::iter::from_fn(|| Some((it.next()?, it.next()?))).collect()
+        }
+        _ => return None,
+    };
+    pairs.into_iter().find_map(|(k, v)| match (k, v) {
+        (Value::BulkString(k), Value::BulkString(v)) if k == name => Some(Bytes::from(v)),
+        _ => None,
+    })
+}
+
+/// `"42-0"` → 42.
+pub(crate) fn seq_of(id: &str) -> Option<u64> {
+    let (ms, n) = id.split_once('-')?;
+    if n != "0" {
+        return None;
+    }
+    ms.parse().ok()
+}
+
+/// A bulk or simple string as UTF-8 text.
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn unexpected(what: &str, got: &Value) -> StoreError {
+    StoreError::Reply(format!("expected {what}, got {got:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    fn raw_entry(id: &str, fields: &[&str]) -> Value {
+        Value::Array(vec![bulk(id), Value::Array(fields.iter().map(|f| bulk(f)).collect())])
+    }
+
+    #[test]
+    fn entries_keep_reply_order_and_skip_what_natter_did_not_write() {
+        let reply = Value::Array(vec![
+            raw_entry("3-0", &["m", "{\"seq\":3}"]),
+            raw_entry("4-1", &["m", "x"]),
+            raw_entry("5-0", &["other", "x"]),
+            raw_entry("6-0", &["x", "y", "m", "{\"seq\":6}"]),
+        ]);
+        let got = entries(reply).unwrap();
+        assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 6]);
+        assert_eq!(&got[1].json[..], b"{\"seq\":6}");
+    }
+
+    #[test]
+    fn xread_replies_name_their_streams_and_nil_is_empty() {
+        assert!(streams(Value::Nil).unwrap().is_empty());
+        let reply = Value::Array(vec![Value::Array(vec![
+            bulk("p:room:a:stream"),
+            Value::Array(vec![raw_entry("1-0", &["m", "{}"])]),
+        ])]);
+        let got = streams(reply).unwrap();
+        assert_eq!(got[0].0, "p:room:a:stream");
+        assert_eq!(got[0].1[0].seq, 1);
+        assert!(streams(Value::Int(3)).is_err());
+    }
+
+    #[test]
+    fn only_seq_dash_zero_ids_are_seqs() {
+        assert_eq!(seq_of("42-0"), Some(42));
+        assert_eq!(seq_of("42-1"), None);
+        assert_eq!(seq_of("x-0"), None);
+        assert_eq!(seq_of("42"), None);
+    }
+}

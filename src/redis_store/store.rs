@@ -1,0 +1,272 @@
+//! [`RedisStore`]: the request/response side of the Redis layer — storing a message
+//! (de-duplicated, numbered and appended in one atomic script), reading history,
+//! publishing events, and (in `presence.rs`) presence.
+//!
+//! One connection, opened lazily and replaced after an outage; every call blocks for
+//! at most the configured timeouts. It never touches rooms or sockets, and it must be
+//! called only from a thread the caller dedicates to Redis, never the dispatcher's.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use redis::{Client, Connection, RedisResult, Script, Value};
+
+use super::reply::{self, Entry};
+use super::{connect, is_outage, open_client, InstanceId, RoomKeys, StoreError, StoreOptions};
+
+/// De-duplicate, number, build the JSON and append it, atomically (Redis runs a script
+/// alone). Seq and the stream entry are written together, so the stream never misses a
+/// seq that was handed out.
+///
+/// KEYS: seq, stream, and the dedup key when ARGV[5] == '1'.
+/// ARGV: JSON prefix, JSON suffix, stream cap, dedup TTL (s), has-id flag.
+/// Returns {1, seq} when stored, {0, original seq} for a duplicate.
+const APPEND_LUA: &str = r"
+if ARGV[5] == '1' then
+  local old = redis.call('GET', KEYS[3])
+  if old then return {0, tonumber(old)} end
+end
+local seq = redis.call('INCR', KEYS[1])
+if seq == 1 then
+  -- The counter is new: if the stream outlived it (a deleted or evicted key), go on
+  -- after the stream's last entry, since XADD refuses an id that is not above it.
+  local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+  if last[1] then
+    seq = tonumber(string.match(last[1][1], '^(%d+)')) + 1
+    redis.call('SET', KEYS[1], seq)
+  end
+end
+local id = string.format('%d', seq)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], id .. '-0', 'm', ARGV[1] .. id .. ARGV[2])
+if ARGV[5] == '1' then redis.call('SET', KEYS[3], id, 'EX', ARGV[4]) end
+return {1, seq}
+";
+
+/// What [`RedisStore::append`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Appended {
+    /// The message is stored as `seq`; `json` is the complete `msg` JSON, byte for byte
+    /// what the stream holds and the readers deliver.
+    Stored { seq: u64, json: Bytes },
+    /// This user already posted this client id in this room (within the dedup TTL):
+    /// nothing was stored; `seq` is the original message's.
+    Duplicate { seq: u64 },
+}
+
+/// Messages read back from a room's stream, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Range {
+    pub messages: Vec<Entry>,
+    /// False when the stream no longer holds the first message asked for (it was
+    /// trimmed) although the room has messages after it.
+    pub complete: bool,
+    /// The room's last seq when the range was read (0 = no message yet).
+    pub head: u64,
+}
+
+/// A connection to Redis for storing and reading messages, events and presence.
+///
+/// Not shared between threads: each thread that talks to Redis opens its own.
+pub struct RedisStore {
+    client: Client,
+    con: Option<Connection>,
+    pub(super) opts: StoreOptions,
+    append_script: Script,
+    /// This instance's presence as it should be in Redis: room → uid → name. The
+    /// presence calls update it first, so a refresh can write back what an outage or
+    /// a Redis restart lost.
+    pub(super) presence: HashMap<String, HashMap<String, String>>,
+}
+
+impl RedisStore {
+    /// Checks the URL (`redis://host:port/db`) without connecting; the first call
+    /// connects.
+    pub fn open(url: &str, opts: StoreOptions) -> Result<RedisStore, StoreError> {
+        Ok(RedisStore {
+            client: open_client(url)?,
+            con: None,
+            opts,
+            append_script: Script::new(APPEND_LUA),
+            presence: HashMap::new(),
+        })
+    }
+
+    /// [`RedisStore::open`], then a `PING`: fails with [`StoreError::Unavailable`]
+    /// (after at most the connect timeout) when Redis is not there.
+    pub fn connect(url: &str, opts: StoreOptions) -> Result<RedisStore, StoreError> {
+        let mut store = RedisStore::open(url, opts)?;
+        store.ping()?;
+        Ok(store)
+    }
+
+    pub fn options(&self) -> &StoreOptions {
+        &self.opts
+    }
+
+    pub fn instance(&self) -> &InstanceId {
+        &self.opts.instance
+    }
+
+    /// Runs `f` on the connection, connecting first if there is none. An outage drops
+    /// the connection so the next call reconnects (one attempt per call: the caller
+    /// decides how long to wait between calls).
+    pub(super) fn call<T>(
+        &mut self,
+        f: impl FnOnce(&mut Connection, &Script) -> RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        let con = match self.con.take() {
+            Some(con) => self.con.insert(con),
+            None => self.con.insert(connect(&self.client, &self.opts, Duration::ZERO)?),
+        };
+        f(con, &self.append_script).map_err(|e| {
+            if is_outage(&e) {
+                self.con = None;
+            }
+            StoreError::from(e)
+        })
+    }
+
+    pub(super) fn keys(&self, room: &str) -> Result<RoomKeys, StoreError> {
+        RoomKeys::new(&self.opts.prefix, room)
+    }
+
+    /// Stores a message unless it is a duplicate, atomically: with a `client_id` that
+    /// `uid` already posted in `room`, returns [`Appended::Duplicate`] with the
+    /// original seq; otherwise takes the next seq `S`, stores `prefix S suffix` as
+    /// stream entry `S-0` (trimming the stream to about `stream_cap`), remembers the
+    /// client id for `dedup_ttl`, and returns [`Appended::Stored`].
+    ///
+    /// The caller builds `prefix` = `{"type":"msg","room":"r","seq":` and `suffix` =
+    /// `,"id":…,"ts":…,"user":…,"uid":…,"text":…}`. A message is stored only when this
+    /// returns `Ok`; after an `Unavailable` it may or may not be (a retry with the same
+    /// client id then answers `Duplicate` if it was).
+    pub fn append(
+        &mut self,
+        room: &str,
+        uid: &str,
+        client_id: Option<&str>,
+        prefix: &[u8],
+        suffix: &[u8],
+    ) -> Result<Appended, StoreError> {
+        let keys = self.keys(room)?;
+        let cap = self.opts.stream_cap.max(1);
+        let ttl = self.opts.dedup_ttl.as_secs().max(1);
+        let (stored, seq): (u8, u64) = self.call(|con, script| {
+            let mut run = script.prepare_invoke();
+            run.key(keys.seq()).key(keys.stream());
+            if let Some(id) = client_id {
+                run.key(keys.dedup(uid, id));
+            }
+            run.arg(prefix).arg(suffix).arg(cap).arg(ttl).arg(u8::from(client_id.is_some()));
+            run.invoke(con)
+        })?;
+        if stored == 0 {
+            return Ok(Appended::Duplicate { seq });
+        }
+        let digits = seq.to_string();
+        let mut json = BytesMut::with_capacity(prefix.len() + digits.len() + suffix.len());
+        json.put_slice(prefix);
+        json.put_slice(digits.as_bytes());
+        json.put_slice(suffix);
+        Ok(Appended::Stored { seq, json: json.freeze() })
+    }
+
+    /// The messages with `after_seq < seq <= upto_seq` (no upper bound with `None`),
+    /// oldest first, at most `max` of them (ask again after the last one for more).
+    /// `complete` is false when seq `after_seq + 1` was trimmed away although the room
+    /// went past it: the caller answers `history` with `complete:false`.
+    pub fn range(
+        &mut self,
+        room: &str,
+        after_seq: u64,
+        upto_seq: Option<u64>,
+        max: usize,
+    ) -> Result<Range, StoreError> {
+        let keys = self.keys(room)?;
+        let first = after_seq.saturating_add(1);
+        let end = upto_seq.map_or_else(|| "+".to_owned(), |upto| format!("{upto}-0"));
+        let mut xrange = redis::cmd("XRANGE");
+        xrange.arg(keys.stream()).arg(format!("{first}-0")).arg(end).arg("COUNT").arg(max.max(1));
+        let (head, mut messages) = self.head_and_entries(&keys, xrange)?;
+        let missing_first = messages.first().is_none_or(|e| e.seq != first);
+        let wanted = upto_seq.is_none_or(|upto| upto >= first);
+        messages.truncate(max);
+        Ok(Range { messages, complete: !(head > after_seq && wanted && missing_first), head })
+    }
+
+    /// The last `n` messages of `room`, oldest first (a join without `since`).
+    pub fn recent(&mut self, room: &str, n: usize) -> Result<Range, StoreError> {
+        let keys = self.keys(room)?;
+        let mut xrevrange = redis::cmd("XREVRANGE");
+        xrevrange.arg(keys.stream()).arg("+").arg("-").arg("COUNT").arg(n.max(1));
+        let (head, mut messages) = self.head_and_entries(&keys, xrevrange)?;
+        messages.truncate(n);
+        messages.reverse();
+        Ok(Range { messages, complete: true, head })
+    }
+
+    /// The room's head and the entries `read` (an `XRANGE`/`XREVRANGE`) returns, read
+    /// in one MULTI: a message appended between the two would otherwise look like a
+    /// trimmed one.
+    fn head_and_entries(&mut self, keys: &RoomKeys, read: redis::Cmd) -> Result<(u64, Vec<Entry>), StoreError> {
+        let (head, raw): (Option<u64>, Value) =
+            self.call(|con, _| redis::pipe().atomic().cmd("GET").arg(keys.seq()).add_command(read).query(con))?;
+        Ok((head.unwrap_or(0), reply::entries(raw)?))
+    }
+
+    /// The room's last seq (0 when it has no message).
+    pub fn head(&mut self, room: &str) -> Result<u64, StoreError> {
+        let keys = self.keys(room)?;
+        let head: Option<u64> = self.call(|con, _| redis::cmd("GET").arg(keys.seq()).query(con))?;
+        Ok(head.unwrap_or(0))
+    }
+
+    /// Publishes an event (a `system` or `typing` JSON, never stored) to the other
+    /// instances watching `room`, stamped with this instance's id so its own
+    /// [`super::Events`] thread skips it. Returns how many subscribers got it.
+    pub fn publish(&mut self, room: &str, json: &[u8]) -> Result<usize, StoreError> {
+        let keys = self.keys(room)?;
+        let payload = envelope(&self.opts.instance, json);
+        self.call(|con, _| redis::cmd("PUBLISH").arg(keys.events()).arg(payload).query(con))
+    }
+
+    /// `PING`, for `/healthz`.
+    pub fn ping(&mut self) -> Result<(), StoreError> {
+        let pong: String = self.call(|con, _| redis::cmd("PING").query(con))?;
+        match pong.as_str() {
+            "PONG" => Ok(()),
+            _ => Err(StoreError::Reply(format!("PING answered {pong:?}"))),
+        }
+    }
+}
+
+/// An event on the wire: `{instance} {json}`. The instance id holds no space, so the
+/// first space ends it.
+fn envelope(instance: &InstanceId, json: &[u8]) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(instance.as_str().len() + 1 + json.len());
+    payload.extend_from_slice(instance.as_str().as_bytes());
+    payload.push(b' ');
+    payload.extend_from_slice(json);
+    payload
+}
+
+/// `{instance} {json}` → (instance, json); `None` for anything else.
+pub(super) fn open_envelope(payload: &[u8]) -> Option<(&str, &[u8])> {
+    let space = payload.iter().position(|&b| b == b' ')?;
+    let origin = std::str::from_utf8(&payload[..space]).ok()?;
+    Some((origin, &payload[space + 1..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_envelope_opens_to_what_was_sealed() {
+        let id = InstanceId::new("ab12cd34").unwrap();
+        let sealed = envelope(&id, br#"{"type":"typing","x":"a b"}"#);
+        assert_eq!(open_envelope(&sealed), Some(("ab12cd34", &br#"{"type":"typing","x":"a b"}"#[..])));
+        assert_eq!(open_envelope(b"no-space"), None);
+    }
+}

@@ -1,0 +1,469 @@
+//! The Redis layer (`natter::redis_store`) against a real `redis-server`, one private
+//! server per test on a free loopback port (tests/common_redis). Two `RedisStore`s
+//! stand for two natter instances sharing rooms.
+//!
+//! Needs `redis-server` on PATH: `scripts/ensure-redis.sh` installs it.
+
+mod common_redis;
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common_redis::RedisServer;
+use crossbeam_channel::{unbounded, Receiver, Sender};
+use natter::redis_store::{
+    presence_changes, Appended, Delivery, Events, Health, InstanceId, Link, Reader, RedisStore, StoreOptions, Watch,
+};
+
+/// How long any single expectation may wait.
+const WAIT: Duration = Duration::from_secs(10);
+/// How long "nothing more arrives" is watched for.
+const QUIET: Duration = Duration::from_millis(400);
+
+fn opts(instance: &str) -> StoreOptions {
+    StoreOptions { instance: InstanceId::new(instance).expect("test instance id"), ..StoreOptions::default() }
+}
+
+fn store(redis: &RedisServer, instance: &str) -> RedisStore {
+    store_with(redis, opts(instance))
+}
+
+fn store_with(redis: &RedisServer, opts: StoreOptions) -> RedisStore {
+    RedisStore::connect(&redis.url(), opts).expect("connect to the test redis")
+}
+
+/// The `msg` JSON around its seq, as the dispatcher would build it.
+fn parts(room: &str, uid: &str, text: &str) -> (Vec<u8>, Vec<u8>) {
+    let prefix = format!(r#"{{"type":"msg","room":"{room}","seq":"#);
+    let suffix = format!(r#","id":null,"ts":1,"user":"{uid}","uid":"{uid}","text":"{text}"}}"#);
+    (prefix.into_bytes(), suffix.into_bytes())
+}
+
+/// Appends a message without a client id; returns its seq and JSON.
+fn post(s: &mut RedisStore, room: &str, uid: &str, text: &str) -> (u64, Vec<u8>) {
+    let (prefix, suffix) = parts(room, uid, text);
+    match s.append(room, uid, None, &prefix, &suffix).expect("append") {
+        Appended::Stored { seq, json } => (seq, json.to_vec()),
+        dup => panic!("a message without an id was a duplicate: {dup:?}"),
+    }
+}
+
+fn seqs(messages: &[natter::redis_store::Entry]) -> Vec<u64> {
+    messages.iter().map(|e| e.seq).collect()
+}
+
+fn next(rx: &Receiver<Delivery>) -> Delivery {
+    rx.recv_timeout(WAIT).expect("a delivery within the wait")
+}
+
+/// The next delivery that is not a status report.
+fn next_data(rx: &Receiver<Delivery>) -> Delivery {
+    loop {
+        match next(rx) {
+            Delivery::Status { .. } => continue,
+            d => return d,
+        }
+    }
+}
+
+fn expect_msg(rx: &Receiver<Delivery>, room: &str, seq: u64) -> Vec<u8> {
+    match next_data(rx) {
+        Delivery::Msg { room: r, seq: s, json } if r == room && s == seq => json.to_vec(),
+        other => panic!("expected {room} #{seq}, got {other:?}"),
+    }
+}
+
+fn expect_status(rx: &Receiver<Delivery>, link: Link, health: Health) {
+    match next(rx) {
+        Delivery::Status { link: l, health: h } if l == link && h == health => {}
+        other => panic!("expected {link:?} {health:?}, got {other:?}"),
+    }
+}
+
+fn expect_quiet(rx: &Receiver<Delivery>) {
+    if let Ok(d) = rx.recv_timeout(QUIET) {
+        panic!("expected nothing more, got {d:?}");
+    }
+}
+
+/// Retries `f` while Redis is unavailable (it is coming back), up to the wait.
+fn when_back<T>(mut f: impl FnMut() -> Result<T, natter::redis_store::StoreError>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(e) if e.is_unavailable() && Instant::now() < deadline => thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("redis did not come back: {e}"),
+        }
+    }
+}
+
+/// A running reader or events thread with its channels.
+struct Follower {
+    watch: Sender<Watch>,
+    rx: Receiver<Delivery>,
+    handle: thread::JoinHandle<()>,
+}
+
+impl Follower {
+    fn reader(redis: &RedisServer, opts: StoreOptions) -> Follower {
+        let (watch, watch_rx) = unbounded();
+        let (tx, rx) = unbounded();
+        let handle = Reader::spawn(&redis.url(), opts, watch_rx, tx).expect("spawn the reader");
+        Follower { watch, rx, handle }
+    }
+
+    fn events(redis: &RedisServer, opts: StoreOptions) -> Follower {
+        let (watch, watch_rx) = unbounded();
+        let (tx, rx) = unbounded();
+        let handle = Events::spawn(&redis.url(), opts, watch_rx, tx).expect("spawn the events thread");
+        Follower { watch, rx, handle }
+    }
+
+    fn start(&self, room: &str, after_seq: u64) {
+        self.watch.send(Watch::Start { room: room.into(), after_seq }).expect("watch");
+    }
+
+    fn stop(&self, room: &str) {
+        self.watch.send(Watch::Stop { room: room.into() }).expect("unwatch");
+    }
+
+    /// Hangs up the watch channel; the thread must end promptly.
+    fn finish(self) {
+        drop(self.watch);
+        let deadline = Instant::now() + WAIT;
+        while !self.handle.is_finished() {
+            assert!(Instant::now() < deadline, "the thread did not end after its watch channel closed");
+            thread::sleep(Duration::from_millis(20));
+        }
+        self.handle.join().expect("the thread did not panic");
+    }
+}
+
+#[test]
+fn seq_is_gapless_and_ordered_when_two_instances_append_at_once() {
+    let redis = RedisServer::start();
+    let per_instance = 200;
+    let writers: Vec<_> = ["aaaa0001", "bbbb0002"]
+        .into_iter()
+        .map(|instance| {
+            let mut s = store(&redis, instance);
+            thread::spawn(move || {
+                (0..per_instance).map(|i| post(&mut s, "lobby", instance, &format!("m{i}"))).collect()
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for writer in writers {
+        let mine: Vec<(u64, Vec<u8>)> = writer.join().expect("writer thread");
+        assert!(mine.windows(2).all(|w| w[0].0 < w[1].0), "one instance's seqs rise");
+        all.extend(mine);
+    }
+    all.sort();
+    let got: Vec<u64> = all.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(got, (1..=2 * per_instance).collect::<Vec<u64>>(), "every seq once, no gap");
+
+    let mut s = store(&redis, "cccc0003");
+    let range = s.range("lobby", 0, None, 1000).expect("range");
+    assert!(range.complete);
+    assert_eq!(range.head, 2 * per_instance);
+    assert_eq!(seqs(&range.messages), got, "the stream holds them in seq order");
+    for (entry, (seq, json)) in range.messages.iter().zip(&all) {
+        assert_eq!((&entry.json[..], entry.seq), (&json[..], *seq), "the stream holds the JSON that was returned");
+    }
+    let (prefix, _) = parts("lobby", "x", "");
+    assert!(range.messages[0].json.starts_with(&[&prefix[..], b"1,"].concat()));
+    assert_eq!(s.head("lobby").expect("head"), 2 * per_instance);
+}
+
+#[test]
+fn a_duplicate_client_id_answers_the_original_seq_and_stores_nothing() {
+    let redis = RedisServer::start();
+    let (mut a, mut b) = (store(&redis, "aaaa0001"), store(&redis, "bbbb0002"));
+    let (prefix, suffix) = parts("r", "u-al", "hi");
+    let first = a.append("r", "u-al", Some("c-1"), &prefix, &suffix).expect("append");
+    let Appended::Stored { seq: 1, json } = first else { panic!("first post stored as 1, got {first:?}") };
+    assert_eq!(json, [&prefix[..], b"1", &suffix[..]].concat());
+
+    let (_, other_suffix) = parts("r", "u-al", "a retry with other text");
+    assert_eq!(
+        a.append("r", "u-al", Some("c-1"), &prefix, &other_suffix).expect("retry"),
+        Appended::Duplicate { seq: 1 }
+    );
+    assert_eq!(
+        b.append("r", "u-al", Some("c-1"), &prefix, &suffix).expect("retry on the other instance"),
+        Appended::Duplicate { seq: 1 }
+    );
+    // The same id from another user, or in another room, is another message.
+    assert!(matches!(b.append("r", "u-bo", Some("c-1"), &prefix, &suffix), Ok(Appended::Stored { seq: 2, .. })));
+    assert!(matches!(b.append("r2", "u-al", Some("c-1"), &prefix, &suffix), Ok(Appended::Stored { seq: 1, .. })));
+    // A uid/id split elsewhere must not collide ("u:x" + "y" vs "u" + "x:y").
+    assert!(matches!(a.append("r", "u:x", Some("y"), &prefix, &suffix), Ok(Appended::Stored { seq: 3, .. })));
+    assert!(matches!(a.append("r", "u", Some("x:y"), &prefix, &suffix), Ok(Appended::Stored { seq: 4, .. })));
+
+    let range = a.range("r", 0, None, 100).expect("range");
+    assert_eq!(seqs(&range.messages), [1, 2, 3, 4], "no second entry for the duplicates");
+    assert_eq!(redis.command("XLEN natter:room:r:stream"), ":4");
+    assert!(redis.command("TTL natter:room:r:id:4:u-al:c-1").trim_start_matches(':').parse::<i64>().unwrap() > 3600);
+}
+
+#[test]
+fn range_recent_and_complete_after_the_stream_was_trimmed() {
+    let redis = RedisServer::start();
+    let mut s = store_with(&redis, StoreOptions { stream_cap: 10, ..opts("aaaa0001") });
+    for i in 0..1000 {
+        post(&mut s, "r", "u-al", &format!("m{i}"));
+    }
+    let held: u64 = redis.command("XLEN natter:room:r:stream").trim_start_matches(':').parse().expect("XLEN");
+    assert!((10..1000).contains(&held), "trimmed to about the cap, holds {held}");
+
+    let from_start = s.range("r", 0, None, 50).expect("range");
+    assert!(!from_start.complete, "seq 1 is gone");
+    assert_eq!(from_start.head, 1000);
+    let first = from_start.messages[0].seq;
+    assert!(first > 1);
+    assert_eq!(seqs(&from_start.messages), (first..=1000).take(50).collect::<Vec<_>>());
+
+    let tail = s.range("r", 990, None, 100).expect("range");
+    assert!(tail.complete);
+    assert_eq!(seqs(&tail.messages), (991..=1000).collect::<Vec<_>>());
+    assert_eq!(seqs(&s.range("r", 990, Some(995), 100).expect("range").messages), [991, 992, 993, 994, 995]);
+    assert_eq!(seqs(&s.range("r", 990, None, 3).expect("range").messages), [991, 992, 993]);
+    let caught_up = s.range("r", 1000, None, 10).expect("range");
+    assert!(caught_up.complete && caught_up.messages.is_empty());
+
+    let recent = s.recent("r", 5).expect("recent");
+    assert_eq!(seqs(&recent.messages), [996, 997, 998, 999, 1000], "oldest first");
+    assert_eq!(recent.head, 1000);
+    assert!(recent.messages[4].json.ends_with(br#""text":"m999"}"#));
+
+    let empty = s.range("nothing-here", 0, None, 10).expect("range of an empty room");
+    assert!(empty.complete && empty.messages.is_empty() && empty.head == 0);
+    assert!(s.recent("nothing-here", 10).expect("recent").messages.is_empty());
+    assert_eq!(s.head("nothing-here").expect("head"), 0);
+    assert!(s.head("bad room").is_err(), "room names are checked");
+}
+
+#[test]
+fn the_reader_delivers_in_order_and_follows_what_it_is_told_to_watch() {
+    let redis = RedisServer::start();
+    let mut w = store(&redis, "aaaa0001");
+    for i in 1..=3 {
+        post(&mut w, "b", "u-al", &format!("before {i}"));
+    }
+    let reader = Follower::reader(&redis, opts("bbbb0002"));
+    reader.start("a", 0);
+    let posted: Vec<_> = (0..50).map(|i| post(&mut w, "a", "u-al", &format!("m{i}"))).collect();
+    expect_status(&reader.rx, Link::Reader, Health::Available);
+    for (seq, json) in posted {
+        assert_eq!(expect_msg(&reader.rx, "a", seq), json, "delivered exactly as stored");
+    }
+
+    reader.start("b", 2);
+    expect_msg(&reader.rx, "b", 3);
+    post(&mut w, "b", "u-al", "live");
+    expect_msg(&reader.rx, "b", 4);
+
+    reader.stop("a");
+    // Watch commands apply in order: once c's message arrives, "a" is no longer watched.
+    reader.start("c", 0);
+    post(&mut w, "c", "u-al", "barrier");
+    expect_msg(&reader.rx, "c", 1);
+    post(&mut w, "a", "u-al", "nobody watches this");
+    post(&mut w, "b", "u-al", "still watched");
+    expect_msg(&reader.rx, "b", 5);
+    expect_quiet(&reader.rx);
+    reader.finish();
+}
+
+#[test]
+fn the_reader_reports_a_gap_when_the_stream_was_trimmed_past_its_position() {
+    let redis = RedisServer::start();
+    let mut w = store_with(&redis, StoreOptions { stream_cap: 10, ..opts("aaaa0001") });
+    for i in 0..500 {
+        post(&mut w, "r", "u-al", &format!("m{i}"));
+    }
+    let reader = Follower::reader(&redis, opts("bbbb0002"));
+    reader.start("r", 0);
+    let first = match next_data(&reader.rx) {
+        Delivery::Gap { room, from: 1, to } if room == "r" => to + 1,
+        other => panic!("expected a gap from 1, got {other:?}"),
+    };
+    for seq in first..=500 {
+        expect_msg(&reader.rx, "r", seq);
+    }
+    expect_quiet(&reader.rx);
+    reader.finish();
+}
+
+#[test]
+fn after_redis_restarts_the_reader_and_events_resume_without_loss_or_repeats() {
+    let mut redis = RedisServer::start_persistent();
+    let mut w = store(&redis, "aaaa0001");
+    let reader = Follower::reader(&redis, opts("bbbb0002"));
+    let events = Follower::events(&redis, opts("bbbb0002"));
+    reader.start("r", 0);
+    events.start("r", 0);
+    for i in 1..=20 {
+        post(&mut w, "r", "u-al", &format!("m{i}"));
+    }
+    expect_status(&reader.rx, Link::Reader, Health::Available);
+    for seq in 1..=20 {
+        expect_msg(&reader.rx, "r", seq);
+    }
+    expect_status(&events.rx, Link::Events, Health::Available);
+
+    redis.stop();
+    let (prefix, suffix) = parts("r", "u-al", "during the outage");
+    let started = Instant::now();
+    let refused = w.append("r", "u-al", Some("c-out"), &prefix, &suffix).expect_err("redis is down");
+    assert!(refused.is_unavailable(), "an outage is Unavailable, got {refused:?}");
+    assert!(started.elapsed() < Duration::from_secs(2), "noticed fast");
+    expect_status(&reader.rx, Link::Reader, Health::Unavailable);
+    expect_status(&events.rx, Link::Events, Health::Unavailable);
+
+    redis.restart();
+    for i in 21..=40 {
+        let (seq, _) = when_back(|| {
+            let (prefix, suffix) = parts("r", "u-al", &format!("m{i}"));
+            w.append("r", "u-al", Some(&format!("c-{i}")), &prefix, &suffix).map(|a| match a {
+                Appended::Stored { seq, json } => (seq, json),
+                dup => panic!("not a duplicate: {dup:?}"),
+            })
+        });
+        assert_eq!(seq, i, "the data survived the restart");
+    }
+    expect_status(&reader.rx, Link::Reader, Health::Available);
+    for seq in 21..=40 {
+        expect_msg(&reader.rx, "r", seq);
+    }
+    expect_quiet(&reader.rx);
+
+    expect_status(&events.rx, Link::Events, Health::Available);
+    let mut publisher = store(&redis, "aaaa0001");
+    while publisher.publish("r", br#"{"type":"typing"}"#).expect("publish") < 1 {
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(matches!(next_data(&events.rx), Delivery::Event { origin, .. } if origin == "aaaa0001"));
+    reader.finish();
+    events.finish();
+}
+
+#[test]
+fn presence_unions_instances_and_forgets_one_that_stops_refreshing() {
+    let redis = RedisServer::start();
+    let ttl = Duration::from_secs(1);
+    let mut a = store_with(&redis, StoreOptions { presence_ttl: ttl, ..opts("aaaa0001") });
+    let mut b = store_with(&redis, StoreOptions { presence_ttl: ttl, ..opts("bbbb0002") });
+    a.presence_set("r", "u-alice", "alice").expect("set");
+    a.presence_set("r", "u-bob", "bob").expect("set");
+    b.presence_set("r", "u-bob", "bob").expect("set");
+    b.presence_set("r", "u-carol", "carol").expect("set");
+    b.presence_set("r", "u-dave", "dave").expect("set");
+    b.presence_set("other", "u-erin", "erin").expect("set");
+    let names = |list: Vec<(String, String)>| list.into_iter().map(|(_, name)| name).collect::<Vec<_>>();
+    assert_eq!(names(a.presence_list("r").expect("list")), ["alice", "bob", "carol", "dave"]);
+
+    b.presence_remove("r", "u-carol").expect("remove");
+    a.presence_set("r", "u-alice", "alicia").expect("rename");
+    let before = b.presence_list("r").expect("list");
+    assert_eq!(names(before.clone()), ["alicia", "bob", "dave"]);
+
+    // b "crashes": it stops refreshing; a keeps refreshing at a third of the TTL.
+    let crashed = Instant::now();
+    let after = loop {
+        a.presence_refresh().expect("refresh");
+        let now = a.presence_list("r").expect("list");
+        if now.len() < before.len() {
+            break now;
+        }
+        assert!(crashed.elapsed() < ttl * 4, "b's users are still listed after {:?}", crashed.elapsed());
+        thread::sleep(ttl / 3);
+    };
+    assert!(crashed.elapsed() >= ttl / 2, "nothing vanished before the TTL ran out");
+    assert_eq!(names(after.clone()), ["alicia", "bob"], "bob is still on a");
+    let changes = presence_changes(&before, &after);
+    assert_eq!(changes.left, [("u-dave".to_owned(), "dave".to_owned())]);
+    assert!(changes.arrived.is_empty());
+    assert!(a.presence_list("other").expect("list").is_empty());
+    assert_eq!(redis.command("SMEMBERS natter:room:r:present"), "*1\r\n$8\r\naaaa0001", "the dead id was dropped");
+
+    a.presence_clear().expect("clear");
+    assert!(b.presence_list("r").expect("list").is_empty());
+}
+
+#[test]
+fn a_refresh_writes_back_presence_that_redis_lost() {
+    let mut redis = RedisServer::start();
+    let mut a = store(&redis, "aaaa0001");
+    a.presence_set("r", "u-alice", "alice").expect("set");
+    redis.restart(); // in memory only: everything is gone
+    assert!(when_back(|| a.presence_list("r")).is_empty());
+    a.presence_refresh().expect("refresh");
+    assert_eq!(a.presence_list("r").expect("list"), [("u-alice".to_owned(), "alice".to_owned())]);
+}
+
+#[test]
+fn events_reach_the_other_instance_with_their_origin_and_never_their_own() {
+    let redis = RedisServer::start();
+    let (mut a, mut b) = (store(&redis, "aaaa0001"), store(&redis, "bbbb0002"));
+    let (on_a, on_b) = (Follower::events(&redis, opts("aaaa0001")), Follower::events(&redis, opts("bbbb0002")));
+    on_a.start("lobby", 0);
+    on_b.start("lobby", 0);
+    let typing = br#"{"type":"typing","room":"lobby","user":{"id":"u-al","name":"al"}}"#;
+    // PUBLISH answers how many subscribers got it: wait until both threads listen.
+    while a.publish("lobby", typing).expect("publish") < 2 {
+        thread::sleep(Duration::from_millis(20));
+    }
+    match next_data(&on_b.rx) {
+        Delivery::Event { room, json, origin } => {
+            assert_eq!((room.as_str(), &json[..], origin.as_str()), ("lobby", &typing[..], "aaaa0001"));
+        }
+        other => panic!("expected a's event, got {other:?}"),
+    }
+    b.publish("lobby", b"{\"from\":\"b\"}").expect("publish");
+    match next_data(&on_a.rx) {
+        Delivery::Event { origin, json, .. } => {
+            assert_eq!((origin.as_str(), &json[..]), ("bbbb0002", &b"{\"from\":\"b\"}"[..]))
+        }
+        other => panic!("a expected b's event (never its own), got {other:?}"),
+    }
+    expect_quiet(&on_a.rx);
+
+    on_b.stop("lobby");
+    while a.publish("lobby", b"{}").expect("publish") > 1 {
+        thread::sleep(Duration::from_millis(20));
+    }
+    while on_b.rx.recv_timeout(Duration::from_millis(50)).is_ok() {}
+    a.publish("lobby", b"{}").expect("publish");
+    a.publish("elsewhere", b"{}").expect("publish");
+    expect_quiet(&on_b.rx);
+    on_a.finish();
+    on_b.finish();
+}
+
+#[test]
+fn an_unreachable_redis_is_unavailable_within_the_timeouts() {
+    let mut redis = RedisServer::start();
+    let url = redis.url();
+    redis.stop();
+    let started = Instant::now();
+    match RedisStore::connect(&url, opts("aaaa0001")) {
+        Err(e) => assert!(e.is_unavailable(), "refused is Unavailable, got {e:?}"),
+        Ok(_) => panic!("connected to a stopped redis"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(RedisStore::connect("not a url", opts("aaaa0001")).is_err_and(|e| !e.is_unavailable()));
+}
+
+#[test]
+fn a_lost_seq_counter_goes_on_after_the_streams_last_entry() {
+    let redis = RedisServer::start();
+    let mut s = store(&redis, "aaaa0001");
+    for i in 1..=3 {
+        post(&mut s, "r", "u-al", &format!("m{i}"));
+    }
+    assert_eq!(redis.command("DEL natter:room:r:seq"), ":1");
+    assert_eq!(post(&mut s, "r", "u-al", "after the loss").0, 4, "XADD would refuse 1-0 below 3-0");
+    assert_eq!(s.head("r").expect("head"), 4);
+}
