@@ -14,11 +14,13 @@ run: build
 build:
 	$(CARGO) build --release -p natter
 
-## Every test: Rust unit and integration tests, then the browser tests in headless
-## Chromium (installed with the Node packages on first run).
+## Every test: Rust unit and integration tests (redis-server is installed on first
+## run for the Redis tests), then the browser tests in headless Chromium (installed
+## with the Node packages on first run).
 test: test-rust test-browser
 
 test-rust:
+	scripts/ensure-redis.sh
 	$(CARGO) test --workspace
 
 test-browser: build

@@ -50,9 +50,10 @@ pub struct Delivered {
     pub blocked: Vec<Arc<Conn>>,
 }
 
-/// Delivers `batch`, in order, to the connections `shard` owns. `max_backlog` is the
+/// Delivers `items`, in order, to the connections `shard` owns: every frame is queued
+/// first, then each touched socket is written once. `max_backlog` is the
 /// slow-consumer limit.
-pub fn deliver(batch: &[Out], shard: Shard, max_backlog: usize) -> Delivered {
+pub fn deliver<'a>(items: impl IntoIterator<Item = &'a Out>, shard: Shard, max_backlog: usize) -> Delivered {
     let mut out = Delivered::default();
     let mut dirty: Vec<Arc<Conn>> = Vec::new();
     let mut queue = |conn: &Arc<Conn>, frame: &Frame, out: &mut Delivered| {
@@ -66,7 +67,7 @@ pub fn deliver(batch: &[Out], shard: Shard, max_backlog: usize) -> Delivered {
             dirty.push(conn.clone());
         }
     };
-    for item in batch {
+    for item in items {
         match item {
             Out::One(conn, frame) => {
                 if shard.owns(conn.id) {

@@ -79,8 +79,20 @@ impl Admission {
     }
 }
 
+/// Pending connections the kernel queues before `accept`: std binds with 128, which
+/// drops SYNs when thousands of clients arrive at once (each retried only after 1 s).
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// Raises the listen backlog of an already-listening socket (listen(2) may be called
+/// again to change it; the kernel caps it at `net.core.somaxconn`).
+pub fn raise_backlog(listener: &TcpListener) {
+    // SAFETY: listen(2) on a socket this process owns and is already listening.
+    unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) };
+}
+
 /// Accepts until shutdown. `max_connections` is the effective ceiling computed at start.
 pub fn accept_loop(listener: TcpListener, ctx: Arc<ConnContext>, max_connections: usize, shutdown: Shutdown) {
+    raise_backlog(&listener);
     let admission = Arc::new(Admission::default());
     let (refuse_tx, refuse_rx) = crossbeam_channel::bounded(REFUSE_QUEUE);
     let refuser = thread::Builder::new()
