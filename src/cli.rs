@@ -140,6 +140,13 @@ pub struct ServeArgs {
     #[arg(long)]
     pub require_origin: bool,
 
+    /// Share rooms with other natter instances through Redis (redis://HOST:PORT/DB). Without it: local journal.
+    #[arg(long)]
+    pub redis: Option<String>,
+    /// Redis mode: milliseconds after which a crashed instance's users are no longer present.
+    #[arg(long, default_value_t = 15_000)]
+    pub redis_presence_ttl_ms: u64,
+
     /// Authentication: open (pick a name) or token (HS256 JWT required).
     #[arg(long, value_enum, default_value = "open")]
     pub auth: AuthMode,
@@ -208,6 +215,8 @@ impl ServeArgs {
             journal_segment_bytes: self.journal_segment_bytes,
             allowed_origins: self.allowed_origins.clone(),
             require_origin: self.require_origin,
+            redis: self.redis.clone(),
+            redis_presence_ttl: Duration::from_millis(self.redis_presence_ttl_ms),
             auth: self.auth,
             jwt_secret,
             jwt_leeway_s: self.jwt_leeway_s,

@@ -104,6 +104,12 @@ pub struct Config {
     /// Refuse handshakes that carry no `Origin` header (non-browser clients).
     pub require_origin: bool,
 
+    /// Redis URL (`redis://HOST:PORT/DB`): rooms, order, history and presence are
+    /// shared with every natter instance on the same Redis. `None`: local journal.
+    pub redis: Option<String>,
+    /// How long a crashed instance's users stay listed as present.
+    pub redis_presence_ttl: Duration,
+
     /// Open or token authentication.
     pub auth: AuthMode,
     /// HS256 secret for token mode.
@@ -144,6 +150,8 @@ impl Default for Config {
             journal_segment_bytes: 64 * 1024 * 1024,
             allowed_origins: Vec::new(),
             require_origin: false,
+            redis: None,
+            redis_presence_ttl: Duration::from_secs(15),
             auth: AuthMode::Open,
             jwt_secret: None,
             jwt_leeway_s: 30,

@@ -13,6 +13,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod dispatcher;
@@ -37,11 +38,13 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::thread;
 
+use cluster::Cluster;
 use config::Config;
 use connection::ConnContext;
 use dispatcher::Dispatcher;
 use journal::{Journal, JournalError};
 use metrics::Metrics;
+use redis_store::{StoreError, StoreOptions};
 use shutdown::Shutdown;
 
 /// Bounded queue from connection threads to the dispatcher: when the dispatcher falls
@@ -64,6 +67,8 @@ pub enum ServeError {
     Http(String),
     #[error("starting a thread: {0}")]
     Thread(#[from] std::io::Error),
+    #[error("redis: {0}")]
+    Redis(#[from] StoreError),
 }
 
 /// Runs the server until `shutdown` fires; then every client gets close 1001, the
@@ -71,9 +76,19 @@ pub enum ServeError {
 pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> Result<(), ServeError> {
     let cfg = Arc::new(cfg);
     let metrics = Arc::new(Metrics::default());
-    let (journal, replayed) = Journal::open(&cfg.data_dir, cfg.fsync, cfg.journal_segment_bytes)?;
-    let dispatcher = Dispatcher::new(cfg.clone(), metrics.clone(), journal, replayed);
     let (commands_tx, commands_rx) = crossbeam_channel::bounded(COMMAND_QUEUE);
+    let dispatcher = match &cfg.redis {
+        None => {
+            let (journal, replayed) = Journal::open(&cfg.data_dir, cfg.fsync, cfg.journal_segment_bytes)?;
+            Dispatcher::new(cfg.clone(), metrics.clone(), Some(journal), replayed)
+        }
+        Some(url) => {
+            let opts = StoreOptions { presence_ttl: cfg.redis_presence_ttl, ..StoreOptions::default() };
+            metrics.set_redis(false);
+            let cluster = Cluster::start(url, opts, commands_tx.clone())?;
+            Dispatcher::new(cfg.clone(), metrics.clone(), None, Vec::new()).with_cluster(cluster)
+        }
+    };
 
     let dispatch_shutdown = shutdown.clone();
     let dispatcher = thread::Builder::new()

@@ -96,6 +96,8 @@ pub struct Metrics {
     pub messages_accepted: AtomicU64,
     pub messages_duplicate: AtomicU64,
     pub deliveries: AtomicU64,
+    /// Redis mode: 0 not configured, 1 reachable, 2 unreachable.
+    redis: AtomicU64,
     errors: [AtomicU64; ErrorCode::ALL.len()],
     closes: [AtomicU64; CloseReason::ALL.len()],
     fanout_buckets: [AtomicU64; FANOUT_BUCKETS.len()],
@@ -113,6 +115,7 @@ impl Default for Metrics {
             messages_accepted: AtomicU64::new(0),
             messages_duplicate: AtomicU64::new(0),
             deliveries: AtomicU64::new(0),
+            redis: AtomicU64::new(0),
             errors: Default::default(),
             closes: Default::default(),
             fanout_buckets: Default::default(),
@@ -150,19 +153,32 @@ impl Metrics {
         self.fanout_sum_ns.fetch_add((seconds * 1e9 * messages as f64) as u64, Relaxed);
     }
 
+    /// Redis mode: whether Redis is reachable (the last word of any Redis thread).
+    pub fn set_redis(&self, up: bool) {
+        self.redis.store(if up { 1 } else { 2 }, Relaxed);
+    }
+
     pub fn uptime_s(&self) -> u64 {
         self.started.elapsed().as_secs()
     }
 
     /// `/healthz` body.
     pub fn health_json(&self) -> String {
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "status": "ok",
             "uptime_s": self.uptime_s(),
             "connections": self.connections.load(Relaxed),
             "rooms": self.rooms.load(Relaxed),
-        })
-        .to_string()
+        });
+        match self.redis.load(Relaxed) {
+            1 => v["redis"] = "up".into(),
+            2 => {
+                v["redis"] = "down".into();
+                v["status"] = "degraded".into();
+            }
+            _ => {}
+        }
+        v.to_string()
     }
 
     /// `/metrics` body, Prometheus text format 0.0.4.
@@ -192,6 +208,10 @@ impl Metrics {
             "counter",
             self.messages_duplicate.load(Relaxed),
         );
+        let redis = self.redis.load(Relaxed);
+        if redis != 0 {
+            gauge("natter_redis_up", "Redis mode: 1 when Redis is reachable.", "gauge", u64::from(redis == 1));
+        }
         gauge("natter_deliveries_total", "Frames handed to client sockets.", "counter", self.deliveries.load(Relaxed));
         let _ =
             writeln!(s, "# HELP natter_errors_total Error frames sent, by code.\n# TYPE natter_errors_total counter");

@@ -125,10 +125,12 @@ pub enum ErrorCode {
     RateLimited,
     RoomLimit,
     Forbidden,
+    /// Redis mode: the message store cannot be reached; nothing was stored, retry.
+    Unavailable,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 8] = [
+    pub const ALL: [ErrorCode; 9] = [
         ErrorCode::BadJson,
         ErrorCode::UnknownType,
         ErrorCode::BadField,
@@ -137,6 +139,7 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::RoomLimit,
         ErrorCode::Forbidden,
+        ErrorCode::Unavailable,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -148,6 +151,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::RoomLimit => "room_limit",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 }
@@ -321,7 +325,7 @@ pub struct LimitsInfo {
 }
 
 /// The `system` event kinds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SystemEvent {
     Join,

@@ -48,7 +48,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use redis::{Client, Connection, ErrorKind, RedisError, ServerErrorKind};
 
 pub use events::Events;
-pub use presence::{presence_changes, PresenceChanges};
+pub use presence::{presence_changes, PresenceChanges, Present};
 pub use reader::Reader;
 pub use reply::Entry;
 pub use store::{Appended, Range, RedisStore};
@@ -377,7 +377,15 @@ fn follow_watch(watch: &Receiver<Watch>, timeout: Duration, mut apply: impl FnMu
             Err(TryRecvError::Empty) => {}
         }
         match watch.recv_deadline(until) {
-            Ok(w) => apply(w),
+            // A change of rooms is acted on at once: return after taking what else is
+            // queued, instead of idling out the rest of the timeout.
+            Ok(w) => {
+                apply(w);
+                while let Ok(w) = watch.try_recv() {
+                    apply(w);
+                }
+                return Ok(());
+            }
             Err(RecvTimeoutError::Timeout) => return Ok(()),
             Err(RecvTimeoutError::Disconnected) => return Err(Hangup),
         }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{select, Receiver};
 
+use crate::cluster::{Cluster, ClusterEvent, Request};
 use crate::config::Config;
 use crate::fanout::Out;
 use crate::history::{History, Stored};
@@ -27,6 +28,8 @@ use crate::outbox::{self, Conn, ConnId, Flush};
 use crate::protocol::{ClientMsg, ErrorCode, ProtocolError, RoomName, ServerMsg, SystemEvent, UserRef};
 use crate::shutdown::Shutdown;
 use crate::wire::{self, Frame};
+
+mod redis;
 use crate::writer::{Batch, ShardEvent, Writers};
 
 /// Most commands handled before the journal is committed and frames are written.
@@ -60,6 +63,8 @@ pub enum Command {
     Client { conn: ConnId, msg: ClientMsg },
     /// The connection ended; forget it.
     Gone { conn: ConnId },
+    /// A result from the Redis threads (`--redis`).
+    Cluster(ClusterEvent),
 }
 
 struct Client {
@@ -81,13 +86,23 @@ struct Room {
     snapshot: Option<Arc<[Arc<Conn>]>>,
     present: HashMap<Arc<str>, Present>,
     history: History,
+    /// Redis mode: the last seq the reader delivered for this room; `None` while the
+    /// room is not watched (no local member yet).
+    live_head: Option<u64>,
+    /// Redis mode: users present through other instances, as known here (uid → name),
+    /// so each arrival and departure is announced once whether it is heard from the
+    /// events channel or from presence polling.
+    remote: HashMap<String, String>,
 }
 
 /// The dispatcher's state. Built by [`Dispatcher::new`], consumed by [`Dispatcher::run`].
 pub struct Dispatcher {
     cfg: Arc<Config>,
     metrics: Arc<Metrics>,
-    journal: Journal,
+    /// The local journal; `None` in Redis mode, where Redis stores the messages.
+    journal: Option<Journal>,
+    /// Redis mode: the threads that talk to Redis.
+    cluster: Option<Cluster>,
     clients: HashMap<ConnId, Client>,
     rooms: HashMap<RoomName, Room>,
     /// Frames produced by the current batch, written after the journal commit.
@@ -117,6 +132,8 @@ impl Room {
             snapshot: None,
             present: HashMap::new(),
             history: History::new(cfg.history_per_room, cfg.dedup_per_room),
+            live_head: None,
+            remote: HashMap::new(),
         }
     }
     fn members(&mut self) -> Arc<[Arc<Conn>]> {
@@ -148,11 +165,17 @@ impl Room {
 
 impl Dispatcher {
     /// Builds the state, replaying the journal's messages into the rooms' rings.
-    pub fn new(cfg: Arc<Config>, metrics: Arc<Metrics>, journal: Journal, replayed: Vec<Replayed>) -> Dispatcher {
+    pub fn new(
+        cfg: Arc<Config>,
+        metrics: Arc<Metrics>,
+        journal: Option<Journal>,
+        replayed: Vec<Replayed>,
+    ) -> Dispatcher {
         let mut d = Dispatcher {
             cfg,
             metrics,
             journal,
+            cluster: None,
             clients: HashMap::new(),
             rooms: HashMap::new(),
             staged: Vec::new(),
@@ -183,6 +206,12 @@ impl Dispatcher {
         }
         d.metrics.rooms.store(d.rooms.len() as u64, Relaxed);
         d
+    }
+
+    /// Redis mode: messages, history and presence go through `cluster`.
+    pub fn with_cluster(mut self, cluster: Cluster) -> Dispatcher {
+        self.cluster = Some(cluster);
+        self
     }
 
     /// The latest seq of each room (for logs and tests).
@@ -234,7 +263,9 @@ impl Dispatcher {
             w.finish();
         }
         self.close_all(if result.is_ok() { CloseReason::Shutdown } else { CloseReason::Internal });
-        self.journal.close()?;
+        if let Some(j) = self.journal.as_mut() {
+            j.close()?;
+        }
         result
     }
 
@@ -257,6 +288,7 @@ impl Dispatcher {
                 }
             }
             Command::Gone { conn } => self.forget(conn),
+            Command::Cluster(ev) => self.on_cluster(ev),
         }
     }
 
@@ -271,7 +303,12 @@ impl Dispatcher {
             ClientMsg::LegacyMsg { text } => {
                 let lobby = RoomName::lobby();
                 if !self.client(id).rooms.contains(&lobby) {
-                    self.enter(id, &lobby)?;
+                    self.admit_to_room(id, &lobby)?;
+                    if self.cluster.is_some() {
+                        self.cluster_join(id, lobby.clone(), None, true);
+                    } else {
+                        self.add_member(id, &lobby);
+                    }
                 }
                 self.post(id, lobby, &text, None)
             }
@@ -310,7 +347,14 @@ impl Dispatcher {
 
     fn join(&mut self, id: ConnId, room: RoomName, since: Option<u64>) -> Result<(), ProtocolError> {
         if !self.client(id).rooms.contains(&room) {
-            self.enter(id, &room)?;
+            self.admit_to_room(id, &room)?;
+            if self.cluster.is_none() {
+                self.add_member(id, &room);
+            }
+        }
+        if self.cluster.is_some() {
+            self.cluster_join(id, room, since, false);
+            return Ok(());
         }
         let conn = self.client(id).conn.clone();
         let r = self.rooms.get(&room).expect("entered above");
@@ -337,11 +381,10 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Makes `id` a member of `room` (creating it), announcing the user's arrival to
-    /// the others when this is the user's first connection there.
-    fn enter(&mut self, id: ConnId, room: &RoomName) -> Result<(), ProtocolError> {
+    /// Checks the room limits and counts `room` among the client's rooms (creating
+    /// the room). Membership — receiving its messages — is [`Self::add_member`].
+    fn admit_to_room(&mut self, id: ConnId, room: &RoomName) -> Result<(), ProtocolError> {
         let client = self.client(id);
-        let (conn, uid, name) = (client.conn.clone(), client.uid.clone(), client.name.clone());
         if client.rooms.len() >= self.cfg.max_rooms_per_conn {
             let message = format!("at most {} rooms per connection", self.cfg.max_rooms_per_conn);
             return Err(ProtocolError::new(ErrorCode::RoomLimit, message).with_ref(Some("join".into())));
@@ -354,13 +397,21 @@ impl Dispatcher {
             self.rooms.insert(room.clone(), Room::new(&self.cfg));
             self.metrics.rooms.store(self.rooms.len() as u64, Relaxed);
         }
-        let r = self.rooms.get_mut(room).expect("inserted above");
+        self.clients.get_mut(&id).expect("checked").rooms.push(room.clone());
+        Ok(())
+    }
+
+    /// Makes `id` a member of `room`, announcing the user's arrival to the others when
+    /// this is the user's first connection there.
+    fn add_member(&mut self, id: ConnId, room: &RoomName) {
+        let client = self.client(id);
+        let (conn, uid, name) = (client.conn.clone(), client.uid.clone(), client.name.clone());
+        let r = self.rooms.get_mut(room).expect("admitted rooms exist");
         r.add(id, conn);
         let p = r.present.entry(uid.clone()).or_insert(Present { connections: 0, name: name.clone() });
         p.connections += 1;
         let first = p.connections == 1;
         let announce = first && r.announces(self.cfg.presence_limit);
-        self.clients.get_mut(&id).expect("checked").rooms.push(room.clone());
         if announce {
             let frame = wire::encode(&ServerMsg::System {
                 room: room.as_str(),
@@ -370,8 +421,15 @@ impl Dispatcher {
                 old_name: None,
             });
             self.stage_room(room, &frame, Some(id));
+            self.publish(room, &frame);
         }
-        Ok(())
+    }
+
+    /// Redis mode: passes a system or typing frame to the other instances.
+    fn publish(&self, room: &RoomName, frame: &Frame) {
+        if let Some(c) = &self.cluster {
+            c.send(Request::Publish { room: room.clone(), json: wire::payload(frame).to_vec() });
+        }
     }
 
     fn leave(&mut self, id: ConnId, room: &RoomName) -> Result<(), ProtocolError> {
@@ -401,21 +459,28 @@ impl Dispatcher {
             return;
         };
         p.connections -= 1;
+        let last_here = r.members.is_empty();
         if p.connections == 0 {
             // Judged with the leaver still counted, as its join was.
             let announce = r.announces(self.cfg.presence_limit);
             let p = r.present.remove(&uid).expect("just seen");
-            if !announce {
-                return;
+            if let Some(c) = &self.cluster {
+                c.send(Request::Leave { room: room.clone(), uid: uid.clone() });
             }
-            let frame = wire::encode(&ServerMsg::System {
-                room: room.as_str(),
-                event: SystemEvent::Leave,
-                user: UserRef { id: &uid, name: &p.name },
-                ts: now_ms(),
-                old_name: None,
-            });
-            self.stage_room(room, &frame, None);
+            if announce {
+                let frame = wire::encode(&ServerMsg::System {
+                    room: room.as_str(),
+                    event: SystemEvent::Leave,
+                    user: UserRef { id: &uid, name: &p.name },
+                    ts: now_ms(),
+                    old_name: None,
+                });
+                self.stage_room(room, &frame, None);
+                self.publish(room, &frame);
+            }
+        }
+        if last_here {
+            self.cluster_room_empty(room);
         }
     }
 
@@ -424,6 +489,10 @@ impl Dispatcher {
         let (conn, uid, name) = (client.conn.clone(), client.uid.clone(), client.name.clone());
         if !client.rooms.contains(&room) {
             return Err(Self::not_joined(&room, msg_id.or(Some("msg".into()))));
+        }
+        if self.cluster.is_some() {
+            self.cluster_post(id, room, text, msg_id);
+            return Ok(());
         }
         let r = self.rooms.get_mut(&room).expect("members' rooms exist");
         if let Some(seq) = msg_id.as_deref().and_then(|m| r.history.seen(&uid, m)) {
@@ -448,7 +517,7 @@ impl Dispatcher {
             text,
         }
         .to_json();
-        self.journal.append(&json);
+        self.journal.as_mut().expect("local mode has a journal").append(&json);
         let frame = wire::text_frame(&json);
         r.history.push(Stored { seq, frame: frame.clone() }, &uid, msg_id.as_deref());
         self.metrics.messages_accepted.fetch_add(1, Relaxed);
@@ -471,6 +540,7 @@ impl Dispatcher {
             user: UserRef { id: &client.uid, name: &client.name },
         });
         self.stage_room(room, &frame, Some(id));
+        self.publish(room, &frame);
         Ok(())
     }
 
@@ -497,8 +567,12 @@ impl Dispatcher {
                 ts,
                 old_name: Some(&old),
             });
+            if let Some(c) = &self.cluster {
+                c.send(Request::Rename { room: room.clone(), uid: uid.clone(), name: name.clone() });
+            }
             if r.announces(self.cfg.presence_limit) {
                 self.stage_room(&room, &frame, None);
+                self.publish(&room, &frame);
             } else {
                 self.stage(&conn, frame);
             }
@@ -511,8 +585,17 @@ impl Dispatcher {
         let Some(client) = self.clients.get(&id) else {
             return;
         };
+        let uid = client.uid.clone();
         for room in client.rooms.clone() {
-            self.remove_member(id, &room);
+            let member = self.rooms.get(&room).is_some_and(|r| r.members.contains_key(&id));
+            if member {
+                self.remove_member(id, &room);
+            } else if let Some(c) = &self.cluster {
+                // Gone while its Redis join was in flight: take back the presence it set.
+                if !self.rooms.get(&room).is_some_and(|r| r.present.contains_key(&uid)) {
+                    c.send(Request::Leave { room, uid: uid.clone() });
+                }
+            }
         }
         self.clients.remove(&id);
         self.blocked.remove(&id);
@@ -525,12 +608,14 @@ impl Dispatcher {
         if self.staged.is_empty() {
             return Ok(());
         }
-        self.journal.commit()?;
+        if let Some(j) = self.journal.as_mut() {
+            j.commit()?;
+        }
         let batch = Batch { items: std::mem::take(&mut self.staged), messages: std::mem::take(&mut self.staged_msgs) };
         self.writers.as_ref().expect("writers run while the dispatcher runs").submit(batch);
-        if self.journal.wants_compaction() {
+        if self.journal.as_ref().is_some_and(|j| j.wants_compaction()) {
             let lines: Vec<_> = self.rooms.values().flat_map(|r| r.history.all().map(|m| m.json())).collect();
-            self.journal.compact(lines.into_iter())?;
+            self.journal.as_mut().expect("checked above").compact(lines.into_iter())?;
         }
         Ok(())
     }

@@ -1,0 +1,260 @@
+//! Scale-out glue (`--redis`): runs the dispatcher's Redis work on threads of its own
+//! and hands every result back as a [`Command::Cluster`], so the dispatcher stays the
+//! single owner of room state and never waits on Redis.
+//!
+//! Threads: `redis-io` performs requests in the order the dispatcher sent them
+//! (append, history, presence, publish) and every `presence_ttl / 3` refreshes this
+//! instance's presence and notices users of crashed instances leaving; the store's
+//! reader (`XREAD` of the streams of rooms with local members) and events (pub/sub of
+//! join/leave/nick/typing) threads deliver what other instances — and this one —
+//! stored or published. Never touches sockets or rooms.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use crate::dispatcher::Command;
+use crate::outbox::ConnId;
+use crate::protocol::RoomName;
+use crate::redis_store::{
+    presence_changes, Appended, Delivery, Events, Present, Range, Reader, RedisStore, StoreError, StoreOptions, Watch,
+};
+
+/// What the dispatcher asks of Redis.
+#[derive(Debug)]
+pub enum Request {
+    /// Store a message; the answer is [`ClusterEvent::Appended`].
+    Append { conn: ConnId, room: RoomName, uid: Arc<str>, id: Option<String>, prefix: Vec<u8>, suffix: Vec<u8> },
+    /// Mark the user present and read the history and presence a joining client needs;
+    /// the answer is [`ClusterEvent::History`].
+    Join { conn: ConnId, room: RoomName, since: Option<u64>, recent: usize, uid: Arc<str>, name: String, silent: bool },
+    /// The user's last local connection left the room.
+    Leave { room: RoomName, uid: Arc<str> },
+    /// The user was renamed.
+    Rename { room: RoomName, uid: Arc<str>, name: String },
+    /// A system or typing event for the other instances.
+    Publish { room: RoomName, json: Vec<u8> },
+}
+
+/// What comes back to the dispatcher.
+#[derive(Debug)]
+pub enum ClusterEvent {
+    Appended {
+        conn: ConnId,
+        room: RoomName,
+        id: Option<String>,
+        result: Result<Appended, String>,
+    },
+    History {
+        conn: ConnId,
+        room: RoomName,
+        since: Option<u64>,
+        silent: bool,
+        result: Result<(Range, Vec<Present>), String>,
+    },
+    /// From the reader and events threads.
+    Delivery(Delivery),
+    /// Presence polling saw a user appear in a room (the events channel may have
+    /// missed it: pub/sub drops what arrives while a subscription is being set up).
+    Arrived {
+        room: RoomName,
+        uid: String,
+        name: String,
+    },
+    /// A user vanished from a room's presence (left, or its instance died).
+    Vanished {
+        room: RoomName,
+        uid: String,
+        name: String,
+    },
+}
+
+/// The dispatcher's handle.
+#[derive(Debug)]
+pub struct Cluster {
+    requests: Sender<Request>,
+    reader_watch: Sender<Watch>,
+    events_watch: Sender<Watch>,
+}
+
+impl Cluster {
+    /// Connects (the store reconnects by itself later) and starts the threads.
+    pub fn start(url: &str, opts: StoreOptions, commands: Sender<Command>) -> Result<Cluster, StoreError> {
+        let store = RedisStore::open(url, opts.clone())?;
+        let (requests, requests_rx) = crossbeam_channel::unbounded();
+        let (reader_watch, reader_watch_rx) = crossbeam_channel::unbounded();
+        let (events_watch, events_watch_rx) = crossbeam_channel::unbounded();
+        let (deliveries, deliveries_rx) = crossbeam_channel::bounded(4096);
+        Reader::spawn(url, opts.clone(), reader_watch_rx, deliveries.clone())?;
+        Events::spawn(url, opts.clone(), events_watch_rx, deliveries)?;
+        let forward = commands.clone();
+        thread::Builder::new().name("redis-forward".into()).spawn(move || {
+            for d in deliveries_rx {
+                if forward.send(Command::Cluster(ClusterEvent::Delivery(d))).is_err() {
+                    return;
+                }
+            }
+        })?;
+        let refresh = opts.presence_ttl / 3;
+        thread::Builder::new().name("redis-io".into()).spawn(move || io_loop(store, requests_rx, commands, refresh))?;
+        Ok(Cluster { requests, reader_watch, events_watch })
+    }
+
+    pub fn send(&self, r: Request) {
+        let _ = self.requests.send(r);
+    }
+
+    /// Start delivering `room`'s messages after `after_seq`, and its events.
+    pub fn watch(&self, room: &RoomName, after_seq: u64) {
+        let _ = self.reader_watch.send(Watch::Start { room: room.to_string(), after_seq });
+        let _ = self.events_watch.send(Watch::Start { room: room.to_string(), after_seq });
+    }
+
+    pub fn unwatch(&self, room: &RoomName) {
+        let _ = self.reader_watch.send(Watch::Stop { room: room.to_string() });
+        let _ = self.events_watch.send(Watch::Stop { room: room.to_string() });
+    }
+}
+
+fn describe(e: StoreError) -> String {
+    if e.is_unavailable() {
+        "the message store is unavailable; try again".into()
+    } else {
+        format!("the message store failed: {e}")
+    }
+}
+
+/// Performs requests in order; between them, keeps presence alive and watches for
+/// users whose instance died.
+fn io_loop(mut store: RedisStore, requests: Receiver<Request>, out: Sender<Command>, refresh: Duration) {
+    // Presence as last seen, per room this instance has users in.
+    let mut seen: HashMap<RoomName, Vec<Present>> = HashMap::new();
+    let mut local: HashMap<RoomName, HashSet<String>> = HashMap::new();
+    let mut next_refresh = Instant::now() + refresh;
+    loop {
+        let wait = next_refresh.saturating_duration_since(Instant::now());
+        let event = match requests.recv_timeout(wait) {
+            Ok(req) => handle(&mut store, req, &mut local, &mut seen),
+            Err(RecvTimeoutError::Timeout) => {
+                next_refresh = Instant::now() + refresh;
+                let _ = store.presence_refresh();
+                for (room, before) in seen.iter_mut() {
+                    let Ok(after) = store.presence_list(room.as_str()) else { continue };
+                    let changes = presence_changes(before, &after);
+                    let arrived = changes.arrived.into_iter().map(|(uid, name)| (true, uid, name));
+                    let left = changes.left.into_iter().map(|(uid, name)| (false, uid, name));
+                    for (came, uid, name) in arrived.chain(left) {
+                        let room = room.clone();
+                        let ev = if came {
+                            ClusterEvent::Arrived { room, uid, name }
+                        } else {
+                            ClusterEvent::Vanished { room, uid, name }
+                        };
+                        if out.send(Command::Cluster(ev)).is_err() {
+                            return;
+                        }
+                    }
+                    *before = after;
+                }
+                None
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                let _ = store.presence_clear();
+                return;
+            }
+        };
+        if let Some(ev) = event {
+            if out.send(Command::Cluster(ev)).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn handle(
+    store: &mut RedisStore,
+    req: Request,
+    local: &mut HashMap<RoomName, HashSet<String>>,
+    seen: &mut HashMap<RoomName, Vec<Present>>,
+) -> Option<ClusterEvent> {
+    match req {
+        Request::Append { conn, room, uid, id, prefix, suffix } => {
+            let result = store.append(room.as_str(), &uid, id.as_deref(), &prefix, &suffix).map_err(describe);
+            Some(ClusterEvent::Appended { conn, room, id, result })
+        }
+        Request::Join { conn, room, since, recent, uid, name, silent } => {
+            let resume_max = store.options().stream_cap * 2;
+            let result = (|| {
+                store.presence_set(room.as_str(), &uid, &name)?;
+                let range = match since {
+                    // Twice the stream cap: MAXLEN ~ may keep a little more than the cap,
+                    // and COUNT must never cut a resume short.
+                    Some(s) => store.range(room.as_str(), s, None, resume_max)?,
+                    None => store.recent(room.as_str(), recent)?,
+                };
+                let users = store.presence_list(room.as_str())?;
+                Ok((range, users))
+            })()
+            .map_err(describe);
+            if let Ok((_, users)) = &result {
+                local.entry(room.clone()).or_default().insert(uid.to_string());
+                seen.insert(room.clone(), users.clone());
+            }
+            Some(ClusterEvent::History { conn, room, since, silent, result })
+        }
+        Request::Leave { room, uid } => {
+            let _ = store.presence_remove(room.as_str(), &uid);
+            if let Some(users) = local.get_mut(&room) {
+                users.remove(&*uid);
+                if users.is_empty() {
+                    local.remove(&room);
+                    seen.remove(&room);
+                }
+            }
+            if let Some(list) = seen.get_mut(&room) {
+                list.retain(|(u, _)| u != &*uid);
+            }
+            None
+        }
+        Request::Rename { room, uid, name } => {
+            let _ = store.presence_set(room.as_str(), &uid, &name);
+            None
+        }
+        Request::Publish { room, json } => {
+            let _ = store.publish(room.as_str(), &json);
+            None
+        }
+    }
+}
+
+/// The JSON of a message split around its seq, which Redis assigns: the store joins
+/// `prefix`, the seq and `suffix` atomically with storing it.
+pub fn split_msg_json(json_with_placeholder: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let marker = br#""seq":0,"#;
+    let at = json_with_placeholder
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .expect("the msg JSON always has seq right after room");
+    let prefix = json_with_placeholder[..at + 6].to_vec();
+    let suffix = json_with_placeholder[at + 7..].to_vec();
+    (prefix, suffix)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn msg_json_splits_around_the_seq() {
+        let json = br#"{"type":"msg","room":"r","seq":0,"id":"x","ts":1,"user":"u","uid":"u","text":"\"seq\":0,"}"#;
+        let (p, s) = split_msg_json(json);
+        assert_eq!(p, br#"{"type":"msg","room":"r","seq":"#);
+        assert_eq!(s, br#","id":"x","ts":1,"user":"u","uid":"u","text":"\"seq\":0,"}"#);
+        let joined = [p, b"42".to_vec(), s].concat();
+        let v: serde_json::Value = serde_json::from_slice(&joined).unwrap();
+        assert_eq!(v["seq"], 42);
+    }
+}

@@ -1,0 +1,156 @@
+//! Several natter instances on one Redis: order across instances, resume on another
+//! instance, presence across instances and after a crash, and a Redis outage that
+//! loses no acked message.
+
+mod common;
+mod common_redis;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::{Client, Proc, TestServer};
+use common_redis::RedisServer;
+use serde_json::json;
+
+fn instance(redis: &RedisServer) -> TestServer {
+    let url = redis.url();
+    TestServer::start_with(move |c| {
+        c.redis = Some(url);
+        c.redis_presence_ttl = Duration::from_millis(1500);
+        c.rate_per_s = 100_000;
+        c.rate_burst = 100_000;
+    })
+}
+
+#[test]
+fn clients_on_two_instances_chat_in_one_order() {
+    let redis = RedisServer::start();
+    let (a, b) = (instance(&redis), instance(&redis));
+    let mut alice = a.connect("alice");
+    let mut bob = b.connect("bob");
+    alice.join("lobby", None);
+    bob.join("lobby", None);
+    for i in 0..20 {
+        alice.send(json!({"type": "msg", "room": "lobby", "text": format!("a{i}"), "id": format!("a{i}")}));
+        bob.send(json!({"type": "msg", "room": "lobby", "text": format!("b{i}"), "id": format!("b{i}")}));
+    }
+    // Both see the same 40 messages in the same gapless order.
+    let seen = |c: &mut Client| -> Vec<(u64, String)> {
+        let mut out = Vec::new();
+        while out.len() < 40 {
+            let v = c.recv();
+            if v["type"] == "msg" {
+                out.push((v["seq"].as_u64().unwrap(), v["text"].as_str().unwrap().to_owned()));
+            }
+        }
+        out
+    };
+    let (sa, sb) = (seen(&mut alice), seen(&mut bob));
+    assert_eq!(sa, sb, "one order on both instances");
+    assert_eq!(sa.iter().map(|m| m.0).collect::<Vec<_>>(), (1..=40).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_client_that_drops_from_a_resumes_on_b_and_misses_nothing() {
+    let redis = RedisServer::start();
+    let (a, b) = (instance(&redis), instance(&redis));
+    let mut poster = b.connect("poster");
+    poster.join("r", None);
+    let mut reader = a.connect("reader");
+    reader.join("r", None);
+    poster.post("r", "m1", "p1");
+    poster.post("r", "m2", "p2");
+    let mut last = 0;
+    while last < 2 {
+        let v = reader.expect("msg");
+        last = v["seq"].as_u64().unwrap();
+    }
+    drop(reader);
+    for i in 3..=10 {
+        poster.post("r", &format!("m{i}"), &format!("p{i}"));
+    }
+    let mut reader = b.connect("reader");
+    let (joined, history) = reader.join("r", Some(last));
+    assert_eq!(joined["head"], 10);
+    let seqs: Vec<u64> = history["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (3..=10).collect::<Vec<_>>());
+    assert_eq!(history["complete"], true);
+    poster.post("r", "live", "p11");
+    assert_eq!(reader.expect("msg")["seq"], 11, "live continues right after the history");
+    // A retry through the other instance is still recognised.
+    let mut again = a.connect("poster");
+    again.join("r", None);
+    let dup = again.post("r", "m5", "p5");
+    assert_eq!((dup["dup"].as_bool(), dup["seq"].as_u64()), (Some(true), Some(5)));
+}
+
+#[test]
+fn presence_spans_instances_and_a_crashed_instance_s_users_leave() {
+    let redis = RedisServer::start();
+    let a = instance(&redis);
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = Proc::start(dir.path(), None, &["--redis", &redis.url(), "--redis-presence-ttl-ms", "1500"]);
+    let mut ann = a.connect("ann");
+    ann.join("lobby", None);
+    let mut ben = Client::connect(&b.url("ben"));
+    let (joined, _) = ben.join("lobby", None);
+    let names: HashSet<&str> =
+        joined["users"].as_array().unwrap().iter().map(|u| u["name"].as_str().unwrap()).collect();
+    assert_eq!(names, HashSet::from(["ann", "ben"]), "presence from both instances");
+    let sys = ann.expect("system");
+    assert_eq!((sys["event"].as_str(), sys["user"]["name"].as_str()), (Some("join"), Some("ben")));
+    ben.send(json!({"type": "typing", "room": "lobby"}));
+    assert_eq!(ann.recv()["type"], "typing");
+
+    // B dies without saying goodbye: ann sees ben leave within the presence expiry.
+    b.signal(libc::SIGKILL);
+    b.wait(Duration::from_secs(5));
+    let started = Instant::now();
+    let left = ann.expect("system");
+    assert_eq!((left["event"].as_str(), left["user"]["id"].as_str()), (Some("leave"), Some("u-ben")));
+    assert!(started.elapsed() < Duration::from_secs(5), "within the expiry ({:?})", started.elapsed());
+}
+
+#[test]
+fn a_redis_outage_loses_no_acked_message() {
+    let mut redis = RedisServer::start_persistent();
+    let a = instance(&redis);
+    let mut c = a.connect("c");
+    c.join("r", None);
+    let mut acked = Vec::new();
+    for i in 0..5 {
+        acked.push(c.post("r", &format!("before{i}"), &format!("x{i}"))["seq"].as_u64().unwrap());
+    }
+    redis.stop();
+    c.send(json!({"type": "msg", "room": "r", "text": "during", "id": "down-1"}));
+    let e = c.expect("error");
+    assert_eq!((e["code"].as_str(), e["ref"].as_str()), (Some("unavailable"), Some("down-1")));
+    common::wait_until(|| common::http_get(a.http, "/healthz").1.contains("\"redis\":\"down\""), "healthz to say down");
+    assert!(a.metrics().contains("natter_redis_up 0"));
+    redis.restart();
+    // The client retries until the store is back; the same id is then stored once.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ack = loop {
+        c.send(json!({"type": "msg", "room": "r", "text": "during", "id": "down-1"}));
+        let v = loop {
+            let v = c.recv();
+            if v["type"] == "ack" || v["type"] == "error" {
+                break v;
+            }
+        };
+        if v["type"] == "ack" {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "the store never came back");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    acked.push(ack["seq"].as_u64().unwrap());
+    common::wait_until(|| common::http_get(a.http, "/healthz").1.contains("\"redis\":\"up\""), "healthz to say up");
+    let mut r = a.connect("reader");
+    let (_, history) = r.join("r", Some(0));
+    let seqs: Vec<u64> = history["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    for s in &acked {
+        assert!(seqs.contains(s), "acked seq {s} is in history {seqs:?}");
+    }
+    assert_eq!(seqs, (1..=acked.len() as u64).collect::<Vec<_>>(), "each once, in order");
+}
