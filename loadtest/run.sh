@@ -15,9 +15,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 OUT=${LT_OUT:-$ROOT/target/loadtest}
-SERVERS=${LT_SERVERS:-"natter node ceiling"}
-CLIENTS=${LT_CLIENTS:-"1000 5000"}           # idle and steady at each count
-DELIVERIES=${LT_DELIVERIES:-50000}            # steady: target deliveries/s (rate = this / clients)
+SERVERS=${LT_SERVERS:-"natter node ceiling natter-redis"}   # natter-redis: two instances on one Redis
+CLIENTS=${LT_CLIENTS:-"1000 5000 10000"}     # idle and steady at each count
+DELIVERIES=${LT_DELIVERIES:-50000}            # steady: target deliveries/s (rate = this / clients, at least MIN_RATE)
+MIN_RATE=${LT_MIN_RATE:-10}                   # steady: never fewer messages/s than this (10 over 10 senders)
 SENDERS=${LT_SENDERS:-10}
 DURATION=${LT_DURATION:-4}                    # steady: seconds of sending
 RAMP_CLIENTS=${LT_RAMP_CLIENTS:-1000}
@@ -98,7 +99,7 @@ lt() {
     local name=$1 scenario=$2
     shift 2
     say "  $name: $scenario $*"
-    if ! "$LT" "$scenario" --label "$name" --url "$URL" --join "$JOIN" --msg "$MSG" \
+    if ! "$LT" "$scenario" --label "$name" --url "$URL" ${URL2:+--url "$URL2"} $AWAIT --join "$JOIN" --msg "$MSG" \
         --server-pid "$SERVER_PID" --threads "$THREADS" --connect-rate "$CONNECT_RATE" \
         --senders "$SENDERS" --json --quiet --max-seconds "$MAX_SECONDS" "$@" \
         >>"$OUT/$name.jsonl" 2>>"$OUT/$name.err"; then
@@ -106,14 +107,22 @@ lt() {
     fi
 }
 
+# steady NAME CLIENTS: fixed load, DELIVERIES/s or MIN_RATE msg/s, whichever is more.
+steady() {
+    local rate=$((DELIVERIES / $2))
+    [ "$rate" -lt "$MIN_RATE" ] && rate=$MIN_RATE
+    lt "$1" steady --clients "$2" --rate "$rate" --duration "$DURATION" --report "$OUT/$1-steady-$2.html"
+}
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
 run_scenarios() {
     local name=$1 n
     for n in $CLIENTS; do
         lt "$name" idle --clients "$n" --hold 2
     done
     for n in $CLIENTS; do
-        lt "$name" steady --clients "$n" --rate "$((DELIVERIES / n))" --duration "$DURATION" \
-            --report "$OUT/$name-steady-$n.html"
+        steady "$name" "$n"
     done
     lt "$name" ramp --clients "$RAMP_CLIENTS" --ramp-start 25 --ramp-factor 2 \
         --max-steps "$RAMP_STEPS" --step-secs "$RAMP_STEP_SECS" --drain-ms 1000
@@ -124,6 +133,33 @@ run_scenarios() {
 for server in $SERVERS; do
     say "== $server"
     case $server in
+    natter-redis)
+        # Two natter instances sharing rooms through one Redis; clients alternate.
+        scripts/ensure-redis.sh
+        rport=$(free_port)
+        redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no >"$OUT/redis.log" 2>&1 &
+        PIDS+=("$!")
+        cluster_pids=("$!")
+        for _ in $(seq 50); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
+        urls=()
+        for i in 1 2; do
+            data=$(mktemp -d)
+            DATA_DIRS+=("$data")
+            start "natter-redis-$i" target/release/natter serve --bind 127.0.0.1 --http-port 0 --ws-port 0 \
+                --data-dir "$data" --rate-per-s 100000 --rate-burst 100000 --redis "redis://127.0.0.1:$rport/0"
+            urls+=("$SERVER_URL?name=lt")
+            cluster_pids+=("$SERVER_PID")
+        done
+        URL=${urls[0]} URL2=${urls[1]} AWAIT=--await-joined
+        JOIN='{"type":"join","room":"$ROOM"}'
+        MSG='{"type":"msg","room":"$ROOM","text":"$TEXT","id":"$ID"}'
+        for n in $CLIENTS; do
+            [ "$n" -le 5000 ] && steady "$server" "$n"
+        done
+        unset URL2
+        for pid in "${cluster_pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+        continue
+        ;;
     natter)
         data=$(mktemp -d)
         DATA_DIRS+=("$data")
@@ -131,15 +167,17 @@ for server in $SERVERS; do
         # not the fan-out being measured: lift it for the load test.
         start natter target/release/natter serve --bind 127.0.0.1 --http-port 0 --ws-port 0 \
             --data-dir "$data" --rate-per-s 100000 --rate-burst 100000
-        URL="$SERVER_URL?name=lt"
+        URL="$SERVER_URL?name=lt" AWAIT=--await-joined
         JOIN='{"type":"join","room":"$ROOM"}'
         MSG='{"type":"msg","room":"$ROOM","text":"$TEXT","id":"$ID"}'
         ;;
     node)
+        AWAIT=
         start node node loadtest/peers/node-ws/server.js 0
         URL=$SERVER_URL JOIN='' MSG='{"user":"lt","text":"$TEXT"}'
         ;;
     ceiling)
+        AWAIT=
         start ceiling target/release/natter-ceiling --bind 127.0.0.1 --port 0
         URL=$SERVER_URL JOIN='' MSG='{"text":"$TEXT"}'
         ;;
@@ -157,5 +195,10 @@ for server in $SERVERS; do
     inputs+=(--input "$server=$OUT/$server.jsonl")
 done
 "$LT" compare "${inputs[@]}" | tee "$OUT/table.txt"
+charts=()
+for server in $SERVERS; do
+    [ -s "$OUT/$server.jsonl" ] && charts+=("$server=$OUT/$server.jsonl")
+done
+python3 loadtest/chart.py "$OUT/latency-vs-clients.svg" "${charts[@]}" || say "no latency chart"
 echo "machine load average: $load before, $(cut -d' ' -f1 /proc/loadavg) after; commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)" | tee -a "$OUT/table.txt"
 say "results in $OUT"

@@ -87,8 +87,11 @@ pub struct Args {
     /// Seconds of sending (steady, churn).
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
-    /// Pause between everyone connected and the first message, ms (lets
-    /// joins finish).
+    /// Before sending, wait until every client got `joined` back (natter; not for
+    /// servers whose join frame is empty or unanswered).
+    #[arg(long)]
+    pub await_joined: bool,
+    /// Pause between everyone connected (and joined) and the first message, ms.
     #[arg(long, default_value_t = 500)]
     pub settle_ms: u64,
     /// After sending: wait until all expected deliveries arrived or none

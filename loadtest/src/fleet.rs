@@ -172,6 +172,13 @@ impl Fleet {
         done(&self.progress)
     }
 
+    /// Wait until every client opened so far has had its join answered (`joined`), or
+    /// `limit`. For servers with rooms: sending before the joins are done would count
+    /// messages as lost that the late joiners get in their history instead.
+    pub fn await_joined(&self, phase: &str, limit: Duration) {
+        self.wait_until(phase, limit, |p| Progress::get(&p.joined) >= Progress::get(&p.opened));
+    }
+
     /// Sleep `d`, ticking.
     pub fn hold(&self, phase: &str, d: Duration) {
         self.wait_until(phase, d, |_| false);

@@ -100,6 +100,9 @@ struct Sending {
 /// Ledgers are reset first, so each call is its own measurement.
 fn measure_sending(fleet: &Fleet, args: &Args, rate: f64, secs: f64, phase: &str) -> Sending {
     fleet.reset_ledgers();
+    if args.await_joined {
+        fleet.await_joined(phase, Duration::from_secs(60));
+    }
     fleet.hold(phase, Duration::from_millis(args.settle_ms));
     let _ = fleet.snapshot();
     let t0 = Instant::now();

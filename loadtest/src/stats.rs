@@ -171,6 +171,8 @@ pub struct Progress {
     pub sent: AtomicU64,
     /// Unique probe arrivals at counted clients.
     pub delivered: AtomicU64,
+    /// Counted clients whose join the server has answered with `joined`, ever.
+    pub joined: AtomicU64,
 }
 
 impl Progress {

@@ -143,6 +143,8 @@ struct Conn {
     /// Bytes the socket would not take yet.
     out: Vec<u8>,
     ledger: Ledger,
+    /// The server has answered the join (`{"type":"joined"…}`).
+    joined: bool,
 }
 
 struct SendPlan {
@@ -442,6 +444,7 @@ impl Worker {
             frag: None,
             out: Vec::new(),
             ledger: Ledger::default(),
+            joined: false,
         });
         self.deadlines.push_back((now + HANDSHAKE_TIMEOUT_NS, slot));
         self.in_flight += 1;
@@ -781,7 +784,14 @@ fn on_text(conn: &mut Conn, payload: &[u8], arrival: u64, ctx: &mut Ctx) {
             ctx.setup.board.arrive(p, latency);
         }
         Seen::Error(code) => tally(&mut ctx.stats.server_errors, &code),
-        Seen::Other => {}
+        Seen::Other => {
+            // natter answers a join with `joined` (serde writes `type` first): count it
+            // once per client so that sending can wait for every join to be done.
+            if !conn.joined && conn.counted && payload.starts_with(br#"{"type":"joined""#) {
+                conn.joined = true;
+                Progress::add(&ctx.progress().joined, 1);
+            }
+        }
         Seen::NotJson => ctx.stats.not_json += 1,
     }
 }
