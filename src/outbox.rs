@@ -55,6 +55,8 @@ struct Outbox {
     closing: bool,
     /// The socket failed or was shut down.
     dead: bool,
+    /// The largest frame queued since the queue was last empty.
+    largest: usize,
 }
 
 /// A WebSocket connection's socket, shared by its reader thread and the dispatcher.
@@ -92,15 +94,19 @@ impl Conn {
         self.out.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues a frame without writing. Returns the bytes now waiting to be written.
+    /// Queues a frame without writing. Returns the backlog: the bytes waiting, less
+    /// the largest frame queued since the queue was last empty. One large frame (a
+    /// long history) therefore never makes a reading client look slow; a client that
+    /// stopped reading still is, as soon as enough queues up beside it.
     pub fn push(&self, frame: Frame) -> Result<usize, Refused> {
         let mut out = self.lock();
         if out.closing || out.dead {
             return Err(Refused::Closing);
         }
         out.pending += frame.len();
+        out.largest = out.largest.max(frame.len());
         out.queue.push_back(frame);
-        Ok(out.pending)
+        Ok(out.pending.saturating_sub(out.largest))
     }
 
     /// Queues a frame and writes what the socket takes now.
@@ -239,6 +245,9 @@ impl Conn {
 
 fn consume(out: &mut Outbox, mut n: usize) {
     out.pending -= n;
+    if out.pending == 0 {
+        out.largest = 0;
+    }
     while n > 0 {
         let head_left = out.queue[0].len() - out.head_written;
         if n >= head_left {
@@ -304,6 +313,16 @@ mod tests {
         }
         assert_eq!(last, Flush::Pending);
         assert!(conn.backlog() > 1_000_000);
+    }
+
+    #[test]
+    fn one_large_frame_is_not_a_backlog() {
+        let (conn, _client) = pair();
+        let small = wire::text_frame(b"x");
+        assert_eq!(conn.push(small.clone()).unwrap(), 0);
+        let history = wire::text_frame(&vec![b'h'; 4 << 20]);
+        assert_eq!(conn.push(history).unwrap(), small.len(), "the large frame is not counted");
+        assert_eq!(conn.push(small.clone()).unwrap(), 2 * small.len());
     }
 
     #[test]

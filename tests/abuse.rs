@@ -285,3 +285,24 @@ fn a_silent_client_is_closed_after_the_heartbeat_timeout() {
     alive.join().expect("the reading client survived");
     server.wait_metric("natter_closes_total{reason=\"heartbeat_timeout\"}", 1);
 }
+
+#[test]
+fn a_history_larger_than_the_backlog_limit_does_not_make_a_reader_slow() {
+    // Found by the soak: a resume from 0 in a busy room is one frame bigger than the
+    // slow-consumer limit, and a healthy client was cut for it.
+    let server = TestServer::start_with(|c| {
+        fast(c);
+        c.max_backlog_bytes = 64 * 1024;
+    });
+    let mut writer = server.connect("writer");
+    writer.join("busy", None);
+    for i in 0..1000 {
+        writer.send(json!({"type": "msg", "room": "busy", "text": format!("{i} {}", "w".repeat(200))}));
+        writer.expect("msg");
+    }
+    let mut late = server.connect("late");
+    let (_, history) = late.join("busy", Some(0));
+    assert_eq!(history["messages"].as_array().unwrap().len(), 1000);
+    writer.send(json!({"type": "msg", "room": "busy", "text": "after"}));
+    assert_eq!(late.expect("msg")["text"], "after", "still connected");
+}
