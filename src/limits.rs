@@ -1,13 +1,13 @@
 //! Process limits that decide how many connections one natter can hold: the open-files
-//! limit (raised to its hard limit at start) and `vm.max_map_count` (each thread costs
-//! about four memory mappings). Read once at start-up; no chat logic.
+//! limit (raised to its hard limit at start) and `vm.max_map_count` (each connection
+//! thread costs two memory mappings, see `stack`). Read once at start-up; no chat logic.
+
+use crate::stack::MAPS_PER_THREAD;
 
 /// Descriptors kept back for the listeners, journal, HTTP side and logs.
 const RESERVED_FDS: u64 = 64;
 /// Memory mappings kept back for the heap, libraries and the fixed threads.
 const RESERVED_MAPS: u64 = 1000;
-/// Mappings one connection thread costs (stack, guard page, allocator arenas).
-const MAPS_PER_THREAD: u64 = 4;
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit; returns the new soft limit.
 pub fn raise_nofile() -> u64 {
@@ -45,7 +45,8 @@ mod tests {
 
     #[test]
     fn ceiling_is_the_tighter_limit() {
-        assert_eq!(connection_ceiling(20_000, 65_530), 16_132);
+        assert_eq!(connection_ceiling(20_000, 65_530), 19_936);
+        assert_eq!(connection_ceiling(100_000, 65_530), 32_265);
         assert_eq!(connection_ceiling(1024, 65_530), 960);
     }
 }

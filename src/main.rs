@@ -47,8 +47,8 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
 
     let mut cfg = args.to_config(http_addr.port(), ws_addr.port()).map_err(|e| e.to_string())?;
     if cfg.max_connections > ceiling {
-        log::warn!(
-            "--max-connections {} lowered to {ceiling}: open files {nofile}, vm.max_map_count {maps} (see README: raising the limits)",
+        log::info!(
+            "--max-connections {} lowered to {ceiling}: open files {nofile}, vm.max_map_count {maps} (README: raising the limits)",
             cfg.max_connections
         );
         cfg.max_connections = ceiling;

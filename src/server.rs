@@ -140,7 +140,7 @@ pub fn accept_loop(listener: TcpListener, ctx: Arc<ConnContext>, max_connections
         let conn = Arc::new(Conn::new(id, stream, peer));
         let thread_ctx = ctx.clone();
         let thread_conn = conn.clone();
-        let spawned = thread::Builder::new().name(format!("conn-{id}")).stack_size(stack).spawn(move || {
+        let spawned = crate::stack::spawn(&format!("conn-{id}"), stack, move || {
             let _slot = slot;
             connection::run(thread_conn, &thread_ctx);
         });
