@@ -1,13 +1,16 @@
 //! natter: a real-time chat server over WebSocket — synchronous, threaded, durable.
 //!
 //! The shape (docs/ARCHITECTURE.md): an accept loop ([`server`]) gives each WebSocket
-//! connection a small-stack thread ([`connection`]) that performs the handshake
-//! ([`handshake`], [`auth`]), then reads frames, validates them ([`protocol`]) and sends
-//! [`dispatcher::Command`]s through a crossbeam channel to one [`dispatcher`] thread.
-//! The dispatcher alone owns rooms, `seq`, history ([`history`]) and the [`journal`];
-//! it frames each message once ([`wire`]) and writes it without blocking to every
-//! member's [`outbox`] from writer shards ([`writer`], [`fanout`]). tiny_http serves the page, `/config.json`, `/healthz` and
-//! `/metrics` ([`http`], [`metrics`]). [`config::Config`] holds every limit.
+//! connection a small-stack thread ([`stack`], [`connection`]) that performs the
+//! handshake ([`handshake`], [`auth`]), then reads frames, validates them ([`protocol`])
+//! and sends [`dispatcher::Command`]s through a crossbeam channel to one [`dispatcher`]
+//! thread. The dispatcher alone owns rooms, `seq`, history ([`history`]) and the
+//! [`journal`]; it frames each message once ([`wire`]) and hands committed batches to
+//! writer shards ([`writer`], [`fanout`]) that write without blocking to every member's
+//! [`outbox`]. With `--redis`, Redis stores and orders the messages instead of the
+//! journal ([`cluster`], [`redis_store`]). tiny_http serves the page, `/config.json`,
+//! `/healthz` and `/metrics` ([`http`], [`metrics`]). [`config::Config`] holds every
+//! limit; [`cli`] turns flags into it; [`limits`] reads what the process can hold.
 //!
 //! [`serve`] runs it all on listeners the caller bound, until a [`shutdown`] fires.
 

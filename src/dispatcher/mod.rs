@@ -214,11 +214,6 @@ impl Dispatcher {
         self
     }
 
-    /// The latest seq of each room (for logs and tests).
-    pub fn heads(&self) -> Vec<(String, u64)> {
-        self.rooms.iter().map(|(n, r)| (n.to_string(), r.history.head())).collect()
-    }
-
     /// Runs until `shutdown` fires, then closes every connection with 1001 and makes
     /// the journal durable. A journal write failure stops the server (no ack is ever
     /// sent for a message that is not in the journal).
