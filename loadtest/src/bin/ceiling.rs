@@ -181,7 +181,10 @@ fn main() {
         let _ = stream.set_nodelay(true);
         next_id += 1;
         let (id, tx) = (next_id, tx.clone());
-        if let Err(e) = std::thread::Builder::new().stack_size(STACK).spawn(move || reader(id, stream, tx)) {
+        // Started like natter's connection threads, so both can hold as many
+        // connections as the process limits allow (std threads cost twice the
+        // memory mappings and stop near 16,000).
+        if let Err(e) = natter::stack::spawn("reader", STACK, move || reader(id, stream, tx)) {
             eprintln!("natter-ceiling: cannot spawn a reader: {e}");
         }
     }
