@@ -12,11 +12,6 @@ use common::{Client, TestServer};
 use serde_json::json;
 use tungstenite::Message;
 
-fn fast(c: &mut natter::config::Config) {
-    c.rate_per_s = 1_000_000;
-    c.rate_burst = 1_000_000;
-}
-
 #[test]
 fn malformed_frames_get_their_error_and_the_connection_stays() {
     let server = TestServer::start_with(|c| c.max_text_chars = 100);
@@ -178,7 +173,7 @@ fn a_client_that_never_reads_is_closed_as_slow_consumer_and_others_get_everythin
     const N: usize = 2000;
     const BATCH: usize = 20;
     let server = TestServer::start_with(|c| {
-        fast(c);
+        common::unlimited_rate(c);
         c.max_backlog_bytes = 256 * 1024;
     });
     let mut sleeper = Client::connect_small_buffer(&server.url("sleeper"));
@@ -213,7 +208,7 @@ fn a_client_that_never_reads_is_closed_as_slow_consumer_and_others_get_everythin
 #[test]
 fn a_ping_flood_during_a_broadcast_flood_never_corrupts_frames() {
     const N: u64 = 2000;
-    let server = TestServer::start_with(fast);
+    let server = TestServer::start_with(common::unlimited_rate);
     let mut victim = server.connect("victim");
     victim.join("storm", None);
     let url = server.url("storm");
@@ -291,7 +286,7 @@ fn a_history_larger_than_the_backlog_limit_does_not_make_a_reader_slow() {
     // Found by the soak: a resume from 0 in a busy room is one frame bigger than the
     // slow-consumer limit, and a healthy client was cut for it.
     let server = TestServer::start_with(|c| {
-        fast(c);
+        common::unlimited_rate(c);
         c.max_backlog_bytes = 64 * 1024;
     });
     let mut writer = server.connect("writer");

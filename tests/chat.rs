@@ -72,10 +72,7 @@ fn seed_tutorial_frames_post_to_lobby() {
 fn seq_is_gapless_and_ordered_with_concurrent_senders() {
     const SENDERS: usize = 4;
     const EACH: usize = 150;
-    let server = TestServer::start_with(|c| {
-        c.rate_per_s = 100_000;
-        c.rate_burst = 100_000;
-    });
+    let server = TestServer::start_with(common::unlimited_rate);
     let mut watchers: Vec<Client> = (0..3).map(|i| server.connect(&format!("w{i}"))).collect();
     for w in &mut watchers {
         w.join("race", None);
@@ -119,10 +116,7 @@ fn seq_is_gapless_and_ordered_with_concurrent_senders() {
 
 #[test]
 fn resume_with_since_gives_exactly_the_missed_messages_before_live_ones() {
-    let server = TestServer::start_with(|c| {
-        c.rate_per_s = 100_000;
-        c.rate_burst = 100_000;
-    });
+    let server = TestServer::start_with(common::unlimited_rate);
     let mut poster = server.connect("poster");
     poster.join("r", None);
     let mut reader = server.connect("reader");
@@ -162,7 +156,7 @@ fn resume_with_since_gives_exactly_the_missed_messages_before_live_ones() {
     // The next frame about room r must be the history, not a live message.
     let history = reader.expect("history");
     assert_eq!(history["complete"], true);
-    let seqs: Vec<u64> = history["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    let seqs = common::history_seqs(&history);
     assert_eq!(seqs, (6..=head).collect::<Vec<_>>(), "exactly the missed messages, oldest first");
     assert_eq!(history["messages"][0]["text"], "m6");
     flood.join().unwrap();
@@ -179,8 +173,7 @@ fn resume_with_since_gives_exactly_the_missed_messages_before_live_ones() {
 fn resume_past_the_ring_says_incomplete() {
     let server = TestServer::start_with(|c| {
         c.history_per_room = 10;
-        c.rate_per_s = 100_000;
-        c.rate_burst = 100_000;
+        common::unlimited_rate(c);
     });
     let mut p = server.connect("p");
     p.join("r", None);
@@ -190,7 +183,7 @@ fn resume_past_the_ring_says_incomplete() {
     let mut late = server.connect("late");
     let (_, history) = late.join("r", Some(3));
     assert_eq!(history["complete"], false);
-    let seqs: Vec<u64> = history["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    let seqs = common::history_seqs(&history);
     assert_eq!(seqs, (21..=30).collect::<Vec<_>>());
 }
 

@@ -75,7 +75,7 @@ fn a_torn_journal_record_is_skipped_and_nothing_before_it_is_lost() {
     let mut r = Client::connect(&server.url("r"));
     let (joined, history) = r.join("t", Some(0));
     assert_eq!(joined["head"], 19, "the torn 20th record is gone, the 19 before it are not");
-    let seqs: Vec<u64> = history["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    let seqs = common::history_seqs(&history);
     assert_eq!(seqs, (1..=19).collect::<Vec<_>>());
     assert_eq!(r.post("t", "next", "x")["seq"], 20, "appends start on a clean line");
     drop(server);

@@ -17,8 +17,7 @@ fn instance(redis: &RedisServer) -> TestServer {
     TestServer::start_with(move |c| {
         c.redis = Some(url);
         c.redis_presence_ttl = Duration::from_millis(1500);
-        c.rate_per_s = 100_000;
-        c.rate_burst = 100_000;
+        common::unlimited_rate(c);
     })
 }
 
@@ -72,7 +71,7 @@ fn a_client_that_drops_from_a_resumes_on_b_and_misses_nothing() {
     let mut reader = b.connect("reader");
     let (joined, history) = reader.join("r", Some(last));
     assert_eq!(joined["head"], 10);
-    let seqs: Vec<u64> = history["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    let seqs = common::history_seqs(&history);
     assert_eq!(seqs, (3..=10).collect::<Vec<_>>());
     assert_eq!(history["complete"], true);
     poster.post("r", "live", "p11");
@@ -148,7 +147,7 @@ fn a_redis_outage_loses_no_acked_message() {
     common::wait_until(|| common::http_get(a.http, "/healthz").1.contains("\"redis\":\"up\""), "healthz to say up");
     let mut r = a.connect("reader");
     let (_, history) = r.join("r", Some(0));
-    let seqs: Vec<u64> = history["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    let seqs = common::history_seqs(&history);
     for s in &acked {
         assert!(seqs.contains(s), "acked seq {s} is in history {seqs:?}");
     }

@@ -86,6 +86,17 @@ impl Drop for TestServer {
     }
 }
 
+/// The seqs of a `history` frame's messages, in order.
+pub fn history_seqs(history: &Value) -> Vec<u64> {
+    history["messages"].as_array().expect("history has messages").iter().map(|m| m["seq"].as_u64().unwrap()).collect()
+}
+
+/// Lifts the per-connection rate limit, for tests that flood on purpose.
+pub fn unlimited_rate(c: &mut Config) {
+    c.rate_per_s = 1_000_000;
+    c.rate_burst = 1_000_000;
+}
+
 /// Polls `cond` until it holds (for state observable only by asking, like /metrics).
 pub fn wait_until(mut cond: impl FnMut() -> bool, what: &str) {
     let deadline = Instant::now() + WAIT;
