@@ -7,7 +7,8 @@
 //! thread. The dispatcher alone owns rooms, `seq`, history ([`history`]) and the
 //! [`journal`]; it frames each message once ([`wire`]) and hands committed batches to
 //! writer shards ([`writer`], [`fanout`]) that write without blocking to every member's
-//! [`outbox`]. With `--redis`, Redis stores and orders the messages instead of the
+//! [`outbox`]; it pings each connection once per interval, spread over it
+//! ([`heartbeat`]). With `--redis`, Redis stores and orders the messages instead of the
 //! journal ([`cluster`], [`redis_store`]). tiny_http serves the page, `/config.json`,
 //! `/healthz` and `/metrics` ([`http`], [`metrics`]). [`config::Config`] holds every
 //! limit; [`cli`] turns flags into it; [`limits`] reads what the process can hold.
@@ -22,6 +23,7 @@ pub mod connection;
 pub mod dispatcher;
 pub mod fanout;
 pub mod handshake;
+pub mod heartbeat;
 pub mod history;
 pub mod http;
 pub mod journal;

@@ -282,6 +282,32 @@ fn a_silent_client_is_closed_after_the_heartbeat_timeout() {
 }
 
 #[test]
+fn heartbeat_pings_are_spread_over_the_interval_not_sent_all_at_once() {
+    // Pinging every socket in one pass stalls the messages in flight behind it.
+    let server = TestServer::start_with(|c| {
+        c.heartbeat_interval = Duration::from_millis(1000);
+        c.heartbeat_timeout = Duration::from_secs(10);
+    });
+    let clients: Vec<Client> = (0..40).map(|i| server.connect(&format!("p{i}"))).collect();
+    let first_pings: Vec<std::time::Instant> = clients
+        .into_iter()
+        .map(|mut c| {
+            std::thread::spawn(move || loop {
+                if let Message::Ping(_) = c.ws.read().expect("a ping within the read timeout") {
+                    return std::time::Instant::now();
+                }
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    let earliest = first_pings.iter().min().unwrap();
+    let spread = first_pings.iter().map(|t| t.duration_since(*earliest)).max().unwrap();
+    assert!(spread >= Duration::from_millis(400), "40 first pings within {spread:?} of each other");
+}
+
+#[test]
 fn a_history_larger_than_the_backlog_limit_does_not_make_a_reader_slow() {
     // Found by the soak: a resume from 0 in a busy room is one frame bigger than the
     // slow-consumer limit, and a healthy client was cut for it.

@@ -21,6 +21,7 @@ use crossbeam_channel::{select, Receiver};
 use crate::cluster::{Cluster, ClusterEvent, Request};
 use crate::config::Config;
 use crate::fanout::Out;
+use crate::heartbeat::Heartbeat;
 use crate::history::{History, Stored};
 use crate::journal::{Journal, JournalError, Replayed};
 use crate::metrics::{CloseReason, Metrics};
@@ -117,7 +118,7 @@ pub struct Dispatcher {
     /// (connection, deadline, close frame fully written)
     closing: Vec<(Arc<Conn>, Instant, bool)>,
     ping: Frame,
-    last_ping: Instant,
+    heartbeat: Heartbeat,
     last_sweep: Instant,
 }
 
@@ -171,6 +172,7 @@ impl Dispatcher {
         journal: Option<Journal>,
         replayed: Vec<Replayed>,
     ) -> Dispatcher {
+        let heartbeat = Heartbeat::new(cfg.heartbeat_interval, TICK, Instant::now());
         let mut d = Dispatcher {
             cfg,
             metrics,
@@ -184,7 +186,7 @@ impl Dispatcher {
             blocked: HashMap::new(),
             closing: Vec::new(),
             ping: wire::ping_frame(),
-            last_ping: Instant::now(),
+            heartbeat,
             last_sweep: Instant::now(),
         };
         let count = replayed.len();
@@ -275,6 +277,7 @@ impl Dispatcher {
                     can_rename: user.can_rename,
                     rooms: vec![],
                 };
+                self.heartbeat.add(conn.id);
                 self.clients.insert(conn.id, client);
             }
             Command::Client { conn, msg } => {
@@ -626,13 +629,6 @@ impl Dispatcher {
         }
     }
 
-    /// Writes what the socket takes now; remembers it for later when it is full.
-    fn write(&mut self, conn: &Arc<Conn>) {
-        if conn.flush() == Flush::Pending {
-            self.blocked.insert(conn.id, conn.clone());
-        }
-    }
-
     /// Sends a close frame (dropping the backlog when the client is too slow for it),
     /// removes the connection from its rooms, and watches it until it is gone.
     fn close_conn(&mut self, conn: &Arc<Conn>, reason: CloseReason) {
@@ -656,14 +652,9 @@ impl Dispatcher {
         let now = Instant::now();
         self.retry_blocked();
         self.drive_closing(now);
-        if now.duration_since(self.last_ping) >= self.cfg.heartbeat_interval {
-            self.last_ping = now;
-            let conns: Vec<Arc<Conn>> = self.clients.values().map(|c| c.conn.clone()).collect();
-            for conn in conns {
-                if conn.push(self.ping.clone()).is_ok() {
-                    self.write(&conn);
-                }
-            }
+        let clients = &self.clients;
+        for id in self.heartbeat.due(now, |id| clients.contains_key(&id)) {
+            self.staged.push(Out::One(clients[&id].conn.clone(), self.ping.clone()));
         }
         // Connection threads write too (pongs, errors); catch any backlog they left.
         if now.duration_since(self.last_sweep) >= Duration::from_secs(1) {
