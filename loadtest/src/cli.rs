@@ -148,6 +148,15 @@ pub struct Args {
     #[arg(long, default_value_t = 500.0)]
     pub bound_ms: f64,
 
+    /// Let each client ACK as TCP does by itself: at once, after every read
+    /// that empties its socket. By default the clients defer their ACKs to
+    /// the delayed-ACK timer (TCP_QUICKACK off before each read), as a client
+    /// on another machine costs the server's cores nothing to ACK: on loopback
+    /// every ACK is sent and processed on this machine, in the middle of the
+    /// broadcast being measured. The server still gets and handles every ACK.
+    #[arg(long)]
+    pub immediate_acks: bool,
+
     /// Print one JSON object for the run on stdout instead of the summary.
     #[arg(long)]
     pub json: bool,

@@ -62,6 +62,7 @@ fn run(args: &Args) -> Result<(), String> {
         run_id: sys::now_ns() ^ u64::from(std::process::id()) << 32 ^ unix_nanos(),
         progress: Arc::default(),
         board: Arc::new(worker::Board::new(args.in_flight.max(1) as usize)),
+        delayed_acks: !args.immediate_acks,
     };
     let threads = args.threads.max(1);
     let fleet = fleet::Fleet::start(setup, threads, args.quiet).map_err(|e| format!("starting workers: {e}"))?;
@@ -71,6 +72,7 @@ fn run(args: &Args) -> Result<(), String> {
     let outcome = scenario::run(&fleet, args);
     let tester = report::Tester {
         threads,
+        delayed_acks: !args.immediate_acks,
         wall_secs: wall.elapsed().as_secs_f64(),
         cpu_secs: (sys::process_cpu() - cpu0).as_secs_f64(),
         worker_cpu_secs: outcome.stats.cpu.as_secs_f64(),

@@ -13,6 +13,8 @@ use std::fmt::Write;
 /// How the tester itself fared.
 pub struct Tester {
     pub threads: usize,
+    /// Clients deferred their ACKs to the delayed-ACK timer.
+    pub delayed_acks: bool,
     pub wall_secs: f64,
     pub cpu_secs: f64,
     pub worker_cpu_secs: f64,
@@ -23,6 +25,16 @@ pub struct Tester {
 }
 
 impl Tester {
+    /// The run's `tester` object; `fell_behind`: sends were dropped for being late.
+    fn to_json(&self, fell_behind: bool) -> Value {
+        json!({
+            "threads": self.threads, "wall_secs": self.wall_secs, "cpu_secs": self.cpu_secs,
+            "worker_load": self.load(), "bottleneck": self.bottleneck() || fell_behind,
+            "loadavg_before": self.loadavg.0, "loadavg_after": self.loadavg.1,
+            "rss_kib": self.rss_kib, "delayed_acks": self.delayed_acks,
+        })
+    }
+
     /// Share of its worker threads' capacity the tester used.
     pub fn load(&self) -> f64 {
         self.worker_cpu_secs / (self.wall_secs * self.threads as f64).max(1e-9)
@@ -83,12 +95,7 @@ pub fn to_json(o: &Outcome, label: &str, tester: &Tester) -> Value {
         "binary": s.binary,
         "server_rss_kib": o.rss.map(|(b, a)| json!({"before": b, "after": a})),
         "steps": o.steps,
-        "tester": {
-            "threads": tester.threads, "wall_secs": tester.wall_secs, "cpu_secs": tester.cpu_secs,
-            "worker_load": tester.load(), "bottleneck": tester.bottleneck() || s.send_behind > 0,
-            "loadavg_before": tester.loadavg.0, "loadavg_after": tester.loadavg.1,
-            "rss_kib": tester.rss_kib,
-        },
+        "tester": tester.to_json(s.send_behind > 0),
         "notes": o.notes,
     })
 }
@@ -176,8 +183,9 @@ pub fn summary(j: &Value) -> String {
     let t = &j["tester"];
     let _ = writeln!(
         out,
-        "tester        {} thread(s), {:.1} s wall, {:.1} s CPU, workers at {:.0}% of capacity; machine load {} → {}",
+        "tester        {} thread(s), ACKs {}, {:.1} s wall, {:.1} s CPU, workers at {:.0}% of capacity; machine load {} → {}",
         t["threads"],
+        if t["delayed_acks"] == json!(true) { "delayed" } else { "immediate" },
         t["wall_secs"].as_f64().unwrap_or(0.0),
         t["cpu_secs"].as_f64().unwrap_or(0.0),
         100.0 * t["worker_load"].as_f64().unwrap_or(0.0),

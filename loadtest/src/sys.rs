@@ -1,10 +1,11 @@
 //! Operating-system facts the load tester reads or sets: the process-wide
 //! monotonic clock every timestamp is taken from, the open-files limit, its
-//! own CPU time (getrusage), the machine's load, and a server's resident
-//! memory from /proc.
+//! own CPU time (getrusage), the machine's load, a server's resident
+//! memory from /proc, and when a client socket ACKs.
 //!
 //! Nothing here keeps state besides the clock's epoch.
 
+use std::os::fd::AsRawFd;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,27 @@ pub fn raise_nofile_limit() -> u64 {
             }
         }
         lim.rlim_cur
+    }
+}
+
+/// Let the next read of `socket` leave its ACK to the delayed-ACK timer.
+///
+/// Linux ACKs at once when a read empties a socket that got a small pushed
+/// segment, unless the socket is in "pingpong" (interactive) mode, which
+/// TCP_QUICKACK = 0 turns on. The delayed-ACK timer turns it off again when it
+/// fires, so this is set before every read. A failure only means ACKs come
+/// sooner, so it is ignored.
+pub fn defer_next_ack(socket: &impl AsRawFd) {
+    let off: libc::c_int = 0;
+    // SAFETY: setsockopt reads an int we own, of the size we pass.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_QUICKACK,
+            std::ptr::addr_of!(off).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
     }
 }
 
@@ -89,6 +111,30 @@ mod tests {
         let status = "Name:\tx\nVmPeak:\t  100 kB\nVmRSS:\t   5120 kB\nThreads:\t3\n";
         assert_eq!(parse_vmrss(status), Some(5120));
         assert_eq!(parse_vmrss("Name: x\n"), None);
+    }
+
+    #[test]
+    fn a_deferred_ack_turns_quickack_off_until_set_again() {
+        let quickack = |s: &std::net::TcpStream| {
+            let (mut v, mut len): (libc::c_int, libc::socklen_t) = (-1, 4);
+            // SAFETY: getsockopt writes at most `len` bytes into the int we own.
+            let rc = unsafe {
+                libc::getsockopt(
+                    s.as_raw_fd(),
+                    libc::IPPROTO_TCP,
+                    libc::TCP_QUICKACK,
+                    std::ptr::addr_of_mut!(v).cast(),
+                    &mut len,
+                )
+            };
+            assert_eq!(rc, 0);
+            v
+        };
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        assert_eq!(quickack(&client), 1, "a new connection ACKs at once");
+        defer_next_ack(&client);
+        assert_eq!(quickack(&client), 0);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 use crate::ledger::{Arrival, Ledger};
 use crate::probe::{classify, Probe, Seen, Template};
 use crate::stats::{tally, Progress, Stats};
-use crate::sys::{now_ns, thread_cpu};
+use crate::sys::{defer_next_ack, now_ns, thread_cpu};
 use crate::ws::{self, check_upgrade, decode, Decoded, Target, Upgrade};
 use crossbeam_channel::{Receiver, Sender};
 use mio::net::TcpStream;
@@ -44,6 +44,8 @@ pub struct Setup {
     pub run_id: u64,
     pub progress: Arc<Progress>,
     pub board: Arc<Board>,
+    /// Defer each client's ACKs to the delayed-ACK timer (see `--immediate-acks`).
+    pub delayed_acks: bool,
 }
 
 /// Orders from the coordinator.
@@ -503,6 +505,9 @@ impl Worker {
             let Some(conn) = self.conns[slot].as_mut() else {
                 return;
             };
+            if self.ctx.setup.delayed_acks {
+                defer_next_ack(&conn.stream);
+            }
             let n = match conn.stream.read(&mut self.readbuf) {
                 Ok(0) => return self.lost(slot, "eof"),
                 Ok(n) => n,
