@@ -1,11 +1,17 @@
 //! The HTTP side (tiny_http): the page from www/ (embedded at build time, or from disk
-//! with `--www`), `/config.json`, `/healthz` and `/metrics`.
+//! with `--www`), `/config.json`, `/healthz` and `/metrics`; and keeping it up when
+//! tiny_http's accept thread dies.
 //!
 //! It reads only the config and the metrics; it never touches chat state.
 
-use std::io::Write;
+use std::io::{self, Write};
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+use std::time::Duration;
 
 use tiny_http::{Method, Request, Server};
 
@@ -21,11 +27,111 @@ mod embedded {
 /// else, so injected markup could not run or phone home even if it got in.
 const CSP: &str = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; style-src 'self'; script-src 'self'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
 
-/// Serves requests until the server is unblocked.
-pub fn serve(server: Arc<Server>, cfg: Arc<Config>, metrics: Arc<Metrics>) {
-    for req in server.incoming_requests() {
-        let reply = route(&req, &cfg, &metrics);
-        reply.send(req);
+/// First and longest pause before tiny_http is started again after its accept failed.
+const RESTART_PAUSE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
+/// How often an idle HTTP side checks that tiny_http's accept thread is still there.
+const LIVENESS_CHECK: Duration = Duration::from_secs(1);
+
+/// tiny_http on natter's listening socket, started again whenever its accept thread dies.
+///
+/// tiny_http's accept thread ends at the first failed `accept` (EMFILE when the
+/// descriptors run out, ECONNABORTED), and panics when it cannot duplicate an
+/// accepted socket (EMFILE again); either way it closes the listener, and the page,
+/// `/healthz` and `/metrics` would stay gone until natter restarts. natter keeps the
+/// listening socket, hands each new tiny_http a duplicate of it, notices when that
+/// duplicate is closed, and starts a new one after a pause that grows while
+/// accepting keeps failing.
+pub struct HttpServer {
+    listener: TcpListener,
+    /// The tiny_http running now; `stop` unblocks it.
+    current: Mutex<Option<Running>>,
+    stopping: AtomicBool,
+}
+
+/// One tiny_http and the descriptor of its duplicate of the listener.
+#[derive(Clone)]
+struct Running {
+    server: Arc<Server>,
+    fd: RawFd,
+}
+
+impl HttpServer {
+    /// Starts tiny_http on `listener`.
+    pub fn start(listener: TcpListener) -> io::Result<HttpServer> {
+        let http = HttpServer { listener, current: Mutex::new(None), stopping: AtomicBool::new(false) };
+        http.fresh()?;
+        Ok(http)
+    }
+
+    /// A new tiny_http on a duplicate of the listener; `None` once stopping.
+    fn fresh(&self) -> io::Result<Option<Running>> {
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.stopping.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        let dup = self.listener.try_clone()?;
+        let fd = dup.as_raw_fd();
+        let running = Running { server: Arc::new(Server::from_listener(dup, None).map_err(io::Error::other)?), fd };
+        *current = Some(running.clone());
+        Ok(Some(running))
+    }
+
+    /// Whether tiny_http's accept thread still holds its duplicate of the listener: a
+    /// thread that ended or panicked has closed it (the number may since name another
+    /// file, so the socket's identity is compared, not just the number).
+    fn accepting(&self, running: &Running) -> bool {
+        fn identity(fd: RawFd) -> Option<(u64, u64)> {
+            // SAFETY: fstat writes into the zeroed struct we own; a closed fd is EBADF.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            (unsafe { libc::fstat(fd, &mut st) } == 0).then_some((st.st_dev, st.st_ino))
+        }
+        identity(running.fd).is_some_and(|id| Some(id) == identity(self.listener.as_raw_fd()))
+    }
+
+    /// Serves requests until [`HttpServer::stop`].
+    pub fn run(&self, cfg: &Config, metrics: &Metrics) {
+        let mut running = self.current.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let mut pause = RESTART_PAUSE.0;
+        loop {
+            if let Some(r) = running.take() {
+                let failed = loop {
+                    match r.server.recv_timeout(LIVENESS_CHECK) {
+                        Ok(Some(req)) => {
+                            pause = RESTART_PAUSE.0;
+                            route(&req, cfg, metrics).send(req);
+                        }
+                        // A timeout, or `stop` unblocked it.
+                        Ok(None) if self.stopping.load(Ordering::SeqCst) => return,
+                        Ok(None) if self.accepting(&r) => {}
+                        Ok(None) => break "the accept thread ended".to_string(),
+                        Err(e) => break e.to_string(),
+                    }
+                };
+                if self.stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                log::warn!("HTTP: {failed}; starting the HTTP side again in {pause:?}");
+            }
+            thread::sleep(pause);
+            pause = (pause * 2).min(RESTART_PAUSE.1);
+            match self.fresh() {
+                Ok(Some(r)) => {
+                    metrics.http_restarts.fetch_add(1, Ordering::Relaxed);
+                    running = Some(r);
+                }
+                Ok(None) => return,
+                Err(e) => log::warn!("HTTP: cannot start again yet: {e}"),
+            }
+        }
+    }
+
+    /// Makes [`HttpServer::run`] return.
+    pub fn stop(&self) {
+        let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        self.stopping.store(true, Ordering::SeqCst);
+        if let Some(r) = current.as_ref() {
+            r.server.unblock();
+        }
     }
 }
 

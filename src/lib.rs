@@ -100,11 +100,10 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> Result<()
         .name("dispatcher".into())
         .spawn(move || dispatcher.run(commands_rx, dispatch_shutdown))?;
 
-    let http_server =
-        Arc::new(tiny_http::Server::from_listener(listeners.http, None).map_err(|e| ServeError::Http(e.to_string()))?);
+    let http_server = Arc::new(http::HttpServer::start(listeners.http).map_err(|e| ServeError::Http(e.to_string()))?);
     let http = {
         let (server, cfg, metrics) = (http_server.clone(), cfg.clone(), metrics.clone());
-        thread::Builder::new().name("http".into()).spawn(move || http::serve(server, cfg, metrics))?
+        thread::Builder::new().name("http".into()).spawn(move || server.run(&cfg, &metrics))?
     };
 
     let ctx = Arc::new(ConnContext { cfg: cfg.clone(), metrics, commands: commands_tx });
@@ -120,7 +119,7 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> Result<()
         log::error!("the dispatcher panicked");
         Ok(())
     });
-    http_server.unblock();
+    http_server.stop();
     let _ = http.join();
     let _ = accept.join();
     result.map_err(ServeError::from)

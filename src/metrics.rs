@@ -96,6 +96,8 @@ pub struct Metrics {
     pub messages_accepted: AtomicU64,
     pub messages_duplicate: AtomicU64,
     pub deliveries: AtomicU64,
+    /// Times the HTTP side's accept thread died and was started again.
+    pub http_restarts: AtomicU64,
     /// Redis mode: 0 not configured, 1 reachable, 2 unreachable.
     redis: AtomicU64,
     errors: [AtomicU64; ErrorCode::ALL.len()],
@@ -115,6 +117,7 @@ impl Default for Metrics {
             messages_accepted: AtomicU64::new(0),
             messages_duplicate: AtomicU64::new(0),
             deliveries: AtomicU64::new(0),
+            http_restarts: AtomicU64::new(0),
             redis: AtomicU64::new(0),
             errors: Default::default(),
             closes: Default::default(),
@@ -213,6 +216,12 @@ impl Metrics {
             gauge("natter_redis_up", "Redis mode: 1 when Redis is reachable.", "gauge", u64::from(redis == 1));
         }
         gauge("natter_deliveries_total", "Frames handed to client sockets.", "counter", self.deliveries.load(Relaxed));
+        gauge(
+            "natter_http_restarts_total",
+            "Times the HTTP accept thread stopped on an error and was started again.",
+            "counter",
+            self.http_restarts.load(Relaxed),
+        );
         let _ =
             writeln!(s, "# HELP natter_errors_total Error frames sent, by code.\n# TYPE natter_errors_total counter");
         for (i, code) in ErrorCode::ALL.iter().enumerate() {

@@ -1,5 +1,6 @@
 //! The built binary as users run it: durability across SIGKILL, clean shutdown on
-//! SIGTERM, and the journal surviving a torn last record.
+//! SIGTERM, the journal surviving a torn last record, and the HTTP side coming back
+//! after the descriptors ran out.
 
 mod common;
 
@@ -108,4 +109,39 @@ fn sigterm_sends_1001_to_every_client_and_exits_0() {
     let server = Proc::start(dir.path(), None, &[]);
     let mut r = Client::connect(&server.url("r"));
     assert_eq!(r.join("lobby", Some(0)).1["messages"][0]["text"], "before shutdown");
+}
+
+#[test]
+fn the_http_side_serves_again_after_the_descriptors_ran_out() {
+    // tiny_http takes two descriptors per connection (the socket and a duplicate):
+    // with an odd number left its accept fails with EMFILE, with an even number the
+    // duplicate fails and its accept thread panics. One limit of each parity covers both.
+    for nofile in [128, 129] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Proc::start_with_nofile(dir.path(), &[], nofile);
+        assert_eq!(common::http_get(server.http, "/healthz").0, 200);
+        // Connections that never send a request each hold descriptors until none is
+        // left (which used to end tiny_http's accept thread for good).
+        let idle: Vec<std::net::TcpStream> =
+            (0..nofile + 16).map(|_| std::net::TcpStream::connect(server.http).unwrap()).collect();
+        common::wait_until(|| try_status(server.http, "/healthz").is_none(), "the HTTP side to run out");
+        drop(idle);
+        common::wait_until(|| try_status(server.http, "/healthz") == Some(200), "/healthz to answer again");
+        let (_, metrics) = common::http_get(server.http, "/metrics");
+        assert!(!metrics.contains("natter_http_restarts_total 0\n"), "no restart counted (limit {nofile})");
+        // The chat side was never affected.
+        let mut c = Client::connect(&server.url("after"));
+        c.join("lobby", None);
+    }
+}
+
+/// A GET that fails quietly (refused, reset, timed out): `None`.
+fn try_status(addr: std::net::SocketAddr, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split(' ').nth(1)?.parse().ok()
 }

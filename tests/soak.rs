@@ -33,6 +33,10 @@ fn conn_threads(pid: u32) -> usize {
         .count()
 }
 
+/// Socket descriptors an idle server holds: the WebSocket and HTTP listeners, and
+/// tiny_http's duplicate of the HTTP one (natter keeps the original to restart it).
+const IDLE_SOCKETS: usize = 3;
+
 /// Open socket descriptors.
 fn sockets(pid: u32) -> usize {
     let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return 0 };
@@ -187,7 +191,7 @@ fn idle_counts(server: &Proc, url: &str) -> (usize, usize) {
     let pid = server.child.id();
     drop(common::Client::connect(&format!("{url}?name=probe")));
     common::http_get(server.http, "/healthz");
-    common::wait_until(|| conn_threads(pid) == 0 && sockets(pid) == 2, "the probe to be gone");
+    common::wait_until(|| conn_threads(pid) == 0 && sockets(pid) == IDLE_SOCKETS, "the probe to be gone");
     (proc_count(pid, "task"), proc_count(pid, "fd"))
 }
 
@@ -270,7 +274,7 @@ fn soak_with_kills_loses_nothing_and_leaks_nothing() {
     // Nothing leaked: once everyone is gone the server is back to its idle counts.
     let pid = server.child.id();
     common::wait_until(|| conn_threads(pid) == 0, "every connection thread to end");
-    common::wait_until(|| sockets(pid) == 2, "every socket but the two listeners to close");
+    common::wait_until(|| sockets(pid) == IDLE_SOCKETS, "every socket but the listeners to close");
     // And the whole process is back to the counts of a fresh idle server (tiny_http
     // retires its extra pool threads after 5 s idle).
     let end = std::time::Instant::now() + Duration::from_secs(30);

@@ -257,17 +257,41 @@ pub fn free_port() -> u16 {
 impl Proc {
     /// Starts `natter serve` on `data_dir` and waits for its "listening" line.
     pub fn start(data_dir: &Path, ports: Option<(u16, u16)>, extra: &[&str]) -> Proc {
+        Proc::launch(Proc::command(data_dir, ports, extra))
+    }
+
+    /// Like `start`, with the open-files limit (soft and hard) set to `nofile`.
+    pub fn start_with_nofile(data_dir: &Path, extra: &[&str], nofile: u64) -> Proc {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Proc::command(data_dir, None, extra);
+        // SAFETY: setrlimit is async-signal-safe and touches only the child.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = libc::rlimit { rlim_cur: nofile, rlim_max: nofile };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Proc::launch(cmd)
+    }
+
+    fn command(data_dir: &Path, ports: Option<(u16, u16)>, extra: &[&str]) -> Command {
         let (hp, wp) = ports.unwrap_or((0, 0));
-        let mut child = Command::new(natter_bin())
-            .args(["serve", "--bind", "127.0.0.1", "--http-port", &hp.to_string(), "--ws-port", &wp.to_string()])
+        let mut cmd = Command::new(natter_bin());
+        cmd.args(["serve", "--bind", "127.0.0.1", "--http-port", &hp.to_string(), "--ws-port", &wp.to_string()])
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--log-level", &std::env::var("NATTER_TEST_LOG").unwrap_or_else(|_| "warn".into())])
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn natter");
+            .stderr(Stdio::inherit());
+        cmd
+    }
+
+    fn launch(mut cmd: Command) -> Proc {
+        let mut child = cmd.spawn().expect("spawn natter");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let addr = |key: &str| -> SocketAddr {
