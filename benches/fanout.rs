@@ -1,7 +1,7 @@
 //! Fan-out benchmarks over real loopback sockets, through natter's own write path.
 //!
 //! - `fanout/*`: cost of writing one message (and a burst of 10) to N receivers with
-//!   `natter::fanout::deliver` (outbox + one coalesced `sendmsg` per socket), next to a
+//!   `natter::delivery::fanout::deliver` (outbox + one coalesced `sendmsg` per socket), next to a
 //!   bare loop of one non-blocking `send` per socket and frame over the same sockets.
 //! - `serialize/*`: encode once and share the bytes vs encode per receiver.
 //! - `parse`, `history/*`, `journal/*`: the other steps a message takes.
@@ -18,12 +18,12 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use natter::config::FsyncPolicy;
-use natter::fanout::{self, Out, Shard};
-use natter::history::{History, Stored};
-use natter::journal::Journal;
-use natter::outbox::{Conn, Flush};
+use natter::delivery::fanout::{self, Out, Shard};
+use natter::delivery::outbox::{Conn, Flush};
+use natter::dispatcher::history::{History, Stored};
+use natter::protocol::wire::{self, Frame};
 use natter::protocol::{parse_client, ParseLimits, ServerMsg};
-use natter::wire::{self, Frame};
+use natter::store::journal::Journal;
 
 const SIZES: [usize; 4] = [10, 100, 1_000, 10_000];
 const DRAIN_ENV: &str = "NATTER_BENCH_DRAIN";
@@ -141,7 +141,7 @@ fn bare_write(conns: &[Arc<Conn>], frame: &Frame, times: usize) {
                 if r > 0 {
                     off += r as usize;
                 } else {
-                    natter::outbox::wait_writable(&[c.raw_fd()], Duration::from_millis(100));
+                    natter::delivery::outbox::wait_writable(&[c.raw_fd()], Duration::from_millis(100));
                 }
             }
         }

@@ -1,6 +1,8 @@
 //! Token authentication: verifying the HS256 JWTs that token mode requires, minting
 //! them for tests and scripts (`natter token`), and loading the shared secret.
 //!
+//! Also the [`Identity`] the handshake settles on.
+//!
 //! Any backend that signs `{sub, exp, name?}` with HS256 and the same secret can issue
 //! tokens. Errors never contain the token itself.
 
@@ -9,6 +11,19 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+
+use crate::protocol::UserId;
+
+/// Who is on the other end of a connection, fixed at the handshake.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Stable user id (`sub` in token mode, derived from the name in open mode).
+    pub id: UserId,
+    /// Display name.
+    pub name: String,
+    /// Whether `nick` is allowed (open mode only).
+    pub can_rename: bool,
+}
 
 /// Shortest secret accepted: HS256 is only as strong as its key.
 pub const MIN_SECRET_BYTES: usize = 32;

@@ -78,7 +78,7 @@ pub struct Config {
     pub max_backlog_bytes: usize,
     /// Total WebSocket connections (503 past it). Clamped at start to what the process can hold.
     pub max_connections: usize,
-    /// Connections from one IP address (503 past it).
+    /// Connections from one IP address (429 past it).
     pub max_connections_per_ip: usize,
     /// Time a client has to finish the WebSocket handshake.
     pub handshake_timeout: Duration,

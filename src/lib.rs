@@ -1,56 +1,47 @@
 //! natter: a real-time chat server over WebSocket — synchronous, threaded, durable.
 //!
-//! The shape (docs/ARCHITECTURE.md): an accept loop ([`server`]) gives each WebSocket
-//! connection a small-stack thread ([`stack`], [`connection`]) that performs the
-//! handshake ([`handshake`], [`auth`]), then reads frames, validates them ([`protocol`])
-//! and sends [`dispatcher::Command`]s through a crossbeam channel to one [`dispatcher`]
-//! thread. The dispatcher alone owns rooms, `seq`, history ([`history`]) and the
-//! [`journal`]; it frames each message once ([`wire`]) and hands committed batches to
-//! writer shards ([`writer`], [`fanout`]) that write without blocking to every member's
-//! [`outbox`]; it pings each connection once per interval, spread over it
-//! ([`heartbeat`]). With `--redis`, Redis stores and orders the messages instead of the
-//! journal ([`cluster`], [`redis_store`]). tiny_http serves the page, `/config.json`,
-//! `/healthz` and `/metrics` ([`http`], [`metrics`]). [`config::Config`] holds every
-//! limit; [`cli`] turns flags into it; [`limits`] reads what the process can hold.
+//! The message path, top-down (docs/ARCHITECTURE.md has the module map):
+//! - [`transport`]: an accept loop gives each WebSocket connection a small-stack
+//!   thread that performs the handshake ([`auth`] for tokens), then reads frames,
+//!   validates them ([`protocol`]) and sends [`dispatcher::Command`]s through a
+//!   crossbeam channel; tiny_http serves the page, `/config.json`, `/healthz` and
+//!   `/metrics` ([`metrics`]).
+//! - [`dispatcher`]: one thread, the only owner of rooms, `seq`, history and the
+//!   store ([`dispatcher::Backend`]: the local [`store::journal`], or Redis through
+//!   [`dispatcher::cluster`] and [`store::redis`]). It frames each message once
+//!   ([`protocol::wire`]), commits, and only then hands the batch on.
+//! - [`delivery`]: writer shards put committed batches on the wire without blocking,
+//!   through each connection's bounded outbox.
 //!
-//! [`serve`] runs it all on listeners the caller bound, until a [`shutdown`] fires.
+//! [`config::Config`] holds every limit; [`cli`] turns flags into it; [`limits`] reads
+//! what the process can hold. [`serve`] runs it all on listeners the caller bound,
+//! until a [`shutdown`] fires.
 
 pub mod auth;
 pub mod cli;
-pub mod cluster;
 pub mod config;
-pub mod connection;
+pub mod delivery;
 pub mod dispatcher;
-pub mod fanout;
-pub mod handshake;
-pub mod heartbeat;
-pub mod history;
-pub mod http;
-pub mod journal;
 pub mod limits;
 pub mod metrics;
-pub mod outbox;
 pub mod protocol;
-pub mod ratelimit;
-pub mod redis_store;
-pub mod server;
 pub mod shutdown;
-pub mod stack;
-pub mod wire;
-pub mod writer;
+pub mod store;
+pub mod transport;
 
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::thread;
 
-use cluster::Cluster;
 use config::Config;
-use connection::ConnContext;
-use dispatcher::Dispatcher;
-use journal::{Journal, JournalError};
+use dispatcher::cluster::Cluster;
+use dispatcher::{Backend, Dispatcher};
 use metrics::Metrics;
-use redis_store::{StoreError, StoreOptions};
 use shutdown::Shutdown;
+use store::journal::{Journal, JournalError};
+use store::redis::{StoreError, StoreOptions};
+use transport::connection::ConnContext;
+use transport::{http, server};
 
 /// Bounded queue from connection threads to the dispatcher: when the dispatcher falls
 /// behind, readers wait here instead of growing memory without bound.
@@ -85,13 +76,13 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> Result<()
     let dispatcher = match &cfg.redis {
         None => {
             let (journal, replayed) = Journal::open(&cfg.data_dir, cfg.fsync, cfg.journal_segment_bytes)?;
-            Dispatcher::new(cfg.clone(), metrics.clone(), Some(journal), replayed)
+            Dispatcher::new(cfg.clone(), metrics.clone(), Backend::Local(journal), replayed)
         }
         Some(url) => {
             let opts = StoreOptions { presence_ttl: cfg.redis_presence_ttl, ..StoreOptions::default() };
             metrics.set_redis(false);
             let cluster = Cluster::start(url, opts, commands_tx.clone())?;
-            Dispatcher::new(cfg.clone(), metrics.clone(), None, Vec::new()).with_cluster(cluster)
+            Dispatcher::new(cfg.clone(), metrics.clone(), Backend::Redis(cluster), Vec::new())
         }
     };
 

@@ -2,7 +2,7 @@
 //! limit (raised to its hard limit at start) and `vm.max_map_count` (each connection
 //! thread costs two memory mappings, see `stack`). Read once at start-up; no chat logic.
 
-use crate::stack::MAPS_PER_THREAD;
+use crate::transport::stack::MAPS_PER_THREAD;
 
 /// Descriptors kept back for the listeners, journal, HTTP side and logs.
 const RESERVED_FDS: u64 = 64;

@@ -10,8 +10,8 @@ use std::net::TcpStream;
 
 use common::TestServer;
 use natter::config::Config;
-use natter::handshake::admit;
 use natter::protocol::{parse_client, ClientMsg, ParseLimits, MAX_ID_CHARS};
+use natter::transport::handshake::admit;
 use proptest::prelude::*;
 
 const LIMITS: ParseLimits = ParseLimits { max_text_chars: 50 };

@@ -1,4 +1,4 @@
-//! The Redis layer (`natter::redis_store`) against a real `redis-server`, one private
+//! The Redis layer (`natter::store::redis`) against a real `redis-server`, one private
 //! server per test on a free loopback port (tests/common_redis). Two `RedisStore`s
 //! stand for two natter instances sharing rooms.
 //!
@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use common_redis::RedisServer;
 use crossbeam_channel::{unbounded, Receiver, Sender};
-use natter::redis_store::{
+use natter::protocol::{RoomName, User};
+use natter::store::redis::{
     presence_changes, Appended, Delivery, Events, Health, InstanceId, Link, Reader, RedisStore, StoreOptions, Watch,
 };
 
@@ -19,6 +20,11 @@ use natter::redis_store::{
 const WAIT: Duration = Duration::from_secs(10);
 /// How long "nothing more arrives" is watched for.
 const QUIET: Duration = Duration::from_millis(400);
+
+/// A room name the store accepts (the tests use only valid ones).
+fn rn(room: &str) -> RoomName {
+    RoomName::parse(room).expect("a valid room name")
+}
 
 fn opts(instance: &str) -> StoreOptions {
     StoreOptions { instance: InstanceId::new(instance).expect("test instance id"), ..StoreOptions::default() }
@@ -42,13 +48,13 @@ fn parts(room: &str, uid: &str, text: &str) -> (Vec<u8>, Vec<u8>) {
 /// Appends a message without a client id; returns its seq and JSON.
 fn post(s: &mut RedisStore, room: &str, uid: &str, text: &str) -> (u64, Vec<u8>) {
     let (prefix, suffix) = parts(room, uid, text);
-    match s.append(room, uid, None, &prefix, &suffix).expect("append") {
+    match s.append(&rn(room), uid, None, &prefix, &suffix).expect("append") {
         Appended::Stored { seq, json } => (seq, json.to_vec()),
         dup => panic!("a message without an id was a duplicate: {dup:?}"),
     }
 }
 
-fn seqs(messages: &[natter::redis_store::Entry]) -> Vec<u64> {
+fn seqs(messages: &[natter::store::redis::Entry]) -> Vec<u64> {
     messages.iter().map(|e| e.seq).collect()
 }
 
@@ -68,7 +74,7 @@ fn next_data(rx: &Receiver<Delivery>) -> Delivery {
 
 fn expect_msg(rx: &Receiver<Delivery>, room: &str, seq: u64) -> Vec<u8> {
     match next_data(rx) {
-        Delivery::Msg { room: r, seq: s, json } if r == room && s == seq => json.to_vec(),
+        Delivery::Msg { room: r, seq: s, json } if r.as_str() == room && s == seq => json.to_vec(),
         other => panic!("expected {room} #{seq}, got {other:?}"),
     }
 }
@@ -87,7 +93,7 @@ fn expect_quiet(rx: &Receiver<Delivery>) {
 }
 
 /// Retries `f` while Redis is unavailable (it is coming back), up to the wait.
-fn when_back<T>(mut f: impl FnMut() -> Result<T, natter::redis_store::StoreError>) -> T {
+fn when_back<T>(mut f: impl FnMut() -> Result<T, natter::store::redis::StoreError>) -> T {
     let deadline = Instant::now() + WAIT;
     loop {
         match f() {
@@ -121,11 +127,11 @@ impl Follower {
     }
 
     fn start(&self, room: &str, after_seq: u64) {
-        self.watch.send(Watch::Start { room: room.into(), after_seq }).expect("watch");
+        self.watch.send(Watch::Start { room: rn(room), after_seq }).expect("watch");
     }
 
     fn stop(&self, room: &str) {
-        self.watch.send(Watch::Stop { room: room.into() }).expect("unwatch");
+        self.watch.send(Watch::Stop { room: rn(room) }).expect("unwatch");
     }
 
     /// Hangs up the watch channel; the thread must end promptly.
@@ -164,7 +170,7 @@ fn seq_is_gapless_and_ordered_when_two_instances_append_at_once() {
     assert_eq!(got, (1..=2 * per_instance).collect::<Vec<u64>>(), "every seq once, no gap");
 
     let mut s = store(&redis, "cccc0003");
-    let range = s.range("lobby", 0, None, 1000).expect("range");
+    let range = s.range(&rn("lobby"), 0, None, 1000).expect("range");
     assert!(range.complete);
     assert_eq!(range.head, 2 * per_instance);
     assert_eq!(seqs(&range.messages), got, "the stream holds them in seq order");
@@ -173,7 +179,7 @@ fn seq_is_gapless_and_ordered_when_two_instances_append_at_once() {
     }
     let (prefix, _) = parts("lobby", "x", "");
     assert!(range.messages[0].json.starts_with(&[&prefix[..], b"1,"].concat()));
-    assert_eq!(s.head("lobby").expect("head"), 2 * per_instance);
+    assert_eq!(s.head(&rn("lobby")).expect("head"), 2 * per_instance);
 }
 
 #[test]
@@ -181,27 +187,27 @@ fn a_duplicate_client_id_answers_the_original_seq_and_stores_nothing() {
     let redis = RedisServer::start();
     let (mut a, mut b) = (store(&redis, "aaaa0001"), store(&redis, "bbbb0002"));
     let (prefix, suffix) = parts("r", "u-al", "hi");
-    let first = a.append("r", "u-al", Some("c-1"), &prefix, &suffix).expect("append");
+    let first = a.append(&rn("r"), "u-al", Some("c-1"), &prefix, &suffix).expect("append");
     let Appended::Stored { seq: 1, json } = first else { panic!("first post stored as 1, got {first:?}") };
     assert_eq!(json, [&prefix[..], b"1", &suffix[..]].concat());
 
     let (_, other_suffix) = parts("r", "u-al", "a retry with other text");
     assert_eq!(
-        a.append("r", "u-al", Some("c-1"), &prefix, &other_suffix).expect("retry"),
+        a.append(&rn("r"), "u-al", Some("c-1"), &prefix, &other_suffix).expect("retry"),
         Appended::Duplicate { seq: 1 }
     );
     assert_eq!(
-        b.append("r", "u-al", Some("c-1"), &prefix, &suffix).expect("retry on the other instance"),
+        b.append(&rn("r"), "u-al", Some("c-1"), &prefix, &suffix).expect("retry on the other instance"),
         Appended::Duplicate { seq: 1 }
     );
     // The same id from another user, or in another room, is another message.
-    assert!(matches!(b.append("r", "u-bo", Some("c-1"), &prefix, &suffix), Ok(Appended::Stored { seq: 2, .. })));
-    assert!(matches!(b.append("r2", "u-al", Some("c-1"), &prefix, &suffix), Ok(Appended::Stored { seq: 1, .. })));
+    assert!(matches!(b.append(&rn("r"), "u-bo", Some("c-1"), &prefix, &suffix), Ok(Appended::Stored { seq: 2, .. })));
+    assert!(matches!(b.append(&rn("r2"), "u-al", Some("c-1"), &prefix, &suffix), Ok(Appended::Stored { seq: 1, .. })));
     // A uid/id split elsewhere must not collide ("u:x" + "y" vs "u" + "x:y").
-    assert!(matches!(a.append("r", "u:x", Some("y"), &prefix, &suffix), Ok(Appended::Stored { seq: 3, .. })));
-    assert!(matches!(a.append("r", "u", Some("x:y"), &prefix, &suffix), Ok(Appended::Stored { seq: 4, .. })));
+    assert!(matches!(a.append(&rn("r"), "u:x", Some("y"), &prefix, &suffix), Ok(Appended::Stored { seq: 3, .. })));
+    assert!(matches!(a.append(&rn("r"), "u", Some("x:y"), &prefix, &suffix), Ok(Appended::Stored { seq: 4, .. })));
 
-    let range = a.range("r", 0, None, 100).expect("range");
+    let range = a.range(&rn("r"), 0, None, 100).expect("range");
     assert_eq!(seqs(&range.messages), [1, 2, 3, 4], "no second entry for the duplicates");
     assert_eq!(redis.command("XLEN natter:room:r:stream"), ":4");
     assert!(redis.command("TTL natter:room:r:id:4:u-al:c-1").trim_start_matches(':').parse::<i64>().unwrap() > 3600);
@@ -217,31 +223,30 @@ fn range_recent_and_complete_after_the_stream_was_trimmed() {
     let held: u64 = redis.command("XLEN natter:room:r:stream").trim_start_matches(':').parse().expect("XLEN");
     assert!((10..1000).contains(&held), "trimmed to about the cap, holds {held}");
 
-    let from_start = s.range("r", 0, None, 50).expect("range");
+    let from_start = s.range(&rn("r"), 0, None, 50).expect("range");
     assert!(!from_start.complete, "seq 1 is gone");
     assert_eq!(from_start.head, 1000);
     let first = from_start.messages[0].seq;
     assert!(first > 1);
     assert_eq!(seqs(&from_start.messages), (first..=1000).take(50).collect::<Vec<_>>());
 
-    let tail = s.range("r", 990, None, 100).expect("range");
+    let tail = s.range(&rn("r"), 990, None, 100).expect("range");
     assert!(tail.complete);
     assert_eq!(seqs(&tail.messages), (991..=1000).collect::<Vec<_>>());
-    assert_eq!(seqs(&s.range("r", 990, Some(995), 100).expect("range").messages), [991, 992, 993, 994, 995]);
-    assert_eq!(seqs(&s.range("r", 990, None, 3).expect("range").messages), [991, 992, 993]);
-    let caught_up = s.range("r", 1000, None, 10).expect("range");
+    assert_eq!(seqs(&s.range(&rn("r"), 990, Some(995), 100).expect("range").messages), [991, 992, 993, 994, 995]);
+    assert_eq!(seqs(&s.range(&rn("r"), 990, None, 3).expect("range").messages), [991, 992, 993]);
+    let caught_up = s.range(&rn("r"), 1000, None, 10).expect("range");
     assert!(caught_up.complete && caught_up.messages.is_empty());
 
-    let recent = s.recent("r", 5).expect("recent");
+    let recent = s.recent(&rn("r"), 5).expect("recent");
     assert_eq!(seqs(&recent.messages), [996, 997, 998, 999, 1000], "oldest first");
     assert_eq!(recent.head, 1000);
     assert!(recent.messages[4].json.ends_with(br#""text":"m999"}"#));
 
-    let empty = s.range("nothing-here", 0, None, 10).expect("range of an empty room");
+    let empty = s.range(&rn("nothing-here"), 0, None, 10).expect("range of an empty room");
     assert!(empty.complete && empty.messages.is_empty() && empty.head == 0);
-    assert!(s.recent("nothing-here", 10).expect("recent").messages.is_empty());
-    assert_eq!(s.head("nothing-here").expect("head"), 0);
-    assert!(s.head("bad room").is_err(), "room names are checked");
+    assert!(s.recent(&rn("nothing-here"), 10).expect("recent").messages.is_empty());
+    assert_eq!(s.head(&rn("nothing-here")).expect("head"), 0);
 }
 
 #[test]
@@ -286,7 +291,7 @@ fn the_reader_reports_a_gap_when_the_stream_was_trimmed_past_its_position() {
     let reader = Follower::reader(&redis, opts("bbbb0002"));
     reader.start("r", 0);
     let first = match next_data(&reader.rx) {
-        Delivery::Gap { room, from: 1, to } if room == "r" => to + 1,
+        Delivery::Gap { room, from: 1, to } if room.as_str() == "r" => to + 1,
         other => panic!("expected a gap from 1, got {other:?}"),
     };
     for seq in first..=500 {
@@ -316,7 +321,7 @@ fn after_redis_restarts_the_reader_and_events_resume_without_loss_or_repeats() {
     redis.stop();
     let (prefix, suffix) = parts("r", "u-al", "during the outage");
     let started = Instant::now();
-    let refused = w.append("r", "u-al", Some("c-out"), &prefix, &suffix).expect_err("redis is down");
+    let refused = w.append(&rn("r"), "u-al", Some("c-out"), &prefix, &suffix).expect_err("redis is down");
     assert!(refused.is_unavailable(), "an outage is Unavailable, got {refused:?}");
     assert!(started.elapsed() < Duration::from_secs(2), "noticed fast");
     expect_status(&reader.rx, Link::Reader, Health::Unavailable);
@@ -326,7 +331,7 @@ fn after_redis_restarts_the_reader_and_events_resume_without_loss_or_repeats() {
     for i in 21..=40 {
         let (seq, _) = when_back(|| {
             let (prefix, suffix) = parts("r", "u-al", &format!("m{i}"));
-            w.append("r", "u-al", Some(&format!("c-{i}")), &prefix, &suffix).map(|a| match a {
+            w.append(&rn("r"), "u-al", Some(&format!("c-{i}")), &prefix, &suffix).map(|a| match a {
                 Appended::Stored { seq, json } => (seq, json),
                 dup => panic!("not a duplicate: {dup:?}"),
             })
@@ -341,7 +346,7 @@ fn after_redis_restarts_the_reader_and_events_resume_without_loss_or_repeats() {
 
     expect_status(&events.rx, Link::Events, Health::Available);
     let mut publisher = store(&redis, "aaaa0001");
-    while publisher.publish("r", br#"{"type":"typing"}"#).expect("publish") < 1 {
+    while publisher.publish(&rn("r"), br#"{"type":"typing"}"#).expect("publish") < 1 {
         thread::sleep(Duration::from_millis(20));
     }
     assert!(matches!(next_data(&events.rx), Delivery::Event { origin, .. } if origin == "aaaa0001"));
@@ -355,25 +360,25 @@ fn presence_unions_instances_and_forgets_one_that_stops_refreshing() {
     let ttl = Duration::from_secs(1);
     let mut a = store_with(&redis, StoreOptions { presence_ttl: ttl, ..opts("aaaa0001") });
     let mut b = store_with(&redis, StoreOptions { presence_ttl: ttl, ..opts("bbbb0002") });
-    a.presence_set("r", "u-alice", "alice").expect("set");
-    a.presence_set("r", "u-bob", "bob").expect("set");
-    b.presence_set("r", "u-bob", "bob").expect("set");
-    b.presence_set("r", "u-carol", "carol").expect("set");
-    b.presence_set("r", "u-dave", "dave").expect("set");
-    b.presence_set("other", "u-erin", "erin").expect("set");
-    let names = |list: Vec<(String, String)>| list.into_iter().map(|(_, name)| name).collect::<Vec<_>>();
-    assert_eq!(names(a.presence_list("r").expect("list")), ["alice", "bob", "carol", "dave"]);
+    a.presence_set(&rn("r"), "u-alice", "alice").expect("set");
+    a.presence_set(&rn("r"), "u-bob", "bob").expect("set");
+    b.presence_set(&rn("r"), "u-bob", "bob").expect("set");
+    b.presence_set(&rn("r"), "u-carol", "carol").expect("set");
+    b.presence_set(&rn("r"), "u-dave", "dave").expect("set");
+    b.presence_set(&rn("other"), "u-erin", "erin").expect("set");
+    let names = |list: Vec<User>| list.into_iter().map(|u| u.name).collect::<Vec<_>>();
+    assert_eq!(names(a.presence_list(&rn("r")).expect("list")), ["alice", "bob", "carol", "dave"]);
 
-    b.presence_remove("r", "u-carol").expect("remove");
-    a.presence_set("r", "u-alice", "alicia").expect("rename");
-    let before = b.presence_list("r").expect("list");
+    b.presence_remove(&rn("r"), "u-carol").expect("remove");
+    a.presence_set(&rn("r"), "u-alice", "alicia").expect("rename");
+    let before = b.presence_list(&rn("r")).expect("list");
     assert_eq!(names(before.clone()), ["alicia", "bob", "dave"]);
 
     // b "crashes": it stops refreshing; a keeps refreshing at a third of the TTL.
     let crashed = Instant::now();
     let after = loop {
         a.presence_refresh().expect("refresh");
-        let now = a.presence_list("r").expect("list");
+        let now = a.presence_list(&rn("r")).expect("list");
         if now.len() < before.len() {
             break now;
         }
@@ -383,24 +388,24 @@ fn presence_unions_instances_and_forgets_one_that_stops_refreshing() {
     assert!(crashed.elapsed() >= ttl / 2, "nothing vanished before the TTL ran out");
     assert_eq!(names(after.clone()), ["alicia", "bob"], "bob is still on a");
     let changes = presence_changes(&before, &after);
-    assert_eq!(changes.left, [("u-dave".to_owned(), "dave".to_owned())]);
+    assert_eq!(changes.left, [User { id: "u-dave".into(), name: "dave".into() }]);
     assert!(changes.arrived.is_empty());
-    assert!(a.presence_list("other").expect("list").is_empty());
+    assert!(a.presence_list(&rn("other")).expect("list").is_empty());
     assert_eq!(redis.command("SMEMBERS natter:room:r:present"), "*1\r\n$8\r\naaaa0001", "the dead id was dropped");
 
     a.presence_clear().expect("clear");
-    assert!(b.presence_list("r").expect("list").is_empty());
+    assert!(b.presence_list(&rn("r")).expect("list").is_empty());
 }
 
 #[test]
 fn a_refresh_writes_back_presence_that_redis_lost() {
     let mut redis = RedisServer::start();
     let mut a = store(&redis, "aaaa0001");
-    a.presence_set("r", "u-alice", "alice").expect("set");
+    a.presence_set(&rn("r"), "u-alice", "alice").expect("set");
     redis.restart(); // in memory only: everything is gone
-    assert!(when_back(|| a.presence_list("r")).is_empty());
+    assert!(when_back(|| a.presence_list(&rn("r"))).is_empty());
     a.presence_refresh().expect("refresh");
-    assert_eq!(a.presence_list("r").expect("list"), [("u-alice".to_owned(), "alice".to_owned())]);
+    assert_eq!(a.presence_list(&rn("r")).expect("list"), [User { id: "u-alice".into(), name: "alice".into() }]);
 }
 
 #[test]
@@ -412,7 +417,7 @@ fn events_reach_the_other_instance_with_their_origin_and_never_their_own() {
     on_b.start("lobby", 0);
     let typing = br#"{"type":"typing","room":"lobby","user":{"id":"u-al","name":"al"}}"#;
     // PUBLISH answers how many subscribers got it: wait until both threads listen.
-    while a.publish("lobby", typing).expect("publish") < 2 {
+    while a.publish(&rn("lobby"), typing).expect("publish") < 2 {
         thread::sleep(Duration::from_millis(20));
     }
     match next_data(&on_b.rx) {
@@ -421,7 +426,7 @@ fn events_reach_the_other_instance_with_their_origin_and_never_their_own() {
         }
         other => panic!("expected a's event, got {other:?}"),
     }
-    b.publish("lobby", b"{\"from\":\"b\"}").expect("publish");
+    b.publish(&rn("lobby"), b"{\"from\":\"b\"}").expect("publish");
     match next_data(&on_a.rx) {
         Delivery::Event { origin, json, .. } => {
             assert_eq!((origin.as_str(), &json[..]), ("bbbb0002", &b"{\"from\":\"b\"}"[..]))
@@ -431,12 +436,12 @@ fn events_reach_the_other_instance_with_their_origin_and_never_their_own() {
     expect_quiet(&on_a.rx);
 
     on_b.stop("lobby");
-    while a.publish("lobby", b"{}").expect("publish") > 1 {
+    while a.publish(&rn("lobby"), b"{}").expect("publish") > 1 {
         thread::sleep(Duration::from_millis(20));
     }
     while on_b.rx.recv_timeout(Duration::from_millis(50)).is_ok() {}
-    a.publish("lobby", b"{}").expect("publish");
-    a.publish("elsewhere", b"{}").expect("publish");
+    a.publish(&rn("lobby"), b"{}").expect("publish");
+    a.publish(&rn("elsewhere"), b"{}").expect("publish");
     expect_quiet(&on_b.rx);
     on_a.finish();
     on_b.finish();
@@ -465,5 +470,5 @@ fn a_lost_seq_counter_goes_on_after_the_streams_last_entry() {
     }
     assert_eq!(redis.command("DEL natter:room:r:seq"), ":1");
     assert_eq!(post(&mut s, "r", "u-al", "after the loss").0, 4, "XADD would refuse 1-0 below 3-0");
-    assert_eq!(s.head("r").expect("head"), 4);
+    assert_eq!(s.head(&rn("r")).expect("head"), 4);
 }

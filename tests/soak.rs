@@ -33,9 +33,11 @@ fn conn_threads(pid: u32) -> usize {
         .count()
 }
 
-/// Socket descriptors an idle server holds: the WebSocket and HTTP listeners, and
-/// tiny_http's duplicate of the HTTP one (natter keeps the original to restart it).
-const IDLE_SOCKETS: usize = 3;
+/// Socket descriptors an idle server holds: the WebSocket and HTTP listeners,
+/// tiny_http's duplicate of the HTTP one (natter keeps the original to restart it),
+/// and the accept watcher's duplicate of the WebSocket one (so it never shuts down a
+/// descriptor number that may have been reused).
+const IDLE_SOCKETS: usize = 4;
 
 /// Open socket descriptors.
 fn sockets(pid: u32) -> usize {

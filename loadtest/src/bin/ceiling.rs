@@ -184,7 +184,7 @@ fn main() {
         // Started like natter's connection threads, so both can hold as many
         // connections as the process limits allow (std threads cost twice the
         // memory mappings and stop near 16,000).
-        if let Err(e) = natter::stack::spawn("reader", STACK, move || reader(id, stream, tx)) {
+        if let Err(e) = natter::transport::stack::spawn("reader", STACK, move || reader(id, stream, tx)) {
             eprintln!("natter-ceiling: cannot spawn a reader: {e}");
         }
     }

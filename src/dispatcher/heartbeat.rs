@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::outbox::ConnId;
+use crate::delivery::outbox::ConnId;
 
 /// Who gets pinged in which slot of the interval.
 pub struct Heartbeat {

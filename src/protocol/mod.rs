@@ -1,9 +1,15 @@
 //! The wire contract in types: what a client may send, what the server sends back,
-//! and the validation between the two (shared/PROTOCOL.md, restated in docs/PROTOCOL.md).
+//! and the validation between the two (docs/PROTOCOL.md). [`wire`] frames them for
+//! WebSocket; [`CloseReason`] lists the close codes.
 //!
 //! Parsing is one step: a text frame becomes a validated [`ClientMsg`] or a
 //! [`ProtocolError`] carrying the error code the client will see. This module never
 //! touches sockets or room state.
+
+mod close;
+pub mod wire;
+
+pub use close::CloseReason;
 
 use std::borrow::Cow;
 
@@ -301,6 +307,23 @@ fn since_field(v: Option<&RawValue>) -> Result<Option<u64>, ProtocolError> {
         Some(v) => serde_json::from_str::<u64>(v.get())
             .map(Some)
             .map_err(|_| bad_field("`since` must be a non-negative integer")),
+    }
+}
+
+/// A user's stable id: `sub` in token mode, derived at the handshake in open mode.
+/// Shared, because every room a user is present in holds it.
+pub type UserId = std::sync::Arc<str>;
+
+/// A user as a room's presence list holds it: id and display name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: UserId,
+    pub name: String,
+}
+
+impl User {
+    pub fn as_ref(&self) -> UserRef<'_> {
+        UserRef { id: &self.id, name: &self.name }
     }
 }
 

@@ -16,7 +16,7 @@
 //! - [`Events`] ([`events`]): one thread subscribed to the watched rooms' event
 //!   channels (system join/leave/nick, typing: never stored).
 //!
-//! ## Keys (`{p}` = [`StoreOptions::prefix`], `{room}` matches `[A-Za-z0-9_.-]{1,64}`)
+//! ## Keys (`{p}` = [`StoreOptions::prefix`], `{room}` a [`RoomName`], which holds no `:`)
 //! | key | type | holds |
 //! |---|---|---|
 //! | `{p}:room:{room}:seq` | string | the room's last seq (`INCR`) |
@@ -47,8 +47,10 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use redis::{Client, Connection, ErrorKind, RedisError, ServerErrorKind};
 
+use crate::protocol::RoomName;
+
 pub use events::Events;
-pub use presence::{presence_changes, PresenceChanges, Present};
+pub use presence::{presence_changes, PresenceChanges};
 pub use reader::Reader;
 pub use reply::Entry;
 pub use store::{Appended, Range, RedisStore};
@@ -200,9 +202,9 @@ pub enum Watch {
     /// Deliver this room's messages with seq > `after_seq` (the reader), or its events
     /// (the events thread, which ignores `after_seq`). Starting a room already watched
     /// moves the reader's position to `after_seq`.
-    Start { room: String, after_seq: u64 },
+    Start { room: RoomName, after_seq: u64 },
     /// Stop delivering this room.
-    Stop { room: String },
+    Stop { room: RoomName },
 }
 
 /// Which thread a [`Delivery::Status`] comes from.
@@ -223,31 +225,28 @@ pub enum Health {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
     /// A stored message, exactly the `msg` JSON; per room in `seq` order, each once.
-    Msg { room: String, seq: u64, json: Bytes },
+    Msg { room: RoomName, seq: u64, json: Bytes },
     /// Messages `from..=to` of `room` were trimmed from Redis before the reader got to
     /// them; they can no longer be delivered. The next `Msg` is `to + 1`.
-    Gap { room: String, from: u64, to: u64 },
+    Gap { room: RoomName, from: u64, to: u64 },
     /// An event another instance published for `room` (this instance's own are
     /// skipped); `origin` is the publisher's [`InstanceId`].
-    Event { room: String, json: Bytes, origin: String },
+    Event { room: RoomName, json: Bytes, origin: String },
     /// `Available` when a thread first reaches Redis and after each recovery,
     /// `Unavailable` once at the start of each outage.
     Status { link: Link, health: Health },
 }
 
-/// The keys of one room. Built only through [`RoomKeys::new`], which checks the room
-/// name, so a client can never reach outside its room's keys.
+/// The keys of one room. Built only from a [`RoomName`], whose rule (no `:`, no
+/// spaces) means a client can never reach outside its room's keys.
 #[derive(Debug, Clone)]
 pub(crate) struct RoomKeys {
     base: String,
 }
 
 impl RoomKeys {
-    pub(crate) fn new(prefix: &str, room: &str) -> Result<RoomKeys, StoreError> {
-        if !valid_room(room) {
-            return Err(StoreError::BadInput(format!("room name {room:?}")));
-        }
-        Ok(RoomKeys { base: format!("{prefix}:room:{room}") })
+    pub(crate) fn new(prefix: &str, room: &RoomName) -> RoomKeys {
+        RoomKeys { base: format!("{prefix}:room:{room}") }
     }
 
     pub(crate) fn seq(&self) -> String {
@@ -273,11 +272,6 @@ impl RoomKeys {
     pub(crate) fn present_of(&self, instance: &str) -> String {
         format!("{}:present:{instance}", self.base)
     }
-}
-
-/// `[A-Za-z0-9_.-]{1,64}`, as the protocol requires.
-fn valid_room(room: &str) -> bool {
-    (1..=64).contains(&room.len()) && room.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
 /// Opens a connection with the configured timeouts; `extra_read` is added to the read
@@ -393,8 +387,8 @@ fn follow_watch(watch: &Receiver<Watch>, timeout: Duration, mut apply: impl FnMu
 }
 
 /// `{p}:room:{room}:{what}` → `room` (room names hold no `:`).
-fn room_of<'k>(key: &'k str, prefix: &str, what: &str) -> Option<&'k str> {
-    key.strip_prefix(prefix)?.strip_prefix(":room:")?.strip_suffix(what)?.strip_suffix(':')
+fn room_of(key: &str, prefix: &str, what: &str) -> Option<RoomName> {
+    RoomName::parse(key.strip_prefix(prefix)?.strip_prefix(":room:")?.strip_suffix(what)?.strip_suffix(':')?)
 }
 
 #[cfg(test)]
@@ -402,25 +396,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn room_names_are_checked_before_they_become_keys() {
-        assert!(RoomKeys::new("p", "lobby-1.a_b").is_ok());
-        for bad in ["", "a:b", "a b", "a*", &"x".repeat(65), "é"] {
-            assert!(RoomKeys::new("p", bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
     fn keys_name_their_room() {
-        let k = RoomKeys::new("p", "a.b").unwrap();
-        assert_eq!(room_of(&k.stream(), "p", "stream"), Some("a.b"));
-        assert_eq!(room_of(&k.events(), "p", "events"), Some("a.b"));
+        let room = RoomName::parse("a.b").unwrap();
+        let k = RoomKeys::new("p", &room);
+        assert_eq!(room_of(&k.stream(), "p", "stream"), Some(room.clone()));
+        assert_eq!(room_of(&k.events(), "p", "events"), Some(room));
         assert_eq!(room_of(&k.events(), "p", "stream"), None);
         assert_eq!(room_of(&k.events(), "q", "events"), None);
     }
 
     #[test]
     fn dedup_keys_cannot_be_confused_by_where_uid_ends() {
-        let k = RoomKeys::new("p", "r").unwrap();
+        let k = RoomKeys::new("p", &RoomName::parse("r").unwrap());
         assert_ne!(k.dedup("a:b", "c"), k.dedup("a", "b:c"));
         assert_eq!(k.dedup("u-al", "c-1"), "p:room:r:id:4:u-al:c-1");
     }

@@ -7,7 +7,7 @@ use std::collections::{HashMap, VecDeque};
 
 use bytes::Bytes;
 
-use crate::wire::{self, Frame};
+use crate::protocol::wire::{self, Frame};
 
 /// One accepted message: its live frame, from which the stored JSON is a slice.
 #[derive(Debug, Clone)]

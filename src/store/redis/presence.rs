@@ -21,26 +21,24 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use redis::{Pipeline, Value};
 
 use super::{RedisStore, RoomKeys, StoreError};
-
-/// A user in a room: (uid, name).
-pub type Present = (String, String);
+use crate::protocol::{RoomName, User};
 
 /// What changed between two [`RedisStore::presence_list`] results of one room.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PresenceChanges {
     /// In `after`, not in `before` (by uid).
-    pub arrived: Vec<Present>,
+    pub arrived: Vec<User>,
     /// In `before`, not in `after` (by uid): left, or their instance died.
-    pub left: Vec<Present>,
+    pub left: Vec<User>,
 }
 
 /// Compares two presence lists of the same room by uid.
-pub fn presence_changes(before: &[Present], after: &[Present]) -> PresenceChanges {
-    let uids = |list: &[Present]| list.iter().map(|(uid, _)| uid.clone()).collect::<HashSet<_>>();
+pub fn presence_changes(before: &[User], after: &[User]) -> PresenceChanges {
+    let uids = |list: &[User]| list.iter().map(|u| u.id.clone()).collect::<HashSet<_>>();
     let (was, is) = (uids(before), uids(after));
     PresenceChanges {
-        arrived: after.iter().filter(|(uid, _)| !was.contains(uid)).cloned().collect(),
-        left: before.iter().filter(|(uid, _)| !is.contains(uid)).cloned().collect(),
+        arrived: after.iter().filter(|u| !was.contains(&u.id)).cloned().collect(),
+        left: before.iter().filter(|u| !is.contains(&u.id)).cloned().collect(),
     }
 }
 
@@ -49,17 +47,17 @@ impl RedisStore {
     ///
     /// The instance's own record is updated first, so after an `Unavailable` the next
     /// successful [`RedisStore::presence_refresh`] writes it to Redis.
-    pub fn presence_set(&mut self, room: &str, uid: &str, name: &str) -> Result<(), StoreError> {
-        let keys = self.keys(room)?;
-        self.presence.entry(room.to_owned()).or_default().insert(uid.to_owned(), name.to_owned());
+    pub fn presence_set(&mut self, room: &RoomName, uid: &str, name: &str) -> Result<(), StoreError> {
+        let keys = self.keys(room);
+        self.presence.entry(room.clone()).or_default().insert(uid.to_owned(), name.to_owned());
         let mut pipe = redis::pipe();
         self.write_presence(&mut pipe, &keys, [(uid, name)]);
         self.exec(&pipe)
     }
 
     /// Records that `uid` left `room` on this instance (its last connection there).
-    pub fn presence_remove(&mut self, room: &str, uid: &str) -> Result<(), StoreError> {
-        let keys = self.keys(room)?;
+    pub fn presence_remove(&mut self, room: &RoomName, uid: &str) -> Result<(), StoreError> {
+        let keys = self.keys(room);
         let emptied = match self.presence.get_mut(room) {
             Some(users) => {
                 users.remove(uid);
@@ -80,8 +78,8 @@ impl RedisStore {
     }
 
     /// Everyone in `room` on any live instance, each uid once, sorted by uid.
-    pub fn presence_list(&mut self, room: &str) -> Result<Vec<Present>, StoreError> {
-        let keys = self.keys(room)?;
+    pub fn presence_list(&mut self, room: &RoomName) -> Result<Vec<User>, StoreError> {
+        let keys = self.keys(room);
         let instances: Vec<String> = self.call(|con, _| redis::cmd("SMEMBERS").arg(keys.present()).query(con))?;
         if instances.is_empty() {
             return Ok(Vec::new());
@@ -105,7 +103,7 @@ impl RedisStore {
             // Housekeeping only: a dead id left in the set costs one empty HGETALL.
             let _ = self.call(|con, _| redis::cmd("SREM").arg(keys.present()).arg(&dead).exec(con));
         }
-        Ok(everyone.into_iter().collect())
+        Ok(everyone.into_iter().map(|(uid, name)| User { id: uid.into(), name }).collect())
     }
 
     /// Keeps this instance's presence alive for another `presence_ttl`, and writes
@@ -114,8 +112,8 @@ impl RedisStore {
         if self.presence.is_empty() {
             return Ok(());
         }
-        let rooms: Vec<(String, RoomKeys)> =
-            self.presence.keys().map(|room| Ok((room.clone(), self.keys(room)?))).collect::<Result<_, StoreError>>()?;
+        let rooms: Vec<(RoomName, RoomKeys)> =
+            self.presence.keys().map(|room| (room.clone(), self.keys(room))).collect();
         let ttl = self.presence_ttl_ms();
         let me = self.opts.instance.as_str().to_owned();
         let mut pipe = redis::pipe();
@@ -138,11 +136,11 @@ impl RedisStore {
     /// Removes all of this instance's presence (a clean shutdown); the others see its
     /// users leave at their next `presence_list`.
     pub fn presence_clear(&mut self) -> Result<(), StoreError> {
-        let rooms: Vec<String> = self.presence.drain().map(|(room, _)| room).collect();
+        let rooms: Vec<RoomName> = self.presence.drain().map(|(room, _)| room).collect();
         let me = self.opts.instance.as_str().to_owned();
         let mut pipe = redis::pipe();
         for room in &rooms {
-            let keys = self.keys(room)?;
+            let keys = self.keys(room);
             pipe.cmd("DEL").arg(keys.present_of(&me)).ignore();
             pipe.cmd("SREM").arg(keys.present()).arg(&me).ignore();
         }
@@ -193,8 +191,8 @@ impl RedisStore {
 mod tests {
     use super::*;
 
-    fn p(uid: &str) -> Present {
-        (uid.to_owned(), format!("name of {uid}"))
+    fn p(uid: &str) -> User {
+        User { id: uid.into(), name: format!("name of {uid}") }
     }
 
     #[test]

@@ -16,8 +16,8 @@ use std::time::Duration;
 use tiny_http::{Method, Request, Server};
 
 use crate::config::Config;
-use crate::handshake::WS_PATH;
 use crate::metrics::Metrics;
+use crate::transport::handshake::WS_PATH;
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/www_files.rs"));
@@ -81,8 +81,9 @@ impl HttpServer {
     /// file, so the socket's identity is compared, not just the number).
     fn accepting(&self, running: &Running) -> bool {
         fn identity(fd: RawFd) -> Option<(u64, u64)> {
-            // SAFETY: fstat writes into the zeroed struct we own; a closed fd is EBADF.
+            // SAFETY: `stat` is plain data, for which all-zero bytes are a valid value.
             let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: fstat writes into the struct we own; a closed fd is only EBADF.
             (unsafe { libc::fstat(fd, &mut st) } == 0).then_some((st.st_dev, st.st_ino))
         }
         identity(running.fd).is_some_and(|id| Some(id) == identity(self.listener.as_raw_fd()))

@@ -10,8 +10,8 @@
 
 use std::sync::Arc;
 
-use crate::outbox::{Conn, ConnId, Flush};
-use crate::wire::Frame;
+use crate::delivery::outbox::{Conn, ConnId, Flush};
+use crate::protocol::wire::Frame;
 
 /// One staged frame and who receives it.
 #[derive(Debug, Clone)]
@@ -95,7 +95,7 @@ pub fn deliver<'a>(items: impl IntoIterator<Item = &'a Out>, shard: Shard, max_b
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire;
+    use crate::protocol::wire;
     use std::io::Read;
     use std::net::{TcpListener, TcpStream};
 

@@ -20,6 +20,7 @@ use super::{
     connect, follow_watch, room_of, spawn, Delivery, Hangup, Link, RoomKeys, StoreError, StoreOptions, Supervisor,
     Watch,
 };
+use crate::protocol::RoomName;
 
 /// Starts the events thread (see the module doc).
 pub struct Events;
@@ -43,7 +44,7 @@ impl Events {
 struct EventsLoop {
     sup: Supervisor,
     /// The watched rooms (valid names only) and their channels.
-    rooms: BTreeMap<String, String>,
+    rooms: BTreeMap<RoomName, String>,
 }
 
 /// A subscribed connection that saw nothing for this long is PINGed, so a silent
@@ -127,7 +128,7 @@ impl EventsLoop {
     /// longer watched (it may arrive just after the unsubscribe).
     fn deliver(&self, msg: &Msg) -> Result<(), Hangup> {
         let Some(room) = room_of(msg.get_channel_name(), &self.sup.opts.prefix, "events") else { return Ok(()) };
-        if !self.rooms.contains_key(room) {
+        if !self.rooms.contains_key(&room) {
             return Ok(());
         }
         let Some((origin, json)) = open_envelope(msg.get_payload_bytes()) else {
@@ -138,7 +139,7 @@ impl EventsLoop {
             return Ok(());
         }
         self.sup.send(Delivery::Event {
-            room: room.to_owned(),
+            room: room.clone(),
             json: Bytes::copy_from_slice(json),
             origin: origin.to_owned(),
         })
@@ -147,19 +148,14 @@ impl EventsLoop {
 
 /// Updates the watched rooms; returns `(channel, true)` for a newly watched room and
 /// `(channel, false)` for one no longer watched, `None` when nothing changed.
-fn apply(rooms: &mut BTreeMap<String, String>, prefix: &str, watch: Watch) -> Option<(String, bool)> {
+fn apply(rooms: &mut BTreeMap<RoomName, String>, prefix: &str, watch: Watch) -> Option<(String, bool)> {
     match watch {
         Watch::Start { room, .. } => {
             if rooms.contains_key(&room) {
                 return None;
             }
-            match RoomKeys::new(prefix, &room) {
-                Ok(keys) => Some((rooms.entry(room).or_insert(keys.events()).clone(), true)),
-                Err(e) => {
-                    log::warn!("redis events: not watching: {e}");
-                    None
-                }
-            }
+            let channel = RoomKeys::new(prefix, &room).events();
+            Some((rooms.entry(room).or_insert(channel).clone(), true))
         }
         Watch::Stop { room } => rooms.remove(&room).map(|channel| (channel, false)),
     }

@@ -21,6 +21,7 @@ use super::{
     connect, follow_watch, room_of, spawn, Delivery, Hangup, Link, RoomKeys, StoreError, StoreOptions, Supervisor,
     Watch,
 };
+use crate::protocol::RoomName;
 
 /// Starts the reader thread (see the module doc).
 pub struct Reader;
@@ -51,7 +52,7 @@ struct Position {
 
 struct ReaderLoop {
     sup: Supervisor,
-    rooms: BTreeMap<String, Position>,
+    rooms: BTreeMap<RoomName, Position>,
     con: Option<Connection>,
 }
 
@@ -119,15 +120,15 @@ impl ReaderLoop {
     fn deliver(&mut self, streams: Vec<(String, Vec<Entry>)>) -> Result<(), Hangup> {
         for (key, entries) in streams {
             let Some(room) = room_of(&key, &self.sup.opts.prefix, "stream") else { continue };
-            let Some(pos) = self.rooms.get_mut(room) else { continue };
+            let Some(pos) = self.rooms.get_mut(&room) else { continue };
             for Entry { seq, json } in entries {
                 if seq <= pos.last {
                     continue;
                 }
                 if seq > pos.last + 1 {
-                    self.sup.send(Delivery::Gap { room: room.to_owned(), from: pos.last + 1, to: seq - 1 })?;
+                    self.sup.send(Delivery::Gap { room: room.clone(), from: pos.last + 1, to: seq - 1 })?;
                 }
-                self.sup.send(Delivery::Msg { room: room.to_owned(), seq, json })?;
+                self.sup.send(Delivery::Msg { room: room.clone(), seq, json })?;
                 pos.last = seq;
             }
         }
@@ -135,14 +136,12 @@ impl ReaderLoop {
     }
 }
 
-fn apply(rooms: &mut BTreeMap<String, Position>, prefix: &str, watch: Watch) {
+fn apply(rooms: &mut BTreeMap<RoomName, Position>, prefix: &str, watch: Watch) {
     match watch {
-        Watch::Start { room, after_seq } => match RoomKeys::new(prefix, &room) {
-            Ok(keys) => {
-                rooms.insert(room, Position { stream: keys.stream(), last: after_seq });
-            }
-            Err(e) => log::warn!("redis reader: not watching: {e}"),
-        },
+        Watch::Start { room, after_seq } => {
+            let stream = RoomKeys::new(prefix, &room).stream();
+            rooms.insert(room, Position { stream, last: after_seq });
+        }
         Watch::Stop { room } => {
             rooms.remove(&room);
         }

@@ -18,18 +18,17 @@ use tungstenite::{Error as WsError, HandshakeError, Message};
 
 use crate::auth::now_s;
 use crate::config::Config;
+use crate::delivery::outbox::{Conn, LINGER};
 use crate::dispatcher::Command;
-use crate::handshake::{self, Admitted, Refusal};
-use crate::metrics::{CloseReason, Metrics};
-use crate::outbox::Conn;
+use crate::metrics::Metrics;
+use crate::protocol::wire;
+use crate::protocol::CloseReason;
 use crate::protocol::{
     parse_client, ClientMsg, ErrorCode, HeartbeatInfo, LimitsInfo, ParseLimits, ProtocolError, ServerMsg, UserRef,
 };
-use crate::ratelimit::{Strikes, TokenBucket};
-use crate::wire;
+use crate::transport::handshake::{self, Admitted, Refusal};
+use crate::transport::ratelimit::{Strikes, TokenBucket};
 
-/// How long a closing connection waits for the client's side of the close.
-const LINGER: Duration = Duration::from_secs(2);
 /// Window in which `rate_strikes` refusals close a connection.
 const STRIKE_WINDOW: Duration = Duration::from_secs(10);
 
@@ -100,7 +99,7 @@ pub fn run(conn: Arc<Conn>, ctx: &ConnContext) {
     let registered =
         ctx.commands.send(Command::Register { conn: conn.clone(), user: admitted.identity.clone() }).is_ok();
 
-    crate::stack::release_unused();
+    crate::transport::stack::release_unused();
     let reason = if registered { read_loop(&mut ws, &conn, ctx, admitted.expires_at) } else { CloseReason::Shutdown };
     conn.set_reason(reason);
     let reason = conn.reason().unwrap_or(reason);
@@ -140,8 +139,7 @@ fn handshake(conn: &Arc<Conn>, ctx: &ConnContext) -> Option<(tungstenite::WebSoc
         Ok(ws) => Some((ws, admitted.expect("the callback admitted this request"))),
         Err(HandshakeError::Failure(WsError::Http(_))) => {
             let r = refused.expect("an HTTP failure comes from our refusal");
-            log::info!("refused {} ({}): {}", conn.peer, r.status, r.detail);
-            ctx.metrics.handshakes_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            r.record(&conn.peer, &ctx.metrics);
             linger(conn.stream());
             None
         }
@@ -156,8 +154,7 @@ fn handshake(conn: &Arc<Conn>, ctx: &ConnContext) -> Option<(tungstenite::WebSoc
                 "bad request: not a WebSocket upgrade",
                 e.to_string(),
             );
-            log::info!("refused {} ({}): {}", conn.peer, r.status, r.detail);
-            ctx.metrics.handshakes_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            r.record(&conn.peer, &ctx.metrics);
             let _ = conn.stream().write_all(&r.to_bytes());
             linger(conn.stream());
             None

@@ -14,6 +14,7 @@ use redis::{Client, Connection, RedisResult, Script, Value};
 
 use super::reply::{self, Entry};
 use super::{connect, is_outage, open_client, InstanceId, RoomKeys, StoreError, StoreOptions};
+use crate::protocol::RoomName;
 
 /// De-duplicate, number, build the JSON and append it, atomically (Redis runs a script
 /// alone). Seq and the stream entry are written together, so the stream never misses a
@@ -76,7 +77,7 @@ pub struct RedisStore {
     /// This instance's presence as it should be in Redis: room → uid → name. The
     /// presence calls update it first, so a refresh can write back what an outage or
     /// a Redis restart lost.
-    pub(super) presence: HashMap<String, HashMap<String, String>>,
+    pub(super) presence: HashMap<RoomName, HashMap<String, String>>,
 }
 
 impl RedisStore {
@@ -127,7 +128,7 @@ impl RedisStore {
         })
     }
 
-    pub(super) fn keys(&self, room: &str) -> Result<RoomKeys, StoreError> {
+    pub(super) fn keys(&self, room: &RoomName) -> RoomKeys {
         RoomKeys::new(&self.opts.prefix, room)
     }
 
@@ -143,13 +144,13 @@ impl RedisStore {
     /// client id then answers `Duplicate` if it was).
     pub fn append(
         &mut self,
-        room: &str,
+        room: &RoomName,
         uid: &str,
         client_id: Option<&str>,
         prefix: &[u8],
         suffix: &[u8],
     ) -> Result<Appended, StoreError> {
-        let keys = self.keys(room)?;
+        let keys = self.keys(room);
         let cap = self.opts.stream_cap.max(1);
         let ttl = self.opts.dedup_ttl.as_secs().max(1);
         let (stored, seq): (u8, u64) = self.call(|con, script| {
@@ -178,12 +179,12 @@ impl RedisStore {
     /// went past it: the caller answers `history` with `complete:false`.
     pub fn range(
         &mut self,
-        room: &str,
+        room: &RoomName,
         after_seq: u64,
         upto_seq: Option<u64>,
         max: usize,
     ) -> Result<Range, StoreError> {
-        let keys = self.keys(room)?;
+        let keys = self.keys(room);
         let first = after_seq.saturating_add(1);
         let end = upto_seq.map_or_else(|| "+".to_owned(), |upto| format!("{upto}-0"));
         let mut xrange = redis::cmd("XRANGE");
@@ -196,8 +197,8 @@ impl RedisStore {
     }
 
     /// The last `n` messages of `room`, oldest first (a join without `since`).
-    pub fn recent(&mut self, room: &str, n: usize) -> Result<Range, StoreError> {
-        let keys = self.keys(room)?;
+    pub fn recent(&mut self, room: &RoomName, n: usize) -> Result<Range, StoreError> {
+        let keys = self.keys(room);
         let mut xrevrange = redis::cmd("XREVRANGE");
         xrevrange.arg(keys.stream()).arg("+").arg("-").arg("COUNT").arg(n.max(1));
         let (head, mut messages) = self.head_and_entries(&keys, xrevrange)?;
@@ -216,8 +217,8 @@ impl RedisStore {
     }
 
     /// The room's last seq (0 when it has no message).
-    pub fn head(&mut self, room: &str) -> Result<u64, StoreError> {
-        let keys = self.keys(room)?;
+    pub fn head(&mut self, room: &RoomName) -> Result<u64, StoreError> {
+        let keys = self.keys(room);
         let head: Option<u64> = self.call(|con, _| redis::cmd("GET").arg(keys.seq()).query(con))?;
         Ok(head.unwrap_or(0))
     }
@@ -225,8 +226,8 @@ impl RedisStore {
     /// Publishes an event (a `system` or `typing` JSON, never stored) to the other
     /// instances watching `room`, stamped with this instance's id so its own
     /// [`super::Events`] thread skips it. Returns how many subscribers got it.
-    pub fn publish(&mut self, room: &str, json: &[u8]) -> Result<usize, StoreError> {
-        let keys = self.keys(room)?;
+    pub fn publish(&mut self, room: &RoomName, json: &[u8]) -> Result<usize, StoreError> {
+        let keys = self.keys(room);
         let payload = envelope(&self.opts.instance, json);
         self.call(|con, _| redis::cmd("PUBLISH").arg(keys.events()).arg(payload).query(con))
     }

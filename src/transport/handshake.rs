@@ -10,9 +10,9 @@ use std::sync::Arc;
 use tungstenite::handshake::server::{ErrorResponse, Request};
 use tungstenite::http::{self, StatusCode};
 
-use crate::auth;
+use crate::auth::{self, Identity};
 use crate::config::{AuthMode, Config};
-use crate::dispatcher::Identity;
+use crate::metrics::Metrics;
 use crate::protocol::clean_name;
 
 /// The only path the WebSocket side serves.
@@ -28,6 +28,12 @@ pub struct Refusal {
 }
 
 impl Refusal {
+    /// Logs the refusal and counts it in `natter_handshakes_refused_total`.
+    pub fn record(&self, peer: &dyn std::fmt::Debug, metrics: &Metrics) {
+        log::info!("refused {peer:?} ({}): {}", self.status, self.detail);
+        metrics.handshakes_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn new(status: StatusCode, body: &'static str, detail: impl Into<String>) -> Refusal {
         Refusal { status, body, detail: detail.into() }
     }

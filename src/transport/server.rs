@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use tungstenite::http::StatusCode;
 
-use crate::connection::{self, ConnContext};
-use crate::handshake::Refusal;
-use crate::outbox::Conn;
+use crate::delivery::outbox::Conn;
 use crate::shutdown::Shutdown;
+use crate::transport::connection::{self, ConnContext};
+use crate::transport::handshake::Refusal;
 
 /// Refused connections waiting for their HTTP answer; more are dropped unanswered.
 const REFUSE_QUEUE: usize = 256;
@@ -99,16 +99,17 @@ pub fn accept_loop(listener: TcpListener, ctx: Arc<ConnContext>, max_connections
         .name("ws-refuser".into())
         .spawn(move || refuser(refuse_rx))
         .expect("spawning the refuser thread at start");
-    // Closing the listening socket's read side wakes `accept` when shutdown fires.
-    let fd = listener.as_raw_fd();
+    // Closing the listening socket's read side wakes `accept` when shutdown fires. The
+    // watcher shuts down its own duplicate: the loop may drop `listener` first, and a
+    // bare descriptor number could by then name another file.
+    let own = listener.try_clone().expect("duplicating the listening socket at start");
     let watcher = shutdown.clone();
     thread::Builder::new()
         .name("ws-accept-stop".into())
         .spawn(move || {
             watcher.wait();
-            // SAFETY: shutdown(2) on a descriptor that outlives this thread (the accept
-            // loop below returns only after seeing the shutdown flag).
-            unsafe { libc::shutdown(fd, libc::SHUT_RD) };
+            // SAFETY: shutdown(2) on `own`, a descriptor this closure owns until it returns.
+            unsafe { libc::shutdown(own.as_raw_fd(), libc::SHUT_RD) };
         })
         .expect("spawning the accept watcher at start");
 
@@ -140,7 +141,7 @@ pub fn accept_loop(listener: TcpListener, ctx: Arc<ConnContext>, max_connections
         let conn = Arc::new(Conn::new(id, stream, peer));
         let thread_ctx = ctx.clone();
         let thread_conn = conn.clone();
-        let spawned = crate::stack::spawn(&format!("conn-{id}"), stack, move || {
+        let spawned = crate::transport::stack::spawn(&format!("conn-{id}"), stack, move || {
             let _slot = slot;
             connection::run(thread_conn, &thread_ctx);
         });
@@ -159,8 +160,7 @@ pub fn accept_loop(listener: TcpListener, ctx: Arc<ConnContext>, max_connections
 }
 
 fn refuse(tx: &Sender<(TcpStream, Refusal)>, stream: TcpStream, r: Refusal, ctx: &ConnContext) {
-    ctx.metrics.handshakes_refused.fetch_add(1, Ordering::Relaxed);
-    log::info!("refused {:?} ({}): {}", stream.peer_addr().ok(), r.status, r.detail);
+    r.record(&stream.peer_addr().ok(), &ctx.metrics);
     if let Err(TrySendError::Full(_)) = tx.try_send((stream, r)) {
         log::warn!("refusal queue full: dropping a connection unanswered");
     }

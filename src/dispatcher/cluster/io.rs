@@ -1,6 +1,6 @@
-//! Scale-out glue (`--redis`): runs the dispatcher's Redis work on threads of its own
-//! and hands every result back as a [`Command::Cluster`], so the dispatcher stays the
-//! single owner of room state and never waits on Redis.
+//! Redis mode's threads: the dispatcher's Redis work runs here and every result goes
+//! back as a [`Command::Cluster`], so the dispatcher stays the single owner of room
+//! state and never waits on Redis.
 //!
 //! Threads: `redis-io` performs requests in the order the dispatcher sent them
 //! (append, history, presence, publish) and every `presence_ttl / 3` refreshes this
@@ -10,31 +10,30 @@
 //! stored or published. Never touches sockets or rooms.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use crate::delivery::outbox::ConnId;
 use crate::dispatcher::Command;
-use crate::outbox::ConnId;
-use crate::protocol::RoomName;
-use crate::redis_store::{
-    presence_changes, Appended, Delivery, Events, Present, Range, Reader, RedisStore, StoreError, StoreOptions, Watch,
+use crate::protocol::{RoomName, User, UserId};
+use crate::store::redis::{
+    presence_changes, Appended, Delivery, Events, Range, Reader, RedisStore, StoreError, StoreOptions, Watch,
 };
 
 /// What the dispatcher asks of Redis.
 #[derive(Debug)]
 pub enum Request {
     /// Store a message; the answer is [`ClusterEvent::Appended`].
-    Append { conn: ConnId, room: RoomName, uid: Arc<str>, id: Option<String>, prefix: Vec<u8>, suffix: Vec<u8> },
+    Append { conn: ConnId, room: RoomName, uid: UserId, id: Option<String>, prefix: Vec<u8>, suffix: Vec<u8> },
     /// Mark the user present and read the history and presence a joining client needs;
     /// the answer is [`ClusterEvent::History`].
-    Join { conn: ConnId, room: RoomName, since: Option<u64>, recent: usize, uid: Arc<str>, name: String, silent: bool },
+    Join { conn: ConnId, room: RoomName, since: Option<u64>, recent: usize, uid: UserId, name: String, silent: bool },
     /// The user's last local connection left the room.
-    Leave { room: RoomName, uid: Arc<str> },
+    Leave { room: RoomName, uid: UserId },
     /// The user was renamed.
-    Rename { room: RoomName, uid: Arc<str>, name: String },
+    Rename { room: RoomName, uid: UserId, name: String },
     /// A system or typing event for the other instances.
     Publish { room: RoomName, json: Vec<u8> },
 }
@@ -53,7 +52,7 @@ pub enum ClusterEvent {
         room: RoomName,
         since: Option<u64>,
         silent: bool,
-        result: Result<(Range, Vec<Present>), String>,
+        result: Result<(Range, Vec<User>), String>,
     },
     /// From the reader and events threads.
     Delivery(Delivery),
@@ -61,14 +60,12 @@ pub enum ClusterEvent {
     /// missed it: pub/sub drops what arrives while a subscription is being set up).
     Arrived {
         room: RoomName,
-        uid: String,
-        name: String,
+        user: User,
     },
     /// A user vanished from a room's presence (left, or its instance died).
     Vanished {
         room: RoomName,
-        uid: String,
-        name: String,
+        user: User,
     },
 }
 
@@ -109,13 +106,13 @@ impl Cluster {
 
     /// Start delivering `room`'s messages after `after_seq`, and its events.
     pub fn watch(&self, room: &RoomName, after_seq: u64) {
-        let _ = self.reader_watch.send(Watch::Start { room: room.to_string(), after_seq });
-        let _ = self.events_watch.send(Watch::Start { room: room.to_string(), after_seq });
+        let _ = self.reader_watch.send(Watch::Start { room: room.clone(), after_seq });
+        let _ = self.events_watch.send(Watch::Start { room: room.clone(), after_seq });
     }
 
     pub fn unwatch(&self, room: &RoomName) {
-        let _ = self.reader_watch.send(Watch::Stop { room: room.to_string() });
-        let _ = self.events_watch.send(Watch::Stop { room: room.to_string() });
+        let _ = self.reader_watch.send(Watch::Stop { room: room.clone() });
+        let _ = self.events_watch.send(Watch::Stop { room: room.clone() });
     }
 }
 
@@ -131,7 +128,7 @@ fn describe(e: StoreError) -> String {
 /// users whose instance died.
 fn io_loop(mut store: RedisStore, requests: Receiver<Request>, out: Sender<Command>, refresh: Duration) {
     // Presence as last seen, per room this instance has users in.
-    let mut seen: HashMap<RoomName, Vec<Present>> = HashMap::new();
+    let mut seen: HashMap<RoomName, Vec<User>> = HashMap::new();
     let mut local: HashMap<RoomName, HashSet<String>> = HashMap::new();
     let mut next_refresh = Instant::now() + refresh;
     loop {
@@ -142,17 +139,12 @@ fn io_loop(mut store: RedisStore, requests: Receiver<Request>, out: Sender<Comma
                 next_refresh = Instant::now() + refresh;
                 let _ = store.presence_refresh();
                 for (room, before) in seen.iter_mut() {
-                    let Ok(after) = store.presence_list(room.as_str()) else { continue };
+                    let Ok(after) = store.presence_list(room) else { continue };
                     let changes = presence_changes(before, &after);
-                    let arrived = changes.arrived.into_iter().map(|(uid, name)| (true, uid, name));
-                    let left = changes.left.into_iter().map(|(uid, name)| (false, uid, name));
-                    for (came, uid, name) in arrived.chain(left) {
-                        let room = room.clone();
-                        let ev = if came {
-                            ClusterEvent::Arrived { room, uid, name }
-                        } else {
-                            ClusterEvent::Vanished { room, uid, name }
-                        };
+                    let arrived =
+                        changes.arrived.into_iter().map(|user| ClusterEvent::Arrived { room: room.clone(), user });
+                    let left = changes.left.into_iter().map(|user| ClusterEvent::Vanished { room: room.clone(), user });
+                    for ev in arrived.chain(left) {
                         if out.send(Command::Cluster(ev)).is_err() {
                             return;
                         }
@@ -178,24 +170,24 @@ fn handle(
     store: &mut RedisStore,
     req: Request,
     local: &mut HashMap<RoomName, HashSet<String>>,
-    seen: &mut HashMap<RoomName, Vec<Present>>,
+    seen: &mut HashMap<RoomName, Vec<User>>,
 ) -> Option<ClusterEvent> {
     match req {
         Request::Append { conn, room, uid, id, prefix, suffix } => {
-            let result = store.append(room.as_str(), &uid, id.as_deref(), &prefix, &suffix).map_err(describe);
+            let result = store.append(&room, &uid, id.as_deref(), &prefix, &suffix).map_err(describe);
             Some(ClusterEvent::Appended { conn, room, id, result })
         }
         Request::Join { conn, room, since, recent, uid, name, silent } => {
             let resume_max = store.options().stream_cap * 2;
             let result = (|| {
-                store.presence_set(room.as_str(), &uid, &name)?;
+                store.presence_set(&room, &uid, &name)?;
                 let range = match since {
                     // Twice the stream cap: MAXLEN ~ may keep a little more than the cap,
                     // and COUNT must never cut a resume short.
-                    Some(s) => store.range(room.as_str(), s, None, resume_max)?,
-                    None => store.recent(room.as_str(), recent)?,
+                    Some(s) => store.range(&room, s, None, resume_max)?,
+                    None => store.recent(&room, recent)?,
                 };
-                let users = store.presence_list(room.as_str())?;
+                let users = store.presence_list(&room)?;
                 Ok((range, users))
             })()
             .map_err(describe);
@@ -206,7 +198,7 @@ fn handle(
             Some(ClusterEvent::History { conn, room, since, silent, result })
         }
         Request::Leave { room, uid } => {
-            let _ = store.presence_remove(room.as_str(), &uid);
+            let _ = store.presence_remove(&room, &uid);
             if let Some(users) = local.get_mut(&room) {
                 users.remove(&*uid);
                 if users.is_empty() {
@@ -215,16 +207,16 @@ fn handle(
                 }
             }
             if let Some(list) = seen.get_mut(&room) {
-                list.retain(|(u, _)| u != &*uid);
+                list.retain(|u| u.id != uid);
             }
             None
         }
         Request::Rename { room, uid, name } => {
-            let _ = store.presence_set(room.as_str(), &uid, &name);
+            let _ = store.presence_set(&room, &uid, &name);
             None
         }
         Request::Publish { room, json } => {
-            let _ = store.publish(room.as_str(), &json);
+            let _ = store.publish(&room, &json);
             None
         }
     }

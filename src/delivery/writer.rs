@@ -15,9 +15,9 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::fanout::{self, Out, Shard};
+use crate::delivery::fanout::{self, Out, Shard};
+use crate::delivery::outbox::Conn;
 use crate::metrics::Metrics;
-use crate::outbox::Conn;
 
 /// Batches waiting per shard before the dispatcher waits for the writers: when they
 /// fall behind, back-pressure reaches the clients instead of memory growing.

@@ -1,5 +1,9 @@
-//! The dispatcher in Redis mode (`--redis`): how joins, posts and deliveries go
-//! through [`crate::cluster`] instead of the local journal and rings.
+//! Redis mode (`--redis`): how joins, posts and deliveries go through Redis instead
+//! of the local journal.
+//!
+//! Two halves: `io` runs the blocking Redis calls on threads of their own and hands
+//! every result back as a [`super::Command::Cluster`]; this file is the dispatcher's side,
+//! which turns those results into room state and staged frames.
 //!
 //! Redis assigns `seq` and stores the message; the ack goes out when the store
 //! answers; every instance, this one included, delivers a room's messages as its
@@ -9,17 +13,23 @@
 //! rest from the local ring, and becomes a member, so live delivery continues with
 //! exactly the next seq. Still the only owner of room state; never waits on Redis.
 
+mod io;
+
 use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Bytes;
 
-use super::{now_ms, Dispatcher};
-use crate::cluster::{split_msg_json, ClusterEvent, Request};
-use crate::history::{History, Stored};
-use crate::outbox::ConnId;
-use crate::protocol::{ErrorCode, ProtocolError, RoomName, ServerMsg, SystemEvent, UserRef};
-use crate::redis_store::{Appended, Delivery, Health};
-use crate::wire;
+pub use io::{split_msg_json, Cluster, ClusterEvent, Request};
+
+use super::backend::Backend;
+use super::commands::JoinReply;
+use super::history::Stored;
+use super::state::{new_history, now_ms};
+use super::Dispatcher;
+use crate::delivery::outbox::ConnId;
+use crate::protocol::wire;
+use crate::protocol::{ErrorCode, ProtocolError, RoomName, ServerMsg, SystemEvent, User};
+use crate::store::redis::{Appended, Delivery, Health, Range};
 
 /// The part of another instance's event this one reads.
 #[derive(serde::Deserialize)]
@@ -37,14 +47,10 @@ struct RemoteUser {
 }
 
 impl Dispatcher {
-    fn cluster(&self) -> &crate::cluster::Cluster {
-        self.cluster.as_ref().expect("called in Redis mode only")
-    }
-
     /// Asks Redis for what a joining client needs; membership follows the answer.
     pub(super) fn cluster_join(&mut self, id: ConnId, room: RoomName, since: Option<u64>, silent: bool) {
-        let client = self.client(id);
-        let request = Request::Join {
+        let Some(client) = self.clients.get(&id) else { return };
+        self.backend.tell_cluster(|| Request::Join {
             conn: id,
             room,
             since,
@@ -52,13 +58,12 @@ impl Dispatcher {
             uid: client.uid.clone(),
             name: client.name.clone(),
             silent,
-        };
-        self.cluster().send(request);
+        });
     }
 
     /// Hands a message to Redis, which assigns its seq; the ack follows the answer.
     pub(super) fn cluster_post(&mut self, id: ConnId, room: RoomName, text: &str, msg_id: Option<String>) {
-        let client = self.client(id);
+        let Some(client) = self.clients.get(&id) else { return };
         let json = ServerMsg::Msg {
             room: room.as_str(),
             seq: 0,
@@ -71,15 +76,15 @@ impl Dispatcher {
         .to_json();
         let (prefix, suffix) = split_msg_json(&json);
         let uid = client.uid.clone();
-        self.cluster().send(Request::Append { conn: id, room, uid, id: msg_id, prefix, suffix });
+        self.backend.tell_cluster(|| Request::Append { conn: id, room, uid, id: msg_id, prefix, suffix });
     }
 
     /// The last local member left: stop reading the room's stream.
     pub(super) fn cluster_room_empty(&mut self, room: &RoomName) {
-        let Some(cluster) = &self.cluster else { return };
+        let Backend::Redis(cluster) = &self.backend else { return };
         if let Some(r) = self.rooms.get_mut(room) {
             r.live_head = None;
-            r.history = History::new(self.cfg.history_per_room, self.cfg.dedup_per_room);
+            r.history = new_history(&self.cfg);
         }
         cluster.unwatch(room);
     }
@@ -98,35 +103,29 @@ impl Dispatcher {
                 }
             },
             ClusterEvent::Delivery(d) => self.on_delivery(d),
-            ClusterEvent::Arrived { room, uid, name } => self.remote_presence(&room, SystemEvent::Join, uid, name),
-            ClusterEvent::Vanished { room, uid, name } => self.remote_presence(&room, SystemEvent::Leave, uid, name),
+            ClusterEvent::Arrived { room, user } => self.remote_presence(&room, SystemEvent::Join, user),
+            ClusterEvent::Vanished { room, user } => self.remote_presence(&room, SystemEvent::Leave, user),
         }
     }
 
     /// A user on another instance arrived, left or was renamed: announced here once,
     /// whether heard first from the events channel or from presence polling, and never
     /// for a user who is also connected here.
-    fn remote_presence(&mut self, room: &RoomName, event: SystemEvent, uid: String, name: String) {
+    fn remote_presence(&mut self, room: &RoomName, event: SystemEvent, user: User) {
         let limit = self.cfg.presence_limit;
         let Some(r) = self.rooms.get_mut(room) else { return };
-        if r.live_head.is_none() || r.present.contains_key(uid.as_str()) {
+        if r.live_head.is_none() || r.present.contains_key(&user.id) {
             return;
         }
         let new = match event {
-            SystemEvent::Join => r.remote.insert(uid.clone(), name.clone()).is_none(),
-            SystemEvent::Leave => r.remote.remove(&uid).is_some(),
-            SystemEvent::Nick => r.remote.insert(uid.clone(), name.clone()).as_ref() != Some(&name),
+            SystemEvent::Join => r.remote.insert(user.id.clone(), user.name.clone()).is_none(),
+            SystemEvent::Leave => r.remote.remove(&user.id).is_some(),
+            SystemEvent::Nick => r.remote.insert(user.id.clone(), user.name.clone()).as_ref() != Some(&user.name),
         };
         if !new || !r.announces(limit) {
             return;
         }
-        let frame = wire::encode(&ServerMsg::System {
-            room: room.as_str(),
-            event,
-            user: UserRef { id: &uid, name: &name },
-            ts: now_ms(),
-            old_name: None,
-        });
+        let frame = Self::system_frame(room, event, user.as_ref(), None);
         self.stage_room(room, &frame, None);
     }
 
@@ -157,8 +156,8 @@ impl Dispatcher {
         room: RoomName,
         since: Option<u64>,
         silent: bool,
-        range: crate::redis_store::Range,
-        users: Vec<(String, String)>,
+        range: Range,
+        users: Vec<User>,
     ) {
         let Some(client) = self.clients.get(&conn) else { return };
         if !client.rooms.contains(&room) {
@@ -166,16 +165,15 @@ impl Dispatcher {
         }
         let conn_arc = client.conn.clone();
         let client_uid = client.uid.clone();
-        let r = self.rooms.get_mut(&room).expect("admitted rooms exist");
-        if r.live_head.is_none() {
+        let (Some(r), Backend::Redis(cluster)) = (self.rooms.get_mut(&room), &self.backend) else { return };
+        let live = *r.live_head.get_or_insert_with(|| {
             // First local member: read the stream from right after what this history holds.
-            r.live_head = Some(range.head);
-            self.cluster.as_ref().expect("Redis mode").watch(&room, range.head);
-        }
-        let live = r.live_head.expect("set above");
-        for (uid, name) in &users {
-            if !r.present.contains_key(uid.as_str()) && uid.as_str() != &*client_uid {
-                r.remote.insert(uid.clone(), name.clone());
+            cluster.watch(&room, range.head);
+            range.head
+        });
+        for u in &users {
+            if !r.present.contains_key(&u.id) && u.id != client_uid {
+                r.remote.insert(u.id.clone(), u.name.clone());
             }
         }
         // Stored messages up to what the reader delivered here, then what it delivered
@@ -186,20 +184,19 @@ impl Dispatcher {
         let later: Vec<&Stored> = r.history.since(after).messages.into_iter().filter(|m| m.seq <= live).collect();
         if silent {
             for m in later {
-                self.staged.push(crate::fanout::Out::One(conn_arc.clone(), m.frame.clone()));
+                self.staged.push(crate::delivery::fanout::Out::One(conn_arc.clone(), m.frame.clone()));
             }
         } else {
             messages.extend(later.iter().map(|m| m.json()));
-            let limit = self.cfg.presence_limit;
-            let joined = wire::encode(&ServerMsg::Joined {
-                room: room.as_str(),
+            let reply = JoinReply {
                 head: live,
-                users: users.iter().take(limit).map(|(id, name)| UserRef { id, name }).collect(),
+                users: users.iter().take(self.cfg.presence_limit).map(User::as_ref).collect(),
                 users_total: users.len(),
-            });
-            let history = wire::history_frame(room.as_str(), range.complete, messages.iter().map(|m| &m[..]));
-            self.stage(&conn_arc, joined);
-            self.stage(&conn_arc, history);
+                complete: range.complete,
+            };
+            for frame in reply.frames(&room, messages.iter().map(|m| &m[..])) {
+                self.stage(&conn_arc, frame);
+            }
         }
         if !self.rooms.get(&room).is_some_and(|r| r.members.contains_key(&conn)) {
             self.add_member(conn, &room);
@@ -209,7 +206,6 @@ impl Dispatcher {
     fn on_delivery(&mut self, d: Delivery) {
         match d {
             Delivery::Msg { room, seq, json } => {
-                let Some(room) = RoomName::parse(&room) else { return };
                 let Some(r) = self.rooms.get_mut(&room) else { return };
                 match r.live_head {
                     Some(live) if seq > live => r.live_head = Some(seq),
@@ -222,22 +218,20 @@ impl Dispatcher {
             }
             Delivery::Gap { room, from, to } => {
                 log::warn!("redis: messages {from}..={to} of {room} were trimmed before delivery");
-                let Some(room) = RoomName::parse(&room) else { return };
                 if let Some(r) = self.rooms.get_mut(&room) {
                     if r.live_head.is_some() {
                         r.live_head = Some(to);
-                        r.history = History::new(self.cfg.history_per_room, self.cfg.dedup_per_room);
+                        r.history = new_history(&self.cfg);
                     }
                 }
             }
             Delivery::Event { room, json, .. } => {
-                let Some(room) = RoomName::parse(&room) else { return };
                 if self.rooms.get(&room).is_none_or(|r| r.live_head.is_none()) {
                     return;
                 }
                 match serde_json::from_slice::<RemoteEvent>(&json) {
                     Ok(RemoteEvent { kind, event: Some(event), user: Some(user) }) if kind == "system" => {
-                        self.remote_presence(&room, event, user.id, user.name)
+                        self.remote_presence(&room, event, User { id: user.id.into(), name: user.name })
                     }
                     Ok(_) => self.stage_room(&room, &wire::text_frame(&json), None),
                     Err(e) => log::warn!("redis: skipping an event that does not parse: {e}"),

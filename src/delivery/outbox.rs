@@ -17,14 +17,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::metrics::CloseReason;
-use crate::wire::{self, Frame};
+use crate::protocol::wire::{self, Frame};
+use crate::protocol::CloseReason;
 
 /// A connection's id, unique for the life of the process.
 pub type ConnId = u64;
 
 /// Most frames handed to one `sendmsg`.
 const MAX_IOV: usize = 64;
+
+/// How long a client that has its close frame gets to answer before the socket is cut.
+pub const LINGER: Duration = Duration::from_secs(2);
 
 /// What a write attempt achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,14 +62,16 @@ struct Outbox {
     largest: usize,
 }
 
-/// A WebSocket connection's socket, shared by its reader thread and the dispatcher.
+/// A WebSocket connection's socket, shared by its reader thread, the dispatcher and
+/// the writer shard that owns it.
 #[derive(Debug)]
 pub struct Conn {
     pub id: ConnId,
     pub peer: SocketAddr,
     stream: TcpStream,
     out: Mutex<Outbox>,
-    /// Set while the dispatcher has this connection on its to-flush list.
+    /// Set while a writer shard has this connection on its to-flush list (the
+    /// connections a batch touched, each written once after the batch is queued).
     dirty: AtomicBool,
     /// Why the connection is ending; the first to decide wins.
     reason: OnceLock<CloseReason>,
@@ -137,12 +142,6 @@ impl Conn {
     /// Bytes waiting to be written.
     pub fn backlog(&self) -> usize {
         self.lock().pending
-    }
-
-    /// True once a close frame is queued or the socket is gone.
-    pub fn is_closing(&self) -> bool {
-        let out = self.lock();
-        out.closing || out.dead
     }
 
     /// Queues a close frame after everything already queued (or, with `discard`, after
@@ -229,11 +228,12 @@ impl Conn {
             iov[i] = libc::iovec { iov_base: bytes.as_ptr() as *mut _, iov_len: bytes.len() };
             n += 1;
         }
-        // SAFETY: msghdr is plain data; every iovec points into a frame that `out` keeps
-        // alive (the lock is held) for the duration of the call.
+        // SAFETY: msghdr is plain data, for which all-zero bytes are a valid value.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
         msg.msg_iov = iov.as_mut_ptr();
         msg.msg_iovlen = n as _;
+        // SAFETY: `msg` points at `n` iovecs, each into a frame that `out` keeps alive
+        // (the lock is held) for the duration of the call; the fd is this Conn's own.
         let rc = unsafe { libc::sendmsg(self.stream.as_raw_fd(), &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
         if rc < 0 {
             Err(io::Error::last_os_error())

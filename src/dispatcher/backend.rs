@@ -1,0 +1,46 @@
+//! Where accepted messages are stored and ordered: the one value that says which mode
+//! natter runs in. Every difference between the modes is a `match` on it.
+
+use super::cluster::{Cluster, Request};
+use crate::protocol::wire::Frame;
+use crate::protocol::{wire, RoomName};
+use crate::store::journal::{Journal, JournalError};
+
+pub enum Backend {
+    /// One instance: the dispatcher assigns `seq` and appends to the local journal.
+    Local(Journal),
+    /// Several instances (`--redis`): Redis assigns `seq` and stores, through the
+    /// cluster threads.
+    Redis(Cluster),
+}
+
+impl Backend {
+    /// Redis mode: hands a request to the cluster threads; nothing to do locally.
+    pub fn tell_cluster(&self, request: impl FnOnce() -> Request) {
+        if let Backend::Redis(c) = self {
+            c.send(request());
+        }
+    }
+
+    /// Redis mode: passes a system or typing frame to the other instances.
+    pub fn publish(&self, room: &RoomName, frame: &Frame) {
+        self.tell_cluster(|| Request::Publish { room: room.clone(), json: wire::payload(frame).to_vec() });
+    }
+
+    /// Makes everything appended in this batch durable as the fsync policy promises;
+    /// called before any of the batch's frames are handed to the writers.
+    pub fn commit(&mut self) -> Result<(), JournalError> {
+        match self {
+            Backend::Local(journal) => journal.commit(),
+            Backend::Redis(_) => Ok(()), // every append was acked by Redis already
+        }
+    }
+
+    /// Shutdown: flush and sync what the store holds.
+    pub fn close(&mut self) -> Result<(), JournalError> {
+        match self {
+            Backend::Local(journal) => journal.close(),
+            Backend::Redis(_) => Ok(()),
+        }
+    }
+}

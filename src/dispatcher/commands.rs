@@ -1,0 +1,247 @@
+//! Client commands: join, leave, post, typing and nick, checked against the client's
+//! rooms and the server's limits, each staging the frames it produces.
+//!
+//! Staged frames go out only after the batch is committed
+//! ([`super::Dispatcher::commit_and_deliver`]); nothing here writes to a socket.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use super::backend::Backend;
+use super::history::{Replay, Stored};
+use super::state::{now_ms, Room};
+use super::Dispatcher;
+use crate::delivery::fanout::Out;
+use crate::delivery::outbox::{Conn, ConnId};
+use crate::protocol::wire::{self, Frame};
+use crate::protocol::{ClientMsg, ErrorCode, ProtocolError, RoomName, ServerMsg, SystemEvent, UserRef};
+
+/// What a joining client is told: the room's head and presence, then its history.
+pub(super) struct JoinReply<'a> {
+    pub head: u64,
+    pub users: Vec<UserRef<'a>>,
+    pub users_total: usize,
+    pub complete: bool,
+}
+
+impl JoinReply<'_> {
+    /// The `joined` and `history` frames, to be staged in this order after every
+    /// earlier frame of the room: the history then precedes the live messages after it.
+    pub fn frames<'m>(self, room: &RoomName, messages: impl Iterator<Item = &'m [u8]>) -> [Frame; 2] {
+        let joined = wire::encode(&ServerMsg::Joined {
+            room: room.as_str(),
+            head: self.head,
+            users: self.users,
+            users_total: self.users_total,
+        });
+        [joined, wire::history_frame(room.as_str(), self.complete, messages)]
+    }
+}
+
+impl Dispatcher {
+    pub(super) fn on_client(&mut self, id: ConnId, msg: ClientMsg) -> Result<(), ProtocolError> {
+        if !self.clients.contains_key(&id) {
+            return Ok(()); // already gone (slow consumer, shutdown): drop quietly
+        }
+        match msg {
+            ClientMsg::Join { room, since } => self.join(id, room, since),
+            ClientMsg::Leave { room } => self.leave(id, &room),
+            ClientMsg::Msg { room, text, id: msg_id } => self.post(id, room, &text, msg_id),
+            ClientMsg::LegacyMsg { text } => {
+                let lobby = RoomName::lobby();
+                if !self.clients[&id].rooms.contains(&lobby) {
+                    self.admit_to_room(id, &lobby)?;
+                    match &self.backend {
+                        Backend::Local(_) => self.add_member(id, &lobby),
+                        Backend::Redis(_) => self.cluster_join(id, lobby.clone(), None, true),
+                    }
+                }
+                self.post(id, lobby, &text, None)
+            }
+            ClientMsg::Typing { room } => self.typing(id, &room),
+            ClientMsg::Nick { name } => self.nick(id, name),
+            // Answered by the connection thread; nothing to do here.
+            ClientMsg::Ping { .. } => Ok(()),
+        }
+    }
+
+    pub(super) fn stage(&mut self, conn: &Arc<Conn>, frame: Frame) {
+        self.staged.push(Out::One(conn.clone(), frame));
+    }
+
+    pub(super) fn stage_room(&mut self, room: &RoomName, frame: &Frame, except: Option<ConnId>) {
+        if let Some(r) = self.rooms.get_mut(room) {
+            self.staged.push(Out::Room { members: r.members(), except, frame: frame.clone() });
+        }
+    }
+
+    pub(super) fn reply_error(&mut self, id: ConnId, e: &ProtocolError) {
+        self.metrics.error(e.code);
+        if let Some(c) = self.clients.get(&id) {
+            let conn = c.conn.clone();
+            self.stage(&conn, wire::encode(&e.to_server_msg()));
+        }
+    }
+
+    fn not_joined(room: &RoomName, reference: Option<String>) -> ProtocolError {
+        ProtocolError::new(ErrorCode::NotJoined, format!("join `{room}` first")).with_ref(reference)
+    }
+
+    fn join(&mut self, id: ConnId, room: RoomName, since: Option<u64>) -> Result<(), ProtocolError> {
+        let joining = !self.clients[&id].rooms.contains(&room);
+        if joining {
+            self.admit_to_room(id, &room)?;
+        }
+        if let Backend::Redis(_) = self.backend {
+            self.cluster_join(id, room, since, false);
+            return Ok(());
+        }
+        if joining {
+            self.add_member(id, &room);
+        }
+        let conn = self.clients[&id].conn.clone();
+        let r = &self.rooms[&room];
+        let (messages, complete) = match since {
+            Some(since) => {
+                let Replay { messages, complete } = r.history.since(since);
+                (messages, complete)
+            }
+            // Without `since` the client asked for nothing in particular: complete.
+            None => (r.history.recent(self.cfg.join_history), true),
+        };
+        let json: Vec<_> = messages.iter().map(|m| m.json()).collect();
+        let reply = JoinReply {
+            head: r.history.head(),
+            users: r.users(self.cfg.presence_limit),
+            users_total: r.present.len(),
+            complete,
+        };
+        for frame in reply.frames(&room, json.iter().map(|j| &j[..])) {
+            self.stage(&conn, frame);
+        }
+        Ok(())
+    }
+
+    /// Checks the room limits and counts `room` among the client's rooms (creating
+    /// the room). Membership — receiving its messages — is [`Self::add_member`].
+    pub(super) fn admit_to_room(&mut self, id: ConnId, room: &RoomName) -> Result<(), ProtocolError> {
+        let limit_error =
+            |message: String| ProtocolError::new(ErrorCode::RoomLimit, message).with_ref(Some("join".into()));
+        if self.clients[&id].rooms.len() >= self.cfg.max_rooms_per_conn {
+            return Err(limit_error(format!("at most {} rooms per connection", self.cfg.max_rooms_per_conn)));
+        }
+        if !self.rooms.contains_key(room) {
+            if self.rooms.len() >= self.cfg.max_rooms {
+                return Err(limit_error("the server holds its maximum of rooms".into()));
+            }
+            self.rooms.insert(room.clone(), Room::new(&self.cfg));
+            self.metrics.rooms.store(self.rooms.len() as u64, Relaxed);
+        }
+        if let Some(c) = self.clients.get_mut(&id) {
+            c.rooms.push(room.clone());
+        }
+        Ok(())
+    }
+
+    fn leave(&mut self, id: ConnId, room: &RoomName) -> Result<(), ProtocolError> {
+        let Some(client) = self.clients.get_mut(&id) else { return Ok(()) };
+        let Some(pos) = client.rooms.iter().position(|r| r == room) else {
+            return Err(Self::not_joined(room, Some("leave".into())));
+        };
+        client.rooms.swap_remove(pos);
+        self.remove_member(id, room);
+        Ok(())
+    }
+
+    fn post(&mut self, id: ConnId, room: RoomName, text: &str, msg_id: Option<String>) -> Result<(), ProtocolError> {
+        let client = &self.clients[&id];
+        if !client.rooms.contains(&room) {
+            return Err(Self::not_joined(&room, msg_id.or(Some("msg".into()))));
+        }
+        let (conn, uid, name) = (client.conn.clone(), client.uid.clone(), client.name.clone());
+        let journal = match &mut self.backend {
+            Backend::Redis(_) => {
+                self.cluster_post(id, room, text, msg_id);
+                return Ok(());
+            }
+            Backend::Local(journal) => journal,
+        };
+        let Some(r) = self.rooms.get_mut(&room) else { return Ok(()) };
+        if let Some(mid) = msg_id.as_deref() {
+            if let Some(seq) = r.history.seen(&uid, mid) {
+                self.metrics.messages_duplicate.fetch_add(1, Relaxed);
+                let ack = ServerMsg::Ack { id: mid, room: room.as_str(), seq, dup: true };
+                self.stage(&conn, wire::encode(&ack));
+                return Ok(());
+            }
+        }
+        let seq = r.history.next_seq();
+        let json = ServerMsg::Msg {
+            room: room.as_str(),
+            seq,
+            id: msg_id.as_deref(),
+            ts: now_ms(),
+            user: &name,
+            uid: &uid,
+            text,
+        }
+        .to_json();
+        journal.append(&json);
+        let frame = wire::text_frame(&json);
+        r.history.push(Stored { seq, frame: frame.clone() }, &uid, msg_id.as_deref());
+        self.metrics.messages_accepted.fetch_add(1, Relaxed);
+        self.staged_msgs += 1;
+        if let Some(mid) = msg_id.as_deref() {
+            let ack = wire::encode(&ServerMsg::Ack { id: mid, room: room.as_str(), seq, dup: false });
+            self.stage(&conn, ack);
+        }
+        self.stage_room(&room, &frame, None);
+        Ok(())
+    }
+
+    fn typing(&mut self, id: ConnId, room: &RoomName) -> Result<(), ProtocolError> {
+        let client = &self.clients[&id];
+        if !client.rooms.contains(room) {
+            return Err(Self::not_joined(room, Some("typing".into())));
+        }
+        let frame = wire::encode(&ServerMsg::Typing {
+            room: room.as_str(),
+            user: UserRef { id: &client.uid, name: &client.name },
+        });
+        self.stage_room(room, &frame, Some(id));
+        self.backend.publish(room, &frame);
+        Ok(())
+    }
+
+    fn nick(&mut self, id: ConnId, name: String) -> Result<(), ProtocolError> {
+        let Some(client) = self.clients.get_mut(&id) else { return Ok(()) };
+        if !client.can_rename {
+            return Err(ProtocolError::new(ErrorCode::Forbidden, "names come from the token in token mode")
+                .with_ref(Some("nick".into())));
+        }
+        let old = std::mem::replace(&mut client.name, name.clone());
+        let (uid, rooms, conn) = (client.uid.clone(), client.rooms.clone(), client.conn.clone());
+        for room in rooms {
+            let Some(r) = self.rooms.get_mut(&room) else {
+                continue;
+            };
+            if let Some(p) = r.present.get_mut(&uid) {
+                p.name = name.clone();
+            }
+            let announces = r.announces(self.cfg.presence_limit);
+            let frame = Self::system_frame(&room, SystemEvent::Nick, UserRef { id: &uid, name: &name }, Some(&old));
+            self.backend.tell_cluster(|| crate::dispatcher::cluster::Request::Rename {
+                room: room.clone(),
+                uid: uid.clone(),
+                name: name.clone(),
+            });
+            if announces {
+                self.stage_room(&room, &frame, None);
+                self.backend.publish(&room, &frame);
+            } else {
+                self.stage(&conn, frame);
+            }
+        }
+        Ok(())
+    }
+}

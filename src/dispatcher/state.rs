@@ -1,0 +1,95 @@
+//! The dispatcher's state types: a connected client, a room, and who is present in it.
+//! Plain data with the small rules that keep it consistent (a room's member snapshot is
+//! rebuilt after every membership change). Only the dispatcher thread holds them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::history::History;
+use crate::config::Config;
+use crate::delivery::outbox::{Conn, ConnId};
+use crate::protocol::{RoomName, UserId, UserRef};
+
+/// A registered connection, as the dispatcher knows it.
+pub(super) struct Client {
+    pub conn: Arc<Conn>,
+    pub uid: UserId,
+    pub name: String,
+    pub can_rename: bool,
+    /// Rooms counted against the client's limit: joined, or (Redis mode) joining.
+    pub rooms: Vec<RoomName>,
+}
+
+/// A user's presence in one room on this instance.
+pub(super) struct Presence {
+    /// Connections of the user that are members of the room.
+    pub connections: u32,
+    pub name: String,
+}
+
+pub(super) struct Room {
+    pub members: HashMap<ConnId, Arc<Conn>>,
+    /// `members` as a shared slice for staging; rebuilt after a membership change.
+    snapshot: Option<Arc<[Arc<Conn>]>>,
+    pub present: HashMap<UserId, Presence>,
+    pub history: History,
+    /// Redis mode: the last seq the reader delivered for this room; `None` while the
+    /// room is not watched (no local member yet).
+    pub live_head: Option<u64>,
+    /// Redis mode: users present through other instances, as known here (uid → name),
+    /// so each arrival and departure is announced once whether it is heard from the
+    /// events channel or from presence polling.
+    pub remote: HashMap<UserId, String>,
+}
+
+/// An empty history ring sized by the configuration.
+pub(super) fn new_history(cfg: &Config) -> History {
+    History::new(cfg.history_per_room, cfg.dedup_per_room)
+}
+
+pub(super) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Room {
+    pub fn new(cfg: &Config) -> Room {
+        Room {
+            members: HashMap::new(),
+            snapshot: None,
+            present: HashMap::new(),
+            history: new_history(cfg),
+            live_head: None,
+            remote: HashMap::new(),
+        }
+    }
+
+    pub fn members(&mut self) -> Arc<[Arc<Conn>]> {
+        self.snapshot.get_or_insert_with(|| self.members.values().cloned().collect()).clone()
+    }
+
+    pub fn add(&mut self, id: ConnId, conn: Arc<Conn>) {
+        self.members.insert(id, conn);
+        self.snapshot = None;
+    }
+
+    pub fn remove(&mut self, id: ConnId) -> bool {
+        self.snapshot = None;
+        self.members.remove(&id).is_some()
+    }
+
+    /// Up to `limit` present users, sorted by name (a large room lists a sample).
+    pub fn users(&self, limit: usize) -> Vec<UserRef<'_>> {
+        let mut users: Vec<UserRef> =
+            self.present.iter().take(limit).map(|(id, p)| UserRef { id, name: &p.name }).collect();
+        users.sort_by(|a, b| a.name.cmp(b.name).then(a.id.cmp(b.id)));
+        users
+    }
+
+    /// Whether presence changes are announced to everyone: in a room larger than
+    /// `limit`, one join would cost a frame per member, and a crowd arriving would cost
+    /// members², so large rooms stay quiet.
+    pub fn announces(&self, limit: usize) -> bool {
+        self.present.len() <= limit
+    }
+}

@@ -1,0 +1,262 @@
+//! The dispatcher's rules, checked by driving [`Dispatcher::handle`] with commands and
+//! reading the frames it stages, without writer threads: nothing here is written to
+//! a socket (each `Conn` wraps one end of an idle loopback pair only because a `Conn`
+//! needs a socket to exist).
+
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::{Backend, Command, Dispatcher};
+use crate::auth::Identity;
+use crate::config::Config;
+use crate::delivery::fanout::Out;
+use crate::delivery::outbox::{Conn, ConnId};
+use crate::metrics::Metrics;
+use crate::protocol::{parse_client, wire, ParseLimits};
+use crate::store::journal::Journal;
+
+struct Harness {
+    d: Dispatcher,
+    listener: TcpListener,
+    /// Both ends of every pair, kept open for the test's length.
+    sockets: Vec<(TcpStream, TcpStream)>,
+    next_id: ConnId,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    fn new(tweak: impl FnOnce(&mut Config)) -> Harness {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut cfg = Config { data_dir: dir.path().to_owned(), ..Config::default() };
+        tweak(&mut cfg);
+        let (journal, replayed) = Journal::open(&cfg.data_dir, cfg.fsync, cfg.journal_segment_bytes).expect("journal");
+        let d = Dispatcher::new(Arc::new(cfg), Arc::new(Metrics::default()), Backend::Local(journal), replayed);
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        Harness { d, listener, sockets: Vec::new(), next_id: 1, _dir: dir }
+    }
+
+    /// Registers a connection for user `uid` shown as `name`.
+    fn connect(&mut self, uid: &str, name: &str, can_rename: bool) -> ConnId {
+        let client = TcpStream::connect(self.listener.local_addr().unwrap()).expect("connect");
+        let (server, peer) = self.listener.accept().expect("accept");
+        let id = self.next_id;
+        self.next_id += 1;
+        let conn = Arc::new(Conn::new(id, server.try_clone().unwrap(), peer));
+        self.sockets.push((server, client));
+        let user = Identity { id: uid.into(), name: name.into(), can_rename };
+        self.d.handle(Command::Register { conn, user });
+        id
+    }
+
+    fn send(&mut self, conn: ConnId, msg: Value) {
+        let msg = parse_client(&msg.to_string(), ParseLimits { max_text_chars: 2000 }).expect("a valid message");
+        self.d.handle(Command::Client { conn, msg });
+    }
+
+    /// Takes every staged frame, as JSON, per receiving connection, in staging order.
+    fn take(&mut self) -> Frames {
+        let mut frames = Frames(Vec::new());
+        for out in std::mem::take(&mut self.d.staged) {
+            match out {
+                Out::One(conn, frame) => frames.0.push((conn.id, json_of(&frame))),
+                Out::Room { members, except, frame } => {
+                    let mut ids: Vec<ConnId> = members.iter().map(|c| c.id).filter(|id| Some(*id) != except).collect();
+                    ids.sort_unstable();
+                    frames.0.extend(ids.into_iter().map(|id| (id, json_of(&frame))));
+                }
+            }
+        }
+        frames
+    }
+}
+
+fn json_of(frame: &wire::Frame) -> Value {
+    serde_json::from_slice(&wire::payload(frame)).expect("staged frames are JSON")
+}
+
+struct Frames(Vec<(ConnId, Value)>);
+
+impl Frames {
+    fn to(&self, conn: ConnId) -> Vec<&Value> {
+        self.0.iter().filter(|(id, _)| *id == conn).map(|(_, v)| v).collect()
+    }
+    fn types_to(&self, conn: ConnId) -> Vec<&str> {
+        self.to(conn).iter().map(|v| v["type"].as_str().unwrap_or("?")).collect()
+    }
+}
+
+fn join(h: &mut Harness, conn: ConnId, room: &str) {
+    h.send(conn, json!({"type": "join", "room": room}));
+}
+
+#[test]
+fn posts_get_gapless_seqs_per_room_and_an_ack_before_nothing_else() {
+    let mut h = Harness::new(|_| {});
+    let a = h.connect("u-a", "a", true);
+    join(&mut h, a, "r1");
+    join(&mut h, a, "r2");
+    h.take();
+    for (room, id) in [("r1", "x1"), ("r1", "x2"), ("r2", "x3"), ("r1", "x4")] {
+        h.send(a, json!({"type": "msg", "room": room, "text": "hi", "id": id}));
+    }
+    let frames = h.take();
+    let acks: Vec<(String, u64)> = frames
+        .to(a)
+        .iter()
+        .filter(|v| v["type"] == "ack")
+        .map(|v| (v["room"].as_str().unwrap().to_owned(), v["seq"].as_u64().unwrap()))
+        .collect();
+    let expected = [("r1", 1), ("r1", 2), ("r2", 1), ("r1", 3)].map(|(r, s)| (r.to_owned(), s));
+    assert_eq!(acks, expected);
+    // Each ack precedes its own message.
+    assert_eq!(frames.types_to(a), ["ack", "msg", "ack", "msg", "ack", "msg", "ack", "msg"]);
+}
+
+#[test]
+fn a_repeated_id_is_acked_as_a_duplicate_and_never_broadcast_again() {
+    let mut h = Harness::new(|_| {});
+    let a = h.connect("u-a", "a", true);
+    let b = h.connect("u-b", "b", true);
+    join(&mut h, a, "r");
+    join(&mut h, b, "r");
+    h.take();
+    h.send(a, json!({"type": "msg", "room": "r", "text": "once", "id": "m1"}));
+    h.send(a, json!({"type": "msg", "room": "r", "text": "once", "id": "m1"}));
+    let frames = h.take();
+    assert_eq!(frames.types_to(b), ["msg"], "b sees the message once");
+    let acks: Vec<_> = frames
+        .to(a)
+        .into_iter()
+        .filter(|v| v["type"] == "ack")
+        .map(|v| (v["seq"].as_u64(), v["dup"].as_bool()))
+        .collect();
+    assert_eq!(acks, [(Some(1), Some(false)), (Some(1), Some(true))]);
+}
+
+#[test]
+fn the_same_id_from_another_user_is_a_new_message() {
+    let mut h = Harness::new(|_| {});
+    let a = h.connect("u-a", "a", true);
+    let b = h.connect("u-b", "b", true);
+    join(&mut h, a, "r");
+    join(&mut h, b, "r");
+    h.take();
+    h.send(a, json!({"type": "msg", "room": "r", "text": "1", "id": "same"}));
+    h.send(b, json!({"type": "msg", "room": "r", "text": "2", "id": "same"}));
+    let frames = h.take();
+    let msgs: Vec<u64> =
+        frames.to(a).iter().filter(|v| v["type"] == "msg").map(|v| v["seq"].as_u64().unwrap()).collect();
+    assert_eq!(msgs, [1, 2]);
+}
+
+#[test]
+fn posting_to_a_room_not_joined_is_an_error_and_reaches_nobody() {
+    let mut h = Harness::new(|_| {});
+    let a = h.connect("u-a", "a", true);
+    let b = h.connect("u-b", "b", true);
+    join(&mut h, b, "r");
+    h.take();
+    h.send(a, json!({"type": "msg", "room": "r", "text": "sneak", "id": "s1"}));
+    let frames = h.take();
+    assert_eq!(frames.types_to(b), Vec::<&str>::new());
+    let errors = frames.to(a);
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0]["code"], "not_joined");
+    assert_eq!(errors[0]["ref"], "s1");
+}
+
+#[test]
+fn a_join_answers_joined_then_the_history_after_since() {
+    let mut h = Harness::new(|_| {});
+    let a = h.connect("u-a", "a", true);
+    join(&mut h, a, "r");
+    for i in 0..5 {
+        h.send(a, json!({"type": "msg", "room": "r", "text": format!("m{i}")}));
+    }
+    h.take();
+    let b = h.connect("u-b", "b", true);
+    h.send(b, json!({"type": "join", "room": "r", "since": 3}));
+    let frames = h.take();
+    let to_b = frames.to(b);
+    assert_eq!(frames.types_to(b), ["joined", "history"]);
+    assert_eq!(to_b[0]["head"], 5);
+    let seqs: Vec<u64> = to_b[1]["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [4, 5]);
+    assert_eq!(to_b[1]["complete"], true);
+}
+
+#[test]
+fn presence_is_announced_once_per_user_not_per_connection() {
+    let mut h = Harness::new(|_| {});
+    let watcher = h.connect("u-w", "w", true);
+    join(&mut h, watcher, "r");
+    let a1 = h.connect("u-a", "a", true);
+    let a2 = h.connect("u-a", "a", true);
+    h.take();
+    join(&mut h, a1, "r");
+    join(&mut h, a2, "r");
+    let system: Vec<String> = h
+        .take()
+        .to(watcher)
+        .iter()
+        .filter(|v| v["type"] == "system")
+        .map(|v| v["event"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(system, ["join"], "the second device is not a second arrival");
+    h.send(a1, json!({"type": "leave", "room": "r"}));
+    assert!(h.take().to(watcher).is_empty(), "a1 left but a2 is still there");
+    h.d.handle(Command::Gone { conn: a2 });
+    let frames = h.take();
+    let left: Vec<&Value> = frames.to(watcher).into_iter().filter(|v| v["type"] == "system").collect();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["event"], "leave");
+    assert_eq!(left[0]["user"]["id"], "u-a");
+}
+
+#[test]
+fn typing_reaches_the_others_but_not_the_typist() {
+    let mut h = Harness::new(|_| {});
+    let a = h.connect("u-a", "a", true);
+    let b = h.connect("u-b", "b", true);
+    join(&mut h, a, "r");
+    join(&mut h, b, "r");
+    h.take();
+    h.send(a, json!({"type": "typing", "room": "r"}));
+    let frames = h.take();
+    assert_eq!(frames.types_to(b), ["typing"]);
+    assert!(frames.to(a).is_empty());
+}
+
+#[test]
+fn rooms_per_connection_are_limited() {
+    let mut h = Harness::new(|c| c.max_rooms_per_conn = 2);
+    let a = h.connect("u-a", "a", true);
+    join(&mut h, a, "r1");
+    join(&mut h, a, "r2");
+    h.take();
+    join(&mut h, a, "r3");
+    let frames = h.take();
+    let to_a = frames.to(a);
+    assert_eq!(to_a.len(), 1);
+    assert_eq!(to_a[0]["code"], "room_limit");
+}
+
+#[test]
+fn renaming_is_refused_when_names_come_from_the_token() {
+    let mut h = Harness::new(|_| {});
+    let a = h.connect("alice", "Alice", false);
+    let b = h.connect("u-b", "b", true);
+    join(&mut h, a, "r");
+    join(&mut h, b, "r");
+    h.take();
+    h.send(a, json!({"type": "nick", "name": "Mallory"}));
+    let frames = h.take();
+    assert_eq!(frames.to(a)[0]["code"], "forbidden");
+    assert!(frames.to(b).is_empty(), "nobody is told of a rename that did not happen");
+    h.send(b, json!({"type": "nick", "name": "bob"}));
+    let frames = h.take();
+    let nick = frames.to(a)[0];
+    assert_eq!((nick["event"].as_str(), nick["old_name"].as_str()), (Some("nick"), Some("b")));
+}
