@@ -20,6 +20,7 @@ build:
 test: test-rust test-browser
 
 test-rust:
+	scripts/check-dead-code.sh
 	scripts/ensure-redis.sh
 	$(CARGO) test --workspace
 
@@ -29,7 +30,8 @@ test-browser: build
 ## fmt and clippy, as CI would want them.
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings -D clippy::undocumented_unsafe_blocks
+	scripts/check-dead-code.sh
 
 ## Longer property-based fuzzing of the parser, the handshake and raw socket input
 ## (make test runs a few hundred cases; this runs FUZZ_CASES).
