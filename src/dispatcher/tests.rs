@@ -91,6 +91,17 @@ fn join(h: &mut Harness, conn: ConnId, room: &str) {
     h.send(conn, json!({"type": "join", "room": room}));
 }
 
+/// Users `u-a` and `u-b`, each with one connection in room `r`, nothing staged.
+fn two_in_room() -> (Harness, ConnId, ConnId) {
+    let mut h = Harness::new(|_| {});
+    let a = h.connect("u-a", "a", true);
+    let b = h.connect("u-b", "b", true);
+    join(&mut h, a, "r");
+    join(&mut h, b, "r");
+    h.take();
+    (h, a, b)
+}
+
 #[test]
 fn posts_get_gapless_seqs_per_room_and_an_ack_before_nothing_else() {
     let mut h = Harness::new(|_| {});
@@ -116,12 +127,7 @@ fn posts_get_gapless_seqs_per_room_and_an_ack_before_nothing_else() {
 
 #[test]
 fn a_repeated_id_is_acked_as_a_duplicate_and_never_broadcast_again() {
-    let mut h = Harness::new(|_| {});
-    let a = h.connect("u-a", "a", true);
-    let b = h.connect("u-b", "b", true);
-    join(&mut h, a, "r");
-    join(&mut h, b, "r");
-    h.take();
+    let (mut h, a, b) = two_in_room();
     h.send(a, json!({"type": "msg", "room": "r", "text": "once", "id": "m1"}));
     h.send(a, json!({"type": "msg", "room": "r", "text": "once", "id": "m1"}));
     let frames = h.take();
@@ -137,12 +143,7 @@ fn a_repeated_id_is_acked_as_a_duplicate_and_never_broadcast_again() {
 
 #[test]
 fn the_same_id_from_another_user_is_a_new_message() {
-    let mut h = Harness::new(|_| {});
-    let a = h.connect("u-a", "a", true);
-    let b = h.connect("u-b", "b", true);
-    join(&mut h, a, "r");
-    join(&mut h, b, "r");
-    h.take();
+    let (mut h, a, b) = two_in_room();
     h.send(a, json!({"type": "msg", "room": "r", "text": "1", "id": "same"}));
     h.send(b, json!({"type": "msg", "room": "r", "text": "2", "id": "same"}));
     let frames = h.take();
@@ -217,12 +218,7 @@ fn presence_is_announced_once_per_user_not_per_connection() {
 
 #[test]
 fn typing_reaches_the_others_but_not_the_typist() {
-    let mut h = Harness::new(|_| {});
-    let a = h.connect("u-a", "a", true);
-    let b = h.connect("u-b", "b", true);
-    join(&mut h, a, "r");
-    join(&mut h, b, "r");
-    h.take();
+    let (mut h, a, b) = two_in_room();
     h.send(a, json!({"type": "typing", "room": "r"}));
     let frames = h.take();
     assert_eq!(frames.types_to(b), ["typing"]);
