@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::api::webhooks::{WebhookConfig, WebhookError};
 use crate::auth;
 use crate::config::{AuthMode, Config, FsyncPolicy};
 
@@ -157,9 +158,31 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = Config::default().jwt_leeway_s)]
     pub jwt_leeway_s: u64,
 
+    /// POST room events to this http(s) URL (repeatable). Needs --webhook-secret-file.
+    #[arg(long = "webhook")]
+    pub webhooks: Vec<String>,
+    /// File holding the secret webhook signatures are made with.
+    #[arg(long)]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Minutes a failing receiver's events are retried before they are dropped.
+    #[arg(long, default_value_t = 60.0)]
+    pub webhook_retry_minutes: f64,
+    /// Events queued per receiver before the oldest are dropped.
+    #[arg(long, default_value_t = 100_000)]
+    pub webhook_queue: usize,
+
     /// Log level: error, warn, info, debug, trace (RUST_LOG overrides).
     #[arg(long, default_value = "info")]
     pub log_level: String,
+}
+
+/// Why the flags do not make a config.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Auth(#[from] auth::AuthError),
+    #[error(transparent)]
+    Webhook(#[from] WebhookError),
 }
 
 /// Parses `90`, `90s`, `15m`, `1h`, `7d`.
@@ -178,7 +201,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 impl ServeArgs {
     /// The config these flags describe. `http_port`/`ws_port` are the bound ports.
-    pub fn to_config(&self, http_port: u16, ws_port: u16) -> Result<Config, auth::AuthError> {
+    pub fn to_config(&self, http_port: u16, ws_port: u16) -> Result<Config, ConfigError> {
         let jwt_secret = match self.auth {
             AuthMode::Token => {
                 Some(auth::load_secret(self.jwt_secret_file.as_deref(), std::env::var("NATTER_JWT_SECRET").ok())?)
@@ -220,6 +243,12 @@ impl ServeArgs {
             auth: self.auth,
             jwt_secret,
             jwt_leeway_s: self.jwt_leeway_s,
+            webhooks: WebhookConfig::new(
+                self.webhooks.clone(),
+                self.webhook_secret_file.as_deref(),
+                Duration::from_secs_f64(self.webhook_retry_minutes.clamp(0.0, 7.0 * 24.0 * 60.0) * 60.0),
+                self.webhook_queue,
+            )?,
         })
     }
 }

@@ -3,6 +3,7 @@
 //! `Config` is built once by the CLI layer (`cli.rs`) or by tests and passed down by
 //! reference. Nothing below `main` reads flags or environment variables itself.
 
+use crate::api::webhooks::WebhookConfig;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -116,6 +117,9 @@ pub struct Config {
     pub jwt_secret: Option<Vec<u8>>,
     /// Clock skew tolerated on `exp`/`nbf`, in seconds.
     pub jwt_leeway_s: u64,
+
+    /// Webhook receivers, their secret, retry window and queue bound (none by default).
+    pub webhooks: WebhookConfig,
 }
 
 impl Default for Config {
@@ -155,6 +159,7 @@ impl Default for Config {
             auth: AuthMode::Open,
             jwt_secret: None,
             jwt_leeway_s: 30,
+            webhooks: WebhookConfig::default(),
         }
     }
 }

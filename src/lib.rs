@@ -17,6 +17,7 @@
 //! what the process can hold. [`serve`] runs it all on listeners the caller bound,
 //! until a [`shutdown`] fires.
 
+pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -33,6 +34,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::thread;
 
+use api::webhooks::{WebhookError, Webhooks};
 use config::Config;
 use dispatcher::cluster::Cluster;
 use dispatcher::{Backend, Dispatcher};
@@ -65,6 +67,8 @@ pub enum ServeError {
     Thread(#[from] std::io::Error),
     #[error("redis: {0}")]
     Redis(#[from] StoreError),
+    #[error(transparent)]
+    Webhook(#[from] WebhookError),
 }
 
 /// Runs the server until `shutdown` fires; then every client gets close 1001, the
@@ -86,6 +90,7 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> Result<()
         }
     };
 
+    let dispatcher = dispatcher.with_webhooks(Webhooks::start(cfg.webhooks.clone(), metrics.webhooks.clone())?);
     let dispatch_shutdown = shutdown.clone();
     let dispatcher = thread::Builder::new()
         .name("dispatcher".into())

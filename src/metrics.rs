@@ -7,6 +7,9 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
+use std::sync::Arc;
+
+use crate::api::webhooks::WebhookStats;
 use crate::protocol::{CloseReason, ErrorCode};
 
 /// Upper bounds (seconds) of the fan-out histogram's buckets.
@@ -32,6 +35,8 @@ pub struct Metrics {
     fanout_buckets: [AtomicU64; FANOUT_BUCKETS.len()],
     fanout_count: AtomicU64,
     fanout_sum_ns: AtomicU64,
+    /// Webhook deliveries, failures, drops and queue length.
+    pub webhooks: Arc<WebhookStats>,
 }
 
 impl Default for Metrics {
@@ -51,6 +56,7 @@ impl Default for Metrics {
             fanout_buckets: Default::default(),
             fanout_count: AtomicU64::new(0),
             fanout_sum_ns: AtomicU64::new(0),
+            webhooks: Arc::default(),
         }
     }
 }
@@ -144,6 +150,31 @@ impl Metrics {
             "Times the HTTP accept thread stopped on an error and was started again.",
             "counter",
             self.http_restarts.load(Relaxed),
+        );
+        let hooks = &self.webhooks;
+        gauge(
+            "natter_webhook_events_delivered_total",
+            "Webhook events a receiver accepted.",
+            "counter",
+            hooks.delivered.load(Relaxed),
+        );
+        gauge(
+            "natter_webhook_posts_failed_total",
+            "Webhook POSTs that failed (retried).",
+            "counter",
+            hooks.failed_posts.load(Relaxed),
+        );
+        gauge(
+            "natter_webhook_events_dropped_total",
+            "Webhook events dropped: queue full or retry window passed.",
+            "counter",
+            hooks.dropped.load(Relaxed),
+        );
+        gauge(
+            "natter_webhook_queue",
+            "Webhook events waiting, over all receivers.",
+            "gauge",
+            hooks.queued.load(Relaxed),
         );
         let _ =
             writeln!(s, "# HELP natter_errors_total Error frames sent, by code.\n# TYPE natter_errors_total counter");

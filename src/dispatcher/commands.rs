@@ -11,6 +11,7 @@ use super::backend::Backend;
 use super::history::{Replay, Stored};
 use super::state::{now_ms, Room};
 use super::Dispatcher;
+use crate::api::webhooks::Event;
 use crate::delivery::fanout::Out;
 use crate::delivery::outbox::{Conn, ConnId};
 use crate::protocol::wire::{self, Frame};
@@ -189,6 +190,10 @@ impl Dispatcher {
         journal.append(&json);
         let frame = wire::text_frame(&json);
         r.history.push(Stored { seq, frame: frame.clone() }, &uid, msg_id.as_deref());
+        if seq == 1 {
+            self.webhooks.stage(&Event::RoomCreated { room: room.as_str() });
+        }
+        self.webhooks.stage(&Event::Message { room: room.as_str(), seq, user: &name, uid: &uid, text });
         self.metrics.messages_accepted.fetch_add(1, Relaxed);
         self.staged_msgs += 1;
         if let Some(mid) = msg_id.as_deref() {

@@ -41,6 +41,7 @@ use heartbeat::Heartbeat;
 use history::Stored;
 use state::{Client, Room};
 
+use crate::api::webhooks::Webhooks;
 use crate::auth::Identity;
 use crate::config::Config;
 use crate::delivery::fanout::Out;
@@ -95,6 +96,8 @@ pub struct Dispatcher {
     ping: Frame,
     heartbeat: Heartbeat,
     last_sweep: Instant,
+    /// Webhook events of the batch, released to the receivers' queues after commit.
+    webhooks: Webhooks,
 }
 
 impl Dispatcher {
@@ -115,9 +118,16 @@ impl Dispatcher {
             ping: wire::ping_frame(),
             heartbeat,
             last_sweep: Instant::now(),
+            webhooks: Webhooks::none(),
         };
         d.replay(replayed);
         d
+    }
+
+    /// Sends room events to these webhook receivers.
+    pub fn with_webhooks(mut self, webhooks: Webhooks) -> Dispatcher {
+        self.webhooks = webhooks;
+        self
     }
 
     fn replay(&mut self, replayed: Vec<Replayed>) {
@@ -206,9 +216,15 @@ impl Dispatcher {
     /// touched socket once (coalescing everything staged for it).
     fn commit_and_deliver(&mut self) -> Result<(), JournalError> {
         if self.staged.is_empty() {
+            // Nothing appended locally (Redis mode acks without frames to stage).
+            self.webhooks.release();
             return Ok(());
         }
-        self.backend.commit()?;
+        if let Err(e) = self.backend.commit() {
+            self.webhooks.discard();
+            return Err(e);
+        }
+        self.webhooks.release();
         let batch = Batch { items: std::mem::take(&mut self.staged), messages: std::mem::take(&mut self.staged_msgs) };
         if let Some(w) = &self.writers {
             w.submit(batch);

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::cluster::Request;
 use super::state::{now_ms, Presence};
 use super::Dispatcher;
+use crate::api::webhooks::Event;
 use crate::delivery::outbox::ConnId;
 use crate::protocol::wire::{self, Frame};
 use crate::protocol::{RoomName, ServerMsg, SystemEvent, UserRef};
@@ -31,7 +32,11 @@ impl Dispatcher {
         r.add(id, client.conn.clone());
         let p = r.present.entry(uid.clone()).or_insert(Presence { connections: 0, name: name.clone() });
         p.connections += 1;
-        let announce = p.connections == 1 && r.announces(self.cfg.presence_limit);
+        let first = p.connections == 1;
+        let announce = first && r.announces(self.cfg.presence_limit);
+        if first {
+            self.webhooks.stage(&Event::Join { room: room.as_str(), uid: &uid, user: &name });
+        }
         if announce {
             let frame = Self::system_frame(room, SystemEvent::Join, UserRef { id: &uid, name: &name }, None);
             self.stage_room(room, &frame, Some(id));
@@ -55,6 +60,7 @@ impl Dispatcher {
             let announce = r.announces(self.cfg.presence_limit);
             let name = r.present.remove(&uid).map(|p| p.name).unwrap_or_default();
             self.backend.tell_cluster(|| Request::Leave { room: room.clone(), uid: uid.clone() });
+            self.webhooks.stage(&Event::Leave { room: room.as_str(), uid: &uid, user: &name });
             if announce {
                 let frame = Self::system_frame(room, SystemEvent::Leave, UserRef { id: &uid, name: &name }, None);
                 self.stage_room(room, &frame, None);

@@ -26,6 +26,7 @@ use super::commands::JoinReply;
 use super::history::Stored;
 use super::state::{new_history, now_ms};
 use super::Dispatcher;
+use crate::api::webhooks::Event;
 use crate::delivery::outbox::ConnId;
 use crate::protocol::wire;
 use crate::protocol::{ErrorCode, ProtocolError, RoomName, ServerMsg, SystemEvent, User};
@@ -131,8 +132,9 @@ impl Dispatcher {
 
     fn on_appended(&mut self, conn: ConnId, room: &RoomName, id: Option<String>, result: Result<Appended, String>) {
         let (seq, dup) = match result {
-            Ok(Appended::Stored { seq, .. }) => {
+            Ok(Appended::Stored { seq, json }) => {
                 self.metrics.messages_accepted.fetch_add(1, Relaxed);
+                self.stage_message_event(room, seq, &json);
                 (seq, false)
             }
             Ok(Appended::Duplicate { seq }) => {
@@ -148,6 +150,28 @@ impl Dispatcher {
         let (Some(id), Some(client)) = (id, self.clients.get(&conn)) else { return };
         let conn = client.conn.clone();
         self.stage(&conn, wire::encode(&ServerMsg::Ack { id: &id, room: room.as_str(), seq, dup }));
+    }
+
+    /// Webhook events for a message this instance stored: only the instance that
+    /// stored it tells the receivers, so each is told once however many instances run.
+    fn stage_message_event(&mut self, room: &RoomName, seq: u64, json: &[u8]) {
+        #[derive(serde::Deserialize)]
+        struct Stored<'a> {
+            #[serde(borrow)]
+            user: std::borrow::Cow<'a, str>,
+            #[serde(borrow)]
+            uid: std::borrow::Cow<'a, str>,
+            #[serde(borrow)]
+            text: std::borrow::Cow<'a, str>,
+        }
+        if !self.webhooks.enabled() {
+            return;
+        }
+        let Ok(m) = serde_json::from_slice::<Stored>(json) else { return };
+        if seq == 1 {
+            self.webhooks.stage(&Event::RoomCreated { room: room.as_str() });
+        }
+        self.webhooks.stage(&Event::Message { room: room.as_str(), seq, user: &m.user, uid: &m.uid, text: &m.text });
     }
 
     fn on_history(

@@ -1,0 +1,220 @@
+//! Webhooks against a real HTTP receiver: every event arrives signed, in seq order per
+//! room, after the receiver's failures; and events a receiver never takes are dropped
+//! after the retry window, counted and logged.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{http_get, wait_until, TestServer};
+use crossbeam_channel::{unbounded, Receiver};
+use natter::api::webhooks::{signature, WebhookConfig};
+use serde_json::Value;
+
+const SECRET: &[u8] = b"test-webhook-secret";
+
+/// A receiver on port 0 that answers 500 to its first `fail_first` POSTs, then 204,
+/// and passes on each accepted body with whether its signature was valid.
+fn receiver(fail_first: usize) -> (String, Receiver<(bool, Value)>, Arc<AtomicUsize>) {
+    let server = tiny_http::Server::http("127.0.0.1:0").expect("receiver");
+    let url = format!("http://{}/hook", server.server_addr().to_ip().unwrap());
+    let (tx, rx) = unbounded();
+    let posts = Arc::new(AtomicUsize::new(0));
+    let seen = posts.clone();
+    std::thread::spawn(move || {
+        for mut req in server.incoming_requests() {
+            let n = seen.fetch_add(1, Ordering::SeqCst);
+            if n < fail_first {
+                let _ = req.respond(tiny_http::Response::empty(500));
+                continue;
+            }
+            let headers: Vec<(String, String)> =
+                req.headers().iter().map(|h| (h.field.to_string().to_ascii_lowercase(), h.value.to_string())).collect();
+            let header = |name: &str| headers.iter().find(|(f, _)| f == name).map(|(_, v)| v.clone());
+            let (ts, sig) = (header("x-natter-timestamp"), header("x-natter-signature"));
+            let mut body = Vec::new();
+            req.as_reader().read_to_end(&mut body).unwrap();
+            let valid = match (ts.and_then(|t| t.parse::<u64>().ok()), sig) {
+                (Some(ts), Some(sig)) => signature(SECRET, ts, &body) == sig,
+                _ => false,
+            };
+            let _ = req.respond(tiny_http::Response::empty(204));
+            let _ = tx.send((valid, serde_json::from_slice(&body).expect("a JSON body")));
+        }
+    });
+    (url, rx, posts)
+}
+
+fn hooks(url: &str, retry: Duration) -> WebhookConfig {
+    WebhookConfig { urls: vec![url.to_owned()], secret: SECRET.to_vec(), retry, queue: 10_000 }
+}
+
+#[test]
+fn every_event_arrives_signed_and_in_order_per_room_after_failures() {
+    let (url, bodies, posts) = receiver(3);
+    let server = TestServer::start_with(|c| c.webhooks = hooks(&url, Duration::from_secs(60)));
+    let mut a = server.connect("ann");
+    let mut b = server.connect("bob");
+    a.join("alpha", None);
+    b.join("beta", None);
+    for i in 0..20 {
+        a.post("alpha", &format!("a{i}"), &format!("a-{i}"));
+        b.post("beta", &format!("b{i}"), &format!("b-{i}"));
+    }
+
+    let mut events: Vec<Value> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while events.iter().filter(|e| e["type"] == "message").count() < 40 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (valid, body) = bodies.recv_timeout(left).expect("all 40 message events within 20 s");
+        assert!(valid, "every delivery carries a valid signature");
+        events.extend(body["events"].as_array().expect("events array").iter().cloned());
+    }
+    assert!(posts.load(Ordering::SeqCst) > 3, "the first three deliveries were refused and retried");
+
+    let mut seqs: HashMap<&str, Vec<u64>> = HashMap::new();
+    let mut ids = std::collections::HashSet::new();
+    for e in &events {
+        assert!(ids.insert(e["id"].as_str().expect("an id").to_owned()), "each event is delivered once: {e}");
+        assert!(e["ts"].as_u64().is_some());
+        if e["type"] == "message" {
+            seqs.entry(e["room"].as_str().unwrap()).or_default().push(e["seq"].as_u64().unwrap());
+        }
+    }
+    let in_order: Vec<u64> = (1..=20).collect();
+    assert_eq!(seqs["alpha"], in_order);
+    assert_eq!(seqs["beta"], in_order);
+    let kinds: Vec<(&str, &str)> = events
+        .iter()
+        .filter(|e| e["type"] != "message")
+        .map(|e| (e["type"].as_str().unwrap(), e["room"].as_str().unwrap()))
+        .collect();
+    for expected in [("join", "alpha"), ("join", "beta"), ("room.created", "alpha"), ("room.created", "beta")] {
+        assert!(kinds.contains(&expected), "{expected:?} in {kinds:?}");
+    }
+    let first_alpha_msg = events.iter().position(|e| e["type"] == "message" && e["room"] == "alpha").unwrap();
+    let created = events.iter().position(|e| e["type"] == "room.created" && e["room"] == "alpha").unwrap();
+    assert!(created < first_alpha_msg, "room.created precedes the room's first message");
+
+    // A leave is told too.
+    drop(b);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = bodies.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("a leave");
+        if body["events"].as_array().unwrap().iter().any(|e| e["type"] == "leave" && e["uid"] == "u-bob") {
+            break;
+        }
+    }
+    let metrics = server.metrics();
+    assert!(metrics.contains("natter_webhook_events_dropped_total 0"), "{metrics}");
+    assert!(!metrics.contains("natter_webhook_posts_failed_total 0\n"), "the failures were counted");
+}
+
+#[test]
+fn a_slow_receiver_never_slows_the_chat() {
+    // A receiver that takes 3 s per POST: posts and their acks must not wait for it.
+    let server_http = tiny_http::Server::http("127.0.0.1:0").expect("receiver");
+    let url = format!("http://{}/hook", server_http.server_addr().to_ip().unwrap());
+    std::thread::spawn(move || {
+        for req in server_http.incoming_requests() {
+            std::thread::sleep(Duration::from_secs(3));
+            let _ = req.respond(tiny_http::Response::empty(204));
+        }
+    });
+    let server = TestServer::start_with(|c| c.webhooks = hooks(&url, Duration::from_secs(60)));
+    let mut a = server.connect("ann");
+    a.join("r", None);
+    let started = Instant::now();
+    for i in 0..20 {
+        let ack = a.post("r", "hello", &format!("m{i}"));
+        assert_eq!(ack["seq"], i + 1);
+    }
+    // Twenty acks behind a 3 s receiver would take a minute if they waited on it.
+    assert!(started.elapsed() < Duration::from_secs(3), "acks did not wait for the receiver");
+}
+
+#[test]
+fn events_past_the_retry_window_are_dropped_counted_and_logged() {
+    // Nothing listens on this port: every POST fails at once.
+    let dead = format!("http://127.0.0.1:{}/hook", common::free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let mut child = Command::new(common::natter_bin())
+        .args(["serve", "--bind", "127.0.0.1", "--http-port", "0", "--ws-port", "0", "--log-level", "info"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--webhook", &dead, "--webhook-retry-minutes", "0.02"])
+        .arg("--webhook-secret-file")
+        .arg(&secret)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn natter");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = |key: &str| -> std::net::SocketAddr {
+        let v = line.split_whitespace().find_map(|w| w.strip_prefix(key)).expect("address");
+        v.trim_start_matches("http://").trim_start_matches("ws://").trim_end_matches("/ws").parse().unwrap()
+    };
+    let (http, ws) = (addr("http="), addr("ws="));
+    let (log_tx, log) = unbounded();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = log_tx.send(l);
+        }
+    });
+
+    let mut c = common::Client::connect(&format!("ws://{ws}/ws?name=ann"));
+    c.join("r", None);
+    c.post("r", "into the void", "v1");
+    wait_until(
+        || {
+            http_get(http, "/metrics")
+                .1
+                .lines()
+                .any(|l| l.starts_with("natter_webhook_events_dropped_total ") && !l.ends_with(" 0"))
+        },
+        "the undeliverable events to be dropped",
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let logged = std::iter::from_fn(|| log.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok())
+        .any(|l| l.contains("dropped") && l.contains("undelivered"));
+    assert!(logged, "the drop is logged");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn a_webhook_url_that_is_not_http_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let out = Command::new(common::natter_bin())
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1",
+            "--http-port",
+            "0",
+            "--ws-port",
+            "0",
+            "--webhook",
+            "ftp://example.com/x",
+        ])
+        .arg("--webhook-secret-file")
+        .arg(&secret)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .expect("run natter");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("only http:// and https://"), "{err}");
+}
