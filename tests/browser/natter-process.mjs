@@ -68,6 +68,7 @@ export async function startServer(cleanup, options = {}) {
     heartbeatIntervalMs: options.heartbeatIntervalMs ?? 1000,
     heartbeatTimeoutMs: options.heartbeatTimeoutMs ?? 3000,
     publicWsUrl: options.publicWsUrl,
+    www: options.www ?? path.join(REPO_ROOT, 'www'),
     extraArgs: options.extraArgs ?? [],
   };
   const server = new NatterProcess(opts);
@@ -99,7 +100,7 @@ export class NatterProcess {
       '--http-port', String(o.httpPort),
       '--ws-port', String(o.wsPort),
       '--data-dir', o.dataDir,
-      '--www', path.join(REPO_ROOT, 'www'),
+      '--www', o.www,
       '--heartbeat-interval-ms', String(o.heartbeatIntervalMs),
       '--heartbeat-timeout-ms', String(o.heartbeatTimeoutMs),
     ];
