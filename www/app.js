@@ -1,20 +1,21 @@
-// natter page: wires the connection, the rooms and the outbox to the DOM.
+// natter page: wires the client library (js/natter-client.js) to the DOM.
 //
-// Flow per socket: welcome → join every room (with `since` = last seq seen
-// when resuming) → joined (presence) → history (rendered before anything
-// live) → only then this room's outbox is sent, oldest first, each with the
-// client id it was given when typed, so a re-send is de-duplicated by the
-// server and merged here by id.
+// The library does everything on the wire: reconnecting, the heartbeat,
+// joining every room (with `since` when resuming), and sending the unsent
+// messages, oldest first, each with the id it was given when typed, once the
+// room's history is in. This file only turns its events into DOM (js/room.js
+// draws a room) and the user's actions into its calls. It must never build
+// protocol frames itself.
 
-import { Connection } from './js/connection.js';
-import { Outbox } from './js/outbox.js';
+import { NatterClient, ROOM_NAME } from './js/natter-client.js';
 import { Room } from './js/room.js';
 import { loadJson, saveJson, loadString, saveString } from './js/storage.js';
 
 const TYPING_THROTTLE_MS = 3000;
 const DEFAULT_ROOM = 'lobby';
-const ROOM_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
-const KEYS = { name: 'natter.name', token: 'natter.token', rooms: 'natter.rooms', active: 'natter.active' };
+// `unsent` keeps the key the page used before the library, so messages
+// saved by an older page are still sent.
+const KEYS = { name: 'natter.name', token: 'natter.token', rooms: 'natter.rooms', active: 'natter.active', unsent: 'natter.outbox' };
 const ERROR_TEXT = {
   rate_limited: 'Not sent: you are sending too fast.',
   too_long: 'Not sent: the message is too long.',
@@ -31,13 +32,11 @@ const state = {
   maxText: 4000,
   rooms: new Map(),
   active: null,
-  sentOnThisSocket: new Set(),
   typingSentAt: new Map(),
   statusDetail: { state: 'idle', reason: '', retryAt: null },
 };
 
-const outbox = new Outbox();
-const connection = new Connection({ credentials: readCredentials });
+let client = null; // the NatterClient, made in boot() once the saved rooms are known
 
 // ---------- rooms ----------
 
@@ -62,20 +61,16 @@ function saveRoomList() {
 
 function joinRoom(name) {
   const room = ensureRoom(name);
-  room.joined = false;
-  const frame = { type: 'join', room: name };
-  if (room.resumable) frame.since = room.lastSeq;
-  connection.send(frame);
+  client.join(name);
   return room;
 }
 
 function leaveRoom(name) {
   const room = state.rooms.get(name);
   if (!room) return;
-  connection.send({ type: 'leave', room: name });
+  client.leave(name);
   room.destroy();
   state.rooms.delete(name);
-  outbox.dropRoom(name);
   saveRoomList();
   if (state.active === name) setActive(state.rooms.keys().next().value ?? null);
   else renderRoomList();
@@ -109,88 +104,82 @@ function withScroll(room, change) {
 
 // ---------- sending ----------
 
-function flushOutbox(room) {
-  if (!room.joined) return;
-  for (const entry of outbox.forRoom(room.name)) {
-    if (state.sentOnThisSocket.has(entry.id)) continue;
-    if (!connection.send({ type: 'msg', room: entry.room, text: entry.text, id: entry.id })) return;
-    state.sentOnThisSocket.add(entry.id);
-  }
-}
-
 function queueMessage(roomName, text) {
   const room = ensureRoom(roomName);
-  const entry = outbox.add(roomName, text);
+  const entry = client.send(roomName, text);
   withScroll(room, () => {
     room.addPending(entry, state.me);
     return true;
   });
   room.scrollToBottom();
-  flushOutbox(room);
 }
 
 function sendTyping() {
   const room = state.rooms.get(state.active);
-  if (!room || !room.joined) return;
+  if (!room) return;
   const now = Date.now();
   if (now - (state.typingSentAt.get(room.name) ?? 0) < TYPING_THROTTLE_MS) return;
-  if (connection.send({ type: 'typing', room: room.name })) state.typingSentAt.set(room.name, now);
+  if (client.typing(room.name)) state.typingSentAt.set(room.name, now);
 }
 
-// ---------- frames from the server ----------
+// ---------- events from the client library ----------
 
 function onWelcome(frame) {
   state.me = frame.user;
   state.maxText = frame.limits?.max_text ?? state.maxText;
-  state.sentOnThisSocket.clear();
   $('me-name').textContent = state.me.name;
   $('me-section').hidden = false;
-  $('nick-form').hidden = connection.auth !== 'open';
+  $('nick-form').hidden = client.auth !== 'open';
   hideNotice();
   updateCounter();
-  for (const name of state.rooms.keys()) joinRoom(name);
 }
 
+// Each takes the event's detail and the page's Room for detail.room (which
+// exists: the page and the library add and drop rooms together).
 const handlers = {
-  joined(frame, room) {
-    room.setUsers(frame.users ?? []);
+  joined({ users }, room) {
+    room.setUsers(users);
     if (room.name === state.active) renderPeople();
   },
 
-  history(frame, room) {
-    const resumed = room.resumable;
+  history({ messages, complete, resumed }, room) {
     withScroll(room, () => {
-      if (frame.complete === false) room.addNote('Some older messages are no longer available.', 'gap-note');
+      if (!complete) room.addNote('Some older messages are no longer available.', 'gap-note');
       let added = 0;
-      for (const msg of frame.messages ?? []) {
-        if (msg.id) settleOwn(room, msg.id, msg.seq);
+      for (const msg of messages) {
         if (room.addMessage(msg, state.me)) {
           added += 1;
           if (resumed && msg.uid !== state.me?.id) countUnread(room);
         }
       }
-      return added > 0 || frame.complete === false;
+      return added > 0 || !complete;
     });
-    room.joined = true;
-    room.resumable = true;
-    flushOutbox(room);
   },
 
-  msg(frame, room) {
-    if (frame.id && outbox.get(frame.id)) settleOwn(room, frame.id, frame.seq);
+  message(frame, room) {
     withScroll(room, () => room.addMessage(frame, state.me));
     if (frame.uid === state.me?.id) return;
     countUnread(room);
     if (room.name === state.active) announce(`${frame.user}: ${frame.text}`);
   },
 
-  ack(frame, room) {
-    settleOwn(room, frame.id, frame.seq);
+  /** Our message `id` is now `seq` on the server (ack, or its copy came back first). */
+  ack({ id, seq }, room) {
+    withScroll(room, () => {
+      room.settle(id, seq);
+      return false;
+    });
   },
 
-  system(frame, room) {
-    const { event, user } = frame;
-    const mine = user?.id === state.me?.id;
+  failed(entry, room) {
+    room.fail(entry.id, ERROR_TEXT[entry.code] ?? `Not sent: ${entry.message ?? entry.code}`, () => {
+      queueMessage(entry.room, entry.text);
+    });
+  },
+
+  presence({ change }, room) {
+    if (change === null) return; // the joined snapshot: handled by `joined`
+    const { event, user, mine } = change;
     if (event === 'join') {
       room.users.set(user.id, user.name);
       if (!mine) room.addNote(`${user.name} joined`);
@@ -207,40 +196,14 @@ const handlers = {
     if (room.name === state.active) renderPeople();
   },
 
-  typing(frame, room) {
-    if (frame.user?.id !== state.me?.id) room.showTyping(frame.user);
-  },
-
-  error(frame) {
-    const entry = frame.ref ? outbox.take(frame.ref) : undefined;
-    if (entry) {
-      state.sentOnThisSocket.delete(entry.id);
-      const room = state.rooms.get(entry.room);
-      room?.fail(entry.id, ERROR_TEXT[frame.code] ?? `Not sent: ${frame.message ?? frame.code}`, () => {
-        queueMessage(entry.room, entry.text);
-      });
-      return;
-    }
-    showNotice(`Server: ${frame.message || frame.code}`);
+  typing({ user }, room) {
+    room.showTyping(user);
   },
 };
 
-/** Our message `id` is now `seq` on the server: it leaves the outbox for good. */
-function settleOwn(room, id, seq) {
-  outbox.take(id);
-  state.sentOnThisSocket.delete(id);
-  withScroll(room, () => {
-    room.settle(id, seq);
-    return false;
-  });
-}
-
-function onFrame(frame) {
-  const handler = handlers[frame.type];
-  if (!handler) return;
-  const room = frame.room === undefined ? null : state.rooms.get(frame.room);
-  if (frame.room !== undefined && !room) return; // a room we have since left
-  handler(frame, room);
+function onRoomEvent(name, detail) {
+  const room = state.rooms.get(detail.room);
+  if (room) handlers[name](detail, room); // else: a room we have since left
 }
 
 function countUnread(room) {
@@ -252,7 +215,7 @@ function countUnread(room) {
 function renameMe(name) {
   state.me = { ...state.me, name };
   $('me-name').textContent = name;
-  if (connection.auth === 'open') saveString(localStorage, KEYS.name, name);
+  if (client.auth === 'open') saveString(localStorage, KEYS.name, name);
 }
 
 // ---------- credentials ----------
@@ -291,7 +254,7 @@ function submitLogin(event) {
     saveString(localStorage, KEYS.name, name);
   }
   $('login').hidden = true;
-  connection.start();
+  client.connect();
 }
 
 // ---------- rendering ----------
@@ -402,7 +365,7 @@ function closeSidebar() {
 
 function bindUi() {
   $('login-form').addEventListener('submit', submitLogin);
-  $('retry-now').addEventListener('click', () => connection.retryNow());
+  $('retry-now').addEventListener('click', () => client.retryNow());
 
   $('join-form').addEventListener('submit', (event) => {
     event.preventDefault();
@@ -418,7 +381,7 @@ function bindUi() {
     event.preventDefault();
     const name = $('nick-input').value.trim();
     if (!name) return;
-    if (connection.send({ type: 'nick', name })) $('nick-input').value = '';
+    if (client.nick(name)) $('nick-input').value = '';
   });
 
   const input = $('composer-input');
@@ -468,26 +431,38 @@ function boot() {
   bindUi();
   const saved = loadJson(localStorage, KEYS.rooms, [DEFAULT_ROOM]);
   const names = Array.isArray(saved) ? saved.filter((n) => typeof n === 'string' && ROOM_NAME.test(n)) : [];
-  for (const name of names) ensureRoom(name);
-  for (const entry of outbox.entries) ensureRoom(entry.room).addPending(entry, state.me);
+  client = new NatterClient({
+    url: window.location.href,
+    credentials: readCredentials,
+    rooms: names,
+    storage: localStorage,
+    unsentKey: KEYS.unsent,
+  });
+  // The library adds the rooms of unsent messages to its own list; show them all.
+  for (const name of client.rooms) ensureRoom(name);
+  for (const entry of client.unsent()) ensureRoom(entry.room).addPending(entry, state.me);
   const active = loadString(localStorage, KEYS.active);
   setActive(state.rooms.has(active) ? active : (state.rooms.keys().next().value ?? null));
   updateCounter();
 
-  connection.addEventListener('state', (event) => {
-    state.statusDetail = event.detail;
+  client.on('state', (detail) => {
+    state.statusDetail = detail;
     renderStatus();
   });
-  connection.addEventListener('welcome', (event) => onWelcome(event.detail));
-  connection.addEventListener('frame', (event) => onFrame(event.detail));
-  connection.addEventListener('down', () => {
-    for (const room of state.rooms.values()) room.joined = false;
+  client.on('welcome', onWelcome);
+  for (const name of Object.keys(handlers)) client.on(name, (detail) => onRoomEvent(name, detail));
+  client.on('error', ({ code, message }) => showNotice(`Server: ${message || code}`));
+  client.on('credentials-needed', showLogin);
+  // What only a browser knows: the network came back, or the tab is seen again.
+  window.addEventListener('online', () => client.networkChanged(true));
+  window.addEventListener('offline', () => client.networkChanged(false));
+  document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState === 'visible') client.retryNow();
   });
-  connection.addEventListener('credentials-needed', (event) => showLogin(event.detail));
   setInterval(() => {
     if (state.statusDetail.state === 'reconnecting') renderStatus();
   }, 250);
-  connection.start();
+  client.connect();
 }
 
 boot();

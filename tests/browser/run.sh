@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Runs the browser tests: headless Chromium (Debian's package) drives the page
-# in www/ against the real natter binary. Installs what is missing first.
+# Runs the browser tests (headless Chromium, Debian's package, drives the page
+# in www/) and the client-library tests (tests/client/, the library in Node),
+# all against the real natter binary. Installs what is missing first.
 #   NATTER_BIN  the server binary (default: target/release/natter, from the repo root)
-#   arguments: test files to run instead of all (tests/browser/*.test.mjs)
+#   arguments: test files to run instead of all (tests/browser/*.test.mjs tests/client/*.test.mjs)
 set -euo pipefail
 
 # Test files given as arguments are relative to where run.sh was called from.
@@ -31,8 +32,15 @@ if [[ ! -d "$here/node_modules/playwright-core" ]]; then
   echo "run.sh: installing playwright-core (npm ci)" >&2
   (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
 fi
+client_tests="$root/tests/client"
+if [[ ! -d "$client_tests/node_modules/ws" ]]; then
+  echo "run.sh: installing ws for the client-library tests (npm ci)" >&2
+  (cd "$client_tests" && npm ci --no-audit --no-fund --loglevel=error)
+fi
 
 mkdir -p "$root/artifacts/screenshots"
-cd "$here"
-if [[ ${#args[@]} -eq 0 ]]; then args=(./*.test.mjs); fi
+# From tests/client, so the library (which looks for ws from the current
+# directory too) finds the ws installed there. One run, one summary.
+cd "$client_tests"
+if [[ ${#args[@]} -eq 0 ]]; then args=("$here"/*.test.mjs "$client_tests"/*.test.mjs); fi
 exec node --test --test-concurrency=1 "${args[@]}"

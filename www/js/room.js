@@ -1,5 +1,6 @@
 // One room as the page sees it: what it has shown (by seq, so nothing is shown
 // twice), who is present, who is typing, and the <ol> that displays it.
+// Must never: talk to the server (natter-client.js does; app.js passes on).
 //
 // Messages with a seq stay sorted by seq; the user's own unacknowledged
 // messages (no seq yet) sit after them, in the order they were typed, until
@@ -20,8 +21,6 @@ export class Room {
     this.users = new Map();
     this.typing = new Map();
     this.unread = 0;
-    this.joined = false; // history received on the current socket
-    this.resumable = false; // lastSeq is meaningful for `since`
     this.onTypingChange = () => {};
 
     this.pane = document.createElement('ol');

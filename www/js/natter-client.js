@@ -1,0 +1,676 @@
+// natter-client: everything a page or a bot does over natter's wire protocol
+// (docs/PROTOCOL.md), with no DOM, so it runs unchanged in browsers and in
+// Node 20+. API reference: docs/CLIENT.md.
+//
+// Owns: one logical connection that survives sockets dying (config fetch,
+// reconnect with exponential backoff and full jitter, an app-level heartbeat
+// for half-open sockets), the rooms joined and the last seq seen in each
+// (resume with `since`, nothing shown twice), presence lists, and the unsent
+// messages, re-sent with their first id after every reconnect until acked.
+// Must never: touch the DOM, window or document (the page wires those in),
+// invent frames the protocol does not have, or give an unsent message a new id.
+
+import { Backoff } from './backoff.js';
+import { Emitter } from './emitter.js';
+import { MemoryStorage, isStorage } from './storage.js';
+import { DEFAULT_UNSENT_KEY, Unsent } from './unsent.js';
+
+export const EVENTS = [
+  'state', // {state, reason, retryAt}: idle · connecting · online · reconnecting · offline · closed
+  'welcome', // the welcome frame, once per socket
+  'joined', // {room, head, users, users_total}
+  'history', // {room, messages, complete, resumed}: messages not seen before, oldest first
+  'message', // a live msg frame not seen before
+  'ack', // {id, room, seq, dup}: an unsent message is now stored; once per message
+  'failed', // {id, room, text, ts, code, message}: the server refused an unsent message for good
+  'presence', // {room, users, change}: who is here; change is null or {event, user, before, mine}
+  'typing', // {room, user}: someone else is typing
+  'error', // {code, message, ref}: a server error not about an unsent message, or a client one
+  'down', // {code, reason}: the socket that had said welcome is gone
+  'credentials-needed', // {auth, reason}: give a name/token, then call connect() again
+  'frame', // every frame from the server, before it is handled
+];
+
+export const ROOM_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+const MAX_NAME = 32;
+const DEFAULT_MAX_TEXT = 4000;
+const STABLE_AFTER_MS = 10000;
+const OPEN_TIMEOUT_MS = 10000;
+// A token the server keeps refusing before the upgrade is most likely bad or
+// expired; a browser cannot see the 401, so it counts failures instead.
+const TOKEN_REFUSALS_BEFORE_ASKING = 3;
+// `unavailable` (Redis down) means "retry with the same id": wait this long.
+const UNAVAILABLE_RETRY_MS = 1000;
+
+export class NatterClient {
+  /**
+   * @param {object} options see docs/CLIENT.md
+   * @param {string} [options.url] http(s) URL of the server (its /config.json is read) or ws(s) URL of /ws
+   * @param {string} [options.name] display name (open mode)
+   * @param {string} [options.token] JWT (token mode)
+   * @param {(auth: 'open'|'token') => ({name: string}|{token: string}|null)} [options.credentials]
+   * @param {string[]} [options.rooms] rooms to join (default: none)
+   * @param {Storage} [options.storage] where unsent messages are kept (default: memory)
+   */
+  constructor(options = {}) {
+    if (options === null || typeof options !== 'object') throw new TypeError('NatterClient: options must be an object');
+    const known = ['url', 'name', 'token', 'credentials', 'rooms', 'storage', 'unsentKey', 'WebSocket', 'fetch',
+      'backoff', 'openTimeoutMs', 'stableAfterMs', 'online'];
+    const unknown = Object.keys(options).filter((key) => !known.includes(key));
+    if (unknown.length > 0) throw new TypeError(`NatterClient: unknown option(s) ${unknown.join(', ')}; known: ${known.join(', ')}`);
+
+    this.url = parseServerUrl(options.url ?? globalThis.location?.href);
+    this.credentials = pickCredentials(options);
+    if (options.storage !== undefined && !isStorage(options.storage)) {
+      throw new TypeError('NatterClient: storage must have getItem, setItem and removeItem (localStorage, MemoryStorage, FileStorage)');
+    }
+    this.unsentStore = new Unsent(options.storage ?? new MemoryStorage(), options.unsentKey ?? DEFAULT_UNSENT_KEY);
+    for (const name of ['WebSocket', 'fetch', 'online']) {
+      if (options[name] !== undefined && typeof options[name] !== 'function') {
+        throw new TypeError(`NatterClient: ${name} must be a function`);
+      }
+    }
+    this.WebSocketClass = options.WebSocket ?? null;
+    this.fetchFn = options.fetch ?? null;
+    this.isOnline = options.online ?? (() => globalThis.navigator?.onLine !== false);
+    this.backoff = new Backoff(options.backoff ?? {});
+    this.openTimeoutMs = positive(options.openTimeoutMs ?? OPEN_TIMEOUT_MS, 'openTimeoutMs');
+    this.stableAfterMs = positive(options.stableAfterMs ?? STABLE_AFTER_MS, 'stableAfterMs');
+
+    this.events = new Emitter(EVENTS);
+    this.roomStates = new Map();
+    const rooms = options.rooms ?? [];
+    if (!Array.isArray(rooms)) throw new TypeError('NatterClient: rooms must be an array of room names');
+    for (const room of rooms) this.addRoom(checkRoom(room));
+    // A message typed for a room must reach it even if the caller forgot the room.
+    for (const entry of this.unsentStore.entries) if (ROOM_NAME.test(entry.room)) this.addRoom(entry.room);
+
+    this.state = 'idle';
+    this.auth = null;
+    this.me = null;
+    this.limits = { max_text: DEFAULT_MAX_TEXT };
+    this.ws = null;
+    this.running = false;
+    this.refusals = 0;
+    this.attempts = 0;
+    this.timers = {};
+    this.retryAt = null;
+    this.sentOnThisSocket = new Set();
+    this.lastSocketError = '';
+  }
+
+  // ---------- events ----------
+
+  on(name, fn) { return this.events.on(name, fn); }
+  off(name, fn) { this.events.off(name, fn); }
+  once(name, fn) { return this.events.once(name, fn); }
+  /** A promise of the next `name` event whose detail passes `filter`. */
+  next(name, filter) { return this.events.next(name, filter); }
+
+  // ---------- connection ----------
+
+  /** Begins (or resumes) connecting; a no-op while a socket is up or opening. */
+  connect() {
+    this.running = true;
+    if (this.ws === null && this.state !== 'connecting') this.attempt();
+    return this;
+  }
+
+  /** Retries at once if waiting for a retry; otherwise nothing. */
+  retryNow() {
+    if (!this.running || this.ws !== null || this.state === 'connecting') return;
+    this.attempt();
+  }
+
+  /**
+   * Tells the client what the runtime knows of the network (a browser's
+   * online/offline events): back online retries at once; offline while
+   * waiting to retry says so in the state.
+   */
+  networkChanged(online) {
+    if (online) this.retryNow();
+    else if (this.state === 'reconnecting') this.setState('offline', 'no network', this.retryAt);
+  }
+
+  /** Closes the socket and stops reconnecting. Unsent messages stay in storage. */
+  close() {
+    this.running = false;
+    for (const name of Object.keys(this.timers)) this.clearTimer(name);
+    const ws = this.ws;
+    const welcomed = this.state === 'online';
+    this.detach();
+    if (ws !== null) {
+      try {
+        ws.close(1000);
+      } catch {
+        // Already closing or never opened: gone either way.
+      }
+      if (welcomed) this.events.emit('down', { code: 1000, reason: 'closed by the client' });
+    }
+    this.setState('closed');
+  }
+
+  // ---------- rooms ----------
+
+  /** Names of the rooms this client is in (or will be, once connected). */
+  get rooms() {
+    return [...this.roomStates.keys()];
+  }
+
+  /** What the client knows of a room: {name, joined, lastSeq, users: Map(id → name)}, or undefined. */
+  room(name) {
+    const room = this.roomStates.get(name);
+    if (!room) return undefined;
+    return { name: room.name, joined: room.joined, lastSeq: room.lastSeq, users: new Map(room.users) };
+  }
+
+  /** Joins `room` now if online, else on every (re)connect. Joining again is a no-op. */
+  join(name) {
+    checkRoom(name);
+    if (this.roomStates.has(name)) return;
+    this.sendJoin(this.addRoom(name));
+  }
+
+  /** Leaves `room`; its unsent messages are dropped and returned. */
+  leave(name) {
+    checkRoom(name);
+    if (!this.roomStates.has(name)) return [];
+    this.sendFrame({ type: 'leave', room: name });
+    this.roomStates.delete(name);
+    return this.unsentStore.dropRoom(name);
+  }
+
+  // ---------- sending ----------
+
+  /**
+   * Posts `text` to `room`: stored as unsent at once, sent when the room is
+   * joined, re-sent with the same id after each reconnect until acked.
+   * Returns the entry {id, room, text, ts}.
+   */
+  send(room, text) {
+    checkRoom(room);
+    if (typeof text !== 'string') throw new TypeError(`send: text must be a string, got ${typeof text}`);
+    if (text.trim() === '') throw new RangeError('send: text is blank');
+    const length = [...text].length;
+    const max = this.limits.max_text;
+    if (length > max) throw new RangeError(`send: text is ${length} characters, the server takes at most ${max}`);
+    if (!this.roomStates.has(room)) this.join(room);
+    const entry = this.unsentStore.add(room, text);
+    this.flush(this.roomStates.get(room));
+    return { ...entry };
+  }
+
+  /** Unsent messages (all, or one room's), oldest first. */
+  unsent(room) {
+    const entries = room === undefined ? this.unsentStore.entries : this.unsentStore.forRoom(room);
+    return entries.map((entry) => ({ ...entry }));
+  }
+
+  /** Forgets an unsent message (it may still arrive if it was already sent). */
+  discard(id) {
+    this.sentOnThisSocket.delete(id);
+    return this.unsentStore.take(id);
+  }
+
+  /** Tells the room's other members we are typing; false if not sent. */
+  typing(room) {
+    checkRoom(room);
+    if (!this.roomStates.get(room)?.joined) return false;
+    return this.sendFrame({ type: 'typing', room });
+  }
+
+  /** Changes the display name (open mode); false if not connected. */
+  nick(name) {
+    if (typeof name !== 'string' || name.trim() === '') throw new TypeError('nick: name must be a non-blank string');
+    if ([...name.trim()].length > MAX_NAME) throw new RangeError(`nick: name is longer than ${MAX_NAME} characters`);
+    return this.sendFrame({ type: 'nick', name: name.trim() });
+  }
+
+  /** Sends one raw protocol frame; false when there is no open, welcomed socket. */
+  sendFrame(frame) {
+    if (this.ws === null || this.ws.readyState !== 1 || this.state !== 'online') return false;
+    this.ws.send(JSON.stringify(frame));
+    return true;
+  }
+
+  // ---------- internals: connecting ----------
+
+  setState(state, reason = '', retryAt = null) {
+    this.state = state;
+    this.events.emit('state', { state, reason, retryAt });
+  }
+
+  async attempt() {
+    this.clearTimer('retry');
+    this.setState('connecting');
+    // Each await below may outlive a close() or a newer attempt: only the latest goes on.
+    const attempt = ++this.attempts;
+    const current = () => this.running && attempt === this.attempts;
+    let WebSocketClass;
+    try {
+      WebSocketClass = await this.webSocketClass();
+    } catch (error) {
+      this.running = false;
+      this.setState('offline', error.message);
+      this.events.emit('error', { code: 'no_websocket', message: error.message, ref: null });
+      return;
+    }
+    if (!current()) return;
+    let wsUrl = this.url.href;
+    if (this.url.kind === 'http') {
+      let config;
+      try {
+        const fetchFn = this.fetchFn ?? globalThis.fetch;
+        const response = await fetchFn(new URL('/config.json', this.url.href).href, { cache: 'no-store' });
+        if (!response.ok) throw new Error(`config.json: HTTP ${response.status}`);
+        config = await response.json();
+        if (typeof config?.ws_url !== 'string') throw new Error('config.json has no ws_url');
+      } catch {
+        if (current()) this.scheduleRetry('server unreachable');
+        return;
+      }
+      if (!current()) return;
+      this.auth = config.auth === 'token' ? 'token' : 'open';
+      wsUrl = config.ws_url;
+    } else {
+      this.auth = this.credentials.token !== undefined ? 'token' : 'open';
+    }
+    const credentials = this.credentials.resolve(this.auth);
+    if (credentials === null) {
+      this.askForCredentials('');
+      return;
+    }
+    let url;
+    try {
+      url = buildUrl(wsUrl, credentials, this.url.href);
+    } catch {
+      this.scheduleRetry('bad server address');
+      return;
+    }
+    this.openSocket(WebSocketClass, url);
+  }
+
+  async webSocketClass() {
+    this.WebSocketClass ??= await loadWebSocket();
+    return this.WebSocketClass;
+  }
+
+  openSocket(WebSocketClass, url) {
+    let ws;
+    try {
+      ws = new WebSocketClass(url);
+    } catch (error) {
+      this.scheduleRetry(`bad server address: ${error.message}`);
+      return;
+    }
+    this.ws = ws;
+    this.lastSocketError = '';
+    let welcomed = false;
+    this.setTimer('open', this.openTimeoutMs, () => this.abandon('timed out while connecting', welcomed));
+    ws.onmessage = (event) => {
+      const frame = parseFrame(event.data);
+      if (frame === null) {
+        this.events.emit('error', { code: 'bad_frame', message: 'the server sent a frame that is not a JSON object with a type', ref: null });
+        return;
+      }
+      if (frame.type === 'welcome') welcomed = true;
+      this.onFrame(frame);
+    };
+    // The ws package throws an 'error' nobody listens to: always listen.
+    ws.onerror = (event) => {
+      this.lastSocketError = String(event?.message ?? '');
+    };
+    ws.onclose = (event) => this.onSocketGone(event.code, event.reason, welcomed);
+  }
+
+  /** Drops a socket we consider dead without waiting for the runtime to agree. */
+  abandon(reason, welcomed) {
+    const ws = this.ws;
+    if (ws === null) return;
+    this.detach();
+    try {
+      ws.close();
+    } catch {
+      // Closing a dead socket may throw in some runtimes; it is gone either way.
+    }
+    this.afterSocket(1006, reason, welcomed);
+  }
+
+  onSocketGone(code, reason, welcomed) {
+    this.detach();
+    this.afterSocket(code, reason, welcomed);
+  }
+
+  detach() {
+    if (this.ws !== null) {
+      this.ws.onmessage = null;
+      this.ws.onclose = null;
+      this.ws.onerror = () => {};
+      this.ws = null;
+    }
+    for (const name of ['open', 'stable', 'ping', 'deadline', 'resend']) this.clearTimer(name);
+    for (const room of this.roomStates.values()) room.joined = false;
+  }
+
+  afterSocket(code, reason, welcomed) {
+    if (welcomed) this.events.emit('down', { code, reason });
+    if (!this.running) return;
+    if (code === 1008 && reason === 'token expired') {
+      this.askForCredentials('Your token expired. Enter a new one to reconnect.');
+      return;
+    }
+    if (!welcomed && this.auth === 'token') {
+      // The ws package reports the refusal's status; a browser does not.
+      const refused = /\b401\b/.test(this.lastSocketError);
+      this.refusals += 1;
+      if (refused || this.refusals >= TOKEN_REFUSALS_BEFORE_ASKING) {
+        this.refusals = 0;
+        this.askForCredentials('The server refused the connection: the token may be invalid or expired.');
+        return;
+      }
+    }
+    this.scheduleRetry(describeClose(code, reason, welcomed));
+  }
+
+  askForCredentials(reason) {
+    this.running = false;
+    this.clearTimer('retry');
+    // A first visit is not an outage: only a refusal or an expiry is "offline".
+    if (reason) this.setState('offline', reason);
+    else this.setState('idle');
+    this.events.emit('credentials-needed', { auth: this.auth, reason });
+  }
+
+  scheduleRetry(reason) {
+    if (!this.running) return;
+    const delay = this.backoff.next();
+    const retryAt = Date.now() + delay;
+    this.retryAt = retryAt;
+    this.setTimer('retry', delay, () => this.attempt());
+    if (!this.isOnline()) this.setState('offline', 'no network', retryAt);
+    else this.setState('reconnecting', reason, retryAt);
+  }
+
+  // ---------- internals: frames ----------
+
+  onFrame(frame) {
+    this.events.emit('frame', frame);
+    const handler = HANDLERS[frame.type];
+    if (!handler) return;
+    if (frame.type === 'welcome' || frame.type === 'pong' || frame.type === 'error') {
+      handler.call(this, frame);
+      return;
+    }
+    const room = this.roomStates.get(frame.room);
+    if (room) handler.call(this, frame, room); // else: a room we have since left
+  }
+
+  onWelcome(frame) {
+    this.clearTimer('open');
+    this.refusals = 0;
+    this.me = frame.user ?? null;
+    this.limits = { ...this.limits, ...(frame.limits ?? {}) };
+    this.sentOnThisSocket.clear();
+    this.setTimer('stable', this.stableAfterMs, () => this.backoff.reset());
+    const { interval_ms: interval = 15000, timeout_ms: timeout = 45000 } = frame.heartbeat ?? {};
+    this.setRepeat('ping', interval, () => {
+      if (!this.sendFrame({ type: 'ping', t: Date.now() })) return;
+      // One deadline per unanswered run of pings: any pong clears it.
+      if (!this.timers.deadline) this.setTimer('deadline', timeout, () => this.abandon('no heartbeat reply', true));
+    });
+    this.setState('online');
+    this.events.emit('welcome', frame);
+    for (const room of this.roomStates.values()) this.sendJoin(room);
+  }
+
+  sendJoin(room) {
+    room.joined = false;
+    const frame = { type: 'join', room: room.name };
+    if (room.resumable) frame.since = room.lastSeq;
+    this.sendFrame(frame);
+  }
+
+  addRoom(name) {
+    let room = this.roomStates.get(name);
+    if (!room) {
+      // joined: history received on the current socket; resumable: lastSeq is meaningful for `since`.
+      room = { name, lastSeq: 0, resumable: false, joined: false, users: new Map() };
+      this.roomStates.set(name, room);
+    }
+    return room;
+  }
+
+  /** Sends the room's unsent messages, oldest first, once per socket. */
+  flush(room) {
+    if (!room?.joined) return;
+    for (const entry of this.unsentStore.forRoom(room.name)) {
+      if (this.sentOnThisSocket.has(entry.id)) continue;
+      if (!this.sendFrame({ type: 'msg', room: entry.room, text: entry.text, id: entry.id })) return;
+      this.sentOnThisSocket.add(entry.id);
+    }
+  }
+
+  /** Our message `id` is stored as `seq`: it leaves the unsent list, and 'ack' fires once. */
+  settle(id, room, seq, dup) {
+    if (!this.unsentStore.take(id)) return;
+    this.sentOnThisSocket.delete(id);
+    this.events.emit('ack', { id, room, seq, dup });
+  }
+
+  /** True (and remembered) when `msg` is newer than anything seen in `room`. */
+  isNew(room, msg) {
+    if (typeof msg?.seq !== 'number') return false;
+    if (room.resumable && msg.seq <= room.lastSeq) return false;
+    if (msg.seq > room.lastSeq) room.lastSeq = msg.seq;
+    return true;
+  }
+
+  presenceList(room) {
+    return [...room.users].map(([id, name]) => ({ id, name }));
+  }
+
+  setTimer(name, ms, fn) {
+    this.clearTimer(name);
+    this.timers[name] = { id: setTimeout(() => { delete this.timers[name]; fn(); }, ms), repeat: false };
+  }
+
+  setRepeat(name, ms, fn) {
+    this.clearTimer(name);
+    this.timers[name] = { id: setInterval(fn, ms), repeat: true };
+  }
+
+  clearTimer(name) {
+    const timer = this.timers[name];
+    if (!timer) return;
+    if (timer.repeat) clearInterval(timer.id);
+    else clearTimeout(timer.id);
+    delete this.timers[name];
+  }
+}
+
+// One handler per server frame type; `this` is the client.
+const HANDLERS = {
+  welcome(frame) {
+    this.onWelcome(frame);
+  },
+
+  pong() {
+    this.clearTimer('deadline');
+  },
+
+  joined(frame, room) {
+    room.users = new Map((frame.users ?? []).map((user) => [user.id, user.name]));
+    this.events.emit('joined', { room: room.name, head: frame.head, users: this.presenceList(room), users_total: frame.users_total });
+    this.events.emit('presence', { room: room.name, users: this.presenceList(room), change: null });
+  },
+
+  history(frame, room) {
+    const resumed = room.resumable;
+    const messages = [];
+    for (const msg of frame.messages ?? []) {
+      // Our own message may be in history before (or instead of) its ack.
+      if (msg?.id) this.settle(msg.id, room.name, msg.seq, false);
+      if (this.isNew(room, msg)) messages.push(msg);
+    }
+    room.joined = true;
+    room.resumable = true;
+    this.events.emit('history', { room: room.name, messages, complete: frame.complete !== false, resumed });
+    this.flush(room);
+  },
+
+  msg(frame, room) {
+    if (frame.id) this.settle(frame.id, room.name, frame.seq, false);
+    if (this.isNew(room, frame)) this.events.emit('message', frame);
+  },
+
+  ack(frame, room) {
+    this.settle(frame.id, room.name, frame.seq, frame.dup === true);
+  },
+
+  system(frame, room) {
+    const { event, user } = frame;
+    if (!user || typeof user.id !== 'string') return;
+    const before = room.users.get(user.id) ?? null;
+    const mine = user.id === this.me?.id;
+    if (event === 'join' || event === 'nick') room.users.set(user.id, user.name);
+    else if (event === 'leave') room.users.delete(user.id);
+    if (event === 'nick' && mine) this.me = { ...this.me, name: user.name };
+    const change = { event, user, before: frame.old_name ?? before, mine };
+    this.events.emit('presence', { room: room.name, users: this.presenceList(room), change });
+  },
+
+  typing(frame, room) {
+    if (frame.user && frame.user.id !== this.me?.id) this.events.emit('typing', { room: room.name, user: frame.user });
+  },
+
+  error(frame) {
+    const entry = typeof frame.ref === 'string' ? this.unsentStore.get(frame.ref) : undefined;
+    const detail = { code: frame.code, message: frame.message ?? frame.code, ref: frame.ref ?? null };
+    if (!entry) {
+      this.events.emit('error', detail);
+      return;
+    }
+    this.sentOnThisSocket.delete(entry.id);
+    if (frame.code === 'unavailable') {
+      // The store is down, not the message: retry the same id a little later.
+      this.setTimer('resend', UNAVAILABLE_RETRY_MS, () => {
+        for (const room of this.roomStates.values()) this.flush(room);
+      });
+      return;
+    }
+    this.unsentStore.take(entry.id);
+    this.events.emit('failed', { ...entry, code: detail.code, message: detail.message });
+  },
+};
+
+// ---------- helpers ----------
+
+/** `url` as {kind: 'http'|'ws', href}; throws a clear error for anything else. */
+function parseServerUrl(raw) {
+  if (typeof raw !== 'string' || raw === '') {
+    throw new TypeError('NatterClient: url is required outside a browser page (http://host:8080 or ws://host:8081/ws)');
+  }
+  let url;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new TypeError(`NatterClient: url "${raw}" is not an absolute URL`);
+  }
+  if (url.protocol === 'http:' || url.protocol === 'https:') return { kind: 'http', href: url.href };
+  if (url.protocol === 'ws:' || url.protocol === 'wss:') return { kind: 'ws', href: url.href };
+  throw new TypeError(`NatterClient: url must be http(s) or ws(s), got ${url.protocol}`);
+}
+
+function pickCredentials({ name, token, credentials }) {
+  const given = [name !== undefined && 'name', token !== undefined && 'token', credentials !== undefined && 'credentials'].filter(Boolean);
+  if (given.length > 1) throw new TypeError(`NatterClient: give one of name, token or credentials, not ${given.join(' and ')}`);
+  if (name !== undefined) {
+    if (typeof name !== 'string' || name.trim() === '') throw new TypeError('NatterClient: name must be a non-blank string');
+    if ([...name.trim()].length > MAX_NAME) throw new RangeError(`NatterClient: name is longer than ${MAX_NAME} characters`);
+  }
+  if (token !== undefined && (typeof token !== 'string' || token.split('.').length !== 3)) {
+    throw new TypeError('NatterClient: token must be a JWT string (three dot-separated parts)');
+  }
+  if (credentials !== undefined && typeof credentials !== 'function') {
+    throw new TypeError('NatterClient: credentials must be a function (auth) => ({name} | {token} | null)');
+  }
+  return {
+    token,
+    resolve(auth) {
+      if (credentials) return credentials(auth) ?? null;
+      if (auth === 'token') return token !== undefined ? { token } : null;
+      return name !== undefined ? { name: name.trim() } : null;
+    },
+  };
+}
+
+function checkRoom(name) {
+  if (typeof name !== 'string' || !ROOM_NAME.test(name)) {
+    throw new TypeError(`room name ${JSON.stringify(name)} is not 1–64 characters of A-Z a-z 0-9 _ - .`);
+  }
+  return name;
+}
+
+function positive(value, label) {
+  if (!Number.isFinite(value) || value <= 0) throw new RangeError(`NatterClient: ${label} must be a positive number of milliseconds`);
+  return value;
+}
+
+function parseFrame(data) {
+  if (typeof data !== 'string') return null;
+  try {
+    const frame = JSON.parse(data);
+    return frame !== null && typeof frame === 'object' && typeof frame.type === 'string' ? frame : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The WebSocket URL for these credentials: `?name=` (open) or `?token=` (token). */
+export function buildUrl(wsUrl, credentials, base) {
+  const url = new URL(wsUrl, base);
+  if (url.protocol === 'http:') url.protocol = 'ws:';
+  if (url.protocol === 'https:') url.protocol = 'wss:';
+  if ('token' in credentials) url.searchParams.set('token', credentials.token);
+  else url.searchParams.set('name', credentials.name);
+  return url.href;
+}
+
+/**
+ * The runtime's WebSocket, else the `ws` package: looked up from this file
+ * first, then from the current directory (a project that copied this file
+ * but installed ws at its root).
+ */
+async function loadWebSocket() {
+  if (typeof globalThis.WebSocket === 'function') return globalThis.WebSocket;
+  const name = 'ws'; // a variable, so bundlers for the browser leave it alone
+  let found = null;
+  try {
+    found = wsClass(await import(name));
+  } catch {
+    // Not next to this file; try the current directory below.
+  }
+  try {
+    const { createRequire } = await import('node:module');
+    const { pathToFileURL } = await import('node:url');
+    const resolved = createRequire(`${process.cwd()}/`).resolve(name);
+    found ??= wsClass(await import(pathToFileURL(resolved).href));
+  } catch {
+    // Reported below.
+  }
+  if (found === null) throw new Error('this runtime has no WebSocket: install the ws package (npm install ws) or pass options.WebSocket');
+  return found;
+}
+
+/** The WebSocket class of the ws package, imported as ES module (named export) or CommonJS (default). */
+function wsClass(module) {
+  const candidate = module.WebSocket ?? module.default?.WebSocket ?? module.default;
+  return typeof candidate === 'function' ? candidate : null;
+}
+
+function describeClose(code, reason, welcomed) {
+  if (!welcomed) return 'could not connect';
+  if (code === 1001) return 'server restarting';
+  if (reason) return reason;
+  return 'connection lost';
+}
