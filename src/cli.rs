@@ -158,6 +158,13 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = Config::default().jwt_leeway_s)]
     pub jwt_leeway_s: u64,
 
+    /// Turn on the server API (/api/v1/) with the keys in this file, one a line.
+    #[arg(long)]
+    pub api_key_file: Option<PathBuf>,
+    /// Server API calls per second, all callers together.
+    #[arg(long, default_value_t = Config::default().api_rate_per_s)]
+    pub api_rate_per_s: u32,
+
     /// POST room events to this http(s) URL (repeatable). Needs --webhook-secret-file.
     #[arg(long = "webhook")]
     pub webhooks: Vec<String>,
@@ -243,6 +250,8 @@ impl ServeArgs {
             auth: self.auth,
             jwt_secret,
             jwt_leeway_s: self.jwt_leeway_s,
+            api_key_file: self.api_key_file.clone(),
+            api_rate_per_s: self.api_rate_per_s,
             webhooks: WebhookConfig::new(
                 self.webhooks.clone(),
                 self.webhook_secret_file.as_deref(),

@@ -120,6 +120,10 @@ pub struct Config {
 
     /// Webhook receivers, their secret, retry window and queue bound (none by default).
     pub webhooks: WebhookConfig,
+    /// Keys of the server API (`/api/v1/`), one a line; `None`: the API is off (404).
+    pub api_key_file: Option<PathBuf>,
+    /// Server API calls per second, for all callers together (burst: twice that).
+    pub api_rate_per_s: u32,
 }
 
 impl Default for Config {
@@ -160,6 +164,8 @@ impl Default for Config {
             jwt_secret: None,
             jwt_leeway_s: 30,
             webhooks: WebhookConfig::default(),
+            api_key_file: None,
+            api_rate_per_s: 2000,
         }
     }
 }

@@ -34,7 +34,10 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::thread;
 
+use api::http::ApiHttp;
+use api::keys::{ApiKeyError, ApiKeys};
 use api::webhooks::{WebhookError, Webhooks};
+use api::Api;
 use config::Config;
 use dispatcher::cluster::Cluster;
 use dispatcher::{Backend, Dispatcher};
@@ -69,6 +72,8 @@ pub enum ServeError {
     Redis(#[from] StoreError),
     #[error(transparent)]
     Webhook(#[from] WebhookError),
+    #[error(transparent)]
+    ApiKeys(#[from] ApiKeyError),
 }
 
 /// Runs the server until `shutdown` fires; then every client gets close 1001, the
@@ -96,10 +101,21 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> Result<()
         .name("dispatcher".into())
         .spawn(move || dispatcher.run(commands_rx, dispatch_shutdown))?;
 
+    let api = match &cfg.api_key_file {
+        None => None,
+        Some(path) => {
+            let keys = ApiKeys::load(path)?;
+            Some(ApiHttp::start(Api::new(keys, commands_tx.clone(), cfg.api_rate_per_s, cfg.max_text_chars))?)
+        }
+    };
     let http_server = Arc::new(http::HttpServer::start(listeners.http).map_err(|e| ServeError::Http(e.to_string()))?);
     let http = {
         let (server, cfg, metrics) = (http_server.clone(), cfg.clone(), metrics.clone());
-        thread::Builder::new().name("http".into()).spawn(move || server.run(&cfg, &metrics))?
+        let api: Box<dyn Fn(tiny_http::Request) + Send + Sync> = match api {
+            Some(a) => Box::new(move |req| a.submit(req)),
+            None => Box::new(api::http::disabled),
+        };
+        thread::Builder::new().name("http".into()).spawn(move || server.run(&cfg, &metrics, &*api))?
     };
 
     let ctx = Arc::new(ConnContext { cfg: cfg.clone(), metrics, commands: commands_tx });

@@ -1,10 +1,94 @@
 //! natter inside someone else's product: the server HTTP API (`/api/v1/`) a backend
 //! calls, and the webhooks natter calls back.
 //!
+//! - [`http`]: the API's worker threads behind the HTTP side;
+//! - [`keys`]: the API keys (`--api-key-file`), re-read when the file changes;
+//! - [`routes`]: parsing and checking requests into dispatcher calls, errors to statuses;
 //! - [`webhooks`]: signed POSTs of room events to `--webhook` receivers, queued per
 //!   receiver and never waited on by the dispatcher.
 //!
-//! Nothing here owns chat state: API calls reach the dispatcher as commands, like a
-//! client's messages, and webhook events are handed over by the dispatcher.
+//! Nothing here owns chat state: API calls reach the dispatcher as
+//! [`Command::Api`]s, like a client's messages, and wait for its answer (a post's
+//! answer comes after the store committed); webhook events are handed over by the
+//! dispatcher.
 
+pub mod http;
+pub mod keys;
+pub mod routes;
 pub mod webhooks;
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use crossbeam_channel::{Sender, TrySendError};
+use serde_json::Value;
+
+use crate::dispatcher::Command;
+use crate::protocol::{ErrorCode, ProtocolError};
+use crate::transport::ratelimit::TokenBucket;
+use keys::ApiKeys;
+use routes::{error_body, status_of, ApiRequest, Routed};
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 64 * 1024;
+/// How long a call may wait for the dispatcher before the caller gets `unavailable`.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The API as the HTTP side sees it: one request in, a status and a JSON body out.
+pub struct Api {
+    keys: ApiKeys,
+    commands: Sender<Command>,
+    /// One bucket for all callers: the API is for a few backends, not for the crowd.
+    limiter: Mutex<TokenBucket>,
+    max_text: usize,
+}
+
+impl Api {
+    pub fn new(keys: ApiKeys, commands: Sender<Command>, rate_per_s: u32, max_text: usize) -> Arc<Api> {
+        let limiter = Mutex::new(TokenBucket::new(rate_per_s, rate_per_s.saturating_mul(2)));
+        Arc::new(Api { keys, commands, limiter, max_text })
+    }
+
+    /// Answers one request; logs it with the key's id (never the key).
+    pub fn handle(&self, req: &ApiRequest, authorization: Option<&str>) -> (u16, Value) {
+        let Some(key) = self.keys.check(authorization) else {
+            log::info!("api: {} {} refused: no valid key", req.method, path_of(req.url));
+            let e = ProtocolError::new(ErrorCode::Unauthorized, "send Authorization: Bearer <API key>");
+            return (401, error_body(&e));
+        };
+        let (status, body) = match self.answer(req, &key) {
+            Ok(answer) => answer,
+            Err(e) => (status_of(e.code), error_body(&e)),
+        };
+        log::info!("api: {} {} {} -> {status}", key.id, req.method, path_of(req.url));
+        (status, body)
+    }
+
+    fn answer(&self, req: &ApiRequest, key: &keys::ApiKey) -> Result<(u16, Value), ProtocolError> {
+        if !self.limiter.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            return Err(ProtocolError::new(ErrorCode::RateLimited, "too many API calls; slow down"));
+        }
+        if req.body.len() > MAX_BODY {
+            return Err(ProtocolError::new(ErrorCode::TooLong, format!("the body is over {MAX_BODY} bytes")));
+        }
+        let call = match routes::route(req, key, self.max_text)? {
+            Routed::Answer(status, body) => return Ok((status, body)),
+            Routed::Call(call) => call,
+        };
+        let created = matches!(call, crate::dispatcher::api::ApiCall::Post { .. });
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        let unavailable = || ProtocolError::new(ErrorCode::Unavailable, "the server is busy or stopping; retry");
+        match self.commands.try_send(Command::Api { call, reply }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => return Err(unavailable()),
+        }
+        let value = answer.recv_timeout(CALL_TIMEOUT).map_err(|_| unavailable())??;
+        let status = if created && value["dup"] == false { 201 } else { 200 };
+        Ok((status, value))
+    }
+}
+
+/// The path without its query, for logs (queries are not secret, but are noise).
+fn path_of(url: &str) -> &str {
+    url.split('?').next().unwrap_or(url)
+}

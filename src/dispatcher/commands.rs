@@ -7,6 +7,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
+use super::api::AckTo;
 use super::backend::Backend;
 use super::history::{Replay, Stored};
 use super::state::{now_ms, Room};
@@ -15,7 +16,7 @@ use crate::api::webhooks::Event;
 use crate::delivery::fanout::Out;
 use crate::delivery::outbox::{Conn, ConnId};
 use crate::protocol::wire::{self, Frame};
-use crate::protocol::{ClientMsg, ErrorCode, ProtocolError, RoomName, ServerMsg, SystemEvent, UserRef};
+use crate::protocol::{ClientMsg, ErrorCode, ProtocolError, RoomName, ServerMsg, SystemEvent, User, UserRef};
 
 /// What a joining client is told: the room's head and presence, then its history.
 pub(super) struct JoinReply<'a> {
@@ -131,15 +132,22 @@ impl Dispatcher {
         if self.clients[&id].rooms.len() >= self.cfg.max_rooms_per_conn {
             return Err(limit_error(format!("at most {} rooms per connection", self.cfg.max_rooms_per_conn)));
         }
+        self.ensure_room(room)?;
+        if let Some(c) = self.clients.get_mut(&id) {
+            c.rooms.push(room.clone());
+        }
+        Ok(())
+    }
+
+    /// Creates `room` unless it exists, within `--max-rooms`.
+    pub(super) fn ensure_room(&mut self, room: &RoomName) -> Result<(), ProtocolError> {
         if !self.rooms.contains_key(room) {
             if self.rooms.len() >= self.cfg.max_rooms {
-                return Err(limit_error("the server holds its maximum of rooms".into()));
+                return Err(ProtocolError::new(ErrorCode::RoomLimit, "the server holds its maximum of rooms")
+                    .with_ref(Some("join".into())));
             }
             self.rooms.insert(room.clone(), Room::new(&self.cfg));
             self.metrics.rooms.store(self.rooms.len() as u64, Relaxed);
-        }
-        if let Some(c) = self.clients.get_mut(&id) {
-            c.rooms.push(room.clone());
         }
         Ok(())
     }
@@ -159,49 +167,61 @@ impl Dispatcher {
         if !client.rooms.contains(&room) {
             return Err(Self::not_joined(&room, msg_id.or(Some("msg".into()))));
         }
-        let (conn, uid, name) = (client.conn.clone(), client.uid.clone(), client.name.clone());
+        let poster = User { id: client.uid.clone(), name: client.name.clone() };
+        self.store_message(&poster, AckTo::Conn(id), room, text, msg_id);
+        Ok(())
+    }
+
+    /// Assigns the next seq (locally, or through Redis), stores the message and stages
+    /// it for the room; the ack goes to `ack` once the store holds it. A repeated id
+    /// from the same user is answered with the original seq and stored nothing.
+    pub(super) fn store_message(
+        &mut self,
+        poster: &User,
+        ack: AckTo,
+        room: RoomName,
+        text: &str,
+        msg_id: Option<String>,
+    ) {
         let journal = match &mut self.backend {
-            Backend::Redis(_) => {
-                self.cluster_post(id, room, text, msg_id);
-                return Ok(());
-            }
+            Backend::Redis(_) => return self.cluster_post(poster, ack, room, text, msg_id),
             Backend::Local(journal) => journal,
         };
-        let Some(r) = self.rooms.get_mut(&room) else { return Ok(()) };
-        if let Some(mid) = msg_id.as_deref() {
-            if let Some(seq) = r.history.seen(&uid, mid) {
-                self.metrics.messages_duplicate.fetch_add(1, Relaxed);
-                let ack = ServerMsg::Ack { id: mid, room: room.as_str(), seq, dup: true };
-                self.stage(&conn, wire::encode(&ack));
-                return Ok(());
-            }
+        let (uid, name) = (&poster.id, &poster.name);
+        let Some(r) = self.rooms.get_mut(&room) else { return };
+        if let Some(seq) = msg_id.as_deref().and_then(|mid| r.history.seen(uid, mid)) {
+            self.metrics.messages_duplicate.fetch_add(1, Relaxed);
+            self.stage_ack(ack, &room, msg_id.as_deref(), seq, true);
+            return;
         }
         let seq = r.history.next_seq();
-        let json = ServerMsg::Msg {
-            room: room.as_str(),
-            seq,
-            id: msg_id.as_deref(),
-            ts: now_ms(),
-            user: &name,
-            uid: &uid,
-            text,
-        }
-        .to_json();
+        let json =
+            ServerMsg::Msg { room: room.as_str(), seq, id: msg_id.as_deref(), ts: now_ms(), user: name, uid, text }
+                .to_json();
         journal.append(&json);
         let frame = wire::text_frame(&json);
-        r.history.push(Stored { seq, frame: frame.clone() }, &uid, msg_id.as_deref());
+        r.history.push(Stored { seq, frame: frame.clone() }, uid, msg_id.as_deref());
         if seq == 1 {
             self.webhooks.stage(&Event::RoomCreated { room: room.as_str() });
         }
-        self.webhooks.stage(&Event::Message { room: room.as_str(), seq, user: &name, uid: &uid, text });
+        self.webhooks.stage(&Event::Message { room: room.as_str(), seq, user: name, uid, text });
         self.metrics.messages_accepted.fetch_add(1, Relaxed);
         self.staged_msgs += 1;
-        if let Some(mid) = msg_id.as_deref() {
-            let ack = wire::encode(&ServerMsg::Ack { id: mid, room: room.as_str(), seq, dup: false });
-            self.stage(&conn, ack);
-        }
+        self.stage_ack(ack, &room, msg_id.as_deref(), seq, false);
         self.stage_room(&room, &frame, None);
-        Ok(())
+    }
+
+    /// Stages the answer to a post: an `ack` frame for a client that gave an id, or the
+    /// API caller's reply; either leaves only after the batch is committed.
+    pub(super) fn stage_ack(&mut self, ack: AckTo, room: &RoomName, msg_id: Option<&str>, seq: u64, dup: bool) {
+        match ack {
+            AckTo::Conn(id) => {
+                let (Some(mid), Some(c)) = (msg_id, self.clients.get(&id)) else { return };
+                let conn = c.conn.clone();
+                self.stage(&conn, wire::encode(&ServerMsg::Ack { id: mid, room: room.as_str(), seq, dup }));
+            }
+            AckTo::Api(reply) => self.api_replies.push((reply, Ok(serde_json::json!({ "seq": seq, "dup": dup })))),
+        }
     }
 
     fn typing(&mut self, id: ConnId, room: &RoomName) -> Result<(), ProtocolError> {

@@ -17,6 +17,7 @@
 //! - [`heartbeat`]: which connections are due a ping;
 //! - [`cluster`]: Redis mode (`--redis`): its threads and the dispatcher's side of it.
 
+pub mod api;
 mod backend;
 pub mod cluster;
 mod commands;
@@ -33,8 +34,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{select, Receiver};
+use crossbeam_channel::{select, Receiver, Sender};
 
+use api::{ApiCall, ApiResult};
 pub use backend::Backend;
 use cluster::ClusterEvent;
 use heartbeat::Heartbeat;
@@ -49,7 +51,7 @@ use crate::delivery::outbox::{Conn, ConnId};
 use crate::delivery::writer::{Batch, Writers};
 use crate::metrics::Metrics;
 use crate::protocol::wire::{self, Frame};
-use crate::protocol::{ClientMsg, CloseReason, RoomName};
+use crate::protocol::{ClientMsg, CloseReason, ErrorCode, ProtocolError, RoomName};
 use crate::shutdown::Shutdown;
 use crate::store::journal::{JournalError, Replayed};
 
@@ -73,6 +75,8 @@ pub enum Command {
     Gone { conn: ConnId },
     /// A result from the Redis threads (`--redis`).
     Cluster(ClusterEvent),
+    /// A server API call; the answer goes to `reply`.
+    Api { call: ApiCall, reply: Sender<ApiResult> },
 }
 
 /// The dispatcher's state. Built by [`Dispatcher::new`], consumed by [`Dispatcher::run`].
@@ -98,6 +102,8 @@ pub struct Dispatcher {
     last_sweep: Instant,
     /// Webhook events of the batch, released to the receivers' queues after commit.
     webhooks: Webhooks,
+    /// Answers to API posts of the batch, sent after commit (or failed with it).
+    api_replies: Vec<(Sender<ApiResult>, ApiResult)>,
 }
 
 impl Dispatcher {
@@ -119,6 +125,7 @@ impl Dispatcher {
             heartbeat,
             last_sweep: Instant::now(),
             webhooks: Webhooks::none(),
+            api_replies: Vec::new(),
         };
         d.replay(replayed);
         d
@@ -209,22 +216,29 @@ impl Dispatcher {
             }
             Command::Gone { conn } => self.forget(conn),
             Command::Cluster(ev) => self.on_cluster(ev),
+            Command::Api { call, reply } => self.on_api(call, reply),
         }
     }
 
     /// Commits the store, then hands the batch to the writer shards, which write each
     /// touched socket once (coalescing everything staged for it).
     fn commit_and_deliver(&mut self) -> Result<(), JournalError> {
-        if self.staged.is_empty() {
+        if self.staged.is_empty() && self.api_replies.is_empty() {
             // Nothing appended locally (Redis mode acks without frames to stage).
             self.webhooks.release();
             return Ok(());
         }
         if let Err(e) = self.backend.commit() {
             self.webhooks.discard();
+            for (reply, _) in self.api_replies.drain(..) {
+                let _ = reply.send(Err(ProtocolError::new(ErrorCode::Unavailable, "the message store failed")));
+            }
             return Err(e);
         }
         self.webhooks.release();
+        for (reply, answer) in self.api_replies.drain(..) {
+            let _ = reply.send(answer);
+        }
         let batch = Batch { items: std::mem::take(&mut self.staged), messages: std::mem::take(&mut self.staged_msgs) };
         if let Some(w) = &self.writers {
             w.submit(batch);

@@ -27,10 +27,12 @@ pub enum CloseReason {
     SocketError,
     /// A server fault (1011).
     Internal,
+    /// A backend asked for it through the server API (1008 `disconnected`).
+    Disconnected,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 11] = [
+    pub const ALL: [CloseReason; 12] = [
         CloseReason::Client,
         CloseReason::Shutdown,
         CloseReason::Protocol,
@@ -42,6 +44,7 @@ impl CloseReason {
         CloseReason::HeartbeatTimeout,
         CloseReason::SocketError,
         CloseReason::Internal,
+        CloseReason::Disconnected,
     ];
     pub fn label(self) -> &'static str {
         match self {
@@ -56,6 +59,7 @@ impl CloseReason {
             CloseReason::HeartbeatTimeout => "heartbeat_timeout",
             CloseReason::SocketError => "socket_error",
             CloseReason::Internal => "internal",
+            CloseReason::Disconnected => "disconnected",
         }
     }
     /// The close code and reason text the client is sent, when one is sent at all.
@@ -71,6 +75,7 @@ impl CloseReason {
             CloseReason::TokenExpired => Some((1008, "token expired")),
             CloseReason::HeartbeatTimeout => Some((1008, "heartbeat timeout")),
             CloseReason::Internal => Some((1011, "internal error")),
+            CloseReason::Disconnected => Some((1008, "disconnected by the server")),
         }
     }
 }

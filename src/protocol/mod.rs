@@ -32,14 +32,17 @@ impl RoomName {
     }
 }
 
-/// A validated room name: 1–64 characters of `A-Z a-z 0-9 _ - .`.
+/// A validated room name: 1–64 characters of `A-Z a-z 0-9 _ - .`, not all dots.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct RoomName(String);
 
 impl RoomName {
     pub fn parse(s: &str) -> Option<RoomName> {
+        // All dots (`.`, `..`) would read as a path wherever a room name is one (the
+        // server API's URLs), so such names are refused everywhere.
         let ok = !s.is_empty()
+            && !s.bytes().all(|b| b == b'.')
             && s.len() <= MAX_ROOM_CHARS
             && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
         ok.then(|| RoomName(s.to_owned()))
@@ -133,10 +136,14 @@ pub enum ErrorCode {
     Forbidden,
     /// Redis mode: the message store cannot be reached; nothing was stored, retry.
     Unavailable,
+    /// Server API only: no such room, message or route.
+    NotFound,
+    /// Server API only: no valid API key.
+    Unauthorized,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 11] = [
         ErrorCode::BadJson,
         ErrorCode::UnknownType,
         ErrorCode::BadField,
@@ -146,6 +153,8 @@ impl ErrorCode {
         ErrorCode::RoomLimit,
         ErrorCode::Forbidden,
         ErrorCode::Unavailable,
+        ErrorCode::NotFound,
+        ErrorCode::Unauthorized,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -158,6 +167,8 @@ impl ErrorCode {
             ErrorCode::RoomLimit => "room_limit",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Unauthorized => "unauthorized",
         }
     }
 }

@@ -89,8 +89,9 @@ impl HttpServer {
         identity(running.fd).is_some_and(|id| Some(id) == identity(self.listener.as_raw_fd()))
     }
 
-    /// Serves requests until [`HttpServer::stop`].
-    pub fn run(&self, cfg: &Config, metrics: &Metrics) {
+    /// Serves requests until [`HttpServer::stop`]. Requests under `/api/` go to
+    /// `api` (the server API's own threads), so the page never waits behind them.
+    pub fn run(&self, cfg: &Config, metrics: &Metrics, api: &(dyn Fn(Request) + Send + Sync)) {
         let mut running = self.current.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let mut pause = RESTART_PAUSE.0;
         loop {
@@ -99,7 +100,11 @@ impl HttpServer {
                     match r.server.recv_timeout(LIVENESS_CHECK) {
                         Ok(Some(req)) => {
                             pause = RESTART_PAUSE.0;
-                            route(&req, cfg, metrics).send(req);
+                            if req.url().starts_with("/api/") {
+                                api(req);
+                            } else {
+                                route(&req, cfg, metrics).send(req);
+                            }
                         }
                         // A timeout, or `stop` unblocked it.
                         Ok(None) if self.stopping.load(Ordering::SeqCst) => return,

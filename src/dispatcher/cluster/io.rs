@@ -16,7 +16,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::delivery::outbox::ConnId;
+use serde_json::{json, Value};
+
+use crate::dispatcher::api::{AckTo, ApiResult};
 use crate::dispatcher::Command;
+use crate::protocol::{ErrorCode, ProtocolError};
 use crate::protocol::{RoomName, User, UserId};
 use crate::store::redis::{
     presence_changes, Appended, Delivery, Events, Range, Reader, RedisStore, StoreError, StoreOptions, Watch,
@@ -26,7 +30,7 @@ use crate::store::redis::{
 #[derive(Debug)]
 pub enum Request {
     /// Store a message; the answer is [`ClusterEvent::Appended`].
-    Append { conn: ConnId, room: RoomName, uid: UserId, id: Option<String>, prefix: Vec<u8>, suffix: Vec<u8> },
+    Append { ack: AckTo, room: RoomName, uid: UserId, id: Option<String>, prefix: Vec<u8>, suffix: Vec<u8> },
     /// Mark the user present and read the history and presence a joining client needs;
     /// the answer is [`ClusterEvent::History`].
     Join { conn: ConnId, room: RoomName, since: Option<u64>, recent: usize, uid: UserId, name: String, silent: bool },
@@ -36,13 +40,23 @@ pub enum Request {
     Rename { room: RoomName, uid: UserId, name: String },
     /// A system or typing event for the other instances.
     Publish { room: RoomName, json: Vec<u8> },
+    /// A server API read, answered straight to the caller from Redis.
+    Api(ApiRead, Sender<ApiResult>),
+}
+
+/// Server API reads that Redis answers for every instance alike.
+#[derive(Debug)]
+pub enum ApiRead {
+    Messages { room: RoomName, before: Option<u64>, after: Option<u64>, limit: usize },
+    Rooms,
+    Presence { room: RoomName },
 }
 
 /// What comes back to the dispatcher.
 #[derive(Debug)]
 pub enum ClusterEvent {
     Appended {
-        conn: ConnId,
+        ack: AckTo,
         room: RoomName,
         id: Option<String>,
         result: Result<Appended, String>,
@@ -173,9 +187,9 @@ fn handle(
     seen: &mut HashMap<RoomName, Vec<User>>,
 ) -> Option<ClusterEvent> {
     match req {
-        Request::Append { conn, room, uid, id, prefix, suffix } => {
+        Request::Append { ack, room, uid, id, prefix, suffix } => {
             let result = store.append(&room, &uid, id.as_deref(), &prefix, &suffix).map_err(describe);
-            Some(ClusterEvent::Appended { conn, room, id, result })
+            Some(ClusterEvent::Appended { ack, room, id, result })
         }
         Request::Join { conn, room, since, recent, uid, name, silent } => {
             let resume_max = store.options().stream_cap * 2;
@@ -218,6 +232,48 @@ fn handle(
         Request::Publish { room, json } => {
             let _ = store.publish(&room, &json);
             None
+        }
+        Request::Api(read, reply) => {
+            let _ = reply.send(api_read(store, read));
+            None
+        }
+    }
+}
+
+fn api_read(store: &mut RedisStore, read: ApiRead) -> ApiResult {
+    let unavailable = |e: StoreError| ProtocolError::new(ErrorCode::Unavailable, describe(e));
+    match read {
+        ApiRead::Messages { room, before, after, limit } => {
+            let range = match (after, before) {
+                (Some(after), before) => store.range(&room, after, before.map(|b| b.saturating_sub(1)), limit),
+                // The newest `limit` below `before`.
+                (None, Some(before)) => {
+                    store.range(&room, before.saturating_sub(limit as u64 + 1), Some(before.saturating_sub(1)), limit)
+                }
+                (None, None) => store.recent(&room, limit),
+            }
+            .map_err(unavailable)?;
+            let messages: Vec<Value> =
+                range.messages.iter().filter_map(|m| serde_json::from_slice::<Value>(&m.json).ok()).collect();
+            let first = range.messages.first().map_or(u64::MAX, |m| m.seq);
+            Ok(
+                json!({ "room": room, "head": range.head, "messages": messages, "complete": range.complete && first <= 1 }),
+            )
+        }
+        ApiRead::Rooms => {
+            let rooms = store.rooms(10_000).map_err(unavailable)?;
+            let mut list = Vec::with_capacity(rooms.len());
+            for (room, head) in rooms {
+                let users = store.presence_list(&room).map_err(unavailable)?.len();
+                list.push(json!({ "room": room, "users": users, "head": head }));
+            }
+            list.sort_by(|a, b| a["room"].as_str().cmp(&b["room"].as_str()));
+            Ok(json!({ "rooms": list }))
+        }
+        ApiRead::Presence { room } => {
+            let users = store.presence_list(&room).map_err(unavailable)?;
+            let users: Vec<Value> = users.iter().map(|u| json!({ "id": &*u.id, "name": u.name })).collect();
+            Ok(json!({ "room": room, "users": users }))
         }
     }
 }

@@ -19,8 +19,9 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Bytes;
 
-pub use io::{split_msg_json, Cluster, ClusterEvent, Request};
+pub use io::{split_msg_json, ApiRead, Cluster, ClusterEvent, Request};
 
+use super::api::AckTo;
 use super::backend::Backend;
 use super::commands::JoinReply;
 use super::history::Stored;
@@ -63,21 +64,27 @@ impl Dispatcher {
     }
 
     /// Hands a message to Redis, which assigns its seq; the ack follows the answer.
-    pub(super) fn cluster_post(&mut self, id: ConnId, room: RoomName, text: &str, msg_id: Option<String>) {
-        let Some(client) = self.clients.get(&id) else { return };
+    pub(super) fn cluster_post(
+        &mut self,
+        poster: &User,
+        ack: AckTo,
+        room: RoomName,
+        text: &str,
+        msg_id: Option<String>,
+    ) {
         let json = ServerMsg::Msg {
             room: room.as_str(),
             seq: 0,
             id: msg_id.as_deref(),
             ts: now_ms(),
-            user: &client.name,
-            uid: &client.uid,
+            user: &poster.name,
+            uid: &poster.id,
             text,
         }
         .to_json();
         let (prefix, suffix) = split_msg_json(&json);
-        let uid = client.uid.clone();
-        self.backend.tell_cluster(|| Request::Append { conn: id, room, uid, id: msg_id, prefix, suffix });
+        let uid = poster.id.clone();
+        self.backend.tell_cluster(|| Request::Append { ack, room, uid, id: msg_id, prefix, suffix });
     }
 
     /// The last local member left: stop reading the room's stream.
@@ -92,7 +99,7 @@ impl Dispatcher {
 
     pub(super) fn on_cluster(&mut self, ev: ClusterEvent) {
         match ev {
-            ClusterEvent::Appended { conn, room, id, result } => self.on_appended(conn, &room, id, result),
+            ClusterEvent::Appended { ack, room, id, result } => self.on_appended(ack, &room, id, result),
             ClusterEvent::History { conn, room, since, silent, result } => match result {
                 Ok((range, users)) => self.on_history(conn, room, since, silent, range, users),
                 Err(message) => {
@@ -130,7 +137,7 @@ impl Dispatcher {
         self.stage_room(room, &frame, None);
     }
 
-    fn on_appended(&mut self, conn: ConnId, room: &RoomName, id: Option<String>, result: Result<Appended, String>) {
+    fn on_appended(&mut self, ack: AckTo, room: &RoomName, id: Option<String>, result: Result<Appended, String>) {
         let (seq, dup) = match result {
             Ok(Appended::Stored { seq, json }) => {
                 self.metrics.messages_accepted.fetch_add(1, Relaxed);
@@ -143,13 +150,14 @@ impl Dispatcher {
             }
             Err(message) => {
                 let e = ProtocolError::new(ErrorCode::Unavailable, message).with_ref(id.or(Some("msg".into())));
-                self.reply_error(conn, &e);
+                match ack {
+                    AckTo::Conn(conn) => self.reply_error(conn, &e),
+                    AckTo::Api(reply) => self.api_replies.push((reply, Err(e))),
+                }
                 return;
             }
         };
-        let (Some(id), Some(client)) = (id, self.clients.get(&conn)) else { return };
-        let conn = client.conn.clone();
-        self.stage(&conn, wire::encode(&ServerMsg::Ack { id: &id, room: room.as_str(), seq, dup }));
+        self.stage_ack(ack, room, id.as_deref(), seq, dup);
     }
 
     /// Webhook events for a message this instance stored: only the instance that

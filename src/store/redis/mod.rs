@@ -387,7 +387,7 @@ fn follow_watch(watch: &Receiver<Watch>, timeout: Duration, mut apply: impl FnMu
 }
 
 /// `{p}:room:{room}:{what}` → `room` (room names hold no `:`).
-fn room_of(key: &str, prefix: &str, what: &str) -> Option<RoomName> {
+pub(crate) fn room_of(key: &str, prefix: &str, what: &str) -> Option<RoomName> {
     RoomName::parse(key.strip_prefix(prefix)?.strip_prefix(":room:")?.strip_suffix(what)?.strip_suffix(':')?)
 }
 

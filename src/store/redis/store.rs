@@ -216,6 +216,33 @@ impl RedisStore {
         Ok((head.unwrap_or(0), reply::entries(raw)?))
     }
 
+    /// Every room with at least one message and its head, at most `max` of them
+    /// (`SCAN` over the seq keys: never blocks Redis the way `KEYS` would).
+    pub fn rooms(&mut self, max: usize) -> Result<Vec<(RoomName, u64)>, StoreError> {
+        let pattern = format!("{}:room:*:seq", self.opts.prefix);
+        let keys: Vec<String> = self.call(|con, _| {
+            let mut found = Vec::new();
+            let mut cursor = 0u64;
+            loop {
+                let (next, batch): (u64, Vec<String>) =
+                    redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000).query(con)?;
+                found.extend(batch);
+                cursor = next;
+                if cursor == 0 || found.len() >= max {
+                    return Ok(found);
+                }
+            }
+        })?;
+        let rooms: Vec<RoomName> =
+            keys.iter().filter_map(|k| super::room_of(k, &self.opts.prefix, "seq")).take(max).collect();
+        if rooms.is_empty() {
+            return Ok(Vec::new());
+        }
+        let seq_keys: Vec<String> = rooms.iter().map(|r| self.keys(r).seq()).collect();
+        let heads: Vec<Option<u64>> = self.call(|con, _| redis::cmd("MGET").arg(&seq_keys).query(con))?;
+        Ok(rooms.into_iter().zip(heads).map(|(r, h)| (r, h.unwrap_or(0))).collect())
+    }
+
     /// The room's last seq (0 when it has no message).
     pub fn head(&mut self, room: &RoomName) -> Result<u64, StoreError> {
         let keys = self.keys(room);

@@ -1,0 +1,233 @@
+//! The server API's routes: `/api/v1/...` requests parsed and checked, sent to the
+//! dispatcher as [`ApiCall`]s, and answered with JSON. Owns request validation and the
+//! mapping from error codes to HTTP statuses; owns no chat state.
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::keys::ApiKey;
+use crate::dispatcher::api::ApiCall;
+use crate::protocol::{clean_name, ErrorCode, ProtocolError, RoomName, User, MAX_ID_CHARS};
+
+/// Most messages one history page holds.
+pub const MAX_PAGE: usize = 200;
+/// Messages a history page holds when `limit` is not given.
+const DEFAULT_PAGE: usize = 50;
+
+/// One API request, as far as routing needs it.
+#[derive(Debug)]
+pub struct ApiRequest<'a> {
+    pub method: &'a str,
+    /// Path and query, as sent.
+    pub url: &'a str,
+    pub content_type: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
+/// What to do with a request: a call for the dispatcher, or an answer already.
+#[derive(Debug)]
+pub enum Routed {
+    Call(ApiCall),
+    Answer(u16, Value),
+}
+
+/// The HTTP status an error code maps to.
+pub fn status_of(code: ErrorCode) -> u16 {
+    match code {
+        ErrorCode::BadJson | ErrorCode::BadField | ErrorCode::UnknownType => 400,
+        ErrorCode::Unauthorized => 401,
+        ErrorCode::Forbidden => 403,
+        ErrorCode::NotFound => 404,
+        ErrorCode::RoomLimit | ErrorCode::NotJoined => 409,
+        ErrorCode::TooLong => 413,
+        ErrorCode::RateLimited => 429,
+        ErrorCode::Unavailable => 503,
+    }
+}
+
+/// The JSON body of an error.
+pub fn error_body(e: &ProtocolError) -> Value {
+    json!({ "error": { "code": e.code.as_str(), "message": e.message } })
+}
+
+fn bad(code: ErrorCode, message: impl Into<String>) -> ProtocolError {
+    ProtocolError::new(code, message)
+}
+
+fn room_of(segment: &str) -> Result<RoomName, ProtocolError> {
+    // Room names hold only [A-Za-z0-9_.-], so nothing needs percent-decoding: `%2F`,
+    // `%00` and friends are simply not room names.
+    RoomName::parse(segment).ok_or_else(|| bad(ErrorCode::BadField, "not a room name: 1-64 of A-Z a-z 0-9 _ - ."))
+}
+
+/// A non-negative integer query parameter (`limit=-1` and `limit=1e9` are refused).
+fn number(query: &[(String, String)], key: &str) -> Result<Option<u64>, ProtocolError> {
+    match query.iter().find(|(k, _)| k == key) {
+        None => Ok(None),
+        Some((_, v)) => v
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| bad(ErrorCode::BadField, format!("`{key}` must be a whole number ≥ 0"))),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PostBody {
+    text: String,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    from: Option<From>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct From {
+    id: String,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// Parses the body of a post; `from` ids are put under `api:` unless the key may
+/// impersonate, so a backend's bot can never be taken for a user by accident.
+fn post_call(room: RoomName, req: &ApiRequest, key: &ApiKey, max_text: usize) -> Result<ApiCall, ProtocolError> {
+    if !req
+        .content_type
+        .is_some_and(|t| t.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json")))
+    {
+        return Err(bad(ErrorCode::BadJson, "send Content-Type: application/json"));
+    }
+    let value: Value =
+        serde_json::from_slice(req.body).map_err(|e| bad(ErrorCode::BadJson, format!("not JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(bad(ErrorCode::BadJson, "the body must be a JSON object"));
+    }
+    let body: PostBody = serde_json::from_value(value).map_err(|e| bad(ErrorCode::BadField, e.to_string()))?;
+    if body.text.trim().is_empty() {
+        return Err(bad(ErrorCode::BadField, "`text` is empty"));
+    }
+    if body.text.chars().count() > max_text {
+        return Err(bad(ErrorCode::TooLong, format!("`text` is over {max_text} characters")));
+    }
+    if let Some(id) = &body.id {
+        if id.is_empty() || id.chars().count() > MAX_ID_CHARS {
+            return Err(bad(ErrorCode::BadField, format!("`id` is 1-{MAX_ID_CHARS} characters")));
+        }
+    }
+    let from = match body.from {
+        None => User { id: "system".into(), name: "system".into() },
+        Some(f) => {
+            if f.id.is_empty() || f.id.chars().count() > 64 || f.id.chars().any(char::is_control) {
+                return Err(bad(ErrorCode::BadField, "`from.id` is 1-64 characters, no control characters"));
+            }
+            let name = match f.name {
+                Some(n) => {
+                    clean_name(&n).ok_or_else(|| bad(ErrorCode::BadField, "`from.name` is not a usable name"))?
+                }
+                None => f.id.clone(),
+            };
+            let id = if key.impersonate { f.id } else { format!("api:{}", f.id) };
+            User { id: id.into(), name }
+        }
+    };
+    Ok(ApiCall::Post { room, text: body.text, id: body.id, from })
+}
+
+/// Routes an authenticated request.
+pub fn route(req: &ApiRequest, key: &ApiKey, max_text: usize) -> Result<Routed, ProtocolError> {
+    let (path, query) = req.url.split_once('?').unwrap_or((req.url, ""));
+    let query: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+    let Some(rest) = path.strip_prefix("/api/v1/") else {
+        return Err(bad(ErrorCode::NotFound, "no such route"));
+    };
+    let parts: Vec<&str> = rest.split('/').collect();
+    let not_allowed = || Ok(Routed::Answer(405, error_body(&bad(ErrorCode::NotFound, "method not allowed here"))));
+    match (req.method, parts.as_slice()) {
+        ("GET", ["rooms"]) => Ok(Routed::Call(ApiCall::Rooms)),
+        ("GET", ["rooms", room, "presence"]) => Ok(Routed::Call(ApiCall::Presence { room: room_of(room)? })),
+        ("POST", ["rooms", room, "messages"]) => Ok(Routed::Call(post_call(room_of(room)?, req, key, max_text)?)),
+        ("GET", ["rooms", room, "messages"]) => {
+            let room = room_of(room)?;
+            let limit = number(&query, "limit")?.unwrap_or(DEFAULT_PAGE as u64);
+            if !(1..=MAX_PAGE as u64).contains(&limit) {
+                return Err(bad(ErrorCode::BadField, format!("`limit` is 1-{MAX_PAGE}")));
+            }
+            let (before, after) = (number(&query, "before")?, number(&query, "after")?);
+            Ok(Routed::Call(ApiCall::Messages { room, before, after, limit: limit as usize }))
+        }
+        ("DELETE", ["rooms", room, "messages", _seq]) => {
+            room_of(room)?;
+            Err(bad(ErrorCode::NotFound, "deleting messages arrives with edits and deletions in the protocol"))
+        }
+        ("POST", ["users", uid, "disconnect"]) => {
+            if uid.is_empty() || uid.len() > 256 {
+                return Err(bad(ErrorCode::BadField, "not a user id"));
+            }
+            let uid = percent_decode(uid).ok_or_else(|| bad(ErrorCode::BadField, "not a user id"))?;
+            Ok(Routed::Call(ApiCall::Disconnect { uid: uid.into() }))
+        }
+        (_, ["rooms"] | ["rooms", _, "presence" | "messages"] | ["users", _, "disconnect"]) => not_allowed(),
+        _ => Err(bad(ErrorCode::NotFound, "no such route")),
+    }
+}
+
+/// User ids (a token's `sub`) may hold any character: decode `%XX`, refuse controls.
+fn percent_decode(s: &str) -> Option<String> {
+    let decoded: String =
+        form_urlencoded::parse(format!("u={}", s.replace('+', "%2B")).as_bytes()).next()?.1.into_owned();
+    (!decoded.chars().any(char::is_control)).then_some(decoded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(impersonate: bool) -> ApiKey {
+        super::super::keys::tests_key(impersonate)
+    }
+
+    fn req<'a>(method: &'a str, url: &'a str, body: &'a [u8]) -> ApiRequest<'a> {
+        ApiRequest { method, url, content_type: Some("application/json"), body }
+    }
+
+    fn code(r: Result<Routed, ProtocolError>) -> &'static str {
+        r.expect_err("an error").code.as_str()
+    }
+
+    #[test]
+    fn bad_rooms_limits_and_bodies_are_refused() {
+        let k = key(false);
+        let long = format!("/api/v1/rooms/{}/messages", "x".repeat(1000));
+        for url in ["/api/v1/rooms/a%2Fb/messages", "/api/v1/rooms/../messages", "/api/v1/rooms/a%00/messages", &long] {
+            assert_eq!(code(route(&req("GET", url, b""), &k, 100)), "bad_field", "{url}");
+        }
+        for q in ["limit=-1", "limit=1e9", "limit=0", "limit=201", "before=x"] {
+            let url = format!("/api/v1/rooms/r/messages?{q}");
+            assert_eq!(code(route(&req("GET", &url, b""), &k, 100)), "bad_field", "{q}");
+        }
+        let post = "/api/v1/rooms/r/messages";
+        assert_eq!(code(route(&req("POST", post, b"[1]"), &k, 100)), "bad_json");
+        assert_eq!(code(route(&req("POST", post, b"{"), &k, 100)), "bad_json");
+        assert_eq!(code(route(&req("POST", post, br#"{"text":"x","extra":1}"#), &k, 100)), "bad_field");
+        assert_eq!(code(route(&req("POST", post, br#"{"text":"xxxx"}"#), &k, 3)), "too_long");
+        let plain = ApiRequest { content_type: Some("text/plain"), ..req("POST", post, br#"{"text":"x"}"#) };
+        assert_eq!(code(route(&plain, &k, 100)), "bad_json");
+    }
+
+    #[test]
+    fn from_ids_are_namespaced_unless_the_key_may_impersonate() {
+        let body = br#"{"text":"hi","from":{"id":"alice","name":"Alice"}}"#;
+        let url = "/api/v1/rooms/r/messages";
+        let from = |k| match route(&req("POST", url, body), &key(k), 100) {
+            Ok(Routed::Call(ApiCall::Post { from, .. })) => from,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(&*from(false).id, "api:alice");
+        assert_eq!(&*from(true).id, "alice");
+        match route(&req("POST", url, br#"{"text":"hi"}"#), &key(false), 100) {
+            Ok(Routed::Call(ApiCall::Post { from, .. })) => assert_eq!(&*from.id, "system"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

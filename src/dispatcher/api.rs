@@ -1,0 +1,126 @@
+//! The server API's calls as the dispatcher sees them: a backend's post takes the same
+//! path as a client's (seq, store, dedup by id, fan-out) and is answered only after
+//! the store committed; reads answer from the dispatcher's own state. The HTTP side
+//! ([`crate::api`]) waits for the reply; the dispatcher never waits for the caller.
+
+use crossbeam_channel::Sender;
+use serde_json::{json, Value};
+
+use super::backend::Backend;
+use super::cluster::{ApiRead, Request};
+use super::Dispatcher;
+use crate::protocol::{CloseReason, ErrorCode, ProtocolError, RoomName, User, UserId};
+
+/// What an API call is answered with: a JSON body, or the protocol error.
+pub type ApiResult = Result<Value, ProtocolError>;
+
+/// Where the answer to a post goes once the store holds the message.
+#[derive(Debug)]
+pub enum AckTo {
+    /// A WebSocket client: an `ack` frame, if it gave an id.
+    Conn(crate::delivery::outbox::ConnId),
+    /// An API caller waiting for `{seq, dup}`.
+    Api(Sender<ApiResult>),
+}
+
+/// One call of the server API.
+#[derive(Debug)]
+pub enum ApiCall {
+    /// Post as `from` (already checked against the key's rights).
+    Post { room: RoomName, text: String, id: Option<String>, from: User },
+    /// Held messages with `after < seq < before`, oldest first, at most `limit`.
+    Messages { room: RoomName, before: Option<u64>, after: Option<u64>, limit: usize },
+    /// Every room with its present users and head.
+    Rooms,
+    /// Who is present in a room.
+    Presence { room: RoomName },
+    /// Close every connection of a user here.
+    Disconnect { uid: UserId },
+}
+
+fn not_found(room: &RoomName) -> ProtocolError {
+    ProtocolError::new(ErrorCode::NotFound, format!("no room `{room}`"))
+}
+
+impl Dispatcher {
+    pub(super) fn on_api(&mut self, call: ApiCall, reply: Sender<ApiResult>) {
+        // Redis mode: reads are Redis's to answer, for every instance alike.
+        if let Backend::Redis(cluster) = &self.backend {
+            let read = match call {
+                ApiCall::Messages { room, before, after, limit } => {
+                    Some(ApiRead::Messages { room, before, after, limit })
+                }
+                ApiCall::Rooms => Some(ApiRead::Rooms),
+                ApiCall::Presence { room } => Some(ApiRead::Presence { room }),
+                other => return self.on_api_local(other, reply),
+            };
+            if let Some(read) = read {
+                cluster.send(Request::Api(read, reply));
+            }
+            return;
+        }
+        self.on_api_local(call, reply);
+    }
+
+    fn on_api_local(&mut self, call: ApiCall, reply: Sender<ApiResult>) {
+        let answer = match call {
+            ApiCall::Post { room, text, id, from } => match self.ensure_room(&room) {
+                Ok(()) => return self.store_message(&from, AckTo::Api(reply), room, &text, id),
+                Err(e) => Err(e),
+            },
+            ApiCall::Messages { room, before, after, limit } => self.api_messages(&room, before, after, limit),
+            ApiCall::Rooms => Ok(self.api_rooms()),
+            ApiCall::Presence { room } => match self.rooms.get(&room) {
+                Some(r) => Ok(json!({ "room": room, "users": r.users(usize::MAX), "remote": r.remote.len() })),
+                None => Err(not_found(&room)),
+            },
+            ApiCall::Disconnect { uid } => Ok(json!({ "closed": self.disconnect(&uid) })),
+        };
+        // Reads have nothing to commit: answer at once.
+        let _ = reply.send(answer);
+    }
+
+    fn api_messages(&self, room: &RoomName, before: Option<u64>, after: Option<u64>, limit: usize) -> ApiResult {
+        let r = self.rooms.get(room).ok_or_else(|| not_found(room))?;
+        let after = after.unwrap_or(0);
+        let before = before.unwrap_or(u64::MAX);
+        let held: Vec<_> = r.history.since(after).messages.into_iter().filter(|m| m.seq < before).collect();
+        // The newest `limit` below `before`, or the oldest `limit` above `after`.
+        let skip = if before == u64::MAX { 0 } else { held.len().saturating_sub(limit) };
+        let page: Vec<Value> = held
+            .iter()
+            .skip(skip)
+            .take(limit)
+            .filter_map(|m| serde_json::from_slice::<Value>(&m.json()).ok())
+            .collect();
+        let oldest_held = r.history.all().next().map_or(r.history.head() + 1, |m| m.seq);
+        let first = page.first().and_then(|m| m["seq"].as_u64()).unwrap_or(before.min(r.history.head() + 1));
+        Ok(json!({
+            "room": room,
+            "head": r.history.head(),
+            "messages": page,
+            // Nothing older is held: the page reaches the beginning of what is kept.
+            "complete": first <= oldest_held,
+        }))
+    }
+
+    fn api_rooms(&self) -> Value {
+        let mut rooms: Vec<Value> = self
+            .rooms
+            .iter()
+            .map(|(name, r)| json!({ "room": name, "users": r.present.len() + r.remote.len(), "head": r.history.head() }))
+            .collect();
+        rooms.sort_by(|a, b| a["room"].as_str().cmp(&b["room"].as_str()));
+        json!({ "rooms": rooms })
+    }
+
+    /// Closes every connection of `uid` on this instance; returns how many.
+    fn disconnect(&mut self, uid: &str) -> usize {
+        let conns: Vec<_> = self.clients.values().filter(|c| &*c.uid == uid).map(|c| c.conn.clone()).collect();
+        for conn in &conns {
+            log::info!("api: disconnecting connection {} of {uid}", conn.id);
+            self.close_conn(conn, CloseReason::Disconnected);
+        }
+        conns.len()
+    }
+}

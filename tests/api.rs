@@ -1,0 +1,240 @@
+//! The server API against the real server: every endpoint, keys (wrong, missing,
+//! rotated, impersonation), dedup by id, an API post seen live and after resume, bad
+//! input, and the same endpoints with two instances on Redis.
+
+mod common;
+mod common_redis;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use common::{TestServer, WAIT};
+use common_redis::RedisServer;
+use natter::config::Config;
+use serde_json::{json, Value};
+
+const KEY: &str = "backend-key-0123456789";
+const ADMIN_KEY: &str = "admin-key-abcdefghijkl";
+
+/// One request; `body` is sent as JSON unless `content_type` says otherwise.
+fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: &[u8],
+    content_type: &str,
+) -> (u16, Value) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let _ = s.write_all(body);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let out = String::from_utf8_lossy(&out);
+    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+fn get(addr: SocketAddr, path: &str) -> (u16, Value) {
+    call(addr, "GET", path, Some(KEY), b"", "application/json")
+}
+
+fn post(addr: SocketAddr, path: &str, body: Value) -> (u16, Value) {
+    call(addr, "POST", path, Some(KEY), body.to_string().as_bytes(), "application/json")
+}
+
+fn write_keys(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    // A later mtime than any earlier write, whatever the filesystem's granularity.
+    let f = std::fs::File::options().write(true).open(path).unwrap();
+    f.set_modified(SystemTime::now() + Duration::from_secs(rand_secs())).unwrap();
+}
+
+fn rand_secs() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(1);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+fn with_api(dir: &Path) -> impl FnOnce(&mut Config) {
+    let keys = dir.join("api.keys");
+    write_keys(&keys, &format!("{KEY}\n{ADMIN_KEY} impersonate\n"));
+    move |c: &mut Config| {
+        c.api_key_file = Some(keys);
+        common::unlimited_rate(c);
+    }
+}
+
+#[test]
+fn every_endpoint_answers_and_a_post_takes_the_client_path() {
+    let keys_dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(with_api(keys_dir.path()));
+    let mut ann = server.connect("ann");
+    ann.join("lobby", None);
+
+    let (status, body) =
+        post(server.http, "/api/v1/rooms/lobby/messages", json!({"text": "from the backend", "id": "b-1"}));
+    assert_eq!((status, &body), (201, &json!({"seq": 1, "dup": false})));
+    let live = ann.expect("msg");
+    assert_eq!(
+        (live["text"].as_str(), live["uid"].as_str(), live["seq"].as_u64()),
+        (Some("from the backend"), Some("system"), Some(1))
+    );
+
+    // The same id again: one message, dup:true with the original seq, nothing broadcast.
+    let (status, body) =
+        post(server.http, "/api/v1/rooms/lobby/messages", json!({"text": "from the backend", "id": "b-1"}));
+    assert_eq!((status, &body), (200, &json!({"seq": 1, "dup": true})));
+    let (status, bot) = post(
+        server.http,
+        "/api/v1/rooms/lobby/messages",
+        json!({"text": "beep", "from": {"id": "bot7", "name": "Bot"}}),
+    );
+    assert_eq!((status, bot["seq"].as_u64()), (201, Some(2)));
+    let live = ann.expect("msg");
+    assert_eq!(
+        (live["seq"].as_u64(), live["uid"].as_str(), live["user"].as_str()),
+        (Some(2), Some("api:bot7"), Some("Bot"))
+    );
+
+    let (status, page) = get(server.http, "/api/v1/rooms/lobby/messages?after=0&limit=10");
+    assert_eq!(status, 200);
+    let seqs: Vec<u64> = page["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!((seqs, page["head"].as_u64(), page["complete"].as_bool()), (vec![1, 2], Some(2), Some(true)));
+    let (_, older) = get(server.http, "/api/v1/rooms/lobby/messages?before=2&limit=1");
+    assert_eq!(older["messages"][0]["seq"], 1);
+
+    let (status, rooms) = get(server.http, "/api/v1/rooms");
+    assert_eq!(status, 200);
+    assert_eq!(rooms["rooms"], json!([{"room": "lobby", "users": 1, "head": 2}]));
+    let (status, presence) = get(server.http, "/api/v1/rooms/lobby/presence");
+    assert_eq!((status, presence["users"][0]["id"].as_str()), (200, Some("u-ann")));
+    assert_eq!(get(server.http, "/api/v1/rooms/nowhere/presence").0, 404);
+
+    // A client away during the API post gets it on resume.
+    let mut bob = server.connect("bob");
+    bob.join("lobby", Some(2));
+    post(server.http, "/api/v1/rooms/lobby/messages", json!({"text": "while you were away"}));
+    ann.expect("msg");
+    let (_, history) = server.connect("bob2").join("lobby", Some(2));
+    assert_eq!(history["messages"][0]["text"], "while you were away");
+
+    let (status, _) = call(server.http, "DELETE", "/api/v1/rooms/lobby/messages/1", Some(KEY), b"", "application/json");
+    assert_eq!(status, 404, "deletion arrives with the protocol's edits and deletions");
+    let (status, closed) =
+        call(server.http, "POST", "/api/v1/users/u-ann/disconnect", Some(KEY), b"{}", "application/json");
+    assert_eq!((status, closed["closed"].as_u64()), (200, Some(1)));
+    assert_eq!(ann.expect_close(), (1008, "disconnected by the server".into()));
+}
+
+#[test]
+fn keys_are_checked_rotated_and_only_some_may_impersonate() {
+    let keys_dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(with_api(keys_dir.path()));
+    let path = "/api/v1/rooms";
+    assert_eq!(call(server.http, "GET", path, None, b"", "application/json").0, 401);
+    let (status, body) = call(server.http, "GET", path, Some("not-a-key-at-all-nope"), b"", "application/json");
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthorized")));
+    assert_eq!(get(server.http, path).0, 200);
+
+    // Rotation: the file now holds only a new key.
+    let new_key = "rotated-key-zyxwvutsrq";
+    write_keys(&keys_dir.path().join("api.keys"), &format!("{new_key}\n"));
+    assert_eq!(get(server.http, path).0, 401, "the old key is gone");
+    assert_eq!(call(server.http, "GET", path, Some(new_key), b"", "application/json").0, 200);
+    // A broken file keeps the keys in force rather than locking everyone out.
+    write_keys(&keys_dir.path().join("api.keys"), "short\n");
+    assert_eq!(call(server.http, "GET", path, Some(new_key), b"", "application/json").0, 200);
+
+    write_keys(&keys_dir.path().join("api.keys"), &format!("{KEY}\n{ADMIN_KEY} impersonate\n"));
+    let mut alice = server.connect("alice");
+    alice.join("r", None);
+    let as_alice = json!({"text": "I am alice", "from": {"id": "u-alice", "name": "alice"}});
+    post(server.http, "/api/v1/rooms/r/messages", as_alice.clone());
+    assert_eq!(alice.expect("msg")["uid"], "api:u-alice", "an ordinary key cannot speak as a user");
+    call(
+        server.http,
+        "POST",
+        "/api/v1/rooms/r/messages",
+        Some(ADMIN_KEY),
+        as_alice.to_string().as_bytes(),
+        "application/json",
+    );
+    assert_eq!(alice.expect("msg")["uid"], "u-alice", "a key marked impersonate can");
+}
+
+#[test]
+fn bad_input_gets_a_json_error_and_changes_nothing() {
+    let keys_dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(with_api(keys_dir.path()));
+    let room = "/api/v1/rooms/r/messages";
+    // (method, path, body, content type, expected status, expected code)
+    type Case<'a> = (&'a str, String, Vec<u8>, &'a str, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        ("POST", room.into(), vec![b'x'; 10 * 1024 * 1024], "application/json", 413, "too_long"),
+        ("POST", room.into(), b"[1,2]".to_vec(), "application/json", 400, "bad_json"),
+        ("POST", room.into(), b"{\"text\":".to_vec(), "application/json", 400, "bad_json"),
+        ("POST", room.into(), b"{\"text\":\"x\"}".to_vec(), "text/plain", 400, "bad_json"),
+        ("POST", room.into(), b"{\"text\":7}".to_vec(), "application/json", 400, "bad_field"),
+        ("POST", room.into(), b"{\"text\":\"   \"}".to_vec(), "application/json", 400, "bad_field"),
+        ("GET", "/api/v1/rooms/a%2Fb/messages".into(), vec![], "application/json", 400, "bad_field"),
+        ("GET", "/api/v1/rooms/../messages".into(), vec![], "application/json", 400, "bad_field"),
+        ("GET", "/api/v1/rooms/a%00/messages".into(), vec![], "application/json", 400, "bad_field"),
+        ("GET", format!("/api/v1/rooms/{}/messages", "r".repeat(1000)), vec![], "application/json", 400, "bad_field"),
+        ("GET", format!("{room}?limit=-1"), vec![], "application/json", 400, "bad_field"),
+        ("GET", format!("{room}?limit=1e9"), vec![], "application/json", 400, "bad_field"),
+        ("GET", "/api/v1/nothing".into(), vec![], "application/json", 404, "not_found"),
+    ];
+    for (method, path, body, ct, status, code) in cases {
+        let (got, err) = call(server.http, method, &path, Some(KEY), &body, ct);
+        assert_eq!((got, err["error"]["code"].as_str()), (status, Some(code)), "{method} {path:.60}");
+    }
+    let (_, rooms) = get(server.http, "/api/v1/rooms");
+    assert_eq!(rooms["rooms"], json!([]), "nothing was created or stored");
+}
+
+#[test]
+fn without_a_key_file_the_api_is_off() {
+    let server = TestServer::start();
+    assert_eq!(get(server.http, "/api/v1/rooms").0, 404);
+}
+
+#[test]
+fn the_api_works_the_same_on_two_instances_sharing_redis() {
+    let redis = RedisServer::start();
+    let keys_dir = tempfile::tempdir().unwrap();
+    let start = || {
+        let url = redis.url();
+        let api = with_api(keys_dir.path());
+        TestServer::start_with(move |c| {
+            api(c);
+            c.redis = Some(url);
+        })
+    };
+    let (a, b) = (start(), start());
+    let mut on_b = b.connect("bea");
+    on_b.join("shared", None);
+    let (status, body) = post(a.http, "/api/v1/rooms/shared/messages", json!({"text": "via a", "id": "x1"}));
+    assert_eq!((status, body["seq"].as_u64()), (201, Some(1)));
+    assert_eq!(on_b.expect("msg")["text"], "via a", "seen live on the other instance");
+    let (status, body) = post(b.http, "/api/v1/rooms/shared/messages", json!({"text": "via a", "id": "x1"}));
+    assert_eq!((status, &body), (200, &json!({"seq": 1, "dup": true})), "dedup spans instances");
+
+    for server in [&a, &b] {
+        let (_, page) = get(server.http, "/api/v1/rooms/shared/messages?after=0");
+        assert_eq!(page["messages"][0]["text"], "via a");
+        let (_, rooms) = get(server.http, "/api/v1/rooms");
+        assert_eq!(rooms["rooms"], json!([{"room": "shared", "users": 1, "head": 1}]));
+        let (_, presence) = get(server.http, "/api/v1/rooms/shared/presence");
+        assert_eq!(presence["users"][0]["id"], "u-bea");
+    }
+}
