@@ -12,6 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use crate::access::{Access, Role, RoomPatterns};
 use crate::protocol::UserId;
 
 /// Who is on the other end of a connection, fixed at the handshake.
@@ -23,6 +24,8 @@ pub struct Identity {
     pub name: String,
     /// Whether `nick` is allowed (open mode only).
     pub can_rename: bool,
+    /// The rooms the user may join and the user's role.
+    pub access: Access,
 }
 
 /// Shortest secret accepted: HS256 is only as strong as its key.
@@ -41,6 +44,20 @@ pub struct Claims {
     /// Not valid before, seconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<u64>,
+    /// Rooms the user may join: exact names and `prefix*` patterns (see [`Access`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rooms: Option<serde_json::Value>,
+    /// `"mod"` for a moderator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+}
+
+impl Claims {
+    /// The rights the token gives; an unusable `rooms` or `role` claim refuses it.
+    pub fn access(&self) -> Result<Access, String> {
+        let rooms = self.rooms.as_ref().map(RoomPatterns::from_claim).transpose()?;
+        Ok(Access { rooms, role: Role::from_claim(self.role.as_deref())? })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,9 +105,25 @@ impl KindDescription for jsonwebtoken::errors::Error {
     }
 }
 
+/// What a minted token says besides `sub` and its lifetime.
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    pub name: Option<String>,
+    /// `rooms` claim entries (`team-*`, `support`).
+    pub rooms: Option<Vec<String>>,
+    pub role: Option<String>,
+}
+
 /// Signs a token for `sub` valid for `ttl_s` seconds.
-pub fn mint(secret: &[u8], sub: &str, name: Option<&str>, ttl_s: u64) -> String {
-    let claims = Claims { sub: sub.to_owned(), exp: now_s() + ttl_s, name: name.map(str::to_owned), nbf: None };
+pub fn mint(secret: &[u8], sub: &str, grants: &Grants, ttl_s: u64) -> String {
+    let claims = Claims {
+        sub: sub.to_owned(),
+        exp: now_s() + ttl_s,
+        name: grants.name.clone(),
+        nbf: None,
+        rooms: grants.rooms.as_ref().map(|r| serde_json::json!(r)),
+        role: grants.role.clone(),
+    };
     encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret))
         .expect("HS256 signing with an in-memory key cannot fail")
 }
@@ -122,20 +155,24 @@ mod tests {
 
     #[test]
     fn minted_tokens_verify() {
-        let t = mint(SECRET, "alice", Some("Alice"), 60);
+        let grants =
+            Grants { name: Some("Alice".into()), rooms: Some(vec!["team-*".into()]), role: Some("mod".into()) };
+        let t = mint(SECRET, "alice", &grants, 60);
         let c = verify(&t, SECRET, 0).unwrap();
         assert_eq!((c.sub.as_str(), c.name.as_deref()), ("alice", Some("Alice")));
+        let access = c.access().unwrap();
+        assert!(access.is_mod() && access.rooms.is_some());
     }
 
     #[test]
     fn bad_tokens_are_rejected_without_echoing_them() {
-        let t = mint(SECRET, "alice", None, 60);
+        let t = mint(SECRET, "alice", &Grants::default(), 60);
         let e = verify(&t, b"another-secret-another-secret-xx", 0).unwrap_err().to_string();
         assert!(e.contains("bad signature") && !e.contains(&t), "{e}");
         assert!(verify("garbage", SECRET, 0).is_err());
         let expired = encode(
             &Header::new(Algorithm::HS256),
-            &Claims { sub: "a".into(), exp: now_s() - 100, name: None, nbf: None },
+            &Claims { sub: "a".into(), exp: now_s() - 100, name: None, nbf: None, rooms: None, role: None },
             &EncodingKey::from_secret(SECRET),
         )
         .unwrap();
@@ -143,7 +180,14 @@ mod tests {
         assert!(verify(&expired, SECRET, 200).is_ok(), "leeway covers small skew");
         let early = encode(
             &Header::new(Algorithm::HS256),
-            &Claims { sub: "a".into(), exp: now_s() + 100, name: None, nbf: Some(now_s() + 50) },
+            &Claims {
+                sub: "a".into(),
+                exp: now_s() + 100,
+                name: None,
+                nbf: Some(now_s() + 50),
+                rooms: None,
+                role: None,
+            },
             &EncodingKey::from_secret(SECRET),
         )
         .unwrap();

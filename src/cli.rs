@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::access::RoomsDefault;
 use crate::api::webhooks::{WebhookConfig, WebhookError};
 use crate::auth;
 use crate::config::{AuthMode, Config, FsyncPolicy};
@@ -41,6 +42,12 @@ pub struct TokenArgs {
     /// Lifetime: seconds, or with a unit: 90s, 15m, 1h, 7d.
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub ttl: Duration,
+    /// Rooms the user may join, comma-separated names and prefix* patterns (`rooms` claim).
+    #[arg(long)]
+    pub rooms: Option<String>,
+    /// Role: `mod` for a moderator (`role` claim).
+    #[arg(long)]
+    pub role: Option<String>,
     /// File holding the secret (else NATTER_JWT_SECRET).
     #[arg(long)]
     pub jwt_secret_file: Option<PathBuf>,
@@ -154,6 +161,12 @@ pub struct ServeArgs {
     /// File holding the JWT secret (token mode; else NATTER_JWT_SECRET). Never pass the secret itself as a flag.
     #[arg(long)]
     pub jwt_secret_file: Option<PathBuf>,
+    /// Rooms a user may join when the token has no `rooms` claim (and in open mode): open (any public room) or none.
+    #[arg(long, value_enum, default_value = "open")]
+    pub rooms_default: RoomsDefault,
+    /// Open mode: this user id is a moderator (repeatable; ids are shown in `welcome`).
+    #[arg(long = "mod")]
+    pub mods: Vec<String>,
     /// Seconds of clock skew tolerated on token exp/nbf.
     #[arg(long, default_value_t = Config::default().jwt_leeway_s)]
     pub jwt_leeway_s: u64,
@@ -250,6 +263,8 @@ impl ServeArgs {
             auth: self.auth,
             jwt_secret,
             jwt_leeway_s: self.jwt_leeway_s,
+            rooms_default: self.rooms_default,
+            mods: self.mods.clone(),
             api_key_file: self.api_key_file.clone(),
             api_rate_per_s: self.api_rate_per_s,
             webhooks: WebhookConfig::new(

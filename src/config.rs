@@ -3,6 +3,7 @@
 //! `Config` is built once by the CLI layer (`cli.rs`) or by tests and passed down by
 //! reference. Nothing below `main` reads flags or environment variables itself.
 
+use crate::access::RoomsDefault;
 use crate::api::webhooks::WebhookConfig;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -117,6 +118,10 @@ pub struct Config {
     pub jwt_secret: Option<Vec<u8>>,
     /// Clock skew tolerated on `exp`/`nbf`, in seconds.
     pub jwt_leeway_s: u64,
+    /// The rooms of users whose token has no `rooms` claim, and of open mode.
+    pub rooms_default: RoomsDefault,
+    /// Open mode: moderators' user ids.
+    pub mods: Vec<String>,
 
     /// Webhook receivers, their secret, retry window and queue bound (none by default).
     pub webhooks: WebhookConfig,
@@ -163,6 +168,8 @@ impl Default for Config {
             auth: AuthMode::Open,
             jwt_secret: None,
             jwt_leeway_s: 30,
+            rooms_default: RoomsDefault::Open,
+            mods: Vec::new(),
             webhooks: WebhookConfig::default(),
             api_key_file: None,
             api_rate_per_s: 2000,

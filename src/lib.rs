@@ -17,6 +17,7 @@
 //! what the process can hold. [`serve`] runs it all on listeners the caller bound,
 //! until a [`shutdown`] fires.
 
+pub mod access;
 pub mod api;
 pub mod auth;
 pub mod cli;

@@ -26,7 +26,20 @@ fn main() -> ExitCode {
 fn token(args: &TokenArgs) -> Result<(), String> {
     let secret = auth::load_secret(args.jwt_secret_file.as_deref(), std::env::var("NATTER_JWT_SECRET").ok())
         .map_err(|e| e.to_string())?;
-    println!("{}", auth::mint(&secret, &args.sub, args.name.as_deref(), args.ttl.as_secs()));
+    let rooms =
+        args.rooms.as_ref().map(|r| r.split(',').map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect());
+    let grants = auth::Grants { name: args.name.clone(), rooms, role: args.role.clone() };
+    // Check the claims the way the server will, so a bad token is never handed out.
+    let claims = auth::Claims {
+        sub: args.sub.clone(),
+        exp: 0,
+        name: None,
+        nbf: None,
+        rooms: grants.rooms.as_ref().map(|r| serde_json::json!(r)),
+        role: grants.role.clone(),
+    };
+    claims.access()?;
+    println!("{}", auth::mint(&secret, &args.sub, &grants, args.ttl.as_secs()));
     Ok(())
 }
 

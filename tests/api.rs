@@ -117,7 +117,7 @@ fn every_endpoint_answers_and_a_post_takes_the_client_path() {
     assert_eq!(status, 200);
     assert_eq!(rooms["rooms"], json!([{"room": "lobby", "users": 1, "head": 2}]));
     let (status, presence) = get(server.http, "/api/v1/rooms/lobby/presence");
-    assert_eq!((status, presence["users"][0]["id"].as_str()), (200, Some("u-ann")));
+    assert_eq!((status, presence["users"][0]["id"].as_str()), (200, Some(ann.uid().as_str())));
     assert_eq!(get(server.http, "/api/v1/rooms/nowhere/presence").0, 404);
 
     // A client away during the API post gets it on resume.
@@ -130,8 +130,14 @@ fn every_endpoint_answers_and_a_post_takes_the_client_path() {
 
     let (status, _) = call(server.http, "DELETE", "/api/v1/rooms/lobby/messages/1", Some(KEY), b"", "application/json");
     assert_eq!(status, 404, "deletion arrives with the protocol's edits and deletions");
-    let (status, closed) =
-        call(server.http, "POST", "/api/v1/users/u-ann/disconnect", Some(KEY), b"{}", "application/json");
+    let (status, closed) = call(
+        server.http,
+        "POST",
+        &format!("/api/v1/users/{}/disconnect", ann.uid()),
+        Some(KEY),
+        b"{}",
+        "application/json",
+    );
     assert_eq!((status, closed["closed"].as_u64()), (200, Some(1)));
     assert_eq!(ann.expect_close(), (1008, "disconnected by the server".into()));
 }
@@ -158,9 +164,9 @@ fn keys_are_checked_rotated_and_only_some_may_impersonate() {
     write_keys(&keys_dir.path().join("api.keys"), &format!("{KEY}\n{ADMIN_KEY} impersonate\n"));
     let mut alice = server.connect("alice");
     alice.join("r", None);
-    let as_alice = json!({"text": "I am alice", "from": {"id": "u-alice", "name": "alice"}});
+    let as_alice = json!({"text": "I am alice", "from": {"id": alice.uid(), "name": "alice"}});
     post(server.http, "/api/v1/rooms/r/messages", as_alice.clone());
-    assert_eq!(alice.expect("msg")["uid"], "api:u-alice", "an ordinary key cannot speak as a user");
+    assert_eq!(alice.expect("msg")["uid"], format!("api:{}", alice.uid()), "an ordinary key cannot speak as a user");
     call(
         server.http,
         "POST",
@@ -169,7 +175,7 @@ fn keys_are_checked_rotated_and_only_some_may_impersonate() {
         as_alice.to_string().as_bytes(),
         "application/json",
     );
-    assert_eq!(alice.expect("msg")["uid"], "u-alice", "a key marked impersonate can");
+    assert_eq!(alice.expect("msg")["uid"], alice.uid(), "a key marked impersonate can");
 }
 
 #[test]
@@ -235,6 +241,6 @@ fn the_api_works_the_same_on_two_instances_sharing_redis() {
         let (_, rooms) = get(server.http, "/api/v1/rooms");
         assert_eq!(rooms["rooms"], json!([{"room": "shared", "users": 1, "head": 1}]));
         let (_, presence) = get(server.http, "/api/v1/rooms/shared/presence");
-        assert_eq!(presence["users"][0]["id"], "u-bea");
+        assert_eq!(presence["users"][0]["id"], on_b.uid());
     }
 }

@@ -39,10 +39,17 @@ fn token_mode_admits_valid_tokens_only() {
     let url = |q: &str| format!("ws://{}/ws{q}", server.ws).into_client_request().unwrap();
     assert_eq!(status_of(&server, url("")), 401, "no token");
     assert_eq!(status_of(&server, url("?token=not.a.jwt")), 401);
-    let forged = auth::mint(b"some-other-secret-some-other-secret!", "alice", None, 60);
+    let forged = auth::mint(b"some-other-secret-some-other-secret!", "alice", &auth::Grants::default(), 60);
     assert_eq!(status_of(&server, url(&format!("?token={forged}"))), 401, "wrong signature");
     let expired = {
-        let claims = auth::Claims { sub: "alice".into(), exp: auth::now_s() - 10, name: None, nbf: None };
+        let claims = auth::Claims {
+            sub: "alice".into(),
+            exp: auth::now_s() - 10,
+            name: None,
+            nbf: None,
+            rooms: None,
+            role: None,
+        };
         jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &jsonwebtoken::EncodingKey::from_secret(SECRET))
             .unwrap()
     };
@@ -50,12 +57,12 @@ fn token_mode_admits_valid_tokens_only() {
     server.wait_metric("natter_handshakes_refused_total", 4);
 
     // A valid token in the query: identity and name come from it, not from ?name=.
-    let good = auth::mint(SECRET, "user-42", Some("Alice"), 60);
+    let good = auth::mint(SECRET, "user-42", &auth::Grants { name: Some("Alice".into()), ..Default::default() }, 60);
     let mut a = Client::connect(&format!("ws://{}/ws?token={good}&name=mallory", server.ws));
     assert_eq!(a.welcome["user"], json!({"id": "user-42", "name": "Alice"}));
     // The same in an Authorization header (as non-browser clients send it).
     let mut req = url("");
-    let bob = auth::mint(SECRET, "user-7", None, 60);
+    let bob = auth::mint(SECRET, "user-7", &auth::Grants::default(), 60);
     req.headers_mut().insert("Authorization", format!("Bearer {bob}").parse().unwrap());
     let (mut b, _) = tungstenite::client(req, TcpStream::connect(server.ws).unwrap()).unwrap();
     let welcome: serde_json::Value = serde_json::from_str(b.read().unwrap().to_text().unwrap()).unwrap();
@@ -69,7 +76,7 @@ fn token_mode_admits_valid_tokens_only() {
 #[test]
 fn an_expired_token_closes_the_connection_with_1008() {
     let server = token_server();
-    let short = auth::mint(SECRET, "brief", None, 2);
+    let short = auth::mint(SECRET, "brief", &auth::Grants::default(), 2);
     let mut c = Client::connect(&format!("ws://{}/ws?token={short}", server.ws));
     c.join("lobby", None);
     let started = Instant::now();

@@ -106,7 +106,7 @@ fn presence_spans_instances_and_a_crashed_instance_s_users_leave() {
     b.wait(Duration::from_secs(5));
     let started = Instant::now();
     let left = ann.expect("system");
-    assert_eq!((left["event"].as_str(), left["user"]["id"].as_str()), (Some("leave"), Some("u-ben")));
+    assert_eq!((left["event"].as_str(), left["user"]["id"].as_str()), (Some("leave"), Some(ben.uid().as_str())));
     assert!(started.elapsed() < Duration::from_secs(5), "within the expiry ({:?})", started.elapsed());
 }
 

@@ -79,7 +79,8 @@ fn chatter(url: String, me: usize, shared: Arc<Shared>) {
             continue;
         };
         stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-        let Ok((mut ws, _)) = tungstenite::client(format!("{url}?name=soak{me}"), stream) else {
+        let Ok((mut ws, _)) = tungstenite::client(format!("{url}?name=soak{me}&key=soak-identity-key-{me:08}"), stream)
+        else {
             std::thread::sleep(Duration::from_millis(50));
             continue;
         };

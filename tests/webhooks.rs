@@ -102,11 +102,12 @@ fn every_event_arrives_signed_and_in_order_per_room_after_failures() {
     assert!(created < first_alpha_msg, "room.created precedes the room's first message");
 
     // A leave is told too.
+    let bob = b.uid();
     drop(b);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (_, body) = bodies.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("a leave");
-        if body["events"].as_array().unwrap().iter().any(|e| e["type"] == "leave" && e["uid"] == "u-bob") {
+        if body["events"].as_array().unwrap().iter().any(|e| e["type"] == "leave" && e["uid"] == bob.as_str()) {
             break;
         }
     }

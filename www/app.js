@@ -321,10 +321,15 @@ function renderPeople() {
   list.replaceChildren();
   const users = room ? [...room.users.entries()] : [];
   users.sort((a, b) => a[1].localeCompare(b[1]));
+  // A name is not an identity: two people may both be "alice", so a shared name
+  // shows the end of each one's id.
+  const shared = new Set(users.map(([, name]) => name).filter((name, i, all) => all.indexOf(name) !== i));
   for (const [id, name] of users) {
     const li = document.createElement('li');
     li.dataset.uid = id;
-    li.textContent = id === state.me?.id ? `${name} (you)` : name;
+    const shown = shared.has(name) ? `${name} #${id.slice(-4)}` : name;
+    li.textContent = id === state.me?.id ? `${shown} (you)` : shown;
+    li.title = `id ${id}`;
     list.append(li);
   }
   $('people-count').textContent = room ? `(${users.length})` : '';

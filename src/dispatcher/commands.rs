@@ -129,7 +129,14 @@ impl Dispatcher {
     pub(super) fn admit_to_room(&mut self, id: ConnId, room: &RoomName) -> Result<(), ProtocolError> {
         let limit_error =
             |message: String| ProtocolError::new(ErrorCode::RoomLimit, message).with_ref(Some("join".into()));
-        if self.clients[&id].rooms.len() >= self.cfg.max_rooms_per_conn {
+        let client = &self.clients[&id];
+        // Checked at every join, reconnects included: a token that no longer lists a
+        // room no longer gets in. Never checked per delivered message.
+        if !client.access.may_join(room, self.cfg.rooms_default) {
+            let message = format!("you may not join `{room}`");
+            return Err(ProtocolError::new(ErrorCode::Forbidden, message).with_ref(Some("join".into())));
+        }
+        if client.rooms.len() >= self.cfg.max_rooms_per_conn {
             return Err(limit_error(format!("at most {} rooms per connection", self.cfg.max_rooms_per_conn)));
         }
         self.ensure_room(room)?;

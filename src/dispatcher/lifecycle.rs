@@ -22,8 +22,14 @@ impl Dispatcher {
     pub(super) fn register(&mut self, conn: Arc<Conn>, user: Identity) {
         self.metrics.connections.fetch_add(1, Relaxed);
         self.heartbeat.add(conn.id);
-        let client =
-            Client { conn: conn.clone(), uid: user.id, name: user.name, can_rename: user.can_rename, rooms: vec![] };
+        let client = Client {
+            conn: conn.clone(),
+            uid: user.id,
+            name: user.name,
+            can_rename: user.can_rename,
+            access: user.access,
+            rooms: vec![],
+        };
         self.clients.insert(conn.id, client);
     }
 

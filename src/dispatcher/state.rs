@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::history::History;
+use crate::access::Access;
 use crate::config::Config;
 use crate::delivery::outbox::{Conn, ConnId};
 use crate::protocol::{RoomName, UserId, UserRef};
@@ -17,6 +18,8 @@ pub(super) struct Client {
     pub uid: UserId,
     pub name: String,
     pub can_rename: bool,
+    /// The rooms the user may join by themselves, and their role.
+    pub access: Access,
     /// Rooms counted against the client's limit: joined, or (Redis mode) joining.
     pub rooms: Vec<RoomName>,
 }

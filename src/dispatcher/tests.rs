@@ -45,7 +45,7 @@ impl Harness {
         self.next_id += 1;
         let conn = Arc::new(Conn::new(id, server.try_clone().unwrap(), peer));
         self.sockets.push((server, client));
-        let user = Identity { id: uid.into(), name: name.into(), can_rename };
+        let user = Identity { id: uid.into(), name: name.into(), can_rename, access: Default::default() };
         self.d.handle(Command::Register { conn, user });
         id
     }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tungstenite::handshake::server::{ErrorResponse, Request};
 use tungstenite::http::{self, StatusCode};
 
+use crate::access::{Access, Role};
 use crate::auth::{self, Identity};
 use crate::config::{AuthMode, Config};
 use crate::metrics::Metrics;
@@ -78,7 +79,10 @@ pub fn admit(req: &Request, cfg: &Config) -> Result<Admitted, Refusal> {
     match cfg.auth {
         AuthMode::Open => {
             let name = query_param(query, "name").and_then(|n| clean_name(&n)).unwrap_or_else(guest_name);
-            let identity = Identity { id: Arc::from(format!("u-{name}")), name, can_rename: true };
+            let id = open_id(query_param(query, "key").as_deref())?;
+            let role = if cfg.mods.contains(&id) { Role::Mod } else { Role::Member };
+            let access = Access { rooms: None, role };
+            let identity = Identity { id: Arc::from(id), name, can_rename: true, access };
             Ok(Admitted { identity, expires_at: None })
         }
         AuthMode::Token => {
@@ -95,10 +99,32 @@ pub fn admit(req: &Request, cfg: &Config) -> Result<Admitted, Refusal> {
                 .and_then(clean_name)
                 .or_else(|| clean_name(&claims.sub))
                 .unwrap_or_else(guest_name);
-            let identity = Identity { id: Arc::from(claims.sub), name, can_rename: false };
+            let access = claims.access().map_err(|e| {
+                Refusal::new(StatusCode::UNAUTHORIZED, "unauthorized: the token's claims are not usable", e)
+            })?;
+            let identity = Identity { id: Arc::from(claims.sub), name, can_rename: false, access };
             Ok(Admitted { identity, expires_at: Some(claims.exp) })
         }
     }
+}
+
+/// Shortest and longest identity key an open-mode client may present.
+const KEY_CHARS: (usize, usize) = (16, 128);
+
+/// Open mode's user id. A name is not an identity: the id comes from a secret only the
+/// client holds (`key=`, the page keeps a random one in localStorage), hashed so the
+/// key itself never leaves the handshake; without a key every connection is a new user.
+fn open_id(key: Option<&str>) -> Result<String, Refusal> {
+    use sha2::{Digest, Sha256};
+    let Some(key) = key else {
+        return Ok(format!("u-{:016x}", rand::random::<u64>()));
+    };
+    if !(KEY_CHARS.0..=KEY_CHARS.1).contains(&key.len()) || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        let why = format!("`key` must be {}-{} printable ASCII characters", KEY_CHARS.0, KEY_CHARS.1);
+        return Err(Refusal::new(StatusCode::BAD_REQUEST, "bad request: unusable identity key", why));
+    }
+    let digest = Sha256::digest([b"natter open-mode id\0", key.as_bytes()].concat());
+    Ok(format!("u-{}", &hex::encode(digest)[..16]))
 }
 
 fn guest_name() -> String {
@@ -174,9 +200,25 @@ mod tests {
         let cfg = Config::default();
         let a = admit(&req("/ws?name=%20Al%09ice%20", &[]), &cfg).unwrap();
         assert_eq!(a.identity.name, "Alice");
-        assert_eq!(&*a.identity.id, "u-Alice");
         let a = admit(&req("/ws", &[]), &cfg).unwrap();
         assert!(a.identity.name.starts_with("guest-"));
+    }
+
+    #[test]
+    fn open_mode_ids_come_from_the_key_never_from_the_name() {
+        let cfg = Config { mods: vec![], ..Config::default() };
+        let id = |url: &str| admit(&req(url, &[]), &cfg).unwrap().identity.id.to_string();
+        let alice = id("/ws?name=alice&key=0123456789abcdef-alice");
+        assert_eq!(alice, id("/ws?name=someone-else&key=0123456789abcdef-alice"), "same key, same user");
+        assert_ne!(alice, id("/ws?name=alice&key=0123456789abcdef-mallory"), "same name, another user");
+        assert_ne!(id("/ws?name=alice"), id("/ws?name=alice"), "no key: a new user each time");
+        assert!(!alice.contains("alice") && !alice.contains("0123456789abcdef"), "{alice}");
+        for bad in ["/ws?key=short", "/ws?key=has%20space-0123456789"] {
+            assert_eq!(admit(&req(bad, &[]), &cfg).unwrap_err().status, StatusCode::BAD_REQUEST, "{bad}");
+        }
+        let modded = Config { mods: vec![alice.clone()], ..cfg.clone() };
+        let a = admit(&req("/ws?key=0123456789abcdef-alice", &[]), &modded).unwrap();
+        assert!(a.identity.access.is_mod(), "--mod names a user id");
     }
 
     #[test]

@@ -64,3 +64,26 @@ test('rename shows a notice and updates the online list', async () => {
   assertNoConsoleErrors(assert, carol.consoleErrors);
   assertNoConsoleErrors(assert, dave.consoleErrors);
 });
+
+test('two people both called zoe are two users, told apart in the list', async () => {
+  // Each page is a fresh browser profile, so each has its own identity key.
+  // "zoe": earlier tests of this file leave their pages (and names) online.
+  const one = await openChat(env.browser, env.server, 'zoe');
+  const two = await openChat(env.browser, env.server, 'zoe');
+  const zoes = (page) => page.evaluate(() => [...document.querySelectorAll('#user-list li')].map((li) => li.textContent).filter((n) => n.startsWith('zoe')));
+  const ids = await Promise.all([one, two].map((p) => p.page.evaluate(() => localStorage.getItem('natter.identity'))));
+  assert.match(ids[0], /^[0-9a-f]{32}$/);
+  assert.notEqual(ids[0], ids[1], 'each page holds its own key');
+  await waitForOnline(one.page, () => [...document.querySelectorAll('#user-list li')].filter((li) => li.textContent.startsWith('zoe')).length === 2);
+  const names = await zoes(one.page);
+  assert.ok(names.every((n) => /^zoe #[0-9a-f]{4}( \(you\))?$/.test(n)), `told apart: ${names}`);
+  assert.notEqual(names[0].slice(0, 9), names[1].slice(0, 9));
+  // A reload is the same user again: the key stays in localStorage.
+  const before = await one.page.evaluate(() => [...document.querySelectorAll('#user-list li')].find((li) => li.textContent.endsWith('(you)')).dataset.uid);
+  await one.page.reload();
+  await waitForOnline(one.page, () => [...document.querySelectorAll('#user-list li')].some((li) => li.textContent.endsWith('(you)')));
+  const after = await one.page.evaluate(() => [...document.querySelectorAll('#user-list li')].find((li) => li.textContent.endsWith('(you)')).dataset.uid);
+  assert.equal(after, before);
+  assertNoConsoleErrors(assert, one.consoleErrors);
+  assertNoConsoleErrors(assert, two.consoleErrors);
+});

@@ -53,11 +53,11 @@ test('the !time bot of docs/CLIENT.md answers !time, and only that', { timeout: 
   const asker = makeClient(cleanup, { url: server.httpUrl, name: 'asker', rooms: ['lobby'] });
   const fromBot = [];
   asker.on('message', (m) => {
-    if (m.uid === 'u-timebot') fromBot.push(m);
+    if (m.user === 'timebot') fromBot.push(m);
   });
   await connected(asker);
 
-  const reply = asker.next('message', (m) => m.uid === 'u-timebot');
+  const reply = asker.next('message', (m) => m.user === 'timebot');
   const chatter = await post(asker, 'lobby', 'what time is it?');
   const question = await post(asker, 'lobby', '!time');
   const answer = await within(reply, 10000, "the bot's answer");

@@ -13,7 +13,8 @@ test('reconnects by itself after a server kill and resumes its room', { timeout:
   const client = makeClient(cleanup, { url: server.httpUrl, name: 'rita', rooms: ['lobby'] });
   await connected(client);
   assert.equal(client.state, 'online');
-  assert.equal(client.me.id, 'u-rita');
+  assert.match(client.me.id, /^u-[0-9a-f]{16}$/, 'the id comes from the identity key, not the name');
+  const me = client.me.id;
   const before = await post(client, 'lobby', 'before the crash');
 
   const down = client.next('down');
@@ -32,6 +33,7 @@ test('reconnects by itself after a server kill and resumes its room', { timeout:
   assert.deepEqual(history.messages, [], 'nothing new since the last seq seen, so nothing again');
   assert.equal(client.room('lobby').lastSeq, before.seq);
 
+  assert.equal(client.me.id, me, 'the same user after the reconnect');
   const after = await post(client, 'lobby', 'after the restart');
   assert.equal(after.seq, before.seq + 1);
   assert.equal(after.dup, false);

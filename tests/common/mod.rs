@@ -118,6 +118,17 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// In open mode a name is not an identity: the id comes from the `key` a client
+/// presents. Test clients named alike are meant as the same user (one person
+/// reconnecting), so a URL with `name=X` and no `key=` gets a key derived from X.
+pub fn with_identity_key(url: &str) -> String {
+    let name = url.split(['?', '&']).find_map(|p| p.strip_prefix("name="));
+    match name {
+        Some(name) if !url.contains("key=") => format!("{url}&key=test-identity-key-for-{name}"),
+        _ => url.to_owned(),
+    }
+}
+
 /// A real WebSocket client (tungstenite, blocking, with a read timeout).
 pub struct Client {
     pub ws: WebSocket<TcpStream>,
@@ -148,6 +159,7 @@ impl Client {
     }
 
     fn connect_with(url: &str, tune: impl FnOnce(&TcpStream)) -> Client {
+        let url = &with_identity_key(url);
         let addr = url.trim_start_matches("ws://").split('/').next().unwrap();
         let stream = TcpStream::connect(addr).unwrap();
         tune(&stream);
@@ -157,6 +169,11 @@ impl Client {
         c.welcome = c.recv();
         assert_eq!(c.welcome["type"], "welcome", "first frame is welcome");
         c
+    }
+
+    /// The user id the server gave this connection.
+    pub fn uid(&self) -> String {
+        self.welcome["user"]["id"].as_str().expect("welcome names the user").to_owned()
     }
 
     pub fn send(&mut self, v: Value) {

@@ -12,7 +12,7 @@
 
 import { Backoff } from './backoff.js';
 import { Emitter } from './emitter.js';
-import { MemoryStorage, isStorage } from './storage.js';
+import { MemoryStorage, isStorage, loadString, saveString } from './storage.js';
 import { DEFAULT_UNSENT_KEY, Unsent } from './unsent.js';
 
 export const EVENTS = [
@@ -54,7 +54,7 @@ export class NatterClient {
    */
   constructor(options = {}) {
     if (options === null || typeof options !== 'object') throw new TypeError('NatterClient: options must be an object');
-    const known = ['url', 'name', 'token', 'credentials', 'rooms', 'storage', 'unsentKey', 'WebSocket', 'fetch',
+    const known = ['url', 'name', 'token', 'credentials', 'rooms', 'storage', 'unsentKey', 'identityKey', 'WebSocket', 'fetch',
       'backoff', 'openTimeoutMs', 'stableAfterMs', 'online'];
     const unknown = Object.keys(options).filter((key) => !known.includes(key));
     if (unknown.length > 0) throw new TypeError(`NatterClient: unknown option(s) ${unknown.join(', ')}; known: ${known.join(', ')}`);
@@ -64,7 +64,11 @@ export class NatterClient {
     if (options.storage !== undefined && !isStorage(options.storage)) {
       throw new TypeError('NatterClient: storage must have getItem, setItem and removeItem (localStorage, MemoryStorage, FileStorage)');
     }
-    this.unsentStore = new Unsent(options.storage ?? new MemoryStorage(), options.unsentKey ?? DEFAULT_UNSENT_KEY);
+    const storage = options.storage ?? new MemoryStorage();
+    this.unsentStore = new Unsent(storage, options.unsentKey ?? DEFAULT_UNSENT_KEY);
+    // Open mode: who we are is this secret, not the name (the server derives the id
+    // from it). Kept with the unsent messages, so a reload is the same user.
+    this.identityKey = options.identityKey ?? identityKey(storage);
     for (const name of ['WebSocket', 'fetch', 'online']) {
       if (options[name] !== undefined && typeof options[name] !== 'function') {
         throw new TypeError(`NatterClient: ${name} must be a function`);
@@ -282,7 +286,7 @@ export class NatterClient {
     }
     let url;
     try {
-      url = buildUrl(wsUrl, credentials, this.url.href);
+      url = buildUrl(wsUrl, credentials, this.url.href, this.identityKey);
     } catch {
       this.scheduleRetry('bad server address');
       return;
@@ -626,14 +630,34 @@ function parseFrame(data) {
   }
 }
 
-/** The WebSocket URL for these credentials: `?name=` (open) or `?token=` (token). */
-export function buildUrl(wsUrl, credentials, base) {
+/**
+ * The WebSocket URL for these credentials: `?token=` (token mode), or `?name=` and
+ * the identity `key=` (open mode).
+ */
+export function buildUrl(wsUrl, credentials, base, key) {
   const url = new URL(wsUrl, base);
   if (url.protocol === 'http:') url.protocol = 'ws:';
   if (url.protocol === 'https:') url.protocol = 'wss:';
   if ('token' in credentials) url.searchParams.set('token', credentials.token);
-  else url.searchParams.set('name', credentials.name);
+  else {
+    url.searchParams.set('name', credentials.name);
+    if (key) url.searchParams.set('key', key);
+  }
   return url.href;
+}
+
+const IDENTITY_KEY = 'natter.identity';
+
+/** The open-mode identity secret kept in `storage`, made on first use: 32 random hex digits. */
+export function identityKey(storage) {
+  let key = loadString(storage, IDENTITY_KEY);
+  if (!/^[0-9a-f]{32}$/.test(key)) {
+    const bytes = new Uint8Array(16);
+    globalThis.crypto.getRandomValues(bytes);
+    key = Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+    saveString(storage, IDENTITY_KEY, key);
+  }
+  return key;
 }
 
 /**

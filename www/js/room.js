@@ -215,6 +215,7 @@ function messageElement(msg, mine) {
   const author = document.createElement('span');
   author.className = 'msg-author';
   author.textContent = msg.user ?? '';
+  author.title = msg.uid ? `id ${msg.uid}` : '';
   const time = document.createElement('time');
   time.className = 'msg-time';
   const date = new Date(Number(li.dataset.ts));

@@ -1,0 +1,160 @@
+//! Who may do what, decided at the handshake and checked per `join` and per action —
+//! never per delivered message: the rooms a user may join (the token's `rooms` claim,
+//! or the server's default) and the user's role.
+//!
+//! Pure data and matching; it knows nothing about rooms that exist or sockets.
+
+use serde_json::Value;
+
+use crate::protocol::RoomName;
+
+/// Most patterns a `rooms` claim may hold: a join checks each, so the bound keeps a
+/// join's cost bounded too.
+pub const MAX_PATTERNS: usize = 1000;
+
+/// What `--rooms-default` says for users whose token has no `rooms` claim (and for
+/// every user in open mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum RoomsDefault {
+    /// Any public room.
+    #[default]
+    Open,
+    /// None: only rooms a claim, an invitation or a DM gives.
+    None,
+}
+
+/// A user's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    #[default]
+    Member,
+    /// May delete any message, kick users from rooms and make rooms read-only.
+    Mod,
+}
+
+impl Role {
+    /// The `role` claim: `"mod"` or absent; anything else is refused.
+    pub fn from_claim(claim: Option<&str>) -> Result<Role, String> {
+        match claim {
+            None | Some("member") => Ok(Role::Member),
+            Some("mod") => Ok(Role::Mod),
+            Some(other) => Err(format!("unknown role {:?} (mod or member)", truncate(other))),
+        }
+    }
+}
+
+/// One entry of a `rooms` claim: an exact room name, or `prefix*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Pattern {
+    Exact(String),
+    Prefix(String),
+}
+
+/// The rooms a token lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomPatterns(Vec<Pattern>);
+
+fn truncate(s: &str) -> String {
+    s.chars().take(40).collect()
+}
+
+impl RoomPatterns {
+    /// Parses a `rooms` claim: a list of at most [`MAX_PATTERNS`] strings, each a room
+    /// name, or a room-name prefix followed by one `*` (a bare `*` is every room).
+    pub fn from_claim(claim: &Value) -> Result<RoomPatterns, String> {
+        let list = claim.as_array().ok_or("the `rooms` claim must be a list of strings")?;
+        if list.len() > MAX_PATTERNS {
+            return Err(format!("the `rooms` claim holds {} patterns; at most {MAX_PATTERNS}", list.len()));
+        }
+        let mut patterns = Vec::with_capacity(list.len());
+        for item in list {
+            let s = item.as_str().ok_or("the `rooms` claim must be a list of strings")?;
+            let pattern = match s.strip_suffix('*') {
+                Some("") => Pattern::Prefix(String::new()),
+                Some(prefix) if RoomName::parse(prefix).is_some() || prefix.bytes().all(|b| b == b'.') => {
+                    Pattern::Prefix(prefix.to_owned())
+                }
+                None if RoomName::parse(s).is_some() => Pattern::Exact(s.to_owned()),
+                _ => return Err(format!("`rooms` pattern {:?} is not a room name or prefix*", truncate(s))),
+            };
+            patterns.push(pattern);
+        }
+        Ok(RoomPatterns(patterns))
+    }
+
+    /// Whether `room` matches one of the patterns.
+    pub fn allows(&self, room: &RoomName) -> bool {
+        self.0.iter().any(|p| match p {
+            Pattern::Exact(name) => name == room.as_str(),
+            Pattern::Prefix(prefix) => room.as_str().starts_with(prefix.as_str()),
+        })
+    }
+}
+
+/// A connection's rights, fixed at the handshake.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Access {
+    /// `None`: no claim, the server's `--rooms-default` applies.
+    pub rooms: Option<RoomPatterns>,
+    pub role: Role,
+}
+
+impl Access {
+    /// Whether the token (or the default) lets the user into `room` by itself, without
+    /// an invitation. Private rooms and DMs add their own rule on top.
+    pub fn may_join(&self, room: &RoomName, default: RoomsDefault) -> bool {
+        match &self.rooms {
+            Some(patterns) => patterns.allows(room),
+            None => default == RoomsDefault::Open,
+        }
+    }
+
+    pub fn is_mod(&self) -> bool {
+        self.role == Role::Mod
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn room(s: &str) -> RoomName {
+        RoomName::parse(s).unwrap()
+    }
+
+    #[test]
+    fn patterns_match_exact_names_and_prefixes() {
+        let p = RoomPatterns::from_claim(&json!(["team-*", "support"])).unwrap();
+        assert!(p.allows(&room("team-a")) && p.allows(&room("team-")) && p.allows(&room("support")));
+        assert!(!p.allows(&room("support2")) && !p.allows(&room("tea")) && !p.allows(&room("lobby")));
+        assert!(RoomPatterns::from_claim(&json!(["*"])).unwrap().allows(&room("anything")));
+        assert!(!RoomPatterns::from_claim(&json!([])).unwrap().allows(&room("lobby")));
+    }
+
+    #[test]
+    fn bad_claims_are_refused() {
+        for bad in [
+            json!("team-*"),
+            json!({"a": 1}),
+            json!([1]),
+            json!(["a b"]),
+            json!(["x**"]),
+            json!(["*x"]),
+            json!(["a:b"]),
+        ] {
+            assert!(RoomPatterns::from_claim(&bad).is_err(), "{bad}");
+        }
+        let many: Vec<String> = (0..10_000).map(|i| format!("r{i}")).collect();
+        assert!(RoomPatterns::from_claim(&json!(many)).unwrap_err().contains("at most"));
+        assert!(Role::from_claim(Some("admin")).is_err());
+        assert_eq!(Role::from_claim(Some("mod")), Ok(Role::Mod));
+    }
+
+    #[test]
+    fn without_a_claim_the_default_decides() {
+        let a = Access::default();
+        assert!(a.may_join(&room("lobby"), RoomsDefault::Open));
+        assert!(!a.may_join(&room("lobby"), RoomsDefault::None));
+    }
+}

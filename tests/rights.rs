@@ -1,0 +1,177 @@
+//! Rights from the token and identities in open mode, against the real server: the
+//! `rooms` claim and `--rooms-default` decide joins (checked again on every
+//! reconnect), bad claims refuse the token, `natter token` mints the claims, and in
+//! open mode a name is not an identity. In local and Redis mode.
+
+mod common;
+mod common_redis;
+
+use std::net::TcpStream;
+use std::process::Command;
+
+use common::{Client, TestServer};
+use common_redis::RedisServer;
+use natter::access::RoomsDefault;
+use natter::auth::{self, Grants};
+use natter::config::{AuthMode, Config};
+use serde_json::json;
+use tungstenite::client::IntoClientRequest;
+
+const SECRET: &[u8] = b"rights-secret-rights-secret-rights!!";
+
+fn token_mode(c: &mut Config) {
+    c.auth = AuthMode::Token;
+    c.jwt_secret = Some(SECRET.to_vec());
+}
+
+fn token(sub: &str, rooms: Option<&[&str]>) -> String {
+    let grants = Grants { rooms: rooms.map(|r| r.iter().map(|s| s.to_string()).collect()), ..Grants::default() };
+    auth::mint(SECRET, sub, &grants, 600)
+}
+
+fn connect(server: &TestServer, token: &str) -> Client {
+    Client::connect(&format!("ws://{}/ws?token={token}", server.ws))
+}
+
+/// The join's answer: `Ok` when joined, the error code otherwise.
+fn try_join(c: &mut Client, room: &str) -> Result<(), (String, String)> {
+    c.send(json!({"type": "join", "room": room}));
+    let v = c.recv();
+    match v["type"].as_str() {
+        Some("joined") => {
+            c.expect("history");
+            Ok(())
+        }
+        Some("error") => Err((v["code"].as_str().unwrap().to_owned(), v["message"].as_str().unwrap().to_owned())),
+        _ => panic!("unexpected {v}"),
+    }
+}
+
+fn rooms_claim_decides_joins(server: &TestServer) {
+    let mut ann = connect(server, &token("ann", Some(&["team-*", "support"])));
+    assert_eq!(try_join(&mut ann, "team-red"), Ok(()));
+    assert_eq!(try_join(&mut ann, "support"), Ok(()));
+    let (code, message) = try_join(&mut ann, "lobby").unwrap_err();
+    assert_eq!(code, "forbidden");
+    assert!(message.contains("`lobby`"), "the error names the room: {message}");
+    assert_eq!(try_join(&mut ann, "supportive").unwrap_err().0, "forbidden", "exact names are exact");
+    // The seed's type-less post would join lobby: refused the same way.
+    ann.send(json!({"user": "ann", "text": "hi"}));
+    assert_eq!(ann.expect("error")["code"], "forbidden");
+
+    // A new token without team-* no longer gets in on reconnect.
+    drop(ann);
+    let mut again = connect(server, &token("ann", Some(&["support"])));
+    assert_eq!(try_join(&mut again, "team-red").unwrap_err().0, "forbidden");
+    assert_eq!(try_join(&mut again, "support"), Ok(()));
+}
+
+#[test]
+fn the_rooms_claim_decides_joins_and_is_checked_on_every_reconnect() {
+    rooms_claim_decides_joins(&TestServer::start_with(token_mode));
+}
+
+#[test]
+fn the_rooms_claim_holds_with_redis_too() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    rooms_claim_decides_joins(&TestServer::start_with(move |c| {
+        token_mode(c);
+        c.redis = Some(url);
+    }));
+}
+
+#[test]
+fn rooms_default_none_admits_only_what_a_claim_lists() {
+    let server = TestServer::start_with(|c| {
+        token_mode(c);
+        c.rooms_default = RoomsDefault::None;
+    });
+    let mut plain = connect(&server, &token("bob", None));
+    assert_eq!(try_join(&mut plain, "lobby").unwrap_err().0, "forbidden");
+    let mut listed = connect(&server, &token("cat", Some(&["lobby"])));
+    assert_eq!(try_join(&mut listed, "lobby"), Ok(()));
+    let open = TestServer::start_with(token_mode);
+    assert_eq!(try_join(&mut connect(&open, &token("bob", None)), "lobby"), Ok(()), "the default is open");
+}
+
+#[test]
+fn unusable_claims_refuse_the_token() {
+    let server = TestServer::start_with(token_mode);
+    // Just over the 1,000-pattern bound (10,000 make a request head natter refuses with
+    // 400 before the token is even read, also a clean refusal).
+    let many: Vec<String> = (0..1_001).map(|i| format!("r{i}")).collect();
+    let claims = [json!("team-*"), json!(many), json!(["bad room"]), json!(["x:y"]), json!([42])];
+    for (i, rooms) in claims.into_iter().enumerate() {
+        let claims = auth::Claims {
+            sub: "eve".into(),
+            exp: auth::now_s() + 60,
+            name: None,
+            nbf: None,
+            rooms: Some(rooms),
+            role: None,
+        };
+        let t = jsonwebtoken::encode(&Default::default(), &claims, &jsonwebtoken::EncodingKey::from_secret(SECRET))
+            .unwrap();
+        // In a header: 10,000 patterns make a token too long for a URL.
+        let mut req = format!("ws://{}/ws", server.ws).into_client_request().unwrap();
+        req.headers_mut().insert("Authorization", format!("Bearer {t}").parse().unwrap());
+        match tungstenite::client(req, TcpStream::connect(server.ws).unwrap()) {
+            Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(r))) => {
+                assert_eq!(r.status().as_u16(), 401, "claim case {i}")
+            }
+            other => panic!("claim case {i} was not refused: {:?}", other.map(|_| ()).err().map(|e| e.to_string())),
+        }
+    }
+    let role = auth::Claims {
+        sub: "eve".into(),
+        exp: auth::now_s() + 60,
+        name: None,
+        nbf: None,
+        rooms: None,
+        role: Some("admin".into()),
+    };
+    let t = jsonwebtoken::encode(&Default::default(), &role, &jsonwebtoken::EncodingKey::from_secret(SECRET)).unwrap();
+    assert!(tungstenite::client(format!("ws://{}/ws?token={t}", server.ws), TcpStream::connect(server.ws).unwrap())
+        .is_err());
+}
+
+#[test]
+fn natter_token_mints_rooms_and_role_and_refuses_bad_patterns() {
+    let run = |rooms: &str| {
+        Command::new(common::natter_bin())
+            .args(["token", "--sub", "mia", "--rooms", rooms, "--role", "mod"])
+            .env("NATTER_JWT_SECRET", std::str::from_utf8(SECRET).unwrap())
+            .output()
+            .unwrap()
+    };
+    let out = run("team-*, support");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let claims = auth::verify(String::from_utf8(out.stdout).unwrap().trim(), SECRET, 0).unwrap();
+    assert_eq!(claims.rooms, Some(json!(["team-*", "support"])));
+    assert!(claims.access().unwrap().is_mod());
+    let bad = run("team *");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a room name"));
+}
+
+#[test]
+fn in_open_mode_a_name_is_not_an_identity() {
+    let server = TestServer::start();
+    let url = |key: &str| format!("ws://{}/ws?name=alice&key={key}", server.ws);
+    let mut alice = Client::connect(&url("alice-s-own-secret-key"));
+    let mut impostor = Client::connect(&url("someone-else-s-secret"));
+    assert_ne!(alice.uid(), impostor.uid(), "two alices are two users");
+    assert_eq!(alice.welcome["user"]["name"], impostor.welcome["user"]["name"]);
+    alice.join("lobby", None);
+    impostor.join("lobby", None);
+    // The same client id from the impostor is not alice's message: it is stored anew.
+    let first = alice.post("lobby", "mine", "m-1");
+    impostor.expect("msg");
+    let second = impostor.post("lobby", "mine too", "m-1");
+    assert_eq!((first["dup"].as_bool(), second["dup"].as_bool()), (Some(false), Some(false)));
+    assert_ne!(first["seq"], second["seq"]);
+    // The real alice coming back with her key is alice again.
+    let back = Client::connect(&url("alice-s-own-secret-key"));
+    assert_eq!(back.uid(), alice.uid());
+}
