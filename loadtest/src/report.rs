@@ -84,6 +84,14 @@ pub fn to_json(o: &Outcome, label: &str, tester: &Tester) -> Value {
         "foreign": s.foreign,
         "stale": s.stale,
         "churner_deliveries": s.uncounted,
+        "misrouted": s.misrouted,
+        "witness_probes_heard": s.witness_probes,
+        "rooms": o.rooms.as_ref().map(|r| r.to_json()),
+        "witness": o.witness.as_ref().map(|w| json!({
+            "latency_ms": quantiles_ms(&w.latency_us), "sent": w.sent, "delivered": w.unique(),
+            "connected": w.connected, "connect_failed": w.connect_failed,
+        })),
+        "server_kernel": o.kernel,
         "latency_ms": quantiles_ms(&s.latency_us),
         "deliveries_per_s": deliveries_per_s(s, o.window).round(),
         "server_errors": s.server_errors,
@@ -161,6 +169,37 @@ pub fn summary(j: &Value) -> String {
         q("latency_ms", "p99_9"),
         q("latency_ms", "max")
     );
+    let w = &j["witness"]["latency_ms"];
+    if w.is_object() {
+        let _ = writeln!(
+            out,
+            "witness ms    p50 {}  p99 {}  max {}  ({} round trips on its own thread; fleet p50 {})",
+            num(&w["p50"]),
+            num(&w["p99"]),
+            num(&w["max"]),
+            w["count"],
+            q("latency_ms", "p50"),
+        );
+    }
+    if let Some(r) = j["rooms"].as_object() {
+        let _ = writeln!(
+            out,
+            "rooms         {} rooms lost deliveries ({} in all), {} had duplicates, {} out of order; misrouted {}; worst {}",
+            r["rooms_with_loss"], r["lost"], r["rooms_with_duplicates"], r["rooms_out_of_order"], j["misrouted"], r["worst"]
+        );
+    }
+    if let Some(k) = j["server_kernel"].as_object() {
+        let _ = writeln!(
+            out,
+            "memory KiB/conn RSS {}  kernel {} (KernelStack {}, Slab {}; {})  total {}",
+            num(&j["headline"]["kib_per_conn"]),
+            num(&k["kib_per_conn"]),
+            num(&k["kernel_stack_kib_per_conn"]),
+            num(&k["slab_kib_per_conn"]),
+            k["source"].as_str().unwrap_or(""),
+            num(&j["headline"]["total_kib_per_conn"]),
+        );
+    }
     let _ = writeln!(
         out,
         "server said   errors: {}; closes: {}; dropped: {}; violations: {}; pings {}",

@@ -111,7 +111,7 @@ fn answers_pings_and_echoes_close() {
         };
         (pong, echo)
     });
-    let j = loadtest(&["idle", "--url", &url, "--join", "", "--clients", "1", "--hold", "1"]);
+    let j = loadtest(&["idle", "--url", &url, "--join", "", "--clients", "1", "--hold", "1", "--witness-rate", "0"]);
     let (pong, echo) = server.join().unwrap();
     assert_eq!(pong, b"hb-1");
     assert_eq!(echo, Some(1008));
