@@ -194,6 +194,15 @@ pub struct Args {
     /// compare: LABEL=FILE of JSON lines written with --json; repeat.
     #[arg(long = "input")]
     pub inputs: Vec<String>,
+    /// compare: print the first label's ratio to this label only; repeat
+    /// (default: to every other label).
+    #[arg(long)]
+    pub ratio_to: Vec<String>,
+    /// A name for how the server was run (e.g. fsync=always), shown after
+    /// the scenario in the comparison table, so that one server's variants
+    /// share its column.
+    #[arg(long)]
+    pub variant: Option<String>,
 }
 
 impl Args {

@@ -94,7 +94,7 @@ fn run(args: &Args) -> Result<(), String> {
     if let Some(w) = witness {
         w.stop();
     }
-    let j = report::to_json(&outcome, &args.label, &tester);
+    let j = report::to_json(&outcome, &args.label, args.variant.as_deref(), &tester);
     if args.json {
         println!("{j}");
     } else {
@@ -123,6 +123,6 @@ fn compare(args: &Args) -> Result<(), String> {
         let values = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
         runs.push((label.to_string(), values));
     }
-    print!("{}", report::compare(&runs));
+    print!("{}", report::compare(&runs, &args.ratio_to));
     Ok(())
 }
