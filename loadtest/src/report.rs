@@ -428,7 +428,11 @@ fn ramp_chart(steps: &[Value]) -> Chart<'static> {
             ("p99", "#ff7f0e", series("p99_ms")),
             ("witness p99", "#9467bd", series("witness_p99_ms")),
         ],
-        x_ticks: steps.iter().enumerate().map(|(i, s)| (i as f64, num(&s["rate"]))).collect(),
+        x_ticks: steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i as f64, format!("{:.0}", s["rate"].as_f64().unwrap_or(0.0))))
+            .collect(),
     }
 }
 
