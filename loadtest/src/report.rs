@@ -90,7 +90,8 @@ pub fn to_json(o: &Outcome, label: &str, variant: Option<&str>, tester: &Tester)
         "rooms": o.rooms.as_ref().map(|r| r.to_json()),
         "witness": o.witness.as_ref().map(|w| json!({
             "latency_ms": quantiles_ms(&w.latency_us), "sent": w.sent, "delivered": w.unique(),
-            "connected": w.connected, "connect_failed": w.connect_failed,
+            "connected": w.connected, "connect_failed": w.connect_failed, "dropped": w.dropped,
+            "server_closes": w.server_closes,
         })),
         "server_kernel": o.kernel,
         "latency_ms": quantiles_ms(&s.latency_us),
