@@ -7,7 +7,7 @@
 # scenarios against each with natter-loadtest (one room for natter, node and
 # the ceiling; many rooms for natter, Socket.IO and tokio; idle memory for
 # all), and prints one table with natter's ratios to the others. Every server
-# it starts is stopped by PID on exit. Takes about 9 minutes with the
+# it starts is stopped by PID on exit. Takes about 8 minutes with the
 # defaults; the LT_* variables below make it bigger or longer.
 #
 # Results: $LT_OUT/<server>.jsonl (one JSON object per run), <server>.log
