@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # loadtest/run.sh — the side-by-side load test behind `make loadtest`.
 #
-# Builds the release binaries, starts natter, the Node.js `ws` peer and the
-# bare fan-out ceiling one after another on free loopback ports, runs the
-# same scenarios against each with natter-loadtest, and prints one table
-# with the ratios natter/node and natter/ceiling. Every server it starts is
-# stopped by PID on exit. Finishes in under 5 minutes with the defaults;
-# the LT_* variables below make it bigger or longer.
+# Builds the release binaries, starts natter, the Node.js `ws` peer, the
+# bare fan-out ceiling, two natter instances on Redis, the Socket.IO peer and
+# the tokio peer one after another on free loopback ports, runs the same
+# scenarios against each with natter-loadtest (one room for natter, node and
+# the ceiling; many rooms for natter, Socket.IO and tokio; idle memory for
+# all), and prints one table with natter's ratios to the others. Every server
+# it starts is stopped by PID on exit. Takes about 8 minutes with the
+# defaults; the LT_* variables below make it bigger or longer.
 #
 # Results: $LT_OUT/<server>.jsonl (one JSON object per run), <server>.log
 # (the server's output), <server>-*.html (reports), table.txt.
@@ -15,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 OUT=${LT_OUT:-$ROOT/target/loadtest}
-SERVERS=${LT_SERVERS:-"natter node ceiling natter-redis"}   # natter-redis: two instances on one Redis
+SERVERS=${LT_SERVERS:-"natter node ceiling natter-redis socketio tokio"}   # natter-redis: two instances on one Redis
 CLIENTS=${LT_CLIENTS:-"1000 5000 10000"}     # idle and steady at each count
 DELIVERIES=${LT_DELIVERIES:-50000}            # steady: target deliveries/s (rate = this / clients, at least MIN_RATE)
 MIN_RATE=${LT_MIN_RATE:-10}                   # steady: never fewer messages/s than this (10 over 10 senders)
@@ -30,10 +32,19 @@ CHURN_CLIENTS=${LT_CHURN_CLIENTS:-1000}
 THREADS=${LT_THREADS:-1}
 CONNECT_RATE=${LT_CONNECT_RATE:-5000}
 MAX_SECONDS=${LT_MAX_SECONDS:-120}            # watchdog per natter-loadtest run
+ROOMS_CLIENTS=${LT_ROOMS_CLIENTS:-10000}      # rooms: client i in room i mod ROOMS, every client sends
+ROOMS=${LT_ROOMS:-500}
+ROOMS_RATE=${LT_ROOMS_RATE:-2000}             # rooms: messages/s, all clients together
+ROOMS_RAMP_START=${LT_ROOMS_RAMP_START:-500}
+ROOMS_RAMP_FACTOR=${LT_ROOMS_RAMP_FACTOR:-1.5}
+ROOMS_RAMP_STEPS=${LT_ROOMS_RAMP_STEPS:-9}
+ROOMS_STEP_SECS=${LT_ROOMS_STEP_SECS:-3}
 
 LT=$ROOT/target/release/natter-loadtest
 mkdir -p "$OUT"
 rm -f "$OUT"/*.jsonl "$OUT"/*.log "$OUT"/*.err
+# 10,000 clients and as many server connections on one machine.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 PIDS=()
 DATA_DIRS=()
@@ -61,10 +72,14 @@ if ! cargo build --release --workspace --quiet; then
     cargo build --release -p natter-loadtest --quiet
     SERVERS=${SERVERS//natter/}
 fi
-if [ ! -d loadtest/peers/node-ws/node_modules ]; then
-    say "installing the node peer's packages"
-    (cd loadtest/peers/node-ws && npm ci --no-audit --no-fund --loglevel=error)
-fi
+# The tokio peer is its own workspace (tokio stays out of natter's lock file).
+cargo build --release --quiet --manifest-path loadtest/peers/tokio-rooms/Cargo.toml --target-dir target
+for peer in node-ws socketio; do
+    if [ ! -d loadtest/peers/$peer/node_modules ]; then
+        say "installing the $peer peer's packages"
+        (cd loadtest/peers/$peer && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+done
 
 load=$(cut -d' ' -f1 /proc/loadavg)
 say "machine load average before the runs: $load (other work on the machine skews every number)"
@@ -99,7 +114,7 @@ lt() {
     local name=$1 scenario=$2
     shift 2
     say "  $name: $scenario $*"
-    if ! "$LT" "$scenario" --label "$name" --url "$URL" ${URL2:+--url "$URL2"} $AWAIT --join "$JOIN" --msg "$MSG" \
+    if ! "$LT" "$scenario" --label "$name" --url "$URL" ${URL2:+--url "$URL2"} $AWAIT $ENGINE_IO --join "$JOIN" --msg "$MSG" \
         --server-pid "$SERVER_PID" --threads "$THREADS" --connect-rate "$CONNECT_RATE" \
         --senders "$SENDERS" --json --quiet --max-seconds "$MAX_SECONDS" "$@" \
         >>"$OUT/$name.jsonl" 2>>"$OUT/$name.err"; then
@@ -114,13 +129,34 @@ steady() {
     lt "$1" steady --clients "$2" --rate "$rate" --duration "$DURATION" --report "$OUT/$1-steady-$2.html"
 }
 
+# rooms NAME [ARGS...]: ROOMS_CLIENTS clients in ROOMS rooms at ROOMS_RATE, then the ramp.
+rooms() {
+    local name=$1
+    shift
+    lt "$name" rooms --clients "$ROOMS_CLIENTS" --rooms "$ROOMS" --rate "$ROOMS_RATE" --duration "$DURATION" "$@"
+    rooms_ramp "$name" "$@"
+}
+
+rooms_ramp() {
+    local name=$1
+    shift
+    lt "$name" rooms-ramp --clients "$ROOMS_CLIENTS" --rooms "$ROOMS" --ramp-start "$ROOMS_RAMP_START" \
+        --ramp-factor "$ROOMS_RAMP_FACTOR" --max-steps "$ROOMS_RAMP_STEPS" --step-secs "$ROOMS_STEP_SECS" \
+        --drain-ms 1000 --report "$OUT/$name-rooms-ramp${1:+-${2//=/-}}.html" "$@"
+}
+
+idle_all() {
+    local n
+    for n in $CLIENTS; do
+        lt "$1" idle --clients "$n" --hold 2
+    done
+}
+
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 run_scenarios() {
     local name=$1 n
-    for n in $CLIENTS; do
-        lt "$name" idle --clients "$n" --hold 2
-    done
+    idle_all "$name"
     for n in $CLIENTS; do
         steady "$name" "$n"
     done
@@ -130,6 +166,7 @@ run_scenarios() {
     lt "$name" shootout --max-clients "$SHOOTOUT_MAX" --broadcasts "$SHOOTOUT_BROADCASTS" --report "$OUT/$name-shootout.html"
 }
 
+ENGINE_IO=
 for server in $SERVERS; do
     say "== $server"
     case $server in
@@ -170,6 +207,45 @@ for server in $SERVERS; do
         URL="$SERVER_URL?name=lt" AWAIT=--await-joined
         JOIN='{"type":"join","room":"$ROOM"}'
         MSG='{"type":"msg","room":"$ROOM","text":"$TEXT","id":"$ID"}'
+        run_scenarios "$server"
+        rooms "$server"
+        stop
+        # Group commit: one fsync per dispatcher batch.
+        data=$(mktemp -d)
+        DATA_DIRS+=("$data")
+        start natter-always target/release/natter serve --bind 127.0.0.1 --http-port 0 --ws-port 0 \
+            --data-dir "$data" --rate-per-s 100000 --rate-burst 100000 --fsync always
+        URL="$SERVER_URL?name=lt"
+        rooms natter --variant fsync=always
+        stop
+        continue
+        ;;
+    socketio)
+        start socketio node loadtest/peers/socketio/server.js 0
+        URL=$SERVER_URL AWAIT=--await-joined ENGINE_IO=--engine-io
+        JOIN='42["join",{"room":"$ROOM"}]' MSG='42["msg",{"room":"$ROOM","text":"$TEXT"}]'
+        idle_all "$server"
+        rooms "$server"
+        stop
+        ENGINE_IO=
+        continue
+        ;;
+    tokio)
+        start tokio target/release/tokio-rooms 0
+        URL=$SERVER_URL AWAIT=--await-joined
+        JOIN='{"type":"join","room":"$ROOM"}'
+        MSG='{"type":"msg","room":"$ROOM","text":"$TEXT"}'
+        idle_all "$server"
+        rooms "$server"
+        stop
+        # The read buffer natter chose for itself (2 KiB), for the memory row only.
+        start tokio-2k target/release/tokio-rooms 0 2048
+        URL=$SERVER_URL
+        for n in $CLIENTS; do
+            lt tokio idle --clients "$n" --hold 2 --variant read-buffer=2KiB
+        done
+        stop
+        continue
         ;;
     node)
         AWAIT=
@@ -194,11 +270,12 @@ inputs=()
 for server in $SERVERS; do
     inputs+=(--input "$server=$OUT/$server.jsonl")
 done
-"$LT" compare "${inputs[@]}" | tee "$OUT/table.txt"
+"$LT" compare "${inputs[@]}" --ratio-to node --ratio-to ceiling --ratio-to socketio --ratio-to tokio | tee "$OUT/table.txt"
 charts=()
 for server in $SERVERS; do
     [ -s "$OUT/$server.jsonl" ] && charts+=("$server=$OUT/$server.jsonl")
 done
 python3 loadtest/chart.py "$OUT/latency-vs-clients.svg" "${charts[@]}" || say "no latency chart"
+python3 loadtest/chart.py --rooms-ramp "$OUT/rooms-ramp.svg" "${charts[@]}" || say "no rooms-ramp chart"
 echo "machine load average: $load before, $(cut -d' ' -f1 /proc/loadavg) after; commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)" | tee -a "$OUT/table.txt"
 say "results in $OUT"

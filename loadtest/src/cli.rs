@@ -18,6 +18,12 @@ pub enum Scenario {
     /// websocket-shootout: clients in steps, broadcasts in flight, stop when
     /// p95 of time-to-last-receiver passes the bound.
     Shootout,
+    /// Every client a sender, client i in room i mod --rooms, --rate
+    /// messages/s in total; every room's deliveries accounted.
+    Rooms,
+    /// `rooms`, raising the rate in steps (as `ramp`) until p99 passes the
+    /// bound or anything in any room is lost.
+    RoomsRamp,
     /// Side-by-side table from --json outputs: --input LABEL=FILE, repeated.
     Compare,
 }
@@ -31,6 +37,8 @@ impl Scenario {
             Scenario::Idle => "idle",
             Scenario::Churn => "churn",
             Scenario::Shootout => "shootout",
+            Scenario::Rooms => "rooms",
+            Scenario::RoomsRamp => "rooms-ramp",
             Scenario::Compare => "compare",
         }
     }
@@ -68,9 +76,22 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
 
-    /// Room name, put in place of $ROOM in --join and --msg.
+    /// Room name, put in place of $ROOM in --join and --msg; in the rooms
+    /// scenarios the prefix of every room's name (lobby0, lobby1, …).
     #[arg(long, default_value = "lobby")]
     pub room: String,
+    /// rooms, rooms-ramp: number of rooms.
+    #[arg(long, default_value_t = 500)]
+    pub rooms: usize,
+    /// The witness's messages per second: one client on its own thread, in
+    /// its own room, timing its round trip beside the fleet's (0 = none).
+    #[arg(long, default_value_t = 10.0)]
+    pub witness_rate: f64,
+    /// Speak Engine.IO/Socket.IO framing inside the WebSocket (send `40`,
+    /// join after the server's `40`, answer ping `2` with `3`); use with
+    /// templates like `42["msg",{"room":"$ROOM","text":"$TEXT"}]`.
+    #[arg(long)]
+    pub engine_io: bool,
     /// Frame sent after the handshake; empty for servers without rooms.
     #[arg(long, default_value = r#"{"type":"join","room":"$ROOM"}"#)]
     pub join: String,
@@ -173,6 +194,15 @@ pub struct Args {
     /// compare: LABEL=FILE of JSON lines written with --json; repeat.
     #[arg(long = "input")]
     pub inputs: Vec<String>,
+    /// compare: print the first label's ratio to this label only; repeat
+    /// (default: to every other label).
+    #[arg(long)]
+    pub ratio_to: Vec<String>,
+    /// A name for how the server was run (e.g. fsync=always), shown after
+    /// the scenario in the comparison table, so that one server's variants
+    /// share its column.
+    #[arg(long)]
+    pub variant: Option<String>,
 }
 
 impl Args {

@@ -4,6 +4,7 @@
 //! and gathers their stats into one.
 
 use crate::probe::Probe;
+use crate::rooms::Census;
 use crate::stats::{Progress, Stats};
 use crate::sys::now_ns;
 use crate::worker::{self, Board, Cmd, Setup};
@@ -85,15 +86,46 @@ impl Fleet {
 
     /// Streams `0..senders` send `rate` probes/s in total for `duration`.
     pub fn send(&self, senders: u32, rate: f64, duration: Duration) {
+        self.send_streams((0..senders).collect(), rate, duration);
+    }
+
+    /// `streams` send `rate` probes/s in total for `duration`, dealt
+    /// round-robin over the workers.
+    pub fn send_streams(&self, streams: Vec<u32>, rate: f64, duration: Duration) {
         let until_ns = now_ns() + duration.as_nanos() as u64;
-        let t = self.workers.len() as u32;
+        let t = self.workers.len();
         let epoch = self.epoch.get() + 1;
         self.epoch.set(epoch);
-        for w in 0..self.workers.len() {
-            let streams: Vec<u32> = (0..senders).filter(|s| s % t == w as u32).collect();
-            let per_s = rate * streams.len() as f64 / senders.max(1) as f64;
-            self.tell(w, Cmd::Send { streams, per_s, until_ns, epoch });
+        for w in 0..t {
+            let mine: Vec<u32> = streams.iter().enumerate().filter(|(k, _)| k % t == w).map(|(_, &s)| s).collect();
+            let per_s = rate * mine.len() as f64 / streams.len().max(1) as f64;
+            self.tell(w, Cmd::Send { streams: Some(mine), per_s, until_ns, epoch });
         }
+    }
+
+    /// Every counted client sends in its own room, `rate` probes/s in total
+    /// for `duration` (clients are dealt round-robin, so each worker has an
+    /// equal share of them and of the rate).
+    pub fn send_from_all(&self, rate: f64, duration: Duration) {
+        let until_ns = now_ns() + duration.as_nanos() as u64;
+        let epoch = self.epoch.get() + 1;
+        self.epoch.set(epoch);
+        let per_s = rate / self.workers.len() as f64;
+        self.tell_all(|| Cmd::Send { streams: None, per_s, until_ns, epoch });
+    }
+
+    /// Members and probes sent per room, over all workers.
+    pub fn census(&self) -> Census {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        self.tell_all(|| Cmd::Census(tx.clone()));
+        let mut all = Census::default();
+        for _ in 0..self.workers.len() {
+            match rx.recv_timeout(Duration::from_secs(10)) {
+                Ok(c) => all.merge(&c),
+                Err(_) => eprintln!("warning: a worker did not answer the census within 10 s"),
+            }
+        }
+        all
     }
 
     /// One probe from a random client of a random worker.

@@ -2,15 +2,16 @@
 //! which stream it has seen, so that every arrival is classed as new,
 //! late (out of order, filling a gap) or duplicate — counted, not guessed.
 //!
-//! The common case — probes arriving in order — costs one `u32` per stream;
-//! gaps are remembered as ranges only when they happen, and their number is
-//! bounded.
+//! The common case — probes arriving in order — costs one `(stream, high)`
+//! pair per stream the receiver has heard from (sorted, so a room of 20
+//! senders costs 20 pairs however large the stream ids are); gaps are
+//! remembered as ranges only when they happen, and their number is bounded.
 
 /// Most gap ranges one client remembers; past this the oldest are
 /// forgotten (and a late probe for them would count as a duplicate).
 const MAX_GAPS: usize = 1024;
 /// Highest stream id a ledger tracks; larger ids are foreign traffic.
-pub const MAX_STREAMS: u32 = 1 << 16;
+pub const MAX_STREAMS: u32 = 1 << 20;
 
 /// How one arrival was classed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,8 +29,8 @@ pub enum Arrival {
 /// One receiver's view of every stream.
 #[derive(Debug, Default)]
 pub struct Ledger {
-    /// Highest n seen per stream (0 = none yet).
-    high: Vec<u32>,
+    /// `(stream, highest n seen)`, sorted by stream.
+    high: Vec<(u32, u32)>,
     /// Missing ranges `(stream, lo, hi)` inclusive, below `high`.
     gaps: Vec<(u32, u32, u32)>,
     /// Ranges forgotten because of [`MAX_GAPS`].
@@ -42,16 +43,19 @@ impl Ledger {
         if stream >= MAX_STREAMS || n == 0 {
             return Arrival::Foreign;
         }
-        let s = stream as usize;
-        if self.high.len() <= s {
-            self.high.resize(s + 1, 0);
-        }
-        let high = self.high[s];
+        let i = match self.high.binary_search_by_key(&stream, |&(s, _)| s) {
+            Ok(i) => i,
+            Err(i) => {
+                self.high.insert(i, (stream, 0));
+                i
+            }
+        };
+        let high = self.high[i].1;
         if n > high {
             if n > high + 1 {
                 self.remember_gap(stream, high + 1, n - 1);
             }
-            self.high[s] = n;
+            self.high[i].1 = n;
             return Arrival::New;
         }
         self.fill_gap(stream, n)
@@ -86,8 +90,8 @@ impl Ledger {
 
     /// Forget everything (a new measurement phase starts).
     pub fn clear(&mut self) {
-        self.high.clear();
-        self.gaps.clear();
+        self.high = Vec::new();
+        self.gaps = Vec::new();
     }
 }
 
@@ -102,6 +106,9 @@ mod tests {
         assert_eq!([l.record(0, 1), l.record(0, 2), l.record(5, 1)], [New, New, New]);
         assert_eq!(l.record(0, 2), Duplicate);
         assert!(l.gaps.is_empty());
+        // Sparse stream ids (a room's senders are client indices) stay cheap.
+        assert_eq!([l.record(900_000, 1), l.record(7, 1), l.record(900_000, 2)], [New, New, New]);
+        assert_eq!(l.high.len(), 4);
     }
 
     #[test]

@@ -7,16 +7,20 @@
 //! `worker` (one mio event loop owning many connections) · `fleet` (the
 //! coordinator's handle on the workers) · `scenario` (steady, ramp, connect,
 //! idle, churn, shootout) · `report` (summary, JSON, HTML/SVG, comparison) ·
-//! `sys` (clock, rlimit, getrusage, /proc). `main` only wires them.
+//! `rooms` (room membership and per-room accounting) · `witness` (the
+//! independent client that checks the tester) ·
+//! `sys` (clock, rlimit, getrusage, /proc, kernel memory). `main` only wires them.
 
 mod cli;
 mod fleet;
 mod ledger;
 mod probe;
 mod report;
+mod rooms;
 mod scenario;
 mod stats;
 mod sys;
+mod witness;
 mod worker;
 mod ws;
 
@@ -55,11 +59,18 @@ fn run(args: &Args) -> Result<(), String> {
         eprintln!("warning: {needed} clients need more descriptors than the limit of {nofile}");
     }
     let targets = args.urls.iter().map(|u| ws::Target::parse(u, args.allow_remote)).collect::<Result<Vec<_>, _>>()?;
+    let run_id = sys::now_ns() ^ u64::from(std::process::id()) << 32 ^ unix_nanos();
+    let spread = matches!(args.scenario(), Scenario::Rooms | Scenario::RoomsRamp);
+    let witness = witness::Witness::start(args, targets.clone(), run_id)?;
     let setup = worker::Setup {
         targets,
-        join: args.join.replace("$ROOM", &args.room),
-        template: probe::Template::new(&args.template, &args.room),
-        run_id: sys::now_ns() ^ u64::from(std::process::id()) << 32 ^ unix_nanos(),
+        join: (!args.join.is_empty()).then(|| probe::Template::new(&args.join)),
+        template: probe::Template::new(&args.template),
+        rooms: if spread { rooms::names(&args.room, args.rooms.max(1)) } else { vec![args.room.clone()] },
+        next_index: Default::default(),
+        filter: worker::Filter::Except(witness::STREAM),
+        engine_io: args.engine_io,
+        run_id,
         progress: Arc::default(),
         board: Arc::new(worker::Board::new(args.in_flight.max(1) as usize)),
         delayed_acks: !args.immediate_acks,
@@ -69,7 +80,7 @@ fn run(args: &Args) -> Result<(), String> {
     let load_before = sys::loadavg();
     let wall = Instant::now();
     let cpu0 = sys::process_cpu();
-    let outcome = scenario::run(&fleet, args);
+    let outcome = scenario::run(&scenario::Run { fleet: &fleet, witness: witness.as_ref(), args });
     let tester = report::Tester {
         threads,
         delayed_acks: !args.immediate_acks,
@@ -80,7 +91,10 @@ fn run(args: &Args) -> Result<(), String> {
         rss_kib: sys::rss_kib(std::process::id()),
     };
     fleet.stop();
-    let j = report::to_json(&outcome, &args.label, &tester);
+    if let Some(w) = witness {
+        w.stop();
+    }
+    let j = report::to_json(&outcome, &args.label, args.variant.as_deref(), &tester);
     if args.json {
         println!("{j}");
     } else {
@@ -109,6 +123,6 @@ fn compare(args: &Args) -> Result<(), String> {
         let values = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
         runs.push((label.to_string(), values));
     }
-    print!("{}", report::compare(&runs));
+    print!("{}", report::compare(&runs, &args.ratio_to));
     Ok(())
 }

@@ -6,7 +6,8 @@
 //! sequence number in that stream (from 1), and the send time on the
 //! process clock ([`crate::sys::now_ns`]). It travels inside a configurable
 //! JSON template; any server that echoes it back in a string `text` field
-//! of a JSON object is measured.
+//! of a JSON object is measured — or of a Socket.IO event's object
+//! (`42["msg",{…}]`), so that Socket.IO servers are measured too.
 
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -36,6 +37,8 @@ pub enum Seen {
     Probe(Probe),
     /// `{"type":"error","code":...}` from the server.
     Error(String),
+    /// The server answered a join: `{"type":"joined",…}` or `42["joined",…]`.
+    Joined,
     /// Valid JSON without a probe (welcome, joined, ack, history, …).
     Other,
     /// Not a JSON object.
@@ -44,11 +47,23 @@ pub enum Seen {
 
 /// Classify one text frame.
 pub fn classify(frame: &[u8]) -> Seen {
-    let Ok(msg) = serde_json::from_slice::<Incoming>(frame) else {
-        return Seen::NotJson;
+    let msg = if let Some(event) = frame.strip_prefix(b"42") {
+        // A Socket.IO event: `42["name",{…}]`; the name stands in for `type`.
+        let Ok((name, mut msg)) = serde_json::from_slice::<(Cow<str>, Incoming)>(event) else {
+            return Seen::NotJson;
+        };
+        msg.kind = msg.kind.or(Some(name));
+        msg
+    } else {
+        let Ok(msg) = serde_json::from_slice::<Incoming>(frame) else {
+            return Seen::NotJson;
+        };
+        msg
     };
-    if msg.kind.as_deref() == Some("error") {
-        return Seen::Error(msg.code.map(Cow::into_owned).unwrap_or_default());
+    match msg.kind.as_deref() {
+        Some("error") => return Seen::Error(msg.code.map(Cow::into_owned).unwrap_or_default()),
+        Some("joined") => return Seen::Joined,
+        _ => {}
     }
     match msg.text.as_deref().and_then(parse_text) {
         Some(p) => Seen::Probe(p),
@@ -79,21 +94,23 @@ enum Piece {
     Lit(String),
     Text,
     Id,
+    Room,
 }
 
 impl Template {
-    /// Split `template`; `$ROOM` is replaced by `room` right away. The probe
-    /// text holds only ASCII letters, digits and spaces, so it needs no JSON
+    /// Split `template`. The probe text holds only ASCII letters, digits and
+    /// spaces, and room names are the tester's own, so neither needs JSON
     /// escaping.
-    pub fn new(template: &str, room: &str) -> Template {
-        let template = template.replace("$ROOM", room);
+    pub fn new(template: &str) -> Template {
         let mut pieces = Vec::new();
-        let mut rest = template.as_str();
+        let mut rest = template;
         while let Some(i) = rest.find('$') {
             let (piece, len) = if rest[i..].starts_with("$TEXT") {
                 (Piece::Text, 5)
             } else if rest[i..].starts_with("$ID") {
                 (Piece::Id, 3)
+            } else if rest[i..].starts_with("$ROOM") {
+                (Piece::Room, 5)
             } else {
                 (Piece::Lit("$".into()), 1)
             };
@@ -109,17 +126,22 @@ impl Template {
         Template { pieces }
     }
 
-    /// Write the filled template for `probe` into `out` (cleared first).
-    /// `run` makes ids unique across runs against the same server, `epoch`
-    /// across the sending phases of one run (sequence numbers restart in
-    /// each, and a server that de-duplicates ids must not merge them).
-    pub fn fill(&self, out: &mut String, probe: Probe, run: u64, epoch: u32) {
+    /// Write the filled template for `probe` sent in `room` into `out`
+    /// (cleared first). `run` makes ids unique across runs against the same
+    /// server, `epoch` across the sending phases of one run (sequence numbers
+    /// restart in each, and a server that de-duplicates ids must not merge
+    /// them).
+    pub fn fill(&self, out: &mut String, probe: Probe, run: u64, epoch: u32, room: &str) {
         use std::fmt::Write;
         out.clear();
         for piece in &self.pieces {
             let _ = match piece {
                 Piece::Lit(s) => {
                     out.push_str(s);
+                    Ok(())
+                }
+                Piece::Room => {
+                    out.push_str(room);
                     Ok(())
                 }
                 Piece::Text => write!(out, "lt {} {} {}", probe.stream, probe.n, probe.send_ns),
@@ -135,10 +157,10 @@ mod tests {
 
     #[test]
     fn filled_template_round_trips() {
-        let t = Template::new(r#"{"type":"msg","room":"$ROOM","text":"$TEXT","id":"$ID","cost":"$5"}"#, "lobby");
+        let t = Template::new(r#"{"type":"msg","room":"$ROOM","text":"$TEXT","id":"$ID","cost":"$5"}"#);
         let mut s = String::new();
         let p = Probe { stream: 3, n: 17, send_ns: 123456789 };
-        t.fill(&mut s, p, 0xab, 2);
+        t.fill(&mut s, p, 0xab, 2, "lobby");
         assert_eq!(s, r#"{"type":"msg","room":"lobby","text":"lt 3 17 123456789","id":"ab-2-3-17","cost":"$5"}"#);
         assert_eq!(classify(s.as_bytes()), Seen::Probe(p));
     }
@@ -158,6 +180,20 @@ mod tests {
             Seen::Error("rate_limited".into())
         );
         assert_eq!(classify(b"lt 1 2 3"), Seen::NotJson);
+        assert_eq!(classify(br#"{"type":"joined","room":"r1","seq":0}"#), Seen::Joined);
+    }
+
+    #[test]
+    fn recognises_socket_io_events() {
+        let t = Template::new(r#"42["msg",{"room":"$ROOM","text":"$TEXT"}]"#);
+        let mut s = String::new();
+        let p = Probe { stream: 4, n: 2, send_ns: 7 };
+        t.fill(&mut s, p, 0, 0, "r9");
+        assert_eq!(s, r#"42["msg",{"room":"r9","text":"lt 4 2 7"}]"#);
+        assert_eq!(classify(s.as_bytes()), Seen::Probe(p));
+        assert_eq!(classify(br#"42["joined",{"room":"r9"}]"#), Seen::Joined);
+        assert_eq!(classify(br#"42["msg","plain"]"#), Seen::NotJson);
+        assert_eq!(classify(b"2"), Seen::NotJson);
         assert_eq!(parse_text("lt 1 2 3 4"), None);
         assert_eq!(parse_text("lt 1 x 3"), None);
     }

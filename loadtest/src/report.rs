@@ -60,11 +60,12 @@ fn quantiles_ms(h: &Histogram<u64>) -> Value {
 }
 
 /// The run as one JSON object.
-pub fn to_json(o: &Outcome, label: &str, tester: &Tester) -> Value {
+pub fn to_json(o: &Outcome, label: &str, variant: Option<&str>, tester: &Tester) -> Value {
     let s = &o.stats;
     json!({
         "label": label,
         "scenario": o.scenario.name(),
+        "variant": variant,
         "clients": o.clients,
         "headline": o.headline,
         "connected": s.connected,
@@ -84,6 +85,15 @@ pub fn to_json(o: &Outcome, label: &str, tester: &Tester) -> Value {
         "foreign": s.foreign,
         "stale": s.stale,
         "churner_deliveries": s.uncounted,
+        "misrouted": s.misrouted,
+        "witness_probes_heard": s.witness_probes,
+        "rooms": o.rooms.as_ref().map(|r| r.to_json()),
+        "witness": o.witness.as_ref().map(|w| json!({
+            "latency_ms": quantiles_ms(&w.latency_us), "sent": w.sent, "delivered": w.unique(),
+            "connected": w.connected, "connect_failed": w.connect_failed, "dropped": w.dropped,
+            "server_closes": w.server_closes,
+        })),
+        "server_kernel": o.kernel,
         "latency_ms": quantiles_ms(&s.latency_us),
         "deliveries_per_s": deliveries_per_s(s, o.window).round(),
         "server_errors": s.server_errors,
@@ -161,6 +171,37 @@ pub fn summary(j: &Value) -> String {
         q("latency_ms", "p99_9"),
         q("latency_ms", "max")
     );
+    let w = &j["witness"]["latency_ms"];
+    if w.is_object() {
+        let _ = writeln!(
+            out,
+            "witness ms    p50 {}  p99 {}  max {}  ({} round trips on its own thread; fleet p50 {})",
+            num(&w["p50"]),
+            num(&w["p99"]),
+            num(&w["max"]),
+            w["count"],
+            q("latency_ms", "p50"),
+        );
+    }
+    if let Some(r) = j["rooms"].as_object() {
+        let _ = writeln!(
+            out,
+            "rooms         {} rooms lost deliveries ({} in all), {} had duplicates, {} out of order; misrouted {}; worst {}",
+            r["rooms_with_loss"], r["lost"], r["rooms_with_duplicates"], r["rooms_out_of_order"], j["misrouted"], r["worst"]
+        );
+    }
+    if let Some(k) = j["server_kernel"].as_object() {
+        let _ = writeln!(
+            out,
+            "memory KiB/conn RSS {}  kernel {} (KernelStack {}, Slab {}; {})  total {}",
+            num(&j["headline"]["kib_per_conn"]),
+            num(&k["kib_per_conn"]),
+            num(&k["kernel_stack_kib_per_conn"]),
+            num(&k["slab_kib_per_conn"]),
+            k["source"].as_str().unwrap_or(""),
+            num(&j["headline"]["total_kib_per_conn"]),
+        );
+    }
     let _ = writeln!(
         out,
         "server said   errors: {}; closes: {}; dropped: {}; violations: {}; pings {}",
@@ -373,6 +414,42 @@ pub fn svg(o: &Outcome) -> String {
     s
 }
 
+/// A ramp's steps: fleet p50 and p99 and the witness's p99 at each rate
+/// (x is the step, labelled with its rate, since rates grow geometrically).
+fn ramp_chart(steps: &[Value]) -> Chart<'static> {
+    let series = |key: &str| -> Vec<(f64, f64)> {
+        steps.iter().enumerate().filter_map(|(i, s)| Some((i as f64, s[key].as_f64()?))).collect()
+    };
+    Chart {
+        title: "Ramp: latency at each rate (p99 bound 200 ms)",
+        x_label: "messages per second, all senders",
+        y_label: "latency, ms",
+        series: vec![
+            ("p50", "#2ca02c", series("p50_ms")),
+            ("p99", "#ff7f0e", series("p99_ms")),
+            ("witness p99", "#9467bd", series("witness_p99_ms")),
+        ],
+        x_ticks: steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i as f64, format!("{:.0}", s["rate"].as_f64().unwrap_or(0.0))))
+            .collect(),
+    }
+}
+
+/// The ramp chart as its own SVG document, or nothing for runs without
+/// rate steps.
+fn ramp_svg(j: &Value) -> String {
+    let steps = j["steps"].as_array().map_or(&[][..], Vec::as_slice);
+    if steps.is_empty() || steps[0].get("rate").is_none() {
+        return String::new();
+    }
+    format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="760" height="310" viewBox="0 0 760 310"><rect width="760" height="310" fill="white"/>{}</svg>"##,
+        ramp_chart(steps).svg(0.0)
+    )
+}
+
 /// A self-contained HTML page: the summary, the charts, the steps.
 pub fn html(o: &Outcome, j: &Value) -> String {
     let mut steps = String::new();
@@ -401,21 +478,26 @@ pub fn html(o: &Outcome, j: &Value) -> String {
         scenario = esc(j["scenario"].as_str().unwrap_or("")),
         label = esc(j["label"].as_str().unwrap_or("")),
         summary = esc(&summary(j)),
-        svg = svg(o),
+        svg = ramp_svg(j) + &svg(o),
         raw = esc(&serde_json::to_string_pretty(j).unwrap_or_default()),
     )
 }
 
 /// Side-by-side table from several runs: rows are (scenario, clients,
 /// headline metric), columns the labels in the order given, then the
-/// ratio of the first label to each other.
-pub fn compare(runs: &[(String, Vec<Value>)]) -> String {
+/// ratio of the first label to each of `ratio_to` (all others if empty).
+pub fn compare(runs: &[(String, Vec<Value>)], ratio_to: &[String]) -> String {
     let labels: Vec<&str> = runs.iter().map(|(l, _)| l.as_str()).collect();
+    let others: Vec<&str> =
+        labels.iter().skip(1).copied().filter(|l| ratio_to.is_empty() || ratio_to.iter().any(|r| r == l)).collect();
     let mut rows: BTreeMap<(String, u64, String), BTreeMap<&str, f64>> = BTreeMap::new();
     let mut order: Vec<(String, u64, String)> = Vec::new();
     for (label, values) in runs {
         for v in values {
-            let scenario = v["scenario"].as_str().unwrap_or("?").to_string();
+            let mut scenario = v["scenario"].as_str().unwrap_or("?").to_string();
+            if let Some(variant) = v["variant"].as_str() {
+                scenario = format!("{scenario} {variant}");
+            }
             let clients = v["clients"].as_u64().unwrap_or(0);
             for (metric, x) in v["headline"].as_object().into_iter().flatten() {
                 let Some(x) = x.as_f64() else { continue };
@@ -428,22 +510,22 @@ pub fn compare(runs: &[(String, Vec<Value>)]) -> String {
         }
     }
     let mut out = String::new();
-    let _ = write!(out, "{:<10} {:>7} {:<22}", "scenario", "clients", "metric");
+    let _ = write!(out, "{:<24} {:>7} {:<22}", "scenario", "clients", "metric");
     for l in &labels {
         let _ = write!(out, " {:>12}", l);
     }
-    for l in labels.iter().skip(1) {
+    for l in &others {
         let _ = write!(out, " {:>14}", format!("{}/{}", labels[0], l));
     }
     out.push('\n');
     for key in &order {
         let vals = &rows[key];
-        let _ = write!(out, "{:<10} {:>7} {:<22}", key.0, key.1, key.2);
+        let _ = write!(out, "{:<24} {:>7} {:<22}", key.0, key.1, key.2);
         for l in &labels {
             let cell = vals.get(l).map_or("-".into(), |x| fmt_num(*x));
             let _ = write!(out, " {:>12}", cell);
         }
-        for l in labels.iter().skip(1) {
+        for l in &others {
             let ratio = match (vals.get(labels[0]), vals.get(l)) {
                 (Some(a), Some(b)) if *b != 0.0 => format!("{:.2}", a / b),
                 _ => "-".into(),
@@ -463,10 +545,22 @@ mod tests {
     fn compare_lines_up_labels_and_ratios() {
         let a = vec![json!({"scenario":"steady","clients":1000,"headline":{"p99_ms":10.0,"lost":0}})];
         let b = vec![json!({"scenario":"steady","clients":1000,"headline":{"p99_ms":5.0,"lost":0}})];
-        let t = compare(&[("natter".into(), a), ("node".into(), b)]);
+        let t = compare(&[("natter".into(), a.clone()), ("node".into(), b.clone())], &[]);
         let line = t.lines().find(|l| l.contains("p99_ms")).unwrap();
         assert!(line.contains("10.0") && line.contains("5.0") && line.trim_end().ends_with("2.00"), "{line}");
         assert!(t.lines().find(|l| l.contains("lost")).unwrap().trim_end().ends_with('-'));
+        let c = vec![json!({"scenario":"rooms","clients":10,"variant":"fsync=always","headline":{"p99_ms":4.0}})];
+        let t = compare(&[("natter".into(), a), ("node".into(), b), ("tokio".into(), c)], &["tokio".into()]);
+        assert!(t.lines().next().unwrap().contains("natter/tokio") && !t.contains("natter/node"), "{t}");
+        assert!(t.contains("rooms fsync=always"), "{t}");
+    }
+
+    #[test]
+    fn ramp_steps_make_a_chart() {
+        let j = json!({"steps":[{"rate":500.0,"p50_ms":1.0,"p99_ms":3.0,"witness_p99_ms":0.5},{"rate":1000.0,"p50_ms":2.0,"p99_ms":250.0}]});
+        let svg = ramp_svg(&j);
+        assert!(svg.contains("<polyline") && svg.contains(">1000<") && svg.contains("witness p99"), "{svg}");
+        assert_eq!(ramp_svg(&json!({"steps":[{"clients":10}]})), "");
     }
 
     #[test]

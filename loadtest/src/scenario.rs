@@ -1,13 +1,16 @@
 //! The scenarios: each drives a [`Fleet`] through its phases and returns an
 //! [`Outcome`] — the measured stats plus what only that scenario knows
 //! (steps of a ramp, memory per idle connection, the shootout's largest
-//! passing client count).
+//! passing client count, every room's accounting), with what the witness
+//! measured meanwhile.
 
 use crate::cli::{Args, Scenario};
 use crate::fleet::Fleet;
 use crate::probe::Probe;
+use crate::rooms::{self, Census, RoomReport};
 use crate::stats::{latency_histogram, Progress, Stats, TICK_NS};
-use crate::sys::{now_ns, rss_kib, thread_count};
+use crate::sys::{cgroup_memory_current, kernel_mem, now_ns, rss_kib, thread_count, KernelMem};
+use crate::witness::{self, Witness};
 use serde_json::{json, Map, Value};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -33,6 +36,19 @@ pub struct Outcome {
     /// The numbers that go in the comparison table.
     pub headline: Map<String, Value>,
     pub notes: Vec<String>,
+    /// What the witness measured in the same windows.
+    pub witness: Option<Stats>,
+    /// Every room's accounting (rooms scenarios; a ramp's last step).
+    pub rooms: Option<RoomReport>,
+    /// Kernel memory growth per idle connection, filled by `idle`.
+    pub kernel: Option<Value>,
+}
+
+/// What every scenario works with.
+pub struct Run<'a> {
+    pub fleet: &'a Fleet,
+    pub witness: Option<&'a Witness>,
+    pub args: &'a Args,
 }
 
 impl Outcome {
@@ -49,6 +65,17 @@ impl Outcome {
             steps: Vec::new(),
             headline: Map::new(),
             notes: Vec::new(),
+            witness: None,
+            rooms: None,
+            kernel: None,
+        }
+    }
+
+    fn add_witness(&mut self, w: Option<Stats>) {
+        match (&mut self.witness, w) {
+            (Some(mine), Some(w)) => mine.merge(&w),
+            (mine @ None, w) => *mine = w,
+            _ => {}
         }
     }
 
@@ -94,58 +121,123 @@ struct Sending {
     /// Share of the worker threads' capacity the tester used, sending and
     /// draining.
     tester_load: f64,
+    witness: Option<Stats>,
+    rooms: Option<RoomReport>,
 }
 
-/// Send from `senders` streams at `rate` for `secs`, drain, and measure.
+impl Sending {
+    fn tester_bound(&self) -> bool {
+        let p50 = ms(self.stats.latency_us.value_at_quantile(0.5));
+        let w = self.witness.as_ref().filter(|w| !w.latency_us.is_empty());
+        let w50 = w.map(|w| ms(w.latency_us.value_at_quantile(0.5)));
+        witness::tester_bound(p50, w50, self.tester_load, self.stats.send_behind > 0)
+    }
+}
+
+/// Send at `rate` for `secs` — from `--senders` streams, or with
+/// `everyone` from every client in its room — drain, and measure.
 /// Ledgers are reset first, so each call is its own measurement.
-fn measure_sending(fleet: &Fleet, args: &Args, rate: f64, secs: f64, phase: &str) -> Sending {
+fn measure_sending(r: &Run, rate: f64, secs: f64, phase: &str, everyone: bool) -> Sending {
+    let (fleet, args) = (r.fleet, r.args);
     fleet.reset_ledgers();
     if args.await_joined {
         fleet.await_joined(phase, Duration::from_secs(60));
     }
     fleet.hold(phase, Duration::from_millis(args.settle_ms));
     let _ = fleet.snapshot();
+    r.witness.inspect(|w| w.begin());
     let t0 = Instant::now();
     let receivers = Progress::get(&fleet.progress.open);
     let sent0 = Progress::get(&fleet.progress.sent);
     let delivered0 = Progress::get(&fleet.progress.delivered);
     let start = now_ns();
-    fleet.send(args.senders, rate, Duration::from_secs_f64(secs));
+    if everyone {
+        fleet.send_from_all(rate, Duration::from_secs_f64(secs));
+    } else {
+        fleet.send(args.senders, rate, Duration::from_secs_f64(secs));
+    }
     fleet.hold(phase, Duration::from_secs_f64(secs));
     let end = now_ns();
     fleet.sync();
     let sent = Progress::get(&fleet.progress.sent) - sent0;
-    let expected = sent * receivers;
+    // Each room's probes go to that room's members only.
+    let census = everyone.then(|| fleet.census());
+    let expected = census.as_ref().map_or(sent * receivers, Census::expected);
     let quiet = Duration::from_millis(args.drain_ms);
     fleet.drain(phase, delivered0, expected, quiet, quiet * 5);
     let stats = fleet.snapshot();
+    let witness = r.witness.map(Witness::take);
     let tester_load = stats.cpu.as_secs_f64() / (t0.elapsed().as_secs_f64() * args.threads.max(1) as f64);
-    Sending { stats, receivers, expected, window: (start, end), tester_load }
+    let rooms = census.map(|c| rooms::account(&c, &stats.rooms));
+    Sending { stats, receivers, expected, window: (start, end), tester_load, witness, rooms }
 }
 
-fn delivery_headline(o: &mut Outcome) {
+/// The witness's p50 and p99, ms, if it measured anything.
+fn witness_ms(w: Option<&Stats>) -> Option<(f64, f64)> {
+    let h = &w.filter(|w| !w.latency_us.is_empty())?.latency_us;
+    Some((ms(h.value_at_quantile(0.5)), ms(h.value_at_quantile(0.99))))
+}
+
+fn delivery_headline(o: &mut Outcome, m: &Sending) {
     let h = &o.stats.latency_us;
     let dps = deliveries_per_s(&o.stats, o.window);
     o.headline.insert("deliveries_per_s".into(), json!(dps.round()));
     o.headline.insert("p50_ms".into(), json!(ms(h.value_at_quantile(0.5))));
     o.headline.insert("p99_ms".into(), json!(ms(h.value_at_quantile(0.99))));
     o.headline.insert("lost".into(), json!(o.lost()));
+    if let Some((p50, p99)) = witness_ms(m.witness.as_ref()) {
+        o.headline.insert("witness_p50_ms".into(), json!(p50));
+        o.headline.insert("witness_p99_ms".into(), json!(p99));
+    }
+    o.headline.insert("tester_bound".into(), json!(u8::from(m.tester_bound())));
 }
 
-fn steady(fleet: &Fleet, args: &Args) -> Outcome {
-    let mut o = Outcome::new(Scenario::Steady, args.clients);
+/// `steady`, or with `everyone` the `rooms` scenario.
+fn steady(r: &Run, everyone: bool) -> Outcome {
+    let (fleet, args) = (r.fleet, r.args);
+    let scenario = if everyone { Scenario::Rooms } else { Scenario::Steady };
+    let mut o = Outcome::new(scenario, args.clients);
     o.connect_secs = open_clients(fleet, args, args.clients, "connect");
     let connects = fleet.snapshot();
-    let m = measure_sending(fleet, args, args.rate, args.duration, "steady");
+    let m = measure_sending(r, args.rate, args.duration, scenario.name(), everyone);
     o.stats = connects;
     o.stats.merge(&m.stats);
     (o.receivers, o.expected, o.window) = (m.receivers, m.expected, m.window);
-    delivery_headline(&mut o);
+    delivery_headline(&mut o, &m);
+    if let Some(rooms) = &m.rooms {
+        let secs = (m.window.1 - m.window.0) as f64 / 1e9;
+        o.headline.insert("msgs_per_s".into(), json!((m.stats.sent as f64 / secs.max(1e-3)).round()));
+        o.headline.insert("rooms_with_loss".into(), json!(rooms.rooms_with_loss));
+        o.headline.insert("out_of_order".into(), json!(rooms.out_of_order));
+    }
+    o.add_witness(m.witness.clone());
+    o.rooms = m.rooms;
     o
 }
 
-fn ramp(fleet: &Fleet, args: &Args) -> Outcome {
-    let mut o = Outcome::new(Scenario::Ramp, args.clients);
+/// One ramp step as a JSON row.
+fn step_row(rate: f64, m: &Sending, lost: i64, p99: f64, pass: bool) -> Value {
+    let mut row = json!({
+        "rate": rate, "receivers": m.receivers, "sent": m.stats.sent, "expected": m.expected,
+        "lost": lost, "duplicated": m.stats.duplicates, "out_of_order": m.stats.late,
+        "p50_ms": ms(m.stats.latency_us.value_at_quantile(0.5)), "p99_ms": p99,
+        "deliveries_per_s": deliveries_per_s(&m.stats, m.window).round(),
+        "tester_load": (m.tester_load * 100.0).round() / 100.0, "pass": pass,
+    });
+    if let Some((p50, p99)) = witness_ms(m.witness.as_ref()) {
+        row["witness_p50_ms"] = json!(p50);
+        row["witness_p99_ms"] = json!(p99);
+    }
+    if let Some(rooms) = &m.rooms {
+        row["rooms_with_loss"] = json!(rooms.rooms_with_loss);
+    }
+    row
+}
+
+/// `ramp`, or with `everyone` `rooms-ramp`.
+fn ramp(r: &Run, everyone: bool) -> Outcome {
+    let (fleet, args) = (r.fleet, r.args);
+    let mut o = Outcome::new(if everyone { Scenario::RoomsRamp } else { Scenario::Ramp }, args.clients);
     o.connect_secs = open_clients(fleet, args, args.clients, "connect");
     let mut all = fleet.snapshot();
     let mut best: Option<(f64, f64)> = None;
@@ -155,19 +247,21 @@ fn ramp(fleet: &Fleet, args: &Args) -> Outcome {
     let mut stopped = false;
     for step in 0..args.max_steps {
         let phase = format!("ramp step {} at {rate:.0} msg/s", step + 1);
-        let m = measure_sending(fleet, args, rate, args.step_secs, &phase);
+        let m = measure_sending(r, rate, args.step_secs, &phase, everyone);
         let lost = m.expected as i64 - m.stats.unique() as i64;
         let p99 = ms(m.stats.latency_us.value_at_quantile(0.99));
         let dps = deliveries_per_s(&m.stats, m.window);
-        let tester_bound = m.tester_load >= 0.9 || m.stats.send_behind > 0;
-        let pass = p99 <= args.p99_bound_ms && lost == 0 && m.stats.duplicates == 0 && m.stats.send_skipped == 0;
-        o.steps.push(json!({
-            "rate": rate, "receivers": m.receivers, "sent": m.stats.sent, "expected": m.expected,
-            "lost": lost, "duplicated": m.stats.duplicates, "out_of_order": m.stats.late,
-            "p50_ms": ms(m.stats.latency_us.value_at_quantile(0.5)), "p99_ms": p99,
-            "deliveries_per_s": dps.round(), "tester_load": (m.tester_load * 100.0).round() / 100.0, "pass": pass,
-        }));
+        let tester_bound = m.tester_bound();
+        let rooms_clean = m.rooms.as_ref().is_none_or(|r| r.rooms_with_loss == 0);
+        let pass = p99 <= args.p99_bound_ms
+            && lost == 0
+            && rooms_clean
+            && m.stats.duplicates == 0
+            && m.stats.send_skipped == 0;
+        o.steps.push(step_row(rate, &m, lost, p99, pass));
         all.merge(&m.stats);
+        o.add_witness(m.witness.clone());
+        o.rooms = m.rooms;
         o.expected += m.expected;
         o.receivers = m.receivers;
         o.window = (if step == 0 { m.window.0 } else { o.window.0 }, m.window.1);
@@ -175,9 +269,10 @@ fn ramp(fleet: &Fleet, args: &Args) -> Outcome {
             // A saturated tester can only add latency, never hide a loss:
             // a step that passed anyway is a lower bound on the server.
             o.notes.push(format!(
-                "step {} at {rate:.0} msg/s: the tester used {:.0}% of its threads; stopped there, the server's limit is {} (add --threads)",
+                "step {} at {rate:.0} msg/s: the tester used {:.0}% of its threads and its p50 was over {}× the witness's; stopped there, the server's limit is {} (add --threads)",
                 step + 1,
                 m.tester_load * 100.0,
+                witness::RATIO,
                 if pass { "at least this" } else { "unknown" },
             ));
             if pass {
@@ -211,9 +306,12 @@ fn ramp(fleet: &Fleet, args: &Args) -> Outcome {
     o
 }
 
-fn connect_or_idle(fleet: &Fleet, args: &Args, scenario: Scenario) -> Outcome {
+fn connect_or_idle(r: &Run, scenario: Scenario) -> Outcome {
+    let (fleet, args) = (r.fleet, r.args);
     let mut o = Outcome::new(scenario, args.clients);
     let before = args.server_pid.and_then(rss_kib);
+    let kernel_before = kernel_mem();
+    let cgroup_before = args.server_pid.and_then(cgroup_memory_current);
     o.connect_secs = open_clients(fleet, args, args.clients, "connect");
     let open = Progress::get(&fleet.progress.open);
     o.headline.insert("connected".into(), json!(open));
@@ -228,15 +326,52 @@ fn connect_or_idle(fleet: &Fleet, args: &Args, scenario: Scenario) -> Outcome {
         let after = rss_kib(pid).unwrap_or(before);
         o.rss = Some((before, after));
         let per = (after as f64 - before as f64) / open.max(1) as f64;
-        o.headline.insert("kib_per_conn".into(), json!((per * 10.0).round() / 10.0));
+        o.headline.insert("kib_per_conn".into(), json!(round1(per)));
         if let Some(t) = thread_count(pid) {
             o.headline.insert("server_threads".into(), json!(t));
+        }
+        let cgroup = cgroup_before.zip(cgroup_memory_current(pid));
+        if let Some(k) = kernel_per_conn(kernel_before, cgroup, per, open) {
+            let kernel = k["kib_per_conn"].as_f64().unwrap_or(0.0);
+            o.headline.insert("kernel_kib_per_conn".into(), json!(kernel));
+            o.headline.insert("total_kib_per_conn".into(), json!(round1(per + kernel)));
+            o.kernel = Some(k);
         }
     }
     o
 }
 
-fn churn(fleet: &Fleet, args: &Args) -> Outcome {
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// The kernel's memory per connection: from the server's cgroup v2
+/// (`memory.current` growth less the RSS growth) when it has one, else the
+/// machine's KernelStack and Slab growth — which also holds the tester's
+/// own client sockets (the same for every server) and anything else the
+/// machine did meanwhile.
+fn kernel_per_conn(before: Option<KernelMem>, cgroup: Option<(u64, u64)>, rss_per: f64, open: u64) -> Option<Value> {
+    let n = open.max(1) as f64;
+    let after = kernel_mem();
+    let (stack, slab) = match (before, after) {
+        (Some(b), Some(a)) => {
+            (Some((a.kernel_stack as f64 - b.kernel_stack as f64) / n), Some((a.slab as f64 - b.slab as f64) / n))
+        }
+        _ => (None, None),
+    };
+    let (kernel, source) = match (cgroup, stack.zip(slab)) {
+        (Some((b, a)), _) => ((a as f64 - b as f64) / 1024.0 / n - rss_per, "cgroup memory.current less RSS"),
+        (None, Some((stack, slab))) => (stack + slab, "/proc/meminfo KernelStack + Slab, machine-wide"),
+        (None, None) => return None,
+    };
+    Some(json!({
+        "kib_per_conn": round1(kernel), "source": source,
+        "kernel_stack_kib_per_conn": stack.map(round1), "slab_kib_per_conn": slab.map(round1),
+    }))
+}
+
+fn churn(r: &Run) -> Outcome {
+    let (fleet, args) = (r.fleet, r.args);
     let mut o = Outcome::new(Scenario::Churn, args.clients);
     o.connect_secs = open_clients(fleet, args, args.clients, "connect");
     let connects = fleet.snapshot();
@@ -246,17 +381,19 @@ fn churn(fleet: &Fleet, args: &Args) -> Outcome {
     let per_s = pool as f64 / mean_life_s.max(0.01);
     let total = (per_s * (args.duration + args.settle_ms as f64 / 1000.0)).ceil() as u64;
     fleet.connect(total, per_s, false, Some((lo, hi)));
-    let m = measure_sending(fleet, args, args.rate, args.duration, "churn");
+    let m = measure_sending(r, args.rate, args.duration, "churn", false);
     o.stats = connects;
     o.stats.merge(&m.stats);
     (o.receivers, o.expected, o.window) = (m.receivers, m.expected, m.window);
-    delivery_headline(&mut o);
+    delivery_headline(&mut o, &m);
+    o.add_witness(m.witness);
     o.headline.insert("churn_connects".into(), json!(m.stats.connected));
     o.headline.insert("churn_per_s".into(), json!(per_s.round()));
     o
 }
 
-fn shootout(fleet: &Fleet, args: &Args) -> Outcome {
+fn shootout(r: &Run) -> Outcome {
+    let (fleet, args) = (r.fleet, r.args);
     let mut o = Outcome::new(Scenario::Shootout, args.max_clients);
     let slots = args.in_flight.max(1) as usize;
     let board = &fleet.board;
@@ -343,13 +480,20 @@ fn shootout(fleet: &Fleet, args: &Args) -> Outcome {
 }
 
 /// Run the scenario `args` asks for.
-pub fn run(fleet: &Fleet, args: &Args) -> Outcome {
-    match args.scenario() {
-        Scenario::Steady => steady(fleet, args),
-        Scenario::Ramp => ramp(fleet, args),
-        s @ (Scenario::Connect | Scenario::Idle) => connect_or_idle(fleet, args, s),
-        Scenario::Churn => churn(fleet, args),
-        Scenario::Shootout => shootout(fleet, args),
+pub fn run(r: &Run) -> Outcome {
+    let mut o = match r.args.scenario() {
+        Scenario::Steady => steady(r, false),
+        Scenario::Rooms => steady(r, true),
+        Scenario::Ramp => ramp(r, false),
+        Scenario::RoomsRamp => ramp(r, true),
+        s @ (Scenario::Connect | Scenario::Idle) => connect_or_idle(r, s),
+        Scenario::Churn => churn(r),
+        Scenario::Shootout => shootout(r),
         Scenario::Compare => unreachable!("compare runs no clients"),
+    };
+    if o.witness.is_none() {
+        // Scenarios without sending windows: the witness over the whole run.
+        o.witness = r.witness.map(Witness::take);
     }
+    o
 }

@@ -4,6 +4,7 @@
 //! codes, protocol violations). Plus the live [`Progress`] counters the
 //! progress line reads while a run goes on.
 
+use crate::rooms::{self, RoomTally};
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -48,6 +49,12 @@ pub struct Stats {
     pub stale: u64,
     /// Probe arrivals at uncounted clients (churners).
     pub uncounted: u64,
+    /// Probes that arrived in a room other than the one they were sent in.
+    pub misrouted: u64,
+    /// The witness's probes heard by the fleet (servers without rooms).
+    pub witness_probes: u64,
+    /// What each room's members received (rooms scenarios only).
+    pub rooms: Vec<RoomTally>,
     /// Send → arrival, µs, for fresh and late arrivals.
     pub latency_us: Histogram<u64>,
     /// Arrival tick ([`TICK_NS`] on the process clock) → latencies then.
@@ -85,6 +92,9 @@ impl Default for Stats {
             foreign: 0,
             stale: 0,
             uncounted: 0,
+            misrouted: 0,
+            witness_probes: 0,
+            rooms: Vec::new(),
             latency_us: latency_histogram(),
             timeline: BTreeMap::new(),
             server_errors: BTreeMap::new(),
@@ -140,6 +150,9 @@ impl Stats {
         self.foreign += o.foreign;
         self.stale += o.stale;
         self.uncounted += o.uncounted;
+        self.misrouted += o.misrouted;
+        self.witness_probes += o.witness_probes;
+        rooms::merge(&mut self.rooms, &o.rooms);
         self.latency_us.add(&o.latency_us).expect("same histogram bounds");
         for (s, h) in &o.timeline {
             self.timeline.entry(*s).or_insert_with(timeline_histogram).add(h).expect("same histogram bounds");

@@ -1,7 +1,8 @@
 //! Operating-system facts the load tester reads or sets: the process-wide
 //! monotonic clock every timestamp is taken from, the open-files limit, its
 //! own CPU time (getrusage), the machine's load, a server's resident
-//! memory from /proc, and when a client socket ACKs.
+//! memory from /proc, the kernel's memory (/proc/meminfo, or a server's
+//! cgroup v2 `memory.current`), and when a client socket ACKs.
 //!
 //! Nothing here keeps state besides the clock's epoch.
 
@@ -102,9 +103,51 @@ pub fn thread_count(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The kernel's own memory, machine-wide, KiB (/proc/meminfo): what a
+/// server's threads and sockets cost that its RSS leaves out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelMem {
+    /// One kernel stack per thread (16 KiB on x86-64).
+    pub kernel_stack: u64,
+    /// Kernel objects: sockets, their buffers' heads, files, dentries…
+    pub slab: u64,
+}
+
+pub fn kernel_mem() -> Option<KernelMem> {
+    parse_meminfo(&std::fs::read_to_string("/proc/meminfo").ok()?)
+}
+
+fn parse_meminfo(text: &str) -> Option<KernelMem> {
+    let field = |name: &str| -> Option<u64> {
+        let line = text.lines().find(|l| l.split(':').next() == Some(name))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    Some(KernelMem { kernel_stack: field("KernelStack")?, slab: field("Slab")? })
+}
+
+/// `memory.current` (bytes) of the cgroup v2 a process is in, when that
+/// cgroup has the memory controller (user and kernel memory of that
+/// cgroup alone); None otherwise, e.g. on a cgroup v1 machine.
+pub fn cgroup_memory_current(pid: u32) -> Option<u64> {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let path = cgroups.lines().find_map(|l| l.strip_prefix("0::"))?;
+    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"].iter().find_map(|root| {
+        let file = format!("{root}{}/memory.current", path.trim_end_matches('/'));
+        std::fs::read_to_string(file).ok()?.trim().parse().ok()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn meminfo_gives_kernel_stack_and_slab() {
+        let text = "MemTotal: 100 kB\nSlab:             162720 kB\nSReclaimable: 5 kB\nKernelStack:        1792 kB\n";
+        assert_eq!(parse_meminfo(text), Some(KernelMem { kernel_stack: 1792, slab: 162720 }));
+        assert_eq!(parse_meminfo("Slab: 1 kB\n"), None);
+        assert!(kernel_mem().is_some());
+    }
 
     #[test]
     fn vmrss_is_read_in_kib() {

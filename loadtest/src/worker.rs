@@ -9,6 +9,7 @@
 
 use crate::ledger::{Arrival, Ledger};
 use crate::probe::{classify, Probe, Seen, Template};
+use crate::rooms::{room_of, Census, RoomTally};
 use crate::stats::{tally, Progress, Stats};
 use crate::sys::{defer_next_ack, now_ns, thread_cpu};
 use crate::ws::{self, check_upgrade, decode, Decoded, Target, Upgrade};
@@ -35,12 +36,32 @@ const CLOSE_GRACE_NS: u64 = 2_000_000_000;
 /// Most probes one tick sends, so a late tick cannot burst without bound.
 const SENDS_PER_TICK: usize = 2_000;
 
+/// Which probes a client counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filter {
+    /// The fleet: every probe but the witness's stream (counted apart).
+    Except(u32),
+    /// The witness: only its own stream.
+    Only(u32),
+    /// The witness of a server without rooms: every probe it hears.
+    All,
+}
+
 /// What every worker of a run shares, fixed for the run.
 pub struct Setup {
     pub targets: Vec<Target>,
-    /// Filled join frame, or empty for servers that need none.
-    pub join: String,
+    /// Join frame, or None for servers that need none.
+    pub join: Option<Template>,
     pub template: Template,
+    /// Room names. With more than one, counted client i joins room i mod
+    /// len and, when everyone sends, sends as stream i.
+    pub rooms: Vec<String>,
+    /// Counted clients numbered so far (rooms and stream ids).
+    pub next_index: AtomicU32,
+    pub filter: Filter,
+    /// Speak Engine.IO/Socket.IO inside the WebSocket: `40` to connect,
+    /// the join only after the server's `40`, `3` for every ping `2`.
+    pub engine_io: bool,
     pub run_id: u64,
     pub progress: Arc<Progress>,
     pub board: Arc<Board>,
@@ -59,11 +80,12 @@ pub enum Cmd {
         counted: bool,
         life_ms: Option<(u64, u64)>,
     },
-    /// Counted clients of this worker become the senders of `streams`,
+    /// Counted clients of this worker become the senders of `streams`
+    /// (None: every counted client, each its own stream in its room),
     /// sending at `per_s` in total until `until_ns`.
     /// `epoch` numbers the sending phase, for unique message ids.
     Send {
-        streams: Vec<u32>,
+        streams: Option<Vec<u32>>,
         per_s: f64,
         until_ns: u64,
         epoch: u32,
@@ -80,6 +102,8 @@ pub enum Cmd {
     CloseAll,
     /// Send the stats gathered since the last snapshot, and start afresh.
     Snapshot(Sender<Stats>),
+    /// Members and probes sent per room since the last `ResetLedgers`.
+    Census(Sender<Census>),
     Stop,
 }
 
@@ -147,6 +171,10 @@ struct Conn {
     ledger: Ledger,
     /// The server has answered the join (`{"type":"joined"…}`).
     joined: bool,
+    /// Counted clients' number (their stream when everyone sends).
+    index: u32,
+    /// Index into [`Setup::rooms`].
+    room: u32,
 }
 
 struct SendPlan {
@@ -177,6 +205,8 @@ struct Ctx {
     /// measurement: late stragglers, counted apart.
     phase_start_ns: u64,
     text: String,
+    /// Probes sent per room since the last `ResetLedgers`.
+    room_sent: Vec<u64>,
 }
 
 pub struct Worker {
@@ -226,7 +256,15 @@ pub fn spawn(
         send: None,
         rx,
         readbuf: vec![0u8; 64 * 1024].into_boxed_slice(),
-        ctx: Ctx { stats: Stats::default(), setup, rng: seed, epoch: 0, phase_start_ns: 0, text: String::new() },
+        ctx: Ctx {
+            stats: Stats::default(),
+            setup,
+            rng: seed,
+            epoch: 0,
+            phase_start_ns: 0,
+            text: String::new(),
+            room_sent: Vec::new(),
+        },
         cpu_start: Duration::ZERO,
     };
     let handle = std::thread::Builder::new().name(format!("lt-worker-{index}")).spawn(move || worker.run())?;
@@ -325,6 +363,7 @@ impl Worker {
             Cmd::Broadcast(probe) => self.broadcast(probe),
             Cmd::ResetLedgers => {
                 self.ctx.phase_start_ns = now_ns();
+                self.ctx.room_sent.clear();
                 for c in self.conns.iter_mut().flatten() {
                     c.ledger.clear();
                 }
@@ -342,12 +381,21 @@ impl Worker {
                 stats.gaps_forgotten = self.conns.iter().flatten().map(|c| c.ledger.gaps_forgotten).sum();
                 let _ = reply.send(stats);
             }
+            Cmd::Census(reply) => {
+                let mut members = vec![0; self.ctx.setup.rooms.len()];
+                for c in self.conns.iter().flatten().filter(|c| c.counted && matches!(c.state, State::Open)) {
+                    members[c.room as usize] += 1;
+                }
+                let mut sent = self.ctx.room_sent.clone();
+                sent.resize(members.len(), 0);
+                let _ = reply.send(Census { members, sent });
+            }
             Cmd::Stop => return false,
         }
         true
     }
 
-    fn plan_sends(&mut self, streams: Vec<u32>, per_s: f64, until_ns: u64) {
+    fn plan_sends(&mut self, streams: Option<Vec<u32>>, per_s: f64, until_ns: u64) {
         let open: Vec<usize> = self
             .conns
             .iter()
@@ -355,11 +403,17 @@ impl Worker {
             .filter(|(_, c)| matches!(c, Some(c) if c.counted && matches!(c.state, State::Open)))
             .map(|(i, _)| i)
             .collect();
-        if open.is_empty() || streams.is_empty() || per_s <= 0.0 {
+        let senders: Vec<(usize, u32, u32)> = match streams {
+            Some(streams) if !open.is_empty() => {
+                streams.iter().enumerate().map(|(k, &s)| (open[k % open.len()], s, 1)).collect()
+            }
+            Some(_) => Vec::new(),
+            None => open.iter().filter_map(|&i| Some((i, self.conns[i].as_ref()?.index, 1))).collect(),
+        };
+        if senders.is_empty() || per_s <= 0.0 {
             self.send = None;
             return;
         }
-        let senders = streams.iter().enumerate().map(|(k, &s)| (open[k % open.len()], s, 1)).collect();
         let interval_ns = (1e9 / per_s).max(1.0) as u64;
         self.send = Some(SendPlan { senders, interval_ns, next_ns: now_ns(), until_ns, turn: 0 });
     }
@@ -426,6 +480,9 @@ impl Worker {
             Ok(s) => s,
             Err(e) => return self.fail_connect(None, &format!("connect: {}", e.kind())),
         };
+        let setup = &self.ctx.setup;
+        let index = if counted { setup.next_index.fetch_add(1, Relaxed) } else { 0 };
+        let room = room_of(index, setup.rooms.len());
         let slot = self.free.pop().unwrap_or_else(|| {
             self.conns.push(None);
             self.conns.len() - 1
@@ -447,6 +504,8 @@ impl Worker {
             out: Vec::new(),
             ledger: Ledger::default(),
             joined: false,
+            index,
+            room,
         });
         self.deadlines.push_back((now + HANDSHAKE_TIMEOUT_NS, slot));
         self.in_flight += 1;
@@ -552,9 +611,11 @@ impl Worker {
                         Progress::add(&p.opened, 1);
                     }
                     Progress::add(if conn.counted { &p.open } else { &p.open_uncounted }, 1);
-                    let setup = Arc::clone(&self.ctx.setup);
-                    if !setup.join.is_empty() {
-                        send_frame(conn, ws::OP_TEXT, setup.join.as_bytes(), &mut self.ctx);
+                    if self.ctx.setup.engine_io {
+                        // Socket.IO's connect to the default namespace; the join waits for its answer.
+                        send_frame(conn, ws::OP_TEXT, b"40", &mut self.ctx);
+                    } else {
+                        send_join(conn, &mut self.ctx);
                     }
                     let rest = std::mem::take(&mut conn.inbuf);
                     return frames(conn, &rest, arrival, &mut self.ctx);
@@ -689,11 +750,47 @@ fn send_probe(conns: &mut [Option<Conn>], slot: usize, mut probe: Probe, ctx: &m
     }
     probe.send_ns = now_ns();
     let mut text = std::mem::take(&mut ctx.text);
-    ctx.setup.template.fill(&mut text, probe, ctx.setup.run_id, ctx.epoch);
+    let setup = Arc::clone(&ctx.setup);
+    setup.template.fill(&mut text, probe, setup.run_id, ctx.epoch, &setup.rooms[conn.room as usize]);
     send_frame(conn, ws::OP_TEXT, text.as_bytes(), ctx);
     ctx.text = text;
     ctx.stats.sent += 1;
+    let room = conn.room as usize;
+    if ctx.room_sent.len() <= room {
+        ctx.room_sent.resize(room + 1, 0);
+    }
+    ctx.room_sent[room] += 1;
     Progress::add(&ctx.progress().sent, 1);
+}
+
+/// Send the join frame for the client's room, if the server has joins;
+/// without one the client counts as joined at once.
+fn send_join(conn: &mut Conn, ctx: &mut Ctx) {
+    let setup = Arc::clone(&ctx.setup);
+    let Some(join) = &setup.join else {
+        return;
+    };
+    let mut text = String::new();
+    join.fill(&mut text, Probe { stream: 0, n: 0, send_ns: 0 }, setup.run_id, 0, &setup.rooms[conn.room as usize]);
+    send_frame(conn, ws::OP_TEXT, text.as_bytes(), ctx);
+}
+
+/// Engine.IO's own packets inside a text frame: true if `payload` was one
+/// (and is handled), false for a Socket.IO event (`42…`) or anything else.
+fn engine_io_packet(conn: &mut Conn, payload: &[u8], ctx: &mut Ctx) -> bool {
+    match payload {
+        b"2" => {
+            ctx.stats.pings += 1;
+            send_frame(conn, ws::OP_TEXT, b"3", ctx);
+        }
+        [b'4', b'0', ..] => send_join(conn, ctx),
+        [b'4', b'1', ..] => tally(&mut ctx.stats.server_closes, "socket.io disconnect"),
+        [b'4', b'4', ..] => tally(&mut ctx.stats.server_errors, "socket.io connect_error"),
+        [b'0', ..] | [b'6', ..] => {} // open, noop
+        [b'1', ..] => tally(&mut ctx.stats.server_closes, "engine.io close"),
+        _ => return false,
+    }
+    true
 }
 
 /// Decode every whole frame in `bytes`; keep the partial tail in the
@@ -767,36 +864,65 @@ fn on_frame(conn: &mut Conn, f: ws::Frame, arrival: u64, ctx: &mut Ctx) -> Resul
 }
 
 fn on_text(conn: &mut Conn, payload: &[u8], arrival: u64, ctx: &mut Ctx) {
+    if ctx.setup.engine_io && engine_io_packet(conn, payload, ctx) {
+        return;
+    }
     match classify(payload) {
-        Seen::Probe(p) => {
-            if !conn.counted {
-                ctx.stats.uncounted += 1;
-                return;
-            }
-            if p.send_ns < ctx.phase_start_ns {
-                ctx.stats.stale += 1;
-                return;
-            }
-            let latency = arrival.saturating_sub(p.send_ns);
-            match conn.ledger.record(p.stream, p.n) {
-                Arrival::New => ctx.stats.fresh += 1,
-                Arrival::Late => ctx.stats.late += 1,
-                Arrival::Duplicate => return ctx.stats.duplicates += 1,
-                Arrival::Foreign => return ctx.stats.foreign += 1,
-            }
-            ctx.stats.record_latency(latency, arrival);
-            Progress::add(&ctx.progress().delivered, 1);
-            ctx.setup.board.arrive(p, latency);
-        }
+        Seen::Probe(p) => on_probe(conn, p, arrival, ctx),
         Seen::Error(code) => tally(&mut ctx.stats.server_errors, &code),
-        Seen::Other => {
-            // natter answers a join with `joined` (serde writes `type` first): count it
-            // once per client so that sending can wait for every join to be done.
-            if !conn.joined && conn.counted && payload.starts_with(br#"{"type":"joined""#) {
+        Seen::Joined => {
+            // Counted once per client, so that sending can wait for every join to be done.
+            if !conn.joined && conn.counted {
                 conn.joined = true;
                 Progress::add(&ctx.progress().joined, 1);
             }
         }
+        Seen::Other => {}
         Seen::NotJson => ctx.stats.not_json += 1,
     }
+}
+
+fn on_probe(conn: &mut Conn, p: Probe, arrival: u64, ctx: &mut Ctx) {
+    if !conn.counted {
+        ctx.stats.uncounted += 1;
+        return;
+    }
+    match ctx.setup.filter {
+        Filter::Except(w) if p.stream == w => return ctx.stats.witness_probes += 1,
+        Filter::Only(w) if p.stream != w => return ctx.stats.foreign += 1,
+        _ => {}
+    }
+    if p.send_ns < ctx.phase_start_ns {
+        ctx.stats.stale += 1;
+        return;
+    }
+    let rooms = ctx.setup.rooms.len();
+    if rooms > 1 && room_of(p.stream, rooms) != conn.room {
+        // Sent in another room: the server leaked it across rooms.
+        return ctx.stats.misrouted += 1;
+    }
+    let latency = arrival.saturating_sub(p.send_ns);
+    let arrived = conn.ledger.record(p.stream, p.n);
+    {
+        let room = conn.room as usize;
+        if ctx.stats.rooms.len() <= room {
+            ctx.stats.rooms.resize(room + 1, RoomTally::default());
+        }
+        let t = &mut ctx.stats.rooms[room];
+        match arrived {
+            Arrival::New => t.delivered += 1,
+            Arrival::Late => (t.delivered, t.late) = (t.delivered + 1, t.late + 1),
+            Arrival::Duplicate => t.duplicated += 1,
+            Arrival::Foreign => {}
+        }
+    }
+    match arrived {
+        Arrival::New => ctx.stats.fresh += 1,
+        Arrival::Late => ctx.stats.late += 1,
+        Arrival::Duplicate => return ctx.stats.duplicates += 1,
+        Arrival::Foreign => return ctx.stats.foreign += 1,
+    }
+    ctx.stats.record_latency(latency, arrival);
+    Progress::add(&ctx.progress().delivered, 1);
+    ctx.setup.board.arrive(p, latency);
 }

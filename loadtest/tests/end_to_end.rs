@@ -111,11 +111,62 @@ fn answers_pings_and_echoes_close() {
         };
         (pong, echo)
     });
-    let j = loadtest(&["idle", "--url", &url, "--join", "", "--clients", "1", "--hold", "1"]);
+    let j = loadtest(&["idle", "--url", &url, "--join", "", "--clients", "1", "--hold", "1", "--witness-rate", "0"]);
     let (pong, echo) = server.join().unwrap();
     assert_eq!(pong, b"hb-1");
     assert_eq!(echo, Some(1008));
     assert_eq!(j["pings"], 1);
     assert_eq!(j["server_closes"]["1008 slow consumer"], 1, "{j}");
     assert_eq!(j["violations"], serde_json::json!({}));
+}
+
+#[test]
+fn speaks_engine_io_to_a_socket_io_server() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut ws = tungstenite::accept(stream).unwrap();
+        // What a Socket.IO 4 server and client say, in order.
+        let first = read_text(&mut ws);
+        ws.send(Message::text(r#"0{"sid":"s1","upgrades":[],"pingInterval":25000,"pingTimeout":20000}"#)).unwrap();
+        ws.send(Message::text(r#"40{"sid":"n1"}"#)).unwrap();
+        let join = read_text(&mut ws);
+        ws.send(Message::text(r#"42["joined",{"room":"lobby"}]"#)).unwrap();
+        ws.send(Message::text("2")).unwrap();
+        let pong = read_text(&mut ws);
+        let _ = ws.close(None);
+        (first, join, pong)
+    });
+    let j = loadtest(&[
+        "idle",
+        "--url",
+        &url,
+        "--engine-io",
+        "--await-joined",
+        "--join",
+        r#"42["join",{"room":"$ROOM"}]"#,
+        "--clients",
+        "1",
+        "--hold",
+        "1",
+        "--witness-rate",
+        "0",
+    ]);
+    let (first, join, pong) = server.join().unwrap();
+    assert_eq!(first, "40", "the namespace connect comes first");
+    assert_eq!(join, r#"42["join",{"room":"lobby"}]"#, "the join waits for the server's 40");
+    assert_eq!(pong, "3", "an Engine.IO ping is answered");
+    assert_eq!(j["pings"], 1, "{j}");
+    assert_eq!(j["not_json"], 0, "{j}");
+}
+
+/// The next text frame from the client.
+fn read_text(ws: &mut tungstenite::WebSocket<std::net::TcpStream>) -> String {
+    loop {
+        if let Message::Text(t) = ws.read().unwrap() {
+            return t.to_string();
+        }
+    }
 }
