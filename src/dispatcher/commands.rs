@@ -7,34 +7,44 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use super::backend::Backend;
-use super::history::{Replay, Stored};
+use super::durability::BatchPost;
+use super::history::Stored;
 use super::state::{now_ms, Room};
 use super::Dispatcher;
 use crate::delivery::fanout::Out;
 use crate::delivery::outbox::{Conn, ConnId};
-use crate::protocol::wire::{self, Frame};
+use crate::protocol::wire::{self, Frame, HistoryMeta};
 use crate::protocol::{ClientMsg, ErrorCode, ProtocolError, RoomName, ServerMsg, SystemEvent, UserRef};
+use crate::store::sqlite::{new_epoch, NewMessage};
 
-/// What a joining client is told: the room's head and presence, then its history.
+/// What a joining client is told: the room's head, epoch and presence, then its history.
 pub(super) struct JoinReply<'a> {
     pub head: u64,
+    pub epoch: Option<&'a str>,
     pub users: Vec<UserRef<'a>>,
     pub users_total: usize,
     pub complete: bool,
 }
 
 impl JoinReply<'_> {
-    /// The `joined` and `history` frames, to be staged in this order after every
-    /// earlier frame of the room: the history then precedes the live messages after it.
-    pub fn frames<'m>(self, room: &RoomName, messages: impl Iterator<Item = &'m [u8]>) -> [Frame; 2] {
+    /// The `joined` frame and the `history` pages, to be staged in this order after
+    /// every earlier frame of the room: the history then precedes the live messages
+    /// after it. No page is larger than about `max_bytes`.
+    pub fn frames(self, room: &RoomName, meta: HistoryMeta, messages: &[Bytes], max_bytes: usize) -> Vec<Frame> {
         let joined = wire::encode(&ServerMsg::Joined {
             room: room.as_str(),
             head: self.head,
+            epoch: self.epoch,
             users: self.users,
             users_total: self.users_total,
         });
-        [joined, wire::history_frame(room.as_str(), self.complete, messages)]
+        let meta = HistoryMeta { complete: self.complete, ..meta };
+        let mut frames = vec![joined];
+        frames.extend(wire::history_pages(room.as_str(), meta, messages, max_bytes));
+        frames
     }
 }
 
@@ -44,7 +54,9 @@ impl Dispatcher {
             return Ok(()); // already gone (slow consumer, shutdown): drop quietly
         }
         match msg {
-            ClientMsg::Join { room, since } => self.join(id, room, since),
+            ClientMsg::Join { room, since, epoch } => self.join(id, room, since, epoch),
+            ClientMsg::History { room, before, limit } => self.scroll_back(id, room, before, limit),
+            ClientMsg::Search { room, q, before, limit } => self.search(id, room, q, before, limit),
             ClientMsg::Leave { room } => self.leave(id, &room),
             ClientMsg::Msg { room, text, id: msg_id } => self.post(id, room, &text, msg_id),
             ClientMsg::LegacyMsg { text } => {
@@ -87,7 +99,13 @@ impl Dispatcher {
         ProtocolError::new(ErrorCode::NotJoined, format!("join `{room}` first")).with_ref(reference)
     }
 
-    fn join(&mut self, id: ConnId, room: RoomName, since: Option<u64>) -> Result<(), ProtocolError> {
+    fn join(
+        &mut self,
+        id: ConnId,
+        room: RoomName,
+        since: Option<u64>,
+        epoch: Option<String>,
+    ) -> Result<(), ProtocolError> {
         let joining = !self.clients[&id].rooms.contains(&room);
         if joining {
             self.admit_to_room(id, &room)?;
@@ -96,29 +114,29 @@ impl Dispatcher {
             self.cluster_join(id, room, since, false);
             return Ok(());
         }
-        if joining {
-            self.add_member(id, &room);
-        }
-        let conn = self.clients[&id].conn.clone();
+        self.settle(&room);
         let r = &self.rooms[&room];
-        let (messages, complete) = match since {
+        // A `since` from another epoch of the room (or past its head: the store was
+        // wiped) means nothing here: the client must drop what it holds.
+        let other_epoch = epoch.as_ref().is_some_and(|e| Some(e) != r.epoch.as_ref());
+        let reset = since.is_some_and(|s| s > r.history.head() || other_epoch);
+        if let Some(since) = since.filter(|_| !reset && joining) {
+            if !r.history.since(since).complete && self.resume_from_store(id, &room, since) {
+                return Ok(()); // answered, and membership given, when the store has read
+            }
+        }
+        let r = &self.rooms[&room];
+        let (messages, complete, first) = match since.filter(|_| !reset) {
             Some(since) => {
-                let Replay { messages, complete } = r.history.since(since);
-                (messages, complete)
+                let replay = r.history.since(since);
+                let first = (!replay.complete).then(|| r.history.oldest().unwrap_or(r.history.head() + 1));
+                (replay.messages, replay.complete, first)
             }
             // Without `since` the client asked for nothing in particular: complete.
-            None => (r.history.recent(self.cfg.join_history), true),
+            None => (r.history.recent(self.cfg.join_history), true, None),
         };
-        let json: Vec<_> = messages.iter().map(|m| m.json()).collect();
-        let reply = JoinReply {
-            head: r.history.head(),
-            users: r.users(self.cfg.presence_limit),
-            users_total: r.present.len(),
-            complete,
-        };
-        for frame in reply.frames(&room, json.iter().map(|j| &j[..])) {
-            self.stage(&conn, frame);
-        }
+        let json: Vec<Bytes> = messages.iter().map(|m| m.json()).collect();
+        self.stage_join(id, &room, HistoryMeta { complete, first, reset, ..HistoryMeta::default() }, &json);
         Ok(())
     }
 
@@ -159,13 +177,15 @@ impl Dispatcher {
             return Err(Self::not_joined(&room, msg_id.or(Some("msg".into()))));
         }
         let (conn, uid, name) = (client.conn.clone(), client.uid.clone(), client.name.clone());
-        let journal = match &mut self.backend {
-            Backend::Redis(_) => {
-                self.cluster_post(id, room, text, msg_id);
-                return Ok(());
-            }
-            Backend::Local(journal) => journal,
-        };
+        if let Backend::Redis(_) = self.backend {
+            self.cluster_post(id, room, text, msg_id);
+            return Ok(());
+        }
+        if msg_id.is_some() {
+            self.settle(&room); // a retry's dup ack must name a committed seq
+        }
+        self.check_writable(msg_id.clone().or(Some("msg".into())))?;
+        let Backend::Local(local) = &mut self.backend else { return Ok(()) };
         let Some(r) = self.rooms.get_mut(&room) else { return Ok(()) };
         if let Some(mid) = msg_id.as_deref() {
             if let Some(seq) = r.history.seen(&uid, mid) {
@@ -176,26 +196,24 @@ impl Dispatcher {
             }
         }
         let seq = r.history.next_seq();
-        let json = ServerMsg::Msg {
-            room: room.as_str(),
-            seq,
-            id: msg_id.as_deref(),
-            ts: now_ms(),
-            user: &name,
-            uid: &uid,
-            text,
-        }
-        .to_json();
-        journal.append(&json);
+        let ts = now_ms();
+        let json = ServerMsg::Msg { room: room.as_str(), seq, id: msg_id.as_deref(), ts, user: &name, uid: &uid, text }
+            .to_json();
         let frame = wire::text_frame(&json);
+        let epoch = r.epoch.get_or_insert_with(new_epoch).clone();
+        let payload = wire::payload(&frame);
+        local.store.append(NewMessage { room: room.to_string(), epoch, seq, ts, text: text.to_owned(), json: payload });
         r.history.push(Stored { seq, frame: frame.clone() }, &uid, msg_id.as_deref());
         self.metrics.messages_accepted.fetch_add(1, Relaxed);
         self.staged_msgs += 1;
-        if let Some(mid) = msg_id.as_deref() {
-            let ack = wire::encode(&ServerMsg::Ack { id: mid, room: room.as_str(), seq, dup: false });
-            self.stage(&conn, ack);
-        }
+        let ack = msg_id.as_deref().map(|mid| {
+            self.stage(&conn, wire::encode(&ServerMsg::Ack { id: mid, room: room.as_str(), seq, dup: false }));
+            self.staged.len() - 1
+        });
         self.stage_room(&room, &frame, None);
+        let frame = self.staged.len() - 1;
+        self.dirty_rooms.insert(room.clone());
+        self.batch_posts.push(BatchPost { room, seq, uid, id: msg_id, conn, ack, frame });
         Ok(())
     }
 

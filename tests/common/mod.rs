@@ -189,7 +189,8 @@ impl Client {
         }
     }
 
-    /// Joins and returns (joined, history).
+    /// Joins and returns (joined, history), the history's pages (`more:true`) merged
+    /// into one.
     pub fn join(&mut self, room: &str, since: Option<u64>) -> (Value, Value) {
         let mut m = json!({"type": "join", "room": room});
         if let Some(s) = since {
@@ -197,8 +198,22 @@ impl Client {
         }
         self.send(m);
         let joined = self.expect("joined");
-        let history = self.expect("history");
+        let history = self.expect_history();
         (joined, history)
+    }
+
+    /// The next `history` answer, its pages merged: every `more:true` page's messages
+    /// are prepended to the last page's.
+    pub fn expect_history(&mut self) -> Value {
+        let mut messages = Vec::new();
+        loop {
+            let mut page = self.expect("history");
+            messages.extend(page["messages"].as_array().expect("history has messages").iter().cloned());
+            if page["more"] != true {
+                page["messages"] = Value::Array(messages);
+                return page;
+            }
+        }
     }
 
     /// Posts, reads the ack and (unless it is a duplicate) the echo of the message, in
