@@ -292,6 +292,34 @@ impl Proc {
         Proc::launch(cmd)
     }
 
+    /// Like `start`, with files limited to `bytes` (RLIMIT_FSIZE) and SIGXFSZ ignored,
+    /// so a write past the limit fails with EFBIG as on a full disk.
+    pub fn start_with_fsize(data_dir: &Path, extra: &[&str], bytes: u64) -> Proc {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Proc::command(data_dir, None, extra);
+        // SAFETY: signal and setrlimit are async-signal-safe and touch only the child;
+        // an ignored signal stays ignored across exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                let lim = libc::rlimit { rlim_cur: bytes, rlim_max: libc::RLIM_INFINITY };
+                if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Proc::launch(cmd)
+    }
+
+    /// Lifts the child's file-size limit (the disk has room again).
+    pub fn lift_fsize(&self) {
+        let lim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+        // SAFETY: prlimit on a child this test started, with a pointer to a local struct.
+        let rc = unsafe { libc::prlimit(self.child.id() as i32, libc::RLIMIT_FSIZE, &lim, std::ptr::null_mut()) };
+        assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    }
+
     fn command(data_dir: &Path, ports: Option<(u16, u16)>, extra: &[&str]) -> Command {
         let (hp, wp) = ports.unwrap_or((0, 0));
         let mut cmd = Command::new(natter_bin());
