@@ -9,7 +9,6 @@
 //! logged here and answered with a message that carries no SQL text.
 
 use std::path::Path;
-use std::thread;
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -67,9 +66,8 @@ impl<T: Send + 'static> Readers<T> {
         for i in 0..threads.max(1) {
             let conn = open_read_only(db)?;
             let (rx, deliver) = (rx.clone(), deliver.clone());
-            thread::Builder::new()
-                .name(format!("store-reader-{i}"))
-                .spawn(move || serve(&conn, &rx, &deliver))
+            // A dead reader would leave joins waiting for ever: exit instead.
+            crate::shutdown::spawn_vital(&format!("store-reader-{i}"), move || serve(&conn, &rx, &deliver))
                 .map_err(|source| StoreError::Io { path: db.to_owned(), source })?;
         }
         Ok(Readers { tx })
