@@ -4,7 +4,8 @@
 //!   `natter::delivery::fanout::deliver` (outbox + one coalesced `sendmsg` per socket), next to a
 //!   bare loop of one non-blocking `send` per socket and frame over the same sockets.
 //! - `serialize/*`: encode once and share the bytes vs encode per receiver.
-//! - `parse`, `history/*`, `journal/*`: the other steps a message takes.
+//! - `parse`, `history/*`: the other steps a message takes (the store's commit is
+//!   benches/store.rs).
 //!
 //! The receiving ends live in a child process (this binary re-run in drain mode) so the
 //! 10,000-receiver case needs 10,000 descriptors here, not 20,000.
@@ -17,13 +18,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use natter::config::FsyncPolicy;
 use natter::delivery::fanout::{self, Out, Shard};
 use natter::delivery::outbox::{Conn, Flush};
 use natter::dispatcher::history::{History, Stored};
 use natter::protocol::wire::{self, Frame};
 use natter::protocol::{parse_client, ParseLimits, ServerMsg};
-use natter::store::journal::Journal;
 
 const SIZES: [usize; 4] = [10, 100, 1_000, 10_000];
 const DRAIN_ENV: &str = "NATTER_BENCH_DRAIN";
@@ -219,21 +218,6 @@ fn bench_steps(c: &mut Criterion) {
     }
     g.bench_function("since_resume_50", |b| b.iter(|| h.since(std::hint::black_box(4950)).messages.len()));
     g.bench_function("dedup_lookup", |b| b.iter(|| h.seen("u-alice", std::hint::black_box("id4990"))));
-    g.finish();
-
-    let json = wire::payload(&frame);
-    let mut g = c.benchmark_group("journal_commit");
-    g.sample_size(20).measurement_time(Duration::from_secs(3));
-    for policy in [FsyncPolicy::Never, FsyncPolicy::Interval, FsyncPolicy::Always] {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut j, _) = Journal::open(dir.path(), policy, u64::MAX).unwrap();
-        g.bench_function(format!("{policy:?}").to_lowercase(), |b| {
-            b.iter(|| {
-                j.append(&json);
-                j.commit().unwrap();
-            })
-        });
-    }
     g.finish();
 }
 

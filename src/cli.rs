@@ -16,7 +16,7 @@ use crate::config::{AuthMode, Config, FsyncPolicy};
 #[command(
     name = "natter",
     version,
-    about = "A real-time chat server over WebSocket: rooms, history, resume, durable journal."
+    about = "A real-time chat server over WebSocket: rooms, history, resume, search, durable store."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -64,7 +64,7 @@ pub struct ServeArgs {
     /// WebSocket port; the endpoint is ws://HOST:PORT/ws (0 = any free port).
     #[arg(long, default_value_t = 8081)]
     pub ws_port: u16,
-    /// Directory of the journal.
+    /// Directory of the SQLite store (natter.db and its WAL).
     #[arg(long, default_value = "./data")]
     pub data_dir: PathBuf,
     /// Serve the page from this directory instead of the copy built into the binary.
@@ -74,13 +74,22 @@ pub struct ServeArgs {
     #[arg(long)]
     pub public_ws_url: Option<String>,
 
-    /// Journal fsync policy.
+    /// Store fsync policy: always (FULL), interval (NORMAL + a WAL fsync each second), never (OFF).
     #[arg(long, value_enum, default_value = "interval")]
     pub fsync: FsyncPolicy,
-    /// Journal size (bytes) past which it is compacted to what the history rings hold.
-    #[arg(long, default_value_t = Config::default().journal_segment_bytes)]
-    pub journal_segment_bytes: u64,
-    /// Messages kept per room for history and resume.
+    /// Messages kept per room in the store (default: no count limit).
+    #[arg(long)]
+    pub retention_messages: Option<u64>,
+    /// Days messages are kept in the store (default: no age limit).
+    #[arg(long)]
+    pub retention_days: Option<u64>,
+    /// Store size (bytes) past which the oldest messages of the largest rooms are deleted.
+    #[arg(long, default_value_t = Config::default().max_store_bytes)]
+    pub max_store_bytes: u64,
+    /// Most messages a resume returns from the store (older ones: scroll back).
+    #[arg(long, default_value_t = Config::default().max_resume)]
+    pub max_resume: usize,
+    /// Messages kept in memory per room (the cache that serves most resumes).
     #[arg(long, default_value_t = Config::default().history_per_room)]
     pub history: usize,
     /// Messages sent to a join without `since`.
@@ -148,7 +157,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub require_origin: bool,
 
-    /// Share rooms with other natter instances through Redis (redis://HOST:PORT/DB). Without it: local journal.
+    /// Share rooms with other natter instances through Redis (redis://HOST:PORT/DB). Without it: local SQLite store.
     #[arg(long)]
     pub redis: Option<String>,
     /// Redis mode: milliseconds after which a crashed instance's users are no longer present.
@@ -255,7 +264,10 @@ impl ServeArgs {
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
             heartbeat_timeout: Duration::from_millis(self.heartbeat_timeout_ms),
             fsync: self.fsync,
-            journal_segment_bytes: self.journal_segment_bytes,
+            retention_messages: self.retention_messages,
+            retention_days: self.retention_days,
+            max_store_bytes: self.max_store_bytes,
+            max_resume: self.max_resume,
             allowed_origins: self.allowed_origins.clone(),
             require_origin: self.require_origin,
             redis: self.redis.clone(),

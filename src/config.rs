@@ -8,15 +8,17 @@ use crate::api::webhooks::WebhookConfig;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// When the journal is forced to stable storage.
+/// When the store is forced to stable storage (SQLite `synchronous`, see README).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FsyncPolicy {
-    /// fsync before every ack: nothing acked is lost even on power failure. Slowest.
+    /// `synchronous=FULL`: the WAL is fsynced before every ack: nothing acked is lost
+    /// even on power failure. Slowest.
     Always,
-    /// fsync once a second on a background thread: an ack survives a process crash at
-    /// once and a power failure after at most a second.
+    /// `synchronous=NORMAL` plus an fsync of the WAL once a second on a background
+    /// thread: an ack survives a process crash at once and a power failure after at
+    /// most about a second.
     Interval,
-    /// Leave it to the OS: survives a process crash, not a power failure.
+    /// `synchronous=OFF`: leave it to the OS: survives a process crash, not a power failure.
     Never,
 }
 
@@ -41,7 +43,7 @@ impl AuthMode {
 /// Everything the server needs to know. `Default` gives the documented defaults.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Where the journal lives.
+    /// Where the SQLite store (`natter.db` and its WAL) lives.
     pub data_dir: PathBuf,
     /// Serve the page from this directory instead of the copy embedded at build time.
     pub www_dir: Option<PathBuf>,
@@ -96,10 +98,17 @@ pub struct Config {
     /// Silence after which a connection is closed.
     pub heartbeat_timeout: Duration,
 
-    /// Journal durability.
+    /// Store durability.
     pub fsync: FsyncPolicy,
-    /// Size past which the journal is compacted into a new segment.
-    pub journal_segment_bytes: u64,
+    /// Messages kept per room in the store (`None`: no count limit).
+    pub retention_messages: Option<u64>,
+    /// Days a message is kept in the store (`None`: no age limit).
+    pub retention_days: Option<u64>,
+    /// Store size past which the oldest messages of the largest rooms are deleted.
+    pub max_store_bytes: u64,
+    /// Most messages a resume (`join` with `since`) returns from the store; older
+    /// ones are left to scroll-back (`complete:false` with `first`).
+    pub max_resume: usize,
 
     /// Browser origins allowed to open a WebSocket. Empty: the page's own origin only.
     pub allowed_origins: Vec<String>,
@@ -107,7 +116,7 @@ pub struct Config {
     pub require_origin: bool,
 
     /// Redis URL (`redis://HOST:PORT/DB`): rooms, order, history and presence are
-    /// shared with every natter instance on the same Redis. `None`: local journal.
+    /// shared with every natter instance on the same Redis. `None`: local store.
     pub redis: Option<String>,
     /// How long a crashed instance's users stay listed as present.
     pub redis_presence_ttl: Duration,
@@ -160,7 +169,10 @@ impl Default for Config {
             heartbeat_interval: Duration::from_secs(15),
             heartbeat_timeout: Duration::from_secs(45),
             fsync: FsyncPolicy::Interval,
-            journal_segment_bytes: 64 * 1024 * 1024,
+            retention_messages: None,
+            retention_days: None,
+            max_store_bytes: 4 << 30,
+            max_resume: 5000,
             allowed_origins: Vec::new(),
             require_origin: false,
             redis: None,

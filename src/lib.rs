@@ -7,7 +7,8 @@
 //!   crossbeam channel; tiny_http serves the page, `/config.json`, `/healthz` and
 //!   `/metrics` ([`metrics`]).
 //! - [`dispatcher`]: one thread, the only owner of rooms, `seq`, history and the
-//!   store ([`dispatcher::Backend`]: the local [`store::journal`], or Redis through
+//!   store's writes ([`dispatcher::Backend`]: the local SQLite [`store::sqlite`],
+//!   whose reader threads answer history reads, or Redis through
 //!   [`dispatcher::cluster`] and [`store::redis`]). It frames each message once
 //!   ([`protocol::wire`]), commits, and only then hands the batch on.
 //! - [`delivery`]: writer shards put committed batches on the wire without blocking,
@@ -41,17 +42,20 @@ use api::webhooks::{WebhookError, Webhooks};
 use api::Api;
 use config::Config;
 use dispatcher::cluster::Cluster;
-use dispatcher::{Backend, Dispatcher};
+use dispatcher::{Backend, Command, Dispatcher, Local};
 use metrics::Metrics;
 use shutdown::Shutdown;
-use store::journal::{Journal, JournalError};
 use store::redis::{StoreError, StoreOptions};
+use store::sqlite::reader::Readers;
+use store::sqlite::{SqliteStore, StoreError as SqliteError};
 use transport::connection::ConnContext;
 use transport::{http, server};
 
 /// Bounded queue from connection threads to the dispatcher: when the dispatcher falls
 /// behind, readers wait here instead of growing memory without bound.
 const COMMAND_QUEUE: usize = 65_536;
+/// Threads answering history reads and searches in local mode.
+const STORE_READERS: usize = 2;
 
 /// The two sockets natter listens on, bound by the caller (port 0 in tests).
 #[derive(Debug)]
@@ -64,7 +68,7 @@ pub struct Listeners {
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
-    Journal(#[from] JournalError),
+    Store(#[from] SqliteError),
     #[error("HTTP listener: {0}")]
     Http(String),
     #[error("starting a thread: {0}")]
@@ -78,15 +82,19 @@ pub enum ServeError {
 }
 
 /// Runs the server until `shutdown` fires; then every client gets close 1001, the
-/// journal is flushed and fsynced, and this returns.
+/// store is committed and checkpointed, and this returns.
 pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> Result<(), ServeError> {
     let cfg = Arc::new(cfg);
     let metrics = Arc::new(Metrics::default());
     let (commands_tx, commands_rx) = crossbeam_channel::bounded(COMMAND_QUEUE);
     let dispatcher = match &cfg.redis {
         None => {
-            let (journal, replayed) = Journal::open(&cfg.data_dir, cfg.fsync, cfg.journal_segment_bytes)?;
-            Dispatcher::new(cfg.clone(), metrics.clone(), Backend::Local(journal), replayed)
+            let (store, loaded) = SqliteStore::open(&cfg.data_dir, cfg.fsync, cfg.history_per_room)?;
+            let tx = commands_tx.clone();
+            let readers = Readers::start(store.path(), STORE_READERS, move |answer| {
+                let _ = tx.send(Command::Store(answer)); // the dispatcher is gone at shutdown
+            })?;
+            Dispatcher::new(cfg.clone(), metrics.clone(), Backend::Local(Local { store, readers }), loaded)
         }
         Some(url) => {
             let opts = StoreOptions { presence_ttl: cfg.redis_presence_ttl, ..StoreOptions::default() };
@@ -98,9 +106,7 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> Result<()
 
     let dispatcher = dispatcher.with_webhooks(Webhooks::start(cfg.webhooks.clone(), metrics.webhooks.clone())?);
     let dispatch_shutdown = shutdown.clone();
-    let dispatcher = thread::Builder::new()
-        .name("dispatcher".into())
-        .spawn(move || dispatcher.run(commands_rx, dispatch_shutdown))?;
+    let dispatcher = shutdown::spawn_vital("dispatcher", move || dispatcher.run(commands_rx, dispatch_shutdown))?;
 
     let api = match &cfg.api_key_file {
         None => None,
@@ -128,10 +134,7 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> Result<()
         .spawn(move || server::accept_loop(ws, ctx, max_connections, accept_shutdown))?;
 
     shutdown.wait();
-    let result = dispatcher.join().unwrap_or_else(|_| {
-        log::error!("the dispatcher panicked");
-        Ok(())
-    });
+    let result = dispatcher.join().unwrap_or_else(|_| shutdown::fatal("the dispatcher thread panicked"));
     http_server.stop();
     let _ = http.join();
     let _ = accept.join();

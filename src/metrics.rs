@@ -4,7 +4,7 @@
 //! only numbers about it that the dispatcher publishes.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
 use std::sync::Arc;
@@ -30,6 +30,14 @@ pub struct Metrics {
     pub http_restarts: AtomicU64,
     /// Redis mode: 0 not configured, 1 reachable, 2 unreachable.
     redis: AtomicU64,
+    /// Local mode: the last store commit failed and writes are refused.
+    pub store_failing: AtomicBool,
+    /// Store commits that failed.
+    pub store_failures: AtomicU64,
+    /// Messages deleted by `--retention-messages` / `--retention-days`.
+    pub store_deleted: AtomicU64,
+    /// Messages deleted because the store passed `--max-store-bytes`.
+    pub store_evicted: AtomicU64,
     errors: [AtomicU64; ErrorCode::ALL.len()],
     closes: [AtomicU64; CloseReason::ALL.len()],
     fanout_buckets: [AtomicU64; FANOUT_BUCKETS.len()],
@@ -51,6 +59,10 @@ impl Default for Metrics {
             deliveries: AtomicU64::new(0),
             http_restarts: AtomicU64::new(0),
             redis: AtomicU64::new(0),
+            store_failing: AtomicBool::new(false),
+            store_failures: AtomicU64::new(0),
+            store_deleted: AtomicU64::new(0),
+            store_evicted: AtomicU64::new(0),
             errors: Default::default(),
             closes: Default::default(),
             fanout_buckets: Default::default(),
@@ -110,7 +122,21 @@ impl Metrics {
             }
             _ => {}
         }
+        if self.store_failing.load(Relaxed) {
+            v["store"] = "failing".into();
+            v["status"] = "failing".into();
+        }
         v.to_string()
+    }
+
+    /// `/healthz` status code: 503 while the store refuses writes (the instance cannot
+    /// take messages; a load balancer should send clients elsewhere).
+    pub fn health_status(&self) -> u16 {
+        if self.store_failing.load(Relaxed) {
+            503
+        } else {
+            200
+        }
     }
 
     /// `/metrics` body, Prometheus text format 0.0.4.
@@ -130,7 +156,7 @@ impl Metrics {
         );
         gauge(
             "natter_messages_accepted_total",
-            "Chat messages journaled and acked.",
+            "Chat messages stored and acked.",
             "counter",
             self.messages_accepted.load(Relaxed),
         );
@@ -143,6 +169,32 @@ impl Metrics {
         let redis = self.redis.load(Relaxed);
         if redis != 0 {
             gauge("natter_redis_up", "Redis mode: 1 when Redis is reachable.", "gauge", u64::from(redis == 1));
+        }
+        if self.redis.load(Relaxed) == 0 {
+            gauge(
+                "natter_store_failing",
+                "Local store: 1 while commits fail and posts are refused.",
+                "gauge",
+                u64::from(self.store_failing.load(Relaxed)),
+            );
+            gauge(
+                "natter_store_failures_total",
+                "Local store commits that failed (their messages were refused, not acked).",
+                "counter",
+                self.store_failures.load(Relaxed),
+            );
+            gauge(
+                "natter_store_retention_deleted_total",
+                "Messages deleted by --retention-messages / --retention-days.",
+                "counter",
+                self.store_deleted.load(Relaxed),
+            );
+            gauge(
+                "natter_store_evicted_total",
+                "Messages deleted because the store passed --max-store-bytes (oldest of the largest rooms first).",
+                "counter",
+                self.store_evicted.load(Relaxed),
+            );
         }
         gauge("natter_deliveries_total", "Frames handed to client sockets.", "counter", self.deliveries.load(Relaxed));
         gauge(

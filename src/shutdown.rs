@@ -48,3 +48,29 @@ impl Shutdown {
         let _ = self.rx.recv();
     }
 }
+
+/// Exit code of a process whose vital thread died.
+pub const FATAL_EXIT: i32 = 70;
+
+/// Ends the process at once with a clear line: a thread natter cannot serve without
+/// (dispatcher, writer shard, store) failed to start or died. A process that accepts
+/// clients it cannot serve is worse than one that is restarted.
+pub fn fatal(what: &str) -> ! {
+    log::error!("fatal: {what}; exiting");
+    eprintln!("natter: fatal: {what}; exiting");
+    std::process::exit(FATAL_EXIT)
+}
+
+/// Starts a thread that must not die: if it panics, the process exits via [`fatal`].
+pub fn spawn_vital<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<T>> {
+    let label = name.to_owned();
+    std::thread::Builder::new().name(name.into()).spawn(move || {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+            Ok(v) => v,
+            Err(_) => fatal(&format!("the {label} thread panicked")),
+        }
+    })
+}

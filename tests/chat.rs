@@ -170,7 +170,7 @@ fn resume_with_since_gives_exactly_the_missed_messages_before_live_ones() {
 }
 
 #[test]
-fn resume_past_the_ring_says_incomplete() {
+fn resume_past_the_ring_is_served_from_the_store() {
     let server = TestServer::start_with(|c| {
         c.history_per_room = 10;
         common::unlimited_rate(c);
@@ -182,9 +182,30 @@ fn resume_past_the_ring_says_incomplete() {
     }
     let mut late = server.connect("late");
     let (_, history) = late.join("r", Some(3));
-    assert_eq!(history["complete"], false);
-    let seqs = common::history_seqs(&history);
-    assert_eq!(seqs, (21..=30).collect::<Vec<_>>());
+    assert_eq!(history["complete"], true, "the store still has all of it");
+    assert_eq!(common::history_seqs(&history), (4..=30).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_resume_longer_than_max_resume_says_where_it_starts() {
+    let server = TestServer::start_with(|c| {
+        c.history_per_room = 10;
+        c.max_resume = 5;
+        common::unlimited_rate(c);
+    });
+    let mut p = server.connect("p");
+    p.join("r", None);
+    for i in 1..=30 {
+        p.post("r", &format!("m{i}"), &format!("i{i}"));
+    }
+    let mut late = server.connect("late");
+    let (_, history) = late.join("r", Some(3));
+    assert_eq!((history["complete"].as_bool(), history["first"].as_u64()), (Some(false), Some(16)));
+    assert_eq!(common::history_seqs(&history), (16..=30).collect::<Vec<_>>(), "5 from the store, 10 from memory");
+    // What was left out is there for scroll-back.
+    late.send(json!({"type": "history", "room": "r", "before": 16, "limit": 200}));
+    let older = late.expect_history();
+    assert_eq!((common::history_seqs(&older), older["complete"].as_bool()), ((1..=15).collect(), Some(true)));
 }
 
 #[test]

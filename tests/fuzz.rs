@@ -10,7 +10,9 @@ use std::net::TcpStream;
 
 use common::TestServer;
 use natter::config::Config;
-use natter::protocol::{parse_client, ClientMsg, ParseLimits, MAX_ID_CHARS};
+use natter::protocol::{
+    parse_client, ClientMsg, ParseLimits, MAX_EPOCH_CHARS, MAX_ID_CHARS, MAX_PAGE, MAX_QUERY_CHARS, MAX_SEQ,
+};
 use natter::transport::handshake::admit;
 use proptest::prelude::*;
 
@@ -19,7 +21,9 @@ const LIMITS: ParseLimits = ParseLimits { max_text_chars: 50 };
 /// JSON-ish text built from the protocol's own vocabulary, so cases reach deep
 /// into validation instead of stopping at the first syntax error.
 fn frame_like() -> impl Strategy<Value = String> {
-    let key = prop::sample::select(vec!["type", "room", "text", "id", "since", "name", "t", "user", "x"]);
+    let key = prop::sample::select(vec![
+        "type", "room", "text", "id", "since", "name", "t", "user", "x", "before", "limit", "q", "epoch",
+    ]);
     let value = prop_oneof![
         prop::sample::select(vec![
             "\"join\"",
@@ -28,6 +32,12 @@ fn frame_like() -> impl Strategy<Value = String> {
             "\"typing\"",
             "\"nick\"",
             "\"ping\"",
+            "\"history\"",
+            "\"search\"",
+            "\"NEAR(a b)\"",
+            "\"\\\"*-\"",
+            "9007199254740992",
+            "201",
             "\"lobby\"",
             "\"a b\"",
             "\"\"",
@@ -62,6 +72,21 @@ fn check_invariants(msg: &ClientMsg) {
         ClientMsg::LegacyMsg { text } => assert!(text.chars().count() <= LIMITS.max_text_chars),
         ClientMsg::Nick { name } => {
             assert!(!name.is_empty() && name.chars().count() <= 32 && !name.chars().any(char::is_control))
+        }
+        ClientMsg::History { before, limit, .. } => {
+            assert!((1..=MAX_SEQ).contains(before) && (1..=MAX_PAGE).contains(limit));
+        }
+        ClientMsg::Search { q, before, limit, .. } => {
+            assert!(q.chars().count() <= MAX_QUERY_CHARS && q.chars().any(char::is_alphanumeric));
+            assert!(before.is_none_or(|b| (1..=MAX_SEQ).contains(&b)) && (1..=MAX_PAGE).contains(limit));
+            // Whatever passed validation becomes a query of quoted words only.
+            let fts = natter::store::sqlite::reader::fts_query(q).expect("a word is left");
+            assert!(fts.split(' ').all(|t| t.starts_with('"')
+                && t.ends_with("\"*")
+                && t[1..t.len() - 2].chars().all(char::is_alphanumeric)));
+        }
+        ClientMsg::Join { epoch, .. } => {
+            assert!(epoch.as_ref().is_none_or(|e| !e.is_empty() && e.len() <= MAX_EPOCH_CHARS));
         }
         _ => {}
     }
@@ -103,6 +128,8 @@ fn regressions() {
         r#"{"type":"join","room":"r","since":18446744073709551616}"#, // u64 overflow
         r#"{"type":"nick","name":"\u0000\u0000"}"#,
         r#"{"type":null,"text":"x"}"#,
+        r#"{"type":"search","room":"r","q":"\"a\" NEAR(b) -c*"}"#,
+        r#"{"type":"history","room":"r","before":9007199254740992,"limit":200}"#,
         "\u{feff}{}",
     ] {
         let _ = parse_client(s, LIMITS);

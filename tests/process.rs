@@ -1,11 +1,10 @@
 //! The built binary as users run it: durability across SIGKILL, clean shutdown on
-//! SIGTERM, the journal surviving a torn last record, and the HTTP side coming back
+//! SIGTERM, the old journal imported into the store, and the HTTP side coming back
 //! after the descriptors ran out.
 
 mod common;
 
 use std::collections::HashSet;
-use std::fs::OpenOptions;
 use std::time::Duration;
 
 use common::{Client, Proc};
@@ -53,36 +52,38 @@ fn acked_messages_survive_sigkill_and_seq_continues() {
 }
 
 #[test]
-fn a_torn_journal_record_is_skipped_and_nothing_before_it_is_lost() {
+fn a_data_dir_of_the_old_journal_is_imported_at_start_and_the_files_kept() {
+    // Written by natter's JSON-lines journal before the SQLite store: 25 messages in
+    // lobby, 7 in tea.room, and a last record torn by a crash.
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Proc::start(dir.path(), None, FAST);
-    let mut c = Client::connect(&server.url("w"));
-    c.join("t", None);
-    for i in 1..=20 {
-        c.post("t", &format!("m{i}"), &format!("t{i}"));
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/journal-v1");
+    for e in std::fs::read_dir(&fixture).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
     }
-    server.signal(libc::SIGKILL);
-    server.wait(Duration::from_secs(5));
-    // Cut the last record in half, as a crash mid-write would.
-    let journal = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "log"))
-        .unwrap();
-    let len = std::fs::metadata(&journal).unwrap().len();
-    OpenOptions::new().write(true).open(&journal).unwrap().set_len(len - 30).unwrap();
-
     let server = Proc::start(dir.path(), None, FAST);
-    let mut r = Client::connect(&server.url("r"));
-    let (joined, history) = r.join("t", Some(0));
-    assert_eq!(joined["head"], 19, "the torn 20th record is gone, the 19 before it are not");
-    let seqs = common::history_seqs(&history);
-    assert_eq!(seqs, (1..=19).collect::<Vec<_>>());
-    assert_eq!(r.post("t", "next", "x")["seq"], 20, "appends start on a clean line");
+    let mut r = Client::connect(&server.url("alice"));
+    let (joined, history) = r.join("lobby", Some(0));
+    assert_eq!((joined["head"].as_u64(), history["complete"].as_bool()), (Some(25), Some(true)));
+    assert_eq!(common::history_seqs(&history), (1..=25).collect::<Vec<_>>());
+    assert_eq!(history["messages"][0]["text"], "你好，世界");
+    assert_eq!(r.join("tea.room", Some(0)).0["head"], 7);
+    assert_eq!(r.post("lobby", "next", "new-1")["seq"], 26, "seq continues after the import");
+    assert!(dir.path().join("journal-000001.log.imported").exists());
     drop(server);
-    let server = Proc::start(dir.path(), None, FAST);
-    let mut r = Client::connect(&server.url("r"));
-    assert_eq!(r.join("t", Some(0)).0["head"], 20);
+    // A second start does not import again. The journal's open-mode ids (`u-<name>`)
+    // belong to no open-mode key any more; a token whose `sub` is one of them is that
+    // user, and its imported message ids still de-duplicate.
+    let secret = dir.path().join("jwt.secret");
+    std::fs::write(&secret, "process-test-secret-process-test-secret").unwrap();
+    let secret_arg = secret.to_str().unwrap();
+    let args = [FAST, &["--auth", "token", "--jwt-secret-file", secret_arg]].concat();
+    let server = Proc::start(dir.path(), None, &args);
+    let token = natter::auth::mint(b"process-test-secret-process-test-secret", "u-alice", &Default::default(), 60);
+    let mut r = Client::connect(&format!("ws://{}/ws?token={token}", server.ws));
+    assert_eq!(common::history_seqs(&r.join("lobby", Some(0)).1), (1..=26).collect::<Vec<_>>());
+    let dup = r.post("lobby", "again", "c-25");
+    assert_eq!((dup["dup"].as_bool(), dup["seq"].as_u64()), (Some(true), Some(25)), "imported ids still de-duplicate");
 }
 
 #[test]
@@ -105,7 +106,7 @@ fn sigterm_sends_1001_to_every_client_and_exits_0() {
     assert_eq!(codes, HashSet::from([1001]));
     assert_eq!(server.wait(Duration::from_secs(5)), Some(0), "clean exit");
     assert!(started.elapsed() < Duration::from_secs(5));
-    // The journal was flushed: the message is there after a restart.
+    // The store was committed: the message is there after a restart.
     let server = Proc::start(dir.path(), None, &[]);
     let mut r = Client::connect(&server.url("r"));
     assert_eq!(r.join("lobby", Some(0)).1["messages"][0]["text"], "before shutdown");

@@ -16,8 +16,11 @@ use crate::protocol::wire::Frame;
 /// One staged frame and who receives it.
 #[derive(Debug, Clone)]
 pub enum Out {
-    /// To one connection (acks, errors, joined, history).
+    /// To one connection (acks, errors, joined).
     One(Arc<Conn>, Frame),
+    /// A page of an answer one connection asked for (history, search): its size does
+    /// not make the client a slow consumer (up to `outbox::ANSWER_ALLOWANCE`).
+    Answer(Arc<Conn>, Frame),
     /// To every member of a room as it was when the frame was staged, but `except`.
     Room { members: Arc<[Arc<Conn>]>, except: Option<ConnId>, frame: Frame },
 }
@@ -56,8 +59,9 @@ pub struct Delivered {
 pub fn deliver<'a>(items: impl IntoIterator<Item = &'a Out>, shard: Shard, max_backlog: usize) -> Delivered {
     let mut out = Delivered::default();
     let mut dirty: Vec<Arc<Conn>> = Vec::new();
-    let mut queue = |conn: &Arc<Conn>, frame: &Frame, out: &mut Delivered| {
-        let Ok(backlog) = conn.push(frame.clone()) else { return };
+    let mut queue = |conn: &Arc<Conn>, frame: &Frame, answer: bool, out: &mut Delivered| {
+        let pushed = if answer { conn.push_answer(frame.clone()) } else { conn.push(frame.clone()) };
+        let Ok(backlog) = pushed else { return };
         out.frames += 1;
         // Slow consumers are rare: a linear check keeps the common path allocation-free.
         if backlog > max_backlog && !out.slow.iter().any(|c| c.id == conn.id) {
@@ -69,15 +73,15 @@ pub fn deliver<'a>(items: impl IntoIterator<Item = &'a Out>, shard: Shard, max_b
     };
     for item in items {
         match item {
-            Out::One(conn, frame) => {
+            Out::One(conn, frame) | Out::Answer(conn, frame) => {
                 if shard.owns(conn.id) {
-                    queue(conn, frame, &mut out);
+                    queue(conn, frame, matches!(item, Out::Answer(..)), &mut out);
                 }
             }
             Out::Room { members, except, frame } => {
                 for conn in members.iter() {
                     if shard.owns(conn.id) && Some(conn.id) != *except {
-                        queue(conn, frame, &mut out);
+                        queue(conn, frame, false, &mut out);
                     }
                 }
             }

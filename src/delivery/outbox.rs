@@ -60,7 +60,14 @@ struct Outbox {
     dead: bool,
     /// The largest frame queued since the queue was last empty.
     largest: usize,
+    /// Bytes of requested answers (history pages) queued since the queue was last empty.
+    answers: usize,
 }
+
+/// Bytes of requested answers (a resume or scroll-back in several pages) that do not
+/// count towards the slow-consumer backlog: a reading client is never cut for the size
+/// of what it asked for, and a client that asks without reading is still bounded.
+pub const ANSWER_ALLOWANCE: usize = 16 << 20;
 
 /// A WebSocket connection's socket, shared by its reader thread, the dispatcher and
 /// the writer shard that owns it.
@@ -104,14 +111,28 @@ impl Conn {
     /// long history) therefore never makes a reading client look slow; a client that
     /// stopped reading still is, as soon as enough queues up beside it.
     pub fn push(&self, frame: Frame) -> Result<usize, Refused> {
+        self.push_counted(frame, false)
+    }
+
+    /// Queues a page of an answer the client asked for: like [`push`](Self::push),
+    /// but up to [`ANSWER_ALLOWANCE`] bytes of such pages are not counted as backlog.
+    pub fn push_answer(&self, frame: Frame) -> Result<usize, Refused> {
+        self.push_counted(frame, true)
+    }
+
+    fn push_counted(&self, frame: Frame, answer: bool) -> Result<usize, Refused> {
         let mut out = self.lock();
         if out.closing || out.dead {
             return Err(Refused::Closing);
         }
         out.pending += frame.len();
         out.largest = out.largest.max(frame.len());
+        if answer {
+            out.answers += frame.len();
+        }
         out.queue.push_back(frame);
-        Ok(out.pending.saturating_sub(out.largest))
+        let exempt = out.largest.max(out.answers.min(ANSWER_ALLOWANCE));
+        Ok(out.pending.saturating_sub(exempt))
     }
 
     /// Queues a frame and writes what the socket takes now.
@@ -247,6 +268,7 @@ fn consume(out: &mut Outbox, mut n: usize) {
     out.pending -= n;
     if out.pending == 0 {
         out.largest = 0;
+        out.answers = 0;
     }
     while n > 0 {
         let head_left = out.queue[0].len() - out.head_written;

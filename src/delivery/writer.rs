@@ -10,7 +10,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -63,9 +63,10 @@ impl Writers {
             let (tx, rx) = crossbeam_channel::bounded(QUEUE);
             let shard = Shard { index, count };
             let (metrics, events) = (metrics.clone(), events.clone());
-            let handle = thread::Builder::new()
-                .name(format!("writer-{index}"))
-                .spawn(move || run(shard, rx, max_backlog, &metrics, &events))?;
+            // A dead shard would leave its slice of the sockets silent for good: exit instead.
+            let handle = crate::shutdown::spawn_vital(&format!("writer-{index}"), move || {
+                run(shard, rx, max_backlog, &metrics, &events)
+            })?;
             senders.push(tx);
             handles.push(handle);
         }

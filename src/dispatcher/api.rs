@@ -8,8 +8,10 @@ use serde_json::{json, Value};
 
 use super::backend::Backend;
 use super::cluster::{ApiRead, Request};
+use super::scrollback::ReadFor;
 use super::Dispatcher;
 use crate::protocol::{CloseReason, ErrorCode, ProtocolError, RoomName, User, UserId};
+use crate::store::sqlite::reader::Query;
 
 /// What an API call is answered with: a JSON body, or the protocol error.
 pub type ApiResult = Result<Value, ProtocolError>;
@@ -64,11 +66,21 @@ impl Dispatcher {
 
     fn on_api_local(&mut self, call: ApiCall, reply: Sender<ApiResult>) {
         let answer = match call {
-            ApiCall::Post { room, text, id, from } => match self.ensure_room(&room) {
-                Ok(()) => return self.store_message(&from, AckTo::Api(reply), room, &text, id),
-                Err(e) => Err(e),
-            },
-            ApiCall::Messages { room, before, after, limit } => self.api_messages(&room, before, after, limit),
+            ApiCall::Post { room, text, id, from } => {
+                let posted = self
+                    .ensure_room(&room)
+                    .and_then(|()| self.store_message(&from, AckTo::Api(reply.clone()), room, &text, id));
+                match posted {
+                    Ok(()) => return, // answered after the commit
+                    Err(e) => Err(e),
+                }
+            }
+            ApiCall::Messages { room, before, after, limit } => {
+                match self.api_messages(room, before, after, limit, &reply) {
+                    Ok(()) => return, // the store's reader answers
+                    Err(e) => Err(e),
+                }
+            }
             ApiCall::Rooms => Ok(self.api_rooms()),
             ApiCall::Presence { room } => match self.rooms.get(&room) {
                 Some(r) => Ok(json!({ "room": room, "users": r.users(usize::MAX), "remote": r.remote.len() })),
@@ -80,28 +92,32 @@ impl Dispatcher {
         let _ = reply.send(answer);
     }
 
-    fn api_messages(&self, room: &RoomName, before: Option<u64>, after: Option<u64>, limit: usize) -> ApiResult {
-        let r = self.rooms.get(room).ok_or_else(|| not_found(room))?;
-        let after = after.unwrap_or(0);
-        let before = before.unwrap_or(u64::MAX);
-        let held: Vec<_> = r.history.since(after).messages.into_iter().filter(|m| m.seq < before).collect();
-        // The newest `limit` below `before`, or the oldest `limit` above `after`.
-        let skip = if before == u64::MAX { 0 } else { held.len().saturating_sub(limit) };
-        let page: Vec<Value> = held
-            .iter()
-            .skip(skip)
-            .take(limit)
-            .filter_map(|m| serde_json::from_slice::<Value>(&m.json()).ok())
-            .collect();
-        let oldest_held = r.history.all().next().map_or(r.history.head() + 1, |m| m.seq);
-        let first = page.first().and_then(|m| m["seq"].as_u64()).unwrap_or(before.min(r.history.head() + 1));
-        Ok(json!({
-            "room": room,
-            "head": r.history.head(),
-            "messages": page,
-            // Nothing older is held: the page reaches the beginning of what is kept.
-            "complete": first <= oldest_held,
-        }))
+    /// A history page from the store, whose reader threads answer the caller: with
+    /// `after`, the oldest `limit` messages after it (below `before`); otherwise the
+    /// newest `limit` below `before` (or the head).
+    fn api_messages(
+        &mut self,
+        room: RoomName,
+        before: Option<u64>,
+        after: Option<u64>,
+        limit: usize,
+        reply: &Sender<ApiResult>,
+    ) -> Result<(), ProtocolError> {
+        let head = self.rooms.get(&room).ok_or_else(|| not_found(&room))?.history.head();
+        self.settle(&room); // what is read must be committed
+        let name = room.as_str().to_owned();
+        let query = match (after, before) {
+            (Some(after), before) => {
+                let upto = before.map_or(head, |b| b.saturating_sub(1)).min(after.saturating_add(limit as u64));
+                Query::After { room: name, since: after, upto, limit }
+            }
+            (None, before) => Query::Before { room: name, before: before.unwrap_or(head + 1), limit },
+        };
+        let Backend::Local(local) = &self.backend else { return Ok(()) };
+        local
+            .readers
+            .ask(ReadFor::Api { reply: reply.clone(), room, head }, query)
+            .map_err(|_| ProtocolError::new(ErrorCode::Unavailable, "history reads are queued too deep; retry"))
     }
 
     fn api_rooms(&self) -> Value {

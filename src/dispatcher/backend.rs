@@ -2,16 +2,25 @@
 //! natter runs in. Every difference between the modes is a `match` on it.
 
 use super::cluster::{Cluster, Request};
+use super::scrollback::ReadFor;
 use crate::protocol::wire::Frame;
 use crate::protocol::{wire, RoomName};
-use crate::store::journal::{Journal, JournalError};
+use crate::store::sqlite::reader::Readers;
+use crate::store::sqlite::{SqliteStore, StoreError};
 
 pub enum Backend {
-    /// One instance: the dispatcher assigns `seq` and appends to the local journal.
-    Local(Journal),
+    /// One instance: the dispatcher assigns `seq` and commits to the local SQLite
+    /// store; reader threads answer history reads.
+    Local(Local),
     /// Several instances (`--redis`): Redis assigns `seq` and stores, through the
     /// cluster threads.
     Redis(Cluster),
+}
+
+/// Single-instance mode's store: the writer (the dispatcher's alone) and the readers.
+pub struct Local {
+    pub store: SqliteStore,
+    pub readers: Readers<ReadFor>,
 }
 
 impl Backend {
@@ -29,17 +38,17 @@ impl Backend {
 
     /// Makes everything appended in this batch durable as the fsync policy promises;
     /// called before any of the batch's frames are handed to the writers.
-    pub fn commit(&mut self) -> Result<(), JournalError> {
+    pub fn commit(&mut self) -> Result<(), StoreError> {
         match self {
-            Backend::Local(journal) => journal.commit(),
+            Backend::Local(local) => local.store.commit(),
             Backend::Redis(_) => Ok(()), // every append was acked by Redis already
         }
     }
 
-    /// Shutdown: flush and sync what the store holds.
-    pub fn close(&mut self) -> Result<(), JournalError> {
+    /// Shutdown: commit and checkpoint what the store holds.
+    pub fn close(&mut self) -> Result<(), StoreError> {
         match self {
-            Backend::Local(journal) => journal.close(),
+            Backend::Local(local) => local.store.close(),
             Backend::Redis(_) => Ok(()),
         }
     }

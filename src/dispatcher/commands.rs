@@ -7,36 +7,46 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use super::api::AckTo;
 use super::backend::Backend;
-use super::history::{Replay, Stored};
+use super::durability::BatchPost;
+use super::history::Stored;
 use super::state::{now_ms, Room};
 use super::Dispatcher;
 use crate::api::webhooks::Event;
 use crate::delivery::fanout::Out;
 use crate::delivery::outbox::{Conn, ConnId};
-use crate::protocol::wire::{self, Frame};
+use crate::protocol::wire::{self, Frame, HistoryMeta};
 use crate::protocol::{ClientMsg, ErrorCode, ProtocolError, RoomName, ServerMsg, SystemEvent, User, UserRef};
+use crate::store::sqlite::{new_epoch, NewMessage};
 
-/// What a joining client is told: the room's head and presence, then its history.
+/// What a joining client is told: the room's head, epoch and presence, then its history.
 pub(super) struct JoinReply<'a> {
     pub head: u64,
+    pub epoch: Option<&'a str>,
     pub users: Vec<UserRef<'a>>,
     pub users_total: usize,
     pub complete: bool,
 }
 
 impl JoinReply<'_> {
-    /// The `joined` and `history` frames, to be staged in this order after every
-    /// earlier frame of the room: the history then precedes the live messages after it.
-    pub fn frames<'m>(self, room: &RoomName, messages: impl Iterator<Item = &'m [u8]>) -> [Frame; 2] {
+    /// The `joined` frame and the `history` pages, to be staged in this order after
+    /// every earlier frame of the room: the history then precedes the live messages
+    /// after it. No page is larger than about `max_bytes`.
+    pub fn frames(self, room: &RoomName, meta: HistoryMeta, messages: &[Bytes], max_bytes: usize) -> Vec<Frame> {
         let joined = wire::encode(&ServerMsg::Joined {
             room: room.as_str(),
             head: self.head,
+            epoch: self.epoch,
             users: self.users,
             users_total: self.users_total,
         });
-        [joined, wire::history_frame(room.as_str(), self.complete, messages)]
+        let meta = HistoryMeta { complete: self.complete, ..meta };
+        let mut frames = vec![joined];
+        frames.extend(wire::history_pages(room.as_str(), meta, messages, max_bytes));
+        frames
     }
 }
 
@@ -46,7 +56,9 @@ impl Dispatcher {
             return Ok(()); // already gone (slow consumer, shutdown): drop quietly
         }
         match msg {
-            ClientMsg::Join { room, since } => self.join(id, room, since),
+            ClientMsg::Join { room, since, epoch } => self.join(id, room, since, epoch),
+            ClientMsg::History { room, before, limit } => self.scroll_back(id, room, before, limit),
+            ClientMsg::Search { room, q, before, limit } => self.search(id, room, q, before, limit),
             ClientMsg::Leave { room } => self.leave(id, &room),
             ClientMsg::Msg { room, text, id: msg_id } => self.post(id, room, &text, msg_id),
             ClientMsg::LegacyMsg { text } => {
@@ -89,7 +101,13 @@ impl Dispatcher {
         ProtocolError::new(ErrorCode::NotJoined, format!("join `{room}` first")).with_ref(reference)
     }
 
-    fn join(&mut self, id: ConnId, room: RoomName, since: Option<u64>) -> Result<(), ProtocolError> {
+    fn join(
+        &mut self,
+        id: ConnId,
+        room: RoomName,
+        since: Option<u64>,
+        epoch: Option<String>,
+    ) -> Result<(), ProtocolError> {
         let joining = !self.clients[&id].rooms.contains(&room);
         if joining {
             self.admit_to_room(id, &room)?;
@@ -98,29 +116,29 @@ impl Dispatcher {
             self.cluster_join(id, room, since, false);
             return Ok(());
         }
-        if joining {
-            self.add_member(id, &room);
-        }
-        let conn = self.clients[&id].conn.clone();
+        self.settle(&room);
         let r = &self.rooms[&room];
-        let (messages, complete) = match since {
+        // A `since` from another epoch of the room (or past its head: the store was
+        // wiped) means nothing here: the client must drop what it holds.
+        let other_epoch = epoch.as_ref().is_some_and(|e| Some(e) != r.epoch.as_ref());
+        let reset = since.is_some_and(|s| s > r.history.head() || other_epoch);
+        if let Some(since) = since.filter(|_| !reset && joining) {
+            if !r.history.since(since).complete && self.resume_from_store(id, &room, since) {
+                return Ok(()); // answered, and membership given, when the store has read
+            }
+        }
+        let r = &self.rooms[&room];
+        let (messages, complete, first) = match since.filter(|_| !reset) {
             Some(since) => {
-                let Replay { messages, complete } = r.history.since(since);
-                (messages, complete)
+                let replay = r.history.since(since);
+                let first = (!replay.complete).then(|| r.history.oldest().unwrap_or(r.history.head() + 1));
+                (replay.messages, replay.complete, first)
             }
             // Without `since` the client asked for nothing in particular: complete.
-            None => (r.history.recent(self.cfg.join_history), true),
+            None => (r.history.recent(self.cfg.join_history), true, None),
         };
-        let json: Vec<_> = messages.iter().map(|m| m.json()).collect();
-        let reply = JoinReply {
-            head: r.history.head(),
-            users: r.users(self.cfg.presence_limit),
-            users_total: r.present.len(),
-            complete,
-        };
-        for frame in reply.frames(&room, json.iter().map(|j| &j[..])) {
-            self.stage(&conn, frame);
-        }
+        let json: Vec<Bytes> = messages.iter().map(|m| m.json()).collect();
+        self.stage_join(id, &room, HistoryMeta { complete, first, reset, ..HistoryMeta::default() }, &json);
         Ok(())
     }
 
@@ -175,13 +193,12 @@ impl Dispatcher {
             return Err(Self::not_joined(&room, msg_id.or(Some("msg".into()))));
         }
         let poster = User { id: client.uid.clone(), name: client.name.clone() };
-        self.store_message(&poster, AckTo::Conn(id), room, text, msg_id);
-        Ok(())
+        self.store_message(&poster, AckTo::Conn(id), room, text, msg_id)
     }
 
     /// Assigns the next seq (locally, or through Redis), stores the message and stages
-    /// it for the room; the ack goes to `ack` once the store holds it. A repeated id
-    /// from the same user is answered with the original seq and stored nothing.
+    /// it for the room; the answer goes to `ack` once the store committed it. A repeated
+    /// id from the same user is answered with the original seq and stores nothing.
     pub(super) fn store_message(
         &mut self,
         poster: &User,
@@ -189,24 +206,31 @@ impl Dispatcher {
         room: RoomName,
         text: &str,
         msg_id: Option<String>,
-    ) {
-        let journal = match &mut self.backend {
-            Backend::Redis(_) => return self.cluster_post(poster, ack, room, text, msg_id),
-            Backend::Local(journal) => journal,
-        };
+    ) -> Result<(), ProtocolError> {
+        if let Backend::Redis(_) = self.backend {
+            self.cluster_post(poster, ack, room, text, msg_id);
+            return Ok(());
+        }
+        if msg_id.is_some() {
+            self.settle(&room); // a retry's dup ack must name a committed seq
+        }
+        self.check_writable(msg_id.clone().or(Some("msg".into())))?;
+        let Backend::Local(local) = &mut self.backend else { return Ok(()) };
+        let Some(r) = self.rooms.get_mut(&room) else { return Ok(()) };
         let (uid, name) = (&poster.id, &poster.name);
-        let Some(r) = self.rooms.get_mut(&room) else { return };
         if let Some(seq) = msg_id.as_deref().and_then(|mid| r.history.seen(uid, mid)) {
             self.metrics.messages_duplicate.fetch_add(1, Relaxed);
             self.stage_ack(ack, &room, msg_id.as_deref(), seq, true);
-            return;
+            return Ok(());
         }
         let seq = r.history.next_seq();
+        let ts = now_ms();
         let json =
-            ServerMsg::Msg { room: room.as_str(), seq, id: msg_id.as_deref(), ts: now_ms(), user: name, uid, text }
-                .to_json();
-        journal.append(&json);
+            ServerMsg::Msg { room: room.as_str(), seq, id: msg_id.as_deref(), ts, user: name, uid, text }.to_json();
         let frame = wire::text_frame(&json);
+        let epoch = r.epoch.get_or_insert_with(new_epoch).clone();
+        let payload = wire::payload(&frame);
+        local.store.append(NewMessage { room: room.to_string(), epoch, seq, ts, text: text.to_owned(), json: payload });
         r.history.push(Stored { seq, frame: frame.clone() }, uid, msg_id.as_deref());
         if seq == 1 {
             self.webhooks.stage(&Event::RoomCreated { room: room.as_str() });
@@ -214,20 +238,40 @@ impl Dispatcher {
         self.webhooks.stage(&Event::Message { room: room.as_str(), seq, user: name, uid, text });
         self.metrics.messages_accepted.fetch_add(1, Relaxed);
         self.staged_msgs += 1;
-        self.stage_ack(ack, &room, msg_id.as_deref(), seq, false);
+        let conn = match &ack {
+            AckTo::Conn(id) => self.clients.get(id).map(|c| c.conn.clone()),
+            AckTo::Api(_) => None,
+        };
+        let ack = self.stage_ack(ack, &room, msg_id.as_deref(), seq, false);
         self.stage_room(&room, &frame, None);
+        let frame = self.staged.len() - 1;
+        self.dirty_rooms.insert(room.clone());
+        self.batch_posts.push(BatchPost { room, seq, uid: uid.clone(), id: msg_id, conn, ack, frame });
+        Ok(())
     }
 
-    /// Stages the answer to a post: an `ack` frame for a client that gave an id, or the
-    /// API caller's reply; either leaves only after the batch is committed.
-    pub(super) fn stage_ack(&mut self, ack: AckTo, room: &RoomName, msg_id: Option<&str>, seq: u64, dup: bool) {
+    /// Stages the answer to a post: an `ack` frame for a client that gave an id (its
+    /// index in `staged` is returned), or the API caller's reply; either leaves only
+    /// after the batch is committed.
+    pub(super) fn stage_ack(
+        &mut self,
+        ack: AckTo,
+        room: &RoomName,
+        msg_id: Option<&str>,
+        seq: u64,
+        dup: bool,
+    ) -> Option<usize> {
         match ack {
             AckTo::Conn(id) => {
-                let (Some(mid), Some(c)) = (msg_id, self.clients.get(&id)) else { return };
+                let (Some(mid), Some(c)) = (msg_id, self.clients.get(&id)) else { return None };
                 let conn = c.conn.clone();
                 self.stage(&conn, wire::encode(&ServerMsg::Ack { id: mid, room: room.as_str(), seq, dup }));
+                Some(self.staged.len() - 1)
             }
-            AckTo::Api(reply) => self.api_replies.push((reply, Ok(serde_json::json!({ "seq": seq, "dup": dup })))),
+            AckTo::Api(reply) => {
+                self.api_replies.push((reply, Ok(serde_json::json!({ "seq": seq, "dup": dup }))));
+                None
+            }
         }
     }
 

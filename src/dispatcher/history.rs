@@ -63,6 +63,45 @@ impl History {
         self.head + 1
     }
 
+    /// Sets the head of an empty or loading ring (what the store says was assigned).
+    pub fn start_at(&mut self, head: u64) {
+        debug_assert!(self.ring.back().is_none_or(|m| m.seq <= head));
+        self.head = head;
+    }
+
+    /// The oldest seq held, if any.
+    pub fn oldest(&self) -> Option<u64> {
+        self.ring.front().map(|m| m.seq)
+    }
+
+    /// Takes back the newest message (`seq` must be the head): the store refused it.
+    pub fn rollback(&mut self, seq: u64, uid: &str, id: Option<&str>) {
+        if self.ring.back().is_some_and(|m| m.seq == seq) {
+            self.ring.pop_back();
+        }
+        if self.head == seq {
+            self.head = seq - 1;
+        }
+        if let Some(id) = id {
+            let key = dedup_key(uid, id);
+            if self.dedup.remove(&key).is_some() {
+                self.dedup_order.retain(|k| *k != key);
+            }
+        }
+    }
+
+    /// The `limit` messages before `before`, oldest first, when the ring holds all of
+    /// them and at least one older (so the answer is known to be incomplete).
+    pub fn before(&self, before: u64, limit: usize) -> Option<Vec<&Stored>> {
+        let oldest = self.oldest()?;
+        let from = before.checked_sub(limit as u64 + 1)?;
+        if from < oldest || before > self.head + 1 {
+            return None;
+        }
+        let skip = (from + 1 - oldest) as usize;
+        Some(self.ring.iter().skip(skip).take(limit).collect())
+    }
+
     /// Appends a message; `seq` must be `next_seq()` (replay may skip ahead after a
     /// compaction dropped older lines, never back).
     pub fn push(&mut self, stored: Stored, uid: &str, id: Option<&str>) {
@@ -106,11 +145,6 @@ impl History {
     /// The most recent `n` messages, oldest first.
     pub fn recent(&self, n: usize) -> Vec<&Stored> {
         self.ring.iter().skip(self.ring.len().saturating_sub(n)).collect()
-    }
-
-    /// Every held message, oldest first (for journal compaction).
-    pub fn all(&self) -> impl Iterator<Item = &Stored> {
-        self.ring.iter()
     }
 }
 
@@ -169,6 +203,24 @@ mod tests {
         let h = filled(5, 20);
         assert_eq!(h.recent(2).iter().map(|m| m.seq).collect::<Vec<_>>(), vec![19, 20]);
         assert_eq!(&h.recent(1)[0].json()[..], b"{\"seq\":20}");
+    }
+
+    #[test]
+    fn rollback_forgets_the_message_and_its_id() {
+        let mut h = filled(10, 5);
+        h.rollback(5, "u", Some("id5"));
+        assert_eq!((h.head(), h.next_seq(), h.seen("u", "id5")), (4, 5, None));
+        assert_eq!(seqs(&h.since(0)), vec![1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn before_is_answered_only_when_the_ring_proves_more_is_older() {
+        let h = filled(10, 30); // holds 21..=30
+        let got: Vec<u64> = h.before(31, 5).unwrap().iter().map(|m| m.seq).collect();
+        assert_eq!(got, vec![26, 27, 28, 29, 30]);
+        assert_eq!(h.before(27, 5).unwrap()[0].seq, 22);
+        assert!(h.before(26, 5).is_none(), "21 is the oldest held: older ones are on disk");
+        assert!(h.before(4, 5).is_none());
     }
 
     #[test]

@@ -13,7 +13,12 @@
 //! - `commands`: join, leave, post, typing and nick;
 //! - `presence`: members arriving and leaving, and their `system` events;
 //! - `lifecycle`: registering, blocked sockets, heartbeats, closing;
-//! - [`history`]: the per-room rings and de-duplication ids;
+//! - [`history`]: the per-room rings (the cache of the newest messages) and
+//!   de-duplication ids;
+//! - [`scrollback`]: resume, scroll-back and search answered from the ring or by the
+//!   store's reader threads;
+//! - `durability`: commit-then-deliver, undoing a batch the store refused, the retry
+//!   of a failing store, retention steps;
 //! - [`heartbeat`]: which connections are due a ping;
 //! - [`cluster`]: Redis mode (`--redis`): its threads and the dispatcher's side of it.
 
@@ -21,15 +26,17 @@ pub mod api;
 mod backend;
 pub mod cluster;
 mod commands;
+mod durability;
 pub mod heartbeat;
 pub mod history;
 mod lifecycle;
 mod presence;
+pub mod scrollback;
 mod state;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,10 +44,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver, Sender};
 
 use api::{ApiCall, ApiResult};
-pub use backend::Backend;
+pub use backend::{Backend, Local};
 use cluster::ClusterEvent;
+use durability::{BatchPost, StoreHealth};
 use heartbeat::Heartbeat;
 use history::Stored;
+use scrollback::ReadFor;
 use state::{Client, Room};
 
 use crate::api::webhooks::Webhooks;
@@ -48,12 +57,13 @@ use crate::auth::Identity;
 use crate::config::Config;
 use crate::delivery::fanout::Out;
 use crate::delivery::outbox::{Conn, ConnId};
-use crate::delivery::writer::{Batch, Writers};
+use crate::delivery::writer::Writers;
 use crate::metrics::Metrics;
 use crate::protocol::wire::{self, Frame};
-use crate::protocol::{ClientMsg, CloseReason, ErrorCode, ProtocolError, RoomName};
+use crate::protocol::{ClientMsg, CloseReason, RoomName};
 use crate::shutdown::Shutdown;
-use crate::store::journal::{JournalError, Replayed};
+use crate::store::sqlite::reader::Answer;
+use crate::store::sqlite::{LoadedRoom, StoreError};
 
 /// Most commands handled before the store is committed and frames are written.
 const MAX_BATCH: usize = 4096;
@@ -77,6 +87,8 @@ pub enum Command {
     Cluster(ClusterEvent),
     /// A server API call; the answer goes to `reply`.
     Api { call: ApiCall, reply: Sender<ApiResult> },
+    /// An answer from the local store's reader threads.
+    Store(Answer<ReadFor>),
 }
 
 /// The dispatcher's state. Built by [`Dispatcher::new`], consumed by [`Dispatcher::run`].
@@ -104,11 +116,19 @@ pub struct Dispatcher {
     webhooks: Webhooks,
     /// Answers to API posts of the batch, sent after commit (or failed with it).
     api_replies: Vec<(Sender<ApiResult>, ApiResult)>,
+    /// Messages of the current batch not yet committed, to undo if the commit fails.
+    batch_posts: Vec<BatchPost>,
+    /// Rooms with uncommitted messages: a read of one commits the batch first.
+    dirty_rooms: HashSet<RoomName>,
+    store_health: StoreHealth,
+    /// Unit tests run without writer shards: committed batches are kept here.
+    #[cfg(test)]
+    delivered: Vec<crate::delivery::fanout::Out>,
 }
 
 impl Dispatcher {
-    /// Builds the state, replaying the journal's messages (local mode) into the rings.
-    pub fn new(cfg: Arc<Config>, metrics: Arc<Metrics>, backend: Backend, replayed: Vec<Replayed>) -> Dispatcher {
+    /// Builds the state, loading the store's rooms (local mode) into the rings.
+    pub fn new(cfg: Arc<Config>, metrics: Arc<Metrics>, backend: Backend, loaded: Vec<LoadedRoom>) -> Dispatcher {
         let heartbeat = Heartbeat::new(cfg.heartbeat_interval, TICK, Instant::now());
         let mut d = Dispatcher {
             cfg,
@@ -126,8 +146,13 @@ impl Dispatcher {
             last_sweep: Instant::now(),
             webhooks: Webhooks::none(),
             api_replies: Vec::new(),
+            batch_posts: Vec::new(),
+            dirty_rooms: HashSet::new(),
+            store_health: StoreHealth::default(),
+            #[cfg(test)]
+            delivered: Vec::new(),
         };
-        d.replay(replayed);
+        d.load(loaded);
         d
     }
 
@@ -137,53 +162,55 @@ impl Dispatcher {
         self
     }
 
-    fn replay(&mut self, replayed: Vec<Replayed>) {
-        let count = replayed.len();
-        for m in replayed {
-            let Some(name) = RoomName::parse(&m.record.room) else {
+    fn load(&mut self, loaded: Vec<LoadedRoom>) {
+        let mut count = 0;
+        for l in loaded {
+            let Some(name) = RoomName::parse(&l.name) else {
                 continue;
             };
             let room = self.rooms.entry(name).or_insert_with(|| Room::new(&self.cfg));
-            // A crash during compaction can leave a message in two segments: keep one.
-            if m.record.seq <= room.history.head() {
-                continue;
+            room.epoch = Some(l.epoch);
+            room.history.start_at(l.recent.first().map_or(l.head, |m| m.seq - 1));
+            for m in l.recent {
+                let ids = serde_json::from_slice::<crate::protocol::StoredMsgRecord>(&m.json);
+                let (uid, id) = ids.as_ref().map_or(("", None), |r| (r.uid.as_str(), r.id.as_deref()));
+                room.history.push(Stored { seq: m.seq, frame: wire::text_frame(&m.json) }, uid, id);
+                count += 1;
             }
-            let stored = Stored { seq: m.record.seq, frame: wire::text_frame(&m.json) };
-            room.history.push(stored, &m.record.uid, m.record.id.as_deref());
+            room.history.start_at(l.head);
         }
         if count > 0 {
-            log::info!("journal: replayed {count} messages into {} rooms", self.rooms.len());
+            log::info!("store: loaded the newest {count} messages of {} rooms", self.rooms.len());
         }
         self.metrics.rooms.store(self.rooms.len() as u64, Relaxed);
     }
 
     /// Runs until `shutdown` fires, then closes every connection with 1001 and makes
-    /// the store durable. A store write failure stops the server (no ack is ever sent
-    /// for a message that is not stored).
-    pub fn run(mut self, commands: Receiver<Command>, shutdown: Shutdown) -> Result<(), JournalError> {
+    /// the store durable. A store write failure refuses the batch's messages (no ack
+    /// is ever sent for a message that is not stored) and the server goes on.
+    pub fn run(mut self, commands: Receiver<Command>, shutdown: Shutdown) -> Result<(), StoreError> {
         let tick = crossbeam_channel::tick(TICK);
         let (events_tx, events) = crossbeam_channel::unbounded();
         match Writers::start(self.cfg.writers, self.cfg.max_backlog_bytes, self.metrics.clone(), events_tx) {
             Ok(w) => self.writers = Some(w),
-            Err(e) => {
-                log::error!("cannot start the writer threads: {e}");
-                self.close_all(CloseReason::Internal);
-                return Ok(());
-            }
+            Err(e) => crate::shutdown::fatal(&format!("cannot start the writer threads: {e}")),
         }
-        let result = loop {
+        loop {
             select! {
                 recv(commands) -> cmd => match cmd {
                     Ok(cmd) => self.handle(cmd),
-                    Err(_) => break Ok(()),
+                    Err(_) => break,
                 },
                 recv(events) -> ev => {
                     if let Ok(ev) = ev {
                         self.on_shard_event(ev);
                     }
                 }
-                recv(tick) -> _ => self.on_tick(),
-                recv(shutdown.signal()) -> _ => break Ok(()),
+                recv(tick) -> _ => {
+                    self.on_tick();
+                    self.store_tick(Instant::now());
+                }
+                recv(shutdown.signal()) -> _ => break,
             }
             for ev in events.try_iter() {
                 self.on_shard_event(ev);
@@ -191,18 +218,14 @@ impl Dispatcher {
             for cmd in commands.try_iter().take(MAX_BATCH) {
                 self.handle(cmd);
             }
-            if let Err(e) = self.commit_and_deliver() {
-                log::error!("{e}: stopping, nothing unjournaled was acked");
-                break Err(e);
-            }
-        };
+            self.commit_and_deliver();
+        }
         // Let the writers put every committed batch on the wire before the close frames.
         if let Some(w) = self.writers.take() {
             w.finish();
         }
-        self.close_all(if result.is_ok() { CloseReason::Shutdown } else { CloseReason::Internal });
-        self.backend.close()?;
-        result
+        self.close_all(CloseReason::Shutdown);
+        self.backend.close()
     }
 
     /// One command; the frames it produces are staged, not sent.
@@ -217,38 +240,7 @@ impl Dispatcher {
             Command::Gone { conn } => self.forget(conn),
             Command::Cluster(ev) => self.on_cluster(ev),
             Command::Api { call, reply } => self.on_api(call, reply),
+            Command::Store(answer) => self.on_store_answer(answer),
         }
-    }
-
-    /// Commits the store, then hands the batch to the writer shards, which write each
-    /// touched socket once (coalescing everything staged for it).
-    fn commit_and_deliver(&mut self) -> Result<(), JournalError> {
-        if self.staged.is_empty() && self.api_replies.is_empty() {
-            // Nothing appended locally (Redis mode acks without frames to stage).
-            self.webhooks.release();
-            return Ok(());
-        }
-        if let Err(e) = self.backend.commit() {
-            self.webhooks.discard();
-            for (reply, _) in self.api_replies.drain(..) {
-                let _ = reply.send(Err(ProtocolError::new(ErrorCode::Unavailable, "the message store failed")));
-            }
-            return Err(e);
-        }
-        self.webhooks.release();
-        for (reply, answer) in self.api_replies.drain(..) {
-            let _ = reply.send(answer);
-        }
-        let batch = Batch { items: std::mem::take(&mut self.staged), messages: std::mem::take(&mut self.staged_msgs) };
-        if let Some(w) = &self.writers {
-            w.submit(batch);
-        }
-        if let Backend::Local(journal) = &mut self.backend {
-            if journal.wants_compaction() {
-                let lines: Vec<_> = self.rooms.values().flat_map(|r| r.history.all().map(|m| m.json())).collect();
-                journal.compact(lines.into_iter())?;
-            }
-        }
-        Ok(())
     }
 }

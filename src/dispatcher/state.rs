@@ -37,6 +37,8 @@ pub(super) struct Room {
     snapshot: Option<Arc<[Arc<Conn>]>>,
     pub present: HashMap<UserId, Presence>,
     pub history: History,
+    /// The epoch of the room's stored history; `None` until its first message.
+    pub epoch: Option<String>,
     /// Redis mode: the last seq the reader delivered for this room; `None` while the
     /// room is not watched (no local member yet).
     pub live_head: Option<u64>,
@@ -62,6 +64,7 @@ impl Room {
             snapshot: None,
             present: HashMap::new(),
             history: new_history(cfg),
+            epoch: None,
             live_head: None,
             remote: HashMap::new(),
         }

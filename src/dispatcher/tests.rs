@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
+use super::scrollback::ReadFor;
 use super::{Backend, Command, Dispatcher};
 use crate::auth::Identity;
 use crate::config::Config;
@@ -15,7 +16,8 @@ use crate::delivery::fanout::Out;
 use crate::delivery::outbox::{Conn, ConnId};
 use crate::metrics::Metrics;
 use crate::protocol::{parse_client, wire, ParseLimits};
-use crate::store::journal::Journal;
+use crate::store::sqlite::reader::{Answer, Readers};
+use crate::store::sqlite::SqliteStore;
 
 struct Harness {
     d: Dispatcher,
@@ -23,6 +25,8 @@ struct Harness {
     /// Both ends of every pair, kept open for the test's length.
     sockets: Vec<(TcpStream, TcpStream)>,
     next_id: ConnId,
+    /// Answers of the store's reader threads, handed to the dispatcher by `pump`.
+    answers: crossbeam_channel::Receiver<Answer<ReadFor>>,
     _dir: tempfile::TempDir,
 }
 
@@ -31,10 +35,16 @@ impl Harness {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut cfg = Config { data_dir: dir.path().to_owned(), ..Config::default() };
         tweak(&mut cfg);
-        let (journal, replayed) = Journal::open(&cfg.data_dir, cfg.fsync, cfg.journal_segment_bytes).expect("journal");
-        let d = Dispatcher::new(Arc::new(cfg), Arc::new(Metrics::default()), Backend::Local(journal), replayed);
+        let (store, loaded) = SqliteStore::open(&cfg.data_dir, cfg.fsync, cfg.history_per_room).expect("store");
+        let (tx, answers) = crossbeam_channel::unbounded();
+        let readers = Readers::start(store.path(), 1, move |a| {
+            let _ = tx.send(a);
+        })
+        .expect("readers");
+        let backend = Backend::Local(super::Local { store, readers });
+        let d = Dispatcher::new(Arc::new(cfg), Arc::new(Metrics::default()), backend, loaded);
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        Harness { d, listener, sockets: Vec::new(), next_id: 1, _dir: dir }
+        Harness { d, listener, sockets: Vec::new(), next_id: 1, answers, _dir: dir }
     }
 
     /// Registers a connection for user `uid` shown as `name`.
@@ -55,12 +65,20 @@ impl Harness {
         self.d.handle(Command::Client { conn, msg });
     }
 
-    /// Takes every staged frame, as JSON, per receiving connection, in staging order.
+    /// Waits for one answer of the store's readers and lets the dispatcher handle it.
+    fn pump(&mut self) {
+        let answer = self.answers.recv_timeout(std::time::Duration::from_secs(10)).expect("a reader answers");
+        self.d.handle(Command::Store(answer));
+    }
+
+    /// Commits the batch and takes every frame it delivers, as JSON, per receiving
+    /// connection, in staging order.
     fn take(&mut self) -> Frames {
         let mut frames = Frames(Vec::new());
-        for out in std::mem::take(&mut self.d.staged) {
+        self.d.commit_and_deliver();
+        for out in std::mem::take(&mut self.d.delivered) {
             match out {
-                Out::One(conn, frame) => frames.0.push((conn.id, json_of(&frame))),
+                Out::One(conn, frame) | Out::Answer(conn, frame) => frames.0.push((conn.id, json_of(&frame))),
                 Out::Room { members, except, frame } => {
                     let mut ids: Vec<ConnId> = members.iter().map(|c| c.id).filter(|id| Some(*id) != except).collect();
                     ids.sort_unstable();
@@ -255,4 +273,133 @@ fn renaming_is_refused_when_names_come_from_the_token() {
     let frames = h.take();
     let nick = frames.to(a)[0];
     assert_eq!((nick["event"].as_str(), nick["old_name"].as_str()), (Some("nick"), Some("b")));
+}
+
+/// Posts `n` messages with ids to `room` from `conn` and commits them.
+fn post_n(h: &mut Harness, conn: ConnId, room: &str, n: u64) {
+    for i in 1..=n {
+        h.send(conn, json!({"type": "msg", "room": room, "text": format!("m{i}"), "id": format!("{room}-{i}")}));
+    }
+    h.take();
+}
+
+fn seqs_of(v: &Value) -> Vec<u64> {
+    v["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect()
+}
+
+#[test]
+fn scroll_back_past_the_ring_reads_the_store_and_marks_the_beginning() {
+    let mut h = Harness::new(|c| c.history_per_room = 10);
+    let a = h.connect("u-a", "a", true);
+    join(&mut h, a, "r");
+    post_n(&mut h, a, "r", 30);
+    // The ring (21..=30) proves 22..=26 are not the beginning: answered at once.
+    h.send(a, json!({"type": "history", "room": "r", "before": 27, "limit": 5}));
+    let f = h.take();
+    let page = f.to(a)[0];
+    assert_eq!(
+        (seqs_of(page), page["complete"].as_bool(), page["before"].as_u64()),
+        (vec![22, 23, 24, 25, 26], Some(false), Some(27))
+    );
+    // Older: only the store has them.
+    h.send(a, json!({"type": "history", "room": "r", "before": 21, "limit": 15}));
+    assert!(h.take().to(a).is_empty(), "nothing until the reader answers");
+    h.pump();
+    let f = h.take();
+    assert_eq!(seqs_of(f.to(a)[0]), (6..=20).collect::<Vec<_>>());
+    assert_eq!(f.to(a)[0]["complete"], false);
+    h.send(a, json!({"type": "history", "room": "r", "before": 6, "limit": 50}));
+    h.pump();
+    let f = h.take();
+    assert_eq!((seqs_of(f.to(a)[0]), f.to(a)[0]["complete"].as_bool()), ((1..=5).collect(), Some(true)));
+}
+
+#[test]
+fn a_resume_older_than_the_ring_is_served_from_the_store_before_live_messages() {
+    let mut h = Harness::new(|c| c.history_per_room = 10);
+    let a = h.connect("u-a", "a", true);
+    join(&mut h, a, "r");
+    post_n(&mut h, a, "r", 30);
+    let b = h.connect("u-b", "b", true);
+    h.send(b, json!({"type": "join", "room": "r", "since": 4}));
+    // A message posted while the store is read must come after the history, once.
+    h.send(a, json!({"type": "msg", "room": "r", "text": "during", "id": "during"}));
+    assert!(h.take().to(b).is_empty(), "not a member before its history");
+    h.pump();
+    // The ring moved past what was read (22..=31 now): the gap 21 is read as well.
+    h.pump();
+    let f = h.take();
+    assert_eq!(f.types_to(b), ["joined", "history"]);
+    assert_eq!(seqs_of(f.to(b)[1]), (5..=31).collect::<Vec<_>>());
+    assert_eq!(f.to(b)[1]["complete"], true);
+    h.send(a, json!({"type": "msg", "room": "r", "text": "after", "id": "after"}));
+    let f = h.take();
+    let live: Vec<u64> = f.to(b).iter().filter(|v| v["type"] == "msg").map(|v| v["seq"].as_u64().unwrap()).collect();
+    assert_eq!(live, [32]);
+}
+
+#[test]
+fn a_since_from_another_epoch_is_answered_with_reset() {
+    let mut h = Harness::new(|_| {});
+    let a = h.connect("u-a", "a", true);
+    join(&mut h, a, "r");
+    post_n(&mut h, a, "r", 3);
+    h.send(a, json!({"type": "join", "room": "r", "since": 1}));
+    let f = h.take();
+    let epoch = f.to(a)[0]["epoch"].as_str().expect("joined carries the epoch").to_owned();
+    assert_eq!(f.to(a)[1].get("reset"), None);
+    let b = h.connect("u-b", "b", true);
+    h.send(b, json!({"type": "join", "room": "r", "since": 1, "epoch": epoch}));
+    assert_eq!(seqs_of(h.take().to(b)[1]), [2, 3], "same epoch: a normal resume");
+    let c = h.connect("u-c", "c", true);
+    h.send(c, json!({"type": "join", "room": "r", "since": 2, "epoch": "0123abcd"}));
+    let f = h.take();
+    let hist = f.to(c)[1];
+    assert_eq!((hist["reset"].as_bool(), seqs_of(hist)), (Some(true), vec![1, 2, 3]));
+    let d = h.connect("u-d", "d", true);
+    h.send(d, json!({"type": "join", "room": "r", "since": 99}));
+    assert_eq!(h.take().to(d)[1]["reset"], true, "a since past the head means the store was wiped");
+}
+
+#[test]
+fn a_failed_commit_acks_nothing_refuses_posts_and_recovers() {
+    let mut h = Harness::new(|_| {});
+    let a = h.connect("u-a", "a", true);
+    let b = h.connect("u-b", "b", true);
+    join(&mut h, a, "r");
+    join(&mut h, b, "r");
+    post_n(&mut h, a, "r", 2);
+    let db = rusqlite::Connection::open(h._dir.path().join("natter.db")).unwrap();
+    db.execute_batch("CREATE TRIGGER fail BEFORE INSERT ON messages BEGIN SELECT RAISE(ABORT, 'disk says no'); END;")
+        .unwrap();
+    h.send(a, json!({"type": "msg", "room": "r", "text": "lost?", "id": "x1"}));
+    h.send(b, json!({"type": "msg", "room": "r", "text": "no id"}));
+    let f = h.take();
+    let to_a: Vec<(&str, &str)> =
+        f.to(a).iter().map(|v| (v["type"].as_str().unwrap(), v["code"].as_str().unwrap_or(""))).collect();
+    assert_eq!(to_a, [("error", "unavailable")], "no ack, no message: only the refusal");
+    assert_eq!(f.to(a)[0]["ref"], "x1");
+    assert_eq!(f.types_to(b), ["error"]);
+    assert!(!f.to(a)[0]["message"].as_str().unwrap().contains("disk says no"), "no SQL text");
+    assert!(h.d.metrics.store_failing.load(std::sync::atomic::Ordering::Relaxed));
+    // While failing, posts are refused at once; typing still flows.
+    h.send(a, json!({"type": "msg", "room": "r", "text": "again", "id": "x2"}));
+    h.send(a, json!({"type": "typing", "room": "r"}));
+    let f = h.take();
+    assert_eq!(f.to(a)[0]["code"], "unavailable");
+    assert_eq!(f.types_to(b), ["typing"]);
+    db.execute_batch("DROP TRIGGER fail").unwrap();
+    h.d.store_tick(std::time::Instant::now() + std::time::Duration::from_secs(10));
+    assert!(
+        !h.d.metrics.store_failing.load(std::sync::atomic::Ordering::Relaxed),
+        "the probe found the store writable"
+    );
+    h.send(a, json!({"type": "msg", "room": "r", "text": "lost?", "id": "x1"}));
+    let f = h.take();
+    let ack = f.to(a).into_iter().find(|v| v["type"] == "ack").unwrap();
+    assert_eq!(
+        (ack["seq"].as_u64(), ack["dup"].as_bool()),
+        (Some(3), Some(false)),
+        "the seq refused is reused, gapless"
+    );
 }

@@ -24,6 +24,16 @@ pub const MAX_ID_CHARS: usize = 64;
 pub const MAX_NAME_CHARS: usize = 32;
 /// Longest room name.
 pub const MAX_ROOM_CHARS: usize = 64;
+/// Most messages one `history` or `search` answer holds.
+pub const MAX_PAGE: usize = 200;
+/// Messages a `history`/`search` without `limit` gets.
+pub const DEFAULT_PAGE: usize = 50;
+/// Longest `search` query, in characters.
+pub const MAX_QUERY_CHARS: usize = 256;
+/// Longest room epoch a client may send back.
+pub const MAX_EPOCH_CHARS: usize = 32;
+/// Largest `seq` a client may name: JavaScript's largest exact integer.
+pub const MAX_SEQ: u64 = (1 << 53) - 1;
 
 impl RoomName {
     /// The room type-less frames go to.
@@ -73,6 +83,21 @@ pub enum ClientMsg {
     Join {
         room: RoomName,
         since: Option<u64>,
+        /// The room epoch the client's `since` belongs to.
+        epoch: Option<String>,
+    },
+    /// Scroll-back: up to `limit` messages before `before`, oldest first.
+    History {
+        room: RoomName,
+        before: u64,
+        limit: usize,
+    },
+    /// Messages with every word of `q`, before `before`, newest first.
+    Search {
+        room: RoomName,
+        q: String,
+        before: Option<u64>,
+        limit: usize,
     },
     Leave {
         room: RoomName,
@@ -114,6 +139,8 @@ impl ClientMsg {
         match self {
             ClientMsg::Join { .. } => "join",
             ClientMsg::Leave { .. } => "leave",
+            ClientMsg::History { .. } => "history",
+            ClientMsg::Search { .. } => "search",
             ClientMsg::Msg { .. } | ClientMsg::LegacyMsg { .. } => "msg",
             ClientMsg::Typing { .. } => "typing",
             ClientMsg::Nick { .. } => "nick",
@@ -214,6 +241,14 @@ struct RawFrame<'a> {
     name: Option<&'a RawValue>,
     #[serde(borrow)]
     t: Option<&'a RawValue>,
+    #[serde(borrow)]
+    epoch: Option<&'a RawValue>,
+    #[serde(borrow)]
+    before: Option<&'a RawValue>,
+    #[serde(borrow)]
+    limit: Option<&'a RawValue>,
+    #[serde(borrow)]
+    q: Option<&'a RawValue>,
 }
 
 /// Limits the parser enforces (from `Config`).
@@ -236,7 +271,22 @@ pub fn parse_client(frame: &str, limits: ParseLimits) -> Result<ClientMsg, Proto
             // The seed tutorial's client sends `{user, text}` with no type: a post to lobby.
             None if is_string(raw.text) => ClientMsg::LegacyMsg { text: text_field(raw.text, limits)? },
             None => return Err(ProtocolError::new(ErrorCode::BadField, "missing field `type`")),
-            Some("join") => ClientMsg::Join { room: room_field(raw.room)?, since: since_field(raw.since)? },
+            Some("join") => ClientMsg::Join {
+                room: room_field(raw.room)?,
+                since: since_field(raw.since)?,
+                epoch: epoch_field(raw.epoch)?,
+            },
+            Some("history") => ClientMsg::History {
+                room: room_field(raw.room)?,
+                before: seq_field(raw.before, "before")?.ok_or_else(|| bad_field("missing field `before`"))?,
+                limit: limit_field(raw.limit)?,
+            },
+            Some("search") => ClientMsg::Search {
+                room: room_field(raw.room)?,
+                q: query_field(raw.q)?,
+                before: seq_field(raw.before, "before")?,
+                limit: limit_field(raw.limit)?,
+            },
             Some("leave") => ClientMsg::Leave { room: room_field(raw.room)? },
             Some("msg") => {
                 let id = id_field(raw.id)?;
@@ -321,6 +371,51 @@ fn since_field(v: Option<&RawValue>) -> Result<Option<u64>, ProtocolError> {
     }
 }
 
+/// An optional seq a client names (`before`): 1..=[`MAX_SEQ`].
+fn seq_field(v: Option<&RawValue>, name: &str) -> Result<Option<u64>, ProtocolError> {
+    match v {
+        None => Ok(None),
+        Some(v) if v.get() == "null" => Ok(None),
+        Some(v) => match serde_json::from_str::<u64>(v.get()) {
+            Ok(n) if (1..=MAX_SEQ).contains(&n) => Ok(Some(n)),
+            _ => Err(bad_field(format!("`{name}` must be an integer from 1 to {MAX_SEQ}"))),
+        },
+    }
+}
+
+fn limit_field(v: Option<&RawValue>) -> Result<usize, ProtocolError> {
+    match v {
+        None => Ok(DEFAULT_PAGE),
+        Some(v) if v.get() == "null" => Ok(DEFAULT_PAGE),
+        Some(v) => match serde_json::from_str::<usize>(v.get()) {
+            Ok(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+            _ => Err(bad_field(format!("`limit` must be an integer from 1 to {MAX_PAGE}"))),
+        },
+    }
+}
+
+fn query_field(v: Option<&RawValue>) -> Result<String, ProtocolError> {
+    let q = string_field(v, "q")?;
+    if q.chars().nth(MAX_QUERY_CHARS).is_some() {
+        return Err(bad_field(format!("`q` is longer than {MAX_QUERY_CHARS} characters")));
+    }
+    if !q.chars().any(char::is_alphanumeric) {
+        return Err(bad_field("`q` has no word to search for"));
+    }
+    Ok(q.into_owned())
+}
+
+fn epoch_field(v: Option<&RawValue>) -> Result<Option<String>, ProtocolError> {
+    if v.is_none_or(|v| v.get() == "null") {
+        return Ok(None);
+    }
+    let e = string_field(v, "epoch")?;
+    if e.is_empty() || e.len() > MAX_EPOCH_CHARS || !e.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(bad_field(format!("`epoch` must be 1-{MAX_EPOCH_CHARS} letters and digits")));
+    }
+    Ok(Some(e.into_owned()))
+}
+
 /// A user's stable id: `sub` in token mode, derived at the handshake in open mode.
 /// Shared, because every room a user is present in holds it.
 pub type UserId = std::sync::Arc<str>;
@@ -380,6 +475,9 @@ pub enum ServerMsg<'a> {
     Joined {
         room: &'a str,
         head: u64,
+        /// The room's epoch; absent until its first message is stored.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        epoch: Option<&'a str>,
         /// Present users; at most `--presence-limit` of them in a large room.
         users: Vec<UserRef<'a>>,
         /// How many users are present in all.
@@ -456,7 +554,7 @@ mod tests {
     fn parses_every_client_type() {
         assert_eq!(
             parse_client(r#"{"type":"join","room":"lobby","since":7}"#, L).unwrap(),
-            ClientMsg::Join { room: RoomName::parse("lobby").unwrap(), since: Some(7) }
+            ClientMsg::Join { room: RoomName::parse("lobby").unwrap(), since: Some(7), epoch: None }
         );
         assert_eq!(parse_client(r#"{"type":"leave","room":"a.b"}"#, L).unwrap().kind(), "leave");
         assert_eq!(
@@ -502,6 +600,35 @@ mod tests {
             ErrorCode::BadField
         );
         assert_eq!(code(r#"{"type":"nick","name":"\u0001 "}"#), ErrorCode::BadField);
+    }
+
+    #[test]
+    fn history_and_search_fields_are_bounded() {
+        let ok = parse_client(r#"{"type":"history","room":"r","before":10,"limit":200}"#, L).unwrap();
+        assert_eq!(ok, ClientMsg::History { room: RoomName::parse("r").unwrap(), before: 10, limit: 200 });
+        for bad in [
+            r#"{"type":"history","room":"r"}"#,
+            r#"{"type":"history","room":"r","before":-1}"#,
+            r#"{"type":"history","room":"r","before":0}"#,
+            r#"{"type":"history","room":"r","before":1e300}"#,
+            r#"{"type":"history","room":"r","before":18446744073709551616}"#,
+            r#"{"type":"history","room":"r","before":9007199254740992}"#,
+            r#"{"type":"history","room":"r","before":5,"limit":201}"#,
+            r#"{"type":"history","room":"r","before":5,"limit":0}"#,
+            r#"{"type":"history","room":"r","before":5,"limit":-3}"#,
+            r#"{"type":"history","room":"no room","before":5}"#,
+            r#"{"type":"search","room":"r","q":""}"#,
+            r#"{"type":"search","room":"r","q":"\" * - ( )"}"#,
+            r#"{"type":"search","room":"r","q":5}"#,
+            r#"{"type":"search","room":"r","q":"x","before":-2}"#,
+            r#"{"type":"join","room":"r","epoch":"x'; DROP"}"#,
+        ] {
+            assert_eq!(code(bad), ErrorCode::BadField, "{bad}");
+        }
+        let long = format!(r#"{{"type":"search","room":"r","q":"{}"}}"#, "a".repeat(10_000));
+        assert_eq!(code(&long), ErrorCode::BadField);
+        let ok = parse_client(r#"{"type":"search","room":"r","q":"NEAR(\"x\" y)*"}"#, L).unwrap();
+        assert_eq!(ok.kind(), "search");
     }
 
     #[test]

@@ -88,12 +88,91 @@ pub fn close_frame(code: u16, reason: &str) -> Frame {
     buf.freeze()
 }
 
+/// What a `history` frame says besides its messages (docs/PROTOCOL.md).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryMeta {
+    /// Nothing the request covered is missing.
+    pub complete: bool,
+    /// On an incomplete resume: the first seq this reply has (what is older than it
+    /// and newer than `since` is not included).
+    pub first: Option<u64>,
+    /// On a scroll-back answer: the `before` it answers.
+    pub before: Option<u64>,
+    /// The client's `since` belongs to another epoch of the room: drop what it holds.
+    pub reset: bool,
+    /// Another `history` frame of the same answer follows.
+    pub more: bool,
+}
+
 /// Builds a `history` frame by splicing the stored JSON of each message (already
 /// server-encoded, so valid JSON) into one array: no message is re-serialized.
-pub fn history_frame<'a>(room: &str, complete: bool, messages: impl Iterator<Item = &'a [u8]>) -> Frame {
+pub fn history_frame<'a>(room: &str, meta: &HistoryMeta, messages: impl Iterator<Item = &'a [u8]>) -> Frame {
     let mut json = Vec::with_capacity(256);
     json.extend_from_slice(br#"{"type":"history","room":"#);
     serde_json::to_writer(&mut json, room).expect("a string always serializes");
+    splice(&mut json, messages);
+    json.extend_from_slice(if meta.complete { br#","complete":true"# } else { br#","complete":false"# });
+    let mut field = |name: &str, v: Option<u64>| {
+        if let Some(v) = v {
+            json.extend_from_slice(format!(r#","{name}":{v}"#).as_bytes());
+        }
+    };
+    field("first", meta.first);
+    field("before", meta.before);
+    if meta.reset {
+        json.extend_from_slice(br#","reset":true"#);
+    }
+    if meta.more {
+        json.extend_from_slice(br#","more":true"#);
+    }
+    json.push(b'}');
+    text_frame(&json)
+}
+
+/// Splits an answer into `history` frames of at most about `max_bytes` each (one
+/// message per frame at least), every one but the last marked `more`.
+pub fn history_pages(room: &str, meta: HistoryMeta, messages: &[Bytes], max_bytes: usize) -> Vec<Frame> {
+    let budget = max_bytes.saturating_sub(256).max(1);
+    let mut pages: Vec<&[Bytes]> = Vec::new();
+    let (mut start, mut size) = (0, 0);
+    for (i, m) in messages.iter().enumerate() {
+        if i > start && size + m.len() + 1 > budget {
+            pages.push(&messages[start..i]);
+            (start, size) = (i, 0);
+        }
+        size += m.len() + 1;
+    }
+    pages.push(&messages[start..]);
+    let last = pages.len() - 1;
+    pages
+        .iter()
+        .enumerate()
+        .map(|(i, p)| history_frame(room, &HistoryMeta { more: i < last, ..meta }, p.iter().map(|m| &m[..])))
+        .collect()
+}
+
+/// A `search` answer: the matching messages' stored JSON, newest first.
+pub fn search_frame<'a>(
+    room: &str,
+    q: &str,
+    before: Option<u64>,
+    complete: bool,
+    messages: impl Iterator<Item = &'a [u8]>,
+) -> Frame {
+    let mut json = Vec::with_capacity(256);
+    json.extend_from_slice(br#"{"type":"search","room":"#);
+    serde_json::to_writer(&mut json, room).expect("a string always serializes");
+    json.extend_from_slice(br#","q":"#);
+    serde_json::to_writer(&mut json, q).expect("a string always serializes");
+    if let Some(b) = before {
+        json.extend_from_slice(format!(r#","before":{b}"#).as_bytes());
+    }
+    splice(&mut json, messages);
+    json.extend_from_slice(if complete { br#","complete":true}"# } else { br#","complete":false}"# });
+    text_frame(&json)
+}
+
+fn splice<'a>(json: &mut Vec<u8>, messages: impl Iterator<Item = &'a [u8]>) {
     json.extend_from_slice(br#","messages":["#);
     for (i, m) in messages.enumerate() {
         if i > 0 {
@@ -101,9 +180,7 @@ pub fn history_frame<'a>(room: &str, complete: bool, messages: impl Iterator<Ite
         }
         json.extend_from_slice(m);
     }
-    json.extend_from_slice(br#"],"complete":"#);
-    json.extend_from_slice(if complete { b"true}" } else { b"false}" });
-    text_frame(&json)
+    json.push(b']');
 }
 
 #[cfg(test)]
@@ -133,10 +210,37 @@ mod tests {
     #[test]
     fn history_is_valid_json() {
         let msgs: Vec<&[u8]> = vec![br#"{"seq":1}"#, br#"{"seq":2}"#];
-        let f = history_frame("lobby", false, msgs.into_iter());
+        let meta = HistoryMeta { first: Some(7), reset: true, ..HistoryMeta::default() };
+        let f = history_frame("lobby", &meta, msgs.into_iter());
         let v: serde_json::Value = serde_json::from_slice(&payload(&f)).unwrap();
         assert_eq!(v["type"], "history");
         assert_eq!(v["messages"][1]["seq"], 2);
-        assert_eq!(v["complete"], false);
+        assert_eq!(
+            (v["complete"].as_bool(), v["first"].as_u64(), v["reset"].as_bool()),
+            (Some(false), Some(7), Some(true))
+        );
+        let f = search_frame("r", "a\"b", Some(9), true, std::iter::once(&br#"{"seq":3}"#[..]));
+        let v: serde_json::Value = serde_json::from_slice(&payload(&f)).unwrap();
+        assert_eq!(
+            (v["q"].as_str(), v["before"].as_u64(), v["messages"][0]["seq"].as_u64()),
+            (Some("a\"b"), Some(9), Some(3))
+        );
+    }
+
+    #[test]
+    fn history_pages_stay_under_the_limit_and_lose_nothing() {
+        let msgs: Vec<Bytes> =
+            (1..=300).map(|s| Bytes::from(format!(r#"{{"seq":{s},"pad":"{}"}}"#, "x".repeat(90)))).collect();
+        let pages = history_pages("r", HistoryMeta { complete: true, ..HistoryMeta::default() }, &msgs, 4096);
+        assert!(pages.len() > 5);
+        let mut seqs = Vec::new();
+        for (i, p) in pages.iter().enumerate() {
+            assert!(p.len() <= 4096, "page {i} is {} bytes", p.len());
+            let v: serde_json::Value = serde_json::from_slice(&payload(p)).unwrap();
+            assert_eq!(v["more"].as_bool().unwrap_or(false), i + 1 < pages.len());
+            seqs.extend(v["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()));
+        }
+        assert_eq!(seqs, (1..=300).collect::<Vec<_>>());
+        assert_eq!(history_pages("r", HistoryMeta::default(), &[], 4096).len(), 1, "an empty answer is one frame");
     }
 }

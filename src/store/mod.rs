@@ -1,11 +1,11 @@
 //! Stores: where accepted messages live beyond memory.
 //!
-//! - [`journal`]: single-instance mode's append-only journal on local disk;
+//! - [`sqlite`]: single-instance mode's embedded SQLite database on local disk;
 //! - [`redis`]: the Redis layer several instances share (`--redis`).
 //!
 //! A store never touches rooms, members or sockets and never decides what a client
 //! sees; the dispatcher (through [`crate::dispatcher::Backend`]) is the only caller
 //! that writes to it.
 
-pub mod journal;
 pub mod redis;
+pub mod sqlite;

@@ -203,7 +203,7 @@ fn route(req: &Request, cfg: &Config, metrics: &Metrics) -> Reply {
     let path = req.url().split(['?', '#']).next().unwrap_or("/");
     match path {
         "/config.json" => Reply::new(200, "application/json", config_json(req, cfg).into_bytes()),
-        "/healthz" => Reply::new(200, "application/json", metrics.health_json().into_bytes()),
+        "/healthz" => Reply::new(metrics.health_status(), "application/json", metrics.health_json().into_bytes()),
         "/metrics" => Reply::new(200, "text/plain; version=0.0.4", metrics.render().into_bytes()),
         _ => static_file(path, cfg),
     }

@@ -206,7 +206,8 @@ impl Client {
         }
     }
 
-    /// Joins and returns (joined, history).
+    /// Joins and returns (joined, history), the history's pages (`more:true`) merged
+    /// into one.
     pub fn join(&mut self, room: &str, since: Option<u64>) -> (Value, Value) {
         let mut m = json!({"type": "join", "room": room});
         if let Some(s) = since {
@@ -214,8 +215,22 @@ impl Client {
         }
         self.send(m);
         let joined = self.expect("joined");
-        let history = self.expect("history");
+        let history = self.expect_history();
         (joined, history)
+    }
+
+    /// The next `history` answer, its pages merged: every `more:true` page's messages
+    /// are prepended to the last page's.
+    pub fn expect_history(&mut self) -> Value {
+        let mut messages = Vec::new();
+        loop {
+            let mut page = self.expect("history");
+            messages.extend(page["messages"].as_array().expect("history has messages").iter().cloned());
+            if page["more"] != true {
+                page["messages"] = Value::Array(messages);
+                return page;
+            }
+        }
     }
 
     /// Posts, reads the ack and (unless it is a duplicate) the echo of the message, in
@@ -292,6 +307,34 @@ impl Proc {
             });
         }
         Proc::launch(cmd)
+    }
+
+    /// Like `start`, with files limited to `bytes` (RLIMIT_FSIZE) and SIGXFSZ ignored,
+    /// so a write past the limit fails with EFBIG as on a full disk.
+    pub fn start_with_fsize(data_dir: &Path, extra: &[&str], bytes: u64) -> Proc {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Proc::command(data_dir, None, extra);
+        // SAFETY: signal and setrlimit are async-signal-safe and touch only the child;
+        // an ignored signal stays ignored across exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                let lim = libc::rlimit { rlim_cur: bytes, rlim_max: libc::RLIM_INFINITY };
+                if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Proc::launch(cmd)
+    }
+
+    /// Lifts the child's file-size limit (the disk has room again).
+    pub fn lift_fsize(&self) {
+        let lim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+        // SAFETY: prlimit on a child this test started, with a pointer to a local struct.
+        let rc = unsafe { libc::prlimit(self.child.id() as i32, libc::RLIMIT_FSIZE, &lim, std::ptr::null_mut()) };
+        assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
     }
 
     fn command(data_dir: &Path, ports: Option<(u16, u16)>, extra: &[&str]) -> Command {

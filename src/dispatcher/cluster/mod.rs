@@ -1,5 +1,5 @@
 //! Redis mode (`--redis`): how joins, posts and deliveries go through Redis instead
-//! of the local journal.
+//! of the local store.
 //!
 //! Two halves: `io` runs the blocking Redis calls on threads of their own and hands
 //! every result back as a [`super::Command::Cluster`]; this file is the dispatcher's side,
@@ -222,12 +222,14 @@ impl Dispatcher {
             messages.extend(later.iter().map(|m| m.json()));
             let reply = JoinReply {
                 head: live,
+                epoch: None,
                 users: users.iter().take(self.cfg.presence_limit).map(User::as_ref).collect(),
                 users_total: users.len(),
                 complete: range.complete,
             };
-            for frame in reply.frames(&room, messages.iter().map(|m| &m[..])) {
-                self.stage(&conn_arc, frame);
+            let max = self.cfg.max_frame_bytes;
+            for frame in reply.frames(&room, wire::HistoryMeta::default(), &messages, max) {
+                self.staged.push(crate::delivery::fanout::Out::Answer(conn_arc.clone(), frame));
             }
         }
         if !self.rooms.get(&room).is_some_and(|r| r.members.contains_key(&conn)) {

@@ -1,0 +1,222 @@
+//! The embedded store of single-instance mode: SQLite in WAL mode, one file in
+//! `--data-dir`.
+//!
+//! [`SqliteStore`] is the only writer and belongs to the dispatcher: it buffers the
+//! messages of a batch and commits them in one transaction (group commit) before any
+//! of the batch's acks leave. History reads never go through it: [`reader`] threads
+//! answer them from read-only connections (WAL snapshots), so a long read never stalls
+//! a commit. [`migrate`] imports the journal of earlier versions once; [`retention`]
+//! deletes old messages in small steps.
+//!
+//! Never touches rooms, members or sockets.
+
+pub mod migrate;
+pub mod reader;
+pub mod retention;
+mod schema;
+mod syncer;
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::config::FsyncPolicy;
+pub use schema::DB_FILE;
+use syncer::Syncer;
+
+/// A store failure; the dispatcher acks nothing of the batch it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {path}: {source}")]
+    Sqlite { path: PathBuf, source: rusqlite::Error },
+    #[error("store {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// One message of the current batch, waiting for the commit.
+#[derive(Debug)]
+pub struct NewMessage {
+    pub room: String,
+    /// The room's epoch, written with the room's first message.
+    pub epoch: String,
+    pub seq: u64,
+    pub ts: u64,
+    /// What the search index holds.
+    pub text: String,
+    /// The live `msg` JSON, returned as-is by history reads.
+    pub json: Bytes,
+}
+
+/// A stored message as start-up hands it to the rings.
+#[derive(Debug, Clone)]
+pub struct StoredMsg {
+    pub seq: u64,
+    pub json: Bytes,
+}
+
+/// A room as the store knows it at start-up: its epoch, head and newest messages.
+#[derive(Debug)]
+pub struct LoadedRoom {
+    pub name: String,
+    pub epoch: String,
+    pub head: u64,
+    /// The newest messages, oldest first (what the ring will hold).
+    pub recent: Vec<StoredMsg>,
+}
+
+pub struct SqliteStore {
+    conn: Connection,
+    path: PathBuf,
+    pending: Vec<NewMessage>,
+    /// Room name → row id, for rows known to be committed.
+    room_ids: HashMap<String, i64>,
+    syncer: Option<Syncer>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.path).field("pending", &self.pending.len()).finish()
+    }
+}
+
+/// The database path inside a data dir.
+pub fn db_path(dir: &Path) -> PathBuf {
+    dir.join(DB_FILE)
+}
+
+impl SqliteStore {
+    /// Opens (creating) the store in `dir`, imports an old journal found there, and
+    /// returns every room with its newest `ring` messages.
+    pub fn open(dir: &Path, policy: FsyncPolicy, ring: usize) -> Result<(SqliteStore, Vec<LoadedRoom>), StoreError> {
+        fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_owned(), source })?;
+        let path = db_path(dir);
+        let mut conn = Connection::open(&path).map_err(sql_err(&path))?;
+        schema::prepare_writer(&conn, policy).map_err(sql_err(&path))?;
+        migrate::import_journal(dir, &mut conn)?;
+        let syncer = (policy == FsyncPolicy::Interval).then(|| Syncer::start(&path)).transpose()?;
+        let mut store = SqliteStore { conn, path, pending: Vec::new(), room_ids: HashMap::new(), syncer };
+        let rooms = store.load(ring).map_err(sql_err(&db_path(dir)))?;
+        Ok((store, rooms))
+    }
+
+    fn load(&mut self, ring: usize) -> rusqlite::Result<Vec<LoadedRoom>> {
+        let mut rooms = Vec::new();
+        let mut list = self.conn.prepare("SELECT id, name, epoch, head FROM rooms")?;
+        let mut recent = self.conn.prepare(
+            "SELECT seq, json FROM (SELECT seq, json FROM messages WHERE room = ?1 ORDER BY seq DESC LIMIT ?2)
+             ORDER BY seq",
+        )?;
+        let mut rows = list.query([])?;
+        while let Some(row) = rows.next()? {
+            let (id, name, epoch, head): (i64, String, String, i64) =
+                (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+            let msgs = recent
+                .query_map(params![id, ring as i64], |r| {
+                    Ok(StoredMsg { seq: r.get::<_, i64>(0)? as u64, json: Bytes::from(r.get::<_, Vec<u8>>(1)?) })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            self.room_ids.insert(name.clone(), id);
+            rooms.push(LoadedRoom { name, epoch, head: head as u64, recent: msgs });
+        }
+        Ok(rooms)
+    }
+
+    /// Buffers one message; nothing reaches the database before [`commit`](Self::commit).
+    pub fn append(&mut self, msg: NewMessage) {
+        self.pending.push(msg);
+    }
+
+    /// Writes everything appended since the last commit in one transaction. After it
+    /// returns Ok the messages survive a process crash (and, under `always`, a power
+    /// failure). On error nothing of the batch is stored and the buffer is dropped.
+    pub fn commit(&mut self) -> Result<(), StoreError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        match self.write(&pending) {
+            Ok(()) => {
+                if let Some(s) = &self.syncer {
+                    s.dirty();
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // Rows created by the failed transaction were rolled back with it.
+                self.room_ids.clear();
+                Err(sql_err(&self.path)(e))
+            }
+        }
+    }
+
+    fn write(&mut self, pending: &[NewMessage]) -> rusqlite::Result<()> {
+        let tx = self.conn.transaction()?;
+        let mut heads: HashMap<i64, u64> = HashMap::new();
+        {
+            let mut insert = tx.prepare_cached("INSERT INTO messages (room, seq, ts, json) VALUES (?1, ?2, ?3, ?4)")?;
+            let mut index = tx.prepare_cached("INSERT INTO messages_fts (rowid, text) VALUES (?1, ?2)")?;
+            for m in pending {
+                let room = match self.room_ids.get(&m.room) {
+                    Some(id) => *id,
+                    None => room_id(&tx, &m.room, &m.epoch)?,
+                };
+                self.room_ids.insert(m.room.clone(), room);
+                insert.execute(params![room, m.seq as i64, m.ts as i64, &m.json[..]])?;
+                index.execute(params![tx.last_insert_rowid(), m.text])?;
+                heads.insert(room, m.seq);
+            }
+            let mut head = tx.prepare_cached("UPDATE rooms SET head = ?2 WHERE id = ?1 AND head < ?2")?;
+            for (room, seq) in heads {
+                head.execute(params![room, seq as i64])?;
+            }
+        }
+        tx.commit()
+    }
+
+    /// Writes one small row: whether the disk takes writes again after a failure.
+    pub fn probe(&mut self) -> Result<(), StoreError> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        self.conn
+            .execute("INSERT OR REPLACE INTO meta (k, v) VALUES ('probe', ?1)", params![now.to_string()])
+            .map(|_| ())
+            .map_err(sql_err(&self.path))
+    }
+
+    /// The writer's connection, for retention's small delete steps.
+    pub(crate) fn conn(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Shutdown: checkpoint the WAL into the database file and sync it.
+    pub fn close(&mut self) -> Result<(), StoreError> {
+        self.commit()?;
+        self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").map_err(sql_err(&self.path))
+    }
+}
+
+/// The id of room `name`, creating its row with `epoch` when it has none.
+fn room_id(tx: &rusqlite::Transaction<'_>, name: &str, epoch: &str) -> rusqlite::Result<i64> {
+    let found =
+        tx.query_row("SELECT id FROM rooms WHERE name = ?1", params![name], |r| r.get::<_, i64>(0)).optional()?;
+    if let Some(id) = found {
+        return Ok(id);
+    }
+    tx.execute("INSERT INTO rooms (name, epoch, head) VALUES (?1, ?2, 0)", params![name, epoch])?;
+    Ok(tx.last_insert_rowid())
+}
+
+fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+    move |source| StoreError::Sqlite { path: path.to_owned(), source }
+}
+
+/// A fresh random room epoch: 16 hex digits.
+pub fn new_epoch() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}

@@ -1,0 +1,114 @@
+//! Retention: deleting what `--retention-messages`, `--retention-days` and
+//! `--max-store-bytes` say is no longer kept, a few hundred rows per step, so the
+//! dispatcher that runs a step between batches never holds a live message for long.
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{sql_err, SqliteStore, StoreError};
+
+/// Rows deleted per step at most.
+pub const STEP_ROWS: i64 = 200;
+
+/// What is kept. `None`: no limit of that kind.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub messages_per_room: Option<u64>,
+    pub max_age_ms: Option<u64>,
+    pub max_bytes: u64,
+}
+
+/// What one step deleted, and why.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Deleted {
+    pub by_count: u64,
+    pub by_age: u64,
+    /// Deleted because the store was over `max_bytes`, with the room they came from.
+    pub by_size: u64,
+    pub size_room: Option<String>,
+}
+
+impl Deleted {
+    pub fn total(&self) -> u64 {
+        self.by_count + self.by_age + self.by_size
+    }
+}
+
+impl SqliteStore {
+    /// One retention step at time `now_ms`: at most [`STEP_ROWS`] rows of one kind.
+    pub fn retention_step(&mut self, policy: &Policy, now_ms: u64) -> Result<Deleted, StoreError> {
+        let path = self.path().to_owned();
+        step(self.conn(), policy, now_ms).map_err(sql_err(&path))
+    }
+
+    /// Bytes the database's pages in use take (free pages are reused, not counted).
+    pub fn used_bytes(&mut self) -> Result<u64, StoreError> {
+        let path = self.path().to_owned();
+        used_bytes(self.conn()).map_err(sql_err(&path))
+    }
+}
+
+fn step(conn: &mut Connection, policy: &Policy, now_ms: u64) -> rusqlite::Result<Deleted> {
+    let mut out = Deleted::default();
+    if let Some(keep) = policy.messages_per_room {
+        if let Some((room, head)) = room_over(conn, keep)? {
+            out.by_count = delete_oldest(conn, room, Some(head.saturating_sub(keep)))?;
+            return Ok(out);
+        }
+    }
+    if let Some(age) = policy.max_age_ms {
+        let cutoff = now_ms.saturating_sub(age) as i64;
+        out.by_age = conn.execute(
+            "DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE ts < ?1 ORDER BY ts LIMIT ?2)",
+            params![cutoff, STEP_ROWS],
+        )? as u64;
+        if out.by_age > 0 {
+            return Ok(out);
+        }
+    }
+    if used_bytes(conn)? > policy.max_bytes {
+        if let Some((room, name)) = largest_room(conn)? {
+            out.by_size = delete_oldest(conn, room, None)?;
+            out.size_room = Some(name);
+        }
+    }
+    Ok(out)
+}
+
+/// A room holding more than `keep` messages, with its head.
+fn room_over(conn: &Connection, keep: u64) -> rusqlite::Result<Option<(i64, u64)>> {
+    conn.query_row(
+        "SELECT id, head FROM rooms WHERE head - (SELECT min(seq) FROM messages WHERE room = rooms.id) >= ?1 LIMIT 1",
+        params![keep as i64],
+        |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)),
+    )
+    .optional()
+}
+
+/// The room with the most stored messages.
+fn largest_room(conn: &Connection) -> rusqlite::Result<Option<(i64, String)>> {
+    conn.query_row(
+        "SELECT id, name FROM rooms WHERE EXISTS (SELECT 1 FROM messages WHERE room = rooms.id)
+         ORDER BY head - (SELECT min(seq) FROM messages WHERE room = rooms.id) DESC LIMIT 1",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()
+}
+
+/// Deletes up to a step of `room`'s oldest messages (only those with `seq <= upto`).
+fn delete_oldest(conn: &Connection, room: i64, upto: Option<u64>) -> rusqlite::Result<u64> {
+    let upto = upto.map_or(i64::MAX, |u| u as i64);
+    let n = conn.execute(
+        "DELETE FROM messages WHERE id IN
+         (SELECT id FROM messages WHERE room = ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3)",
+        params![room, upto, STEP_ROWS],
+    )?;
+    Ok(n as u64)
+}
+
+fn used_bytes(conn: &Connection) -> rusqlite::Result<u64> {
+    let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+    let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+    let size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    Ok(((pages - free).max(0) * size) as u64)
+}
