@@ -157,6 +157,13 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = Config::default().jwt_leeway_s)]
     pub jwt_leeway_s: u64,
 
+    /// PEM certificate chain: both listeners speak TLS (https://, wss://). Needs --tls-key; SIGHUP reloads both.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// Log level: error, warn, info, debug, trace (RUST_LOG overrides).
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -220,6 +227,7 @@ impl ServeArgs {
             auth: self.auth,
             jwt_secret,
             jwt_leeway_s: self.jwt_leeway_s,
+            tls: None,
         })
     }
 }

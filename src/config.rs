@@ -6,6 +6,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::tls::Tls;
+
 /// When the journal is forced to stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FsyncPolicy {
@@ -116,6 +118,10 @@ pub struct Config {
     pub jwt_secret: Option<Vec<u8>>,
     /// Clock skew tolerated on `exp`/`nbf`, in seconds.
     pub jwt_leeway_s: u64,
+
+    /// Both listeners speak TLS with this certificate and key (`--tls-cert`,
+    /// `--tls-key`; reloaded on SIGHUP). `None`: plain HTTP and WebSocket.
+    pub tls: Option<Tls>,
 }
 
 impl Default for Config {
@@ -155,6 +161,7 @@ impl Default for Config {
             auth: AuthMode::Open,
             jwt_secret: None,
             jwt_leeway_s: 30,
+            tls: None,
         }
     }
 }

@@ -22,11 +22,13 @@ pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod dispatcher;
+pub mod hangup;
 pub mod limits;
 pub mod metrics;
 pub mod protocol;
 pub mod shutdown;
 pub mod store;
+pub mod tls;
 pub mod transport;
 
 use std::net::TcpListener;
@@ -97,7 +99,7 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> Result<()
         thread::Builder::new().name("http".into()).spawn(move || server.run(&cfg, &metrics))?
     };
 
-    let ctx = Arc::new(ConnContext { cfg: cfg.clone(), metrics, commands: commands_tx });
+    let ctx = Arc::new(ConnContext { cfg: cfg.clone(), metrics, commands: commands_tx, tls: cfg.tls.clone() });
     let max_connections = cfg.max_connections;
     let accept_shutdown = shutdown.clone();
     let ws = listeners.ws;

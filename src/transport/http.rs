@@ -218,7 +218,8 @@ fn config_json(req: &Request, cfg: &Config) -> String {
             Some(i) if !host.ends_with(']') => host[..i].to_owned(),
             _ => host,
         };
-        format!("ws://{hostname}:{}{WS_PATH}", cfg.ws_port)
+        let scheme = if cfg.tls.is_some() { "wss" } else { "ws" };
+        format!("{scheme}://{hostname}:{}{WS_PATH}", cfg.ws_port)
     });
     serde_json::json!({ "ws_url": ws_url, "auth": cfg.auth.as_str() }).to_string()
 }

@@ -118,9 +118,66 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// A client's byte stream: plain TCP, or TLS over it (`wss://`). Derefs to the
+/// socket, for timeouts and peeking.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl std::ops::Deref for Stream {
+    type Target = TcpStream;
+    fn deref(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => &s.sock,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// A 64 KiB receive buffer (no autotuning), so a client that stops reading backs up
+/// into the server quickly instead of into megabytes of kernel buffers.
+pub fn small_receive_buffer(s: &TcpStream) {
+    let size: libc::c_int = 64 * 1024;
+    // SAFETY: setsockopt on a socket we own with a pointer to a local int.
+    unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(s),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &size as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
 /// A real WebSocket client (tungstenite, blocking, with a read timeout).
 pub struct Client {
-    pub ws: WebSocket<TcpStream>,
+    pub ws: WebSocket<Stream>,
     pub welcome: Value,
 }
 
@@ -132,19 +189,7 @@ impl Client {
     /// Connects with a 64 KiB receive buffer (no autotuning), so a client that stops reading
     /// backs up into the server quickly instead of into megabytes of kernel buffers.
     pub fn connect_small_buffer(url: &str) -> Client {
-        Self::connect_with(url, |s| {
-            let size: libc::c_int = 64 * 1024;
-            // SAFETY: setsockopt on a socket we own with a pointer to a local int.
-            unsafe {
-                libc::setsockopt(
-                    std::os::fd::AsRawFd::as_raw_fd(s),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVBUF,
-                    &size as *const _ as *const libc::c_void,
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                );
-            }
-        })
+        Self::connect_with(url, small_receive_buffer)
     }
 
     fn connect_with(url: &str, tune: impl FnOnce(&TcpStream)) -> Client {
@@ -152,6 +197,32 @@ impl Client {
         let stream = TcpStream::connect(addr).unwrap();
         tune(&stream);
         stream.set_read_timeout(Some(WAIT)).unwrap();
+        Self::over(url, Stream::Plain(stream))
+    }
+
+    /// Connects to a `wss://` URL, verifying the server's chain against `tls`'s roots.
+    pub fn connect_tls(url: &str, tls: &std::sync::Arc<rustls::ClientConfig>) -> Client {
+        Self::connect_tls_with(url, tls, |_| {})
+    }
+
+    /// `connect_tls` with the socket tuned first (e.g. [`small_receive_buffer`]).
+    pub fn connect_tls_with(
+        url: &str,
+        tls: &std::sync::Arc<rustls::ClientConfig>,
+        tune: impl FnOnce(&TcpStream),
+    ) -> Client {
+        let addr = url.trim_start_matches("wss://").split('/').next().unwrap();
+        let stream = TcpStream::connect(addr).unwrap();
+        tune(&stream);
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let host = addr.rsplit_once(':').unwrap().0.to_owned();
+        let name = rustls::pki_types::ServerName::try_from(host).unwrap();
+        let session = rustls::ClientConnection::new(tls.clone(), name).unwrap();
+        Self::over(url, Stream::Tls(Box::new(rustls::StreamOwned::new(session, stream))))
+    }
+
+    /// The WebSocket handshake and the welcome frame over an open stream.
+    pub fn over(url: &str, stream: Stream) -> Client {
         let (ws, _) = tungstenite::client(url, stream).expect("handshake");
         let mut c = Client { ws, welcome: Value::Null };
         c.welcome = c.recv();
@@ -299,7 +370,7 @@ impl Proc {
                 .split_whitespace()
                 .find_map(|w| w.strip_prefix(key))
                 .unwrap_or_else(|| panic!("no {key} in {line:?}"));
-            v.trim_start_matches("http://").trim_start_matches("ws://").trim_end_matches("/ws").parse().unwrap()
+            v.split("://").last().unwrap().trim_end_matches("/ws").parse().unwrap()
         };
         Proc { http: addr("http="), ws: addr("ws="), child }
     }
