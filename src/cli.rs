@@ -157,6 +157,23 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = Config::default().jwt_leeway_s)]
     pub jwt_leeway_s: u64,
 
+    /// Open HTTP connections to the page port in total (503 past it).
+    #[arg(long, default_value_t = Config::default().http_max_connections)]
+    pub http_max_connections: usize,
+    /// Open HTTP connections to the page port from one address (429 past it).
+    #[arg(long, default_value_t = Config::default().http_max_connections_per_ip)]
+    pub http_max_connections_per_ip: usize,
+    /// Milliseconds a client has to send a request head (TLS handshake included).
+    #[arg(long, default_value_t = 10_000)]
+    pub http_head_timeout_ms: u64,
+    /// Milliseconds an idle keep-alive HTTP connection stays open.
+    #[arg(long, default_value_t = 30_000)]
+    pub http_idle_timeout_ms: u64,
+    /// Address of the admin listener: /metrics (and /healthz). Keep it off the internet.
+    /// Default: 127.0.0.1:<http-port + 2> (8082), or any free port when that is taken or --http-port is 0.
+    #[arg(long)]
+    pub admin_bind: Option<std::net::SocketAddr>,
+
     /// PEM certificate chain: both listeners speak TLS (https://, wss://). Needs --tls-key; SIGHUP reloads both.
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -227,6 +244,10 @@ impl ServeArgs {
             auth: self.auth,
             jwt_secret,
             jwt_leeway_s: self.jwt_leeway_s,
+            http_max_connections: self.http_max_connections,
+            http_max_connections_per_ip: self.http_max_connections_per_ip,
+            http_head_timeout: Duration::from_millis(self.http_head_timeout_ms),
+            http_idle_timeout: Duration::from_millis(self.http_idle_timeout_ms),
             tls: None,
         })
     }
@@ -262,5 +283,6 @@ mod tests {
         assert_eq!(cfg.heartbeat_interval, d.heartbeat_interval);
         assert_eq!(cfg.heartbeat_timeout, d.heartbeat_timeout);
         assert_eq!(cfg.handshake_timeout, d.handshake_timeout);
+        assert_eq!((cfg.http_head_timeout, cfg.http_idle_timeout), (d.http_head_timeout, d.http_idle_timeout));
     }
 }

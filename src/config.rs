@@ -119,6 +119,16 @@ pub struct Config {
     /// Clock skew tolerated on `exp`/`nbf`, in seconds.
     pub jwt_leeway_s: u64,
 
+    /// Open HTTP connections on the page port in total (503 past it) and from one
+    /// address (429 past it). Each costs a descriptor, never a thread (the guard).
+    pub http_max_connections: usize,
+    pub http_max_connections_per_ip: usize,
+    /// Time a client has to send a whole request head (and finish TLS, and read the
+    /// response): slowloris clients are cut here.
+    pub http_head_timeout: Duration,
+    /// Time an idle keep-alive HTTP connection stays open between requests.
+    pub http_idle_timeout: Duration,
+
     /// Both listeners speak TLS with this certificate and key (`--tls-cert`,
     /// `--tls-key`; reloaded on SIGHUP). `None`: plain HTTP and WebSocket.
     pub tls: Option<Tls>,
@@ -161,6 +171,10 @@ impl Default for Config {
             auth: AuthMode::Open,
             jwt_secret: None,
             jwt_leeway_s: 30,
+            http_max_connections: 1024,
+            http_max_connections_per_ip: 64,
+            http_head_timeout: Duration::from_secs(10),
+            http_idle_timeout: Duration::from_secs(30),
             tls: None,
         }
     }

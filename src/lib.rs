@@ -4,8 +4,9 @@
 //! - [`transport`]: an accept loop gives each WebSocket connection a small-stack
 //!   thread that performs the handshake ([`auth`] for tokens), then reads frames,
 //!   validates them ([`protocol`]) and sends [`dispatcher::Command`]s through a
-//!   crossbeam channel; tiny_http serves the page, `/config.json`, `/healthz` and
-//!   `/metrics` ([`metrics`]).
+//!   crossbeam channel; a one-thread guard per HTTP listener serves the page,
+//!   `/config.json` and `/healthz`, and `/metrics` ([`metrics`]) on the admin port.
+//!   [`tls`] holds the certificate both listeners use with `--tls-cert`.
 //! - [`dispatcher`]: one thread, the only owner of rooms, `seq`, history and the
 //!   store ([`dispatcher::Backend`]: the local [`store::journal`], or Redis through
 //!   [`dispatcher::cluster`] and [`store::redis`]). It frames each message once
@@ -43,17 +44,22 @@ use shutdown::Shutdown;
 use store::journal::{Journal, JournalError};
 use store::redis::{StoreError, StoreOptions};
 use transport::connection::ConnContext;
-use transport::{http, server};
+use transport::guard::Guard;
+use transport::http::Site;
+use transport::server;
 
 /// Bounded queue from connection threads to the dispatcher: when the dispatcher falls
 /// behind, readers wait here instead of growing memory without bound.
 const COMMAND_QUEUE: usize = 65_536;
 
-/// The two sockets natter listens on, bound by the caller (port 0 in tests).
+/// The sockets natter listens on, bound by the caller (port 0 in tests).
 #[derive(Debug)]
 pub struct Listeners {
+    /// The page, `/config.json`, `/healthz`.
     pub http: TcpListener,
     pub ws: TcpListener,
+    /// `/metrics` and `/healthz`, meant for loopback or a private network.
+    pub admin: Option<TcpListener>,
 }
 
 /// Why the server could not run.
@@ -61,12 +67,20 @@ pub struct Listeners {
 pub enum ServeError {
     #[error(transparent)]
     Journal(#[from] JournalError),
-    #[error("HTTP listener: {0}")]
-    Http(String),
     #[error("starting a thread: {0}")]
     Thread(#[from] std::io::Error),
     #[error("redis: {0}")]
     Redis(#[from] StoreError),
+}
+
+fn spawn_guard(
+    name: &str,
+    guard: Guard,
+    listener: TcpListener,
+    shutdown: &Shutdown,
+) -> std::io::Result<thread::JoinHandle<()>> {
+    let shutdown = shutdown.clone();
+    thread::Builder::new().name(name.into()).spawn(move || guard.run(listener, &shutdown))
 }
 
 /// Runs the server until `shutdown` fires; then every client gets close 1001, the
@@ -93,11 +107,18 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> Result<()
         .name("dispatcher".into())
         .spawn(move || dispatcher.run(commands_rx, dispatch_shutdown))?;
 
-    let http_server = Arc::new(http::HttpServer::start(listeners.http).map_err(|e| ServeError::Http(e.to_string()))?);
-    let http = {
-        let (server, cfg, metrics) = (http_server.clone(), cfg.clone(), metrics.clone());
-        thread::Builder::new().name("http".into()).spawn(move || server.run(&cfg, &metrics))?
+    let guard = Guard {
+        site: Site::Public,
+        cfg: cfg.clone(),
+        metrics: metrics.clone(),
+        tls: cfg.tls.clone(),
+        exempt: |_, _| false,
     };
+    let mut http = vec![spawn_guard("http", guard.clone(), listeners.http, &shutdown)?];
+    if let Some(admin) = listeners.admin {
+        let guard = Guard { site: Site::Admin, tls: None, ..guard };
+        http.push(spawn_guard("http-admin", guard, admin, &shutdown)?);
+    }
 
     let ctx = Arc::new(ConnContext { cfg: cfg.clone(), metrics, commands: commands_tx, tls: cfg.tls.clone() });
     let max_connections = cfg.max_connections;
@@ -112,8 +133,9 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> Result<()
         log::error!("the dispatcher panicked");
         Ok(())
     });
-    http_server.stop();
-    let _ = http.join();
+    for h in http {
+        let _ = h.join();
+    }
     let _ = accept.join();
     result.map_err(ServeError::from)
 }

@@ -40,6 +40,21 @@ fn reload(tls: Option<&Tls>) {
     }
 }
 
+/// The admin listener: where `--admin-bind` says, else loopback on the HTTP port + 2,
+/// else (that port taken, e.g. by a second natter) any free loopback port.
+fn bind_admin(args: &ServeArgs) -> Result<TcpListener, String> {
+    if let Some(addr) = args.admin_bind {
+        return TcpListener::bind(addr).map_err(|e| format!("binding --admin-bind {addr}: {e}"));
+    }
+    let port = if args.http_port == 0 { 0 } else { args.http_port.saturating_add(2) };
+    TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port))
+        .or_else(|e| {
+            log::warn!("admin listener: 127.0.0.1:{port}: {e}; using any free port (see the listening line)");
+            TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        })
+        .map_err(|e| format!("binding the admin listener: {e}"))
+}
+
 fn serve(args: &ServeArgs) -> Result<(), String> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(&args.log_level)).init();
 
@@ -52,6 +67,8 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     };
     let http = bind(args.http_port)?;
     let ws = bind(args.ws_port)?;
+    let admin = bind_admin(args)?;
+    let admin_addr = admin.local_addr().map_err(|e| e.to_string())?;
     let http_addr = http.local_addr().map_err(|e| e.to_string())?;
     let ws_addr = ws.local_addr().map_err(|e| e.to_string())?;
 
@@ -81,8 +98,10 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
 
     // Tests and scripts wait for this line: it means both ports accept connections.
     let (http_scheme, ws_scheme) = if cfg.tls.is_some() { ("https", "wss") } else { ("http", "ws") };
-    println!("natter listening http={http_scheme}://{http_addr} ws={ws_scheme}://{ws_addr}/ws");
-    natter::serve(cfg, Listeners { http, ws }, shutdown).map_err(|e| e.to_string())?;
+    println!(
+        "natter listening http={http_scheme}://{http_addr} ws={ws_scheme}://{ws_addr}/ws admin=http://{admin_addr}"
+    );
+    natter::serve(cfg, Listeners { http, ws, admin: Some(admin) }, shutdown).map_err(|e| e.to_string())?;
     log::info!("natter stopped cleanly");
     Ok(())
 }

@@ -60,6 +60,13 @@ fn a_verifying_client_chats_and_resumes_over_wss() {
     let texts: Vec<_> = history["messages"].as_array().unwrap().iter().map(|m| m["text"].clone()).collect();
     assert_eq!(texts, vec![json!("missed 1"), json!("missed 2")], "resume gives exactly what was missed");
 
+    // The page side speaks TLS too, and hands out the wss:// URL.
+    let (status, body) = common_tls::https_get(server.http, "/config.json", &tls);
+    assert_eq!(status, 200);
+    let ws_url: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ws_url["ws_url"], format!("wss://localhost:{}/ws", server.ws.port()));
+    assert_eq!(common_tls::https_get(server.http, "/healthz", &tls).0, 200);
+
     // A client that does not trust the test CA gets no session.
     let other = TestCa::new().client_config();
     let stream = TcpStream::connect(server.ws).unwrap();
@@ -100,9 +107,11 @@ fn plain_text_garbage_and_stalled_handshakes_end_cleanly_and_in_time() {
         "GET /ws?name=plain HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
         server.ws
     );
-    let (answer, _) = talk(server.ws, upgrade.as_bytes());
-    let answer = String::from_utf8_lossy(&answer);
-    assert!(answer.starts_with("HTTP/1.1 400") && answer.contains("speaks TLS"), "plain ws:// refused: {answer}");
+    for port in [server.ws, server.http] {
+        let (answer, _) = talk(port, upgrade.as_bytes());
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 400") && answer.contains("speaks TLS"), "plain text refused: {answer}");
+    }
 
     // A ClientHello one byte long: a TLS alert, then the close.
     let garbage = [0x16, 0x03, 0x01, 0x00, 0x05, 0x01, 0x00, 0x00, 0x01, 0xFF];
@@ -155,10 +164,11 @@ fn a_tls_client_that_stops_reading_is_cut_and_the_others_get_everything() {
         }
     }
     eprintln!("{N} messages of 3 KB to two TLS readers while one slept: {:?}", t0.elapsed());
-    server.wait_metric("natter_closes_total{reason=\"slow_consumer\"}", 1);
-    // The sleeper's stream still decrypts: whole records, then the close frame.
+    // The sleeper reads now (within the close grace): its stream still decrypts,
+    // whole records, then the close frame.
     let (code, reason) = sleeper.expect_close();
     assert_eq!((code, reason.as_str()), (1008, "slow consumer"));
+    server.wait_metric("natter_closes_total{reason=\"slow_consumer\"}", 1);
 }
 
 fn write_pair(from: &Issued, to: &Issued) {

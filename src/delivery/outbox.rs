@@ -330,10 +330,6 @@ impl Conn {
         Ok(early)
     }
 
-    pub fn is_tls(&self) -> bool {
-        self.lock().tls.is_some()
-    }
-
     /// TLS: hands ciphertext the reader thread read to the session and appends the
     /// plaintext it yields to `plain`. Anything the session must answer (an alert, a
     /// key update) is queued and written without blocking. Returns true once the peer

@@ -6,13 +6,15 @@
 //! - [`connection`]: one connection's handshake and blocking read loop;
 //! - [`handshake`]: the upgrade, Origin and identity checks;
 //! - [`ratelimit`]: the per-connection token bucket;
-//! - [`http`]: the page, `/config.json`, `/healthz` and `/metrics` over tiny_http.
+//! - [`guard`]: the HTTP listeners' one-thread poll loop: caps, timeouts, TLS;
+//! - [`http`]: the page, `/config.json`, `/healthz` and (admin) `/metrics`.
 //!
 //! Transport talks to the dispatcher only through [`crate::dispatcher::Command`]s and
 //! writes only through a connection's [`crate::delivery::outbox::Conn`]; it never
 //! touches rooms, seq or history.
 
 pub mod connection;
+pub mod guard;
 pub mod handshake;
 pub mod http;
 pub mod ratelimit;

@@ -24,6 +24,8 @@ pub const WAIT: Duration = Duration::from_secs(10);
 pub struct TestServer {
     pub http: SocketAddr,
     pub ws: SocketAddr,
+    /// `/metrics` lives here (`--admin-bind`).
+    pub admin: SocketAddr,
     trigger: ShutdownTrigger,
     handle: Option<JoinHandle<Result<(), ServeError>>>,
     pub dir: tempfile::TempDir,
@@ -38,7 +40,9 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let http = TcpListener::bind("127.0.0.1:0").unwrap();
         let ws = TcpListener::bind("127.0.0.1:0").unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").unwrap();
         let (http_addr, ws_addr) = (http.local_addr().unwrap(), ws.local_addr().unwrap());
+        let admin_addr = admin.local_addr().unwrap();
         let mut cfg = Config {
             data_dir: dir.path().to_owned(),
             http_port: http_addr.port(),
@@ -47,8 +51,9 @@ impl TestServer {
         };
         tweak(&mut cfg);
         let (trigger, shutdown) = shutdown::channel();
-        let handle = std::thread::spawn(move || natter::serve(cfg, Listeners { http, ws }, shutdown));
-        TestServer { http: http_addr, ws: ws_addr, trigger, handle: Some(handle), dir }
+        let handle =
+            std::thread::spawn(move || natter::serve(cfg, Listeners { http, ws, admin: Some(admin) }, shutdown));
+        TestServer { http: http_addr, ws: ws_addr, admin: admin_addr, trigger, handle: Some(handle), dir }
     }
 
     pub fn url(&self, name: &str) -> String {
@@ -61,7 +66,7 @@ impl TestServer {
     }
 
     pub fn metrics(&self) -> String {
-        http_get(self.http, "/metrics").1
+        http_get(self.admin, "/metrics").1
     }
 
     /// Waits until `/metrics` has a line `series value`.
@@ -314,6 +319,7 @@ pub struct Proc {
     pub child: Child,
     pub http: SocketAddr,
     pub ws: SocketAddr,
+    pub admin: SocketAddr,
 }
 
 pub fn natter_bin() -> PathBuf {
@@ -372,7 +378,7 @@ impl Proc {
                 .unwrap_or_else(|| panic!("no {key} in {line:?}"));
             v.split("://").last().unwrap().trim_end_matches("/ws").parse().unwrap()
         };
-        Proc { http: addr("http="), ws: addr("ws="), child }
+        Proc { http: addr("http="), ws: addr("ws="), admin: addr("admin="), child }
     }
 
     pub fn url(&self, name: &str) -> String {

@@ -71,3 +71,20 @@ impl TestCa {
         Arc::new(config)
     }
 }
+
+/// A GET over HTTPS to `addr` (named `localhost`), verified with `tls`; returns
+/// (status, body).
+pub fn https_get(addr: std::net::SocketAddr, path: &str, tls: &Arc<rustls::ClientConfig>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let session = rustls::ClientConnection::new(tls.clone(), "localhost".try_into().unwrap()).unwrap();
+    let mut s = rustls::StreamOwned::new(session, stream);
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost:{}\r\nConnection: close\r\n\r\n", addr.port()).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out); // a close without close_notify is an error we do not mind here
+    let out = String::from_utf8_lossy(&out).into_owned();
+    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
