@@ -174,6 +174,10 @@ pub struct ServeArgs {
     #[arg(long)]
     pub admin_bind: Option<std::net::SocketAddr>,
 
+    /// Reverse proxy (address or CIDR, repeatable) whose X-Forwarded-For / X-Real-IP name the client, for per-IP caps and logs.
+    #[arg(long = "trusted-proxy")]
+    pub trusted_proxies: Vec<crate::proxy::Cidr>,
+
     /// PEM certificate chain: both listeners speak TLS (https://, wss://). Needs --tls-key; SIGHUP reloads both.
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -248,6 +252,7 @@ impl ServeArgs {
             http_max_connections_per_ip: self.http_max_connections_per_ip,
             http_head_timeout: Duration::from_millis(self.http_head_timeout_ms),
             http_idle_timeout: Duration::from_millis(self.http_idle_timeout_ms),
+            trusted_proxies: self.trusted_proxies.clone(),
             tls: None,
         })
     }

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::proxy::Cidr;
 use crate::tls::Tls;
 
 /// When the journal is forced to stable storage.
@@ -129,6 +130,10 @@ pub struct Config {
     /// Time an idle keep-alive HTTP connection stays open between requests.
     pub http_idle_timeout: Duration,
 
+    /// Reverse proxies whose `X-Forwarded-For` / `X-Real-IP` name the client
+    /// (`--trusted-proxy`); from any other peer those headers are ignored.
+    pub trusted_proxies: Vec<Cidr>,
+
     /// Both listeners speak TLS with this certificate and key (`--tls-cert`,
     /// `--tls-key`; reloaded on SIGHUP). `None`: plain HTTP and WebSocket.
     pub tls: Option<Tls>,
@@ -175,6 +180,7 @@ impl Default for Config {
             http_max_connections_per_ip: 64,
             http_head_timeout: Duration::from_secs(10),
             http_idle_timeout: Duration::from_secs(30),
+            trusted_proxies: Vec::new(),
             tls: None,
         }
     }

@@ -27,6 +27,7 @@ pub mod hangup;
 pub mod limits;
 pub mod metrics;
 pub mod protocol;
+pub mod proxy;
 pub mod shutdown;
 pub mod store;
 pub mod tls;
@@ -112,7 +113,7 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> Result<()
         cfg: cfg.clone(),
         metrics: metrics.clone(),
         tls: cfg.tls.clone(),
-        exempt: |_, _| false,
+        exempt: |cfg, ip| proxy::is_trusted(&cfg.trusted_proxies, ip),
     };
     let mut http = vec![spawn_guard("http", guard.clone(), listeners.http, &shutdown)?];
     if let Some(admin) = listeners.admin {
@@ -120,7 +121,13 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> Result<()
         http.push(spawn_guard("http-admin", guard, admin, &shutdown)?);
     }
 
-    let ctx = Arc::new(ConnContext { cfg: cfg.clone(), metrics, commands: commands_tx, tls: cfg.tls.clone() });
+    let ctx = Arc::new(ConnContext {
+        cfg: cfg.clone(),
+        metrics,
+        commands: commands_tx,
+        tls: cfg.tls.clone(),
+        admission: Default::default(),
+    });
     let max_connections = cfg.max_connections;
     let accept_shutdown = shutdown.clone();
     let ws = listeners.ws;

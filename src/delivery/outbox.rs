@@ -18,7 +18,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
@@ -147,12 +147,44 @@ impl Outbox {
     }
 }
 
+/// Who is on the other end: the socket's peer, and the client behind it when the
+/// peer is a trusted proxy that named one. Logs print the client first.
+#[derive(Clone)]
+pub struct Peer {
+    pub socket: SocketAddr,
+    client: OnceLock<IpAddr>,
+}
+
+impl Peer {
+    /// Records the client a trusted proxy named (once; later calls are ignored).
+    pub fn set_client(&self, ip: IpAddr) {
+        if ip != self.socket.ip() {
+            let _ = self.client.set(ip);
+        }
+    }
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.client.get() {
+            Some(client) => write!(f, "{client} via {}", self.socket),
+            None => write!(f, "{}", self.socket),
+        }
+    }
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
 /// A WebSocket connection's socket, shared by its reader thread, the dispatcher and
 /// the writer shard that owns it.
 #[derive(Debug)]
 pub struct Conn {
     pub id: ConnId,
-    pub peer: SocketAddr,
+    pub peer: Peer,
     stream: TcpStream,
     out: Mutex<Outbox>,
     /// Set while a writer shard has this connection on its to-flush list (the
@@ -166,7 +198,7 @@ impl Conn {
     pub fn new(id: ConnId, stream: TcpStream, peer: SocketAddr) -> Conn {
         Conn {
             id,
-            peer,
+            peer: Peer { socket: peer, client: OnceLock::new() },
             stream,
             out: Mutex::new(Outbox::default()),
             dirty: AtomicBool::new(false),

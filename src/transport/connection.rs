@@ -27,6 +27,7 @@ use crate::protocol::{
     parse_client, ClientMsg, ErrorCode, HeartbeatInfo, LimitsInfo, ParseLimits, ProtocolError, ServerMsg, UserRef,
 };
 use crate::tls::{self, Tls};
+use crate::transport::admission::{Admission, Slot};
 use crate::transport::handshake::{self, Admitted, Refusal};
 use crate::transport::ratelimit::{Strikes, TokenBucket};
 
@@ -56,6 +57,8 @@ pub struct ConnContext {
     pub commands: Sender<Command>,
     /// Set when the WebSocket listener speaks TLS (`--tls-cert`).
     pub tls: Option<Tls>,
+    /// Live connections in total and per client address.
+    pub admission: Arc<Admission>,
 }
 
 /// The stream tungstenite sees. During the handshake it writes through the outbox
@@ -110,8 +113,8 @@ impl Write for ConnIo {
     }
 }
 
-/// Runs one connection from accept to close.
-pub fn run(conn: Arc<Conn>, ctx: &ConnContext) {
+/// Runs one connection from accept to close, holding its admission `slot`.
+pub fn run(conn: Arc<Conn>, ctx: &ConnContext, mut slot: Slot) {
     let cfg = &ctx.cfg;
     let stream = conn.stream();
     let _ = stream.set_nodelay(true);
@@ -129,7 +132,7 @@ pub fn run(conn: Arc<Conn>, ctx: &ConnContext) {
         },
         None => None,
     };
-    let Some((mut ws, admitted)) = handshake(&conn, ctx, early) else {
+    let Some((mut ws, admitted)) = handshake(&conn, ctx, early, &mut slot) else {
         return;
     };
     let _ = stream.set_write_timeout(None);
@@ -170,6 +173,7 @@ fn handshake(
     conn: &Arc<Conn>,
     ctx: &ConnContext,
     tls_early: Option<Vec<u8>>,
+    slot: &mut Slot,
 ) -> Option<(tungstenite::WebSocket<ConnIo>, Admitted)> {
     let cfg = &ctx.cfg;
     let ws_config = WebSocketConfig::default()
@@ -181,7 +185,9 @@ fn handshake(
     let mut refused = None;
     // tungstenite's callback type fixes the large error type; it is built once per refusal.
     #[allow(clippy::result_large_err)]
-    let callback = |req: &Request, resp: Response| match handshake::admit(req, cfg) {
+    let callback = |req: &Request, resp: Response| match client_from_headers(conn, req, ctx, slot)
+        .and_then(|()| handshake::admit(req, cfg))
+    {
         Ok(a) => {
             admitted = Some(a);
             Ok(resp)
@@ -224,6 +230,24 @@ fn handshake(
             None
         }
     }
+}
+
+/// Behind a trusted proxy: the client the headers name becomes the connection's
+/// address in logs, and is counted against the per-IP cap (429 past it).
+fn client_from_headers(conn: &Conn, req: &Request, ctx: &ConnContext, slot: &mut Slot) -> Result<(), Refusal> {
+    let cfg = &ctx.cfg;
+    if !crate::proxy::is_trusted(&cfg.trusted_proxies, conn.peer.socket.ip()) {
+        return Ok(());
+    }
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let client = crate::proxy::client_ip(
+        conn.peer.socket.ip(),
+        &cfg.trusted_proxies,
+        header("x-forwarded-for"),
+        header("x-real-ip"),
+    );
+    conn.peer.set_client(client);
+    ctx.admission.admit_ip(slot, client, cfg.max_connections_per_ip)
 }
 
 /// The TLS handshake, before anything else is read: a client that speaks plain text

@@ -1,7 +1,7 @@
 //! Transport: how bytes get from a client's socket to a validated message and back
 //! into an answer the client reads, everything short of chat state.
 //!
-//! - [`server`]: the WebSocket accept loop and admission (total and per-IP caps);
+//! - [`server`]: the WebSocket accept loop; [`admission`]: total and per-IP caps;
 //! - [`stack`]: small-stack connection threads;
 //! - [`connection`]: one connection's handshake and blocking read loop;
 //! - [`handshake`]: the upgrade, Origin and identity checks;
@@ -13,6 +13,7 @@
 //! writes only through a connection's [`crate::delivery::outbox::Conn`]; it never
 //! touches rooms, seq or history.
 
+pub mod admission;
 pub mod connection;
 pub mod guard;
 pub mod handshake;
