@@ -150,19 +150,7 @@ fn a_tls_client_that_stops_reading_is_cut_and_the_others_get_everything() {
     flooder.join("busy", None);
     let text = "y".repeat(3000);
     let t0 = Instant::now();
-    for batch in 0..N / BATCH {
-        for i in 0..BATCH {
-            flooder.send(json!({"type": "msg", "room": "busy", "text": text, "id": format!("f{batch}-{i}")}));
-        }
-        for i in 0..BATCH {
-            let m = reader.expect("msg");
-            assert_eq!(m["seq"].as_u64(), Some((batch * BATCH + i + 1) as u64), "the reader misses nothing");
-        }
-        for _ in 0..BATCH {
-            flooder.expect("ack");
-            flooder.expect("msg");
-        }
-    }
+    common::flood_paced(&mut flooder, &mut reader, "busy", N, BATCH, &text);
     eprintln!("{N} messages of 3 KB to two TLS readers while one slept: {:?}", t0.elapsed());
     // The sleeper reads now (within the close grace): its stream still decrypts,
     // whole records, then the close frame.

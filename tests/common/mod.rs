@@ -102,6 +102,25 @@ pub fn unlimited_rate(c: &mut Config) {
     c.rate_burst = 1_000_000;
 }
 
+/// `flooder` posts `n` messages of `text` to `room` in batches of `batch`, paced by
+/// `reader`, which must see every one in order (so only a client that does not read
+/// falls behind).
+pub fn flood_paced(flooder: &mut Client, reader: &mut Client, room: &str, n: usize, batch: usize, text: &str) {
+    for b in 0..n / batch {
+        for i in 0..batch {
+            flooder.send(json!({"type": "msg", "room": room, "text": text, "id": format!("f{b}-{i}")}));
+        }
+        for i in 0..batch {
+            let m = reader.expect("msg");
+            assert_eq!(m["seq"].as_u64(), Some((b * batch + i + 1) as u64), "the reader misses nothing");
+        }
+        for _ in 0..batch {
+            flooder.expect("ack");
+            flooder.expect("msg");
+        }
+    }
+}
+
 /// Polls `cond` until it holds (for state observable only by asking, like /metrics).
 pub fn wait_until(mut cond: impl FnMut() -> bool, what: &str) {
     let deadline = Instant::now() + WAIT;
