@@ -336,14 +336,13 @@ impl Conn {
     /// Ends the write side after the queue has been written (the peer sees EOF); a
     /// TLS connection first sends its `close_notify` (best effort, without blocking).
     pub fn shutdown_write(&self) {
-        if self.lock().tls.is_some() {
-            {
-                let mut out = self.lock();
-                if let Some(tls) = &mut out.tls {
-                    tls.session.send_close_notify();
-                }
-                let _ = out.drain_session();
-            }
+        let tls = {
+            let mut out = self.lock();
+            let tls = out.tls.as_mut().map(|tls| tls.session.send_close_notify()).is_some();
+            let _ = out.drain_session();
+            tls
+        };
+        if tls {
             self.flush();
         }
         let _ = self.stream.shutdown(Shutdown::Write);
