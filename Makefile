@@ -14,14 +14,15 @@ run: build
 build:
 	$(CARGO) build --release -p natter
 
-## Every test: Rust unit and integration tests (redis-server is installed on first
-## run for the Redis tests), then the browser tests in headless Chromium (installed
+## Every test: Rust unit and integration tests (redis-server, nginx, caddy and
+## certutil are installed on first run for the Redis, proxy and TLS tests), then the browser tests in headless Chromium (installed
 ## with the Node packages on first run).
 test: test-rust test-browser
 
 test-rust:
 	scripts/check-dead-code.sh
 	scripts/ensure-redis.sh
+	scripts/ensure-nginx.sh
 	$(CARGO) test --workspace
 
 test-browser: build

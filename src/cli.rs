@@ -199,6 +199,33 @@ pub struct ServeArgs {
     /// Events queued per receiver before the oldest are dropped.
     #[arg(long, default_value_t = 100_000)]
     pub webhook_queue: usize,
+    /// Open HTTP connections to the page port in total (503 past it).
+    #[arg(long, default_value_t = Config::default().http_max_connections)]
+    pub http_max_connections: usize,
+    /// Open HTTP connections to the page port from one address (429 past it).
+    #[arg(long, default_value_t = Config::default().http_max_connections_per_ip)]
+    pub http_max_connections_per_ip: usize,
+    /// Milliseconds a client has to send a request head (TLS handshake included).
+    #[arg(long, default_value_t = 10_000)]
+    pub http_head_timeout_ms: u64,
+    /// Milliseconds an idle keep-alive HTTP connection stays open.
+    #[arg(long, default_value_t = 30_000)]
+    pub http_idle_timeout_ms: u64,
+    /// Address of the admin listener: /metrics (and /healthz). Keep it off the internet.
+    /// Default: 127.0.0.1:<http-port + 2> (8082), or any free port when that is taken or --http-port is 0.
+    #[arg(long)]
+    pub admin_bind: Option<std::net::SocketAddr>,
+
+    /// Reverse proxy (address or CIDR, repeatable) whose X-Forwarded-For / X-Real-IP name the client, for per-IP caps and logs.
+    #[arg(long = "trusted-proxy")]
+    pub trusted_proxies: Vec<crate::proxy::Cidr>,
+
+    /// PEM certificate chain: both listeners speak TLS (https://, wss://). Needs --tls-key; SIGHUP reloads both.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 
     /// Log level: error, warn, info, debug, trace (RUST_LOG overrides).
     #[arg(long, default_value = "info")]
@@ -285,6 +312,12 @@ impl ServeArgs {
                 Duration::from_secs_f64(self.webhook_retry_minutes.clamp(0.0, 7.0 * 24.0 * 60.0) * 60.0),
                 self.webhook_queue,
             )?,
+            http_max_connections: self.http_max_connections,
+            http_max_connections_per_ip: self.http_max_connections_per_ip,
+            http_head_timeout: Duration::from_millis(self.http_head_timeout_ms),
+            http_idle_timeout: Duration::from_millis(self.http_idle_timeout_ms),
+            trusted_proxies: self.trusted_proxies.clone(),
+            tls: None,
         })
     }
 }
@@ -319,5 +352,6 @@ mod tests {
         assert_eq!(cfg.heartbeat_interval, d.heartbeat_interval);
         assert_eq!(cfg.heartbeat_timeout, d.heartbeat_timeout);
         assert_eq!(cfg.handshake_timeout, d.handshake_timeout);
+        assert_eq!((cfg.http_head_timeout, cfg.http_idle_timeout), (d.http_head_timeout, d.http_idle_timeout));
     }
 }

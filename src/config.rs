@@ -8,6 +8,9 @@ use crate::api::webhooks::WebhookConfig;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::proxy::Cidr;
+use crate::tls::Tls;
+
 /// When the store is forced to stable storage (SQLite `synchronous`, see README).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FsyncPolicy {
@@ -138,6 +141,24 @@ pub struct Config {
     pub api_key_file: Option<PathBuf>,
     /// Server API calls per second, for all callers together (burst: twice that).
     pub api_rate_per_s: u32,
+
+    /// Open HTTP connections on the page port in total (503 past it) and from one
+    /// address (429 past it). Each costs a descriptor, never a thread (the guard).
+    pub http_max_connections: usize,
+    pub http_max_connections_per_ip: usize,
+    /// Time a client has to send a whole request head (and finish TLS, and read the
+    /// response): slowloris clients are cut here.
+    pub http_head_timeout: Duration,
+    /// Time an idle keep-alive HTTP connection stays open between requests.
+    pub http_idle_timeout: Duration,
+
+    /// Reverse proxies whose `X-Forwarded-For` / `X-Real-IP` name the client
+    /// (`--trusted-proxy`); from any other peer those headers are ignored.
+    pub trusted_proxies: Vec<Cidr>,
+
+    /// Both listeners speak TLS with this certificate and key (`--tls-cert`,
+    /// `--tls-key`; reloaded on SIGHUP). `None`: plain HTTP and WebSocket.
+    pub tls: Option<Tls>,
 }
 
 impl Default for Config {
@@ -185,6 +206,12 @@ impl Default for Config {
             webhooks: WebhookConfig::default(),
             api_key_file: None,
             api_rate_per_s: 2000,
+            http_max_connections: 1024,
+            http_max_connections_per_ip: 64,
+            http_head_timeout: Duration::from_secs(10),
+            http_idle_timeout: Duration::from_secs(30),
+            trusted_proxies: Vec::new(),
+            tls: None,
         }
     }
 }

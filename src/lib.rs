@@ -4,8 +4,9 @@
 //! - [`transport`]: an accept loop gives each WebSocket connection a small-stack
 //!   thread that performs the handshake ([`auth`] for tokens), then reads frames,
 //!   validates them ([`protocol`]) and sends [`dispatcher::Command`]s through a
-//!   crossbeam channel; tiny_http serves the page, `/config.json`, `/healthz` and
-//!   `/metrics` ([`metrics`]).
+//!   crossbeam channel; a one-thread guard per HTTP listener serves the page,
+//!   `/config.json` and `/healthz`, and `/metrics` ([`metrics`]) on the admin port.
+//!   [`tls`] holds the certificate both listeners use with `--tls-cert`.
 //! - [`dispatcher`]: one thread, the only owner of rooms, `seq`, history and the
 //!   store's writes ([`dispatcher::Backend`]: the local SQLite [`store::sqlite`],
 //!   whose reader threads answer history reads, or Redis through
@@ -25,11 +26,14 @@ pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod dispatcher;
+pub mod hangup;
 pub mod limits;
 pub mod metrics;
 pub mod protocol;
+pub mod proxy;
 pub mod shutdown;
 pub mod store;
+pub mod tls;
 pub mod transport;
 
 use std::net::TcpListener;
@@ -49,7 +53,9 @@ use store::redis::{StoreError, StoreOptions};
 use store::sqlite::reader::Readers;
 use store::sqlite::{SqliteStore, StoreError as SqliteError};
 use transport::connection::ConnContext;
-use transport::{http, server};
+use transport::guard::{Guard, Handoff};
+use transport::http::Site;
+use transport::server;
 
 /// Bounded queue from connection threads to the dispatcher: when the dispatcher falls
 /// behind, readers wait here instead of growing memory without bound.
@@ -57,11 +63,14 @@ const COMMAND_QUEUE: usize = 65_536;
 /// Threads answering history reads and searches in local mode.
 const STORE_READERS: usize = 2;
 
-/// The two sockets natter listens on, bound by the caller (port 0 in tests).
+/// The sockets natter listens on, bound by the caller (port 0 in tests).
 #[derive(Debug)]
 pub struct Listeners {
+    /// The page, `/config.json`, `/healthz`.
     pub http: TcpListener,
     pub ws: TcpListener,
+    /// `/metrics` and `/healthz`, meant for loopback or a private network.
+    pub admin: Option<TcpListener>,
 }
 
 /// Why the server could not run.
@@ -69,8 +78,6 @@ pub struct Listeners {
 pub enum ServeError {
     #[error(transparent)]
     Store(#[from] SqliteError),
-    #[error("HTTP listener: {0}")]
-    Http(String),
     #[error("starting a thread: {0}")]
     Thread(#[from] std::io::Error),
     #[error("redis: {0}")]
@@ -79,6 +86,16 @@ pub enum ServeError {
     Webhook(#[from] WebhookError),
     #[error(transparent)]
     ApiKeys(#[from] ApiKeyError),
+}
+
+fn spawn_guard(
+    name: &str,
+    guard: Guard,
+    listener: TcpListener,
+    shutdown: &Shutdown,
+) -> std::io::Result<thread::JoinHandle<()>> {
+    let shutdown = shutdown.clone();
+    thread::Builder::new().name(name.into()).spawn(move || guard.run(listener, &shutdown))
 }
 
 /// Runs the server until `shutdown` fires; then every client gets close 1001, the
@@ -112,20 +129,32 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> Result<()
         None => None,
         Some(path) => {
             let keys = ApiKeys::load(path)?;
-            Some(ApiHttp::start(Api::new(keys, commands_tx.clone(), cfg.api_rate_per_s, cfg.max_text_chars))?)
+            let pool = ApiHttp::start(Api::new(keys, commands_tx.clone(), cfg.api_rate_per_s, cfg.max_text_chars))?;
+            Some(Handoff(Arc::new(move |stream, buffered| pool.submit(stream, buffered))))
         }
     };
-    let http_server = Arc::new(http::HttpServer::start(listeners.http).map_err(|e| ServeError::Http(e.to_string()))?);
-    let http = {
-        let (server, cfg, metrics) = (http_server.clone(), cfg.clone(), metrics.clone());
-        let api: Box<dyn Fn(tiny_http::Request) + Send + Sync> = match api {
-            Some(a) => Box::new(move |req| a.submit(req)),
-            None => Box::new(api::http::disabled),
-        };
-        thread::Builder::new().name("http".into()).spawn(move || server.run(&cfg, &metrics, &*api))?
+    let guard = Guard {
+        site: Site::Public,
+        cfg: cfg.clone(),
+        metrics: metrics.clone(),
+        tls: cfg.tls.clone(),
+        exempt: |cfg, ip| proxy::is_trusted(&cfg.trusted_proxies, ip),
+        api: None,
     };
+    let mut http = vec![spawn_guard("http", guard.clone(), listeners.http, &shutdown)?];
+    if let Some(admin) = listeners.admin {
+        // The server API lives on the admin listener, off the internet.
+        let guard = Guard { site: Site::Admin, tls: None, api, ..guard };
+        http.push(spawn_guard("http-admin", guard, admin, &shutdown)?);
+    }
 
-    let ctx = Arc::new(ConnContext { cfg: cfg.clone(), metrics, commands: commands_tx });
+    let ctx = Arc::new(ConnContext {
+        cfg: cfg.clone(),
+        metrics,
+        commands: commands_tx,
+        tls: cfg.tls.clone(),
+        admission: Default::default(),
+    });
     let max_connections = cfg.max_connections;
     let accept_shutdown = shutdown.clone();
     let ws = listeners.ws;
@@ -135,8 +164,9 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> Result<()
 
     shutdown.wait();
     let result = dispatcher.join().unwrap_or_else(|_| shutdown::fatal("the dispatcher thread panicked"));
-    http_server.stop();
-    let _ = http.join();
+    for h in http {
+        let _ = h.join();
+    }
     let _ = accept.join();
     result.map_err(ServeError::from)
 }

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use natter::cli::{Cli, Cmd, ServeArgs, TokenArgs};
-use natter::{auth, limits, shutdown, Listeners};
+use natter::tls::Tls;
+use natter::{auth, hangup, limits, shutdown, Listeners};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -43,6 +44,30 @@ fn token(args: &TokenArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// SIGHUP: new TLS handshakes use the files' pair from now on; a bad pair keeps the old.
+fn reload(tls: Option<&Tls>) {
+    match tls.map(Tls::reload) {
+        None => log::info!("SIGHUP: nothing to reload (no --tls-cert)"),
+        Some(Ok(())) => log::info!("SIGHUP: TLS certificate and key reloaded"),
+        Some(Err(e)) => log::error!("SIGHUP: keeping the old TLS certificate: {e}"),
+    }
+}
+
+/// The admin listener: where `--admin-bind` says, else loopback on the HTTP port + 2,
+/// else (that port taken, e.g. by a second natter) any free loopback port.
+fn bind_admin(args: &ServeArgs) -> Result<TcpListener, String> {
+    if let Some(addr) = args.admin_bind {
+        return TcpListener::bind(addr).map_err(|e| format!("binding --admin-bind {addr}: {e}"));
+    }
+    let port = if args.http_port == 0 { 0 } else { args.http_port.saturating_add(2) };
+    TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port))
+        .or_else(|e| {
+            log::warn!("admin listener: 127.0.0.1:{port}: {e}; using any free port (see the listening line)");
+            TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        })
+        .map_err(|e| format!("binding the admin listener: {e}"))
+}
+
 fn serve(args: &ServeArgs) -> Result<(), String> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(&args.log_level)).init();
 
@@ -55,10 +80,15 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     };
     let http = bind(args.http_port)?;
     let ws = bind(args.ws_port)?;
+    let admin = bind_admin(args)?;
+    let admin_addr = admin.local_addr().map_err(|e| e.to_string())?;
     let http_addr = http.local_addr().map_err(|e| e.to_string())?;
     let ws_addr = ws.local_addr().map_err(|e| e.to_string())?;
 
     let mut cfg = args.to_config(http_addr.port(), ws_addr.port()).map_err(|e| e.to_string())?;
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        cfg.tls = Some(Tls::load(cert, key).map_err(|e| format!("--tls-cert/--tls-key: {e}"))?);
+    }
     if cfg.max_connections > ceiling {
         log::info!(
             "--max-connections {} lowered to {ceiling}: open files {nofile}, vm.max_map_count {maps} (README: raising the limits)",
@@ -76,10 +106,15 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
 
     let (trigger, shutdown) = shutdown::channel();
     ctrlc::set_handler(move || trigger.fire()).map_err(|e| format!("installing the signal handler: {e}"))?;
+    let tls = cfg.tls.clone();
+    hangup::on_hangup(move || reload(tls.as_ref())).map_err(|e| format!("installing the SIGHUP handler: {e}"))?;
 
     // Tests and scripts wait for this line: it means both ports accept connections.
-    println!("natter listening http=http://{http_addr} ws=ws://{ws_addr}/ws");
-    natter::serve(cfg, Listeners { http, ws }, shutdown).map_err(|e| e.to_string())?;
+    let (http_scheme, ws_scheme) = if cfg.tls.is_some() { ("https", "wss") } else { ("http", "ws") };
+    println!(
+        "natter listening http={http_scheme}://{http_addr} ws={ws_scheme}://{ws_addr}/ws admin=http://{admin_addr}"
+    );
+    natter::serve(cfg, Listeners { http, ws, admin: Some(admin) }, shutdown).map_err(|e| e.to_string())?;
     log::info!("natter stopped cleanly");
     Ok(())
 }

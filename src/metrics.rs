@@ -16,6 +16,49 @@ use crate::protocol::{CloseReason, ErrorCode};
 const FANOUT_BUCKETS: [f64; 12] =
     [0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0];
 
+/// Why the HTTP guard refused or cut an HTTP connection (transport/guard.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpRefusal {
+    /// Past `--http-max-connections-per-ip`.
+    PerIp,
+    /// Past `--http-max-connections`.
+    Total,
+    /// The request head did not arrive within `--http-head-timeout-ms` (slowloris).
+    HeadTimeout,
+    /// A response the client did not read within the head timeout.
+    WriteTimeout,
+    /// A head that does not parse, or is larger than the guard reads.
+    BadRequest,
+    /// Plain text sent to the TLS port.
+    PlainOnTls,
+    /// The TLS handshake failed.
+    TlsHandshake,
+}
+
+impl HttpRefusal {
+    pub const ALL: [HttpRefusal; 7] = [
+        HttpRefusal::PerIp,
+        HttpRefusal::Total,
+        HttpRefusal::HeadTimeout,
+        HttpRefusal::WriteTimeout,
+        HttpRefusal::BadRequest,
+        HttpRefusal::PlainOnTls,
+        HttpRefusal::TlsHandshake,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            HttpRefusal::PerIp => "per_ip",
+            HttpRefusal::Total => "total",
+            HttpRefusal::HeadTimeout => "head_timeout",
+            HttpRefusal::WriteTimeout => "write_timeout",
+            HttpRefusal::BadRequest => "bad_request",
+            HttpRefusal::PlainOnTls => "plain_on_tls",
+            HttpRefusal::TlsHandshake => "tls_handshake",
+        }
+    }
+}
+
 /// All counters. One instance per server, shared by `Arc`.
 #[derive(Debug)]
 pub struct Metrics {
@@ -26,8 +69,13 @@ pub struct Metrics {
     pub messages_accepted: AtomicU64,
     pub messages_duplicate: AtomicU64,
     pub deliveries: AtomicU64,
-    /// Times the HTTP side's accept thread died and was started again.
-    pub http_restarts: AtomicU64,
+    /// Times accepting an HTTP connection failed (descriptors exhausted...).
+    pub http_accept_errors: AtomicU64,
+    /// Open HTTP connections (page and admin listeners).
+    pub http_connections: AtomicU64,
+    /// Idle keep-alive HTTP connections closed by the guard.
+    pub http_idle_closed: AtomicU64,
+    http_refused: [AtomicU64; HttpRefusal::ALL.len()],
     /// Redis mode: 0 not configured, 1 reachable, 2 unreachable.
     redis: AtomicU64,
     /// Local mode: the last store commit failed and writes are refused.
@@ -57,7 +105,10 @@ impl Default for Metrics {
             messages_accepted: AtomicU64::new(0),
             messages_duplicate: AtomicU64::new(0),
             deliveries: AtomicU64::new(0),
-            http_restarts: AtomicU64::new(0),
+            http_accept_errors: AtomicU64::new(0),
+            http_connections: AtomicU64::new(0),
+            http_idle_closed: AtomicU64::new(0),
+            http_refused: Default::default(),
             redis: AtomicU64::new(0),
             store_failing: AtomicBool::new(false),
             store_failures: AtomicU64::new(0),
@@ -82,6 +133,11 @@ impl Metrics {
     pub fn close(&self, reason: CloseReason) {
         let i = CloseReason::ALL.iter().position(|c| *c == reason).expect("ALL lists every reason");
         self.closes[i].fetch_add(1, Relaxed);
+    }
+
+    pub fn http_refused(&self, why: HttpRefusal) {
+        let i = HttpRefusal::ALL.iter().position(|r| *r == why).expect("ALL lists every refusal");
+        self.http_refused[i].fetch_add(1, Relaxed);
     }
 
     /// Records the time writer shard 0 spent writing one message to its receivers
@@ -198,10 +254,10 @@ impl Metrics {
         }
         gauge("natter_deliveries_total", "Frames handed to client sockets.", "counter", self.deliveries.load(Relaxed));
         gauge(
-            "natter_http_restarts_total",
-            "Times the HTTP accept thread stopped on an error and was started again.",
+            "natter_http_accept_errors_total",
+            "Failed accepts on the HTTP listeners (the guard pauses accepting and carries on).",
             "counter",
-            self.http_restarts.load(Relaxed),
+            self.http_accept_errors.load(Relaxed),
         );
         let hooks = &self.webhooks;
         gauge(
@@ -228,6 +284,25 @@ impl Metrics {
             "gauge",
             hooks.queued.load(Relaxed),
         );
+        gauge("natter_http_connections", "Open HTTP connections.", "gauge", self.http_connections.load(Relaxed));
+        gauge(
+            "natter_http_idle_closed_total",
+            "Idle keep-alive HTTP connections closed.",
+            "counter",
+            self.http_idle_closed.load(Relaxed),
+        );
+        let _ = writeln!(
+            s,
+            "# HELP natter_http_refused_total HTTP connections refused or cut by the guard, by reason.\n# TYPE natter_http_refused_total counter"
+        );
+        for (i, r) in HttpRefusal::ALL.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "natter_http_refused_total{{reason=\"{}\"}} {}",
+                r.label(),
+                self.http_refused[i].load(Relaxed)
+            );
+        }
         let _ =
             writeln!(s, "# HELP natter_errors_total Error frames sent, by code.\n# TYPE natter_errors_total counter");
         for (i, code) in ErrorCode::ALL.iter().enumerate() {

@@ -186,19 +186,7 @@ fn a_client_that_never_reads_is_closed_as_slow_consumer_and_others_get_everythin
     // Paced by the readers that do read, so only the sleeper falls behind: 6 MB for a
     // socket that takes 64 KiB plus the server's send buffer (at most 4 MiB here) and a
     // 256 KiB backlog.
-    for batch in 0..N / BATCH {
-        for i in 0..BATCH {
-            flooder.send(json!({"type": "msg", "room": "busy", "text": text, "id": format!("f{batch}-{i}")}));
-        }
-        for i in 0..BATCH {
-            let m = reader.expect("msg");
-            assert_eq!(m["seq"].as_u64(), Some((batch * BATCH + i + 1) as u64), "the reader misses nothing");
-        }
-        for _ in 0..BATCH {
-            flooder.expect("ack");
-            flooder.expect("msg");
-        }
-    }
+    common::flood_paced(&mut flooder, &mut reader, "busy", N, BATCH, &text);
     // Now the sleeper reads (within the server's close grace): whole frames, then the close.
     let (code, reason) = sleeper.expect_close();
     assert_eq!((code, reason.as_str()), (1008, "slow consumer"));

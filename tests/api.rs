@@ -82,7 +82,7 @@ fn every_endpoint_answers_and_a_post_takes_the_client_path() {
     ann.join("lobby", None);
 
     let (status, body) =
-        post(server.http, "/api/v1/rooms/lobby/messages", json!({"text": "from the backend", "id": "b-1"}));
+        post(server.admin, "/api/v1/rooms/lobby/messages", json!({"text": "from the backend", "id": "b-1"}));
     assert_eq!((status, &body), (201, &json!({"seq": 1, "dup": false})));
     let live = ann.expect("msg");
     assert_eq!(
@@ -92,10 +92,10 @@ fn every_endpoint_answers_and_a_post_takes_the_client_path() {
 
     // The same id again: one message, dup:true with the original seq, nothing broadcast.
     let (status, body) =
-        post(server.http, "/api/v1/rooms/lobby/messages", json!({"text": "from the backend", "id": "b-1"}));
+        post(server.admin, "/api/v1/rooms/lobby/messages", json!({"text": "from the backend", "id": "b-1"}));
     assert_eq!((status, &body), (200, &json!({"seq": 1, "dup": true})));
     let (status, bot) = post(
-        server.http,
+        server.admin,
         "/api/v1/rooms/lobby/messages",
         json!({"text": "beep", "from": {"id": "bot7", "name": "Bot"}}),
     );
@@ -106,32 +106,33 @@ fn every_endpoint_answers_and_a_post_takes_the_client_path() {
         (Some(2), Some("api:bot7"), Some("Bot"))
     );
 
-    let (status, page) = get(server.http, "/api/v1/rooms/lobby/messages?after=0&limit=10");
+    let (status, page) = get(server.admin, "/api/v1/rooms/lobby/messages?after=0&limit=10");
     assert_eq!(status, 200);
     let seqs: Vec<u64> = page["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
     assert_eq!((seqs, page["head"].as_u64(), page["complete"].as_bool()), (vec![1, 2], Some(2), Some(true)));
-    let (_, older) = get(server.http, "/api/v1/rooms/lobby/messages?before=2&limit=1");
+    let (_, older) = get(server.admin, "/api/v1/rooms/lobby/messages?before=2&limit=1");
     assert_eq!(older["messages"][0]["seq"], 1);
 
-    let (status, rooms) = get(server.http, "/api/v1/rooms");
+    let (status, rooms) = get(server.admin, "/api/v1/rooms");
     assert_eq!(status, 200);
     assert_eq!(rooms["rooms"], json!([{"room": "lobby", "users": 1, "head": 2}]));
-    let (status, presence) = get(server.http, "/api/v1/rooms/lobby/presence");
+    let (status, presence) = get(server.admin, "/api/v1/rooms/lobby/presence");
     assert_eq!((status, presence["users"][0]["id"].as_str()), (200, Some(ann.uid().as_str())));
-    assert_eq!(get(server.http, "/api/v1/rooms/nowhere/presence").0, 404);
+    assert_eq!(get(server.admin, "/api/v1/rooms/nowhere/presence").0, 404);
 
     // A client away during the API post gets it on resume.
     let mut bob = server.connect("bob");
     bob.join("lobby", Some(2));
-    post(server.http, "/api/v1/rooms/lobby/messages", json!({"text": "while you were away"}));
+    post(server.admin, "/api/v1/rooms/lobby/messages", json!({"text": "while you were away"}));
     ann.expect("msg");
     let (_, history) = server.connect("bob2").join("lobby", Some(2));
     assert_eq!(history["messages"][0]["text"], "while you were away");
 
-    let (status, _) = call(server.http, "DELETE", "/api/v1/rooms/lobby/messages/1", Some(KEY), b"", "application/json");
+    let (status, _) =
+        call(server.admin, "DELETE", "/api/v1/rooms/lobby/messages/1", Some(KEY), b"", "application/json");
     assert_eq!(status, 404, "deletion arrives with the protocol's edits and deletions");
     let (status, closed) = call(
-        server.http,
+        server.admin,
         "POST",
         &format!("/api/v1/users/{}/disconnect", ann.uid()),
         Some(KEY),
@@ -147,28 +148,28 @@ fn keys_are_checked_rotated_and_only_some_may_impersonate() {
     let keys_dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_with(with_api(keys_dir.path()));
     let path = "/api/v1/rooms";
-    assert_eq!(call(server.http, "GET", path, None, b"", "application/json").0, 401);
-    let (status, body) = call(server.http, "GET", path, Some("not-a-key-at-all-nope"), b"", "application/json");
+    assert_eq!(call(server.admin, "GET", path, None, b"", "application/json").0, 401);
+    let (status, body) = call(server.admin, "GET", path, Some("not-a-key-at-all-nope"), b"", "application/json");
     assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthorized")));
-    assert_eq!(get(server.http, path).0, 200);
+    assert_eq!(get(server.admin, path).0, 200);
 
     // Rotation: the file now holds only a new key.
     let new_key = "rotated-key-zyxwvutsrq";
     write_keys(&keys_dir.path().join("api.keys"), &format!("{new_key}\n"));
-    assert_eq!(get(server.http, path).0, 401, "the old key is gone");
-    assert_eq!(call(server.http, "GET", path, Some(new_key), b"", "application/json").0, 200);
+    assert_eq!(get(server.admin, path).0, 401, "the old key is gone");
+    assert_eq!(call(server.admin, "GET", path, Some(new_key), b"", "application/json").0, 200);
     // A broken file keeps the keys in force rather than locking everyone out.
     write_keys(&keys_dir.path().join("api.keys"), "short\n");
-    assert_eq!(call(server.http, "GET", path, Some(new_key), b"", "application/json").0, 200);
+    assert_eq!(call(server.admin, "GET", path, Some(new_key), b"", "application/json").0, 200);
 
     write_keys(&keys_dir.path().join("api.keys"), &format!("{KEY}\n{ADMIN_KEY} impersonate\n"));
     let mut alice = server.connect("alice");
     alice.join("r", None);
     let as_alice = json!({"text": "I am alice", "from": {"id": alice.uid(), "name": "alice"}});
-    post(server.http, "/api/v1/rooms/r/messages", as_alice.clone());
+    post(server.admin, "/api/v1/rooms/r/messages", as_alice.clone());
     assert_eq!(alice.expect("msg")["uid"], format!("api:{}", alice.uid()), "an ordinary key cannot speak as a user");
     call(
-        server.http,
+        server.admin,
         "POST",
         "/api/v1/rooms/r/messages",
         Some(ADMIN_KEY),
@@ -201,17 +202,22 @@ fn bad_input_gets_a_json_error_and_changes_nothing() {
         ("GET", "/api/v1/nothing".into(), vec![], "application/json", 404, "not_found"),
     ];
     for (method, path, body, ct, status, code) in cases {
-        let (got, err) = call(server.http, method, &path, Some(KEY), &body, ct);
+        let (got, err) = call(server.admin, method, &path, Some(KEY), &body, ct);
         assert_eq!((got, err["error"]["code"].as_str()), (status, Some(code)), "{method} {path:.60}");
     }
-    let (_, rooms) = get(server.http, "/api/v1/rooms");
+    let (_, rooms) = get(server.admin, "/api/v1/rooms");
     assert_eq!(rooms["rooms"], json!([]), "nothing was created or stored");
 }
 
 #[test]
-fn without_a_key_file_the_api_is_off() {
+fn without_a_key_file_the_api_is_off_and_never_on_the_public_port() {
     let server = TestServer::start();
-    assert_eq!(get(server.http, "/api/v1/rooms").0, 404);
+    assert_eq!(get(server.admin, "/api/v1/rooms").0, 404);
+    let keys_dir = tempfile::tempdir().unwrap();
+    let with_keys = TestServer::start_with(with_api(keys_dir.path()));
+    let (status, body) = get(with_keys.http, "/api/v1/rooms");
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")), "the page port has no API");
+    assert_eq!(get(with_keys.admin, "/api/v1/rooms").0, 200);
 }
 
 #[test]
@@ -229,18 +235,18 @@ fn the_api_works_the_same_on_two_instances_sharing_redis() {
     let (a, b) = (start(), start());
     let mut on_b = b.connect("bea");
     on_b.join("shared", None);
-    let (status, body) = post(a.http, "/api/v1/rooms/shared/messages", json!({"text": "via a", "id": "x1"}));
+    let (status, body) = post(a.admin, "/api/v1/rooms/shared/messages", json!({"text": "via a", "id": "x1"}));
     assert_eq!((status, body["seq"].as_u64()), (201, Some(1)));
     assert_eq!(on_b.expect("msg")["text"], "via a", "seen live on the other instance");
-    let (status, body) = post(b.http, "/api/v1/rooms/shared/messages", json!({"text": "via a", "id": "x1"}));
+    let (status, body) = post(b.admin, "/api/v1/rooms/shared/messages", json!({"text": "via a", "id": "x1"}));
     assert_eq!((status, &body), (200, &json!({"seq": 1, "dup": true})), "dedup spans instances");
 
     for server in [&a, &b] {
-        let (_, page) = get(server.http, "/api/v1/rooms/shared/messages?after=0");
+        let (_, page) = get(server.admin, "/api/v1/rooms/shared/messages?after=0");
         assert_eq!(page["messages"][0]["text"], "via a");
-        let (_, rooms) = get(server.http, "/api/v1/rooms");
+        let (_, rooms) = get(server.admin, "/api/v1/rooms");
         assert_eq!(rooms["rooms"], json!([{"room": "shared", "users": 1, "head": 1}]));
-        let (_, presence) = get(server.http, "/api/v1/rooms/shared/presence");
+        let (_, presence) = get(server.admin, "/api/v1/rooms/shared/presence");
         assert_eq!(presence["users"][0]["id"], on_b.uid());
     }
 }

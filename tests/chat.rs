@@ -318,6 +318,10 @@ fn http_side_serves_page_config_health_and_metrics() {
     assert!(h["uptime_s"].is_u64());
     let (status, _) = common::http_get(server.http, "/nope");
     assert_eq!(status, 404);
+    // /metrics moved off the public port (--admin-bind).
+    assert_eq!(common::http_get(server.http, "/metrics").0, 404);
+    let (status, body) = common::http_get(server.admin, "/metrics");
+    assert!(status == 200 && body.contains("natter_connections 1"));
 }
 
 #[test]

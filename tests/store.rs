@@ -51,7 +51,7 @@ fn a_full_disk_refuses_posts_keeps_reading_and_recovers_without_loss() {
     let (status, body) = common::http_get(server.http, "/healthz");
     assert_eq!(status, 503, "{body}");
     assert!(body.contains(r#""store":"failing""#), "{body}");
-    let (_, metrics) = common::http_get(server.http, "/metrics");
+    let (_, metrics) = common::http_get(server.admin, "/metrics");
     assert!(metrics.contains("natter_store_failing 1"), "{metrics}");
     // Presence, typing and reading go on.
     a.send(json!({"type": "typing", "room": "disk"}));

@@ -163,7 +163,7 @@ fn events_past_the_retry_window_are_dropped_counted_and_logged() {
         let v = line.split_whitespace().find_map(|w| w.strip_prefix(key)).expect("address");
         v.trim_start_matches("http://").trim_start_matches("ws://").trim_end_matches("/ws").parse().unwrap()
     };
-    let (http, ws) = (addr("http="), addr("ws="));
+    let (admin, ws) = (addr("admin="), addr("ws="));
     let (log_tx, log) = unbounded();
     let stderr = child.stderr.take().unwrap();
     std::thread::spawn(move || {
@@ -177,7 +177,7 @@ fn events_past_the_retry_window_are_dropped_counted_and_logged() {
     c.post("r", "into the void", "v1");
     wait_until(
         || {
-            http_get(http, "/metrics")
+            http_get(admin, "/metrics")
                 .1
                 .lines()
                 .any(|l| l.starts_with("natter_webhook_events_dropped_total ") && !l.ends_with(" 0"))

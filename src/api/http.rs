@@ -1,86 +1,151 @@
-//! The API over tiny_http: requests under `/api/v1/` are handed here by the HTTP side
-//! and answered on a few threads of their own, so a post waiting for its commit never
-//! holds up the page, `/healthz` or `/metrics`. Owns those threads and the reading of
-//! the (capped) body; the answer itself is [`super::Api::handle`]'s.
+//! The API over HTTP: the guard hands each connection whose request is for `/api/` on
+//! the admin listener to these worker threads, which read the (capped) body, answer,
+//! and close. A post waiting for its commit therefore never holds up the guard's poll
+//! loop, the page or `/metrics`. Owns those threads and the reading of the request;
+//! the answer itself is [`super::Api::handle`]'s.
 
 use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 
 use crossbeam_channel::{Sender, TrySendError};
-use serde_json::Value;
-use tiny_http::Request;
+use serde_json::{json, Value};
 
 use super::routes::ApiRequest;
 use super::{Api, MAX_BODY};
 
 /// Threads answering API calls; each mostly waits on the dispatcher.
 const WORKERS: usize = 4;
-/// Requests waiting for a worker before new ones are answered 503.
+/// Connections waiting for a worker before new ones are answered 503.
 const QUEUE: usize = 1024;
+/// How long a caller may take to send the rest of its request, and to read the answer.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most header lines a request may have.
+const MAX_HEADERS: usize = 64;
 
-/// Hands requests to the API's worker threads.
+/// Hands connections to the API's worker threads.
 pub struct ApiHttp {
-    queue: Sender<Request>,
+    queue: Sender<(TcpStream, Vec<u8>)>,
 }
 
 impl ApiHttp {
     pub fn start(api: Arc<Api>) -> std::io::Result<ApiHttp> {
-        let (queue, requests) = crossbeam_channel::bounded::<Request>(QUEUE);
+        let (queue, conns) = crossbeam_channel::bounded::<(TcpStream, Vec<u8>)>(QUEUE);
         for i in 0..WORKERS {
-            let (api, requests) = (api.clone(), requests.clone());
+            let (api, conns) = (api.clone(), conns.clone());
             thread::Builder::new().name(format!("api-{i}")).spawn(move || {
-                for req in requests {
-                    answer(&api, req);
+                for (stream, buffered) in conns {
+                    answer(&api, stream, buffered);
                 }
             })?;
         }
         Ok(ApiHttp { queue })
     }
 
-    /// Queues a request for a worker; answers 503 itself when all are busy.
-    pub fn submit(&self, req: Request) {
-        if let Err(TrySendError::Full(req) | TrySendError::Disconnected(req)) = self.queue.try_send(req) {
-            let body = serde_json::json!({"error": {"code": "unavailable", "message": "the API is busy; retry"}});
-            respond(req, 503, &body);
+    /// Takes a connection whose request starts with `buffered`; answers 503 itself when
+    /// every worker is busy and the queue is full.
+    pub fn submit(&self, stream: TcpStream, buffered: Vec<u8>) {
+        if let Err(TrySendError::Full((stream, _)) | TrySendError::Disconnected((stream, _))) =
+            self.queue.try_send((stream, buffered))
+        {
+            respond(&stream, 503, &json!({"error": {"code": "unavailable", "message": "the API is busy; retry"}}));
         }
     }
 }
 
-/// The answer to a request for `/api/` when no `--api-key-file` was given.
-pub fn disabled(req: Request) {
-    let body =
-        serde_json::json!({"error": {"code": "not_found", "message": "the server API is off (no --api-key-file)"}});
-    respond(req, 404, &body);
+/// The request's parts the API needs, from a complete head.
+struct Parsed {
+    method: String,
+    url: String,
+    authorization: Option<String>,
+    content_type: Option<String>,
+    content_length: usize,
+    head_len: usize,
 }
 
-fn answer(api: &Api, mut req: Request) {
-    let header = |name: &'static str| req.headers().iter().find(|h| h.field.equiv(name)).map(|h| h.value.to_string());
-    let (authorization, content_type) = (header("Authorization"), header("Content-Type"));
-    let declared = req.body_length().unwrap_or(0);
-    let mut body = Vec::new();
-    if declared > MAX_BODY {
-        // Not read at all: refusing a 10 MB body costs nothing.
-        body.resize(MAX_BODY + 1, 0);
-    } else if let Err(e) = req.as_reader().take(MAX_BODY as u64 + 1).read_to_end(&mut body) {
-        log::debug!("api: reading a body: {e}");
+fn parse(buf: &[u8]) -> Result<Option<Parsed>, ()> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let httparse::Status::Complete(head_len) = req.parse(buf).map_err(|_| ())? else { return Ok(None) };
+    let header = |name: &str| {
+        req.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+            .map(|v| v.trim().to_owned())
+    };
+    let content_length = match header("content-length") {
+        None => 0,
+        Some(l) => l.parse().map_err(|_| ())?,
+    };
+    Ok(Some(Parsed {
+        method: req.method.unwrap_or("").to_owned(),
+        url: req.path.unwrap_or("/").to_owned(),
+        authorization: header("authorization"),
+        content_type: header("content-type"),
+        content_length,
+        head_len,
+    }))
+}
+
+fn answer(api: &Api, stream: TcpStream, mut buf: Vec<u8>) {
+    if stream.set_nonblocking(false).is_err()
+        || stream.set_read_timeout(Some(IO_TIMEOUT)).is_err()
+        || stream.set_write_timeout(Some(IO_TIMEOUT)).is_err()
+    {
         return;
     }
-    let (method, url) = (req.method().as_str().to_owned(), req.url().to_owned());
-    let request = ApiRequest { method: &method, url: &url, content_type: content_type.as_deref(), body: &body };
-    let (status, value) = api.handle(&request, authorization.as_deref());
-    respond(req, status, &value);
+    let bad = |message: &str| json!({"error": {"code": "bad_json", "message": message}});
+    // The guard handed over a complete head; a body may still be on its way.
+    let Ok(Some(req)) = parse(&buf) else {
+        return respond(&stream, 400, &bad("malformed request head"));
+    };
+    if req.content_length > MAX_BODY {
+        // Not read at all: refusing a 10 MB body costs nothing.
+        let e = json!({"error": {"code": "too_long", "message": format!("the body is over {MAX_BODY} bytes")}});
+        return respond(&stream, 413, &e);
+    }
+    let want = req.head_len + req.content_length;
+    let mut chunk = [0u8; 8192];
+    while buf.len() < want {
+        match (&stream).read(&mut chunk) {
+            Ok(0) | Err(_) => return, // the caller went away or stalled: nothing was done
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let request = ApiRequest {
+        method: &req.method,
+        url: &req.url,
+        content_type: req.content_type.as_deref(),
+        body: &buf[req.head_len..want],
+    };
+    let (status, value) = api.handle(&request, req.authorization.as_deref());
+    respond(&stream, status, &value);
 }
 
-fn respond(req: Request, status: u16, body: &Value) {
+/// The answer to a request for `/api/` on a listener without the API: the public
+/// page port (the API is on the admin listener), or any listener without
+/// `--api-key-file`.
+pub fn elsewhere(api_on: bool) -> (u16, Value) {
+    let message = if api_on {
+        "the server API is served on the admin listener (--admin-bind)"
+    } else {
+        "the server API is off (no --api-key-file)"
+    };
+    (404, json!({"error": {"code": "not_found", "message": message}}))
+}
+
+fn respond(mut stream: &TcpStream, status: u16, body: &Value) {
     let body = body.to_string();
-    let reason = tiny_http::StatusCode(status).default_reason_phrase();
+    let reason = tungstenite::http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
     let head = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    let mut w = req.into_writer();
-    if let Err(e) = w.write_all(head.as_bytes()).and_then(|_| w.write_all(body.as_bytes())).and_then(|_| w.flush()) {
+    if let Err(e) = stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(body.as_bytes())) {
         log::debug!("api: response not delivered: {e}");
     }
+    let _ = stream.shutdown(std::net::Shutdown::Write);
 }

@@ -8,14 +8,24 @@
 //! descriptor: they never block, while the connection thread's reads on the same fd
 //! stay blocking. Pending frames are written together in one `sendmsg` (coalescing).
 //! This module never decides policy (who is slow, when to close): callers do.
+//!
+//! A TLS connection keeps its rustls session here too, behind the same lock, so the
+//! session has one writer at a time as the socket does. Frames wait unencrypted (the
+//! shared bytes every receiver holds); a flush seals a bounded slice of them into TLS
+//! records ([`SEAL_AHEAD`]) and writes the records with the same non-blocking
+//! `sendmsg`. The reader thread reads ciphertext from the socket without the lock and
+//! takes it only to hand the bytes to the session ([`Conn::tls_receive`]).
 
 use std::collections::VecDeque;
-use std::io;
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rustls::ServerConnection;
 
 use crate::protocol::wire::{self, Frame};
 use crate::protocol::CloseReason;
@@ -25,6 +35,10 @@ pub type ConnId = u64;
 
 /// Most frames handed to one `sendmsg`.
 const MAX_IOV: usize = 64;
+
+/// Ciphertext a TLS connection may have sealed but not yet written before more frames
+/// are sealed: bounds the sealed (and no longer discardable) part of the backlog.
+pub const SEAL_AHEAD: usize = 64 * 1024;
 
 /// How long a client that has its close frame gets to answer before the socket is cut.
 pub const LINGER: Duration = Duration::from_secs(2);
@@ -49,6 +63,7 @@ pub enum Refused {
 
 #[derive(Debug, Default)]
 struct Outbox {
+    /// What goes on the socket next: frames (plain) or sealed TLS records.
     queue: VecDeque<Frame>,
     /// Bytes of `queue[0]` already written.
     head_written: usize,
@@ -62,6 +77,108 @@ struct Outbox {
     largest: usize,
     /// Bytes of requested answers (history pages) queued since the queue was last empty.
     answers: usize,
+    /// A TLS connection's session and the frames not yet sealed into it.
+    tls: Option<Box<Sealer>>,
+}
+
+/// A TLS session and the frames waiting to be encrypted by it. The frames count in
+/// `Outbox::pending` by their length; once sealed, by their records' length.
+#[derive(Debug)]
+struct Sealer {
+    session: ServerConnection,
+    frames: VecDeque<Frame>,
+    unsealed: usize,
+}
+
+impl Outbox {
+    /// Queues bytes for the socket, sealing them first on a TLS connection.
+    fn enqueue(&mut self, frame: Frame) {
+        self.pending += frame.len();
+        match &mut self.tls {
+            Some(tls) => {
+                tls.unsealed += frame.len();
+                tls.frames.push_back(frame);
+            }
+            None => self.queue.push_back(frame),
+        }
+    }
+
+    /// TLS: seals waiting frames while less than [`SEAL_AHEAD`] ciphertext is queued.
+    fn seal(&mut self) -> io::Result<()> {
+        let Some(tls) = &mut self.tls else { return Ok(()) };
+        let sealed_waiting = self.pending - tls.unsealed;
+        if tls.frames.is_empty() || sealed_waiting >= SEAL_AHEAD {
+            return Ok(());
+        }
+        let mut plain = 0;
+        while plain < SEAL_AHEAD {
+            let Some(frame) = tls.frames.pop_front() else { break };
+            // No buffer limit is set, so the session takes every byte.
+            tls.session.writer().write_all(&frame)?;
+            plain += frame.len();
+        }
+        tls.unsealed -= plain;
+        self.pending -= plain;
+        self.drain_session()
+    }
+
+    /// Moves whatever records the session has to send (sealed data, alerts, tickets,
+    /// key updates) to the end of the socket queue, in the session's order.
+    fn drain_session(&mut self) -> io::Result<()> {
+        let Some(tls) = &mut self.tls else { return Ok(()) };
+        let mut records = Vec::new();
+        while tls.session.wants_write() {
+            tls.session.write_tls(&mut records)?;
+        }
+        if !records.is_empty() {
+            self.pending += records.len();
+            self.queue.push_back(Bytes::from(records));
+        }
+        Ok(())
+    }
+
+    fn fail(&mut self) -> Flush {
+        self.dead = true;
+        self.queue.clear();
+        if let Some(tls) = &mut self.tls {
+            tls.frames.clear();
+            tls.unsealed = 0;
+        }
+        self.pending = 0;
+        Flush::Failed
+    }
+}
+
+/// Who is on the other end: the socket's peer, and the client behind it when the
+/// peer is a trusted proxy that named one. Logs print the client first.
+#[derive(Clone)]
+pub struct Peer {
+    pub socket: SocketAddr,
+    client: OnceLock<IpAddr>,
+}
+
+impl Peer {
+    /// Records the client a trusted proxy named (once; later calls are ignored).
+    pub fn set_client(&self, ip: IpAddr) {
+        if ip != self.socket.ip() {
+            let _ = self.client.set(ip);
+        }
+    }
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.client.get() {
+            Some(client) => write!(f, "{client} via {}", self.socket),
+            None => write!(f, "{}", self.socket),
+        }
+    }
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 /// Bytes of requested answers (a resume or scroll-back in several pages) that do not
@@ -74,7 +191,7 @@ pub const ANSWER_ALLOWANCE: usize = 16 << 20;
 #[derive(Debug)]
 pub struct Conn {
     pub id: ConnId,
-    pub peer: SocketAddr,
+    pub peer: Peer,
     stream: TcpStream,
     out: Mutex<Outbox>,
     /// Set while a writer shard has this connection on its to-flush list (the
@@ -88,7 +205,7 @@ impl Conn {
     pub fn new(id: ConnId, stream: TcpStream, peer: SocketAddr) -> Conn {
         Conn {
             id,
-            peer,
+            peer: Peer { socket: peer, client: OnceLock::new() },
             stream,
             out: Mutex::new(Outbox::default()),
             dirty: AtomicBool::new(false),
@@ -125,12 +242,11 @@ impl Conn {
         if out.closing || out.dead {
             return Err(Refused::Closing);
         }
-        out.pending += frame.len();
         out.largest = out.largest.max(frame.len());
         if answer {
             out.answers += frame.len();
         }
-        out.queue.push_back(frame);
+        out.enqueue(frame);
         let exempt = out.largest.max(out.answers.min(ANSWER_ALLOWANCE));
         Ok(out.pending.saturating_sub(exempt))
     }
@@ -175,13 +291,21 @@ impl Conn {
         }
         out.closing = true;
         if discard {
-            let keep = usize::from(out.head_written > 0);
-            let dropped: usize = out.queue.drain(keep..).map(|f| f.len()).sum();
+            let dropped: usize = match &mut out.tls {
+                // Sealed records must all go out (the stream would not decrypt
+                // otherwise); only frames not yet sealed are dropped.
+                Some(tls) => {
+                    tls.unsealed = 0;
+                    tls.frames.drain(..).map(|f| f.len()).sum()
+                }
+                None => {
+                    let keep = usize::from(out.head_written > 0);
+                    out.queue.drain(keep..).map(|f| f.len()).sum()
+                }
+            };
             out.pending -= dropped;
         }
-        let frame = wire::close_frame(code, reason);
-        out.pending += frame.len();
-        out.queue.push_back(frame);
+        out.enqueue(wire::close_frame(code, reason));
         true
     }
 
@@ -192,6 +316,9 @@ impl Conn {
             if out.dead {
                 return Flush::Failed;
             }
+            if out.seal().is_err() {
+                return out.fail();
+            }
             if out.queue.is_empty() {
                 return Flush::Done;
             }
@@ -199,12 +326,7 @@ impl Conn {
                 Ok(n) => consume(&mut out, n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flush::Pending,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    out.dead = true;
-                    out.queue.clear();
-                    out.pending = 0;
-                    return Flush::Failed;
-                }
+                Err(_) => return out.fail(),
             }
         }
     }
@@ -232,9 +354,63 @@ impl Conn {
         let _ = self.stream.shutdown(Shutdown::Both);
     }
 
-    /// Ends the write side after the queue has been written (the peer sees EOF).
+    /// Ends the write side after the queue has been written (the peer sees EOF); a
+    /// TLS connection first sends its `close_notify` (best effort, without blocking).
     pub fn shutdown_write(&self) {
+        let tls = {
+            let mut out = self.lock();
+            let tls = out.tls.as_mut().map(|tls| tls.session.send_close_notify()).is_some();
+            let _ = out.drain_session();
+            tls
+        };
+        if tls {
+            self.flush();
+        }
         let _ = self.stream.shutdown(Shutdown::Write);
+    }
+
+    /// Makes this a TLS connection: `session` has completed its handshake on this
+    /// socket. Returns the plaintext the client already sent with its last handshake
+    /// flight (the HTTP upgrade request often rides along).
+    pub fn install_tls(&self, mut session: ServerConnection) -> io::Result<Vec<u8>> {
+        session.set_buffer_limit(None);
+        let mut early = Vec::new();
+        drain_plaintext(&mut session, &mut early)?;
+        let mut out = self.lock();
+        out.tls = Some(Box::new(Sealer { session, frames: VecDeque::new(), unsealed: 0 }));
+        out.drain_session()?;
+        Ok(early)
+    }
+
+    /// TLS: hands ciphertext the reader thread read to the session and appends the
+    /// plaintext it yields to `plain`. Anything the session must answer (an alert, a
+    /// key update) is queued and written without blocking. Returns true once the peer
+    /// sent `close_notify`. A plain connection passes the bytes through.
+    pub fn tls_receive(&self, mut ciphertext: &[u8], plain: &mut Vec<u8>) -> io::Result<bool> {
+        let mut out = self.lock();
+        let Some(tls) = &mut out.tls else {
+            plain.extend_from_slice(ciphertext);
+            return Ok(false);
+        };
+        let mut closed = false;
+        let mut failure = None;
+        while !ciphertext.is_empty() && failure.is_none() {
+            tls.session.read_tls(&mut ciphertext)?;
+            match tls.session.process_new_packets() {
+                Ok(state) => closed |= state.peer_has_closed(),
+                Err(e) => failure = Some(e),
+            }
+            closed |= drain_plaintext(&mut tls.session, plain)?;
+        }
+        // The session may owe the peer records now: a fatal alert, or a key update.
+        let drained = out.drain_session();
+        drop(out);
+        self.flush();
+        drained?;
+        match failure {
+            Some(e) => Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+            None => Ok(closed),
+        }
     }
 
     pub fn raw_fd(&self) -> i32 {
@@ -260,6 +436,19 @@ impl Conn {
             Err(io::Error::last_os_error())
         } else {
             Ok(rc as usize)
+        }
+    }
+}
+
+/// Moves the session's decrypted bytes into `plain`; true when the peer has closed.
+fn drain_plaintext(session: &mut ServerConnection, plain: &mut Vec<u8>) -> io::Result<bool> {
+    let mut buf = [0u8; 4096];
+    loop {
+        match session.reader().read(&mut buf) {
+            Ok(0) => return Ok(true),
+            Ok(n) => plain.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) => return Err(e),
         }
     }
 }

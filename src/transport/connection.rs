@@ -18,7 +18,7 @@ use tungstenite::{Error as WsError, HandshakeError, Message};
 
 use crate::auth::now_s;
 use crate::config::Config;
-use crate::delivery::outbox::{Conn, LINGER};
+use crate::delivery::outbox::{Conn, Flush, LINGER};
 use crate::dispatcher::Command;
 use crate::metrics::Metrics;
 use crate::protocol::wire;
@@ -26,11 +26,28 @@ use crate::protocol::CloseReason;
 use crate::protocol::{
     parse_client, ClientMsg, ErrorCode, HeartbeatInfo, LimitsInfo, ParseLimits, ProtocolError, ServerMsg, UserRef,
 };
+use crate::tls::{self, Tls};
+use crate::transport::admission::{Admission, Slot};
 use crate::transport::handshake::{self, Admitted, Refusal};
 use crate::transport::ratelimit::{Strikes, TokenBucket};
 
 /// Window in which `rate_strikes` refusals close a connection.
 const STRIKE_WINDOW: Duration = Duration::from_secs(10);
+/// Longest wait for a handshake response or refusal to leave.
+const HANDSHAKE_WRITE: Duration = Duration::from_secs(5);
+
+/// Writes `bytes` through the outbox (sealed on TLS), waiting up to `wait` for them to
+/// leave. Only before the connection is registered, or for its last words.
+fn send_now(conn: &Conn, bytes: &[u8], wait: Duration) -> io::Result<()> {
+    match conn.send(bytes::Bytes::copy_from_slice(bytes)) {
+        Err(_) => Err(io::ErrorKind::BrokenPipe.into()),
+        Ok(_) => match conn.flush_until(Instant::now() + wait) {
+            Flush::Done => Ok(()),
+            Flush::Pending => Err(io::ErrorKind::TimedOut.into()),
+            Flush::Failed => Err(io::ErrorKind::BrokenPipe.into()),
+        },
+    }
+}
 
 /// What every connection thread shares.
 #[derive(Debug)]
@@ -38,44 +55,84 @@ pub struct ConnContext {
     pub cfg: Arc<Config>,
     pub metrics: Arc<Metrics>,
     pub commands: Sender<Command>,
+    /// Set when the WebSocket listener speaks TLS (`--tls-cert`).
+    pub tls: Option<Tls>,
+    /// Live connections in total and per client address.
+    pub admission: Arc<Admission>,
 }
 
-/// The stream tungstenite sees. During the handshake it writes straight to the socket
-/// (the 101 or refusal response); afterwards its writes are discarded, because the
-/// thread sends its own pongs and close frames through the outbox.
+/// The stream tungstenite sees. During the handshake it writes through the outbox
+/// (the 101 or refusal response; sealed on TLS) and waits for it to leave;
+/// afterwards its writes are discarded, because the thread sends its own pongs and
+/// close frames through the outbox.
 struct ConnIo {
     conn: Arc<Conn>,
     handshaking: bool,
+    /// TLS: plaintext decrypted but not yet read by tungstenite, and the ciphertext
+    /// buffer the socket is read into (without the outbox lock).
+    tls: Option<TlsRead>,
+}
+
+struct TlsRead {
+    plain: Vec<u8>,
+    at: usize,
+    cipher: Box<[u8]>,
 }
 
 impl Read for ConnIo {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.conn.stream().read(buf)
+        let Some(t) = &mut self.tls else { return self.conn.stream().read(buf) };
+        while t.at == t.plain.len() {
+            t.plain.clear();
+            t.at = 0;
+            // Blocking, and without the lock: writers carry on while this waits.
+            let n = self.conn.stream().read(&mut t.cipher)?;
+            if n == 0 {
+                return Ok(0);
+            }
+            if self.conn.tls_receive(&t.cipher[..n], &mut t.plain)? && t.plain.is_empty() {
+                return Ok(0);
+            }
+        }
+        let n = buf.len().min(t.plain.len() - t.at);
+        buf[..n].copy_from_slice(&t.plain[t.at..t.at + n]);
+        t.at += n;
+        Ok(n)
     }
 }
 
 impl Write for ConnIo {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.handshaking {
-            self.conn.stream().write(buf)
-        } else {
-            Ok(buf.len())
+            send_now(&self.conn, buf, HANDSHAKE_WRITE)?;
         }
+        Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
 }
 
-/// Runs one connection from accept to close.
-pub fn run(conn: Arc<Conn>, ctx: &ConnContext) {
+/// Runs one connection from accept to close, holding its admission `slot`.
+pub fn run(conn: Arc<Conn>, ctx: &ConnContext, mut slot: Slot) {
     let cfg = &ctx.cfg;
     let stream = conn.stream();
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(cfg.handshake_timeout));
     let _ = stream.set_write_timeout(Some(cfg.handshake_timeout));
 
-    let Some((mut ws, admitted)) = handshake(&conn, ctx) else {
+    let early = match &ctx.tls {
+        Some(tls) => match tls_handshake(&conn, tls, cfg.handshake_timeout) {
+            Ok(early) => Some(early),
+            Err(e) => {
+                log::info!("TLS handshake with {} failed: {e}", conn.peer);
+                linger(conn.stream());
+                return;
+            }
+        },
+        None => None,
+    };
+    let Some((mut ws, admitted)) = handshake(&conn, ctx, early, &mut slot) else {
         return;
     };
     let _ = stream.set_write_timeout(None);
@@ -112,7 +169,12 @@ pub fn run(conn: Arc<Conn>, ctx: &ConnContext) {
 /// Never inlined: its deep frames (HTTP parsing) must lie below `run`'s frame so that
 /// `stack::release_unused` can give them back once the connection is established.
 #[inline(never)]
-fn handshake(conn: &Arc<Conn>, ctx: &ConnContext) -> Option<(tungstenite::WebSocket<ConnIo>, Admitted)> {
+fn handshake(
+    conn: &Arc<Conn>,
+    ctx: &ConnContext,
+    tls_early: Option<Vec<u8>>,
+    slot: &mut Slot,
+) -> Option<(tungstenite::WebSocket<ConnIo>, Admitted)> {
     let cfg = &ctx.cfg;
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(cfg.read_buffer_bytes)
@@ -123,7 +185,9 @@ fn handshake(conn: &Arc<Conn>, ctx: &ConnContext) -> Option<(tungstenite::WebSoc
     let mut refused = None;
     // tungstenite's callback type fixes the large error type; it is built once per refusal.
     #[allow(clippy::result_large_err)]
-    let callback = |req: &Request, resp: Response| match handshake::admit(req, cfg) {
+    let callback = |req: &Request, resp: Response| match client_from_headers(conn, req, ctx, slot)
+        .and_then(|()| handshake::admit(req, cfg))
+    {
         Ok(a) => {
             admitted = Some(a);
             Ok(resp)
@@ -134,7 +198,8 @@ fn handshake(conn: &Arc<Conn>, ctx: &ConnContext) -> Option<(tungstenite::WebSoc
             Err(response)
         }
     };
-    let io = ConnIo { conn: conn.clone(), handshaking: true };
+    let tls = tls_early.map(|plain| TlsRead { plain, at: 0, cipher: vec![0; cfg.read_buffer_bytes].into() });
+    let io = ConnIo { conn: conn.clone(), handshaking: true, tls };
     match tungstenite::accept_hdr_with_config(io, callback, Some(ws_config)) {
         Ok(ws) => Some((ws, admitted.expect("the callback admitted this request"))),
         Err(HandshakeError::Failure(WsError::Http(_))) => {
@@ -155,7 +220,8 @@ fn handshake(conn: &Arc<Conn>, ctx: &ConnContext) -> Option<(tungstenite::WebSoc
                 e.to_string(),
             );
             r.record(&conn.peer, &ctx.metrics);
-            let _ = conn.stream().write_all(&r.to_bytes());
+            let _ = send_now(conn, &r.to_bytes(), HANDSHAKE_WRITE);
+            conn.shutdown_write();
             linger(conn.stream());
             None
         }
@@ -164,6 +230,53 @@ fn handshake(conn: &Arc<Conn>, ctx: &ConnContext) -> Option<(tungstenite::WebSoc
             None
         }
     }
+}
+
+/// Behind a trusted proxy: the client the headers name becomes the connection's
+/// address in logs, and is counted against the per-IP cap (429 past it).
+fn client_from_headers(conn: &Conn, req: &Request, ctx: &ConnContext, slot: &mut Slot) -> Result<(), Refusal> {
+    let cfg = &ctx.cfg;
+    if !crate::proxy::is_trusted(&cfg.trusted_proxies, conn.peer.socket.ip()) {
+        return Ok(());
+    }
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let client = crate::proxy::client_ip(
+        conn.peer.socket.ip(),
+        &cfg.trusted_proxies,
+        header("x-forwarded-for"),
+        header("x-real-ip"),
+    );
+    conn.peer.set_client(client);
+    ctx.admission.admit_ip(slot, client, cfg.max_connections_per_ip)
+}
+
+/// The TLS handshake, before anything else is read: a client that speaks plain text
+/// gets a plain HTTP 400; a garbage or truncated hello, or one that stalls, ends
+/// within `timeout` (the socket's read timeout, set by the caller). Returns the
+/// plaintext that arrived with the client's last flight.
+fn tls_handshake(conn: &Conn, tls: &Tls, timeout: Duration) -> io::Result<Vec<u8>> {
+    let mut stream = conn.stream();
+    let mut first = [0u8; 1];
+    if stream.peek(&mut first)? == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    if first[0] != tls::HANDSHAKE_RECORD {
+        let _ = stream.write_all(tls::PLAIN_REFUSAL);
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "plain text on the TLS port"));
+    }
+    let mut session = tls.session().map_err(io::Error::other)?;
+    let deadline = Instant::now() + timeout;
+    while session.is_handshaking() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        let _ = stream.set_read_timeout(Some(left));
+        if session.complete_io(&mut stream)? == (0, 0) {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    conn.install_tls(session)
 }
 
 /// Reads until the connection ends; returns why.

@@ -156,9 +156,15 @@ fn check_origin(req: &Request, cfg: &Config) -> Result<(), Refusal> {
     let allowed = if cfg.allowed_origins.is_empty() {
         let host = req.headers().get("host").and_then(|h| h.to_str().ok()).unwrap_or("");
         let hostname = strip_port(host);
-        [format!("http://{hostname}:{}", cfg.http_port), format!("https://{hostname}:{}", cfg.http_port)]
-            .iter()
-            .any(|o| o.eq_ignore_ascii_case(origin))
+        let mut own =
+            vec![format!("http://{hostname}:{}", cfg.http_port), format!("https://{hostname}:{}", cfg.http_port)];
+        // Browsers leave the scheme's default port out of Origin (the page on 443).
+        match cfg.http_port {
+            443 => own.push(format!("https://{hostname}")),
+            80 => own.push(format!("http://{hostname}")),
+            _ => {}
+        }
+        own.iter().any(|o| o.eq_ignore_ascii_case(origin))
     } else {
         cfg.allowed_origins.iter().any(|o| o == "*" || o.trim_end_matches('/').eq_ignore_ascii_case(origin))
     };
@@ -230,6 +236,10 @@ mod tests {
         assert_eq!(admit(&bad, &cfg).unwrap_err().status, StatusCode::FORBIDDEN);
         let listed = Config { allowed_origins: vec!["http://evil.example:8080".into()], ..cfg.clone() };
         assert!(admit(&bad, &listed).is_ok());
+        let on_443 = Config { http_port: 443, ..cfg.clone() };
+        let https = req("/ws", &[("Host", "chat.example:8443"), ("Origin", "https://chat.example")]);
+        assert!(admit(&https, &on_443).is_ok(), "the default port is left out of Origin");
+        assert!(admit(&https, &cfg).is_err());
         let strict = Config { require_origin: true, ..cfg };
         assert_eq!(admit(&req("/ws", &[]), &strict).unwrap_err().status, StatusCode::FORBIDDEN);
     }

@@ -1,19 +1,11 @@
-//! The HTTP side (tiny_http): the page from www/ (embedded at build time, or from disk
-//! with `--www`), `/config.json`, `/healthz` and `/metrics`; and keeping it up when
-//! tiny_http's accept thread dies.
+//! The HTTP side's answers: the page from www/ (embedded at build time, or from disk
+//! with `--www`), `/config.json`, `/healthz`, and on the admin listener `/metrics`.
+//! [`Head`] is a parsed request head; [`respond`] turns it into response bytes.
 //!
-//! It reads only the config and the metrics; it never touches chat state.
+//! Connections, timeouts and TLS are the guard's (transport/guard.rs); this module
+//! only reads the config and the metrics. It never touches chat state.
 
-use std::io::{self, Write};
-use std::net::TcpListener;
-use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::thread;
-use std::time::Duration;
-
-use tiny_http::{Method, Request, Server};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -27,128 +19,78 @@ mod embedded {
 /// else, so injected markup could not run or phone home even if it got in.
 const CSP: &str = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; style-src 'self'; script-src 'self'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
 
-/// First and longest pause before tiny_http is started again after its accept failed.
-const RESTART_PAUSE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
-/// How often an idle HTTP side checks that tiny_http's accept thread is still there.
-const LIVENESS_CHECK: Duration = Duration::from_secs(1);
+/// Most header lines a request head may have.
+const MAX_HEADERS: usize = 64;
 
-/// tiny_http on natter's listening socket, started again whenever its accept thread dies.
-///
-/// tiny_http's accept thread ends at the first failed `accept` (EMFILE when the
-/// descriptors run out, ECONNABORTED), and panics when it cannot duplicate an
-/// accepted socket (EMFILE again); either way it closes the listener, and the page,
-/// `/healthz` and `/metrics` would stay gone until natter restarts. natter keeps the
-/// listening socket, hands each new tiny_http a duplicate of it, notices when that
-/// duplicate is closed, and starts a new one after a pause that grows while
-/// accepting keeps failing.
-pub struct HttpServer {
-    listener: TcpListener,
-    /// The tiny_http running now; `stop` unblocks it.
-    current: Mutex<Option<Running>>,
-    stopping: AtomicBool,
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Site {
+    /// The public port: the page, `/config.json`, `/healthz`.
+    Public,
+    /// `--admin-bind`: `/metrics` and `/healthz`.
+    Admin,
 }
 
-/// One tiny_http and the descriptor of its duplicate of the listener.
-#[derive(Clone)]
-struct Running {
-    server: Arc<Server>,
-    fd: RawFd,
+/// The parts of a request head the routes and the guard use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub method: String,
+    pub path: String,
+    pub host: Option<String>,
+    pub x_forwarded_for: Option<String>,
+    pub x_real_ip: Option<String>,
+    /// The client asked to keep the connection (HTTP/1.1 unless `Connection: close`).
+    pub keep_alive: bool,
+    /// The request carries a body (which natter's routes never take).
+    pub has_body: bool,
 }
 
-impl HttpServer {
-    /// Starts tiny_http on `listener`.
-    pub fn start(listener: TcpListener) -> io::Result<HttpServer> {
-        let http = HttpServer { listener, current: Mutex::new(None), stopping: AtomicBool::new(false) };
-        http.fresh()?;
-        Ok(http)
-    }
-
-    /// A new tiny_http on a duplicate of the listener; `None` once stopping.
-    fn fresh(&self) -> io::Result<Option<Running>> {
-        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        if self.stopping.load(Ordering::SeqCst) {
-            return Ok(None);
-        }
-        let dup = self.listener.try_clone()?;
-        let fd = dup.as_raw_fd();
-        let running = Running { server: Arc::new(Server::from_listener(dup, None).map_err(io::Error::other)?), fd };
-        *current = Some(running.clone());
-        Ok(Some(running))
-    }
-
-    /// Whether tiny_http's accept thread still holds its duplicate of the listener: a
-    /// thread that ended or panicked has closed it (the number may since name another
-    /// file, so the socket's identity is compared, not just the number).
-    fn accepting(&self, running: &Running) -> bool {
-        fn identity(fd: RawFd) -> Option<(u64, u64)> {
-            // SAFETY: `stat` is plain data, for which all-zero bytes are a valid value.
-            let mut st: libc::stat = unsafe { std::mem::zeroed() };
-            // SAFETY: fstat writes into the struct we own; a closed fd is only EBADF.
-            (unsafe { libc::fstat(fd, &mut st) } == 0).then_some((st.st_dev, st.st_ino))
-        }
-        identity(running.fd).is_some_and(|id| Some(id) == identity(self.listener.as_raw_fd()))
-    }
-
-    /// Serves requests until [`HttpServer::stop`]. Requests under `/api/` go to
-    /// `api` (the server API's own threads), so the page never waits behind them.
-    pub fn run(&self, cfg: &Config, metrics: &Metrics, api: &(dyn Fn(Request) + Send + Sync)) {
-        let mut running = self.current.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        let mut pause = RESTART_PAUSE.0;
-        loop {
-            if let Some(r) = running.take() {
-                let failed = loop {
-                    match r.server.recv_timeout(LIVENESS_CHECK) {
-                        Ok(Some(req)) => {
-                            pause = RESTART_PAUSE.0;
-                            if req.url().starts_with("/api/") {
-                                api(req);
-                            } else {
-                                route(&req, cfg, metrics).send(req);
-                            }
-                        }
-                        // A timeout, or `stop` unblocked it.
-                        Ok(None) if self.stopping.load(Ordering::SeqCst) => return,
-                        Ok(None) if self.accepting(&r) => {}
-                        Ok(None) => break "the accept thread ended".to_string(),
-                        Err(e) => break e.to_string(),
-                    }
-                };
-                if self.stopping.load(Ordering::SeqCst) {
-                    return;
-                }
-                log::warn!("HTTP: {failed}; starting the HTTP side again in {pause:?}");
-            }
-            thread::sleep(pause);
-            pause = (pause * 2).min(RESTART_PAUSE.1);
-            match self.fresh() {
-                Ok(Some(r)) => {
-                    metrics.http_restarts.fetch_add(1, Ordering::Relaxed);
-                    running = Some(r);
-                }
-                Ok(None) => return,
-                Err(e) => log::warn!("HTTP: cannot start again yet: {e}"),
-            }
-        }
-    }
-
-    /// Makes [`HttpServer::run`] return.
-    pub fn stop(&self) {
-        let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        self.stopping.store(true, Ordering::SeqCst);
-        if let Some(r) = current.as_ref() {
-            r.server.unblock();
-        }
-    }
+/// Parses a request head from the start of `buf`: `Ok(None)` while it is incomplete,
+/// else the head and its length in bytes.
+pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, httparse::Error> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let httparse::Status::Complete(len) = req.parse(buf)? else { return Ok(None) };
+    let header = |name: &str| {
+        req.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+            .map(|v| v.trim().to_owned())
+    };
+    let connection = header("connection").unwrap_or_default().to_ascii_lowercase();
+    let keep_alive = match req.version {
+        Some(1) => !connection.contains("close"),
+        _ => connection.contains("keep-alive"),
+    };
+    let has_body = header("transfer-encoding").is_some()
+        || header("content-length").is_some_and(|l| l.parse::<u64>().map_or(true, |n| n > 0));
+    let head = Head {
+        method: req.method.unwrap_or("").to_owned(),
+        path: req.path.unwrap_or("/").to_owned(),
+        host: header("host"),
+        x_forwarded_for: header("x-forwarded-for"),
+        x_real_ip: header("x-real-ip"),
+        keep_alive,
+        has_body,
+    };
+    Ok(Some((head, len)))
 }
 
-/// One response, written by hand so that it can say `Connection: close`.
-///
-/// tiny_http gives every connection a pooled thread that blocks reading the next
-/// request, has no idle timeout, and can leave a new connection queued behind busy
-/// threads; browsers keep several idle keep-alive connections open, and a page load
-/// then hangs on one script (seen in the browser tests). Closing after each response
-/// frees the thread as soon as the browser has read it. tiny_http still accepts,
-/// parses and dispatches requests; only the response bytes are ours.
+/// The response to `head` on `site`. `keep_alive` is false when the connection closes
+/// after it (the client asked, or the request had a body natter does not read).
+pub fn respond(head: &Head, site: Site, cfg: &Config, metrics: &Metrics) -> (Vec<u8>, bool) {
+    let keep_alive = head.keep_alive && !head.has_body;
+    let reply = route(head, site, cfg, metrics);
+    (reply.bytes(head.method != "HEAD", keep_alive), keep_alive)
+}
+
+/// A response for a request that never got routed (a bad head, a timeout).
+pub fn plain(status: u16, body: &str) -> Vec<u8> {
+    Reply::text(status, body).bytes(true, false)
+}
+
+/// One response, with its length, and whether the connection stays open after it.
 #[derive(Debug)]
 struct Reply {
     status: u16,
@@ -167,10 +109,12 @@ impl Reply {
         Reply::new(status, "text/plain; charset=utf-8", body.as_bytes().to_vec())
     }
 
-    fn bytes(&self, with_body: bool) -> Vec<u8> {
-        let reason = tiny_http::StatusCode(self.status).default_reason_phrase();
+    fn bytes(&self, with_body: bool, keep_alive: bool) -> Vec<u8> {
+        let reason =
+            tungstenite::http::StatusCode::from_u16(self.status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
+        let connection = if keep_alive { "keep-alive" } else { "close" };
         let mut head = format!(
-            "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+            "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: {connection}\r\n",
             self.status,
             self.content_type,
             self.body.len()
@@ -186,44 +130,38 @@ impl Reply {
         }
         bytes
     }
-
-    fn send(self, req: Request) {
-        let with_body = *req.method() != Method::Head;
-        let mut w = req.into_writer();
-        if let Err(e) = w.write_all(&self.bytes(with_body)).and_then(|_| w.flush()) {
-            log::debug!("http: response not delivered: {e}");
-        }
-    }
 }
 
-fn route(req: &Request, cfg: &Config, metrics: &Metrics) -> Reply {
-    if !matches!(req.method(), Method::Get | Method::Head) {
+fn route(head: &Head, site: Site, cfg: &Config, metrics: &Metrics) -> Reply {
+    if !matches!(head.method.as_str(), "GET" | "HEAD") {
         return Reply::text(405, "method not allowed\n");
     }
-    let path = req.url().split(['?', '#']).next().unwrap_or("/");
-    match path {
-        "/config.json" => Reply::new(200, "application/json", config_json(req, cfg).into_bytes()),
-        "/healthz" => Reply::new(metrics.health_status(), "application/json", metrics.health_json().into_bytes()),
-        "/metrics" => Reply::new(200, "text/plain; version=0.0.4", metrics.render().into_bytes()),
-        _ => static_file(path, cfg),
+    let path = head.path.split(['?', '#']).next().unwrap_or("/");
+    match (site, path) {
+        (_, p) if p.starts_with("/api/") => Reply::new(
+            404,
+            "application/json",
+            br#"{"error":{"code":"not_found","message":"the server API is on the admin listener (--admin-bind), with --api-key-file"}}"#.to_vec(),
+        ),
+        (_, "/healthz") => Reply::new(metrics.health_status(), "application/json", metrics.health_json().into_bytes()),
+        (Site::Admin, "/metrics") => Reply::new(200, "text/plain; version=0.0.4", metrics.render().into_bytes()),
+        (Site::Admin, _) => Reply::text(404, "not found\n"),
+        (Site::Public, "/config.json") => Reply::new(200, "application/json", config_json(head, cfg).into_bytes()),
+        (Site::Public, _) => static_file(path, cfg),
     }
 }
 
 /// What the page needs to connect: the WebSocket URL (the host the browser used, on
 /// the WebSocket port, unless `--public-ws-url` says otherwise) and the auth mode.
-fn config_json(req: &Request, cfg: &Config) -> String {
+fn config_json(head: &Head, cfg: &Config) -> String {
     let ws_url = cfg.public_ws_url.clone().unwrap_or_else(|| {
-        let host = req
-            .headers()
-            .iter()
-            .find(|h| h.field.equiv("Host"))
-            .map(|h| h.value.as_str().to_owned())
-            .unwrap_or_else(|| "localhost".into());
+        let host = head.host.clone().unwrap_or_else(|| "localhost".into());
         let hostname = match host.rfind(':') {
             Some(i) if !host.ends_with(']') => host[..i].to_owned(),
             _ => host,
         };
-        format!("ws://{hostname}:{}{WS_PATH}", cfg.ws_port)
+        let scheme = if cfg.tls.is_some() { "wss" } else { "ws" };
+        format!("{scheme}://{hostname}:{}{WS_PATH}", cfg.ws_port)
     });
     serde_json::json!({ "ws_url": ws_url, "auth": cfg.auth.as_str() }).to_string()
 }
@@ -274,12 +212,36 @@ mod tests {
     #[test]
     fn replies_close_the_connection_and_carry_their_length() {
         let r = Reply { page: true, ..Reply::new(200, "text/html; charset=utf-8", b"<p>hi</p>".to_vec()) };
-        let text = String::from_utf8(r.bytes(true)).unwrap();
+        let text = String::from_utf8(r.bytes(true, false)).unwrap();
         assert!(text.starts_with("HTTP/1.1 200 OK\r\n"));
         assert!(text.contains("Content-Length: 9\r\n") && text.contains("Connection: close\r\n"));
         assert!(text.contains("Content-Security-Policy: default-src 'self'"));
         assert!(text.ends_with("\r\n\r\n<p>hi</p>"));
-        assert!(!String::from_utf8(r.bytes(false)).unwrap().ends_with("</p>"), "HEAD has no body");
+        assert!(!String::from_utf8(r.bytes(false, false)).unwrap().ends_with("</p>"), "HEAD has no body");
+        assert!(String::from_utf8(r.bytes(true, true)).unwrap().contains("Connection: keep-alive\r\n"));
+    }
+
+    #[test]
+    fn heads_parse_keep_alive_and_bodies() {
+        let (h, len) =
+            parse_head(b"GET /a?b HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 1.2.3.4\r\n\r\nrest").unwrap().unwrap();
+        assert_eq!((h.path.as_str(), h.keep_alive, h.has_body, len), ("/a?b", true, false, 56));
+        assert_eq!(h.x_forwarded_for.as_deref(), Some("1.2.3.4"));
+        let (h, _) = parse_head(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
+        assert!(!h.keep_alive);
+        let (h, _) = parse_head(b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\n").unwrap().unwrap();
+        assert!(h.has_body);
+        assert!(parse_head(b"GET / HTTP/1.1\r\nHost").unwrap().is_none());
+        assert!(parse_head(b"\x16\x03\x01garbage\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn metrics_only_on_the_admin_site() {
+        let (h, _) = parse_head(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap().unwrap();
+        let (cfg, m) = (Config::default(), Metrics::default());
+        let public = String::from_utf8(respond(&h, Site::Public, &cfg, &m).0).unwrap();
+        let admin = String::from_utf8(respond(&h, Site::Admin, &cfg, &m).0).unwrap();
+        assert!(public.starts_with("HTTP/1.1 404") && admin.starts_with("HTTP/1.1 200"));
     }
 
     #[test]

@@ -1,18 +1,21 @@
 //! Transport: how bytes get from a client's socket to a validated message and back
 //! into an answer the client reads, everything short of chat state.
 //!
-//! - [`server`]: the WebSocket accept loop and admission (total and per-IP caps);
+//! - [`server`]: the WebSocket accept loop; [`admission`]: total and per-IP caps;
 //! - [`stack`]: small-stack connection threads;
 //! - [`connection`]: one connection's handshake and blocking read loop;
 //! - [`handshake`]: the upgrade, Origin and identity checks;
 //! - [`ratelimit`]: the per-connection token bucket;
-//! - [`http`]: the page, `/config.json`, `/healthz` and `/metrics` over tiny_http.
+//! - [`guard`]: the HTTP listeners' one-thread poll loop: caps, timeouts, TLS;
+//! - [`http`]: the page, `/config.json`, `/healthz` and (admin) `/metrics`.
 //!
 //! Transport talks to the dispatcher only through [`crate::dispatcher::Command`]s and
 //! writes only through a connection's [`crate::delivery::outbox::Conn`]; it never
 //! touches rooms, seq or history.
 
+pub mod admission;
 pub mod connection;
+pub mod guard;
 pub mod handshake;
 pub mod http;
 pub mod ratelimit;

@@ -1,16 +1,15 @@
 //! The WebSocket side's accept loop: admission by connection count (total and per IP),
 //! then one small-stack thread per connection running [`connection::run`].
 //!
-//! Refusals past a limit are answered with HTTP 503/429 by one refuser thread, so the
+//! Admission itself is transport/admission.rs. Refusals past a limit are answered with HTTP 503/429 by one refuser thread, so the
 //! accept loop never blocks on a client and a refused connection costs no thread of
 //! its own. This module never touches chat state.
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{IpAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -27,58 +26,6 @@ const REFUSE_QUEUE: usize = 256;
 /// Time a refused client gets to send its request before the answer.
 const REFUSE_READ: Duration = Duration::from_millis(500);
 
-/// Counts live connections, in total and per IP address.
-#[derive(Debug, Default)]
-pub struct Admission {
-    total: AtomicUsize,
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
-}
-
-/// A held connection slot; released when dropped (when the connection thread ends).
-#[derive(Debug)]
-pub struct Slot {
-    admission: Arc<Admission>,
-    ip: IpAddr,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.admission.total.fetch_sub(1, Ordering::AcqRel);
-        let mut map = self.admission.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = map.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.ip);
-            }
-        }
-    }
-}
-
-impl Admission {
-    /// Takes a slot for `ip` or says which limit stops it.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr, max_total: usize, max_per_ip: usize) -> Result<Slot, Refusal> {
-        let mut map = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-        if self.total.load(Ordering::Acquire) >= max_total {
-            return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "server at its connection limit", "total limit"));
-        }
-        let n = map.entry(ip).or_insert(0);
-        if *n >= max_per_ip {
-            return Err(Refusal::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many connections from your address",
-                format!("per-IP limit for {ip}"),
-            ));
-        }
-        *n += 1;
-        self.total.fetch_add(1, Ordering::AcqRel);
-        Ok(Slot { admission: self.clone(), ip })
-    }
-
-    pub fn live(&self) -> usize {
-        self.total.load(Ordering::Acquire)
-    }
-}
-
 /// Pending connections the kernel queues before `accept`: std binds with 128, which
 /// drops SYNs when thousands of clients arrive at once (each retried only after 1 s).
 const LISTEN_BACKLOG: i32 = 4096;
@@ -93,7 +40,7 @@ pub fn raise_backlog(listener: &TcpListener) {
 /// Accepts until shutdown. `max_connections` is the effective ceiling computed at start.
 pub fn accept_loop(listener: TcpListener, ctx: Arc<ConnContext>, max_connections: usize, shutdown: Shutdown) {
     raise_backlog(&listener);
-    let admission = Arc::new(Admission::default());
+    let admission = ctx.admission.clone();
     let (refuse_tx, refuse_rx) = crossbeam_channel::bounded(REFUSE_QUEUE);
     let refuser = thread::Builder::new()
         .name("ws-refuser".into())
@@ -130,7 +77,10 @@ pub fn accept_loop(listener: TcpListener, ctx: Arc<ConnContext>, max_connections
         if shutdown.is_fired() {
             break;
         }
-        let slot = match admission.admit(peer.ip(), max_connections, per_ip) {
+        // Behind a trusted proxy the client's address is known only from the
+        // handshake's headers: its per-IP check waits until then.
+        let ip = (!crate::proxy::is_trusted(&ctx.cfg.trusted_proxies, peer.ip())).then_some(peer.ip());
+        let slot = match admission.admit(ip, max_connections, per_ip) {
             Ok(slot) => slot,
             Err(r) => {
                 refuse(&refuse_tx, stream, r, &ctx);
@@ -142,8 +92,7 @@ pub fn accept_loop(listener: TcpListener, ctx: Arc<ConnContext>, max_connections
         let thread_ctx = ctx.clone();
         let thread_conn = conn.clone();
         let spawned = crate::transport::stack::spawn(&format!("conn-{id}"), stack, move || {
-            let _slot = slot;
-            connection::run(thread_conn, &thread_ctx);
+            connection::run(thread_conn, &thread_ctx, slot);
         });
         if let Err(e) = spawned {
             log::warn!("cannot spawn a connection thread ({e}): refusing {peer}");

@@ -24,6 +24,8 @@ pub const WAIT: Duration = Duration::from_secs(10);
 pub struct TestServer {
     pub http: SocketAddr,
     pub ws: SocketAddr,
+    /// `/metrics` lives here (`--admin-bind`).
+    pub admin: SocketAddr,
     trigger: ShutdownTrigger,
     handle: Option<JoinHandle<Result<(), ServeError>>>,
     pub dir: tempfile::TempDir,
@@ -38,7 +40,9 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let http = TcpListener::bind("127.0.0.1:0").unwrap();
         let ws = TcpListener::bind("127.0.0.1:0").unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").unwrap();
         let (http_addr, ws_addr) = (http.local_addr().unwrap(), ws.local_addr().unwrap());
+        let admin_addr = admin.local_addr().unwrap();
         let mut cfg = Config {
             data_dir: dir.path().to_owned(),
             http_port: http_addr.port(),
@@ -47,8 +51,9 @@ impl TestServer {
         };
         tweak(&mut cfg);
         let (trigger, shutdown) = shutdown::channel();
-        let handle = std::thread::spawn(move || natter::serve(cfg, Listeners { http, ws }, shutdown));
-        TestServer { http: http_addr, ws: ws_addr, trigger, handle: Some(handle), dir }
+        let handle =
+            std::thread::spawn(move || natter::serve(cfg, Listeners { http, ws, admin: Some(admin) }, shutdown));
+        TestServer { http: http_addr, ws: ws_addr, admin: admin_addr, trigger, handle: Some(handle), dir }
     }
 
     pub fn url(&self, name: &str) -> String {
@@ -61,7 +66,7 @@ impl TestServer {
     }
 
     pub fn metrics(&self) -> String {
-        http_get(self.http, "/metrics").1
+        http_get(self.admin, "/metrics").1
     }
 
     /// Waits until `/metrics` has a line `series value`.
@@ -97,6 +102,25 @@ pub fn unlimited_rate(c: &mut Config) {
     c.rate_burst = 1_000_000;
 }
 
+/// `flooder` posts `n` messages of `text` to `room` in batches of `batch`, paced by
+/// `reader`, which must see every one in order (so only a client that does not read
+/// falls behind).
+pub fn flood_paced(flooder: &mut Client, reader: &mut Client, room: &str, n: usize, batch: usize, text: &str) {
+    for b in 0..n / batch {
+        for i in 0..batch {
+            flooder.send(json!({"type": "msg", "room": room, "text": text, "id": format!("f{b}-{i}")}));
+        }
+        for i in 0..batch {
+            let m = reader.expect("msg");
+            assert_eq!(m["seq"].as_u64(), Some((b * batch + i + 1) as u64), "the reader misses nothing");
+        }
+        for _ in 0..batch {
+            flooder.expect("ack");
+            flooder.expect("msg");
+        }
+    }
+}
+
 /// Polls `cond` until it holds (for state observable only by asking, like /metrics).
 pub fn wait_until(mut cond: impl FnMut() -> bool, what: &str) {
     let deadline = Instant::now() + WAIT;
@@ -129,9 +153,66 @@ pub fn with_identity_key(url: &str) -> String {
     }
 }
 
+/// A client's byte stream: plain TCP, or TLS over it (`wss://`). Derefs to the
+/// socket, for timeouts and peeking.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl std::ops::Deref for Stream {
+    type Target = TcpStream;
+    fn deref(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => &s.sock,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// A 64 KiB receive buffer (no autotuning), so a client that stops reading backs up
+/// into the server quickly instead of into megabytes of kernel buffers.
+pub fn small_receive_buffer(s: &TcpStream) {
+    let size: libc::c_int = 64 * 1024;
+    // SAFETY: setsockopt on a socket we own with a pointer to a local int.
+    unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(s),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &size as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
 /// A real WebSocket client (tungstenite, blocking, with a read timeout).
 pub struct Client {
-    pub ws: WebSocket<TcpStream>,
+    pub ws: WebSocket<Stream>,
     pub welcome: Value,
 }
 
@@ -143,19 +224,7 @@ impl Client {
     /// Connects with a 64 KiB receive buffer (no autotuning), so a client that stops reading
     /// backs up into the server quickly instead of into megabytes of kernel buffers.
     pub fn connect_small_buffer(url: &str) -> Client {
-        Self::connect_with(url, |s| {
-            let size: libc::c_int = 64 * 1024;
-            // SAFETY: setsockopt on a socket we own with a pointer to a local int.
-            unsafe {
-                libc::setsockopt(
-                    std::os::fd::AsRawFd::as_raw_fd(s),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVBUF,
-                    &size as *const _ as *const libc::c_void,
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                );
-            }
-        })
+        Self::connect_with(url, small_receive_buffer)
     }
 
     fn connect_with(url: &str, tune: impl FnOnce(&TcpStream)) -> Client {
@@ -164,6 +233,32 @@ impl Client {
         let stream = TcpStream::connect(addr).unwrap();
         tune(&stream);
         stream.set_read_timeout(Some(WAIT)).unwrap();
+        Self::over(url, Stream::Plain(stream))
+    }
+
+    /// Connects to a `wss://` URL, verifying the server's chain against `tls`'s roots.
+    pub fn connect_tls(url: &str, tls: &std::sync::Arc<rustls::ClientConfig>) -> Client {
+        Self::connect_tls_with(url, tls, |_| {})
+    }
+
+    /// `connect_tls` with the socket tuned first (e.g. [`small_receive_buffer`]).
+    pub fn connect_tls_with(
+        url: &str,
+        tls: &std::sync::Arc<rustls::ClientConfig>,
+        tune: impl FnOnce(&TcpStream),
+    ) -> Client {
+        let addr = url.trim_start_matches("wss://").split('/').next().unwrap();
+        let stream = TcpStream::connect(addr).unwrap();
+        tune(&stream);
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let host = addr.rsplit_once(':').unwrap().0.to_owned();
+        let name = rustls::pki_types::ServerName::try_from(host).unwrap();
+        let session = rustls::ClientConnection::new(tls.clone(), name).unwrap();
+        Self::over(url, Stream::Tls(Box::new(rustls::StreamOwned::new(session, stream))))
+    }
+
+    /// The WebSocket handshake and the welcome frame over an open stream.
+    pub fn over(url: &str, stream: Stream) -> Client {
         let (ws, _) = tungstenite::client(url, stream).expect("handshake");
         let mut c = Client { ws, welcome: Value::Null };
         c.welcome = c.recv();
@@ -275,6 +370,7 @@ pub struct Proc {
     pub child: Child,
     pub http: SocketAddr,
     pub ws: SocketAddr,
+    pub admin: SocketAddr,
 }
 
 pub fn natter_bin() -> PathBuf {
@@ -359,9 +455,9 @@ impl Proc {
                 .split_whitespace()
                 .find_map(|w| w.strip_prefix(key))
                 .unwrap_or_else(|| panic!("no {key} in {line:?}"));
-            v.trim_start_matches("http://").trim_start_matches("ws://").trim_end_matches("/ws").parse().unwrap()
+            v.split("://").last().unwrap().trim_end_matches("/ws").parse().unwrap()
         };
-        Proc { http: addr("http="), ws: addr("ws="), child }
+        Proc { http: addr("http="), ws: addr("ws="), admin: addr("admin="), child }
     }
 
     pub fn url(&self, name: &str) -> String {

@@ -1,0 +1,144 @@
+//! The HTTP side cannot be exhausted by one client: 5,000 idle connections and a
+//! slowloris on 500 more, all from 127.0.0.1, while another client (127.0.0.2) loads
+//! `/`, `/healthz` and opens WebSockets, each answered within a second; natter's
+//! threads and descriptors stay within a stated bound. Runs the built binary, so
+//! its threads and descriptors can be counted in /proc.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Client, Proc, Stream};
+
+const IDLE: usize = 5_000;
+const SLOWLORIS: usize = 500;
+/// How long the attack runs: past the default 10 s head timeout, so slowloris
+/// connections that got in are seen being cut.
+const ATTACK: Duration = Duration::from_secs(13);
+/// The default per-IP cap on HTTP connections (the test runs natter's defaults).
+const PER_IP_CAP: usize = 64;
+
+fn raise_nofile() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit on this process with a struct we own.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+}
+
+/// A connection from 127.0.0.2: another client, as far as natter can tell.
+fn from_other_address(to: SocketAddr) -> TcpStream {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&"127.0.0.2:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+    s.connect_timeout(&to.into(), Duration::from_secs(1)).unwrap();
+    let s: TcpStream = s.into();
+    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    s
+}
+
+/// GET `path` from the other address; returns the status and how long it took.
+fn timed_get(addr: SocketAddr, path: &str) -> (u16, Duration) {
+    let t0 = Instant::now();
+    let mut s = from_other_address(addr);
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap_or_else(|e| panic!("GET {path} during the attack: {e}"));
+    let status = String::from_utf8_lossy(&out).split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, t0.elapsed())
+}
+
+fn proc_counts(pid: u32) -> (usize, usize) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let threads = status.lines().find_map(|l| l.strip_prefix("Threads:")).unwrap().trim().parse().unwrap();
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    (threads, fds)
+}
+
+#[test]
+fn idle_and_slowloris_connections_from_one_address_cannot_take_the_http_side_down() {
+    raise_nofile();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Proc::start(dir.path(), None, &[]);
+    let pid = server.child.id();
+    // Every thread natter starts at once is up when a WebSocket is served.
+    let first = Client::connect(&server.url("first"));
+    let (threads0, fds0) = proc_counts(pid);
+
+    let idle: Vec<TcpStream> = (0..IDLE).filter_map(|_| TcpStream::connect(server.http).ok()).collect();
+    let slow: Vec<TcpStream> = (0..SLOWLORIS).filter_map(|_| TcpStream::connect(server.http).ok()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let loris = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+            let mut at = 0;
+            while !stop.load(Ordering::Relaxed) {
+                for mut s in &slow {
+                    let _ = s.write(&head[at % head.len()..at % head.len() + 1]);
+                }
+                at += 1;
+                let tick = Instant::now();
+                while tick.elapsed() < Duration::from_secs(5) && !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            slow.len()
+        })
+    };
+
+    let started = Instant::now();
+    let (mut worst, mut peak) = (Duration::ZERO, (0, 0));
+    let mut sockets = Vec::new();
+    while started.elapsed() < ATTACK {
+        for path in ["/", "/healthz"] {
+            let (status, took) = timed_get(server.http, path);
+            assert_eq!(status, 200, "{path} during the attack");
+            worst = worst.max(took);
+        }
+        let t0 = Instant::now();
+        let url = format!("ws://{}/ws?name=other", server.ws);
+        let ws = Client::over(&url, Stream::Plain(from_other_address(server.ws)));
+        worst = worst.max(t0.elapsed());
+        sockets.push(ws);
+        let (threads, fds) = proc_counts(pid);
+        peak = (peak.0.max(threads), peak.1.max(fds));
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    stop.store(true, Ordering::Relaxed);
+    drop(first);
+    let slow_held = loris.join().unwrap();
+    let metrics = common::http_get(server.admin, "/metrics").1;
+    let counter = |name: &str| -> u64 {
+        metrics.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    };
+    let (per_ip, head_timeouts) = (
+        counter("natter_http_refused_total{reason=\"per_ip\"}"),
+        counter("natter_http_refused_total{reason=\"head_timeout\"}"),
+    );
+    let ws_conns = sockets.len();
+    // Bounds: one guard thread whatever the HTTP load, and a thread per WebSocket; one
+    // descriptor per HTTP connection up to the per-IP cap, one per WebSocket, and a few
+    // for the other client's requests in flight.
+    let thread_bound = threads0 + ws_conns + 2;
+    let fd_bound = fds0 + PER_IP_CAP + ws_conns + 8;
+    eprintln!(
+        "attack: {} idle + {slow_held} slowloris connections from 127.0.0.1 for {ATTACK:?}; \
+         worst answer to the other client {worst:?}; natter threads {threads0} -> peak {} (bound {thread_bound}), \
+         fds {fds0} -> peak {} (bound {fd_bound}); refused per_ip {per_ip}, head_timeout {head_timeouts}; \
+         {ws_conns} WebSockets opened",
+        idle.len(),
+        peak.0,
+        peak.1
+    );
+    assert!(worst < Duration::from_secs(1), "an answer took {worst:?}");
+    assert!(peak.0 <= thread_bound, "threads grew to {} (bound {thread_bound})", peak.0);
+    assert!(peak.1 <= fd_bound, "descriptors grew to {} (bound {fd_bound})", peak.1);
+    assert!(per_ip >= (IDLE + SLOWLORIS - PER_IP_CAP) as u64, "per-IP refusals counted: {per_ip}");
+    assert!(head_timeouts >= 1, "slow heads cut at the deadline: {head_timeouts}");
+}
