@@ -118,7 +118,7 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> Result<()
         thread::Builder::new().name("http".into()).spawn(move || server.run(&cfg, &metrics, &*api))?
     };
 
-    let ctx = Arc::new(ConnContext { cfg: cfg.clone(), metrics, commands: commands_tx });
+    let ctx = Arc::new(ConnContext { cfg: cfg.clone(), metrics, commands: commands_tx, sessions: Default::default() });
     let max_connections = cfg.max_connections;
     let accept_shutdown = shutdown.clone();
     let ws = listeners.ws;

@@ -1,5 +1,7 @@
 //! One WebSocket connection's thread: the handshake, the `welcome`, then a blocking
 //! read loop that turns frames into validated [`ClientMsg`]s for the dispatcher.
+//! A request for the fallback transport (`/sse`, `/send`) is handed to [`super::sse`]
+//! or [`super::send`] instead, once [`plain::read_route`] has read its head.
 //!
 //! The thread owns its tungstenite `WebSocket` for reading only: every byte it sends
 //! (pong, error, close) goes through the shared [`Conn`] outbox, so it and the
@@ -17,6 +19,7 @@ use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Error as WsError, HandshakeError, Message};
 
 use crate::auth::now_s;
+use crate::auth::Identity;
 use crate::config::Config;
 use crate::delivery::outbox::{Conn, LINGER};
 use crate::dispatcher::Command;
@@ -27,7 +30,9 @@ use crate::protocol::{
     parse_client, ClientMsg, ErrorCode, HeartbeatInfo, LimitsInfo, ParseLimits, ProtocolError, ServerMsg, UserRef,
 };
 use crate::transport::handshake::{self, Admitted, Refusal};
+use crate::transport::plain::{self, Route};
 use crate::transport::ratelimit::{Strikes, TokenBucket};
+use crate::transport::sse::Sessions;
 
 /// Window in which `rate_strikes` refusals close a connection.
 const STRIKE_WINDOW: Duration = Duration::from_secs(10);
@@ -38,6 +43,8 @@ pub struct ConnContext {
     pub cfg: Arc<Config>,
     pub metrics: Arc<Metrics>,
     pub commands: Sender<Command>,
+    /// The fallback transport's live SSE sessions, which `POST /send` posts into.
+    pub sessions: Sessions,
 }
 
 /// The stream tungstenite sees. During the handshake it writes straight to the socket
@@ -46,10 +53,15 @@ pub struct ConnContext {
 struct ConnIo {
     conn: Arc<Conn>,
     handshaking: bool,
+    /// Bytes read before the handshake started (while routing), read again first.
+    replay: io::Cursor<Vec<u8>>,
 }
 
 impl Read for ConnIo {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if (self.replay.position() as usize) < self.replay.get_ref().len() {
+            return self.replay.read(buf);
+        }
         self.conn.stream().read(buf)
     }
 }
@@ -75,27 +87,21 @@ pub fn run(conn: Arc<Conn>, ctx: &ConnContext) {
     let _ = stream.set_read_timeout(Some(cfg.handshake_timeout));
     let _ = stream.set_write_timeout(Some(cfg.handshake_timeout));
 
-    let Some((mut ws, admitted)) = handshake(&conn, ctx) else {
+    let replay = match plain::read_route(&conn) {
+        None => return,
+        Some(Route::WebSocket(bytes)) => bytes,
+        Some(Route::Sse(req)) => return crate::transport::sse::run(conn, ctx, &req),
+        Some(Route::Send(req, body)) => return crate::transport::send::run(&conn, ctx, &req, body),
+        Some(Route::Preflight(req)) => return plain::preflight(&conn, &req, cfg, &ctx.metrics),
+        Some(Route::Refused(r)) => return plain::refuse(&conn, &r, None, &ctx.metrics),
+    };
+    let Some((mut ws, admitted)) = handshake(&conn, ctx, replay) else {
         return;
     };
     let _ = stream.set_write_timeout(None);
     ws.get_mut().handshaking = false;
 
-    let session = format!("c{}", conn.id);
-    let welcome = ServerMsg::Welcome {
-        session: &session,
-        user: UserRef { id: &admitted.identity.id, name: &admitted.identity.name },
-        heartbeat: HeartbeatInfo {
-            interval_ms: cfg.heartbeat_interval.as_millis() as u64,
-            timeout_ms: cfg.heartbeat_timeout.as_millis() as u64,
-        },
-        limits: LimitsInfo {
-            max_text: cfg.max_text_chars,
-            rate_per_s: cfg.rate_per_s,
-            max_rooms: cfg.max_rooms_per_conn,
-        },
-    };
-    let _ = conn.send(wire::encode(&welcome));
+    let _ = conn.send(welcome(&format!("c{}", conn.id), &admitted.identity, cfg));
     let registered =
         ctx.commands.send(Command::Register { conn: conn.clone(), user: admitted.identity.clone() }).is_ok();
 
@@ -108,11 +114,32 @@ pub fn run(conn: Arc<Conn>, ctx: &ConnContext) {
     finish(&conn, reason);
 }
 
+/// The first frame of every connection, on either transport.
+pub fn welcome(session: &str, identity: &Identity, cfg: &Config) -> wire::Frame {
+    wire::encode(&ServerMsg::Welcome {
+        session,
+        user: UserRef { id: &identity.id, name: &identity.name },
+        heartbeat: HeartbeatInfo {
+            interval_ms: cfg.heartbeat_interval.as_millis() as u64,
+            timeout_ms: cfg.heartbeat_timeout.as_millis() as u64,
+        },
+        limits: LimitsInfo {
+            max_text: cfg.max_text_chars,
+            rate_per_s: cfg.rate_per_s,
+            max_rooms: cfg.max_rooms_per_conn,
+        },
+    })
+}
+
 /// Performs the upgrade; on refusal or failure answers in plain HTTP and returns None.
 /// Never inlined: its deep frames (HTTP parsing) must lie below `run`'s frame so that
 /// `stack::release_unused` can give them back once the connection is established.
 #[inline(never)]
-fn handshake(conn: &Arc<Conn>, ctx: &ConnContext) -> Option<(tungstenite::WebSocket<ConnIo>, Admitted)> {
+fn handshake(
+    conn: &Arc<Conn>,
+    ctx: &ConnContext,
+    replay: Vec<u8>,
+) -> Option<(tungstenite::WebSocket<ConnIo>, Admitted)> {
     let cfg = &ctx.cfg;
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(cfg.read_buffer_bytes)
@@ -134,7 +161,7 @@ fn handshake(conn: &Arc<Conn>, ctx: &ConnContext) -> Option<(tungstenite::WebSoc
             Err(response)
         }
     };
-    let io = ConnIo { conn: conn.clone(), handshaking: true };
+    let io = ConnIo { conn: conn.clone(), handshaking: true, replay: io::Cursor::new(replay) };
     match tungstenite::accept_hdr_with_config(io, callback, Some(ws_config)) {
         Ok(ws) => Some((ws, admitted.expect("the callback admitted this request"))),
         Err(HandshakeError::Failure(WsError::Http(_))) => {
@@ -278,7 +305,7 @@ fn classify(e: &WsError) -> CloseReason {
 /// Sends the close frame (echoing 1000 to a client that closed), lets it drain, ends
 /// the write side and waits briefly for the client to hang up, so the close frame is
 /// not lost to a reset.
-fn finish(conn: &Arc<Conn>, reason: CloseReason) {
+pub(crate) fn finish(conn: &Arc<Conn>, reason: CloseReason) {
     let (code, text) = reason.close_frame().unwrap_or((1000, ""));
     if reason != CloseReason::SocketError {
         conn.close(code, text, false);
@@ -289,7 +316,7 @@ fn finish(conn: &Arc<Conn>, reason: CloseReason) {
 }
 
 /// Reads and discards until the peer closes or `LINGER` passes.
-fn linger(mut stream: &TcpStream) {
+pub(crate) fn linger(mut stream: &TcpStream) {
     let deadline = Instant::now() + LINGER;
     let mut buf = [0u8; 1024];
     let _ = stream.shutdown(std::net::Shutdown::Write);
