@@ -58,6 +58,10 @@ impl SseStream {
             }
             _ => {}
         }
+        if event.data.starts_with(b":") {
+            // A comment (heartbeat) is no event: it needs no id.
+            return conn.push(event.data.clone());
+        }
         // Held while queueing, so `id:` lines go out in the order the cursors moved.
         let mut cursors = lock(&self.cursors);
         cursors.apply(&event.mark);
