@@ -150,8 +150,7 @@ fn bare_write(conns: &[Arc<Conn>], frame: &Frame, times: usize) {
 /// natter's write path: each frame staged once for the whole room, then delivered
 /// (one writer shard here, so this is the cost per core).
 fn natter_write(members: &Arc<[Arc<Conn>]>, frames: &[Frame]) {
-    let batch: Vec<Out> =
-        frames.iter().map(|f| Out::Room { members: members.clone(), except: None, frame: f.clone() }).collect();
+    let batch: Vec<Out> = frames.iter().map(|f| Out::room(members.clone(), None, f.clone())).collect();
     let done = fanout::deliver(&batch, Shard::ALL, usize::MAX);
     Receivers::settle(members, done.blocked);
 }

@@ -154,6 +154,7 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> Result<()
         commands: commands_tx,
         tls: cfg.tls.clone(),
         admission: Default::default(),
+        sessions: Default::default(),
     });
     let max_connections = cfg.max_connections;
     let accept_shutdown = shutdown.clone();

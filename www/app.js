@@ -260,11 +260,12 @@ function submitLogin(event) {
 // ---------- rendering ----------
 
 function renderStatus() {
-  const { state: s, reason, retryAt } = state.statusDetail;
+  const { state: s, reason, retryAt, transport } = state.statusDetail;
   const el = $('status');
   el.dataset.state = s;
+  el.dataset.transport = transport ?? 'websocket';
   let text;
-  if (s === 'online') text = 'Online';
+  if (s === 'online') text = transport === 'sse' ? 'Online · HTTP fallback (SSE)' : 'Online · WebSocket';
   else if (s === 'connecting') text = 'Connecting…';
   else if (s === 'reconnecting') {
     const seconds = Math.max(0, Math.ceil((retryAt - Date.now()) / 1000));

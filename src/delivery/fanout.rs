@@ -4,13 +4,16 @@
 //! so that benchmarks measure what users run.
 //!
 //! A room's frame is staged once with a shared snapshot of its members, not once per
-//! member: staging costs the same for 10 and 10,000 receivers. This module never
+//! member: staging costs the same for 10 and 10,000 receivers. SSE receivers (the
+//! fallback transport) share one SSE encoding of a room's frame, built by the first
+//! shard that meets one; WebSocket receivers never pay for it. This module never
 //! blocks and never decides policy: it reports which sockets are over the backlog
 //! limit or still full, and the caller acts.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use crate::delivery::outbox::{Conn, ConnId, Flush};
+use crate::delivery::outbox::{Conn, ConnId, Flush, Refused};
+use crate::protocol::sse::Event;
 use crate::protocol::wire::Frame;
 
 /// One staged frame and who receives it.
@@ -22,7 +25,36 @@ pub enum Out {
     /// not make the client a slow consumer (up to `outbox::ANSWER_ALLOWANCE`).
     Answer(Arc<Conn>, Frame),
     /// To every member of a room as it was when the frame was staged, but `except`.
-    Room { members: Arc<[Arc<Conn>]>, except: Option<ConnId>, frame: Frame },
+    /// `sse` is the frame as an SSE event, built on first use (see [`Out::room`]).
+    Room { members: Arc<[Arc<Conn>]>, except: Option<ConnId>, frame: Frame, sse: OnceLock<Box<Event>> },
+}
+
+impl Out {
+    /// A room's frame; its SSE encoding is built only if an SSE stream is a member.
+    pub fn room(members: Arc<[Arc<Conn>]>, except: Option<ConnId>, frame: Frame) -> Out {
+        Out::Room { members, except, frame, sse: OnceLock::new() }
+    }
+}
+
+/// Queues `frame` on `conn`: as it is on a WebSocket, as an SSE event on a stream
+/// (`shared` holds the event for every SSE receiver of a room frame).
+fn push(conn: &Conn, frame: &Frame, shared: Option<&OnceLock<Box<Event>>>, answer: bool) -> Result<usize, Refused> {
+    let Some(stream) = conn.sse() else {
+        // A requested answer (history pages) is exempt, up to a bound, from the backlog
+        // that marks a slow consumer; see `Conn::push_answer`.
+        return if answer { conn.push_answer(frame.clone()) } else { conn.push(frame.clone()) };
+    };
+    match shared {
+        Some(cell) => stream.queue(conn, cell.get_or_init(|| Box::new(Event::from_frame(frame)))),
+        None => stream.queue(conn, &Event::from_frame(frame)),
+    }
+}
+
+/// Queues and writes one frame outside a batch (a connection thread's own replies),
+/// in the connection's transport.
+pub fn send_one(conn: &Conn, frame: &Frame) -> Result<Flush, Refused> {
+    push(conn, frame, None, false)?;
+    Ok(conn.flush())
 }
 
 /// Which slice of the connections a writer owns: those with `id % count == index`.
@@ -59,29 +91,29 @@ pub struct Delivered {
 pub fn deliver<'a>(items: impl IntoIterator<Item = &'a Out>, shard: Shard, max_backlog: usize) -> Delivered {
     let mut out = Delivered::default();
     let mut dirty: Vec<Arc<Conn>> = Vec::new();
-    let mut queue = |conn: &Arc<Conn>, frame: &Frame, answer: bool, out: &mut Delivered| {
-        let pushed = if answer { conn.push_answer(frame.clone()) } else { conn.push(frame.clone()) };
-        let Ok(backlog) = pushed else { return };
-        out.frames += 1;
-        // Slow consumers are rare: a linear check keeps the common path allocation-free.
-        if backlog > max_backlog && !out.slow.iter().any(|c| c.id == conn.id) {
-            out.slow.push(conn.clone());
-        }
-        if conn.mark_dirty() {
-            dirty.push(conn.clone());
-        }
-    };
+    let mut queue =
+        |conn: &Arc<Conn>, frame: &Frame, shared: Option<&OnceLock<Box<Event>>>, answer: bool, out: &mut Delivered| {
+            let Ok(backlog) = push(conn, frame, shared, answer) else { return };
+            out.frames += 1;
+            // Slow consumers are rare: a linear check keeps the common path allocation-free.
+            if backlog > max_backlog && !out.slow.iter().any(|c| c.id == conn.id) {
+                out.slow.push(conn.clone());
+            }
+            if conn.mark_dirty() {
+                dirty.push(conn.clone());
+            }
+        };
     for item in items {
         match item {
             Out::One(conn, frame) | Out::Answer(conn, frame) => {
                 if shard.owns(conn.id) {
-                    queue(conn, frame, matches!(item, Out::Answer(..)), &mut out);
+                    queue(conn, frame, None, matches!(item, Out::Answer(..)), &mut out);
                 }
             }
-            Out::Room { members, except, frame } => {
+            Out::Room { members, except, frame, sse } => {
                 for conn in members.iter() {
                     if shard.owns(conn.id) && Some(conn.id) != *except {
-                        queue(conn, frame, false, &mut out);
+                        queue(conn, frame, Some(sse), false, &mut out);
                     }
                 }
             }
@@ -115,9 +147,9 @@ mod tests {
         }
         let members: Arc<[Arc<Conn>]> = conns.iter().cloned().collect();
         let batch: Vec<Out> = vec![
-            Out::Room { members: members.clone(), except: Some(3), frame: wire::text_frame(b"a") },
+            Out::room(members.clone(), Some(3), wire::text_frame(b"a")),
             Out::One(conns[3].clone(), wire::text_frame(b"b")),
-            Out::Room { members, except: None, frame: wire::text_frame(b"c") },
+            Out::room(members, None, wire::text_frame(b"c")),
         ];
         let mut total = 0;
         for index in 0..2 {

@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rustls::ServerConnection;
 
+use crate::delivery::sse::SseStream;
+use crate::protocol::sse;
 use crate::protocol::wire::{self, Frame};
 use crate::protocol::CloseReason;
 
@@ -199,6 +201,8 @@ pub struct Conn {
     dirty: AtomicBool,
     /// Why the connection is ending; the first to decide wins.
     reason: OnceLock<CloseReason>,
+    /// Set when the socket turned out to be an SSE stream (`GET /sse`).
+    sse: OnceLock<SseStream>,
 }
 
 impl Conn {
@@ -210,7 +214,18 @@ impl Conn {
             out: Mutex::new(Outbox::default()),
             dirty: AtomicBool::new(false),
             reason: OnceLock::new(),
+            sse: OnceLock::new(),
         }
+    }
+
+    /// Makes this connection an SSE stream: frames are queued as events from now on.
+    pub fn make_sse(&self, stream: SseStream) {
+        let _ = self.sse.set(stream);
+    }
+
+    /// The SSE state, when this connection is an SSE stream.
+    pub fn sse(&self) -> Option<&SseStream> {
+        self.sse.get()
     }
 
     /// The socket, for the connection thread's blocking reads.
@@ -249,6 +264,21 @@ impl Conn {
         out.enqueue(frame);
         let exempt = out.largest.max(out.answers.min(ANSWER_ALLOWANCE));
         Ok(out.pending.saturating_sub(exempt))
+    }
+
+    /// Queues several parts that must stay together (an SSE event's `id:` line and
+    /// data), as [`Conn::push`] does.
+    pub fn push_parts<const N: usize>(&self, parts: [Frame; N]) -> Result<usize, Refused> {
+        let mut out = self.lock();
+        if out.closing || out.dead {
+            return Err(Refused::Closing);
+        }
+        for frame in parts {
+            out.pending += frame.len();
+            out.largest = out.largest.max(frame.len());
+            out.queue.push_back(frame);
+        }
+        Ok(out.pending.saturating_sub(out.largest))
     }
 
     /// Queues a frame and writes what the socket takes now.
@@ -299,13 +329,21 @@ impl Conn {
                     tls.frames.drain(..).map(|f| f.len()).sum()
                 }
                 None => {
-                    let keep = usize::from(out.head_written > 0);
+                    let mut keep = usize::from(out.head_written > 0);
+                    // An SSE event is several parts: keep the rest of the one being written.
+                    if keep == 1 && self.sse.get().is_some() {
+                        keep = out.queue.iter().position(|f| sse::ends_event(f)).map_or(out.queue.len(), |i| i + 1);
+                    }
                     out.queue.drain(keep..).map(|f| f.len()).sum()
                 }
             };
             out.pending -= dropped;
         }
-        out.enqueue(wire::close_frame(code, reason));
+        let frame = match self.sse.get() {
+            Some(_) => sse::close_event(code, reason).data,
+            None => wire::close_frame(code, reason),
+        };
+        out.enqueue(frame);
         true
     }
 

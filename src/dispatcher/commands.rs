@@ -74,8 +74,13 @@ impl Dispatcher {
             }
             ClientMsg::Typing { room } => self.typing(id, &room),
             ClientMsg::Nick { name } => self.nick(id, name),
-            // Answered by the connection thread; nothing to do here.
-            ClientMsg::Ping { .. } => Ok(()),
+            // A WebSocket's pings are answered by its thread. `POST /send` sends one
+            // after what it carried: the pong, staged behind their answers, ends its wait.
+            ClientMsg::Ping { t } => {
+                let conn = self.clients[&id].conn.clone();
+                self.stage(&conn, wire::encode(&ServerMsg::Pong { t: t.as_ref().map(|t| &*t.0) }));
+                Ok(())
+            }
         }
     }
 
@@ -85,7 +90,7 @@ impl Dispatcher {
 
     pub(super) fn stage_room(&mut self, room: &RoomName, frame: &Frame, except: Option<ConnId>) {
         if let Some(r) = self.rooms.get_mut(room) {
-            self.staged.push(Out::Room { members: r.members(), except, frame: frame.clone() });
+            self.staged.push(Out::room(r.members(), except, frame.clone()));
         }
     }
 

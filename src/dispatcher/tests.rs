@@ -79,7 +79,7 @@ impl Harness {
         for out in std::mem::take(&mut self.d.delivered) {
             match out {
                 Out::One(conn, frame) | Out::Answer(conn, frame) => frames.0.push((conn.id, json_of(&frame))),
-                Out::Room { members, except, frame } => {
+                Out::Room { members, except, frame, .. } => {
                     let mut ids: Vec<ConnId> = members.iter().map(|c| c.id).filter(|id| Some(*id) != except).collect();
                     ids.sort_unstable();
                     frames.0.extend(ids.into_iter().map(|id| (id, json_of(&frame))));

@@ -1,12 +1,13 @@
 //! The wire contract in types: what a client may send, what the server sends back,
 //! and the validation between the two (docs/PROTOCOL.md). [`wire`] frames them for
-//! WebSocket; [`CloseReason`] lists the close codes.
+//! WebSocket, [`sse`] for the fallback's event stream; [`CloseReason`] lists the close codes.
 //!
 //! Parsing is one step: a text frame becomes a validated [`ClientMsg`] or a
 //! [`ProtocolError`] carrying the error code the client will see. This module never
 //! touches sockets or room state.
 
 mod close;
+pub mod sse;
 pub mod wire;
 
 pub use close::CloseReason;

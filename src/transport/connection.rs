@@ -1,5 +1,7 @@
 //! One WebSocket connection's thread: the handshake, the `welcome`, then a blocking
 //! read loop that turns frames into validated [`ClientMsg`]s for the dispatcher.
+//! A request for the fallback transport (`/sse`, `/send`) is handed to [`super::sse`]
+//! or [`super::send`] instead, once [`plain::read_route`] has read its head.
 //!
 //! The thread owns its tungstenite `WebSocket` for reading only: every byte it sends
 //! (pong, error, close) goes through the shared [`Conn`] outbox, so it and the
@@ -17,6 +19,7 @@ use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Error as WsError, HandshakeError, Message};
 
 use crate::auth::now_s;
+use crate::auth::Identity;
 use crate::config::Config;
 use crate::delivery::outbox::{Conn, Flush, LINGER};
 use crate::dispatcher::Command;
@@ -29,7 +32,9 @@ use crate::protocol::{
 use crate::tls::{self, Tls};
 use crate::transport::admission::{Admission, Slot};
 use crate::transport::handshake::{self, Admitted, Refusal};
+use crate::transport::plain::{self, Route};
 use crate::transport::ratelimit::{Strikes, TokenBucket};
+use crate::transport::sse::Sessions;
 
 /// Window in which `rate_strikes` refusals close a connection.
 const STRIKE_WINDOW: Duration = Duration::from_secs(10);
@@ -59,6 +64,8 @@ pub struct ConnContext {
     pub tls: Option<Tls>,
     /// Live connections in total and per client address.
     pub admission: Arc<Admission>,
+    /// The fallback transport's live SSE sessions, which `POST /send` posts into.
+    pub sessions: Sessions,
 }
 
 /// The stream tungstenite sees. During the handshake it writes through the outbox
@@ -71,6 +78,8 @@ struct ConnIo {
     /// TLS: plaintext decrypted but not yet read by tungstenite, and the ciphertext
     /// buffer the socket is read into (without the outbox lock).
     tls: Option<TlsRead>,
+    /// Bytes read before the handshake started (while routing), read again first.
+    replay: io::Cursor<Vec<u8>>,
 }
 
 struct TlsRead {
@@ -81,6 +90,9 @@ struct TlsRead {
 
 impl Read for ConnIo {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if (self.replay.position() as usize) < self.replay.get_ref().len() {
+            return self.replay.read(buf);
+        }
         let Some(t) = &mut self.tls else { return self.conn.stream().read(buf) };
         while t.at == t.plain.len() {
             t.plain.clear();
@@ -121,38 +133,33 @@ pub fn run(conn: Arc<Conn>, ctx: &ConnContext, mut slot: Slot) {
     let _ = stream.set_read_timeout(Some(cfg.handshake_timeout));
     let _ = stream.set_write_timeout(Some(cfg.handshake_timeout));
 
-    let early = match &ctx.tls {
+    // Plain connections are routed first: the fallback transport (`/sse`, `/send`)
+    // shares this listener. Over native TLS only WebSockets are served (docs/PROTOCOL.md).
+    let (early, replay) = match &ctx.tls {
         Some(tls) => match tls_handshake(&conn, tls, cfg.handshake_timeout) {
-            Ok(early) => Some(early),
+            Ok(early) => (Some(early), Vec::new()),
             Err(e) => {
                 log::info!("TLS handshake with {} failed: {e}", conn.peer);
                 linger(conn.stream());
                 return;
             }
         },
-        None => None,
+        None => match plain::read_route(&conn) {
+            None => return,
+            Some(Route::WebSocket(bytes)) => (None, bytes),
+            Some(Route::Sse(req)) => return crate::transport::sse::run(conn, ctx, &req),
+            Some(Route::Send(req, body)) => return crate::transport::send::run(&conn, ctx, &req, body),
+            Some(Route::Preflight(req)) => return plain::preflight(&conn, &req, cfg, &ctx.metrics),
+            Some(Route::Refused(r)) => return plain::refuse(&conn, &r, None, &ctx.metrics),
+        },
     };
-    let Some((mut ws, admitted)) = handshake(&conn, ctx, early, &mut slot) else {
+    let Some((mut ws, admitted)) = handshake(&conn, ctx, early, replay, &mut slot) else {
         return;
     };
     let _ = stream.set_write_timeout(None);
     ws.get_mut().handshaking = false;
 
-    let session = format!("c{}", conn.id);
-    let welcome = ServerMsg::Welcome {
-        session: &session,
-        user: UserRef { id: &admitted.identity.id, name: &admitted.identity.name },
-        heartbeat: HeartbeatInfo {
-            interval_ms: cfg.heartbeat_interval.as_millis() as u64,
-            timeout_ms: cfg.heartbeat_timeout.as_millis() as u64,
-        },
-        limits: LimitsInfo {
-            max_text: cfg.max_text_chars,
-            rate_per_s: cfg.rate_per_s,
-            max_rooms: cfg.max_rooms_per_conn,
-        },
-    };
-    let _ = conn.send(wire::encode(&welcome));
+    let _ = conn.send(welcome(&format!("c{}", conn.id), &admitted.identity, cfg));
     let registered =
         ctx.commands.send(Command::Register { conn: conn.clone(), user: admitted.identity.clone() }).is_ok();
 
@@ -165,6 +172,23 @@ pub fn run(conn: Arc<Conn>, ctx: &ConnContext, mut slot: Slot) {
     finish(&conn, reason);
 }
 
+/// The first frame of every connection, on either transport.
+pub fn welcome(session: &str, identity: &Identity, cfg: &Config) -> wire::Frame {
+    wire::encode(&ServerMsg::Welcome {
+        session,
+        user: UserRef { id: &identity.id, name: &identity.name },
+        heartbeat: HeartbeatInfo {
+            interval_ms: cfg.heartbeat_interval.as_millis() as u64,
+            timeout_ms: cfg.heartbeat_timeout.as_millis() as u64,
+        },
+        limits: LimitsInfo {
+            max_text: cfg.max_text_chars,
+            rate_per_s: cfg.rate_per_s,
+            max_rooms: cfg.max_rooms_per_conn,
+        },
+    })
+}
+
 /// Performs the upgrade; on refusal or failure answers in plain HTTP and returns None.
 /// Never inlined: its deep frames (HTTP parsing) must lie below `run`'s frame so that
 /// `stack::release_unused` can give them back once the connection is established.
@@ -173,6 +197,7 @@ fn handshake(
     conn: &Arc<Conn>,
     ctx: &ConnContext,
     tls_early: Option<Vec<u8>>,
+    replay: Vec<u8>,
     slot: &mut Slot,
 ) -> Option<(tungstenite::WebSocket<ConnIo>, Admitted)> {
     let cfg = &ctx.cfg;
@@ -199,7 +224,7 @@ fn handshake(
         }
     };
     let tls = tls_early.map(|plain| TlsRead { plain, at: 0, cipher: vec![0; cfg.read_buffer_bytes].into() });
-    let io = ConnIo { conn: conn.clone(), handshaking: true, tls };
+    let io = ConnIo { conn: conn.clone(), handshaking: true, tls, replay: io::Cursor::new(replay) };
     match tungstenite::accept_hdr_with_config(io, callback, Some(ws_config)) {
         Ok(ws) => Some((ws, admitted.expect("the callback admitted this request"))),
         Err(HandshakeError::Failure(WsError::Http(_))) => {
@@ -391,7 +416,7 @@ fn classify(e: &WsError) -> CloseReason {
 /// Sends the close frame (echoing 1000 to a client that closed), lets it drain, ends
 /// the write side and waits briefly for the client to hang up, so the close frame is
 /// not lost to a reset.
-fn finish(conn: &Arc<Conn>, reason: CloseReason) {
+pub(crate) fn finish(conn: &Arc<Conn>, reason: CloseReason) {
     let (code, text) = reason.close_frame().unwrap_or((1000, ""));
     if reason != CloseReason::SocketError {
         conn.close(code, text, false);
@@ -402,7 +427,7 @@ fn finish(conn: &Arc<Conn>, reason: CloseReason) {
 }
 
 /// Reads and discards until the peer closes or `LINGER` passes.
-fn linger(mut stream: &TcpStream) {
+pub(crate) fn linger(mut stream: &TcpStream) {
     let deadline = Instant::now() + LINGER;
     let mut buf = [0u8; 1024];
     let _ = stream.shutdown(std::net::Shutdown::Write);

@@ -74,6 +74,12 @@ pub fn admit(req: &Request, cfg: &Config) -> Result<Admitted, Refusal> {
     if req.uri().path() != WS_PATH {
         return Err(Refusal::new(StatusCode::NOT_FOUND, "not found: the WebSocket path is /ws", req.uri().path()));
     }
+    identify(req, cfg)
+}
+
+/// Origin and identity, whatever the path: the WebSocket's rules, which the fallback
+/// transport's `GET /sse` follows too.
+pub fn identify(req: &Request, cfg: &Config) -> Result<Admitted, Refusal> {
     check_origin(req, cfg)?;
     let query = req.uri().query().unwrap_or("");
     match cfg.auth {
@@ -86,7 +92,7 @@ pub fn admit(req: &Request, cfg: &Config) -> Result<Admitted, Refusal> {
             Ok(Admitted { identity, expires_at: None })
         }
         AuthMode::Token => {
-            let token = query_param(query, "token").or_else(|| bearer(req)).ok_or_else(|| {
+            let token = token(req).ok_or_else(|| {
                 Refusal::new(StatusCode::UNAUTHORIZED, "unauthorized: a token is required", "no token")
             })?;
             let secret = cfg.jwt_secret.as_deref().expect("token mode is refused at start without a secret");
@@ -131,6 +137,11 @@ fn guest_name() -> String {
     format!("guest-{:04x}", rand::random::<u16>())
 }
 
+/// The request's token: `?token=` or `Authorization: Bearer`.
+pub fn token(req: &Request) -> Option<String> {
+    query_param(req.uri().query().unwrap_or(""), "token").or_else(|| bearer(req))
+}
+
 fn bearer(req: &Request) -> Option<String> {
     let v = req.headers().get("authorization")?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
@@ -144,7 +155,7 @@ pub fn query_param(query: &str, key: &str) -> Option<String> {
 
 /// Browsers send `Origin`; only listed origins may connect. With no list, the page's
 /// own origin is allowed: the host the client used, on the HTTP port.
-fn check_origin(req: &Request, cfg: &Config) -> Result<(), Refusal> {
+pub fn check_origin(req: &Request, cfg: &Config) -> Result<(), Refusal> {
     let Some(origin) = req.headers().get("origin") else {
         return if cfg.require_origin {
             Err(Refusal::new(StatusCode::FORBIDDEN, "forbidden: Origin header required", "no Origin"))

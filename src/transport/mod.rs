@@ -5,6 +5,9 @@
 //! - [`stack`]: small-stack connection threads;
 //! - [`connection`]: one connection's handshake and blocking read loop;
 //! - [`handshake`]: the upgrade, Origin and identity checks;
+//! - [`plain`]: plain HTTP on the WebSocket listener, routing the fallback transport;
+//! - [`sse`]: the fallback's `GET /sse` stream and its sessions;
+//! - [`send`]: the fallback's `POST /send`, answered after its messages are committed;
 //! - [`ratelimit`]: the per-connection token bucket;
 //! - [`guard`]: the HTTP listeners' one-thread poll loop: caps, timeouts, TLS;
 //! - [`http`]: the page, `/config.json`, `/healthz` and (admin) `/metrics`.
@@ -18,6 +21,9 @@ pub mod connection;
 pub mod guard;
 pub mod handshake;
 pub mod http;
+pub mod plain;
 pub mod ratelimit;
+pub mod send;
 pub mod server;
+pub mod sse;
 pub mod stack;

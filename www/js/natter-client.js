@@ -6,17 +6,20 @@
 // reconnect with exponential backoff and full jitter, an app-level heartbeat
 // for half-open sockets), the rooms joined and the last seq seen in each
 // (resume with `since`, nothing shown twice), presence lists, and the unsent
-// messages, re-sent with their first id after every reconnect until acked.
+// messages, re-sent with their first id after every reconnect until acked;
+// the fallback to SSE+POST (sse-socket.js) when WebSockets cannot get through,
+// and the way back once they can.
 // Must never: touch the DOM, window or document (the page wires those in),
 // invent frames the protocol does not have, or give an unsent message a new id.
 
 import { Backoff } from './backoff.js';
 import { Emitter } from './emitter.js';
 import { MemoryStorage, isStorage, loadString, saveString } from './storage.js';
+import { SseSocket } from './sse-socket.js';
 import { DEFAULT_UNSENT_KEY, Unsent } from './unsent.js';
 
 export const EVENTS = [
-  'state', // {state, reason, retryAt}: idle · connecting · online · reconnecting · offline · closed
+  'state', // {state, reason, retryAt, transport}: idle · connecting · online · reconnecting · offline · closed
   'welcome', // the welcome frame, once per socket
   'joined', // {room, head, users, users_total}
   'history', // {room, messages, complete, resumed}: messages not seen before, oldest first
@@ -36,6 +39,11 @@ const MAX_NAME = 32;
 const DEFAULT_MAX_TEXT = 4000;
 const STABLE_AFTER_MS = 10000;
 const OPEN_TIMEOUT_MS = 10000;
+// WebSockets that fail to open (or close within CLOSE_SOON_MS of welcome) this
+// many times in a row: switch to SSE+POST; from there try a WebSocket again
+// every retryWebSocketMs and move back when one opens.
+const FALLBACK = { afterFailures: 3, retryWebSocketMs: 15000 };
+const CLOSE_SOON_MS = 1000;
 // A token the server keeps refusing before the upgrade is most likely bad or
 // expired; a browser cannot see the 401, so it counts failures instead.
 const TOKEN_REFUSALS_BEFORE_ASKING = 3;
@@ -55,7 +63,7 @@ export class NatterClient {
   constructor(options = {}) {
     if (options === null || typeof options !== 'object') throw new TypeError('NatterClient: options must be an object');
     const known = ['url', 'name', 'token', 'credentials', 'rooms', 'storage', 'unsentKey', 'identityKey', 'WebSocket', 'fetch',
-      'backoff', 'openTimeoutMs', 'stableAfterMs', 'online'];
+      'backoff', 'openTimeoutMs', 'stableAfterMs', 'online', 'fallback'];
     const unknown = Object.keys(options).filter((key) => !known.includes(key));
     if (unknown.length > 0) throw new TypeError(`NatterClient: unknown option(s) ${unknown.join(', ')}; known: ${known.join(', ')}`);
 
@@ -80,6 +88,7 @@ export class NatterClient {
     this.backoff = new Backoff(options.backoff ?? {});
     this.openTimeoutMs = positive(options.openTimeoutMs ?? OPEN_TIMEOUT_MS, 'openTimeoutMs');
     this.stableAfterMs = positive(options.stableAfterMs ?? STABLE_AFTER_MS, 'stableAfterMs');
+    this.fallback = pickFallback(options.fallback);
 
     this.events = new Emitter(EVENTS);
     this.roomStates = new Map();
@@ -101,6 +110,10 @@ export class NatterClient {
     this.retryAt = null;
     this.sentOnThisSocket = new Set();
     this.lastSocketError = '';
+    this.transport = 'websocket'; // or 'sse': what the next socket uses
+    this.wsFailures = 0;
+    this.welcomedAt = 0;
+    this.socketUrl = null;
   }
 
   // ---------- events ----------
@@ -241,7 +254,7 @@ export class NatterClient {
 
   setState(state, reason = '', retryAt = null) {
     this.state = state;
-    this.events.emit('state', { state, reason, retryAt });
+    this.events.emit('state', { state, reason, retryAt, transport: this.transport });
   }
 
   async attempt() {
@@ -291,7 +304,13 @@ export class NatterClient {
       this.scheduleRetry('bad server address');
       return;
     }
-    this.openSocket(WebSocketClass, url);
+    this.socketUrl = url;
+    if (this.transport === 'sse') {
+      const fetch = this.fetchFn ?? globalThis.fetch;
+      this.openSocket((u) => new SseSocket(u, { fetch }), url);
+    } else {
+      this.openSocket((u) => new WebSocketClass(u), url);
+    }
   }
 
   async webSocketClass() {
@@ -299,10 +318,10 @@ export class NatterClient {
     return this.WebSocketClass;
   }
 
-  openSocket(WebSocketClass, url) {
+  openSocket(make, url) {
     let ws;
     try {
-      ws = new WebSocketClass(url);
+      ws = make(url);
     } catch (error) {
       this.scheduleRetry(`bad server address: ${error.message}`);
       return;
@@ -352,12 +371,13 @@ export class NatterClient {
       this.ws.onerror = () => {};
       this.ws = null;
     }
-    for (const name of ['open', 'stable', 'ping', 'deadline', 'resend']) this.clearTimer(name);
+    for (const name of ['open', 'stable', 'ping', 'deadline', 'resend', 'probe']) this.clearTimer(name);
     for (const room of this.roomStates.values()) room.joined = false;
   }
 
   afterSocket(code, reason, welcomed) {
     if (welcomed) this.events.emit('down', { code, reason });
+    this.countWebSocketFailure(welcomed);
     if (!this.running) return;
     if (code === 1008 && reason === 'token expired') {
       this.askForCredentials('Your token expired. Enter a new one to reconnect.');
@@ -374,6 +394,44 @@ export class NatterClient {
       }
     }
     this.scheduleRetry(describeClose(code, reason, welcomed));
+  }
+
+  /** After a WebSocket ends: one more failure in a row (never opened, or gone at once), or none. */
+  countWebSocketFailure(welcomed) {
+    if (this.transport !== 'websocket' || this.fallback === null) return;
+    const failed = !welcomed || Date.now() - this.welcomedAt < CLOSE_SOON_MS;
+    this.wsFailures = failed ? this.wsFailures + 1 : 0;
+    if (this.wsFailures >= this.fallback.afterFailures) {
+      this.transport = 'sse';
+      this.wsFailures = 0;
+    }
+  }
+
+  /** On SSE: opens a WebSocket now and then; once one opens, reconnects over WebSocket. */
+  probeWebSocket() {
+    if (this.transport !== 'sse' || this.state !== 'online' || this.socketUrl === null) return;
+    let probe;
+    try {
+      probe = new this.WebSocketClass(this.socketUrl);
+    } catch {
+      return;
+    }
+    const done = () => {
+      probe.onopen = null;
+      probe.onclose = null;
+      probe.onerror = () => {};
+    };
+    probe.onerror = () => {};
+    probe.onclose = done;
+    probe.onopen = () => {
+      done();
+      probe.close(1000);
+      if (this.transport !== 'sse' || this.ws === null) return;
+      this.transport = 'websocket';
+      // Resume over WebSocket like after any reconnect: rooms with `since`, unsent with their ids.
+      this.abandon('moving back to WebSocket', this.state === 'online');
+      this.retryNow();
+    };
   }
 
   askForCredentials(reason) {
@@ -411,6 +469,10 @@ export class NatterClient {
 
   onWelcome(frame) {
     this.clearTimer('open');
+    this.welcomedAt = Date.now();
+    if (this.transport === 'sse' && this.fallback !== null) {
+      this.setRepeat('probe', this.fallback.retryWebSocketMs, () => this.probeWebSocket());
+    }
     this.refusals = 0;
     this.me = frame.user ?? null;
     this.limits = { ...this.limits, ...(frame.limits ?? {}) };
@@ -628,6 +690,16 @@ function parseFrame(data) {
   } catch {
     return null;
   }
+}
+
+/** The `fallback` option: null (never fall back) or {afterFailures, retryWebSocketMs}. */
+function pickFallback(option) {
+  if (option === false) return null;
+  if (option === undefined) return { ...FALLBACK };
+  if (option === null || typeof option !== 'object') throw new TypeError('NatterClient: fallback must be false or {afterFailures, retryWebSocketMs}');
+  const afterFailures = positive(option.afterFailures ?? FALLBACK.afterFailures, 'fallback.afterFailures');
+  const retryWebSocketMs = positive(option.retryWebSocketMs ?? FALLBACK.retryWebSocketMs, 'fallback.retryWebSocketMs');
+  return { afterFailures, retryWebSocketMs };
 }
 
 /**

@@ -1,0 +1,85 @@
+//! The write side of one SSE stream (the fallback transport): its room cursors, and
+//! the `POST /send` requests waiting for their answers.
+//!
+//! An SSE stream is an ordinary [`Conn`] with this state attached: writer shards queue
+//! it the same frames as a WebSocket, translated to SSE ([`Event`]) once per frame and
+//! written with the same non-blocking writes, bounded backlog and slow-consumer rule.
+//! Each event goes out as the stream's `id:` line plus the shared event bytes, queued
+//! together. This module never decides policy and never touches chat state.
+
+use std::sync::{Mutex, MutexGuard};
+
+use bytes::Bytes;
+use crossbeam_channel::Sender;
+
+use crate::delivery::outbox::{Conn, Refused};
+use crate::protocol::sse::{Cursors, Event, Mark};
+use crate::protocol::RoomName;
+
+/// A `POST /send` in flight: it gets a copy of every ack and error queued to the
+/// stream, and the pong whose `t` is its barrier instead of the stream.
+#[derive(Debug)]
+struct Tap {
+    barrier: String,
+    tx: Sender<Bytes>,
+}
+
+/// The SSE state of a stream's connection.
+#[derive(Debug, Default)]
+pub struct SseStream {
+    cursors: Mutex<Cursors>,
+    taps: Mutex<Vec<Tap>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl SseStream {
+    /// A stream resuming from `Last-Event-ID` rooms.
+    pub fn resumed(rooms: &[(RoomName, u64)]) -> SseStream {
+        SseStream { cursors: Mutex::new(Cursors::resumed(rooms)), taps: Mutex::default() }
+    }
+
+    /// Queues one event on `conn` (this stream's connection) without writing; returns
+    /// the backlog as [`Conn::push`] does.
+    pub fn queue(&self, conn: &Conn, event: &Event) -> Result<usize, Refused> {
+        match &event.mark {
+            Mark::Answer(json) => {
+                for tap in lock(&self.taps).iter() {
+                    let _ = tap.tx.send(json.clone());
+                }
+            }
+            Mark::Pong { t, json } => {
+                if let Some(tap) = lock(&self.taps).iter().find(|tap| tap.barrier == *t) {
+                    let _ = tap.tx.send(json.clone());
+                    return Ok(0);
+                }
+            }
+            _ => {}
+        }
+        if event.data.starts_with(b":") {
+            // A comment (heartbeat) is no event: it needs no id.
+            return conn.push(event.data.clone());
+        }
+        // Held while queueing, so `id:` lines go out in the order the cursors moved.
+        let mut cursors = lock(&self.cursors);
+        cursors.apply(&event.mark);
+        conn.push_parts([cursors.id_line(), event.data.clone()])
+    }
+
+    /// Forgets a room the client left.
+    pub fn forget(&self, room: &RoomName) {
+        lock(&self.cursors).forget(room.as_str());
+    }
+
+    /// Starts copying answers to `tx` until [`SseStream::untap`]; `barrier` is the `t`
+    /// (as JSON text) of the pong that ends the POST's wait.
+    pub fn tap(&self, barrier: String, tx: Sender<Bytes>) {
+        lock(&self.taps).push(Tap { barrier, tx });
+    }
+
+    pub fn untap(&self, barrier: &str) {
+        lock(&self.taps).retain(|t| t.barrier != barrier);
+    }
+}

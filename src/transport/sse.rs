@@ -1,0 +1,156 @@
+//! The fallback transport's downstream: one `GET /sse` stream's thread, and the
+//! registry of live sessions that `POST /send` ([`super::send`]) posts into.
+//!
+//! A stream is admitted like a WebSocket (Origin, name or token, the same connection
+//! caps, since it came through the same accept loop), gets a `welcome` whose `session`
+//! is an unguessable id, and is registered with the dispatcher as an ordinary
+//! connection whose socket carries SSE events ([`crate::delivery::sse`]). A
+//! `Last-Event-ID` (header, or `last_event_id` in the query for clients that cannot
+//! set headers) resumes each room it names with `since`. The thread then only waits
+//! for the client to hang up or its token to expire; it never touches chat state.
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::net::Shutdown;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tungstenite::handshake::server::Request;
+use tungstenite::http::StatusCode;
+
+use crate::auth::now_s;
+use crate::delivery::fanout;
+use crate::delivery::outbox::Conn;
+use crate::delivery::sse::SseStream;
+use crate::dispatcher::Command;
+use crate::protocol::sse::parse_event_id;
+use crate::protocol::{ClientMsg, CloseReason, RoomName};
+use crate::transport::connection::{finish, welcome, ConnContext};
+use crate::transport::handshake::{identify, query_param, Refusal};
+use crate::transport::plain;
+use crate::transport::ratelimit::{Strikes, TokenBucket};
+
+/// Window in which `rate_strikes` refusals close a session (as on a WebSocket).
+pub const STRIKE_WINDOW: Duration = Duration::from_secs(10);
+/// Longest a stream's thread sleeps between checks when no token expiry wakes it.
+const IDLE_WAKE: Duration = Duration::from_secs(3600);
+
+/// One live SSE stream, as `POST /send` finds it.
+#[derive(Debug)]
+pub struct Session {
+    pub conn: Arc<Conn>,
+    pub uid: Arc<str>,
+    /// Shared by every POST of the session, like a WebSocket's own bucket.
+    pub limiter: Mutex<(TokenBucket, Strikes)>,
+}
+
+impl Session {
+    /// Ends the stream from another thread: the reason is recorded and the stream's
+    /// thread, blocked reading, wakes and sends the closing event.
+    pub fn end(&self, reason: CloseReason) {
+        self.conn.set_reason(reason);
+        let _ = self.conn.stream().shutdown(Shutdown::Read);
+    }
+}
+
+/// Live sessions by id.
+#[derive(Debug, Default)]
+pub struct Sessions(Mutex<HashMap<String, Arc<Session>>>);
+
+impl Sessions {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Session>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Session>> {
+        self.lock().get(id).cloned()
+    }
+}
+
+/// 128 random bits from the thread's CSPRNG: a session id nobody can guess.
+fn new_session_id() -> String {
+    format!("s-{:032x}", rand::random::<u128>())
+}
+
+/// Serves one `GET /sse` from admission to its closing event.
+pub fn run(conn: Arc<Conn>, ctx: &ConnContext, req: &Request) {
+    let cfg = &ctx.cfg;
+    let cors = plain::cors_origin(req, cfg);
+    let admitted = match identify(req, cfg) {
+        Ok(a) => a,
+        Err(r) => return plain::refuse(&conn, &r, cors.as_deref(), &ctx.metrics),
+    };
+    let resume = match resume_rooms(req, cfg.max_rooms_per_conn) {
+        Ok(r) => r,
+        Err(r) => return plain::refuse(&conn, &r, cors.as_deref(), &ctx.metrics),
+    };
+    conn.make_sse(SseStream::resumed(&resume));
+    let _ = conn.push(plain::stream_head(cors.as_deref()));
+
+    let id = new_session_id();
+    let session = Arc::new(Session {
+        conn: conn.clone(),
+        uid: admitted.identity.id.clone(),
+        limiter: Mutex::new((
+            TokenBucket::new(cfg.rate_per_s, cfg.rate_burst),
+            Strikes::new(cfg.rate_strikes, STRIKE_WINDOW),
+        )),
+    });
+    let registered =
+        ctx.commands.send(Command::Register { conn: conn.clone(), user: admitted.identity.clone() }).is_ok();
+    ctx.sessions.lock().insert(id.clone(), session);
+    let _ = fanout::send_one(&conn, &welcome(&id, &admitted.identity, cfg));
+    for (room, since) in resume {
+        let _ = ctx
+            .commands
+            .send(Command::Client { conn: conn.id, msg: ClientMsg::Join { room, since: Some(since), epoch: None } });
+    }
+
+    crate::transport::stack::release_unused();
+    let reason = if registered { wait(&conn, admitted.expires_at) } else { CloseReason::Shutdown };
+    ctx.sessions.lock().remove(&id);
+    conn.set_reason(reason);
+    let reason = conn.reason().unwrap_or(reason);
+    let _ = ctx.commands.send(Command::Gone { conn: conn.id });
+    ctx.metrics.close(reason);
+    finish(&conn, reason);
+}
+
+/// The rooms a `Last-Event-ID` resumes; a malformed one is refused with 400.
+fn resume_rooms(req: &Request, max_rooms: usize) -> Result<Vec<(RoomName, u64)>, Refusal> {
+    let header = req.headers().get("last-event-id").map(|v| v.to_str().map(str::to_owned));
+    let id = match header {
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return Err(bad_event_id("not text")),
+        None => query_param(req.uri().query().unwrap_or(""), "last_event_id").unwrap_or_default(),
+    };
+    parse_event_id(&id, max_rooms).map_err(|e| bad_event_id(&e.to_string()))
+}
+
+fn bad_event_id(detail: &str) -> Refusal {
+    Refusal::new(
+        StatusCode::BAD_REQUEST,
+        "bad request: Last-Event-ID must be room=seq,room=seq as the stream sent it",
+        format!("Last-Event-ID: {detail}"),
+    )
+}
+
+/// Waits for the client to hang up (a stream's client sends nothing after its
+/// request), the token to expire, or another thread to end the stream.
+fn wait(conn: &Conn, expires_at: Option<u64>) -> CloseReason {
+    let mut buf = [0u8; 512];
+    loop {
+        if expires_at.is_some_and(|exp| now_s() >= exp) {
+            return CloseReason::TokenExpired;
+        }
+        let left = expires_at.map_or(IDLE_WAKE, |exp| Duration::from_secs(exp.saturating_sub(now_s())));
+        let _ = conn.stream().set_read_timeout(Some(left.clamp(Duration::from_millis(1), IDLE_WAKE)));
+        match conn.stream().read(&mut buf) {
+            Ok(0) => return conn.reason().unwrap_or(CloseReason::Client),
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return conn.reason().unwrap_or(CloseReason::SocketError),
+        }
+    }
+}
