@@ -44,7 +44,8 @@ fuzz:
 bench:
 	$(CARGO) bench -p natter
 
-## natter vs the seed's Node.js server vs a bare fan-out ceiling, side by side.
+## natter vs the seed's Node.js server, Socket.IO, a tokio server and a bare fan-out
+## ceiling, side by side (one room and many rooms; about 8 minutes).
 loadtest:
 	loadtest/run.sh
 

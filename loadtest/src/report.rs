@@ -4,6 +4,7 @@
 //! comparison table built from several runs' JSON.
 
 use crate::scenario::{deliveries_per_s, Outcome};
+use crate::stats::ms;
 use crate::stats::TICK_NS;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
@@ -42,10 +43,6 @@ impl Tester {
     pub fn bottleneck(&self) -> bool {
         self.load() >= 0.9
     }
-}
-
-fn ms(us: u64) -> f64 {
-    us as f64 / 1000.0
 }
 
 fn quantiles_ms(h: &Histogram<u64>) -> Value {

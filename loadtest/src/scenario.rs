@@ -8,7 +8,7 @@ use crate::cli::{Args, Scenario};
 use crate::fleet::Fleet;
 use crate::probe::Probe;
 use crate::rooms::{self, Census, RoomReport};
-use crate::stats::{latency_histogram, Progress, Stats, TICK_NS};
+use crate::stats::{latency_histogram, ms, Progress, Stats, TICK_NS};
 use crate::sys::{cgroup_memory_current, kernel_mem, now_ns, rss_kib, thread_count, KernelMem};
 use crate::witness::{self, Witness};
 use serde_json::{json, Map, Value};
@@ -97,10 +97,6 @@ pub fn deliveries_per_s(stats: &Stats, window: (u64, u64)) -> f64 {
         return n as f64 / (f64::from(last - first) * TICK_NS as f64 / 1e9);
     }
     stats.unique() as f64 / ((b - a) as f64 / 1e9).max(1e-3)
-}
-
-fn ms(us: u64) -> f64 {
-    us as f64 / 1000.0
 }
 
 /// Open `count` counted clients; returns seconds until all were open.

@@ -10,6 +10,11 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+/// Microseconds (the histograms' unit) as milliseconds, for reports.
+pub fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
 /// Latencies are recorded in microseconds, 1 µs .. 10 min, 3 significant digits.
 pub fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
