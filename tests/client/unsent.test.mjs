@@ -49,8 +49,8 @@ test('a post made while the server is down is delivered once, across both restar
 
 test('a post whose ack was lost is re-sent with the same id and stored once', { timeout: 60000 }, async () => {
   const wsPort = await freePort();
-  // Resume history holds 2 messages, so the poster's copy has scrolled out
-  // of it: only the server's de-duplication by id keeps it single.
+  // The ring holds 2 messages, so the poster's copy has scrolled out of it (the
+  // resume reads it back from the store): the re-send must still be stored once.
   const server = await startNatter(cleanup, { wsPort, extraArgs: ['--history', '2'] });
   const proxy = await startProxy(cleanup, wsPort);
   const poster = makeClient(cleanup, { url: `ws://127.0.0.1:${proxy.port}/ws`, name: 'lossy', rooms: ['dedup'] });
@@ -73,9 +73,11 @@ test('a post whose ack was lost is re-sent with the same id and stored once', { 
   const resumed = poster.next('history', (h) => h.room === 'dedup');
   proxy.thaw();
   const history = await within(resumed, 20000, 'the resumed history');
-  assert.equal(history.complete, false, 'the copy scrolled out of the history ring');
+  assert.ok(history.messages.some((m) => m.id === entry.id), 'the resume brings the copy back from the store');
   const ack = await within(acked, 10000, 'the ack of the re-sent post');
-  assert.deepEqual([ack.seq, ack.dup], [original.seq, true]);
+  // Acked from the copy in the resumed history, or by the server's de-duplication
+  // of the re-send: either way with the original seq, and stored once (below).
+  assert.equal(ack.seq, original.seq);
   assert.deepEqual(poster.unsent(), []);
 
   const last = observer.next('message', (m) => m.text === 'after');
