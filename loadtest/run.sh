@@ -152,6 +152,42 @@ idle_all() {
     done
 }
 
+# api_rows: the server API and webhooks, against one natter with both on: the
+# witness posting through the API at 1,000 clients (an API post's latency, request to
+# seen by a WebSocket client), steady 5,000 with 1,000 API posts/s beside it, and
+# 5,000 msg/s with a webhook receiver that answers in 50 ms (its queue sampled).
+api_rows() {
+    local data keys port rpid admin
+    data=$(mktemp -d) keys=$(mktemp)
+    DATA_DIRS+=("$data" "$keys")
+    echo "loadtest-api-key-0123456789" >"$keys"
+    port=$(free_port)
+    python3 loadtest/peers/webhook-receiver.py "$port" &
+    rpid=$!
+    PIDS+=("$rpid")
+    start natter-api target/release/natter serve --bind 127.0.0.1 --http-port 0 --ws-port 0 \
+        --data-dir "$data" --rate-per-s 100000 --rate-burst 100000 --api-key-file "$keys" --api-rate-per-s 100000 \
+        --webhook "http://127.0.0.1:$port/hook" --webhook-secret-file "$keys"
+    URL="$SERVER_URL?name=lt"
+    admin=$(grep -o 'admin=http://[^ ]*' "$OUT/natter-api.log" | head -1 | sed 's|admin=http://||')
+    local api=(--api "$admin" --api-key loadtest-api-key-0123456789)
+    lt natter steady --clients 1000 --rate 50 --duration "$DURATION" --variant witness=websocket "${api[@]}"
+    lt natter steady --clients 1000 --rate 50 --duration "$DURATION" --variant witness=api "${api[@]}" --witness-via-api
+    lt natter steady --clients 5000 --rate 10 --duration "$DURATION" --variant api-posts=1000/s "${api[@]}" --api-rate 1000
+    local before queue_max=0 q
+    before=$(curl -s "http://127.0.0.1:$port/" || true)
+    ( for _ in $(seq $((DURATION * 4 + 8))); do
+        curl -s "http://$admin/metrics" | awk '/^natter_webhook_queue /{print $2}'; sleep 0.25; done ) >"$OUT/webhook-queue.txt" &
+    local sampler=$!
+    lt natter steady --clients 10 --senders 10 --rate 5000 --duration "$DURATION" --witness-rate 0 --variant webhook-50ms
+    wait "$sampler" 2>/dev/null || true
+    queue_max=$(sort -n "$OUT/webhook-queue.txt" | tail -1)
+    say "  webhooks: receiver before $before, after $(curl -s "http://127.0.0.1:$port/"); queue max ${queue_max:-?};" \
+        "$(curl -s "http://$admin/metrics" | grep -E '^natter_webhook_(events_dropped|posts_failed)_total' | tr '\n' ' ')"
+    stop
+    kill "$rpid" 2>/dev/null || true
+}
+
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 run_scenarios() {
@@ -210,6 +246,7 @@ for server in $SERVERS; do
         run_scenarios "$server"
         rooms "$server"
         stop
+        api_rows
         # Group commit: one fsync per dispatcher batch.
         data=$(mktemp -d)
         DATA_DIRS+=("$data")

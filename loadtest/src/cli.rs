@@ -87,6 +87,21 @@ pub struct Args {
     /// its own room, timing its round trip beside the fleet's (0 = none).
     #[arg(long, default_value_t = 10.0)]
     pub witness_rate: f64,
+    /// natter's server API (the admin listener, `host:port`): with `--api-key`,
+    /// enables `--witness-via-api` and `--api-rate`.
+    #[arg(long)]
+    pub api: Option<String>,
+    /// The API key for `--api`.
+    #[arg(long, default_value = "")]
+    pub api_key: String,
+    /// The witness posts through the server API instead of its WebSocket, so
+    /// its round trip is an API post's latency (request to seen by a client).
+    #[arg(long)]
+    pub witness_via_api: bool,
+    /// Background posts a second through the server API into a room of their
+    /// own, for the whole run (the load of a backend posting; 0 = none).
+    #[arg(long, default_value_t = 0.0)]
+    pub api_rate: f64,
     /// Speak Engine.IO/Socket.IO framing inside the WebSocket (send `40`,
     /// join after the server's `40`, answer ping `2` with `3`); use with
     /// templates like `42["msg",{"room":"$ROOM","text":"$TEXT"}]`.

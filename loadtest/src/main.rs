@@ -11,6 +11,7 @@
 //! independent client that checks the tester) ·
 //! `sys` (clock, rlimit, getrusage, /proc, kernel memory). `main` only wires them.
 
+mod api_post;
 mod cli;
 mod fleet;
 mod ledger;
@@ -62,6 +63,17 @@ fn run(args: &Args) -> Result<(), String> {
     let run_id = sys::now_ns() ^ u64::from(std::process::id()) << 32 ^ unix_nanos();
     let spread = matches!(args.scenario(), Scenario::Rooms | Scenario::RoomsRamp);
     let witness = witness::Witness::start(args, targets.clone(), run_id)?;
+    // A backend's posts through the server API, into a room no fleet client is in.
+    let background = match witness::api(args)? {
+        Some(api) if args.api_rate > 0.0 => Some(api_post::Poster::start(
+            &api,
+            &format!("{}-api", args.room),
+            witness::STREAM - 1,
+            args.api_rate,
+            Duration::from_secs(args.max_seconds),
+        )),
+        _ => None,
+    };
     let setup = worker::Setup {
         targets,
         join: (!args.join.is_empty()).then(|| probe::Template::new(&args.join)),
@@ -93,6 +105,12 @@ fn run(args: &Args) -> Result<(), String> {
     fleet.stop();
     if let Some(w) = witness {
         w.stop();
+    }
+    if let Some(p) = background {
+        let (posted, failed) =
+            (p.posted.load(std::sync::atomic::Ordering::Relaxed), p.failed.load(std::sync::atomic::Ordering::Relaxed));
+        p.stop();
+        eprintln!("natter-loadtest: background API posts: {posted} stored, {failed} failed");
     }
     let j = report::to_json(&outcome, &args.label, args.variant.as_deref(), &tester);
     if args.json {

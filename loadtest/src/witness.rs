@@ -8,6 +8,7 @@
 //! room of its own, and its posts would go to every client; it posts nothing
 //! and times the fleet's probes that reach it instead.
 
+use crate::api_post::{Api, Poster};
 use crate::cli::Args;
 use crate::fleet::Fleet;
 use crate::ledger::MAX_STREAMS;
@@ -43,6 +44,8 @@ pub fn tester_bound(fleet_p50_ms: f64, witness_p50_ms: Option<f64>, tester_load:
 
 pub struct Witness {
     fleet: Fleet,
+    /// `--witness-via-api`: the posts go through the server API.
+    poster: Option<Poster>,
 }
 
 impl Witness {
@@ -72,10 +75,17 @@ impl Witness {
         if args.await_joined && !listen {
             fleet.await_joined("witness", Duration::from_secs(10));
         }
-        if !listen {
-            fleet.send_streams(vec![STREAM], args.witness_rate, Duration::from_secs(args.max_seconds));
+        let duration = Duration::from_secs(args.max_seconds);
+        let mut poster = None;
+        match api(args)? {
+            Some(api) if args.witness_via_api && !listen => {
+                poster =
+                    Some(Poster::start(&api, &format!("{}-witness", args.room), STREAM, args.witness_rate, duration))
+            }
+            _ if !listen => fleet.send_streams(vec![STREAM], args.witness_rate, duration),
+            _ => {}
         }
-        Ok(Some(Witness { fleet }))
+        Ok(Some(Witness { fleet, poster }))
     }
 
     /// Forget what was measured so far: a measured window starts.
@@ -89,6 +99,21 @@ impl Witness {
     }
 
     pub fn stop(self) {
+        if let Some(p) = self.poster {
+            p.stop();
+        }
         self.fleet.stop();
+    }
+}
+
+/// The server API named by `--api`/`--api-key`, if any; an error when an API option
+/// is used without them.
+pub fn api(args: &Args) -> Result<Option<Api>, String> {
+    match &args.api {
+        Some(addr) if !args.api_key.is_empty() => Ok(Some(Api { addr: addr.clone(), key: args.api_key.clone() })),
+        _ if args.witness_via_api || args.api_rate > 0.0 => {
+            Err("--witness-via-api and --api-rate need --api HOST:PORT and --api-key".into())
+        }
+        _ => Ok(None),
     }
 }
