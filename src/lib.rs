@@ -159,9 +159,7 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> Result<()
     let max_connections = cfg.max_connections;
     let accept_shutdown = shutdown.clone();
     let ws = listeners.ws;
-    let accept = thread::Builder::new()
-        .name("ws-accept".into())
-        .spawn(move || server::accept_loop(ws, ctx, max_connections, accept_shutdown))?;
+    let accept = server::start_accepting(ws, ctx, max_connections, accept_shutdown)?;
 
     shutdown.wait();
     let result = dispatcher.join().unwrap_or_else(|_| shutdown::fatal("the dispatcher thread panicked"));

@@ -37,28 +37,44 @@ pub fn raise_backlog(listener: &TcpListener) {
     unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) };
 }
 
-/// Accepts until shutdown. `max_connections` is the effective ceiling computed at start.
-pub fn accept_loop(listener: TcpListener, ctx: Arc<ConnContext>, max_connections: usize, shutdown: Shutdown) {
+/// Starts the accept loop (thread `ws-accept`) and its helpers, all before returning,
+/// so that a failure to start them (descriptors or threads short) is an error at start,
+/// never a listener that silently dies later. `max_connections` is the effective
+/// ceiling computed at start.
+pub fn start_accepting(
+    listener: TcpListener,
+    ctx: Arc<ConnContext>,
+    max_connections: usize,
+    shutdown: Shutdown,
+) -> std::io::Result<thread::JoinHandle<()>> {
     raise_backlog(&listener);
-    let admission = ctx.admission.clone();
     let (refuse_tx, refuse_rx) = crossbeam_channel::bounded(REFUSE_QUEUE);
-    let refuser = thread::Builder::new()
-        .name("ws-refuser".into())
-        .spawn(move || refuser(refuse_rx))
-        .expect("spawning the refuser thread at start");
+    let refuser = thread::Builder::new().name("ws-refuser".into()).spawn(move || refuser(refuse_rx))?;
     // Closing the listening socket's read side wakes `accept` when shutdown fires. The
     // watcher shuts down its own duplicate: the loop may drop `listener` first, and a
     // bare descriptor number could by then name another file.
-    let own = listener.try_clone().expect("duplicating the listening socket at start");
+    let own = listener.try_clone()?;
     let watcher = shutdown.clone();
+    thread::Builder::new().name("ws-accept-stop".into()).spawn(move || {
+        watcher.wait();
+        // SAFETY: shutdown(2) on `own`, a descriptor this closure owns until it returns.
+        unsafe { libc::shutdown(own.as_raw_fd(), libc::SHUT_RD) };
+    })?;
     thread::Builder::new()
-        .name("ws-accept-stop".into())
-        .spawn(move || {
-            watcher.wait();
-            // SAFETY: shutdown(2) on `own`, a descriptor this closure owns until it returns.
-            unsafe { libc::shutdown(own.as_raw_fd(), libc::SHUT_RD) };
-        })
-        .expect("spawning the accept watcher at start");
+        .name("ws-accept".into())
+        .spawn(move || accept_loop(listener, ctx, max_connections, shutdown, refuse_tx, refuser))
+}
+
+/// Accepts until shutdown.
+fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<ConnContext>,
+    max_connections: usize,
+    shutdown: Shutdown,
+    refuse_tx: Sender<(TcpStream, Refusal)>,
+    refuser: thread::JoinHandle<()>,
+) {
+    let admission = ctx.admission.clone();
 
     let next_id = AtomicU64::new(1);
     let stack = ctx.cfg.conn_stack_bytes;
