@@ -61,9 +61,10 @@ impl Relay {
         let (wake, ring) = UnixStream::pair()?;
         wake.set_nonblocking(true)?;
         ring.set_nonblocking(true)?;
+        // One descriptor shared by the relays, not one each.
+        let ring = Arc::new(ring);
         for i in 0..threads {
-            let (jobs_rx, done_tx, upstream, ring) =
-                (jobs_rx.clone(), done_tx.clone(), upstream.clone(), ring.try_clone()?);
+            let (jobs_rx, done_tx, upstream, ring) = (jobs_rx.clone(), done_tx.clone(), upstream.clone(), ring.clone());
             thread::Builder::new().name(format!("{name}-relay-{i}")).spawn(move || {
                 for job in jobs_rx {
                     let response = fetch(&upstream, &job.request);
@@ -71,7 +72,7 @@ impl Relay {
                         return;
                     }
                     // A full socket buffer already wakes the guard.
-                    let _ = (&ring).write(&[1]);
+                    let _ = (&*ring).write(&[1]);
                 }
             })?;
         }
