@@ -29,6 +29,9 @@ use crate::transport::http::{self, Site};
 /// for a lost tiny_http.
 const TICK: Duration = Duration::from_millis(200);
 
+/// The private directories' names: this, the pid, a count.
+const DIR_PREFIX: &str = "natter-http-";
+
 /// Sites started by this process, naming their directories apart.
 static STARTED: AtomicUsize = AtomicUsize::new(0);
 
@@ -52,7 +55,10 @@ impl Upstream {
     /// Starts tiny_http for `site` on a socket in a new private directory.
     pub fn start(site: Site) -> io::Result<Arc<Upstream>> {
         let n = STARTED.fetch_add(1, Relaxed);
-        let dir = std::env::temp_dir().join(format!("natter-http-{}-{n}", std::process::id()));
+        if n == 0 {
+            sweep(&std::env::temp_dir());
+        }
+        let dir = std::env::temp_dir().join(format!("{DIR_PREFIX}{}-{n}", std::process::id()));
         // A directory left by an earlier process with this pid is not ours to trust.
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
@@ -117,8 +123,41 @@ impl Drop for Upstream {
     }
 }
 
+/// Removes the directories of natter processes that are gone (killed before they
+/// could remove their own).
+fn sweep(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name.to_str().and_then(|n| n.strip_prefix(DIR_PREFIX)).and_then(|rest| rest.split('-').next());
+        if let Some(pid) = pid.and_then(|p| p.parse::<u32>().ok()) {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}
+
 /// A tiny_http on `path`, replacing any socket file there.
 fn bind(path: &Path) -> io::Result<Server> {
     let _ = std::fs::remove_file(path);
     Server::http_unix(path).map_err(io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directories_of_processes_that_are_gone_are_swept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let gone = tmp.path().join(format!("{DIR_PREFIX}{}-0", u32::MAX));
+        let alive = tmp.path().join(format!("{DIR_PREFIX}{}-0", std::process::id()));
+        let other = tmp.path().join("natter-http-not-a-pid");
+        for d in [&gone, &alive, &other] {
+            std::fs::create_dir(d).unwrap();
+        }
+        sweep(tmp.path());
+        assert!(!gone.exists() && alive.exists() && other.exists());
+    }
 }
