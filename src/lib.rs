@@ -4,8 +4,9 @@
 //! - [`transport`]: an accept loop gives each WebSocket connection a small-stack
 //!   thread that performs the handshake ([`auth`] for tokens), then reads frames,
 //!   validates them ([`protocol`]) and sends [`dispatcher::Command`]s through a
-//!   crossbeam channel; a one-thread guard per HTTP listener serves the page,
-//!   `/config.json` and `/healthz`, and `/metrics` ([`metrics`]) on the admin port.
+//!   crossbeam channel; a one-thread guard per HTTP listener holds every HTTP
+//!   connection and relays complete requests to tiny_http behind it, which serves the
+//!   page, `/config.json` and `/healthz`, and `/metrics` ([`metrics`]) on the admin port.
 //!   [`tls`] holds the certificate both listeners use with `--tls-cert`.
 //! - [`dispatcher`]: one thread, the only owner of rooms, `seq`, history and the
 //!   store's writes ([`dispatcher::Backend`]: the local SQLite [`store::sqlite`],
@@ -55,7 +56,9 @@ use store::sqlite::{SqliteStore, StoreError as SqliteError};
 use transport::connection::ConnContext;
 use transport::guard::{Guard, Handoff};
 use transport::http::Site;
+use transport::relay::{Relay, RELAYS};
 use transport::server;
+use transport::upstream::Upstream;
 
 /// Bounded queue from connection threads to the dispatcher: when the dispatcher falls
 /// behind, readers wait here instead of growing memory without bound.
@@ -88,14 +91,22 @@ pub enum ServeError {
     ApiKeys(#[from] ApiKeyError),
 }
 
-fn spawn_guard(
+/// One HTTP listener: its guard thread in front, the site's tiny_http behind it with
+/// a thread (`<name>-tiny`) answering its requests, and the relays between them.
+fn spawn_http(
     name: &str,
     guard: Guard,
     listener: TcpListener,
     shutdown: &Shutdown,
-) -> std::io::Result<thread::JoinHandle<()>> {
-    let shutdown = shutdown.clone();
-    thread::Builder::new().name(name.into()).spawn(move || guard.run(listener, &shutdown))
+) -> std::io::Result<[thread::JoinHandle<()>; 2]> {
+    let upstream = Upstream::start(guard.site)?;
+    let relay = Relay::start(name, upstream.clone(), RELAYS)?;
+    let (cfg, metrics, stop) = (guard.cfg.clone(), guard.metrics.clone(), shutdown.clone());
+    let site =
+        thread::Builder::new().name(format!("{name}-tiny")).spawn(move || upstream.run(&cfg, &metrics, &stop))?;
+    let stop = shutdown.clone();
+    let guard = thread::Builder::new().name(name.into()).spawn(move || guard.run(listener, &relay, &stop))?;
+    Ok([guard, site])
 }
 
 /// Runs the server until `shutdown` fires; then every client gets close 1001, the
@@ -141,11 +152,11 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> Result<()
         exempt: |cfg, ip| proxy::is_trusted(&cfg.trusted_proxies, ip),
         api: None,
     };
-    let mut http = vec![spawn_guard("http", guard.clone(), listeners.http, &shutdown)?];
+    let mut http = vec![spawn_http("http", guard.clone(), listeners.http, &shutdown)?];
     if let Some(admin) = listeners.admin {
         // The server API lives on the admin listener, off the internet.
         let guard = Guard { site: Site::Admin, tls: None, api, ..guard };
-        http.push(spawn_guard("http-admin", guard, admin, &shutdown)?);
+        http.push(spawn_http("http-admin", guard, admin, &shutdown)?);
     }
 
     let ctx = Arc::new(ConnContext {
@@ -163,7 +174,7 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> Result<()
 
     shutdown.wait();
     let result = dispatcher.join().unwrap_or_else(|_| shutdown::fatal("the dispatcher thread panicked"));
-    for h in http {
+    for h in http.into_iter().flatten() {
         let _ = h.join();
     }
     let _ = accept.join();

@@ -71,6 +71,8 @@ pub struct Metrics {
     pub deliveries: AtomicU64,
     /// Times accepting an HTTP connection failed (descriptors exhausted...).
     pub http_accept_errors: AtomicU64,
+    /// Times a site's tiny_http had stopped accepting and was started again.
+    pub http_restarts: AtomicU64,
     /// Open HTTP connections (page and admin listeners).
     pub http_connections: AtomicU64,
     /// Idle keep-alive HTTP connections closed by the guard.
@@ -106,6 +108,7 @@ impl Default for Metrics {
             messages_duplicate: AtomicU64::new(0),
             deliveries: AtomicU64::new(0),
             http_accept_errors: AtomicU64::new(0),
+            http_restarts: AtomicU64::new(0),
             http_connections: AtomicU64::new(0),
             http_idle_closed: AtomicU64::new(0),
             http_refused: Default::default(),
@@ -283,6 +286,12 @@ impl Metrics {
             "Webhook events waiting, over all receivers.",
             "gauge",
             hooks.queued.load(Relaxed),
+        );
+        gauge(
+            "natter_http_restarts_total",
+            "Times a site's tiny_http (behind the guard) stopped accepting and was started again.",
+            "counter",
+            self.http_restarts.load(Relaxed),
         );
         gauge("natter_http_connections", "Open HTTP connections.", "gauge", self.http_connections.load(Relaxed));
         gauge(

@@ -114,7 +114,7 @@ fn sigterm_sends_1001_to_every_client_and_exits_0() {
 
 #[test]
 fn the_http_side_serves_again_after_the_descriptors_ran_out() {
-    // Descriptors run out while the caps still admit (tiny_http, before the guard,
+    // Descriptors run out while the caps still admit (tiny_http, when it faced clients,
     // lost its accept thread here for good); two limits, as when it took two per
     // connection and failed differently with each parity left.
     for nofile in [128, 129] {

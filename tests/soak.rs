@@ -33,11 +33,11 @@ fn conn_threads(pid: u32) -> usize {
         .count()
 }
 
-/// Socket descriptors an idle server holds: the WebSocket and HTTP listeners,
-/// tiny_http's duplicate of the HTTP one (natter keeps the original to restart it),
-/// and the accept watcher's duplicate of the WebSocket one (so it never shuts down a
-/// descriptor number that may have been reused).
-const IDLE_SOCKETS: usize = 4;
+/// Socket descriptors an idle server holds: the WebSocket, HTTP and admin listeners,
+/// the accept watcher's duplicate of the WebSocket one (so it never shuts down a
+/// descriptor number that may have been reused), and for each of the two HTTP
+/// listeners its tiny_http's Unix listener and the relays' wake-up socket pair.
+const IDLE_SOCKETS: usize = 4 + 2 * 3;
 
 /// Open socket descriptors.
 fn sockets(pid: u32) -> usize {

@@ -1,21 +1,26 @@
 //! The HTTP guard: one thread per HTTP listener that accepts, caps, times out and
-//! (with `--tls-cert`) decrypts every HTTP connection, and answers each request head
-//! with [`http::respond`].
+//! (with `--tls-cert`) decrypts every HTTP connection, and passes each complete
+//! request head to the site's tiny_http through its [`Relay`], then writes the
+//! response back to the client itself.
 //!
-//! tiny_http, which served the page before, gave every connection a thread blocked on
-//! a read with no timeout: 10,124 idle connections from one client left 10,003
-//! threads and `/healthz` dead. The guard instead holds all its connections in one
-//! `poll` loop on non-blocking sockets, so an idle or slow client costs a descriptor
-//! and a few hundred bytes, never a thread, and each of them is bounded:
+//! tiny_http, facing browsers directly, gave every connection a thread blocked on a
+//! read with no timeout: 10,124 idle connections from one client left 10,003 threads
+//! and `/healthz` dead. So no browser reaches tiny_http: the guard holds all client
+//! connections in one `poll` loop on non-blocking sockets, so an idle or slow client
+//! costs a descriptor and a few hundred bytes, never a thread, and each of them is
+//! bounded:
 //! - at accept: total and per-IP caps (`--http-max-connections[-per-ip]`); a refused
 //!   connection is answered 503/429 (plain port) or just closed, and counted;
 //! - a deadline for the request head (`--http-head-timeout-ms`; slowloris), which
 //!   also covers the TLS handshake and writing the response;
 //! - an idle keep-alive timeout between requests (`--http-idle-timeout-ms`).
 //!
-//! Responses come from memory (or a small file with `--www`), so answering on this
-//! thread never waits on anything but the client, and that wait is non-blocking. The
-//! one exception is handed away: a request for `/api/` on a listener with a
+//! A complete head goes to a relay thread (transport/relay.rs), which asks tiny_http
+//! (transport/upstream.rs) on a Unix socket; meanwhile the client waits in
+//! `Relaying` (no reads, the head deadline), and the loop never blocks. The guard
+//! answers only what never reaches a route itself: bad or oversized heads (400/431),
+//! refusals (503/429, 408), a full relay queue (503). A request is handed away
+//! whole: a request for `/api/` on a listener with a
 //! [`Handoff`] leaves the loop with its connection (the server API's threads answer
 //! it), since an API post waits for the store's commit.
 //! Refusals are counted in `natter_http_refused_total`. The guard never touches chat
@@ -36,6 +41,7 @@ use crate::metrics::{HttpRefusal, Metrics};
 use crate::shutdown::Shutdown;
 use crate::tls::{self, Tls};
 use crate::transport::http::{self, Site};
+use crate::transport::relay::Relay;
 
 /// Largest request head read; past it the answer is 431.
 const MAX_HEAD: usize = 16 * 1024;
@@ -45,6 +51,9 @@ const TICK: Duration = Duration::from_millis(200);
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// Most connections accepted per turn of the loop, so existing ones are served too.
 const ACCEPT_BURST: usize = 256;
+/// Where the clients start in the `poll` array (after the listener and the relays'
+/// wake-up socket).
+const FIRST: usize = 2;
 
 /// Where a plain connection whose request is for `/api/` goes, with the bytes read so
 /// far (its head, maybe some body).
@@ -74,6 +83,8 @@ pub struct Guard {
 enum Phase {
     /// Waiting for (the rest of) a request head, or the TLS handshake.
     Head,
+    /// The head is with a relay; not reading until its response is written.
+    Relaying,
     /// Writing a response.
     Writing,
     /// Between keep-alive requests.
@@ -82,6 +93,8 @@ enum Phase {
 
 /// One HTTP connection.
 struct Client {
+    /// Names the client to the relays (its index in the loop changes).
+    id: u64,
     stream: TcpStream,
     ip: IpAddr,
     /// Counted against its IP's cap (not for exempt peers).
@@ -108,8 +121,8 @@ enum Next {
 }
 
 impl Guard {
-    /// Serves `listener` until `shutdown` fires.
-    pub fn run(&self, listener: TcpListener, shutdown: &Shutdown) {
+    /// Serves `listener` until `shutdown` fires, routes answered through `relay`.
+    pub fn run(&self, listener: TcpListener, relay: &Relay, shutdown: &Shutdown) {
         if let Err(e) = listener.set_nonblocking(true) {
             log::error!("HTTP guard: cannot make the listener non-blocking: {e}");
             return;
@@ -119,6 +132,7 @@ impl Guard {
         let mut per_ip: HashMap<IpAddr, usize> = HashMap::new();
         let mut paused_until = Instant::now();
         let mut polls: Vec<libc::pollfd> = Vec::new();
+        let mut next_id = 0u64;
         while !shutdown.is_fired() {
             let now = Instant::now();
             let accepting = now >= paused_until;
@@ -128,6 +142,7 @@ impl Guard {
                 events: if accepting { libc::POLLIN } else { 0 },
                 revents: 0,
             });
+            polls.push(libc::pollfd { fd: relay.wake_fd(), events: libc::POLLIN, revents: 0 });
             polls.extend(clients.iter().map(|c| libc::pollfd {
                 fd: c.stream.as_raw_fd(),
                 events: c.interest(),
@@ -143,10 +158,13 @@ impl Guard {
 
             let mut i = 0;
             let now = Instant::now();
+            if polls[1].revents != 0 {
+                self.relayed(relay, &mut clients);
+            }
             while i < clients.len() {
-                let revents = polls[i + 1].revents;
+                let revents = polls[i + FIRST].revents;
                 let next = if revents != 0 {
-                    self.on_ready(&mut clients[i], revents)
+                    self.on_ready(&mut clients[i], revents, relay)
                 } else if now >= clients[i].deadline {
                     clients[i].expired(&self.metrics)
                 } else {
@@ -160,13 +178,13 @@ impl Guard {
                     self.metrics.http_refused(why);
                 }
                 let gone = clients.swap_remove(i);
-                polls.swap_remove(i + 1);
+                polls.swap_remove(i + FIRST);
                 self.release(&gone, &mut per_ip);
                 if let (Next::HandOff, Some(api)) = (next, &self.api) {
                     (api.0)(gone.stream, gone.inbuf);
                 }
             }
-            if accepting && polls[0].revents != 0 && !self.accept(&listener, &mut clients, &mut per_ip) {
+            if accepting && polls[0].revents != 0 && !self.accept(&listener, &mut clients, &mut per_ip, &mut next_id) {
                 paused_until = Instant::now() + ACCEPT_PAUSE;
             }
         }
@@ -176,7 +194,13 @@ impl Guard {
     }
 
     /// Accepts what is waiting; false when `accept` failed (pause before the next try).
-    fn accept(&self, listener: &TcpListener, clients: &mut Vec<Client>, per_ip: &mut HashMap<IpAddr, usize>) -> bool {
+    fn accept(
+        &self,
+        listener: &TcpListener,
+        clients: &mut Vec<Client>,
+        per_ip: &mut HashMap<IpAddr, usize>,
+        next_id: &mut u64,
+    ) -> bool {
         let cfg = &self.cfg;
         for _ in 0..ACCEPT_BURST {
             let (stream, peer) = match listener.accept() {
@@ -221,7 +245,9 @@ impl Guard {
                 *per_ip.entry(ip).or_insert(0) += 1;
             }
             self.metrics.http_connections.fetch_add(1, Relaxed);
+            *next_id += 1;
             clients.push(Client {
+                id: *next_id,
                 stream,
                 ip,
                 capped,
@@ -250,7 +276,25 @@ impl Guard {
         }
     }
 
-    fn on_ready(&self, c: &mut Client, revents: libc::c_short) -> Next {
+    /// Queues the responses the relays finished for clients still waiting for them.
+    fn relayed(&self, relay: &Relay, clients: &mut [Client]) {
+        for done in relay.finished() {
+            // A client cut at its deadline meanwhile is gone, and so is its answer.
+            if let Some(c) = clients.iter_mut().find(|c| c.id == done.id && c.phase == Phase::Relaying) {
+                let keep_alive = c.keep_alive;
+                c.respond(http::with_connection(&done.response, keep_alive), keep_alive);
+                c.deadline = Instant::now() + self.cfg.http_head_timeout;
+            }
+        }
+    }
+
+    fn on_ready(&self, c: &mut Client, revents: libc::c_short, relay: &Relay) -> Next {
+        if c.phase == Phase::Relaying {
+            if revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+                return Next::Close;
+            }
+            return self.write(c, relay);
+        }
         if revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 && c.phase != Phase::Writing {
             match c.read_more() {
                 Ok(true) => {}
@@ -262,16 +306,17 @@ impl Guard {
                 c.deadline = Instant::now() + self.cfg.http_head_timeout;
             }
             if c.phase == Phase::Head {
-                if let Some(next) = self.answer(c) {
+                if let Some(next) = self.answer(c, relay) {
                     return next;
                 }
             }
         }
-        self.write(c)
+        self.write(c, relay)
     }
 
-    /// Parses the head if it is complete and queues the answer; `Some` ends the client.
-    fn answer(&self, c: &mut Client) -> Option<Next> {
+    /// Parses the head if it is complete and passes it to a relay (or queues the
+    /// guard's own answer); `Some` ends the client.
+    fn answer(&self, c: &mut Client, relay: &Relay) -> Option<Next> {
         match http::parse_head(&c.inbuf) {
             Ok(None) if c.inbuf.len() < MAX_HEAD => None,
             Ok(None) => {
@@ -289,10 +334,16 @@ impl Guard {
                 Some(Next::HandOff)
             }
             Ok(Some((head, len))) => {
+                let request = http::upstream_request(&c.inbuf);
                 c.inbuf.drain(..len);
-                let (bytes, keep_alive) = http::respond(&head, self.site, &self.cfg, &self.metrics);
-                c.respond(bytes, keep_alive);
+                // A body is never read, so the connection cannot carry another request.
+                c.keep_alive = head.keep_alive && !head.has_body;
                 c.deadline = Instant::now() + self.cfg.http_head_timeout;
+                if request.is_some_and(|r| relay.submit(c.id, r)) {
+                    c.phase = Phase::Relaying;
+                } else {
+                    c.respond(http::plain(503, "server busy\n"), false);
+                }
                 None
             }
         }
@@ -300,7 +351,7 @@ impl Guard {
 
     /// Writes what the client takes now; after a whole response, keeps the connection
     /// idle (keep-alive, and answers a pipelined head at once) or closes it.
-    fn write(&self, c: &mut Client) -> Next {
+    fn write(&self, c: &mut Client, relay: &Relay) -> Next {
         if c.flush_out().is_err() {
             return Next::Close;
         }
@@ -318,10 +369,10 @@ impl Guard {
         c.deadline = Instant::now() + self.cfg.http_idle_timeout;
         if !c.inbuf.is_empty() {
             c.phase = Phase::Head;
-            if let Some(next) = self.answer(c) {
+            if let Some(next) = self.answer(c, relay) {
                 return next;
             }
-            return self.write(c);
+            return self.write(c, relay);
         }
         Next::Keep
     }
@@ -330,7 +381,7 @@ impl Guard {
 impl Client {
     fn interest(&self) -> libc::c_short {
         let mut events = 0;
-        if self.phase != Phase::Writing {
+        if matches!(self.phase, Phase::Head | Phase::Idle) {
             events |= libc::POLLIN;
         }
         if self.has_output() {
@@ -436,6 +487,13 @@ impl Client {
                 Next::Close
             }
             Phase::Writing => Next::Refuse(HttpRefusal::WriteTimeout),
+            Phase::Relaying => {
+                log::warn!("HTTP: no response from the page server within the head timeout");
+                if self.tls.is_none() {
+                    let _ = send_now(&self.stream, &http::plain(504, "the page server did not answer in time\n"));
+                }
+                Next::Close
+            }
             Phase::Head => {
                 if self.tls.is_none() && !self.inbuf.is_empty() {
                     let _ = send_now(&self.stream, &http::plain(408, "request head timeout\n"));

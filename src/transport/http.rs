@@ -53,7 +53,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, httparse::Error> 
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let httparse::Status::Complete(len) = req.parse(buf)? else { return Ok(None) };
-    let header = |name: &str| {
+    let header = |name: &'static str| {
         req.headers
             .iter()
             .find(|h| h.name.eq_ignore_ascii_case(name))
@@ -79,17 +79,75 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, httparse::Error> 
     Ok(Some((head, len)))
 }
 
-/// The response to `head` on `site`. `keep_alive` is false when the connection closes
-/// after it (the client asked, or the request had a body natter does not read).
-pub fn respond(head: &Head, site: Site, cfg: &Config, metrics: &Metrics) -> (Vec<u8>, bool) {
-    let keep_alive = head.keep_alive && !head.has_body;
-    let reply = route(head, site, cfg, metrics);
-    (reply.bytes(head.method != "HEAD", keep_alive), keep_alive)
+/// Headers the guard never forwards to tiny_http: it decides keep-alive with the
+/// browser itself, and no route reads a body (a body left unread would hold a
+/// tiny_http thread until the relay timed out).
+/// `TE` too: the response always carries its length.
+const NOT_FORWARDED: [&str; 7] =
+    ["connection", "keep-alive", "content-length", "transfer-encoding", "te", "expect", "upgrade"];
+
+/// The request head the guard's relay writes to tiny_http for the complete head at
+/// the start of `buf`: the same request line and headers, no body, and
+/// `Connection: close` so that tiny_http's thread lets go of the socket at once.
+pub fn upstream_request(buf: &[u8]) -> Option<Vec<u8>> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    req.parse(buf).ok()?.is_complete().then_some(())?;
+    let mut out = format!("{} {} HTTP/1.{}\r\n", req.method?, req.path?, req.version?).into_bytes();
+    for h in req.headers.iter().filter(|h| !NOT_FORWARDED.iter().any(|n| h.name.eq_ignore_ascii_case(n))) {
+        out.extend_from_slice(h.name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"Connection: close\r\n\r\n");
+    Some(out)
 }
 
-/// A response for a request that never got routed (a bad head, a timeout).
+/// tiny_http's response with its `Connection` header replaced by the guard's choice
+/// for the browser (tiny_http saw `Connection: close`; its framing, a length or
+/// chunks, holds either way).
+pub fn with_connection(response: &[u8], keep_alive: bool) -> Vec<u8> {
+    let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") else { return response.to_vec() };
+    let mut out = Vec::with_capacity(response.len() + 24);
+    for line in response[..end].split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.len() >= 11 && line[..11].eq_ignore_ascii_case(b"connection:") {
+            continue;
+        }
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(if keep_alive { b"Connection: keep-alive\r\n" } else { b"Connection: close\r\n" });
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&response[end + 4..]);
+    out
+}
+
+/// Answers one request tiny_http read from a relay: natter's routes, written by
+/// tiny_http (which adds `Date` and `Server`, and drops the body of a `HEAD`).
+pub fn serve(req: tiny_http::Request, site: Site, cfg: &Config, metrics: &Metrics) {
+    let header = |name: &'static str| {
+        req.headers().iter().find(|h| h.field.equiv(name)).map(|h| h.value.as_str().trim().to_owned())
+    };
+    let head = Head {
+        method: req.method().as_str().to_owned(),
+        path: req.url().to_owned(),
+        host: header("host"),
+        x_forwarded_for: header("x-forwarded-for"),
+        x_real_ip: header("x-real-ip"),
+        keep_alive: false,
+        has_body: false,
+    };
+    if let Err(e) = req.respond(route(&head, site, cfg, metrics).response()) {
+        log::debug!("http: response not delivered to the relay: {e}");
+    }
+}
+
+/// A response for a request that never got routed (a bad head, a timeout, a relay
+/// that failed); the guard writes it itself, and the connection closes after it.
 pub fn plain(status: u16, body: &str) -> Vec<u8> {
-    Reply::text(status, body).bytes(true, false)
+    Reply::text(status, body).bytes()
 }
 
 /// One response, with its length, and whether the connection stays open after it.
@@ -111,26 +169,49 @@ impl Reply {
         Reply::new(status, "text/plain; charset=utf-8", body.as_bytes().to_vec())
     }
 
-    fn bytes(&self, with_body: bool, keep_alive: bool) -> Vec<u8> {
+    /// The headers every answer carries, besides its length and `Connection`.
+    fn headers(&self) -> Vec<(&'static str, &'static str)> {
+        let mut headers = vec![
+            ("Content-Type", self.content_type),
+            ("X-Content-Type-Options", "nosniff"),
+            ("Cache-Control", "no-cache"),
+        ];
+        if self.page {
+            headers.extend([("Content-Security-Policy", CSP), ("Referrer-Policy", "no-referrer")]);
+        }
+        headers
+    }
+
+    /// The whole response as the guard writes it, closing the connection.
+    fn bytes(&self) -> Vec<u8> {
         let reason =
             tungstenite::http::StatusCode::from_u16(self.status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
-        let connection = if keep_alive { "keep-alive" } else { "close" };
         let mut head = format!(
-            "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: {connection}\r\n",
+            "HTTP/1.1 {} {reason}\r\nContent-Length: {}\r\nConnection: close\r\n",
             self.status,
-            self.content_type,
             self.body.len()
         );
-        head.push_str("X-Content-Type-Options: nosniff\r\nCache-Control: no-cache\r\n");
-        if self.page {
-            head.push_str(&format!("Content-Security-Policy: {CSP}\r\nReferrer-Policy: no-referrer\r\n"));
+        for (name, value) in self.headers() {
+            head.push_str(&format!("{name}: {value}\r\n"));
         }
         head.push_str("\r\n");
         let mut bytes = head.into_bytes();
-        if with_body {
-            bytes.extend_from_slice(&self.body);
-        }
+        bytes.extend_from_slice(&self.body);
         bytes
+    }
+
+    /// The response as tiny_http writes it.
+    fn response(self) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
+        let headers = self.headers();
+        // Never chunked: a length, as the guard's own answers carry.
+        let mut response =
+            tiny_http::Response::from_data(self.body).with_status_code(self.status).with_chunked_threshold(usize::MAX);
+        for (name, value) in headers {
+            if let Ok(h) = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {
+                response.add_header(h);
+            }
+        }
+        response
     }
 }
 
@@ -214,13 +295,32 @@ mod tests {
     #[test]
     fn replies_close_the_connection_and_carry_their_length() {
         let r = Reply { page: true, ..Reply::new(200, "text/html; charset=utf-8", b"<p>hi</p>".to_vec()) };
-        let text = String::from_utf8(r.bytes(true, false)).unwrap();
+        let text = String::from_utf8(r.bytes()).unwrap();
         assert!(text.starts_with("HTTP/1.1 200 OK\r\n"));
         assert!(text.contains("Content-Length: 9\r\n") && text.contains("Connection: close\r\n"));
         assert!(text.contains("Content-Security-Policy: default-src 'self'"));
         assert!(text.ends_with("\r\n\r\n<p>hi</p>"));
-        assert!(!String::from_utf8(r.bytes(false, false)).unwrap().ends_with("</p>"), "HEAD has no body");
-        assert!(String::from_utf8(r.bytes(true, true)).unwrap().contains("Connection: keep-alive\r\n"));
+    }
+
+    #[test]
+    fn upstream_requests_close_and_carry_no_body() {
+        let up =
+            upstream_request(b"POST /x HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\nContent-Length: 3\r\n\r\nabc")
+                .unwrap();
+        assert_eq!(String::from_utf8(up).unwrap(), "POST /x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+        assert!(upstream_request(b"GET / HTTP/1.1\r\nHost").is_none());
+    }
+
+    #[test]
+    fn the_guard_sets_connection_on_relayed_responses() {
+        let from_tiny =
+            b"HTTP/1.1 200 OK\r\nServer: tiny-http (Rust)\r\nConnection: close\r\nContent-Length: 2\r\n\r\nhi";
+        let kept = String::from_utf8(with_connection(from_tiny, true)).unwrap();
+        assert_eq!(
+            kept,
+            "HTTP/1.1 200 OK\r\nServer: tiny-http (Rust)\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nhi"
+        );
+        assert!(String::from_utf8(with_connection(from_tiny, false)).unwrap().contains("Connection: close\r\n\r\nhi"));
     }
 
     #[test]
@@ -241,9 +341,7 @@ mod tests {
     fn metrics_only_on_the_admin_site() {
         let (h, _) = parse_head(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap().unwrap();
         let (cfg, m) = (Config::default(), Metrics::default());
-        let public = String::from_utf8(respond(&h, Site::Public, &cfg, &m).0).unwrap();
-        let admin = String::from_utf8(respond(&h, Site::Admin, &cfg, &m).0).unwrap();
-        assert!(public.starts_with("HTTP/1.1 404") && admin.starts_with("HTTP/1.1 200"));
+        assert_eq!((route(&h, Site::Public, &cfg, &m).status, route(&h, Site::Admin, &cfg, &m).status), (404, 200));
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //! - [`send`]: the fallback's `POST /send`, answered after its messages are committed;
 //! - [`ratelimit`]: the per-connection token bucket;
 //! - [`guard`]: the HTTP listeners' one-thread poll loop: caps, timeouts, TLS;
+//! - [`relay`]: the guard's few threads carrying request heads to tiny_http;
+//! - [`upstream`]: tiny_http on a private Unix socket, reached only by the relays;
 //! - [`http`]: the page, `/config.json`, `/healthz` and (admin) `/metrics`.
 //!
 //! Transport talks to the dispatcher only through [`crate::dispatcher::Command`]s and
@@ -23,7 +25,9 @@ pub mod handshake;
 pub mod http;
 pub mod plain;
 pub mod ratelimit;
+pub mod relay;
 pub mod send;
 pub mod server;
 pub mod sse;
 pub mod stack;
+pub mod upstream;
