@@ -130,7 +130,11 @@ export class SseSocket {
     if (token !== null) url.searchParams.set('token', token);
     try {
       // A string body is text/plain: a simple CORS request, no preflight.
-      const response = await this.fetchFn(url.href, { method: 'POST', body: `[${batch.join(',')}]`, cache: 'no-store' });
+      // Closing the socket aborts a POST in flight too: its session is going away, and
+      // an answer for it (404 once the server forgot the session) would be noise.
+      const response = await this.fetchFn(url.href, {
+        method: 'POST', body: `[${batch.join(',')}]`, cache: 'no-store', signal: this.abort.signal,
+      });
       await response.text();
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
     } catch (error) {
