@@ -249,4 +249,10 @@ fn the_api_works_the_same_on_two_instances_sharing_redis() {
         let (_, presence) = get(server.admin, "/api/v1/rooms/shared/presence");
         assert_eq!(presence["users"][0]["id"], on_b.uid());
     }
+
+    // Disconnect asked of A closes the user's connection on B.
+    let path = format!("/api/v1/users/{}/disconnect", on_b.uid());
+    let (status, closed) = call(a.admin, "POST", &path, Some(KEY), b"{}", "application/json");
+    assert_eq!((status, closed["closed"].as_u64()), (200, Some(0)), "none of them was on A");
+    assert_eq!(on_b.expect_close(), (1008, "disconnected by the server".into()));
 }

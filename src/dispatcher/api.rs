@@ -86,7 +86,11 @@ impl Dispatcher {
                 Some(r) => Ok(json!({ "room": room, "users": r.users(usize::MAX), "remote": r.remote.len() })),
                 None => Err(not_found(&room)),
             },
-            ApiCall::Disconnect { uid } => Ok(json!({ "closed": self.disconnect(&uid) })),
+            ApiCall::Disconnect { uid } => {
+                // Redis mode: the other instances close theirs too (polling, ≤ 250 ms).
+                self.backend.tell_cluster(|| Request::Disconnect { uid: uid.clone() });
+                Ok(json!({ "closed": self.disconnect(&uid) }))
+            }
         };
         // Reads have nothing to commit: answer at once.
         let _ = reply.send(answer);
@@ -131,7 +135,7 @@ impl Dispatcher {
     }
 
     /// Closes every connection of `uid` on this instance; returns how many.
-    fn disconnect(&mut self, uid: &str) -> usize {
+    pub(super) fn disconnect(&mut self, uid: &str) -> usize {
         let conns: Vec<_> = self.clients.values().filter(|c| &*c.uid == uid).map(|c| c.conn.clone()).collect();
         for conn in &conns {
             log::info!("api: disconnecting connection {} of {uid}", conn.id);

@@ -42,6 +42,8 @@ pub enum Request {
     Publish { room: RoomName, json: Vec<u8> },
     /// A server API read, answered straight to the caller from Redis.
     Api(ApiRead, Sender<ApiResult>),
+    /// The server API's `disconnect`: every instance closes the user's connections.
+    Disconnect { uid: UserId },
 }
 
 /// Server API reads that Redis answers for every instance alike.
@@ -80,6 +82,10 @@ pub enum ClusterEvent {
     Vanished {
         room: RoomName,
         user: User,
+    },
+    /// Some instance's API asked to close this user's connections.
+    Disconnect {
+        uid: String,
     },
 }
 
@@ -145,10 +151,24 @@ fn io_loop(mut store: RedisStore, requests: Receiver<Request>, out: Sender<Comma
     let mut seen: HashMap<RoomName, Vec<User>> = HashMap::new();
     let mut local: HashMap<RoomName, HashSet<String>> = HashMap::new();
     let mut next_refresh = Instant::now() + refresh;
+    let mut next_poll = Instant::now();
+    let mut disconnects_seen = unix_ms();
     loop {
-        let wait = next_refresh.saturating_duration_since(Instant::now());
+        if Instant::now() >= next_poll {
+            next_poll = Instant::now() + DISCONNECT_POLL;
+            if let Ok((uids, newest)) = store.disconnects_after(disconnects_seen) {
+                disconnects_seen = newest;
+                for uid in uids {
+                    if out.send(Command::Cluster(ClusterEvent::Disconnect { uid })).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let wait = next_refresh.min(next_poll).saturating_duration_since(Instant::now());
         let event = match requests.recv_timeout(wait) {
             Ok(req) => handle(&mut store, req, &mut local, &mut seen),
+            Err(RecvTimeoutError::Timeout) if Instant::now() < next_refresh => None,
             Err(RecvTimeoutError::Timeout) => {
                 next_refresh = Instant::now() + refresh;
                 let _ = store.presence_refresh();
@@ -233,11 +253,23 @@ fn handle(
             let _ = store.publish(&room, &json);
             None
         }
+        Request::Disconnect { uid } => {
+            let _ = store.request_disconnect(&uid, unix_ms());
+            None
+        }
         Request::Api(read, reply) => {
             let _ = reply.send(api_read(store, read));
             None
         }
     }
+}
+
+/// How often every instance looks for the API's disconnect requests (so a user on
+/// another instance is cut within about this long).
+const DISCONNECT_POLL: Duration = Duration::from_millis(250);
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 fn api_read(store: &mut RedisStore, read: ApiRead) -> ApiResult {

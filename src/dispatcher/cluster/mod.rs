@@ -113,6 +113,9 @@ impl Dispatcher {
             ClusterEvent::Delivery(d) => self.on_delivery(d),
             ClusterEvent::Arrived { room, user } => self.remote_presence(&room, SystemEvent::Join, user),
             ClusterEvent::Vanished { room, user } => self.remote_presence(&room, SystemEvent::Leave, user),
+            ClusterEvent::Disconnect { uid } => {
+                self.disconnect(&uid);
+            }
         }
     }
 

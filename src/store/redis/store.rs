@@ -243,6 +243,45 @@ impl RedisStore {
         Ok(rooms.into_iter().zip(heads).map(|(r, h)| (r, h.unwrap_or(0))).collect())
     }
 
+    /// Asks every instance to close the connections of `uid` (the server API's
+    /// `disconnect`): an entry in the sorted set `{p}:disconnects`, scored by the time,
+    /// which each instance polls ([`RedisStore::disconnects_after`]). Entries older than
+    /// a minute are trimmed on the way.
+    pub fn request_disconnect(&mut self, uid: &str, now_ms: u64) -> Result<(), StoreError> {
+        let key = format!("{}:disconnects", self.opts.prefix);
+        let member = format!("{now_ms}:{:08x}:{uid}", rand::random::<u32>());
+        self.call(|con, _| {
+            redis::pipe()
+                .cmd("ZADD")
+                .arg(&key)
+                .arg(now_ms)
+                .arg(&member)
+                .ignore()
+                .cmd("ZREMRANGEBYSCORE")
+                .arg(&key)
+                .arg("-inf")
+                .arg(now_ms.saturating_sub(60_000))
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&key)
+                .arg(120_000)
+                .ignore()
+                .exec(con)
+        })
+    }
+
+    /// The user ids of disconnect requests scored after `after_ms`, and the newest
+    /// score seen (`after_ms` when there is none).
+    pub fn disconnects_after(&mut self, after_ms: u64) -> Result<(Vec<String>, u64), StoreError> {
+        let key = format!("{}:disconnects", self.opts.prefix);
+        let entries: Vec<(String, u64)> = self.call(|con, _| {
+            redis::cmd("ZRANGEBYSCORE").arg(&key).arg(format!("({after_ms}")).arg("+inf").arg("WITHSCORES").query(con)
+        })?;
+        let newest = entries.iter().map(|(_, at)| *at).max().unwrap_or(after_ms);
+        let uids = entries.into_iter().filter_map(|(m, _)| m.splitn(3, ':').nth(2).map(str::to_owned)).collect();
+        Ok((uids, newest))
+    }
+
     /// The room's last seq (0 when it has no message).
     pub fn head(&mut self, room: &RoomName) -> Result<u64, StoreError> {
         let keys = self.keys(room);
