@@ -3,6 +3,7 @@
 //! after the retry window, counted and logged.
 
 mod common;
+mod common_redis;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -218,4 +219,50 @@ fn a_webhook_url_that_is_not_http_stops_the_start() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("only http:// and https://"), "{err}");
+}
+
+#[test]
+fn with_redis_each_event_is_sent_by_one_instance() {
+    let redis = common_redis::RedisServer::start();
+    let (url, bodies, _) = receiver(0);
+    let start = || {
+        let (redis_url, hook) = (redis.url(), url.clone());
+        TestServer::start_with(move |c| {
+            c.redis = Some(redis_url);
+            c.webhooks = hooks(&hook, Duration::from_secs(60));
+        })
+    };
+    let (a, b) = (start(), start());
+    let mut on_a = a.connect("ann");
+    let mut on_b = b.connect("bob");
+    on_a.join("both", None);
+    on_b.join("both", None);
+    for i in 0..10 {
+        let poster = if i % 2 == 0 { &mut on_a } else { &mut on_b };
+        poster.send(serde_json::json!({"type": "msg", "room": "both", "text": "hello", "id": format!("m{i}")}));
+    }
+    // Both instances deliver every message to their clients, but only the one that
+    // stored it tells the receiver: ten message events, each seq once.
+    let mut seqs = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while seqs.len() < 10 {
+        let (valid, body) = bodies.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("events");
+        assert!(valid);
+        for e in body["events"].as_array().unwrap().iter().filter(|e| e["type"] == "message") {
+            seqs.push(e["seq"].as_u64().unwrap());
+        }
+    }
+    // Anything sent twice would arrive by now too.
+    while let Ok((_, body)) = bodies.recv_timeout(Duration::from_millis(500)) {
+        seqs.extend(
+            body["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["type"] == "message")
+                .map(|e| e["seq"].as_u64().unwrap()),
+        );
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
 }
