@@ -23,6 +23,8 @@ export const EVENTS = [
   'welcome', // the welcome frame, once per socket
   'joined', // {room, head, users, users_total}
   'history', // {room, messages, complete, resumed}: messages not seen before, oldest first
+  'older', // {room, before, messages, complete}: a page asked for with older(), oldest first
+  'search', // {room, q, before, messages, complete}: matches asked for with search(), newest first
   'message', // a live msg frame not seen before
   'ack', // {id, room, seq, dup}: an unsent message is now stored; once per message
   'failed', // {id, room, text, ts, code, message}: the server refused an unsent message for good
@@ -244,6 +246,34 @@ export class NatterClient {
   }
 
   /** Sends one raw protocol frame; false when there is no open, welcomed socket. */
+  /**
+   * Scroll-back: the (at most `limit`) messages of `room` before seq `before`, oldest
+   * first; `complete` is true once the room's first stored message is in it.
+   * Resolves with the `older` event's detail. Throws when not online.
+   */
+  older(room, { before, limit = 50 } = {}) {
+    checkRoom(room);
+    if (!Number.isInteger(before) || before < 1) throw new RangeError('older: before must be a seq (an integer ≥ 1)');
+    if (!Number.isInteger(limit) || limit < 1 || limit > 200) throw new RangeError('older: limit is 1 to 200');
+    const answer = this.next('older', (o) => o.room === room && o.before === before);
+    if (!this.sendFrame({ type: 'history', room, before, limit })) throw new Error('older: not online');
+    return answer;
+  }
+
+  /**
+   * Messages of `room` whose text has every word of `q`, newest first (`before`: only
+   * older than that seq). Resolves with the `search` event's detail. Throws when not online.
+   */
+  search(room, q, { before, limit = 50 } = {}) {
+    checkRoom(room);
+    if (typeof q !== 'string' || q.trim() === '') throw new TypeError('search: q must be a non-blank string');
+    const frame = { type: 'search', room, q, limit };
+    if (before !== undefined) frame.before = before;
+    const answer = this.next('search', (s) => s.room === room && s.q === q);
+    if (!this.sendFrame(frame)) throw new Error('search: not online');
+    return answer;
+  }
+
   sendFrame(frame) {
     if (this.ws === null || this.ws.readyState !== 1 || this.state !== 'online') return false;
     this.ws.send(JSON.stringify(frame));
@@ -571,6 +601,20 @@ const HANDLERS = {
   },
 
   history(frame, room) {
+    if (frame.before !== undefined) {
+      // A scroll-back answer (to older()), maybe in several pages: nothing to do with
+      // the room's cursor, which only live and resumed messages move.
+      const key = `${room.name}\u0000${frame.before}`;
+      const pages = this.olderPages ?? (this.olderPages = new Map());
+      const got = [...(pages.get(key) ?? []), ...(frame.messages ?? [])];
+      if (frame.more) {
+        pages.set(key, got);
+        return;
+      }
+      pages.delete(key);
+      this.events.emit('older', { room: room.name, before: frame.before, messages: got, complete: frame.complete === true });
+      return;
+    }
     const resumed = room.resumable;
     const messages = [];
     for (const msg of frame.messages ?? []) {
@@ -582,6 +626,11 @@ const HANDLERS = {
     room.resumable = true;
     this.events.emit('history', { room: room.name, messages, complete: frame.complete !== false, resumed });
     this.flush(room);
+  },
+
+  search(frame, room) {
+    const detail = { room: room.name, q: frame.q, before: frame.before, messages: frame.messages ?? [], complete: frame.complete === true };
+    this.events.emit('search', detail);
   },
 
   msg(frame, room) {
