@@ -140,6 +140,16 @@ fn a_slow_receiver_never_slows_the_chat() {
     assert!(started.elapsed() < Duration::from_secs(3), "acks did not wait for the receiver");
 }
 
+/// A child natter that is killed when the test ends, failing or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn events_past_the_retry_window_are_dropped_counted_and_logged() {
     // Nothing listens on this port: every POST fails at once.
@@ -147,26 +157,28 @@ fn events_past_the_retry_window_are_dropped_counted_and_logged() {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("secret");
     std::fs::write(&secret, SECRET).unwrap();
-    let mut child = Command::new(common::natter_bin())
-        .args(["serve", "--bind", "127.0.0.1", "--http-port", "0", "--ws-port", "0", "--log-level", "info"])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["--webhook", &dead, "--webhook-retry-minutes", "0.02"])
-        .arg("--webhook-secret-file")
-        .arg(&secret)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn natter");
+    let mut child = KillOnDrop(
+        Command::new(common::natter_bin())
+            .args(["serve", "--bind", "127.0.0.1", "--http-port", "0", "--ws-port", "0", "--log-level", "info"])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--webhook", &dead, "--webhook-retry-minutes", "0.02"])
+            .arg("--webhook-secret-file")
+            .arg(&secret)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn natter"),
+    );
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let addr = |key: &str| -> std::net::SocketAddr {
         let v = line.split_whitespace().find_map(|w| w.strip_prefix(key)).expect("address");
         v.trim_start_matches("http://").trim_start_matches("ws://").trim_end_matches("/ws").parse().unwrap()
     };
     let (admin, ws) = (addr("admin="), addr("ws="));
     let (log_tx, log) = unbounded();
-    let stderr = child.stderr.take().unwrap();
+    let stderr = child.0.stderr.take().unwrap();
     std::thread::spawn(move || {
         for l in BufReader::new(stderr).lines().map_while(Result::ok) {
             let _ = log_tx.send(l);
@@ -189,8 +201,6 @@ fn events_past_the_retry_window_are_dropped_counted_and_logged() {
     let logged = std::iter::from_fn(|| log.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok())
         .any(|l| l.contains("dropped") && l.contains("undelivered"));
     assert!(logged, "the drop is logged");
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[test]
