@@ -10,6 +10,8 @@
 //! The receiving ends live in a child process (this binary re-run in drain mode) so the
 //! 10,000-receiver case needs 10,000 descriptors here, not 20,000.
 
+mod common;
+
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -17,27 +19,16 @@ use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::sample_msg;
 use criterion::{BenchmarkId, Criterion, Throughput};
 use natter::delivery::fanout::{self, Out, Shard};
 use natter::delivery::outbox::{Conn, Flush};
 use natter::dispatcher::history::{History, Stored};
 use natter::protocol::wire::{self, Frame};
-use natter::protocol::{parse_client, ParseLimits, ServerMsg};
+use natter::protocol::{parse_client, ParseLimits};
 
 const SIZES: [usize; 4] = [10, 100, 1_000, 10_000];
 const DRAIN_ENV: &str = "NATTER_BENCH_DRAIN";
-
-fn sample_msg(seq: u64) -> ServerMsg<'static> {
-    ServerMsg::Msg {
-        room: "lobby",
-        seq,
-        id: Some("c-0123456789"),
-        ts: 1_790_000_000_000,
-        user: "alice",
-        uid: "u-alice",
-        text: "hello, this is a typical chat message of about eighty bytes in length!!",
-    }
-}
 
 /// N server-side sockets whose peers a child process reads and discards.
 struct Receivers {

@@ -5,32 +5,24 @@
 //! `cargo bench -p natter --bench store`; criterion reports the time of one batch,
 //! the group's throughput line gives it per message.
 
+mod common;
+
+use common::{sample_msg, TEXT};
 use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput};
 use natter::config::FsyncPolicy;
-use natter::protocol::ServerMsg;
 use natter::store::sqlite::{NewMessage, SqliteStore};
 
 fn message(seq: u64) -> NewMessage {
-    let text = "hello, this is a typical chat message of about eighty bytes, give or take";
-    let json = ServerMsg::Msg {
-        room: "lobby",
-        seq,
-        id: Some("c-0123456789"),
-        ts: 1_790_000_000_000,
-        user: "alice",
-        uid: "u-alice",
-        text,
-    }
-    .to_json();
+    let json = sample_msg(seq).to_json();
     NewMessage {
         room: "lobby".into(),
         epoch: "0123456789abcdef".into(),
         seq,
         ts: 1_790_000_000_000,
-        text: text.into(),
+        text: TEXT.into(),
         json: Bytes::from(json),
     }
 }

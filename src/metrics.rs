@@ -263,30 +263,29 @@ impl Metrics {
             self.http_accept_errors.load(Relaxed),
         );
         let hooks = &self.webhooks;
-        gauge(
-            "natter_webhook_events_delivered_total",
-            "Webhook events a receiver accepted.",
-            "counter",
-            hooks.delivered.load(Relaxed),
-        );
-        gauge(
-            "natter_webhook_posts_failed_total",
-            "Webhook POSTs that failed (retried).",
-            "counter",
-            hooks.failed_posts.load(Relaxed),
-        );
-        gauge(
-            "natter_webhook_events_dropped_total",
-            "Webhook events dropped: queue full or retry window passed.",
-            "counter",
-            hooks.dropped.load(Relaxed),
-        );
-        gauge(
-            "natter_webhook_queue",
-            "Webhook events waiting, over all receivers.",
-            "gauge",
-            hooks.queued.load(Relaxed),
-        );
+        for (name, help, kind, v) in [
+            (
+                "natter_webhook_events_delivered_total",
+                "Webhook events a receiver accepted.",
+                "counter",
+                &hooks.delivered,
+            ),
+            (
+                "natter_webhook_posts_failed_total",
+                "Webhook POSTs that failed (retried).",
+                "counter",
+                &hooks.failed_posts,
+            ),
+            (
+                "natter_webhook_events_dropped_total",
+                "Webhook events dropped: queue full or retry window passed.",
+                "counter",
+                &hooks.dropped,
+            ),
+            ("natter_webhook_queue", "Webhook events waiting, over all receivers.", "gauge", &hooks.queued),
+        ] {
+            gauge(name, help, kind, v.load(Relaxed));
+        }
         gauge(
             "natter_http_restarts_total",
             "Times a site's tiny_http (behind the guard) stopped accepting and was started again.",
@@ -300,31 +299,21 @@ impl Metrics {
             "counter",
             self.http_idle_closed.load(Relaxed),
         );
-        let _ = writeln!(
-            s,
-            "# HELP natter_http_refused_total HTTP connections refused or cut by the guard, by reason.\n# TYPE natter_http_refused_total counter"
+        let refused = HttpRefusal::ALL.iter().zip(&self.http_refused).map(|(r, n)| (r.label(), n.load(Relaxed)));
+        let errors = ErrorCode::ALL.iter().zip(&self.errors).map(|(c, n)| (c.as_str(), n.load(Relaxed)));
+        let closes = CloseReason::ALL.iter().zip(&self.closes).map(|(r, n)| (r.label(), n.load(Relaxed)));
+        counters_by(
+            &mut s,
+            "natter_http_refused_total",
+            "HTTP connections refused or cut by the guard, by reason.",
+            "reason",
+            refused,
         );
-        for (i, r) in HttpRefusal::ALL.iter().enumerate() {
-            let _ = writeln!(
-                s,
-                "natter_http_refused_total{{reason=\"{}\"}} {}",
-                r.label(),
-                self.http_refused[i].load(Relaxed)
-            );
-        }
-        let _ =
-            writeln!(s, "# HELP natter_errors_total Error frames sent, by code.\n# TYPE natter_errors_total counter");
-        for (i, code) in ErrorCode::ALL.iter().enumerate() {
-            let _ = writeln!(s, "natter_errors_total{{code=\"{}\"}} {}", code.as_str(), self.errors[i].load(Relaxed));
-        }
-        let _ =
-            writeln!(s, "# HELP natter_closes_total Connections ended, by reason.\n# TYPE natter_closes_total counter");
-        for (i, r) in CloseReason::ALL.iter().enumerate() {
-            let _ = writeln!(s, "natter_closes_total{{reason=\"{}\"}} {}", r.label(), self.closes[i].load(Relaxed));
-        }
+        counters_by(&mut s, "natter_errors_total", "Error frames sent, by code.", "code", errors);
+        counters_by(&mut s, "natter_closes_total", "Connections ended, by reason.", "reason", closes);
         let _ = writeln!(
             s,
-            "# HELP natter_fanout_seconds Dispatcher time to write one message to all its receivers.\n# TYPE natter_fanout_seconds histogram"
+            "# HELP natter_fanout_seconds Writer shard 0's time to write one message to all its receivers.\n# TYPE natter_fanout_seconds histogram"
         );
         let mut cumulative = 0;
         for (i, le) in FANOUT_BUCKETS.iter().enumerate() {
@@ -336,6 +325,14 @@ impl Metrics {
         let _ = writeln!(s, "natter_fanout_seconds_sum {}", self.fanout_sum_ns.load(Relaxed) as f64 / 1e9);
         let _ = writeln!(s, "natter_fanout_seconds_count {count}");
         s
+    }
+}
+
+/// One counter family with a label: its HELP and TYPE lines, then a line per value.
+fn counters_by<'a>(s: &mut String, name: &str, help: &str, label: &str, values: impl Iterator<Item = (&'a str, u64)>) {
+    let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (value, n) in values {
+        let _ = writeln!(s, "{name}{{{label}=\"{value}\"}} {n}");
     }
 }
 

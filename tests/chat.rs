@@ -169,17 +169,22 @@ fn resume_with_since_gives_exactly_the_missed_messages_before_live_ones() {
     }
 }
 
+/// Posts m1..m30 into `room` (ids i1..i30).
+fn post_thirty(server: &TestServer, room: &str) {
+    let mut p = server.connect("p");
+    p.join(room, None);
+    for i in 1..=30 {
+        p.post(room, &format!("m{i}"), &format!("i{i}"));
+    }
+}
+
 #[test]
 fn resume_past_the_ring_is_served_from_the_store() {
     let server = TestServer::start_with(|c| {
         c.history_per_room = 10;
         common::unlimited_rate(c);
     });
-    let mut p = server.connect("p");
-    p.join("r", None);
-    for i in 1..=30 {
-        p.post("r", &format!("m{i}"), &format!("i{i}"));
-    }
+    post_thirty(&server, "r");
     let mut late = server.connect("late");
     let (_, history) = late.join("r", Some(3));
     assert_eq!(history["complete"], true, "the store still has all of it");
@@ -193,11 +198,7 @@ fn a_resume_longer_than_max_resume_says_where_it_starts() {
         c.max_resume = 5;
         common::unlimited_rate(c);
     });
-    let mut p = server.connect("p");
-    p.join("r", None);
-    for i in 1..=30 {
-        p.post("r", &format!("m{i}"), &format!("i{i}"));
-    }
+    post_thirty(&server, "r");
     let mut late = server.connect("late");
     let (_, history) = late.join("r", Some(3));
     assert_eq!((history["complete"].as_bool(), history["first"].as_u64()), (Some(false), Some(16)));

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use super::backend::Backend;
 use super::cluster::{ApiRead, Request};
+use super::commands::NewPost;
 use super::scrollback::ReadFor;
 use super::Dispatcher;
 use crate::protocol::{CloseReason, ErrorCode, ProtocolError, RoomName, User, UserId};
@@ -67,9 +68,15 @@ impl Dispatcher {
     fn on_api_local(&mut self, call: ApiCall, reply: Sender<ApiResult>) {
         let answer = match call {
             ApiCall::Post { room, text, id, from } => {
-                let posted = self
-                    .ensure_room(&room)
-                    .and_then(|()| self.store_message(&from, AckTo::Api(reply.clone()), room, &text, id));
+                let posted = self.ensure_room(&room).and_then(|()| {
+                    self.store_message(NewPost {
+                        poster: &from,
+                        ack: AckTo::Api(reply.clone()),
+                        room,
+                        text: &text,
+                        msg_id: id,
+                    })
+                });
                 match posted {
                     Ok(()) => return, // answered after the commit
                     Err(e) => Err(e),

@@ -22,6 +22,16 @@ use crate::protocol::wire::{self, Frame, HistoryMeta};
 use crate::protocol::{ClientMsg, ErrorCode, ProtocolError, RoomName, ServerMsg, SystemEvent, User, UserRef};
 use crate::store::sqlite::{new_epoch, NewMessage};
 
+/// A message to store, whoever posts it (a client or the server API), and where its
+/// answer goes.
+pub(super) struct NewPost<'a> {
+    pub poster: &'a User,
+    pub ack: AckTo,
+    pub room: RoomName,
+    pub text: &'a str,
+    pub msg_id: Option<String>,
+}
+
 /// What a joining client is told: the room's head, epoch and presence, then its history.
 pub(super) struct JoinReply<'a> {
     pub head: u64,
@@ -198,24 +208,18 @@ impl Dispatcher {
             return Err(Self::not_joined(&room, msg_id.or(Some("msg".into()))));
         }
         let poster = User { id: client.uid.clone(), name: client.name.clone() };
-        self.store_message(&poster, AckTo::Conn(id), room, text, msg_id)
+        self.store_message(NewPost { poster: &poster, ack: AckTo::Conn(id), room, text, msg_id })
     }
 
     /// Assigns the next seq (locally, or through Redis), stores the message and stages
     /// it for the room; the answer goes to `ack` once the store committed it. A repeated
     /// id from the same user is answered with the original seq and stores nothing.
-    pub(super) fn store_message(
-        &mut self,
-        poster: &User,
-        ack: AckTo,
-        room: RoomName,
-        text: &str,
-        msg_id: Option<String>,
-    ) -> Result<(), ProtocolError> {
+    pub(super) fn store_message(&mut self, post: NewPost<'_>) -> Result<(), ProtocolError> {
         if let Backend::Redis(_) = self.backend {
-            self.cluster_post(poster, ack, room, text, msg_id);
+            self.cluster_post(post);
             return Ok(());
         }
+        let NewPost { poster, ack, room, text, msg_id } = post;
         if msg_id.is_some() {
             self.settle(&room); // a retry's dup ack must name a committed seq
         }

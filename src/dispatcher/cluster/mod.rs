@@ -23,7 +23,7 @@ pub use io::{split_msg_json, ApiRead, Cluster, ClusterEvent, Request};
 
 use super::api::AckTo;
 use super::backend::Backend;
-use super::commands::JoinReply;
+use super::commands::{JoinReply, NewPost};
 use super::history::Stored;
 use super::state::{new_history, now_ms};
 use super::Dispatcher;
@@ -64,14 +64,8 @@ impl Dispatcher {
     }
 
     /// Hands a message to Redis, which assigns its seq; the ack follows the answer.
-    pub(super) fn cluster_post(
-        &mut self,
-        poster: &User,
-        ack: AckTo,
-        room: RoomName,
-        text: &str,
-        msg_id: Option<String>,
-    ) {
+    pub(super) fn cluster_post(&mut self, post: NewPost<'_>) {
+        let NewPost { poster, ack, room, text, msg_id } = post;
         let json = ServerMsg::Msg {
             room: room.as_str(),
             seq: 0,
