@@ -179,7 +179,7 @@ api_rows() {
     ( for _ in $(seq $((DURATION * 4 + 8))); do
         curl -s "http://$admin/metrics" | awk '/^natter_webhook_queue /{print $2}'; sleep 0.25; done ) >"$OUT/webhook-queue.txt" &
     local sampler=$!
-    lt natter steady --clients 10 --senders 10 --rate 5000 --duration "$DURATION" --witness-rate 0 --variant webhook-50ms
+    lt natter steady --clients 10 --rate 5000 --duration "$DURATION" --witness-rate 0 --variant webhook-50ms  # 10 senders: SENDERS
     wait "$sampler" 2>/dev/null || true
     queue_max=$(sort -n "$OUT/webhook-queue.txt" | tail -1)
     say "  webhooks: receiver before $before, after $(curl -s "http://127.0.0.1:$port/"); queue max ${queue_max:-?};" \
