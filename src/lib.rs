@@ -110,8 +110,10 @@ fn spawn_http(
 }
 
 /// Runs the server until `shutdown` fires; then every client gets close 1001, the
-/// store is committed and checkpointed, and this returns.
-pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> Result<(), ServeError> {
+/// store is committed and checkpointed, and this returns. `ready` runs once the
+/// store is open and every thread has started: only then is natter serving (a store
+/// that cannot open returns an error before it).
+pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown, ready: impl FnOnce()) -> Result<(), ServeError> {
     let cfg = Arc::new(cfg);
     let metrics = Arc::new(Metrics::default());
     let (commands_tx, commands_rx) = crossbeam_channel::bounded(COMMAND_QUEUE);
@@ -171,6 +173,7 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> Result<()
     let accept_shutdown = shutdown.clone();
     let ws = listeners.ws;
     let accept = server::start_accepting(ws, ctx, max_connections, accept_shutdown)?;
+    ready();
 
     shutdown.wait();
     let result = dispatcher.join().unwrap_or_else(|_| shutdown::fatal("the dispatcher thread panicked"));

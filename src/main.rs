@@ -109,12 +109,15 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     let tls = cfg.tls.clone();
     hangup::on_hangup(move || reload(tls.as_ref())).map_err(|e| format!("installing the SIGHUP handler: {e}"))?;
 
-    // Tests and scripts wait for this line: it means both ports accept connections.
+    // Tests and scripts wait for this line: it means the store is open and both ports
+    // are served.
     let (http_scheme, ws_scheme) = if cfg.tls.is_some() { ("https", "wss") } else { ("http", "ws") };
-    println!(
-        "natter listening http={http_scheme}://{http_addr} ws={ws_scheme}://{ws_addr}/ws admin=http://{admin_addr}"
-    );
-    natter::serve(cfg, Listeners { http, ws, admin: Some(admin) }, shutdown).map_err(|e| e.to_string())?;
+    let ready = || {
+        println!(
+            "natter listening http={http_scheme}://{http_addr} ws={ws_scheme}://{ws_addr}/ws admin=http://{admin_addr}"
+        )
+    };
+    natter::serve(cfg, Listeners { http, ws, admin: Some(admin) }, shutdown, ready).map_err(|e| e.to_string())?;
     log::info!("natter stopped cleanly");
     Ok(())
 }

@@ -148,3 +148,47 @@ fn try_status(addr: std::net::SocketAddr, path: &str) -> Option<u16> {
     s.read_to_string(&mut out).ok()?;
     out.split(' ').nth(1)?.parse().ok()
 }
+
+const VITAL_CHILD: &str = "NATTER_VITAL_CHILD";
+
+/// A vital thread (dispatcher, writer shard, store reader) that panics ends the whole
+/// process at once, exit code 70, with a line that names it: never a process that
+/// keeps accepting clients it cannot serve. Run in a child copy of this test binary,
+/// since the exit would end the test runner too.
+#[test]
+fn a_vital_thread_that_panics_ends_the_process_with_a_clear_line() {
+    if std::env::var_os(VITAL_CHILD).is_some() {
+        let _thread = natter::shutdown::spawn_vital("dispatcher", || panic!("injected fault")).expect("spawn");
+        // Only reached if the panic did not end the process: the parent sees exit 0.
+        std::thread::sleep(Duration::from_secs(20));
+        std::process::exit(0);
+    }
+    let exe = std::env::current_exe().expect("this test binary");
+    let name = "a_vital_thread_that_panics_ends_the_process_with_a_clear_line";
+    let out = std::process::Command::new(exe)
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(VITAL_CHILD, "1")
+        .output()
+        .expect("run the child");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(natter::shutdown::FATAL_EXIT), "stderr: {stderr}");
+    assert!(stderr.contains("natter: fatal: the dispatcher thread panicked; exiting"), "stderr: {stderr}");
+}
+
+/// A store that cannot start (the data dir is a file) is a clear error and a
+/// non-zero exit before anything listens.
+#[test]
+fn a_store_that_cannot_start_is_a_clear_error_and_a_non_zero_exit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, "x").expect("write");
+    let out = std::process::Command::new(common::natter_bin())
+        .args(["serve", "--bind", "127.0.0.1", "--http-port", "0", "--ws-port", "0", "--data-dir"])
+        .arg(&file)
+        .output()
+        .expect("run natter");
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "natter must not start: {all}");
+    assert!(!all.contains("natter listening"), "nothing listens: {all}");
+    assert!(all.contains(&file.display().to_string()), "the error names the data dir: {all}");
+}

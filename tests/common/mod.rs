@@ -52,7 +52,7 @@ impl TestServer {
         tweak(&mut cfg);
         let (trigger, shutdown) = shutdown::channel();
         let handle =
-            std::thread::spawn(move || natter::serve(cfg, Listeners { http, ws, admin: Some(admin) }, shutdown));
+            std::thread::spawn(move || natter::serve(cfg, Listeners { http, ws, admin: Some(admin) }, shutdown, || {}));
         TestServer { http: http_addr, ws: ws_addr, admin: admin_addr, trigger, handle: Some(handle), dir }
     }
 
