@@ -112,3 +112,88 @@ fn used_bytes(conn: &Connection) -> rusqlite::Result<u64> {
     let size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
     Ok(((pages - free).max(0) * size) as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::FsyncPolicy;
+    use crate::store::sqlite::{NewMessage, SqliteStore};
+
+    const DAY_MS: u64 = 86_400_000;
+
+    fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (store, _) = SqliteStore::open(dir.path(), FsyncPolicy::Never, 10).expect("open");
+        (dir, store)
+    }
+
+    /// Stores `n` messages in `room` (seqs 1..=n) stamped `ts`, with `pad` bytes of text each.
+    fn fill(store: &mut SqliteStore, room: &str, n: u64, ts: u64, pad: usize) {
+        for seq in 1..=n {
+            let text = format!("{seq} {}", "x".repeat(pad));
+            store.append(NewMessage {
+                room: room.into(),
+                epoch: "e1".into(),
+                seq,
+                ts,
+                json: format!("{{\"seq\":{seq}}}").into(),
+                text,
+            });
+        }
+        store.commit().expect("commit");
+    }
+
+    fn seqs(store: &mut SqliteStore, room: &str) -> Vec<u64> {
+        let mut q = store
+            .conn()
+            .prepare("SELECT seq FROM messages WHERE room = (SELECT id FROM rooms WHERE name = ?1) ORDER BY seq")
+            .expect("prepare");
+        let rows = q.query_map([room], |r| r.get::<_, i64>(0)).expect("query");
+        rows.map(|r| r.expect("row") as u64).collect()
+    }
+
+    /// Runs steps until one deletes nothing; every step stays within STEP_ROWS.
+    fn drain(store: &mut SqliteStore, policy: &Policy, now: u64) -> Vec<Deleted> {
+        let mut steps = Vec::new();
+        loop {
+            let d = store.retention_step(policy, now).expect("step");
+            assert!(d.total() <= STEP_ROWS as u64, "a step deletes at most STEP_ROWS: {d:?}");
+            if d.total() == 0 {
+                return steps;
+            }
+            steps.push(d);
+            assert!(steps.len() < 100, "retention ends");
+        }
+    }
+
+    #[test]
+    fn retention_by_age_deletes_only_what_is_older_in_small_steps() {
+        let (_dir, mut store) = store();
+        let now = 100 * DAY_MS;
+        fill(&mut store, "old", 450, now - 40 * DAY_MS, 10);
+        fill(&mut store, "fresh", 30, now - DAY_MS, 10);
+        let policy = Policy { messages_per_room: None, max_age_ms: Some(30 * DAY_MS), max_bytes: u64::MAX };
+        let steps = drain(&mut store, &policy, now);
+        assert_eq!(steps.iter().map(|d| d.by_age).collect::<Vec<_>>(), [200, 200, 50]);
+        assert!(seqs(&mut store, "old").is_empty());
+        assert_eq!(seqs(&mut store, "fresh"), (1..=30).collect::<Vec<_>>(), "younger messages stay");
+    }
+
+    #[test]
+    fn retention_by_size_takes_the_oldest_of_the_largest_room_until_under_the_cap() {
+        let (_dir, mut store) = store();
+        fill(&mut store, "big", 1500, 1, 1000);
+        fill(&mut store, "small", 40, 1, 1000);
+        let cap = store.used_bytes().expect("size") / 2;
+        let policy = Policy { messages_per_room: None, max_age_ms: None, max_bytes: cap };
+        let steps = drain(&mut store, &policy, 2);
+        assert!(!steps.is_empty());
+        assert!(steps.iter().all(|d| d.by_size > 0 && d.size_room.as_deref() == Some("big")), "{steps:?}");
+        assert!(store.used_bytes().expect("size") <= cap, "under the cap when retention stops");
+        let big = seqs(&mut store, "big");
+        let first = big[0];
+        assert!(first > 1, "the oldest went first");
+        assert_eq!(big, (first..=1500).collect::<Vec<_>>(), "what is left is the newest, without holes");
+        assert_eq!(seqs(&mut store, "small").len(), 40, "the small room is untouched");
+    }
+}
