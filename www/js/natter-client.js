@@ -22,7 +22,8 @@ export const EVENTS = [
   'state', // {state, reason, retryAt, transport}: idle · connecting · online · reconnecting · offline · closed
   'welcome', // the welcome frame, once per socket
   'joined', // {room, head, users, users_total}
-  'history', // {room, messages, complete, resumed}: messages not seen before, oldest first
+  'history', // {room, messages, complete, resumed, reset}: messages not seen before, oldest first;
+  //            reset: the server's history of the room is another one (data wiped): drop what you show
   'older', // {room, before, messages, complete}: a page asked for with older(), oldest first
   'search', // {room, q, before, messages, complete}: matches asked for with search(), newest first
   'message', // a live msg frame not seen before
@@ -49,8 +50,11 @@ const CLOSE_SOON_MS = 1000;
 // A token the server keeps refusing before the upgrade is most likely bad or
 // expired; a browser cannot see the 401, so it counts failures instead.
 const TOKEN_REFUSALS_BEFORE_ASKING = 3;
-// `unavailable` (Redis down) means "retry with the same id": wait this long.
-const UNAVAILABLE_RETRY_MS = 1000;
+// `unavailable` (the store is failing) and `rate_limited` mean "retry with the same
+// id": wait this long, growing while the refusals go on (the rate limit refills
+// rate_per_s tokens a second, so a second is the natural first step).
+const RETRY = { firstMs: 1000, maxMs: 16000 };
+const TRANSIENT = new Set(['unavailable', 'rate_limited']);
 
 export class NatterClient {
   /**
@@ -176,11 +180,11 @@ export class NatterClient {
     return [...this.roomStates.keys()];
   }
 
-  /** What the client knows of a room: {name, joined, lastSeq, users: Map(id → name)}, or undefined. */
+  /** What the client knows of a room: {name, joined, lastSeq, epoch, users: Map(id → name)}, or undefined. */
   room(name) {
     const room = this.roomStates.get(name);
     if (!room) return undefined;
-    return { name: room.name, joined: room.joined, lastSeq: room.lastSeq, users: new Map(room.users) };
+    return { name: room.name, joined: room.joined, lastSeq: room.lastSeq, epoch: room.epoch, users: new Map(room.users) };
   }
 
   /** Joins `room` now if online, else on every (re)connect. Joining again is a no-op. */
@@ -523,14 +527,23 @@ export class NatterClient {
     room.joined = false;
     const frame = { type: 'join', room: room.name };
     if (room.resumable) frame.since = room.lastSeq;
+    // The epoch says which history `since` counts in: after a wipe the server answers reset.
+    if (room.resumable && room.epoch) frame.epoch = room.epoch;
     this.sendFrame(frame);
+  }
+
+  /** Joins a joined room again (since = lastSeq: nothing is re-sent) for its `joined` frame's epoch. */
+  askEpoch(room) {
+    room.rejoining = true;
+    this.sendFrame({ type: 'join', room: room.name, since: room.lastSeq });
   }
 
   addRoom(name) {
     let room = this.roomStates.get(name);
     if (!room) {
       // joined: history received on the current socket; resumable: lastSeq is meaningful for `since`.
-      room = { name, lastSeq: 0, resumable: false, joined: false, users: new Map() };
+      // epoch: the history lastSeq counts in (null until the room has a message).
+      room = { name, lastSeq: 0, epoch: null, resumable: false, joined: false, users: new Map() };
       this.roomStates.set(name, room);
     }
     return room;
@@ -546,9 +559,20 @@ export class NatterClient {
     }
   }
 
+  /** Re-sends the unsent messages after the current retry pause (one timer for all). */
+  retryLater() {
+    if (this.timers.resend) return;
+    const ms = this.retryMs ?? RETRY.firstMs;
+    this.retryMs = Math.min(ms * 2, RETRY.maxMs);
+    this.setTimer('resend', ms, () => {
+      for (const room of this.roomStates.values()) this.flush(room);
+    });
+  }
+
   /** Our message `id` is stored as `seq`: it leaves the unsent list, and 'ack' fires once. */
   settle(id, room, seq, dup) {
     if (!this.unsentStore.take(id)) return;
+    this.retryMs = RETRY.firstMs; // the server takes messages again
     this.sentOnThisSocket.delete(id);
     this.events.emit('ack', { id, room, seq, dup });
   }
@@ -595,6 +619,7 @@ const HANDLERS = {
   },
 
   joined(frame, room) {
+    room.epoch = typeof frame.epoch === 'string' ? frame.epoch : null;
     room.users = new Map((frame.users ?? []).map((user) => [user.id, user.name]));
     this.events.emit('joined', { room: room.name, head: frame.head, users: this.presenceList(room), users_total: frame.users_total });
     this.events.emit('presence', { room: room.name, users: this.presenceList(room), change: null });
@@ -615,6 +640,14 @@ const HANDLERS = {
       this.events.emit('older', { room: room.name, before: frame.before, messages: got, complete: frame.complete === true });
       return;
     }
+    // reset (on every page of the answer; acted on at the first): our cursor counts in a
+    // history the server no longer has, so start over from what it sends now.
+    const reset = frame.reset === true && (!room.joined || room.rejoining);
+    room.rejoining = false;
+    if (reset) {
+      room.lastSeq = 0;
+      room.resumable = false;
+    }
     const resumed = room.resumable;
     const messages = [];
     for (const msg of frame.messages ?? []) {
@@ -624,7 +657,7 @@ const HANDLERS = {
     }
     room.joined = true;
     room.resumable = true;
-    this.events.emit('history', { room: room.name, messages, complete: frame.complete !== false, resumed });
+    this.events.emit('history', { room: room.name, messages, complete: frame.complete !== false, resumed, reset });
     this.flush(room);
   },
 
@@ -636,6 +669,12 @@ const HANDLERS = {
   msg(frame, room) {
     if (frame.id) this.settle(frame.id, room.name, frame.seq, false);
     if (this.isNew(room, frame)) this.events.emit('message', frame);
+    // The room was empty when we joined, so we hold no epoch for our cursor: join again
+    // (with since: nothing is re-sent) to learn it, or a wipe could go unnoticed.
+    if (room.epoch === null && room.joined && !room.epochAsked) {
+      room.epochAsked = true;
+      this.askEpoch(room);
+    }
   },
 
   ack(frame, room) {
@@ -661,16 +700,24 @@ const HANDLERS = {
   error(frame) {
     const entry = typeof frame.ref === 'string' ? this.unsentStore.get(frame.ref) : undefined;
     const detail = { code: frame.code, message: frame.message ?? frame.code, ref: frame.ref ?? null };
+    if (frame.ref === 'join' && TRANSIENT.has(frame.code)) {
+      // A join refused for now (rate limit, failing store): ask again after a pause.
+      this.setTimer('rejoin', RETRY.firstMs, () => {
+        for (const room of this.roomStates.values()) {
+          if (!room.joined) this.sendJoin(room);
+          else if (room.rejoining) this.askEpoch(room);
+        }
+      });
+      return;
+    }
     if (!entry) {
       this.events.emit('error', detail);
       return;
     }
     this.sentOnThisSocket.delete(entry.id);
-    if (frame.code === 'unavailable') {
-      // The store is down, not the message: retry the same id a little later.
-      this.setTimer('resend', UNAVAILABLE_RETRY_MS, () => {
-        for (const room of this.roomStates.values()) this.flush(room);
-      });
+    if (TRANSIENT.has(frame.code)) {
+      // Not the message's fault: send the same id again after a growing pause.
+      this.retryLater();
       return;
     }
     this.unsentStore.take(entry.id);
