@@ -12,12 +12,17 @@ import { Room } from './js/room.js';
 import { loadJson, saveJson, loadString, saveString } from './js/storage.js';
 
 const TYPING_THROTTLE_MS = 3000;
+// Scroll-back: a page of this many, asked for when the reader is this close to the top.
+const OLDER_PAGE = 50;
+const OLDER_WITHIN_PX = 80;
+const SEARCH_PAGE = 50;
 const DEFAULT_ROOM = 'lobby';
 // `unsent` keeps the key the page used before the library, so messages
 // saved by an older page are still sent.
 const KEYS = { name: 'natter.name', token: 'natter.token', rooms: 'natter.rooms', active: 'natter.active', unsent: 'natter.outbox' };
+// Only permanent refusals reach the page: the library resends `unavailable` and
+// `rate_limited` by itself with the same id.
 const ERROR_TEXT = {
-  rate_limited: 'Not sent: you are sending too fast.',
   too_long: 'Not sent: the message is too long.',
   not_joined: 'Not sent: you are not in this room.',
   bad_field: 'Not sent: the server rejected it.',
@@ -47,8 +52,10 @@ function ensureRoom(name) {
   room.onTypingChange = (changed) => {
     if (changed.name === state.active) renderTyping();
   };
+  room.onLoadOlder = loadOlder;
   room.pane.addEventListener('scroll', () => {
     if (room.name === state.active && room.isAtBottom()) $('new-messages').hidden = true;
+    if (room.pane.scrollTop < OLDER_WITHIN_PX) loadOlder(room);
   });
   state.rooms.set(name, room);
   saveRoomList();
@@ -82,11 +89,13 @@ function setActive(name) {
   saveString(localStorage, KEYS.active, name ?? '');
   const room = name === null ? null : state.rooms.get(name);
   $('empty-state').hidden = room !== null;
+  closeSearch();
   $('room-title').textContent = room ? `# ${room.name}` : '';
   $('new-messages').hidden = true;
   if (room) {
     room.unread = 0;
     room.scrollToBottom();
+    fillPane(room);
   }
   renderRoomList();
   renderPeople();
@@ -100,6 +109,79 @@ function withScroll(room, change) {
   if (!grew) return;
   if (stick) room.scrollToBottom();
   else if (room.name === state.active) $('new-messages').hidden = false;
+}
+
+/** Asks for the page of messages before the oldest one shown, once at a time. */
+async function loadOlder(room) {
+  if (room.older !== 'more' || client.state !== 'online') return;
+  if (room.firstSeq <= 1) {
+    room.setOlder('beginning');
+    return;
+  }
+  room.setOlder('loading');
+  try {
+    const before = Number.isFinite(room.firstSeq) ? room.firstSeq : room.lastSeq + 1;
+    const page = await client.older(room.name, { before, limit: OLDER_PAGE });
+    room.prependOlder(page.messages, state.me);
+    const done = page.complete || page.messages.length === 0 || room.firstSeq <= 1;
+    room.setOlder(done ? 'beginning' : 'more');
+  } catch {
+    room.setOlder('more'); // went offline meanwhile: the button asks again
+    return;
+  }
+  fillPane(room);
+}
+
+/** A pane too short to scroll would never ask for more: fill the active one. */
+function fillPane(room) {
+  const p = room.pane;
+  if (room.name === state.active && p.scrollHeight <= p.clientHeight + OLDER_WITHIN_PX) loadOlder(room);
+}
+
+// ---------- search ----------
+
+/** Searches the active room; `more` asks for the matches older than those shown. */
+async function runSearch(more = false) {
+  const room = state.rooms.get(state.active);
+  const q = $('search-input').value.trim();
+  if (!room || q === '') return;
+  const list = $('search-list');
+  const before = more ? Number(list.lastElementChild?.dataset.seq) : undefined;
+  if (!more) list.replaceChildren();
+  $('search-results').hidden = false;
+  $('search-summary').textContent = 'Searching…';
+  $('search-more').hidden = true;
+  try {
+    const found = await client.search(room.name, q, { before, limit: SEARCH_PAGE });
+    for (const msg of found.messages) list.append(searchResult(msg));
+    const n = list.children.length;
+    $('search-summary').textContent = n === 0 ? `No messages in # ${room.name} match “${q}”.`
+      : `${n} message${n === 1 ? '' : 's'} in # ${room.name} match “${q}”${found.complete ? '' : ' (more older)'}.`;
+    $('search-more').hidden = found.complete || found.messages.length === 0;
+  } catch (error) {
+    $('search-summary').textContent = `Search failed: ${error.message}`;
+  }
+}
+
+function searchResult(msg) {
+  const li = document.createElement('li');
+  li.dataset.seq = String(msg.seq);
+  const who = document.createElement('span');
+  who.className = 'msg-author';
+  who.textContent = msg.user ?? '';
+  const when = document.createElement('time');
+  when.className = 'msg-time';
+  when.textContent = new Date(msg.ts).toLocaleString();
+  const text = document.createElement('div');
+  text.className = 'msg-text';
+  text.textContent = String(msg.text ?? '');
+  li.append(who, ' ', when, text);
+  return li;
+}
+
+function closeSearch() {
+  $('search-results').hidden = true;
+  $('search-list').replaceChildren();
 }
 
 // ---------- sending ----------
@@ -142,7 +224,12 @@ const handlers = {
     if (room.name === state.active) renderPeople();
   },
 
-  history({ messages, complete, resumed }, room) {
+  history({ messages, complete, resumed, reset }, room) {
+    if (reset) {
+      // The server's history of the room is a new one: what we showed is gone there.
+      room.clearHistory();
+      room.addNote('The server\'s history of this room was reset; showing it as it is now.', 'gap-note');
+    }
     withScroll(room, () => {
       if (!complete) room.addNote('Some older messages are no longer available.', 'gap-note');
       let added = 0;
@@ -154,6 +241,8 @@ const handlers = {
       }
       return added > 0 || !complete;
     });
+    if (room.firstSeq <= 1 || room.seqs.size === 0) room.setOlder('beginning');
+    else fillPane(room);
   },
 
   message(frame, room) {
@@ -412,6 +501,13 @@ function bindUi() {
     if (input.value.trim() !== '') sendTyping();
   });
 
+  $('search-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    runSearch();
+  });
+  $('search-more').addEventListener('click', () => runSearch(true));
+  $('search-close').addEventListener('click', closeSearch);
+
   $('new-messages').addEventListener('click', () => {
     state.rooms.get(state.active)?.scrollToBottom();
     $('new-messages').hidden = true;
@@ -422,7 +518,10 @@ function bindUi() {
     $('sidebar-toggle').setAttribute('aria-expanded', String(open));
   });
   document.addEventListener('keydown', (event) => {
-    if (event.key === 'Escape') closeSidebar();
+    if (event.key === 'Escape') {
+      closeSidebar();
+      closeSearch();
+    }
   });
 }
 
@@ -444,6 +543,8 @@ function boot() {
     storage: localStorage,
     unsentKey: KEYS.unsent,
   });
+  // For the browser console (and the browser tests): the page's one client.
+  window.natter = { client };
   // The library adds the rooms of unsent messages to its own list; show them all.
   for (const name of client.rooms) ensureRoom(name);
   for (const entry of client.unsent()) ensureRoom(entry.room).addPending(entry, state.me);

@@ -27,7 +27,7 @@ test('room: dedupe by seq, merge pending by id, keep seq order', async () => {
     document.body.append(box);
     const me = { id: 'u-me', name: 'me' };
     const msg = (seq, extra = {}) => ({ room: 'r', seq, ts: 1000 + seq, user: 'other', uid: 'u-o', text: `m${seq}`, ...extra });
-    const view = (room) => [...room.pane.querySelectorAll('li')].map((li) => (li.classList.contains('msg')
+    const view = (room) => [...room.pane.querySelectorAll('li:not(.older-row)')].map((li) => (li.classList.contains('msg')
       ? `${li.dataset.seq ?? '-'}:${li.querySelector('.msg-text').textContent}:${li.dataset.state}` : `note:${li.textContent}`));
     const out = {};
 
@@ -73,6 +73,18 @@ test('room: dedupe by seq, merge pending by id, keep seq order', async () => {
     e.fail('p', 'Not sent: too long.', () => {});
     out.e = view(e);
     out.eError = e.pane.querySelector('.msg-error').textContent;
+
+    // Scroll-back pages go above what is shown, each seq once; a reset keeps only pending ones.
+    const f = new Room('f', box);
+    f.addMessage(msg(5), me);
+    f.addNote('alice joined');
+    f.addMessage(msg(6), me);
+    f.addPending({ id: 'q', room: 'f', text: 'queued', ts: 9 }, me);
+    out.fAdded = [f.prependOlder([msg(3), msg(4), msg(5)], me), f.prependOlder([msg(1), msg(2)], me)];
+    out.f = view(f);
+    out.fFirst = f.firstSeq;
+    f.clearHistory();
+    out.fCleared = [view(f), f.firstSeq, f.lastSeq, f.older];
     return out;
   });
   assert.deepEqual(result.firstAdds, [true, true, false, true]);
@@ -86,5 +98,9 @@ test('room: dedupe by seq, merge pending by id, keep seq order', async () => {
   assert.equal(result.dLast, 9);
   assert.deepEqual(result.e, ['note:Some older messages are no longer available.', '-:queued:failed']);
   assert.match(result.eError, /^Not sent: too long\.Retry$/);
+  assert.deepEqual(result.fAdded, [2, 2]);
+  assert.deepEqual(result.f, ['1:m1:sent', '2:m2:sent', '3:m3:sent', '4:m4:sent', '5:m5:sent', 'note:alice joined', '6:m6:sent', '-:queued:pending']);
+  assert.equal(result.fFirst, 1);
+  assert.deepEqual(result.fCleared, [['-:queued:pending'], Infinity, 0, 'more']);
   assertNoConsoleErrors(assert, consoleErrors);
 });

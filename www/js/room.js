@@ -5,18 +5,22 @@
 // Messages with a seq stay sorted by seq; the user's own unacknowledged
 // messages (no seq yet) sit after them, in the order they were typed, until
 // the server gives them a seq. All user text goes through textContent or the
-// link function, never through innerHTML.
+// link function, never through innerHTML. The first item of the pane is the
+// scroll-back row: a "Load older messages" button, "Loading…", or the
+// "Beginning of the room" marker.
 
 import { linkify } from './linkify.js';
 
 const GROUP_WINDOW_MS = 5 * 60 * 1000;
 const TYPING_SHOWN_MS = 5000;
 const STICK_TO_BOTTOM_PX = 48;
+const OLDER_TEXT = { more: 'Load older messages', loading: 'Loading older messages…', beginning: 'Beginning of the room' };
 
 export class Room {
   constructor(name, container) {
     this.name = name;
     this.lastSeq = 0;
+    this.firstSeq = Infinity; // the oldest seq shown: where scroll-back goes on from
     this.seqs = new Set();
     this.users = new Map();
     this.typing = new Map();
@@ -30,6 +34,61 @@ export class Room {
     this.pane.tabIndex = 0;
     this.pane.hidden = true;
     container.append(this.pane);
+
+    this.onLoadOlder = () => {};
+    this.olderRow = document.createElement('li');
+    this.olderRow.className = 'older-row';
+    this.olderButton = document.createElement('button');
+    this.olderButton.type = 'button';
+    this.olderButton.className = 'link-button';
+    this.olderButton.addEventListener('click', () => this.onLoadOlder(this));
+    this.olderRow.append(this.olderButton);
+    this.pane.append(this.olderRow);
+    this.setOlder('more');
+  }
+
+  /** The scroll-back row's state: 'more' (a button), 'loading' or 'beginning'. */
+  setOlder(state) {
+    this.older = state;
+    this.olderRow.dataset.state = state;
+    this.olderButton.textContent = OLDER_TEXT[state];
+    this.olderButton.disabled = state !== 'more';
+  }
+
+  /**
+   * Puts a scroll-back page (older than anything shown, oldest first) at the top,
+   * skipping seqs already shown, and keeps what the reader was looking at in place.
+   * Returns how many were added.
+   */
+  prependOlder(messages, me) {
+    const fromBottom = this.pane.scrollHeight - this.pane.scrollTop;
+    let added = 0;
+    let at = this.olderRow.nextElementSibling;
+    for (const msg of messages) {
+      if (this.seqs.has(msg.seq)) continue;
+      this.rememberSeq(msg.seq);
+      const el = messageElement(msg, msg.uid === me?.id);
+      // Oldest first: each goes after the previous one, all before what was shown.
+      while (at !== null && at.dataset.seq && Number(at.dataset.seq) < msg.seq) at = at.nextElementSibling;
+      this.pane.insertBefore(el, at);
+      regroup(el);
+      added += 1;
+    }
+    if (at !== null) regroup(at);
+    this.pane.scrollTop = this.pane.scrollHeight - fromBottom;
+    return added;
+  }
+
+  /** Forgets every delivered message and note (the server's history was reset); pending ones stay. */
+  clearHistory() {
+    for (const el of [...this.pane.children]) {
+      const pending = el.classList.contains('msg') && !el.dataset.seq;
+      if (el !== this.olderRow && !pending) el.remove();
+    }
+    this.seqs.clear();
+    this.lastSeq = 0;
+    this.firstSeq = Infinity;
+    this.setOlder('more');
   }
 
   destroy() {
@@ -156,6 +215,7 @@ export class Room {
   rememberSeq(seq) {
     this.seqs.add(seq);
     if (seq > this.lastSeq) this.lastSeq = seq;
+    if (seq < this.firstSeq) this.firstSeq = seq;
   }
 
   pendingElement(id) {
