@@ -124,7 +124,7 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown, ready: impl 
             let readers = Readers::start(store.path(), STORE_READERS, move |answer| {
                 let _ = tx.send(Command::Store(answer)); // the dispatcher is gone at shutdown
             })?;
-            Dispatcher::new(cfg.clone(), metrics.clone(), Backend::Local(Local { store, readers }), loaded)
+            Dispatcher::new(cfg.clone(), metrics.clone(), Backend::Local(Box::new(Local { store, readers })), loaded)
         }
         Some(url) => {
             let opts = StoreOptions { presence_ttl: cfg.redis_presence_ttl, ..StoreOptions::default() };

@@ -22,7 +22,7 @@ const LIMITS: ParseLimits = ParseLimits { max_text_chars: 50 };
 /// into validation instead of stopping at the first syntax error.
 fn frame_like() -> impl Strategy<Value = String> {
     let key = prop::sample::select(vec![
-        "type", "room", "text", "id", "since", "name", "t", "user", "x", "before", "limit", "q", "epoch",
+        "type", "room", "text", "id", "since", "name", "t", "user", "x", "before", "limit", "q", "epoch", "seq",
     ]);
     let value = prop_oneof![
         prop::sample::select(vec![
@@ -34,6 +34,7 @@ fn frame_like() -> impl Strategy<Value = String> {
             "\"ping\"",
             "\"history\"",
             "\"search\"",
+            "\"read\"",
             "\"NEAR(a b)\"",
             "\"\\\"*-\"",
             "9007199254740992",

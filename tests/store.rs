@@ -174,3 +174,44 @@ fn retention_by_count_deletes_the_oldest_and_scroll_back_meets_the_new_beginning
     );
     assert_eq!(common::history_seqs(&h), (21..=30).collect::<Vec<_>>());
 }
+
+/// Read markers live in the store: one device reads, the other hears it live, and
+/// after a restart `joined` still carries the marker.
+#[test]
+fn a_read_marker_reaches_the_users_other_connection_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Proc::start(dir.path(), None, FAST);
+    let me = |s: &Proc| format!("{}&key=read-marker-test-key-1", s.url("ann"));
+    let mut phone = Client::connect(&me(&server));
+    let mut laptop = Client::connect(&me(&server));
+    phone.join("notes", None);
+    laptop.join("notes", None);
+    for i in 1..=3 {
+        phone.post("notes", &format!("n{i}"), &format!("r{i}"));
+    }
+    phone.send(json!({"type": "read", "room": "notes", "seq": 3}));
+    let seen = loop {
+        let v = laptop.recv();
+        if v["type"] == "read" {
+            break v;
+        }
+    };
+    assert_eq!(seen, json!({"type": "read", "room": "notes", "seq": 3}));
+    phone.send(json!({"type": "read", "room": "notes", "seq": 9}));
+    let refused = loop {
+        let v = phone.recv();
+        if v["type"] == "error" {
+            break v;
+        }
+    };
+    assert_eq!((refused["code"].as_str(), refused["ref"].as_str()), (Some("bad_field"), Some("read")));
+    drop(server);
+
+    let server = Proc::start(dir.path(), None, FAST);
+    let mut again = Client::connect(&me(&server));
+    let (joined, _) = again.join("notes", None);
+    assert_eq!(joined["read_seq"], 3);
+    let mut stranger = Client::connect(&server.url("bob"));
+    let (joined, _) = stranger.join("notes", None);
+    assert_eq!(joined["read_seq"], 0, "markers are per user");
+}

@@ -10,8 +10,9 @@ use crate::store::sqlite::{SqliteStore, StoreError};
 
 pub enum Backend {
     /// One instance: the dispatcher assigns `seq` and commits to the local SQLite
-    /// store; reader threads answer history reads.
-    Local(Local),
+    /// store; reader threads answer history reads. Boxed: the store's buffers make it
+    /// far larger than the Redis handle, and the value lives once, in the dispatcher.
+    Local(Box<Local>),
     /// Several instances (`--redis`): Redis assigns `seq` and stores, through the
     /// cluster threads.
     Redis(Cluster),

@@ -39,6 +39,7 @@ pub(super) struct JoinReply<'a> {
     pub users: Vec<UserRef<'a>>,
     pub users_total: usize,
     pub complete: bool,
+    pub read_seq: Option<u64>,
 }
 
 impl JoinReply<'_> {
@@ -52,6 +53,7 @@ impl JoinReply<'_> {
             epoch: self.epoch,
             users: self.users,
             users_total: self.users_total,
+            read_seq: self.read_seq,
         });
         let meta = HistoryMeta { complete: self.complete, ..meta };
         let mut frames = vec![joined];
@@ -84,6 +86,7 @@ impl Dispatcher {
             }
             ClientMsg::Typing { room } => self.typing(id, &room),
             ClientMsg::Nick { name } => self.nick(id, name),
+            ClientMsg::Read { room, seq } => self.read(id, room, seq),
             // A WebSocket's pings are answered by its thread. `POST /send` sends one
             // after what it carried: the pong, staged behind their answers, ends its wait.
             ClientMsg::Ping { t } => {

@@ -22,6 +22,7 @@ impl Dispatcher {
     pub(super) fn register(&mut self, conn: Arc<Conn>, user: Identity) {
         self.metrics.connections.fetch_add(1, Relaxed);
         self.heartbeat.add(conn.id);
+        self.reads.add_conn(&user.id, conn.id);
         let client = Client {
             conn: conn.clone(),
             uid: user.id,
@@ -48,6 +49,7 @@ impl Dispatcher {
                 self.backend.tell_cluster(|| Request::Leave { room, uid: uid.clone() });
             }
         }
+        self.reads.remove_conn(&uid, id);
         self.clients.remove(&id);
         self.blocked.remove(&id);
         self.metrics.connections.fetch_sub(1, Relaxed);

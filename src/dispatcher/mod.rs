@@ -12,6 +12,7 @@
 //! - `state`: clients, rooms and presence records;
 //! - `commands`: join, leave, post, typing and nick;
 //! - `presence`: members arriving and leaving, and their `system` events;
+//! - `reads`: the users' read markers;
 //! - `lifecycle`: registering, blocked sockets, heartbeats, closing;
 //! - [`history`]: the per-room rings (the cache of the newest messages) and
 //!   de-duplication ids;
@@ -31,6 +32,7 @@ pub mod heartbeat;
 pub mod history;
 mod lifecycle;
 mod presence;
+mod reads;
 pub mod scrollback;
 mod state;
 #[cfg(test)]
@@ -49,6 +51,7 @@ use cluster::ClusterEvent;
 use durability::{BatchPost, StoreHealth};
 use heartbeat::Heartbeat;
 use history::Stored;
+use reads::ReadMarkers;
 use scrollback::ReadFor;
 use state::{Client, Room};
 
@@ -60,7 +63,7 @@ use crate::delivery::outbox::{Conn, ConnId};
 use crate::delivery::writer::Writers;
 use crate::metrics::Metrics;
 use crate::protocol::wire::{self, Frame};
-use crate::protocol::{ClientMsg, CloseReason, RoomName};
+use crate::protocol::{ClientMsg, CloseReason, RoomName, UserId};
 use crate::shutdown::Shutdown;
 use crate::store::sqlite::reader::Answer;
 use crate::store::sqlite::{LoadedRoom, StoreError};
@@ -121,6 +124,7 @@ pub struct Dispatcher {
     /// Rooms with uncommitted messages: a read of one commits the batch first.
     dirty_rooms: HashSet<RoomName>,
     store_health: StoreHealth,
+    reads: ReadMarkers,
     /// Unit tests run without writer shards: committed batches are kept here.
     #[cfg(test)]
     delivered: Vec<crate::delivery::fanout::Out>,
@@ -149,6 +153,7 @@ impl Dispatcher {
             batch_posts: Vec::new(),
             dirty_rooms: HashSet::new(),
             store_health: StoreHealth::default(),
+            reads: ReadMarkers::default(),
             #[cfg(test)]
             delivered: Vec::new(),
         };
@@ -168,6 +173,9 @@ impl Dispatcher {
             let Some(name) = RoomName::parse(&l.name) else {
                 continue;
             };
+            for (user, seq) in &l.reads {
+                self.reads.advance(&UserId::from(user.as_str()), &name, *seq);
+            }
             let room = self.rooms.entry(name).or_insert_with(|| Room::new(&self.cfg));
             room.epoch = Some(l.epoch);
             room.history.start_at(l.recent.first().map_or(l.head, |m| m.seq - 1));

@@ -209,7 +209,7 @@ impl Dispatcher {
     }
 
     /// The `joined` frame's facts for `room` now.
-    pub(super) fn join_reply(&self, room: &RoomName, complete: bool) -> JoinReply<'_> {
+    pub(super) fn join_reply(&self, room: &RoomName, complete: bool, user: &str) -> JoinReply<'_> {
         let r = &self.rooms[room];
         JoinReply {
             head: r.history.head(),
@@ -217,6 +217,7 @@ impl Dispatcher {
             users: r.users(self.cfg.presence_limit),
             users_total: r.present.len(),
             complete,
+            read_seq: Some(self.reads.get(user, room)),
         }
     }
 
@@ -224,11 +225,11 @@ impl Dispatcher {
     /// `joined` (listing it) and the history pages, before any later room frame.
     pub(super) fn stage_join(&mut self, conn: ConnId, room: &RoomName, meta: HistoryMeta, json: &[Bytes]) {
         let Some(c) = self.clients.get(&conn) else { return };
-        let conn_arc = c.conn.clone();
+        let (conn_arc, uid) = (c.conn.clone(), c.uid.clone());
         if !self.rooms.get(room).is_some_and(|r| r.members.contains_key(&conn)) {
             self.add_member(conn, room);
         }
-        let frames = self.join_reply(room, meta.complete).frames(room, meta, json, self.cfg.max_frame_bytes);
+        let frames = self.join_reply(room, meta.complete, &uid).frames(room, meta, json, self.cfg.max_frame_bytes);
         for f in frames {
             self.staged.push(Out::Answer(conn_arc.clone(), f));
         }

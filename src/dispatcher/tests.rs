@@ -41,7 +41,7 @@ impl Harness {
             let _ = tx.send(a);
         })
         .expect("readers");
-        let backend = Backend::Local(super::Local { store, readers });
+        let backend = Backend::Local(Box::new(super::Local { store, readers }));
         let d = Dispatcher::new(Arc::new(cfg), Arc::new(Metrics::default()), backend, loaded);
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         Harness { d, listener, sockets: Vec::new(), next_id: 1, answers, _dir: dir }
@@ -402,4 +402,44 @@ fn a_failed_commit_acks_nothing_refuses_posts_and_recovers() {
         (Some(3), Some(false)),
         "the seq refused is reused, gapless"
     );
+}
+
+#[test]
+fn a_read_marker_moves_forward_reaches_every_connection_of_the_user_and_comes_back_in_joined() {
+    let (mut h, a, b) = two_in_room();
+    let a2 = h.connect("u-a", "a", true); // the same user on a second device
+    join(&mut h, a2, "other");
+    post_n(&mut h, b, "r", 3);
+    h.take();
+
+    h.send(a, json!({"type": "read", "room": "r", "seq": 2}));
+    let frames = h.take();
+    let read = json!({"type": "read", "room": "r", "seq": 2});
+    assert_eq!(frames.to(a), [&read]);
+    assert_eq!(frames.to(a2), [&read], "the user's other connection hears it, in whatever rooms it is");
+    assert!(frames.to(b).is_empty(), "nobody else does");
+
+    h.send(a, json!({"type": "read", "room": "r", "seq": 1}));
+    assert!(h.take().0.is_empty(), "a marker never moves back");
+
+    h.send(a2, json!({"type": "join", "room": "r"}));
+    assert_eq!(h.take().to(a2)[0]["read_seq"], 2, "joined carries the marker");
+    let c = h.connect("u-c", "c", true);
+    join(&mut h, c, "r");
+    assert_eq!(h.take().to(c)[0]["read_seq"], 0, "nothing read yet");
+}
+
+#[test]
+fn a_read_past_the_head_or_of_a_room_not_joined_is_refused() {
+    let (mut h, a, _b) = two_in_room();
+    post_n(&mut h, a, "r", 2);
+    h.take();
+    h.send(a, json!({"type": "read", "room": "r", "seq": 3}));
+    h.send(a, json!({"type": "read", "room": "elsewhere", "seq": 1}));
+    let frames = h.take();
+    let codes: Vec<&str> = frames.to(a).iter().map(|v| v["code"].as_str().unwrap_or("?")).collect();
+    assert_eq!(codes, ["bad_field", "not_joined"]);
+    assert_eq!(frames.to(a)[0]["ref"], "read");
+    h.send(a, json!({"type": "join", "room": "r"}));
+    assert_eq!(h.take().to(a)[0]["read_seq"], 0, "a refused read moved nothing");
 }

@@ -119,6 +119,11 @@ pub enum ClientMsg {
     Nick {
         name: String,
     },
+    /// The user has read `room` up to `seq` (a read marker, per user and room).
+    Read {
+        room: RoomName,
+        seq: u64,
+    },
     Ping {
         t: Option<RawJson>,
     },
@@ -145,6 +150,7 @@ impl ClientMsg {
             ClientMsg::Msg { .. } | ClientMsg::LegacyMsg { .. } => "msg",
             ClientMsg::Typing { .. } => "typing",
             ClientMsg::Nick { .. } => "nick",
+            ClientMsg::Read { .. } => "read",
             ClientMsg::Ping { .. } => "ping",
         }
     }
@@ -250,6 +256,8 @@ struct RawFrame<'a> {
     limit: Option<&'a RawValue>,
     #[serde(borrow)]
     q: Option<&'a RawValue>,
+    #[serde(borrow)]
+    seq: Option<&'a RawValue>,
 }
 
 /// Limits the parser enforces (from `Config`).
@@ -301,6 +309,10 @@ pub fn parse_client(frame: &str, limits: ParseLimits) -> Result<ClientMsg, Proto
                 let name = clean_name(&name).ok_or_else(|| bad_field("`name` is empty"))?;
                 ClientMsg::Nick { name }
             }
+            Some("read") => ClientMsg::Read {
+                room: room_field(raw.room)?,
+                seq: seq_field(raw.seq, "seq")?.ok_or_else(|| bad_field("missing field `seq`"))?,
+            },
             Some("ping") => ClientMsg::Ping { t: raw.t.map(|t| RawJson(t.to_owned())) },
             Some(other) => {
                 return Err(ProtocolError::new(
@@ -483,6 +495,10 @@ pub enum ServerMsg<'a> {
         users: Vec<UserRef<'a>>,
         /// How many users are present in all.
         users_total: usize,
+        /// The user's read marker in the room (0: nothing read); absent where read
+        /// markers are not kept (Redis mode, for now).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        read_seq: Option<u64>,
     },
     Msg {
         room: &'a str,
@@ -512,6 +528,11 @@ pub enum ServerMsg<'a> {
     Typing {
         room: &'a str,
         user: UserRef<'a>,
+    },
+    /// The user's read marker moved (sent to each of the user's connections).
+    Read {
+        room: &'a str,
+        seq: u64,
     },
     Pong {
         #[serde(skip_serializing_if = "Option::is_none")]

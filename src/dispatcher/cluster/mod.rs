@@ -223,6 +223,7 @@ impl Dispatcher {
                 users: users.iter().take(self.cfg.presence_limit).map(User::as_ref).collect(),
                 users_total: users.len(),
                 complete: range.complete,
+                read_seq: None,
             };
             let max = self.cfg.max_frame_bytes;
             for frame in reply.frames(&room, wire::HistoryMeta::default(), &messages, max) {

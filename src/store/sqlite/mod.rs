@@ -12,6 +12,7 @@
 
 pub mod migrate;
 pub mod reader;
+pub mod reads;
 pub mod retention;
 mod schema;
 mod syncer;
@@ -65,12 +66,17 @@ pub struct LoadedRoom {
     pub head: u64,
     /// The newest messages, oldest first (what the ring will hold).
     pub recent: Vec<StoredMsg>,
+    /// The users' read markers in the room: (user id, seq).
+    pub reads: Vec<(String, u64)>,
 }
 
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
     pending: Vec<NewMessage>,
+    /// Read markers not yet written: (user, room) → seq. Kept when a commit fails, so
+    /// the next commit writes them (a marker only ever moves forward).
+    pending_reads: HashMap<(String, String), u64>,
     /// Room name → row id, for rows known to be committed.
     room_ids: HashMap<String, i64>,
     syncer: Option<Syncer>,
@@ -97,7 +103,14 @@ impl SqliteStore {
         schema::prepare_writer(&conn, policy).map_err(sql_err(&path))?;
         migrate::import_journal(dir, &mut conn)?;
         let syncer = (policy == FsyncPolicy::Interval).then(|| Syncer::start(&path)).transpose()?;
-        let mut store = SqliteStore { conn, path, pending: Vec::new(), room_ids: HashMap::new(), syncer };
+        let mut store = SqliteStore {
+            conn,
+            path,
+            pending: Vec::new(),
+            pending_reads: HashMap::new(),
+            room_ids: HashMap::new(),
+            syncer,
+        };
         let rooms = store.load(ring).map_err(sql_err(&db_path(dir)))?;
         Ok((store, rooms))
     }
@@ -119,7 +132,8 @@ impl SqliteStore {
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             self.room_ids.insert(name.clone(), id);
-            rooms.push(LoadedRoom { name, epoch, head: head as u64, recent: msgs });
+            let reads = reads::of_room(&self.conn, &name)?;
+            rooms.push(LoadedRoom { name, epoch, head: head as u64, recent: msgs, reads });
         }
         Ok(rooms)
     }
@@ -133,12 +147,13 @@ impl SqliteStore {
     /// returns Ok the messages survive a process crash (and, under `always`, a power
     /// failure). On error nothing of the batch is stored and the buffer is dropped.
     pub fn commit(&mut self) -> Result<(), StoreError> {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && self.pending_reads.is_empty() {
             return Ok(());
         }
         let pending = std::mem::take(&mut self.pending);
         match self.write(&pending) {
             Ok(()) => {
+                self.pending_reads.clear();
                 if let Some(s) = &self.syncer {
                     s.dirty();
                 }
@@ -172,6 +187,7 @@ impl SqliteStore {
             for (room, seq) in heads {
                 head.execute(params![room, seq as i64])?;
             }
+            reads::write(&tx, &self.pending_reads)?;
         }
         tx.commit()
     }

@@ -1,8 +1,8 @@
 //! The database layout and the connection settings every connection shares.
 //!
 //! One table of rooms (name, epoch, head), one of messages (the live `msg` JSON, keyed
-//! by room and seq) and an FTS5 index over the message texts whose rowids are the
-//! messages' ids. Nothing here runs a query for a client.
+//! by room and seq), an FTS5 index over the message texts whose rowids are the
+//! messages' ids, and the users' read markers (user, room → seq). Nothing here runs a query for a client.
 
 use rusqlite::Connection;
 
@@ -34,6 +34,12 @@ CREATE TRIGGER IF NOT EXISTS messages_fts_delete AFTER DELETE ON messages BEGIN
     DELETE FROM messages_fts WHERE rowid = old.id;
 END;
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS reads (
+    user TEXT NOT NULL,
+    room TEXT NOT NULL,
+    seq  INTEGER NOT NULL,
+    PRIMARY KEY (user, room)
+) WITHOUT ROWID;
 ";
 
 /// The writer's settings: WAL, the fsync policy, then the schema.

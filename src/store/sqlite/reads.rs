@@ -1,0 +1,73 @@
+//! Read markers in the store: how far each user has read each room. Written in the
+//! batch's transaction (a marker only moves forward), read once at start-up with the
+//! rooms.
+//!
+//! Never decides whether a marker may move: the dispatcher checks that first.
+
+use std::collections::HashMap;
+
+use rusqlite::{params, Connection, Transaction};
+
+use super::SqliteStore;
+
+impl SqliteStore {
+    /// Buffers a read marker for the next commit (the latest per user and room wins).
+    pub fn set_read(&mut self, user: &str, room: &str, seq: u64) {
+        let at = self.pending_reads.entry((user.to_owned(), room.to_owned())).or_insert(0);
+        *at = (*at).max(seq);
+    }
+}
+
+/// The stored markers of one room: (user, seq).
+pub(super) fn of_room(conn: &Connection, room: &str) -> rusqlite::Result<Vec<(String, u64)>> {
+    let mut q = conn.prepare_cached("SELECT user, seq FROM reads WHERE room = ?1")?;
+    let rows = q.query_map([room], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+    rows.collect()
+}
+
+/// Writes the buffered markers inside the batch's transaction, never moving one back.
+pub(super) fn write(tx: &Transaction<'_>, pending: &HashMap<(String, String), u64>) -> rusqlite::Result<()> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let mut upsert = tx.prepare_cached(
+        "INSERT INTO reads (user, room, seq) VALUES (?1, ?2, ?3)
+         ON CONFLICT (user, room) DO UPDATE SET seq = max(seq, excluded.seq)",
+    )?;
+    for ((user, room), seq) in pending {
+        upsert.execute(params![user, room, *seq as i64])?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::FsyncPolicy;
+    use crate::store::sqlite::SqliteStore;
+
+    #[test]
+    fn read_markers_survive_a_reopen_and_never_move_back() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        {
+            let (mut store, _) = SqliteStore::open(dir.path(), FsyncPolicy::Never, 10).expect("open");
+            store.append(crate::store::sqlite::NewMessage {
+                room: "lobby".into(),
+                epoch: "e".into(),
+                seq: 1,
+                ts: 1,
+                text: "hi".into(),
+                json: "{}".into(),
+            });
+            store.set_read("u-a", "lobby", 7);
+            store.set_read("u-a", "lobby", 5);
+            store.set_read("u-b", "lobby", 2);
+            store.commit().expect("commit");
+            store.set_read("u-a", "lobby", 3);
+            store.commit().expect("commit");
+        }
+        let (_store, rooms) = SqliteStore::open(dir.path(), FsyncPolicy::Never, 10).expect("reopen");
+        let mut reads = rooms[0].reads.clone();
+        reads.sort();
+        assert_eq!(reads, [("u-a".to_owned(), 7), ("u-b".to_owned(), 2)]);
+    }
+}
