@@ -16,6 +16,8 @@ const TYPING_THROTTLE_MS = 3000;
 const OLDER_PAGE = 50;
 const OLDER_WITHIN_PX = 80;
 const SEARCH_PAGE = 50;
+// Read markers go out at most this often per room (the newest seq seen then).
+const READ_EVERY_MS = 500;
 const DEFAULT_ROOM = 'lobby';
 // `unsent` keeps the key the page used before the library, so messages
 // saved by an older page are still sent.
@@ -54,7 +56,10 @@ function ensureRoom(name) {
   };
   room.onLoadOlder = loadOlder;
   room.pane.addEventListener('scroll', () => {
-    if (room.name === state.active && room.isAtBottom()) $('new-messages').hidden = true;
+    if (room.name === state.active && room.isAtBottom()) {
+      $('new-messages').hidden = true;
+      markReadSoon(room);
+    }
     if (room.pane.scrollTop < OLDER_WITHIN_PX) loadOlder(room);
   });
   state.rooms.set(name, room);
@@ -96,6 +101,7 @@ function setActive(name) {
     room.unread = 0;
     room.scrollToBottom();
     fillPane(room);
+    markReadSoon(room);
   }
   renderRoomList();
   renderPeople();
@@ -219,8 +225,10 @@ function onWelcome(frame) {
 // Each takes the event's detail and the page's Room for detail.room (which
 // exists: the page and the library add and drop rooms together).
 const handlers = {
-  joined({ users }, room) {
+  joined({ users, read_seq: readSeq }, room) {
     room.setUsers(users);
+    room.readSeq = readSeq;
+    room.dividerDue = readSeq !== null;
     if (room.name === state.active) renderPeople();
   },
 
@@ -243,10 +251,18 @@ const handlers = {
     });
     if (room.firstSeq <= 1 || room.seqs.size === 0) room.setOlder('beginning');
     else fillPane(room);
+    if (room.readSeq !== null) {
+      // The server keeps read markers: unread is what came after ours, on any device.
+      if (room.dividerDue) room.showDivider(room.readSeq, state.me);
+      room.dividerDue = false;
+      setUnread(room, room.readSeq);
+      markReadSoon(room);
+    }
   },
 
   message(frame, room) {
     withScroll(room, () => room.addMessage(frame, state.me));
+    markReadSoon(room);
     if (frame.uid === state.me?.id) return;
     countUnread(room);
     if (room.name === state.active) announce(`${frame.user}: ${frame.text}`);
@@ -285,6 +301,12 @@ const handlers = {
     if (room.name === state.active) renderPeople();
   },
 
+  /** Our read marker moved, maybe on another device: what is read there is read here. */
+  read({ seq }, room) {
+    room.readSeq = seq;
+    setUnread(room, seq);
+  },
+
   typing({ user }, room) {
     room.showTyping(user);
   },
@@ -299,6 +321,28 @@ function countUnread(room) {
   if (room.name === state.active) return;
   room.unread += 1;
   renderRoomList();
+}
+
+/** Unread = the shown messages from others after `seq` (none in the room being read). */
+function setUnread(room, seq) {
+  const unread = room.name === state.active && seenNow(room) ? 0 : room.countAfter(seq, state.me);
+  if (unread === room.unread) return;
+  room.unread = unread;
+  renderRoomList();
+}
+
+/** Whether the reader is looking at the room's newest messages right now. */
+function seenNow(room) {
+  return room.name === state.active && document.visibilityState === 'visible' && room.isAtBottom();
+}
+
+/** Tells the server (and so the user's other devices) that the active room is read. */
+function markReadSoon(room) {
+  if (room.readSeq === null || room.readTimer || !seenNow(room) || room.lastSeq <= room.readSeq) return;
+  room.readTimer = setTimeout(() => {
+    room.readTimer = null;
+    if (seenNow(room) && client.markRead(room.name, room.lastSeq)) room.readSeq = room.lastSeq;
+  }, READ_EVERY_MS);
 }
 
 function renameMe(name) {
@@ -564,7 +608,10 @@ function boot() {
   window.addEventListener('online', () => client.networkChanged(true));
   window.addEventListener('offline', () => client.networkChanged(false));
   document.addEventListener('visibilitychange', () => {
-    if (document.visibilityState === 'visible') client.retryNow();
+    if (document.visibilityState !== 'visible') return;
+    client.retryNow();
+    const room = state.rooms.get(state.active);
+    if (room) markReadSoon(room);
   });
   setInterval(() => {
     if (state.statusDetail.state === 'reconnecting') renderStatus();

@@ -57,8 +57,10 @@ export async function launchBrowser(cleanup) {
  * console error and uncaught exception recorded in `consoleErrors`.
  * `wsUrl` overrides the ws_url that /config.json gives this page only.
  */
-export async function openPage(browser, url, { width = 1280, height = 800, wsUrl } = {}) {
+export async function openPage(browser, url, { width = 1280, height = 800, wsUrl, identity } = {}) {
   const context = await browser.newContext({ viewport: { width, height } });
+  // `identity`: the open-mode identity key another page holds (the same user on a second device).
+  if (identity) await context.addInitScript((key) => localStorage.setItem('natter.identity', key), identity);
   const page = await context.newPage();
   if (wsUrl) {
     await page.route('**/config.json', (route) => route.fulfill({ json: { ws_url: wsUrl, auth: 'open' } }));

@@ -21,7 +21,8 @@ import { DEFAULT_UNSENT_KEY, Unsent } from './unsent.js';
 export const EVENTS = [
   'state', // {state, reason, retryAt, transport}: idle · connecting · online · reconnecting · offline · closed
   'welcome', // the welcome frame, once per socket
-  'joined', // {room, head, users, users_total}
+  'joined', // {room, head, users, users_total, read_seq}: read_seq is null where markers are not kept
+  'read', // {room, seq}: your read marker moved (on this device or another)
   'history', // {room, messages, complete, resumed, reset}: messages not seen before, oldest first;
   //            reset: the server's history of the room is another one (data wiped): drop what you show
   'older', // {room, before, messages, complete}: a page asked for with older(), oldest first
@@ -249,7 +250,18 @@ export class NatterClient {
     return this.sendFrame({ type: 'nick', name: name.trim() });
   }
 
-  /** Sends one raw protocol frame; false when there is no open, welcomed socket. */
+  /**
+   * Moves your read marker in `room` to `seq` (stored by the server, told to all your
+   * connections). False when not joined, when the marker is there already, or when the
+   * server keeps no markers (Redis mode).
+   */
+  markRead(room, seq) {
+    const state = this.roomStates.get(room);
+    if (!state?.joined || state.readSeq === null || state.readSeq === undefined || !Number.isInteger(seq)) return false;
+    if (seq <= state.readSeq) return false;
+    return this.sendFrame({ type: 'read', room, seq });
+  }
+
   /**
    * Scroll-back: the (at most `limit`) messages of `room` before seq `before`, oldest
    * first; `complete` is true once the room's first stored message is in it.
@@ -278,6 +290,7 @@ export class NatterClient {
     return answer;
   }
 
+  /** Sends one raw protocol frame; false when there is no open, welcomed socket. */
   sendFrame(frame) {
     if (this.ws === null || this.ws.readyState !== 1 || this.state !== 'online') return false;
     this.ws.send(JSON.stringify(frame));
@@ -621,7 +634,9 @@ const HANDLERS = {
   joined(frame, room) {
     room.epoch = typeof frame.epoch === 'string' ? frame.epoch : null;
     room.users = new Map((frame.users ?? []).map((user) => [user.id, user.name]));
-    this.events.emit('joined', { room: room.name, head: frame.head, users: this.presenceList(room), users_total: frame.users_total });
+    room.readSeq = Number.isInteger(frame.read_seq) ? frame.read_seq : null;
+    const detail = { room: room.name, head: frame.head, users: this.presenceList(room), users_total: frame.users_total };
+    this.events.emit('joined', { ...detail, read_seq: room.readSeq });
     this.events.emit('presence', { room: room.name, users: this.presenceList(room), change: null });
   },
 
@@ -691,6 +706,12 @@ const HANDLERS = {
     if (event === 'nick' && mine) this.me = { ...this.me, name: user.name };
     const change = { event, user, before: frame.old_name ?? before, mine };
     this.events.emit('presence', { room: room.name, users: this.presenceList(room), change });
+  },
+
+  read(frame, room) {
+    if (!Number.isInteger(frame.seq)) return;
+    room.readSeq = Math.max(room.readSeq ?? 0, frame.seq);
+    this.events.emit('read', { room: room.name, seq: room.readSeq });
   },
 
   typing(frame, room) {

@@ -25,6 +25,7 @@ export class Room {
     this.users = new Map();
     this.typing = new Map();
     this.unread = 0;
+    this.readSeq = null; // the user's read marker, from joined (null: the server keeps none)
     this.onTypingChange = () => {};
 
     this.pane = document.createElement('ol');
@@ -77,6 +78,28 @@ export class Room {
     if (at !== null) regroup(at);
     this.pane.scrollTop = this.pane.scrollHeight - fromBottom;
     return added;
+  }
+
+  /** How many shown messages from others have a seq after `seq`. */
+  countAfter(seq, me) {
+    let n = 0;
+    for (const el of this.pane.querySelectorAll('li.msg[data-seq]')) {
+      if (Number(el.dataset.seq) > seq && el.dataset.uid !== me?.id) n += 1;
+    }
+    return n;
+  }
+
+  /** Puts the "New messages" divider before the first message from others after `seq`. */
+  showDivider(seq, me) {
+    this.pane.querySelector('.new-divider')?.remove();
+    const first = [...this.pane.querySelectorAll('li.msg[data-seq]')]
+      .find((el) => Number(el.dataset.seq) > seq && el.dataset.uid !== me?.id);
+    if (!first) return;
+    const li = document.createElement('li');
+    li.className = 'new-divider';
+    li.setAttribute('role', 'separator');
+    li.textContent = 'New messages';
+    this.pane.insertBefore(li, first);
   }
 
   /** Forgets every delivered message and note (the server's history was reset); pending ones stay. */
