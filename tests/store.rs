@@ -215,3 +215,99 @@ fn a_read_marker_reaches_the_users_other_connection_and_survives_a_restart() {
     let (joined, _) = stranger.join("notes", None);
     assert_eq!(joined["read_seq"], 0, "markers are per user");
 }
+
+/// Reads the data dir's database and WAL as bytes.
+fn store_bytes(dir: &std::path::Path) -> Vec<u8> {
+    ["natter.db", "natter.db-wal"].iter().flat_map(|f| std::fs::read(dir.join(f)).unwrap_or_default()).collect()
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// Edits and deletions through the real server, of messages older than the ring: a
+/// client that was away gets both events on resume, in seq order; scroll-back shows
+/// the new text and the deletion marker; the deleted words, and an edited message's
+/// old words, leave the files (database and WAL, search index included).
+#[test]
+fn edits_and_deletions_reach_a_returning_client_and_deleted_words_leave_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [FAST, &["--history", "5"]].concat();
+    let server = Proc::start(dir.path(), None, &args);
+    let mut author = Client::connect(&server.url("author"));
+    author.join("log", None);
+    author.post("log", "tpyo here", "m1");
+    author.post("log", "xylophonequartz launch code", "m2");
+    for i in 3..=10 {
+        author.post("log", &format!("filler {i}"), &format!("m{i}"));
+    }
+    let mut away = Client::connect(&server.url("away"));
+    let (joined, _) = away.join("log", None);
+    assert_eq!(joined["head"], 10);
+    drop(away);
+
+    let answer = |c: &mut Client, id: &str| loop {
+        let v = c.recv();
+        if (v["type"] == "ack" || v["type"] == "error") && (v["id"] == id || v["ref"] == id) {
+            return v;
+        }
+    };
+    author.send(json!({"type": "edit", "room": "log", "seq": 1, "text": "typo fixed", "id": "e1"}));
+    assert_eq!(answer(&mut author, "e1")["seq"], 11);
+    author.send(json!({"type": "delete", "room": "log", "seq": 2, "id": "d1"}));
+    assert_eq!(answer(&mut author, "d1")["seq"], 12);
+
+    let mut back = Client::connect(&server.url("away"));
+    let (_, history) = back.join("log", Some(10));
+    let events: Vec<(String, u64)> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["type"].as_str().unwrap().to_owned(), m["of"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(events, [("edit".to_owned(), 1), ("delete".to_owned(), 2)], "both changes, in seq order");
+    back.send(json!({"type": "history", "room": "log", "before": 3, "limit": 10}));
+    let page = loop {
+        let v = back.recv();
+        if v["type"] == "history" {
+            break v;
+        }
+    };
+    let old = page["messages"].as_array().unwrap();
+    assert_eq!((old[0]["text"].as_str(), old[0]["edited"].is_u64()), (Some("typo fixed"), true));
+    assert_eq!((old[1].get("text"), old[1]["deleted"].as_bool()), (None, Some(true)));
+    let mut found = Client::connect(&server.url("finder"));
+    found.join("log", None);
+    found.send(json!({"type": "search", "room": "log", "q": "xylophonequartz"}));
+    let hits = loop {
+        let v = found.recv();
+        if v["type"] == "search" {
+            break v;
+        }
+    };
+    assert_eq!(hits["messages"], json!([]), "the search index forgot it");
+
+    // The WAL is truncated on the dispatcher's next tick after the commit.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while ["xylophonequartz", "tpyo"].iter().any(|w| contains(&store_bytes(dir.path()), w)) {
+        if std::time::Instant::now() > deadline {
+            let at: Vec<(&str, Vec<usize>)> = ["natter.db", "natter.db-wal"]
+                .iter()
+                .map(|f| {
+                    let b = std::fs::read(dir.path().join(f)).unwrap_or_default();
+                    (
+                        *f,
+                        b.windows(4)
+                            .enumerate()
+                            .filter(|(_, w)| *w == b"xylo" || *w == b"tpyo")
+                            .map(|(i, _)| i)
+                            .collect(),
+                    )
+                })
+                .collect();
+            panic!("the deleted words are still in the database files: {at:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(contains(&store_bytes(dir.path()), "typo fixed"), "the check can see text that is there");
+}

@@ -87,6 +87,12 @@ impl Dispatcher {
             ClientMsg::Typing { room } => self.typing(id, &room),
             ClientMsg::Nick { name } => self.nick(id, name),
             ClientMsg::Read { room, seq } => self.read(id, room, seq),
+            ClientMsg::Edit { room, seq, text, id: msg_id } => {
+                self.change_message(id, room, seq, super::edits::Change::Edit(text), msg_id)
+            }
+            ClientMsg::Delete { room, seq, id: msg_id } => {
+                self.change_message(id, room, seq, super::edits::Change::Delete, msg_id)
+            }
             // A WebSocket's pings are answered by its thread. `POST /send` sends one
             // after what it carried: the pong, staged behind their answers, ends its wait.
             ClientMsg::Ping { t } => {

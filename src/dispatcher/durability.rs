@@ -69,12 +69,14 @@ impl Dispatcher {
         }
         match self.backend.commit() {
             Ok(()) => {
+                self.apply_ring_rewrites();
                 self.webhooks.release();
                 for (reply, answer) in self.api_replies.drain(..) {
                     let _ = reply.send(answer);
                 }
             }
             Err(e) => {
+                self.ring_rewrites.clear();
                 self.refuse_batch(&e);
                 self.webhooks.discard();
                 for (reply, _) in self.api_replies.drain(..) {
@@ -178,6 +180,9 @@ impl Dispatcher {
                 }
             }
             return;
+        }
+        if let Err(e) = local.store.scrub_wal() {
+            log::warn!("truncating the WAL after a deletion failed: {e}");
         }
         if now < h.next_retention {
             return;

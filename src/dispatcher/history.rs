@@ -116,6 +116,30 @@ impl History {
         self.ring.push_back(stored);
     }
 
+    /// The held message with this seq.
+    pub fn get(&self, seq: u64) -> Option<&Stored> {
+        let oldest = self.oldest()?;
+        self.ring.get(seq.checked_sub(oldest)? as usize)
+    }
+
+    /// Replaces the frame of a held message (an edit or deletion committed); false when
+    /// it is no longer held.
+    pub fn replace(&mut self, seq: u64, frame: Frame) -> bool {
+        let Some(oldest) = self.oldest() else { return false };
+        match seq.checked_sub(oldest).and_then(|i| self.ring.get_mut(i as usize)) {
+            Some(m) => {
+                m.frame = frame;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The held messages after `seq`, for a deletion to find the edit events of it.
+    pub fn after(&self, seq: u64) -> impl Iterator<Item = &Stored> {
+        self.since(seq).messages.into_iter()
+    }
+
     /// The seq of an already accepted message with this client id from this user.
     pub fn seen(&self, uid: &str, id: &str) -> Option<u64> {
         self.dedup.get(&dedup_key(uid, id)).copied()
@@ -221,6 +245,17 @@ mod tests {
         assert_eq!(h.before(27, 5).unwrap()[0].seq, 22);
         assert!(h.before(26, 5).is_none(), "21 is the oldest held: older ones are on disk");
         assert!(h.before(4, 5).is_none());
+    }
+
+    #[test]
+    fn get_and_replace_find_held_messages_only() {
+        let mut h = filled(5, 20); // holds 16..=20
+        assert_eq!(h.get(18).map(|m| m.seq), Some(18));
+        assert!(h.get(15).is_none() && h.get(21).is_none());
+        assert!(h.replace(17, wire::text_frame(b"{\"seq\":17,\"x\":1}")));
+        assert_eq!(&h.get(17).unwrap().json()[..], b"{\"seq\":17,\"x\":1}");
+        assert!(!h.replace(3, wire::text_frame(b"{}")));
+        assert_eq!(h.after(18).map(|m| m.seq).collect::<Vec<_>>(), [19, 20]);
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! - `commands`: join, leave, post, typing and nick;
 //! - `presence`: members arriving and leaving, and their `system` events;
 //! - `reads`: the users' read markers;
+//! - `edits`: edits and deletions of messages, and who may make them;
 //! - `lifecycle`: registering, blocked sockets, heartbeats, closing;
 //! - [`history`]: the per-room rings (the cache of the newest messages) and
 //!   de-duplication ids;
@@ -28,6 +29,7 @@ mod backend;
 pub mod cluster;
 mod commands;
 mod durability;
+mod edits;
 pub mod heartbeat;
 pub mod history;
 mod lifecycle;
@@ -125,6 +127,8 @@ pub struct Dispatcher {
     dirty_rooms: HashSet<RoomName>,
     store_health: StoreHealth,
     reads: ReadMarkers,
+    /// Edits and deletions of the batch, applied to the rings once it is committed.
+    ring_rewrites: Vec<edits::RingRewrite>,
     /// Unit tests run without writer shards: committed batches are kept here.
     #[cfg(test)]
     delivered: Vec<crate::delivery::fanout::Out>,
@@ -154,6 +158,7 @@ impl Dispatcher {
             dirty_rooms: HashSet::new(),
             store_health: StoreHealth::default(),
             reads: ReadMarkers::default(),
+            ring_rewrites: Vec::new(),
             #[cfg(test)]
             delivered: Vec::new(),
         };

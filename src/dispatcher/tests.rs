@@ -49,13 +49,18 @@ impl Harness {
 
     /// Registers a connection for user `uid` shown as `name`.
     fn connect(&mut self, uid: &str, name: &str, can_rename: bool) -> ConnId {
+        self.connect_as(uid, name, can_rename, Default::default())
+    }
+
+    /// Registers a connection with these rights (e.g. a moderator's).
+    fn connect_as(&mut self, uid: &str, name: &str, can_rename: bool, access: crate::access::Access) -> ConnId {
         let client = TcpStream::connect(self.listener.local_addr().unwrap()).expect("connect");
         let (server, peer) = self.listener.accept().expect("accept");
         let id = self.next_id;
         self.next_id += 1;
         let conn = Arc::new(Conn::new(id, server.try_clone().unwrap(), peer));
         self.sockets.push((server, client));
-        let user = Identity { id: uid.into(), name: name.into(), can_rename, access: Default::default() };
+        let user = Identity { id: uid.into(), name: name.into(), can_rename, access };
         self.d.handle(Command::Register { conn, user });
         id
     }
@@ -442,4 +447,101 @@ fn a_read_past_the_head_or_of_a_room_not_joined_is_refused() {
     assert_eq!(frames.to(a)[0]["ref"], "read");
     h.send(a, json!({"type": "join", "room": "r"}));
     assert_eq!(h.take().to(a)[0]["read_seq"], 0, "a refused read moved nothing");
+}
+
+/// The error codes `conn` got, in order.
+fn codes(frames: &Frames, conn: ConnId) -> Vec<String> {
+    frames
+        .to(conn)
+        .iter()
+        .filter(|v| v["type"] == "error")
+        .map(|v| v["code"].as_str().unwrap_or("?").to_owned())
+        .collect()
+}
+
+#[test]
+fn an_edit_is_a_new_event_and_history_shows_the_new_text() {
+    let (mut h, a, b) = two_in_room();
+    h.send(a, json!({"type": "msg", "room": "r", "text": "helo", "id": "m1"}));
+    h.take();
+    h.send(a, json!({"type": "edit", "room": "r", "seq": 1, "text": "hello", "id": "e1"}));
+    let frames = h.take();
+    let to_b = frames.to(b);
+    assert_eq!(to_b.len(), 1);
+    assert_eq!(
+        (to_b[0]["type"].as_str(), to_b[0]["seq"].as_u64(), to_b[0]["of"].as_u64()),
+        (Some("edit"), Some(2), Some(1))
+    );
+    assert_eq!(to_b[0]["text"], "hello");
+    assert!(frames.to(a).iter().any(|v| v["type"] == "ack" && v["id"] == "e1" && v["seq"] == 2));
+
+    let c = h.connect("u-c", "c", true);
+    join(&mut h, c, "r");
+    let joined = h.take();
+    let history = &joined.to(c)[1];
+    let messages = history["messages"].as_array().unwrap();
+    assert_eq!(messages[0]["text"], "hello", "the stored message has the new text");
+    assert!(messages[0]["edited"].is_u64());
+    assert_eq!((messages[1]["type"].as_str(), messages[1]["of"].as_u64()), (Some("edit"), Some(1)));
+}
+
+#[test]
+fn only_the_author_edits_and_only_the_author_or_a_moderator_deletes() {
+    let (mut h, a, b) = two_in_room();
+    let access = crate::access::Access { role: crate::access::Role::Mod, ..Default::default() };
+    let m = h.connect_as("u-m", "mod", true, access);
+    join(&mut h, m, "r");
+    h.send(a, json!({"type": "msg", "room": "r", "text": "mine", "id": "m1"}));
+    h.take();
+    h.send(b, json!({"type": "edit", "room": "r", "seq": 1, "text": "yours now"}));
+    h.send(b, json!({"type": "delete", "room": "r", "seq": 1}));
+    h.send(m, json!({"type": "edit", "room": "r", "seq": 1, "text": "moderated"}));
+    let frames = h.take();
+    assert_eq!(codes(&frames, b), ["forbidden", "forbidden"]);
+    assert_eq!(codes(&frames, m), ["forbidden"], "a moderator deletes, never edits, others' messages");
+    assert!(frames.to(a).is_empty(), "nothing reached the room");
+
+    h.send(m, json!({"type": "delete", "room": "r", "seq": 1, "id": "d1"}));
+    let frames = h.take();
+    let event = frames.to(b)[0];
+    assert_eq!(
+        (event["type"].as_str(), event["of"].as_u64(), event["uid"].as_str()),
+        (Some("delete"), Some(1), Some("u-m"))
+    );
+}
+
+#[test]
+fn changes_of_missing_deleted_or_non_messages_are_not_found() {
+    let (mut h, a, _b) = two_in_room();
+    h.send(a, json!({"type": "msg", "room": "r", "text": "one", "id": "m1"}));
+    h.send(a, json!({"type": "edit", "room": "r", "seq": 1, "text": "uno"}));
+    h.take();
+    h.send(a, json!({"type": "edit", "room": "r", "seq": 9, "text": "x"}));
+    h.send(a, json!({"type": "edit", "room": "r", "seq": 2, "text": "an edit is not a message"}));
+    h.send(a, json!({"type": "delete", "room": "elsewhere", "seq": 1}));
+    assert_eq!(codes(&h.take(), a), ["not_found", "not_found", "not_joined"]);
+    h.send(a, json!({"type": "delete", "room": "r", "seq": 1}));
+    h.take();
+    h.send(a, json!({"type": "delete", "room": "r", "seq": 1}));
+    h.send(a, json!({"type": "edit", "room": "r", "seq": 1, "text": "back"}));
+    assert_eq!(codes(&h.take(), a), ["not_found", "not_found"], "a deleted message stays deleted");
+}
+
+#[test]
+fn a_deletion_takes_the_text_from_the_message_and_its_earlier_edits() {
+    let (mut h, a, b) = two_in_room();
+    h.send(a, json!({"type": "msg", "room": "r", "text": "secret one", "id": "m1"}));
+    h.take();
+    h.send(a, json!({"type": "edit", "room": "r", "seq": 1, "text": "secret two"}));
+    h.take();
+    h.send(a, json!({"type": "delete", "room": "r", "seq": 1}));
+    h.take();
+    h.send(b, json!({"type": "join", "room": "r", "since": 0}));
+    let frames = h.take();
+    let history = frames.to(b)[1].to_string();
+    assert!(!history.contains("secret"), "no text of the deleted message is left: {history}");
+    let messages = frames.to(b)[1]["messages"].as_array().unwrap().clone();
+    let kinds: Vec<(&str, bool)> =
+        messages.iter().map(|m| (m["type"].as_str().unwrap(), m["deleted"] == true)).collect();
+    assert_eq!(kinds, [("msg", true), ("edit", true), ("delete", false)]);
 }

@@ -119,6 +119,19 @@ pub enum ClientMsg {
     Nick {
         name: String,
     },
+    /// Replaces the text of the user's own message `seq`.
+    Edit {
+        room: RoomName,
+        seq: u64,
+        text: String,
+        id: Option<String>,
+    },
+    /// Deletes message `seq`: the author's own, or any for a moderator.
+    Delete {
+        room: RoomName,
+        seq: u64,
+        id: Option<String>,
+    },
     /// The user has read `room` up to `seq` (a read marker, per user and room).
     Read {
         room: RoomName,
@@ -140,6 +153,19 @@ impl PartialEq for RawJson {
 }
 
 impl ClientMsg {
+    /// The client's `id` of a message that is stored and acked (`msg`, `edit`, `delete`).
+    pub fn ack_id(&self) -> Option<&str> {
+        match self {
+            ClientMsg::Msg { id, .. } | ClientMsg::Edit { id, .. } | ClientMsg::Delete { id, .. } => id.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// What an `error` about this message refers to: its `id`, else its type.
+    pub fn reference(&self) -> String {
+        self.ack_id().unwrap_or(self.kind()).to_owned()
+    }
+
     /// The `type` as the client wrote it, for `error.ref` and logs.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -151,6 +177,8 @@ impl ClientMsg {
             ClientMsg::Typing { .. } => "typing",
             ClientMsg::Nick { .. } => "nick",
             ClientMsg::Read { .. } => "read",
+            ClientMsg::Edit { .. } => "edit",
+            ClientMsg::Delete { .. } => "delete",
             ClientMsg::Ping { .. } => "ping",
         }
     }
@@ -308,6 +336,27 @@ pub fn parse_client(frame: &str, limits: ParseLimits) -> Result<ClientMsg, Proto
                 let name = string_field(raw.name, "name")?;
                 let name = clean_name(&name).ok_or_else(|| bad_field("`name` is empty"))?;
                 ClientMsg::Nick { name }
+            }
+            Some("edit") => {
+                let id = id_field(raw.id)?;
+                let parsed = (|| {
+                    let room = room_field(raw.room)?;
+                    let seq = seq_field(raw.seq, "seq")?.ok_or_else(|| bad_field("missing field `seq`"))?;
+                    Ok((room, seq, text_field(raw.text, limits)?))
+                })();
+                let (room, seq, text) =
+                    parsed.map_err(|e: ProtocolError| e.with_ref(id.clone().or(Some("edit".into()))))?;
+                ClientMsg::Edit { room, seq, text, id }
+            }
+            Some("delete") => {
+                let id = id_field(raw.id)?;
+                let parsed = (|| {
+                    let room = room_field(raw.room)?;
+                    Ok((room, seq_field(raw.seq, "seq")?.ok_or_else(|| bad_field("missing field `seq`"))?))
+                })();
+                let (room, seq) =
+                    parsed.map_err(|e: ProtocolError| e.with_ref(id.clone().or(Some("delete".into()))))?;
+                ClientMsg::Delete { room, seq, id }
             }
             Some("read") => ClientMsg::Read {
                 room: room_field(raw.room)?,
@@ -482,6 +531,9 @@ pub enum ServerMsg<'a> {
     Welcome {
         session: &'a str,
         user: UserRef<'a>,
+        /// `"mod"` for a moderator (may delete any message); absent for everyone else.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        role: Option<&'a str>,
         heartbeat: HeartbeatInfo,
         limits: LimitsInfo,
     },
@@ -528,6 +580,29 @@ pub enum ServerMsg<'a> {
     Typing {
         room: &'a str,
         user: UserRef<'a>,
+    },
+    /// Message `of` now has `text` (its author edited it); a new event with its own seq.
+    Edit {
+        room: &'a str,
+        seq: u64,
+        of: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
+        ts: u64,
+        user: &'a str,
+        uid: &'a str,
+        text: &'a str,
+    },
+    /// Message `of` was deleted by `uid` (its author or a moderator).
+    Delete {
+        room: &'a str,
+        seq: u64,
+        of: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a str>,
+        ts: u64,
+        user: &'a str,
+        uid: &'a str,
     },
     /// The user's read marker moved (sent to each of the user's connections).
     Read {

@@ -177,6 +177,7 @@ pub fn welcome(session: &str, identity: &Identity, cfg: &Config) -> wire::Frame 
     wire::encode(&ServerMsg::Welcome {
         session,
         user: UserRef { id: &identity.id, name: &identity.name },
+        role: identity.access.is_mod().then_some("mod"),
         heartbeat: HeartbeatInfo {
             interval_ms: cfg.heartbeat_interval.as_millis() as u64,
             timeout_ms: cfg.heartbeat_timeout.as_millis() as u64,
@@ -380,10 +381,7 @@ fn on_text(
         return None;
     }
     if !bucket.take() {
-        let reference = match &msg {
-            ClientMsg::Msg { id: Some(id), .. } => id.clone(),
-            other => other.kind().to_owned(),
-        };
+        let reference = msg.reference();
         let e = ProtocolError::new(
             ErrorCode::RateLimited,
             format!("slow down: at most {} messages per second", ctx.cfg.rate_per_s),

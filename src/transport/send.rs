@@ -234,16 +234,13 @@ fn submit(
             wait.answers.push(wire::payload(&pong));
             continue;
         }
-        let reference = match &msg {
-            ClientMsg::Msg { id: Some(id), .. } => {
-                wait.ids.push(id.clone());
-                id.clone()
+        let reference = msg.reference();
+        match msg.ack_id() {
+            Some(id) => wait.ids.push(id.to_owned()),
+            None => {
+                wait.refs.insert(reference.clone());
             }
-            other => {
-                wait.refs.insert(other.kind().to_owned());
-                other.kind().to_owned()
-            }
-        };
+        }
         let mut limiter = session.limiter.lock().unwrap_or_else(|p| p.into_inner());
         if !limiter.0.take() {
             let e = ProtocolError::new(

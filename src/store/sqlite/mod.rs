@@ -10,6 +10,7 @@
 //!
 //! Never touches rooms, members or sockets.
 
+pub mod edits;
 pub mod migrate;
 pub mod reader;
 pub mod reads;
@@ -77,6 +78,10 @@ pub struct SqliteStore {
     /// Read markers not yet written: (user, room) → seq. Kept when a commit fails, so
     /// the next commit writes them (a marker only ever moves forward).
     pending_reads: HashMap<(String, String), u64>,
+    /// Edits and deletions of committed messages, written after the batch's new rows.
+    rewrites: Vec<edits::Rewrite>,
+    /// A deletion was committed: the WAL still holds the old text until truncated.
+    scrub_due: bool,
     /// Room name → row id, for rows known to be committed.
     room_ids: HashMap<String, i64>,
     syncer: Option<Syncer>,
@@ -108,6 +113,8 @@ impl SqliteStore {
             path,
             pending: Vec::new(),
             pending_reads: HashMap::new(),
+            rewrites: Vec::new(),
+            scrub_due: false,
             room_ids: HashMap::new(),
             syncer,
         };
@@ -147,11 +154,12 @@ impl SqliteStore {
     /// returns Ok the messages survive a process crash (and, under `always`, a power
     /// failure). On error nothing of the batch is stored and the buffer is dropped.
     pub fn commit(&mut self) -> Result<(), StoreError> {
-        if self.pending.is_empty() && self.pending_reads.is_empty() {
+        if self.pending.is_empty() && self.pending_reads.is_empty() && self.rewrites.is_empty() {
             return Ok(());
         }
         let pending = std::mem::take(&mut self.pending);
-        match self.write(&pending) {
+        let rewrites = std::mem::take(&mut self.rewrites);
+        match self.write(&pending, &rewrites) {
             Ok(()) => {
                 self.pending_reads.clear();
                 if let Some(s) = &self.syncer {
@@ -167,7 +175,7 @@ impl SqliteStore {
         }
     }
 
-    fn write(&mut self, pending: &[NewMessage]) -> rusqlite::Result<()> {
+    fn write(&mut self, pending: &[NewMessage], rewrites: &[edits::Rewrite]) -> rusqlite::Result<()> {
         let tx = self.conn.transaction()?;
         let mut heads: HashMap<i64, u64> = HashMap::new();
         {
@@ -180,7 +188,10 @@ impl SqliteStore {
                 };
                 self.room_ids.insert(m.room.clone(), room);
                 insert.execute(params![room, m.seq as i64, m.ts as i64, &m.json[..]])?;
-                index.execute(params![tx.last_insert_rowid(), m.text])?;
+                // Edit and delete events carry no text of their own to find.
+                if !m.text.is_empty() {
+                    index.execute(params![tx.last_insert_rowid(), m.text])?;
+                }
                 heads.insert(room, m.seq);
             }
             let mut head = tx.prepare_cached("UPDATE rooms SET head = ?2 WHERE id = ?1 AND head < ?2")?;
@@ -189,6 +200,7 @@ impl SqliteStore {
             }
             reads::write(&tx, &self.pending_reads)?;
         }
+        edits::write(&tx, rewrites)?;
         tx.commit()
     }
 

@@ -136,7 +136,7 @@ mod tests {
                 epoch: "e1".into(),
                 seq,
                 ts,
-                json: format!("{{\"seq\":{seq}}}").into(),
+                json: serde_json::json!({"type": "msg", "seq": seq, "text": text}).to_string().into(),
                 text,
             });
         }

@@ -2,9 +2,10 @@
 //!
 //! One table of rooms (name, epoch, head), one of messages (the live `msg` JSON, keyed
 //! by room and seq), an FTS5 index over the message texts whose rowids are the
-//! messages' ids, and the users' read markers (user, room → seq). Nothing here runs a query for a client.
+//! messages' ids, the users' read markers (user, room → seq), and which edit events
+//! belong to which message (so a deletion can take their text too). Nothing here runs a query for a client.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 use crate::config::FsyncPolicy;
 
@@ -28,10 +29,13 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_ts ON messages (ts);
 CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5 (
-    text, content = '', contentless_delete = 1, tokenize = 'unicode61'
+    text, content = '', tokenize = 'unicode61'
 );
 CREATE TRIGGER IF NOT EXISTS messages_fts_delete AFTER DELETE ON messages BEGIN
-    DELETE FROM messages_fts WHERE rowid = old.id;
+    INSERT INTO messages_fts (messages_fts, rowid, text)
+    SELECT 'delete', old.id, json_extract(CAST(old.json AS TEXT), '$.text')
+    WHERE json_extract(CAST(old.json AS TEXT), '$.type') = 'msg'
+      AND json_extract(CAST(old.json AS TEXT), '$.text') IS NOT NULL;
 END;
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS reads (
@@ -40,14 +44,50 @@ CREATE TABLE IF NOT EXISTS reads (
     seq  INTEGER NOT NULL,
     PRIMARY KEY (user, room)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS edits (
+    room INTEGER NOT NULL,
+    of   INTEGER NOT NULL,
+    seq  INTEGER NOT NULL,
+    PRIMARY KEY (room, of, seq)
+) WITHOUT ROWID;
 ";
 
 /// The writer's settings: WAL, the fsync policy, then the schema.
 pub fn prepare_writer(conn: &Connection, policy: FsyncPolicy) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", synchronous(policy))?;
+    // A deleted or edited text is zeroed in the pages, not just unlinked.
+    conn.pragma_update(None, "secure_delete", "ON")?;
+    upgrade_search_index(conn)?;
     conn.execute_batch(SCHEMA)?;
+    // …and a deleted message's words leave the search index, not just its results.
+    conn.execute("INSERT INTO messages_fts (messages_fts, rank) VALUES ('secure-delete', 1)", [])?;
     Ok(())
+}
+
+/// Data dirs written before edits and deletions have a `contentless_delete` index,
+/// whose deletes leave the words in place (tombstones): rebuild it as a contentless
+/// index whose `delete` command, with `secure-delete`, takes them out. Once.
+fn upgrade_search_index(conn: &Connection) -> rusqlite::Result<()> {
+    let old: Option<String> =
+        conn.query_row("SELECT sql FROM sqlite_master WHERE name = 'messages_fts'", [], |r| r.get(0)).optional()?;
+    if !old.is_some_and(|sql| sql.contains("contentless_delete")) {
+        return Ok(());
+    }
+    log::info!("store: rebuilding the search index (once, for edits and deletions)");
+    conn.execute_batch(
+        "BEGIN;
+         DROP TRIGGER IF EXISTS messages_fts_delete;
+         DROP TABLE messages_fts;",
+    )?;
+    conn.execute_batch(SCHEMA)?;
+    conn.execute_batch(
+        "INSERT INTO messages_fts (rowid, text)
+             SELECT id, json_extract(CAST(json AS TEXT), '$.text') FROM messages
+             WHERE json_extract(CAST(json AS TEXT), '$.type') = 'msg'
+               AND json_extract(CAST(json AS TEXT), '$.text') IS NOT NULL;
+         COMMIT;",
+    )
 }
 
 /// `synchronous` for each policy. In WAL mode FULL syncs the WAL at every commit;
@@ -58,5 +98,35 @@ pub fn synchronous(policy: FsyncPolicy) -> &'static str {
         FsyncPolicy::Always => "FULL",
         FsyncPolicy::Interval => "NORMAL",
         FsyncPolicy::Never => "OFF",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_old_contentless_delete_index_is_rebuilt_and_still_finds_every_message() {
+        let conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch(
+            "CREATE TABLE messages (id INTEGER PRIMARY KEY, room INTEGER, seq INTEGER, ts INTEGER, json BLOB);
+             CREATE VIRTUAL TABLE messages_fts USING fts5 (text, content = '', contentless_delete = 1);
+             INSERT INTO messages VALUES (1, 1, 1, 1, CAST('{\"type\":\"msg\",\"text\":\"old words\"}' AS BLOB));
+             INSERT INTO messages_fts (rowid, text) VALUES (1, 'old words');",
+        )
+        .expect("an old store");
+        prepare_writer(&conn, FsyncPolicy::Never).expect("upgrade");
+        let sql: String =
+            conn.query_row("SELECT sql FROM sqlite_master WHERE name = 'messages_fts'", [], |r| r.get(0)).unwrap();
+        assert!(!sql.contains("contentless_delete"), "{sql}");
+        let hit: i64 = conn
+            .query_row("SELECT rowid FROM messages_fts WHERE messages_fts MATCH 'words'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(hit, 1);
+        conn.execute("DELETE FROM messages WHERE id = 1", []).unwrap();
+        let left: i64 = conn
+            .query_row("SELECT count(*) FROM messages_fts WHERE messages_fts MATCH 'words'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(left, 0, "the delete trigger takes the words out");
     }
 }
