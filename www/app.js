@@ -35,6 +35,7 @@ const $ = (id) => document.getElementById(id);
 
 const state = {
   me: null,
+  role: null, // 'mod' for a moderator (from welcome)
   auth: null,
   maxText: 4000,
   rooms: new Map(),
@@ -55,6 +56,11 @@ function ensureRoom(name) {
     if (changed.name === state.active) renderTyping();
   };
   room.onLoadOlder = loadOlder;
+  room.actionsFor = (msg) => {
+    if (msg.mine || msg.uid === state.me?.id) return ['edit', 'delete'];
+    return state.role === 'mod' ? ['delete'] : [];
+  };
+  room.onAction = (action, seq, el) => (action === 'edit' ? startEdit(room, seq, el) : confirmDelete(room, seq, el));
   room.pane.addEventListener('scroll', () => {
     if (room.name === state.active && room.isAtBottom()) {
       $('new-messages').hidden = true;
@@ -120,16 +126,19 @@ function withScroll(room, change) {
 /** Asks for the page of messages before the oldest one shown, once at a time. */
 async function loadOlder(room) {
   if (room.older !== 'more' || client.state !== 'online') return;
-  if (room.firstSeq <= 1) {
+  // Paging goes on from the oldest seq seen: a message, or an edit/delete event
+  // (those are not shown, the messages they change already are).
+  const before = Math.min(room.olderFrom ?? Infinity, Number.isFinite(room.firstSeq) ? room.firstSeq : room.lastSeq + 1);
+  if (before <= 1) {
     room.setOlder('beginning');
     return;
   }
   room.setOlder('loading');
   try {
-    const before = Number.isFinite(room.firstSeq) ? room.firstSeq : room.lastSeq + 1;
     const page = await client.older(room.name, { before, limit: OLDER_PAGE });
     room.prependOlder(page.messages, state.me);
-    const done = page.complete || page.messages.length === 0 || room.firstSeq <= 1;
+    room.olderFrom = Math.min(before, page.firstSeq ?? before);
+    const done = page.complete || page.firstSeq === undefined || room.olderFrom <= 1;
     room.setOlder(done ? 'beginning' : 'more');
   } catch {
     room.setOlder('more'); // went offline meanwhile: the button asks again
@@ -142,6 +151,76 @@ async function loadOlder(room) {
 function fillPane(room) {
   const p = room.pane;
   if (room.name === state.active && p.scrollHeight <= p.clientHeight + OLDER_WITHIN_PX) loadOlder(room);
+}
+
+// ---------- edits and deletions ----------
+
+/** Edits message `seq` in place: a text box with Save and Cancel (Enter, Escape). */
+function startEdit(room, seq, el) {
+  const existing = el.querySelector('.msg-edit-form');
+  if (existing) {
+    existing.querySelector('textarea').focus();
+    return;
+  }
+  const form = document.createElement('form');
+  form.className = 'msg-edit-form';
+  const box = document.createElement('textarea');
+  box.rows = 2;
+  box.value = el.querySelector('.msg-text').textContent;
+  box.setAttribute('aria-label', `New text of message ${seq}`);
+  const save = document.createElement('button');
+  save.type = 'submit';
+  save.textContent = 'Save';
+  const cancel = document.createElement('button');
+  cancel.type = 'button';
+  cancel.textContent = 'Cancel';
+  const error = document.createElement('span');
+  error.className = 'msg-error';
+  error.setAttribute('role', 'alert');
+  form.append(box, save, cancel, error);
+  el.append(form);
+  box.focus();
+  const close = () => form.remove();
+  cancel.addEventListener('click', close);
+  box.addEventListener('keydown', (event) => {
+    if (event.key === 'Escape') close();
+    if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      form.requestSubmit();
+    }
+  });
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const text = box.value;
+    if (text.trim() === '' || [...text].length > state.maxText) return;
+    save.disabled = true;
+    try {
+      await client.edit(room.name, seq, text);
+      close(); // the edit event, to every page, changes the text
+    } catch (e) {
+      error.textContent = `Not saved: ${e.message}`;
+      save.disabled = false;
+    }
+  });
+}
+
+/** Deletes message `seq` after a second click on the same button. */
+async function confirmDelete(room, seq, el) {
+  const button = el.querySelector('.msg-actions [data-action="delete"]');
+  if (button && button.dataset.armed !== 'true') {
+    button.dataset.armed = 'true';
+    button.textContent = 'Confirm delete';
+    return;
+  }
+  try {
+    await client.delete(room.name, seq);
+  } catch (e) {
+    showNotice(`Not deleted: ${e.message}`);
+    if (button) {
+      button.dataset.armed = 'false';
+      button.textContent = 'Delete';
+    }
+  }
 }
 
 // ---------- search ----------
@@ -214,6 +293,7 @@ function sendTyping() {
 
 function onWelcome(frame) {
   state.me = frame.user;
+  state.role = frame.role ?? null;
   state.maxText = frame.limits?.max_text ?? state.maxText;
   $('me-name').textContent = state.me.name;
   $('me-section').hidden = false;
@@ -236,6 +316,7 @@ const handlers = {
     if (reset) {
       // The server's history of the room is a new one: what we showed is gone there.
       room.clearHistory();
+      room.olderFrom = undefined;
       room.addNote('The server\'s history of this room was reset; showing it as it is now.', 'gap-note');
     }
     withScroll(room, () => {
@@ -299,6 +380,14 @@ const handlers = {
       if (mine) renameMe(user.name);
     }
     if (room.name === state.active) renderPeople();
+  },
+
+  edit(frame, room) {
+    room.applyEdit(frame.of, frame.text, frame.ts);
+  },
+
+  delete(frame, room) {
+    room.applyDelete(frame.of);
   },
 
   /** Our read marker moved, maybe on another device: what is read there is read here. */

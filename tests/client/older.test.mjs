@@ -29,7 +29,7 @@ test('older() pages back to the beginning and search() finds words', { timeout: 
     seqs.unshift(...page.messages.map((m) => m.seq));
     pages += 1;
     if (page.complete) break;
-    before = page.messages[0].seq;
+    before = page.firstSeq;
   }
   assert.deepEqual(seqs, Array.from({ length: 37 }, (_, i) => i + 1), 'every seq once, in order');
   assert.equal(pages, 4);

@@ -16,7 +16,7 @@ import { Backoff } from './backoff.js';
 import { Emitter } from './emitter.js';
 import { MemoryStorage, isStorage, loadString, saveString } from './storage.js';
 import { SseSocket } from './sse-socket.js';
-import { DEFAULT_UNSENT_KEY, Unsent } from './unsent.js';
+import { DEFAULT_UNSENT_KEY, Unsent, newMessageId } from './unsent.js';
 
 export const EVENTS = [
   'state', // {state, reason, retryAt, transport}: idle · connecting · online · reconnecting · offline · closed
@@ -28,6 +28,8 @@ export const EVENTS = [
   'older', // {room, before, messages, complete}: a page asked for with older(), oldest first
   'search', // {room, q, before, messages, complete}: matches asked for with search(), newest first
   'message', // a live msg frame not seen before
+  'edit', // an edit event not seen before (live or from history): message `of` now has `text`
+  'delete', // a delete event not seen before: message `of` is deleted
   'ack', // {id, room, seq, dup}: an unsent message is now stored; once per message
   'failed', // {id, room, text, ts, code, message}: the server refused an unsent message for good
   'presence', // {room, users, change}: who is here; change is null or {event, user, before, mine}
@@ -114,6 +116,7 @@ export class NatterClient {
     this.refusals = 0;
     this.attempts = 0;
     this.timers = {};
+    this.changeIds = new Set(); // ids of edit()/delete() calls awaiting their answer
     this.retryAt = null;
     this.sentOnThisSocket = new Set();
     this.lastSocketError = '';
@@ -248,6 +251,40 @@ export class NatterClient {
     if (typeof name !== 'string' || name.trim() === '') throw new TypeError('nick: name must be a non-blank string');
     if ([...name.trim()].length > MAX_NAME) throw new RangeError(`nick: name is longer than ${MAX_NAME} characters`);
     return this.sendFrame({ type: 'nick', name: name.trim() });
+  }
+
+  /**
+   * Replaces the text of your message `seq` in `room`. Resolves with the edit's
+   * `{seq}` once stored; rejects with the server's error (`forbidden`, `not_found`,
+   * `too_long`, …) or when not online.
+   */
+  edit(room, seq, text) {
+    checkRoom(room);
+    if (typeof text !== 'string' || text.trim() === '') throw new TypeError('edit: text must be a non-blank string');
+    return this.change({ type: 'edit', room, seq, text });
+  }
+
+  /** Deletes message `seq` in `room` (yours, or any as a moderator); like edit(). */
+  delete(room, seq) {
+    checkRoom(room);
+    return this.change({ type: 'delete', room, seq });
+  }
+
+  change(frame) {
+    if (!Number.isInteger(frame.seq) || frame.seq < 1) throw new RangeError(`${frame.type}: seq must be an integer ≥ 1`);
+    const id = newMessageId();
+    const answer = this.next('frame', (f) => (f.type === 'ack' || f.type === 'error') && (f.id === id || f.ref === id));
+    if (!this.sendFrame({ ...frame, id })) return Promise.reject(new Error(`${frame.type}: not online`));
+    this.changeIds.add(id); // its error is the promise's, not an 'error' event
+    // A socket lost before the answer: the change may or may not be stored; say so.
+    const lost = this.next('down').then(() => ({ type: 'error', code: 'disconnected', message: 'connection lost before the answer' }));
+    return Promise.race([answer, lost]).then((f) => {
+      this.changeIds.delete(id);
+      if (f.type === 'ack') return { seq: f.seq };
+      const error = new Error(`${frame.type}: ${f.message ?? f.code}`);
+      error.code = f.code;
+      throw error;
+    });
   }
 
   /**
@@ -652,7 +689,11 @@ const HANDLERS = {
         return;
       }
       pages.delete(key);
-      this.events.emit('older', { room: room.name, before: frame.before, messages: got, complete: frame.complete === true });
+      // Messages only: the stored copies already show every edit and deletion, so the
+      // events among them change nothing (their seqs still count for paging on).
+      const firstSeq = got[0]?.seq;
+      const messages = got.filter((m) => m?.type === 'msg');
+      this.events.emit('older', { room: room.name, before: frame.before, messages, firstSeq, complete: frame.complete === true });
       return;
     }
     // reset (on every page of the answer; acted on at the first): our cursor counts in a
@@ -665,14 +706,22 @@ const HANDLERS = {
     }
     const resumed = room.resumable;
     const messages = [];
+    const changes = [];
     for (const msg of frame.messages ?? []) {
+      if (!this.isNew(room, msg)) continue;
+      if (msg.type === 'edit' || msg.type === 'delete') {
+        changes.push(msg);
+        continue;
+      }
       // Our own message may be in history before (or instead of) its ack.
       if (msg?.id) this.settle(msg.id, room.name, msg.seq, false);
-      if (this.isNew(room, msg)) messages.push(msg);
+      messages.push(msg);
     }
     room.joined = true;
     room.resumable = true;
     this.events.emit('history', { room: room.name, messages, complete: frame.complete !== false, resumed, reset });
+    // After the messages they change (the stored ones may show them already: idempotent).
+    for (const change of changes) this.events.emit(change.type, change);
     this.flush(room);
   },
 
@@ -690,6 +739,14 @@ const HANDLERS = {
       room.epochAsked = true;
       this.askEpoch(room);
     }
+  },
+
+  edit(frame, room) {
+    if (this.isNew(room, frame)) this.events.emit('edit', frame);
+  },
+
+  delete(frame, room) {
+    if (this.isNew(room, frame)) this.events.emit('delete', frame);
   },
 
   ack(frame, room) {
@@ -732,7 +789,7 @@ const HANDLERS = {
       return;
     }
     if (!entry) {
-      this.events.emit('error', detail);
+      if (!this.changeIds.has(frame.ref)) this.events.emit('error', detail);
       return;
     }
     this.sentOnThisSocket.delete(entry.id);

@@ -37,6 +37,9 @@ export class Room {
     container.append(this.pane);
 
     this.onLoadOlder = () => {};
+    // What the user may do to a delivered message ({seq, uid, mine?}): [] | ['edit', 'delete'] | ['delete'].
+    this.actionsFor = () => [];
+    this.onAction = () => {};
     this.olderRow = document.createElement('li');
     this.olderRow.className = 'older-row';
     this.olderButton = document.createElement('button');
@@ -69,6 +72,7 @@ export class Room {
       if (this.seqs.has(msg.seq)) continue;
       this.rememberSeq(msg.seq);
       const el = messageElement(msg, msg.uid === me?.id);
+      this.addActions(el, msg);
       // Oldest first: each goes after the previous one, all before what was shown.
       while (at !== null && at.dataset.seq && Number(at.dataset.seq) < msg.seq) at = at.nextElementSibling;
       this.pane.insertBefore(el, at);
@@ -78,6 +82,39 @@ export class Room {
     if (at !== null) regroup(at);
     this.pane.scrollTop = this.pane.scrollHeight - fromBottom;
     return added;
+  }
+
+  /** Message `of` now says `text` (an edit, live or replayed; applying it twice is harmless). */
+  applyEdit(of, text, ts) {
+    const el = this.elementBySeq(of);
+    if (!el || el.dataset.deleted === 'true') return;
+    setText(el, text);
+    markEdited(el, ts);
+  }
+
+  /** Message `of` is deleted: its text goes, a marker stays in its place. */
+  applyDelete(of) {
+    const el = this.elementBySeq(of);
+    if (el) markDeleted(el);
+  }
+
+  addActions(el, msg) {
+    if (msg.deleted || el.querySelector('.msg-actions')) return;
+    const actions = this.actionsFor(msg);
+    if (actions.length === 0) return;
+    const bar = document.createElement('span');
+    bar.className = 'msg-actions';
+    for (const action of actions) {
+      const button = document.createElement('button');
+      button.type = 'button';
+      button.className = 'link-button';
+      button.dataset.action = action;
+      button.textContent = action === 'edit' ? 'Edit' : 'Delete';
+      button.setAttribute('aria-label', `${button.textContent} message ${msg.seq}`);
+      button.addEventListener('click', () => this.onAction(action, Number(el.dataset.seq), el));
+      bar.append(button);
+    }
+    el.append(bar); // not in the header: a grouped message hides that
   }
 
   /** How many shown messages from others have a seq after `seq`. */
@@ -138,6 +175,7 @@ export class Room {
       return false;
     }
     const el = messageElement(msg, msg.uid === me?.id);
+    this.addActions(el, msg);
     this.insertBySeq(el, msg.seq);
     this.clearTyping(msg.uid);
     return true;
@@ -256,6 +294,8 @@ export class Room {
     el.dataset.seq = String(seq);
     el.dataset.state = 'sent';
     el.querySelector('.msg-status')?.remove();
+    // Delivered now: our own message gets its edit and delete buttons.
+    this.addActions(el, { seq, uid: el.dataset.uid, mine: el.classList.contains('mine') });
     el.remove();
     this.insertBySeq(el, seq);
   }
@@ -312,7 +352,30 @@ function messageElement(msg, mine) {
   text.append(linkify(String(msg.text ?? '')));
 
   li.append(header, text);
+  if (msg.deleted) markDeleted(li);
+  else if (msg.edited) markEdited(li, msg.edited);
   return li;
+}
+
+function setText(li, text) {
+  li.querySelector('.msg-text').replaceChildren(linkify(String(text)));
+}
+
+function markEdited(li, ts) {
+  if (li.querySelector('.msg-edited')) return;
+  const note = document.createElement('span');
+  note.className = 'msg-edited';
+  note.textContent = '(edited)';
+  if (ts) note.title = `edited ${new Date(Number(ts)).toLocaleString()}`;
+  li.querySelector('.msg-text').after(note);
+}
+
+function markDeleted(li) {
+  li.dataset.deleted = 'true';
+  li.querySelector('.msg-text').textContent = 'Message deleted';
+  li.querySelector('.msg-actions')?.remove();
+  li.querySelector('.msg-edited')?.remove();
+  li.querySelector('.msg-edit-form')?.remove();
 }
 
 /** Hides the name and time when the previous message is by the same user, shortly before. */
