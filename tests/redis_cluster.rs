@@ -153,3 +153,19 @@ fn a_redis_outage_loses_no_acked_message() {
     }
     assert_eq!(seqs, (1..=acked.len() as u64).collect::<Vec<_>>(), "each once, in order");
 }
+
+#[test]
+fn the_first_post_after_redis_comes_back_is_acked() {
+    let mut redis = RedisServer::start_persistent();
+    let a = instance(&redis);
+    let mut c = a.connect("c");
+    c.join("r", None);
+    assert_eq!(c.post("r", "before", "b1")["seq"], 1);
+    // The instance's command connection to Redis died with it; nothing used it since.
+    redis.restart(); // returns once the new redis-server answers PING
+    assert_eq!(c.post("r", "after", "a1")["seq"], 2, "acked, not `unavailable`");
+    redis.restart();
+    c.send(json!({"type": "msg", "room": "r", "text": "without an id"}));
+    let m = c.expect("msg"); // an `error unavailable` would fail here
+    assert_eq!((m["seq"].as_u64(), m["text"].as_str()), (Some(3), Some("without an id")));
+}

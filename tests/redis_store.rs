@@ -472,3 +472,102 @@ fn a_lost_seq_counter_goes_on_after_the_streams_last_entry() {
     assert_eq!(post(&mut s, "r", "u-al", "after the loss").0, 4, "XADD would refuse 1-0 below 3-0");
     assert_eq!(s.head(&rn("r")).expect("head"), 4);
 }
+
+#[test]
+fn the_first_call_after_redis_restarts_succeeds() {
+    let mut redis = RedisServer::start_persistent();
+    let mut s = store(&redis, "aaaa0001");
+    assert_eq!(post(&mut s, "r", "u-al", "before").0, 1);
+    // Redis goes away and comes back while this store's connection sits idle: the
+    // connection is dead, and nothing has noticed yet.
+    redis.restart();
+    let (prefix, suffix) = parts("r", "u-al", "with an id");
+    let first =
+        s.append(&rn("r"), "u-al", Some("c-after"), &prefix, &suffix).expect("the first append after the restart");
+    assert!(matches!(first, Appended::Stored { seq: 2, .. }), "{first:?}");
+    redis.restart();
+    assert_eq!(post(&mut s, "r", "u-al", "without an id").0, 3, "an append without an id is retried too");
+    redis.restart();
+    assert_eq!(s.head(&rn("r")).expect("a read after the restart"), 3);
+    assert_eq!(seqs(&s.range(&rn("r"), 0, None, 10).expect("range").messages), [1, 2, 3], "each stored once");
+}
+
+/// A TCP relay between a store and Redis that, when armed, lets one request through
+/// and then cuts the connection instead of passing the reply back: the command ran,
+/// the caller never hears of it.
+struct ReplyCutter {
+    port: u16,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ReplyCutter {
+    fn start(redis: &RedisServer) -> ReplyCutter {
+        use std::io::{Read, Write};
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::atomic::Ordering::SeqCst;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the relay");
+        let port = listener.local_addr().expect("relay address").port();
+        let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (target, cut) = (redis.port, armed.clone());
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { return };
+                let Ok(mut upstream) = TcpStream::connect(("127.0.0.1", target)) else { return };
+                let (mut c2, mut u2) = (client.try_clone().expect("clone"), upstream.try_clone().expect("clone"));
+                thread::spawn(move || {
+                    let _ = std::io::copy(&mut c2, &mut u2);
+                    let _ = u2.shutdown(std::net::Shutdown::Both);
+                });
+                let cut = cut.clone();
+                thread::spawn(move || {
+                    let mut buf = [0u8; 64 * 1024];
+                    while let Ok(n @ 1..) = upstream.read(&mut buf) {
+                        if cut.swap(false, SeqCst) {
+                            break; // the reply is lost with the connection
+                        }
+                        if client.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    let _ = upstream.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        ReplyCutter { port, armed }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn cut_next_reply(&self) {
+        self.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn an_append_whose_reply_was_lost_is_retried_and_stored_once() {
+    let redis = RedisServer::start();
+    let relay = ReplyCutter::start(&redis);
+    let mut s = RedisStore::connect(&relay.url(), opts("aaaa0001")).expect("connect through the relay");
+    assert_eq!(post(&mut s, "r", "u-al", "m1").0, 1);
+    relay.cut_next_reply();
+    let (prefix, suffix) = parts("r", "u-al", "m2");
+    let with_id = s.append(&rn("r"), "u-al", Some("c-2"), &prefix, &suffix).expect("retried on a new connection");
+    assert!(
+        matches!(with_id, Appended::Stored { seq: 2, .. }),
+        "the first attempt's seq, not a duplicate: {with_id:?}"
+    );
+    relay.cut_next_reply();
+    let (seq, json) = post(&mut s, "r", "u-al", "m3");
+    assert_eq!(seq, 3, "without an id, the retry finds the first attempt too");
+    let range = s.range(&rn("r"), 0, None, 10).expect("range");
+    assert_eq!(seqs(&range.messages), [1, 2, 3], "each stored once");
+    assert_eq!(range.messages[2].json, json);
+    // A genuine repeat of the id is still a duplicate.
+    assert_eq!(
+        s.append(&rn("r"), "u-al", Some("c-2"), &prefix, &suffix).expect("repeat"),
+        Appended::Duplicate { seq: 2 }
+    );
+}

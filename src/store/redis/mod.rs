@@ -29,7 +29,10 @@
 //! ## Failures
 //! A call that cannot reach Redis returns [`StoreError::Unavailable`] within the
 //! configured timeouts and drops its connection; the next call connects again (one
-//! attempt, no sleeping: backoff between calls is the caller's). The [`Reader`] and
+//! attempt, no sleeping: backoff between calls is the caller's). A kept connection
+//! found broken when used (Redis restarted while it sat idle) is replaced and the call
+//! sent once more at once, so the first call after Redis is back succeeds; an append's
+//! second try first looks for what the first one may have stored. The [`Reader`] and
 //! [`Events`] threads reconnect by themselves with exponential backoff and report
 //! [`Delivery::Status`] once per outage and once per recovery.
 
