@@ -169,3 +169,55 @@ fn the_first_post_after_redis_comes_back_is_acked() {
     let m = c.expect("msg"); // an `error unavailable` would fail here
     assert_eq!((m["seq"].as_u64(), m["text"].as_str()), (Some(3), Some("without an id")));
 }
+
+/// Joins `room` resuming from `since` of `epoch`; returns (joined, history).
+fn resume(c: &mut Client, room: &str, since: u64, epoch: &serde_json::Value) -> (serde_json::Value, serde_json::Value) {
+    c.send(json!({"type": "join", "room": room, "since": since, "epoch": epoch}));
+    let joined = c.expect("joined");
+    (joined, c.expect_history())
+}
+
+#[test]
+fn when_redis_loses_its_data_rooms_get_a_new_epoch_and_clients_are_reset() {
+    let mut redis = RedisServer::start(); // no persistence: a restart loses every room
+    let (a, b) = (instance(&redis), instance(&redis));
+    let (mut ann, mut ben) = (a.connect("ann"), b.connect("ben"));
+    let (joined, _) = ann.join("r", None);
+    assert!(joined["epoch"].is_null(), "no message yet, no epoch: {joined}");
+    ben.join("r", None);
+    assert_eq!(ann.post("r", "one", "a1")["seq"], 1);
+    assert_eq!(ben.expect("msg")["seq"], 1);
+    assert_eq!(ben.post("r", "two", "b1")["seq"], 2);
+    assert_eq!(ann.expect("msg")["seq"], 2);
+    // Newcomers on either instance are told one epoch.
+    let (on_a, _) = a.connect("carl").join("r", None);
+    let (on_b, _) = b.connect("dave").join("r", None);
+    let old = on_a["epoch"].clone();
+    assert!(old.as_str().is_some_and(|e| e.len() == 16), "{on_a}");
+    assert_eq!(on_b["epoch"], old, "both instances agree");
+    let (_, h) = resume(&mut b.connect("eve"), "r", 1, &old);
+    assert_eq!((common::history_seqs(&h), h.get("reset")), (vec![2], None), "the same epoch resumes");
+
+    redis.restart();
+    // Members still connected are reset by their instance, not left waiting for seqs
+    // the new history will not reach for a long time.
+    for c in [&mut ann, &mut ben] {
+        let joined = c.expect("joined");
+        let h = c.expect_history();
+        assert_eq!((joined["head"].as_u64(), h["reset"].as_bool()), (Some(0), Some(true)), "{joined} {h}");
+        assert!(common::history_seqs(&h).is_empty());
+    }
+    assert_eq!(ann.post("r", "new", "a2")["seq"], 1, "the new history starts at 1");
+    let m = ben.expect("msg");
+    assert_eq!((m["seq"].as_u64(), m["text"].as_str()), (Some(1), Some("new")), "live across instances again");
+
+    // A client coming back with the old epoch is reset, whether its since is past the
+    // new head or not, on either instance, and both give the same new epoch.
+    let (ja, ha) = resume(&mut a.connect("fay"), "r", 2, &old);
+    let (jb, hb) = resume(&mut b.connect("gus"), "r", 1, &old);
+    for h in [&ha, &hb] {
+        assert_eq!((h["reset"].as_bool(), common::history_seqs(h)), (Some(true), vec![1]), "{h}");
+    }
+    assert!(ja["epoch"].is_string() && ja["epoch"] != old, "a new epoch: {ja}");
+    assert_eq!(jb["epoch"], ja["epoch"]);
+}

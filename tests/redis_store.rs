@@ -6,6 +6,10 @@
 
 mod common_redis;
 
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -113,9 +117,13 @@ struct Follower {
 
 impl Follower {
     fn reader(redis: &RedisServer, opts: StoreOptions) -> Follower {
+        Self::reader_at(&redis.url(), opts)
+    }
+
+    fn reader_at(url: &str, opts: StoreOptions) -> Follower {
         let (watch, watch_rx) = unbounded();
         let (tx, rx) = unbounded();
-        let handle = Reader::spawn(&redis.url(), opts, watch_rx, tx).expect("spawn the reader");
+        let handle = Reader::spawn(url, opts, watch_rx, tx).expect("spawn the reader");
         Follower { watch, rx, handle }
     }
 
@@ -127,7 +135,12 @@ impl Follower {
     }
 
     fn start(&self, room: &str, after_seq: u64) {
-        self.watch.send(Watch::Start { room: rn(room), after_seq }).expect("watch");
+        self.start_in(room, after_seq, None);
+    }
+
+    /// Watch `room` after `after_seq` of the history `epoch`.
+    fn start_in(&self, room: &str, after_seq: u64, epoch: Option<String>) {
+        self.watch.send(Watch::Start { room: rn(room), after_seq, epoch }).expect("watch");
     }
 
     fn stop(&self, room: &str) {
@@ -492,49 +505,50 @@ fn the_first_call_after_redis_restarts_succeeds() {
     assert_eq!(seqs(&s.range(&rn("r"), 0, None, 10).expect("range").messages), [1, 2, 3], "each stored once");
 }
 
-/// A TCP relay between a store and Redis that, when armed, lets one request through
-/// and then cuts the connection instead of passing the reply back: the command ran,
-/// the caller never hears of it.
-struct ReplyCutter {
+/// A TCP relay between a store (or reader) and Redis that the test can disturb: it can
+/// let one request through and cut the connection instead of passing the reply back
+/// (the command ran, the caller never hears of it), and it can hold new connections
+/// back (they wait in the listen queue) until released.
+struct Relay {
     port: u16,
-    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cut: Arc<AtomicBool>,
+    hold: Arc<AtomicBool>,
 }
 
-impl ReplyCutter {
-    fn start(redis: &RedisServer) -> ReplyCutter {
-        use std::io::{Read, Write};
-        use std::net::{TcpListener, TcpStream};
-        use std::sync::atomic::Ordering::SeqCst;
+impl Relay {
+    fn start(redis: &RedisServer) -> Relay {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the relay");
         let port = listener.local_addr().expect("relay address").port();
-        let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (target, cut) = (redis.port, armed.clone());
-        thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(mut client) = client else { return };
-                let Ok(mut upstream) = TcpStream::connect(("127.0.0.1", target)) else { return };
-                let (mut c2, mut u2) = (client.try_clone().expect("clone"), upstream.try_clone().expect("clone"));
-                thread::spawn(move || {
-                    let _ = std::io::copy(&mut c2, &mut u2);
-                    let _ = u2.shutdown(std::net::Shutdown::Both);
-                });
-                let cut = cut.clone();
-                thread::spawn(move || {
-                    let mut buf = [0u8; 64 * 1024];
-                    while let Ok(n @ 1..) = upstream.read(&mut buf) {
-                        if cut.swap(false, SeqCst) {
-                            break; // the reply is lost with the connection
-                        }
-                        if client.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                    let _ = client.shutdown(std::net::Shutdown::Both);
-                    let _ = upstream.shutdown(std::net::Shutdown::Both);
-                });
+        let (cut, hold) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let (target, armed, held) = (redis.port, cut.clone(), hold.clone());
+        thread::spawn(move || loop {
+            while held.load(SeqCst) {
+                thread::sleep(Duration::from_millis(5));
             }
+            let Ok((client, _)) = listener.accept() else { return };
+            let Ok(upstream) = TcpStream::connect(("127.0.0.1", target)) else { continue };
+            Self::pipe(client, upstream, armed.clone());
         });
-        ReplyCutter { port, armed }
+        Relay { port, cut, hold }
+    }
+
+    /// Copies bytes both ways until either side closes (then closes both).
+    fn pipe(mut client: TcpStream, mut upstream: TcpStream, cut: Arc<AtomicBool>) {
+        let (mut c2, mut u2) = (client.try_clone().expect("clone"), upstream.try_clone().expect("clone"));
+        thread::spawn(move || {
+            let _ = std::io::copy(&mut c2, &mut u2);
+            let _ = u2.shutdown(Shutdown::Both);
+        });
+        thread::spawn(move || {
+            let mut buf = [0u8; 64 * 1024];
+            while let Ok(n @ 1..) = upstream.read(&mut buf) {
+                if cut.swap(false, SeqCst) || client.write_all(&buf[..n]).is_err() {
+                    break; // a cut reply is lost with the connection
+                }
+            }
+            let _ = client.shutdown(Shutdown::Both);
+            let _ = upstream.shutdown(Shutdown::Both);
+        });
     }
 
     fn url(&self) -> String {
@@ -542,14 +556,23 @@ impl ReplyCutter {
     }
 
     fn cut_next_reply(&self) {
-        self.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.cut.store(true, SeqCst);
+    }
+
+    /// New connections wait (connected, unanswered) until [`Relay::release`].
+    fn hold(&self) {
+        self.hold.store(true, SeqCst);
+    }
+
+    fn release(&self) {
+        self.hold.store(false, SeqCst);
     }
 }
 
 #[test]
 fn an_append_whose_reply_was_lost_is_retried_and_stored_once() {
     let redis = RedisServer::start();
-    let relay = ReplyCutter::start(&redis);
+    let relay = Relay::start(&redis);
     let mut s = RedisStore::connect(&relay.url(), opts("aaaa0001")).expect("connect through the relay");
     assert_eq!(post(&mut s, "r", "u-al", "m1").0, 1);
     relay.cut_next_reply();
@@ -570,4 +593,76 @@ fn an_append_whose_reply_was_lost_is_retried_and_stored_once() {
         s.append(&rn("r"), "u-al", Some("c-2"), &prefix, &suffix).expect("repeat"),
         Appended::Duplicate { seq: 2 }
     );
+}
+
+#[test]
+fn a_room_gets_one_epoch_with_its_first_message_and_a_new_one_when_redis_loses_it() {
+    let mut redis = RedisServer::start(); // in memory: a restart loses everything
+    let (mut a, mut b) = (store(&redis, "aaaa0001"), store(&redis, "bbbb0002"));
+    assert_eq!(a.recent(&rn("r"), 10).expect("recent").epoch, None, "no message, no epoch");
+    post(&mut a, "r", "u-al", "first");
+    let epoch = b.recent(&rn("r"), 10).expect("recent").epoch.expect("the first message gave the room an epoch");
+    assert!(epoch.len() == 16 && epoch.bytes().all(|c| c.is_ascii_hexdigit()), "{epoch}");
+    post(&mut b, "r", "u-bo", "second, from the other instance");
+    assert_eq!(a.range(&rn("r"), 0, None, 10).expect("range").epoch.as_ref(), Some(&epoch), "one epoch for both");
+    post(&mut a, "other", "u-al", "another room");
+    assert_ne!(a.recent(&rn("other"), 1).expect("recent").epoch.as_ref(), Some(&epoch), "an epoch per room");
+
+    redis.restart();
+    let lost = when_back(|| a.recent(&rn("r"), 10));
+    assert_eq!((lost.head, lost.epoch), (0, None));
+    assert_eq!(post(&mut b, "r", "u-bo", "after the loss").0, 1);
+    let renewed = a.recent(&rn("r"), 10).expect("recent").epoch.expect("a new epoch");
+    assert_ne!(renewed, epoch);
+}
+
+#[test]
+fn the_reader_reports_a_room_whose_history_redis_lost_and_follows_the_new_one() {
+    let mut redis = RedisServer::start(); // in memory
+    let mut w = store(&redis, "aaaa0001");
+    for i in 1..=3 {
+        post(&mut w, "r", "u-al", &format!("m{i}"));
+    }
+    let reader = Follower::reader(&redis, opts("bbbb0002"));
+    reader.start_in("r", 3, w.recent(&rn("r"), 1).expect("recent").epoch);
+    post(&mut w, "r", "u-al", "m4");
+    expect_msg(&reader.rx, "r", 4);
+    redis.restart(); // the room is back at seq 0
+    match next_data(&reader.rx) {
+        Delivery::Reset { room, head: 0 } if room.as_str() == "r" => {}
+        other => panic!("expected r's reset at 0, got {other:?}"),
+    }
+    assert_eq!(when_back(|| Ok(post(&mut w, "r", "u-al", "new"))).0, 1);
+    expect_msg(&reader.rx, "r", 1);
+    expect_quiet(&reader.rx);
+    reader.finish();
+}
+
+#[test]
+fn the_reader_notices_a_new_epoch_even_when_its_seqs_passed_the_old_ones() {
+    let mut redis = RedisServer::start(); // in memory
+    let relay = Relay::start(&redis);
+    let mut w = store(&redis, "aaaa0001");
+    let reader = Follower::reader_at(&relay.url(), opts("bbbb0002"));
+    reader.start("r", 0);
+    // Connected (and the room checked) before its first message: the reader learns the
+    // epoch from the messages it delivers.
+    expect_status(&reader.rx, Link::Reader, Health::Available);
+    for seq in 1..=2 {
+        post(&mut w, "r", "u-al", "old");
+        expect_msg(&reader.rx, "r", seq);
+    }
+    relay.hold(); // the reader will not get back in until released
+    redis.restart();
+    for i in 1..=5 {
+        assert_eq!(when_back(|| Ok(post(&mut w, "r", "u-al", &format!("new {i}")))).0, i);
+    }
+    relay.release();
+    match next_data(&reader.rx) {
+        Delivery::Reset { room, head: 5 } if room.as_str() == "r" => {}
+        other => panic!("expected r's reset at 5 (seq 5 is past the old 2, the epoch is not), got {other:?}"),
+    }
+    post(&mut w, "r", "u-al", "live");
+    expect_msg(&reader.rx, "r", 6);
+    reader.finish();
 }

@@ -9,3 +9,9 @@
 
 pub mod redis;
 pub mod sqlite;
+
+/// A fresh random room epoch: 16 hex digits. A room's history gets one with its first
+/// stored message and keeps it while that history lasts, in either store.
+pub fn new_epoch() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}

@@ -19,6 +19,7 @@ use crate::delivery::outbox::ConnId;
 use serde_json::{json, Value};
 
 use crate::dispatcher::api::{AckTo, ApiResult};
+use crate::dispatcher::commands::resume_resets;
 use crate::dispatcher::Command;
 use crate::protocol::{ErrorCode, ProtocolError};
 use crate::protocol::{RoomName, User, UserId};
@@ -33,7 +34,7 @@ pub enum Request {
     Append { ack: AckTo, room: RoomName, uid: UserId, id: Option<String>, prefix: Vec<u8>, suffix: Vec<u8> },
     /// Mark the user present and read the history and presence a joining client needs;
     /// the answer is [`ClusterEvent::History`].
-    Join { conn: ConnId, room: RoomName, since: Option<u64>, recent: usize, uid: UserId, name: String, silent: bool },
+    Join { conn: ConnId, room: RoomName, from: HistoryFrom, recent: usize, uid: UserId, name: String, silent: bool },
     /// The user's last local connection left the room.
     Leave { room: RoomName, uid: UserId },
     /// The user was renamed.
@@ -54,6 +55,30 @@ pub enum ApiRead {
     Presence { room: RoomName },
 }
 
+/// Which history a join asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistoryFrom {
+    /// The recent messages (a join without `since`).
+    Recent,
+    /// Everything after `since`, which belongs to `epoch` (the client's resume).
+    Since { since: u64, epoch: Option<String> },
+    /// The room's history was lost while the client was in it: the recent messages of
+    /// the new one, answered `reset:true`.
+    Lost,
+}
+
+/// What Redis answered a join.
+#[derive(Debug)]
+pub struct JoinRead {
+    /// The history: after `since`, or the recent messages.
+    pub range: Range,
+    /// Everyone present, on any instance.
+    pub users: Vec<User>,
+    /// The resume was refused (`reset:true`): its `since` belongs to another epoch of
+    /// the room or is past its head, so `range` holds the recent messages instead.
+    pub reset: bool,
+}
+
 /// What comes back to the dispatcher.
 #[derive(Debug)]
 pub enum ClusterEvent {
@@ -66,9 +91,11 @@ pub enum ClusterEvent {
     History {
         conn: ConnId,
         room: RoomName,
+        /// The resume point the history follows; `None` for the recent messages (asked
+        /// for, or instead of a resume that reset).
         since: Option<u64>,
         silent: bool,
-        result: Result<(Range, Vec<User>), String>,
+        result: Result<JoinRead, String>,
     },
     /// From the reader and events threads.
     Delivery(Delivery),
@@ -124,10 +151,11 @@ impl Cluster {
         let _ = self.requests.send(r);
     }
 
-    /// Start delivering `room`'s messages after `after_seq`, and its events.
-    pub fn watch(&self, room: &RoomName, after_seq: u64) {
-        let _ = self.reader_watch.send(Watch::Start { room: room.clone(), after_seq });
-        let _ = self.events_watch.send(Watch::Start { room: room.clone(), after_seq });
+    /// Start delivering `room`'s messages after `after_seq` of the history `epoch`, and
+    /// its events.
+    pub fn watch(&self, room: &RoomName, after_seq: u64, epoch: Option<String>) {
+        let _ = self.reader_watch.send(Watch::Start { room: room.clone(), after_seq, epoch: epoch.clone() });
+        let _ = self.events_watch.send(Watch::Start { room: room.clone(), after_seq, epoch });
     }
 
     pub fn unwatch(&self, room: &RoomName) {
@@ -211,25 +239,35 @@ fn handle(
             let result = store.append(&room, &uid, id.as_deref(), &prefix, &suffix).map_err(describe);
             Some(ClusterEvent::Appended { ack, room, id, result })
         }
-        Request::Join { conn, room, since, recent, uid, name, silent } => {
+        Request::Join { conn, room, from, recent, uid, name, silent } => {
             let resume_max = store.options().stream_cap * 2;
+            let mut resumed = None;
             let result = (|| {
                 store.presence_set(&room, &uid, &name)?;
-                let range = match since {
+                let (range, reset) = match &from {
                     // Twice the stream cap: MAXLEN ~ may keep a little more than the cap,
                     // and COUNT must never cut a resume short.
-                    Some(s) => store.range(&room, s, None, resume_max)?,
-                    None => store.recent(&room, recent)?,
+                    HistoryFrom::Since { since, epoch } => {
+                        let range = store.range(&room, *since, None, resume_max)?;
+                        if resume_resets(*since, epoch.as_deref(), range.head, range.epoch.as_deref()) {
+                            (store.recent(&room, recent)?, true)
+                        } else {
+                            resumed = Some(*since);
+                            (range, false)
+                        }
+                    }
+                    HistoryFrom::Recent => (store.recent(&room, recent)?, false),
+                    HistoryFrom::Lost => (store.recent(&room, recent)?, true),
                 };
                 let users = store.presence_list(&room)?;
-                Ok((range, users))
+                Ok(JoinRead { range, users, reset })
             })()
             .map_err(describe);
-            if let Ok((_, users)) = &result {
+            if let Ok(JoinRead { users, .. }) = &result {
                 local.entry(room.clone()).or_default().insert(uid.to_string());
                 seen.insert(room.clone(), users.clone());
             }
-            Some(ClusterEvent::History { conn, room, since, silent, result })
+            Some(ClusterEvent::History { conn, room, since: resumed, silent, result })
         }
         Request::Leave { room, uid } => {
             let _ = store.presence_remove(&room, &uid);

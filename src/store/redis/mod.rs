@@ -21,6 +21,7 @@
 //! |---|---|---|
 //! | `{p}:room:{room}:seq` | string | the room's last seq (`INCR`) |
 //! | `{p}:room:{room}:stream` | stream | message seq `S` as entry `S-0`, field `m` = the `msg` JSON; `MAXLEN ~ cap` |
+//! | `{p}:room:{room}:epoch` | string | the room's epoch: set by the append script with the first message it stores while the key is missing (a Redis that lost its data starts a new one) |
 //! | `{p}:room:{room}:id:{n}:{uid}:{id}` | string, TTL | the seq of client id `id` from user `uid` (`n` = byte length of `uid`, so no uid/id split is ambiguous) |
 //! | `{p}:room:{room}:events` | pub/sub channel | `{instance} {json}` event envelopes |
 //! | `{p}:room:{room}:present` | set, TTL | instances that have users in the room |
@@ -202,10 +203,10 @@ fn is_outage(e: &RedisError) -> bool {
 /// channel; send both the same commands).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Watch {
-    /// Deliver this room's messages with seq > `after_seq` (the reader), or its events
-    /// (the events thread, which ignores `after_seq`). Starting a room already watched
-    /// moves the reader's position to `after_seq`.
-    Start { room: RoomName, after_seq: u64 },
+    /// Deliver this room's messages with seq > `after_seq` of the history `epoch` (the
+    /// reader), or its events (the events thread, which ignores both). Starting a room
+    /// already watched moves the reader's position to `after_seq`.
+    Start { room: RoomName, after_seq: u64, epoch: Option<String> },
     /// Stop delivering this room.
     Stop { room: RoomName },
 }
@@ -232,6 +233,10 @@ pub enum Delivery {
     /// Messages `from..=to` of `room` were trimmed from Redis before the reader got to
     /// them; they can no longer be delivered. The next `Msg` is `to + 1`.
     Gap { room: RoomName, from: u64, to: u64 },
+    /// The history the reader was following is gone (Redis came back without its data:
+    /// the room's seq went back, or its epoch changed). The reader now follows the new
+    /// history from `head`: the next `Msg` is `head + 1`.
+    Reset { room: RoomName, head: u64 },
     /// An event another instance published for `room` (this instance's own are
     /// skipped); `origin` is the publisher's [`InstanceId`].
     Event { room: RoomName, json: Bytes, origin: String },
@@ -258,6 +263,10 @@ impl RoomKeys {
 
     pub(crate) fn stream(&self) -> String {
         format!("{}:stream", self.base)
+    }
+
+    pub(crate) fn epoch(&self) -> String {
+        format!("{}:epoch", self.base)
     }
 
     pub(crate) fn dedup(&self, uid: &str, id: &str) -> String {

@@ -26,9 +26,12 @@ use crate::protocol::RoomName;
 /// With a client id the dedup key points at it; without one the newest ARGV[7] entries
 /// are compared.
 ///
-/// KEYS: seq, stream, and the dedup key when ARGV[5] == '1'.
+/// The room's epoch is set to ARGV[8] when it has none, so the instances racing to store
+/// a room's first message agree on one.
+///
+/// KEYS: seq, stream, epoch, and the dedup key when ARGV[5] == '1'.
 /// ARGV: JSON prefix, JSON suffix, stream cap, dedup TTL (s), has-id flag, retry flag,
-/// entries a retry without an id looks back.
+/// entries a retry without an id looks back, a new epoch.
 /// Returns {1, seq} when stored, {0, original seq} for a duplicate, {2, seq} when a
 /// retry found its first attempt stored as `seq`.
 const APPEND_LUA: &str = r"
@@ -36,7 +39,7 @@ local function holds(entry, seq)
   return entry and entry[2][2] == ARGV[1] .. seq .. ARGV[2]
 end
 if ARGV[5] == '1' then
-  local old = redis.call('GET', KEYS[3])
+  local old = redis.call('GET', KEYS[4])
   if old then
     if ARGV[6] == '1' and holds(redis.call('XRANGE', KEYS[2], old .. '-0', old .. '-0')[1], old) then
       return {2, tonumber(old)}
@@ -61,7 +64,8 @@ if seq == 1 then
 end
 local id = string.format('%d', seq)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], id .. '-0', 'm', ARGV[1] .. id .. ARGV[2])
-if ARGV[5] == '1' then redis.call('SET', KEYS[3], id, 'EX', ARGV[4]) end
+if ARGV[5] == '1' then redis.call('SET', KEYS[4], id, 'EX', ARGV[4]) end
+redis.call('SET', KEYS[3], ARGV[8], 'NX')
 return {1, seq}
 ";
 
@@ -90,6 +94,9 @@ pub struct Range {
     pub complete: bool,
     /// The room's last seq when the range was read (0 = no message yet).
     pub head: u64,
+    /// The room's epoch when the range was read (`None` = no message stored since
+    /// Redis last lost its data).
+    pub epoch: Option<String>,
 }
 
 /// A connection to Redis for storing and reading messages, events and presence.
@@ -210,14 +217,15 @@ impl RedisStore {
         let keys = self.keys(room);
         let cap = self.opts.stream_cap.max(1);
         let ttl = self.opts.dedup_ttl.as_secs().max(1);
+        let epoch = crate::store::new_epoch(); // used only if the room has none yet
         let (stored, seq): (u8, u64) = self.call_again(|con, script, retry| {
             let mut run = script.prepare_invoke();
-            run.key(keys.seq()).key(keys.stream());
+            run.key(keys.seq()).key(keys.stream()).key(keys.epoch());
             if let Some(id) = client_id {
                 run.key(keys.dedup(uid, id));
             }
             run.arg(prefix).arg(suffix).arg(cap).arg(ttl).arg(u8::from(client_id.is_some()));
-            run.arg(u8::from(retry)).arg(RETRY_LOOKBACK);
+            run.arg(u8::from(retry)).arg(RETRY_LOOKBACK).arg(&epoch);
             run.invoke(con)
         })?;
         if stored == 0 {
@@ -247,11 +255,11 @@ impl RedisStore {
         let end = upto_seq.map_or_else(|| "+".to_owned(), |upto| format!("{upto}-0"));
         let mut xrange = redis::cmd("XRANGE");
         xrange.arg(keys.stream()).arg(format!("{first}-0")).arg(end).arg("COUNT").arg(max.max(1));
-        let (head, mut messages) = self.head_and_entries(&keys, xrange)?;
+        let (head, epoch, mut messages) = self.head_and_entries(&keys, xrange)?;
         let missing_first = messages.first().is_none_or(|e| e.seq != first);
         let wanted = upto_seq.is_none_or(|upto| upto >= first);
         messages.truncate(max);
-        Ok(Range { messages, complete: !(head > after_seq && wanted && missing_first), head })
+        Ok(Range { messages, complete: !(head > after_seq && wanted && missing_first), head, epoch })
     }
 
     /// The last `n` messages of `room`, oldest first (a join without `since`).
@@ -259,19 +267,26 @@ impl RedisStore {
         let keys = self.keys(room);
         let mut xrevrange = redis::cmd("XREVRANGE");
         xrevrange.arg(keys.stream()).arg("+").arg("-").arg("COUNT").arg(n.max(1));
-        let (head, mut messages) = self.head_and_entries(&keys, xrevrange)?;
+        let (head, epoch, mut messages) = self.head_and_entries(&keys, xrevrange)?;
         messages.truncate(n);
         messages.reverse();
-        Ok(Range { messages, complete: true, head })
+        Ok(Range { messages, complete: true, head, epoch })
     }
 
-    /// The room's head and the entries `read` (an `XRANGE`/`XREVRANGE`) returns, read
-    /// in one MULTI: a message appended between the two would otherwise look like a
-    /// trimmed one.
-    fn head_and_entries(&mut self, keys: &RoomKeys, read: redis::Cmd) -> Result<(u64, Vec<Entry>), StoreError> {
-        let (head, raw): (Option<u64>, Value) =
-            self.call(|con, _| redis::pipe().atomic().cmd("GET").arg(keys.seq()).add_command(read.clone()).query(con))?;
-        Ok((head.unwrap_or(0), reply::entries(raw)?))
+    /// The room's head, its epoch and the entries `read` (an `XRANGE`/`XREVRANGE`)
+    /// returns, read in one MULTI: a message appended between them would otherwise look
+    /// like a trimmed one, or belong to another epoch.
+    fn head_and_entries(
+        &mut self,
+        keys: &RoomKeys,
+        read: redis::Cmd,
+    ) -> Result<(u64, Option<String>, Vec<Entry>), StoreError> {
+        let (head, epoch, raw): (Option<u64>, Option<String>, Value) = self.call(|con, _| {
+            let mut pipe = redis::pipe();
+            pipe.atomic().cmd("GET").arg(keys.seq()).cmd("GET").arg(keys.epoch()).add_command(read.clone());
+            pipe.query(con)
+        })?;
+        Ok((head.unwrap_or(0), epoch, reply::entries(raw)?))
     }
 
     /// Every room with at least one message and its head, at most `max` of them

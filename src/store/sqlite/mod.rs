@@ -215,8 +215,3 @@ fn room_id(tx: &rusqlite::Transaction<'_>, name: &str, epoch: &str) -> rusqlite:
 fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
     move |source| StoreError::Sqlite { path: path.to_owned(), source }
 }
-
-/// A fresh random room epoch: 16 hex digits.
-pub fn new_epoch() -> String {
-    format!("{:016x}", rand::random::<u64>())
-}
