@@ -51,7 +51,7 @@ use dispatcher::{Backend, Command, Dispatcher, Local};
 use metrics::Metrics;
 use shutdown::Shutdown;
 use store::redis::{StoreError, StoreOptions};
-use store::sqlite::reader::Readers;
+use store::sqlite::reader;
 use store::sqlite::{SqliteStore, StoreError as SqliteError};
 use transport::connection::ConnContext;
 use transport::guard::{Guard, Handoff};
@@ -63,7 +63,7 @@ use transport::upstream::Upstream;
 /// Bounded queue from connection threads to the dispatcher: when the dispatcher falls
 /// behind, readers wait here instead of growing memory without bound.
 const COMMAND_QUEUE: usize = 65_536;
-/// Threads answering history reads and searches in local mode.
+/// Threads answering history reads and searches (beside `redis-io` in Redis mode).
 const STORE_READERS: usize = 2;
 
 /// The sockets natter listens on, bound by the caller (port 0 in tests).
@@ -119,7 +119,7 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> Result<()
         None => {
             let (store, loaded) = SqliteStore::open(&cfg.data_dir, cfg.fsync, cfg.history_per_room)?;
             let tx = commands_tx.clone();
-            let readers = Readers::start(store.path(), STORE_READERS, move |answer| {
+            let readers = reader::start(store.path(), STORE_READERS, move |answer| {
                 let _ = tx.send(Command::Store(answer)); // the dispatcher is gone at shutdown
             })?;
             Dispatcher::new(cfg.clone(), metrics.clone(), Backend::Local(Local { store, readers }), loaded)
@@ -127,7 +127,7 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> Result<()
         Some(url) => {
             let opts = StoreOptions { presence_ttl: cfg.redis_presence_ttl, ..StoreOptions::default() };
             metrics.set_redis(false);
-            let cluster = Cluster::start(url, opts, commands_tx.clone())?;
+            let cluster = Cluster::start(url, opts, STORE_READERS, commands_tx.clone())?;
             Dispatcher::new(cfg.clone(), metrics.clone(), Backend::Redis(cluster), Vec::new())
         }
     };

@@ -1,6 +1,8 @@
 //! Several natter instances on one Redis: order across instances, resume on another
-//! instance, presence across instances and after a crash, and a Redis outage that
-//! loses no acked message.
+//! instance, presence across instances and after a crash, a Redis outage that loses no
+//! acked message and whose end the first post gets through, epochs and a Redis that
+//! lost its data, and scroll-back and search answered from Redis (the scenarios of
+//! tests/common/history.rs, which the local store runs too).
 
 mod common;
 mod common_redis;
@@ -13,11 +15,16 @@ use common_redis::RedisServer;
 use serde_json::json;
 
 fn instance(redis: &RedisServer) -> TestServer {
+    instance_with(redis, |_| {})
+}
+
+fn instance_with(redis: &RedisServer, tweak: impl FnOnce(&mut natter::config::Config)) -> TestServer {
     let url = redis.url();
     TestServer::start_with(move |c| {
         c.redis = Some(url);
         c.redis_presence_ttl = Duration::from_millis(1500);
         common::unlimited_rate(c);
+        tweak(c);
     })
 }
 
@@ -220,4 +227,21 @@ fn when_redis_loses_its_data_rooms_get_a_new_epoch_and_clients_are_reset() {
     }
     assert!(ja["epoch"].is_string() && ja["epoch"] != old, "a new epoch: {ja}");
     assert_eq!(jb["epoch"], ja["epoch"]);
+}
+
+#[test]
+fn scroll_back_on_another_instance_reaches_the_first_message_past_the_ring() {
+    let redis = RedisServer::start();
+    let small_ring = |c: &mut natter::config::Config| c.history_per_room = 10;
+    let (a, b) = (instance_with(&redis, small_ring), instance_with(&redis, small_ring));
+    let (mut poster, mut reader) = (a.connect("poster"), b.connect("reader"));
+    common::history::scroll_back_reaches_the_first_message(&mut poster, &mut reader);
+}
+
+#[test]
+fn search_on_another_instance_finds_words_in_any_language() {
+    let redis = RedisServer::start();
+    let (a, b) = (instance(&redis), instance(&redis));
+    let (mut poster, mut searcher) = (a.connect("poster"), b.connect("searcher"));
+    common::history::search_finds_words_in_any_language(&mut poster, &mut searcher);
 }

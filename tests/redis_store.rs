@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use common_redis::RedisServer;
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use natter::protocol::{RoomName, User};
+use natter::store::read::{Page, Query};
 use natter::store::redis::{
     presence_changes, Appended, Delivery, Events, Health, InstanceId, Link, Reader, RedisStore, StoreOptions, Watch,
 };
@@ -665,4 +666,93 @@ fn the_reader_notices_a_new_epoch_even_when_its_seqs_passed_the_old_ones() {
     post(&mut w, "r", "u-al", "live");
     expect_msg(&reader.rx, "r", 6);
     reader.finish();
+}
+
+fn page_seqs(page: &Page) -> Vec<u64> {
+    page.messages.iter().map(|m| m.seq).collect()
+}
+
+/// A store whose streams keep about `cap` entries, with `n` messages posted to room
+/// `r`, message `i` saying `{text} {i}`.
+fn store_with_messages(redis: &RedisServer, cap: usize, n: u64, text: &str) -> RedisStore {
+    let mut s = store_with(redis, StoreOptions { stream_cap: cap, ..opts("aaaa0001") });
+    for i in 1..=n {
+        post(&mut s, "r", "u-al", &format!("{text} {i}"));
+    }
+    s
+}
+
+#[test]
+fn scroll_back_pages_come_from_the_stream_and_end_at_its_oldest_entry() {
+    let redis = RedisServer::start();
+    let mut s = store_with_messages(&redis, 10, 1000, "m");
+    let before =
+        |s: &mut RedisStore, before, limit| s.query(&Query::Before { room: rn("r"), before, limit }).expect("query");
+    let page = before(&mut s, 1001, 5);
+    assert_eq!((page_seqs(&page), page.complete), ((996..=1000).collect(), false), "oldest first");
+    assert!(page.messages[4].json.ends_with(br#""text":"m 1000"}"#));
+    assert_eq!(page_seqs(&before(&mut s, 998, 2)), [996, 997]);
+    let oldest = s.range(&rn("r"), 0, None, 1).expect("range").messages[0].seq;
+    let last = before(&mut s, oldest + 3, 200);
+    assert_eq!(
+        (page_seqs(&last), last.complete),
+        (vec![oldest, oldest + 1, oldest + 2], true),
+        "the trimmed part is gone"
+    );
+    assert!(before(&mut s, oldest, 10).messages.is_empty() && before(&mut s, 1, 10).complete);
+    assert!(before(&mut s, 5, 10).complete, "all trimmed: nothing older is held");
+    let after = s.query(&Query::After { room: rn("r"), since: 990, upto: 995, limit: 3 }).expect("query");
+    assert_eq!((page_seqs(&after), after.complete), (vec![993, 994, 995], false), "the newest of the range");
+    let empty = s.query(&Query::Before { room: rn("nothing-here"), before: 100, limit: 10 }).expect("query");
+    assert!(empty.messages.is_empty() && empty.complete);
+}
+
+#[test]
+fn search_scans_the_stream_newest_first_and_matches_as_fts5_does() {
+    let redis = RedisServer::start();
+    let mut s = store(&redis, "aaaa0001");
+    let texts = ["Hello world", "你好，世界", "中文聊天记录", "hello again", "Grüße aus Köln", "nothing"];
+    for t in texts {
+        post(&mut s, "s", "u-al", t);
+    }
+    for i in 0..1200 {
+        post(&mut s, "s", "u-al", &format!("filler {i}")); // more than two scan chunks
+    }
+    let search = |s: &mut RedisStore, q: &str, before: u64, limit: usize| {
+        let page = s.query(&Query::Search { room: rn("s"), q: q.into(), before, limit }).expect("search");
+        let found: Vec<(u64, String)> = page
+            .messages
+            .iter()
+            .map(|m| {
+                let v: serde_json::Value = serde_json::from_slice(&m.json).expect("stored JSON");
+                (m.seq, v["text"].as_str().expect("text").to_owned())
+            })
+            .collect();
+        (found, page.complete)
+    };
+    let texts_of = |(found, _): (Vec<(u64, String)>, bool)| found.into_iter().map(|(_, t)| t).collect::<Vec<_>>();
+    let all = u64::MAX;
+    assert_eq!(texts_of(search(&mut s, "hello", all, 50)), ["hello again", "Hello world"], "newest first, any case");
+    assert_eq!(texts_of(search(&mut s, "世", all, 50)), ["你好，世界"]);
+    assert!(texts_of(search(&mut s, "聊天", all, 50)).is_empty());
+    assert_eq!(texts_of(search(&mut s, "koln GRÜ", all, 50)), ["Grüße aus Köln"]);
+    assert_eq!(texts_of(search(&mut s, "(\"hello* -again", all, 50)), ["hello again"], "no syntax");
+    let (first, complete) = search(&mut s, "hello", all, 1);
+    assert_eq!((first.len(), complete), (1, false));
+    let (older, complete) = search(&mut s, "hello", first[0].0, 1);
+    assert_eq!((older[0].1.as_str(), complete), ("Hello world", true));
+    let (fillers, complete) = search(&mut s, "filler", all, 200);
+    assert_eq!((fillers.len(), fillers[0].0, complete), (200, 1206, false));
+    assert_eq!(search(&mut s, "filler 7", 1206, 200).0.len(), 111, "7, 70-79, 700-799");
+    assert_eq!(search(&mut s, "\" * - (", all, 10), (Vec::new(), true));
+}
+
+#[test]
+fn search_finds_only_what_the_stream_still_holds() {
+    let redis = RedisServer::start();
+    let mut s = store_with_messages(&redis, 100, 1000, "needle");
+    let page =
+        s.query(&Query::Search { room: rn("r"), q: "needle".into(), before: u64::MAX, limit: 200 }).expect("search");
+    let held: usize = redis.command("XLEN natter:room:r:stream").trim_start_matches(':').parse().expect("XLEN");
+    assert_eq!((page.messages.len(), page.complete), (held, true), "every retained match, and the end of what is held");
 }

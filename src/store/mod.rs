@@ -1,12 +1,15 @@
 //! Stores: where accepted messages live beyond memory.
 //!
 //! - [`sqlite`]: single-instance mode's embedded SQLite database on local disk;
-//! - [`redis`]: the Redis layer several instances share (`--redis`).
+//! - [`redis`]: the Redis layer several instances share (`--redis`);
+//! - [`read`]: history reads (scroll-back, resume, search) and the reader threads that
+//!   answer them, whichever of the two holds the messages.
 //!
 //! A store never touches rooms, members or sockets and never decides what a client
 //! sees; the dispatcher (through [`crate::dispatcher::Backend`]) is the only caller
 //! that writes to it.
 
+pub mod read;
 pub mod redis;
 pub mod sqlite;
 

@@ -20,9 +20,11 @@ use serde_json::{json, Value};
 
 use crate::dispatcher::api::{AckTo, ApiResult};
 use crate::dispatcher::commands::resume_resets;
+use crate::dispatcher::scrollback::ReadFor;
 use crate::dispatcher::Command;
 use crate::protocol::{ErrorCode, ProtocolError};
 use crate::protocol::{RoomName, User, UserId};
+use crate::store::read::{Query, Readers};
 use crate::store::redis::{
     presence_changes, Appended, Delivery, Events, Range, Reader, RedisStore, StoreError, StoreOptions, Watch,
 };
@@ -117,17 +119,26 @@ pub enum ClusterEvent {
 }
 
 /// The dispatcher's handle.
-#[derive(Debug)]
 pub struct Cluster {
     requests: Sender<Request>,
     reader_watch: Sender<Watch>,
     events_watch: Sender<Watch>,
+    /// Scroll-back and search, each reader on a connection of its own, so a long scan
+    /// never delays `redis-io`'s posts and joins.
+    history: Readers<ReadFor>,
 }
 
 impl Cluster {
-    /// Connects (the store reconnects by itself later) and starts the threads.
-    pub fn start(url: &str, opts: StoreOptions, commands: Sender<Command>) -> Result<Cluster, StoreError> {
+    /// Connects (the store reconnects by itself later) and starts the threads, with
+    /// `readers` threads for history reads.
+    pub fn start(
+        url: &str,
+        opts: StoreOptions,
+        readers: usize,
+        commands: Sender<Command>,
+    ) -> Result<Cluster, StoreError> {
         let store = RedisStore::open(url, opts.clone())?;
+        let history = start_readers(url, &opts, readers, commands.clone())?;
         let (requests, requests_rx) = crossbeam_channel::unbounded();
         let (reader_watch, reader_watch_rx) = crossbeam_channel::unbounded();
         let (events_watch, events_watch_rx) = crossbeam_channel::unbounded();
@@ -144,7 +155,12 @@ impl Cluster {
         })?;
         let refresh = opts.presence_ttl / 3;
         thread::Builder::new().name("redis-io".into()).spawn(move || io_loop(store, requests_rx, commands, refresh))?;
-        Ok(Cluster { requests, reader_watch, events_watch })
+        Ok(Cluster { requests, reader_watch, events_watch, history })
+    }
+
+    /// Queues a history read for the readers; gives the tag back when they are behind.
+    pub fn read(&self, tag: ReadFor, query: Query) -> Result<(), ReadFor> {
+        self.history.ask(tag, query)
     }
 
     pub fn send(&self, r: Request) {
@@ -162,6 +178,30 @@ impl Cluster {
         let _ = self.reader_watch.send(Watch::Stop { room: room.clone() });
         let _ = self.events_watch.send(Watch::Stop { room: room.clone() });
     }
+}
+
+/// The `redis-reader-N` threads answering scroll-back and search as `Command::Store`.
+fn start_readers(
+    url: &str,
+    opts: &StoreOptions,
+    threads: usize,
+    commands: Sender<Command>,
+) -> Result<Readers<ReadFor>, StoreError> {
+    let conns = (0..threads.max(1)).map(|_| RedisStore::open(url, opts.clone())).collect::<Result<Vec<_>, _>>()?;
+    let run = |store: &mut RedisStore, query: &Query| {
+        store.query(query).map_err(|e| {
+            if e.is_unavailable() {
+                "the message store is unavailable; try again"
+            } else {
+                log::error!("redis history read: {query:?}: {e}");
+                "the message store could not be read"
+            }
+        })
+    };
+    let deliver = move |answer| {
+        let _ = commands.send(Command::Store(answer)); // the dispatcher is gone at shutdown
+    };
+    Ok(Readers::start("redis-history", conns, run, deliver)?)
 }
 
 fn describe(e: StoreError) -> String {

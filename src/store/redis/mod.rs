@@ -10,7 +10,9 @@
 //! Three pieces, each with its own connection:
 //! - [`RedisStore`] ([`store`]): request/response calls — `append` (one Lua script:
 //!   de-duplication, `INCR` seq, `XADD`), `range`/`recent`/`head` for history and
-//!   resume, `publish` for events, presence ([`presence`]) and `ping`.
+//!   resume, `query` ([`query`]) for scroll-back and search (a bounded scan of the
+//!   stream, matched by [`search`]), `publish` for events, presence ([`presence`]) and
+//!   `ping`.
 //! - [`Reader`] ([`reader`]): one thread running `XREAD BLOCK` over the streams of the
 //!   watched rooms, delivering every new message in `seq` order, never skipping one.
 //! - [`Events`] ([`events`]): one thread subscribed to the watched rooms' event
@@ -39,8 +41,10 @@
 
 mod events;
 mod presence;
+mod query;
 mod reader;
 mod reply;
+mod search;
 mod store;
 
 use std::fmt;

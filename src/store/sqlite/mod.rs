@@ -24,6 +24,7 @@ use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::config::FsyncPolicy;
+use crate::store::read::StoredMsg;
 pub use schema::DB_FILE;
 use syncer::Syncer;
 
@@ -47,13 +48,6 @@ pub struct NewMessage {
     /// What the search index holds.
     pub text: String,
     /// The live `msg` JSON, returned as-is by history reads.
-    pub json: Bytes,
-}
-
-/// A stored message as start-up hands it to the rings.
-#[derive(Debug, Clone)]
-pub struct StoredMsg {
-    pub seq: u64,
     pub json: Bytes,
 }
 
