@@ -125,7 +125,11 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown) -> Result<()
             Dispatcher::new(cfg.clone(), metrics.clone(), Backend::Local(Local { store, readers }), loaded)
         }
         Some(url) => {
-            let opts = StoreOptions { presence_ttl: cfg.redis_presence_ttl, ..StoreOptions::default() };
+            let opts = StoreOptions {
+                presence_ttl: cfg.redis_presence_ttl,
+                stream_cap: cfg.redis_stream_cap,
+                ..StoreOptions::default()
+            };
             metrics.set_redis(false);
             let cluster = Cluster::start(url, opts, STORE_READERS, commands_tx.clone())?;
             Dispatcher::new(cfg.clone(), metrics.clone(), Backend::Redis(cluster), Vec::new())

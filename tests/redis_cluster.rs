@@ -245,3 +245,26 @@ fn search_on_another_instance_finds_words_in_any_language() {
     let (mut poster, mut searcher) = (a.connect("poster"), b.connect("searcher"));
     common::history::search_finds_words_in_any_language(&mut poster, &mut searcher);
 }
+
+#[test]
+fn a_resume_past_what_redis_keeps_says_where_it_starts() {
+    let redis = RedisServer::start();
+    let small = |c: &mut natter::config::Config| c.redis_stream_cap = 10;
+    let (a, b) = (instance_with(&redis, small), instance_with(&redis, small));
+    let mut poster = a.connect("poster");
+    poster.join("r", None);
+    for i in 1..=300 {
+        poster.post("r", &format!("m{i}"), &format!("p{i}"));
+    }
+    let mut late = b.connect("late");
+    let (_, h) = late.join("r", Some(2));
+    let first = h["first"].as_u64().expect("an incomplete resume names its first seq");
+    assert_eq!(h["complete"], false);
+    assert!(first > 3, "messages 3.. were trimmed: {h}");
+    assert_eq!(common::history_seqs(&h), (first..=300).collect::<Vec<_>>());
+    late.send(json!({"type": "history", "room": "r", "before": first, "limit": 200}));
+    let older = late.expect_history();
+    assert_eq!((common::history_seqs(&older), older["complete"].as_bool()), (vec![], Some(true)), "nothing older held");
+    let (_, h) = b.connect("recent").join("r", Some(298));
+    assert_eq!((common::history_seqs(&h), h["complete"].as_bool(), h.get("first")), (vec![299, 300], Some(true), None));
+}

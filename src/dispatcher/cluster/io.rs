@@ -280,13 +280,12 @@ fn handle(
             Some(ClusterEvent::Appended { ack, room, id, result })
         }
         Request::Join { conn, room, from, recent, uid, name, silent } => {
-            let resume_max = store.options().stream_cap * 2;
+            let resume_max = store.options().most_held();
             let mut resumed = None;
             let result = (|| {
                 store.presence_set(&room, &uid, &name)?;
                 let (range, reset) = match &from {
-                    // Twice the stream cap: MAXLEN ~ may keep a little more than the cap,
-                    // and COUNT must never cut a resume short.
+                    // All the stream may hold: COUNT must never cut a resume short.
                     HistoryFrom::Since { since, epoch } => {
                         let range = store.range(&room, *since, None, resume_max)?;
                         if resume_resets(*since, epoch.as_deref(), range.head, range.epoch.as_deref()) {

@@ -31,7 +31,7 @@ use crate::api::webhooks::Event;
 use crate::delivery::outbox::ConnId;
 use crate::protocol::wire;
 use crate::protocol::{ErrorCode, ProtocolError, RoomName, ServerMsg, SystemEvent, User};
-use crate::store::redis::{Appended, Delivery, Health};
+use crate::store::redis::{Appended, Delivery, Entry, Health};
 
 /// The part of another instance's event this one reads.
 #[derive(serde::Deserialize)]
@@ -200,8 +200,8 @@ impl Dispatcher {
         }
         // Stored messages up to what the reader delivered here, then what it delivered
         // since the history was read (from the ring), so nothing is missed or repeated.
-        let mut messages: Vec<Bytes> =
-            range.messages.iter().filter(|m| m.seq <= live).map(|m| m.json.clone()).collect();
+        let stored: Vec<&Entry> = range.messages.iter().filter(|m| m.seq <= live).collect();
+        let mut messages: Vec<Bytes> = stored.iter().map(|m| m.json.clone()).collect();
         let after = range.head.max(since.unwrap_or(0));
         let later: Vec<&Stored> = r.history.since(after).messages.into_iter().filter(|m| m.seq <= live).collect();
         if silent {
@@ -210,7 +210,7 @@ impl Dispatcher {
             }
         } else {
             // An incomplete resume says where it starts (what is older was trimmed).
-            let first = range.messages.first().map(|m| m.seq).or(later.first().map(|m| m.seq)).unwrap_or(live + 1);
+            let first = stored.first().map(|m| m.seq).or(later.first().map(|m| m.seq)).unwrap_or(live + 1);
             messages.extend(later.iter().map(|m| m.json()));
             let reply = JoinReply {
                 head: live,

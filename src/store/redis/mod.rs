@@ -112,6 +112,16 @@ impl Default for StoreOptions {
     }
 }
 
+impl StoreOptions {
+    /// The most entries a room's stream may hold: `MAXLEN ~` removes only whole nodes
+    /// (of up to Redis's `stream-node-max-entries`, 100 by default), so a stream keeps
+    /// up to a node more than `stream_cap`. This allows the cap again, and at least
+    /// 1,000 more: a read this long reaches the oldest entry held.
+    pub fn most_held(&self) -> usize {
+        self.stream_cap.saturating_add(self.stream_cap.max(1_000))
+    }
+}
+
 /// One natter instance's id, e.g. `3f9a01c2`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct InstanceId(String);

@@ -3,8 +3,8 @@
 //! first, [`SCAN_CHUNK`] entries per call, each text checked by the [`Matcher`].
 //!
 //! A search reads at most what Redis retains of the room (the stream is trimmed to
-//! about `stream_cap` entries, and the scan stops at twice that), so its work is
-//! bounded; messages trimmed away are not found. Blocking, like every [`RedisStore`]
+//! about `stream_cap` entries, and the scan stops at [`super::StoreOptions::most_held`]), so
+//! its work is bounded; messages trimmed away are not found. Blocking, like every [`RedisStore`]
 //! call: run only on a reader thread, never the dispatcher's.
 
 use std::borrow::Cow;
@@ -45,7 +45,7 @@ impl RedisStore {
     /// when the scan reached the oldest entry the stream holds.
     fn search(&mut self, room: &RoomName, q: &str, before: u64, limit: usize) -> Result<Page, StoreError> {
         let Some(matcher) = Matcher::new(q) else { return Ok(page(Vec::new(), true)) };
-        let mut budget = self.opts.stream_cap.saturating_mul(2).max(SCAN_CHUNK);
+        let mut budget = self.opts.most_held();
         let mut found = Vec::new();
         let mut below = before;
         while below > 1 {
