@@ -9,9 +9,9 @@
 //!   page, `/config.json` and `/healthz`, and `/metrics` ([`metrics`]) on the admin port.
 //!   [`tls`] holds the certificate both listeners use with `--tls-cert`.
 //! - [`dispatcher`]: one thread, the only owner of rooms, `seq`, history and the
-//!   store's writes ([`dispatcher::Backend`]: the local SQLite [`store::sqlite`],
-//!   whose reader threads answer history reads, or Redis through
-//!   [`dispatcher::cluster`] and [`store::redis`]). It frames each message once
+//!   store's writes ([`dispatcher::Backend`]: the local SQLite [`store::sqlite`], or
+//!   Redis through [`dispatcher::cluster`] and [`store::redis`]); reader threads of
+//!   either store answer history reads ([`store::read`]). It frames each message once
 //!   ([`protocol::wire`]), commits, and only then hands the batch on.
 //! - [`delivery`]: writer shards put committed batches on the wire without blocking,
 //!   through each connection's bounded outbox.

@@ -4,7 +4,8 @@
 //!
 //! Threads: `redis-io` performs requests in the order the dispatcher sent them
 //! (append, history, presence, publish) and every `presence_ttl / 3` refreshes this
-//! instance's presence and notices users of crashed instances leaving; the store's
+//! instance's presence and notices users of crashed instances leaving;
+//! `redis-history-N` answer scroll-back and search (as `Command::Store`); the store's
 //! reader (`XREAD` of the streams of rooms with local members) and events (pub/sub of
 //! join/leave/nick/typing) threads deliver what other instances — and this one —
 //! stored or published. Never touches sockets or rooms.

@@ -11,7 +11,11 @@
 //! A joining client is not a member until its history has arrived: then it is given
 //! the stored messages up to what the reader has delivered here (`live_head`), the
 //! rest from the local ring, and becomes a member, so live delivery continues with
-//! exactly the next seq. Still the only owner of room state; never waits on Redis.
+//! exactly the next seq. When the reader finds a room's history gone (Redis came back
+//! without its data), each local member is answered again with `reset:true`.
+//! Scroll-back and search go to Redis's own reader threads through
+//! [`super::Backend::read`], as in local mode. Still the only owner of room state;
+//! never waits on Redis.
 
 mod io;
 

@@ -10,8 +10,8 @@
 //! Three pieces, each with its own connection:
 //! - [`RedisStore`] ([`store`]): request/response calls — `append` (one Lua script:
 //!   de-duplication, `INCR` seq, `XADD`), `range`/`recent`/`head` for history and
-//!   resume, `query` ([`query`]) for scroll-back and search (a bounded scan of the
-//!   stream, matched by [`search`]), `publish` for events, presence ([`presence`]) and
+//!   resume, `query` (`query.rs`) for scroll-back and search (a bounded scan of the
+//!   stream, matched by `search.rs`), `publish` for events, presence ([`presence`]) and
 //!   `ping`.
 //! - [`Reader`] ([`reader`]): one thread running `XREAD BLOCK` over the streams of the
 //!   watched rooms, delivering every new message in `seq` order, never skipping one.
