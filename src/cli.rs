@@ -163,6 +163,10 @@ pub struct ServeArgs {
     /// Redis mode: milliseconds after which a crashed instance's users are no longer present.
     #[arg(long, default_value_t = 15_000)]
     pub redis_presence_ttl_ms: u64,
+    /// Redis mode: messages Redis keeps per room (about: trimmed a node at a time); what
+    /// scroll-back, search and resume can reach.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub redis_stream_cap: u64,
 
     /// Authentication: open (pick a name) or token (HS256 JWT required).
     #[arg(long, value_enum, default_value = "open")]
@@ -299,6 +303,7 @@ impl ServeArgs {
             require_origin: self.require_origin,
             redis: self.redis.clone(),
             redis_presence_ttl: Duration::from_millis(self.redis_presence_ttl_ms),
+            redis_stream_cap: usize::try_from(self.redis_stream_cap).unwrap_or(usize::MAX),
             auth: self.auth,
             jwt_secret,
             jwt_leeway_s: self.jwt_leeway_s,

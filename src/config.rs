@@ -123,6 +123,10 @@ pub struct Config {
     pub redis: Option<String>,
     /// How long a crashed instance's users stay listed as present.
     pub redis_presence_ttl: Duration,
+    /// Messages Redis keeps per room (`XADD MAXLEN ~`, so about this many): all that
+    /// scroll-back, search and resume can reach in Redis mode, and what one search may
+    /// scan (at most what a stream can hold: `StoreOptions::most_held`).
+    pub redis_stream_cap: usize,
 
     /// Open or token authentication.
     pub auth: AuthMode,
@@ -198,6 +202,7 @@ impl Default for Config {
             require_origin: false,
             redis: None,
             redis_presence_ttl: Duration::from_secs(15),
+            redis_stream_cap: 10_000,
             auth: AuthMode::Open,
             jwt_secret: None,
             jwt_leeway_s: 30,

@@ -9,9 +9,9 @@
 //!   page, `/config.json` and `/healthz`, and `/metrics` ([`metrics`]) on the admin port.
 //!   [`tls`] holds the certificate both listeners use with `--tls-cert`.
 //! - [`dispatcher`]: one thread, the only owner of rooms, `seq`, history and the
-//!   store's writes ([`dispatcher::Backend`]: the local SQLite [`store::sqlite`],
-//!   whose reader threads answer history reads, or Redis through
-//!   [`dispatcher::cluster`] and [`store::redis`]). It frames each message once
+//!   store's writes ([`dispatcher::Backend`]: the local SQLite [`store::sqlite`], or
+//!   Redis through [`dispatcher::cluster`] and [`store::redis`]); reader threads of
+//!   either store answer history reads ([`store::read`]). It frames each message once
 //!   ([`protocol::wire`]), commits, and only then hands the batch on.
 //! - [`delivery`]: writer shards put committed batches on the wire without blocking,
 //!   through each connection's bounded outbox.
@@ -51,7 +51,7 @@ use dispatcher::{Backend, Command, Dispatcher, Local};
 use metrics::Metrics;
 use shutdown::Shutdown;
 use store::redis::{StoreError, StoreOptions};
-use store::sqlite::reader::Readers;
+use store::sqlite::reader;
 use store::sqlite::{SqliteStore, StoreError as SqliteError};
 use transport::connection::ConnContext;
 use transport::guard::{Guard, Handoff};
@@ -63,7 +63,7 @@ use transport::upstream::Upstream;
 /// Bounded queue from connection threads to the dispatcher: when the dispatcher falls
 /// behind, readers wait here instead of growing memory without bound.
 const COMMAND_QUEUE: usize = 65_536;
-/// Threads answering history reads and searches in local mode.
+/// Threads answering history reads and searches (beside `redis-io` in Redis mode).
 const STORE_READERS: usize = 2;
 
 /// The sockets natter listens on, bound by the caller (port 0 in tests).
@@ -121,15 +121,19 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown, ready: impl 
         None => {
             let (store, loaded) = SqliteStore::open(&cfg.data_dir, cfg.fsync, cfg.history_per_room)?;
             let tx = commands_tx.clone();
-            let readers = Readers::start(store.path(), STORE_READERS, move |answer| {
+            let readers = reader::start(store.path(), STORE_READERS, move |answer| {
                 let _ = tx.send(Command::Store(answer)); // the dispatcher is gone at shutdown
             })?;
             Dispatcher::new(cfg.clone(), metrics.clone(), Backend::Local(Box::new(Local { store, readers })), loaded)
         }
         Some(url) => {
-            let opts = StoreOptions { presence_ttl: cfg.redis_presence_ttl, ..StoreOptions::default() };
+            let opts = StoreOptions {
+                presence_ttl: cfg.redis_presence_ttl,
+                stream_cap: cfg.redis_stream_cap,
+                ..StoreOptions::default()
+            };
             metrics.set_redis(false);
-            let cluster = Cluster::start(url, opts, commands_tx.clone())?;
+            let cluster = Cluster::start(url, opts, STORE_READERS, commands_tx.clone())?;
             Dispatcher::new(cfg.clone(), metrics.clone(), Backend::Redis(cluster), Vec::new())
         }
     };

@@ -1,6 +1,8 @@
 //! Several natter instances on one Redis: order across instances, resume on another
-//! instance, presence across instances and after a crash, and a Redis outage that
-//! loses no acked message.
+//! instance, presence across instances and after a crash, a Redis outage that loses no
+//! acked message and whose end the first post gets through, epochs and a Redis that
+//! lost its data, and scroll-back and search answered from Redis (the scenarios of
+//! tests/common/history.rs, which the local store runs too).
 
 mod common;
 mod common_redis;
@@ -13,11 +15,16 @@ use common_redis::RedisServer;
 use serde_json::json;
 
 fn instance(redis: &RedisServer) -> TestServer {
+    instance_with(redis, |_| {})
+}
+
+fn instance_with(redis: &RedisServer, tweak: impl FnOnce(&mut natter::config::Config)) -> TestServer {
     let url = redis.url();
     TestServer::start_with(move |c| {
         c.redis = Some(url);
         c.redis_presence_ttl = Duration::from_millis(1500);
         common::unlimited_rate(c);
+        tweak(c);
     })
 }
 
@@ -152,4 +159,112 @@ fn a_redis_outage_loses_no_acked_message() {
         assert!(seqs.contains(s), "acked seq {s} is in history {seqs:?}");
     }
     assert_eq!(seqs, (1..=acked.len() as u64).collect::<Vec<_>>(), "each once, in order");
+}
+
+#[test]
+fn the_first_post_after_redis_comes_back_is_acked() {
+    let mut redis = RedisServer::start_persistent();
+    let a = instance(&redis);
+    let mut c = a.connect("c");
+    c.join("r", None);
+    assert_eq!(c.post("r", "before", "b1")["seq"], 1);
+    // The instance's command connection to Redis died with it; nothing used it since.
+    redis.restart(); // returns once the new redis-server answers PING
+    assert_eq!(c.post("r", "after", "a1")["seq"], 2, "acked, not `unavailable`");
+    redis.restart();
+    c.send(json!({"type": "msg", "room": "r", "text": "without an id"}));
+    let m = c.expect("msg"); // an `error unavailable` would fail here
+    assert_eq!((m["seq"].as_u64(), m["text"].as_str()), (Some(3), Some("without an id")));
+}
+
+/// Joins `room` resuming from `since` of `epoch`; returns (joined, history).
+fn resume(c: &mut Client, room: &str, since: u64, epoch: &serde_json::Value) -> (serde_json::Value, serde_json::Value) {
+    c.send(json!({"type": "join", "room": room, "since": since, "epoch": epoch}));
+    let joined = c.expect("joined");
+    (joined, c.expect_history())
+}
+
+#[test]
+fn when_redis_loses_its_data_rooms_get_a_new_epoch_and_clients_are_reset() {
+    let mut redis = RedisServer::start(); // no persistence: a restart loses every room
+    let (a, b) = (instance(&redis), instance(&redis));
+    let (mut ann, mut ben) = (a.connect("ann"), b.connect("ben"));
+    let (joined, _) = ann.join("r", None);
+    assert!(joined["epoch"].is_null(), "no message yet, no epoch: {joined}");
+    ben.join("r", None);
+    assert_eq!(ann.post("r", "one", "a1")["seq"], 1);
+    assert_eq!(ben.expect("msg")["seq"], 1);
+    assert_eq!(ben.post("r", "two", "b1")["seq"], 2);
+    assert_eq!(ann.expect("msg")["seq"], 2);
+    // Newcomers on either instance are told one epoch.
+    let (on_a, _) = a.connect("carl").join("r", None);
+    let (on_b, _) = b.connect("dave").join("r", None);
+    let old = on_a["epoch"].clone();
+    assert!(old.as_str().is_some_and(|e| e.len() == 16), "{on_a}");
+    assert_eq!(on_b["epoch"], old, "both instances agree");
+    let (_, h) = resume(&mut b.connect("eve"), "r", 1, &old);
+    assert_eq!((common::history_seqs(&h), h.get("reset")), (vec![2], None), "the same epoch resumes");
+
+    redis.restart();
+    // Members still connected are reset by their instance, not left waiting for seqs
+    // the new history will not reach for a long time.
+    for c in [&mut ann, &mut ben] {
+        let joined = c.expect("joined");
+        let h = c.expect_history();
+        assert_eq!((joined["head"].as_u64(), h["reset"].as_bool()), (Some(0), Some(true)), "{joined} {h}");
+        assert!(common::history_seqs(&h).is_empty());
+    }
+    assert_eq!(ann.post("r", "new", "a2")["seq"], 1, "the new history starts at 1");
+    let m = ben.expect("msg");
+    assert_eq!((m["seq"].as_u64(), m["text"].as_str()), (Some(1), Some("new")), "live across instances again");
+
+    // A client coming back with the old epoch is reset, whether its since is past the
+    // new head or not, on either instance, and both give the same new epoch.
+    let (ja, ha) = resume(&mut a.connect("fay"), "r", 2, &old);
+    let (jb, hb) = resume(&mut b.connect("gus"), "r", 1, &old);
+    for h in [&ha, &hb] {
+        assert_eq!((h["reset"].as_bool(), common::history_seqs(h)), (Some(true), vec![1]), "{h}");
+    }
+    assert!(ja["epoch"].is_string() && ja["epoch"] != old, "a new epoch: {ja}");
+    assert_eq!(jb["epoch"], ja["epoch"]);
+}
+
+#[test]
+fn scroll_back_on_another_instance_reaches_the_first_message_past_the_ring() {
+    let redis = RedisServer::start();
+    let small_ring = |c: &mut natter::config::Config| c.history_per_room = 10;
+    let (a, b) = (instance_with(&redis, small_ring), instance_with(&redis, small_ring));
+    let (mut poster, mut reader) = (a.connect("poster"), b.connect("reader"));
+    common::history::scroll_back_reaches_the_first_message(&mut poster, &mut reader);
+}
+
+#[test]
+fn search_on_another_instance_finds_words_in_any_language() {
+    let redis = RedisServer::start();
+    let (a, b) = (instance(&redis), instance(&redis));
+    let (mut poster, mut searcher) = (a.connect("poster"), b.connect("searcher"));
+    common::history::search_finds_words_in_any_language(&mut poster, &mut searcher);
+}
+
+#[test]
+fn a_resume_past_what_redis_keeps_says_where_it_starts() {
+    let redis = RedisServer::start();
+    let small = |c: &mut natter::config::Config| c.redis_stream_cap = 10;
+    let (a, b) = (instance_with(&redis, small), instance_with(&redis, small));
+    let mut poster = a.connect("poster");
+    poster.join("r", None);
+    for i in 1..=300 {
+        poster.post("r", &format!("m{i}"), &format!("p{i}"));
+    }
+    let mut late = b.connect("late");
+    let (_, h) = late.join("r", Some(2));
+    let first = h["first"].as_u64().expect("an incomplete resume names its first seq");
+    assert_eq!(h["complete"], false);
+    assert!(first > 3, "messages 3.. were trimmed: {h}");
+    assert_eq!(common::history_seqs(&h), (first..=300).collect::<Vec<_>>());
+    late.send(json!({"type": "history", "room": "r", "before": first, "limit": 200}));
+    let older = late.expect_history();
+    assert_eq!((common::history_seqs(&older), older["complete"].as_bool()), (vec![], Some(true)), "nothing older held");
+    let (_, h) = b.connect("recent").join("r", Some(298));
+    assert_eq!((common::history_seqs(&h), h["complete"].as_bool(), h.get("first")), (vec![299, 300], Some(true), None));
 }

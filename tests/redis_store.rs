@@ -6,12 +6,17 @@
 
 mod common_redis;
 
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common_redis::RedisServer;
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use natter::protocol::{RoomName, User};
+use natter::store::read::{Page, Query};
 use natter::store::redis::{
     presence_changes, Appended, Delivery, Events, Health, InstanceId, Link, Reader, RedisStore, StoreOptions, Watch,
 };
@@ -113,9 +118,13 @@ struct Follower {
 
 impl Follower {
     fn reader(redis: &RedisServer, opts: StoreOptions) -> Follower {
+        Self::reader_at(&redis.url(), opts)
+    }
+
+    fn reader_at(url: &str, opts: StoreOptions) -> Follower {
         let (watch, watch_rx) = unbounded();
         let (tx, rx) = unbounded();
-        let handle = Reader::spawn(&redis.url(), opts, watch_rx, tx).expect("spawn the reader");
+        let handle = Reader::spawn(url, opts, watch_rx, tx).expect("spawn the reader");
         Follower { watch, rx, handle }
     }
 
@@ -127,7 +136,12 @@ impl Follower {
     }
 
     fn start(&self, room: &str, after_seq: u64) {
-        self.watch.send(Watch::Start { room: rn(room), after_seq }).expect("watch");
+        self.start_in(room, after_seq, None);
+    }
+
+    /// Watch `room` after `after_seq` of the history `epoch`.
+    fn start_in(&self, room: &str, after_seq: u64, epoch: Option<String>) {
+        self.watch.send(Watch::Start { room: rn(room), after_seq, epoch }).expect("watch");
     }
 
     fn stop(&self, room: &str) {
@@ -471,4 +485,274 @@ fn a_lost_seq_counter_goes_on_after_the_streams_last_entry() {
     assert_eq!(redis.command("DEL natter:room:r:seq"), ":1");
     assert_eq!(post(&mut s, "r", "u-al", "after the loss").0, 4, "XADD would refuse 1-0 below 3-0");
     assert_eq!(s.head(&rn("r")).expect("head"), 4);
+}
+
+#[test]
+fn the_first_call_after_redis_restarts_succeeds() {
+    let mut redis = RedisServer::start_persistent();
+    let mut s = store(&redis, "aaaa0001");
+    assert_eq!(post(&mut s, "r", "u-al", "before").0, 1);
+    // Redis goes away and comes back while this store's connection sits idle: the
+    // connection is dead, and nothing has noticed yet.
+    redis.restart();
+    let (prefix, suffix) = parts("r", "u-al", "with an id");
+    let first =
+        s.append(&rn("r"), "u-al", Some("c-after"), &prefix, &suffix).expect("the first append after the restart");
+    assert!(matches!(first, Appended::Stored { seq: 2, .. }), "{first:?}");
+    redis.restart();
+    assert_eq!(post(&mut s, "r", "u-al", "without an id").0, 3, "an append without an id is retried too");
+    redis.restart();
+    assert_eq!(s.head(&rn("r")).expect("a read after the restart"), 3);
+    assert_eq!(seqs(&s.range(&rn("r"), 0, None, 10).expect("range").messages), [1, 2, 3], "each stored once");
+}
+
+/// A TCP relay between a store (or reader) and Redis that the test can disturb: it can
+/// let one request through and cut the connection instead of passing the reply back
+/// (the command ran, the caller never hears of it), and it can hold new connections
+/// back (they wait in the listen queue) until released.
+struct Relay {
+    port: u16,
+    cut: Arc<AtomicBool>,
+    hold: Arc<AtomicBool>,
+}
+
+impl Relay {
+    fn start(redis: &RedisServer) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the relay");
+        let port = listener.local_addr().expect("relay address").port();
+        let (cut, hold) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let (target, armed, held) = (redis.port, cut.clone(), hold.clone());
+        thread::spawn(move || loop {
+            while held.load(SeqCst) {
+                thread::sleep(Duration::from_millis(5));
+            }
+            let Ok((client, _)) = listener.accept() else { return };
+            let Ok(upstream) = TcpStream::connect(("127.0.0.1", target)) else { continue };
+            Self::pipe(client, upstream, armed.clone());
+        });
+        Relay { port, cut, hold }
+    }
+
+    /// Copies bytes both ways until either side closes (then closes both).
+    fn pipe(mut client: TcpStream, mut upstream: TcpStream, cut: Arc<AtomicBool>) {
+        let (mut c2, mut u2) = (client.try_clone().expect("clone"), upstream.try_clone().expect("clone"));
+        thread::spawn(move || {
+            let _ = std::io::copy(&mut c2, &mut u2);
+            let _ = u2.shutdown(Shutdown::Both);
+        });
+        thread::spawn(move || {
+            let mut buf = [0u8; 64 * 1024];
+            while let Ok(n @ 1..) = upstream.read(&mut buf) {
+                if cut.swap(false, SeqCst) || client.write_all(&buf[..n]).is_err() {
+                    break; // a cut reply is lost with the connection
+                }
+            }
+            let _ = client.shutdown(Shutdown::Both);
+            let _ = upstream.shutdown(Shutdown::Both);
+        });
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn cut_next_reply(&self) {
+        self.cut.store(true, SeqCst);
+    }
+
+    /// New connections wait (connected, unanswered) until [`Relay::release`].
+    fn hold(&self) {
+        self.hold.store(true, SeqCst);
+    }
+
+    fn release(&self) {
+        self.hold.store(false, SeqCst);
+    }
+}
+
+#[test]
+fn an_append_whose_reply_was_lost_is_retried_and_stored_once() {
+    let redis = RedisServer::start();
+    let relay = Relay::start(&redis);
+    let mut s = RedisStore::connect(&relay.url(), opts("aaaa0001")).expect("connect through the relay");
+    assert_eq!(post(&mut s, "r", "u-al", "m1").0, 1);
+    relay.cut_next_reply();
+    let (prefix, suffix) = parts("r", "u-al", "m2");
+    let with_id = s.append(&rn("r"), "u-al", Some("c-2"), &prefix, &suffix).expect("retried on a new connection");
+    assert!(
+        matches!(with_id, Appended::Stored { seq: 2, .. }),
+        "the first attempt's seq, not a duplicate: {with_id:?}"
+    );
+    relay.cut_next_reply();
+    let (seq, json) = post(&mut s, "r", "u-al", "m3");
+    assert_eq!(seq, 3, "without an id, the retry finds the first attempt too");
+    let range = s.range(&rn("r"), 0, None, 10).expect("range");
+    assert_eq!(seqs(&range.messages), [1, 2, 3], "each stored once");
+    assert_eq!(range.messages[2].json, json);
+    // A genuine repeat of the id is still a duplicate.
+    assert_eq!(
+        s.append(&rn("r"), "u-al", Some("c-2"), &prefix, &suffix).expect("repeat"),
+        Appended::Duplicate { seq: 2 }
+    );
+}
+
+#[test]
+fn a_room_gets_one_epoch_with_its_first_message_and_a_new_one_when_redis_loses_it() {
+    let mut redis = RedisServer::start(); // in memory: a restart loses everything
+    let (mut a, mut b) = (store(&redis, "aaaa0001"), store(&redis, "bbbb0002"));
+    assert_eq!(a.recent(&rn("r"), 10).expect("recent").epoch, None, "no message, no epoch");
+    post(&mut a, "r", "u-al", "first");
+    let epoch = b.recent(&rn("r"), 10).expect("recent").epoch.expect("the first message gave the room an epoch");
+    assert!(epoch.len() == 16 && epoch.bytes().all(|c| c.is_ascii_hexdigit()), "{epoch}");
+    post(&mut b, "r", "u-bo", "second, from the other instance");
+    assert_eq!(a.range(&rn("r"), 0, None, 10).expect("range").epoch.as_ref(), Some(&epoch), "one epoch for both");
+    post(&mut a, "other", "u-al", "another room");
+    assert_ne!(a.recent(&rn("other"), 1).expect("recent").epoch.as_ref(), Some(&epoch), "an epoch per room");
+
+    redis.restart();
+    let lost = when_back(|| a.recent(&rn("r"), 10));
+    assert_eq!((lost.head, lost.epoch), (0, None));
+    assert_eq!(post(&mut b, "r", "u-bo", "after the loss").0, 1);
+    let renewed = a.recent(&rn("r"), 10).expect("recent").epoch.expect("a new epoch");
+    assert_ne!(renewed, epoch);
+}
+
+#[test]
+fn the_reader_reports_a_room_whose_history_redis_lost_and_follows_the_new_one() {
+    let mut redis = RedisServer::start(); // in memory
+    let mut w = store(&redis, "aaaa0001");
+    for i in 1..=3 {
+        post(&mut w, "r", "u-al", &format!("m{i}"));
+    }
+    let reader = Follower::reader(&redis, opts("bbbb0002"));
+    reader.start_in("r", 3, w.recent(&rn("r"), 1).expect("recent").epoch);
+    post(&mut w, "r", "u-al", "m4");
+    expect_msg(&reader.rx, "r", 4);
+    redis.restart(); // the room is back at seq 0
+    match next_data(&reader.rx) {
+        Delivery::Reset { room, head: 0 } if room.as_str() == "r" => {}
+        other => panic!("expected r's reset at 0, got {other:?}"),
+    }
+    assert_eq!(when_back(|| Ok(post(&mut w, "r", "u-al", "new"))).0, 1);
+    expect_msg(&reader.rx, "r", 1);
+    expect_quiet(&reader.rx);
+    reader.finish();
+}
+
+#[test]
+fn the_reader_notices_a_new_epoch_even_when_its_seqs_passed_the_old_ones() {
+    let mut redis = RedisServer::start(); // in memory
+    let relay = Relay::start(&redis);
+    let mut w = store(&redis, "aaaa0001");
+    let reader = Follower::reader_at(&relay.url(), opts("bbbb0002"));
+    reader.start("r", 0);
+    // Connected (and the room checked) before its first message: the reader learns the
+    // epoch from the messages it delivers.
+    expect_status(&reader.rx, Link::Reader, Health::Available);
+    for seq in 1..=2 {
+        post(&mut w, "r", "u-al", "old");
+        expect_msg(&reader.rx, "r", seq);
+    }
+    relay.hold(); // the reader will not get back in until released
+    redis.restart();
+    for i in 1..=5 {
+        assert_eq!(when_back(|| Ok(post(&mut w, "r", "u-al", &format!("new {i}")))).0, i);
+    }
+    relay.release();
+    match next_data(&reader.rx) {
+        Delivery::Reset { room, head: 5 } if room.as_str() == "r" => {}
+        other => panic!("expected r's reset at 5 (seq 5 is past the old 2, the epoch is not), got {other:?}"),
+    }
+    post(&mut w, "r", "u-al", "live");
+    expect_msg(&reader.rx, "r", 6);
+    reader.finish();
+}
+
+fn page_seqs(page: &Page) -> Vec<u64> {
+    page.messages.iter().map(|m| m.seq).collect()
+}
+
+/// A store whose streams keep about `cap` entries, with `n` messages posted to room
+/// `r`, message `i` saying `{text} {i}`.
+fn store_with_messages(redis: &RedisServer, cap: usize, n: u64, text: &str) -> RedisStore {
+    let mut s = store_with(redis, StoreOptions { stream_cap: cap, ..opts("aaaa0001") });
+    for i in 1..=n {
+        post(&mut s, "r", "u-al", &format!("{text} {i}"));
+    }
+    s
+}
+
+#[test]
+fn scroll_back_pages_come_from_the_stream_and_end_at_its_oldest_entry() {
+    let redis = RedisServer::start();
+    let mut s = store_with_messages(&redis, 10, 1000, "m");
+    let before =
+        |s: &mut RedisStore, before, limit| s.query(&Query::Before { room: rn("r"), before, limit }).expect("query");
+    let page = before(&mut s, 1001, 5);
+    assert_eq!((page_seqs(&page), page.complete), ((996..=1000).collect(), false), "oldest first");
+    assert!(page.messages[4].json.ends_with(br#""text":"m 1000"}"#));
+    assert_eq!(page_seqs(&before(&mut s, 998, 2)), [996, 997]);
+    let oldest = s.range(&rn("r"), 0, None, 1).expect("range").messages[0].seq;
+    let last = before(&mut s, oldest + 3, 200);
+    assert_eq!(
+        (page_seqs(&last), last.complete),
+        (vec![oldest, oldest + 1, oldest + 2], true),
+        "the trimmed part is gone"
+    );
+    assert!(before(&mut s, oldest, 10).messages.is_empty() && before(&mut s, 1, 10).complete);
+    assert!(before(&mut s, 5, 10).complete, "all trimmed: nothing older is held");
+    let after = s.query(&Query::After { room: rn("r"), since: 990, upto: 995, limit: 3 }).expect("query");
+    assert_eq!((page_seqs(&after), after.complete), (vec![993, 994, 995], false), "the newest of the range");
+    let empty = s.query(&Query::Before { room: rn("nothing-here"), before: 100, limit: 10 }).expect("query");
+    assert!(empty.messages.is_empty() && empty.complete);
+}
+
+#[test]
+fn search_scans_the_stream_newest_first_and_matches_as_fts5_does() {
+    let redis = RedisServer::start();
+    let mut s = store(&redis, "aaaa0001");
+    let texts = ["Hello world", "你好，世界", "中文聊天记录", "hello again", "Grüße aus Köln", "nothing"];
+    for t in texts {
+        post(&mut s, "s", "u-al", t);
+    }
+    for i in 0..1200 {
+        post(&mut s, "s", "u-al", &format!("filler {i}")); // more than two scan chunks
+    }
+    let search = |s: &mut RedisStore, q: &str, before: u64, limit: usize| {
+        let page = s.query(&Query::Search { room: rn("s"), q: q.into(), before, limit }).expect("search");
+        let found: Vec<(u64, String)> = page
+            .messages
+            .iter()
+            .map(|m| {
+                let v: serde_json::Value = serde_json::from_slice(&m.json).expect("stored JSON");
+                (m.seq, v["text"].as_str().expect("text").to_owned())
+            })
+            .collect();
+        (found, page.complete)
+    };
+    let texts_of = |(found, _): (Vec<(u64, String)>, bool)| found.into_iter().map(|(_, t)| t).collect::<Vec<_>>();
+    let all = u64::MAX;
+    assert_eq!(texts_of(search(&mut s, "hello", all, 50)), ["hello again", "Hello world"], "newest first, any case");
+    assert_eq!(texts_of(search(&mut s, "世", all, 50)), ["你好，世界"]);
+    assert!(texts_of(search(&mut s, "聊天", all, 50)).is_empty());
+    assert_eq!(texts_of(search(&mut s, "koln GRÜ", all, 50)), ["Grüße aus Köln"]);
+    assert_eq!(texts_of(search(&mut s, "(\"hello* -again", all, 50)), ["hello again"], "no syntax");
+    let (first, complete) = search(&mut s, "hello", all, 1);
+    assert_eq!((first.len(), complete), (1, false));
+    let (older, complete) = search(&mut s, "hello", first[0].0, 1);
+    assert_eq!((older[0].1.as_str(), complete), ("Hello world", true));
+    let (fillers, complete) = search(&mut s, "filler", all, 200);
+    assert_eq!((fillers.len(), fillers[0].0, complete), (200, 1206, false));
+    assert_eq!(search(&mut s, "filler 7", 1206, 200).0.len(), 111, "7, 70-79, 700-799");
+    assert_eq!(search(&mut s, "\" * - (", all, 10), (Vec::new(), true));
+}
+
+#[test]
+fn search_finds_only_what_the_stream_still_holds() {
+    let redis = RedisServer::start();
+    let mut s = store_with_messages(&redis, 100, 1000, "needle");
+    let page =
+        s.query(&Query::Search { room: rn("r"), q: "needle".into(), before: u64::MAX, limit: 200 }).expect("search");
+    let held: usize = redis.command("XLEN natter:room:r:stream").trim_start_matches(':').parse().expect("XLEN");
+    assert_eq!((page.messages.len(), page.complete), (held, true), "every retained match, and the end of what is held");
 }

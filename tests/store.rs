@@ -1,6 +1,7 @@
 //! The SQLite store through the real server: a full disk (RLIMIT_FSIZE) refuses
-//! posts without losing or duplicating anything and recovers by itself; search in
-//! several languages and its bad input; retention.
+//! posts without losing or duplicating anything and recovers by itself; scroll-back
+//! and search in several languages and their bad input (the scenarios Redis mode runs
+//! too, tests/common/history.rs); retention.
 
 mod common;
 
@@ -88,65 +89,21 @@ fn a_full_disk_refuses_posts_keeps_reading_and_recovers_without_loss() {
     assert_eq!(stored, acked);
 }
 
-fn search(c: &mut Client, q: Value) -> Value {
-    let mut m = json!({"type": "search", "room": "s"});
-    for (k, v) in q.as_object().unwrap() {
-        m[k] = v.clone();
-    }
-    c.send(m);
-    loop {
-        let v = c.recv();
-        if v["type"] == "search" || v["type"] == "error" {
-            return v;
-        }
-    }
-}
-
-fn texts(v: &Value) -> Vec<&str> {
-    v["messages"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap()).collect()
-}
-
 #[test]
 fn search_finds_words_in_any_language_newest_first_and_refuses_bad_input() {
     let server = TestServer::start_with(common::unlimited_rate);
-    let mut c = server.connect("searcher");
-    c.join("s", None);
-    for (i, t) in
-        ["Hello world", "你好，世界", "中文聊天记录", "hello again", "Grüße aus Köln", "nothing"].iter().enumerate()
-    {
-        c.post("s", t, &format!("s{i}"));
-    }
-    assert_eq!(texts(&search(&mut c, json!({"q": "hello"}))), ["hello again", "Hello world"], "newest first, any case");
-    assert_eq!(texts(&search(&mut c, json!({"q": "你好"}))), ["你好，世界"]);
-    assert_eq!(texts(&search(&mut c, json!({"q": "世"}))), ["你好，世界"], "a word's beginning matches");
-    assert_eq!(texts(&search(&mut c, json!({"q": "中文"}))), ["中文聊天记录"]);
-    assert!(texts(&search(&mut c, json!({"q": "聊天"}))).is_empty(), "the middle of a CJK run is not a word start");
-    assert_eq!(texts(&search(&mut c, json!({"q": "koln"}))), ["Grüße aus Köln"], "diacritics folded");
-    let page = search(&mut c, json!({"q": "hello", "limit": 1}));
-    assert_eq!((texts(&page), page["complete"].as_bool()), (vec!["hello again"], Some(false)));
-    let older = search(&mut c, json!({"q": "hello", "before": page["messages"][0]["seq"]}));
-    assert_eq!((texts(&older), older["complete"].as_bool()), (vec!["Hello world"], Some(true)));
-    // FTS5 syntax is never syntax: these search for the words in them.
-    for q in ["\"hello", "hello*", "NEAR(hello world)", "-hello", "hello OR nothing", "s:hello", "^hello"] {
-        let v = search(&mut c, json!({"q": q}));
-        assert_eq!(v["type"], "search", "{q}: {v}");
-    }
-    let huge = "a".repeat(10 * 1024);
-    for bad in [
-        json!({"q": huge}),
-        json!({"q": "\" * - ("}),
-        json!({"q": ""}),
-        json!({"q": "x", "limit": 201}),
-        json!({"q": "x", "limit": -1}),
-        json!({"q": "x", "before": -5}),
-        json!({"q": "x", "before": 1e300}),
-        json!({"q": "x", "room": "bad room"}),
-    ] {
-        let v = search(&mut c, bad.clone());
-        assert_eq!((v["type"].as_str(), v["code"].as_str()), (Some("error"), Some("bad_field")), "{bad}: {v}");
-    }
-    let v = search(&mut c, json!({"q": "x", "room": "elsewhere"}));
-    assert_eq!(v["code"], "not_joined");
+    let (mut poster, mut searcher) = (server.connect("poster"), server.connect("searcher"));
+    common::history::search_finds_words_in_any_language(&mut poster, &mut searcher);
+}
+
+#[test]
+fn scroll_back_reaches_the_first_message_past_the_ring() {
+    let server = TestServer::start_with(|c| {
+        common::unlimited_rate(c);
+        c.history_per_room = 10;
+    });
+    let (mut poster, mut reader) = (server.connect("poster"), server.connect("reader"));
+    common::history::scroll_back_reaches_the_first_message(&mut poster, &mut reader);
 }
 
 #[test]

@@ -12,7 +12,7 @@ use super::commands::NewPost;
 use super::scrollback::ReadFor;
 use super::Dispatcher;
 use crate::protocol::{CloseReason, ErrorCode, ProtocolError, RoomName, User, UserId};
-use crate::store::sqlite::reader::Query;
+use crate::store::read::Query;
 
 /// What an API call is answered with: a JSON body, or the protocol error.
 pub type ApiResult = Result<Value, ProtocolError>;
@@ -116,7 +116,7 @@ impl Dispatcher {
     ) -> Result<(), ProtocolError> {
         let head = self.rooms.get(&room).ok_or_else(|| not_found(&room))?.history.head();
         self.settle(&room); // what is read must be committed
-        let name = room.as_str().to_owned();
+        let name = room.clone();
         let query = match (after, before) {
             (Some(after), before) => {
                 let upto = before.map_or(head, |b| b.saturating_sub(1)).min(after.saturating_add(limit as u64));

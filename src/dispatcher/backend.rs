@@ -5,7 +5,7 @@ use super::cluster::{Cluster, Request};
 use super::scrollback::ReadFor;
 use crate::protocol::wire::Frame;
 use crate::protocol::{wire, RoomName};
-use crate::store::sqlite::reader::Readers;
+use crate::store::read::{Query, Readers};
 use crate::store::sqlite::{SqliteStore, StoreError};
 
 pub enum Backend {
@@ -43,6 +43,16 @@ impl Backend {
         match self {
             Backend::Local(local) => local.store.commit(),
             Backend::Redis(_) => Ok(()), // every append was acked by Redis already
+        }
+    }
+
+    /// Asks the store's reader threads (never the dispatcher's) for a history read; the
+    /// answer comes back as a `Command::Store` with `tag`. Gives the tag back when the
+    /// readers are too far behind.
+    pub fn read(&self, tag: ReadFor, query: Query) -> Result<(), ReadFor> {
+        match self {
+            Backend::Local(local) => local.readers.ask(tag, query),
+            Backend::Redis(cluster) => cluster.read(tag, query),
         }
     }
 

@@ -11,6 +11,7 @@ use bytes::Bytes;
 
 use super::api::AckTo;
 use super::backend::Backend;
+use super::cluster::HistoryFrom;
 use super::durability::BatchPost;
 use super::history::Stored;
 use super::state::{now_ms, Room};
@@ -20,7 +21,8 @@ use crate::delivery::fanout::Out;
 use crate::delivery::outbox::{Conn, ConnId};
 use crate::protocol::wire::{self, Frame, HistoryMeta};
 use crate::protocol::{ClientMsg, ErrorCode, ProtocolError, RoomName, ServerMsg, SystemEvent, User, UserRef};
-use crate::store::sqlite::{new_epoch, NewMessage};
+use crate::store::new_epoch;
+use crate::store::sqlite::NewMessage;
 
 /// A message to store, whoever posts it (a client or the server API), and where its
 /// answer goes.
@@ -40,6 +42,14 @@ pub(super) struct JoinReply<'a> {
     pub users_total: usize,
     pub complete: bool,
     pub read_seq: Option<u64>,
+}
+
+/// Whether a resume from `since`, sent with the room `epoch` the client holds, must be
+/// answered `reset:true`: the client's `since` belongs to another epoch of the room, or
+/// is past its head (the store was wiped), so it means nothing here and the client must
+/// drop what it holds.
+pub(super) fn resume_resets(since: u64, epoch: Option<&str>, head: u64, room_epoch: Option<&str>) -> bool {
+    since > head || epoch.is_some_and(|e| Some(e) != room_epoch)
 }
 
 impl JoinReply<'_> {
@@ -79,7 +89,7 @@ impl Dispatcher {
                     self.admit_to_room(id, &lobby)?;
                     match &self.backend {
                         Backend::Local(_) => self.add_member(id, &lobby),
-                        Backend::Redis(_) => self.cluster_join(id, lobby.clone(), None, true),
+                        Backend::Redis(_) => self.cluster_join(id, lobby.clone(), HistoryFrom::Recent, true),
                     }
                 }
                 self.post(id, lobby, &text, None)
@@ -137,15 +147,13 @@ impl Dispatcher {
             self.admit_to_room(id, &room)?;
         }
         if let Backend::Redis(_) = self.backend {
-            self.cluster_join(id, room, since, false);
+            let from = since.map_or(HistoryFrom::Recent, |since| HistoryFrom::Since { since, epoch });
+            self.cluster_join(id, room, from, false);
             return Ok(());
         }
         self.settle(&room);
         let r = &self.rooms[&room];
-        // A `since` from another epoch of the room (or past its head: the store was
-        // wiped) means nothing here: the client must drop what it holds.
-        let other_epoch = epoch.as_ref().is_some_and(|e| Some(e) != r.epoch.as_ref());
-        let reset = since.is_some_and(|s| s > r.history.head() || other_epoch);
+        let reset = since.is_some_and(|s| resume_resets(s, epoch.as_deref(), r.history.head(), r.epoch.as_deref()));
         if let Some(since) = since.filter(|_| !reset && joining) {
             if !r.history.since(since).complete && self.resume_from_store(id, &room, since) {
                 return Ok(()); // answered, and membership given, when the store has read

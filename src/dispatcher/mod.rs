@@ -67,7 +67,7 @@ use crate::metrics::Metrics;
 use crate::protocol::wire::{self, Frame};
 use crate::protocol::{ClientMsg, CloseReason, RoomName, UserId};
 use crate::shutdown::Shutdown;
-use crate::store::sqlite::reader::Answer;
+use crate::store::read::Answer;
 use crate::store::sqlite::{LoadedRoom, StoreError};
 
 /// Most commands handled before the store is committed and frames are written.

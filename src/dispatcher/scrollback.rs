@@ -1,7 +1,7 @@
-//! Reading history in local mode: resume (`join` with `since`), scroll-back
-//! (`history`) and `search`, answered from the room's ring when it holds the answer
-//! and otherwise by the store's reader threads, whose answers come back as
-//! [`super::Command::Store`].
+//! Reading history: resume (`join` with `since`, local mode; Redis mode resumes in
+//! `cluster`), scroll-back (`history`) and `search`, answered from the room's ring
+//! when it holds the answer and otherwise by the store's reader threads (SQLite or
+//! Redis, [`Backend::read`]), whose answers come back as [`super::Command::Store`].
 //!
 //! Ordering: a client resuming from the store is not a member of the room until the
 //! answer arrives; it then gets the stored messages up to `upto` (the seq before the
@@ -22,7 +22,7 @@ use crate::delivery::fanout::Out;
 use crate::delivery::outbox::ConnId;
 use crate::protocol::wire::{self, HistoryMeta};
 use crate::protocol::{ErrorCode, ProtocolError, RoomName, MAX_SEQ};
-use crate::store::sqlite::reader::{Answer, Page, Query};
+use crate::store::read::{Answer, Page, Query};
 
 /// What a reader's answer is for.
 #[derive(Debug)]
@@ -64,7 +64,7 @@ impl Dispatcher {
         let upto = r.history.oldest().map_or(r.history.head(), |o| o - 1);
         let Backend::Local(local) = &self.backend else { return Err(got) };
         let limit = self.cfg.max_resume.saturating_sub(got.len()).max(1);
-        let query = Query::After { room: room.as_str().to_owned(), since, upto, limit };
+        let query = Query::After { room: room.clone(), since, upto, limit };
         let tag = ReadFor::Join { conn, room: room.clone(), since, upto, got, complete };
         local.readers.ask(tag, query).map_err(|t| match t {
             ReadFor::Join { got, .. } => got,
@@ -90,15 +90,12 @@ impl Dispatcher {
             self.stage_pages(id, &room, meta, &json);
             return Ok(());
         }
-        let Backend::Local(local) = &self.backend else {
-            return Err(ProtocolError::new(ErrorCode::Unavailable, "scroll-back past memory needs the local store")
-                .with_ref(Some("history".into())));
-        };
-        let query = Query::Before { room: room.as_str().to_owned(), before, limit };
-        local.readers.ask(ReadFor::Before { conn: id, room, before }, query).map_err(|_| busy("history"))
+        let query = Query::Before { room: room.clone(), before: self.delivered_below(&room, before), limit };
+        self.backend.read(ReadFor::Before { conn: id, room, before }, query).map_err(|_| busy("history"))
     }
 
-    /// `search {room, q, before?, limit}`: always the store's FTS index.
+    /// `search {room, q, before?, limit}`: always the store (SQLite's FTS index, or a
+    /// scan of the Redis stream).
     pub(super) fn search(
         &mut self,
         id: ConnId,
@@ -108,17 +105,18 @@ impl Dispatcher {
         limit: usize,
     ) -> Result<(), ProtocolError> {
         self.require_member_of(id, &room, "search")?;
-        let Backend::Local(local) = &self.backend else {
-            return Err(ProtocolError::new(ErrorCode::Unavailable, "search needs the local store")
-                .with_ref(Some("search".into())));
-        };
-        let query = Query::Search {
-            room: room.as_str().to_owned(),
-            q: q.clone(),
-            before: before.unwrap_or(MAX_SEQ + 1),
-            limit,
-        };
-        local.readers.ask(ReadFor::Search { conn: id, room, q, before }, query).map_err(|_| busy("search"))
+        let below = self.delivered_below(&room, before.unwrap_or(MAX_SEQ + 1));
+        let query = Query::Search { room: room.clone(), q: q.clone(), before: below, limit };
+        self.backend.read(ReadFor::Search { conn: id, room, q, before }, query).map_err(|_| busy("search"))
+    }
+
+    /// `before`, lowered in Redis mode to just past what this instance has delivered in
+    /// the room: Redis may already hold messages its reader has not brought here, and
+    /// they come live; an answer never holds one. (A local store holds only committed
+    /// messages, which were delivered with their batch.)
+    fn delivered_below(&self, room: &RoomName, before: u64) -> u64 {
+        let live = self.rooms.get(room).and_then(|r| r.live_head);
+        live.map_or(before, |live| before.min(live + 1))
     }
 
     fn require_member_of(&self, id: ConnId, room: &RoomName, reference: &str) -> Result<(), ProtocolError> {

@@ -16,7 +16,8 @@ use crate::delivery::fanout::Out;
 use crate::delivery::outbox::{Conn, ConnId};
 use crate::metrics::Metrics;
 use crate::protocol::{parse_client, wire, ParseLimits};
-use crate::store::sqlite::reader::{Answer, Readers};
+use crate::store::read::Answer;
+use crate::store::sqlite::reader;
 use crate::store::sqlite::SqliteStore;
 
 struct Harness {
@@ -37,7 +38,7 @@ impl Harness {
         tweak(&mut cfg);
         let (store, loaded) = SqliteStore::open(&cfg.data_dir, cfg.fsync, cfg.history_per_room).expect("store");
         let (tx, answers) = crossbeam_channel::unbounded();
-        let readers = Readers::start(store.path(), 1, move |a| {
+        let readers = reader::start(store.path(), 1, move |a| {
             let _ = tx.send(a);
         })
         .expect("readers");

@@ -1,11 +1,20 @@
 //! Stores: where accepted messages live beyond memory.
 //!
 //! - [`sqlite`]: single-instance mode's embedded SQLite database on local disk;
-//! - [`redis`]: the Redis layer several instances share (`--redis`).
+//! - [`redis`]: the Redis layer several instances share (`--redis`);
+//! - [`read`]: history reads (scroll-back, resume, search) and the reader threads that
+//!   answer them, whichever of the two holds the messages.
 //!
 //! A store never touches rooms, members or sockets and never decides what a client
 //! sees; the dispatcher (through [`crate::dispatcher::Backend`]) is the only caller
 //! that writes to it.
 
+pub mod read;
 pub mod redis;
 pub mod sqlite;
+
+/// A fresh random room epoch: 16 hex digits. A room's history gets one with its first
+/// stored message and keeps it while that history lasts, in either store.
+pub fn new_epoch() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}

@@ -3,6 +3,8 @@
 //! read as the scenario they check.
 #![allow(dead_code)]
 
+pub mod history;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -4,7 +4,8 @@
 //!
 //! Threads: `redis-io` performs requests in the order the dispatcher sent them
 //! (append, history, presence, publish) and every `presence_ttl / 3` refreshes this
-//! instance's presence and notices users of crashed instances leaving; the store's
+//! instance's presence and notices users of crashed instances leaving;
+//! `redis-history-N` answer scroll-back and search (as `Command::Store`); the store's
 //! reader (`XREAD` of the streams of rooms with local members) and events (pub/sub of
 //! join/leave/nick/typing) threads deliver what other instances — and this one —
 //! stored or published. Never touches sockets or rooms.
@@ -19,9 +20,12 @@ use crate::delivery::outbox::ConnId;
 use serde_json::{json, Value};
 
 use crate::dispatcher::api::{AckTo, ApiResult};
+use crate::dispatcher::commands::resume_resets;
+use crate::dispatcher::scrollback::ReadFor;
 use crate::dispatcher::Command;
 use crate::protocol::{ErrorCode, ProtocolError};
 use crate::protocol::{RoomName, User, UserId};
+use crate::store::read::{Query, Readers};
 use crate::store::redis::{
     presence_changes, Appended, Delivery, Events, Range, Reader, RedisStore, StoreError, StoreOptions, Watch,
 };
@@ -33,7 +37,7 @@ pub enum Request {
     Append { ack: AckTo, room: RoomName, uid: UserId, id: Option<String>, prefix: Vec<u8>, suffix: Vec<u8> },
     /// Mark the user present and read the history and presence a joining client needs;
     /// the answer is [`ClusterEvent::History`].
-    Join { conn: ConnId, room: RoomName, since: Option<u64>, recent: usize, uid: UserId, name: String, silent: bool },
+    Join { conn: ConnId, room: RoomName, from: HistoryFrom, recent: usize, uid: UserId, name: String, silent: bool },
     /// The user's last local connection left the room.
     Leave { room: RoomName, uid: UserId },
     /// The user was renamed.
@@ -54,6 +58,30 @@ pub enum ApiRead {
     Presence { room: RoomName },
 }
 
+/// Which history a join asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistoryFrom {
+    /// The recent messages (a join without `since`).
+    Recent,
+    /// Everything after `since`, which belongs to `epoch` (the client's resume).
+    Since { since: u64, epoch: Option<String> },
+    /// The room's history was lost while the client was in it: the recent messages of
+    /// the new one, answered `reset:true`.
+    Lost,
+}
+
+/// What Redis answered a join.
+#[derive(Debug)]
+pub struct JoinRead {
+    /// The history: after `since`, or the recent messages.
+    pub range: Range,
+    /// Everyone present, on any instance.
+    pub users: Vec<User>,
+    /// The resume was refused (`reset:true`): its `since` belongs to another epoch of
+    /// the room or is past its head, so `range` holds the recent messages instead.
+    pub reset: bool,
+}
+
 /// What comes back to the dispatcher.
 #[derive(Debug)]
 pub enum ClusterEvent {
@@ -66,9 +94,11 @@ pub enum ClusterEvent {
     History {
         conn: ConnId,
         room: RoomName,
+        /// The resume point the history follows; `None` for the recent messages (asked
+        /// for, or instead of a resume that reset).
         since: Option<u64>,
         silent: bool,
-        result: Result<(Range, Vec<User>), String>,
+        result: Result<JoinRead, String>,
     },
     /// From the reader and events threads.
     Delivery(Delivery),
@@ -90,17 +120,26 @@ pub enum ClusterEvent {
 }
 
 /// The dispatcher's handle.
-#[derive(Debug)]
 pub struct Cluster {
     requests: Sender<Request>,
     reader_watch: Sender<Watch>,
     events_watch: Sender<Watch>,
+    /// Scroll-back and search, each reader on a connection of its own, so a long scan
+    /// never delays `redis-io`'s posts and joins.
+    history: Readers<ReadFor>,
 }
 
 impl Cluster {
-    /// Connects (the store reconnects by itself later) and starts the threads.
-    pub fn start(url: &str, opts: StoreOptions, commands: Sender<Command>) -> Result<Cluster, StoreError> {
+    /// Connects (the store reconnects by itself later) and starts the threads, with
+    /// `readers` threads for history reads.
+    pub fn start(
+        url: &str,
+        opts: StoreOptions,
+        readers: usize,
+        commands: Sender<Command>,
+    ) -> Result<Cluster, StoreError> {
         let store = RedisStore::open(url, opts.clone())?;
+        let history = start_readers(url, &opts, readers, commands.clone())?;
         let (requests, requests_rx) = crossbeam_channel::unbounded();
         let (reader_watch, reader_watch_rx) = crossbeam_channel::unbounded();
         let (events_watch, events_watch_rx) = crossbeam_channel::unbounded();
@@ -117,23 +156,53 @@ impl Cluster {
         })?;
         let refresh = opts.presence_ttl / 3;
         thread::Builder::new().name("redis-io".into()).spawn(move || io_loop(store, requests_rx, commands, refresh))?;
-        Ok(Cluster { requests, reader_watch, events_watch })
+        Ok(Cluster { requests, reader_watch, events_watch, history })
+    }
+
+    /// Queues a history read for the readers; gives the tag back when they are behind.
+    pub fn read(&self, tag: ReadFor, query: Query) -> Result<(), ReadFor> {
+        self.history.ask(tag, query)
     }
 
     pub fn send(&self, r: Request) {
         let _ = self.requests.send(r);
     }
 
-    /// Start delivering `room`'s messages after `after_seq`, and its events.
-    pub fn watch(&self, room: &RoomName, after_seq: u64) {
-        let _ = self.reader_watch.send(Watch::Start { room: room.clone(), after_seq });
-        let _ = self.events_watch.send(Watch::Start { room: room.clone(), after_seq });
+    /// Start delivering `room`'s messages after `after_seq` of the history `epoch`, and
+    /// its events.
+    pub fn watch(&self, room: &RoomName, after_seq: u64, epoch: Option<String>) {
+        let _ = self.reader_watch.send(Watch::Start { room: room.clone(), after_seq, epoch: epoch.clone() });
+        let _ = self.events_watch.send(Watch::Start { room: room.clone(), after_seq, epoch });
     }
 
     pub fn unwatch(&self, room: &RoomName) {
         let _ = self.reader_watch.send(Watch::Stop { room: room.clone() });
         let _ = self.events_watch.send(Watch::Stop { room: room.clone() });
     }
+}
+
+/// The `redis-reader-N` threads answering scroll-back and search as `Command::Store`.
+fn start_readers(
+    url: &str,
+    opts: &StoreOptions,
+    threads: usize,
+    commands: Sender<Command>,
+) -> Result<Readers<ReadFor>, StoreError> {
+    let conns = (0..threads.max(1)).map(|_| RedisStore::open(url, opts.clone())).collect::<Result<Vec<_>, _>>()?;
+    let run = |store: &mut RedisStore, query: &Query| {
+        store.query(query).map_err(|e| {
+            if e.is_unavailable() {
+                "the message store is unavailable; try again"
+            } else {
+                log::error!("redis history read: {query:?}: {e}");
+                "the message store could not be read"
+            }
+        })
+    };
+    let deliver = move |answer| {
+        let _ = commands.send(Command::Store(answer)); // the dispatcher is gone at shutdown
+    };
+    Ok(Readers::start("redis-history", conns, run, deliver)?)
 }
 
 fn describe(e: StoreError) -> String {
@@ -211,25 +280,34 @@ fn handle(
             let result = store.append(&room, &uid, id.as_deref(), &prefix, &suffix).map_err(describe);
             Some(ClusterEvent::Appended { ack, room, id, result })
         }
-        Request::Join { conn, room, since, recent, uid, name, silent } => {
-            let resume_max = store.options().stream_cap * 2;
+        Request::Join { conn, room, from, recent, uid, name, silent } => {
+            let resume_max = store.options().most_held();
+            let mut resumed = None;
             let result = (|| {
                 store.presence_set(&room, &uid, &name)?;
-                let range = match since {
-                    // Twice the stream cap: MAXLEN ~ may keep a little more than the cap,
-                    // and COUNT must never cut a resume short.
-                    Some(s) => store.range(&room, s, None, resume_max)?,
-                    None => store.recent(&room, recent)?,
+                let (range, reset) = match &from {
+                    // All the stream may hold: COUNT must never cut a resume short.
+                    HistoryFrom::Since { since, epoch } => {
+                        let range = store.range(&room, *since, None, resume_max)?;
+                        if resume_resets(*since, epoch.as_deref(), range.head, range.epoch.as_deref()) {
+                            (store.recent(&room, recent)?, true)
+                        } else {
+                            resumed = Some(*since);
+                            (range, false)
+                        }
+                    }
+                    HistoryFrom::Recent => (store.recent(&room, recent)?, false),
+                    HistoryFrom::Lost => (store.recent(&room, recent)?, true),
                 };
                 let users = store.presence_list(&room)?;
-                Ok((range, users))
+                Ok(JoinRead { range, users, reset })
             })()
             .map_err(describe);
-            if let Ok((_, users)) = &result {
+            if let Ok(JoinRead { users, .. }) = &result {
                 local.entry(room.clone()).or_default().insert(uid.to_string());
                 seen.insert(room.clone(), users.clone());
             }
-            Some(ClusterEvent::History { conn, room, since, silent, result })
+            Some(ClusterEvent::History { conn, room, since: resumed, silent, result })
         }
         Request::Leave { room, uid } => {
             let _ = store.presence_remove(&room, &uid);

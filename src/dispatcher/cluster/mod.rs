@@ -11,7 +11,11 @@
 //! A joining client is not a member until its history has arrived: then it is given
 //! the stored messages up to what the reader has delivered here (`live_head`), the
 //! rest from the local ring, and becomes a member, so live delivery continues with
-//! exactly the next seq. Still the only owner of room state; never waits on Redis.
+//! exactly the next seq. When the reader finds a room's history gone (Redis came back
+//! without its data), each local member is answered again with `reset:true`.
+//! Scroll-back and search go to Redis's own reader threads through
+//! [`super::Backend::read`], as in local mode. Still the only owner of room state;
+//! never waits on Redis.
 
 mod io;
 
@@ -19,7 +23,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Bytes;
 
-pub use io::{split_msg_json, ApiRead, Cluster, ClusterEvent, Request};
+pub use io::{split_msg_json, ApiRead, Cluster, ClusterEvent, HistoryFrom, JoinRead, Request};
 
 use super::api::AckTo;
 use super::backend::Backend;
@@ -31,7 +35,7 @@ use crate::api::webhooks::Event;
 use crate::delivery::outbox::ConnId;
 use crate::protocol::wire;
 use crate::protocol::{ErrorCode, ProtocolError, RoomName, ServerMsg, SystemEvent, User};
-use crate::store::redis::{Appended, Delivery, Health, Range};
+use crate::store::redis::{Appended, Delivery, Entry, Health};
 
 /// The part of another instance's event this one reads.
 #[derive(serde::Deserialize)]
@@ -50,12 +54,12 @@ struct RemoteUser {
 
 impl Dispatcher {
     /// Asks Redis for what a joining client needs; membership follows the answer.
-    pub(super) fn cluster_join(&mut self, id: ConnId, room: RoomName, since: Option<u64>, silent: bool) {
+    pub(super) fn cluster_join(&mut self, id: ConnId, room: RoomName, from: HistoryFrom, silent: bool) {
         let Some(client) = self.clients.get(&id) else { return };
         self.backend.tell_cluster(|| Request::Join {
             conn: id,
             room,
-            since,
+            from,
             recent: self.cfg.join_history,
             uid: client.uid.clone(),
             name: client.name.clone(),
@@ -95,7 +99,7 @@ impl Dispatcher {
         match ev {
             ClusterEvent::Appended { ack, room, id, result } => self.on_appended(ack, &room, id, result),
             ClusterEvent::History { conn, room, since, silent, result } => match result {
-                Ok((range, users)) => self.on_history(conn, room, since, silent, range, users),
+                Ok(read) => self.on_history(conn, room, since, silent, read),
                 Err(message) => {
                     if let Some(c) = self.clients.get_mut(&conn) {
                         c.rooms.retain(|r| *r != room);
@@ -179,15 +183,8 @@ impl Dispatcher {
         self.webhooks.stage(&Event::Message { room: room.as_str(), seq, user: &m.user, uid: &m.uid, text: &m.text });
     }
 
-    fn on_history(
-        &mut self,
-        conn: ConnId,
-        room: RoomName,
-        since: Option<u64>,
-        silent: bool,
-        range: Range,
-        users: Vec<User>,
-    ) {
+    fn on_history(&mut self, conn: ConnId, room: RoomName, since: Option<u64>, silent: bool, read: JoinRead) {
+        let JoinRead { range, users, reset } = read;
         let Some(client) = self.clients.get(&conn) else { return };
         if !client.rooms.contains(&room) {
             return; // left before the answer came
@@ -197,7 +194,7 @@ impl Dispatcher {
         let (Some(r), Backend::Redis(cluster)) = (self.rooms.get_mut(&room), &self.backend) else { return };
         let live = *r.live_head.get_or_insert_with(|| {
             // First local member: read the stream from right after what this history holds.
-            cluster.watch(&room, range.head);
+            cluster.watch(&room, range.head, range.epoch.clone());
             range.head
         });
         for u in &users {
@@ -207,8 +204,8 @@ impl Dispatcher {
         }
         // Stored messages up to what the reader delivered here, then what it delivered
         // since the history was read (from the ring), so nothing is missed or repeated.
-        let mut messages: Vec<Bytes> =
-            range.messages.iter().filter(|m| m.seq <= live).map(|m| m.json.clone()).collect();
+        let stored: Vec<&Entry> = range.messages.iter().filter(|m| m.seq <= live).collect();
+        let mut messages: Vec<Bytes> = stored.iter().map(|m| m.json.clone()).collect();
         let after = range.head.max(since.unwrap_or(0));
         let later: Vec<&Stored> = r.history.since(after).messages.into_iter().filter(|m| m.seq <= live).collect();
         if silent {
@@ -216,22 +213,40 @@ impl Dispatcher {
                 self.staged.push(crate::delivery::fanout::Out::One(conn_arc.clone(), m.frame.clone()));
             }
         } else {
+            // An incomplete resume says where it starts (what is older was trimmed).
+            let first = stored.first().map(|m| m.seq).or(later.first().map(|m| m.seq)).unwrap_or(live + 1);
             messages.extend(later.iter().map(|m| m.json()));
             let reply = JoinReply {
                 head: live,
-                epoch: None,
+                epoch: range.epoch.as_deref(),
                 users: users.iter().take(self.cfg.presence_limit).map(User::as_ref).collect(),
                 users_total: users.len(),
                 complete: range.complete,
                 read_seq: None,
             };
-            let max = self.cfg.max_frame_bytes;
-            for frame in reply.frames(&room, wire::HistoryMeta::default(), &messages, max) {
+            let meta = wire::HistoryMeta { reset, first: (!range.complete).then_some(first), ..Default::default() };
+            for frame in reply.frames(&room, meta, &messages, self.cfg.max_frame_bytes) {
                 self.staged.push(crate::delivery::fanout::Out::Answer(conn_arc.clone(), frame));
             }
         }
         if !self.rooms.get(&room).is_some_and(|r| r.members.contains_key(&conn)) {
             self.add_member(conn, &room);
+        }
+    }
+
+    /// Redis lost the room's history (it came back without its data): the room goes on
+    /// from `head` of the new one, and each local member is sent `joined` and the new
+    /// history with `reset:true`, as a resume from the old epoch would be.
+    fn history_lost(&mut self, room: &RoomName, head: u64) {
+        let Some(r) = self.rooms.get_mut(room) else { return };
+        if r.live_head.is_none() {
+            return;
+        }
+        r.live_head = Some(head);
+        r.history = new_history(&self.cfg);
+        let members: Vec<ConnId> = r.members.keys().copied().collect();
+        for conn in members {
+            self.cluster_join(conn, room.clone(), HistoryFrom::Lost, false);
         }
     }
 
@@ -248,6 +263,7 @@ impl Dispatcher {
                 self.staged_msgs += 1;
                 self.stage_room(&room, &frame, None);
             }
+            Delivery::Reset { room, head } => self.history_lost(&room, head),
             Delivery::Gap { room, from, to } => {
                 log::warn!("redis: messages {from}..={to} of {room} were trimmed before delivery");
                 if let Some(r) = self.rooms.get_mut(&room) {

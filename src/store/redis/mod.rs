@@ -10,7 +10,9 @@
 //! Three pieces, each with its own connection:
 //! - [`RedisStore`] ([`store`]): request/response calls — `append` (one Lua script:
 //!   de-duplication, `INCR` seq, `XADD`), `range`/`recent`/`head` for history and
-//!   resume, `publish` for events, presence ([`presence`]) and `ping`.
+//!   resume, `query` (`query.rs`) for scroll-back and search (a bounded scan of the
+//!   stream, matched by `search.rs`), `publish` for events, presence ([`presence`]) and
+//!   `ping`.
 //! - [`Reader`] ([`reader`]): one thread running `XREAD BLOCK` over the streams of the
 //!   watched rooms, delivering every new message in `seq` order, never skipping one.
 //! - [`Events`] ([`events`]): one thread subscribed to the watched rooms' event
@@ -21,6 +23,7 @@
 //! |---|---|---|
 //! | `{p}:room:{room}:seq` | string | the room's last seq (`INCR`) |
 //! | `{p}:room:{room}:stream` | stream | message seq `S` as entry `S-0`, field `m` = the `msg` JSON; `MAXLEN ~ cap` |
+//! | `{p}:room:{room}:epoch` | string | the room's epoch: set by the append script with the first message it stores while the key is missing (a Redis that lost its data starts a new one) |
 //! | `{p}:room:{room}:id:{n}:{uid}:{id}` | string, TTL | the seq of client id `id` from user `uid` (`n` = byte length of `uid`, so no uid/id split is ambiguous) |
 //! | `{p}:room:{room}:events` | pub/sub channel | `{instance} {json}` event envelopes |
 //! | `{p}:room:{room}:present` | set, TTL | instances that have users in the room |
@@ -29,14 +32,19 @@
 //! ## Failures
 //! A call that cannot reach Redis returns [`StoreError::Unavailable`] within the
 //! configured timeouts and drops its connection; the next call connects again (one
-//! attempt, no sleeping: backoff between calls is the caller's). The [`Reader`] and
+//! attempt, no sleeping: backoff between calls is the caller's). A kept connection
+//! found broken when used (Redis restarted while it sat idle) is replaced and the call
+//! sent once more at once, so the first call after Redis is back succeeds; an append's
+//! second try first looks for what the first one may have stored. The [`Reader`] and
 //! [`Events`] threads reconnect by themselves with exponential backoff and report
 //! [`Delivery::Status`] once per outage and once per recovery.
 
 mod events;
 mod presence;
+mod query;
 mod reader;
 mod reply;
+mod search;
 mod store;
 
 use std::fmt;
@@ -101,6 +109,16 @@ impl Default for StoreOptions {
             max_backoff: Duration::from_secs(2),
             read_batch: 1_000,
         }
+    }
+}
+
+impl StoreOptions {
+    /// The most entries a room's stream may hold: `MAXLEN ~` removes only whole nodes
+    /// (of up to Redis's `stream-node-max-entries`, 100 by default), so a stream keeps
+    /// up to a node more than `stream_cap`. This allows the cap again, and at least
+    /// 1,000 more: a read this long reaches the oldest entry held.
+    pub fn most_held(&self) -> usize {
+        self.stream_cap.saturating_add(self.stream_cap.max(1_000))
     }
 }
 
@@ -199,10 +217,10 @@ fn is_outage(e: &RedisError) -> bool {
 /// channel; send both the same commands).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Watch {
-    /// Deliver this room's messages with seq > `after_seq` (the reader), or its events
-    /// (the events thread, which ignores `after_seq`). Starting a room already watched
-    /// moves the reader's position to `after_seq`.
-    Start { room: RoomName, after_seq: u64 },
+    /// Deliver this room's messages with seq > `after_seq` of the history `epoch` (the
+    /// reader), or its events (the events thread, which ignores both). Starting a room
+    /// already watched moves the reader's position to `after_seq`.
+    Start { room: RoomName, after_seq: u64, epoch: Option<String> },
     /// Stop delivering this room.
     Stop { room: RoomName },
 }
@@ -229,6 +247,10 @@ pub enum Delivery {
     /// Messages `from..=to` of `room` were trimmed from Redis before the reader got to
     /// them; they can no longer be delivered. The next `Msg` is `to + 1`.
     Gap { room: RoomName, from: u64, to: u64 },
+    /// The history the reader was following is gone (Redis came back without its data:
+    /// the room's seq went back, or its epoch changed). The reader now follows the new
+    /// history from `head`: the next `Msg` is `head + 1`.
+    Reset { room: RoomName, head: u64 },
     /// An event another instance published for `room` (this instance's own are
     /// skipped); `origin` is the publisher's [`InstanceId`].
     Event { room: RoomName, json: Bytes, origin: String },
@@ -255,6 +277,10 @@ impl RoomKeys {
 
     pub(crate) fn stream(&self) -> String {
         format!("{}:stream", self.base)
+    }
+
+    pub(crate) fn epoch(&self) -> String {
+        format!("{}:epoch", self.base)
     }
 
     pub(crate) fn dedup(&self, uid: &str, id: &str) -> String {

@@ -2,12 +2,14 @@
 //! rooms with `XREAD BLOCK` and delivers every new message, in `seq` order per room,
 //! each exactly once.
 //!
-//! It owns its connection and, per watched room, the last seq it delivered; it never
-//! touches rooms or sockets, only sends [`Delivery`]s. After an outage it reconnects
-//! with exponential backoff and reads on from each room's last delivered seq, so
-//! nothing is lost or repeated (provided Redis kept its data: a Redis restarted without
-//! persistence starts every room again at seq 1, which this thread cannot tell apart
-//! from a quiet room until the new seqs pass the old ones).
+//! It owns its connection and, per watched room, the last seq it delivered and the
+//! epoch of the history it follows; it never touches rooms or sockets, only sends
+//! [`Delivery`]s. After an outage it reconnects with exponential backoff and reads on
+//! from each room's last delivered seq, so nothing is lost or repeated — provided Redis
+//! kept its data. Each new connection first checks every watched room's seq and epoch:
+//! a room whose seq went back or whose epoch changed (a Redis restarted without
+//! persistence starts every room again at seq 1, under a new epoch) gets a
+//! [`Delivery::Reset`] and is followed from its new head.
 
 use std::collections::BTreeMap;
 use std::thread::JoinHandle;
@@ -39,21 +41,26 @@ impl Reader {
         out: Sender<Delivery>,
     ) -> Result<JoinHandle<()>, StoreError> {
         let sup = Supervisor::new(Link::Reader, url, opts, watch, out)?;
-        let mut reader = ReaderLoop { sup, rooms: BTreeMap::new(), con: None };
+        let mut reader = ReaderLoop { sup, rooms: BTreeMap::new(), con: None, resets: Vec::new() };
         spawn("redis-reader", move || reader.run())
     }
 }
 
-/// A watched room: its stream key and the last seq delivered (or skipped).
+/// A watched room: its keys, the last seq delivered (or skipped) and the epoch of the
+/// history that seq belongs to (`None` until known).
 struct Position {
+    keys: RoomKeys,
     stream: String,
     last: u64,
+    epoch: Option<String>,
 }
 
 struct ReaderLoop {
     sup: Supervisor,
     rooms: BTreeMap<RoomName, Position>,
     con: Option<Connection>,
+    /// Resets found when a connection was opened, sent before anything it reads.
+    resets: Vec<Delivery>,
 }
 
 /// How long an idle reader (no room watched) waits on its watch channel per turn.
@@ -69,7 +76,11 @@ impl ReaderLoop {
             if self.rooms.is_empty() {
                 continue;
             }
-            let failure = match self.read() {
+            let read = self.read();
+            for reset in std::mem::take(&mut self.resets) {
+                self.sup.send(reset)?;
+            }
+            let failure = match read {
                 Ok(reply) => match reply::streams(reply) {
                     Ok(streams) => {
                         self.sup.succeeded()?;
@@ -96,11 +107,15 @@ impl ReaderLoop {
     }
 
     /// One `XREAD COUNT n BLOCK ms STREAMS k1 k2 … s1-0 s2-0 …` from each room's
-    /// position, connecting first if needed.
+    /// position, connecting (and checking each room's history) first if needed.
     fn read(&mut self) -> RedisResult<Value> {
         let con = match self.con.take() {
             Some(con) => self.con.insert(con),
-            None => self.con.insert(connect(&self.sup.client, &self.sup.opts, self.sup.opts.block)?),
+            None => {
+                let mut con = connect(&self.sup.client, &self.sup.opts, self.sup.opts.block)?;
+                self.resets = check_histories(&mut con, &mut self.rooms)?;
+                self.con.insert(con)
+            }
         };
         let mut xread = redis::cmd("XREAD");
         xread.arg("COUNT").arg(self.sup.opts.read_batch.max(1));
@@ -118,9 +133,11 @@ impl ReaderLoop {
     /// Sends each room's new entries in order, with a `Gap` first where the stream was
     /// trimmed past the room's position.
     fn deliver(&mut self, streams: Vec<(String, Vec<Entry>)>) -> Result<(), Hangup> {
+        let mut epoch_unknown = false;
         for (key, entries) in streams {
             let Some(room) = room_of(&key, &self.sup.opts.prefix, "stream") else { continue };
             let Some(pos) = self.rooms.get_mut(&room) else { continue };
+            epoch_unknown |= pos.epoch.is_none();
             for Entry { seq, json } in entries {
                 if seq <= pos.last {
                     continue;
@@ -132,15 +149,56 @@ impl ReaderLoop {
                 pos.last = seq;
             }
         }
+        if epoch_unknown {
+            // A room watched before its first message: learn the epoch its messages
+            // belong to, so a later loss of it is noticed whatever the seqs do.
+            let unknown = self.rooms.iter_mut().filter(|(_, p)| p.epoch.is_none() && p.last > 0);
+            if let Some(Ok(resets)) = self.con.as_mut().map(|con| check_histories(con, unknown)) {
+                for reset in resets {
+                    self.sup.send(reset)?;
+                }
+            }
+        }
         Ok(())
     }
 }
 
+/// Reads the seq and epoch of `rooms` in one round trip. A room whose seq is below the
+/// position, or whose epoch is not the one followed, lost its history: it is followed
+/// from its new head and reported. A room whose epoch was not known takes the one read.
+fn check_histories<'a>(
+    con: &mut Connection,
+    rooms: impl IntoIterator<Item = (&'a RoomName, &'a mut Position)>,
+) -> RedisResult<Vec<Delivery>> {
+    let rooms: Vec<(&RoomName, &mut Position)> = rooms.into_iter().collect();
+    if rooms.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for (_, pos) in &rooms {
+        pipe.cmd("GET").arg(pos.keys.seq()).cmd("GET").arg(pos.keys.epoch());
+    }
+    let found: Vec<Option<String>> = pipe.query(con)?;
+    let mut resets = Vec::new();
+    for ((room, pos), pair) in rooms.into_iter().zip(found.chunks(2)) {
+        let head = pair[0].as_deref().and_then(|h| h.parse().ok()).unwrap_or(0);
+        let epoch = pair.get(1).cloned().flatten();
+        if head < pos.last || (pos.epoch.is_some() && epoch != pos.epoch) {
+            log::warn!("redis reader: the history of {room} is gone (seq {head}, was {}): following it anew", pos.last);
+            resets.push(Delivery::Reset { room: room.clone(), head });
+            pos.last = head;
+        }
+        pos.epoch = epoch;
+    }
+    Ok(resets)
+}
+
 fn apply(rooms: &mut BTreeMap<RoomName, Position>, prefix: &str, watch: Watch) {
     match watch {
-        Watch::Start { room, after_seq } => {
-            let stream = RoomKeys::new(prefix, &room).stream();
-            rooms.insert(room, Position { stream, last: after_seq });
+        Watch::Start { room, after_seq, epoch } => {
+            let keys = RoomKeys::new(prefix, &room);
+            let stream = keys.stream();
+            rooms.insert(room, Position { keys, stream, last: after_seq, epoch });
         }
         Watch::Stop { room } => {
             rooms.remove(&room);

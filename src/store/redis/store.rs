@@ -20,13 +20,37 @@ use crate::protocol::RoomName;
 /// alone). Seq and the stream entry are written together, so the stream never misses a
 /// seq that was handed out.
 ///
-/// KEYS: seq, stream, and the dedup key when ARGV[5] == '1'.
-/// ARGV: JSON prefix, JSON suffix, stream cap, dedup TTL (s), has-id flag.
-/// Returns {1, seq} when stored, {0, original seq} for a duplicate.
+/// A retry (ARGV[6] == '1', sent when the connection broke after the first attempt was
+/// written) first looks for the first attempt's entry: the JSON is the same byte for
+/// byte (its `ts` and `uid` included), so finding it means that attempt was stored.
+/// With a client id the dedup key points at it; without one the newest ARGV[7] entries
+/// are compared.
+///
+/// The room's epoch is set to ARGV[8] when it has none, so the instances racing to store
+/// a room's first message agree on one.
+///
+/// KEYS: seq, stream, epoch, and the dedup key when ARGV[5] == '1'.
+/// ARGV: JSON prefix, JSON suffix, stream cap, dedup TTL (s), has-id flag, retry flag,
+/// entries a retry without an id looks back, a new epoch.
+/// Returns {1, seq} when stored, {0, original seq} for a duplicate, {2, seq} when a
+/// retry found its first attempt stored as `seq`.
 const APPEND_LUA: &str = r"
+local function holds(entry, seq)
+  return entry and entry[2][2] == ARGV[1] .. seq .. ARGV[2]
+end
 if ARGV[5] == '1' then
-  local old = redis.call('GET', KEYS[3])
-  if old then return {0, tonumber(old)} end
+  local old = redis.call('GET', KEYS[4])
+  if old then
+    if ARGV[6] == '1' and holds(redis.call('XRANGE', KEYS[2], old .. '-0', old .. '-0')[1], old) then
+      return {2, tonumber(old)}
+    end
+    return {0, tonumber(old)}
+  end
+elseif ARGV[6] == '1' then
+  for _, entry in ipairs(redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[7])) do
+    local seq = string.match(entry[1], '^(%d+)')
+    if holds(entry, seq) then return {2, tonumber(seq)} end
+  end
 end
 local seq = redis.call('INCR', KEYS[1])
 if seq == 1 then
@@ -40,9 +64,15 @@ if seq == 1 then
 end
 local id = string.format('%d', seq)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], id .. '-0', 'm', ARGV[1] .. id .. ARGV[2])
-if ARGV[5] == '1' then redis.call('SET', KEYS[3], id, 'EX', ARGV[4]) end
+if ARGV[5] == '1' then redis.call('SET', KEYS[4], id, 'EX', ARGV[4]) end
+redis.call('SET', KEYS[3], ARGV[8], 'NX')
 return {1, seq}
 ";
+
+/// How many of a room's newest entries a retried append without a client id searches
+/// for its first attempt. More appends than this to the same room between the attempt
+/// and its retry (milliseconds) would make it stored twice.
+const RETRY_LOOKBACK: usize = 100;
 
 /// What [`RedisStore::append`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +94,9 @@ pub struct Range {
     pub complete: bool,
     /// The room's last seq when the range was read (0 = no message yet).
     pub head: u64,
+    /// The room's epoch when the range was read (`None` = no message stored since
+    /// Redis last lost its data).
+    pub epoch: Option<String>,
 }
 
 /// A connection to Redis for storing and reading messages, events and presence.
@@ -112,19 +145,45 @@ impl RedisStore {
     /// Runs `f` on the connection, connecting first if there is none. An outage drops
     /// the connection so the next call reconnects (one attempt per call: the caller
     /// decides how long to wait between calls).
+    ///
+    /// A connection kept from an earlier call may have died since (Redis restarted
+    /// while it sat idle): nothing notices until it is used. When it turns out broken
+    /// (closed or reset, not a timeout), `f` runs once more on a new connection, so the
+    /// first call after Redis came back succeeds. `f` must therefore be safe to repeat;
+    /// [`RedisStore::append`] makes its retry so with [`RedisStore::call_again`].
     pub(super) fn call<T>(
         &mut self,
-        f: impl FnOnce(&mut Connection, &Script) -> RedisResult<T>,
+        mut f: impl FnMut(&mut Connection, &Script) -> RedisResult<T>,
     ) -> Result<T, StoreError> {
+        self.call_again(|con, script, _| f(con, script))
+    }
+
+    /// [`RedisStore::call`], telling `f` whether this is the retry (`true`).
+    fn call_again<T>(
+        &mut self,
+        mut f: impl FnMut(&mut Connection, &Script, bool) -> RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        let reused = self.con.is_some();
+        let result = match self.attempt(|con, script| f(con, script, false)) {
+            Err(e) if reused && e.is_connection_dropped() && !e.is_timeout() => {
+                log::info!("redis: the connection was broken ({e}); reconnected to retry");
+                self.attempt(|con, script| f(con, script, true))
+            }
+            other => other,
+        };
+        result.map_err(StoreError::from)
+    }
+
+    /// One try of `f`, connecting first if needed; an outage drops the connection.
+    fn attempt<T>(&mut self, f: impl FnOnce(&mut Connection, &Script) -> RedisResult<T>) -> RedisResult<T> {
         let con = match self.con.take() {
             Some(con) => self.con.insert(con),
             None => self.con.insert(connect(&self.client, &self.opts, Duration::ZERO)?),
         };
-        f(con, &self.append_script).map_err(|e| {
-            if is_outage(&e) {
+        f(con, &self.append_script).inspect_err(|e| {
+            if is_outage(e) {
                 self.con = None;
             }
-            StoreError::from(e)
         })
     }
 
@@ -142,6 +201,11 @@ impl RedisStore {
     /// `,"id":…,"ts":…,"user":…,"uid":…,"text":…}`. A message is stored only when this
     /// returns `Ok`; after an `Unavailable` it may or may not be (a retry with the same
     /// client id then answers `Duplicate` if it was).
+    ///
+    /// When the connection turns out broken after the script was sent, the script runs
+    /// once more on a new connection and first looks for what the first attempt may have
+    /// stored (see `APPEND_LUA`): found, it answers `Stored` with that seq, so the
+    /// message is stored once and acked once, with or without a client id.
     pub fn append(
         &mut self,
         room: &RoomName,
@@ -153,13 +217,15 @@ impl RedisStore {
         let keys = self.keys(room);
         let cap = self.opts.stream_cap.max(1);
         let ttl = self.opts.dedup_ttl.as_secs().max(1);
-        let (stored, seq): (u8, u64) = self.call(|con, script| {
+        let epoch = crate::store::new_epoch(); // used only if the room has none yet
+        let (stored, seq): (u8, u64) = self.call_again(|con, script, retry| {
             let mut run = script.prepare_invoke();
-            run.key(keys.seq()).key(keys.stream());
+            run.key(keys.seq()).key(keys.stream()).key(keys.epoch());
             if let Some(id) = client_id {
                 run.key(keys.dedup(uid, id));
             }
             run.arg(prefix).arg(suffix).arg(cap).arg(ttl).arg(u8::from(client_id.is_some()));
+            run.arg(u8::from(retry)).arg(RETRY_LOOKBACK).arg(&epoch);
             run.invoke(con)
         })?;
         if stored == 0 {
@@ -189,11 +255,11 @@ impl RedisStore {
         let end = upto_seq.map_or_else(|| "+".to_owned(), |upto| format!("{upto}-0"));
         let mut xrange = redis::cmd("XRANGE");
         xrange.arg(keys.stream()).arg(format!("{first}-0")).arg(end).arg("COUNT").arg(max.max(1));
-        let (head, mut messages) = self.head_and_entries(&keys, xrange)?;
+        let (head, epoch, mut messages) = self.head_and_entries(&keys, xrange)?;
         let missing_first = messages.first().is_none_or(|e| e.seq != first);
         let wanted = upto_seq.is_none_or(|upto| upto >= first);
         messages.truncate(max);
-        Ok(Range { messages, complete: !(head > after_seq && wanted && missing_first), head })
+        Ok(Range { messages, complete: !(head > after_seq && wanted && missing_first), head, epoch })
     }
 
     /// The last `n` messages of `room`, oldest first (a join without `since`).
@@ -201,19 +267,26 @@ impl RedisStore {
         let keys = self.keys(room);
         let mut xrevrange = redis::cmd("XREVRANGE");
         xrevrange.arg(keys.stream()).arg("+").arg("-").arg("COUNT").arg(n.max(1));
-        let (head, mut messages) = self.head_and_entries(&keys, xrevrange)?;
+        let (head, epoch, mut messages) = self.head_and_entries(&keys, xrevrange)?;
         messages.truncate(n);
         messages.reverse();
-        Ok(Range { messages, complete: true, head })
+        Ok(Range { messages, complete: true, head, epoch })
     }
 
-    /// The room's head and the entries `read` (an `XRANGE`/`XREVRANGE`) returns, read
-    /// in one MULTI: a message appended between the two would otherwise look like a
-    /// trimmed one.
-    fn head_and_entries(&mut self, keys: &RoomKeys, read: redis::Cmd) -> Result<(u64, Vec<Entry>), StoreError> {
-        let (head, raw): (Option<u64>, Value) =
-            self.call(|con, _| redis::pipe().atomic().cmd("GET").arg(keys.seq()).add_command(read).query(con))?;
-        Ok((head.unwrap_or(0), reply::entries(raw)?))
+    /// The room's head, its epoch and the entries `read` (an `XRANGE`/`XREVRANGE`)
+    /// returns, read in one MULTI: a message appended between them would otherwise look
+    /// like a trimmed one, or belong to another epoch.
+    fn head_and_entries(
+        &mut self,
+        keys: &RoomKeys,
+        read: redis::Cmd,
+    ) -> Result<(u64, Option<String>, Vec<Entry>), StoreError> {
+        let (head, epoch, raw): (Option<u64>, Option<String>, Value) = self.call(|con, _| {
+            let mut pipe = redis::pipe();
+            pipe.atomic().cmd("GET").arg(keys.seq()).cmd("GET").arg(keys.epoch()).add_command(read.clone());
+            pipe.query(con)
+        })?;
+        Ok((head.unwrap_or(0), epoch, reply::entries(raw)?))
     }
 
     /// Every room with at least one message and its head, at most `max` of them
@@ -295,7 +368,7 @@ impl RedisStore {
     pub fn publish(&mut self, room: &RoomName, json: &[u8]) -> Result<usize, StoreError> {
         let keys = self.keys(room);
         let payload = envelope(&self.opts.instance, json);
-        self.call(|con, _| redis::cmd("PUBLISH").arg(keys.events()).arg(payload).query(con))
+        self.call(|con, _| redis::cmd("PUBLISH").arg(keys.events()).arg(&payload).query(con))
     }
 
     /// `PING`, for `/healthz`.

@@ -86,7 +86,7 @@ fn insert(
     if !rooms.contains_key(&m.room) {
         tx.execute(
             "INSERT INTO rooms (name, epoch, head) VALUES (?1, ?2, 0) ON CONFLICT (name) DO NOTHING",
-            params![m.room, super::new_epoch()],
+            params![m.room, crate::store::new_epoch()],
         )?;
         let row = tx
             .query_row("SELECT id, head FROM rooms WHERE name = ?1", params![m.room], |r| Ok((r.get(0)?, r.get(1)?)))?;

@@ -26,6 +26,7 @@ use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::config::FsyncPolicy;
+use crate::store::read::StoredMsg;
 pub use schema::DB_FILE;
 use syncer::Syncer;
 
@@ -49,13 +50,6 @@ pub struct NewMessage {
     /// What the search index holds.
     pub text: String,
     /// The live `msg` JSON, returned as-is by history reads.
-    pub json: Bytes,
-}
-
-/// A stored message as start-up hands it to the rings.
-#[derive(Debug, Clone)]
-pub struct StoredMsg {
-    pub seq: u64,
     pub json: Bytes,
 }
 
@@ -242,9 +236,4 @@ fn room_id(tx: &rusqlite::Transaction<'_>, name: &str, epoch: &str) -> rusqlite:
 
 fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
     move |source| StoreError::Sqlite { path: path.to_owned(), source }
-}
-
-/// A fresh random room epoch: 16 hex digits.
-pub fn new_epoch() -> String {
-    format!("{:016x}", rand::random::<u64>())
 }

@@ -1,0 +1,103 @@
+//! History reads in Redis mode ([`Query`]), answered from a room's stream: resume and
+//! scroll-back pages with `XREVRANGE` by seq, and search by scanning the stream newest
+//! first, [`SCAN_CHUNK`] entries per call, each text checked by the [`Matcher`].
+//!
+//! A search reads at most what Redis retains of the room (the stream is trimmed to
+//! about `stream_cap` entries, and the scan stops at [`super::StoreOptions::most_held`]), so
+//! its work is bounded; messages trimmed away are not found. Blocking, like every [`RedisStore`]
+//! call: run only on a reader thread, never the dispatcher's.
+
+use std::borrow::Cow;
+
+use super::reply::{self, Entry};
+use super::search::Matcher;
+use super::{RedisStore, StoreError};
+use crate::protocol::RoomName;
+use crate::store::read::{Page, Query, StoredMsg};
+
+/// Entries a search reads per call: each `XREVRANGE` stays short for Redis, which
+/// serves every instance's posts between them.
+const SCAN_CHUNK: usize = 500;
+
+impl RedisStore {
+    /// Answers a history read as single-instance mode's readers do (the same [`Page`]
+    /// for the same stored messages), from the room's stream.
+    pub fn query(&mut self, query: &Query) -> Result<Page, StoreError> {
+        match query {
+            Query::After { room, since, upto, limit } => {
+                let mut messages = self.newest(room, *upto, since.saturating_add(1), *limit)?;
+                messages.reverse();
+                let complete = messages.len() as u64 == upto.saturating_sub(*since);
+                Ok(page(messages, complete))
+            }
+            Query::Before { room, before, limit } => {
+                let mut messages = self.newest(room, before.saturating_sub(1), 1, limit.saturating_add(1))?;
+                let complete = messages.len() <= *limit;
+                messages.truncate(*limit);
+                messages.reverse();
+                Ok(page(messages, complete))
+            }
+            Query::Search { room, q, before, limit } => self.search(room, q, *before, *limit),
+        }
+    }
+
+    /// The matches of `q` with `seq < before`, newest first, at most `limit`; complete
+    /// when the scan reached the oldest entry the stream holds.
+    fn search(&mut self, room: &RoomName, q: &str, before: u64, limit: usize) -> Result<Page, StoreError> {
+        let Some(matcher) = Matcher::new(q) else { return Ok(page(Vec::new(), true)) };
+        let mut budget = self.opts.most_held();
+        let mut found = Vec::new();
+        let mut below = before;
+        while below > 1 {
+            if budget == 0 {
+                return Ok(page(found, false)); // the stream holds more than it should
+            }
+            let chunk = self.newest(room, below - 1, 1, SCAN_CHUNK.min(budget))?;
+            let Some(oldest) = chunk.last().map(|e| e.seq) else { break };
+            budget = budget.saturating_sub(chunk.len());
+            below = oldest;
+            for entry in chunk {
+                if matcher.matches(&text_of(&entry.json)) {
+                    found.push(entry);
+                    if found.len() > limit {
+                        found.truncate(limit);
+                        return Ok(page(found, false));
+                    }
+                }
+            }
+        }
+        Ok(page(found, true))
+    }
+
+    /// Up to `count` entries with `low <= seq <= high`, newest first.
+    fn newest(&mut self, room: &RoomName, high: u64, low: u64, count: usize) -> Result<Vec<Entry>, StoreError> {
+        if high < low.max(1) || count == 0 {
+            return Ok(Vec::new());
+        }
+        let stream = self.keys(room).stream();
+        let raw = self.call(|con, _| {
+            redis::cmd("XREVRANGE")
+                .arg(&stream)
+                .arg(format!("{high}-0"))
+                .arg(format!("{low}-0"))
+                .arg("COUNT")
+                .arg(count)
+                .query(con)
+        })?;
+        reply::entries(raw)
+    }
+}
+
+fn page(entries: Vec<Entry>, complete: bool) -> Page {
+    Page { messages: entries.into_iter().map(|Entry { seq, json }| StoredMsg { seq, json }).collect(), complete }
+}
+
+/// The `text` of a stored `msg` JSON (empty if it has none).
+fn text_of(json: &[u8]) -> Cow<'_, str> {
+    #[derive(serde::Deserialize)]
+    struct Text<'a> {
+        #[serde(borrow)]
+        text: Cow<'a, str>,
+    }
+    serde_json::from_slice::<Text>(json).map_or(Cow::Borrowed(""), |m| m.text)
+}
