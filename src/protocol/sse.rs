@@ -25,8 +25,9 @@ pub enum Mark {
     Msg { room: String, seq: u64 },
     /// A join's head: the cursor moves there once the history that follows is sent.
     Joined { room: String, head: u64 },
-    /// A join's history; `last` is its newest message.
-    History { room: String, last: Option<u64> },
+    /// A join's history; `last` is its newest message. `reset`: the room's history is
+    /// a new one, so the cursor may move back.
+    History { room: String, last: Option<u64>, reset: bool },
     /// An answer a waiting `POST /send` may want (ack, error), as JSON.
     Answer(Bytes),
     /// A pong; its `t` (as JSON text) may be a `POST /send`'s barrier.
@@ -53,6 +54,8 @@ struct Head {
     head: Option<u64>,
     messages: Option<Vec<SeqOnly>>,
     t: Option<Box<serde_json::value::RawValue>>,
+    #[serde(default)]
+    reset: bool,
 }
 
 #[derive(Deserialize)]
@@ -112,7 +115,9 @@ fn mark(json: &[u8]) -> Mark {
         // Edits and deletions are events with a seq of their own, like messages.
         ("msg" | "edit" | "delete", Some(room)) => h.seq.map_or(Mark::None, |seq| Mark::Msg { room, seq }),
         ("joined", Some(room)) => Mark::Joined { room, head: h.head.unwrap_or(0) },
-        ("history", Some(room)) => Mark::History { room, last: h.messages.and_then(|m| m.iter().map(|m| m.seq).max()) },
+        ("history", Some(room)) => {
+            Mark::History { room, last: h.messages.and_then(|m| m.iter().map(|m| m.seq).max()), reset: h.reset }
+        }
         ("ack" | "error", _) => Mark::Answer(Bytes::copy_from_slice(json)),
         ("pong", _) => Mark::Pong {
             t: h.t.map_or_else(|| "null".to_owned(), |t| t.get().to_owned()),
@@ -147,10 +152,17 @@ impl Cursors {
                 self.heads.insert(room.clone(), *head);
                 false
             }
-            Mark::History { room, last } => {
+            Mark::History { room, last, reset } => {
                 // History covers the room up to the joined head, even when it is empty.
                 let to = self.heads.remove(room).max(*last);
-                to.is_some_and(|to| self.advance(room, to))
+                if *reset {
+                    // A wiped store starts over: a cursor above the new head would
+                    // have the next reconnect reset again, and skip what comes first.
+                    self.seqs.insert(room.clone(), to.unwrap_or(0));
+                    true
+                } else {
+                    to.is_some_and(|to| self.advance(room, to))
+                }
             }
             _ => false,
         };
@@ -249,13 +261,16 @@ mod tests {
         assert_eq!(&c.id_line()[..], b"id: \n");
         c.apply(&Mark::Joined { room: "b".into(), head: 9 });
         assert_eq!(&c.id_line()[..], b"id: \n", "the head counts only once the history is sent");
-        c.apply(&Mark::History { room: "b".into(), last: Some(8) });
+        c.apply(&Mark::History { room: "b".into(), last: Some(8), reset: false });
         c.apply(&Mark::Msg { room: "a".into(), seq: 3 });
         assert_eq!(&c.id_line()[..], b"id: a=3,b=9\n");
         c.apply(&Mark::Msg { room: "a".into(), seq: 2 });
         assert_eq!(&c.id_line()[..], b"id: a=3,b=9\n", "never backwards");
+        c.apply(&Mark::Joined { room: "a".into(), head: 1 });
+        c.apply(&Mark::History { room: "a".into(), last: Some(1), reset: true });
+        assert_eq!(&c.id_line()[..], b"id: a=1,b=9\n", "a reset moves the cursor back to the new history");
         c.forget("b");
-        assert_eq!(&c.id_line()[..], b"id: a=3\n");
+        assert_eq!(&c.id_line()[..], b"id: a=1\n");
     }
 
     #[test]
