@@ -26,6 +26,9 @@ pub struct Identity {
     pub can_rename: bool,
     /// The rooms the user may join and the user's role.
     pub access: Access,
+    /// The id outlives this connection (a token's `sub`, or an open-mode key), so
+    /// others may name it in `dm` and `invite` while the user is away.
+    pub lasting: bool,
 }
 
 /// Shortest secret accepted: HS256 is only as strong as its key.
@@ -82,9 +85,18 @@ pub fn verify(token: &str, secret: &[u8], leeway_s: u64) -> Result<Claims, AuthE
     v.leeway = leeway_s;
     v.validate_nbf = true;
     v.set_required_spec_claims(&["exp", "sub"]);
-    decode::<Claims>(token, &DecodingKey::from_secret(secret), &v)
+    let claims = decode::<Claims>(token, &DecodingKey::from_secret(secret), &v)
         .map(|d| d.claims)
-        .map_err(|e| AuthError::Invalid(e.kind_description()))
+        .map_err(|e| AuthError::Invalid(e.kind_description()))?;
+    // A user id others can name in `dm` and `invite`, and put in logs.
+    let bad_sub = claims.sub.is_empty()
+        || claims.sub.chars().nth(crate::protocol::MAX_USER_ID_CHARS).is_some()
+        || claims.sub.chars().any(char::is_control);
+    if bad_sub {
+        let why = format!("`sub` must be 1-{} characters, none a control", crate::protocol::MAX_USER_ID_CHARS);
+        return Err(AuthError::Invalid(why));
+    }
+    Ok(claims)
 }
 
 trait KindDescription {

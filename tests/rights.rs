@@ -171,7 +171,76 @@ fn in_open_mode_a_name_is_not_an_identity() {
     let second = impostor.post("lobby", "mine too", "m-1");
     assert_eq!((first["dup"].as_bool(), second["dup"].as_bool()), (Some(false), Some(false)));
     assert_ne!(first["seq"], second["seq"]);
-    // The real alice coming back with her key is alice again.
-    let back = Client::connect(&url("alice-s-own-secret-key"));
+    // The impostor can neither edit alice's message nor read a DM addressed to her.
+    impostor.send(json!({"type": "edit", "room": "lobby", "seq": first["seq"], "text": "hijacked"}));
+    let refused = loop {
+        let v = impostor.recv();
+        if v["type"] == "error" {
+            break v;
+        }
+    };
+    assert_eq!(refused["code"], "forbidden");
+    let mut bob = Client::connect(&format!("ws://{}/ws?name=bob&key=bob-s-own-secret-key", server.ws));
+    bob.send(json!({"type": "dm", "user": alice.uid()}));
+    let dm = bob.expect("dm");
+    let room = dm["room"].as_str().unwrap().to_owned();
+    let to_alice = loop {
+        let v = alice.recv();
+        if v["type"] == "dm" {
+            break v;
+        }
+    };
+    assert_eq!(to_alice["room"], room.as_str(), "the DM reaches the real alice");
+    assert_eq!(try_join(&mut impostor, &room).unwrap_err().0, "forbidden", "and never the other alice");
+    // The real alice coming back with her key is alice again, DM included.
+    let mut back = Client::connect(&url("alice-s-own-secret-key"));
     assert_eq!(back.uid(), alice.uid());
+    assert_eq!(back.expect("dm")["room"], room.as_str());
+    assert_eq!(try_join(&mut back, &room), Ok(()));
+}
+
+/// DMs and private rooms outlive a restart, and a third user can read a DM by no
+/// means: `join`, `since`, `history`, `search`, or the room's name from another DM.
+#[test]
+fn dms_and_private_rooms_survive_a_restart_and_keep_third_users_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::Proc::start(dir.path(), None, &[]);
+    let url = |s: &common::Proc, who: &str| format!("{}&key={who}-secret-key-123456", s.url(who));
+    let mut ann = Client::connect(&url(&server, "ann"));
+    let bea = Client::connect(&url(&server, "bea"));
+    let bea_id = bea.uid().to_owned();
+    drop(bea); // offline: a DM to a lasting user still opens
+    ann.send(json!({"type": "dm", "user": bea_id}));
+    let room = ann.expect("dm")["room"].as_str().unwrap().to_owned();
+    ann.join(&room, None);
+    ann.post(&room, "between us", "d1");
+    ann.send(json!({"type": "join", "room": "club", "private": true}));
+    assert_eq!(ann.expect("joined")["private"], true);
+    ann.expect("history");
+    drop(server);
+
+    let server = common::Proc::start(dir.path(), None, &[]);
+    let mut bea = Client::connect(&url(&server, "bea"));
+    let dm = bea.expect("dm");
+    assert_eq!((dm["room"].as_str(), dm["user"]["name"].as_str()), (Some(&*room), Some("ann")));
+    let (_, history) = bea.join(&room, None);
+    assert_eq!(history["messages"][0]["text"], "between us", "the DM's history is there for the other user");
+
+    let mut cid = Client::connect(&url(&server, "cid"));
+    for attempt in [
+        json!({"type": "join", "room": room}),
+        json!({"type": "join", "room": room, "since": 0}),
+        json!({"type": "join", "room": room, "private": true}),
+        json!({"type": "history", "room": room, "before": 5}),
+        json!({"type": "search", "room": room, "q": "between"}),
+        json!({"type": "join", "room": "club"}),
+    ] {
+        cid.send(attempt.clone());
+        let v = cid.expect("error");
+        assert!(v["code"] == "forbidden" || v["code"] == "not_joined", "{attempt} → {v}");
+        assert!(!v.to_string().contains("between us"));
+    }
+    cid.send(json!({"type": "dm", "user": bea.uid()}));
+    let other = cid.expect("dm")["room"].as_str().unwrap().to_owned();
+    assert_ne!(other, room, "each pair has its own room");
 }

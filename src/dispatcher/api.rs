@@ -135,6 +135,8 @@ impl Dispatcher {
         let mut rooms: Vec<Value> = self
             .rooms
             .iter()
+            // Private and DM rooms are never listed, not even to the API.
+            .filter(|(name, _)| !self.privacy.is_private(name))
             .map(|(name, r)| json!({ "room": name, "users": r.present.len() + r.remote.len(), "head": r.history.head() }))
             .collect();
         rooms.sort_by(|a, b| a["room"].as_str().cmp(&b["room"].as_str()));

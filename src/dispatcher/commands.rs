@@ -42,6 +42,7 @@ pub(super) struct JoinReply<'a> {
     pub users_total: usize,
     pub complete: bool,
     pub read_seq: Option<u64>,
+    pub private: bool,
 }
 
 /// Whether a resume from `since`, sent with the room `epoch` the client holds, must be
@@ -64,6 +65,7 @@ impl JoinReply<'_> {
             users: self.users,
             users_total: self.users_total,
             read_seq: self.read_seq,
+            private: self.private,
         });
         let meta = HistoryMeta { complete: self.complete, ..meta };
         let mut frames = vec![joined];
@@ -78,7 +80,9 @@ impl Dispatcher {
             return Ok(()); // already gone (slow consumer, shutdown): drop quietly
         }
         match msg {
-            ClientMsg::Join { room, since, epoch } => self.join(id, room, since, epoch),
+            ClientMsg::Join { room, since, epoch, private } => self.join(id, room, since, epoch, private),
+            ClientMsg::Dm { user } => self.dm(id, &user),
+            ClientMsg::Invite { room, user } => self.invite(id, &room, &user),
             ClientMsg::History { room, before, limit } => self.scroll_back(id, room, before, limit),
             ClientMsg::Search { room, q, before, limit } => self.search(id, room, q, before, limit),
             ClientMsg::Leave { room } => self.leave(id, &room),
@@ -117,6 +121,15 @@ impl Dispatcher {
         self.staged.push(Out::One(conn.clone(), frame));
     }
 
+    /// Stages `frame` for every connection of `user` on this instance.
+    pub(super) fn stage_user(&mut self, user: &str, frame: &Frame) {
+        let conns: Vec<Arc<Conn>> =
+            self.user_conns.of(user).iter().filter_map(|c| self.clients.get(c)).map(|c| c.conn.clone()).collect();
+        for conn in conns {
+            self.stage(&conn, frame.clone());
+        }
+    }
+
     pub(super) fn stage_room(&mut self, room: &RoomName, frame: &Frame, except: Option<ConnId>) {
         if let Some(r) = self.rooms.get_mut(room) {
             self.staged.push(Out::room(r.members(), except, frame.clone()));
@@ -141,7 +154,11 @@ impl Dispatcher {
         room: RoomName,
         since: Option<u64>,
         epoch: Option<String>,
+        private: bool,
     ) -> Result<(), ProtocolError> {
+        if private {
+            self.create_private(id, &room)?;
+        }
         let joining = !self.clients[&id].rooms.contains(&room);
         if joining {
             self.admit_to_room(id, &room)?;
@@ -182,7 +199,7 @@ impl Dispatcher {
         let client = &self.clients[&id];
         // Checked at every join, reconnects included: a token that no longer lists a
         // room no longer gets in. Never checked per delivered message.
-        if !client.access.may_join(room, self.cfg.rooms_default) {
+        if !self.privacy.may_join(room, &client.uid, &client.access, self.cfg.rooms_default) {
             let message = format!("you may not join `{room}`");
             return Err(ProtocolError::new(ErrorCode::Forbidden, message).with_ref(Some("join".into())));
         }

@@ -22,7 +22,8 @@ impl Dispatcher {
     pub(super) fn register(&mut self, conn: Arc<Conn>, user: Identity) {
         self.metrics.connections.fetch_add(1, Relaxed);
         self.heartbeat.add(conn.id);
-        self.reads.add_conn(&user.id, conn.id);
+        self.user_conns.add(&user.id, conn.id);
+        self.welcome_user(&conn, &user);
         let client = Client {
             conn: conn.clone(),
             uid: user.id,
@@ -49,7 +50,7 @@ impl Dispatcher {
                 self.backend.tell_cluster(|| Request::Leave { room, uid: uid.clone() });
             }
         }
-        self.reads.remove_conn(&uid, id);
+        self.user_conns.remove(&uid, id);
         self.clients.remove(&id);
         self.blocked.remove(&id);
         self.metrics.connections.fetch_sub(1, Relaxed);

@@ -13,6 +13,7 @@
 //! - `commands`: join, leave, post, typing and nick;
 //! - `presence`: members arriving and leaving, and their `system` events;
 //! - `reads`: the users' read markers;
+//! - `privacy`: private rooms, invitations, direct messages: who may join what;
 //! - `edits`: edits and deletions of messages, and who may make them;
 //! - `lifecycle`: registering, blocked sockets, heartbeats, closing;
 //! - [`history`]: the per-room rings (the cache of the newest messages) and
@@ -34,6 +35,7 @@ pub mod heartbeat;
 pub mod history;
 mod lifecycle;
 mod presence;
+mod privacy;
 mod reads;
 pub mod scrollback;
 mod state;
@@ -127,6 +129,10 @@ pub struct Dispatcher {
     dirty_rooms: HashSet<RoomName>,
     store_health: StoreHealth,
     reads: ReadMarkers,
+    /// Each user's connections here (read markers, DMs and invitations reach them all).
+    user_conns: state::UserConns,
+    /// Private rooms, invitations, DM rooms and the users they may name.
+    privacy: privacy::Privacy,
     /// Edits and deletions of the batch, applied to the rings once it is committed.
     ring_rewrites: Vec<edits::RingRewrite>,
     /// Unit tests run without writer shards: committed batches are kept here.
@@ -158,11 +164,14 @@ impl Dispatcher {
             dirty_rooms: HashSet::new(),
             store_health: StoreHealth::default(),
             reads: ReadMarkers::default(),
+            user_conns: Default::default(),
+            privacy: Default::default(),
             ring_rewrites: Vec::new(),
             #[cfg(test)]
             delivered: Vec::new(),
         };
         d.load(loaded);
+        d.load_privacy();
         d
     }
 

@@ -14,11 +14,10 @@ use crate::delivery::outbox::ConnId;
 use crate::protocol::wire;
 use crate::protocol::{ErrorCode, ProtocolError, RoomName, ServerMsg, UserId};
 
-/// Every user's markers, and each user's connections (to tell them all of a move).
+/// Every user's markers.
 #[derive(Debug, Default)]
 pub(super) struct ReadMarkers {
     seqs: HashMap<UserId, HashMap<RoomName, u64>>,
-    conns: HashMap<UserId, Vec<ConnId>>,
 }
 
 impl ReadMarkers {
@@ -33,23 +32,6 @@ impl ReadMarkers {
         let moved = seq > *at;
         *at = (*at).max(seq);
         moved
-    }
-
-    pub fn add_conn(&mut self, user: &UserId, id: ConnId) {
-        self.conns.entry(user.clone()).or_default().push(id);
-    }
-
-    pub fn remove_conn(&mut self, user: &str, id: ConnId) {
-        if let Some(ids) = self.conns.get_mut(user) {
-            ids.retain(|c| *c != id);
-            if ids.is_empty() {
-                self.conns.remove(user);
-            }
-        }
-    }
-
-    pub fn conns_of(&self, user: &str) -> &[ConnId] {
-        self.conns.get(user).map_or(&[], Vec::as_slice)
     }
 }
 
@@ -81,16 +63,7 @@ impl Dispatcher {
         }
         local.store.set_read(&uid, room.as_str(), seq);
         let frame = wire::encode(&ServerMsg::Read { room: room.as_str(), seq });
-        for conn in self
-            .reads
-            .conns_of(&uid)
-            .iter()
-            .filter_map(|c| self.clients.get(c))
-            .map(|c| c.conn.clone())
-            .collect::<Vec<_>>()
-        {
-            self.stage(&conn, frame.clone());
-        }
+        self.stage_user(&uid, &frame);
         Ok(())
     }
 }

@@ -216,6 +216,7 @@ impl Dispatcher {
             users_total: r.present.len(),
             complete,
             read_seq: Some(self.reads.get(user, room)),
+            private: self.privacy.is_private(room),
         }
     }
 

@@ -24,6 +24,29 @@ pub(super) struct Client {
     pub rooms: Vec<RoomName>,
 }
 
+/// Each user's connections on this instance, to reach all of a user's devices.
+#[derive(Debug, Default)]
+pub(super) struct UserConns(HashMap<UserId, Vec<ConnId>>);
+
+impl UserConns {
+    pub fn add(&mut self, user: &UserId, id: ConnId) {
+        self.0.entry(user.clone()).or_default().push(id);
+    }
+
+    pub fn remove(&mut self, user: &str, id: ConnId) {
+        if let Some(ids) = self.0.get_mut(user) {
+            ids.retain(|c| *c != id);
+            if ids.is_empty() {
+                self.0.remove(user);
+            }
+        }
+    }
+
+    pub fn of(&self, user: &str) -> &[ConnId] {
+        self.0.get(user).map_or(&[], Vec::as_slice)
+    }
+}
+
 /// A user's presence in one room on this instance.
 pub(super) struct Presence {
     /// Connections of the user that are members of the room.

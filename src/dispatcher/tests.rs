@@ -61,7 +61,7 @@ impl Harness {
         self.next_id += 1;
         let conn = Arc::new(Conn::new(id, server.try_clone().unwrap(), peer));
         self.sockets.push((server, client));
-        let user = Identity { id: uid.into(), name: name.into(), can_rename, access };
+        let user = Identity { id: uid.into(), name: name.into(), can_rename, access, lasting: true };
         self.d.handle(Command::Register { conn, user });
         id
     }
@@ -545,4 +545,94 @@ fn a_deletion_takes_the_text_from_the_message_and_its_earlier_edits() {
     let kinds: Vec<(&str, bool)> =
         messages.iter().map(|m| (m["type"].as_str().unwrap(), m["deleted"] == true)).collect();
     assert_eq!(kinds, [("msg", true), ("edit", true), ("delete", false)]);
+}
+
+/// The `type`s and `code`s `conn` got, in order (errors as `error:<code>`).
+fn kinds(frames: &Frames, conn: ConnId) -> Vec<String> {
+    frames
+        .to(conn)
+        .iter()
+        .map(|v| match v["type"].as_str() {
+            Some("error") => format!("error:{}", v["code"].as_str().unwrap_or("?")),
+            other => other.unwrap_or("?").to_owned(),
+        })
+        .collect()
+}
+
+#[test]
+fn a_private_room_lets_in_its_owner_the_invited_and_the_claim_only() {
+    let mut h = Harness::new(|_| {});
+    let owner = h.connect("u-o", "owner", true);
+    let guest = h.connect("u-g", "guest", true);
+    let outsider = h.connect("u-x", "outsider", true);
+    h.send(owner, json!({"type": "join", "room": "secret", "private": true}));
+    let frames = h.take();
+    assert_eq!(frames.to(owner)[0]["private"], true);
+    h.send(outsider, json!({"type": "join", "room": "secret"}));
+    h.send(outsider, json!({"type": "join", "room": "secret", "private": true}));
+    assert_eq!(kinds(&h.take(), outsider), ["error:forbidden", "error:forbidden"], "no way in without an invitation");
+
+    h.send(owner, json!({"type": "invite", "room": "secret", "user": "u-g"}));
+    let frames = h.take();
+    assert_eq!(frames.to(guest)[0]["type"], "invited");
+    assert_eq!(frames.to(guest)[0]["by"]["id"], "u-o");
+    join(&mut h, guest, "secret");
+    assert_eq!(kinds(&h.take(), guest)[..2], ["joined", "history"]);
+    h.send(guest, json!({"type": "invite", "room": "secret", "user": "u-x"}));
+    assert_eq!(kinds(&h.take(), guest), ["error:forbidden"], "a guest does not invite");
+
+    let claim = crate::access::RoomPatterns::from_claim(&json!(["secret"])).unwrap();
+    let access = crate::access::Access { rooms: Some(claim), ..Default::default() };
+    let claimed = h.connect_as("u-c", "claimed", false, access);
+    join(&mut h, claimed, "secret");
+    assert_eq!(kinds(&h.take(), claimed)[0], "joined", "a claim naming the room lets its holder in");
+
+    join(&mut h, outsider, "public");
+    h.send(outsider, json!({"type": "invite", "room": "public", "user": "u-g"}));
+    h.send(owner, json!({"type": "join", "room": "public", "private": true}));
+    let frames = h.take();
+    assert_eq!(kinds(&frames, outsider)[2..], ["error:bad_field"]);
+    assert_eq!(kinds(&frames, owner), ["error:bad_field"], "an existing public room stays public");
+}
+
+#[test]
+fn a_dm_room_is_the_two_users_and_nobody_else() {
+    let mut h = Harness::new(|_| {});
+    let a = h.connect("u-a", "a", true);
+    let b = h.connect("u-b", "b", true);
+    let b2 = h.connect("u-b", "b", true); // b's second device
+    let c = h.connect("u-c", "c", true);
+    h.send(a, json!({"type": "dm", "user": "u-b"}));
+    let frames = h.take();
+    let room = frames.to(a)[0]["room"].as_str().unwrap().to_owned();
+    assert!(room.starts_with("dm."));
+    assert_eq!(frames.to(a)[0]["user"]["id"], "u-b");
+    for conn in [b, b2] {
+        assert_eq!(
+            (frames.to(conn)[0]["room"].as_str(), frames.to(conn)[0]["user"]["id"].as_str()),
+            (Some(&*room), Some("u-a"))
+        );
+    }
+    assert!(frames.to(c).is_empty());
+    h.send(b, json!({"type": "dm", "user": "u-a"}));
+    assert_eq!(h.take().to(b)[0]["room"], room.as_str(), "the same room whoever asks");
+
+    join(&mut h, a, &room);
+    join(&mut h, b, &room);
+    h.send(a, json!({"type": "msg", "room": room, "text": "just us", "id": "p1"}));
+    let frames = h.take();
+    assert_eq!(frames.to(b).iter().filter(|v| v["type"] == "msg").count(), 1);
+    assert_eq!(frames.to(a)[0]["private"], true);
+
+    h.send(c, json!({"type": "join", "room": room, "since": 0}));
+    h.send(c, json!({"type": "history", "room": room, "before": 2}));
+    h.send(c, json!({"type": "search", "room": room, "q": "just"}));
+    h.send(c, json!({"type": "join", "room": "dm.00000000000000000000"}));
+    let frames = h.take();
+    assert_eq!(kinds(&frames, c), ["error:forbidden", "error:not_joined", "error:not_joined", "error:forbidden"]);
+    assert!(!frames.to(c).iter().any(|v| v.to_string().contains("just us")));
+
+    h.send(a, json!({"type": "dm", "user": "u-a"}));
+    h.send(a, json!({"type": "dm", "user": "u-nobody"}));
+    assert_eq!(kinds(&h.take(), a), ["error:bad_field", "error:not_found"]);
 }

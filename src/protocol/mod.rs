@@ -31,6 +31,8 @@ pub const MAX_PAGE: usize = 200;
 pub const DEFAULT_PAGE: usize = 50;
 /// Longest `search` query, in characters.
 pub const MAX_QUERY_CHARS: usize = 256;
+/// Longest user id a client may name (token `sub`s are limited to the same).
+pub const MAX_USER_ID_CHARS: usize = 128;
 /// Longest room epoch a client may send back.
 pub const MAX_EPOCH_CHARS: usize = 32;
 /// Largest `seq` a client may name: JavaScript's largest exact integer.
@@ -86,6 +88,17 @@ pub enum ClientMsg {
         since: Option<u64>,
         /// The room epoch the client's `since` belongs to.
         epoch: Option<String>,
+        /// Create the room as private (only when it does not exist yet).
+        private: bool,
+    },
+    /// Opens (or finds) the direct-message room of the sender and `user`.
+    Dm {
+        user: String,
+    },
+    /// Lets `user` join the private room `room`.
+    Invite {
+        room: RoomName,
+        user: String,
     },
     /// Scroll-back: up to `limit` messages before `before`, oldest first.
     History {
@@ -170,6 +183,8 @@ impl ClientMsg {
     pub fn kind(&self) -> &'static str {
         match self {
             ClientMsg::Join { .. } => "join",
+            ClientMsg::Dm { .. } => "dm",
+            ClientMsg::Invite { .. } => "invite",
             ClientMsg::Leave { .. } => "leave",
             ClientMsg::History { .. } => "history",
             ClientMsg::Search { .. } => "search",
@@ -286,6 +301,10 @@ struct RawFrame<'a> {
     q: Option<&'a RawValue>,
     #[serde(borrow)]
     seq: Option<&'a RawValue>,
+    #[serde(borrow)]
+    user: Option<&'a RawValue>,
+    #[serde(borrow)]
+    private: Option<&'a RawValue>,
 }
 
 /// Limits the parser enforces (from `Config`).
@@ -312,7 +331,10 @@ pub fn parse_client(frame: &str, limits: ParseLimits) -> Result<ClientMsg, Proto
                 room: room_field(raw.room)?,
                 since: since_field(raw.since)?,
                 epoch: epoch_field(raw.epoch)?,
+                private: bool_field(raw.private, "private")?,
             },
+            Some("dm") => ClientMsg::Dm { user: user_field(raw.user)? },
+            Some("invite") => ClientMsg::Invite { room: room_field(raw.room)?, user: user_field(raw.user)? },
             Some("history") => ClientMsg::History {
                 room: room_field(raw.room)?,
                 before: seq_field(raw.before, "before")?.ok_or_else(|| bad_field("missing field `before`"))?,
@@ -467,6 +489,23 @@ fn query_field(v: Option<&RawValue>) -> Result<String, ProtocolError> {
     Ok(q.into_owned())
 }
 
+fn bool_field(v: Option<&RawValue>, name: &str) -> Result<bool, ProtocolError> {
+    match v.map(RawValue::get) {
+        None | Some("null") | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(_) => Err(bad_field(format!("`{name}` must be true or false"))),
+    }
+}
+
+/// A user id a client names (`dm`, `invite`): 1..=[`MAX_USER_ID_CHARS`] characters.
+fn user_field(v: Option<&RawValue>) -> Result<String, ProtocolError> {
+    let user = string_field(v, "user")?;
+    if user.is_empty() || user.chars().nth(MAX_USER_ID_CHARS).is_some() || user.chars().any(char::is_control) {
+        return Err(bad_field(format!("`user` must be a user id of 1-{MAX_USER_ID_CHARS} characters")));
+    }
+    Ok(user.into_owned())
+}
+
 fn epoch_field(v: Option<&RawValue>) -> Result<Option<String>, ProtocolError> {
     if v.is_none_or(|v| v.get() == "null") {
         return Ok(None);
@@ -551,6 +590,9 @@ pub enum ServerMsg<'a> {
         /// markers are not kept (Redis mode, for now).
         #[serde(skip_serializing_if = "Option::is_none")]
         read_seq: Option<u64>,
+        /// A private room or a direct-message room (members only).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        private: bool,
     },
     Msg {
         room: &'a str,
@@ -604,6 +646,16 @@ pub enum ServerMsg<'a> {
         user: &'a str,
         uid: &'a str,
     },
+    /// A direct-message room of the receiver and `user` (opened by either of them).
+    Dm {
+        room: &'a str,
+        user: UserRef<'a>,
+    },
+    /// The receiver may now join the private room `room`.
+    Invited {
+        room: &'a str,
+        by: UserRef<'a>,
+    },
     /// The user's read marker moved (sent to each of the user's connections).
     Read {
         room: &'a str,
@@ -651,7 +703,7 @@ mod tests {
     fn parses_every_client_type() {
         assert_eq!(
             parse_client(r#"{"type":"join","room":"lobby","since":7}"#, L).unwrap(),
-            ClientMsg::Join { room: RoomName::parse("lobby").unwrap(), since: Some(7), epoch: None }
+            ClientMsg::Join { room: RoomName::parse("lobby").unwrap(), since: Some(7), epoch: None, private: false }
         );
         assert_eq!(parse_client(r#"{"type":"leave","room":"a.b"}"#, L).unwrap().kind(), "leave");
         assert_eq!(

@@ -88,7 +88,8 @@ pub fn identify(req: &Request, cfg: &Config) -> Result<Admitted, Refusal> {
             let id = open_id(query_param(query, "key").as_deref())?;
             let role = if cfg.mods.contains(&id) { Role::Mod } else { Role::Member };
             let access = Access { rooms: None, role };
-            let identity = Identity { id: Arc::from(id), name, can_rename: true, access };
+            let lasting = query_param(query, "key").is_some();
+            let identity = Identity { id: Arc::from(id), name, can_rename: true, access, lasting };
             Ok(Admitted { identity, expires_at: None })
         }
         AuthMode::Token => {
@@ -108,7 +109,7 @@ pub fn identify(req: &Request, cfg: &Config) -> Result<Admitted, Refusal> {
             let access = claims.access().map_err(|e| {
                 Refusal::new(StatusCode::UNAUTHORIZED, "unauthorized: the token's claims are not usable", e)
             })?;
-            let identity = Identity { id: Arc::from(claims.sub), name, can_rename: false, access };
+            let identity = Identity { id: Arc::from(claims.sub), name, can_rename: false, access, lasting: true };
             Ok(Admitted { identity, expires_at: Some(claims.exp) })
         }
     }

@@ -101,9 +101,10 @@ pub fn run(conn: Arc<Conn>, ctx: &ConnContext, req: &Request) {
     ctx.sessions.lock().insert(id.clone(), session);
     let _ = fanout::send_one(&conn, &welcome(&id, &admitted.identity, cfg));
     for (room, since) in resume {
-        let _ = ctx
-            .commands
-            .send(Command::Client { conn: conn.id, msg: ClientMsg::Join { room, since: Some(since), epoch: None } });
+        let _ = ctx.commands.send(Command::Client {
+            conn: conn.id,
+            msg: ClientMsg::Join { room, since: Some(since), epoch: None, private: false },
+        });
     }
 
     crate::transport::stack::release_unused();

@@ -223,6 +223,7 @@ impl Dispatcher {
                 users_total: users.len(),
                 complete: range.complete,
                 read_seq: None,
+                private: false,
             };
             let meta = wire::HistoryMeta { reset, first: (!range.complete).then_some(first), ..Default::default() };
             for frame in reply.frames(&room, meta, &messages, self.cfg.max_frame_bytes) {

@@ -12,6 +12,7 @@
 
 pub mod edits;
 pub mod migrate;
+pub mod privacy;
 pub mod reader;
 pub mod reads;
 pub mod retention;
@@ -72,6 +73,10 @@ pub struct SqliteStore {
     /// Read markers not yet written: (user, room) → seq. Kept when a commit fails, so
     /// the next commit writes them (a marker only ever moves forward).
     pending_reads: HashMap<(String, String), u64>,
+    /// Access changes not yet written (kept when a commit fails, like read markers).
+    pending_access: Vec<privacy::AccessChange>,
+    /// What the store held about access when it opened, until the dispatcher takes it.
+    loaded_access: privacy::AccessSnapshot,
     /// Edits and deletions of committed messages, written after the batch's new rows.
     rewrites: Vec<edits::Rewrite>,
     /// A deletion was committed: the WAL still holds the old text until truncated.
@@ -109,10 +114,13 @@ impl SqliteStore {
             pending_reads: HashMap::new(),
             rewrites: Vec::new(),
             scrub_due: false,
+            pending_access: Vec::new(),
+            loaded_access: privacy::AccessSnapshot::default(),
             room_ids: HashMap::new(),
             syncer,
         };
         let rooms = store.load(ring).map_err(sql_err(&db_path(dir)))?;
+        store.loaded_access = privacy::load(&store.conn).map_err(sql_err(&db_path(dir)))?;
         Ok((store, rooms))
     }
 
@@ -148,7 +156,8 @@ impl SqliteStore {
     /// returns Ok the messages survive a process crash (and, under `always`, a power
     /// failure). On error nothing of the batch is stored and the buffer is dropped.
     pub fn commit(&mut self) -> Result<(), StoreError> {
-        if self.pending.is_empty() && self.pending_reads.is_empty() && self.rewrites.is_empty() {
+        let idle = self.pending_reads.is_empty() && self.pending_access.is_empty() && self.rewrites.is_empty();
+        if self.pending.is_empty() && idle {
             return Ok(());
         }
         let pending = std::mem::take(&mut self.pending);
@@ -156,6 +165,7 @@ impl SqliteStore {
         match self.write(&pending, &rewrites) {
             Ok(()) => {
                 self.pending_reads.clear();
+                self.pending_access.clear();
                 if let Some(s) = &self.syncer {
                     s.dirty();
                 }
@@ -193,6 +203,7 @@ impl SqliteStore {
                 head.execute(params![room, seq as i64])?;
             }
             reads::write(&tx, &self.pending_reads)?;
+            privacy::write(&tx, &self.pending_access)?;
         }
         edits::write(&tx, rewrites)?;
         tx.commit()

@@ -2,8 +2,9 @@
 //!
 //! One table of rooms (name, epoch, head), one of messages (the live `msg` JSON, keyed
 //! by room and seq), an FTS5 index over the message texts whose rowids are the
-//! messages' ids, the users' read markers (user, room → seq), and which edit events
-//! belong to which message (so a deletion can take their text too). Nothing here runs a query for a client.
+//! messages' ids, the users' read markers (user, room → seq), which edit events
+//! belong to which message (so a deletion can take their text too), and who may join
+//! what: lasting users, private rooms, invitations, direct-message rooms. Nothing here runs a query for a client.
 
 use rusqlite::{Connection, OptionalExtension};
 
@@ -44,6 +45,10 @@ CREATE TABLE IF NOT EXISTS reads (
     seq  INTEGER NOT NULL,
     PRIMARY KEY (user, room)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS users (id TEXT PRIMARY KEY, name TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS private_rooms (room TEXT PRIMARY KEY, owner TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS invites (room TEXT NOT NULL, user TEXT NOT NULL, PRIMARY KEY (room, user)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dms (room TEXT PRIMARY KEY, a TEXT NOT NULL, b TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS edits (
     room INTEGER NOT NULL,
     of   INTEGER NOT NULL,

@@ -1,0 +1,227 @@
+//! Who may join what beyond the token's `rooms` claim: private rooms (created with
+//! `join {private:true}`; their owner and moderators invite), direct-message rooms
+//! (`dm {user}`: the room of exactly two users, named from both ids), and the lasting
+//! users that `dm` and `invite` may name while they are away. Loaded from the store at
+//! start; every change is stored with the batch.
+//!
+//! Checked per `join`, `dm` and `invite`, never per delivered message. Never lets a
+//! third user into a DM room, whatever the token says, and never names a private room
+//! to someone who may not join it (an outsider's `join` gets the same `forbidden` as
+//! any room the token does not allow).
+
+use std::collections::{HashMap, HashSet};
+
+use sha2::{Digest, Sha256};
+
+use super::backend::Backend;
+use super::Dispatcher;
+use crate::access::{Access, RoomsDefault};
+use crate::auth::Identity;
+use crate::delivery::outbox::{Conn, ConnId};
+use crate::protocol::wire;
+use crate::protocol::{ErrorCode, ProtocolError, RoomName, ServerMsg, UserId, UserRef};
+use crate::store::sqlite::privacy::{AccessChange, AccessSnapshot};
+use std::sync::Arc;
+
+/// Room names with this prefix are direct-message rooms, and nothing else.
+pub const DM_PREFIX: &str = "dm.";
+
+#[derive(Debug)]
+struct Private {
+    owner: UserId,
+    invited: HashSet<UserId>,
+}
+
+/// Private rooms, DM rooms and lasting users, as the dispatcher holds them.
+#[derive(Debug, Default)]
+pub(super) struct Privacy {
+    users: HashMap<UserId, String>,
+    private: HashMap<RoomName, Private>,
+    dms: HashMap<RoomName, [UserId; 2]>,
+    dms_of: HashMap<UserId, Vec<RoomName>>,
+}
+
+impl Privacy {
+    /// Applies one stored or new fact.
+    fn apply(&mut self, change: &AccessChange) {
+        match change {
+            AccessChange::User { id, name } => {
+                self.users.insert(UserId::from(id.as_str()), name.clone());
+            }
+            AccessChange::Private { room, owner } => {
+                if let Some(room) = RoomName::parse(room) {
+                    let owner = UserId::from(owner.as_str());
+                    self.private.entry(room).or_insert(Private { owner, invited: HashSet::new() });
+                }
+            }
+            AccessChange::Invite { room, user } => {
+                if let Some(p) = RoomName::parse(room).and_then(|r| self.private.get_mut(&r)) {
+                    p.invited.insert(UserId::from(user.as_str()));
+                }
+            }
+            AccessChange::Dm { room, a, b } => {
+                if let Some(room) = RoomName::parse(room) {
+                    let pair = [UserId::from(a.as_str()), UserId::from(b.as_str())];
+                    for u in &pair {
+                        self.dms_of.entry(u.clone()).or_default().push(room.clone());
+                    }
+                    self.dms.insert(room, pair);
+                }
+            }
+        }
+    }
+
+    pub fn load(snapshot: AccessSnapshot) -> Privacy {
+        let mut p = Privacy::default();
+        for change in &snapshot.changes {
+            p.apply(change);
+        }
+        p
+    }
+
+    /// A private room or a DM room: members only, never listed.
+    pub fn is_private(&self, room: &RoomName) -> bool {
+        self.private.contains_key(room) || self.dms.contains_key(room)
+    }
+
+    /// Whether `user` may join `room` (the room limits aside).
+    pub fn may_join(&self, room: &RoomName, user: &str, access: &Access, default: RoomsDefault) -> bool {
+        if room.as_str().starts_with(DM_PREFIX) {
+            return self.dms.get(room).is_some_and(|pair| pair.iter().any(|u| &**u == user));
+        }
+        match self.private.get(room) {
+            // Only a claim that names it lets a token in; the open default never does.
+            Some(p) => {
+                &*p.owner == user || p.invited.contains(user) || access.rooms.as_ref().is_some_and(|c| c.allows(room))
+            }
+            None => access.may_join(room, default),
+        }
+    }
+
+    /// The DM room of two users: the same whoever asks.
+    pub fn dm_room(a: &str, b: &str) -> RoomName {
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        let digest = Sha256::digest([b"natter dm\0", lo.as_bytes(), b"\0", hi.as_bytes()].concat());
+        let name = format!("{DM_PREFIX}{}", hex::encode(&digest[..10]));
+        RoomName::parse(&name).expect("a dm room name is a valid room name")
+    }
+}
+
+impl Dispatcher {
+    /// Loads what the store knows about access (local mode, at start).
+    pub(super) fn load_privacy(&mut self) {
+        if let Backend::Local(local) = &mut self.backend {
+            self.privacy = Privacy::load(local.store.take_access());
+        }
+    }
+
+    /// A new connection (before it is in `clients`): a lasting user is remembered (for
+    /// `dm` and `invite`), and hears of every DM room it has.
+    pub(super) fn welcome_user(&mut self, c: &Arc<Conn>, user: &Identity) {
+        if user.lasting && self.privacy.users.get(&user.id) != Some(&user.name) {
+            self.change_access(AccessChange::User { id: user.id.to_string(), name: user.name.clone() });
+        }
+        for room in self.privacy.dms_of.get(&user.id).cloned().unwrap_or_default() {
+            let Some(pair) = self.privacy.dms.get(&room) else { continue };
+            let other = if pair[0] == user.id { pair[1].clone() } else { pair[0].clone() };
+            let name = self.name_of(&other).unwrap_or(&other).to_owned();
+            let frame = wire::encode(&ServerMsg::Dm { room: room.as_str(), user: UserRef { id: &other, name: &name } });
+            self.stage(c, frame);
+        }
+    }
+
+    /// A user's display name: connected here, or remembered.
+    fn name_of(&self, user: &str) -> Option<&str> {
+        let here = self.user_conns.of(user).first().and_then(|c| self.clients.get(c)).map(|c| c.name.as_str());
+        here.or_else(|| self.privacy.users.get(user).map(String::as_str))
+    }
+
+    fn change_access(&mut self, change: AccessChange) {
+        self.privacy.apply(&change);
+        if let Backend::Local(local) = &mut self.backend {
+            local.store.change_access(change);
+        }
+    }
+
+    fn local_only(&self, what: &str) -> Result<(), ProtocolError> {
+        match self.backend {
+            Backend::Local(_) => Ok(()),
+            Backend::Redis(_) => Err(ProtocolError::new(ErrorCode::Unavailable, "not available in Redis mode yet")
+                .with_ref(Some(what.into()))),
+        }
+    }
+
+    /// `dm {user}`: the DM room of the sender and `user`, made once; both users'
+    /// connections are told (`dm` frames), and either may join it, nobody else.
+    pub(super) fn dm(&mut self, id: ConnId, user: &str) -> Result<(), ProtocolError> {
+        let err = |code, message: String| ProtocolError::new(code, message).with_ref(Some("dm".into()));
+        self.local_only("dm")?;
+        let me = self.clients[&id].uid.clone();
+        if &*me == user {
+            return Err(err(ErrorCode::BadField, "a direct message needs another user".into()));
+        }
+        let Some(their_name) = self.name_of(user).map(str::to_owned) else {
+            return Err(err(ErrorCode::NotFound, format!("no user `{user}`")));
+        };
+        let room = Privacy::dm_room(&me, user);
+        let other = UserId::from(user);
+        if !self.privacy.dms.contains_key(&room) {
+            log::info!("dm room {room} opened by {me} with {other}");
+            self.change_access(AccessChange::Dm { room: room.to_string(), a: me.to_string(), b: other.to_string() });
+        }
+        let my_name = self.clients[&id].name.clone();
+        let to_me =
+            wire::encode(&ServerMsg::Dm { room: room.as_str(), user: UserRef { id: &other, name: &their_name } });
+        let to_them = wire::encode(&ServerMsg::Dm { room: room.as_str(), user: UserRef { id: &me, name: &my_name } });
+        self.stage_user(&me, &to_me);
+        self.stage_user(&other, &to_them);
+        Ok(())
+    }
+
+    /// `invite {room, user}`: the owner of a private room (or a moderator in it) lets
+    /// `user` join it; the user's connections are told (`invited`).
+    pub(super) fn invite(&mut self, id: ConnId, room: &RoomName, user: &str) -> Result<(), ProtocolError> {
+        let err = |code, message: String| ProtocolError::new(code, message).with_ref(Some("invite".into()));
+        self.local_only("invite")?;
+        let c = &self.clients[&id];
+        if !c.rooms.contains(room) {
+            return Err(err(ErrorCode::NotJoined, format!("join `{room}` first")));
+        }
+        let (me, my_name, is_mod) = (c.uid.clone(), c.name.clone(), c.access.is_mod());
+        let Some(p) = self.privacy.private.get(room) else {
+            return Err(err(ErrorCode::BadField, format!("`{room}` is not a private room: anyone may join it")));
+        };
+        if p.owner != me && !is_mod {
+            return Err(err(ErrorCode::Forbidden, "only the room's owner or a moderator may invite".into()));
+        }
+        if self.name_of(user).is_none() {
+            return Err(err(ErrorCode::NotFound, format!("no user `{user}`")));
+        }
+        let user = UserId::from(user);
+        if !p.invited.contains(&user) && p.owner != user {
+            log::info!("{me} invited {user} to private room {room}");
+            self.change_access(AccessChange::Invite { room: room.to_string(), user: user.to_string() });
+        }
+        let frame = wire::encode(&ServerMsg::Invited { room: room.as_str(), by: UserRef { id: &me, name: &my_name } });
+        self.stage_user(&user, &frame);
+        Ok(())
+    }
+
+    /// `join {room, private:true}`: creates `room` as a private room owned by the
+    /// sender, when no room of that name exists; a private room the sender may join
+    /// is just joined.
+    pub(super) fn create_private(&mut self, id: ConnId, room: &RoomName) -> Result<(), ProtocolError> {
+        let err = |code, message: String| ProtocolError::new(code, message).with_ref(Some("join".into()));
+        if self.privacy.is_private(room) {
+            return Ok(()); // the usual join check decides
+        }
+        self.local_only("join")?;
+        if self.rooms.contains_key(room) || room.as_str().starts_with(DM_PREFIX) {
+            return Err(err(ErrorCode::BadField, format!("`{room}` exists and is public")));
+        }
+        let owner = self.clients[&id].uid.clone();
+        log::info!("private room {room} created by {owner}");
+        self.change_access(AccessChange::Private { room: room.to_string(), owner: owner.to_string() });
+        Ok(())
+    }
+}

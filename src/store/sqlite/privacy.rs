@@ -1,0 +1,80 @@
+//! Who may join what, in the store: lasting users (id → name, so an offline user can be
+//! named in `dm` and `invite`), private rooms and their owners, invitations, and
+//! direct-message rooms. Written in the batch's transaction (kept buffered when it
+//! fails, like read markers), loaded once at start.
+//!
+//! Never decides a right: the dispatcher does, from what this loads.
+
+use rusqlite::{params, Connection, Transaction};
+
+use super::SqliteStore;
+
+/// One change to who may join what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessChange {
+    User { id: String, name: String },
+    Private { room: String, owner: String },
+    Invite { room: String, user: String },
+    Dm { room: String, a: String, b: String },
+}
+
+/// Everything stored about access, as start-up hands it to the dispatcher.
+#[derive(Debug, Default)]
+pub struct AccessSnapshot {
+    pub changes: Vec<AccessChange>,
+}
+
+impl SqliteStore {
+    /// Buffers a change for the next commit.
+    pub fn change_access(&mut self, change: AccessChange) {
+        self.pending_access.push(change);
+    }
+
+    /// What was stored when the store opened (once; later calls get nothing).
+    pub fn take_access(&mut self) -> AccessSnapshot {
+        std::mem::take(&mut self.loaded_access)
+    }
+}
+
+/// Every stored fact, users first (rooms and invitations name them).
+pub(super) fn load(conn: &Connection) -> rusqlite::Result<AccessSnapshot> {
+    let mut changes = Vec::new();
+    let mut q = conn.prepare("SELECT id, name FROM users")?;
+    for row in q.query_map([], |r| Ok(AccessChange::User { id: r.get(0)?, name: r.get(1)? }))? {
+        changes.push(row?);
+    }
+    let mut q = conn.prepare("SELECT room, owner FROM private_rooms")?;
+    for row in q.query_map([], |r| Ok(AccessChange::Private { room: r.get(0)?, owner: r.get(1)? }))? {
+        changes.push(row?);
+    }
+    let mut q = conn.prepare("SELECT room, user FROM invites")?;
+    for row in q.query_map([], |r| Ok(AccessChange::Invite { room: r.get(0)?, user: r.get(1)? }))? {
+        changes.push(row?);
+    }
+    let mut q = conn.prepare("SELECT room, a, b FROM dms")?;
+    for row in q.query_map([], |r| Ok(AccessChange::Dm { room: r.get(0)?, a: r.get(1)?, b: r.get(2)? }))? {
+        changes.push(row?);
+    }
+    Ok(AccessSnapshot { changes })
+}
+
+/// Writes the buffered changes inside the batch's transaction.
+pub(super) fn write(tx: &Transaction<'_>, pending: &[AccessChange]) -> rusqlite::Result<()> {
+    for change in pending {
+        match change {
+            AccessChange::User { id, name } => {
+                tx.execute("INSERT OR REPLACE INTO users (id, name) VALUES (?1, ?2)", params![id, name])?
+            }
+            AccessChange::Private { room, owner } => {
+                tx.execute("INSERT OR IGNORE INTO private_rooms (room, owner) VALUES (?1, ?2)", params![room, owner])?
+            }
+            AccessChange::Invite { room, user } => {
+                tx.execute("INSERT OR IGNORE INTO invites (room, user) VALUES (?1, ?2)", params![room, user])?
+            }
+            AccessChange::Dm { room, a, b } => {
+                tx.execute("INSERT OR IGNORE INTO dms (room, a, b) VALUES (?1, ?2, ?3)", params![room, a, b])?
+            }
+        };
+    }
+    Ok(())
+}
