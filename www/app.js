@@ -36,6 +36,7 @@ const $ = (id) => document.getElementById(id);
 const state = {
   me: null,
   role: null, // 'mod' for a moderator (from welcome)
+  dmWanted: null, // the user whose DM we asked for: shown once the server names the room
   auth: null,
   maxText: 4000,
   rooms: new Map(),
@@ -77,10 +78,38 @@ function saveRoomList() {
   saveJson(localStorage, KEYS.rooms, [...state.rooms.keys()]);
 }
 
-function joinRoom(name) {
+function joinRoom(name, options) {
   const room = ensureRoom(name);
-  client.join(name);
+  client.join(name, options);
   return room;
+}
+
+/** A DM room the server named (opened by us or the other person, or known from before). */
+function onDm({ room: name, user }) {
+  const known = state.rooms.has(name);
+  const room = ensureRoom(name);
+  room.dm = { id: user.id, name: user.name };
+  if (!known) client.join(name);
+  if (state.dmWanted === user.id) {
+    state.dmWanted = null;
+    setActive(name);
+  } else {
+    renderRoomList();
+  }
+}
+
+/** Someone let us into their private room: it joins the list, with a note saying who. */
+function onInvited({ room: name, by }) {
+  if (!state.rooms.has(name)) joinRoom(name);
+  showNotice(`${by.name} invited you to ${name}.`);
+}
+
+/** The invite form: a name of someone seen in any room, or a user id. */
+function inviteTarget(text) {
+  for (const room of state.rooms.values()) {
+    for (const [id, name] of room.users) if (name === text && id !== state.me?.id) return id;
+  }
+  return text;
 }
 
 function leaveRoom(name) {
@@ -101,7 +130,8 @@ function setActive(name) {
   const room = name === null ? null : state.rooms.get(name);
   $('empty-state').hidden = room !== null;
   closeSearch();
-  $('room-title').textContent = room ? `# ${room.name}` : '';
+  $('room-title').textContent = room ? roomTitle(room) : '';
+  $('invite-form').hidden = !(room?.private && !room.dm);
   $('new-messages').hidden = true;
   if (room) {
     room.unread = 0;
@@ -305,8 +335,14 @@ function onWelcome(frame) {
 // Each takes the event's detail and the page's Room for detail.room (which
 // exists: the page and the library add and drop rooms together).
 const handlers = {
-  joined({ users, read_seq: readSeq }, room) {
+  joined({ users, read_seq: readSeq, private: isPrivate }, room) {
     room.setUsers(users);
+    room.private = isPrivate;
+    if (room.name === state.active) {
+      $('room-title').textContent = roomTitle(room);
+      $('invite-form').hidden = !(room.private && !room.dm);
+    }
+    renderRoomList();
     room.readSeq = readSeq;
     room.dividerDue = readSeq !== null;
     if (room.name === state.active) renderPeople();
@@ -500,9 +536,11 @@ function renderStatus() {
 }
 
 function renderRoomList() {
-  const list = $('room-list');
-  list.replaceChildren();
+  $('room-list').replaceChildren();
+  $('dm-list').replaceChildren();
   for (const room of state.rooms.values()) {
+    // Rooms and direct messages are listed apart; a DM is shown by the other person's name.
+    const list = room.dm ? $('dm-list') : $('room-list');
     const li = document.createElement('li');
     li.className = 'room-item';
     li.dataset.room = room.name;
@@ -514,7 +552,7 @@ function renderRoomList() {
     open.setAttribute('aria-current', String(room.name === state.active));
     const label = document.createElement('span');
     label.className = 'room-name';
-    label.textContent = `# ${room.name}`;
+    label.textContent = roomTitle(room);
     const unread = document.createElement('span');
     unread.className = 'unread';
     unread.dataset.count = String(room.unread);
@@ -530,7 +568,7 @@ function renderRoomList() {
     leave.type = 'button';
     leave.className = 'leave-button';
     leave.textContent = '×';
-    leave.setAttribute('aria-label', `Leave ${room.name}`);
+    leave.setAttribute('aria-label', `Leave ${roomTitle(room)}`);
     leave.addEventListener('click', () => leaveRoom(room.name));
 
     li.append(open, leave);
@@ -553,9 +591,27 @@ function renderPeople() {
     const shown = shared.has(name) ? `${name} #${id.slice(-4)}` : name;
     li.textContent = id === state.me?.id ? `${shown} (you)` : shown;
     li.title = `id ${id}`;
+    if (id !== state.me?.id && !room.dm) {
+      const message = document.createElement('button');
+      message.type = 'button';
+      message.className = 'link-button message-button';
+      message.textContent = 'Message';
+      message.setAttribute('aria-label', `Message ${shown}`);
+      message.addEventListener('click', () => {
+        state.dmWanted = id; // open it once the server names the room
+        client.dm(id);
+      });
+      li.append(message);
+    }
     list.append(li);
   }
   $('people-count').textContent = room ? `(${users.length})` : '';
+}
+
+/** How a room is named in lists and the title: `# name`, a lock for private, or the DM partner. */
+function roomTitle(room) {
+  if (room.dm) return `@ ${room.dm.name}`;
+  return room.private ? `🔒 ${room.name}` : `# ${room.name}`;
 }
 
 function renderTyping() {
@@ -599,8 +655,9 @@ function bindUi() {
     event.preventDefault();
     const name = $('join-input').value.trim();
     if (!ROOM_NAME.test(name)) return;
-    if (!state.rooms.has(name)) joinRoom(name);
+    if (!state.rooms.has(name)) joinRoom(name, { private: $('join-private').checked });
     $('join-input').value = '';
+    $('join-private').checked = false;
     setActive(name);
     closeSidebar();
   });
@@ -632,6 +689,13 @@ function bindUi() {
     updateCounter();
     autosize(input);
     if (input.value.trim() !== '') sendTyping();
+  });
+
+  $('invite-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    const text = $('invite-input').value.trim();
+    if (!text || !state.active) return;
+    if (client.invite(state.active, inviteTarget(text))) $('invite-input').value = '';
   });
 
   $('search-form').addEventListener('submit', (event) => {
@@ -692,6 +756,8 @@ function boot() {
   client.on('welcome', onWelcome);
   for (const name of Object.keys(handlers)) client.on(name, (detail) => onRoomEvent(name, detail));
   client.on('error', ({ code, message }) => showNotice(`Server: ${message || code}`));
+  client.on('dm', onDm);
+  client.on('invited', onInvited);
   client.on('credentials-needed', showLogin);
   // What only a browser knows: the network came back, or the tab is seen again.
   window.addEventListener('online', () => client.networkChanged(true));

@@ -23,6 +23,8 @@ export const EVENTS = [
   'welcome', // the welcome frame, once per socket
   'joined', // {room, head, users, users_total, read_seq}: read_seq is null where markers are not kept
   'read', // {room, seq}: your read marker moved (on this device or another)
+  'dm', // {room, user}: a direct-message room with `user` (opened by either of you; also at every connect)
+  'invited', // {room, by}: you may now join the private room `room`
   'history', // {room, messages, complete, resumed, reset}: messages not seen before, oldest first;
   //            reset: the server's history of the room is another one (data wiped): drop what you show
   'older', // {room, before, messages, complete}: a page asked for with older(), oldest first
@@ -192,10 +194,25 @@ export class NatterClient {
   }
 
   /** Joins `room` now if online, else on every (re)connect. Joining again is a no-op. */
-  join(name) {
+  join(name, { private: makePrivate = false } = {}) {
     checkRoom(name);
     if (this.roomStates.has(name)) return;
-    this.sendJoin(this.addRoom(name));
+    const room = this.addRoom(name);
+    room.createPrivate = makePrivate; // asked once: the room exists afterwards
+    this.sendJoin(room);
+  }
+
+  /** Opens (or finds) the direct-message room with user `userId`; the 'dm' event names it. */
+  dm(userId) {
+    if (typeof userId !== 'string' || userId === '') throw new TypeError('dm: a user id is required');
+    return this.sendFrame({ type: 'dm', user: userId });
+  }
+
+  /** Lets user `userId` join your private room `room`. */
+  invite(room, userId) {
+    checkRoom(room);
+    if (typeof userId !== 'string' || userId === '') throw new TypeError('invite: a user id is required');
+    return this.sendFrame({ type: 'invite', room, user: userId });
   }
 
   /** Leaves `room`; its unsent messages are dropped and returned. */
@@ -543,7 +560,7 @@ export class NatterClient {
     this.events.emit('frame', frame);
     const handler = HANDLERS[frame.type];
     if (!handler) return;
-    if (frame.type === 'welcome' || frame.type === 'pong' || frame.type === 'error') {
+    if (ROOMLESS.has(frame.type)) {
       handler.call(this, frame);
       return;
     }
@@ -579,6 +596,7 @@ export class NatterClient {
     if (room.resumable) frame.since = room.lastSeq;
     // The epoch says which history `since` counts in: after a wipe the server answers reset.
     if (room.resumable && room.epoch) frame.epoch = room.epoch;
+    if (room.createPrivate) frame.private = true;
     this.sendFrame(frame);
   }
 
@@ -658,8 +676,19 @@ export class NatterClient {
   }
 }
 
+// Frames not about a room the client is in (a DM or an invitation names a room to join).
+const ROOMLESS = new Set(['welcome', 'pong', 'error', 'dm', 'invited']);
+
 // One handler per server frame type; `this` is the client.
 const HANDLERS = {
+  dm(frame) {
+    if (typeof frame.room === 'string' && frame.user) this.events.emit('dm', { room: frame.room, user: frame.user });
+  },
+
+  invited(frame) {
+    if (typeof frame.room === 'string' && frame.by) this.events.emit('invited', { room: frame.room, by: frame.by });
+  },
+
   welcome(frame) {
     this.onWelcome(frame);
   },
@@ -672,7 +701,10 @@ const HANDLERS = {
     room.epoch = typeof frame.epoch === 'string' ? frame.epoch : null;
     room.users = new Map((frame.users ?? []).map((user) => [user.id, user.name]));
     room.readSeq = Number.isInteger(frame.read_seq) ? frame.read_seq : null;
-    const detail = { room: room.name, head: frame.head, users: this.presenceList(room), users_total: frame.users_total };
+    room.createPrivate = false;
+    const detail = {
+      room: room.name, head: frame.head, users: this.presenceList(room), users_total: frame.users_total, private: frame.private === true,
+    };
     this.events.emit('joined', { ...detail, read_seq: room.readSeq });
     this.events.emit('presence', { room: room.name, users: this.presenceList(room), change: null });
   },
