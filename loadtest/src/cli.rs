@@ -58,6 +58,11 @@ pub struct Args {
     /// Target WebSocket URL; repeat to spread clients round-robin.
     #[arg(long = "url", default_value = "ws://127.0.0.1:8081/ws?name=lt")]
     pub urls: Vec<String>,
+    /// PEM file of the CA that a `wss://` server's certificate must chain to
+    /// (its names must match the URL's host). Needed for `wss://`, refused
+    /// for `ws://`: there is no accept-any-certificate mode.
+    #[arg(long)]
+    pub ca: Option<String>,
     /// Allow targets outside 127.0.0.0/8 and ::1.
     #[arg(long)]
     pub allow_remote: bool,
