@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # loadtest/run.sh — the side-by-side load test behind `make loadtest`.
 #
-# Builds the release binaries, starts natter, the Node.js `ws` peer, the
-# bare fan-out ceiling, two natter instances on Redis, the Socket.IO peer and
-# the tokio peer one after another on free loopback ports, runs the same
-# scenarios against each with natter-loadtest (one room for natter, node and
-# the ceiling; many rooms for natter, Socket.IO and tokio; idle memory for
-# all), and prints one table with natter's ratios to the others. Every server
-# it starts is stopped by PID on exit. Takes about 8 minutes with the
-# defaults; the LT_* variables below make it bigger or longer.
+# Builds the release binaries, starts natter, natter serving wss:// (its
+# certificate from a CA made for the run, which the tester checks), the
+# Node.js `ws` peer, the bare fan-out ceiling, two natter instances on Redis,
+# the Socket.IO peer and the tokio peer one after another on free loopback
+# ports, runs the same scenarios against each with natter-loadtest (one room
+# for natter, node and the ceiling; many rooms for natter, Socket.IO and
+# tokio; idle memory for all), and prints one table with natter's ratios to
+# the others and natter-tls's to natter. Every server it starts is stopped by
+# PID on exit. Takes about 8 minutes with the defaults; the LT_* variables
+# below make it bigger or longer.
 #
 # Results: $LT_OUT/<server>.jsonl (one JSON object per run), <server>.log
 # (the server's output), <server>-*.html (reports), table.txt.
@@ -17,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 OUT=${LT_OUT:-$ROOT/target/loadtest}
-SERVERS=${LT_SERVERS:-"natter node ceiling natter-redis socketio tokio"}   # natter-redis: two instances on one Redis
+SERVERS=${LT_SERVERS:-"natter natter-tls node ceiling natter-redis socketio tokio"}   # natter-redis: two instances on one Redis
 CLIENTS=${LT_CLIENTS:-"1000 5000 10000"}     # idle and steady at each count
 DELIVERIES=${LT_DELIVERIES:-50000}            # steady: target deliveries/s (rate = this / clients, at least MIN_RATE)
 MIN_RATE=${LT_MIN_RATE:-10}                   # steady: never fewer messages/s than this (10 over 10 senders)
@@ -70,7 +72,7 @@ if ! cargo build --release --workspace --quiet; then
     # peers anyway, and say loudly that natter is missing.
     say "WARNING: the workspace does not build; running without natter"
     cargo build --release -p natter-loadtest --quiet
-    SERVERS=${SERVERS//natter/}
+    SERVERS=$(printf '%s\n' $SERVERS | grep -v '^natter' | tr '\n' ' ' || true)
 fi
 # The tokio peer is its own workspace (tokio stays out of natter's lock file).
 cargo build --release --quiet --manifest-path loadtest/peers/tokio-rooms/Cargo.toml --target-dir target
@@ -85,7 +87,7 @@ load=$(cut -d' ' -f1 /proc/loadavg)
 say "machine load average before the runs: $load (other work on the machine skews every number)"
 
 # start NAME CMD...: run a server, wait for its ready line (at most 10 s),
-# set SERVER_PID and SERVER_URL from the ws:// URL it prints.
+# set SERVER_PID and SERVER_URL from the ws:// or wss:// URL it prints.
 start() {
     local name=$1
     shift
@@ -94,7 +96,7 @@ start() {
     PIDS+=("$SERVER_PID")
     SERVER_URL=
     for _ in $(seq 100); do
-        SERVER_URL=$(grep -o 'ws://[^ ]*' "$OUT/$name.log" | head -1 || true)
+        SERVER_URL=$(grep -oE 'wss?://[^ ]*' "$OUT/$name.log" | head -1 || true)
         [ -n "$SERVER_URL" ] && return 0
         kill -0 "$SERVER_PID" 2>/dev/null || break
         sleep 0.1
@@ -114,7 +116,8 @@ lt() {
     local name=$1 scenario=$2
     shift 2
     say "  $name: $scenario $*"
-    if ! "$LT" "$scenario" --label "$name" --url "$URL" ${URL2:+--url "$URL2"} $AWAIT $ENGINE_IO --join "$JOIN" --msg "$MSG" \
+    if ! "$LT" "$scenario" --label "$name" --url "$URL" ${URL2:+--url "$URL2"} ${CA:+--ca "$CA"} $AWAIT $ENGINE_IO \
+        --join "$JOIN" --msg "$MSG" \
         --server-pid "$SERVER_PID" --threads "$THREADS" --connect-rate "$CONNECT_RATE" \
         --senders "$SENDERS" --json --quiet --max-seconds "$MAX_SECONDS" "$@" \
         >>"$OUT/$name.jsonl" 2>>"$OUT/$name.err"; then
@@ -127,6 +130,12 @@ steady() {
     local rate=$((DELIVERIES / $2))
     [ "$rate" -lt "$MIN_RATE" ] && rate=$MIN_RATE
     lt "$1" steady --clients "$2" --rate "$rate" --duration "$DURATION" --report "$OUT/$1-steady-$2.html"
+}
+
+# ramp NAME: RAMP_CLIENTS clients, the rate doubling every step until p99 passes the bound or one is lost.
+ramp() {
+    lt "$1" ramp --clients "$RAMP_CLIENTS" --ramp-start 25 --ramp-factor 2 \
+        --max-steps "$RAMP_STEPS" --step-secs "$RAMP_STEP_SECS" --drain-ms 1000
 }
 
 # rooms NAME [ARGS...]: ROOMS_CLIENTS clients in ROOMS rooms at ROOMS_RATE, then the ramp.
@@ -196,13 +205,12 @@ run_scenarios() {
     for n in $CLIENTS; do
         steady "$name" "$n"
     done
-    lt "$name" ramp --clients "$RAMP_CLIENTS" --ramp-start 25 --ramp-factor 2 \
-        --max-steps "$RAMP_STEPS" --step-secs "$RAMP_STEP_SECS" --drain-ms 1000
+    ramp "$name"
     lt "$name" churn --clients "$CHURN_CLIENTS" --rate "$((DELIVERIES / CHURN_CLIENTS))" --duration "$DURATION"
     lt "$name" shootout --max-clients "$SHOOTOUT_MAX" --broadcasts "$SHOOTOUT_BROADCASTS" --report "$OUT/$name-shootout.html"
 }
 
-ENGINE_IO=
+ENGINE_IO= CA=
 for server in $SERVERS; do
     say "== $server"
     case $server in
@@ -257,6 +265,27 @@ for server in $SERVERS; do
         stop
         continue
         ;;
+    natter-tls)
+        # What TLS costs natter: the same flags and rows as plain natter, over wss://
+        # with a certificate from a CA made for this run, which every client checks.
+        certs=$(mktemp -d) data=$(mktemp -d)
+        DATA_DIRS+=("$certs" "$data")
+        target/release/natter-test-ca "$certs"
+        start natter-tls target/release/natter serve --bind 127.0.0.1 --http-port 0 --ws-port 0 \
+            --data-dir "$data" --rate-per-s 100000 --rate-burst 100000 \
+            --tls-cert "$certs/server.crt" --tls-key "$certs/server.key"
+        URL="$SERVER_URL?name=lt" AWAIT=--await-joined CA=$certs/ca.pem
+        JOIN='{"type":"join","room":"$ROOM"}'
+        MSG='{"type":"msg","room":"$ROOM","text":"$TEXT","id":"$ID"}'
+        idle_all "$server"
+        for n in $CLIENTS; do
+            if [ "$n" -le 5000 ]; then steady "$server" "$n"; fi
+        done
+        ramp "$server"
+        stop
+        CA=
+        continue
+        ;;
     socketio)
         start socketio node loadtest/peers/socketio/server.js 0
         URL=$SERVER_URL AWAIT=--await-joined ENGINE_IO=--engine-io
@@ -304,10 +333,14 @@ for server in $SERVERS; do
 done
 
 inputs=()
+ratios=()
 for server in $SERVERS; do
     inputs+=(--input "$server=$OUT/$server.jsonl")
+    # What TLS costs: natter-tls's figures over plain natter's.
+    if [ "$server" = natter-tls ]; then ratios+=(--ratio natter-tls/natter); fi
 done
-"$LT" compare "${inputs[@]}" --ratio-to node --ratio-to ceiling --ratio-to socketio --ratio-to tokio | tee "$OUT/table.txt"
+"$LT" compare "${inputs[@]}" --ratio-to node --ratio-to ceiling --ratio-to socketio --ratio-to tokio "${ratios[@]}" \
+    | tee "$OUT/table.txt"
 charts=()
 for server in $SERVERS; do
     [ -s "$OUT/$server.jsonl" ] && charts+=("$server=$OUT/$server.jsonl")

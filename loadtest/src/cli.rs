@@ -58,6 +58,11 @@ pub struct Args {
     /// Target WebSocket URL; repeat to spread clients round-robin.
     #[arg(long = "url", default_value = "ws://127.0.0.1:8081/ws?name=lt")]
     pub urls: Vec<String>,
+    /// PEM file of the CA that a `wss://` server's certificate must chain to
+    /// (its names must match the URL's host). Needed for `wss://`, refused
+    /// for `ws://`: there is no accept-any-certificate mode.
+    #[arg(long)]
+    pub ca: Option<String>,
     /// Allow targets outside 127.0.0.0/8 and ::1.
     #[arg(long)]
     pub allow_remote: bool,
@@ -213,11 +218,23 @@ pub struct Args {
     /// (default: to every other label).
     #[arg(long)]
     pub ratio_to: Vec<String>,
+    /// compare: also print NUM/DEN, one label's ratio to another's (e.g.
+    /// `natter-tls/natter`, what TLS costs); repeat.
+    #[arg(long = "ratio", value_name = "NUM/DEN", value_parser = label_pair)]
+    pub ratios: Vec<(String, String)>,
     /// A name for how the server was run (e.g. fsync=always), shown after
     /// the scenario in the comparison table, so that one server's variants
     /// share its column.
     #[arg(long)]
     pub variant: Option<String>,
+}
+
+/// `NUM/DEN` of `--ratio`.
+fn label_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('/') {
+        Some((a, b)) if !a.is_empty() && !b.is_empty() => Ok((a.to_string(), b.to_string())),
+        _ => Err(format!("{s:?}: want NUM/DEN, two labels")),
+    }
 }
 
 impl Args {

@@ -8,7 +8,8 @@
 //! coordinator's handle on the workers) · `scenario` (steady, ramp, connect,
 //! idle, churn, shootout) · `report` (summary, JSON, HTML/SVG, comparison) ·
 //! `rooms` (room membership and per-room accounting) · `witness` (the
-//! independent client that checks the tester) ·
+//! independent client that checks the tester) · `tls` (`wss://` clients and
+//! their certificate checks) ·
 //! `sys` (clock, rlimit, getrusage, /proc, kernel memory). `main` only wires them.
 
 mod api_post;
@@ -21,6 +22,7 @@ mod rooms;
 mod scenario;
 mod stats;
 mod sys;
+mod tls;
 mod witness;
 mod worker;
 mod ws;
@@ -59,7 +61,13 @@ fn run(args: &Args) -> Result<(), String> {
     if needed + 64 > nofile {
         eprintln!("warning: {needed} clients need more descriptors than the limit of {nofile}");
     }
-    let targets = args.urls.iter().map(|u| ws::Target::parse(u, args.allow_remote)).collect::<Result<Vec<_>, _>>()?;
+    let ca = args.ca.as_deref().map(tls::Ca::load).transpose()?;
+    let targets = args
+        .urls
+        .iter()
+        .map(|u| ws::Target::parse(u, args.allow_remote, ca.as_ref()))
+        .collect::<Result<Vec<_>, _>>()?;
+    tls::check(&targets)?;
     let run_id = sys::now_ns() ^ u64::from(std::process::id()) << 32 ^ unix_nanos();
     let spread = matches!(args.scenario(), Scenario::Rooms | Scenario::RoomsRamp);
     let witness = witness::Witness::start(args, targets.clone(), run_id)?;
@@ -141,6 +149,6 @@ fn compare(args: &Args) -> Result<(), String> {
         let values = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
         runs.push((label.to_string(), values));
     }
-    print!("{}", report::compare(&runs, &args.ratio_to));
+    print!("{}", report::compare(&runs, &args.ratio_to, &args.ratios));
     Ok(())
 }

@@ -482,11 +482,17 @@ pub fn html(o: &Outcome, j: &Value) -> String {
 
 /// Side-by-side table from several runs: rows are (scenario, clients,
 /// headline metric), columns the labels in the order given, then the
-/// ratio of the first label to each of `ratio_to` (all others if empty).
-pub fn compare(runs: &[(String, Vec<Value>)], ratio_to: &[String]) -> String {
+/// ratio of the first label to each of `ratio_to` (all others if empty),
+/// then each `(numerator, denominator)` of `ratios`.
+pub fn compare(runs: &[(String, Vec<Value>)], ratio_to: &[String], ratios: &[(String, String)]) -> String {
     let labels: Vec<&str> = runs.iter().map(|(l, _)| l.as_str()).collect();
-    let others: Vec<&str> =
-        labels.iter().skip(1).copied().filter(|l| ratio_to.is_empty() || ratio_to.iter().any(|r| r == l)).collect();
+    let mut pairs: Vec<(&str, &str)> = labels
+        .iter()
+        .skip(1)
+        .filter(|l| ratio_to.is_empty() || ratio_to.iter().any(|r| r == *l))
+        .map(|l| (labels[0], *l))
+        .collect();
+    pairs.extend(ratios.iter().map(|(a, b)| (a.as_str(), b.as_str())));
     let mut rows: BTreeMap<(String, u64, String), BTreeMap<&str, f64>> = BTreeMap::new();
     let mut order: Vec<(String, u64, String)> = Vec::new();
     for (label, values) in runs {
@@ -511,8 +517,8 @@ pub fn compare(runs: &[(String, Vec<Value>)], ratio_to: &[String]) -> String {
     for l in &labels {
         let _ = write!(out, " {:>12}", l);
     }
-    for l in &others {
-        let _ = write!(out, " {:>14}", format!("{}/{}", labels[0], l));
+    for (a, b) in &pairs {
+        let _ = write!(out, " {:>14}", format!("{a}/{b}"));
     }
     out.push('\n');
     for key in &order {
@@ -522,8 +528,8 @@ pub fn compare(runs: &[(String, Vec<Value>)], ratio_to: &[String]) -> String {
             let cell = vals.get(l).map_or("-".into(), |x| fmt_num(*x));
             let _ = write!(out, " {:>12}", cell);
         }
-        for l in &others {
-            let ratio = match (vals.get(labels[0]), vals.get(l)) {
+        for (a, b) in &pairs {
+            let ratio = match (vals.get(a), vals.get(b)) {
                 (Some(a), Some(b)) if *b != 0.0 => format!("{:.2}", a / b),
                 _ => "-".into(),
             };
@@ -542,14 +548,20 @@ mod tests {
     fn compare_lines_up_labels_and_ratios() {
         let a = vec![json!({"scenario":"steady","clients":1000,"headline":{"p99_ms":10.0,"lost":0}})];
         let b = vec![json!({"scenario":"steady","clients":1000,"headline":{"p99_ms":5.0,"lost":0}})];
-        let t = compare(&[("natter".into(), a.clone()), ("node".into(), b.clone())], &[]);
+        let t = compare(&[("natter".into(), a.clone()), ("node".into(), b.clone())], &[], &[]);
         let line = t.lines().find(|l| l.contains("p99_ms")).unwrap();
         assert!(line.contains("10.0") && line.contains("5.0") && line.trim_end().ends_with("2.00"), "{line}");
         assert!(t.lines().find(|l| l.contains("lost")).unwrap().trim_end().ends_with('-'));
         let c = vec![json!({"scenario":"rooms","clients":10,"variant":"fsync=always","headline":{"p99_ms":4.0}})];
-        let t = compare(&[("natter".into(), a), ("node".into(), b), ("tokio".into(), c)], &["tokio".into()]);
+        let runs = [("natter".into(), a), ("node".into(), b), ("tokio".into(), c)];
+        let t = compare(&runs, &["tokio".into()], &[]);
         assert!(t.lines().next().unwrap().contains("natter/tokio") && !t.contains("natter/node"), "{t}");
         assert!(t.contains("rooms fsync=always"), "{t}");
+        // A pair of the caller's choosing: node's p99 over natter's.
+        let t = compare(&runs, &["tokio".into()], &[("node".into(), "natter".into())]);
+        assert!(t.lines().next().unwrap().trim_end().ends_with("node/natter"), "{t}");
+        let line = t.lines().find(|l| l.contains("p99_ms")).unwrap();
+        assert!(line.trim_end().ends_with("0.50"), "{line}");
     }
 
     #[test]

@@ -12,9 +12,9 @@ use crate::probe::{classify, Probe, Seen, Template};
 use crate::rooms::{room_of, Census, RoomTally};
 use crate::stats::{tally, Progress, Stats};
 use crate::sys::{defer_next_ack, now_ns, thread_cpu};
+use crate::tls::{self, Stream};
 use crate::ws::{self, check_upgrade, decode, Decoded, Target, Upgrade};
 use crossbeam_channel::{Receiver, Sender};
-use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
@@ -154,7 +154,7 @@ enum State {
 }
 
 struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     state: State,
     /// Index into [`Setup::targets`].
     target: usize,
@@ -476,7 +476,7 @@ impl Worker {
         self.opened += 1;
         self.ctx.stats.connect_attempts += 1;
         let now = now_ns();
-        let mut stream = match TcpStream::connect(target.addr) {
+        let mut stream = match Stream::connect(target) {
             Ok(s) => s,
             Err(e) => return self.fail_connect(None, &format!("connect: {}", e.kind())),
         };
@@ -573,7 +573,7 @@ impl Worker {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == ErrorKind::NotConnected => return,
-                Err(e) => return self.lost(slot, &format!("read: {}", e.kind())),
+                Err(e) => return self.lost(slot, &format!("read: {}", tls::reason(&e))),
             };
             let arrival = now_ns();
             if let Err(why) = self.absorb(slot, n, arrival) {
@@ -707,6 +707,7 @@ impl Worker {
 
 /// Write as much of the backlog as the socket takes.
 fn flush(conn: &mut Conn) -> std::io::Result<()> {
+    conn.stream.flush()?; // TLS records sealed earlier, waiting for room
     while !conn.out.is_empty() {
         match conn.stream.write(&conn.out) {
             Ok(0) => return Err(ErrorKind::WriteZero.into()),

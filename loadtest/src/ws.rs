@@ -3,26 +3,34 @@
 //! frame encoding (always masked, as a client must) and decoding.
 //!
 //! Everything here is pure byte work on buffers the caller owns; no socket,
-//! no clock. tungstenite supplies the key derivation so the accept check is
+//! no clock (a `wss://` target only carries its TLS side, which `tls`
+//! drives). tungstenite supplies the key derivation so the accept check is
 //! the one its server side uses.
 
+use crate::tls;
 use std::net::{SocketAddr, ToSocketAddrs};
 
-/// A parsed `ws://host:port/path?query` target.
-#[derive(Debug, Clone, PartialEq)]
+/// A parsed `ws://` or `wss://host:port/path?query` target.
+#[derive(Debug, Clone)]
 pub struct Target {
     pub host: String,
     pub port: u16,
     /// Path and query, starting with `/`.
     pub resource: String,
     pub addr: SocketAddr,
+    /// `wss://`: the certificate check for this host.
+    pub tls: Option<tls::Client>,
 }
 
 impl Target {
-    /// Parse and resolve a URL. Only plain `ws://`; non-loopback addresses
-    /// are refused unless `allow_remote`.
-    pub fn parse(url: &str, allow_remote: bool) -> Result<Target, String> {
-        let rest = url.strip_prefix("ws://").ok_or_else(|| format!("{url}: only ws:// URLs are supported"))?;
+    /// Parse and resolve a URL. `wss://` needs `ca` (`--ca`), and `ca` needs
+    /// `wss://`; non-loopback addresses are refused unless `allow_remote`.
+    pub fn parse(url: &str, allow_remote: bool, ca: Option<&tls::Ca>) -> Result<Target, String> {
+        let (rest, secure) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+            (Some(rest), _) => (rest, false),
+            (_, Some(rest)) => (rest, true),
+            _ => return Err(format!("{url}: only ws:// and wss:// URLs are supported")),
+        };
         let (authority, resource) = match rest.find(['/', '?']) {
             Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_string()),
             Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
@@ -32,7 +40,7 @@ impl Target {
             Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
                 (h, p.parse::<u16>().map_err(|_| format!("{url}: bad port {p:?}"))?)
             }
-            _ => (authority, 80),
+            _ => (authority, if secure { 443 } else { 80 }),
         };
         if host.is_empty() {
             return Err(format!("{url}: no host"));
@@ -45,7 +53,13 @@ impl Target {
         if !allow_remote && !addr.ip().is_loopback() {
             return Err(format!("{url}: {} is not a loopback address (use --allow-remote)", addr.ip()));
         }
-        Ok(Target { host: host.to_string(), port, resource, addr })
+        let tls = match (secure, ca) {
+            (true, Some(ca)) => Some(ca.client(host)?),
+            (true, None) => return Err(format!("{url}: wss:// needs --ca FILE, the CA its certificate must chain to")),
+            (false, Some(_)) => return Err(format!("{url}: --ca is for wss:// URLs; this one is plain ws://")),
+            (false, None) => None,
+        };
+        Ok(Target { host: host.to_string(), port, resource, addr, tls })
     }
 
     /// The Upgrade request for this target and the key whose accept value
@@ -193,15 +207,27 @@ mod tests {
 
     #[test]
     fn parses_urls_and_refuses_remote() {
-        let t = Target::parse("ws://127.0.0.1:9001/ws?name=lt", false).unwrap();
+        let t = Target::parse("ws://127.0.0.1:9001/ws?name=lt", false, None).unwrap();
         assert_eq!((t.port, t.resource.as_str()), (9001, "/ws?name=lt"));
-        let t = Target::parse("ws://localhost:80", false).unwrap();
+        let t = Target::parse("ws://localhost:80", false, None).unwrap();
         assert_eq!(t.resource, "/");
-        assert!(t.addr.ip().is_loopback());
-        assert_eq!(Target::parse("ws://127.0.0.1:1?x=1", false).unwrap().resource, "/?x=1");
-        assert!(Target::parse("ws://10.0.0.1:80/", false).unwrap_err().contains("loopback"));
-        assert!(Target::parse("wss://127.0.0.1/", false).is_err());
-        assert!(Target::parse("ws://127.0.0.1:x/", false).is_err());
+        assert!(t.addr.ip().is_loopback() && t.tls.is_none());
+        assert_eq!(Target::parse("ws://127.0.0.1:1?x=1", false, None).unwrap().resource, "/?x=1");
+        assert!(Target::parse("ws://10.0.0.1:80/", false, None).unwrap_err().contains("loopback"));
+        assert!(Target::parse("http://127.0.0.1/", false, None).is_err());
+        assert!(Target::parse("ws://127.0.0.1:x/", false, None).is_err());
+    }
+
+    #[test]
+    fn wss_urls_need_the_ca_and_only_they_take_it() {
+        assert!(Target::parse("wss://127.0.0.1/", false, None).unwrap_err().contains("--ca"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, rcgen::generate_simple_self_signed(vec!["ca".into()]).unwrap().cert.pem()).unwrap();
+        let ca = tls::Ca::load(path.to_str().unwrap()).unwrap();
+        let t = Target::parse("wss://127.0.0.1/ws", false, Some(&ca)).unwrap();
+        assert_eq!((t.port, t.tls.is_some()), (443, true));
+        assert!(Target::parse("ws://127.0.0.1/ws", false, Some(&ca)).unwrap_err().contains("plain ws://"));
     }
 
     #[test]
