@@ -43,6 +43,7 @@ pub(super) struct JoinReply<'a> {
     pub complete: bool,
     pub read_seq: Option<u64>,
     pub private: bool,
+    pub read_only: bool,
 }
 
 /// Whether a resume from `since`, sent with the room `epoch` the client holds, must be
@@ -66,6 +67,7 @@ impl JoinReply<'_> {
             users_total: self.users_total,
             read_seq: self.read_seq,
             private: self.private,
+            read_only: self.read_only,
         });
         let meta = HistoryMeta { complete: self.complete, ..meta };
         let mut frames = vec![joined];
@@ -83,6 +85,8 @@ impl Dispatcher {
             ClientMsg::Join { room, since, epoch, private } => self.join(id, room, since, epoch, private),
             ClientMsg::Dm { user } => self.dm(id, &user),
             ClientMsg::Invite { room, user } => self.invite(id, &room, &user),
+            ClientMsg::Kick { room, user, minutes } => self.kick(id, room, &user, minutes),
+            ClientMsg::Mode { room, read_only } => self.set_mode(id, room, read_only),
             ClientMsg::History { room, before, limit } => self.scroll_back(id, room, before, limit),
             ClientMsg::Search { room, q, before, limit } => self.search(id, room, q, before, limit),
             ClientMsg::Leave { room } => self.leave(id, &room),
@@ -199,6 +203,7 @@ impl Dispatcher {
         let client = &self.clients[&id];
         // Checked at every join, reconnects included: a token that no longer lists a
         // room no longer gets in. Never checked per delivered message.
+        self.check_kick(room, &client.uid)?;
         if !self.privacy.may_join(room, &client.uid, &client.access, self.cfg.rooms_default) {
             let message = format!("you may not join `{room}`");
             return Err(ProtocolError::new(ErrorCode::Forbidden, message).with_ref(Some("join".into())));
@@ -241,6 +246,8 @@ impl Dispatcher {
         if !client.rooms.contains(&room) {
             return Err(Self::not_joined(&room, msg_id.or(Some("msg".into()))));
         }
+        self.check_writable_room(id, &room, msg_id.clone().or(Some("msg".into())))?;
+        let client = &self.clients[&id];
         let poster = User { id: client.uid.clone(), name: client.name.clone() };
         self.store_message(NewPost { poster: &poster, ack: AckTo::Conn(id), room, text, msg_id })
     }

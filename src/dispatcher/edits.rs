@@ -32,6 +32,20 @@ pub(super) enum Change {
     Delete,
 }
 
+/// An event to store in a room's seq order (see [`Dispatcher::store_event`]).
+pub(super) struct Event {
+    pub room: RoomName,
+    pub seq: u64,
+    pub ts: u64,
+    /// The event's JSON.
+    pub json: Vec<u8>,
+    /// Who made it.
+    pub uid: crate::protocol::UserId,
+    /// The connection to ack (with `msg_id`), if any.
+    pub conn: Option<ConnId>,
+    pub msg_id: Option<String>,
+}
+
 /// A ring entry to replace once the batch is committed.
 pub(super) struct RingRewrite {
     pub room: RoomName,
@@ -60,6 +74,9 @@ impl Dispatcher {
             return Err(err(ErrorCode::Unavailable, format!("`{kind}` is not available in Redis mode yet")));
         }
         let (uid, name, is_mod) = (client.uid.clone(), client.name.clone(), client.access.is_mod());
+        if let Change::Edit(_) = change {
+            self.check_writable_room(id, &room, Some(reference.clone()))?;
+        }
         self.settle(&room); // the target, and any earlier change of it, are committed
         self.check_writable(Some(reference.clone()))?;
         if let Some(seq) = msg_id.as_deref().and_then(|m| self.rooms.get(&room)?.history.seen(&uid, m)) {
@@ -122,38 +139,48 @@ impl Dispatcher {
                 (event.to_json(), marker, None)
             }
         };
-        let frame = wire::text_frame(&event);
-        let payload = wire::payload(&frame);
-        let epoch = r.epoch.clone().unwrap_or_default();
-        r.history.push(Stored { seq, frame: frame.clone() }, &uid, msg_id.as_deref());
         // The ring changes only after the commit: a refused batch must leave it as it was.
         let mut rewrites = vec![RingRewrite { room: room.clone(), seq: of, frame: wire::text_frame(&rewritten) }];
         if text.is_none() {
             rewrites.extend(edit_events_of(r.history.after(of), of, &room));
         }
         self.ring_rewrites.extend(rewrites);
-        let Backend::Local(local) = &mut self.backend else { return Ok(()) };
-        let name_of_room = room.to_string();
-        local.store.append(NewMessage {
-            room: name_of_room.clone(),
-            epoch,
-            seq,
-            ts,
-            text: String::new(),
-            json: payload,
-        });
-        local.store.rewrite(Rewrite { room: name_of_room, seq: of, json: Bytes::from(rewritten), text, by: seq });
+        if let Backend::Local(local) = &mut self.backend {
+            local.store.rewrite(Rewrite {
+                room: room.to_string(),
+                seq: of,
+                json: Bytes::from(rewritten),
+                text,
+                by: seq,
+            });
+        }
         log::info!("{kind} of message {of} in {room} by {uid} (event {seq})");
+        self.store_event(Event { room, seq, ts, json: event, uid, conn: Some(id), msg_id });
+        Ok(())
+    }
 
+    /// Stores an event that takes a seq (an edit, a deletion, a moderator's action) like
+    /// a message: in the ring, the store's batch and the room's frames, acked to `conn`
+    /// when it gave an id, and undone with the batch if the commit fails. `seq` must be
+    /// the room's next.
+    pub(super) fn store_event(&mut self, e: Event) {
+        let Event { room, seq, ts, json, uid, conn, msg_id } = e;
+        let Some(r) = self.rooms.get_mut(&room) else { return };
+        let frame = wire::text_frame(&json);
+        let epoch = r.epoch.get_or_insert_with(crate::store::new_epoch).clone();
+        r.history.push(Stored { seq, frame: frame.clone() }, &uid, msg_id.as_deref());
+        if let Backend::Local(local) = &mut self.backend {
+            let json = wire::payload(&frame);
+            local.store.append(NewMessage { room: room.to_string(), epoch, seq, ts, text: String::new(), json });
+        }
         self.metrics.messages_accepted.fetch_add(1, Relaxed);
         self.staged_msgs += 1;
-        let conn = self.clients.get(&id).map(|c| c.conn.clone());
-        let ack = self.stage_ack(AckTo::Conn(id), &room, msg_id.as_deref(), seq, false);
+        let sender = conn.and_then(|id| self.clients.get(&id)).map(|c| c.conn.clone());
+        let ack = conn.and_then(|id| self.stage_ack(AckTo::Conn(id), &room, msg_id.as_deref(), seq, false));
         self.stage_room(&room, &frame, None);
         let staged = self.staged.len() - 1;
         self.dirty_rooms.insert(room.clone());
-        self.batch_posts.push(BatchPost { room, seq, uid, id: msg_id, conn, ack, frame: staged });
-        Ok(())
+        self.batch_posts.push(BatchPost { room, seq, uid, id: msg_id, conn: sender, ack, frame: staged });
     }
 
     /// The committed JSON of message `seq`: from the ring, else one row of the store.

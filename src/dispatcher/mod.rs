@@ -14,6 +14,7 @@
 //! - `presence`: members arriving and leaving, and their `system` events;
 //! - `reads`: the users' read markers;
 //! - `privacy`: private rooms, invitations, direct messages: who may join what;
+//! - `moderation`: kicks and read-only rooms;
 //! - `edits`: edits and deletions of messages, and who may make them;
 //! - `lifecycle`: registering, blocked sockets, heartbeats, closing;
 //! - [`history`]: the per-room rings (the cache of the newest messages) and
@@ -34,6 +35,7 @@ mod edits;
 pub mod heartbeat;
 pub mod history;
 mod lifecycle;
+mod moderation;
 mod presence;
 mod privacy;
 mod reads;
@@ -133,6 +135,7 @@ pub struct Dispatcher {
     user_conns: state::UserConns,
     /// Private rooms, invitations, DM rooms and the users they may name.
     privacy: privacy::Privacy,
+    moderation: moderation::Moderation,
     /// Edits and deletions of the batch, applied to the rings once it is committed.
     ring_rewrites: Vec<edits::RingRewrite>,
     /// Unit tests run without writer shards: committed batches are kept here.
@@ -166,6 +169,7 @@ impl Dispatcher {
             reads: ReadMarkers::default(),
             user_conns: Default::default(),
             privacy: Default::default(),
+            moderation: Default::default(),
             ring_rewrites: Vec::new(),
             #[cfg(test)]
             delivered: Vec::new(),

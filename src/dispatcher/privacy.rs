@@ -68,6 +68,7 @@ impl Privacy {
                     self.dms.insert(room, pair);
                 }
             }
+            AccessChange::Kick { .. } | AccessChange::ReadOnly { .. } => {} // moderation's
         }
     }
 
@@ -111,7 +112,11 @@ impl Dispatcher {
     /// Loads what the store knows about access (local mode, at start).
     pub(super) fn load_privacy(&mut self) {
         if let Backend::Local(local) = &mut self.backend {
-            self.privacy = Privacy::load(local.store.take_access());
+            let snapshot = local.store.take_access();
+            for change in &snapshot.changes {
+                self.moderation.apply(change);
+            }
+            self.privacy = Privacy::load(snapshot);
         }
     }
 

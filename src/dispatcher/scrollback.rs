@@ -217,6 +217,7 @@ impl Dispatcher {
             complete,
             read_seq: Some(self.reads.get(user, room)),
             private: self.privacy.is_private(room),
+            read_only: self.moderation.is_read_only(room),
         }
     }
 

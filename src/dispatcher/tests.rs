@@ -636,3 +636,71 @@ fn a_dm_room_is_the_two_users_and_nobody_else() {
     h.send(a, json!({"type": "dm", "user": "u-nobody"}));
     assert_eq!(kinds(&h.take(), a), ["error:bad_field", "error:not_found"]);
 }
+
+fn moderator(h: &mut Harness, uid: &str) -> ConnId {
+    let access = crate::access::Access { role: crate::access::Role::Mod, ..Default::default() };
+    h.connect_as(uid, "mod", true, access)
+}
+
+#[test]
+fn a_kick_is_a_seq_event_removes_the_user_and_keeps_them_out() {
+    let (mut h, a, b) = two_in_room();
+    let m = moderator(&mut h, "u-m");
+    join(&mut h, m, "r");
+    post_n(&mut h, a, "r", 2);
+    h.take();
+    h.send(b, json!({"type": "kick", "room": "r", "user": "u-a", "minutes": 10}));
+    assert_eq!(kinds(&h.take(), b), ["error:forbidden"], "only moderators kick");
+
+    h.send(m, json!({"type": "kick", "room": "r", "user": "u-a", "minutes": 10}));
+    let frames = h.take();
+    let event = frames.to(b).iter().find(|v| v["type"] == "system" && v["event"] == "kick").copied().unwrap().clone();
+    assert_eq!(
+        (event["seq"].as_u64(), event["user"]["id"].as_str(), event["by"]["id"].as_str()),
+        (Some(3), Some("u-a"), Some("u-m"))
+    );
+    assert_eq!(event["minutes"], 10);
+    assert!(frames.to(a).iter().any(|v| v["event"] == "kick"), "the removed user hears why");
+
+    h.send(a, json!({"type": "msg", "room": "r", "text": "still here?", "id": "x"}));
+    join(&mut h, a, "r");
+    let frames = h.take();
+    assert_eq!(kinds(&frames, a), ["error:not_joined", "error:forbidden"]);
+    assert!(frames.to(a)[1]["message"].as_str().unwrap().contains("10 more minute"));
+    // The kick is in the room's history, in seq order.
+    let c = h.connect("u-c", "c", true);
+    h.send(c, json!({"type": "join", "room": "r", "since": 0}));
+    let seqs: Vec<u64> =
+        h.take().to(c)[1]["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [1, 2, 3]);
+
+    for bad in [json!(0), json!(-5), json!(100_000), json!("ten")] {
+        let frame = json!({"type": "kick", "room": "r", "user": "u-b", "minutes": bad}).to_string();
+        let e = crate::protocol::parse_client(&frame, ParseLimits { max_text_chars: 10 }).unwrap_err();
+        assert_eq!(e.code, crate::protocol::ErrorCode::BadField, "{frame}");
+    }
+}
+
+#[test]
+fn a_read_only_room_takes_posts_from_moderators_only() {
+    let (mut h, a, _b) = two_in_room();
+    let m = moderator(&mut h, "u-m");
+    join(&mut h, m, "r");
+    h.take();
+    h.send(a, json!({"type": "mode", "room": "r", "read_only": true}));
+    assert_eq!(kinds(&h.take(), a), ["error:forbidden"]);
+    h.send(m, json!({"type": "mode", "room": "r", "read_only": true}));
+    let frames = h.take();
+    assert!(frames.to(a).iter().any(|v| v["event"] == "read_only" && v["read_only"] == true && v["seq"] == 1));
+    h.send(a, json!({"type": "msg", "room": "r", "text": "hello?", "id": "p"}));
+    h.send(m, json!({"type": "msg", "room": "r", "text": "announcement", "id": "q"}));
+    let frames = h.take();
+    assert_eq!(kinds(&frames, a)[0], "error:forbidden");
+    assert!(frames.to(m).iter().any(|v| v["type"] == "ack" && v["id"] == "q"));
+    h.send(a, json!({"type": "join", "room": "r"}));
+    assert_eq!(h.take().to(a)[0]["read_only"], true, "joined says so");
+    h.send(m, json!({"type": "mode", "room": "r", "read_only": false}));
+    h.take();
+    h.send(a, json!({"type": "msg", "room": "r", "text": "finally", "id": "p2"}));
+    assert!(h.take().to(a).iter().any(|v| v["type"] == "ack"));
+}

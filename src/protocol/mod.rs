@@ -31,6 +31,8 @@ pub const MAX_PAGE: usize = 200;
 pub const DEFAULT_PAGE: usize = 50;
 /// Longest `search` query, in characters.
 pub const MAX_QUERY_CHARS: usize = 256;
+/// Longest kick: a week.
+pub const MAX_KICK_MINUTES: u64 = 7 * 24 * 60;
 /// Longest user id a client may name (token `sub`s are limited to the same).
 pub const MAX_USER_ID_CHARS: usize = 128;
 /// Longest room epoch a client may send back.
@@ -94,6 +96,17 @@ pub enum ClientMsg {
     /// Opens (or finds) the direct-message room of the sender and `user`.
     Dm {
         user: String,
+    },
+    /// Moderators: removes `user` from `room` for `minutes` (1 to a week).
+    Kick {
+        room: RoomName,
+        user: String,
+        minutes: u64,
+    },
+    /// Moderators: makes `room` read-only for everyone but moderators, or undoes it.
+    Mode {
+        room: RoomName,
+        read_only: bool,
     },
     /// Lets `user` join the private room `room`.
     Invite {
@@ -185,6 +198,8 @@ impl ClientMsg {
             ClientMsg::Join { .. } => "join",
             ClientMsg::Dm { .. } => "dm",
             ClientMsg::Invite { .. } => "invite",
+            ClientMsg::Kick { .. } => "kick",
+            ClientMsg::Mode { .. } => "mode",
             ClientMsg::Leave { .. } => "leave",
             ClientMsg::History { .. } => "history",
             ClientMsg::Search { .. } => "search",
@@ -305,6 +320,10 @@ struct RawFrame<'a> {
     user: Option<&'a RawValue>,
     #[serde(borrow)]
     private: Option<&'a RawValue>,
+    #[serde(borrow)]
+    minutes: Option<&'a RawValue>,
+    #[serde(borrow)]
+    read_only: Option<&'a RawValue>,
 }
 
 /// Limits the parser enforces (from `Config`).
@@ -335,6 +354,18 @@ pub fn parse_client(frame: &str, limits: ParseLimits) -> Result<ClientMsg, Proto
             },
             Some("dm") => ClientMsg::Dm { user: user_field(raw.user)? },
             Some("invite") => ClientMsg::Invite { room: room_field(raw.room)?, user: user_field(raw.user)? },
+            Some("kick") => ClientMsg::Kick {
+                room: room_field(raw.room)?,
+                user: user_field(raw.user)?,
+                minutes: minutes_field(raw.minutes)?,
+            },
+            Some("mode") => ClientMsg::Mode {
+                room: room_field(raw.room)?,
+                read_only: match raw.read_only {
+                    None => return Err(bad_field("missing field `read_only`")),
+                    v => bool_field(v, "read_only")?,
+                },
+            },
             Some("history") => ClientMsg::History {
                 room: room_field(raw.room)?,
                 before: seq_field(raw.before, "before")?.ok_or_else(|| bad_field("missing field `before`"))?,
@@ -489,6 +520,15 @@ fn query_field(v: Option<&RawValue>) -> Result<String, ProtocolError> {
     Ok(q.into_owned())
 }
 
+/// A kick's length: 1 minute to a week.
+fn minutes_field(v: Option<&RawValue>) -> Result<u64, ProtocolError> {
+    let v = v.ok_or_else(|| bad_field("missing field `minutes`"))?;
+    match serde_json::from_str::<u64>(v.get()) {
+        Ok(n) if (1..=MAX_KICK_MINUTES).contains(&n) => Ok(n),
+        _ => Err(bad_field(format!("`minutes` must be an integer from 1 to {MAX_KICK_MINUTES}"))),
+    }
+}
+
 fn bool_field(v: Option<&RawValue>, name: &str) -> Result<bool, ProtocolError> {
     match v.map(RawValue::get) {
         None | Some("null") | Some("false") => Ok(false),
@@ -563,6 +603,16 @@ pub enum SystemEvent {
     Nick,
 }
 
+/// The `system` events of moderators (with a seq, stored in the room's history).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModEvent {
+    /// A moderator removed `user` from the room for `minutes`.
+    Kick,
+    /// A moderator made the room read-only for everyone but moderators, or undid it.
+    ReadOnly,
+}
+
 /// Everything the server sends, but `history` (spliced from stored messages, see `wire`).
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -593,6 +643,9 @@ pub enum ServerMsg<'a> {
         /// A private room or a direct-message room (members only).
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         private: bool,
+        /// Only moderators may post.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        read_only: bool,
     },
     Msg {
         room: &'a str,
@@ -645,6 +698,22 @@ pub enum ServerMsg<'a> {
         ts: u64,
         user: &'a str,
         uid: &'a str,
+    },
+    /// A moderator's action, in the room's seq order (stored like a message).
+    #[serde(rename = "system")]
+    Moderation {
+        room: &'a str,
+        seq: u64,
+        event: ModEvent,
+        /// Who was removed (`kick`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        user: Option<UserRef<'a>>,
+        by: UserRef<'a>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        minutes: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        read_only: Option<bool>,
+        ts: u64,
     },
     /// A direct-message room of the receiver and `user` (opened by either of them).
     Dm {

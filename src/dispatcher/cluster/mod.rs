@@ -224,6 +224,7 @@ impl Dispatcher {
                 complete: range.complete,
                 read_seq: None,
                 private: false,
+                read_only: false,
             };
             let meta = wire::HistoryMeta { reset, first: (!range.complete).then_some(first), ..Default::default() };
             for frame in reply.frames(&room, meta, &messages, self.cfg.max_frame_bytes) {

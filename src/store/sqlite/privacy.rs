@@ -12,10 +12,33 @@ use super::SqliteStore;
 /// One change to who may join what.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccessChange {
-    User { id: String, name: String },
-    Private { room: String, owner: String },
-    Invite { room: String, user: String },
-    Dm { room: String, a: String, b: String },
+    User {
+        id: String,
+        name: String,
+    },
+    Private {
+        room: String,
+        owner: String,
+    },
+    Invite {
+        room: String,
+        user: String,
+    },
+    Dm {
+        room: String,
+        a: String,
+        b: String,
+    },
+    /// `user` may not join `room` before `until` (ms since the epoch).
+    Kick {
+        room: String,
+        user: String,
+        until: u64,
+    },
+    ReadOnly {
+        room: String,
+        on: bool,
+    },
 }
 
 /// Everything stored about access, as start-up hands it to the dispatcher.
@@ -55,6 +78,17 @@ pub(super) fn load(conn: &Connection) -> rusqlite::Result<AccessSnapshot> {
     for row in q.query_map([], |r| Ok(AccessChange::Dm { room: r.get(0)?, a: r.get(1)?, b: r.get(2)? }))? {
         changes.push(row?);
     }
+    let mut q = conn.prepare("SELECT room, user, until FROM kicks")?;
+    let kick = |r: &rusqlite::Row<'_>| {
+        Ok(AccessChange::Kick { room: r.get(0)?, user: r.get(1)?, until: r.get::<_, i64>(2)? as u64 })
+    };
+    for row in q.query_map([], kick)? {
+        changes.push(row?);
+    }
+    let mut q = conn.prepare("SELECT room FROM read_only")?;
+    for row in q.query_map([], |r| Ok(AccessChange::ReadOnly { room: r.get(0)?, on: true }))? {
+        changes.push(row?);
+    }
     Ok(AccessSnapshot { changes })
 }
 
@@ -73,6 +107,16 @@ pub(super) fn write(tx: &Transaction<'_>, pending: &[AccessChange]) -> rusqlite:
             }
             AccessChange::Dm { room, a, b } => {
                 tx.execute("INSERT OR IGNORE INTO dms (room, a, b) VALUES (?1, ?2, ?3)", params![room, a, b])?
+            }
+            AccessChange::Kick { room, user, until } => tx.execute(
+                "INSERT OR REPLACE INTO kicks (room, user, until) VALUES (?1, ?2, ?3)",
+                params![room, user, *until as i64],
+            )?,
+            AccessChange::ReadOnly { room, on: true } => {
+                tx.execute("INSERT OR IGNORE INTO read_only (room) VALUES (?1)", params![room])?
+            }
+            AccessChange::ReadOnly { room, on: false } => {
+                tx.execute("DELETE FROM read_only WHERE room = ?1", params![room])?
             }
         };
     }

@@ -1,0 +1,175 @@
+//! Moderation: a moderator (`role: "mod"` in the token, or `--mod`) removes a user
+//! from a room for some minutes (`kick`), or makes a room read-only for everyone but
+//! moderators (`mode`). Each action is a `system` event in the room's seq order,
+//! stored like a message, and logged with who did it. Kicks and read-only rooms are
+//! stored and loaded at start.
+//!
+//! Checked per action and per join or post, never per delivered message. Never lets a
+//! non-moderator act, and never removes a moderator's right to post.
+
+use std::collections::{HashMap, HashSet};
+
+use super::edits::Event;
+use super::state::now_ms;
+use super::Dispatcher;
+use crate::delivery::outbox::ConnId;
+use crate::protocol::{ErrorCode, ModEvent, ProtocolError, RoomName, ServerMsg, UserId, UserRef};
+use crate::store::sqlite::privacy::AccessChange;
+
+/// Kicks in force and read-only rooms.
+#[derive(Debug, Default)]
+pub(super) struct Moderation {
+    /// (room, user) → until (ms since the epoch).
+    kicks: HashMap<(RoomName, UserId), u64>,
+    read_only: HashSet<RoomName>,
+}
+
+impl Moderation {
+    pub fn apply(&mut self, change: &AccessChange) {
+        match change {
+            AccessChange::Kick { room, user, until } => {
+                if let Some(room) = RoomName::parse(room) {
+                    self.kicks.insert((room, UserId::from(user.as_str())), *until);
+                }
+            }
+            AccessChange::ReadOnly { room, on } => {
+                if let Some(room) = RoomName::parse(room) {
+                    if *on {
+                        self.read_only.insert(room);
+                    } else {
+                        self.read_only.remove(&room);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Minutes left of a kick of `user` from `room` at `now`, if one is in force.
+    pub fn kicked(&self, room: &RoomName, user: &str, now: u64) -> Option<u64> {
+        let until = *self.kicks.get(&(room.clone(), UserId::from(user)))?;
+        (until > now).then(|| (until - now).div_ceil(60_000))
+    }
+
+    pub fn is_read_only(&self, room: &RoomName) -> bool {
+        self.read_only.contains(room)
+    }
+}
+
+impl Dispatcher {
+    /// Refuses a join of a kicked user, saying for how long.
+    pub(super) fn check_kick(&self, room: &RoomName, user: &str) -> Result<(), ProtocolError> {
+        match self.moderation.kicked(room, user, now_ms()) {
+            Some(minutes) => Err(ProtocolError::new(
+                ErrorCode::Forbidden,
+                format!("a moderator removed you from `{room}`: {minutes} more minute(s)"),
+            )
+            .with_ref(Some("join".into()))),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses a post (or edit) of a non-moderator in a read-only room.
+    pub(super) fn check_writable_room(
+        &self,
+        id: ConnId,
+        room: &RoomName,
+        reference: Option<String>,
+    ) -> Result<(), ProtocolError> {
+        let is_mod = self.clients.get(&id).is_some_and(|c| c.access.is_mod());
+        if self.moderation.is_read_only(room) && !is_mod {
+            return Err(ProtocolError::new(ErrorCode::Forbidden, format!("`{room}` is read-only")).with_ref(reference));
+        }
+        Ok(())
+    }
+
+    /// Who may act: a moderator who is in the room.
+    fn moderator(&self, id: ConnId, room: &RoomName, what: &str) -> Result<(UserId, String), ProtocolError> {
+        let err = |code, message: String| ProtocolError::new(code, message).with_ref(Some(what.into()));
+        let c = &self.clients[&id];
+        if !c.access.is_mod() {
+            return Err(err(ErrorCode::Forbidden, format!("only moderators may {what}")));
+        }
+        if !c.rooms.contains(room) {
+            return Err(err(ErrorCode::NotJoined, format!("join `{room}` first")));
+        }
+        if let crate::dispatcher::Backend::Redis(_) = self.backend {
+            return Err(err(ErrorCode::Unavailable, "not available in Redis mode yet".into()));
+        }
+        self.check_writable(Some(what.into()))?;
+        Ok((c.uid.clone(), c.name.clone()))
+    }
+
+    /// `kick {room, user, minutes}`: the user's connections leave the room and may not
+    /// join again until the time is up.
+    pub(super) fn kick(&mut self, id: ConnId, room: RoomName, user: &str, minutes: u64) -> Result<(), ProtocolError> {
+        let (by, by_name) = self.moderator(id, &room, "kick")?;
+        let Some(name) = self.rooms.get(&room).and_then(|r| r.present.get(user)).map(|p| p.name.clone()) else {
+            return Err(ProtocolError::new(ErrorCode::NotFound, format!("`{user}` is not in `{room}`"))
+                .with_ref(Some("kick".into())));
+        };
+        self.settle(&room);
+        let (ts, seq) = (now_ms(), self.rooms[&room].history.next_seq());
+        let json = ServerMsg::Moderation {
+            room: room.as_str(),
+            seq,
+            event: ModEvent::Kick,
+            user: Some(UserRef { id: user, name: &name }),
+            by: UserRef { id: &by, name: &by_name },
+            minutes: Some(minutes),
+            read_only: None,
+            ts,
+        }
+        .to_json();
+        log::info!("moderation: {by} removed {user} from {room} for {minutes} minute(s) (event {seq})");
+        self.store_event(Event { room: room.clone(), seq, ts, json, uid: by, conn: None, msg_id: None });
+        self.record_moderation(AccessChange::Kick {
+            room: room.to_string(),
+            user: user.into(),
+            until: ts + minutes * 60_000,
+        });
+        // After the event is staged: the removed user's connections get it too.
+        let conns: Vec<ConnId> = self.user_conns.of(user).to_vec();
+        for conn in conns {
+            if let Some(c) = self.clients.get_mut(&conn) {
+                if let Some(pos) = c.rooms.iter().position(|r| *r == room) {
+                    c.rooms.swap_remove(pos);
+                    self.remove_member(conn, &room);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `mode {room, read_only}`: only moderators may post in a read-only room.
+    pub(super) fn set_mode(&mut self, id: ConnId, room: RoomName, read_only: bool) -> Result<(), ProtocolError> {
+        let (by, by_name) = self.moderator(id, &room, "mode")?;
+        if self.moderation.is_read_only(&room) == read_only {
+            return Ok(()); // already so: no event
+        }
+        self.settle(&room);
+        let (ts, seq) = (now_ms(), self.rooms[&room].history.next_seq());
+        let json = ServerMsg::Moderation {
+            room: room.as_str(),
+            seq,
+            event: ModEvent::ReadOnly,
+            user: None,
+            by: UserRef { id: &by, name: &by_name },
+            minutes: None,
+            read_only: Some(read_only),
+            ts,
+        }
+        .to_json();
+        log::info!("moderation: {by} made {room} {} (event {seq})", if read_only { "read-only" } else { "writable" });
+        self.store_event(Event { room: room.clone(), seq, ts, json, uid: by, conn: None, msg_id: None });
+        self.record_moderation(AccessChange::ReadOnly { room: room.to_string(), on: read_only });
+        Ok(())
+    }
+
+    fn record_moderation(&mut self, change: AccessChange) {
+        self.moderation.apply(&change);
+        if let crate::dispatcher::Backend::Local(local) = &mut self.backend {
+            local.store.change_access(change);
+        }
+    }
+}
