@@ -131,6 +131,7 @@ function setActive(name) {
   $('empty-state').hidden = room !== null;
   closeSearch();
   $('room-title').textContent = room ? roomTitle(room) : '';
+  updateCounter();
   $('invite-form').hidden = !(room?.private && !room.dm);
   $('new-messages').hidden = true;
   if (room) {
@@ -335,9 +336,11 @@ function onWelcome(frame) {
 // Each takes the event's detail and the page's Room for detail.room (which
 // exists: the page and the library add and drop rooms together).
 const handlers = {
-  joined({ users, read_seq: readSeq, private: isPrivate }, room) {
+  joined({ users, read_seq: readSeq, private: isPrivate, read_only: readOnly }, room) {
     room.setUsers(users);
     room.private = isPrivate;
+    room.readOnly = readOnly;
+    if (room.name === state.active) updateCounter();
     if (room.name === state.active) {
       $('room-title').textContent = roomTitle(room);
       $('invite-form').hidden = !(room.private && !room.dm);
@@ -420,6 +423,25 @@ const handlers = {
 
   edit(frame, room) {
     room.applyEdit(frame.of, frame.text, frame.ts);
+  },
+
+  /** A moderator's action: a note in the room; a kick of us takes the room away. */
+  moderation({ event, user, by, minutes, read_only: readOnly }, room) {
+    if (event === 'kick' && user?.id === state.me?.id) {
+      room.destroy();
+      state.rooms.delete(room.name);
+      saveRoomList();
+      if (state.active === room.name) setActive(state.rooms.keys().next().value ?? null);
+      else renderRoomList();
+      showNotice(`${by.name} removed you from ${room.name} for ${minutes} minute${minutes === 1 ? '' : 's'}.`);
+      return;
+    }
+    if (event === 'kick') room.addNote(`${by.name} removed ${user.name} for ${minutes} minute${minutes === 1 ? '' : 's'}`);
+    if (event === 'read_only') {
+      room.readOnly = readOnly;
+      room.addNote(readOnly ? `${by.name} made this room read-only` : `${by.name} opened this room to everyone again`);
+      if (room.name === state.active) updateCounter();
+    }
   },
 
   delete(frame, room) {
@@ -591,6 +613,15 @@ function renderPeople() {
     const shown = shared.has(name) ? `${name} #${id.slice(-4)}` : name;
     li.textContent = id === state.me?.id ? `${shown} (you)` : shown;
     li.title = `id ${id}`;
+    if (id !== state.me?.id && state.role === 'mod') {
+      const remove = document.createElement('button');
+      remove.type = 'button';
+      remove.className = 'link-button message-button';
+      remove.textContent = 'Remove 10 min';
+      remove.setAttribute('aria-label', `Remove ${shown} from this room for 10 minutes`);
+      remove.addEventListener('click', () => client.kick(room.name, id, 10));
+      li.append(remove);
+    }
     if (id !== state.me?.id && !room.dm) {
       const message = document.createElement('button');
       message.type = 'button';
@@ -624,7 +655,12 @@ function updateCounter() {
   const counter = $('char-count');
   counter.textContent = `${length} / ${state.maxText}`;
   counter.dataset.over = String(length > state.maxText);
-  $('send-button').disabled = length > state.maxText || state.active === null;
+  // A read-only room takes posts from moderators only: say so where one would type.
+  const room = state.rooms.get(state.active);
+  const muted = Boolean(room?.readOnly) && state.role !== 'mod';
+  $('composer-input').disabled = muted;
+  $('composer-input').placeholder = muted ? 'Only moderators can post in this room' : 'Write a message…';
+  $('send-button').disabled = muted || length > state.maxText || state.active === null;
 }
 
 function announce(text) {

@@ -25,6 +25,7 @@ export const EVENTS = [
   'read', // {room, seq}: your read marker moved (on this device or another)
   'dm', // {room, user}: a direct-message room with `user` (opened by either of you; also at every connect)
   'invited', // {room, by}: you may now join the private room `room`
+  'moderation', // a moderator's system event (kick, read_only), live or from history; a kick of you also leaves the room
   'history', // {room, messages, complete, resumed, reset}: messages not seen before, oldest first;
   //            reset: the server's history of the room is another one (data wiped): drop what you show
   'older', // {room, before, messages, complete}: a page asked for with older(), oldest first
@@ -206,6 +207,19 @@ export class NatterClient {
   dm(userId) {
     if (typeof userId !== 'string' || userId === '') throw new TypeError('dm: a user id is required');
     return this.sendFrame({ type: 'dm', user: userId });
+  }
+
+  /** Moderators: removes user `userId` from `room` for `minutes`. */
+  kick(room, userId, minutes) {
+    checkRoom(room);
+    if (!Number.isInteger(minutes) || minutes < 1 || minutes > 10080) throw new RangeError('kick: minutes is 1 to 10080');
+    return this.sendFrame({ type: 'kick', room, user: userId, minutes });
+  }
+
+  /** Moderators: makes `room` read-only for everyone else (or undoes it). */
+  setReadOnly(room, readOnly) {
+    checkRoom(room);
+    return this.sendFrame({ type: 'mode', room, read_only: readOnly === true });
   }
 
   /** Lets user `userId` join your private room `room`. */
@@ -703,7 +717,12 @@ const HANDLERS = {
     room.readSeq = Number.isInteger(frame.read_seq) ? frame.read_seq : null;
     room.createPrivate = false;
     const detail = {
-      room: room.name, head: frame.head, users: this.presenceList(room), users_total: frame.users_total, private: frame.private === true,
+      room: room.name,
+      head: frame.head,
+      users: this.presenceList(room),
+      users_total: frame.users_total,
+      private: frame.private === true,
+      read_only: frame.read_only === true,
     };
     this.events.emit('joined', { ...detail, read_seq: room.readSeq });
     this.events.emit('presence', { room: room.name, users: this.presenceList(room), change: null });
@@ -741,7 +760,7 @@ const HANDLERS = {
     const changes = [];
     for (const msg of frame.messages ?? []) {
       if (!this.isNew(room, msg)) continue;
-      if (msg.type === 'edit' || msg.type === 'delete') {
+      if (msg.type === 'edit' || msg.type === 'delete' || msg.type === 'system') {
         changes.push(msg);
         continue;
       }
@@ -753,7 +772,7 @@ const HANDLERS = {
     room.resumable = true;
     this.events.emit('history', { room: room.name, messages, complete: frame.complete !== false, resumed, reset });
     // After the messages they change (the stored ones may show them already: idempotent).
-    for (const change of changes) this.events.emit(change.type, change);
+    for (const change of changes) this.events.emit(change.type === 'system' ? 'moderation' : change.type, change);
     this.flush(room);
   },
 
@@ -786,6 +805,13 @@ const HANDLERS = {
   },
 
   system(frame, room) {
+    if (Number.isInteger(frame.seq)) {
+      // A moderator's action: in the room's seq order, like a message.
+      if (!this.isNew(room, frame)) return;
+      if (frame.event === 'kick' && frame.user?.id === this.me?.id) this.roomStates.delete(room.name);
+      this.events.emit('moderation', frame);
+      return;
+    }
     const { event, user } = frame;
     if (!user || typeof user.id !== 'string') return;
     const before = room.users.get(user.id) ?? null;
