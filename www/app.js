@@ -590,7 +590,7 @@ function renderRoomList() {
     leave.type = 'button';
     leave.className = 'leave-button';
     leave.textContent = '×';
-    leave.setAttribute('aria-label', `Leave ${roomTitle(room)}`);
+    leave.setAttribute('aria-label', `Leave ${room.dm ? `the conversation with ${room.dm.name}` : room.name}`);
     leave.addEventListener('click', () => leaveRoom(room.name));
 
     li.append(open, leave);
@@ -611,7 +611,10 @@ function renderPeople() {
     const li = document.createElement('li');
     li.dataset.uid = id;
     const shown = shared.has(name) ? `${name} #${id.slice(-4)}` : name;
-    li.textContent = id === state.me?.id ? `${shown} (you)` : shown;
+    const label = document.createElement('span');
+    label.className = 'user-name';
+    label.textContent = id === state.me?.id ? `${shown} (you)` : shown;
+    li.append(label);
     li.title = `id ${id}`;
     if (id !== state.me?.id && state.role === 'mod') {
       const remove = document.createElement('button');
