@@ -49,15 +49,8 @@ def rooms_ramp(out, inputs):
 
     clients = next((r["clients"] for spec in inputs for r in runs(spec.split("=", 1)[1])
                     if r.get("scenario") == "rooms-ramp"), "?")
-    svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
-           f'<rect width="{W}" height="{H}" fill="white"/>',
-           f'<text x="{L}" y="22" font-size="14">rooms-ramp: p99 vs messages/s ({clients} clients, every one a sender)</text>']
-    d = ymin
-    while d <= top:
-        y = py(d)
-        svg.append(f'<line x1="{L}" x2="{W - R}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
-        svg.append(f'<text x="{L - 8}" y="{y + 4:.1f}" text-anchor="end">{d:g} ms</text>')
-        d *= 10
+    svg = svg_head(f'<text x="{L}" y="22" font-size="14">rooms-ramp: p99 vs messages/s ({clients} clients, every one a sender)</text>',
+                   ymin, top, py)
     y = py(200)
     svg.append(f'<line x1="{L}" x2="{W - R}" y1="{y:.1f}" y2="{y:.1f}" stroke="#d1242f" stroke-dasharray="3,3"/>')
     svg.append(f'<text x="{W - R - 4}" y="{y - 4:.1f}" text-anchor="end" fill="#d1242f">200 ms bound</text>')
@@ -78,6 +71,19 @@ def rooms_ramp(out, inputs):
     svg.append("</svg>")
     with open(out, "w") as f:
         f.write("\n".join(svg) + "\n")
+
+
+def svg_head(title, ymin, top, py):
+    """The SVG's opening, its title, and the horizontal grid of a log latency axis."""
+    svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
+           f'<rect width="{W}" height="{H}" fill="white"/>', title]
+    d = ymin
+    while d <= top:
+        y = py(d)
+        svg.append(f'<line x1="{L}" x2="{W - R}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
+        svg.append(f'<text x="{L - 8}" y="{y + 4:.1f}" text-anchor="end">{d:g} ms</text>')
+        d *= 10
+    return svg
 
 
 def main():
@@ -106,15 +112,8 @@ def main():
         y = max(y, ymin)
         return T + (H - T - B) * (1 - (math.log10(y) - math.log10(ymin)) / (math.log10(top) - math.log10(ymin)))
 
-    svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
-           f'<rect width="{W}" height="{H}" fill="white"/>',
-           f'<text x="{W / 2 - 90}" y="22" font-size="14">Broadcast latency vs clients (steady)</text>']
-    d = ymin
-    while d <= top:
-        y = py(d)
-        svg.append(f'<line x1="{L}" x2="{W - R}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
-        svg.append(f'<text x="{L - 8}" y="{y + 4:.1f}" text-anchor="end">{d:g} ms</text>')
-        d *= 10
+    svg = svg_head(f'<text x="{W / 2 - 90}" y="22" font-size="14">Broadcast latency vs clients (steady)</text>',
+                   ymin, top, py)
     for x in xs:
         svg.append(f'<text x="{px(x):.1f}" y="{H - B + 18}" text-anchor="middle">{x}</text>')
     svg.append(f'<text x="{(L + W - R) / 2:.0f}" y="{H - 10}" text-anchor="middle">clients in the room</text>')
