@@ -295,6 +295,42 @@ fn the_reader_delivers_in_order_and_follows_what_it_is_told_to_watch() {
     reader.finish();
 }
 
+/// The number in an integer reply (`:12`).
+fn int_reply(reply: &str) -> u64 {
+    reply.trim_start_matches(':').parse().expect("an integer reply")
+}
+
+/// A room's stream holds its order and the `msgs` hash the bodies, trimmed together;
+/// an entry an earlier natter wrote with its body inside is still read and delivered.
+#[test]
+fn bodies_live_in_the_rooms_hash_trimmed_with_the_stream_and_inline_ones_still_read() {
+    let redis = RedisServer::start();
+    let old = r#"{"type":"msg","room":"r","seq":1,"text":"kept inline"}"#;
+    assert_eq!(redis.command(&format!("XADD natter:room:r:stream 1-0 m '{old}'")), "$3\r\n1-0");
+    redis.command("SET natter:room:r:seq 1");
+    let reader = Follower::reader(&redis, opts("bbbb0002"));
+    reader.start("r", 0);
+    assert_eq!(expect_msg(&reader.rx, "r", 1), old.as_bytes());
+
+    let mut s = store_with(&redis, StoreOptions { stream_cap: 10, ..opts("aaaa0001") });
+    let (seq, json) = post(&mut s, "r", "u-al", "new");
+    assert_eq!((seq, expect_msg(&reader.rx, "r", 2)), (2, json.clone()));
+    let range = s.range(&rn("r"), 0, None, 10).expect("range");
+    let bodies: Vec<&[u8]> = range.messages.iter().map(|m| &m.json[..]).collect();
+    assert_eq!(bodies, [old.as_bytes(), &json[..]]);
+    let entry = redis.command("XRANGE natter:room:r:stream 2-0 2-0");
+    assert!(!entry.contains("new"), "the stream entry holds no body: {entry}");
+    assert!(redis.command("HGET natter:room:r:msgs 2").ends_with(&String::from_utf8(json).unwrap()));
+
+    for i in 0..1000 {
+        post(&mut s, "r", "u-al", &format!("m{i}"));
+    }
+    let held = int_reply(&redis.command("XLEN natter:room:r:stream"));
+    assert!(held < 500, "the stream was trimmed: holds {held}");
+    assert_eq!(int_reply(&redis.command("HLEN natter:room:r:msgs")), held, "a body for each entry, no other");
+    reader.finish();
+}
+
 #[test]
 fn the_reader_reports_a_gap_when_the_stream_was_trimmed_past_its_position() {
     let redis = RedisServer::start();

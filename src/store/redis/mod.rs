@@ -8,8 +8,8 @@
 //! never on the dispatcher's hot path.
 //!
 //! Three pieces, each with its own connection:
-//! - [`RedisStore`] ([`store`]): request/response calls — `append` (one Lua script:
-//!   de-duplication, `INCR` seq, `XADD`), `range`/`recent`/`head` for history and
+//! - [`RedisStore`] ([`store`]): request/response calls — `append` (one Lua script,
+//!   `scripts.rs`: de-duplication, `INCR` seq, `XADD`, the body), `range`/`recent`/`head` for history and
 //!   resume, `query` (`query.rs`) for scroll-back and search (a bounded scan of the
 //!   stream, matched by `search.rs`), `publish` for events, presence ([`presence`]) and
 //!   `ping`.
@@ -22,7 +22,9 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `{p}:room:{room}:seq` | string | the room's last seq (`INCR`) |
-//! | `{p}:room:{room}:stream` | stream | message seq `S` as entry `S-0`, field `m` = the `msg` JSON; `MAXLEN ~ cap` |
+//! | `{p}:room:{room}:stream` | stream | the room's order: message seq `S` as entry `S-0` (field `b` = `1`; an entry written by an earlier natter holds its JSON itself, field `m`); `MAXLEN ~ cap` |
+//! | `{p}:room:{room}:msgs` | hash | seq → the message's JSON as it is now (its body): a stream entry cannot be changed, a hash field can; trimmed with the stream |
+//! | `{p}:room:{room}:low` | string | the lowest seq whose body may still be in `msgs` (where the next trim starts) |
 //! | `{p}:room:{room}:epoch` | string | the room's epoch: set by the append script with the first message it stores while the key is missing (a Redis that lost its data starts a new one) |
 //! | `{p}:room:{room}:id:{n}:{uid}:{id}` | string, TTL | the seq of client id `id` from user `uid` (`n` = byte length of `uid`, so no uid/id split is ambiguous) |
 //! | `{p}:room:{room}:events` | pub/sub channel | `{instance} {json}` event envelopes |
@@ -44,6 +46,7 @@ mod presence;
 mod query;
 mod reader;
 mod reply;
+mod scripts;
 mod search;
 mod store;
 
@@ -281,6 +284,14 @@ impl RoomKeys {
 
     pub(crate) fn epoch(&self) -> String {
         format!("{}:epoch", self.base)
+    }
+
+    pub(crate) fn msgs(&self) -> String {
+        format!("{}:msgs", self.base)
+    }
+
+    pub(crate) fn low(&self) -> String {
+        format!("{}:low", self.base)
     }
 
     pub(crate) fn dedup(&self, uid: &str, id: &str) -> String {

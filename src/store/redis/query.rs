@@ -9,8 +9,9 @@
 
 use std::borrow::Cow;
 
-use super::reply::{self, Entry};
+use super::reply::Entry;
 use super::search::Matcher;
+use super::store::Direction;
 use super::{RedisStore, StoreError};
 use crate::protocol::RoomName;
 use crate::store::read::{Page, Query, StoredMsg};
@@ -74,17 +75,8 @@ impl RedisStore {
         if high < low.max(1) || count == 0 {
             return Ok(Vec::new());
         }
-        let stream = self.keys(room).stream();
-        let raw = self.call(|con, _| {
-            redis::cmd("XREVRANGE")
-                .arg(&stream)
-                .arg(format!("{high}-0"))
-                .arg(format!("{low}-0"))
-                .arg("COUNT")
-                .arg(count)
-                .query(con)
-        })?;
-        reply::entries(raw)
+        let (_, _, entries) = self.read(room, Direction::Down, &format!("{high}-0"), &format!("{low}-0"), count)?;
+        Ok(entries)
     }
 }
 

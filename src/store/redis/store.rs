@@ -10,69 +10,30 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use redis::{Client, Connection, RedisResult, Script, Value};
+use redis::{Client, Connection, RedisResult};
 
-use super::reply::{self, Entry};
+use super::reply::Entry;
+use super::scripts::Scripts;
 use super::{connect, is_outage, open_client, InstanceId, RoomKeys, StoreError, StoreOptions};
 use crate::protocol::RoomName;
-
-/// De-duplicate, number, build the JSON and append it, atomically (Redis runs a script
-/// alone). Seq and the stream entry are written together, so the stream never misses a
-/// seq that was handed out.
-///
-/// A retry (ARGV[6] == '1', sent when the connection broke after the first attempt was
-/// written) first looks for the first attempt's entry: the JSON is the same byte for
-/// byte (its `ts` and `uid` included), so finding it means that attempt was stored.
-/// With a client id the dedup key points at it; without one the newest ARGV[7] entries
-/// are compared.
-///
-/// The room's epoch is set to ARGV[8] when it has none, so the instances racing to store
-/// a room's first message agree on one.
-///
-/// KEYS: seq, stream, epoch, and the dedup key when ARGV[5] == '1'.
-/// ARGV: JSON prefix, JSON suffix, stream cap, dedup TTL (s), has-id flag, retry flag,
-/// entries a retry without an id looks back, a new epoch.
-/// Returns {1, seq} when stored, {0, original seq} for a duplicate, {2, seq} when a
-/// retry found its first attempt stored as `seq`.
-const APPEND_LUA: &str = r"
-local function holds(entry, seq)
-  return entry and entry[2][2] == ARGV[1] .. seq .. ARGV[2]
-end
-if ARGV[5] == '1' then
-  local old = redis.call('GET', KEYS[4])
-  if old then
-    if ARGV[6] == '1' and holds(redis.call('XRANGE', KEYS[2], old .. '-0', old .. '-0')[1], old) then
-      return {2, tonumber(old)}
-    end
-    return {0, tonumber(old)}
-  end
-elseif ARGV[6] == '1' then
-  for _, entry in ipairs(redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[7])) do
-    local seq = string.match(entry[1], '^(%d+)')
-    if holds(entry, seq) then return {2, tonumber(seq)} end
-  end
-end
-local seq = redis.call('INCR', KEYS[1])
-if seq == 1 then
-  -- The counter is new: if the stream outlived it (a deleted or evicted key), go on
-  -- after the stream's last entry, since XADD refuses an id that is not above it.
-  local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-  if last[1] then
-    seq = tonumber(string.match(last[1][1], '^(%d+)')) + 1
-    redis.call('SET', KEYS[1], seq)
-  end
-end
-local id = string.format('%d', seq)
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], id .. '-0', 'm', ARGV[1] .. id .. ARGV[2])
-if ARGV[5] == '1' then redis.call('SET', KEYS[4], id, 'EX', ARGV[4]) end
-redis.call('SET', KEYS[3], ARGV[8], 'NX')
-return {1, seq}
-";
 
 /// How many of a room's newest entries a retried append without a client id searches
 /// for its first attempt. More appends than this to the same room between the attempt
 /// and its retry (milliseconds) would make it stored twice.
 const RETRY_LOOKBACK: usize = 100;
+
+/// What `scripts::READ_LUA` answers: the head and epoch (nil when the room has none)
+/// and (seq, JSON) pairs.
+type ScriptedRead = (Option<u64>, Option<String>, Vec<(u64, Vec<u8>)>);
+
+/// Which way a read walks a room's stream.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Direction {
+    /// Oldest first (`XRANGE`).
+    Up,
+    /// Newest first (`XREVRANGE`).
+    Down,
+}
 
 /// What [`RedisStore::append`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,7 +67,7 @@ pub struct RedisStore {
     client: Client,
     con: Option<Connection>,
     pub(super) opts: StoreOptions,
-    append_script: Script,
+    scripts: Scripts,
     /// This instance's presence as it should be in Redis: room → uid → name. The
     /// presence calls update it first, so a refresh can write back what an outage or
     /// a Redis restart lost.
@@ -117,13 +78,7 @@ impl RedisStore {
     /// Checks the URL (`redis://host:port/db`) without connecting; the first call
     /// connects.
     pub fn open(url: &str, opts: StoreOptions) -> Result<RedisStore, StoreError> {
-        Ok(RedisStore {
-            client: open_client(url)?,
-            con: None,
-            opts,
-            append_script: Script::new(APPEND_LUA),
-            presence: HashMap::new(),
-        })
+        Ok(RedisStore { client: open_client(url)?, con: None, opts, scripts: Scripts::new(), presence: HashMap::new() })
     }
 
     /// [`RedisStore::open`], then a `PING`: fails with [`StoreError::Unavailable`]
@@ -153,21 +108,21 @@ impl RedisStore {
     /// [`RedisStore::append`] makes its retry so with [`RedisStore::call_again`].
     pub(super) fn call<T>(
         &mut self,
-        mut f: impl FnMut(&mut Connection, &Script) -> RedisResult<T>,
+        mut f: impl FnMut(&mut Connection, &Scripts) -> RedisResult<T>,
     ) -> Result<T, StoreError> {
-        self.call_again(|con, script, _| f(con, script))
+        self.call_again(|con, scripts, _| f(con, scripts))
     }
 
     /// [`RedisStore::call`], telling `f` whether this is the retry (`true`).
     fn call_again<T>(
         &mut self,
-        mut f: impl FnMut(&mut Connection, &Script, bool) -> RedisResult<T>,
+        mut f: impl FnMut(&mut Connection, &Scripts, bool) -> RedisResult<T>,
     ) -> Result<T, StoreError> {
         let reused = self.con.is_some();
-        let result = match self.attempt(|con, script| f(con, script, false)) {
+        let result = match self.attempt(|con, scripts| f(con, scripts, false)) {
             Err(e) if reused && e.is_connection_dropped() && !e.is_timeout() => {
                 log::info!("redis: the connection was broken ({e}); reconnected to retry");
-                self.attempt(|con, script| f(con, script, true))
+                self.attempt(|con, scripts| f(con, scripts, true))
             }
             other => other,
         };
@@ -175,12 +130,12 @@ impl RedisStore {
     }
 
     /// One try of `f`, connecting first if needed; an outage drops the connection.
-    fn attempt<T>(&mut self, f: impl FnOnce(&mut Connection, &Script) -> RedisResult<T>) -> RedisResult<T> {
+    fn attempt<T>(&mut self, f: impl FnOnce(&mut Connection, &Scripts) -> RedisResult<T>) -> RedisResult<T> {
         let con = match self.con.take() {
             Some(con) => self.con.insert(con),
             None => self.con.insert(connect(&self.client, &self.opts, Duration::ZERO)?),
         };
-        f(con, &self.append_script).inspect_err(|e| {
+        f(con, &self.scripts).inspect_err(|e| {
             if is_outage(e) {
                 self.con = None;
             }
@@ -204,7 +159,7 @@ impl RedisStore {
     ///
     /// When the connection turns out broken after the script was sent, the script runs
     /// once more on a new connection and first looks for what the first attempt may have
-    /// stored (see `APPEND_LUA`): found, it answers `Stored` with that seq, so the
+    /// stored (see `scripts::APPEND_LUA`): found, it answers `Stored` with that seq, so the
     /// message is stored once and acked once, with or without a client id.
     pub fn append(
         &mut self,
@@ -218,9 +173,9 @@ impl RedisStore {
         let cap = self.opts.stream_cap.max(1);
         let ttl = self.opts.dedup_ttl.as_secs().max(1);
         let epoch = crate::store::new_epoch(); // used only if the room has none yet
-        let (stored, seq): (u8, u64) = self.call_again(|con, script, retry| {
-            let mut run = script.prepare_invoke();
-            run.key(keys.seq()).key(keys.stream()).key(keys.epoch());
+        let (stored, seq): (u8, u64) = self.call_again(|con, scripts, retry| {
+            let mut run = scripts.append.prepare_invoke();
+            run.key(keys.seq()).key(keys.stream()).key(keys.epoch()).key(keys.msgs()).key(keys.low());
             if let Some(id) = client_id {
                 run.key(keys.dedup(uid, id));
             }
@@ -250,12 +205,9 @@ impl RedisStore {
         upto_seq: Option<u64>,
         max: usize,
     ) -> Result<Range, StoreError> {
-        let keys = self.keys(room);
         let first = after_seq.saturating_add(1);
         let end = upto_seq.map_or_else(|| "+".to_owned(), |upto| format!("{upto}-0"));
-        let mut xrange = redis::cmd("XRANGE");
-        xrange.arg(keys.stream()).arg(format!("{first}-0")).arg(end).arg("COUNT").arg(max.max(1));
-        let (head, epoch, mut messages) = self.head_and_entries(&keys, xrange)?;
+        let (head, epoch, mut messages) = self.read(room, Direction::Up, &format!("{first}-0"), &end, max)?;
         let missing_first = messages.first().is_none_or(|e| e.seq != first);
         let wanted = upto_seq.is_none_or(|upto| upto >= first);
         messages.truncate(max);
@@ -264,29 +216,36 @@ impl RedisStore {
 
     /// The last `n` messages of `room`, oldest first (a join without `since`).
     pub fn recent(&mut self, room: &RoomName, n: usize) -> Result<Range, StoreError> {
-        let keys = self.keys(room);
-        let mut xrevrange = redis::cmd("XREVRANGE");
-        xrevrange.arg(keys.stream()).arg("+").arg("-").arg("COUNT").arg(n.max(1));
-        let (head, epoch, mut messages) = self.head_and_entries(&keys, xrevrange)?;
+        let (head, epoch, mut messages) = self.read(room, Direction::Down, "+", "-", n)?;
         messages.truncate(n);
         messages.reverse();
         Ok(Range { messages, complete: true, head, epoch })
     }
 
-    /// The room's head, its epoch and the entries `read` (an `XRANGE`/`XREVRANGE`)
-    /// returns, read in one MULTI: a message appended between them would otherwise look
-    /// like a trimmed one, or belong to another epoch.
-    fn head_and_entries(
+    /// The room's head, its epoch and up to `count` messages between the stream ids
+    /// `from` and `to` (`XRANGE`, oldest first, or `XREVRANGE`, newest first), with
+    /// their bodies, read in one step (`scripts::READ_LUA`).
+    pub(super) fn read(
         &mut self,
-        keys: &RoomKeys,
-        read: redis::Cmd,
+        room: &RoomName,
+        direction: Direction,
+        from: &str,
+        to: &str,
+        count: usize,
     ) -> Result<(u64, Option<String>, Vec<Entry>), StoreError> {
-        let (head, epoch, raw): (Option<u64>, Option<String>, Value) = self.call(|con, _| {
-            let mut pipe = redis::pipe();
-            pipe.atomic().cmd("GET").arg(keys.seq()).cmd("GET").arg(keys.epoch()).add_command(read.clone());
-            pipe.query(con)
+        let keys = self.keys(room);
+        let command = match direction {
+            Direction::Up => "XRANGE",
+            Direction::Down => "XREVRANGE",
+        };
+        let (head, epoch, found): ScriptedRead = self.call(|con, scripts| {
+            let mut run = scripts.read.prepare_invoke();
+            run.key(keys.seq()).key(keys.epoch()).key(keys.stream()).key(keys.msgs());
+            run.arg(command).arg(from).arg(to).arg(count.max(1));
+            run.invoke(con)
         })?;
-        Ok((head.unwrap_or(0), epoch, reply::entries(raw)?))
+        let messages = found.into_iter().map(|(seq, json)| Entry { seq, json: Bytes::from(json) }).collect();
+        Ok((head.unwrap_or(0), epoch, messages))
     }
 
     /// Every room with at least one message and its head, at most `max` of them
