@@ -268,3 +268,128 @@ fn a_resume_past_what_redis_keeps_says_where_it_starts() {
     let (_, h) = b.connect("recent").join("r", Some(298));
     assert_eq!((common::history_seqs(&h), h["complete"].as_bool(), h.get("first")), (vec![299, 300], Some(true), None));
 }
+
+/// The next `ack` or `error` about `id` (an `ack`'s `id`, an error's `ref`).
+fn answer(c: &mut Client, id: &str) -> serde_json::Value {
+    loop {
+        let v = c.recv();
+        if (v["type"] == "ack" && v["id"] == id) || (v["type"] == "error" && v["ref"] == id) {
+            return v;
+        }
+    }
+}
+
+/// The next frame of type `kind`, whatever comes before it.
+fn next_of(c: &mut Client, kind: &str) -> serde_json::Value {
+    loop {
+        let v = c.recv();
+        if v["type"] == kind {
+            return v;
+        }
+    }
+}
+
+/// (type, of) of each message of a history, in order.
+fn changes(history: &serde_json::Value) -> Vec<(String, u64)> {
+    let messages = history["messages"].as_array().expect("messages");
+    messages.iter().map(|m| (m["type"].as_str().unwrap().to_owned(), m["of"].as_u64().unwrap_or(0))).collect()
+}
+
+/// An edit and a deletion made on A reach B's members live and a client of B that was
+/// away on resume, in seq order; B's ring and Redis both give the changed messages back
+/// (scroll-back), search forgets the words, and no key of Redis holds them any more.
+#[test]
+fn edits_and_deletions_on_one_instance_reach_the_other_live_on_resume_and_in_history() {
+    let redis = RedisServer::start();
+    let (a, b) = (instance(&redis), instance(&redis));
+    let (mut author, mut watcher) = (a.connect("author"), b.connect("watcher"));
+    author.join("log", None);
+    watcher.join("log", None); // B's ring holds the room from its first message
+    author.post("log", "filler 1", "m1");
+    author.post("log", "tpyo here", "m2");
+    author.post("log", "xylophonequartz launch code", "m3");
+    for i in 4..=10 {
+        author.post("log", &format!("filler {i}"), &format!("m{i}"));
+    }
+    let mut away = b.connect("away");
+    assert_eq!(away.join("log", None).0["head"], 10);
+    drop(away);
+
+    author.send(json!({"type": "edit", "room": "log", "seq": 2, "text": "typo fixed", "id": "e1"}));
+    assert_eq!(answer(&mut author, "e1")["seq"], 11);
+    author.send(json!({"type": "delete", "room": "log", "seq": 3, "id": "d1"}));
+    assert_eq!(answer(&mut author, "d1")["seq"], 12);
+    let edit = next_of(&mut watcher, "edit");
+    assert_eq!(
+        (edit["seq"].as_u64(), edit["of"].as_u64(), edit["text"].as_str()),
+        (Some(11), Some(2), Some("typo fixed"))
+    );
+    let delete = next_of(&mut watcher, "delete");
+    assert_eq!((delete["seq"].as_u64(), delete["of"].as_u64(), delete.get("text")), (Some(12), Some(3), None));
+
+    let mut back = b.connect("away");
+    let (_, history) = back.join("log", Some(10));
+    assert_eq!(changes(&history), [("edit".into(), 2), ("delete".into(), 3)], "both changes, in seq order");
+
+    let page = |c: &mut Client, before: u64, limit: u64| {
+        let v = common::history::ask(c, json!({"type": "history", "room": "log", "before": before, "limit": limit}));
+        v["messages"].as_array().expect("a history page").clone()
+    };
+    let check = |from: &str, m: &[serde_json::Value]| {
+        assert_eq!((m[0]["text"].as_str(), m[0]["edited"].is_u64()), (Some("typo fixed"), true), "{from}: {m:?}");
+        assert_eq!((m[1].get("text"), m[1]["deleted"].as_bool()), (None, Some(true)), "{from}: {m:?}");
+    };
+    // Read from Redis (the ring cannot prove it holds all of it), then from B's ring.
+    check("redis", &page(&mut back, 4, 10)[1..]);
+    check("ring", &[page(&mut back, 3, 1), page(&mut back, 4, 1)].concat());
+    let (_, history) = b.connect("newcomer").join("log", Some(1));
+    check("a join", &history["messages"].as_array().unwrap()[..2]);
+    let hits = common::history::ask(&mut back, json!({"type": "search", "room": "log", "q": "xylophonequartz"}));
+    assert_eq!(hits["messages"], json!([]), "a deleted message is not found");
+    let hits = common::history::ask(&mut back, json!({"type": "search", "room": "log", "q": "typo fixed"}));
+    assert_eq!(common::history_seqs(&hits), [2], "the edited message, never the edit event");
+
+    for gone in ["xylophonequartz", "tpyo"] {
+        assert_eq!(redis.keys_holding(gone), Vec::<String>::new(), "`{gone}` is still in Redis");
+    }
+    assert_eq!(redis.keys_holding("typo fixed"), ["natter:room:log:msgs"], "the check sees text that is there");
+}
+
+/// The rules hold across instances: only the author edits; the author or a moderator
+/// (of another instance than the author's) deletes; a deleted message stays deleted;
+/// a retried change is answered `dup:true`.
+#[test]
+fn only_the_author_edits_and_the_author_or_a_moderator_deletes_across_instances() {
+    let redis = RedisServer::start();
+    let a = instance(&redis);
+    let mod_uid = a.connect("moderator").uid();
+    let b = instance_with(&redis, |c| c.mods = vec![mod_uid.clone()]);
+    let (mut author, mut other, mut moderator) = (a.connect("author"), b.connect("other"), b.connect("moderator"));
+    assert_eq!(moderator.welcome["role"], "mod");
+    for c in [&mut author, &mut other, &mut moderator] {
+        c.join("r", None);
+    }
+    assert_eq!(author.post("r", "mine", "m1")["seq"], 1);
+    let refused = |c: &mut Client, m: serde_json::Value| {
+        let id = m["id"].as_str().unwrap().to_owned();
+        c.send(m);
+        answer(c, &id)["code"].as_str().unwrap_or("an ack").to_owned()
+    };
+    let edit = |seq: u64, id: &str| json!({"type": "edit", "room": "r", "seq": seq, "text": "changed", "id": id});
+    let delete = |seq: u64, id: &str| json!({"type": "delete", "room": "r", "seq": seq, "id": id});
+    assert_eq!(refused(&mut other, edit(1, "x1")), "forbidden");
+    assert_eq!(refused(&mut other, delete(1, "x2")), "forbidden");
+    assert_eq!(refused(&mut moderator, edit(1, "x3")), "forbidden", "a moderator never edits others' messages");
+    assert_eq!(refused(&mut author, edit(9, "x4")), "not_found");
+
+    moderator.send(delete(1, "d1"));
+    assert_eq!(answer(&mut moderator, "d1")["seq"], 2);
+    let seen = next_of(&mut author, "delete");
+    assert_eq!((seen["of"].as_u64(), seen["uid"].as_str()), (Some(1), Some(mod_uid.as_str())));
+    assert_eq!(refused(&mut author, edit(1, "x5")), "not_found", "a deleted message stays deleted");
+    assert_eq!(refused(&mut author, delete(1, "x6")), "not_found");
+    assert_eq!(refused(&mut author, edit(2, "x7")), "not_found", "an event is not a message");
+    moderator.send(delete(1, "d1"));
+    let dup = answer(&mut moderator, "d1");
+    assert_eq!((dup["seq"].as_u64(), dup["dup"].as_bool()), (Some(2), Some(true)), "a retry is a duplicate");
+}

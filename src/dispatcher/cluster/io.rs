@@ -27,14 +27,26 @@ use crate::protocol::{ErrorCode, ProtocolError};
 use crate::protocol::{RoomName, User, UserId};
 use crate::store::read::{Query, Readers};
 use crate::store::redis::{
-    presence_changes, Appended, Delivery, Events, Range, Reader, RedisStore, StoreError, StoreOptions, Watch,
+    presence_changes, Appended, ChangeOf, Delivery, Events, Range, Reader, RedisStore, StoreError, StoreOptions, Watch,
 };
+use crate::store::Refused;
 
 /// What the dispatcher asks of Redis.
 #[derive(Debug)]
 pub enum Request {
     /// Store a message; the answer is [`ClusterEvent::Appended`].
     Append { ack: AckTo, room: RoomName, uid: UserId, id: Option<String>, prefix: Vec<u8>, suffix: Vec<u8> },
+    /// Store an `edit` or `delete` event by `uid`, which the append script checks and
+    /// applies to the message it changes; the answer is [`ClusterEvent::Changed`].
+    Change {
+        conn: ConnId,
+        room: RoomName,
+        uid: UserId,
+        id: Option<String>,
+        prefix: Vec<u8>,
+        suffix: Vec<u8>,
+        change: ChangeOf,
+    },
     /// Mark the user present and read the history and presence a joining client needs;
     /// the answer is [`ClusterEvent::History`].
     Join { conn: ConnId, room: RoomName, from: HistoryFrom, recent: usize, uid: UserId, name: String, silent: bool },
@@ -90,6 +102,15 @@ pub enum ClusterEvent {
         room: RoomName,
         id: Option<String>,
         result: Result<Appended, String>,
+    },
+    /// What became of a [`Request::Change`].
+    Changed {
+        conn: ConnId,
+        room: RoomName,
+        uid: UserId,
+        id: Option<String>,
+        change: ChangeOf,
+        result: Result<Result<Appended, Refused>, String>,
     },
     History {
         conn: ConnId,
@@ -279,6 +300,10 @@ fn handle(
         Request::Append { ack, room, uid, id, prefix, suffix } => {
             let result = store.append(&room, &uid, id.as_deref(), &prefix, &suffix).map_err(describe);
             Some(ClusterEvent::Appended { ack, room, id, result })
+        }
+        Request::Change { conn, room, uid, id, prefix, suffix, change } => {
+            let result = store.change(&room, &uid, id.as_deref(), &prefix, &suffix, &change).map_err(describe);
+            Some(ClusterEvent::Changed { conn, room, uid, id, change, result })
         }
         Request::Join { conn, room, from, recent, uid, name, silent } => {
             let resume_max = store.options().most_held();

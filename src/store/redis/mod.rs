@@ -25,6 +25,7 @@
 //! | `{p}:room:{room}:stream` | stream | the room's order: message seq `S` as entry `S-0` (field `b` = `1`; an entry written by an earlier natter holds its JSON itself, field `m`); `MAXLEN ~ cap` |
 //! | `{p}:room:{room}:msgs` | hash | seq → the message's JSON as it is now (its body): a stream entry cannot be changed, a hash field can; trimmed with the stream |
 //! | `{p}:room:{room}:low` | string | the lowest seq whose body may still be in `msgs` (where the next trim starts) |
+//! | `{p}:room:{room}:edits` | hash | seq of a message → the seqs of its edit events (space-separated), so a deletion takes their text too |
 //! | `{p}:room:{room}:epoch` | string | the room's epoch: set by the append script with the first message it stores while the key is missing (a Redis that lost its data starts a new one) |
 //! | `{p}:room:{room}:id:{n}:{uid}:{id}` | string, TTL | the seq of client id `id` from user `uid` (`n` = byte length of `uid`, so no uid/id split is ambiguous) |
 //! | `{p}:room:{room}:events` | pub/sub channel | `{instance} {json}` event envelopes |
@@ -41,6 +42,7 @@
 //! [`Events`] threads reconnect by themselves with exponential backoff and report
 //! [`Delivery::Status`] once per outage and once per recovery.
 
+mod changes;
 mod events;
 mod presence;
 mod query;
@@ -60,6 +62,7 @@ use redis::{Client, Connection, ErrorKind, RedisError, ServerErrorKind};
 
 use crate::protocol::RoomName;
 
+pub use changes::{deleted, edited, ChangeOf};
 pub use events::Events;
 pub use presence::{presence_changes, PresenceChanges};
 pub use reader::Reader;
@@ -292,6 +295,10 @@ impl RoomKeys {
 
     pub(crate) fn low(&self) -> String {
         format!("{}:low", self.base)
+    }
+
+    pub(crate) fn edits(&self) -> String {
+        format!("{}:edits", self.base)
     }
 
     pub(crate) fn dedup(&self, uid: &str, id: &str) -> String {

@@ -84,12 +84,19 @@ fn page(entries: Vec<Entry>, complete: bool) -> Page {
     Page { messages: entries.into_iter().map(|Entry { seq, json }| StoredMsg { seq, json }).collect(), complete }
 }
 
-/// The `text` of a stored `msg` JSON (empty if it has none).
+/// The `text` of a stored `msg` JSON; empty for anything else (a deleted message, an
+/// `edit` event: as in local mode, a search finds messages, never the events that
+/// changed them).
 fn text_of(json: &[u8]) -> Cow<'_, str> {
     #[derive(serde::Deserialize)]
     struct Text<'a> {
-        #[serde(borrow)]
+        #[serde(rename = "type", borrow)]
+        kind: Cow<'a, str>,
+        #[serde(borrow, default)]
         text: Cow<'a, str>,
     }
-    serde_json::from_slice::<Text>(json).map_or(Cow::Borrowed(""), |m| m.text)
+    match serde_json::from_slice::<Text>(json) {
+        Ok(m) if m.kind == "msg" => m.text,
+        _ => Cow::Borrowed(""),
+    }
 }

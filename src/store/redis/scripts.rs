@@ -10,9 +10,12 @@
 
 use redis::Script;
 
-/// Appends a message: de-duplicates, numbers, stores its order and body, trims,
-/// atomically. Seq, the stream entry and the body are written together, so the stream
-/// never misses a seq that was handed out and never lists one without its body.
+/// Appends a message, or an edit or delete event with the change it makes:
+/// de-duplicates, checks the change, numbers, stores its order and body, rewrites the
+/// changed message, trims, atomically. Seq, the stream entry and the body are written
+/// together, so the stream never misses a seq that was handed out and never lists one
+/// without its body; a change is checked against the message as it is when it is made,
+/// whichever instance made the one before.
 ///
 /// A retry (ARGV[6] == '1', sent when the connection broke after the first attempt was
 /// written) first looks for the first attempt's body: the JSON is the same byte for
@@ -20,17 +23,29 @@ use redis::Script;
 /// With a client id the dedup key points at it; without one the newest ARGV[7] entries
 /// are compared.
 ///
+/// A change (ARGV[9] `edit` or `delete` of message ARGV[10] by user ARGV[11], a
+/// moderator when ARGV[12] == '1') needs a `msg` that is not deleted, by that user for
+/// an edit, by that user or a moderator for a delete. It replaces the message's body:
+/// an edit cuts it before `"text"` (the last field but `edited`) and puts the event's
+/// text and `"edited":ARGV[13]` there; a delete puts `"deleted":true` there, and does
+/// the same to the earlier edit events of the message (the `edits` hash lists them).
+/// The old body is overwritten: no copy of the text is left in Redis.
+/// [`super::changes`] makes the same rewrite of the copies in the rings.
+///
 /// The room's epoch is set to ARGV[8] when it has none, so the instances racing to store
 /// a room's first message agree on one. The bodies are trimmed with the stream: every
-/// body below the stream's first entry is deleted (the `low` key remembers where the
-/// bodies start, so each is deleted once).
+/// body (and `edits` field) below the stream's first entry is deleted (the `low` key
+/// remembers where the bodies start, so each is deleted once).
 ///
-/// KEYS: seq, stream, epoch, msgs, low, and the dedup key when ARGV[5] == '1'.
+/// KEYS: seq, stream, epoch, msgs, low, edits, and the dedup key when ARGV[5] == '1'.
 /// ARGV: JSON prefix, JSON suffix, stream cap, dedup TTL (s), has-id flag, retry flag,
-/// entries a retry without an id looks back, a new epoch.
+/// entries a retry without an id looks back, a new epoch, change, message changed,
+/// acting user, moderator flag, the change's time.
 /// Returns {1, seq} when stored, {0, original seq} for a duplicate, {2, seq} when a
-/// retry found its first attempt stored as `seq`.
-const APPEND_LUA: &str = r"
+/// retry found its first attempt stored as `seq`; for a change, {3, 0} when the message
+/// is not a `msg` of the room (or no longer held), {5, 0} when it was deleted, {4, 0}
+/// when the user may not make the change.
+const APPEND_LUA: &str = r#"
 local function body(seq)
   local json = redis.call('HGET', KEYS[4], seq)
   if json then return json end
@@ -40,8 +55,12 @@ end
 local function holds(seq)
   return body(seq) == ARGV[1] .. seq .. ARGV[2]
 end
+local function before_text(json)
+  local at = string.find(json, ',"text":', 1, true)
+  return at and string.sub(json, 1, at - 1)
+end
 if ARGV[5] == '1' then
-  local old = redis.call('GET', KEYS[6])
+  local old = redis.call('GET', KEYS[7])
   if old then
     if ARGV[6] == '1' and holds(old) then return {2, tonumber(old)} end
     return {0, tonumber(old)}
@@ -51,6 +70,14 @@ elseif ARGV[6] == '1' then
     local seq = string.match(entry[1], '^(%d+)')
     if holds(seq) then return {2, tonumber(seq)} end
   end
+end
+local change, of, original = ARGV[9], ARGV[10], nil
+if change ~= '' then
+  original = body(of)
+  local parsed, m = pcall(cjson.decode, original or '')
+  if not parsed or type(m) ~= 'table' or m.type ~= 'msg' then return {3, 0} end
+  if m.deleted or not before_text(original) then return {5, 0} end
+  if m.uid ~= ARGV[11] and (change == 'edit' or ARGV[12] ~= '1') then return {4, 0} end
 end
 local seq = redis.call('INCR', KEYS[1])
 if seq == 1 then
@@ -65,17 +92,33 @@ end
 local id = string.format('%d', seq)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], id .. '-0', 'b', '1')
 redis.call('HSET', KEYS[4], id, ARGV[1] .. id .. ARGV[2])
+if change == 'edit' then
+  local text = string.sub(ARGV[2], string.find(ARGV[2], ',"text":', 1, true), -2)
+  redis.call('HSET', KEYS[4], of, before_text(original) .. text .. ',"edited":' .. ARGV[13] .. '}')
+  local earlier = redis.call('HGET', KEYS[6], of)
+  redis.call('HSET', KEYS[6], of, earlier and (earlier .. ' ' .. id) or id)
+elseif change == 'delete' then
+  redis.call('HSET', KEYS[4], of, before_text(original) .. ',"deleted":true}')
+  for edit in string.gmatch(redis.call('HGET', KEYS[6], of) or '', '%d+') do
+    local kept = before_text(redis.call('HGET', KEYS[4], edit) or '')
+    if kept then redis.call('HSET', KEYS[4], edit, kept .. ',"deleted":true}') end
+  end
+  redis.call('HDEL', KEYS[6], of)
+end
 local low = tonumber(redis.call('GET', KEYS[5]))
 if not low or seq - low >= tonumber(ARGV[3]) then
   local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
   local keep = tonumber(string.match(first[1], '^(%d+)'))
-  for s = (low or keep), keep - 1 do redis.call('HDEL', KEYS[4], s) end
+  for s = (low or keep), keep - 1 do
+    redis.call('HDEL', KEYS[4], s)
+    redis.call('HDEL', KEYS[6], s)
+  end
   redis.call('SET', KEYS[5], keep)
 end
-if ARGV[5] == '1' then redis.call('SET', KEYS[6], id, 'EX', ARGV[4]) end
+if ARGV[5] == '1' then redis.call('SET', KEYS[7], id, 'EX', ARGV[4]) end
 redis.call('SET', KEYS[3], ARGV[8], 'NX')
 return {1, seq}
-";
+"#;
 
 /// Reads the room's head and epoch and the entries of one `XRANGE`/`XREVRANGE` with
 /// their bodies, in one step: a message appended meanwhile would otherwise look like a

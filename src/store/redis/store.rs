@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use redis::{Client, Connection, RedisResult};
 
+use super::changes::ChangeOf;
 use super::reply::Entry;
 use super::scripts::Scripts;
 use super::{connect, is_outage, open_client, InstanceId, RoomKeys, StoreError, StoreOptions};
@@ -169,29 +170,35 @@ impl RedisStore {
         prefix: &[u8],
         suffix: &[u8],
     ) -> Result<Appended, StoreError> {
+        let post = Post { room, uid, client_id, prefix, suffix };
+        let (code, seq) = self.run_append(&post, None)?;
+        Ok(post.appended(code, seq))
+    }
+
+    /// Runs `scripts::APPEND_LUA` for a message, or an event making `change`; returns
+    /// the script's answer (code, seq).
+    pub(super) fn run_append(&mut self, post: &Post<'_>, change: Option<&ChangeOf>) -> Result<(u8, u64), StoreError> {
+        let Post { room, uid, client_id, prefix, suffix } = *post;
         let keys = self.keys(room);
         let cap = self.opts.stream_cap.max(1);
         let ttl = self.opts.dedup_ttl.as_secs().max(1);
         let epoch = crate::store::new_epoch(); // used only if the room has none yet
-        let (stored, seq): (u8, u64) = self.call_again(|con, scripts, retry| {
+        let (kind, of, by_mod, ts) = match change {
+            None => ("", 0, false, 0),
+            Some(ChangeOf::Edit { of, ts }) => ("edit", *of, false, *ts),
+            Some(ChangeOf::Delete { of, by_mod }) => ("delete", *of, *by_mod, 0),
+        };
+        self.call_again(|con, scripts, retry| {
             let mut run = scripts.append.prepare_invoke();
-            run.key(keys.seq()).key(keys.stream()).key(keys.epoch()).key(keys.msgs()).key(keys.low());
+            run.key(keys.seq()).key(keys.stream()).key(keys.epoch()).key(keys.msgs()).key(keys.low()).key(keys.edits());
             if let Some(id) = client_id {
                 run.key(keys.dedup(uid, id));
             }
             run.arg(prefix).arg(suffix).arg(cap).arg(ttl).arg(u8::from(client_id.is_some()));
             run.arg(u8::from(retry)).arg(RETRY_LOOKBACK).arg(&epoch);
+            run.arg(kind).arg(of).arg(uid).arg(u8::from(by_mod)).arg(ts);
             run.invoke(con)
-        })?;
-        if stored == 0 {
-            return Ok(Appended::Duplicate { seq });
-        }
-        let digits = seq.to_string();
-        let mut json = BytesMut::with_capacity(prefix.len() + digits.len() + suffix.len());
-        json.put_slice(prefix);
-        json.put_slice(digits.as_bytes());
-        json.put_slice(suffix);
-        Ok(Appended::Stored { seq, json: json.freeze() })
+        })
     }
 
     /// The messages with `after_seq < seq <= upto_seq` (no upper bound with `None`),
@@ -337,6 +344,32 @@ impl RedisStore {
             "PONG" => Ok(()),
             _ => Err(StoreError::Reply(format!("PING answered {pong:?}"))),
         }
+    }
+}
+
+/// What the append script is given: the room, the author, the client id, and the
+/// JSON around the seq the script assigns.
+#[derive(Clone, Copy)]
+pub(super) struct Post<'a> {
+    pub room: &'a RoomName,
+    pub uid: &'a str,
+    pub client_id: Option<&'a str>,
+    pub prefix: &'a [u8],
+    pub suffix: &'a [u8],
+}
+
+impl Post<'_> {
+    /// What the append script's answer `code` means for this post, stored or not.
+    pub fn appended(&self, code: u8, seq: u64) -> Appended {
+        if code == 0 {
+            return Appended::Duplicate { seq };
+        }
+        let digits = seq.to_string();
+        let mut json = BytesMut::with_capacity(self.prefix.len() + digits.len() + self.suffix.len());
+        json.put_slice(self.prefix);
+        json.put_slice(digits.as_bytes());
+        json.put_slice(self.suffix);
+        Appended::Stored { seq, json: json.freeze() }
     }
 }
 
