@@ -393,3 +393,35 @@ fn only_the_author_edits_and_the_author_or_a_moderator_deletes_across_instances(
     let dup = answer(&mut moderator, "d1");
     assert_eq!((dup["seq"].as_u64(), dup["dup"].as_bool()), (Some(2), Some(true)), "a retry is a duplicate");
 }
+
+/// A read marker moved on A reaches the same user's connection in the room on B, comes
+/// back as `read_seq` on a later join on B, never moves back, and never past what was
+/// delivered; nobody else hears of it.
+#[test]
+fn a_read_marker_moved_on_one_instance_reaches_the_other_and_comes_back_in_joined() {
+    let redis = RedisServer::start();
+    let (a, b) = (instance(&redis), instance(&redis));
+    let (mut phone, mut laptop, mut bob) = (a.connect("ann"), b.connect("ann"), a.connect("bob"));
+    for c in [&mut phone, &mut laptop, &mut bob] {
+        c.join("notes", None);
+    }
+    for i in 1..=3 {
+        phone.post("notes", &format!("n{i}"), &format!("r{i}"));
+    }
+    phone.send(json!({"type": "read", "room": "notes", "seq": 3}));
+    let read = json!({"type": "read", "room": "notes", "seq": 3});
+    assert_eq!(next_of(&mut phone, "read"), read);
+    assert_eq!(next_of(&mut laptop, "read"), read, "the same user on the other instance hears it");
+
+    phone.send(json!({"type": "read", "room": "notes", "seq": 2}));
+    phone.send(json!({"type": "read", "room": "notes", "seq": 9}));
+    let refused = phone.expect("error"); // a `read` first would fail here: 2 is no move
+    assert_eq!((refused["code"].as_str(), refused["ref"].as_str()), (Some("bad_field"), Some("read")), "past the head");
+    phone.post("notes", "after", "r4");
+    while bob.expect("msg")["seq"] != 4 {} // a `read` frame would fail `expect`: not bob's marker
+
+    let (joined, _) = b.connect("ann").join("notes", None);
+    assert_eq!(joined["read_seq"], 3, "a later join on B carries the marker");
+    let (joined, _) = b.connect("bob").join("notes", Some(1));
+    assert_eq!(joined["read_seq"], 0, "markers are per user");
+}

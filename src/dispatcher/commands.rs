@@ -41,7 +41,7 @@ pub(super) struct JoinReply<'a> {
     pub users: Vec<UserRef<'a>>,
     pub users_total: usize,
     pub complete: bool,
-    pub read_seq: Option<u64>,
+    pub read_seq: u64,
 }
 
 /// Whether a resume from `since`, sent with the room `epoch` the client holds, must be

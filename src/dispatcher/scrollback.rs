@@ -215,7 +215,7 @@ impl Dispatcher {
             users: r.users(self.cfg.presence_limit),
             users_total: r.present.len(),
             complete,
-            read_seq: Some(self.reads.get(user, room)),
+            read_seq: self.reads.get(user, room),
         }
     }
 

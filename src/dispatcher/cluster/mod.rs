@@ -37,7 +37,7 @@ use super::Dispatcher;
 use crate::api::webhooks::Event;
 use crate::delivery::outbox::ConnId;
 use crate::protocol::wire;
-use crate::protocol::{ErrorCode, ProtocolError, RoomName, ServerMsg, SystemEvent, User};
+use crate::protocol::{ErrorCode, ProtocolError, RoomName, ServerMsg, SystemEvent, User, UserId};
 use crate::store::redis::{Appended, ChangeOf, Delivery, Entry, Health};
 use crate::store::Refused;
 
@@ -52,6 +52,20 @@ struct RemoteEvent {
     kind: String,
     event: Option<SystemEvent>,
     user: Option<RemoteUser>,
+    /// A read marker's move: whose, and to where.
+    uid: Option<String>,
+    seq: Option<u64>,
+}
+
+/// A read marker's move as the instances tell each other: the `read` frame's fields
+/// and whose marker it is (never sent to a client as it is).
+#[derive(serde::Serialize)]
+struct MarkerMoved<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    room: &'a str,
+    seq: u64,
+    uid: &'a str,
 }
 
 #[derive(serde::Deserialize)]
@@ -141,6 +155,14 @@ impl Dispatcher {
         self.stage_ack(AckTo::Conn(conn), room, id.as_deref(), seq, dup);
     }
 
+    /// Hands a read marker's move to Redis, which keeps it if it moves forward and tells
+    /// the other instances; this instance's connections hear of it with the answer.
+    pub(super) fn cluster_read(&mut self, conn: ConnId, room: RoomName, uid: UserId, seq: u64) {
+        let moved = MarkerMoved { kind: "read", room: room.as_str(), seq, uid: &uid };
+        let event = serde_json::to_vec(&moved).expect("a marker's move always serializes");
+        self.backend.tell_cluster(|| Request::Read { conn, room, uid, seq, event });
+    }
+
     /// The last local member left: stop reading the room's stream.
     pub(super) fn cluster_room_empty(&mut self, room: &RoomName) {
         let Backend::Redis(cluster) = &self.backend else { return };
@@ -157,6 +179,17 @@ impl Dispatcher {
             ClusterEvent::Changed { conn, room, uid, id, change, result } => {
                 self.on_changed(conn, &room, &uid, id, change, result)
             }
+            ClusterEvent::Read { conn, room, uid, seq, result } => match result {
+                Ok(moved) => {
+                    if moved {
+                        self.tell_read(&uid, &room, seq);
+                    }
+                }
+                Err(message) => {
+                    let e = ProtocolError::new(ErrorCode::Unavailable, message).with_ref(Some("read".into()));
+                    self.reply_error(conn, &e);
+                }
+            },
             ClusterEvent::History { conn, room, since, silent, result } => match result {
                 Ok(read) => self.on_history(conn, room, since, silent, read),
                 Err(message) => {
@@ -281,7 +314,7 @@ impl Dispatcher {
                 users: users.iter().take(self.cfg.presence_limit).map(User::as_ref).collect(),
                 users_total: users.len(),
                 complete: range.complete,
-                read_seq: None,
+                read_seq: range.read_seq,
             };
             let meta = wire::HistoryMeta { reset, first: (!range.complete).then_some(first), ..Default::default() };
             for frame in reply.frames(&room, meta, &messages, self.cfg.max_frame_bytes) {
@@ -340,8 +373,11 @@ impl Dispatcher {
                     return;
                 }
                 match serde_json::from_slice::<RemoteEvent>(&json) {
-                    Ok(RemoteEvent { kind, event: Some(event), user: Some(user) }) if kind == "system" => {
+                    Ok(RemoteEvent { kind, event: Some(event), user: Some(user), .. }) if kind == "system" => {
                         self.remote_presence(&room, event, User { id: user.id.into(), name: user.name })
+                    }
+                    Ok(RemoteEvent { kind, uid: Some(uid), seq: Some(seq), .. }) if kind == "read" => {
+                        self.tell_read(&uid, &room, seq)
                     }
                     Ok(_) => self.stage_room(&room, &wire::text_frame(&json), None),
                     Err(e) => log::warn!("redis: skipping an event that does not parse: {e}"),

@@ -11,8 +11,9 @@
 //! - [`RedisStore`] ([`store`]): request/response calls — `append` (one Lua script,
 //!   `scripts.rs`: de-duplication, `INCR` seq, `XADD`, the body), `range`/`recent`/`head` for history and
 //!   resume, `query` (`query.rs`) for scroll-back and search (a bounded scan of the
-//!   stream, matched by `search.rs`), `publish` for events, presence ([`presence`]) and
-//!   `ping`.
+//!   stream, matched by `search.rs`), `change` (`changes.rs`) for edits and deletions,
+//!   `mark_read` (`reads.rs`) for read markers, `publish` for events, presence
+//!   ([`presence`]) and `ping`.
 //! - [`Reader`] ([`reader`]): one thread running `XREAD BLOCK` over the streams of the
 //!   watched rooms, delivering every new message in `seq` order, never skipping one.
 //! - [`Events`] ([`events`]): one thread subscribed to the watched rooms' event
@@ -28,7 +29,8 @@
 //! | `{p}:room:{room}:edits` | hash | seq of a message → the seqs of its edit events (space-separated), so a deletion takes their text too |
 //! | `{p}:room:{room}:epoch` | string | the room's epoch: set by the append script with the first message it stores while the key is missing (a Redis that lost its data starts a new one) |
 //! | `{p}:room:{room}:id:{n}:{uid}:{id}` | string, TTL | the seq of client id `id` from user `uid` (`n` = byte length of `uid`, so no uid/id split is ambiguous) |
-//! | `{p}:room:{room}:events` | pub/sub channel | `{instance} {json}` event envelopes |
+//! | `{p}:room:{room}:events` | pub/sub channel | `{instance} {json}` event envelopes (system, typing, read markers) |
+//! | `{p}:reads:{uid}` | hash | room → how far the user has read it (only moves forward) |
 //! | `{p}:room:{room}:present` | set, TTL | instances that have users in the room |
 //! | `{p}:room:{room}:present:{instance}` | hash, TTL | uid → name for one instance's users |
 //!
@@ -47,6 +49,7 @@ mod events;
 mod presence;
 mod query;
 mod reader;
+mod reads;
 mod reply;
 mod scripts;
 mod search;

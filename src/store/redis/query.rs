@@ -11,7 +11,7 @@ use std::borrow::Cow;
 
 use super::reply::Entry;
 use super::search::Matcher;
-use super::store::Direction;
+use super::store::{Direction, Walk};
 use super::{RedisStore, StoreError};
 use crate::protocol::RoomName;
 use crate::store::read::{Page, Query, StoredMsg};
@@ -75,8 +75,8 @@ impl RedisStore {
         if high < low.max(1) || count == 0 {
             return Ok(Vec::new());
         }
-        let (_, _, entries) = self.read(room, Direction::Down, &format!("{high}-0"), &format!("{low}-0"), count)?;
-        Ok(entries)
+        let (from, to) = (format!("{high}-0"), format!("{low}-0"));
+        Ok(self.read(room, Walk { direction: Direction::Down, from: &from, to: &to, count }, None)?.messages)
     }
 }
 

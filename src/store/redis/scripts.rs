@@ -1,5 +1,6 @@
 //! The Lua scripts Redis runs for the store, each alone (Redis runs a script
-//! atomically): appending a message, and reading messages back with their bodies.
+//! atomically): appending a message, reading messages back with their bodies, moving
+//! a read marker.
 //!
 //! A room's order is its stream (entry `S-0` for seq `S`); the JSON of each message
 //! (its body) is a field of the room's `msgs` hash, where it can be replaced: a stream
@@ -122,12 +123,14 @@ return {1, seq}
 
 /// Reads the room's head and epoch and the entries of one `XRANGE`/`XREVRANGE` with
 /// their bodies, in one step: a message appended meanwhile would otherwise look like a
-/// trimmed one, or belong to another epoch.
+/// trimmed one, or belong to another epoch. A join reads the user's read marker of the
+/// room along (KEYS[5], ARGV[5]).
 ///
-/// KEYS: seq, epoch, stream, msgs.
-/// ARGV: `XRANGE` or `XREVRANGE`, start id, end id, COUNT.
-/// Returns {head or nil, epoch or nil, {{seq, json}, ...}} in the command's order; an
-/// entry natter did not write (an id other than `S-0`, no body) is left out.
+/// KEYS: seq, epoch, stream, msgs, and the user's markers when one is asked for.
+/// ARGV: `XRANGE` or `XREVRANGE`, start id, end id, COUNT, and the room.
+/// Returns {head or nil, epoch or nil, {{seq, json}, ...}, marker or nil} in the
+/// command's order; an entry natter did not write (an id other than `S-0`, no body) is
+/// left out.
 const READ_LUA: &str = r"
 local found = {}
 for _, entry in ipairs(redis.call(ARGV[1], KEYS[3], ARGV[2], ARGV[3], 'COUNT', ARGV[4])) do
@@ -135,7 +138,20 @@ for _, entry in ipairs(redis.call(ARGV[1], KEYS[3], ARGV[2], ARGV[3], 'COUNT', A
   local json = seq and (redis.call('HGET', KEYS[4], seq) or inline(entry))
   if json then found[#found + 1] = {tonumber(seq), json} end
 end
-return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2]), found}
+local marker = KEYS[5] and redis.call('HGET', KEYS[5], ARGV[5]) or false
+return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2]), found, marker}
+";
+
+/// Moves a user's read marker of a room forward, never back, and tells the other
+/// instances in the same step (so they hear of two moves in the order they were made).
+///
+/// KEYS: the user's markers. ARGV: room, seq, the room's events channel, the event.
+/// Returns 1 when the marker moved, 0 when it was there or further already.
+const MARK_READ_LUA: &str = r"
+if tonumber(ARGV[2]) <= tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
 ";
 
 /// The body an entry written by an earlier natter holds itself (field `m`), or nil.
@@ -154,6 +170,7 @@ end
 pub(super) struct Scripts {
     pub append: Script,
     pub read: Script,
+    pub mark_read: Script,
 }
 
 impl Scripts {
@@ -161,6 +178,7 @@ impl Scripts {
         Scripts {
             append: Script::new(&[INLINE_LUA, APPEND_LUA].concat()),
             read: Script::new(&[INLINE_LUA, READ_LUA].concat()),
+            mark_read: Script::new(MARK_READ_LUA),
         }
     }
 }

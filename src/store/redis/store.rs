@@ -13,6 +13,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use redis::{Client, Connection, RedisResult};
 
 use super::changes::ChangeOf;
+use super::reads::read_marks;
 use super::reply::Entry;
 use super::scripts::Scripts;
 use super::{connect, is_outage, open_client, InstanceId, RoomKeys, StoreError, StoreOptions};
@@ -23,9 +24,18 @@ use crate::protocol::RoomName;
 /// and its retry (milliseconds) would make it stored twice.
 const RETRY_LOOKBACK: usize = 100;
 
-/// What `scripts::READ_LUA` answers: the head and epoch (nil when the room has none)
-/// and (seq, JSON) pairs.
-type ScriptedRead = (Option<u64>, Option<String>, Vec<(u64, Vec<u8>)>);
+/// What `scripts::READ_LUA` answers: the head and epoch (nil when the room has none),
+/// (seq, JSON) pairs, and the read marker asked for.
+type ScriptedRead = (Option<u64>, Option<String>, Vec<(u64, Vec<u8>)>, Option<u64>);
+
+/// Which entries a read walks: `count` at most, from one stream id to another.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Walk<'a> {
+    pub direction: Direction,
+    pub from: &'a str,
+    pub to: &'a str,
+    pub count: usize,
+}
 
 /// Which way a read walks a room's stream.
 #[derive(Debug, Clone, Copy)]
@@ -59,6 +69,9 @@ pub struct Range {
     /// The room's epoch when the range was read (`None` = no message stored since
     /// Redis last lost its data).
     pub epoch: Option<String>,
+    /// The read marker of the user the range was read for ([`RedisStore::range_for`]),
+    /// read with it; 0 when none was asked for or none is stored.
+    pub read_seq: u64,
 }
 
 /// A connection to Redis for storing and reading messages, events and presence.
@@ -212,47 +225,64 @@ impl RedisStore {
         upto_seq: Option<u64>,
         max: usize,
     ) -> Result<Range, StoreError> {
+        self.range_for(None, room, after_seq, upto_seq, max)
+    }
+
+    /// [`RedisStore::range`], with the read marker of `reader` (a joining user) in the
+    /// room.
+    pub fn range_for(
+        &mut self,
+        reader: Option<&str>,
+        room: &RoomName,
+        after_seq: u64,
+        upto_seq: Option<u64>,
+        max: usize,
+    ) -> Result<Range, StoreError> {
         let first = after_seq.saturating_add(1);
         let end = upto_seq.map_or_else(|| "+".to_owned(), |upto| format!("{upto}-0"));
-        let (head, epoch, mut messages) = self.read(room, Direction::Up, &format!("{first}-0"), &end, max)?;
-        let missing_first = messages.first().is_none_or(|e| e.seq != first);
+        let walk = Walk { direction: Direction::Up, from: &format!("{first}-0"), to: &end, count: max };
+        let mut range = self.read(room, walk, reader)?;
+        let missing_first = range.messages.first().is_none_or(|e| e.seq != first);
         let wanted = upto_seq.is_none_or(|upto| upto >= first);
-        messages.truncate(max);
-        Ok(Range { messages, complete: !(head > after_seq && wanted && missing_first), head, epoch })
+        range.messages.truncate(max);
+        range.complete = !(range.head > after_seq && wanted && missing_first);
+        Ok(range)
     }
 
     /// The last `n` messages of `room`, oldest first (a join without `since`).
     pub fn recent(&mut self, room: &RoomName, n: usize) -> Result<Range, StoreError> {
-        let (head, epoch, mut messages) = self.read(room, Direction::Down, "+", "-", n)?;
-        messages.truncate(n);
-        messages.reverse();
-        Ok(Range { messages, complete: true, head, epoch })
+        self.recent_for(None, room, n)
     }
 
-    /// The room's head, its epoch and up to `count` messages between the stream ids
-    /// `from` and `to` (`XRANGE`, oldest first, or `XREVRANGE`, newest first), with
-    /// their bodies, read in one step (`scripts::READ_LUA`).
-    pub(super) fn read(
-        &mut self,
-        room: &RoomName,
-        direction: Direction,
-        from: &str,
-        to: &str,
-        count: usize,
-    ) -> Result<(u64, Option<String>, Vec<Entry>), StoreError> {
+    /// [`RedisStore::recent`], with the read marker of `reader` in the room.
+    pub fn recent_for(&mut self, reader: Option<&str>, room: &RoomName, n: usize) -> Result<Range, StoreError> {
+        let mut range = self.read(room, Walk { direction: Direction::Down, from: "+", to: "-", count: n }, reader)?;
+        range.messages.truncate(n);
+        range.messages.reverse();
+        Ok(range)
+    }
+
+    /// The room's head, its epoch and up to `walk.count` messages between two stream
+    /// ids, with their bodies (and the read marker of `reader`), read in one step
+    /// (`scripts::READ_LUA`). `complete` is left true: the caller knows what it asked.
+    pub(super) fn read(&mut self, room: &RoomName, walk: Walk<'_>, reader: Option<&str>) -> Result<Range, StoreError> {
         let keys = self.keys(room);
-        let command = match direction {
+        let command = match walk.direction {
             Direction::Up => "XRANGE",
             Direction::Down => "XREVRANGE",
         };
-        let (head, epoch, found): ScriptedRead = self.call(|con, scripts| {
+        let marks = reader.map(|uid| read_marks(&self.opts.prefix, uid));
+        let (head, epoch, found, read_seq): ScriptedRead = self.call(|con, scripts| {
             let mut run = scripts.read.prepare_invoke();
             run.key(keys.seq()).key(keys.epoch()).key(keys.stream()).key(keys.msgs());
-            run.arg(command).arg(from).arg(to).arg(count.max(1));
+            if let Some(marks) = &marks {
+                run.key(marks);
+            }
+            run.arg(command).arg(walk.from).arg(walk.to).arg(walk.count.max(1)).arg(room.as_str());
             run.invoke(con)
         })?;
         let messages = found.into_iter().map(|(seq, json)| Entry { seq, json: Bytes::from(json) }).collect();
-        Ok((head.unwrap_or(0), epoch, messages))
+        Ok(Range { messages, complete: true, head: head.unwrap_or(0), epoch, read_seq: read_seq.unwrap_or(0) })
     }
 
     /// Every room with at least one message and its head, at most `max` of them
@@ -375,7 +405,7 @@ impl Post<'_> {
 
 /// An event on the wire: `{instance} {json}`. The instance id holds no space, so the
 /// first space ends it.
-fn envelope(instance: &InstanceId, json: &[u8]) -> Vec<u8> {
+pub(super) fn envelope(instance: &InstanceId, json: &[u8]) -> Vec<u8> {
     let mut payload = Vec::with_capacity(instance.as_str().len() + 1 + json.len());
     payload.extend_from_slice(instance.as_str().as_bytes());
     payload.push(b' ');
