@@ -295,9 +295,10 @@ fn changes(history: &serde_json::Value) -> Vec<(String, u64)> {
     messages.iter().map(|m| (m["type"].as_str().unwrap().to_owned(), m["of"].as_u64().unwrap_or(0))).collect()
 }
 
-/// An edit and a deletion made on A reach B's members live and a client of B that was
+/// Edits and a deletion made on A reach B's members live and a client of B that was
 /// away on resume, in seq order; B's ring and Redis both give the changed messages back
-/// (scroll-back), search forgets the words, and no key of Redis holds them any more.
+/// (scroll-back; the deleted message's edit event loses its text too), search forgets
+/// the words, and no key of Redis holds them any more.
 #[test]
 fn edits_and_deletions_on_one_instance_reach_the_other_live_on_resume_and_in_history() {
     let redis = RedisServer::start();
@@ -317,19 +318,24 @@ fn edits_and_deletions_on_one_instance_reach_the_other_live_on_resume_and_in_his
 
     author.send(json!({"type": "edit", "room": "log", "seq": 2, "text": "typo fixed", "id": "e1"}));
     assert_eq!(answer(&mut author, "e1")["seq"], 11);
+    author.send(json!({"type": "edit", "room": "log", "seq": 3, "text": "xylophonequartz v2", "id": "e2"}));
+    assert_eq!(answer(&mut author, "e2")["seq"], 12);
     author.send(json!({"type": "delete", "room": "log", "seq": 3, "id": "d1"}));
-    assert_eq!(answer(&mut author, "d1")["seq"], 12);
+    assert_eq!(answer(&mut author, "d1")["seq"], 13);
     let edit = next_of(&mut watcher, "edit");
     assert_eq!(
         (edit["seq"].as_u64(), edit["of"].as_u64(), edit["text"].as_str()),
         (Some(11), Some(2), Some("typo fixed"))
     );
     let delete = next_of(&mut watcher, "delete");
-    assert_eq!((delete["seq"].as_u64(), delete["of"].as_u64(), delete.get("text")), (Some(12), Some(3), None));
+    assert_eq!((delete["seq"].as_u64(), delete["of"].as_u64(), delete.get("text")), (Some(13), Some(3), None));
 
     let mut back = b.connect("away");
     let (_, history) = back.join("log", Some(10));
-    assert_eq!(changes(&history), [("edit".into(), 2), ("delete".into(), 3)], "both changes, in seq order");
+    let expected = [("edit".into(), 2), ("edit".into(), 3), ("delete".into(), 3)];
+    assert_eq!(changes(&history), expected, "every change, in seq order");
+    let scrubbed = &history["messages"][1];
+    assert_eq!((scrubbed.get("text"), scrubbed["deleted"].as_bool()), (None, Some(true)), "{scrubbed}");
 
     let page = |c: &mut Client, before: u64, limit: u64| {
         let v = common::history::ask(c, json!({"type": "history", "room": "log", "before": before, "limit": limit}));
@@ -342,6 +348,8 @@ fn edits_and_deletions_on_one_instance_reach_the_other_live_on_resume_and_in_his
     // Read from Redis (the ring cannot prove it holds all of it), then from B's ring.
     check("redis", &page(&mut back, 4, 10)[1..]);
     check("ring", &[page(&mut back, 3, 1), page(&mut back, 4, 1)].concat());
+    let event = &page(&mut back, 13, 1)[0]; // the edit of the deleted message, from B's ring
+    assert_eq!((event["seq"].as_u64(), event.get("text"), event["deleted"].as_bool()), (Some(12), None, Some(true)));
     let (_, history) = b.connect("newcomer").join("log", Some(1));
     check("a join", &history["messages"].as_array().unwrap()[..2]);
     let hits = common::history::ask(&mut back, json!({"type": "search", "room": "log", "q": "xylophonequartz"}));
