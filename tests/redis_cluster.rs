@@ -268,3 +268,168 @@ fn a_resume_past_what_redis_keeps_says_where_it_starts() {
     let (_, h) = b.connect("recent").join("r", Some(298));
     assert_eq!((common::history_seqs(&h), h["complete"].as_bool(), h.get("first")), (vec![299, 300], Some(true), None));
 }
+
+/// The next `ack` or `error` about `id` (an `ack`'s `id`, an error's `ref`).
+fn answer(c: &mut Client, id: &str) -> serde_json::Value {
+    loop {
+        let v = c.recv();
+        if (v["type"] == "ack" && v["id"] == id) || (v["type"] == "error" && v["ref"] == id) {
+            return v;
+        }
+    }
+}
+
+/// The next frame of type `kind`, whatever comes before it.
+fn next_of(c: &mut Client, kind: &str) -> serde_json::Value {
+    loop {
+        let v = c.recv();
+        if v["type"] == kind {
+            return v;
+        }
+    }
+}
+
+/// (type, of) of each message of a history, in order.
+fn changes(history: &serde_json::Value) -> Vec<(String, u64)> {
+    let messages = history["messages"].as_array().expect("messages");
+    messages.iter().map(|m| (m["type"].as_str().unwrap().to_owned(), m["of"].as_u64().unwrap_or(0))).collect()
+}
+
+/// Edits and a deletion made on A reach B's members live and a client of B that was
+/// away on resume, in seq order; B's ring and Redis both give the changed messages back
+/// (scroll-back; the deleted message's edit event loses its text too), search forgets
+/// the words, and no key of Redis holds them any more.
+#[test]
+fn edits_and_deletions_on_one_instance_reach_the_other_live_on_resume_and_in_history() {
+    let redis = RedisServer::start();
+    let (a, b) = (instance(&redis), instance(&redis));
+    let (mut author, mut watcher) = (a.connect("author"), b.connect("watcher"));
+    author.join("log", None);
+    watcher.join("log", None); // B's ring holds the room from its first message
+    author.post("log", "filler 1", "m1");
+    author.post("log", "tpyo here", "m2");
+    author.post("log", "xylophonequartz launch code", "m3");
+    for i in 4..=10 {
+        author.post("log", &format!("filler {i}"), &format!("m{i}"));
+    }
+    let mut away = b.connect("away");
+    assert_eq!(away.join("log", None).0["head"], 10);
+    drop(away);
+
+    author.send(json!({"type": "edit", "room": "log", "seq": 2, "text": "typo fixed", "id": "e1"}));
+    assert_eq!(answer(&mut author, "e1")["seq"], 11);
+    author.send(json!({"type": "edit", "room": "log", "seq": 3, "text": "xylophonequartz v2", "id": "e2"}));
+    assert_eq!(answer(&mut author, "e2")["seq"], 12);
+    author.send(json!({"type": "delete", "room": "log", "seq": 3, "id": "d1"}));
+    assert_eq!(answer(&mut author, "d1")["seq"], 13);
+    let edit = next_of(&mut watcher, "edit");
+    assert_eq!(
+        (edit["seq"].as_u64(), edit["of"].as_u64(), edit["text"].as_str()),
+        (Some(11), Some(2), Some("typo fixed"))
+    );
+    let delete = next_of(&mut watcher, "delete");
+    assert_eq!((delete["seq"].as_u64(), delete["of"].as_u64(), delete.get("text")), (Some(13), Some(3), None));
+
+    let mut back = b.connect("away");
+    let (_, history) = back.join("log", Some(10));
+    let expected = [("edit".into(), 2), ("edit".into(), 3), ("delete".into(), 3)];
+    assert_eq!(changes(&history), expected, "every change, in seq order");
+    let scrubbed = &history["messages"][1];
+    assert_eq!((scrubbed.get("text"), scrubbed["deleted"].as_bool()), (None, Some(true)), "{scrubbed}");
+
+    let page = |c: &mut Client, before: u64, limit: u64| {
+        let v = common::history::ask(c, json!({"type": "history", "room": "log", "before": before, "limit": limit}));
+        v["messages"].as_array().expect("a history page").clone()
+    };
+    let check = |from: &str, m: &[serde_json::Value]| {
+        assert_eq!((m[0]["text"].as_str(), m[0]["edited"].is_u64()), (Some("typo fixed"), true), "{from}: {m:?}");
+        assert_eq!((m[1].get("text"), m[1]["deleted"].as_bool()), (None, Some(true)), "{from}: {m:?}");
+    };
+    // Read from Redis (the ring cannot prove it holds all of it), then from B's ring.
+    check("redis", &page(&mut back, 4, 10)[1..]);
+    check("ring", &[page(&mut back, 3, 1), page(&mut back, 4, 1)].concat());
+    let event = &page(&mut back, 13, 1)[0]; // the edit of the deleted message, from B's ring
+    assert_eq!((event["seq"].as_u64(), event.get("text"), event["deleted"].as_bool()), (Some(12), None, Some(true)));
+    let (_, history) = b.connect("newcomer").join("log", Some(1));
+    check("a join", &history["messages"].as_array().unwrap()[..2]);
+    let hits = common::history::ask(&mut back, json!({"type": "search", "room": "log", "q": "xylophonequartz"}));
+    assert_eq!(hits["messages"], json!([]), "a deleted message is not found");
+    let hits = common::history::ask(&mut back, json!({"type": "search", "room": "log", "q": "typo fixed"}));
+    assert_eq!(common::history_seqs(&hits), [2], "the edited message, never the edit event");
+
+    for gone in ["xylophonequartz", "tpyo"] {
+        assert_eq!(redis.keys_holding(gone), Vec::<String>::new(), "`{gone}` is still in Redis");
+    }
+    assert_eq!(redis.keys_holding("typo fixed"), ["natter:room:log:msgs"], "the check sees text that is there");
+}
+
+/// The rules hold across instances: only the author edits; the author or a moderator
+/// (of another instance than the author's) deletes; a deleted message stays deleted;
+/// a retried change is answered `dup:true`.
+#[test]
+fn only_the_author_edits_and_the_author_or_a_moderator_deletes_across_instances() {
+    let redis = RedisServer::start();
+    let a = instance(&redis);
+    let mod_uid = a.connect("moderator").uid();
+    let b = instance_with(&redis, |c| c.mods = vec![mod_uid.clone()]);
+    let (mut author, mut other, mut moderator) = (a.connect("author"), b.connect("other"), b.connect("moderator"));
+    assert_eq!(moderator.welcome["role"], "mod");
+    for c in [&mut author, &mut other, &mut moderator] {
+        c.join("r", None);
+    }
+    assert_eq!(author.post("r", "mine", "m1")["seq"], 1);
+    let refused = |c: &mut Client, m: serde_json::Value| {
+        let id = m["id"].as_str().unwrap().to_owned();
+        c.send(m);
+        answer(c, &id)["code"].as_str().unwrap_or("an ack").to_owned()
+    };
+    let edit = |seq: u64, id: &str| json!({"type": "edit", "room": "r", "seq": seq, "text": "changed", "id": id});
+    let delete = |seq: u64, id: &str| json!({"type": "delete", "room": "r", "seq": seq, "id": id});
+    assert_eq!(refused(&mut other, edit(1, "x1")), "forbidden");
+    assert_eq!(refused(&mut other, delete(1, "x2")), "forbidden");
+    assert_eq!(refused(&mut moderator, edit(1, "x3")), "forbidden", "a moderator never edits others' messages");
+    assert_eq!(refused(&mut author, edit(9, "x4")), "not_found");
+
+    moderator.send(delete(1, "d1"));
+    assert_eq!(answer(&mut moderator, "d1")["seq"], 2);
+    let seen = next_of(&mut author, "delete");
+    assert_eq!((seen["of"].as_u64(), seen["uid"].as_str()), (Some(1), Some(mod_uid.as_str())));
+    assert_eq!(refused(&mut author, edit(1, "x5")), "not_found", "a deleted message stays deleted");
+    assert_eq!(refused(&mut author, delete(1, "x6")), "not_found");
+    assert_eq!(refused(&mut author, edit(2, "x7")), "not_found", "an event is not a message");
+    moderator.send(delete(1, "d1"));
+    let dup = answer(&mut moderator, "d1");
+    assert_eq!((dup["seq"].as_u64(), dup["dup"].as_bool()), (Some(2), Some(true)), "a retry is a duplicate");
+}
+
+/// A read marker moved on A reaches the same user's connection in the room on B, comes
+/// back as `read_seq` on a later join on B, never moves back, and never past what was
+/// delivered; nobody else hears of it.
+#[test]
+fn a_read_marker_moved_on_one_instance_reaches_the_other_and_comes_back_in_joined() {
+    let redis = RedisServer::start();
+    let (a, b) = (instance(&redis), instance(&redis));
+    let (mut phone, mut laptop, mut bob) = (a.connect("ann"), b.connect("ann"), a.connect("bob"));
+    for c in [&mut phone, &mut laptop, &mut bob] {
+        c.join("notes", None);
+    }
+    for i in 1..=3 {
+        phone.post("notes", &format!("n{i}"), &format!("r{i}"));
+    }
+    phone.send(json!({"type": "read", "room": "notes", "seq": 3}));
+    let read = json!({"type": "read", "room": "notes", "seq": 3});
+    assert_eq!(next_of(&mut phone, "read"), read);
+    assert_eq!(next_of(&mut laptop, "read"), read, "the same user on the other instance hears it");
+
+    phone.send(json!({"type": "read", "room": "notes", "seq": 2}));
+    phone.send(json!({"type": "read", "room": "notes", "seq": 9}));
+    let refused = phone.expect("error"); // a `read` first would fail here: 2 is no move
+    assert_eq!((refused["code"].as_str(), refused["ref"].as_str()), (Some("bad_field"), Some("read")), "past the head");
+    phone.post("notes", "after", "r4");
+    while bob.expect("msg")["seq"] != 4 {} // a `read` frame would fail `expect`: not bob's marker
+
+    let (joined, _) = b.connect("ann").join("notes", None);
+    assert_eq!(joined["read_seq"], 3, "a later join on B carries the marker");
+    let (joined, _) = b.connect("bob").join("notes", Some(1));
+    assert_eq!(joined["read_seq"], 0, "markers are per user");
+}

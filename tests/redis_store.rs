@@ -18,8 +18,10 @@ use crossbeam_channel::{unbounded, Receiver, Sender};
 use natter::protocol::{RoomName, User};
 use natter::store::read::{Page, Query};
 use natter::store::redis::{
-    presence_changes, Appended, Delivery, Events, Health, InstanceId, Link, Reader, RedisStore, StoreOptions, Watch,
+    deleted, edited, presence_changes, Appended, ChangeOf, Delivery, Events, Health, InstanceId, Link, Reader,
+    RedisStore, StoreOptions, Watch,
 };
+use natter::store::Refused;
 
 /// How long any single expectation may wait.
 const WAIT: Duration = Duration::from_secs(10);
@@ -293,6 +295,96 @@ fn the_reader_delivers_in_order_and_follows_what_it_is_told_to_watch() {
     expect_msg(&reader.rx, "b", 5);
     expect_quiet(&reader.rx);
     reader.finish();
+}
+
+/// The number in an integer reply (`:12`).
+fn int_reply(reply: &str) -> u64 {
+    reply.trim_start_matches(':').parse().expect("an integer reply")
+}
+
+/// A room's stream holds its order and the `msgs` hash the bodies, trimmed together;
+/// an entry an earlier natter wrote with its body inside is still read and delivered.
+#[test]
+fn bodies_live_in_the_rooms_hash_trimmed_with_the_stream_and_inline_ones_still_read() {
+    let redis = RedisServer::start();
+    let old = r#"{"type":"msg","room":"r","seq":1,"text":"kept inline"}"#;
+    assert_eq!(redis.command(&format!("XADD natter:room:r:stream 1-0 m '{old}'")), "$3\r\n1-0");
+    redis.command("SET natter:room:r:seq 1");
+    let reader = Follower::reader(&redis, opts("bbbb0002"));
+    reader.start("r", 0);
+    assert_eq!(expect_msg(&reader.rx, "r", 1), old.as_bytes());
+
+    let mut s = store_with(&redis, StoreOptions { stream_cap: 10, ..opts("aaaa0001") });
+    let (seq, json) = post(&mut s, "r", "u-al", "new");
+    assert_eq!((seq, expect_msg(&reader.rx, "r", 2)), (2, json.clone()));
+    let range = s.range(&rn("r"), 0, None, 10).expect("range");
+    let bodies: Vec<&[u8]> = range.messages.iter().map(|m| &m.json[..]).collect();
+    assert_eq!(bodies, [old.as_bytes(), &json[..]]);
+    let entry = redis.command("XRANGE natter:room:r:stream 2-0 2-0");
+    assert!(!entry.contains("new"), "the stream entry holds no body: {entry}");
+    assert!(redis.command("HGET natter:room:r:msgs 2").ends_with(&String::from_utf8(json).unwrap()));
+
+    for i in 0..1000 {
+        post(&mut s, "r", "u-al", &format!("m{i}"));
+    }
+    let held = int_reply(&redis.command("XLEN natter:room:r:stream"));
+    assert!(held < 500, "the stream was trimmed: holds {held}");
+    assert_eq!(int_reply(&redis.command("HLEN natter:room:r:msgs")), held, "a body for each entry, no other");
+    reader.finish();
+}
+
+/// An `edit` or `delete` event as the dispatcher builds it, split around its seq.
+fn change_parts(kind: &str, of: u64, uid: &str, ts: u64, text: Option<&str>) -> (Vec<u8>, Vec<u8>) {
+    let text = text.map(|t| format!(r#","text":"{t}""#)).unwrap_or_default();
+    let prefix = format!(r#"{{"type":"{kind}","room":"r","seq":"#);
+    (prefix.into_bytes(), format!(r#","of":{of},"ts":{ts},"user":"{uid}","uid":"{uid}"{text}}}"#).into_bytes())
+}
+
+fn change(s: &mut RedisStore, uid: &str, change: ChangeOf, text: Option<&str>) -> Result<Appended, Refused> {
+    let (kind, ts) = match change {
+        ChangeOf::Edit { ts, .. } => ("edit", ts),
+        ChangeOf::Delete { .. } => ("delete", 7),
+    };
+    let (prefix, suffix) = change_parts(kind, change.of(), uid, ts, text);
+    s.change(&rn("r"), uid, None, &prefix, &suffix, &change).expect("change")
+}
+
+fn body(s: &mut RedisStore, seq: u64) -> Vec<u8> {
+    s.range(&rn("r"), seq - 1, Some(seq), 1).expect("range").messages[0].json.to_vec()
+}
+
+/// The append script checks each change against the message as Redis holds it and
+/// rewrites the body where it lives, as `edited`/`deleted` rewrite a copy; a deleted
+/// text is in no key's bytes.
+#[test]
+fn changes_are_checked_and_rewrite_the_body_leaving_no_deleted_text() {
+    let redis = RedisServer::start();
+    let mut s = store(&redis, "aaaa0001");
+    let (_, original) = post(&mut s, "r", "u-al", "firstsecret");
+    post(&mut s, "r", "u-bo", "not yours");
+    let edit = ChangeOf::Edit { of: 1, ts: 5 };
+    assert_eq!(change(&mut s, "u-bo", edit, Some("x")), Err(Refused::NotYours), "only the author edits");
+    let by = |by_mod| ChangeOf::Delete { of: 1, by_mod };
+    assert_eq!(change(&mut s, "u-bo", by(false), None), Err(Refused::NotYours));
+    let Ok(Appended::Stored { seq: 3, json: event }) = change(&mut s, "u-al", edit, Some("secondsecret")) else {
+        panic!("the author's edit is stored as 3")
+    };
+    assert_eq!(body(&mut s, 1), &edited(&original, &event, 5).unwrap()[..], "the script's rewrite is edited()'s");
+    for of in [3, 99] {
+        let e = change(&mut s, "u-al", ChangeOf::Edit { of, ts: 6 }, Some("x"));
+        assert_eq!(e, Err(Refused::Missing), "an event, or nothing, is not a message");
+    }
+    let edit_event = body(&mut s, 3);
+    assert!(matches!(change(&mut s, "u-bo", by(true), None), Ok(Appended::Stored { seq: 4, .. })), "a moderator");
+    assert_eq!(body(&mut s, 1), &deleted(&edited(&original, &event, 5).unwrap()).unwrap()[..]);
+    assert_eq!(body(&mut s, 3), &deleted(&edit_event).unwrap()[..], "its edit event lost its text too");
+    assert_eq!(change(&mut s, "u-al", by(false), None), Err(Refused::Deleted));
+    assert_eq!(change(&mut s, "u-al", ChangeOf::Edit { of: 1, ts: 8 }, Some("back")), Err(Refused::Deleted));
+    assert_eq!(redis.command("HLEN natter:room:r:edits"), ":0", "nothing left to scrub");
+    for gone in ["firstsecret", "secondsecret"] {
+        assert_eq!(redis.keys_holding(gone), Vec::<String>::new(), "{gone} is in no key");
+    }
+    assert_eq!(redis.keys_holding("not yours"), ["natter:room:r:msgs"], "the check sees text that is there");
 }
 
 #[test]

@@ -41,7 +41,7 @@ pub(super) struct JoinReply<'a> {
     pub users: Vec<UserRef<'a>>,
     pub users_total: usize,
     pub complete: bool,
-    pub read_seq: Option<u64>,
+    pub read_seq: u64,
     pub private: bool,
     pub read_only: bool,
 }

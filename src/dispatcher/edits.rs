@@ -3,10 +3,14 @@
 //! seq that names the original (`of`), stored and delivered like a message, so a
 //! client that was away gets it on resume in seq order. The original's stored JSON is
 //! rewritten in the same transaction (the new text with `edited`, or a deletion
-//! marker without text), and in the ring once the commit succeeded.
+//! marker without text), and in the ring once the commit succeeded. In Redis mode the
+//! append script checks and rewrites in the same step as it stores the event
+//! ([`Dispatcher::cluster_change`]), and every instance rewrites its ring when its
+//! reader delivers the event.
 //!
-//! Rights are checked here, per action, never per delivered message. Never changes an
-//! event, a deleted message, or someone else's message (but a moderator's delete).
+//! Rights are checked here (or by the script, by the same rule), per action, never per
+//! delivered message. Never changes an event, a deleted message, or someone else's
+//! message (but a moderator's delete).
 
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -22,8 +26,10 @@ use super::Dispatcher;
 use crate::delivery::outbox::ConnId;
 use crate::protocol::wire::{self, Frame};
 use crate::protocol::{ErrorCode, ProtocolError, RoomName, ServerMsg};
+use crate::store::redis;
 use crate::store::sqlite::edits::{without_text, Rewrite};
 use crate::store::sqlite::NewMessage;
+use crate::store::Refused;
 
 /// What a client asks to change about a message.
 #[derive(Debug)]
@@ -53,8 +59,80 @@ pub(super) struct RingRewrite {
     pub frame: Frame,
 }
 
+impl Change {
+    fn kind(&self) -> &'static str {
+        match self {
+            Change::Edit(_) => "edit",
+            Change::Delete => "delete",
+        }
+    }
+
+    /// The `edit` or `delete` event's JSON, as seq `seq`.
+    pub(super) fn event(&self, seq: u64, e: &EventOf<'_>) -> Vec<u8> {
+        let (room, of, id, ts, user, uid) = (e.room.as_str(), e.of, e.id, e.ts, e.user, e.uid);
+        match self {
+            Change::Edit(text) => ServerMsg::Edit { room, seq, of, id, ts, user, uid, text }.to_json(),
+            Change::Delete => ServerMsg::Delete { room, seq, of, id, ts, user, uid }.to_json(),
+        }
+    }
+
+    /// Local mode: message `msg` after the change made at `ts`, and the text the search
+    /// index holds for it now (none once deleted).
+    fn apply(&self, mut msg: Value, ts: u64) -> (Vec<u8>, Option<String>) {
+        match self {
+            Change::Edit(text) => {
+                msg["text"] = Value::from(text.as_str());
+                msg["edited"] = Value::from(ts);
+                (serde_json::to_vec(&msg).unwrap_or_default(), Some(text.clone()))
+            }
+            Change::Delete => {
+                let marker = serde_json::to_vec(&msg).ok().and_then(|j| without_text(&j)).unwrap_or_default();
+                (marker, None)
+            }
+        }
+    }
+
+    /// Whether `uid` (a moderator when `is_mod`) may make this change to `msg`.
+    fn allowed(&self, msg: &Value, uid: &str, is_mod: bool) -> Result<(), Refused> {
+        if msg["deleted"] == true {
+            return Err(Refused::Deleted);
+        }
+        let author = msg["uid"].as_str() == Some(uid);
+        match self {
+            Change::Edit(_) if !author => Err(Refused::NotYours),
+            Change::Delete if !author && !is_mod => Err(Refused::NotYours),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Who makes a change, to which message, when: what an event says besides the change.
+pub(super) struct EventOf<'a> {
+    pub room: &'a RoomName,
+    pub of: u64,
+    pub id: Option<&'a str>,
+    pub ts: u64,
+    pub user: &'a str,
+    pub uid: &'a str,
+}
+
+/// The answer to a change the rules refuse, in either mode.
+pub(super) fn refusal(kind: &str, room: &RoomName, of: u64, why: Refused) -> ProtocolError {
+    match why {
+        Refused::Missing => ProtocolError::new(ErrorCode::NotFound, format!("no message {of} in `{room}`")),
+        Refused::Deleted => ProtocolError::new(ErrorCode::NotFound, format!("message {of} in `{room}` was deleted")),
+        Refused::NotYours if kind == "edit" => {
+            ProtocolError::new(ErrorCode::Forbidden, "you can edit only your own messages")
+        }
+        Refused::NotYours => {
+            ProtocolError::new(ErrorCode::Forbidden, "only its author or a moderator can delete a message")
+        }
+    }
+}
+
 impl Dispatcher {
-    /// Checks and applies an edit or deletion of message `of` in `room`.
+    /// Checks and applies an edit or deletion of message `of` in `room` (in Redis mode
+    /// the append script checks and applies it, [`Self::cluster_change`]).
     pub(super) fn change_message(
         &mut self,
         id: ConnId,
@@ -63,15 +141,16 @@ impl Dispatcher {
         change: Change,
         msg_id: Option<String>,
     ) -> Result<(), ProtocolError> {
-        let kind = if let Change::Edit(_) = change { "edit" } else { "delete" };
+        let kind = change.kind();
         let reference = msg_id.clone().unwrap_or_else(|| kind.to_owned());
-        let err = |code, message: String| ProtocolError::new(code, message).with_ref(Some(reference.clone()));
         let client = &self.clients[&id];
         if !client.rooms.contains(&room) {
-            return Err(err(ErrorCode::NotJoined, format!("join `{room}` first")));
+            let e = ProtocolError::new(ErrorCode::NotJoined, format!("join `{room}` first"));
+            return Err(e.with_ref(Some(reference)));
         }
         if let Backend::Redis(_) = self.backend {
-            return Err(err(ErrorCode::Unavailable, format!("`{kind}` is not available in Redis mode yet")));
+            self.cluster_change(id, room, of, change, msg_id);
+            return Ok(());
         }
         let (uid, name, is_mod) = (client.uid.clone(), client.name.clone(), client.access.is_mod());
         if let Change::Edit(_) = change {
@@ -87,62 +166,25 @@ impl Dispatcher {
         }
         let original = self.original(&room, of).map_err(|e| {
             log::warn!("{kind} of {room}/{of}: reading the original failed: {e}");
-            err(ErrorCode::Unavailable, "the message store cannot be read; retry".into())
+            ProtocolError::new(ErrorCode::Unavailable, "the message store cannot be read; retry")
+                .with_ref(Some(reference.clone()))
         })?;
-        let mut msg = original
+        let msg = original
             .and_then(|json| serde_json::from_slice::<Value>(&json).ok())
             .filter(|m| m["type"] == "msg")
-            .ok_or_else(|| err(ErrorCode::NotFound, format!("no message {of} in `{room}`")))?;
-        if msg["deleted"] == true {
-            return Err(err(ErrorCode::NotFound, format!("message {of} in `{room}` was deleted")));
-        }
-        let author = msg["uid"].as_str() == Some(&*uid);
-        match &change {
-            Change::Edit(_) if !author => {
-                return Err(err(ErrorCode::Forbidden, "you can edit only your own messages".into()))
-            }
-            Change::Delete if !author && !is_mod => {
-                return Err(err(ErrorCode::Forbidden, "only its author or a moderator can delete a message".into()))
-            }
-            _ => {}
-        }
+            .ok_or(Refused::Missing)
+            .and_then(|m| change.allowed(&m, &uid, is_mod).map(|()| m))
+            .map_err(|why| refusal(kind, &room, of, why).with_ref(Some(reference.clone())))?;
 
         let Some(r) = self.rooms.get_mut(&room) else { return Ok(()) };
         let (seq, ts) = (r.history.next_seq(), now_ms());
-        let (event, rewritten, text) = match &change {
-            Change::Edit(text) => {
-                let event = ServerMsg::Edit {
-                    room: room.as_str(),
-                    seq,
-                    of,
-                    id: msg_id.as_deref(),
-                    ts,
-                    user: &name,
-                    uid: &uid,
-                    text,
-                };
-                msg["text"] = Value::from(text.as_str());
-                msg["edited"] = Value::from(ts);
-                (event.to_json(), serde_json::to_vec(&msg).unwrap_or_default(), Some(text.clone()))
-            }
-            Change::Delete => {
-                let event = ServerMsg::Delete {
-                    room: room.as_str(),
-                    seq,
-                    of,
-                    id: msg_id.as_deref(),
-                    ts,
-                    user: &name,
-                    uid: &uid,
-                };
-                let marker = serde_json::to_vec(&msg).ok().and_then(|j| without_text(&j)).unwrap_or_default();
-                (event.to_json(), marker, None)
-            }
-        };
+        let about = EventOf { room: &room, of, id: msg_id.as_deref(), ts, user: &name, uid: &uid };
+        let event = change.event(seq, &about);
+        let (rewritten, text) = change.apply(msg, ts);
         // The ring changes only after the commit: a refused batch must leave it as it was.
         let mut rewrites = vec![RingRewrite { room: room.clone(), seq: of, frame: wire::text_frame(&rewritten) }];
         if text.is_none() {
-            rewrites.extend(edit_events_of(r.history.after(of), of, &room));
+            rewrites.extend(edit_events_of(r.history.after(of), of, &room, without_text));
         }
         self.ring_rewrites.extend(rewrites);
         if let Backend::Local(local) = &mut self.backend {
@@ -194,6 +236,37 @@ impl Dispatcher {
         }
     }
 
+    /// Redis mode: an `edit` or `delete` event came from the room's stream. The held
+    /// message it changes (and on a deletion, the held edit events of it) take the
+    /// change exactly as the append script made it in Redis: each instance applies it
+    /// itself, in seq order, as it delivers the event.
+    pub(super) fn apply_delivered_change(&mut self, room: &RoomName, event: &[u8]) {
+        #[derive(serde::Deserialize)]
+        struct Event<'a> {
+            #[serde(rename = "type")]
+            kind: &'a str,
+            of: u64,
+            ts: u64,
+        }
+        let Ok(e) = serde_json::from_slice::<Event>(event) else { return };
+        let Some(r) = self.rooms.get_mut(room) else { return };
+        let held = r.history.get(e.of).map(Stored::json);
+        let rewrite = match e.kind {
+            "edit" => held.and_then(|m| redis::edited(&m, event, e.ts)),
+            "delete" => held.and_then(|m| redis::deleted(&m)),
+            _ => return,
+        };
+        if let Some(json) = rewrite {
+            r.history.replace(e.of, wire::text_frame(&json));
+        }
+        if e.kind == "delete" {
+            let scrub = |json: &[u8]| redis::deleted(json).map(|j| j.to_vec());
+            for w in edit_events_of(r.history.after(e.of), e.of, room, scrub) {
+                r.history.replace(w.seq, w.frame);
+            }
+        }
+    }
+
     /// The batch is committed: its edits and deletions reach the rings.
     pub(super) fn apply_ring_rewrites(&mut self) {
         for w in std::mem::take(&mut self.ring_rewrites) {
@@ -204,13 +277,19 @@ impl Dispatcher {
     }
 }
 
-/// The held edit events of message `of`, without their text (it was deleted).
-fn edit_events_of<'a>(held: impl Iterator<Item = &'a Stored>, of: u64, room: &RoomName) -> Vec<RingRewrite> {
+/// The held edit events of message `of`, without their text (it was deleted): `scrub`
+/// takes it out.
+fn edit_events_of<'a>(
+    held: impl Iterator<Item = &'a Stored>,
+    of: u64,
+    room: &RoomName,
+    scrub: impl Fn(&[u8]) -> Option<Vec<u8>>,
+) -> Vec<RingRewrite> {
     held.filter_map(|m| {
         let json = m.json();
         let v: Value = serde_json::from_slice(&json).ok()?;
         (v["type"] == "edit" && v["of"] == of).then_some(())?;
-        let scrubbed = without_text(&json)?;
+        let scrubbed = scrub(&json)?;
         Some(RingRewrite { room: room.clone(), seq: m.seq, frame: wire::text_frame(&scrubbed) })
     })
     .collect()

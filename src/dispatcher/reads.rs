@@ -1,7 +1,9 @@
 //! Read markers: how far each user has read each room, and the `read` command that
-//! moves one forward. The dispatcher keeps every marker in memory (loaded from the
-//! store with the rooms), writes a moved one with the batch, and tells each of the
-//! user's connections, so a room read on one device is read on all of them.
+//! moves one forward. In local mode the dispatcher keeps every marker in memory
+//! (loaded from the store with the rooms) and writes a moved one with the batch; in
+//! Redis mode Redis keeps them and tells the other instances
+//! ([`Dispatcher::cluster_read`]). Either way each of the user's connections in the
+//! room hears of a move, so a room read on one device is read on all of them.
 //!
 //! Checked per `read` and per join, never per delivered message. Never moves a marker
 //! back, past the room's head, or for a room the connection has not joined.
@@ -36,21 +38,22 @@ impl ReadMarkers {
 }
 
 impl Dispatcher {
-    /// `read {room, seq}`: the marker moves forward (stored with the batch) and every
-    /// connection of the user hears of it; a marker already there is a no-op.
+    /// `read {room, seq}`: the marker moves forward (stored with the batch, or by Redis)
+    /// and the user's connections in the room hear of it; a marker already there is a
+    /// no-op.
     pub(super) fn read(&mut self, id: ConnId, room: RoomName, seq: u64) -> Result<(), ProtocolError> {
         let refer = |e: ProtocolError| e.with_ref(Some("read".into()));
         let client = &self.clients[&id];
         if !client.rooms.contains(&room) {
             return Err(refer(ProtocolError::new(ErrorCode::NotJoined, format!("join `{room}` first"))));
         }
-        let Backend::Local(local) = &mut self.backend else {
-            return Err(refer(ProtocolError::new(
-                ErrorCode::Unavailable,
-                "read markers are not kept in Redis mode yet",
-            )));
+        // What the client can have seen: the room's head here (in Redis mode, what this
+        // instance delivered; Redis may hold more that has not arrived yet).
+        let r = self.rooms.get(&room);
+        let head = match &self.backend {
+            Backend::Local(_) => r.map_or(0, |r| r.history.head()),
+            Backend::Redis(_) => r.and_then(|r| r.live_head).unwrap_or(0),
         };
-        let head = self.rooms.get(&room).map_or(0, |r| r.history.head());
         if seq > head {
             return Err(refer(ProtocolError::new(
                 ErrorCode::BadField,
@@ -58,12 +61,26 @@ impl Dispatcher {
             )));
         }
         let uid = client.uid.clone();
-        if !self.reads.advance(&uid, &room, seq) {
-            return Ok(());
+        match &mut self.backend {
+            Backend::Local(local) => {
+                if self.reads.advance(&uid, &room, seq) {
+                    local.store.set_read(&uid, room.as_str(), seq);
+                    self.tell_read(&uid, &room, seq);
+                }
+            }
+            Backend::Redis(_) => self.cluster_read(id, room, uid, seq),
         }
-        local.store.set_read(&uid, room.as_str(), seq);
-        let frame = wire::encode(&ServerMsg::Read { room: room.as_str(), seq });
-        self.stage_user(&uid, &frame);
         Ok(())
+    }
+
+    /// `uid`'s marker of `room` moved to `seq`: each of the user's connections in the
+    /// room (here) gets a `read` frame.
+    pub(super) fn tell_read(&mut self, uid: &str, room: &RoomName, seq: u64) {
+        let Some(r) = self.rooms.get(room) else { return };
+        let conns: Vec<_> = self.user_conns.of(uid).iter().filter_map(|c| r.members.get(c).cloned()).collect();
+        let frame = wire::encode(&ServerMsg::Read { room: room.as_str(), seq });
+        for conn in conns {
+            self.stage(&conn, frame.clone());
+        }
     }
 }

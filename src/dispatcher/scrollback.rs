@@ -215,7 +215,7 @@ impl Dispatcher {
             users: r.users(self.cfg.presence_limit),
             users_total: r.present.len(),
             complete,
-            read_seq: Some(self.reads.get(user, room)),
+            read_seq: self.reads.get(user, room),
             private: self.privacy.is_private(room),
             read_only: self.moderation.is_read_only(room),
         }

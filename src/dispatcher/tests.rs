@@ -411,10 +411,12 @@ fn a_failed_commit_acks_nothing_refuses_posts_and_recovers() {
 }
 
 #[test]
-fn a_read_marker_moves_forward_reaches_every_connection_of_the_user_and_comes_back_in_joined() {
+fn a_read_marker_moves_forward_reaches_the_users_connections_in_the_room_and_comes_back_in_joined() {
     let (mut h, a, b) = two_in_room();
     let a2 = h.connect("u-a", "a", true); // the same user on a second device
-    join(&mut h, a2, "other");
+    join(&mut h, a2, "r");
+    let a3 = h.connect("u-a", "a", true); // and on a third, elsewhere
+    join(&mut h, a3, "other");
     post_n(&mut h, b, "r", 3);
     h.take();
 
@@ -422,14 +424,15 @@ fn a_read_marker_moves_forward_reaches_every_connection_of_the_user_and_comes_ba
     let frames = h.take();
     let read = json!({"type": "read", "room": "r", "seq": 2});
     assert_eq!(frames.to(a), [&read]);
-    assert_eq!(frames.to(a2), [&read], "the user's other connection hears it, in whatever rooms it is");
+    assert_eq!(frames.to(a2), [&read], "the user's other connection in the room hears it");
+    assert!(frames.to(a3).is_empty(), "one not in the room learns it when it joins");
     assert!(frames.to(b).is_empty(), "nobody else does");
 
     h.send(a, json!({"type": "read", "room": "r", "seq": 1}));
     assert!(h.take().0.is_empty(), "a marker never moves back");
 
-    h.send(a2, json!({"type": "join", "room": "r"}));
-    assert_eq!(h.take().to(a2)[0]["read_seq"], 2, "joined carries the marker");
+    h.send(a3, json!({"type": "join", "room": "r"}));
+    assert_eq!(h.take().to(a3)[0]["read_seq"], 2, "joined carries the marker");
     let c = h.connect("u-c", "c", true);
     join(&mut h, c, "r");
     assert_eq!(h.take().to(c)[0]["read_seq"], 0, "nothing read yet");

@@ -636,10 +636,8 @@ pub enum ServerMsg<'a> {
         users: Vec<UserRef<'a>>,
         /// How many users are present in all.
         users_total: usize,
-        /// The user's read marker in the room (0: nothing read); absent where read
-        /// markers are not kept (Redis mode, for now).
-        #[serde(skip_serializing_if = "Option::is_none")]
-        read_seq: Option<u64>,
+        /// The user's read marker in the room (0: nothing read).
+        read_seq: u64,
         /// A private room or a direct-message room (members only).
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         private: bool,

@@ -18,3 +18,15 @@ pub mod sqlite;
 pub fn new_epoch() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
+
+/// Why an edit or deletion of a stored message is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// No `msg` with that seq in the room (none, an event, or no longer held).
+    Missing,
+    /// The message was deleted.
+    Deleted,
+    /// Someone else's message: only its author edits it, only its author or a
+    /// moderator deletes it.
+    NotYours,
+}

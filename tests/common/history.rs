@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use super::{history_seqs, Client};
 
 /// Sends `msg` and returns the next `history`, `search` or `error` frame (pages merged).
-fn ask(c: &mut Client, msg: Value) -> Value {
+pub fn ask(c: &mut Client, msg: Value) -> Value {
     c.send(msg);
     loop {
         let v = c.recv();

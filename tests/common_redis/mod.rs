@@ -84,6 +84,21 @@ impl RedisServer {
         String::from_utf8_lossy(&buf[..n]).trim_end().to_owned()
     }
 
+    /// The keys whose stored bytes hold `needle`: every key's `DUMP` (what snapshots
+    /// and replicas get, e.g. a stream entry's bytes even after `XDEL`), read with
+    /// compression off so no text hides inside LZF.
+    pub fn keys_holding(&self, needle: &str) -> Vec<String> {
+        let client = redis::Client::open(self.url()).expect("redis url");
+        let mut con = client.get_connection().expect("connect to test redis");
+        redis::cmd("CONFIG").arg("SET").arg("rdbcompression").arg("no").exec(&mut con).expect("CONFIG SET");
+        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut con).expect("KEYS");
+        assert!(!keys.is_empty(), "there are keys to look through");
+        let holds = |dump: &[u8]| dump.windows(needle.len()).any(|w| w == needle.as_bytes());
+        keys.into_iter()
+            .filter(|k| holds(&redis::cmd("DUMP").arg(k).query::<Vec<u8>>(&mut con).expect("DUMP")))
+            .collect()
+    }
+
     fn log_path(&self) -> PathBuf {
         self.dir.path().join("redis.log")
     }

@@ -320,8 +320,8 @@ export class NatterClient {
 
   /**
    * Moves your read marker in `room` to `seq` (stored by the server, told to all your
-   * connections). False when not joined, when the marker is there already, or when the
-   * server keeps no markers (Redis mode).
+   * connections in the room). False when not joined, when the marker is there already,
+   * or when the server keeps no markers (one from before read markers).
    */
   markRead(room, seq) {
     const state = this.roomStates.get(room);

@@ -27,14 +27,29 @@ use crate::protocol::{ErrorCode, ProtocolError};
 use crate::protocol::{RoomName, User, UserId};
 use crate::store::read::{Query, Readers};
 use crate::store::redis::{
-    presence_changes, Appended, Delivery, Events, Range, Reader, RedisStore, StoreError, StoreOptions, Watch,
+    presence_changes, Appended, ChangeOf, Delivery, Events, Range, Reader, RedisStore, StoreError, StoreOptions, Watch,
 };
+use crate::store::Refused;
 
 /// What the dispatcher asks of Redis.
 #[derive(Debug)]
 pub enum Request {
     /// Store a message; the answer is [`ClusterEvent::Appended`].
     Append { ack: AckTo, room: RoomName, uid: UserId, id: Option<String>, prefix: Vec<u8>, suffix: Vec<u8> },
+    /// Store an `edit` or `delete` event by `uid`, which the append script checks and
+    /// applies to the message it changes; the answer is [`ClusterEvent::Changed`].
+    Change {
+        conn: ConnId,
+        room: RoomName,
+        uid: UserId,
+        id: Option<String>,
+        prefix: Vec<u8>,
+        suffix: Vec<u8>,
+        change: ChangeOf,
+    },
+    /// Move the user's read marker of the room forward (and tell the other instances);
+    /// the answer is [`ClusterEvent::Read`].
+    Read { conn: ConnId, room: RoomName, uid: UserId, seq: u64, event: Vec<u8> },
     /// Mark the user present and read the history and presence a joining client needs;
     /// the answer is [`ClusterEvent::History`].
     Join { conn: ConnId, room: RoomName, from: HistoryFrom, recent: usize, uid: UserId, name: String, silent: bool },
@@ -73,7 +88,7 @@ pub enum HistoryFrom {
 /// What Redis answered a join.
 #[derive(Debug)]
 pub struct JoinRead {
-    /// The history: after `since`, or the recent messages.
+    /// The history: after `since`, or the recent messages; with the user's read marker.
     pub range: Range,
     /// Everyone present, on any instance.
     pub users: Vec<User>,
@@ -90,6 +105,23 @@ pub enum ClusterEvent {
         room: RoomName,
         id: Option<String>,
         result: Result<Appended, String>,
+    },
+    /// What became of a [`Request::Change`].
+    Changed {
+        conn: ConnId,
+        room: RoomName,
+        uid: UserId,
+        id: Option<String>,
+        change: ChangeOf,
+        result: Result<Result<Appended, Refused>, String>,
+    },
+    /// What became of a [`Request::Read`]: whether the marker moved.
+    Read {
+        conn: ConnId,
+        room: RoomName,
+        uid: UserId,
+        seq: u64,
+        result: Result<bool, String>,
     },
     History {
         conn: ConnId,
@@ -280,29 +312,16 @@ fn handle(
             let result = store.append(&room, &uid, id.as_deref(), &prefix, &suffix).map_err(describe);
             Some(ClusterEvent::Appended { ack, room, id, result })
         }
+        Request::Change { conn, room, uid, id, prefix, suffix, change } => {
+            let result = store.change(&room, &uid, id.as_deref(), &prefix, &suffix, &change).map_err(describe);
+            Some(ClusterEvent::Changed { conn, room, uid, id, change, result })
+        }
+        Request::Read { conn, room, uid, seq, event } => {
+            let result = store.mark_read(&room, &uid, seq, &event).map_err(describe);
+            Some(ClusterEvent::Read { conn, room, uid, seq, result })
+        }
         Request::Join { conn, room, from, recent, uid, name, silent } => {
-            let resume_max = store.options().most_held();
-            let mut resumed = None;
-            let result = (|| {
-                store.presence_set(&room, &uid, &name)?;
-                let (range, reset) = match &from {
-                    // All the stream may hold: COUNT must never cut a resume short.
-                    HistoryFrom::Since { since, epoch } => {
-                        let range = store.range(&room, *since, None, resume_max)?;
-                        if resume_resets(*since, epoch.as_deref(), range.head, range.epoch.as_deref()) {
-                            (store.recent(&room, recent)?, true)
-                        } else {
-                            resumed = Some(*since);
-                            (range, false)
-                        }
-                    }
-                    HistoryFrom::Recent => (store.recent(&room, recent)?, false),
-                    HistoryFrom::Lost => (store.recent(&room, recent)?, true),
-                };
-                let users = store.presence_list(&room)?;
-                Ok(JoinRead { range, users, reset })
-            })()
-            .map_err(describe);
+            let (result, resumed) = read_join(store, &room, &from, recent, (&uid, &name));
             if let Ok(JoinRead { users, .. }) = &result {
                 local.entry(room.clone()).or_default().insert(uid.to_string());
                 seen.insert(room.clone(), users.clone());
@@ -340,6 +359,42 @@ fn handle(
             None
         }
     }
+}
+
+/// Marks `uid` (named `name`) present in `room` and reads what its join needs: the
+/// history `from` asks for (the `recent` newest when it is not a resume, or a resume
+/// that resets), with the user's read marker, and who is present. Also returns the
+/// `since` the history follows, when it is a resume.
+fn read_join(
+    store: &mut RedisStore,
+    room: &RoomName,
+    from: &HistoryFrom,
+    recent: usize,
+    (uid, name): (&str, &str),
+) -> (Result<JoinRead, String>, Option<u64>) {
+    let resume_max = store.options().most_held();
+    let mut resumed = None;
+    let result = (|| {
+        store.presence_set(room, uid, name)?;
+        let (range, reset) = match from {
+            // All the stream may hold: COUNT must never cut a resume short.
+            HistoryFrom::Since { since, epoch } => {
+                let range = store.range_for(Some(uid), room, *since, None, resume_max)?;
+                if resume_resets(*since, epoch.as_deref(), range.head, range.epoch.as_deref()) {
+                    (store.recent_for(Some(uid), room, recent)?, true)
+                } else {
+                    resumed = Some(*since);
+                    (range, false)
+                }
+            }
+            HistoryFrom::Recent => (store.recent_for(Some(uid), room, recent)?, false),
+            HistoryFrom::Lost => (store.recent_for(Some(uid), room, recent)?, true),
+        };
+        let users = store.presence_list(room)?;
+        Ok(JoinRead { range, users, reset })
+    })()
+    .map_err(describe);
+    (result, resumed)
 }
 
 /// How often every instance looks for the API's disconnect requests (so a user on

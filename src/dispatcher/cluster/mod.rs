@@ -14,7 +14,9 @@
 //! exactly the next seq. When the reader finds a room's history gone (Redis came back
 //! without its data), each local member is answered again with `reset:true`.
 //! Scroll-back and search go to Redis's own reader threads through
-//! [`super::Backend::read`], as in local mode. Still the only owner of room state;
+//! [`super::Backend::read`], as in local mode. An edit or deletion is checked and
+//! applied by the append script that stores its event; each instance rewrites its ring
+//! when the event arrives from the stream. Still the only owner of room state;
 //! never waits on Redis.
 
 mod io;
@@ -28,14 +30,20 @@ pub use io::{split_msg_json, ApiRead, Cluster, ClusterEvent, HistoryFrom, JoinRe
 use super::api::AckTo;
 use super::backend::Backend;
 use super::commands::{JoinReply, NewPost};
+use super::edits::{refusal, Change, EventOf};
 use super::history::Stored;
 use super::state::{new_history, now_ms};
 use super::Dispatcher;
 use crate::api::webhooks::Event;
 use crate::delivery::outbox::ConnId;
 use crate::protocol::wire;
-use crate::protocol::{ErrorCode, ProtocolError, RoomName, ServerMsg, SystemEvent, User};
-use crate::store::redis::{Appended, Delivery, Entry, Health};
+use crate::protocol::{ErrorCode, ProtocolError, RoomName, ServerMsg, SystemEvent, User, UserId};
+use crate::store::redis::{Appended, ChangeOf, Delivery, Entry, Health};
+use crate::store::Refused;
+
+/// What became of an edit or deletion: stored (or a duplicate), refused by the rules,
+/// or not reached (why).
+type Changed = Result<Result<Appended, Refused>, String>;
 
 /// The part of another instance's event this one reads.
 #[derive(serde::Deserialize)]
@@ -44,6 +52,20 @@ struct RemoteEvent {
     kind: String,
     event: Option<SystemEvent>,
     user: Option<RemoteUser>,
+    /// A read marker's move: whose, and to where.
+    uid: Option<String>,
+    seq: Option<u64>,
+}
+
+/// A read marker's move as the instances tell each other: the `read` frame's fields
+/// and whose marker it is (never sent to a client as it is).
+#[derive(serde::Serialize)]
+struct MarkerMoved<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    room: &'a str,
+    seq: u64,
+    uid: &'a str,
 }
 
 #[derive(serde::Deserialize)]
@@ -85,6 +107,62 @@ impl Dispatcher {
         self.backend.tell_cluster(|| Request::Append { ack, room, uid, id: msg_id, prefix, suffix });
     }
 
+    /// Hands an edit or deletion to Redis, whose append script checks it against the
+    /// message as stored (whichever instance changed it last) and applies it with the
+    /// event; the ack or the refusal follows the answer, the event comes from the stream.
+    pub(super) fn cluster_change(&mut self, conn: ConnId, room: RoomName, of: u64, change: Change, id: Option<String>) {
+        let Some(client) = self.clients.get(&conn) else { return };
+        let ts = now_ms();
+        let about = EventOf { room: &room, of, id: id.as_deref(), ts, user: &client.name, uid: &client.uid };
+        let (prefix, suffix) = split_msg_json(&change.event(0, &about));
+        let change = match change {
+            Change::Edit(_) => ChangeOf::Edit { of, ts },
+            Change::Delete => ChangeOf::Delete { of, by_mod: client.access.is_mod() },
+        };
+        let uid = client.uid.clone();
+        self.backend.tell_cluster(|| Request::Change { conn, room, uid, id, prefix, suffix, change });
+    }
+
+    /// The answer to [`Self::cluster_change`]: an ack (the event itself arrives from the
+    /// stream, like every message), or the refusal.
+    fn on_changed(
+        &mut self,
+        conn: ConnId,
+        room: &RoomName,
+        uid: &str,
+        id: Option<String>,
+        change: ChangeOf,
+        result: Changed,
+    ) {
+        let (kind, of) = match change {
+            ChangeOf::Edit { of, .. } => ("edit", of),
+            ChangeOf::Delete { of, .. } => ("delete", of),
+        };
+        let refer = |e: ProtocolError| e.with_ref(Some(id.clone().unwrap_or_else(|| kind.to_owned())));
+        let (seq, dup) = match result {
+            Ok(Ok(Appended::Stored { seq, .. })) => {
+                log::info!("{kind} of message {of} in {room} by {uid} (event {seq})");
+                self.metrics.messages_accepted.fetch_add(1, Relaxed);
+                (seq, false)
+            }
+            Ok(Ok(Appended::Duplicate { seq })) => {
+                self.metrics.messages_duplicate.fetch_add(1, Relaxed);
+                (seq, true)
+            }
+            Ok(Err(why)) => return self.reply_error(conn, &refer(refusal(kind, room, of, why))),
+            Err(message) => return self.reply_error(conn, &refer(ProtocolError::new(ErrorCode::Unavailable, message))),
+        };
+        self.stage_ack(AckTo::Conn(conn), room, id.as_deref(), seq, dup);
+    }
+
+    /// Hands a read marker's move to Redis, which keeps it if it moves forward and tells
+    /// the other instances; this instance's connections hear of it with the answer.
+    pub(super) fn cluster_read(&mut self, conn: ConnId, room: RoomName, uid: UserId, seq: u64) {
+        let moved = MarkerMoved { kind: "read", room: room.as_str(), seq, uid: &uid };
+        let event = serde_json::to_vec(&moved).expect("a marker's move always serializes");
+        self.backend.tell_cluster(|| Request::Read { conn, room, uid, seq, event });
+    }
+
     /// The last local member left: stop reading the room's stream.
     pub(super) fn cluster_room_empty(&mut self, room: &RoomName) {
         let Backend::Redis(cluster) = &self.backend else { return };
@@ -98,6 +176,20 @@ impl Dispatcher {
     pub(super) fn on_cluster(&mut self, ev: ClusterEvent) {
         match ev {
             ClusterEvent::Appended { ack, room, id, result } => self.on_appended(ack, &room, id, result),
+            ClusterEvent::Changed { conn, room, uid, id, change, result } => {
+                self.on_changed(conn, &room, &uid, id, change, result)
+            }
+            ClusterEvent::Read { conn, room, uid, seq, result } => match result {
+                Ok(moved) => {
+                    if moved {
+                        self.tell_read(&uid, &room, seq);
+                    }
+                }
+                Err(message) => {
+                    let e = ProtocolError::new(ErrorCode::Unavailable, message).with_ref(Some("read".into()));
+                    self.reply_error(conn, &e);
+                }
+            },
             ClusterEvent::History { conn, room, since, silent, result } => match result {
                 Ok(read) => self.on_history(conn, room, since, silent, read),
                 Err(message) => {
@@ -222,7 +314,7 @@ impl Dispatcher {
                 users: users.iter().take(self.cfg.presence_limit).map(User::as_ref).collect(),
                 users_total: users.len(),
                 complete: range.complete,
-                read_seq: None,
+                read_seq: range.read_seq,
                 private: false,
                 read_only: false,
             };
@@ -264,6 +356,9 @@ impl Dispatcher {
                 r.history.push(Stored { seq, frame: frame.clone() }, "", None);
                 self.staged_msgs += 1;
                 self.stage_room(&room, &frame, None);
+                if !json.starts_with(br#"{"type":"msg","#) {
+                    self.apply_delivered_change(&room, &json);
+                }
             }
             Delivery::Reset { room, head } => self.history_lost(&room, head),
             Delivery::Gap { room, from, to } => {
@@ -280,8 +375,11 @@ impl Dispatcher {
                     return;
                 }
                 match serde_json::from_slice::<RemoteEvent>(&json) {
-                    Ok(RemoteEvent { kind, event: Some(event), user: Some(user) }) if kind == "system" => {
+                    Ok(RemoteEvent { kind, event: Some(event), user: Some(user), .. }) if kind == "system" => {
                         self.remote_presence(&room, event, User { id: user.id.into(), name: user.name })
+                    }
+                    Ok(RemoteEvent { kind, uid: Some(uid), seq: Some(seq), .. }) if kind == "read" => {
+                        self.tell_read(&uid, &room, seq)
                     }
                     Ok(_) => self.stage_room(&room, &wire::text_frame(&json), None),
                     Err(e) => log::warn!("redis: skipping an event that does not parse: {e}"),

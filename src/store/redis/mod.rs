@@ -8,11 +8,12 @@
 //! never on the dispatcher's hot path.
 //!
 //! Three pieces, each with its own connection:
-//! - [`RedisStore`] ([`store`]): request/response calls — `append` (one Lua script:
-//!   de-duplication, `INCR` seq, `XADD`), `range`/`recent`/`head` for history and
+//! - [`RedisStore`] ([`store`]): request/response calls — `append` (one Lua script,
+//!   `scripts.rs`: de-duplication, `INCR` seq, `XADD`, the body), `range`/`recent`/`head` for history and
 //!   resume, `query` (`query.rs`) for scroll-back and search (a bounded scan of the
-//!   stream, matched by `search.rs`), `publish` for events, presence ([`presence`]) and
-//!   `ping`.
+//!   stream, matched by `search.rs`), `change` (`changes.rs`) for edits and deletions,
+//!   `mark_read` (`reads.rs`) for read markers, `publish` for events, presence
+//!   ([`presence`]) and `ping`.
 //! - [`Reader`] ([`reader`]): one thread running `XREAD BLOCK` over the streams of the
 //!   watched rooms, delivering every new message in `seq` order, never skipping one.
 //! - [`Events`] ([`events`]): one thread subscribed to the watched rooms' event
@@ -22,10 +23,14 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `{p}:room:{room}:seq` | string | the room's last seq (`INCR`) |
-//! | `{p}:room:{room}:stream` | stream | message seq `S` as entry `S-0`, field `m` = the `msg` JSON; `MAXLEN ~ cap` |
+//! | `{p}:room:{room}:stream` | stream | the room's order: message seq `S` as entry `S-0` (field `b` = `1`; an entry written by an earlier natter holds its JSON itself, field `m`); `MAXLEN ~ cap` |
+//! | `{p}:room:{room}:msgs` | hash | seq → the message's JSON as it is now (its body): a stream entry cannot be changed, a hash field can; trimmed with the stream |
+//! | `{p}:room:{room}:low` | string | the lowest seq whose body may still be in `msgs` (where the next trim starts) |
+//! | `{p}:room:{room}:edits` | hash | seq of a message → the seqs of its edit events (space-separated), so a deletion takes their text too |
 //! | `{p}:room:{room}:epoch` | string | the room's epoch: set by the append script with the first message it stores while the key is missing (a Redis that lost its data starts a new one) |
 //! | `{p}:room:{room}:id:{n}:{uid}:{id}` | string, TTL | the seq of client id `id` from user `uid` (`n` = byte length of `uid`, so no uid/id split is ambiguous) |
-//! | `{p}:room:{room}:events` | pub/sub channel | `{instance} {json}` event envelopes |
+//! | `{p}:room:{room}:events` | pub/sub channel | `{instance} {json}` event envelopes (system, typing, read markers) |
+//! | `{p}:reads:{uid}` | hash | room → how far the user has read it (only moves forward) |
 //! | `{p}:room:{room}:present` | set, TTL | instances that have users in the room |
 //! | `{p}:room:{room}:present:{instance}` | hash, TTL | uid → name for one instance's users |
 //!
@@ -39,11 +44,14 @@
 //! [`Events`] threads reconnect by themselves with exponential backoff and report
 //! [`Delivery::Status`] once per outage and once per recovery.
 
+mod changes;
 mod events;
 mod presence;
 mod query;
 mod reader;
+mod reads;
 mod reply;
+mod scripts;
 mod search;
 mod store;
 
@@ -57,6 +65,7 @@ use redis::{Client, Connection, ErrorKind, RedisError, ServerErrorKind};
 
 use crate::protocol::RoomName;
 
+pub use changes::{deleted, edited, ChangeOf};
 pub use events::Events;
 pub use presence::{presence_changes, PresenceChanges};
 pub use reader::Reader;
@@ -281,6 +290,18 @@ impl RoomKeys {
 
     pub(crate) fn epoch(&self) -> String {
         format!("{}:epoch", self.base)
+    }
+
+    pub(crate) fn msgs(&self) -> String {
+        format!("{}:msgs", self.base)
+    }
+
+    pub(crate) fn low(&self) -> String {
+        format!("{}:low", self.base)
+    }
+
+    pub(crate) fn edits(&self) -> String {
+        format!("{}:edits", self.base)
     }
 
     pub(crate) fn dedup(&self, uid: &str, id: &str) -> String {

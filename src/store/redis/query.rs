@@ -9,8 +9,9 @@
 
 use std::borrow::Cow;
 
-use super::reply::{self, Entry};
+use super::reply::Entry;
 use super::search::Matcher;
+use super::store::{Direction, Walk};
 use super::{RedisStore, StoreError};
 use crate::protocol::RoomName;
 use crate::store::read::{Page, Query, StoredMsg};
@@ -74,17 +75,8 @@ impl RedisStore {
         if high < low.max(1) || count == 0 {
             return Ok(Vec::new());
         }
-        let stream = self.keys(room).stream();
-        let raw = self.call(|con, _| {
-            redis::cmd("XREVRANGE")
-                .arg(&stream)
-                .arg(format!("{high}-0"))
-                .arg(format!("{low}-0"))
-                .arg("COUNT")
-                .arg(count)
-                .query(con)
-        })?;
-        reply::entries(raw)
+        let (from, to) = (format!("{high}-0"), format!("{low}-0"));
+        Ok(self.read(room, Walk { direction: Direction::Down, from: &from, to: &to, count }, None)?.messages)
     }
 }
 
@@ -92,12 +84,19 @@ fn page(entries: Vec<Entry>, complete: bool) -> Page {
     Page { messages: entries.into_iter().map(|Entry { seq, json }| StoredMsg { seq, json }).collect(), complete }
 }
 
-/// The `text` of a stored `msg` JSON (empty if it has none).
+/// The `text` of a stored `msg` JSON; empty for anything else (a deleted message, an
+/// `edit` event: as in local mode, a search finds messages, never the events that
+/// changed them).
 fn text_of(json: &[u8]) -> Cow<'_, str> {
     #[derive(serde::Deserialize)]
     struct Text<'a> {
-        #[serde(borrow)]
+        #[serde(rename = "type", borrow)]
+        kind: Cow<'a, str>,
+        #[serde(borrow, default)]
         text: Cow<'a, str>,
     }
-    serde_json::from_slice::<Text>(json).map_or(Cow::Borrowed(""), |m| m.text)
+    match serde_json::from_slice::<Text>(json) {
+        Ok(m) if m.kind == "msg" => m.text,
+        _ => Cow::Borrowed(""),
+    }
 }

@@ -18,7 +18,9 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 use redis::{Connection, RedisResult, Value};
 
-use super::reply::{self, Entry};
+use bytes::Bytes;
+
+use super::reply::{self, Listed};
 use super::{
     connect, follow_watch, room_of, spawn, Delivery, Hangup, Link, RoomKeys, StoreError, StoreOptions, Supervisor,
     Watch,
@@ -51,6 +53,7 @@ impl Reader {
 struct Position {
     keys: RoomKeys,
     stream: String,
+    msgs: String,
     last: u64,
     epoch: Option<String>,
 }
@@ -62,6 +65,9 @@ struct ReaderLoop {
     /// Resets found when a connection was opened, sent before anything it reads.
     resets: Vec<Delivery>,
 }
+
+/// One room's new messages as the reader delivers them: (seq, JSON), in seq order.
+type Bodies = (RoomName, Vec<(u64, Bytes)>);
 
 /// How long an idle reader (no room watched) waits on its watch channel per turn.
 const IDLE: Duration = Duration::from_secs(1);
@@ -80,21 +86,19 @@ impl ReaderLoop {
             for reset in std::mem::take(&mut self.resets) {
                 self.sup.send(reset)?;
             }
-            let failure = match read {
-                Ok(reply) => match reply::streams(reply) {
-                    Ok(streams) => {
-                        self.sup.succeeded()?;
-                        self.deliver(streams)?;
-                        continue;
-                    }
-                    Err(e) => {
-                        // Redis answered, but not as XREAD does: a bug or a foreign
-                        // key; back off rather than spin on it.
-                        log::error!("redis reader: {e}");
-                        self.sup.succeeded()?;
-                        self.sup.opts.max_backoff
-                    }
-                },
+            let failure = match read.and_then(|reply| self.with_bodies(reply)) {
+                Ok(Ok(streams)) => {
+                    self.sup.succeeded()?;
+                    self.deliver(streams)?;
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    // Redis answered, but not as XREAD does: a bug or a foreign key;
+                    // back off rather than spin on it.
+                    log::error!("redis reader: {e}");
+                    self.sup.succeeded()?;
+                    self.sup.opts.max_backoff
+                }
                 Err(e) => {
                     self.con = None;
                     self.sup.failed(&e)?
@@ -130,15 +134,49 @@ impl ReaderLoop {
         xread.query(con)
     }
 
+    /// The streams of an `XREAD` reply, each entry with its body: one `HMGET` per room
+    /// of what the `msgs` hash holds (an entry written by an earlier natter holds its
+    /// own). An entry whose body is gone was trimmed meanwhile (the append script trims
+    /// the stream and the bodies together): it is left out, and reported as a gap.
+    fn with_bodies(&mut self, reply: Value) -> RedisResult<Result<Vec<Bodies>, StoreError>> {
+        let streams = match reply::streams(reply) {
+            Ok(streams) => streams,
+            Err(e) => return Ok(Err(e)),
+        };
+        let listed: Vec<(&Position, RoomName, Vec<Listed>)> = streams
+            .into_iter()
+            .filter_map(|(key, entries)| {
+                let room = room_of(&key, &self.sup.opts.prefix, "stream")?;
+                Some((self.rooms.get(&room)?, room, entries))
+            })
+            .collect();
+        let mut pipe = redis::pipe();
+        for (pos, _, entries) in &listed {
+            pipe.cmd("HMGET").arg(&pos.msgs).arg(entries.iter().map(|e| e.seq).collect::<Vec<_>>());
+        }
+        let Some(con) = self.con.as_mut() else { return Ok(Ok(Vec::new())) };
+        let bodies: Vec<Vec<Option<Vec<u8>>>> = if listed.is_empty() { Vec::new() } else { pipe.query(con)? };
+        Ok(Ok(listed
+            .into_iter()
+            .zip(bodies)
+            .map(|((_, room, entries), bodies)| {
+                let found = entries
+                    .into_iter()
+                    .zip(bodies)
+                    .filter_map(|(e, body)| Some((e.seq, body.map(Bytes::from).or(e.inline)?)));
+                (room, found.collect())
+            })
+            .collect()))
+    }
+
     /// Sends each room's new entries in order, with a `Gap` first where the stream was
     /// trimmed past the room's position.
-    fn deliver(&mut self, streams: Vec<(String, Vec<Entry>)>) -> Result<(), Hangup> {
+    fn deliver(&mut self, streams: Vec<Bodies>) -> Result<(), Hangup> {
         let mut epoch_unknown = false;
-        for (key, entries) in streams {
-            let Some(room) = room_of(&key, &self.sup.opts.prefix, "stream") else { continue };
+        for (room, entries) in streams {
             let Some(pos) = self.rooms.get_mut(&room) else { continue };
             epoch_unknown |= pos.epoch.is_none();
-            for Entry { seq, json } in entries {
+            for (seq, json) in entries {
                 if seq <= pos.last {
                     continue;
                 }
@@ -197,8 +235,8 @@ fn apply(rooms: &mut BTreeMap<RoomName, Position>, prefix: &str, watch: Watch) {
     match watch {
         Watch::Start { room, after_seq, epoch } => {
             let keys = RoomKeys::new(prefix, &room);
-            let stream = keys.stream();
-            rooms.insert(room, Position { keys, stream, last: after_seq, epoch });
+            let (stream, msgs) = (keys.stream(), keys.msgs());
+            rooms.insert(room, Position { keys, stream, msgs, last: after_seq, epoch });
         }
         Watch::Stop { room } => {
             rooms.remove(&room);

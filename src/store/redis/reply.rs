@@ -1,8 +1,9 @@
-//! Reading Redis stream replies (`XRANGE`, `XREVRANGE`, `XREAD`) into [`Entry`]s.
+//! Reading the reader's `XREAD` replies into [`Listed`] entries, and the [`Entry`] a
+//! stored message is read back as.
 //!
 //! Pure functions over `redis::Value`, no I/O. An entry that natter did not write
-//! (an id other than `S-0`, no `m` field) is skipped with a warning, never fatal: one
-//! foreign entry must not stop a room's delivery.
+//! (an id other than `S-0`) is skipped with a warning, never fatal: one foreign entry
+//! must not stop a room's delivery.
 
 use bytes::Bytes;
 use redis::Value;
@@ -16,8 +17,17 @@ pub struct Entry {
     pub json: Bytes,
 }
 
-/// The entries of an `XRANGE`/`XREVRANGE` reply, in reply order.
-pub(crate) fn entries(reply: Value) -> Result<Vec<Entry>, StoreError> {
+/// A stream entry as `XREAD` lists it: its seq, and its body when the entry holds it
+/// (written by a natter from before bodies moved to the room's `msgs` hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Listed {
+    pub seq: u64,
+    pub inline: Option<Bytes>,
+}
+
+/// The entries of an `XRANGE`/`XREVRANGE` reply (or one stream of `XREAD`'s), in
+/// reply order.
+fn entries(reply: Value) -> Result<Vec<Listed>, StoreError> {
     match reply {
         Value::Nil => Ok(Vec::new()),
         Value::Array(items) => Ok(items.into_iter().filter_map(entry).collect()),
@@ -27,7 +37,7 @@ pub(crate) fn entries(reply: Value) -> Result<Vec<Entry>, StoreError> {
 
 /// The streams of an `XREAD` reply as (key, entries); nil (the block timed out) is
 /// empty. RESP2 answers with an array of pairs, RESP3 with a map.
-pub(crate) fn streams(reply: Value) -> Result<Vec<(String, Vec<Entry>)>, StoreError> {
+pub(crate) fn streams(reply: Value) -> Result<Vec<(String, Vec<Listed>)>, StoreError> {
     let pairs: Vec<(Value, Value)> = match reply {
         Value::Nil => return Ok(Vec::new()),
         Value::Map(pairs) => pairs,
@@ -50,7 +60,7 @@ pub(crate) fn streams(reply: Value) -> Result<Vec<(String, Vec<Entry>)>, StoreEr
 }
 
 /// `[id, [field, value, ...]]` → the entry, if natter wrote it.
-fn entry(item: Value) -> Option<Entry> {
+fn entry(item: Value) -> Option<Listed> {
     let Value::Array(parts) = item else {
         log::warn!("skipping a stream entry that is not an array: {item:?}");
         return None;
@@ -61,11 +71,7 @@ fn entry(item: Value) -> Option<Entry> {
         log::warn!("skipping stream entry {id:?}: natter writes ids `seq-0`");
         return None;
     };
-    let json = field(fields, b"m");
-    if json.is_none() {
-        log::warn!("skipping stream entry {seq}-0: no `m` field");
-    }
-    Some(Entry { seq, json: json? })
+    Some(Listed { seq, inline: field(fields, b"m") })
 }
 
 /// The value of `name` in a flat `[field, value, ...]` list (or a RESP3 map).
@@ -119,16 +125,15 @@ mod tests {
     }
 
     #[test]
-    fn entries_keep_reply_order_and_skip_what_natter_did_not_write() {
+    fn entries_keep_reply_order_skip_what_natter_did_not_write_and_keep_inline_bodies() {
         let reply = Value::Array(vec![
-            raw_entry("3-0", &["m", "{\"seq\":3}"]),
+            raw_entry("3-0", &["b", "1"]),
             raw_entry("4-1", &["m", "x"]),
-            raw_entry("5-0", &["other", "x"]),
             raw_entry("6-0", &["x", "y", "m", "{\"seq\":6}"]),
         ]);
         let got = entries(reply).unwrap();
         assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 6]);
-        assert_eq!(&got[1].json[..], b"{\"seq\":6}");
+        assert_eq!((got[0].inline.as_deref(), got[1].inline.as_deref()), (None, Some(&b"{\"seq\":6}"[..])));
     }
 
     #[test]
@@ -136,7 +141,7 @@ mod tests {
         assert!(streams(Value::Nil).unwrap().is_empty());
         let reply = Value::Array(vec![Value::Array(vec![
             bulk("p:room:a:stream"),
-            Value::Array(vec![raw_entry("1-0", &["m", "{}"])]),
+            Value::Array(vec![raw_entry("1-0", &["b", "1"])]),
         ])]);
         let got = streams(reply).unwrap();
         assert_eq!(got[0].0, "p:room:a:stream");

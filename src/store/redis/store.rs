@@ -10,69 +10,41 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use redis::{Client, Connection, RedisResult, Script, Value};
+use redis::{Client, Connection, RedisResult};
 
-use super::reply::{self, Entry};
+use super::changes::ChangeOf;
+use super::reads::read_marks;
+use super::reply::Entry;
+use super::scripts::Scripts;
 use super::{connect, is_outage, open_client, InstanceId, RoomKeys, StoreError, StoreOptions};
 use crate::protocol::RoomName;
-
-/// De-duplicate, number, build the JSON and append it, atomically (Redis runs a script
-/// alone). Seq and the stream entry are written together, so the stream never misses a
-/// seq that was handed out.
-///
-/// A retry (ARGV[6] == '1', sent when the connection broke after the first attempt was
-/// written) first looks for the first attempt's entry: the JSON is the same byte for
-/// byte (its `ts` and `uid` included), so finding it means that attempt was stored.
-/// With a client id the dedup key points at it; without one the newest ARGV[7] entries
-/// are compared.
-///
-/// The room's epoch is set to ARGV[8] when it has none, so the instances racing to store
-/// a room's first message agree on one.
-///
-/// KEYS: seq, stream, epoch, and the dedup key when ARGV[5] == '1'.
-/// ARGV: JSON prefix, JSON suffix, stream cap, dedup TTL (s), has-id flag, retry flag,
-/// entries a retry without an id looks back, a new epoch.
-/// Returns {1, seq} when stored, {0, original seq} for a duplicate, {2, seq} when a
-/// retry found its first attempt stored as `seq`.
-const APPEND_LUA: &str = r"
-local function holds(entry, seq)
-  return entry and entry[2][2] == ARGV[1] .. seq .. ARGV[2]
-end
-if ARGV[5] == '1' then
-  local old = redis.call('GET', KEYS[4])
-  if old then
-    if ARGV[6] == '1' and holds(redis.call('XRANGE', KEYS[2], old .. '-0', old .. '-0')[1], old) then
-      return {2, tonumber(old)}
-    end
-    return {0, tonumber(old)}
-  end
-elseif ARGV[6] == '1' then
-  for _, entry in ipairs(redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[7])) do
-    local seq = string.match(entry[1], '^(%d+)')
-    if holds(entry, seq) then return {2, tonumber(seq)} end
-  end
-end
-local seq = redis.call('INCR', KEYS[1])
-if seq == 1 then
-  -- The counter is new: if the stream outlived it (a deleted or evicted key), go on
-  -- after the stream's last entry, since XADD refuses an id that is not above it.
-  local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-  if last[1] then
-    seq = tonumber(string.match(last[1][1], '^(%d+)')) + 1
-    redis.call('SET', KEYS[1], seq)
-  end
-end
-local id = string.format('%d', seq)
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], id .. '-0', 'm', ARGV[1] .. id .. ARGV[2])
-if ARGV[5] == '1' then redis.call('SET', KEYS[4], id, 'EX', ARGV[4]) end
-redis.call('SET', KEYS[3], ARGV[8], 'NX')
-return {1, seq}
-";
 
 /// How many of a room's newest entries a retried append without a client id searches
 /// for its first attempt. More appends than this to the same room between the attempt
 /// and its retry (milliseconds) would make it stored twice.
 const RETRY_LOOKBACK: usize = 100;
+
+/// What `scripts::READ_LUA` answers: the head and epoch (nil when the room has none),
+/// (seq, JSON) pairs, and the read marker asked for.
+type ScriptedRead = (Option<u64>, Option<String>, Vec<(u64, Vec<u8>)>, Option<u64>);
+
+/// Which entries a read walks: `count` at most, from one stream id to another.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Walk<'a> {
+    pub direction: Direction,
+    pub from: &'a str,
+    pub to: &'a str,
+    pub count: usize,
+}
+
+/// Which way a read walks a room's stream.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Direction {
+    /// Oldest first (`XRANGE`).
+    Up,
+    /// Newest first (`XREVRANGE`).
+    Down,
+}
 
 /// What [`RedisStore::append`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +69,9 @@ pub struct Range {
     /// The room's epoch when the range was read (`None` = no message stored since
     /// Redis last lost its data).
     pub epoch: Option<String>,
+    /// The read marker of the user the range was read for ([`RedisStore::range_for`]),
+    /// read with it; 0 when none was asked for or none is stored.
+    pub read_seq: u64,
 }
 
 /// A connection to Redis for storing and reading messages, events and presence.
@@ -106,7 +81,7 @@ pub struct RedisStore {
     client: Client,
     con: Option<Connection>,
     pub(super) opts: StoreOptions,
-    append_script: Script,
+    scripts: Scripts,
     /// This instance's presence as it should be in Redis: room → uid → name. The
     /// presence calls update it first, so a refresh can write back what an outage or
     /// a Redis restart lost.
@@ -117,13 +92,7 @@ impl RedisStore {
     /// Checks the URL (`redis://host:port/db`) without connecting; the first call
     /// connects.
     pub fn open(url: &str, opts: StoreOptions) -> Result<RedisStore, StoreError> {
-        Ok(RedisStore {
-            client: open_client(url)?,
-            con: None,
-            opts,
-            append_script: Script::new(APPEND_LUA),
-            presence: HashMap::new(),
-        })
+        Ok(RedisStore { client: open_client(url)?, con: None, opts, scripts: Scripts::new(), presence: HashMap::new() })
     }
 
     /// [`RedisStore::open`], then a `PING`: fails with [`StoreError::Unavailable`]
@@ -153,21 +122,21 @@ impl RedisStore {
     /// [`RedisStore::append`] makes its retry so with [`RedisStore::call_again`].
     pub(super) fn call<T>(
         &mut self,
-        mut f: impl FnMut(&mut Connection, &Script) -> RedisResult<T>,
+        mut f: impl FnMut(&mut Connection, &Scripts) -> RedisResult<T>,
     ) -> Result<T, StoreError> {
-        self.call_again(|con, script, _| f(con, script))
+        self.call_again(|con, scripts, _| f(con, scripts))
     }
 
     /// [`RedisStore::call`], telling `f` whether this is the retry (`true`).
     fn call_again<T>(
         &mut self,
-        mut f: impl FnMut(&mut Connection, &Script, bool) -> RedisResult<T>,
+        mut f: impl FnMut(&mut Connection, &Scripts, bool) -> RedisResult<T>,
     ) -> Result<T, StoreError> {
         let reused = self.con.is_some();
-        let result = match self.attempt(|con, script| f(con, script, false)) {
+        let result = match self.attempt(|con, scripts| f(con, scripts, false)) {
             Err(e) if reused && e.is_connection_dropped() && !e.is_timeout() => {
                 log::info!("redis: the connection was broken ({e}); reconnected to retry");
-                self.attempt(|con, script| f(con, script, true))
+                self.attempt(|con, scripts| f(con, scripts, true))
             }
             other => other,
         };
@@ -175,12 +144,12 @@ impl RedisStore {
     }
 
     /// One try of `f`, connecting first if needed; an outage drops the connection.
-    fn attempt<T>(&mut self, f: impl FnOnce(&mut Connection, &Script) -> RedisResult<T>) -> RedisResult<T> {
+    fn attempt<T>(&mut self, f: impl FnOnce(&mut Connection, &Scripts) -> RedisResult<T>) -> RedisResult<T> {
         let con = match self.con.take() {
             Some(con) => self.con.insert(con),
             None => self.con.insert(connect(&self.client, &self.opts, Duration::ZERO)?),
         };
-        f(con, &self.append_script).inspect_err(|e| {
+        f(con, &self.scripts).inspect_err(|e| {
             if is_outage(e) {
                 self.con = None;
             }
@@ -204,7 +173,7 @@ impl RedisStore {
     ///
     /// When the connection turns out broken after the script was sent, the script runs
     /// once more on a new connection and first looks for what the first attempt may have
-    /// stored (see `APPEND_LUA`): found, it answers `Stored` with that seq, so the
+    /// stored (see `scripts::APPEND_LUA`): found, it answers `Stored` with that seq, so the
     /// message is stored once and acked once, with or without a client id.
     pub fn append(
         &mut self,
@@ -214,29 +183,35 @@ impl RedisStore {
         prefix: &[u8],
         suffix: &[u8],
     ) -> Result<Appended, StoreError> {
+        let post = Post { room, uid, client_id, prefix, suffix };
+        let (code, seq) = self.run_append(&post, None)?;
+        Ok(post.appended(code, seq))
+    }
+
+    /// Runs `scripts::APPEND_LUA` for a message, or an event making `change`; returns
+    /// the script's answer (code, seq).
+    pub(super) fn run_append(&mut self, post: &Post<'_>, change: Option<&ChangeOf>) -> Result<(u8, u64), StoreError> {
+        let Post { room, uid, client_id, prefix, suffix } = *post;
         let keys = self.keys(room);
         let cap = self.opts.stream_cap.max(1);
         let ttl = self.opts.dedup_ttl.as_secs().max(1);
         let epoch = crate::store::new_epoch(); // used only if the room has none yet
-        let (stored, seq): (u8, u64) = self.call_again(|con, script, retry| {
-            let mut run = script.prepare_invoke();
-            run.key(keys.seq()).key(keys.stream()).key(keys.epoch());
+        let (kind, of, by_mod, ts) = match change {
+            None => ("", 0, false, 0),
+            Some(ChangeOf::Edit { of, ts }) => ("edit", *of, false, *ts),
+            Some(ChangeOf::Delete { of, by_mod }) => ("delete", *of, *by_mod, 0),
+        };
+        self.call_again(|con, scripts, retry| {
+            let mut run = scripts.append.prepare_invoke();
+            run.key(keys.seq()).key(keys.stream()).key(keys.epoch()).key(keys.msgs()).key(keys.low()).key(keys.edits());
             if let Some(id) = client_id {
                 run.key(keys.dedup(uid, id));
             }
             run.arg(prefix).arg(suffix).arg(cap).arg(ttl).arg(u8::from(client_id.is_some()));
             run.arg(u8::from(retry)).arg(RETRY_LOOKBACK).arg(&epoch);
+            run.arg(kind).arg(of).arg(uid).arg(u8::from(by_mod)).arg(ts);
             run.invoke(con)
-        })?;
-        if stored == 0 {
-            return Ok(Appended::Duplicate { seq });
-        }
-        let digits = seq.to_string();
-        let mut json = BytesMut::with_capacity(prefix.len() + digits.len() + suffix.len());
-        json.put_slice(prefix);
-        json.put_slice(digits.as_bytes());
-        json.put_slice(suffix);
-        Ok(Appended::Stored { seq, json: json.freeze() })
+        })
     }
 
     /// The messages with `after_seq < seq <= upto_seq` (no upper bound with `None`),
@@ -250,43 +225,64 @@ impl RedisStore {
         upto_seq: Option<u64>,
         max: usize,
     ) -> Result<Range, StoreError> {
-        let keys = self.keys(room);
+        self.range_for(None, room, after_seq, upto_seq, max)
+    }
+
+    /// [`RedisStore::range`], with the read marker of `reader` (a joining user) in the
+    /// room.
+    pub fn range_for(
+        &mut self,
+        reader: Option<&str>,
+        room: &RoomName,
+        after_seq: u64,
+        upto_seq: Option<u64>,
+        max: usize,
+    ) -> Result<Range, StoreError> {
         let first = after_seq.saturating_add(1);
         let end = upto_seq.map_or_else(|| "+".to_owned(), |upto| format!("{upto}-0"));
-        let mut xrange = redis::cmd("XRANGE");
-        xrange.arg(keys.stream()).arg(format!("{first}-0")).arg(end).arg("COUNT").arg(max.max(1));
-        let (head, epoch, mut messages) = self.head_and_entries(&keys, xrange)?;
-        let missing_first = messages.first().is_none_or(|e| e.seq != first);
+        let walk = Walk { direction: Direction::Up, from: &format!("{first}-0"), to: &end, count: max };
+        let mut range = self.read(room, walk, reader)?;
+        let missing_first = range.messages.first().is_none_or(|e| e.seq != first);
         let wanted = upto_seq.is_none_or(|upto| upto >= first);
-        messages.truncate(max);
-        Ok(Range { messages, complete: !(head > after_seq && wanted && missing_first), head, epoch })
+        range.messages.truncate(max);
+        range.complete = !(range.head > after_seq && wanted && missing_first);
+        Ok(range)
     }
 
     /// The last `n` messages of `room`, oldest first (a join without `since`).
     pub fn recent(&mut self, room: &RoomName, n: usize) -> Result<Range, StoreError> {
-        let keys = self.keys(room);
-        let mut xrevrange = redis::cmd("XREVRANGE");
-        xrevrange.arg(keys.stream()).arg("+").arg("-").arg("COUNT").arg(n.max(1));
-        let (head, epoch, mut messages) = self.head_and_entries(&keys, xrevrange)?;
-        messages.truncate(n);
-        messages.reverse();
-        Ok(Range { messages, complete: true, head, epoch })
+        self.recent_for(None, room, n)
     }
 
-    /// The room's head, its epoch and the entries `read` (an `XRANGE`/`XREVRANGE`)
-    /// returns, read in one MULTI: a message appended between them would otherwise look
-    /// like a trimmed one, or belong to another epoch.
-    fn head_and_entries(
-        &mut self,
-        keys: &RoomKeys,
-        read: redis::Cmd,
-    ) -> Result<(u64, Option<String>, Vec<Entry>), StoreError> {
-        let (head, epoch, raw): (Option<u64>, Option<String>, Value) = self.call(|con, _| {
-            let mut pipe = redis::pipe();
-            pipe.atomic().cmd("GET").arg(keys.seq()).cmd("GET").arg(keys.epoch()).add_command(read.clone());
-            pipe.query(con)
+    /// [`RedisStore::recent`], with the read marker of `reader` in the room.
+    pub fn recent_for(&mut self, reader: Option<&str>, room: &RoomName, n: usize) -> Result<Range, StoreError> {
+        let mut range = self.read(room, Walk { direction: Direction::Down, from: "+", to: "-", count: n }, reader)?;
+        range.messages.truncate(n);
+        range.messages.reverse();
+        Ok(range)
+    }
+
+    /// The room's head, its epoch and up to `walk.count` messages between two stream
+    /// ids, with their bodies (and the read marker of `reader`), read in one step
+    /// (`scripts::READ_LUA`). `complete` is left true: the caller knows what it asked.
+    pub(super) fn read(&mut self, room: &RoomName, walk: Walk<'_>, reader: Option<&str>) -> Result<Range, StoreError> {
+        let keys = self.keys(room);
+        let command = match walk.direction {
+            Direction::Up => "XRANGE",
+            Direction::Down => "XREVRANGE",
+        };
+        let marks = reader.map(|uid| read_marks(&self.opts.prefix, uid));
+        let (head, epoch, found, read_seq): ScriptedRead = self.call(|con, scripts| {
+            let mut run = scripts.read.prepare_invoke();
+            run.key(keys.seq()).key(keys.epoch()).key(keys.stream()).key(keys.msgs());
+            if let Some(marks) = &marks {
+                run.key(marks);
+            }
+            run.arg(command).arg(walk.from).arg(walk.to).arg(walk.count.max(1)).arg(room.as_str());
+            run.invoke(con)
         })?;
-        Ok((head.unwrap_or(0), epoch, reply::entries(raw)?))
+        let messages = found.into_iter().map(|(seq, json)| Entry { seq, json: Bytes::from(json) }).collect();
+        Ok(Range { messages, complete: true, head: head.unwrap_or(0), epoch, read_seq: read_seq.unwrap_or(0) })
     }
 
     /// Every room with at least one message and its head, at most `max` of them
@@ -381,9 +377,35 @@ impl RedisStore {
     }
 }
 
+/// What the append script is given: the room, the author, the client id, and the
+/// JSON around the seq the script assigns.
+#[derive(Clone, Copy)]
+pub(super) struct Post<'a> {
+    pub room: &'a RoomName,
+    pub uid: &'a str,
+    pub client_id: Option<&'a str>,
+    pub prefix: &'a [u8],
+    pub suffix: &'a [u8],
+}
+
+impl Post<'_> {
+    /// What the append script's answer `code` means for this post, stored or not.
+    pub fn appended(&self, code: u8, seq: u64) -> Appended {
+        if code == 0 {
+            return Appended::Duplicate { seq };
+        }
+        let digits = seq.to_string();
+        let mut json = BytesMut::with_capacity(self.prefix.len() + digits.len() + self.suffix.len());
+        json.put_slice(self.prefix);
+        json.put_slice(digits.as_bytes());
+        json.put_slice(self.suffix);
+        Appended::Stored { seq, json: json.freeze() }
+    }
+}
+
 /// An event on the wire: `{instance} {json}`. The instance id holds no space, so the
 /// first space ends it.
-fn envelope(instance: &InstanceId, json: &[u8]) -> Vec<u8> {
+pub(super) fn envelope(instance: &InstanceId, json: &[u8]) -> Vec<u8> {
     let mut payload = Vec::with_capacity(instance.as_str().len() + 1 + json.len());
     payload.extend_from_slice(instance.as_str().as_bytes());
     payload.push(b' ');

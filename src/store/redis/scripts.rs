@@ -1,0 +1,184 @@
+//! The Lua scripts Redis runs for the store, each alone (Redis runs a script
+//! atomically): appending a message, reading messages back with their bodies, moving
+//! a read marker.
+//!
+//! A room's order is its stream (entry `S-0` for seq `S`); the JSON of each message
+//! (its body) is a field of the room's `msgs` hash, where it can be replaced: a stream
+//! entry cannot be changed, and one deleted with `XDEL` keeps its bytes in the stream's
+//! node (and in `DUMP`, snapshots and replicas) until the whole node goes. Entries
+//! written by natter before bodies moved to the hash hold their body inline (field `m`);
+//! every script reads those too. Pure text, no I/O: [`super::RedisStore`] runs them.
+
+use redis::Script;
+
+/// Appends a message, or an edit or delete event with the change it makes:
+/// de-duplicates, checks the change, numbers, stores its order and body, rewrites the
+/// changed message, trims, atomically. Seq, the stream entry and the body are written
+/// together, so the stream never misses a seq that was handed out and never lists one
+/// without its body; a change is checked against the message as it is when it is made,
+/// whichever instance made the one before.
+///
+/// A retry (ARGV[6] == '1', sent when the connection broke after the first attempt was
+/// written) first looks for the first attempt's body: the JSON is the same byte for
+/// byte (its `ts` and `uid` included), so finding it means that attempt was stored.
+/// With a client id the dedup key points at it; without one the newest ARGV[7] entries
+/// are compared.
+///
+/// A change (ARGV[9] `edit` or `delete` of message ARGV[10] by user ARGV[11], a
+/// moderator when ARGV[12] == '1') needs a `msg` that is not deleted, by that user for
+/// an edit, by that user or a moderator for a delete. It replaces the message's body:
+/// an edit cuts it before `"text"` (the last field but `edited`) and puts the event's
+/// text and `"edited":ARGV[13]` there; a delete puts `"deleted":true` there, and does
+/// the same to the earlier edit events of the message (the `edits` hash lists them).
+/// The old body is overwritten: no copy of the text is left in Redis.
+/// [`super::changes`] makes the same rewrite of the copies in the rings.
+///
+/// The room's epoch is set to ARGV[8] when it has none, so the instances racing to store
+/// a room's first message agree on one. The bodies are trimmed with the stream: every
+/// body (and `edits` field) below the stream's first entry is deleted (the `low` key
+/// remembers where the bodies start, so each is deleted once).
+///
+/// KEYS: seq, stream, epoch, msgs, low, edits, and the dedup key when ARGV[5] == '1'.
+/// ARGV: JSON prefix, JSON suffix, stream cap, dedup TTL (s), has-id flag, retry flag,
+/// entries a retry without an id looks back, a new epoch, change, message changed,
+/// acting user, moderator flag, the change's time.
+/// Returns {1, seq} when stored, {0, original seq} for a duplicate, {2, seq} when a
+/// retry found its first attempt stored as `seq`; for a change, {3, 0} when the message
+/// is not a `msg` of the room (or no longer held), {5, 0} when it was deleted, {4, 0}
+/// when the user may not make the change.
+const APPEND_LUA: &str = r#"
+local function body(seq)
+  local json = redis.call('HGET', KEYS[4], seq)
+  if json then return json end
+  local entry = redis.call('XRANGE', KEYS[2], seq .. '-0', seq .. '-0')[1]
+  return entry and inline(entry)
+end
+local function holds(seq)
+  return body(seq) == ARGV[1] .. seq .. ARGV[2]
+end
+local function before_text(json)
+  local at = string.find(json, ',"text":', 1, true)
+  return at and string.sub(json, 1, at - 1)
+end
+if ARGV[5] == '1' then
+  local old = redis.call('GET', KEYS[7])
+  if old then
+    if ARGV[6] == '1' and holds(old) then return {2, tonumber(old)} end
+    return {0, tonumber(old)}
+  end
+elseif ARGV[6] == '1' then
+  for _, entry in ipairs(redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[7])) do
+    local seq = string.match(entry[1], '^(%d+)')
+    if holds(seq) then return {2, tonumber(seq)} end
+  end
+end
+local change, of, original = ARGV[9], ARGV[10], nil
+if change ~= '' then
+  original = body(of)
+  local parsed, m = pcall(cjson.decode, original or '')
+  if not parsed or type(m) ~= 'table' or m.type ~= 'msg' then return {3, 0} end
+  if m.deleted or not before_text(original) then return {5, 0} end
+  if m.uid ~= ARGV[11] and (change == 'edit' or ARGV[12] ~= '1') then return {4, 0} end
+end
+local seq = redis.call('INCR', KEYS[1])
+if seq == 1 then
+  -- The counter is new: if the stream outlived it (a deleted or evicted key), go on
+  -- after the stream's last entry, since XADD refuses an id that is not above it.
+  local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+  if last[1] then
+    seq = tonumber(string.match(last[1][1], '^(%d+)')) + 1
+    redis.call('SET', KEYS[1], seq)
+  end
+end
+local id = string.format('%d', seq)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], id .. '-0', 'b', '1')
+redis.call('HSET', KEYS[4], id, ARGV[1] .. id .. ARGV[2])
+if change == 'edit' then
+  local text = string.sub(ARGV[2], string.find(ARGV[2], ',"text":', 1, true), -2)
+  redis.call('HSET', KEYS[4], of, before_text(original) .. text .. ',"edited":' .. ARGV[13] .. '}')
+  local earlier = redis.call('HGET', KEYS[6], of)
+  redis.call('HSET', KEYS[6], of, earlier and (earlier .. ' ' .. id) or id)
+elseif change == 'delete' then
+  redis.call('HSET', KEYS[4], of, before_text(original) .. ',"deleted":true}')
+  for edit in string.gmatch(redis.call('HGET', KEYS[6], of) or '', '%d+') do
+    local kept = before_text(redis.call('HGET', KEYS[4], edit) or '')
+    if kept then redis.call('HSET', KEYS[4], edit, kept .. ',"deleted":true}') end
+  end
+  redis.call('HDEL', KEYS[6], of)
+end
+local low = tonumber(redis.call('GET', KEYS[5]))
+if not low or seq - low >= tonumber(ARGV[3]) then
+  local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
+  local keep = tonumber(string.match(first[1], '^(%d+)'))
+  for s = (low or keep), keep - 1 do
+    redis.call('HDEL', KEYS[4], s)
+    redis.call('HDEL', KEYS[6], s)
+  end
+  redis.call('SET', KEYS[5], keep)
+end
+if ARGV[5] == '1' then redis.call('SET', KEYS[7], id, 'EX', ARGV[4]) end
+redis.call('SET', KEYS[3], ARGV[8], 'NX')
+return {1, seq}
+"#;
+
+/// Reads the room's head and epoch and the entries of one `XRANGE`/`XREVRANGE` with
+/// their bodies, in one step: a message appended meanwhile would otherwise look like a
+/// trimmed one, or belong to another epoch. A join reads the user's read marker of the
+/// room along (KEYS[5], ARGV[5]).
+///
+/// KEYS: seq, epoch, stream, msgs, and the user's markers when one is asked for.
+/// ARGV: `XRANGE` or `XREVRANGE`, start id, end id, COUNT, and the room.
+/// Returns {head or nil, epoch or nil, {{seq, json}, ...}, marker or nil} in the
+/// command's order; an entry natter did not write (an id other than `S-0`, no body) is
+/// left out.
+const READ_LUA: &str = r"
+local found = {}
+for _, entry in ipairs(redis.call(ARGV[1], KEYS[3], ARGV[2], ARGV[3], 'COUNT', ARGV[4])) do
+  local seq = string.match(entry[1], '^(%d+)%-0$')
+  local json = seq and (redis.call('HGET', KEYS[4], seq) or inline(entry))
+  if json then found[#found + 1] = {tonumber(seq), json} end
+end
+local marker = KEYS[5] and redis.call('HGET', KEYS[5], ARGV[5]) or false
+return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2]), found, marker}
+";
+
+/// Moves a user's read marker of a room forward, never back, and tells the other
+/// instances in the same step (so they hear of two moves in the order they were made).
+///
+/// KEYS: the user's markers. ARGV: room, seq, the room's events channel, the event.
+/// Returns 1 when the marker moved, 0 when it was there or further already.
+const MARK_READ_LUA: &str = r"
+if tonumber(ARGV[2]) <= tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
+";
+
+/// The body an entry written by an earlier natter holds itself (field `m`), or nil.
+const INLINE_LUA: &str = r"
+local function inline(entry)
+  local fields = entry[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'm' then return fields[i + 1] end
+  end
+  return nil
+end
+";
+
+/// The store's scripts, loaded once per connection owner (`EVALSHA`, then `EVAL` the
+/// first time a Redis does not know one).
+pub(super) struct Scripts {
+    pub append: Script,
+    pub read: Script,
+    pub mark_read: Script,
+}
+
+impl Scripts {
+    pub fn new() -> Scripts {
+        Scripts {
+            append: Script::new(&[INLINE_LUA, APPEND_LUA].concat()),
+            read: Script::new(&[INLINE_LUA, READ_LUA].concat()),
+            mark_read: Script::new(MARK_READ_LUA),
+        }
+    }
+}
