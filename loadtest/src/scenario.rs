@@ -8,6 +8,7 @@ use crate::cli::{Args, Scenario};
 use crate::fleet::Fleet;
 use crate::probe::Probe;
 use crate::rooms::{self, Census, RoomReport};
+use crate::scrollback::{self, Pagers};
 use crate::stats::{latency_histogram, ms, Progress, Stats, TICK_NS};
 use crate::sys::{cgroup_memory_current, kernel_mem, now_ns, rss_kib, thread_count, KernelMem};
 use crate::witness::{self, Witness};
@@ -42,12 +43,15 @@ pub struct Outcome {
     pub rooms: Option<RoomReport>,
     /// Kernel memory growth per idle connection, filled by `idle`.
     pub kernel: Option<Value>,
+    /// `steady --pagers`: the pages and the live latency without and with them.
+    pub scrollback: Option<Value>,
 }
 
 /// What every scenario works with.
 pub struct Run<'a> {
     pub fleet: &'a Fleet,
     pub witness: Option<&'a Witness>,
+    pub pagers: Option<&'a Pagers>,
     pub args: &'a Args,
 }
 
@@ -68,6 +72,7 @@ impl Outcome {
             witness: None,
             rooms: None,
             kernel: None,
+            scrollback: None,
         }
     }
 
@@ -207,8 +212,27 @@ fn steady(r: &Run, everyone: bool) -> Outcome {
         o.headline.insert("out_of_order".into(), json!(rooms.out_of_order));
     }
     o.add_witness(m.witness.clone());
+    if let Some(pagers) = r.pagers {
+        with_pagers(r, pagers, &mut o, &m);
+    }
     o.rooms = m.rooms;
     o
+}
+
+/// `steady` once more on the same clients and server, the pagers paging back
+/// meanwhile: the live latency beside the run without them (`without`).
+fn with_pagers(r: &Run, pagers: &Pagers, o: &mut Outcome, without: &Sending) {
+    pagers.begin();
+    let m = measure_sending(r, r.args.rate, r.args.duration, "steady with pagers", false);
+    let pages = pagers.take();
+    o.stats.merge(&m.stats);
+    o.expected += m.expected;
+    o.add_witness(m.witness.clone());
+    o.headline.insert("lost".into(), json!(o.lost()));
+    let tester_bound = without.tester_bound() || m.tester_bound();
+    o.headline.insert("tester_bound".into(), json!(u8::from(tester_bound)));
+    let (before, after) = (&without.stats.latency_us, &m.stats.latency_us);
+    o.scrollback = Some(scrollback::report(&r.args.paging, &pages, before, after, &mut o.headline));
 }
 
 /// One ramp step as a JSON row.
