@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tungstenite::{Message, WebSocket};
 
 /// Read timeout: how soon an idle pager sees the phase change.
-const POLL: Duration = Duration::from_millis(50);
+const POLL: Duration = Duration::from_millis(250);
 /// Connect, handshake and join each get this long.
 const SETUP_LIMIT: Duration = Duration::from_secs(30);
 /// An answer that takes longer is counted as missing, and the pager stops.
