@@ -45,7 +45,8 @@ SCROLLBACK_MESSAGES=${LT_SCROLLBACK_MESSAGES:-1000000}  # scroll-back: messages 
 SCROLLBACK_CLIENTS=${LT_SCROLLBACK_CLIENTS:-5000}      # scroll-back: the live fleet (MIN_RATE msg/s)
 SCROLLBACK_PAGERS=${LT_SCROLLBACK_PAGERS:-100}
 SCROLLBACK_PAGE_RATE=${LT_SCROLLBACK_PAGE_RATE:-2}     # pages/s per pager
-SCROLLBACK_DURATION=${LT_SCROLLBACK_DURATION:-10}      # seconds of each of the two steady runs
+SCROLLBACK_DURATION=${LT_SCROLLBACK_DURATION:-5}       # seconds of each steady run without or with pagers
+SCROLLBACK_ROUNDS=${LT_SCROLLBACK_ROUNDS:-3}           # runs without and with pagers, in turn
 
 LT=$ROOT/target/release/natter-loadtest
 mkdir -p "$OUT"
@@ -197,8 +198,10 @@ api_rows() {
 
 # scrollback_rows: steady at SCROLLBACK_CLIENTS and MIN_RATE msg/s in a room that
 # natter-seed filled with SCROLLBACK_MESSAGES messages (through natter's own store
-# writer, a few seconds), run once without and then with SCROLLBACK_PAGERS clients
-# paging back through it (`history`, 50 and 100 a page), on one server. The fleet
+# writer, a few seconds), without and then with SCROLLBACK_PAGERS clients paging back
+# through it (`history`, 50 and 100 a page), SCROLLBACK_ROUNDS times in turn after a
+# warm-up, on one server: this machine is shared, and one pair of runs differs by
+# more than the 20% asked even with no pager paging (docs/PERFORMANCE.md). The fleet
 # chats in the paged room itself: its commits and the pagers' reads meet in the same
 # table, index and dispatcher, and the pagers get the live messages like any member.
 scrollback_rows() {
@@ -214,6 +217,7 @@ scrollback_rows() {
     MSG='{"type":"msg","room":"$ROOM","text":"$TEXT","id":"$ID"}'
     lt natter steady --clients "$SCROLLBACK_CLIENTS" --rate "$MIN_RATE" --duration "$SCROLLBACK_DURATION" \
         --room archive --pagers "$SCROLLBACK_PAGERS" --page-rate "$SCROLLBACK_PAGE_RATE" \
+        --pager-rounds "$SCROLLBACK_ROUNDS" \
         --variant scrollback --report "$OUT/natter-scrollback.html"
     stop
     rm -rf "$data"
