@@ -45,7 +45,8 @@ bench:
 	$(CARGO) bench -p natter
 
 ## natter vs the seed's Node.js server, Socket.IO, a tokio server and a bare fan-out
-## ceiling, side by side (one room and many rooms; about 8 minutes).
+## ceiling, side by side (one room and many rooms; natter's scroll-back under load;
+## about 9 minutes).
 loadtest:
 	loadtest/run.sh
 

@@ -9,8 +9,10 @@
 # for natter, node and the ceiling; many rooms for natter, Socket.IO and
 # tokio; idle memory for all), and prints one table with natter's ratios to
 # the others and natter-tls's to natter. Every server it starts is stopped by
-# PID on exit. Takes about 8 minutes with the defaults; the LT_* variables
-# below make it bigger or longer.
+# PID on exit. natter also gets the scroll-back row: steady in a room
+# natter-seed filled with a million messages, without and with a hundred
+# clients paging back through it. Takes about 10 minutes with the defaults;
+# the LT_* variables below make it bigger or longer.
 #
 # Results: $LT_OUT/<server>.jsonl (one JSON object per run), <server>.log
 # (the server's output), <server>-*.html (reports), table.txt.
@@ -41,6 +43,12 @@ ROOMS_RAMP_START=${LT_ROOMS_RAMP_START:-500}
 ROOMS_RAMP_FACTOR=${LT_ROOMS_RAMP_FACTOR:-1.5}
 ROOMS_RAMP_STEPS=${LT_ROOMS_RAMP_STEPS:-9}
 ROOMS_STEP_SECS=${LT_ROOMS_STEP_SECS:-3}
+SCROLLBACK_MESSAGES=${LT_SCROLLBACK_MESSAGES:-1000000}  # scroll-back: messages natter-seed puts in the room
+SCROLLBACK_CLIENTS=${LT_SCROLLBACK_CLIENTS:-5000}      # scroll-back: the live fleet (MIN_RATE msg/s)
+SCROLLBACK_PAGERS=${LT_SCROLLBACK_PAGERS:-100}
+SCROLLBACK_PAGE_RATE=${LT_SCROLLBACK_PAGE_RATE:-2}     # pages/s per pager
+SCROLLBACK_DURATION=${LT_SCROLLBACK_DURATION:-5}       # seconds of each steady run without or with pagers
+SCROLLBACK_ROUNDS=${LT_SCROLLBACK_ROUNDS:-3}           # runs without and with pagers, in turn
 
 LT=$ROOT/target/release/natter-loadtest
 mkdir -p "$OUT"
@@ -197,6 +205,33 @@ api_rows() {
     kill "$rpid" 2>/dev/null || true
 }
 
+# scrollback_rows: steady at SCROLLBACK_CLIENTS and MIN_RATE msg/s in a room that
+# natter-seed filled with SCROLLBACK_MESSAGES messages (through natter's own store
+# writer, a few seconds), without and then with SCROLLBACK_PAGERS clients paging back
+# through it (`history`, 50 and 100 a page), SCROLLBACK_ROUNDS times in turn after a
+# warm-up, on one server: this machine is shared, and one pair of runs differs by
+# more than the 20% asked even with no pager paging (docs/PERFORMANCE.md). The fleet
+# chats in the paged room itself: its commits and the pagers' reads meet in the same
+# table, index and dispatcher, and the pagers get the live messages like any member.
+scrollback_rows() {
+    local data
+    data=$(mktemp -d)
+    DATA_DIRS+=("$data")
+    say "  seeding $SCROLLBACK_MESSAGES messages into room archive"
+    target/release/natter-seed --data-dir "$data" --room archive --messages "$SCROLLBACK_MESSAGES"
+    start natter-scrollback target/release/natter serve --bind 127.0.0.1 --http-port 0 --ws-port 0 \
+        --data-dir "$data" --rate-per-s 100000 --rate-burst 100000
+    URL="$SERVER_URL?name=lt" AWAIT=--await-joined
+    JOIN='{"type":"join","room":"$ROOM"}'
+    MSG='{"type":"msg","room":"$ROOM","text":"$TEXT","id":"$ID"}'
+    lt natter steady --clients "$SCROLLBACK_CLIENTS" --rate "$MIN_RATE" --duration "$SCROLLBACK_DURATION" \
+        --room archive --pagers "$SCROLLBACK_PAGERS" --page-rate "$SCROLLBACK_PAGE_RATE" \
+        --pager-rounds "$SCROLLBACK_ROUNDS" \
+        --variant scrollback --report "$OUT/natter-scrollback.html"
+    stop
+    rm -rf "$data"
+}
+
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 run_scenarios() {
@@ -254,6 +289,7 @@ for server in $SERVERS; do
         run_scenarios "$server"
         rooms "$server"
         stop
+        scrollback_rows
         api_rows
         # Group commit: one fsync per dispatcher batch.
         data=$(mktemp -d)

@@ -227,6 +227,10 @@ pub struct Args {
     /// share its column.
     #[arg(long)]
     pub variant: Option<String>,
+
+    /// steady: scroll-back clients beside the fleet (scrollback.rs).
+    #[command(flatten)]
+    pub paging: crate::scrollback::PagerArgs,
 }
 
 /// `NUM/DEN` of `--ratio`.

@@ -9,7 +9,8 @@
 //! idle, churn, shootout) · `report` (summary, JSON, HTML/SVG, comparison) ·
 //! `rooms` (room membership and per-room accounting) · `witness` (the
 //! independent client that checks the tester) · `tls` (`wss://` clients and
-//! their certificate checks) ·
+//! their certificate checks) · `scrollback` (clients paging back through history
+//! beside the fleet) ·
 //! `sys` (clock, rlimit, getrusage, /proc, kernel memory). `main` only wires them.
 
 mod api_post;
@@ -20,6 +21,7 @@ mod probe;
 mod report;
 mod rooms;
 mod scenario;
+mod scrollback;
 mod stats;
 mod sys;
 mod tls;
@@ -71,6 +73,10 @@ fn run(args: &Args) -> Result<(), String> {
     let run_id = sys::now_ns() ^ u64::from(std::process::id()) << 32 ^ unix_nanos();
     let spread = matches!(args.scenario(), Scenario::Rooms | Scenario::RoomsRamp);
     let witness = witness::Witness::start(args, targets.clone(), run_id)?;
+    if args.paging.pagers > 0 && args.scenario() != Scenario::Steady {
+        return Err("--pagers runs with the steady scenario only".into());
+    }
+    let pagers = scrollback::Pagers::start(&args.paging, &targets[0], &args.room)?;
     // A backend's posts through the server API, into a room no fleet client is in.
     let background = match witness::api(args)? {
         Some(api) if args.api_rate > 0.0 => Some(api_post::Poster::start(
@@ -100,7 +106,8 @@ fn run(args: &Args) -> Result<(), String> {
     let load_before = sys::loadavg();
     let wall = Instant::now();
     let cpu0 = sys::process_cpu();
-    let outcome = scenario::run(&scenario::Run { fleet: &fleet, witness: witness.as_ref(), args });
+    let outcome =
+        scenario::run(&scenario::Run { fleet: &fleet, witness: witness.as_ref(), pagers: pagers.as_ref(), args });
     let tester = report::Tester {
         threads,
         delayed_acks: !args.immediate_acks,
@@ -111,6 +118,9 @@ fn run(args: &Args) -> Result<(), String> {
         rss_kib: sys::rss_kib(std::process::id()),
     };
     fleet.stop();
+    if let Some(p) = pagers {
+        p.stop();
+    }
     if let Some(w) = witness {
         w.stop();
     }

@@ -45,7 +45,7 @@ impl Tester {
     }
 }
 
-fn quantiles_ms(h: &Histogram<u64>) -> Value {
+pub fn quantiles_ms(h: &Histogram<u64>) -> Value {
     if h.is_empty() {
         return Value::Null;
     }
@@ -91,6 +91,7 @@ pub fn to_json(o: &Outcome, label: &str, variant: Option<&str>, tester: &Tester)
             "server_closes": w.server_closes,
         })),
         "server_kernel": o.kernel,
+        "scrollback": o.scrollback,
         "latency_ms": quantiles_ms(&s.latency_us),
         "deliveries_per_s": deliveries_per_s(s, o.window).round(),
         "server_errors": s.server_errors,
@@ -187,6 +188,7 @@ pub fn summary(j: &Value) -> String {
             r["rooms_with_loss"], r["lost"], r["rooms_with_duplicates"], r["rooms_out_of_order"], j["misrouted"], r["worst"]
         );
     }
+    out.push_str(&crate::scrollback::summary(j).unwrap_or_default());
     if let Some(k) = j["server_kernel"].as_object() {
         let _ = writeln!(
             out,

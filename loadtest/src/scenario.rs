@@ -8,12 +8,16 @@ use crate::cli::{Args, Scenario};
 use crate::fleet::Fleet;
 use crate::probe::Probe;
 use crate::rooms::{self, Census, RoomReport};
+use crate::scrollback::{self, PageStats, Pagers};
 use crate::stats::{latency_histogram, ms, Progress, Stats, TICK_NS};
 use crate::sys::{cgroup_memory_current, kernel_mem, now_ns, rss_kib, thread_count, KernelMem};
 use crate::witness::{self, Witness};
 use serde_json::{json, Map, Value};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
+
+/// `steady --pagers`: seconds of unmeasured sending before the run without pagers.
+const WARM_UP_SECS: f64 = 5.0;
 
 /// What a run found.
 pub struct Outcome {
@@ -42,12 +46,15 @@ pub struct Outcome {
     pub rooms: Option<RoomReport>,
     /// Kernel memory growth per idle connection, filled by `idle`.
     pub kernel: Option<Value>,
+    /// `steady --pagers`: the pages and the live latency without and with them.
+    pub scrollback: Option<Value>,
 }
 
 /// What every scenario works with.
 pub struct Run<'a> {
     pub fleet: &'a Fleet,
     pub witness: Option<&'a Witness>,
+    pub pagers: Option<&'a Pagers>,
     pub args: &'a Args,
 }
 
@@ -68,6 +75,7 @@ impl Outcome {
             witness: None,
             rooms: None,
             kernel: None,
+            scrollback: None,
         }
     }
 
@@ -195,6 +203,12 @@ fn steady(r: &Run, everyone: bool) -> Outcome {
     let mut o = Outcome::new(scenario, args.clients);
     o.connect_secs = open_clients(fleet, args, args.clients, "connect");
     let connects = fleet.snapshot();
+    if r.pagers.is_some() {
+        // The runs without and with pagers must both start warm: the first seconds of
+        // sending to fresh clients are slower (measured: the second of two runs without
+        // paging had a 12-25% lower p99), which would flatter the run with pagers.
+        let _ = measure_sending(r, args.rate, WARM_UP_SECS.min(args.duration), "warm-up", false);
+    }
     let m = measure_sending(r, args.rate, args.duration, scenario.name(), everyone);
     o.stats = connects;
     o.stats.merge(&m.stats);
@@ -207,8 +221,54 @@ fn steady(r: &Run, everyone: bool) -> Outcome {
         o.headline.insert("out_of_order".into(), json!(rooms.out_of_order));
     }
     o.add_witness(m.witness.clone());
+    if let Some(pagers) = r.pagers {
+        with_pagers(r, pagers, &mut o, &m);
+    }
     o.rooms = m.rooms;
     o
+}
+
+/// `steady` again on the same clients and server with the pagers paging back, and with
+/// `--pager-rounds` above 1 without and with them in turn: the live latency of the runs
+/// without them (`first` and the later ones) beside that of the runs with them. Taking
+/// turns spreads whatever else the machine does over both sides.
+fn with_pagers(r: &Run, pagers: &Pagers, o: &mut Outcome, first: &Sending) {
+    let args = r.args;
+    let mut without = first.stats.latency_us.clone();
+    let mut with = latency_histogram();
+    let mut pages = PageStats::default();
+    let mut tester_bound = first.tester_bound();
+    let p99 = |m: &Sending| ms(m.stats.latency_us.value_at_quantile(0.99));
+    // Each round's p99 without and with the pagers, to tell a round some other work
+    // disturbed from a difference every round shows.
+    let mut rounds = vec![(p99(first), 0.0)];
+    for round in 0..args.paging.pager_rounds.max(1) {
+        if round > 0 {
+            let m = measure_sending(r, args.rate, args.duration, "steady without pagers", false);
+            without.add(&m.stats.latency_us).expect("same histogram bounds");
+            rounds.push((p99(&m), 0.0));
+            tester_bound |= absorb(o, &m);
+        }
+        pagers.begin();
+        let m = measure_sending(r, args.rate, args.duration, "steady with pagers", false);
+        pages.merge(&pagers.take());
+        with.add(&m.stats.latency_us).expect("same histogram bounds");
+        rounds.last_mut().expect("a round was pushed").1 = p99(&m);
+        tester_bound |= absorb(o, &m);
+    }
+    o.headline.insert("lost".into(), json!(o.lost()));
+    o.headline.insert("tester_bound".into(), json!(u8::from(tester_bound)));
+    let mut report = scrollback::report(&args.paging, &pages, &without, &with, &mut o.headline);
+    report["rounds_p99_ms"] = json!(rounds);
+    o.scrollback = Some(report);
+}
+
+/// Folds one more measured run into the outcome; whether the tester bound it.
+fn absorb(o: &mut Outcome, m: &Sending) -> bool {
+    o.stats.merge(&m.stats);
+    o.expected += m.expected;
+    o.add_witness(m.witness.clone());
+    m.tester_bound()
 }
 
 /// One ramp step as a JSON row.

@@ -120,7 +120,8 @@ pub fn tally(map: &mut BTreeMap<String, u64>, key: &str) {
     *map.entry(key.to_string()).or_default() += 1;
 }
 
-fn merge_tallies(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
+/// Add another tally's counts to one.
+pub fn merge_tallies(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
     for (k, v) in from {
         *into.entry(k.clone()).or_default() += v;
     }

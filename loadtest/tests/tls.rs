@@ -38,7 +38,8 @@ impl Natter {
         };
         let ws_port = cfg.ws_port;
         let (trigger, shutdown) = shutdown::channel();
-        let handle = std::thread::spawn(move || natter::serve(cfg, Listeners { http, ws, admin: None }, shutdown, || {}));
+        let handle =
+            std::thread::spawn(move || natter::serve(cfg, Listeners { http, ws, admin: None }, shutdown, || {}));
         Natter { ws_port, trigger, handle: Some(handle), _data: data }
     }
 

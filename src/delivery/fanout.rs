@@ -57,6 +57,18 @@ pub fn send_one(conn: &Conn, frame: &Frame) -> Result<Flush, Refused> {
     Ok(conn.flush())
 }
 
+/// Queues the frames of an answer one connection asked for and writes what the socket
+/// takes now, outside any batch, so the answer waits for no writer shard's broadcast
+/// pass. Returns the backlog after the last frame (the caller judges slowness) and the
+/// write's outcome.
+pub fn send_answer(conn: &Conn, frames: impl IntoIterator<Item = Frame>) -> Result<(usize, Flush), Refused> {
+    let mut backlog = 0;
+    for frame in frames {
+        backlog = push(conn, &frame, None, true)?;
+    }
+    Ok((backlog, conn.flush()))
+}
+
 /// Which slice of the connections a writer owns: those with `id % count == index`.
 /// Each connection belongs to exactly one shard, so its frames keep their order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

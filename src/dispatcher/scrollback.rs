@@ -3,6 +3,12 @@
 //! when it holds the answer and otherwise by the store's reader threads (SQLite or
 //! Redis, [`Backend::read`]), whose answers come back as [`super::Command::Store`].
 //!
+//! A scroll-back page the store answered is written to its socket at once
+//! ([`fanout::send_answer`]), not staged behind the writer shards' broadcast passes
+//! (a pass over thousands of sockets takes tens of ms): it holds only messages older
+//! than the ring's oldest when it was asked, whose live frames left long before, and an
+//! answer has no place in the room's order. Pages from the ring are staged as before.
+//!
 //! Ordering: a client resuming from the store is not a member of the room until the
 //! answer arrives; it then gets the stored messages up to `upto` (the seq before the
 //! ring's oldest when it asked), the ring's messages after that, and becomes a member,
@@ -18,10 +24,10 @@ use super::api::ApiResult;
 use super::backend::Backend;
 use super::commands::JoinReply;
 use super::Dispatcher;
-use crate::delivery::fanout::Out;
-use crate::delivery::outbox::ConnId;
+use crate::delivery::fanout::{self, Out};
+use crate::delivery::outbox::{ConnId, Flush};
 use crate::protocol::wire::{self, HistoryMeta};
-use crate::protocol::{ErrorCode, ProtocolError, RoomName, MAX_SEQ};
+use crate::protocol::{CloseReason, ErrorCode, ProtocolError, RoomName, MAX_SEQ};
 use crate::store::read::{Answer, Page, Query};
 
 /// What a reader's answer is for.
@@ -137,7 +143,7 @@ impl Dispatcher {
                 Ok(page) => {
                     let json: Vec<Bytes> = page.messages.into_iter().map(|m| m.json).collect();
                     let meta = HistoryMeta { complete: page.complete, before: Some(before), ..HistoryMeta::default() };
-                    self.stage_pages(conn, &room, meta, &json);
+                    self.send_pages(conn, &room, meta, &json);
                 }
                 Err(message) => {
                     let e = ProtocolError::new(ErrorCode::Unavailable, message).with_ref(Some("history".into()));
@@ -240,6 +246,23 @@ impl Dispatcher {
         let conn_arc = c.conn.clone();
         for f in wire::history_pages(room.as_str(), meta, json, self.cfg.max_frame_bytes) {
             self.staged.push(Out::Answer(conn_arc.clone(), f));
+        }
+    }
+
+    /// A store-answered scroll-back page, written now (see the module doc); a socket it
+    /// fills is retried on the tick like one a writer shard left full.
+    fn send_pages(&mut self, conn: ConnId, room: &RoomName, meta: HistoryMeta, json: &[Bytes]) {
+        let Some(c) = self.clients.get(&conn) else { return };
+        let conn_arc = c.conn.clone();
+        let frames = wire::history_pages(room.as_str(), meta, json, self.cfg.max_frame_bytes);
+        match fanout::send_answer(&conn_arc, frames) {
+            Ok((backlog, _)) if backlog > self.cfg.max_backlog_bytes => {
+                self.close_conn(&conn_arc, CloseReason::SlowConsumer)
+            }
+            Ok((_, Flush::Pending)) => {
+                self.blocked.insert(conn, conn_arc);
+            }
+            Ok(_) | Err(_) => {}
         }
     }
 

@@ -6,7 +6,8 @@
 //! of the batch's acks leave. History reads never go through it: [`reader`] threads
 //! answer them from read-only connections (WAL snapshots), so a long read never stalls
 //! a commit. [`migrate`] imports the journal of earlier versions once; [`retention`]
-//! deletes old messages in small steps.
+//! deletes old messages in small steps; `syncer` checkpoints the WAL on a thread of its
+//! own, so the dispatcher's commits never wait for a checkpoint's fsyncs.
 //!
 //! Never touches rooms, members or sockets.
 
@@ -83,7 +84,8 @@ pub struct SqliteStore {
     scrub_due: bool,
     /// Room name → row id, for rows known to be committed.
     room_ids: HashMap<String, i64>,
-    syncer: Option<Syncer>,
+    /// The background checkpoint (and `interval` sync): told after every write.
+    syncer: Syncer,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -106,7 +108,7 @@ impl SqliteStore {
         let mut conn = Connection::open(&path).map_err(sql_err(&path))?;
         schema::prepare_writer(&conn, policy).map_err(sql_err(&path))?;
         migrate::import_journal(dir, &mut conn)?;
-        let syncer = (policy == FsyncPolicy::Interval).then(|| Syncer::start(&path)).transpose()?;
+        let syncer = Syncer::start(&path, policy)?;
         let mut store = SqliteStore {
             conn,
             path,
@@ -166,9 +168,7 @@ impl SqliteStore {
             Ok(()) => {
                 self.pending_reads.clear();
                 self.pending_access.clear();
-                if let Some(s) = &self.syncer {
-                    s.dirty();
-                }
+                self.syncer.dirty();
                 Ok(())
             }
             Err(e) => {
@@ -214,13 +214,19 @@ impl SqliteStore {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
         self.conn
             .execute("INSERT OR REPLACE INTO meta (k, v) VALUES ('probe', ?1)", params![now.to_string()])
-            .map(|_| ())
-            .map_err(sql_err(&self.path))
+            .map_err(sql_err(&self.path))?;
+        self.syncer.dirty();
+        Ok(())
     }
 
     /// The writer's connection, for retention's small delete steps.
     pub(crate) fn conn(&mut self) -> &mut Connection {
         &mut self.conn
+    }
+
+    /// Something was written outside [`commit`](Self::commit) (a retention step).
+    pub(crate) fn wrote(&self) {
+        self.syncer.dirty();
     }
 
     pub fn path(&self) -> &Path {

@@ -37,7 +37,11 @@ impl SqliteStore {
     /// One retention step at time `now_ms`: at most [`STEP_ROWS`] rows of one kind.
     pub fn retention_step(&mut self, policy: &Policy, now_ms: u64) -> Result<Deleted, StoreError> {
         let path = self.path().to_owned();
-        step(self.conn(), policy, now_ms).map_err(sql_err(&path))
+        let deleted = step(self.conn(), policy, now_ms).map_err(sql_err(&path))?;
+        if deleted.total() > 0 {
+            self.wrote();
+        }
+        Ok(deleted)
     }
 
     /// Bytes the database's pages in use take (free pages are reused, not counted).

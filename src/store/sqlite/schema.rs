@@ -59,10 +59,17 @@ CREATE TABLE IF NOT EXISTS edits (
 ) WITHOUT ROWID;
 ";
 
-/// The writer's settings: WAL, the fsync policy, then the schema.
+/// WAL pages past which the writer checkpoints on its own commit (SQLite's default is
+/// 1,000). The store's sync thread checkpoints once a second, off the dispatcher's
+/// path; this is the backstop that bounds the WAL (about 40 MiB of 4 KiB pages) when
+/// writes leave the writer no moment to restart it (see `syncer`).
+pub const WRITER_CHECKPOINT_PAGES: u32 = 10_000;
+
+/// The writer's settings: WAL, the fsync policy, the checkpoint backstop, then the schema.
 pub fn prepare_writer(conn: &Connection, policy: FsyncPolicy) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", synchronous(policy))?;
+    conn.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)?;
     // A deleted or edited text is zeroed in the pages, not just unlinked.
     conn.pragma_update(None, "secure_delete", "ON")?;
     upgrade_search_index(conn)?;
@@ -99,7 +106,7 @@ fn upgrade_search_index(conn: &Connection) -> rusqlite::Result<()> {
 
 /// `synchronous` for each policy. In WAL mode FULL syncs the WAL at every commit;
 /// NORMAL syncs only at checkpoints (the `interval` policy adds a once-a-second sync of
-/// the WAL, see `Syncer`); OFF never syncs.
+/// the WAL, see `Syncer`); OFF never syncs. Checkpoints sync as their connection says.
 pub fn synchronous(policy: FsyncPolicy) -> &'static str {
     match policy {
         FsyncPolicy::Always => "FULL",
