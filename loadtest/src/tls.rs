@@ -174,6 +174,18 @@ impl Stream {
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.tcp().peer_addr()
     }
+
+    /// Whether a read would return more now, whatever the socket says: a TLS
+    /// session that reached its end (close_notify, or the socket's EOF read in
+    /// the same call as the last data) or holds ciphertext it could not
+    /// decrypt yet. Then a short read does not mean the socket is drained, and
+    /// no new event will come for what is left: read again.
+    pub fn pending(&self) -> bool {
+        match self {
+            Stream::Plain(_) => false,
+            Stream::Tls(s) => s.eof || !s.backlog.is_empty(),
+        }
+    }
 }
 
 impl Session {
@@ -412,14 +424,16 @@ mod tests {
                     stream.flush()?;
                 }
                 loop {
-                    match stream.read(&mut buf) {
+                    let n = match stream.read(&mut buf) {
                         Ok(0) => return Ok(got),
-                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                        Ok(n) => n,
                         Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                         Err(e) => return Err(e),
-                    }
-                    if got.len() % buf.len() != 0 {
-                        break; // a short read: the socket is empty
+                    };
+                    got.extend_from_slice(&buf[..n]);
+                    // This read short, not the total so far: then the socket is empty.
+                    if n < buf.len() && !stream.pending() {
+                        break;
                     }
                 }
             }

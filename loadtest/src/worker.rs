@@ -579,7 +579,8 @@ impl Worker {
             if let Err(why) = self.absorb(slot, n, arrival) {
                 return self.lost(slot, &why);
             }
-            if n < self.readbuf.len() && !closing {
+            let pending = self.conns[slot].as_ref().is_some_and(|c| c.stream.pending());
+            if n < self.readbuf.len() && !closing && !pending {
                 return;
             }
         }
