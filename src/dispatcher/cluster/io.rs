@@ -37,7 +37,16 @@ use super::access::{self, JoinRule, UserFrames};
 #[derive(Debug)]
 pub enum Request {
     /// Store a message; the answer is [`ClusterEvent::Appended`].
-    Append { ack: AckTo, room: RoomName, uid: UserId, id: Option<String>, prefix: Vec<u8>, suffix: Vec<u8> },
+    /// A moderator's (`by_mod`) is taken in a read-only room.
+    Append {
+        ack: AckTo,
+        room: RoomName,
+        uid: UserId,
+        id: Option<String>,
+        prefix: Vec<u8>,
+        suffix: Vec<u8>,
+        by_mod: bool,
+    },
     /// Store an `edit` or `delete` event by `uid`, which the append script checks and
     /// applies to the message it changes; the answer is [`ClusterEvent::Changed`].
     Change {
@@ -139,7 +148,7 @@ pub enum ClusterEvent {
         ack: AckTo,
         room: RoomName,
         id: Option<String>,
-        result: Result<Appended, String>,
+        result: Result<Appended, ProtocolError>,
     },
     /// What became of a [`Request::Change`].
     Changed {
@@ -357,8 +366,12 @@ fn handle(
     seen: &mut HashMap<RoomName, Vec<User>>,
 ) -> Option<ClusterEvent> {
     match req {
-        Request::Append { ack, room, uid, id, prefix, suffix } => {
-            let result = store.append(&room, &uid, id.as_deref(), &prefix, &suffix).map_err(describe);
+        Request::Append { ack, room, uid, id, prefix, suffix, by_mod } => {
+            let result = match store.post(&room, &uid, id.as_deref(), (&prefix, &suffix), by_mod) {
+                Ok(Ok(appended)) => Ok(appended),
+                Ok(Err(_)) => Err(ProtocolError::new(ErrorCode::Forbidden, format!("`{room}` is read-only"))),
+                Err(e) => Err(ProtocolError::new(ErrorCode::Unavailable, describe(e))),
+            };
             Some(ClusterEvent::Appended { ack, room, id, result })
         }
         Request::Change { conn, room, uid, id, prefix, suffix, change } => {

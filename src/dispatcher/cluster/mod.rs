@@ -112,7 +112,12 @@ impl Dispatcher {
         .to_json();
         let (prefix, suffix) = split_msg_json(&json);
         let uid = poster.id.clone();
-        self.backend.tell_cluster(|| Request::Append { ack, room, uid, id: msg_id, prefix, suffix });
+        // The server API posts as the server: never refused by a read-only room.
+        let by_mod = match &ack {
+            AckTo::Conn(conn) => self.clients.get(conn).is_some_and(|c| c.access.is_mod()),
+            AckTo::Api(_) => true,
+        };
+        self.backend.tell_cluster(|| Request::Append { ack, room, uid, id: msg_id, prefix, suffix, by_mod });
     }
 
     /// Hands an edit or deletion to Redis, whose append script checks it against the
@@ -245,7 +250,13 @@ impl Dispatcher {
         self.stage_room(room, &frame, None);
     }
 
-    fn on_appended(&mut self, ack: AckTo, room: &RoomName, id: Option<String>, result: Result<Appended, String>) {
+    fn on_appended(
+        &mut self,
+        ack: AckTo,
+        room: &RoomName,
+        id: Option<String>,
+        result: Result<Appended, ProtocolError>,
+    ) {
         let (seq, dup) = match result {
             Ok(Appended::Stored { seq, json }) => {
                 self.metrics.messages_accepted.fetch_add(1, Relaxed);
@@ -256,8 +267,8 @@ impl Dispatcher {
                 self.metrics.messages_duplicate.fetch_add(1, Relaxed);
                 (seq, true)
             }
-            Err(message) => {
-                let e = ProtocolError::new(ErrorCode::Unavailable, message).with_ref(id.or(Some("msg".into())));
+            Err(e) => {
+                let e = e.with_ref(id.or(Some("msg".into())));
                 match ack {
                     AckTo::Conn(conn) => self.reply_error(conn, &e),
                     AckTo::Api(reply) => self.api_replies.push((reply, Err(e))),

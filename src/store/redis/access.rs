@@ -154,7 +154,8 @@ impl RedisStore {
         (prefix, suffix): (&[u8], &[u8]),
         (field, value): (&str, &str),
     ) -> Result<Appended, StoreError> {
-        let post = Post { room, uid, client_id: None, prefix, suffix, access: Some((field, value)) };
+        let post =
+            Post { room, uid, client_id: None, prefix, suffix, access: Some((field, value)), guard_read_only: false };
         let (code, seq) = self.run_append(&post, None)?;
         Ok(post.appended(code, seq))
     }

@@ -45,11 +45,14 @@ use redis::Script;
 /// ARGV[5] == '1'.
 /// ARGV: JSON prefix, JSON suffix, stream cap, dedup TTL (s), has-id flag, retry flag,
 /// entries a retry without an id looks back, a new epoch, change, message changed,
-/// acting user, moderator flag, the change's time, access field, its value.
+/// acting user, moderator flag, the change's time, access field, its value, and '1'
+/// for a post that a read-only room refuses (a non-moderator's).
 /// Returns {1, seq} when stored, {0, original seq} for a duplicate, {2, seq} when a
 /// retry found its first attempt stored as `seq`; for a change, {3, 0} when the message
 /// is not a `msg` of the room (or no longer held), {5, 0} when it was deleted, {4, 0}
-/// when the user may not make the change.
+/// when the user may not make the change, {6, 0} for a post refused by a read-only
+/// room (checked here too, so a post racing a `mode` event on another instance is
+/// refused as well).
 const APPEND_LUA: &str = r#"
 local function body(seq)
   local json = redis.call('HGET', KEYS[4], seq)
@@ -76,6 +79,7 @@ elseif ARGV[6] == '1' then
     if holds(seq) then return {2, tonumber(seq)} end
   end
 end
+if ARGV[16] == '1' and redis.call('HEXISTS', KEYS[7], 'ro') == 1 then return {6, 0} end
 local change, of, original = ARGV[9], ARGV[10], nil
 if change == 'edit' or change == 'delete' then
   original = body(of)

@@ -18,6 +18,7 @@ use super::reply::Entry;
 use super::scripts::Scripts;
 use super::{connect, is_outage, open_client, InstanceId, RoomKeys, StoreError, StoreOptions};
 use crate::protocol::RoomName;
+use crate::store::Refused;
 
 /// How many of a room's newest entries a retried append without a client id searches
 /// for its first attempt. More appends than this to the same room between the attempt
@@ -183,9 +184,24 @@ impl RedisStore {
         prefix: &[u8],
         suffix: &[u8],
     ) -> Result<Appended, StoreError> {
-        let post = Post { room, uid, client_id, prefix, suffix, access: None };
+        let post = Post { room, uid, client_id, prefix, suffix, access: None, guard_read_only: false };
         let (code, seq) = self.run_append(&post, None)?;
         Ok(post.appended(code, seq))
+    }
+
+    /// [`RedisStore::append`] of a client's post: refused ([`Refused::ReadOnly`]) in a
+    /// read-only room unless `by_mod`.
+    pub fn post(
+        &mut self,
+        room: &RoomName,
+        uid: &str,
+        client_id: Option<&str>,
+        (prefix, suffix): (&[u8], &[u8]),
+        by_mod: bool,
+    ) -> Result<Result<Appended, Refused>, StoreError> {
+        let post = Post { room, uid, client_id, prefix, suffix, access: None, guard_read_only: !by_mod };
+        let (code, seq) = self.run_append(&post, None)?;
+        Ok(if code == 6 { Err(Refused::ReadOnly) } else { Ok(post.appended(code, seq)) })
     }
 
     /// Runs `scripts::APPEND_LUA` for a message, or an event making `change`; returns
@@ -216,6 +232,7 @@ impl RedisStore {
             run.arg(prefix).arg(suffix).arg(cap).arg(ttl).arg(u8::from(client_id.is_some()));
             run.arg(u8::from(retry)).arg(RETRY_LOOKBACK).arg(&epoch);
             run.arg(kind).arg(of).arg(uid).arg(u8::from(by_mod)).arg(ts).arg(field).arg(value);
+            run.arg(u8::from(post.guard_read_only));
             run.invoke(con)
         })
     }
@@ -394,6 +411,8 @@ pub(super) struct Post<'a> {
     pub suffix: &'a [u8],
     /// A moderator's event: the access hash field it sets, and to what (`""` deletes).
     pub access: Option<(&'a str, &'a str)>,
+    /// Refuse it in a read-only room (a client's post, not a moderator's).
+    pub guard_read_only: bool,
 }
 
 impl Post<'_> {
