@@ -6,9 +6,10 @@
 //! (append, history, presence, publish) and every `presence_ttl / 3` refreshes this
 //! instance's presence and notices users of crashed instances leaving;
 //! `redis-history-N` answer scroll-back and search (as `Command::Store`); the store's
-//! reader (`XREAD` of the streams of rooms with local members) and events (pub/sub of
-//! join/leave/nick/typing) threads deliver what other instances — and this one —
-//! stored or published. Never touches sockets or rooms.
+//! reader (`XREAD` of the streams of rooms with local members), events (pub/sub of
+//! join/leave/nick/typing) and users (`dm`/`invited` frames) threads deliver what
+//! other instances — and this one — stored or published. Never touches sockets or
+//! rooms.
 
 use std::collections::{HashMap, HashSet};
 use std::thread;
