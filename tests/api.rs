@@ -241,6 +241,11 @@ fn the_api_works_the_same_on_two_instances_sharing_redis() {
     let (status, body) = post(b.admin, "/api/v1/rooms/shared/messages", json!({"text": "via a", "id": "x1"}));
     assert_eq!((status, &body), (200, &json!({"seq": 1, "dup": true})), "dedup spans instances");
 
+    // A private room, with a message, is never listed (Redis mode too).
+    on_b.send(json!({"type": "join", "room": "hidden", "private": true}));
+    assert_eq!(on_b.expect("joined")["private"], true);
+    on_b.expect_history();
+    on_b.post("hidden", "between walls", "h1");
     for server in [&a, &b] {
         let (_, page) = get(server.admin, "/api/v1/rooms/shared/messages?after=0");
         assert_eq!(page["messages"][0]["text"], "via a");

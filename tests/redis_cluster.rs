@@ -433,3 +433,133 @@ fn a_read_marker_moved_on_one_instance_reaches_the_other_and_comes_back_in_joine
     let (joined, _) = b.connect("bob").join("notes", Some(1));
     assert_eq!(joined["read_seq"], 0, "markers are per user");
 }
+
+/// A lasting user (a name with a key): the same uid on every instance.
+fn lasting(server: &TestServer, name: &str) -> Client {
+    Client::connect(&format!("{}&key={name}-secret-key-123456", server.url(name)))
+}
+
+/// The answer to a join: `Ok(joined)`, or the error's code.
+fn try_join(c: &mut Client, m: serde_json::Value) -> Result<serde_json::Value, String> {
+    c.send(m);
+    loop {
+        let v = c.recv();
+        match v["type"].as_str() {
+            Some("joined") => {
+                c.expect_history();
+                return Ok(v);
+            }
+            Some("error") => return Err(v["code"].as_str().unwrap().to_owned()),
+            _ => {}
+        }
+    }
+}
+
+/// A private room made on A keeps out a non-member on both instances (a `private`
+/// join included); its owner's invitation reaches the user on B live, who then joins there.
+#[test]
+fn a_private_room_admits_only_its_owner_and_invited_users_on_every_instance() {
+    let redis = RedisServer::start();
+    let (a, b) = (instance(&redis), instance(&redis));
+    let mut ann = lasting(&a, "ann");
+    let joined = try_join(&mut ann, json!({"type": "join", "room": "club", "private": true})).unwrap();
+    assert_eq!(joined["private"], true);
+    let (mut cid_b, mut cid_a) = (lasting(&b, "cid"), lasting(&a, "cid"));
+    for private in [false, true] {
+        let m = json!({"type": "join", "room": "club", "private": private});
+        assert_eq!(try_join(&mut cid_b, m.clone()).unwrap_err(), "forbidden");
+        assert_eq!(try_join(&mut cid_a, m).unwrap_err(), "forbidden");
+    }
+    assert_eq!(
+        try_join(&mut cid_b, json!({"type": "join", "room": "ann-s", "private": true})).unwrap()["private"],
+        true,
+        "a new name is made private on B too"
+    );
+    ann.send(json!({"type": "invite", "room": "club", "user": cid_b.uid()}));
+    let invited = next_of(&mut cid_b, "invited");
+    assert_eq!((invited["room"].as_str(), invited["by"]["name"].as_str()), (Some("club"), Some("ann")));
+    assert_eq!(try_join(&mut cid_b, json!({"type": "join", "room": "club"})).unwrap()["private"], true);
+    // Only the owner (or a moderator) invites, on any instance.
+    let mut dan = lasting(&b, "dan");
+    cid_b.send(json!({"type": "invite", "room": "club", "user": dan.uid()}));
+    assert_eq!(next_of(&mut cid_b, "error")["code"], "forbidden");
+    assert_eq!(try_join(&mut dan, json!({"type": "join", "room": "club"})).unwrap_err(), "forbidden");
+}
+
+/// A DM opened on A reaches the other user's connection on B live, and that user's
+/// connections on any instance at connect; a third user reads it by no means on either
+/// instance (join, since, private join, history, search, a guessed name).
+#[test]
+fn a_dm_reaches_the_other_instance_and_no_third_user_reads_it() {
+    let redis = RedisServer::start();
+    let (a, b) = (instance(&redis), instance(&redis));
+    let (mut ann, mut bea) = (lasting(&a, "ann"), lasting(&b, "bea"));
+    bea.join("lobby", None); // B's Redis requests go in order: bea is remembered by now
+    ann.send(json!({"type": "dm", "user": bea.uid()}));
+    let room = ann.expect("dm")["room"].as_str().unwrap().to_owned();
+    let to_bea = next_of(&mut bea, "dm");
+    assert_eq!((to_bea["room"].as_str(), to_bea["user"]["name"].as_str()), (Some(&*room), Some("ann")));
+    ann.join(&room, None);
+    bea.join(&room, None);
+    ann.post(&room, "between us", "d1");
+    assert_eq!(next_of(&mut bea, "msg")["text"], "between us");
+    let mut back = lasting(&a, "bea");
+    assert_eq!(back.expect("dm")["room"], room.as_str(), "told at connect on the other instance");
+
+    for server in [&a, &b] {
+        common::kept_out(&mut lasting(server, "cid"), &room, "between us", "dm.00112233445566778899");
+    }
+}
+
+/// Only moderators kick or make a room read-only; a kick on A takes the user on B out of
+/// the room and keeps it out on both instances; read-only made on A refuses a
+/// non-moderator's post on B and takes a moderator's.
+#[test]
+fn kicks_and_read_only_made_on_one_instance_hold_on_the_other() {
+    let redis = RedisServer::start();
+    let mod_uid = instance(&redis).connect("moderator").uid();
+    let a = instance_with(&redis, |c| c.mods = vec![mod_uid.clone()]);
+    let b = instance_with(&redis, |c| c.mods = vec![mod_uid.clone()]);
+    let (mut target, mut other, mut mod_b) = (b.connect("target"), b.connect("other"), b.connect("moderator"));
+    for c in [&mut target, &mut other, &mut mod_b] {
+        c.join("r", None);
+    }
+    let mut moderator = a.connect("moderator");
+    moderator.join("r", None);
+    for m in [
+        json!({"type": "kick", "room": "r", "user": target.uid(), "minutes": 5}),
+        json!({"type": "mode", "room": "r", "read_only": true}),
+    ] {
+        other.send(m);
+        assert_eq!(next_of(&mut other, "error")["code"], "forbidden");
+    }
+
+    moderator.send(json!({"type": "kick", "room": "r", "user": target.uid(), "minutes": 5}));
+    let kicked = loop {
+        let v = target.recv();
+        if v["type"] == "system" && v["event"] == "kick" {
+            break v;
+        }
+    };
+    assert!(kicked["seq"].as_u64().is_some(), "a kick has a seq: {kicked}");
+    target.send(json!({"type": "msg", "room": "r", "text": "still here?", "id": "t1"}));
+    assert_eq!(answer(&mut target, "t1")["code"], "not_joined", "out of the room on B");
+    assert_eq!(try_join(&mut target, json!({"type": "join", "room": "r"})).unwrap_err(), "forbidden");
+    let mut target_a = a.connect("target");
+    assert_eq!(try_join(&mut target_a, json!({"type": "join", "room": "r"})).unwrap_err(), "forbidden");
+
+    moderator.send(json!({"type": "mode", "room": "r", "read_only": true}));
+    let made = loop {
+        let v = other.recv();
+        if v["type"] == "system" && v["event"] == "read_only" {
+            break v;
+        }
+    };
+    assert_eq!(made["read_only"], true);
+    other.send(json!({"type": "msg", "room": "r", "text": "x", "id": "o1"}));
+    assert_eq!(answer(&mut other, "o1")["code"], "forbidden");
+    next_of(&mut mod_b, "system");
+    assert!(mod_b.post("r", "announcement", "m1")["seq"].as_u64().is_some(), "a moderator still posts");
+    let mut late = b.connect("late");
+    assert_eq!(try_join(&mut late, json!({"type": "join", "room": "r"})).unwrap()["read_only"], true);
+}

@@ -848,3 +848,24 @@ fn search_finds_only_what_the_stream_still_holds() {
     let held: usize = redis.command("XLEN natter:room:r:stream").trim_start_matches(':').parse().expect("XLEN");
     assert_eq!((page.messages.len(), page.complete), (held, true), "every retained match, and the end of what is held");
 }
+
+/// A read-only room's fact is set with its moderator's event, and the append script
+/// refuses a non-moderator's post while it holds (whichever instance posts), takes a
+/// moderator's, and takes everyone's again once it is lifted.
+#[test]
+fn the_append_script_refuses_non_moderators_posts_in_a_read_only_room() {
+    let redis = RedisServer::start();
+    let mut s = store(&redis, "i1");
+    let (prefix, suffix) = parts("r", "u-mod", "");
+    let event = |s: &mut RedisStore, value: &str| {
+        s.moderate(&rn("r"), "u-mod", (&prefix, &suffix), ("ro", value)).expect("moderate");
+    };
+    let (p, x) = parts("r", "u-al", "hello");
+    assert!(s.post(&rn("r"), "u-al", None, (&p, &x), false).expect("post").is_ok());
+    event(&mut s, "1");
+    assert!(s.access(&rn("r"), "u-al").expect("access").read_only);
+    assert_eq!(s.post(&rn("r"), "u-al", None, (&p, &x), false).expect("post"), Err(Refused::ReadOnly));
+    assert!(s.post(&rn("r"), "u-mod", None, (&p, &x), true).expect("post").is_ok(), "a moderator posts");
+    event(&mut s, "");
+    assert!(s.post(&rn("r"), "u-al", None, (&p, &x), false).expect("post").is_ok(), "writable again");
+}

@@ -97,7 +97,7 @@ impl Dispatcher {
                     self.admit_to_room(id, &lobby)?;
                     match &self.backend {
                         Backend::Local(_) => self.add_member(id, &lobby),
-                        Backend::Redis(_) => self.cluster_join(id, lobby.clone(), HistoryFrom::Recent, true),
+                        Backend::Redis(_) => self.cluster_join(id, lobby.clone(), HistoryFrom::Recent, true, false),
                     }
                 }
                 self.post(id, lobby, &text, None)
@@ -169,7 +169,7 @@ impl Dispatcher {
         }
         if let Backend::Redis(_) = self.backend {
             let from = since.map_or(HistoryFrom::Recent, |since| HistoryFrom::Since { since, epoch });
-            self.cluster_join(id, room, from, false);
+            self.cluster_join(id, room, from, false, private);
             return Ok(());
         }
         self.settle(&room);
@@ -203,10 +203,13 @@ impl Dispatcher {
         let client = &self.clients[&id];
         // Checked at every join, reconnects included: a token that no longer lists a
         // room no longer gets in. Never checked per delivered message.
-        self.check_kick(room, &client.uid)?;
-        if !self.privacy.may_join(room, &client.uid, &client.access, self.cfg.rooms_default) {
-            let message = format!("you may not join `{room}`");
-            return Err(ProtocolError::new(ErrorCode::Forbidden, message).with_ref(Some("join".into())));
+        // Redis mode checks these with the join's read (`cluster::JoinRule`).
+        if let Backend::Local(_) = self.backend {
+            self.check_kick(room, &client.uid)?;
+            if !self.privacy.may_join(room, &client.uid, &client.access, self.cfg.rooms_default) {
+                let message = format!("you may not join `{room}`");
+                return Err(ProtocolError::new(ErrorCode::Forbidden, message).with_ref(Some("join".into())));
+            }
         }
         if client.rooms.len() >= self.cfg.max_rooms_per_conn {
             return Err(limit_error(format!("at most {} rooms per connection", self.cfg.max_rooms_per_conn)));

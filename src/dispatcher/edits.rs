@@ -127,6 +127,7 @@ pub(super) fn refusal(kind: &str, room: &RoomName, of: u64, why: Refused) -> Pro
         Refused::NotYours => {
             ProtocolError::new(ErrorCode::Forbidden, "only its author or a moderator can delete a message")
         }
+        Refused::ReadOnly => ProtocolError::new(ErrorCode::Forbidden, format!("`{room}` is read-only")),
     }
 }
 

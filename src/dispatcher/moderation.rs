@@ -2,13 +2,15 @@
 //! from a room for some minutes (`kick`), or makes a room read-only for everyone but
 //! moderators (`mode`). Each action is a `system` event in the room's seq order,
 //! stored like a message, and logged with who did it. Kicks and read-only rooms are
-//! stored and loaded at start.
+//! stored and loaded at start; in Redis mode the append script stores them with the
+//! event, and each instance applies the event when it delivers it (`cluster::access`).
 //!
 //! Checked per action and per join or post, never per delivered message. Never lets a
 //! non-moderator act, and never removes a moderator's right to post.
 
 use std::collections::{HashMap, HashSet};
 
+use super::backend::Backend;
 use super::edits::Event;
 use super::state::now_ms;
 use super::Dispatcher;
@@ -45,26 +47,30 @@ impl Moderation {
         }
     }
 
-    /// Minutes left of a kick of `user` from `room` at `now`, if one is in force.
-    pub fn kicked(&self, room: &RoomName, user: &str, now: u64) -> Option<u64> {
-        let until = *self.kicks.get(&(room.clone(), UserId::from(user)))?;
-        (until > now).then(|| (until - now).div_ceil(60_000))
-    }
-
     pub fn is_read_only(&self, room: &RoomName) -> bool {
         self.read_only.contains(room)
     }
 }
 
+/// Refuses a join while a kick lasting `until` is in force at `now`, saying for how
+/// long.
+pub(super) fn kick_refusal(room: &RoomName, until: u64, now: u64) -> Result<(), ProtocolError> {
+    if until <= now {
+        return Ok(());
+    }
+    let minutes = (until - now).div_ceil(60_000);
+    Err(ProtocolError::new(
+        ErrorCode::Forbidden,
+        format!("a moderator removed you from `{room}`: {minutes} more minute(s)"),
+    )
+    .with_ref(Some("join".into())))
+}
+
 impl Dispatcher {
     /// Refuses a join of a kicked user, saying for how long.
     pub(super) fn check_kick(&self, room: &RoomName, user: &str) -> Result<(), ProtocolError> {
-        match self.moderation.kicked(room, user, now_ms()) {
-            Some(minutes) => Err(ProtocolError::new(
-                ErrorCode::Forbidden,
-                format!("a moderator removed you from `{room}`: {minutes} more minute(s)"),
-            )
-            .with_ref(Some("join".into()))),
+        match self.moderation.kicks.get(&(room.clone(), UserId::from(user))) {
+            Some(until) => kick_refusal(room, *until, now_ms()),
             None => Ok(()),
         }
     }
@@ -93,9 +99,6 @@ impl Dispatcher {
         if !c.rooms.contains(room) {
             return Err(err(ErrorCode::NotJoined, format!("join `{room}` first")));
         }
-        if let crate::dispatcher::Backend::Redis(_) = self.backend {
-            return Err(err(ErrorCode::Unavailable, "not available in Redis mode yet".into()));
-        }
         self.check_writable(Some(what.into()))?;
         Ok((c.uid.clone(), c.name.clone()))
     }
@@ -104,12 +107,17 @@ impl Dispatcher {
     /// join again until the time is up.
     pub(super) fn kick(&mut self, id: ConnId, room: RoomName, user: &str, minutes: u64) -> Result<(), ProtocolError> {
         let (by, by_name) = self.moderator(id, &room, "kick")?;
-        let Some(name) = self.rooms.get(&room).and_then(|r| r.present.get(user)).map(|p| p.name.clone()) else {
+        let r = self.rooms.get(&room);
+        let here = r.and_then(|r| r.present.get(user)).map(|p| p.name.clone());
+        let Some(name) = here.or_else(|| r.and_then(|r| r.remote.get(user)).cloned()) else {
             return Err(ProtocolError::new(ErrorCode::NotFound, format!("`{user}` is not in `{room}`"))
                 .with_ref(Some("kick".into())));
         };
-        self.settle(&room);
-        let (ts, seq) = (now_ms(), self.rooms[&room].history.next_seq());
+        let redis = matches!(self.backend, Backend::Redis(_));
+        if !redis {
+            self.settle(&room);
+        }
+        let (ts, seq) = (now_ms(), if redis { 0 } else { self.rooms[&room].history.next_seq() });
         let json = ServerMsg::Moderation {
             room: room.as_str(),
             seq,
@@ -121,24 +129,32 @@ impl Dispatcher {
             ts,
         }
         .to_json();
+        let until = ts + minutes * 60_000;
+        if redis {
+            log::info!("moderation: {by} removes {user} from {room} for {minutes} minute(s)");
+            let fact = (crate::store::redis::kick_field(user), until.to_string());
+            self.cluster_moderate(id, room, by, &json, fact, "kick");
+            return Ok(());
+        }
         log::info!("moderation: {by} removed {user} from {room} for {minutes} minute(s) (event {seq})");
         self.store_event(Event { room: room.clone(), seq, ts, json, uid: by, conn: None, msg_id: None });
-        self.record_moderation(AccessChange::Kick {
-            room: room.to_string(),
-            user: user.into(),
-            until: ts + minutes * 60_000,
-        });
+        self.record_moderation(AccessChange::Kick { room: room.to_string(), user: user.into(), until });
         // After the event is staged: the removed user's connections get it too.
+        self.remove_user_from_room(user, &room);
+        Ok(())
+    }
+
+    /// A kicked user's connections here leave `room`.
+    pub(super) fn remove_user_from_room(&mut self, user: &str, room: &RoomName) {
         let conns: Vec<ConnId> = self.user_conns.of(user).to_vec();
         for conn in conns {
             if let Some(c) = self.clients.get_mut(&conn) {
-                if let Some(pos) = c.rooms.iter().position(|r| *r == room) {
+                if let Some(pos) = c.rooms.iter().position(|r| r == room) {
                     c.rooms.swap_remove(pos);
-                    self.remove_member(conn, &room);
+                    self.remove_member(conn, room);
                 }
             }
         }
-        Ok(())
     }
 
     /// `mode {room, read_only}`: only moderators may post in a read-only room.
@@ -147,8 +163,11 @@ impl Dispatcher {
         if self.moderation.is_read_only(&room) == read_only {
             return Ok(()); // already so: no event
         }
-        self.settle(&room);
-        let (ts, seq) = (now_ms(), self.rooms[&room].history.next_seq());
+        let redis = matches!(self.backend, Backend::Redis(_));
+        if !redis {
+            self.settle(&room);
+        }
+        let (ts, seq) = (now_ms(), if redis { 0 } else { self.rooms[&room].history.next_seq() });
         let json = ServerMsg::Moderation {
             room: room.as_str(),
             seq,
@@ -160,6 +179,12 @@ impl Dispatcher {
             ts,
         }
         .to_json();
+        if redis {
+            log::info!("moderation: {by} makes {room} {}", if read_only { "read-only" } else { "writable" });
+            let fact = ("ro".to_owned(), if read_only { "1" } else { "" }.to_owned());
+            self.cluster_moderate(id, room, by, &json, fact, "mode");
+            return Ok(());
+        }
         log::info!("moderation: {by} made {room} {} (event {seq})", if read_only { "read-only" } else { "writable" });
         self.store_event(Event { room: room.clone(), seq, ts, json, uid: by, conn: None, msg_id: None });
         self.record_moderation(AccessChange::ReadOnly { room: room.to_string(), on: read_only });
@@ -168,7 +193,7 @@ impl Dispatcher {
 
     fn record_moderation(&mut self, change: AccessChange) {
         self.moderation.apply(&change);
-        if let crate::dispatcher::Backend::Local(local) = &mut self.backend {
+        if let Backend::Local(local) = &mut self.backend {
             local.store.change_access(change);
         }
     }

@@ -2,7 +2,8 @@
 //! `join {private:true}`; their owner and moderators invite), direct-message rooms
 //! (`dm {user}`: the room of exactly two users, named from both ids), and the lasting
 //! users that `dm` and `invite` may name while they are away. Loaded from the store at
-//! start; every change is stored with the batch.
+//! start; every change is stored with the batch. In Redis mode the facts live in Redis
+//! and `cluster::access` applies these rules there (this struct stays empty).
 //!
 //! Checked per `join`, `dm` and `invite`, never per delivered message. Never lets a
 //! third user into a DM room, whatever the token says, and never names a private room
@@ -123,6 +124,9 @@ impl Dispatcher {
     /// A new connection (before it is in `clients`): a lasting user is remembered (for
     /// `dm` and `invite`), and hears of every DM room it has.
     pub(super) fn welcome_user(&mut self, c: &Arc<Conn>, user: &Identity) {
+        if let Backend::Redis(_) = self.backend {
+            return self.cluster_welcome(c.id, &user.id, &user.name, user.lasting);
+        }
         if user.lasting && self.privacy.users.get(&user.id) != Some(&user.name) {
             self.change_access(AccessChange::User { id: user.id.to_string(), name: user.name.clone() });
         }
@@ -148,22 +152,18 @@ impl Dispatcher {
         }
     }
 
-    fn local_only(&self, what: &str) -> Result<(), ProtocolError> {
-        match self.backend {
-            Backend::Local(_) => Ok(()),
-            Backend::Redis(_) => Err(ProtocolError::new(ErrorCode::Unavailable, "not available in Redis mode yet")
-                .with_ref(Some(what.into()))),
-        }
-    }
-
     /// `dm {user}`: the DM room of the sender and `user`, made once; both users'
     /// connections are told (`dm` frames), and either may join it, nobody else.
     pub(super) fn dm(&mut self, id: ConnId, user: &str) -> Result<(), ProtocolError> {
         let err = |code, message: String| ProtocolError::new(code, message).with_ref(Some("dm".into()));
-        self.local_only("dm")?;
         let me = self.clients[&id].uid.clone();
         if &*me == user {
             return Err(err(ErrorCode::BadField, "a direct message needs another user".into()));
+        }
+        if let Backend::Redis(_) = self.backend {
+            let me = crate::protocol::User { id: me, name: self.clients[&id].name.clone() };
+            self.cluster_dm(id, me, user);
+            return Ok(());
         }
         let Some(their_name) = self.name_of(user).map(str::to_owned) else {
             return Err(err(ErrorCode::NotFound, format!("no user `{user}`")));
@@ -187,12 +187,15 @@ impl Dispatcher {
     /// `user` join it; the user's connections are told (`invited`).
     pub(super) fn invite(&mut self, id: ConnId, room: &RoomName, user: &str) -> Result<(), ProtocolError> {
         let err = |code, message: String| ProtocolError::new(code, message).with_ref(Some("invite".into()));
-        self.local_only("invite")?;
         let c = &self.clients[&id];
         if !c.rooms.contains(room) {
             return Err(err(ErrorCode::NotJoined, format!("join `{room}` first")));
         }
         let (me, my_name, is_mod) = (c.uid.clone(), c.name.clone(), c.access.is_mod());
+        if let Backend::Redis(_) = self.backend {
+            self.cluster_invite(id, room, crate::protocol::User { id: me, name: my_name }, is_mod, user);
+            return Ok(());
+        }
         let Some(p) = self.privacy.private.get(room) else {
             return Err(err(ErrorCode::BadField, format!("`{room}` is not a private room: anyone may join it")));
         };
@@ -220,9 +223,12 @@ impl Dispatcher {
         if self.privacy.is_private(room) {
             return Ok(()); // the usual join check decides
         }
-        self.local_only("join")?;
+        let public = |room: &RoomName| err(ErrorCode::BadField, format!("`{room}` exists and is public"));
+        if let Backend::Redis(_) = self.backend {
+            return Ok(()); // Redis creates it with the join's read, if it is new
+        }
         if self.rooms.contains_key(room) || room.as_str().starts_with(DM_PREFIX) {
-            return Err(err(ErrorCode::BadField, format!("`{room}` exists and is public")));
+            return Err(public(room));
         }
         let owner = self.clients[&id].uid.clone();
         log::info!("private room {room} created by {owner}");

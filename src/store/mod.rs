@@ -29,4 +29,6 @@ pub enum Refused {
     /// Someone else's message: only its author edits it, only its author or a
     /// moderator deletes it.
     NotYours,
+    /// A post of a non-moderator in a read-only room (Redis mode's append script).
+    ReadOnly,
 }

@@ -93,6 +93,25 @@ impl Drop for TestServer {
     }
 }
 
+/// `c` (a third user) reads private `room`, which holds `text`, by no means: `join`,
+/// `since`, a private join, `history`, `search`; nor may it join `other` (a private
+/// room of someone else, or a guessed DM room name).
+pub fn kept_out(c: &mut Client, room: &str, text: &str, other: &str) {
+    for attempt in [
+        json!({"type": "join", "room": room}),
+        json!({"type": "join", "room": room, "since": 0}),
+        json!({"type": "join", "room": room, "private": true}),
+        json!({"type": "history", "room": room, "before": 5}),
+        json!({"type": "search", "room": room, "q": text}),
+        json!({"type": "join", "room": other}),
+    ] {
+        c.send(attempt.clone());
+        let v = c.expect("error");
+        assert!(v["code"] == "forbidden" || v["code"] == "not_joined", "{attempt} → {v}");
+        assert!(!v.to_string().contains(text));
+    }
+}
+
 /// The seqs of a `history` frame's messages, in order.
 pub fn history_seqs(history: &Value) -> Vec<u64> {
     history["messages"].as_array().expect("history has messages").iter().map(|m| m["seq"].as_u64().unwrap()).collect()

@@ -6,9 +6,10 @@
 //! (append, history, presence, publish) and every `presence_ttl / 3` refreshes this
 //! instance's presence and notices users of crashed instances leaving;
 //! `redis-history-N` answer scroll-back and search (as `Command::Store`); the store's
-//! reader (`XREAD` of the streams of rooms with local members) and events (pub/sub of
-//! join/leave/nick/typing) threads deliver what other instances — and this one —
-//! stored or published. Never touches sockets or rooms.
+//! reader (`XREAD` of the streams of rooms with local members), events (pub/sub of
+//! join/leave/nick/typing) and users (`dm`/`invited` frames) threads deliver what
+//! other instances — and this one — stored or published. Never touches sockets or
+//! rooms.
 
 use std::collections::{HashMap, HashSet};
 use std::thread;
@@ -31,11 +32,22 @@ use crate::store::redis::{
 };
 use crate::store::Refused;
 
+use super::access::{self, JoinRule, UserFrames};
+
 /// What the dispatcher asks of Redis.
 #[derive(Debug)]
 pub enum Request {
     /// Store a message; the answer is [`ClusterEvent::Appended`].
-    Append { ack: AckTo, room: RoomName, uid: UserId, id: Option<String>, prefix: Vec<u8>, suffix: Vec<u8> },
+    /// A moderator's (`by_mod`) is taken in a read-only room.
+    Append {
+        ack: AckTo,
+        room: RoomName,
+        uid: UserId,
+        id: Option<String>,
+        prefix: Vec<u8>,
+        suffix: Vec<u8>,
+        by_mod: bool,
+    },
     /// Store an `edit` or `delete` event by `uid`, which the append script checks and
     /// applies to the message it changes; the answer is [`ClusterEvent::Changed`].
     Change {
@@ -52,7 +64,17 @@ pub enum Request {
     Read { conn: ConnId, room: RoomName, uid: UserId, seq: u64, event: Vec<u8> },
     /// Mark the user present and read the history and presence a joining client needs;
     /// the answer is [`ClusterEvent::History`].
-    Join { conn: ConnId, room: RoomName, from: HistoryFrom, recent: usize, uid: UserId, name: String, silent: bool },
+    /// Checks `rule` against the room's access facts first (the answer is then an error).
+    Join {
+        conn: ConnId,
+        room: RoomName,
+        from: HistoryFrom,
+        recent: usize,
+        uid: UserId,
+        name: String,
+        silent: bool,
+        rule: JoinRule,
+    },
     /// The user's last local connection left the room.
     Leave { room: RoomName, uid: UserId },
     /// The user was renamed.
@@ -63,6 +85,25 @@ pub enum Request {
     Api(ApiRead, Sender<ApiResult>),
     /// The server API's `disconnect`: every instance closes the user's connections.
     Disconnect { uid: UserId },
+    /// A new connection: remember a lasting user, list its DM rooms
+    /// ([`ClusterEvent::Welcome`]).
+    Welcome { conn: ConnId, uid: UserId, name: String, lasting: bool },
+    /// `dm`: record the DM room of `me` and `other`, tell both ([`ClusterEvent::Told`]).
+    Dm { conn: ConnId, me: User, other: UserId, other_name: Option<String> },
+    /// `invite`: the owner (or a moderator) lets `user` into a private room.
+    Invite { conn: ConnId, room: RoomName, by: User, is_mod: bool, user: UserId, user_name: Option<String> },
+    /// `kick`/`mode`: append the moderator's event, setting `field` of the room's access
+    /// to `value` with it.
+    Moderate {
+        conn: ConnId,
+        room: RoomName,
+        uid: UserId,
+        prefix: Vec<u8>,
+        suffix: Vec<u8>,
+        field: String,
+        value: String,
+        what: &'static str,
+    },
 }
 
 /// Server API reads that Redis answers for every instance alike.
@@ -95,6 +136,10 @@ pub struct JoinRead {
     /// The resume was refused (`reset:true`): its `since` belongs to another epoch of
     /// the room or is past its head, so `range` holds the recent messages instead.
     pub reset: bool,
+    /// The room is private (or a DM room).
+    pub private: bool,
+    /// The room is read-only.
+    pub read_only: bool,
 }
 
 /// What comes back to the dispatcher.
@@ -104,7 +149,7 @@ pub enum ClusterEvent {
         ack: AckTo,
         room: RoomName,
         id: Option<String>,
-        result: Result<Appended, String>,
+        result: Result<Appended, ProtocolError>,
     },
     /// What became of a [`Request::Change`].
     Changed {
@@ -130,7 +175,17 @@ pub enum ClusterEvent {
         /// for, or instead of a resume that reset).
         since: Option<u64>,
         silent: bool,
-        result: Result<JoinRead, String>,
+        result: Result<JoinRead, ProtocolError>,
+    },
+    /// The DM rooms to tell a new connection of.
+    Welcome {
+        conn: ConnId,
+        frames: Vec<crate::protocol::wire::Frame>,
+    },
+    /// What became of a `dm`, `invite`, `kick` or `mode`: frames for users' connections.
+    Told {
+        conn: ConnId,
+        result: Result<UserFrames, ProtocolError>,
     },
     /// From the reader and events threads.
     Delivery(Delivery),
@@ -156,6 +211,8 @@ pub struct Cluster {
     requests: Sender<Request>,
     reader_watch: Sender<Watch>,
     events_watch: Sender<Watch>,
+    /// Never sent on: dropped with the handle, it ends `redis-users`.
+    _users_hangup: Sender<Watch>,
     /// Scroll-back and search, each reader on a connection of its own, so a long scan
     /// never delays `redis-io`'s posts and joins.
     history: Readers<ReadFor>,
@@ -177,7 +234,9 @@ impl Cluster {
         let (events_watch, events_watch_rx) = crossbeam_channel::unbounded();
         let (deliveries, deliveries_rx) = crossbeam_channel::bounded(4096);
         Reader::spawn(url, opts.clone(), reader_watch_rx, deliveries.clone())?;
-        Events::spawn(url, opts.clone(), events_watch_rx, deliveries)?;
+        Events::spawn(url, opts.clone(), events_watch_rx, deliveries.clone())?;
+        let (users_hangup, users_hangup_rx) = crossbeam_channel::bounded(0);
+        Events::spawn_users(url, opts.clone(), users_hangup_rx, deliveries)?;
         let forward = commands.clone();
         thread::Builder::new().name("redis-forward".into()).spawn(move || {
             for d in deliveries_rx {
@@ -188,7 +247,7 @@ impl Cluster {
         })?;
         let refresh = opts.presence_ttl / 3;
         thread::Builder::new().name("redis-io".into()).spawn(move || io_loop(store, requests_rx, commands, refresh))?;
-        Ok(Cluster { requests, reader_watch, events_watch, history })
+        Ok(Cluster { requests, reader_watch, events_watch, _users_hangup: users_hangup, history })
     }
 
     /// Queues a history read for the readers; gives the tag back when they are behind.
@@ -237,7 +296,7 @@ fn start_readers(
     Ok(Readers::start("redis-history", conns, run, deliver)?)
 }
 
-fn describe(e: StoreError) -> String {
+pub(super) fn describe(e: StoreError) -> String {
     if e.is_unavailable() {
         "the message store is unavailable; try again".into()
     } else {
@@ -308,8 +367,12 @@ fn handle(
     seen: &mut HashMap<RoomName, Vec<User>>,
 ) -> Option<ClusterEvent> {
     match req {
-        Request::Append { ack, room, uid, id, prefix, suffix } => {
-            let result = store.append(&room, &uid, id.as_deref(), &prefix, &suffix).map_err(describe);
+        Request::Append { ack, room, uid, id, prefix, suffix, by_mod } => {
+            let result = match store.post(&room, &uid, id.as_deref(), (&prefix, &suffix), by_mod) {
+                Ok(Ok(appended)) => Ok(appended),
+                Ok(Err(_)) => Err(ProtocolError::new(ErrorCode::Forbidden, format!("`{room}` is read-only"))),
+                Err(e) => Err(ProtocolError::new(ErrorCode::Unavailable, describe(e))),
+            };
             Some(ClusterEvent::Appended { ack, room, id, result })
         }
         Request::Change { conn, room, uid, id, prefix, suffix, change } => {
@@ -320,8 +383,8 @@ fn handle(
             let result = store.mark_read(&room, &uid, seq, &event).map_err(describe);
             Some(ClusterEvent::Read { conn, room, uid, seq, result })
         }
-        Request::Join { conn, room, from, recent, uid, name, silent } => {
-            let (result, resumed) = read_join(store, &room, &from, recent, (&uid, &name));
+        Request::Join { conn, room, from, recent, uid, name, silent, rule } => {
+            let (result, resumed) = read_join(store, &room, (&from, recent), (&uid, &name), rule);
             if let Ok(JoinRead { users, .. }) = &result {
                 local.entry(room.clone()).or_default().insert(uid.to_string());
                 seen.insert(room.clone(), users.clone());
@@ -358,6 +421,7 @@ fn handle(
             let _ = reply.send(api_read(store, read));
             None
         }
+        other => access::handle(store, other),
     }
 }
 
@@ -368,12 +432,16 @@ fn handle(
 fn read_join(
     store: &mut RedisStore,
     room: &RoomName,
-    from: &HistoryFrom,
-    recent: usize,
+    (from, recent): (&HistoryFrom, usize),
     (uid, name): (&str, &str),
-) -> (Result<JoinRead, String>, Option<u64>) {
+    rule: JoinRule,
+) -> (Result<JoinRead, ProtocolError>, Option<u64>) {
     let resume_max = store.options().most_held();
     let mut resumed = None;
+    let access = match access::check_join(store, room, uid, rule) {
+        Ok(access) => access,
+        Err(e) => return (Err(e), None),
+    };
     let result = (|| {
         store.presence_set(room, uid, name)?;
         let (range, reset) = match from {
@@ -391,9 +459,9 @@ fn read_join(
             HistoryFrom::Lost => (store.recent_for(Some(uid), room, recent)?, true),
         };
         let users = store.presence_list(room)?;
-        Ok(JoinRead { range, users, reset })
+        Ok(JoinRead { range, users, reset, private: access.is_private(), read_only: access.read_only })
     })()
-    .map_err(describe);
+    .map_err(|e| ProtocolError::new(ErrorCode::Unavailable, describe(e)).with_ref(Some("join".into())));
     (result, resumed)
 }
 
@@ -429,6 +497,9 @@ fn api_read(store: &mut RedisStore, read: ApiRead) -> ApiResult {
             let rooms = store.rooms(10_000).map_err(unavailable)?;
             let mut list = Vec::with_capacity(rooms.len());
             for (room, head) in rooms {
+                if store.access(&room, "").map_err(unavailable)?.is_private() {
+                    continue; // private and DM rooms are never listed
+                }
                 let users = store.presence_list(&room).map_err(unavailable)?.len();
                 list.push(json!({ "room": room, "users": users, "head": head }));
             }

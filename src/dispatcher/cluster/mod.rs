@@ -3,7 +3,8 @@
 //!
 //! Two halves: `io` runs the blocking Redis calls on threads of their own and hands
 //! every result back as a [`super::Command::Cluster`]; this file is the dispatcher's side,
-//! which turns those results into room state and staged frames.
+//! which turns those results into room state and staged frames. `access` holds private
+//! rooms, DMs, invitations, kicks and read-only rooms, whose facts live in Redis.
 //!
 //! Redis assigns `seq` and stores the message; the ack goes out when the store
 //! answers; every instance, this one included, delivers a room's messages as its
@@ -19,12 +20,14 @@
 //! when the event arrives from the stream. Still the only owner of room state;
 //! never waits on Redis.
 
+mod access;
 mod io;
 
 use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Bytes;
 
+pub use access::JoinRule;
 pub use io::{split_msg_json, ApiRead, Cluster, ClusterEvent, HistoryFrom, JoinRead, Request};
 
 use super::api::AckTo;
@@ -39,6 +42,7 @@ use crate::delivery::outbox::ConnId;
 use crate::protocol::wire;
 use crate::protocol::{ErrorCode, ProtocolError, RoomName, ServerMsg, SystemEvent, User, UserId};
 use crate::store::redis::{Appended, ChangeOf, Delivery, Entry, Health};
+use crate::store::sqlite::privacy::AccessChange;
 use crate::store::Refused;
 
 /// What became of an edit or deletion: stored (or a duplicate), refused by the rules,
@@ -76,9 +80,13 @@ struct RemoteUser {
 
 impl Dispatcher {
     /// Asks Redis for what a joining client needs; membership follows the answer.
-    pub(super) fn cluster_join(&mut self, id: ConnId, room: RoomName, from: HistoryFrom, silent: bool) {
+    /// Redis checks who may join (`private`: creating the room private) with the read.
+    pub(super) fn cluster_join(&mut self, id: ConnId, room: RoomName, from: HistoryFrom, silent: bool, private: bool) {
         let Some(client) = self.clients.get(&id) else { return };
+        let claim = client.access.rooms.as_ref().is_some_and(|c| c.allows(&room));
+        let rule = JoinRule { claim, open: client.access.may_join(&room, self.cfg.rooms_default), private };
         self.backend.tell_cluster(|| Request::Join {
+            rule,
             conn: id,
             room,
             from,
@@ -104,7 +112,12 @@ impl Dispatcher {
         .to_json();
         let (prefix, suffix) = split_msg_json(&json);
         let uid = poster.id.clone();
-        self.backend.tell_cluster(|| Request::Append { ack, room, uid, id: msg_id, prefix, suffix });
+        // The server API posts as the server: never refused by a read-only room.
+        let by_mod = match &ack {
+            AckTo::Conn(conn) => self.clients.get(conn).is_some_and(|c| c.access.is_mod()),
+            AckTo::Api(_) => true,
+        };
+        self.backend.tell_cluster(|| Request::Append { ack, room, uid, id: msg_id, prefix, suffix, by_mod });
     }
 
     /// Hands an edit or deletion to Redis, whose append script checks it against the
@@ -192,14 +205,21 @@ impl Dispatcher {
             },
             ClusterEvent::History { conn, room, since, silent, result } => match result {
                 Ok(read) => self.on_history(conn, room, since, silent, read),
-                Err(message) => {
+                Err(e) => {
                     if let Some(c) = self.clients.get_mut(&conn) {
                         c.rooms.retain(|r| *r != room);
                     }
-                    let e = ProtocolError::new(ErrorCode::Unavailable, message).with_ref(Some("join".into()));
                     self.reply_error(conn, &e);
                 }
             },
+            ClusterEvent::Welcome { conn, frames } => {
+                if let Some(c) = self.clients.get(&conn).map(|c| c.conn.clone()) {
+                    for frame in frames {
+                        self.stage(&c, frame);
+                    }
+                }
+            }
+            ClusterEvent::Told { conn, result } => self.on_told(conn, result),
             ClusterEvent::Delivery(d) => self.on_delivery(d),
             ClusterEvent::Arrived { room, user } => self.remote_presence(&room, SystemEvent::Join, user),
             ClusterEvent::Vanished { room, user } => self.remote_presence(&room, SystemEvent::Leave, user),
@@ -230,7 +250,13 @@ impl Dispatcher {
         self.stage_room(room, &frame, None);
     }
 
-    fn on_appended(&mut self, ack: AckTo, room: &RoomName, id: Option<String>, result: Result<Appended, String>) {
+    fn on_appended(
+        &mut self,
+        ack: AckTo,
+        room: &RoomName,
+        id: Option<String>,
+        result: Result<Appended, ProtocolError>,
+    ) {
         let (seq, dup) = match result {
             Ok(Appended::Stored { seq, json }) => {
                 self.metrics.messages_accepted.fetch_add(1, Relaxed);
@@ -241,8 +267,8 @@ impl Dispatcher {
                 self.metrics.messages_duplicate.fetch_add(1, Relaxed);
                 (seq, true)
             }
-            Err(message) => {
-                let e = ProtocolError::new(ErrorCode::Unavailable, message).with_ref(id.or(Some("msg".into())));
+            Err(e) => {
+                let e = e.with_ref(id.or(Some("msg".into())));
                 match ack {
                     AckTo::Conn(conn) => self.reply_error(conn, &e),
                     AckTo::Api(reply) => self.api_replies.push((reply, Err(e))),
@@ -276,13 +302,17 @@ impl Dispatcher {
     }
 
     fn on_history(&mut self, conn: ConnId, room: RoomName, since: Option<u64>, silent: bool, read: JoinRead) {
-        let JoinRead { range, users, reset } = read;
+        let JoinRead { range, users, reset, private, read_only } = read;
         let Some(client) = self.clients.get(&conn) else { return };
         if !client.rooms.contains(&room) {
             return; // left before the answer came
         }
         let conn_arc = client.conn.clone();
         let client_uid = client.uid.clone();
+        if self.rooms.get(&room).is_some_and(|r| r.live_head.is_none()) {
+            // From here on the room's events keep this up to date.
+            self.moderation.apply(&AccessChange::ReadOnly { room: room.to_string(), on: read_only });
+        }
         let (Some(r), Backend::Redis(cluster)) = (self.rooms.get_mut(&room), &self.backend) else { return };
         let live = *r.live_head.get_or_insert_with(|| {
             // First local member: read the stream from right after what this history holds.
@@ -315,8 +345,8 @@ impl Dispatcher {
                 users_total: users.len(),
                 complete: range.complete,
                 read_seq: range.read_seq,
-                private: false,
-                read_only: false,
+                private,
+                read_only,
             };
             let meta = wire::HistoryMeta { reset, first: (!range.complete).then_some(first), ..Default::default() };
             for frame in reply.frames(&room, meta, &messages, self.cfg.max_frame_bytes) {
@@ -340,7 +370,7 @@ impl Dispatcher {
         r.history = new_history(&self.cfg);
         let members: Vec<ConnId> = r.members.keys().copied().collect();
         for conn in members {
-            self.cluster_join(conn, room.clone(), HistoryFrom::Lost, false);
+            self.cluster_join(conn, room.clone(), HistoryFrom::Lost, false, false);
         }
     }
 
@@ -358,9 +388,11 @@ impl Dispatcher {
                 self.stage_room(&room, &frame, None);
                 if !json.starts_with(br#"{"type":"msg","#) {
                     self.apply_delivered_change(&room, &json);
+                    self.apply_delivered_moderation(&room, &json);
                 }
             }
             Delivery::Reset { room, head } => self.history_lost(&room, head),
+            Delivery::User { json } => self.on_user_frame(&json),
             Delivery::Gap { room, from, to } => {
                 log::warn!("redis: messages {from}..={to} of {room} were trimmed before delivery");
                 if let Some(r) = self.rooms.get_mut(&room) {

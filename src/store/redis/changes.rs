@@ -47,7 +47,7 @@ impl RedisStore {
         suffix: &[u8],
         change: &ChangeOf,
     ) -> Result<Result<Appended, Refused>, StoreError> {
-        let post = Post { room, uid, client_id, prefix, suffix };
+        let post = Post { room, uid, client_id, prefix, suffix, access: None, guard_read_only: false };
         let (code, seq) = self.run_append(&post, Some(change))?;
         Ok(match code {
             3 => Err(Refused::Missing),

@@ -3,7 +3,8 @@
 //!
 //! It owns a pub/sub connection subscribed to `{p}:room:{room}:events` of each watched
 //! room, skips this instance's own events (the envelope names the publisher) and sends
-//! the rest as [`Delivery::Event`]. Events are never stored: those published while
+//! the rest as [`Delivery::Event`]. A second such thread, `redis-users`, follows
+//! `{p}:users:events` (frames for a user's connections, as [`Delivery::User`]). Events are never stored: those published while
 //! this thread is disconnected are lost, as a live `typing` should be. It reconnects
 //! with exponential backoff and subscribes again. Never touches rooms or sockets.
 
@@ -15,6 +16,7 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 use redis::{Connection, Msg, PubSub, RedisError, Value};
 
+use super::access::users_channel;
 use super::store::open_envelope;
 use super::{
     connect, follow_watch, room_of, spawn, Delivery, Hangup, Link, RoomKeys, StoreError, StoreOptions, Supervisor,
@@ -36,8 +38,23 @@ impl Events {
         out: Sender<Delivery>,
     ) -> Result<JoinHandle<()>, StoreError> {
         let sup = Supervisor::new(Link::Events, url, opts, watch, out)?;
-        let mut events = EventsLoop { sup, rooms: BTreeMap::new() };
+        let mut events = EventsLoop { sup, rooms: BTreeMap::new(), users: false };
         spawn("redis-events", move || events.run())
+    }
+
+    /// Spawns the thread `redis-users`, subscribed to `{p}:users:events` only (frames
+    /// for users' connections, as [`Delivery::User`]) on a connection of its own, so
+    /// the rooms' thread still subscribes a room the moment it is watched. It runs
+    /// until `hangup` disconnects (nothing is ever sent on it) or `out` does.
+    pub fn spawn_users(
+        url: &str,
+        opts: StoreOptions,
+        hangup: Receiver<Watch>,
+        out: Sender<Delivery>,
+    ) -> Result<JoinHandle<()>, StoreError> {
+        let sup = Supervisor::new(Link::Events, url, opts, hangup, out)?;
+        let mut events = EventsLoop { sup, rooms: BTreeMap::new(), users: true };
+        spawn("redis-users", move || events.run())
     }
 }
 
@@ -45,6 +62,8 @@ struct EventsLoop {
     sup: Supervisor,
     /// The watched rooms (valid names only) and their channels.
     rooms: BTreeMap<RoomName, String>,
+    /// The users channel's thread (no rooms).
+    users: bool,
 }
 
 /// A subscribed connection that saw nothing for this long is PINGed, so a silent
@@ -56,9 +75,9 @@ const IDLE: Duration = Duration::from_secs(1);
 impl EventsLoop {
     fn run(&mut self) -> Result<(), Hangup> {
         loop {
-            let idle = if self.rooms.is_empty() { IDLE } else { Duration::ZERO };
+            let idle = if self.rooms.is_empty() && !self.users { IDLE } else { Duration::ZERO };
             self.follow(idle)?;
-            if self.rooms.is_empty() {
+            if self.rooms.is_empty() && !self.users {
                 continue;
             }
             let failure = match connect(&self.sup.client, &self.sup.opts, Duration::ZERO) {
@@ -83,7 +102,8 @@ impl EventsLoop {
     /// returns that failure.
     fn session(&mut self, con: &mut Connection) -> Result<RedisError, Hangup> {
         let mut pubsub = con.as_pubsub();
-        let channels: Vec<&String> = self.rooms.values().collect();
+        let users = users_channel(&self.sup.opts.prefix);
+        let channels: Vec<&String> = if self.users { vec![&users] } else { self.rooms.values().collect() };
         let subscribed = pubsub.set_read_timeout(Some(self.sup.opts.block)).and_then(|()| pubsub.subscribe(&channels));
         if let Err(e) = subscribed {
             return Ok(e);
@@ -127,15 +147,18 @@ impl EventsLoop {
     /// Sends one published event, unless it is this instance's own or for a room no
     /// longer watched (it may arrive just after the unsubscribe).
     fn deliver(&self, msg: &Msg) -> Result<(), Hangup> {
-        let Some(room) = room_of(msg.get_channel_name(), &self.sup.opts.prefix, "events") else { return Ok(()) };
-        if !self.rooms.contains_key(&room) {
-            return Ok(());
-        }
         let Some((origin, json)) = open_envelope(msg.get_payload_bytes()) else {
             log::warn!("redis events: skipping a payload without an instance id on {}", msg.get_channel_name());
             return Ok(());
         };
         if origin == self.sup.opts.instance.as_str() {
+            return Ok(());
+        }
+        if self.users {
+            return self.sup.send(Delivery::User { json: Bytes::copy_from_slice(json) });
+        }
+        let Some(room) = room_of(msg.get_channel_name(), &self.sup.opts.prefix, "events") else { return Ok(()) };
+        if !self.rooms.contains_key(&room) {
             return Ok(());
         }
         self.sup.send(Delivery::Event {

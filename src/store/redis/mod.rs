@@ -31,6 +31,11 @@
 //! | `{p}:room:{room}:id:{n}:{uid}:{id}` | string, TTL | the seq of client id `id` from user `uid` (`n` = byte length of `uid`, so no uid/id split is ambiguous) |
 //! | `{p}:room:{room}:events` | pub/sub channel | `{instance} {json}` event envelopes (system, typing, read markers) |
 //! | `{p}:reads:{uid}` | hash | room → how far the user has read it (only moves forward) |
+//! | `{p}:room:{room}:access` | hash | who may join ([`access`]): `owner` of a private room, `a`/`b` of a DM room, `ro` when read-only, `kick:{uid}` → until (ms) |
+//! | `{p}:room:{room}:invited` | set | users invited to the private room |
+//! | `{p}:users` | hash | lasting user id → name |
+//! | `{p}:dms:{uid}` | set | the user's DM rooms |
+//! | `{p}:users:events` | pub/sub channel | `{instance} {"to":uid,"frame":…}`: `dm`/`invited` frames for a user's connections on every instance |
 //! | `{p}:room:{room}:present` | set, TTL | instances that have users in the room |
 //! | `{p}:room:{room}:present:{instance}` | hash, TTL | uid → name for one instance's users |
 //!
@@ -44,6 +49,7 @@
 //! [`Events`] threads reconnect by themselves with exponential backoff and report
 //! [`Delivery::Status`] once per outage and once per recovery.
 
+mod access;
 mod changes;
 mod events;
 mod presence;
@@ -65,6 +71,7 @@ use redis::{Client, Connection, ErrorKind, RedisError, ServerErrorKind};
 
 use crate::protocol::RoomName;
 
+pub use access::{kick_field, RoomAccess};
 pub use changes::{deleted, edited, ChangeOf};
 pub use events::Events;
 pub use presence::{presence_changes, PresenceChanges};
@@ -263,6 +270,9 @@ pub enum Delivery {
     /// An event another instance published for `room` (this instance's own are
     /// skipped); `origin` is the publisher's [`InstanceId`].
     Event { room: RoomName, json: Bytes, origin: String },
+    /// A frame another instance published for a user's connections (`dm`, `invited`):
+    /// `{"to": uid, "frame": {...}}`.
+    User { json: Bytes },
     /// `Available` when a thread first reaches Redis and after each recovery,
     /// `Unavailable` once at the start of each outage.
     Status { link: Link, health: Health },
@@ -306,6 +316,14 @@ impl RoomKeys {
 
     pub(crate) fn dedup(&self, uid: &str, id: &str) -> String {
         format!("{}:id:{}:{uid}:{id}", self.base, uid.len())
+    }
+
+    pub(crate) fn access(&self) -> String {
+        format!("{}:access", self.base)
+    }
+
+    pub(crate) fn invited(&self) -> String {
+        format!("{}:invited", self.base)
     }
 
     pub(crate) fn events(&self) -> String {

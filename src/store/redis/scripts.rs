@@ -31,21 +31,28 @@ use redis::Script;
 /// text and `"edited":ARGV[13]` there; a delete puts `"deleted":true` there, and does
 /// the same to the earlier edit events of the message (the `edits` hash lists them).
 /// The old body is overwritten: no copy of the text is left in Redis.
-/// [`super::changes`] makes the same rewrite of the copies in the rings.
+/// [`super::changes`] makes the same rewrite of the copies in the rings. A moderator's
+/// event (ARGV[9] `access`) sets field ARGV[14] of the room's access hash to ARGV[15]
+/// (deletes it when that is empty) with the event: a kick or a read-only room is in
+/// force exactly when its event is in the room's order.
 ///
 /// The room's epoch is set to ARGV[8] when it has none, so the instances racing to store
 /// a room's first message agree on one. The bodies are trimmed with the stream: every
 /// body (and `edits` field) below the stream's first entry is deleted (the `low` key
 /// remembers where the bodies start, so each is deleted once).
 ///
-/// KEYS: seq, stream, epoch, msgs, low, edits, and the dedup key when ARGV[5] == '1'.
+/// KEYS: seq, stream, epoch, msgs, low, edits, access, and the dedup key when
+/// ARGV[5] == '1'.
 /// ARGV: JSON prefix, JSON suffix, stream cap, dedup TTL (s), has-id flag, retry flag,
 /// entries a retry without an id looks back, a new epoch, change, message changed,
-/// acting user, moderator flag, the change's time.
+/// acting user, moderator flag, the change's time, access field, its value, and '1'
+/// for a post that a read-only room refuses (a non-moderator's).
 /// Returns {1, seq} when stored, {0, original seq} for a duplicate, {2, seq} when a
 /// retry found its first attempt stored as `seq`; for a change, {3, 0} when the message
 /// is not a `msg` of the room (or no longer held), {5, 0} when it was deleted, {4, 0}
-/// when the user may not make the change.
+/// when the user may not make the change, {6, 0} for a post refused by a read-only
+/// room (checked here too, so a post racing a `mode` event on another instance is
+/// refused as well).
 const APPEND_LUA: &str = r#"
 local function body(seq)
   local json = redis.call('HGET', KEYS[4], seq)
@@ -61,7 +68,7 @@ local function before_text(json)
   return at and string.sub(json, 1, at - 1)
 end
 if ARGV[5] == '1' then
-  local old = redis.call('GET', KEYS[7])
+  local old = redis.call('GET', KEYS[8])
   if old then
     if ARGV[6] == '1' and holds(old) then return {2, tonumber(old)} end
     return {0, tonumber(old)}
@@ -72,8 +79,9 @@ elseif ARGV[6] == '1' then
     if holds(seq) then return {2, tonumber(seq)} end
   end
 end
+if ARGV[16] == '1' and redis.call('HEXISTS', KEYS[7], 'ro') == 1 then return {6, 0} end
 local change, of, original = ARGV[9], ARGV[10], nil
-if change ~= '' then
+if change == 'edit' or change == 'delete' then
   original = body(of)
   local parsed, m = pcall(cjson.decode, original or '')
   if not parsed or type(m) ~= 'table' or m.type ~= 'msg' then return {3, 0} end
@@ -105,6 +113,9 @@ elseif change == 'delete' then
     if kept then redis.call('HSET', KEYS[4], edit, kept .. ',"deleted":true}') end
   end
   redis.call('HDEL', KEYS[6], of)
+elseif change == 'access' then
+  if ARGV[15] == '' then redis.call('HDEL', KEYS[7], ARGV[14])
+  else redis.call('HSET', KEYS[7], ARGV[14], ARGV[15]) end
 end
 local low = tonumber(redis.call('GET', KEYS[5]))
 if not low or seq - low >= tonumber(ARGV[3]) then
@@ -116,7 +127,7 @@ if not low or seq - low >= tonumber(ARGV[3]) then
   end
   redis.call('SET', KEYS[5], keep)
 end
-if ARGV[5] == '1' then redis.call('SET', KEYS[7], id, 'EX', ARGV[4]) end
+if ARGV[5] == '1' then redis.call('SET', KEYS[8], id, 'EX', ARGV[4]) end
 redis.call('SET', KEYS[3], ARGV[8], 'NX')
 return {1, seq}
 "#;

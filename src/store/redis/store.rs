@@ -18,6 +18,7 @@ use super::reply::Entry;
 use super::scripts::Scripts;
 use super::{connect, is_outage, open_client, InstanceId, RoomKeys, StoreError, StoreOptions};
 use crate::protocol::RoomName;
+use crate::store::Refused;
 
 /// How many of a room's newest entries a retried append without a client id searches
 /// for its first attempt. More appends than this to the same room between the attempt
@@ -183,15 +184,30 @@ impl RedisStore {
         prefix: &[u8],
         suffix: &[u8],
     ) -> Result<Appended, StoreError> {
-        let post = Post { room, uid, client_id, prefix, suffix };
+        let post = Post { room, uid, client_id, prefix, suffix, access: None, guard_read_only: false };
         let (code, seq) = self.run_append(&post, None)?;
         Ok(post.appended(code, seq))
+    }
+
+    /// [`RedisStore::append`] of a client's post: refused ([`Refused::ReadOnly`]) in a
+    /// read-only room unless `by_mod`.
+    pub fn post(
+        &mut self,
+        room: &RoomName,
+        uid: &str,
+        client_id: Option<&str>,
+        (prefix, suffix): (&[u8], &[u8]),
+        by_mod: bool,
+    ) -> Result<Result<Appended, Refused>, StoreError> {
+        let post = Post { room, uid, client_id, prefix, suffix, access: None, guard_read_only: !by_mod };
+        let (code, seq) = self.run_append(&post, None)?;
+        Ok(if code == 6 { Err(Refused::ReadOnly) } else { Ok(post.appended(code, seq)) })
     }
 
     /// Runs `scripts::APPEND_LUA` for a message, or an event making `change`; returns
     /// the script's answer (code, seq).
     pub(super) fn run_append(&mut self, post: &Post<'_>, change: Option<&ChangeOf>) -> Result<(u8, u64), StoreError> {
-        let Post { room, uid, client_id, prefix, suffix } = *post;
+        let Post { room, uid, client_id, prefix, suffix, .. } = *post;
         let keys = self.keys(room);
         let cap = self.opts.stream_cap.max(1);
         let ttl = self.opts.dedup_ttl.as_secs().max(1);
@@ -201,15 +217,22 @@ impl RedisStore {
             Some(ChangeOf::Edit { of, ts }) => ("edit", *of, false, *ts),
             Some(ChangeOf::Delete { of, by_mod }) => ("delete", *of, *by_mod, 0),
         };
+        let (field, value) = match &post.access {
+            Some((field, value)) => (*field, *value),
+            None => ("", ""),
+        };
+        let kind = if post.access.is_some() { "access" } else { kind };
         self.call_again(|con, scripts, retry| {
             let mut run = scripts.append.prepare_invoke();
             run.key(keys.seq()).key(keys.stream()).key(keys.epoch()).key(keys.msgs()).key(keys.low()).key(keys.edits());
+            run.key(keys.access());
             if let Some(id) = client_id {
                 run.key(keys.dedup(uid, id));
             }
             run.arg(prefix).arg(suffix).arg(cap).arg(ttl).arg(u8::from(client_id.is_some()));
             run.arg(u8::from(retry)).arg(RETRY_LOOKBACK).arg(&epoch);
-            run.arg(kind).arg(of).arg(uid).arg(u8::from(by_mod)).arg(ts);
+            run.arg(kind).arg(of).arg(uid).arg(u8::from(by_mod)).arg(ts).arg(field).arg(value);
+            run.arg(u8::from(post.guard_read_only));
             run.invoke(con)
         })
     }
@@ -386,6 +409,10 @@ pub(super) struct Post<'a> {
     pub client_id: Option<&'a str>,
     pub prefix: &'a [u8],
     pub suffix: &'a [u8],
+    /// A moderator's event: the access hash field it sets, and to what (`""` deletes).
+    pub access: Option<(&'a str, &'a str)>,
+    /// Refuse it in a read-only room (a client's post, not a moderator's).
+    pub guard_read_only: bool,
 }
 
 impl Post<'_> {
