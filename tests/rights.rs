@@ -207,8 +207,11 @@ fn dms_and_private_rooms_survive_a_restart_and_keep_third_users_out() {
     let server = common::Proc::start(dir.path(), None, &[]);
     let url = |s: &common::Proc, who: &str| format!("{}&key={who}-secret-key-123456", s.url(who));
     let mut ann = Client::connect(&url(&server, "ann"));
-    let bea = Client::connect(&url(&server, "bea"));
+    let mut bea = Client::connect(&url(&server, "bea"));
     let bea_id = bea.uid().to_owned();
+    // `welcome` comes before the dispatcher registers the connection: a join's answer
+    // says it has, and so that the server knows bea.
+    bea.join("lobby", None);
     drop(bea); // offline: a DM to a lasting user still opens
     ann.send(json!({"type": "dm", "user": bea_id}));
     let room = ann.expect("dm")["room"].as_str().unwrap().to_owned();
