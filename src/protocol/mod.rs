@@ -816,6 +816,17 @@ mod tests {
             ErrorCode::BadField
         );
         assert_eq!(code(r#"{"type":"nick","name":"\u0001 "}"#), ErrorCode::BadField);
+        // The issue 14 messages: the same limits, clear codes.
+        assert_eq!(code(r#"{"type":"edit","room":"r","seq":1,"text":"01234567890"}"#), ErrorCode::TooLong);
+        assert_eq!(code(r#"{"type":"edit","room":"r","seq":0,"text":"x"}"#), ErrorCode::BadField);
+        assert_eq!(code(r#"{"type":"delete","room":"r","seq":-3}"#), ErrorCode::BadField);
+        assert_eq!(code(r#"{"type":"read","room":"r","seq":9007199254740992}"#), ErrorCode::BadField);
+        assert_eq!(code(r#"{"type":"kick","room":"r","user":"u","minutes":-1}"#), ErrorCode::BadField);
+        assert_eq!(code(r#"{"type":"kick","room":"r","user":"u","minutes":10081}"#), ErrorCode::BadField);
+        assert_eq!(code(r#"{"type":"mode","room":"r"}"#), ErrorCode::BadField);
+        assert_eq!(code(r#"{"type":"dm","user":""}"#), ErrorCode::BadField);
+        assert_eq!(code(&format!(r#"{{"type":"dm","user":"{}"}}"#, "u".repeat(129))), ErrorCode::BadField);
+        assert_eq!(code(r#"{"type":"join","room":"r","private":"yes"}"#), ErrorCode::BadField);
     }
 
     #[test]
