@@ -525,15 +525,22 @@ pub fn wait_writable(fds: &[i32], timeout: Duration) -> Vec<usize> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Read;
     use std::net::TcpListener;
 
-    fn pair() -> (Conn, TcpStream) {
+    /// A connected loopback pair: (client, server).
+    pub(crate) fn tcp_pair() -> (TcpStream, TcpStream) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let (server, peer) = l.accept().unwrap();
+        let (server, _) = l.accept().unwrap();
+        (client, server)
+    }
+
+    fn pair() -> (Conn, TcpStream) {
+        let (client, server) = tcp_pair();
+        let peer = server.peer_addr().unwrap();
         (Conn::new(1, server, peer), client)
     }
 
