@@ -103,7 +103,13 @@ fn read_socket(conn: &Conn, handshaking: bool, buf: &mut [u8]) -> io::Result<usi
 impl Read for ConnIo {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if (self.replay.position() as usize) < self.replay.get_ref().len() {
-            return self.replay.read(buf);
+            let n = self.replay.read(buf)?;
+            if self.replay.position() as usize == self.replay.get_ref().len() {
+                // Read out: the request head must not stay on the heap for the
+                // connection's life.
+                self.replay = io::Cursor::default();
+            }
+            return Ok(n);
         }
         let Some(t) = &mut self.tls else { return read_socket(&self.conn, self.handshaking, buf) };
         while t.at == t.plain.len() {
@@ -540,3 +546,28 @@ pub(crate) fn linger(mut stream: &TcpStream) {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::outbox::tests::tcp_pair;
+
+    #[test]
+    fn the_replayed_request_head_is_freed_once_read_and_later_reads_never_block() {
+        let (_client, server) = tcp_pair();
+        let peer = server.peer_addr().unwrap();
+        let head = b"GET /ws HTTP/1.1\r\n\r\n".to_vec();
+        let mut conn_io = ConnIo {
+            conn: Arc::new(Conn::new(1, server, peer)),
+            handshaking: true,
+            tls: None,
+            replay: io::Cursor::new(head),
+        };
+        let mut buf = [0u8; 10];
+        assert_eq!(conn_io.read(&mut buf).unwrap(), 10);
+        assert!(conn_io.replay.get_ref().capacity() > 0, "half read: kept");
+        assert_eq!(conn_io.read(&mut buf).unwrap(), 10);
+        assert_eq!(conn_io.replay.get_ref().capacity(), 0, "read out: freed");
+        conn_io.handshaking = false;
+        assert_eq!(conn_io.read(&mut buf).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+    }
+}
