@@ -39,6 +39,9 @@ use crate::transport::wait::{self, Waited};
 
 /// Window in which `rate_strikes` refusals close a connection.
 const STRIKE_WINDOW: Duration = Duration::from_secs(10);
+/// Ciphertext a TLS connection reads from its socket at once: records run up to 16 KiB,
+/// and the plaintext goes on to tungstenite's own (smaller) buffer.
+const TLS_READ_BYTES: usize = 2048;
 /// Longest wait for a handshake response or refusal to leave.
 const HANDSHAKE_WRITE: Duration = Duration::from_secs(5);
 
@@ -267,7 +270,7 @@ fn handshake(
             Err(response)
         }
     };
-    let tls = tls_early.map(|plain| TlsRead { plain, at: 0, cipher: vec![0; cfg.read_buffer_bytes].into() });
+    let tls = tls_early.map(|plain| TlsRead { plain, at: 0, cipher: vec![0; TLS_READ_BYTES].into() });
     let io = ConnIo { conn: conn.clone(), handshaking: true, tls, replay: io::Cursor::new(replay) };
     match tungstenite::accept_hdr_with_config(io, callback, Some(ws_config)) {
         Ok(ws) => Some((ws, admitted.expect("the callback admitted this request"))),
