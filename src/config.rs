@@ -98,6 +98,9 @@ pub struct Config {
     pub read_buffer_bytes: usize,
     /// Writer threads that put broadcasts on the wire, each owning a slice of the sockets.
     pub writers: usize,
+    /// How long the dispatcher must be quiet after a burst before freed heap memory is
+    /// handed back to the kernel (heap.rs); zero: never.
+    pub heap_trim_quiet: Duration,
 
     /// How often the server pings every connection.
     pub heartbeat_interval: Duration,
@@ -190,6 +193,7 @@ impl Default for Config {
             conn_stack_bytes: 128 * 1024,
             read_buffer_bytes: 512,
             writers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            heap_trim_quiet: Duration::from_secs(1),
             heartbeat_interval: Duration::from_secs(15),
             heartbeat_timeout: Duration::from_secs(45),
             fsync: FsyncPolicy::Interval,
