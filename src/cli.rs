@@ -142,6 +142,10 @@ pub struct ServeArgs {
     /// Writer threads for broadcasts (default: one per CPU).
     #[arg(long, default_value_t = Config::default().writers)]
     pub writers: usize,
+    /// Milliseconds the server must be quiet after a burst before freed heap memory is
+    /// handed back to the kernel (0: never).
+    #[arg(long, default_value_t = 1_000)]
+    pub heap_trim_quiet_ms: u64,
 
     /// Milliseconds between the server's WebSocket pings.
     #[arg(long, default_value_t = 15_000)]
@@ -292,6 +296,7 @@ impl ServeArgs {
             conn_stack_bytes: self.conn_stack_bytes,
             read_buffer_bytes: Config::default().read_buffer_bytes,
             writers: self.writers,
+            heap_trim_quiet: Duration::from_millis(self.heap_trim_quiet_ms),
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
             heartbeat_timeout: Duration::from_millis(self.heartbeat_timeout_ms),
             fsync: self.fsync,
@@ -357,6 +362,7 @@ mod tests {
         assert_eq!(cfg.heartbeat_interval, d.heartbeat_interval);
         assert_eq!(cfg.heartbeat_timeout, d.heartbeat_timeout);
         assert_eq!(cfg.handshake_timeout, d.handshake_timeout);
+        assert_eq!(cfg.heap_trim_quiet, d.heap_trim_quiet);
         assert_eq!((cfg.http_head_timeout, cfg.http_idle_timeout), (d.http_head_timeout, d.http_idle_timeout));
     }
 }

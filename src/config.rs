@@ -91,10 +91,16 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// Stack size of each connection thread.
     pub conn_stack_bytes: usize,
-    /// tungstenite's read buffer per connection.
+    /// tungstenite's read buffer per connection, and the most one read takes from the
+    /// socket. Chat frames are small: 512 bytes read a typical one whole, and every idle
+    /// connection keeps the buffer. A larger frame is read in several reads (it never
+    /// blocks: the bytes are there), into a buffer tungstenite grows to fit it.
     pub read_buffer_bytes: usize,
     /// Writer threads that put broadcasts on the wire, each owning a slice of the sockets.
     pub writers: usize,
+    /// How long the dispatcher must be quiet after a burst before freed heap memory is
+    /// handed back to the kernel (heap.rs); zero: never.
+    pub heap_trim_quiet: Duration,
 
     /// How often the server pings every connection.
     pub heartbeat_interval: Duration,
@@ -189,8 +195,9 @@ impl Default for Config {
             max_connections_per_ip: 100_000,
             handshake_timeout: Duration::from_secs(10),
             conn_stack_bytes: 128 * 1024,
-            read_buffer_bytes: 2048,
+            read_buffer_bytes: 512,
             writers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            heap_trim_quiet: Duration::from_secs(1),
             heartbeat_interval: Duration::from_secs(15),
             heartbeat_timeout: Duration::from_secs(45),
             fsync: FsyncPolicy::Interval,

@@ -17,7 +17,7 @@
 //!   through each connection's bounded outbox.
 //!
 //! [`config::Config`] holds every limit; [`cli`] turns flags into it; [`limits`] reads
-//! what the process can hold. [`serve`] runs it all on listeners the caller bound,
+//! what the process can hold; [`heap`] hands freed memory back once a burst is over. [`serve`] runs it all on listeners the caller bound,
 //! until a [`shutdown`] fires.
 
 pub mod access;
@@ -28,6 +28,7 @@ pub mod config;
 pub mod delivery;
 pub mod dispatcher;
 pub mod hangup;
+pub mod heap;
 pub mod limits;
 pub mod metrics;
 pub mod protocol;
@@ -141,6 +142,7 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown, ready: impl 
     let dispatcher = dispatcher.with_webhooks(Webhooks::start(cfg.webhooks.clone(), metrics.webhooks.clone())?);
     let dispatch_shutdown = shutdown.clone();
     let dispatcher = shutdown::spawn_vital("dispatcher", move || dispatcher.run(commands_rx, dispatch_shutdown))?;
+    heap::start_trimmer(cfg.heap_trim_quiet, metrics.clone(), shutdown.clone())?;
 
     let api = match &cfg.api_key_file {
         None => None,

@@ -69,6 +69,12 @@ pub struct Metrics {
     pub messages_accepted: AtomicU64,
     pub messages_duplicate: AtomicU64,
     pub deliveries: AtomicU64,
+    /// Commands the dispatcher handled (connections registered and gone, client
+    /// messages, API calls, store answers): how busy it is, and what tells the heap
+    /// trimmer a burst is over (heap.rs).
+    pub commands: AtomicU64,
+    /// Times freed heap memory was handed back to the kernel after a burst (heap.rs).
+    pub heap_trims: AtomicU64,
     /// Times accepting an HTTP connection failed (descriptors exhausted...).
     pub http_accept_errors: AtomicU64,
     /// Times a site's tiny_http had stopped accepting and was started again.
@@ -107,6 +113,8 @@ impl Default for Metrics {
             messages_accepted: AtomicU64::new(0),
             messages_duplicate: AtomicU64::new(0),
             deliveries: AtomicU64::new(0),
+            commands: AtomicU64::new(0),
+            heap_trims: AtomicU64::new(0),
             http_accept_errors: AtomicU64::new(0),
             http_restarts: AtomicU64::new(0),
             http_connections: AtomicU64::new(0),
@@ -256,6 +264,18 @@ impl Metrics {
             );
         }
         gauge("natter_deliveries_total", "Frames handed to client sockets.", "counter", self.deliveries.load(Relaxed));
+        gauge(
+            "natter_dispatcher_commands_total",
+            "Commands the dispatcher handled (registrations, client messages, API calls, store answers).",
+            "counter",
+            self.commands.load(Relaxed),
+        );
+        gauge(
+            "natter_heap_trims_total",
+            "Times freed heap memory was handed back to the kernel after a burst (--heap-trim-quiet-ms).",
+            "counter",
+            self.heap_trims.load(Relaxed),
+        );
         gauge(
             "natter_http_accept_errors_total",
             "Failed accepts on the HTTP listeners (the guard pauses accepting and carries on).",

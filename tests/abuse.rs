@@ -1,6 +1,7 @@
 //! Bad input and bad clients: every malformed frame gets its documented answer, a
 //! client that stops reading is cut without stalling the others, a ping flood never
-//! corrupts frames, and a silent client is closed by the heartbeat.
+//! corrupts frames, and a silent client is closed by the heartbeat. Once a flood is
+//! over, the heap it freed goes back to the kernel.
 
 mod common;
 
@@ -315,4 +316,19 @@ fn a_history_larger_than_the_backlog_limit_does_not_make_a_reader_slow() {
     assert_eq!(history["messages"].as_array().unwrap().len(), 1000);
     writer.send(json!({"type": "msg", "room": "busy", "text": "after"}));
     assert_eq!(late.expect("msg")["text"], "after", "still connected");
+}
+
+#[test]
+fn once_a_burst_is_over_the_freed_heap_goes_back_to_the_kernel() {
+    let server = TestServer::start_with(|c| {
+        common::unlimited_rate(c);
+        c.heap_trim_quiet = Duration::from_millis(200);
+    });
+    let mut flooder = server.connect("flooder");
+    flooder.join("burst", None);
+    server.wait_metric("natter_heap_trims_total", 0);
+    for i in 0..natter::heap::BURST {
+        flooder.send(json!({"type": "msg", "room": "burst", "text": format!("m{i}"), "id": format!("b{i}")}));
+    }
+    server.wait_metric("natter_heap_trims_total", 1);
 }

@@ -42,6 +42,11 @@ const MAX_IOV: usize = 64;
 /// are sealed: bounds the sealed (and no longer discardable) part of the backlog.
 pub const SEAL_AHEAD: usize = 64 * 1024;
 
+/// Slots a drained queue keeps. A burst (a join storm's presence events, a long
+/// resume) grows a queue far past what the connection needs afterwards; such a queue
+/// is freed once it has been written out, or every idle connection would keep it.
+const KEEP_SLOTS: usize = 16;
+
 /// How long a client that has its close frame gets to answer before the socket is cut.
 pub const LINGER: Duration = Duration::from_secs(2);
 
@@ -121,6 +126,7 @@ impl Outbox {
         }
         tls.unsealed -= plain;
         self.pending -= plain;
+        shrink_drained(&mut tls.frames);
         self.drain_session()
     }
 
@@ -508,6 +514,14 @@ fn consume(out: &mut Outbox, mut n: usize) {
             n = 0;
         }
     }
+    shrink_drained(&mut out.queue);
+}
+
+/// Frees an empty queue's slots when a burst had grown it past [`KEEP_SLOTS`].
+fn shrink_drained(queue: &mut VecDeque<Frame>) {
+    if queue.is_empty() && queue.capacity() > KEEP_SLOTS {
+        *queue = VecDeque::new();
+    }
 }
 
 /// Waits until at least one of `fds` can take more bytes, or `timeout`. Returns the
@@ -525,15 +539,22 @@ pub fn wait_writable(fds: &[i32], timeout: Duration) -> Vec<usize> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Read;
     use std::net::TcpListener;
 
-    fn pair() -> (Conn, TcpStream) {
+    /// A connected loopback pair: (client, server).
+    pub(crate) fn tcp_pair() -> (TcpStream, TcpStream) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let (server, peer) = l.accept().unwrap();
+        let (server, _) = l.accept().unwrap();
+        (client, server)
+    }
+
+    fn pair() -> (Conn, TcpStream) {
+        let (client, server) = tcp_pair();
+        let peer = server.peer_addr().unwrap();
         (Conn::new(1, server, peer), client)
     }
 
@@ -550,6 +571,23 @@ mod tests {
             assert_eq!(&buf[i * 12..i * 12 + 2], &[0x81, 10]);
             assert_eq!(buf[i * 12 + 2], i as u8);
         }
+    }
+
+    #[test]
+    fn a_queue_grown_by_a_burst_is_freed_once_written() {
+        let (conn, mut client) = pair();
+        for i in 0..100u8 {
+            conn.push(wire::text_frame(&[i; 10])).unwrap();
+        }
+        assert!(conn.lock().queue.capacity() >= 100);
+        assert_eq!(conn.flush(), Flush::Done);
+        assert!(conn.lock().queue.capacity() <= KEEP_SLOTS, "{}", conn.lock().queue.capacity());
+        client.read_exact(&mut [0u8; 1200]).unwrap();
+        // A connection's usual few frames keep their slots.
+        for _ in 0..2 {
+            conn.send(wire::text_frame(b"x")).unwrap();
+        }
+        assert!(conn.lock().queue.capacity() > 0);
     }
 
     #[test]

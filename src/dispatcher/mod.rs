@@ -256,6 +256,7 @@ impl Dispatcher {
 
     /// One command; the frames it produces are staged, not sent.
     pub fn handle(&mut self, cmd: Command) {
+        self.metrics.commands.fetch_add(1, Relaxed);
         match cmd {
             Command::Register { conn, user } => self.register(conn, user),
             Command::Client { conn, msg } => {

@@ -35,9 +35,13 @@ use crate::transport::handshake::{self, Admitted, Refusal};
 use crate::transport::plain::{self, Route};
 use crate::transport::ratelimit::{Strikes, TokenBucket};
 use crate::transport::sse::Sessions;
+use crate::transport::wait::{self, Waited};
 
 /// Window in which `rate_strikes` refusals close a connection.
 const STRIKE_WINDOW: Duration = Duration::from_secs(10);
+/// Ciphertext a TLS connection reads from its socket at once: records run up to 16 KiB,
+/// and the plaintext goes on to tungstenite's own (smaller) buffer.
+const TLS_READ_BYTES: usize = 2048;
 /// Longest wait for a handshake response or refusal to leave.
 const HANDSHAKE_WRITE: Duration = Duration::from_secs(5);
 
@@ -88,17 +92,33 @@ struct TlsRead {
     cipher: Box<[u8]>,
 }
 
+/// Reads from the socket: blocking (under the handshake timeout) during the handshake,
+/// and never blocking afterwards, when the read loop waits in [`wait::wait_readable`]
+/// instead. Never takes the outbox lock: writers carry on meanwhile.
+fn read_socket(conn: &Conn, handshaking: bool, buf: &mut [u8]) -> io::Result<usize> {
+    if handshaking {
+        conn.stream().read(buf)
+    } else {
+        wait::read_now(conn.stream(), buf)
+    }
+}
+
 impl Read for ConnIo {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if (self.replay.position() as usize) < self.replay.get_ref().len() {
-            return self.replay.read(buf);
+            let n = self.replay.read(buf)?;
+            if self.replay.position() as usize == self.replay.get_ref().len() {
+                // Read out: the request head must not stay on the heap for the
+                // connection's life.
+                self.replay = io::Cursor::default();
+            }
+            return Ok(n);
         }
-        let Some(t) = &mut self.tls else { return self.conn.stream().read(buf) };
+        let Some(t) = &mut self.tls else { return read_socket(&self.conn, self.handshaking, buf) };
         while t.at == t.plain.len() {
             t.plain.clear();
             t.at = 0;
-            // Blocking, and without the lock: writers carry on while this waits.
-            let n = self.conn.stream().read(&mut t.cipher)?;
+            let n = read_socket(&self.conn, self.handshaking, &mut t.cipher)?;
             if n == 0 {
                 return Ok(0);
             }
@@ -126,7 +146,22 @@ impl Write for ConnIo {
 }
 
 /// Runs one connection from accept to close, holding its admission `slot`.
+///
+/// Kept shallow on purpose: everything up to the registration runs in [`open`] and
+/// every frame is handled in [`Reader::step`], both below this frame, so the thread
+/// sleeps (in [`Reader::read_until_closed`]) on the first pages of its stack.
 pub fn run(conn: Arc<Conn>, ctx: &ConnContext, mut slot: Slot) {
+    let Some(mut reader) = open(&conn, ctx, &mut slot) else { return };
+    let reason = reader.read_until_closed();
+    drop(reader);
+    end(&conn, ctx, reason);
+}
+
+/// Everything before the read loop: routing, the TLS and WebSocket handshakes, the
+/// `welcome` and the registration. None when the connection ended here (a fallback
+/// request, a refusal, a failed handshake, or a server shutting down).
+#[inline(never)]
+fn open<'a>(conn: &'a Arc<Conn>, ctx: &'a ConnContext, slot: &mut Slot) -> Option<Reader<'a>> {
     let cfg = &ctx.cfg;
     let stream = conn.stream();
     let _ = stream.set_nodelay(true);
@@ -136,40 +171,54 @@ pub fn run(conn: Arc<Conn>, ctx: &ConnContext, mut slot: Slot) {
     // Plain connections are routed first: the fallback transport (`/sse`, `/send`)
     // shares this listener. Over native TLS only WebSockets are served (docs/PROTOCOL.md).
     let (early, replay) = match &ctx.tls {
-        Some(tls) => match tls_handshake(&conn, tls, cfg.handshake_timeout) {
+        Some(tls) => match tls_handshake(conn, tls, cfg.handshake_timeout) {
             Ok(early) => (Some(early), Vec::new()),
             Err(e) => {
                 log::info!("TLS handshake with {} failed: {e}", conn.peer);
                 linger(conn.stream());
-                return;
+                return None;
             }
         },
-        None => match plain::read_route(&conn) {
-            None => return,
+        None => match plain::read_route(conn) {
+            None => return None,
             Some(Route::WebSocket(bytes)) => (None, bytes),
-            Some(Route::Sse(req)) => return crate::transport::sse::run(conn, ctx, &req),
-            Some(Route::Send(req, body)) => return crate::transport::send::run(&conn, ctx, &req, body),
-            Some(Route::Preflight(req)) => return plain::preflight(&conn, &req, cfg, &ctx.metrics),
-            Some(Route::Refused(r)) => return plain::refuse(&conn, &r, None, &ctx.metrics),
+            Some(Route::Sse(req)) => {
+                crate::transport::sse::run(conn.clone(), ctx, &req);
+                return None;
+            }
+            Some(Route::Send(req, body)) => {
+                crate::transport::send::run(conn, ctx, &req, body);
+                return None;
+            }
+            Some(Route::Preflight(req)) => {
+                plain::preflight(conn, &req, cfg, &ctx.metrics);
+                return None;
+            }
+            Some(Route::Refused(r)) => {
+                plain::refuse(conn, &r, None, &ctx.metrics);
+                return None;
+            }
         },
     };
-    let Some((mut ws, admitted)) = handshake(&conn, ctx, early, replay, &mut slot) else {
-        return;
-    };
+    let (mut ws, admitted) = handshake(conn, ctx, early, replay, slot)?;
     let _ = stream.set_write_timeout(None);
     ws.get_mut().handshaking = false;
 
     let _ = conn.send(welcome(&format!("c{}", conn.id), &admitted.identity, cfg));
-    let registered =
-        ctx.commands.send(Command::Register { conn: conn.clone(), user: admitted.identity.clone() }).is_ok();
+    if ctx.commands.send(Command::Register { conn: conn.clone(), user: admitted.identity.clone() }).is_err() {
+        end(conn, ctx, CloseReason::Shutdown);
+        return None;
+    }
+    Some(Reader::new(ws, conn, ctx, admitted.expires_at))
+}
 
-    crate::transport::stack::release_unused();
-    let reason = if registered { read_loop(&mut ws, &conn, ctx, admitted.expires_at) } else { CloseReason::Shutdown };
+/// The connection's last steps: record why it ends, tell the dispatcher, say goodbye.
+fn end(conn: &Arc<Conn>, ctx: &ConnContext, reason: CloseReason) {
     conn.set_reason(reason);
     let reason = conn.reason().unwrap_or(reason);
     let _ = ctx.commands.send(Command::Gone { conn: conn.id });
     ctx.metrics.close(reason);
-    finish(&conn, reason);
+    finish(conn, reason);
 }
 
 /// The first frame of every connection, on either transport.
@@ -191,8 +240,6 @@ pub fn welcome(session: &str, identity: &Identity, cfg: &Config) -> wire::Frame 
 }
 
 /// Performs the upgrade; on refusal or failure answers in plain HTTP and returns None.
-/// Never inlined: its deep frames (HTTP parsing) must lie below `run`'s frame so that
-/// `stack::release_unused` can give them back once the connection is established.
 #[inline(never)]
 fn handshake(
     conn: &Arc<Conn>,
@@ -224,7 +271,7 @@ fn handshake(
             Err(response)
         }
     };
-    let tls = tls_early.map(|plain| TlsRead { plain, at: 0, cipher: vec![0; cfg.read_buffer_bytes].into() });
+    let tls = tls_early.map(|plain| TlsRead { plain, at: 0, cipher: vec![0; TLS_READ_BYTES].into() });
     let io = ConnIo { conn: conn.clone(), handshaking: true, tls, replay: io::Cursor::new(replay) };
     match tungstenite::accept_hdr_with_config(io, callback, Some(ws_config)) {
         Ok(ws) => Some((ws, admitted.expect("the callback admitted this request"))),
@@ -305,42 +352,99 @@ fn tls_handshake(conn: &Conn, tls: &Tls, timeout: Duration) -> io::Result<Vec<u8
     conn.install_tls(session)
 }
 
-/// Reads until the connection ends; returns why.
-fn read_loop(
-    ws: &mut tungstenite::WebSocket<ConnIo>,
-    conn: &Arc<Conn>,
-    ctx: &ConnContext,
+/// What one look at the connection gave.
+enum Step {
+    /// A frame was handled; there may be more.
+    Handled,
+    /// Nothing more to read for now.
+    Idle,
+    /// The connection must end.
+    Close(CloseReason),
+}
+
+/// An established WebSocket connection's reading side: frames in, validated
+/// [`ClientMsg`]s out to the dispatcher, pongs and errors answered here.
+struct Reader<'a> {
+    ws: tungstenite::WebSocket<ConnIo>,
+    conn: &'a Arc<Conn>,
+    ctx: &'a ConnContext,
     expires_at: Option<u64>,
-) -> CloseReason {
-    let cfg = &ctx.cfg;
-    let limits = ParseLimits { max_text_chars: cfg.max_text_chars };
-    let mut bucket = TokenBucket::new(cfg.rate_per_s, cfg.rate_burst);
-    let mut strikes = Strikes::new(cfg.rate_strikes, STRIKE_WINDOW);
-    let mut last_heard = Instant::now();
-    loop {
-        if expires_at.is_some_and(|exp| now_s() >= exp) {
-            return CloseReason::TokenExpired;
+    limits: ParseLimits,
+    bucket: TokenBucket,
+    strikes: Strikes,
+    last_heard: Instant,
+}
+
+impl<'a> Reader<'a> {
+    fn new(
+        ws: tungstenite::WebSocket<ConnIo>,
+        conn: &'a Arc<Conn>,
+        ctx: &'a ConnContext,
+        expires_at: Option<u64>,
+    ) -> Reader<'a> {
+        let cfg = &ctx.cfg;
+        Reader {
+            ws,
+            conn,
+            ctx,
+            expires_at,
+            limits: ParseLimits { max_text_chars: cfg.max_text_chars },
+            bucket: TokenBucket::new(cfg.rate_per_s, cfg.rate_burst),
+            strikes: Strikes::new(cfg.rate_strikes, STRIKE_WINDOW),
+            last_heard: Instant::now(),
         }
-        // Wake for whichever comes first: the silence timeout or the token's expiry.
-        let silence_left = cfg.heartbeat_timeout.saturating_sub(last_heard.elapsed());
-        let expiry_left = expires_at.map_or(Duration::MAX, |exp| Duration::from_secs(exp.saturating_sub(now_s())));
-        let wait = silence_left.min(expiry_left).max(Duration::from_millis(1));
-        let _ = conn.stream().set_read_timeout(Some(wait));
-        let msg = match ws.read() {
-            Ok(m) => m,
-            Err(WsError::Io(e)) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                if last_heard.elapsed() >= cfg.heartbeat_timeout {
-                    return CloseReason::HeartbeatTimeout;
-                }
-                continue;
+    }
+
+    /// Reads until the connection ends; returns why. Each time nothing is left to read,
+    /// the thread gives back the stack pages the last frames touched and sleeps here,
+    /// until bytes arrive, the client has been silent too long, or its token expires.
+    fn read_until_closed(&mut self) -> CloseReason {
+        // The first release also gives back the handshake's pages, the deepest of all.
+        let stack = crate::transport::stack::Stack::current();
+        let heartbeat_timeout = self.ctx.cfg.heartbeat_timeout;
+        loop {
+            if self.expires_at.is_some_and(|exp| now_s() >= exp) {
+                return CloseReason::TokenExpired;
             }
-            Err(e) => return classify(&e),
+            match self.step() {
+                Step::Handled => continue,
+                Step::Close(reason) => return reason,
+                Step::Idle => {}
+            }
+            if let Some(stack) = &stack {
+                stack.release_below_caller();
+            }
+            // Wake for whichever comes first: the silence timeout or the token's expiry.
+            let silence_left = heartbeat_timeout.saturating_sub(self.last_heard.elapsed());
+            let expiry_left =
+                self.expires_at.map_or(Duration::MAX, |exp| Duration::from_secs(exp.saturating_sub(now_s())));
+            let timeout = silence_left.min(expiry_left).max(Duration::from_millis(1));
+            if wait::wait_readable(self.conn.stream(), timeout) == Waited::TimedOut
+                && self.last_heard.elapsed() >= heartbeat_timeout
+            {
+                return CloseReason::HeartbeatTimeout;
+            }
+        }
+    }
+
+    /// Reads and handles one frame, if a whole one is there. Never inlined: the reading
+    /// and handling run below the loop's frame, on pages given back when idle.
+    #[inline(never)]
+    fn step(&mut self) -> Step {
+        let msg = match self.ws.read() {
+            Ok(m) => m,
+            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => return Step::Idle,
+            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::Interrupted => return Step::Handled,
+            Err(e) => return Step::Close(classify(&e)),
         };
-        last_heard = Instant::now();
+        self.last_heard = Instant::now();
+        let (conn, ctx) = (self.conn, self.ctx);
         match msg {
             Message::Text(text) => {
-                if let Some(reason) = on_text(text.as_str(), conn, ctx, limits, &mut bucket, &mut strikes) {
-                    return reason;
+                if let Some(reason) =
+                    on_text(text.as_str(), conn, ctx, self.limits, &mut self.bucket, &mut self.strikes)
+                {
+                    return Step::Close(reason);
                 }
             }
             Message::Binary(_) => {
@@ -354,8 +458,9 @@ fn read_loop(
                 let _ = conn.send(wire::pong_frame(&payload));
             }
             Message::Pong(_) | Message::Frame(_) => {}
-            Message::Close(_) => return CloseReason::Client,
+            Message::Close(_) => return Step::Close(CloseReason::Client),
         }
+        Step::Handled
     }
 }
 
@@ -439,5 +544,31 @@ pub(crate) fn linger(mut stream: &TcpStream) {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::outbox::tests::tcp_pair;
+
+    #[test]
+    fn the_replayed_request_head_is_freed_once_read_and_later_reads_never_block() {
+        let (_client, server) = tcp_pair();
+        let peer = server.peer_addr().unwrap();
+        let head = b"GET /ws HTTP/1.1\r\n\r\n".to_vec();
+        let mut conn_io = ConnIo {
+            conn: Arc::new(Conn::new(1, server, peer)),
+            handshaking: true,
+            tls: None,
+            replay: io::Cursor::new(head),
+        };
+        let mut buf = [0u8; 10];
+        assert_eq!(conn_io.read(&mut buf).unwrap(), 10);
+        assert!(conn_io.replay.get_ref().capacity() > 0, "half read: kept");
+        assert_eq!(conn_io.read(&mut buf).unwrap(), 10);
+        assert_eq!(conn_io.replay.get_ref().capacity(), 0, "read out: freed");
+        conn_io.handshaking = false;
+        assert_eq!(conn_io.read(&mut buf).unwrap_err().kind(), io::ErrorKind::WouldBlock);
     }
 }

@@ -124,7 +124,7 @@ const KEY_CHARS: (usize, usize) = (16, 128);
 fn open_id(key: Option<&str>) -> Result<String, Refusal> {
     use sha2::{Digest, Sha256};
     let Some(key) = key else {
-        return Ok(format!("u-{:016x}", rand::random::<u64>()));
+        return Ok(format!("u-{:016x}", os_random::<u64>()));
     };
     if !(KEY_CHARS.0..=KEY_CHARS.1).contains(&key.len()) || !key.bytes().all(|b| b.is_ascii_graphic()) {
         let why = format!("`key` must be {}-{} printable ASCII characters", KEY_CHARS.0, KEY_CHARS.1);
@@ -135,7 +135,18 @@ fn open_id(key: Option<&str>) -> Result<String, Refusal> {
 }
 
 fn guest_name() -> String {
-    format!("guest-{:04x}", rand::random::<u16>())
+    format!("guest-{:04x}", os_random::<u16>())
+}
+
+/// Random bits straight from the kernel (`getrandom`), for what connection threads
+/// make: `rand::random` would give every connection thread a generator of its own,
+/// 352 bytes of heap kept for the thread's life.
+pub fn os_random<T>() -> T
+where
+    rand::distr::StandardUniform: rand::distr::Distribution<T>,
+{
+    use rand::{Rng, TryRngCore};
+    rand::rngs::OsRng.unwrap_err().random()
 }
 
 /// The request's token: `?token=` or `Authorization: Bearer`.

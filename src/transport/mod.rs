@@ -3,7 +3,8 @@
 //!
 //! - [`server`]: the WebSocket accept loop; [`admission`]: total and per-IP caps;
 //! - [`stack`]: small-stack connection threads;
-//! - [`connection`]: one connection's handshake and blocking read loop;
+//! - [`connection`]: one connection's handshake and read loop;
+//! - [`wait`]: non-blocking reads and the `poll` a connection thread sleeps in;
 //! - [`handshake`]: the upgrade, Origin and identity checks;
 //! - [`plain`]: plain HTTP on the WebSocket listener, routing the fallback transport;
 //! - [`sse`]: the fallback's `GET /sse` stream and its sessions;
@@ -31,3 +32,4 @@ pub mod server;
 pub mod sse;
 pub mod stack;
 pub mod upstream;
+pub mod wait;

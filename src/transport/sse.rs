@@ -26,7 +26,7 @@ use crate::dispatcher::Command;
 use crate::protocol::sse::parse_event_id;
 use crate::protocol::{ClientMsg, CloseReason, RoomName};
 use crate::transport::connection::{finish, welcome, ConnContext};
-use crate::transport::handshake::{identify, query_param, Refusal};
+use crate::transport::handshake::{identify, os_random, query_param, Refusal};
 use crate::transport::plain;
 use crate::transport::ratelimit::{Strikes, TokenBucket};
 
@@ -67,9 +67,9 @@ impl Sessions {
     }
 }
 
-/// 128 random bits from the thread's CSPRNG: a session id nobody can guess.
+/// 128 random bits from the kernel's CSPRNG: a session id nobody can guess.
 fn new_session_id() -> String {
-    format!("s-{:032x}", rand::random::<u128>())
+    format!("s-{:032x}", os_random::<u128>())
 }
 
 /// Serves one `GET /sse` from admission to its closing event.

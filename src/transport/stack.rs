@@ -11,43 +11,84 @@
 //! The handshake runs deeper than the read loop (HTTP parsing keeps large header
 //! arrays on the stack), and those pages would stay resident for the life of the
 //! connection; after the handshake the thread drops everything below its frame
-//! ([`release_unused`]).
+//! ([`release_unused`]). A connection thread also does so each time it goes idle
+//! ([`Stack::release_below_caller`]): handling a frame runs deeper than the wait for
+//! the next one, and an idle connection should not keep what its last frame touched.
 
 /// Bytes kept below the caller's frame: room for `madvise`'s own call, which runs on
 /// the pages just below this function and must not have them zeroed under it.
 const MARGIN: usize = 1024;
 
-/// Releases the pages of this thread's stack that lie below the current frame (minus
-/// a margin). Safe to call at any point where nothing below the caller's frame is live
-/// — which holds by definition of a stack: only deeper calls live there, and there are
-/// none while this runs, but for `madvise` itself, inside the margin.
+/// The calling thread's stack, as far as giving pages back goes: its lowest usable
+/// address. Found once per thread ([`Stack::current`] asks glibc, which allocates and
+/// makes a system call); [`Stack::release_below_caller`] is then cheap enough to run
+/// every time the thread goes idle.
+#[derive(Debug, Clone, Copy)]
+pub struct Stack {
+    /// The lowest page that may be released (above the guard page).
+    low: usize,
+    /// One past the highest address of the stack.
+    high: usize,
+}
+
+impl Stack {
+    /// The calling thread's stack, or None when glibc cannot say.
+    pub fn current() -> Option<Stack> {
+        // SAFETY: pthread_getattr_np/pthread_attr_getstack fill plain data for the
+        // calling thread; the attr is destroyed after use.
+        unsafe {
+            let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+            if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+                return None;
+            }
+            let mut addr: *mut libc::c_void = std::ptr::null_mut();
+            let mut size: usize = 0;
+            let ok = libc::pthread_attr_getstack(&attr, &mut addr, &mut size) == 0;
+            libc::pthread_attr_destroy(&mut attr);
+            if !ok || addr.is_null() {
+                return None;
+            }
+            // Skip the lowest page too, in case the guard is reported inside the range.
+            let page = page_size();
+            Some(Stack { low: (addr as usize).div_ceil(page) * page + page, high: addr as usize + size })
+        }
+    }
+
+    /// Releases the pages of this stack that lie below the current frame (minus a
+    /// margin). Safe to call at any point where nothing below the caller's frame is
+    /// live — which holds by definition of a stack: only deeper calls live there, and
+    /// there are none while this runs, but for `madvise` itself, inside the margin.
+    /// Must be called on the thread whose stack this is.
+    #[inline(never)]
+    pub fn release_below_caller(&self) {
+        let here = 0u8;
+        let sp = std::hint::black_box(&here) as *const u8 as usize;
+        if sp <= self.low || sp >= self.high {
+            return; // not this thread's stack
+        }
+        let page = page_size();
+        let top = (sp.saturating_sub(MARGIN)) / page * page;
+        log::trace!("stack: {} bytes in use above this frame", self.high - sp);
+        if top > self.low {
+            // SAFETY: madvise(MADV_DONTNEED) on anonymous pages of this thread's own
+            // stack, below the live frames and below the margin that `madvise` itself
+            // runs in: they only read back as zero if touched again.
+            unsafe { libc::madvise(self.low as *mut libc::c_void, top - self.low, libc::MADV_DONTNEED) };
+        }
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf only reads a system constant.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
+
+/// Releases the pages of this thread's stack that lie below the caller's frame (see
+/// [`Stack::release_below_caller`]), for a thread that does so once.
 #[inline(never)]
 pub fn release_unused() {
-    let here = 0u8;
-    let sp = std::hint::black_box(&here) as *const u8 as usize;
-    // SAFETY: pthread_getattr_np/pthread_attr_getstack fill plain data for the calling
-    // thread; madvise(MADV_DONTNEED) on anonymous stack pages below the live frames
-    // (and below the margin) only makes them read back as zero if touched again.
-    unsafe {
-        let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
-        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
-        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
-            return;
-        }
-        let mut addr: *mut libc::c_void = std::ptr::null_mut();
-        let mut size: usize = 0;
-        let ok = libc::pthread_attr_getstack(&attr, &mut addr, &mut size) == 0;
-        libc::pthread_attr_destroy(&mut attr);
-        if !ok || addr.is_null() {
-            return;
-        }
-        // Skip the lowest page too, in case the guard is reported inside the range.
-        let low = (addr as usize).div_ceil(page) * page + page;
-        let high = (sp.saturating_sub(MARGIN)) / page * page;
-        log::trace!("stack: {} bytes in use above this frame", addr as usize + size - sp);
-        if high > low && sp < addr as usize + size {
-            libc::madvise(low as *mut libc::c_void, high - low, libc::MADV_DONTNEED);
-        }
+    if let Some(stack) = Stack::current() {
+        stack.release_below_caller();
     }
 }
 
@@ -120,6 +161,33 @@ mod tests {
         })
         .unwrap();
         assert!(rx.recv().is_err(), "the sender was dropped by the unwound thread");
+    }
+
+    /// Pages of `[low, high)` in memory, by mincore(2).
+    fn resident(low: usize, high: usize) -> usize {
+        let mut pages = vec![0u8; (high - low) / super::page_size()];
+        // SAFETY: the range is a mapped stack and `pages` has one byte per page of it.
+        let rc = unsafe { libc::mincore(low as *mut libc::c_void, high - low, pages.as_mut_ptr()) };
+        assert_eq!(rc, 0, "mincore: {}", std::io::Error::last_os_error());
+        pages.iter().filter(|&&b| b & 1 == 1).count()
+    }
+
+    #[test]
+    fn going_idle_gives_back_the_pages_deeper_calls_touched() {
+        std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(|| {
+                let stack = super::Stack::current().expect("a thread's stack is known");
+                assert_eq!(deep(20), 210); // 21 frames of over 4 KiB each
+                let before = resident(stack.low, stack.high);
+                stack.release_below_caller();
+                let after = resident(stack.low, stack.high);
+                assert!(before > 20 && after + 20 <= before, "resident pages: {before} before, {after} after");
+                assert_eq!(deep(20), 210);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 
     #[test]
