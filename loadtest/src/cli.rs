@@ -28,6 +28,25 @@ pub enum Scenario {
     Compare,
 }
 
+/// How clients reach the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Transport {
+    /// A WebSocket to each --url.
+    Ws,
+    /// natter's HTTP fallback: each client reads `GET /sse` (with the query
+    /// of --url) and posts its join and messages with `POST /send`.
+    Sse,
+}
+
+impl Transport {
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Ws => "ws",
+            Transport::Sse => "sse",
+        }
+    }
+}
+
 impl Scenario {
     pub fn name(self) -> &'static str {
         match self {
@@ -107,6 +126,10 @@ pub struct Args {
     /// templates like `42["msg",{"room":"$ROOM","text":"$TEXT"}]`.
     #[arg(long)]
     pub engine_io: bool,
+    /// `ws`, or `sse` for natter's HTTP fallback (same --url, `/ws` becomes
+    /// `/sse`; one POST in flight per client, what waits batched into it).
+    #[arg(long, value_enum, default_value = "ws")]
+    pub transport: Transport,
     /// Frame sent after the handshake; empty for servers without rooms.
     #[arg(long, default_value = r#"{"type":"join","room":"$ROOM"}"#)]
     pub join: String,

@@ -7,7 +7,8 @@
 //! `worker` (one mio event loop owning many connections) · `fleet` (the
 //! coordinator's handle on the workers) · `scenario` (steady, ramp, connect,
 //! idle, churn, shootout) · `report` (summary, JSON, HTML/SVG, comparison) ·
-//! `rooms` (room membership and per-room accounting) · `witness` (the
+//! `rooms` (room membership and per-room accounting) · `sse` (natter's HTTP
+//! fallback: request, response and event-stream bytes) · `witness` (the
 //! independent client that checks the tester) ·
 //! `sys` (clock, rlimit, getrusage, /proc, kernel memory). `main` only wires them.
 
@@ -19,6 +20,7 @@ mod probe;
 mod report;
 mod rooms;
 mod scenario;
+mod sse;
 mod stats;
 mod sys;
 mod witness;
@@ -59,6 +61,9 @@ fn run(args: &Args) -> Result<(), String> {
     if needed + 64 > nofile {
         eprintln!("warning: {needed} clients need more descriptors than the limit of {nofile}");
     }
+    if args.engine_io && args.transport == cli::Transport::Sse {
+        return Err("--engine-io speaks inside a WebSocket: not with --transport sse".into());
+    }
     let targets = args.urls.iter().map(|u| ws::Target::parse(u, args.allow_remote)).collect::<Result<Vec<_>, _>>()?;
     let run_id = sys::now_ns() ^ u64::from(std::process::id()) << 32 ^ unix_nanos();
     let spread = matches!(args.scenario(), Scenario::Rooms | Scenario::RoomsRamp);
@@ -82,6 +87,7 @@ fn run(args: &Args) -> Result<(), String> {
         next_index: Default::default(),
         filter: worker::Filter::Except(witness::STREAM),
         engine_io: args.engine_io,
+        transport: args.transport,
         run_id,
         progress: Arc::default(),
         board: Arc::new(worker::Board::new(args.in_flight.max(1) as usize)),
@@ -112,7 +118,8 @@ fn run(args: &Args) -> Result<(), String> {
         p.stop();
         eprintln!("natter-loadtest: background API posts: {posted} stored, {failed} failed");
     }
-    let j = report::to_json(&outcome, &args.label, args.variant.as_deref(), &tester);
+    let mut j = report::to_json(&outcome, &args.label, args.variant.as_deref(), &tester);
+    j["transport"] = args.transport.name().into();
     if args.json {
         println!("{j}");
     } else {

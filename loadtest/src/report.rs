@@ -59,7 +59,7 @@ fn quantiles_ms(h: &Histogram<u64>) -> Value {
 /// The run as one JSON object.
 pub fn to_json(o: &Outcome, label: &str, variant: Option<&str>, tester: &Tester) -> Value {
     let s = &o.stats;
-    json!({
+    let mut j = json!({
         "label": label,
         "scenario": o.scenario.name(),
         "variant": variant,
@@ -104,7 +104,11 @@ pub fn to_json(o: &Outcome, label: &str, variant: Option<&str>, tester: &Tester)
         "steps": o.steps,
         "tester": tester.to_json(s.send_behind > 0),
         "notes": o.notes,
-    })
+    });
+    // Apart: one more key in the macro above passes its recursion limit.
+    j["posts"] = s.posts.into();
+    j["posts_failed"] = s.posts_failed.into();
+    j
 }
 
 fn tallies(v: &Value) -> String {
@@ -208,6 +212,9 @@ pub fn summary(j: &Value) -> String {
         tallies(&j["violations"]),
         j["pings"]
     );
+    if j["transport"] == "sse" {
+        let _ = writeln!(out, "fallback      POST /send answered 2xx {}, failed {}", j["posts"], j["posts_failed"]);
+    }
     if let Some(r) = j["server_rss_kib"].as_object() {
         let _ = writeln!(out, "server RSS    {} KiB before, {} KiB after", r["before"], r["after"]);
     }
