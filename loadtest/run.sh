@@ -6,7 +6,8 @@
 # the tokio peer one after another on free loopback ports, runs the same
 # scenarios against each with natter-loadtest (one room for natter, node and
 # the ceiling; many rooms for natter, Socket.IO and tokio; idle memory for
-# all), and prints one table with natter's ratios to the others. Every server
+# all; natter's HTTP fallback at 1,000 clients), and prints one table with
+# natter's ratios to the others, then the fallback's beside natter's WebSocket. Every server
 # it starts is stopped by PID on exit. Takes about 8 minutes with the
 # defaults; the LT_* variables below make it bigger or longer.
 #
@@ -122,11 +123,24 @@ lt() {
     fi
 }
 
-# steady NAME CLIENTS: fixed load, DELIVERIES/s or MIN_RATE msg/s, whichever is more.
+# steady NAME CLIENTS [ARGS...]: fixed load, DELIVERIES/s or MIN_RATE msg/s, whichever is more.
 steady() {
-    local rate=$((DELIVERIES / $2))
+    local name=$1 n=$2 rate=$((DELIVERIES / $2))
+    shift 2
     [ "$rate" -lt "$MIN_RATE" ] && rate=$MIN_RATE
-    lt "$1" steady --clients "$2" --rate "$rate" --duration "$DURATION" --report "$OUT/$1-steady-$2.html"
+    lt "$name" steady --clients "$n" --rate "$rate" --duration "$DURATION" --report "$OUT/$name-steady-$n.html" "$@"
+}
+
+# fallback_row: natter's HTTP fallback (issue 17) against the same natter: steady at
+# 1,000 clients reading GET /sse and posting with POST /send, labelled natter-sse so
+# the fallback table sets it beside natter's WebSocket steady 1000 (run here too if
+# LT_CLIENTS has no 1000).
+fallback_row() {
+    case " $CLIENTS " in
+    *" 1000 "*) ;;
+    *) steady natter 1000 ;;
+    esac
+    steady natter-sse 1000 --transport sse
 }
 
 # rooms NAME [ARGS...]: ROOMS_CLIENTS clients in ROOMS rooms at ROOMS_RATE, then the ramp.
@@ -244,6 +258,7 @@ for server in $SERVERS; do
         JOIN='{"type":"join","room":"$ROOM"}'
         MSG='{"type":"msg","room":"$ROOM","text":"$TEXT","id":"$ID"}'
         run_scenarios "$server"
+        fallback_row
         rooms "$server"
         stop
         api_rows
@@ -308,6 +323,10 @@ for server in $SERVERS; do
     inputs+=(--input "$server=$OUT/$server.jsonl")
 done
 "$LT" compare "${inputs[@]}" --ratio-to node --ratio-to ceiling --ratio-to socketio --ratio-to tokio | tee "$OUT/table.txt"
+if [ -s "$OUT/natter-sse.jsonl" ]; then
+    echo "HTTP fallback: natter over GET /sse + POST /send, beside natter over WebSocket (same server, same run)" | tee -a "$OUT/table.txt"
+    "$LT" compare --input natter-sse="$OUT/natter-sse.jsonl" --input natter="$OUT/natter.jsonl" --rows-of-first | tee -a "$OUT/table.txt"
+fi
 charts=()
 for server in $SERVERS; do
     [ -s "$OUT/$server.jsonl" ] && charts+=("$server=$OUT/$server.jsonl")

@@ -236,6 +236,10 @@ pub struct Args {
     /// (default: to every other label).
     #[arg(long)]
     pub ratio_to: Vec<String>,
+    /// compare: only the rows the first label has (one server's runs beside
+    /// the same rows of others, e.g. the fallback transport's).
+    #[arg(long)]
+    pub rows_of_first: bool,
     /// A name for how the server was run (e.g. fsync=always), shown after
     /// the scenario in the comparison table, so that one server's variants
     /// share its column.

@@ -148,6 +148,6 @@ fn compare(args: &Args) -> Result<(), String> {
         let values = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
         runs.push((label.to_string(), values));
     }
-    print!("{}", report::compare(&runs, &args.ratio_to));
+    print!("{}", report::compare(&runs, &args.ratio_to, args.rows_of_first));
     Ok(())
 }

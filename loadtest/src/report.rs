@@ -490,7 +490,8 @@ pub fn html(o: &Outcome, j: &Value) -> String {
 /// Side-by-side table from several runs: rows are (scenario, clients,
 /// headline metric), columns the labels in the order given, then the
 /// ratio of the first label to each of `ratio_to` (all others if empty).
-pub fn compare(runs: &[(String, Vec<Value>)], ratio_to: &[String]) -> String {
+/// With `rows_of_first`, only the rows the first label has a value in.
+pub fn compare(runs: &[(String, Vec<Value>)], ratio_to: &[String], rows_of_first: bool) -> String {
     let labels: Vec<&str> = runs.iter().map(|(l, _)| l.as_str()).collect();
     let others: Vec<&str> =
         labels.iter().skip(1).copied().filter(|l| ratio_to.is_empty() || ratio_to.iter().any(|r| r == l)).collect();
@@ -512,6 +513,9 @@ pub fn compare(runs: &[(String, Vec<Value>)], ratio_to: &[String]) -> String {
                 rows.entry(key).or_default().insert(label.as_str(), x);
             }
         }
+    }
+    if rows_of_first {
+        order.retain(|key| rows[key].contains_key(labels[0]));
     }
     let mut out = String::new();
     let _ = write!(out, "{:<24} {:>7} {:<22}", "scenario", "clients", "metric");
@@ -549,14 +553,22 @@ mod tests {
     fn compare_lines_up_labels_and_ratios() {
         let a = vec![json!({"scenario":"steady","clients":1000,"headline":{"p99_ms":10.0,"lost":0}})];
         let b = vec![json!({"scenario":"steady","clients":1000,"headline":{"p99_ms":5.0,"lost":0}})];
-        let t = compare(&[("natter".into(), a.clone()), ("node".into(), b.clone())], &[]);
+        let t = compare(&[("natter".into(), a.clone()), ("node".into(), b.clone())], &[], false);
         let line = t.lines().find(|l| l.contains("p99_ms")).unwrap();
         assert!(line.contains("10.0") && line.contains("5.0") && line.trim_end().ends_with("2.00"), "{line}");
         assert!(t.lines().find(|l| l.contains("lost")).unwrap().trim_end().ends_with('-'));
         let c = vec![json!({"scenario":"rooms","clients":10,"variant":"fsync=always","headline":{"p99_ms":4.0}})];
-        let t = compare(&[("natter".into(), a), ("node".into(), b), ("tokio".into(), c)], &["tokio".into()]);
+        let t = compare(
+            &[("natter".into(), a.clone()), ("node".into(), b), ("tokio".into(), c.clone())],
+            &["tokio".into()],
+            false,
+        );
         assert!(t.lines().next().unwrap().contains("natter/tokio") && !t.contains("natter/node"), "{t}");
         assert!(t.contains("rooms fsync=always"), "{t}");
+        let sse = vec![json!({"scenario":"steady","clients":1000,"headline":{"p99_ms":15.0}})];
+        let t = compare(&[("natter-sse".into(), sse), ("natter".into(), [a, c].concat())], &[], true);
+        assert_eq!(t.lines().count(), 2, "the header and natter-sse's one row: {t}");
+        assert!(t.lines().nth(1).unwrap().trim_end().ends_with("1.50"), "{t}");
     }
 
     #[test]
