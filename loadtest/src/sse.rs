@@ -221,30 +221,38 @@ pub struct Parser {
 impl Parser {
     /// The next item in `input` (consuming what it read), or None when
     /// `input` is used up; a line or event longer than `max` is an error.
-    pub fn next(&mut self, input: &mut &[u8], max: usize) -> Result<Option<Item<'_>>, &'static str> {
+    pub fn next<'s, 'b: 's>(&'s mut self, input: &mut &'b [u8], max: usize) -> Result<Option<Item<'s>>, &'static str> {
         if std::mem::take(&mut self.dispatched) {
             self.data.clear();
             self.kind.clear();
             self.has_data = false;
         }
         loop {
-            if self.skip_lf && !input.is_empty() {
+            let bytes: &'b [u8] = input;
+            if self.skip_lf && !bytes.is_empty() {
                 self.skip_lf = false;
-                if input[0] == b'\n' {
-                    *input = &input[1..];
+                if bytes[0] == b'\n' {
+                    *input = &bytes[1..];
+                    continue;
                 }
             }
-            let Some(end) = input.iter().position(|&b| b == b'\n' || b == b'\r') else {
-                if self.line.len() + input.len() > max {
+            let Some(end) = memchr::memchr2(b'\n', b'\r', bytes) else {
+                if self.line.len() + bytes.len() > max {
                     return Err("event over the size limit");
                 }
-                self.line.extend_from_slice(input);
+                self.line.extend_from_slice(bytes);
                 *input = &[];
                 return Ok(None);
             };
-            self.skip_lf = input[end] == b'\r';
-            let whole = &input[..end];
-            *input = &input[end + 1..];
+            if let Some(data) = self.whole_event(bytes, end, max)? {
+                *input = &bytes[end + 2..];
+                self.dispatched = true;
+                let kind = if self.kind.is_empty() { &b"message"[..] } else { &self.kind };
+                return Ok(Some(Item::Event { kind, data }));
+            }
+            self.skip_lf = bytes[end] == b'\r';
+            let whole = &bytes[..end];
+            *input = &bytes[end + 1..];
             let ready = if self.line.is_empty() {
                 self.take_line(whole, max)?
             } else {
@@ -265,6 +273,22 @@ impl Parser {
                 }
             }
         }
+    }
+
+    /// The common case without a copy: a lone `data` line whose event ends
+    /// right after it (`data: …\n\n`), all of it in `bytes` (the line ends
+    /// at `end`): its value, read in place.
+    fn whole_event<'b>(&self, bytes: &'b [u8], end: usize, max: usize) -> Result<Option<&'b [u8]>, &'static str> {
+        if !self.line.is_empty() || self.has_data || bytes[end] != b'\n' || bytes.get(end + 1) != Some(&b'\n') {
+            return Ok(None);
+        }
+        let Some(value) = bytes[..end].strip_prefix(b"data:") else {
+            return Ok(None);
+        };
+        if value.len() + 1 > max {
+            return Err("event over the size limit");
+        }
+        Ok(Some(value.strip_prefix(b" ").unwrap_or(value)))
     }
 
     /// Interpret one whole line.
