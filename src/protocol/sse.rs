@@ -3,8 +3,9 @@
 //! room cursors become its `id:` line, so `Last-Event-ID` can resume every room.
 //!
 //! An event is written as two parts: the stream's own `id:` line (its cursors, cached
-//! and rebuilt only when a cursor moves) and the shared `data:` part, built once per
-//! frame for every SSE receiver ([`Event::from_frame`]). This module never writes to a
+//! and rebuilt only when a cursor moves; for a stream in one room, the frame's shared
+//! line from [`Mark::msg`]) and the shared `data:` part, built once per frame for every
+//! SSE receiver ([`Event::from_frame`]). This module never writes to a
 //! socket and holds no connection state but [`Cursors`].
 
 use std::collections::BTreeMap;
@@ -21,8 +22,10 @@ use super::RoomName;
 pub enum Mark {
     /// Nothing to remember.
     None,
-    /// A live message: the room's cursor moves to `seq`.
-    Msg { room: String, seq: u64 },
+    /// A live message: the room's cursor moves to `seq`. `line` is the `id:` line of
+    /// a stream in this room alone (the common case), built once per frame
+    /// ([`Mark::msg`]) so that such streams share it instead of each formatting its own.
+    Msg { room: String, seq: u64, line: Bytes },
     /// A join's head: the cursor moves there once the history that follows is sent.
     Joined { room: String, head: u64 },
     /// A join's history; `last` is its newest message.
@@ -31,6 +34,14 @@ pub enum Mark {
     Answer(Bytes),
     /// A pong; its `t` (as JSON text) may be a `POST /send`'s barrier.
     Pong { t: String, json: Bytes },
+}
+
+impl Mark {
+    /// A live message's mark, with its shared one-room `id:` line.
+    pub fn msg(room: String, seq: u64) -> Mark {
+        let line = Bytes::from(format!("id: {room}={seq}\n"));
+        Mark::Msg { room, seq, line }
+    }
 }
 
 /// One server frame as an SSE event: `data: <json>\n\n` (or a comment, or the closing
@@ -109,7 +120,7 @@ fn mark(json: &[u8]) -> Mark {
     }
     let Ok(h) = serde_json::from_slice::<Head>(json) else { return Mark::None };
     match (h.kind.as_str(), h.room) {
-        ("msg", Some(room)) => h.seq.map_or(Mark::None, |seq| Mark::Msg { room, seq }),
+        ("msg", Some(room)) => h.seq.map_or(Mark::None, |seq| Mark::msg(room, seq)),
         ("joined", Some(room)) => Mark::Joined { room, head: h.head.unwrap_or(0) },
         ("history", Some(room)) => Mark::History { room, last: h.messages.and_then(|m| m.iter().map(|m| m.seq).max()) },
         ("ack" | "error", _) => Mark::Answer(Bytes::copy_from_slice(json)),
@@ -141,7 +152,13 @@ impl Cursors {
     /// Moves the cursors past an event about to be queued.
     pub fn apply(&mut self, mark: &Mark) {
         let moved = match mark {
-            Mark::Msg { room, seq } => self.advance(room, *seq),
+            Mark::Msg { room, seq, line } => {
+                if self.advance(room, *seq) {
+                    // In this room alone, the cursors' line is the frame's shared one.
+                    self.line = (self.seqs.len() == 1).then(|| line.clone());
+                }
+                false
+            }
             Mark::Joined { room, head } => {
                 self.heads.insert(room.clone(), *head);
                 false
@@ -234,7 +251,7 @@ mod tests {
         let f = wire::text_frame(br#"{"type":"msg","room":"lobby","seq":7,"text":"a\nb"}"#);
         let e = Event::from_frame(&f);
         assert_eq!(&e.data[..], b"data: {\"type\":\"msg\",\"room\":\"lobby\",\"seq\":7,\"text\":\"a\\nb\"}\n\n");
-        assert_eq!(e.mark, Mark::Msg { room: "lobby".into(), seq: 7 });
+        assert_eq!(e.mark, Mark::msg("lobby".into(), 7));
         assert_eq!(&Event::from_frame(&wire::ping_frame()).data[..], PING);
         let close = Event::from_frame(&wire::close_frame(1008, "slow consumer"));
         assert_eq!(&close.data[..], b"event: close\ndata: {\"code\":1008,\"reason\":\"slow consumer\"}\n\n");
@@ -249,12 +266,18 @@ mod tests {
         c.apply(&Mark::Joined { room: "b".into(), head: 9 });
         assert_eq!(&c.id_line()[..], b"id: \n", "the head counts only once the history is sent");
         c.apply(&Mark::History { room: "b".into(), last: Some(8) });
-        c.apply(&Mark::Msg { room: "a".into(), seq: 3 });
+        c.apply(&Mark::msg("a".into(), 3));
         assert_eq!(&c.id_line()[..], b"id: a=3,b=9\n");
-        c.apply(&Mark::Msg { room: "a".into(), seq: 2 });
+        c.apply(&Mark::msg("a".into(), 2));
         assert_eq!(&c.id_line()[..], b"id: a=3,b=9\n", "never backwards");
         c.forget("b");
         assert_eq!(&c.id_line()[..], b"id: a=3\n");
+        // A stream in one room takes the frame's line as it is: same bytes, not rebuilt.
+        let mark = Mark::msg("a".into(), 4);
+        c.apply(&mark);
+        let Mark::Msg { line, .. } = &mark else { unreachable!() };
+        assert_eq!((c.id_line(), c.id_line().as_ptr()), (line.clone(), line.as_ptr()));
+        assert_eq!(&line[..], b"id: a=4\n");
     }
 
     #[test]
