@@ -3,9 +3,9 @@
 //! room cursors become its `id:` line, so `Last-Event-ID` can resume every room.
 //!
 //! An event is written as two parts: the stream's own `id:` line (its cursors, cached
-//! and rebuilt only when a cursor moves; for a stream in one room, the frame's shared
-//! line from [`Mark::msg`]) and the shared `data:` part, built once per frame for every
-//! SSE receiver ([`Event::from_frame`]). This module never writes to a
+//! and rebuilt only when a cursor moves) and the shared `data:` part, built once per
+//! frame for every SSE receiver ([`Event::from_frame`]). A live message is also built
+//! whole ([`Event::lone`]) for streams in its room alone, who share it as one part. This module never writes to a
 //! socket and holds no connection state but [`Cursors`].
 
 use std::collections::BTreeMap;
@@ -50,6 +50,10 @@ impl Mark {
 pub struct Event {
     pub data: Bytes,
     pub mark: Mark,
+    /// A live message's whole event for a stream in its room alone: the mark's `id:`
+    /// line and `data` in one buffer (`data` is a slice of it), queued as one part
+    /// like a WebSocket frame.
+    pub lone: Option<Bytes>,
 }
 
 /// The comment sent for a heartbeat Ping: it keeps proxies from timing the stream out.
@@ -83,18 +87,27 @@ impl Event {
                 let reason = String::from_utf8_lossy(p.get(2..).unwrap_or_default());
                 close_event(code, &reason)
             }
-            _ => Event { data: Bytes::from_static(PING), mark: Mark::None },
+            _ => Event { data: Bytes::from_static(PING), mark: Mark::None, lone: None },
         }
     }
 
     /// A `data:` event for one JSON payload (a server frame's, never containing a raw
     /// newline: serde escapes them).
     pub fn data(json: Bytes) -> Event {
-        let mut buf = BytesMut::with_capacity(json.len() + 8);
+        let mark = mark(&json);
+        let id: &[u8] = match &mark {
+            Mark::Msg { line, .. } => line,
+            _ => b"",
+        };
+        let mut buf = BytesMut::with_capacity(id.len() + json.len() + 8);
+        buf.put_slice(id);
         buf.put_slice(b"data: ");
         buf.put_slice(&json);
         buf.put_slice(b"\n\n");
-        Event { mark: mark(&json), data: buf.freeze() }
+        let whole = buf.freeze();
+        let data = whole.slice(id.len()..);
+        let lone = (!id.is_empty()).then_some(whole);
+        Event { data, mark, lone }
     }
 }
 
@@ -102,7 +115,7 @@ impl Event {
 /// a WebSocket close frame would carry.
 pub fn close_event(code: u16, reason: &str) -> Event {
     let json = serde_json::json!({ "code": code, "reason": reason }).to_string();
-    Event { data: Bytes::from(format!("event: close\ndata: {json}\n\n")), mark: Mark::None }
+    Event { data: Bytes::from(format!("event: close\ndata: {json}\n\n")), mark: Mark::None, lone: None }
 }
 
 /// True for the bytes that end an event (every part but an `id:` line does).
@@ -149,15 +162,19 @@ impl Cursors {
         Cursors { seqs, ..Cursors::default() }
     }
 
-    /// Moves the cursors past an event about to be queued.
-    pub fn apply(&mut self, mark: &Mark) {
+    /// Moves the cursors past an event about to be queued. True when the stream's
+    /// `id:` line is now the live message's own (a stream in that room alone, the
+    /// common case): its [`Event::lone`] may then be queued whole.
+    pub fn apply(&mut self, mark: &Mark) -> bool {
         let moved = match mark {
             Mark::Msg { room, seq, line } => {
-                if self.advance(room, *seq) {
-                    // In this room alone, the cursors' line is the frame's shared one.
-                    self.line = (self.seqs.len() == 1).then(|| line.clone());
+                if !self.advance(room, *seq) {
+                    return false;
                 }
-                false
+                // In this room alone, the cursors' line is the frame's shared one.
+                let lone = self.seqs.len() == 1;
+                self.line = lone.then(|| line.clone());
+                return lone;
             }
             Mark::Joined { room, head } => {
                 self.heads.insert(room.clone(), *head);
@@ -173,6 +190,7 @@ impl Cursors {
         if moved {
             self.line = None;
         }
+        false
     }
 
     fn advance(&mut self, room: &str, seq: u64) -> bool {
@@ -266,18 +284,23 @@ mod tests {
         c.apply(&Mark::Joined { room: "b".into(), head: 9 });
         assert_eq!(&c.id_line()[..], b"id: \n", "the head counts only once the history is sent");
         c.apply(&Mark::History { room: "b".into(), last: Some(8) });
-        c.apply(&Mark::msg("a".into(), 3));
+        assert_eq!(&c.id_line()[..], b"id: b=9\n");
+        assert!(!c.apply(&Mark::msg("a".into(), 3)), "two rooms: not the message's own line");
         assert_eq!(&c.id_line()[..], b"id: a=3,b=9\n");
-        c.apply(&Mark::msg("a".into(), 2));
+        assert!(!c.apply(&Mark::msg("a".into(), 2)));
         assert_eq!(&c.id_line()[..], b"id: a=3,b=9\n", "never backwards");
         c.forget("b");
         assert_eq!(&c.id_line()[..], b"id: a=3\n");
         // A stream in one room takes the frame's line as it is: same bytes, not rebuilt.
-        let mark = Mark::msg("a".into(), 4);
-        c.apply(&mark);
-        let Mark::Msg { line, .. } = &mark else { unreachable!() };
+        let e = Event::from_frame(&wire::text_frame(br#"{"type":"msg","room":"a","seq":4}"#));
+        assert!(c.apply(&e.mark));
+        let Mark::Msg { line, .. } = &e.mark else { unreachable!() };
         assert_eq!((c.id_line(), c.id_line().as_ptr()), (line.clone(), line.as_ptr()));
-        assert_eq!(&line[..], b"id: a=4\n");
+        let lone = e.lone.expect("a live message has its one-room event");
+        assert_eq!(&lone[..], b"id: a=4\ndata: {\"type\":\"msg\",\"room\":\"a\",\"seq\":4}\n\n");
+        assert_eq!(&lone[line.len()..], &e.data[..]);
+        assert!(!c.apply(&e.mark), "seen: the cursor does not move, the line stays");
+        assert_eq!(&c.id_line()[..], b"id: a=4\n");
     }
 
     #[test]
