@@ -1,7 +1,8 @@
 //! One WebSocket connection's thread: the handshake, the `welcome`, then a blocking
 //! read loop that turns frames into validated [`ClientMsg`]s for the dispatcher.
 //! A request for the fallback transport (`/sse`, `/send`) is handed to [`super::sse`]
-//! or [`super::send`] instead, once [`plain::read_route`] has read its head.
+//! or [`super::send`] instead, once [`plain::read_route`] has read its head; after a
+//! `/send` the connection may carry the client's next request (keep-alive).
 //!
 //! The thread owns its tungstenite `WebSocket` for reading only: every byte it sends
 //! (pong, error, close) goes through the shared [`Conn`] outbox, so it and the
@@ -144,13 +145,9 @@ pub fn run(conn: Arc<Conn>, ctx: &ConnContext, mut slot: Slot) {
                 return;
             }
         },
-        None => match plain::read_route(&conn) {
+        None => match serve_plain(&conn, ctx) {
+            Some(replay) => (None, replay),
             None => return,
-            Some(Route::WebSocket(bytes)) => (None, bytes),
-            Some(Route::Sse(req)) => return crate::transport::sse::run(conn, ctx, &req),
-            Some(Route::Send(req, body)) => return crate::transport::send::run(&conn, ctx, &req, body),
-            Some(Route::Preflight(req)) => return plain::preflight(&conn, &req, cfg, &ctx.metrics),
-            Some(Route::Refused(r)) => return plain::refuse(&conn, &r, None, &ctx.metrics),
         },
     };
     let Some((mut ws, admitted)) = handshake(&conn, ctx, early, replay, &mut slot) else {
@@ -170,6 +167,33 @@ pub fn run(conn: Arc<Conn>, ctx: &ConnContext, mut slot: Slot) {
     let _ = ctx.commands.send(Command::Gone { conn: conn.id });
     ctx.metrics.close(reason);
     finish(&conn, reason);
+}
+
+/// Serves the fallback transport's requests on a plain connection, the next one too
+/// while a `POST /send` keeps the connection alive. Returns the bytes read of a
+/// WebSocket upgrade request (replayed to the handshake), or None once served.
+fn serve_plain(conn: &Arc<Conn>, ctx: &ConnContext) -> Option<Vec<u8>> {
+    let cfg = &ctx.cfg;
+    let mut next = Vec::new();
+    loop {
+        let route = plain::read_route(conn, next)?;
+        let _ = conn.stream().set_read_timeout(Some(cfg.handshake_timeout));
+        match route {
+            Route::WebSocket(bytes) => return Some(bytes),
+            Route::Sse(req) => crate::transport::sse::run(conn.clone(), ctx, &req),
+            Route::Send(req, body) => {
+                if let Some(rest) = crate::transport::send::run(conn, ctx, &req, body) {
+                    // Kept alive: the next request may take as long as an idle HTTP connection.
+                    let _ = conn.stream().set_read_timeout(Some(cfg.http_idle_timeout));
+                    next = rest;
+                    continue;
+                }
+            }
+            Route::Preflight(req) => plain::preflight(conn, &req, cfg, &ctx.metrics),
+            Route::Refused(r) => plain::refuse(conn, &r, None, &ctx.metrics),
+        }
+        return None;
+    }
 }
 
 /// The first frame of every connection, on either transport.

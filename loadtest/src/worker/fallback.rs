@@ -9,9 +9,9 @@
 //! slot with [`POST_BIT`] set. It carries one request at a time: what the
 //! client sends meanwhile waits, bounded, and goes out as one JSON array in
 //! the next request, as a browser's fallback would batch. The connection is
-//! kept alive unless the server says `Connection: close` (natter does: then
-//! each POST has its own). Every answer is counted; a failed POST's
-//! messages are not retried — the ledger shows them lost.
+//! kept alive unless the server says `Connection: close` (then the next POST
+//! opens its own). Every answer is counted; a failed POST's messages are not
+//! retried — the ledger shows them lost.
 
 use super::{on_text, Conn, Ctx, State, Worker, CLOSE_GRACE_NS, MAX_FRAME};
 use crate::sse::{self, Dechunk, Framing, Head, Item, Parsed, Parser};
