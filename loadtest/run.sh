@@ -7,11 +7,12 @@
 # the Socket.IO peer and the tokio peer one after another on free loopback
 # ports, runs the same scenarios against each with natter-loadtest (one room
 # for natter, node and the ceiling; many rooms for natter, Socket.IO and
-# tokio; idle memory for all), and prints one table with natter's ratios to
-# the others and natter-tls's to natter. Every server it starts is stopped by
-# PID on exit. natter also gets the scroll-back row: steady in a room
-# natter-seed filled with a million messages, without and with a hundred
-# clients paging back through it. Takes about 10 minutes with the defaults;
+# tokio; idle memory for all; natter's HTTP fallback at 1,000 clients), and
+# prints one table with natter's ratios to the others and natter-tls's to
+# natter, then the fallback's beside natter's WebSocket. Every server it starts
+# is stopped by PID on exit. natter also gets the scroll-back row: steady in a
+# room natter-seed filled with a million messages, without and with a hundred
+# clients paging back through it. Takes about 12 minutes with the defaults;
 # the LT_* variables below make it bigger or longer.
 #
 # Results: $LT_OUT/<server>.jsonl (one JSON object per run), <server>.log
@@ -133,11 +134,24 @@ lt() {
     fi
 }
 
-# steady NAME CLIENTS: fixed load, DELIVERIES/s or MIN_RATE msg/s, whichever is more.
+# steady NAME CLIENTS [ARGS...]: fixed load, DELIVERIES/s or MIN_RATE msg/s, whichever is more.
 steady() {
-    local rate=$((DELIVERIES / $2))
+    local name=$1 n=$2 rate=$((DELIVERIES / $2))
+    shift 2
     [ "$rate" -lt "$MIN_RATE" ] && rate=$MIN_RATE
-    lt "$1" steady --clients "$2" --rate "$rate" --duration "$DURATION" --report "$OUT/$1-steady-$2.html"
+    lt "$name" steady --clients "$n" --rate "$rate" --duration "$DURATION" --report "$OUT/$name-steady-$n.html" "$@"
+}
+
+# fallback_row: natter's HTTP fallback (issue 17) against the same natter: steady at
+# 1,000 clients reading GET /sse and posting with POST /send, labelled natter-sse so
+# the fallback table sets it beside natter's WebSocket steady 1000 (run here too if
+# LT_CLIENTS has no 1000).
+fallback_row() {
+    case " $CLIENTS " in
+    *" 1000 "*) ;;
+    *) steady natter 1000 ;;
+    esac
+    steady natter-sse 1000 --transport sse
 }
 
 # ramp NAME: RAMP_CLIENTS clients, the rate doubling every step until p99 passes the bound or one is lost.
@@ -287,6 +301,7 @@ for server in $SERVERS; do
         JOIN='{"type":"join","room":"$ROOM"}'
         MSG='{"type":"msg","room":"$ROOM","text":"$TEXT","id":"$ID"}'
         run_scenarios "$server"
+        fallback_row
         rooms "$server"
         stop
         scrollback_rows
@@ -377,6 +392,10 @@ for server in $SERVERS; do
 done
 "$LT" compare "${inputs[@]}" --ratio-to node --ratio-to ceiling --ratio-to socketio --ratio-to tokio "${ratios[@]}" \
     | tee "$OUT/table.txt"
+if [ -s "$OUT/natter-sse.jsonl" ]; then
+    echo "HTTP fallback: natter over GET /sse + POST /send, beside natter over WebSocket (same server, same run)" | tee -a "$OUT/table.txt"
+    "$LT" compare --input natter-sse="$OUT/natter-sse.jsonl" --input natter="$OUT/natter.jsonl" --rows-of-first | tee -a "$OUT/table.txt"
+fi
 charts=()
 for server in $SERVERS; do
     [ -s "$OUT/$server.jsonl" ] && charts+=("$server=$OUT/$server.jsonl")

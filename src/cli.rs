@@ -216,7 +216,8 @@ pub struct ServeArgs {
     /// Milliseconds a client has to send a request head (TLS handshake included).
     #[arg(long, default_value_t = 10_000)]
     pub http_head_timeout_ms: u64,
-    /// Milliseconds an idle keep-alive HTTP connection stays open.
+    /// Milliseconds an idle keep-alive HTTP connection stays open (page port, and
+    /// `POST /send` connections on the WebSocket port).
     #[arg(long, default_value_t = 30_000)]
     pub http_idle_timeout_ms: u64,
     /// Address of the admin listener: /metrics (and /healthz). Keep it off the internet.

@@ -159,7 +159,8 @@ pub struct Config {
     /// Time a client has to send a whole request head (and finish TLS, and read the
     /// response): slowloris clients are cut here.
     pub http_head_timeout: Duration,
-    /// Time an idle keep-alive HTTP connection stays open between requests.
+    /// Time an idle keep-alive HTTP connection stays open between requests: on the
+    /// page port, and a `POST /send` connection on the WebSocket port.
     pub http_idle_timeout: Duration,
 
     /// Reverse proxies whose `X-Forwarded-For` / `X-Real-IP` name the client

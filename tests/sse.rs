@@ -43,13 +43,37 @@ fn request(addr: SocketAddr, head: &str, body: &[u8]) -> TcpStream {
 }
 
 /// Reads a whole response: (status, headers, body).
-fn response(mut s: TcpStream) -> (u16, String, String) {
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let out = String::from_utf8_lossy(&out).into_owned();
-    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-    (status, head.to_owned(), body.to_owned())
+fn response(s: TcpStream) -> (u16, String, String) {
+    read_response(&mut BufReader::new(s))
+}
+
+/// Reads one response off a connection that may stay open: the head, then
+/// `Content-Length` bytes of body (or everything up to the end without one).
+fn read_response(reader: &mut BufReader<TcpStream>) -> (u16, String, String) {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let length = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok())?
+    });
+    let mut body = Vec::new();
+    match length {
+        Some(n) => {
+            body.resize(n, 0);
+            reader.read_exact(&mut body).expect("the whole body");
+        }
+        None => {
+            let _ = reader.read_to_end(&mut body);
+        }
+    }
+    (status, head, String::from_utf8_lossy(&body).into_owned())
 }
 
 /// `GET /sse` with extra header lines; returns the stream after the response head,
@@ -400,6 +424,67 @@ fn bad_posts_get_4xx_or_clean_errors_and_the_stream_lives_on() {
     // The stream is still there and says the same.
     assert_eq!(alice.expect("error")["code"], "not_joined");
     assert_eq!(alice.post(json!({"type": "ping", "t": 7}))[0], json!({"type": "pong", "t": 7}));
+}
+
+/// `POST /send` of `body` into `session`, as bytes, with `extra` header lines.
+fn post_request(session: &str, body: &Value, extra: &str) -> String {
+    let body = body.to_string();
+    format!("POST /send?session={session} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n{extra}\r\n{body}", body.len())
+}
+
+#[test]
+fn posts_keep_their_connection_until_it_idles_or_the_client_closes() {
+    let server = TestServer::start_with(|c| {
+        unlimited_rate(c);
+        c.http_idle_timeout = std::time::Duration::from_millis(300);
+    });
+    let mut alice = Sse::connect(&server, "alice");
+    let mut s = request(server.ws, &post_request(&alice.session, &json!({"type": "join", "room": "lobby"}), ""), b"");
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    let (status, head, body) = read_response(&mut reader);
+    assert_eq!((status, body.as_str()), (200, "[]"));
+    assert!(head.contains("Connection: keep-alive"), "{head}");
+    alice.expect("history");
+    // The next POST on the same connection, then two sent in one write (pipelined).
+    s.write_all(post_request(&alice.session, &ws_msg("lobby", "one", "k1"), "").as_bytes()).unwrap();
+    assert!(read_response(&mut reader).2.contains("\"id\":\"k1\""));
+    let two = post_request(&alice.session, &ws_msg("lobby", "two", "k2"), "")
+        + &post_request(&alice.session, &ws_msg("lobby", "three", "k3"), "");
+    s.write_all(two.as_bytes()).unwrap();
+    for id in ["k2", "k3"] {
+        let (status, _, body) = read_response(&mut reader);
+        assert!(status == 200 && body.contains(&format!("\"id\":\"{id}\"")), "{id}: {status} {body}");
+    }
+    let mut texts = Vec::new();
+    while texts.len() < 3 {
+        let v = alice.next();
+        if v["type"] == "msg" {
+            texts.push((v["seq"].as_u64().unwrap(), v["text"].as_str().unwrap().to_owned()));
+        }
+    }
+    assert_eq!(texts, [(1, "one".into()), (2, "two".into()), (3, "three".into())]);
+    // A client that says close gets its answer, then the end.
+    let close = post_request(&alice.session, &json!({"type": "ping", "t": 1}), "Connection: close\r\n");
+    s.write_all(close.as_bytes()).unwrap();
+    let (status, head, _) = read_response(&mut reader);
+    assert!(status == 200 && head.contains("Connection: close"), "{head}");
+    assert_eq!(reader.read(&mut [0u8; 1]).unwrap(), 0, "closed after the answer");
+
+    // Any request may follow a POST, a stream too; an idle connection is closed.
+    let mut s = request(server.ws, &post_request(&alice.session, &json!({"type": "ping"}), ""), b"");
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    assert_eq!(read_response(&mut reader).0, 200);
+    s.write_all(b"GET /sse?name=bob HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    drop((s, reader));
+    let s = request(server.ws, &post_request(&alice.session, &json!({"type": "ping"}), ""), b"");
+    let mut reader = BufReader::new(s);
+    assert_eq!(read_response(&mut reader).0, 200);
+    let idle = std::time::Instant::now();
+    assert_eq!(reader.read(&mut [0u8; 1]).unwrap(), 0, "an idle connection is closed");
+    assert!(idle.elapsed() < WAIT, "by the idle timeout, not the test's");
 }
 
 #[test]

@@ -28,6 +28,25 @@ pub enum Scenario {
     Compare,
 }
 
+/// How clients reach the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Transport {
+    /// A WebSocket to each --url.
+    Ws,
+    /// natter's HTTP fallback: each client reads `GET /sse` (with the query
+    /// of --url) and posts its join and messages with `POST /send`.
+    Sse,
+}
+
+impl Transport {
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Ws => "ws",
+            Transport::Sse => "sse",
+        }
+    }
+}
+
 impl Scenario {
     pub fn name(self) -> &'static str {
         match self {
@@ -112,6 +131,10 @@ pub struct Args {
     /// templates like `42["msg",{"room":"$ROOM","text":"$TEXT"}]`.
     #[arg(long)]
     pub engine_io: bool,
+    /// `ws`, or `sse` for natter's HTTP fallback (same --url, `/ws` becomes
+    /// `/sse`; one POST in flight per client, what waits batched into it).
+    #[arg(long, value_enum, default_value = "ws")]
+    pub transport: Transport,
     /// Frame sent after the handshake; empty for servers without rooms.
     #[arg(long, default_value = r#"{"type":"join","room":"$ROOM"}"#)]
     pub join: String,
@@ -222,6 +245,10 @@ pub struct Args {
     /// `natter-tls/natter`, what TLS costs); repeat.
     #[arg(long = "ratio", value_name = "NUM/DEN", value_parser = label_pair)]
     pub ratios: Vec<(String, String)>,
+    /// compare: only the rows the first label has (one server's runs beside
+    /// the same rows of others, e.g. the fallback transport's).
+    #[arg(long)]
+    pub rows_of_first: bool,
     /// A name for how the server was run (e.g. fsync=always), shown after
     /// the scenario in the comparison table, so that one server's variants
     /// share its column.

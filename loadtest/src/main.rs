@@ -7,7 +7,8 @@
 //! `worker` (one mio event loop owning many connections) · `fleet` (the
 //! coordinator's handle on the workers) · `scenario` (steady, ramp, connect,
 //! idle, churn, shootout) · `report` (summary, JSON, HTML/SVG, comparison) ·
-//! `rooms` (room membership and per-room accounting) · `witness` (the
+//! `rooms` (room membership and per-room accounting) · `sse` (natter's HTTP
+//! fallback: request, response and event-stream bytes) · `witness` (the
 //! independent client that checks the tester) · `tls` (`wss://` clients and
 //! their certificate checks) · `scrollback` (clients paging back through history
 //! beside the fleet) ·
@@ -22,6 +23,7 @@ mod report;
 mod rooms;
 mod scenario;
 mod scrollback;
+mod sse;
 mod stats;
 mod sys;
 mod tls;
@@ -63,6 +65,9 @@ fn run(args: &Args) -> Result<(), String> {
     if needed + 64 > nofile {
         eprintln!("warning: {needed} clients need more descriptors than the limit of {nofile}");
     }
+    if args.engine_io && args.transport == cli::Transport::Sse {
+        return Err("--engine-io speaks inside a WebSocket: not with --transport sse".into());
+    }
     let ca = args.ca.as_deref().map(tls::Ca::load).transpose()?;
     let targets = args
         .urls
@@ -96,6 +101,7 @@ fn run(args: &Args) -> Result<(), String> {
         next_index: Default::default(),
         filter: worker::Filter::Except(witness::STREAM),
         engine_io: args.engine_io,
+        transport: args.transport,
         run_id,
         progress: Arc::default(),
         board: Arc::new(worker::Board::new(args.in_flight.max(1) as usize)),
@@ -130,7 +136,8 @@ fn run(args: &Args) -> Result<(), String> {
         p.stop();
         eprintln!("natter-loadtest: background API posts: {posted} stored, {failed} failed");
     }
-    let j = report::to_json(&outcome, &args.label, args.variant.as_deref(), &tester);
+    let mut j = report::to_json(&outcome, &args.label, args.variant.as_deref(), &tester);
+    j["transport"] = args.transport.name().into();
     if args.json {
         println!("{j}");
     } else {
@@ -159,6 +166,6 @@ fn compare(args: &Args) -> Result<(), String> {
         let values = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
         runs.push((label.to_string(), values));
     }
-    print!("{}", report::compare(&runs, &args.ratio_to, &args.ratios));
+    print!("{}", report::compare(&runs, &args.ratio_to, &args.ratios, args.rows_of_first));
     Ok(())
 }

@@ -59,7 +59,7 @@ pub fn quantiles_ms(h: &Histogram<u64>) -> Value {
 /// The run as one JSON object.
 pub fn to_json(o: &Outcome, label: &str, variant: Option<&str>, tester: &Tester) -> Value {
     let s = &o.stats;
-    json!({
+    let mut j = json!({
         "label": label,
         "scenario": o.scenario.name(),
         "variant": variant,
@@ -105,7 +105,11 @@ pub fn to_json(o: &Outcome, label: &str, variant: Option<&str>, tester: &Tester)
         "steps": o.steps,
         "tester": tester.to_json(s.send_behind > 0),
         "notes": o.notes,
-    })
+    });
+    // Apart: one more key in the macro above passes its recursion limit.
+    j["posts"] = s.posts.into();
+    j["posts_failed"] = s.posts_failed.into();
+    j
 }
 
 fn tallies(v: &Value) -> String {
@@ -210,6 +214,9 @@ pub fn summary(j: &Value) -> String {
         tallies(&j["violations"]),
         j["pings"]
     );
+    if j["transport"] == "sse" {
+        let _ = writeln!(out, "fallback      POST /send answered 2xx {}, failed {}", j["posts"], j["posts_failed"]);
+    }
     if let Some(r) = j["server_rss_kib"].as_object() {
         let _ = writeln!(out, "server RSS    {} KiB before, {} KiB after", r["before"], r["after"]);
     }
@@ -485,8 +492,14 @@ pub fn html(o: &Outcome, j: &Value) -> String {
 /// Side-by-side table from several runs: rows are (scenario, clients,
 /// headline metric), columns the labels in the order given, then the
 /// ratio of the first label to each of `ratio_to` (all others if empty),
-/// then each `(numerator, denominator)` of `ratios`.
-pub fn compare(runs: &[(String, Vec<Value>)], ratio_to: &[String], ratios: &[(String, String)]) -> String {
+/// then each `(numerator, denominator)` of `ratios`. With `rows_of_first`, only
+/// the rows the first label has a value in.
+pub fn compare(
+    runs: &[(String, Vec<Value>)],
+    ratio_to: &[String],
+    ratios: &[(String, String)],
+    rows_of_first: bool,
+) -> String {
     let labels: Vec<&str> = runs.iter().map(|(l, _)| l.as_str()).collect();
     let mut pairs: Vec<(&str, &str)> = labels
         .iter()
@@ -513,6 +526,9 @@ pub fn compare(runs: &[(String, Vec<Value>)], ratio_to: &[String], ratios: &[(St
                 rows.entry(key).or_default().insert(label.as_str(), x);
             }
         }
+    }
+    if rows_of_first {
+        order.retain(|key| rows[key].contains_key(labels[0]));
     }
     let mut out = String::new();
     let _ = write!(out, "{:<24} {:>7} {:<22}", "scenario", "clients", "metric");
@@ -550,20 +566,24 @@ mod tests {
     fn compare_lines_up_labels_and_ratios() {
         let a = vec![json!({"scenario":"steady","clients":1000,"headline":{"p99_ms":10.0,"lost":0}})];
         let b = vec![json!({"scenario":"steady","clients":1000,"headline":{"p99_ms":5.0,"lost":0}})];
-        let t = compare(&[("natter".into(), a.clone()), ("node".into(), b.clone())], &[], &[]);
+        let t = compare(&[("natter".into(), a.clone()), ("node".into(), b.clone())], &[], &[], false);
         let line = t.lines().find(|l| l.contains("p99_ms")).unwrap();
         assert!(line.contains("10.0") && line.contains("5.0") && line.trim_end().ends_with("2.00"), "{line}");
         assert!(t.lines().find(|l| l.contains("lost")).unwrap().trim_end().ends_with('-'));
         let c = vec![json!({"scenario":"rooms","clients":10,"variant":"fsync=always","headline":{"p99_ms":4.0}})];
-        let runs = [("natter".into(), a), ("node".into(), b), ("tokio".into(), c)];
-        let t = compare(&runs, &["tokio".into()], &[]);
+        let runs = [("natter".into(), a.clone()), ("node".into(), b), ("tokio".into(), c.clone())];
+        let t = compare(&runs, &["tokio".into()], &[], false);
         assert!(t.lines().next().unwrap().contains("natter/tokio") && !t.contains("natter/node"), "{t}");
         assert!(t.contains("rooms fsync=always"), "{t}");
         // A pair of the caller's choosing: node's p99 over natter's.
-        let t = compare(&runs, &["tokio".into()], &[("node".into(), "natter".into())]);
+        let t = compare(&runs, &["tokio".into()], &[("node".into(), "natter".into())], false);
         assert!(t.lines().next().unwrap().trim_end().ends_with("node/natter"), "{t}");
         let line = t.lines().find(|l| l.contains("p99_ms")).unwrap();
         assert!(line.trim_end().ends_with("0.50"), "{line}");
+        let sse = vec![json!({"scenario":"steady","clients":1000,"headline":{"p99_ms":15.0}})];
+        let t = compare(&[("natter-sse".into(), sse), ("natter".into(), [a, c].concat())], &[], &[], true);
+        assert_eq!(t.lines().count(), 2, "the header and natter-sse's one row: {t}");
+        assert!(t.lines().nth(1).unwrap().trim_end().ends_with("1.50"), "{t}");
     }
 
     #[test]

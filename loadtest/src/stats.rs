@@ -72,7 +72,12 @@ pub struct Stats {
     pub dropped: BTreeMap<String, u64>,
     /// Protocol violations by the server, by kind.
     pub violations: BTreeMap<String, u64>,
+    /// Heartbeats: WebSocket pings, or SSE comments.
     pub pings: u64,
+    /// `--transport sse`: POSTs answered 2xx, and POSTs that failed (their
+    /// status in `server_errors`, a broken connection in `dropped`).
+    pub posts: u64,
+    pub posts_failed: u64,
     pub not_json: u64,
     pub binary: u64,
     /// Ledger gap ranges forgotten (bounded memory); 0 in any sane run.
@@ -107,6 +112,8 @@ impl Default for Stats {
             dropped: BTreeMap::new(),
             violations: BTreeMap::new(),
             pings: 0,
+            posts: 0,
+            posts_failed: 0,
             not_json: 0,
             binary: 0,
             gaps_forgotten: 0,
@@ -168,6 +175,8 @@ impl Stats {
         merge_tallies(&mut self.dropped, &o.dropped);
         merge_tallies(&mut self.violations, &o.violations);
         self.pings += o.pings;
+        self.posts += o.posts;
+        self.posts_failed += o.posts_failed;
         self.not_json += o.not_json;
         self.binary += o.binary;
         self.gaps_forgotten += o.gaps_forgotten;

@@ -175,6 +175,12 @@ impl Stream {
         self.tcp().peer_addr()
     }
 
+    /// Shuts the socket down (a TLS session's end is the socket's too: the
+    /// tester never reuses one).
+    pub fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
+        self.tcp().shutdown(how)
+    }
+
     /// Whether a read would return more now, whatever the socket says: a TLS
     /// session that reached its end (close_notify, or the socket's EOF read in
     /// the same call as the last data) or holds ciphertext it could not

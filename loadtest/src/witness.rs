@@ -65,6 +65,7 @@ impl Witness {
             next_index: Default::default(),
             filter: if listen { Filter::All } else { Filter::Only(STREAM) },
             engine_io: args.engine_io,
+            transport: args.transport,
             run_id,
             progress: Arc::default(),
             board: Arc::new(Board::new(1)),

@@ -7,6 +7,7 @@
 //! shared [`Progress`] counters. Every loop it runs is bounded: reads per
 //! wake-up, sends per tick, connects in flight, handshake and close time.
 
+use crate::cli::Transport;
 use crate::ledger::{Arrival, Ledger};
 use crate::probe::{classify, Probe, Seen, Template};
 use crate::rooms::{room_of, Census, RoomTally};
@@ -15,12 +16,15 @@ use crate::sys::{defer_next_ack, now_ns, thread_cpu};
 use crate::tls::{self, Stream};
 use crate::ws::{self, check_upgrade, decode, Decoded, Target, Upgrade};
 use crossbeam_channel::{Receiver, Sender};
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
+
+mod fallback;
+use fallback::{Fallback, POST_BIT};
 
 const WAKER: Token = Token(usize::MAX);
 /// Reads of one socket per wake-up before it yields to the others.
@@ -62,6 +66,8 @@ pub struct Setup {
     /// Speak Engine.IO/Socket.IO inside the WebSocket: `40` to connect,
     /// the join only after the server's `40`, `3` for every ping `2`.
     pub engine_io: bool,
+    /// WebSocket, or natter's HTTP fallback (`worker/fallback.rs`).
+    pub transport: Transport,
     pub run_id: u64,
     pub progress: Arc<Progress>,
     pub board: Arc<Board>,
@@ -175,6 +181,8 @@ struct Conn {
     index: u32,
     /// Index into [`Setup::rooms`].
     room: u32,
+    /// `--transport sse`: the stream's parser and the POST connection.
+    fallback: Option<Box<Fallback>>,
 }
 
 struct SendPlan {
@@ -207,6 +215,8 @@ struct Ctx {
     text: String,
     /// Probes sent per room since the last `ResetLedgers`.
     room_sent: Vec<u64>,
+    /// The worker's poll, for connections opened while handling others.
+    registry: Registry,
 }
 
 pub struct Worker {
@@ -239,6 +249,7 @@ pub fn spawn(
 ) -> std::io::Result<(Sender<Cmd>, Arc<Waker>, std::thread::JoinHandle<()>)> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    let registry = poll.registry().try_clone()?;
     let (tx, rx) = crossbeam_channel::unbounded();
     let seed = now_ns() ^ ((index as u64 + 1) << 40) | 1;
     let mut worker = Worker {
@@ -264,6 +275,7 @@ pub fn spawn(
             phase_start_ns: 0,
             text: String::new(),
             room_sent: Vec::new(),
+            registry,
         },
         cpu_start: Duration::ZERO,
     };
@@ -306,6 +318,10 @@ impl Worker {
                     continue;
                 }
                 let slot = ev.token().0;
+                if slot & POST_BIT != 0 {
+                    self.on_post_event(slot & !POST_BIT, ev);
+                    continue;
+                }
                 if ev.is_writable() || ev.is_write_closed() {
                     self.on_writable(slot);
                 }
@@ -506,6 +522,7 @@ impl Worker {
             joined: false,
             index,
             room,
+            fallback: (setup.transport == Transport::Sse).then(|| Box::new(Fallback::new(slot))),
         });
         self.deadlines.push_back((now + HANDSHAKE_TIMEOUT_NS, slot));
         self.in_flight += 1;
@@ -525,6 +542,9 @@ impl Worker {
     fn drop_conn(&mut self, slot: usize) {
         if let Some(mut c) = self.conns[slot].take() {
             let _ = self.poll.registry().deregister(&mut c.stream);
+            if let Some(f) = c.fallback.as_mut() {
+                f.close(self.poll.registry());
+            }
             if matches!(c.state, State::Open) {
                 let open = if c.counted { &self.ctx.progress().open } else { &self.ctx.progress().open_uncounted };
                 Progress::sub(open, 1);
@@ -545,7 +565,11 @@ impl Worker {
             if conn.stream.peer_addr().is_err() {
                 return; // not connected yet
             }
-            let (request, accept) = self.ctx.setup.targets[conn.target].upgrade_request();
+            let target = &self.ctx.setup.targets[conn.target];
+            let (request, accept) = match conn.fallback {
+                Some(_) => (crate::sse::stream_request(target), String::new()),
+                None => target.upgrade_request(),
+            };
             conn.out.extend_from_slice(&request);
             conn.state = State::Handshaking { accept, buf: Vec::new() };
         }
@@ -593,7 +617,11 @@ impl Worker {
         let bytes = &self.readbuf[..n];
         if let State::Handshaking { accept, buf } = &mut conn.state {
             buf.extend_from_slice(bytes);
-            match check_upgrade(buf, accept) {
+            let verdict = match conn.fallback.as_deref_mut() {
+                Some(f) => f.check_head(buf),
+                None => check_upgrade(buf, accept),
+            };
+            match verdict {
                 Upgrade::Partial => return Ok(()),
                 Upgrade::Refused(status) => {
                     let reason = format!("refused: {status}");
@@ -737,6 +765,9 @@ fn send_frame(conn: &mut Conn, opcode: u8, payload: &[u8], ctx: &mut Ctx) {
 }
 
 fn start_close(conn: &mut Conn, ctx: &mut Ctx) {
+    if conn.fallback.is_some() {
+        return fallback::hang_up(conn);
+    }
     send_frame(conn, ws::OP_CLOSE, &1000u16.to_be_bytes(), ctx);
     conn.state = State::Closing { deadline_ns: now_ns() + CLOSE_GRACE_NS };
 }
@@ -746,7 +777,8 @@ fn send_probe(conns: &mut [Option<Conn>], slot: usize, mut probe: Probe, ctx: &m
         ctx.stats.send_skipped += 1;
         return;
     };
-    if !matches!(conn.state, State::Open) || conn.out.len() > MAX_BACKLOG {
+    let backlog = conn.out.len().saturating_add(conn.fallback.as_ref().map_or(0, |f| f.backlog()));
+    if !matches!(conn.state, State::Open) || backlog > MAX_BACKLOG {
         ctx.stats.send_skipped += 1;
         return;
     }
@@ -754,7 +786,7 @@ fn send_probe(conns: &mut [Option<Conn>], slot: usize, mut probe: Probe, ctx: &m
     let mut text = std::mem::take(&mut ctx.text);
     let setup = Arc::clone(&ctx.setup);
     setup.template.fill(&mut text, probe, setup.run_id, ctx.epoch, &setup.rooms[conn.room as usize]);
-    send_frame(conn, ws::OP_TEXT, text.as_bytes(), ctx);
+    send_text(conn, &text, ctx);
     ctx.text = text;
     ctx.stats.sent += 1;
     let room = conn.room as usize;
@@ -774,7 +806,15 @@ fn send_join(conn: &mut Conn, ctx: &mut Ctx) {
     };
     let mut text = String::new();
     join.fill(&mut text, Probe { stream: 0, n: 0, send_ns: 0 }, setup.run_id, 0, &setup.rooms[conn.room as usize]);
-    send_frame(conn, ws::OP_TEXT, text.as_bytes(), ctx);
+    send_text(conn, &text, ctx);
+}
+
+/// One client message: a text frame, or over the fallback a POST.
+fn send_text(conn: &mut Conn, text: &str, ctx: &mut Ctx) {
+    match conn.fallback.as_deref_mut() {
+        Some(f) => f.post(text.as_bytes(), &Arc::clone(&ctx.setup).targets[conn.target], ctx),
+        None => send_frame(conn, ws::OP_TEXT, text.as_bytes(), ctx),
+    }
 }
 
 /// Engine.IO's own packets inside a text frame: true if `payload` was one
@@ -798,6 +838,9 @@ fn engine_io_packet(conn: &mut Conn, payload: &[u8], ctx: &mut Ctx) -> bool {
 /// Decode every whole frame in `bytes`; keep the partial tail in the
 /// connection.
 fn frames(conn: &mut Conn, bytes: &[u8], arrival: u64, ctx: &mut Ctx) -> Result<(), String> {
+    if conn.fallback.is_some() {
+        return fallback::events(conn, bytes, arrival, ctx);
+    }
     let mut at = 0;
     while at < bytes.len() {
         match decode(&bytes[at..], MAX_FRAME) {

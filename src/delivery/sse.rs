@@ -5,7 +5,9 @@
 //! it the same frames as a WebSocket, translated to SSE ([`Event`]) once per frame and
 //! written with the same non-blocking writes, bounded backlog and slow-consumer rule.
 //! Each event goes out as the stream's `id:` line plus the shared event bytes, queued
-//! together. This module never decides policy and never touches chat state.
+//! together; a live message to a stream in its room alone goes out as the frame's
+//! shared whole event, one part, as a WebSocket frame does. This module never decides
+//! policy and never touches chat state.
 
 use std::sync::{Mutex, MutexGuard};
 
@@ -64,7 +66,10 @@ impl SseStream {
         }
         // Held while queueing, so `id:` lines go out in the order the cursors moved.
         let mut cursors = lock(&self.cursors);
-        cursors.apply(&event.mark);
+        if let (true, Some(lone)) = (cursors.apply(&event.mark), &event.lone) {
+            // In the message's room alone: the shared whole event, one part like a frame.
+            return conn.push(lone.clone());
+        }
         conn.push_parts([cursors.id_line(), event.data.clone()])
     }
 

@@ -4,7 +4,8 @@
 //!
 //! An event is written as two parts: the stream's own `id:` line (its cursors, cached
 //! and rebuilt only when a cursor moves) and the shared `data:` part, built once per
-//! frame for every SSE receiver ([`Event::from_frame`]). This module never writes to a
+//! frame for every SSE receiver ([`Event::from_frame`]). A live message is also built
+//! whole ([`Event::lone`]) for streams in its room alone, who share it as one part. This module never writes to a
 //! socket and holds no connection state but [`Cursors`].
 
 use std::collections::BTreeMap;
@@ -21,8 +22,10 @@ use super::RoomName;
 pub enum Mark {
     /// Nothing to remember.
     None,
-    /// A live message: the room's cursor moves to `seq`.
-    Msg { room: String, seq: u64 },
+    /// A live message: the room's cursor moves to `seq`. `line` is the `id:` line of
+    /// a stream in this room alone (the common case), built once per frame
+    /// ([`Mark::msg`]) so that such streams share it instead of each formatting its own.
+    Msg { room: String, seq: u64, line: Bytes },
     /// A join's head: the cursor moves there once the history that follows is sent.
     Joined { room: String, head: u64 },
     /// A join's history; `last` is its newest message. `reset`: the room's history is
@@ -34,12 +37,24 @@ pub enum Mark {
     Pong { t: String, json: Bytes },
 }
 
+impl Mark {
+    /// A live message's mark, with its shared one-room `id:` line.
+    pub fn msg(room: String, seq: u64) -> Mark {
+        let line = Bytes::from(format!("id: {room}={seq}\n"));
+        Mark::Msg { room, seq, line }
+    }
+}
+
 /// One server frame as an SSE event: `data: <json>\n\n` (or a comment, or the closing
 /// event), shared by every SSE receiver of the frame.
 #[derive(Debug, Clone)]
 pub struct Event {
     pub data: Bytes,
     pub mark: Mark,
+    /// A live message's whole event for a stream in its room alone: the mark's `id:`
+    /// line and `data` in one buffer (`data` is a slice of it), queued as one part
+    /// like a WebSocket frame.
+    pub lone: Option<Bytes>,
 }
 
 /// The comment sent for a heartbeat Ping: it keeps proxies from timing the stream out.
@@ -75,18 +90,27 @@ impl Event {
                 let reason = String::from_utf8_lossy(p.get(2..).unwrap_or_default());
                 close_event(code, &reason)
             }
-            _ => Event { data: Bytes::from_static(PING), mark: Mark::None },
+            _ => Event { data: Bytes::from_static(PING), mark: Mark::None, lone: None },
         }
     }
 
     /// A `data:` event for one JSON payload (a server frame's, never containing a raw
     /// newline: serde escapes them).
     pub fn data(json: Bytes) -> Event {
-        let mut buf = BytesMut::with_capacity(json.len() + 8);
+        let mark = mark(&json);
+        let id: &[u8] = match &mark {
+            Mark::Msg { line, .. } => line,
+            _ => b"",
+        };
+        let mut buf = BytesMut::with_capacity(id.len() + json.len() + 8);
+        buf.put_slice(id);
         buf.put_slice(b"data: ");
         buf.put_slice(&json);
         buf.put_slice(b"\n\n");
-        Event { mark: mark(&json), data: buf.freeze() }
+        let whole = buf.freeze();
+        let data = whole.slice(id.len()..);
+        let lone = (!id.is_empty()).then_some(whole);
+        Event { data, mark, lone }
     }
 }
 
@@ -94,7 +118,7 @@ impl Event {
 /// a WebSocket close frame would carry.
 pub fn close_event(code: u16, reason: &str) -> Event {
     let json = serde_json::json!({ "code": code, "reason": reason }).to_string();
-    Event { data: Bytes::from(format!("event: close\ndata: {json}\n\n")), mark: Mark::None }
+    Event { data: Bytes::from(format!("event: close\ndata: {json}\n\n")), mark: Mark::None, lone: None }
 }
 
 /// True for the bytes that end an event (every part but an `id:` line does).
@@ -115,7 +139,7 @@ fn mark(json: &[u8]) -> Mark {
     match (h.kind.as_str(), h.room) {
         // Edits and deletions are events with a seq of their own, like messages.
         // A moderator's `system` event has one too; presence events have none.
-        ("msg" | "edit" | "delete" | "system", Some(room)) => h.seq.map_or(Mark::None, |seq| Mark::Msg { room, seq }),
+        ("msg" | "edit" | "delete" | "system", Some(room)) => h.seq.map_or(Mark::None, |seq| Mark::msg(room, seq)),
         ("joined", Some(room)) => Mark::Joined { room, head: h.head.unwrap_or(0) },
         ("history", Some(room)) => {
             Mark::History { room, last: h.messages.and_then(|m| m.iter().map(|m| m.seq).max()), reset: h.reset }
@@ -146,10 +170,20 @@ impl Cursors {
         Cursors { seqs, ..Cursors::default() }
     }
 
-    /// Moves the cursors past an event about to be queued.
-    pub fn apply(&mut self, mark: &Mark) {
+    /// Moves the cursors past an event about to be queued. True when the stream's
+    /// `id:` line is now the live message's own (a stream in that room alone, the
+    /// common case): its [`Event::lone`] may then be queued whole.
+    pub fn apply(&mut self, mark: &Mark) -> bool {
         let moved = match mark {
-            Mark::Msg { room, seq } => self.advance(room, *seq),
+            Mark::Msg { room, seq, line } => {
+                if !self.advance(room, *seq) {
+                    return false;
+                }
+                // In this room alone, the cursors' line is the frame's shared one.
+                let lone = self.seqs.len() == 1;
+                self.line = lone.then(|| line.clone());
+                return lone;
+            }
             Mark::Joined { room, head } => {
                 self.heads.insert(room.clone(), *head);
                 false
@@ -171,6 +205,7 @@ impl Cursors {
         if moved {
             self.line = None;
         }
+        false
     }
 
     fn advance(&mut self, room: &str, seq: u64) -> bool {
@@ -249,7 +284,7 @@ mod tests {
         let f = wire::text_frame(br#"{"type":"msg","room":"lobby","seq":7,"text":"a\nb"}"#);
         let e = Event::from_frame(&f);
         assert_eq!(&e.data[..], b"data: {\"type\":\"msg\",\"room\":\"lobby\",\"seq\":7,\"text\":\"a\\nb\"}\n\n");
-        assert_eq!(e.mark, Mark::Msg { room: "lobby".into(), seq: 7 });
+        assert_eq!(e.mark, Mark::msg("lobby".into(), 7));
         assert_eq!(&Event::from_frame(&wire::ping_frame()).data[..], PING);
         let close = Event::from_frame(&wire::close_frame(1008, "slow consumer"));
         assert_eq!(&close.data[..], b"event: close\ndata: {\"code\":1008,\"reason\":\"slow consumer\"}\n\n");
@@ -264,15 +299,26 @@ mod tests {
         c.apply(&Mark::Joined { room: "b".into(), head: 9 });
         assert_eq!(&c.id_line()[..], b"id: \n", "the head counts only once the history is sent");
         c.apply(&Mark::History { room: "b".into(), last: Some(8), reset: false });
-        c.apply(&Mark::Msg { room: "a".into(), seq: 3 });
+        assert_eq!(&c.id_line()[..], b"id: b=9\n");
+        assert!(!c.apply(&Mark::msg("a".into(), 3)), "two rooms: not the message's own line");
         assert_eq!(&c.id_line()[..], b"id: a=3,b=9\n");
-        c.apply(&Mark::Msg { room: "a".into(), seq: 2 });
+        assert!(!c.apply(&Mark::msg("a".into(), 2)));
         assert_eq!(&c.id_line()[..], b"id: a=3,b=9\n", "never backwards");
         c.apply(&Mark::Joined { room: "a".into(), head: 1 });
         c.apply(&Mark::History { room: "a".into(), last: Some(1), reset: true });
         assert_eq!(&c.id_line()[..], b"id: a=1,b=9\n", "a reset moves the cursor back to the new history");
         c.forget("b");
         assert_eq!(&c.id_line()[..], b"id: a=1\n");
+        // A stream in one room takes the frame's line as it is: same bytes, not rebuilt.
+        let e = Event::from_frame(&wire::text_frame(br#"{"type":"msg","room":"a","seq":4}"#));
+        assert!(c.apply(&e.mark));
+        let Mark::Msg { line, .. } = &e.mark else { unreachable!() };
+        assert_eq!((c.id_line(), c.id_line().as_ptr()), (line.clone(), line.as_ptr()));
+        let lone = e.lone.expect("a live message has its one-room event");
+        assert_eq!(&lone[..], b"id: a=4\ndata: {\"type\":\"msg\",\"room\":\"a\",\"seq\":4}\n\n");
+        assert_eq!(&lone[line.len()..], &e.data[..]);
+        assert!(!c.apply(&e.mark), "seen: the cursor does not move, the line stays");
+        assert_eq!(&c.id_line()[..], b"id: a=4\n");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! One WebSocket connection's thread: the handshake, the `welcome`, then a blocking
 //! read loop that turns frames into validated [`ClientMsg`]s for the dispatcher.
 //! A request for the fallback transport (`/sse`, `/send`) is handed to [`super::sse`]
-//! or [`super::send`] instead, once [`plain::read_route`] has read its head.
+//! or [`super::send`] instead, once [`plain::read_route`] has read its head; after a
+//! `/send` the connection may carry the client's next request (keep-alive).
 //!
 //! The thread owns its tungstenite `WebSocket` for reading only: every byte it sends
 //! (pong, error, close) goes through the shared [`Conn`] outbox, so it and the
@@ -179,25 +180,9 @@ fn open<'a>(conn: &'a Arc<Conn>, ctx: &'a ConnContext, slot: &mut Slot) -> Optio
                 return None;
             }
         },
-        None => match plain::read_route(conn) {
+        None => match serve_plain(conn, ctx) {
+            Some(replay) => (None, replay),
             None => return None,
-            Some(Route::WebSocket(bytes)) => (None, bytes),
-            Some(Route::Sse(req)) => {
-                crate::transport::sse::run(conn.clone(), ctx, &req);
-                return None;
-            }
-            Some(Route::Send(req, body)) => {
-                crate::transport::send::run(conn, ctx, &req, body);
-                return None;
-            }
-            Some(Route::Preflight(req)) => {
-                plain::preflight(conn, &req, cfg, &ctx.metrics);
-                return None;
-            }
-            Some(Route::Refused(r)) => {
-                plain::refuse(conn, &r, None, &ctx.metrics);
-                return None;
-            }
         },
     };
     let (mut ws, admitted) = handshake(conn, ctx, early, replay, slot)?;
@@ -219,6 +204,33 @@ fn end(conn: &Arc<Conn>, ctx: &ConnContext, reason: CloseReason) {
     let _ = ctx.commands.send(Command::Gone { conn: conn.id });
     ctx.metrics.close(reason);
     finish(conn, reason);
+}
+
+/// Serves the fallback transport's requests on a plain connection, the next one too
+/// while a `POST /send` keeps the connection alive. Returns the bytes read of a
+/// WebSocket upgrade request (replayed to the handshake), or None once served.
+fn serve_plain(conn: &Arc<Conn>, ctx: &ConnContext) -> Option<Vec<u8>> {
+    let cfg = &ctx.cfg;
+    let mut next = Vec::new();
+    loop {
+        let route = plain::read_route(conn, next)?;
+        let _ = conn.stream().set_read_timeout(Some(cfg.handshake_timeout));
+        match route {
+            Route::WebSocket(bytes) => return Some(bytes),
+            Route::Sse(req) => crate::transport::sse::run(conn.clone(), ctx, &req),
+            Route::Send(req, body) => {
+                if let Some(rest) = crate::transport::send::run(conn, ctx, &req, body) {
+                    // Kept alive: the next request may take as long as an idle HTTP connection.
+                    let _ = conn.stream().set_read_timeout(Some(cfg.http_idle_timeout));
+                    next = rest;
+                    continue;
+                }
+            }
+            Route::Preflight(req) => plain::preflight(conn, &req, cfg, &ctx.metrics),
+            Route::Refused(r) => plain::refuse(conn, &r, None, &ctx.metrics),
+        }
+        return None;
+    }
 }
 
 /// The first frame of every connection, on either transport.

@@ -15,7 +15,7 @@ use tungstenite::handshake::server::Request;
 use tungstenite::http::{self, StatusCode};
 
 use crate::config::Config;
-use crate::delivery::outbox::{Conn, LINGER};
+use crate::delivery::outbox::{Conn, Flush, LINGER};
 use crate::metrics::Metrics;
 use crate::transport::handshake::{check_origin, Refusal};
 
@@ -43,18 +43,24 @@ pub enum Route {
     Refused(Refusal),
 }
 
-/// Reads until the route is known. `None` when the client went away or timed out.
+/// Reads until the route is known, starting with `buf` (bytes of the request already
+/// read: a kept-alive connection's next request). `None` when the client went away or
+/// timed out.
 #[inline(never)]
-pub fn read_route(conn: &Conn) -> Option<Route> {
-    let mut buf = Vec::with_capacity(1024);
+pub fn read_route(conn: &Conn, mut buf: Vec<u8>) -> Option<Route> {
+    buf.reserve(1024);
     let mut chunk = [0u8; 2048];
     let mut ours = None;
+    // Bytes already there are looked at before anything is read.
+    let mut unread = !buf.is_empty();
     loop {
-        let n = match conn.stream().read(&mut chunk) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => n,
-        };
-        buf.extend_from_slice(&chunk[..n]);
+        if !std::mem::take(&mut unread) {
+            let n = match conn.stream().read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => n,
+            };
+            buf.extend_from_slice(&chunk[..n]);
+        }
         if ours.is_none() {
             let Some(line_end) = buf.windows(2).position(|w| w == b"\r\n") else {
                 if buf.len() > MAX_HEAD {
@@ -99,7 +105,8 @@ fn parse(buf: &[u8], head_len: usize) -> Route {
         Err(e) => return bad(e.to_string()),
     }
     let (Some(method), Some(path)) = (parsed.method, parsed.path) else { return bad("no method".into()) };
-    let mut builder = http::Request::builder().method(method).uri(path);
+    let version = if parsed.version == Some(0) { http::Version::HTTP_10 } else { http::Version::HTTP_11 };
+    let mut builder = http::Request::builder().method(method).uri(path).version(version);
     for h in parsed.headers.iter() {
         builder = builder.header(h.name, h.value);
     }
@@ -127,10 +134,23 @@ pub fn cors_origin(req: &Request, cfg: &Config) -> Option<String> {
     check_origin(req, cfg).ok().map(|()| origin.to_owned())
 }
 
-/// A complete HTTP response (body known), closing the connection after it.
-pub fn response(status: StatusCode, content_type: &str, body: &[u8], cors: Option<&str>) -> Bytes {
+/// True when the client lets the connection carry another request after this one
+/// (HTTP/1.1 without `Connection: close`).
+pub fn keeps_alive(req: &Request) -> bool {
+    let close = req
+        .headers()
+        .get_all("connection")
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"))));
+    req.version() == http::Version::HTTP_11 && !close
+}
+
+/// A complete HTTP response (body known); with `keep_alive` the connection stays open
+/// for the next request, else it closes after this one.
+pub fn response(status: StatusCode, content_type: &str, body: &[u8], cors: Option<&str>, keep_alive: bool) -> Bytes {
+    let connection = if keep_alive { "keep-alive" } else { "close" };
     let mut head = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n",
+        "HTTP/1.1 {} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: {connection}\r\n",
         status.as_u16(),
         status.canonical_reason().unwrap_or(""),
         body.len()
@@ -180,7 +200,13 @@ pub fn preflight(conn: &Conn, req: &Request, cfg: &Config, metrics: &Metrics) {
 pub fn refuse(conn: &Conn, r: &Refusal, cors: Option<&str>, metrics: &Metrics) {
     r.record(&conn.peer, metrics);
     let body = format!("{}\n", r.body);
-    answer(conn, response(r.status, "text/plain; charset=utf-8", body.as_bytes(), cors));
+    answer(conn, response(r.status, "text/plain; charset=utf-8", body.as_bytes(), cors, false));
+}
+
+/// Writes a whole answer through the outbox and keeps the connection; false when it
+/// could not all be written within [`LINGER`] (then the connection is done).
+pub fn reply(conn: &Conn, bytes: Bytes) -> bool {
+    conn.send(bytes).is_ok() && conn.flush_until(std::time::Instant::now() + LINGER) == Flush::Done
 }
 
 /// Writes a whole answer through the outbox, then ends the connection gracefully.

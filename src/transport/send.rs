@@ -1,6 +1,7 @@
 //! The fallback transport's upstream: `POST /send?session=…` carries one client message
 //! (a JSON object) or several (an array) into an SSE session, and is answered only
-//! once what it carried has been handled and committed.
+//! once what it carried has been handled and committed. The connection stays open for
+//! the client's next request unless it asked to close (HTTP/1.1 keep-alive).
 //!
 //! Messages are validated, rate limited (the session's own bucket) and sent to the
 //! dispatcher exactly as a WebSocket's frames are; every reply still goes down the
@@ -41,32 +42,44 @@ const SEND_WAIT: Duration = Duration::from_secs(10);
 
 static BARRIERS: AtomicU64 = AtomicU64::new(1);
 
-/// Serves one `POST /send`.
-pub fn run(conn: &Arc<crate::delivery::outbox::Conn>, ctx: &ConnContext, req: &Request, body: Vec<u8>) {
+/// Serves one `POST /send`. Returns the bytes already read of the next request when
+/// the connection stays open for it (keep-alive); None when it was closed.
+pub fn run(
+    conn: &Arc<crate::delivery::outbox::Conn>,
+    ctx: &ConnContext,
+    req: &Request,
+    body: Vec<u8>,
+) -> Option<Vec<u8>> {
     let cors = plain::cors_origin(req, &ctx.cfg);
     match handle(conn, ctx, req, body) {
-        Ok((status, json)) => {
-            let bytes = plain::response(status, "application/json", json.as_bytes(), cors.as_deref());
+        Ok((status, json, rest)) => {
+            let keep = plain::keeps_alive(req);
+            let bytes = plain::response(status, "application/json", json.as_bytes(), cors.as_deref(), keep);
+            if keep {
+                return plain::reply(conn, bytes).then_some(rest);
+            }
             plain::answer(conn, bytes);
         }
         Err(r) => plain::refuse(conn, &r, cors.as_deref(), &ctx.metrics),
     }
+    None
 }
 
 fn refusal(status: StatusCode, body: &'static str, detail: impl Into<String>) -> Refusal {
     Refusal::new(status, body, detail)
 }
 
-/// Checks the request, reads and runs its messages; the status and JSON answer.
+/// Checks the request, reads and runs its messages; the status and JSON answer, and
+/// the bytes read past the body (the start of the next request).
 fn handle(
     conn: &crate::delivery::outbox::Conn,
     ctx: &ConnContext,
     req: &Request,
     body: Vec<u8>,
-) -> Result<(StatusCode, String), Refusal> {
+) -> Result<(StatusCode, String, Vec<u8>), Refusal> {
     check_origin(req, &ctx.cfg)?;
     let session = find_session(req, ctx)?;
-    let body = read_body(conn, req, body, ctx.cfg.max_frame_bytes)?;
+    let (body, rest) = read_body(conn, req, body, ctx.cfg.max_frame_bytes)?;
     let messages = split(&body)?;
     let stream = session.conn.sse().expect("sessions are SSE streams");
     let barrier = format!("\"send-{}\"", BARRIERS.fetch_add(1, Ordering::Relaxed));
@@ -84,7 +97,7 @@ fn handle(
     stream.untap(&barrier);
     let status = if closed || wait.done() { StatusCode::OK } else { StatusCode::GATEWAY_TIMEOUT };
     let answers: Vec<&str> = wait.answers.iter().map(|a| std::str::from_utf8(a).unwrap_or("null")).collect();
-    Ok((status, format!("[{}]", answers.join(","))))
+    Ok((status, format!("[{}]", answers.join(",")), rest))
 }
 
 /// The session named by `?session=` or `X-Natter-Session`, checked against the token
@@ -110,13 +123,14 @@ fn find_session(req: &Request, ctx: &ConnContext) -> Result<Arc<Session>, Refusa
     Ok(session)
 }
 
-/// The body, `Content-Length` bytes of it, at most `max` (413 past it, unread).
+/// The body, `Content-Length` bytes of it, at most `max` (413 past it, unread), and
+/// what was read past it.
 fn read_body(
     conn: &crate::delivery::outbox::Conn,
     req: &Request,
     mut body: Vec<u8>,
     max: usize,
-) -> Result<Vec<u8>, Refusal> {
+) -> Result<(Vec<u8>, Vec<u8>), Refusal> {
     let len: usize = req
         .headers()
         .get("content-length")
@@ -139,8 +153,8 @@ fn read_body(
             Ok(n) => body.extend_from_slice(&chunk[..n]),
         }
     }
-    body.truncate(len);
-    Ok(body)
+    let rest = body.split_off(len);
+    Ok((body, rest))
 }
 
 /// One JSON object, or an array of them (each checked later, like a frame).
