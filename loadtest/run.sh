@@ -311,6 +311,8 @@ for server in $SERVERS; do
         for n in $CLIENTS; do
             [ "$n" -le 5000 ] && steady "$server" "$n"
         done
+        # Issue 16 item 5: many rooms across the two instances (clients alternate).
+        rooms "$server"
         unset URL2
         for pid in "${cluster_pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
         continue
