@@ -113,11 +113,7 @@ impl Dispatcher {
             return Err(ProtocolError::new(ErrorCode::NotFound, format!("`{user}` is not in `{room}`"))
                 .with_ref(Some("kick".into())));
         };
-        let redis = matches!(self.backend, Backend::Redis(_));
-        if !redis {
-            self.settle(&room);
-        }
-        let (ts, seq) = (now_ms(), if redis { 0 } else { self.rooms[&room].history.next_seq() });
+        let (redis, ts, seq) = self.event_slot(&room);
         let json = ServerMsg::Moderation {
             room: room.as_str(),
             seq,
@@ -144,6 +140,16 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// Where a moderator's event goes: with Redis, the append script assigns its seq
+    /// (0 here); locally, the room's next seq once what is pending is committed.
+    fn event_slot(&mut self, room: &RoomName) -> (bool, u64, u64) {
+        if matches!(self.backend, Backend::Redis(_)) {
+            return (true, now_ms(), 0);
+        }
+        self.settle(room);
+        (false, now_ms(), self.rooms[room].history.next_seq())
+    }
+
     /// A kicked user's connections here leave `room`.
     pub(super) fn remove_user_from_room(&mut self, user: &str, room: &RoomName) {
         let conns: Vec<ConnId> = self.user_conns.of(user).to_vec();
@@ -163,11 +169,7 @@ impl Dispatcher {
         if self.moderation.is_read_only(&room) == read_only {
             return Ok(()); // already so: no event
         }
-        let redis = matches!(self.backend, Backend::Redis(_));
-        if !redis {
-            self.settle(&room);
-        }
-        let (ts, seq) = (now_ms(), if redis { 0 } else { self.rooms[&room].history.next_seq() });
+        let (redis, ts, seq) = self.event_slot(&room);
         let json = ServerMsg::Moderation {
             room: room.as_str(),
             seq,
