@@ -173,23 +173,13 @@ fn in_open_mode_a_name_is_not_an_identity() {
     assert_ne!(first["seq"], second["seq"]);
     // The impostor can neither edit alice's message nor read a DM addressed to her.
     impostor.send(json!({"type": "edit", "room": "lobby", "seq": first["seq"], "text": "hijacked"}));
-    let refused = loop {
-        let v = impostor.recv();
-        if v["type"] == "error" {
-            break v;
-        }
-    };
+    let refused = impostor.next_of("error");
     assert_eq!(refused["code"], "forbidden");
     let mut bob = Client::connect(&format!("ws://{}/ws?name=bob&key=bob-s-own-secret-key", server.ws));
     bob.send(json!({"type": "dm", "user": alice.uid()}));
     let dm = bob.expect("dm");
     let room = dm["room"].as_str().unwrap().to_owned();
-    let to_alice = loop {
-        let v = alice.recv();
-        if v["type"] == "dm" {
-            break v;
-        }
-    };
+    let to_alice = alice.next_of("dm");
     assert_eq!(to_alice["room"], room.as_str(), "the DM reaches the real alice");
     assert_eq!(try_join(&mut impostor, &room).unwrap_err().0, "forbidden", "and never the other alice");
     // The real alice coming back with her key is alice again, DM included.

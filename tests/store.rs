@@ -15,6 +15,11 @@ const FAST: &[&str] = &["--rate-per-s", "100000", "--rate-burst", "100000"];
 /// Posts and waits for this id's ack or error (skipping the echo and others' frames).
 fn try_post(c: &mut Client, room: &str, text: &str, id: &str) -> Value {
     c.send(json!({"type": "msg", "room": room, "text": text, "id": id}));
+    answer_to(c, id)
+}
+
+/// The ack or error that answers the frame sent with client id `id`.
+fn answer_to(c: &mut Client, id: &str) -> Value {
     loop {
         let v = c.recv();
         let mine = v["id"] == id || v["ref"] == id;
@@ -147,20 +152,10 @@ fn a_read_marker_reaches_the_users_other_connection_and_survives_a_restart() {
         phone.post("notes", &format!("n{i}"), &format!("r{i}"));
     }
     phone.send(json!({"type": "read", "room": "notes", "seq": 3}));
-    let seen = loop {
-        let v = laptop.recv();
-        if v["type"] == "read" {
-            break v;
-        }
-    };
+    let seen = laptop.next_of("read");
     assert_eq!(seen, json!({"type": "read", "room": "notes", "seq": 3}));
     phone.send(json!({"type": "read", "room": "notes", "seq": 9}));
-    let refused = loop {
-        let v = phone.recv();
-        if v["type"] == "error" {
-            break v;
-        }
-    };
+    let refused = phone.next_of("error");
     assert_eq!((refused["code"].as_str(), refused["ref"].as_str()), (Some("bad_field"), Some("read")));
     drop(server);
 
@@ -203,16 +198,10 @@ fn edits_and_deletions_reach_a_returning_client_and_deleted_words_leave_the_disk
     assert_eq!(joined["head"], 10);
     drop(away);
 
-    let answer = |c: &mut Client, id: &str| loop {
-        let v = c.recv();
-        if (v["type"] == "ack" || v["type"] == "error") && (v["id"] == id || v["ref"] == id) {
-            return v;
-        }
-    };
     author.send(json!({"type": "edit", "room": "log", "seq": 1, "text": "typo fixed", "id": "e1"}));
-    assert_eq!(answer(&mut author, "e1")["seq"], 11);
+    assert_eq!(answer_to(&mut author, "e1")["seq"], 11);
     author.send(json!({"type": "delete", "room": "log", "seq": 2, "id": "d1"}));
-    assert_eq!(answer(&mut author, "d1")["seq"], 12);
+    assert_eq!(answer_to(&mut author, "d1")["seq"], 12);
 
     let mut back = Client::connect(&server.url("away"));
     let (_, history) = back.join("log", Some(10));
@@ -224,24 +213,14 @@ fn edits_and_deletions_reach_a_returning_client_and_deleted_words_leave_the_disk
         .collect();
     assert_eq!(events, [("edit".to_owned(), 1), ("delete".to_owned(), 2)], "both changes, in seq order");
     back.send(json!({"type": "history", "room": "log", "before": 3, "limit": 10}));
-    let page = loop {
-        let v = back.recv();
-        if v["type"] == "history" {
-            break v;
-        }
-    };
+    let page = back.next_of("history");
     let old = page["messages"].as_array().unwrap();
     assert_eq!((old[0]["text"].as_str(), old[0]["edited"].is_u64()), (Some("typo fixed"), true));
     assert_eq!((old[1].get("text"), old[1]["deleted"].as_bool()), (None, Some(true)));
     let mut found = Client::connect(&server.url("finder"));
     found.join("log", None);
     found.send(json!({"type": "search", "room": "log", "q": "xylophonequartz"}));
-    let hits = loop {
-        let v = found.recv();
-        if v["type"] == "search" {
-            break v;
-        }
-    };
+    let hits = found.next_of("search");
     assert_eq!(hits["messages"], json!([]), "the search index forgot it");
 
     // The WAL is truncated on the dispatcher's next tick after the commit.

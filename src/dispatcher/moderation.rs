@@ -134,7 +134,7 @@ impl Dispatcher {
         }
         log::info!("moderation: {by} removed {user} from {room} for {minutes} minute(s) (event {seq})");
         self.store_event(Event { room: room.clone(), seq, ts, json, uid: by, conn: None, msg_id: None });
-        self.record_moderation(AccessChange::Kick { room: room.to_string(), user: user.into(), until });
+        self.change_access(AccessChange::Kick { room: room.to_string(), user: user.into(), until });
         // After the event is staged: the removed user's connections get it too.
         self.remove_user_from_room(user, &room);
         Ok(())
@@ -189,14 +189,7 @@ impl Dispatcher {
         }
         log::info!("moderation: {by} made {room} {} (event {seq})", if read_only { "read-only" } else { "writable" });
         self.store_event(Event { room: room.clone(), seq, ts, json, uid: by, conn: None, msg_id: None });
-        self.record_moderation(AccessChange::ReadOnly { room: room.to_string(), on: read_only });
+        self.change_access(AccessChange::ReadOnly { room: room.to_string(), on: read_only });
         Ok(())
-    }
-
-    fn record_moderation(&mut self, change: AccessChange) {
-        self.moderation.apply(&change);
-        if let Backend::Local(local) = &mut self.backend {
-            local.store.change_access(change);
-        }
     }
 }

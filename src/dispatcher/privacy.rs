@@ -145,8 +145,11 @@ impl Dispatcher {
         here.or_else(|| self.privacy.users.get(user).map(String::as_str))
     }
 
-    fn change_access(&mut self, change: AccessChange) {
+    /// Applies a new fact (privacy's or moderation's: each takes its own, as at
+    /// start-up) and stores it with the batch.
+    pub(super) fn change_access(&mut self, change: AccessChange) {
         self.privacy.apply(&change);
+        self.moderation.apply(&change);
         if let Backend::Local(local) = &mut self.backend {
             local.store.change_access(change);
         }
