@@ -51,7 +51,7 @@ pub(super) fn check_join(
     rule: JoinRule,
 ) -> Result<RoomAccess, ProtocolError> {
     let err = |code, message: String| ProtocolError::new(code, message).with_ref(Some("join".into()));
-    let unavailable = |e| err(ErrorCode::Unavailable, describe(e));
+    let unavailable = |e| err(ErrorCode::Unavailable, describe(&e));
     let mut access = store.access(room, uid).map_err(unavailable)?;
     if rule.private && !access.is_private() {
         if room.as_str().starts_with(DM_PREFIX) || !store.create_private(room, uid).map_err(unavailable)? {
@@ -84,7 +84,7 @@ fn name_of(store: &mut RedisStore, uid: &str, known: Option<String>, what: &str)
         Some(name) => Ok(name),
         None => store
             .user_name(uid)
-            .map_err(|e| err(ErrorCode::Unavailable, describe(e)))?
+            .map_err(|e| err(ErrorCode::Unavailable, describe(&e)))?
             .ok_or_else(|| err(ErrorCode::NotFound, format!("no user `{uid}`"))),
     }
 }
@@ -130,7 +130,7 @@ pub(super) fn handle(store: &mut RedisStore, req: Request) -> Option<ClusterEven
             let result = store
                 .moderate(&room, &uid, (&prefix, &suffix), (&field, &value))
                 .map(|_| ())
-                .map_err(|e| ProtocolError::new(ErrorCode::Unavailable, describe(e)).with_ref(Some(what.into())));
+                .map_err(|e| ProtocolError::new(ErrorCode::Unavailable, describe(&e)).with_ref(Some(what.into())));
             Some(ClusterEvent::Told { conn, result: result.map(|()| Vec::new()) })
         }
         _ => None,
@@ -145,7 +145,7 @@ fn open_dm(store: &mut RedisStore, me: &User, other: &str, known: Option<String>
     let room = Privacy::dm_room(&me.id, other);
     store
         .open_dm(&room, &me.id, other)
-        .map_err(|e| ProtocolError::new(ErrorCode::Unavailable, describe(e)).with_ref(Some("dm".into())))?;
+        .map_err(|e| ProtocolError::new(ErrorCode::Unavailable, describe(&e)).with_ref(Some("dm".into())))?;
     let to_me = wire::encode(&ServerMsg::Dm { room: room.as_str(), user: UserRef { id: other, name: &their_name } });
     let to_them = wire::encode(&ServerMsg::Dm { room: room.as_str(), user: me.as_ref() });
     tell(store, &me.id, &to_me);
@@ -161,7 +161,7 @@ fn invite(
     known: Option<String>,
 ) -> Result<UserFrames, ProtocolError> {
     let err = |code, message: String| ProtocolError::new(code, message).with_ref(Some("invite".into()));
-    let unavailable = |e| err(ErrorCode::Unavailable, describe(e));
+    let unavailable = |e| err(ErrorCode::Unavailable, describe(&e));
     let access = store.access(room, user).map_err(unavailable)?;
     let Some(owner) = access.owner else {
         return Err(err(ErrorCode::BadField, format!("`{room}` is not a private room: anyone may join it")));

@@ -6,7 +6,7 @@
 //! (append, history, presence, publish) and every `presence_ttl / 3` refreshes this
 //! instance's presence and notices users of crashed instances leaving;
 //! `redis-history-N` answer scroll-back and search (as `Command::Store`); the store's
-//! reader (`XREAD` of the streams of rooms with local members), events (pub/sub of
+//! reader (the news, then the streams of rooms with local members that have news), events (pub/sub of
 //! join/leave/nick/typing) and users (`dm`/`invited` frames) threads deliver what
 //! other instances — and this one — stored or published. Never touches sockets or
 //! rooms.
@@ -28,7 +28,8 @@ use crate::protocol::{ErrorCode, ProtocolError};
 use crate::protocol::{RoomName, User, UserId};
 use crate::store::read::{Query, Readers};
 use crate::store::redis::{
-    presence_changes, Appended, ChangeOf, Delivery, Events, Range, Reader, RedisStore, StoreError, StoreOptions, Watch,
+    presence_changes, Appended, ChangeOf, ClientPost, Delivery, Events, Range, Reader, RedisStore, StoreError,
+    StoreOptions, Watch,
 };
 use crate::store::Refused;
 
@@ -296,7 +297,7 @@ fn start_readers(
     Ok(Readers::start("redis-history", conns, run, deliver)?)
 }
 
-pub(super) fn describe(e: StoreError) -> String {
+pub(super) fn describe(e: &StoreError) -> String {
     if e.is_unavailable() {
         "the message store is unavailable; try again".into()
     } else {
@@ -313,6 +314,8 @@ fn io_loop(mut store: RedisStore, requests: Receiver<Request>, out: Sender<Comma
     let mut next_refresh = Instant::now() + refresh;
     let mut next_poll = Instant::now();
     let mut disconnects_seen = unix_ms();
+    // A request taken from the channel behind a batch of appends, handled next.
+    let mut held: Option<Request> = None;
     loop {
         if Instant::now() >= next_poll {
             next_poll = Instant::now() + DISCONNECT_POLL;
@@ -326,7 +329,30 @@ fn io_loop(mut store: RedisStore, requests: Receiver<Request>, out: Sender<Comma
             }
         }
         let wait = next_refresh.min(next_poll).saturating_duration_since(Instant::now());
-        let event = match requests.recv_timeout(wait) {
+        let next = match held.take() {
+            Some(req) => Ok(req),
+            None => requests.recv_timeout(wait),
+        };
+        let event = match next {
+            Ok(first @ Request::Append { .. }) => {
+                let mut batch = vec![first];
+                while batch.len() < APPEND_BATCH {
+                    match requests.try_recv() {
+                        Ok(req @ Request::Append { .. }) => batch.push(req),
+                        Ok(other) => {
+                            held = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                for ev in append_batch(&mut store, batch) {
+                    if out.send(Command::Cluster(ev)).is_err() {
+                        return;
+                    }
+                }
+                None
+            }
             Ok(req) => handle(&mut store, req, &mut local, &mut seen),
             Err(RecvTimeoutError::Timeout) if Instant::now() < next_refresh => None,
             Err(RecvTimeoutError::Timeout) => {
@@ -360,6 +386,42 @@ fn io_loop(mut store: RedisStore, requests: Receiver<Request>, out: Sender<Comma
     }
 }
 
+/// Most appends sent to Redis in one pipeline.
+const APPEND_BATCH: usize = 64;
+
+/// Stores the posts queued one after another in one round trip (`post_many`), and
+/// answers each as its own `Appended`, in order.
+fn append_batch(store: &mut RedisStore, batch: Vec<Request>) -> Vec<ClusterEvent> {
+    let posts: Vec<_> = batch
+        .iter()
+        .filter_map(|req| match req {
+            Request::Append { room, uid, id, prefix, suffix, by_mod, .. } => {
+                Some(ClientPost { room, uid, client_id: id.as_deref(), prefix, suffix, by_mod: *by_mod })
+            }
+            _ => None,
+        })
+        .collect();
+    let results = store.post_many(&posts);
+    let answer = |i: usize, room: &RoomName| -> Result<Appended, ProtocolError> {
+        match &results {
+            Err(e) => Err(ProtocolError::new(ErrorCode::Unavailable, describe(e))),
+            Ok(each) => match &each[i] {
+                Ok(Ok(appended)) => Ok(appended.clone()),
+                Ok(Err(_)) => Err(ProtocolError::new(ErrorCode::Forbidden, format!("`{room}` is read-only"))),
+                Err(e) => Err(ProtocolError::new(ErrorCode::Unavailable, describe(e))),
+            },
+        }
+    };
+    let mut events = Vec::with_capacity(batch.len());
+    for (i, req) in batch.into_iter().enumerate() {
+        if let Request::Append { ack, room, id, .. } = req {
+            let result = answer(i, &room);
+            events.push(ClusterEvent::Appended { ack, room, id, result });
+        }
+    }
+    events
+}
+
 fn handle(
     store: &mut RedisStore,
     req: Request,
@@ -371,16 +433,16 @@ fn handle(
             let result = match store.post(&room, &uid, id.as_deref(), (&prefix, &suffix), by_mod) {
                 Ok(Ok(appended)) => Ok(appended),
                 Ok(Err(_)) => Err(ProtocolError::new(ErrorCode::Forbidden, format!("`{room}` is read-only"))),
-                Err(e) => Err(ProtocolError::new(ErrorCode::Unavailable, describe(e))),
+                Err(e) => Err(ProtocolError::new(ErrorCode::Unavailable, describe(&e))),
             };
             Some(ClusterEvent::Appended { ack, room, id, result })
         }
         Request::Change { conn, room, uid, id, prefix, suffix, change } => {
-            let result = store.change(&room, &uid, id.as_deref(), &prefix, &suffix, &change).map_err(describe);
+            let result = store.change(&room, &uid, id.as_deref(), &prefix, &suffix, &change).map_err(|e| describe(&e));
             Some(ClusterEvent::Changed { conn, room, uid, id, change, result })
         }
         Request::Read { conn, room, uid, seq, event } => {
-            let result = store.mark_read(&room, &uid, seq, &event).map_err(describe);
+            let result = store.mark_read(&room, &uid, seq, &event).map_err(|e| describe(&e));
             Some(ClusterEvent::Read { conn, room, uid, seq, result })
         }
         Request::Join { conn, room, from, recent, uid, name, silent, rule } => {
@@ -461,7 +523,7 @@ fn read_join(
         let users = store.presence_list(room)?;
         Ok(JoinRead { range, users, reset, private: access.is_private(), read_only: access.read_only })
     })()
-    .map_err(|e| ProtocolError::new(ErrorCode::Unavailable, describe(e)).with_ref(Some("join".into())));
+    .map_err(|e| ProtocolError::new(ErrorCode::Unavailable, describe(&e)).with_ref(Some("join".into())));
     (result, resumed)
 }
 
@@ -474,7 +536,7 @@ fn unix_ms() -> u64 {
 }
 
 fn api_read(store: &mut RedisStore, read: ApiRead) -> ApiResult {
-    let unavailable = |e: StoreError| ProtocolError::new(ErrorCode::Unavailable, describe(e));
+    let unavailable = |e: StoreError| ProtocolError::new(ErrorCode::Unavailable, describe(&e));
     match read {
         ApiRead::Messages { room, before, after, limit } => {
             let range = match (after, before) {

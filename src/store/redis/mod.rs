@@ -14,8 +14,9 @@
 //!   stream, matched by `search.rs`), `change` (`changes.rs`) for edits and deletions,
 //!   `mark_read` (`reads.rs`) for read markers, `publish` for events, presence
 //!   ([`presence`]) and `ping`.
-//! - [`Reader`] ([`reader`]): one thread running `XREAD BLOCK` over the streams of the
-//!   watched rooms, delivering every new message in `seq` order, never skipping one.
+//! - [`Reader`] ([`reader`]): one thread waiting (`XREAD BLOCK`) on the news stream
+//!   and reading the watched rooms with news, delivering every new message in `seq`
+//!   order, never skipping one.
 //! - [`Events`] ([`events`]): one thread subscribed to the watched rooms' event
 //!   channels (system join/leave/nick, typing: never stored).
 //!
@@ -33,6 +34,7 @@
 //! | `{p}:reads:{uid}` | hash | room → how far the user has read it (only moves forward) |
 //! | `{p}:room:{room}:access` | hash | who may join ([`access`]): `owner` of a private room, `a`/`b` of a DM room, `ro` when read-only, `kick:{uid}` → until (ms) |
 //! | `{p}:room:{room}:invited` | set | users invited to the private room |
+//! | `{p}:news` | stream | one entry per stored message of any room (`r` room, `s` seq), `MAXLEN ~ 100000`: what the readers follow to learn which rooms have news |
 //! | `{p}:users` | hash | lasting user id → name |
 //! | `{p}:dms:{uid}` | set | the user's DM rooms |
 //! | `{p}:users:events` | pub/sub channel | `{instance} {"to":uid,"frame":…}`: `dm`/`invited` frames for a user's connections on every instance |
@@ -77,7 +79,7 @@ pub use events::Events;
 pub use presence::{presence_changes, PresenceChanges};
 pub use reader::Reader;
 pub use reply::Entry;
-pub use store::{Appended, Range, RedisStore};
+pub use store::{Appended, ClientPost, Range, RedisStore};
 
 /// How the Redis layer behaves; every field has a default ([`StoreOptions::default`]).
 #[derive(Debug, Clone)]
@@ -338,6 +340,16 @@ impl RoomKeys {
         format!("{}:present:{instance}", self.base)
     }
 }
+
+/// The deployment's news stream: every append adds (room, seq) to it, so a reader
+/// blocks on this one stream and then reads only the rooms that changed.
+pub(crate) fn news_key(prefix: &str) -> String {
+    format!("{prefix}:news")
+}
+
+/// Entries the news stream keeps (`MAXLEN ~`): far more than a reader lags in normal
+/// running; a reader that lags further still finds every message by its sweep.
+pub(crate) const NEWS_CAP: usize = 100_000;
 
 /// Opens a connection with the configured timeouts; `extra_read` is added to the read
 /// timeout (the reader's `XREAD BLOCK` waits that long on purpose).

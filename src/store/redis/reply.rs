@@ -36,8 +36,44 @@ fn entries(reply: Value) -> Result<Vec<Listed>, StoreError> {
 }
 
 /// The streams of an `XREAD` reply as (key, entries); nil (the block timed out) is
-/// empty. RESP2 answers with an array of pairs, RESP3 with a map.
+/// empty.
 pub(crate) fn streams(reply: Value) -> Result<Vec<(String, Vec<Listed>)>, StoreError> {
+    streams_of(reply, entries)
+}
+
+/// An entry of the news stream: its id (where the reader reads on from) and the room
+/// and seq it announces (`None` when natter did not write it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct News {
+    pub id: String,
+    pub room_seq: Option<(String, u64)>,
+}
+
+/// The entries of an `XREAD` reply of the news stream alone, in order; nil is empty.
+pub(crate) fn news(reply: Value) -> Result<Vec<News>, StoreError> {
+    let list = |v| match v {
+        Value::Array(items) => Ok(items.into_iter().filter_map(news_entry).collect()),
+        other => Err(unexpected("a stream range", &other)),
+    };
+    Ok(streams_of(reply, list)?.into_iter().flat_map(|(_, news)| news).collect())
+}
+
+/// `[id, ["r", room, "s", seq]]` → the news it holds.
+fn news_entry(item: Value) -> Option<News> {
+    let Value::Array(parts) = item else { return None };
+    let mut parts = parts.into_iter();
+    let (id, fields) = (text(&parts.next()?)?, parts.next()?);
+    let room = field(fields.clone(), b"r").and_then(|r| String::from_utf8(r.to_vec()).ok());
+    let seq = field(fields, b"s").and_then(|s| std::str::from_utf8(&s).ok()?.parse().ok());
+    Some(News { id, room_seq: room.zip(seq) })
+}
+
+/// An `XREAD` reply's streams, each list read by `list`. RESP2 answers with an array
+/// of pairs, RESP3 with a map.
+fn streams_of<T>(
+    reply: Value,
+    list: impl Fn(Value) -> Result<Vec<T>, StoreError>,
+) -> Result<Vec<(String, Vec<T>)>, StoreError> {
     let pairs: Vec<(Value, Value)> = match reply {
         Value::Nil => return Ok(Vec::new()),
         Value::Map(pairs) => pairs,
@@ -55,7 +91,7 @@ pub(crate) fn streams(reply: Value) -> Result<Vec<(String, Vec<Listed>)>, StoreE
     };
     pairs
         .into_iter()
-        .map(|(key, list)| Ok((text(&key).ok_or_else(|| unexpected("a key", &key))?, entries(list)?)))
+        .map(|(key, items)| Ok((text(&key).ok_or_else(|| unexpected("a key", &key))?, list(items)?)))
         .collect()
 }
 
@@ -147,6 +183,25 @@ mod tests {
         assert_eq!(got[0].0, "p:room:a:stream");
         assert_eq!(got[0].1[0].seq, 1);
         assert!(streams(Value::Int(3)).is_err());
+    }
+
+    #[test]
+    fn news_entries_name_room_and_seq_and_keep_their_ids() {
+        let reply = Value::Array(vec![Value::Array(vec![
+            bulk("p:news"),
+            Value::Array(vec![
+                raw_entry("17-0", &["r", "lobby", "s", "5"]),
+                raw_entry("17-1", &["x", "y"]),
+                raw_entry("18-0", &["s", "6", "r", "b"]),
+            ]),
+        ])]);
+        let got = news(reply).unwrap();
+        let ids: Vec<&str> = got.iter().map(|n| n.id.as_str()).collect();
+        assert_eq!(ids, ["17-0", "17-1", "18-0"]);
+        assert_eq!(got[0].room_seq, Some(("lobby".into(), 5)));
+        assert_eq!(got[1].room_seq, None);
+        assert_eq!(got[2].room_seq, Some(("b".into(), 6)));
+        assert!(news(Value::Nil).unwrap().is_empty());
     }
 
     #[test]

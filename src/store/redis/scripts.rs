@@ -41,12 +41,16 @@ use redis::Script;
 /// body (and `edits` field) below the stream's first entry is deleted (the `low` key
 /// remembers where the bodies start, so each is deleted once).
 ///
-/// KEYS: seq, stream, epoch, msgs, low, edits, access, and the dedup key when
+/// Every stored entry is also announced on the deployment's news stream (room, seq),
+/// which the readers follow instead of every room's stream (see `super::reader`).
+///
+/// KEYS: seq, stream, epoch, msgs, low, edits, access, news, and the dedup key when
 /// ARGV[5] == '1'.
 /// ARGV: JSON prefix, JSON suffix, stream cap, dedup TTL (s), has-id flag, retry flag,
 /// entries a retry without an id looks back, a new epoch, change, message changed,
 /// acting user, moderator flag, the change's time, access field, its value, and '1'
-/// for a post that a read-only room refuses (a non-moderator's).
+/// for a post that a read-only room refuses (a non-moderator's), the room's name, the
+/// news stream's cap.
 /// Returns {1, seq} when stored, {0, original seq} for a duplicate, {2, seq} when a
 /// retry found its first attempt stored as `seq`; for a change, {3, 0} when the message
 /// is not a `msg` of the room (or no longer held), {5, 0} when it was deleted, {4, 0}
@@ -68,7 +72,7 @@ local function before_text(json)
   return at and string.sub(json, 1, at - 1)
 end
 if ARGV[5] == '1' then
-  local old = redis.call('GET', KEYS[8])
+  local old = redis.call('GET', KEYS[9])
   if old then
     if ARGV[6] == '1' and holds(old) then return {2, tonumber(old)} end
     return {0, tonumber(old)}
@@ -101,6 +105,7 @@ end
 local id = string.format('%d', seq)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], id .. '-0', 'b', '1')
 redis.call('HSET', KEYS[4], id, ARGV[1] .. id .. ARGV[2])
+redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[18], '*', 'r', ARGV[17], 's', id)
 if change == 'edit' then
   local text = string.sub(ARGV[2], string.find(ARGV[2], ',"text":', 1, true), -2)
   redis.call('HSET', KEYS[4], of, before_text(original) .. text .. ',"edited":' .. ARGV[13] .. '}')
@@ -127,7 +132,7 @@ if not low or seq - low >= tonumber(ARGV[3]) then
   end
   redis.call('SET', KEYS[5], keep)
 end
-if ARGV[5] == '1' then redis.call('SET', KEYS[8], id, 'EX', ARGV[4]) end
+if ARGV[5] == '1' then redis.call('SET', KEYS[9], id, 'EX', ARGV[4]) end
 redis.call('SET', KEYS[3], ARGV[8], 'NX')
 return {1, seq}
 "#;

@@ -10,13 +10,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use redis::{Client, Connection, RedisResult};
+use redis::{Client, Connection, ErrorKind, RedisResult, ScriptInvocation, ServerErrorKind, Value};
 
 use super::changes::ChangeOf;
 use super::reads::read_marks;
 use super::reply::Entry;
 use super::scripts::Scripts;
-use super::{connect, is_outage, open_client, InstanceId, RoomKeys, StoreError, StoreOptions};
+use super::{connect, is_outage, news_key, open_client, InstanceId, RoomKeys, StoreError, StoreOptions, NEWS_CAP};
 use crate::protocol::RoomName;
 use crate::store::Refused;
 
@@ -201,12 +201,63 @@ impl RedisStore {
     ) -> Result<Result<Appended, Refused>, StoreError> {
         let post = Post { room, uid, client_id, prefix, suffix, access: None, guard_read_only: !by_mod };
         let (code, seq) = self.run_append(&post, None)?;
-        Ok(if code == 6 { Err(Refused::ReadOnly) } else { Ok(post.appended(code, seq)) })
+        Ok(post.answer(code, seq))
     }
 
     /// Runs `scripts::APPEND_LUA` for a message, or an event making `change`; returns
     /// the script's answer (code, seq).
     pub(super) fn run_append(&mut self, post: &Post<'_>, change: Option<&ChangeOf>) -> Result<(u8, u64), StoreError> {
+        let args = self.append_args(post, change);
+        self.call_again(|con, scripts, retry| args.invocation(scripts, retry).invoke(con))
+    }
+
+    /// [`RedisStore::post`] of each of `posts`, in one round trip: the append script once
+    /// per post, pipelined in order, so the posts a dispatcher batch sends are stored
+    /// in that order without waiting a round trip each. Each answer is what `post`
+    /// would have answered, in the order of `posts`; a connection found broken retries
+    /// the whole pipeline (each script then looks for its first attempt, as a single
+    /// post's retry does).
+    /// An `Err` is the whole pipeline's (each post may or may not be stored, as after a
+    /// single post's `Unavailable`).
+    pub fn post_many(
+        &mut self,
+        posts: &[ClientPost<'_>],
+    ) -> Result<Vec<PostAnswer>, StoreError> {
+        let posts: Vec<Post<'_>> = posts.iter().map(ClientPost::post).collect();
+        let args: Vec<AppendArgs> = posts.iter().map(|post| self.append_args(post, None)).collect();
+        let replies = self.call_again(|con, scripts, retry| {
+            let runs: Vec<_> = args.iter().map(|a| a.invocation(scripts, retry)).collect();
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            for run in &runs {
+                pipe.invoke_script(run);
+            }
+            pipe.query::<Vec<Value>>(con)
+        });
+        let replies = replies?;
+        if replies.len() != posts.len() {
+            return Err(StoreError::Reply(format!("{} answers to {} pipelined appends", replies.len(), posts.len())));
+        }
+        Ok(posts
+            .iter()
+            .zip(replies)
+            .map(|(post, reply)| {
+                let (code, seq) = match reply.extract_error() {
+                    // A Redis that does not know the script yet ran none of them: this
+                    // post alone, the way that loads it.
+                    Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                        self.run_append(post, None)?
+                    }
+                    Err(e) => return Err(StoreError::from(e)),
+                    Ok(v) => redis::from_redis_value::<(u8, u64)>(v).map_err(|e| StoreError::Reply(e.to_string()))?,
+                };
+                Ok(post.answer(code, seq))
+            })
+            .collect())
+    }
+
+    /// The append script's keys and arguments for `post`, and where the retry flag goes.
+    fn append_args(&self, post: &Post<'_>, change: Option<&ChangeOf>) -> AppendArgs {
         let Post { room, uid, client_id, prefix, suffix, .. } = *post;
         let keys = self.keys(room);
         let cap = self.opts.stream_cap.max(1);
@@ -217,24 +268,32 @@ impl RedisStore {
             Some(ChangeOf::Edit { of, ts }) => ("edit", *of, false, *ts),
             Some(ChangeOf::Delete { of, by_mod }) => ("delete", *of, *by_mod, 0),
         };
-        let (field, value) = match &post.access {
-            Some((field, value)) => (*field, *value),
-            None => ("", ""),
-        };
+        let (field, value) = post.access.unwrap_or(("", ""));
         let kind = if post.access.is_some() { "access" } else { kind };
-        self.call_again(|con, scripts, retry| {
-            let mut run = scripts.append.prepare_invoke();
-            run.key(keys.seq()).key(keys.stream()).key(keys.epoch()).key(keys.msgs()).key(keys.low()).key(keys.edits());
-            run.key(keys.access());
-            if let Some(id) = client_id {
-                run.key(keys.dedup(uid, id));
-            }
-            run.arg(prefix).arg(suffix).arg(cap).arg(ttl).arg(u8::from(client_id.is_some()));
-            run.arg(u8::from(retry)).arg(RETRY_LOOKBACK).arg(&epoch);
-            run.arg(kind).arg(of).arg(uid).arg(u8::from(by_mod)).arg(ts).arg(field).arg(value);
-            run.arg(u8::from(post.guard_read_only));
-            run.invoke(con)
-        })
+        let mut names =
+            vec![keys.seq(), keys.stream(), keys.epoch(), keys.msgs(), keys.low(), keys.edits(), keys.access()];
+        names.push(news_key(&self.opts.prefix));
+        if let Some(id) = client_id {
+            names.push(keys.dedup(uid, id));
+        }
+        let text = |v: &dyn ToString| v.to_string().into_bytes();
+        let before =
+            vec![prefix.to_vec(), suffix.to_vec(), text(&cap), text(&ttl), text(&u8::from(client_id.is_some()))];
+        let after = vec![
+            text(&RETRY_LOOKBACK),
+            epoch.into_bytes(),
+            kind.as_bytes().to_vec(),
+            text(&of),
+            uid.as_bytes().to_vec(),
+            text(&u8::from(by_mod)),
+            text(&ts),
+            field.as_bytes().to_vec(),
+            value.as_bytes().to_vec(),
+            text(&u8::from(post.guard_read_only)),
+            room.as_str().as_bytes().to_vec(),
+            text(&NEWS_CAP),
+        ];
+        AppendArgs { keys: names, before, after }
     }
 
     /// The messages with `after_seq < seq <= upto_seq` (no upper bound with `None`),
@@ -416,6 +475,15 @@ pub(super) struct Post<'a> {
 }
 
 impl Post<'_> {
+    /// A client post's answer: refused by a read-only room (code 6), else as stored.
+    pub fn answer(&self, code: u8, seq: u64) -> Result<Appended, Refused> {
+        if code == 6 {
+            Err(Refused::ReadOnly)
+        } else {
+            Ok(self.appended(code, seq))
+        }
+    }
+
     /// What the append script's answer `code` means for this post, stored or not.
     pub fn appended(&self, code: u8, seq: u64) -> Appended {
         if code == 0 {
@@ -427,6 +495,52 @@ impl Post<'_> {
         json.put_slice(digits.as_bytes());
         json.put_slice(self.suffix);
         Appended::Stored { seq, json: json.freeze() }
+    }
+}
+
+/// What [`RedisStore::post`] answers one post.
+pub type PostAnswer = Result<Result<Appended, Refused>, StoreError>;
+
+/// A client's post for [`RedisStore::post_many`]: as [`RedisStore::post`] takes it.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientPost<'a> {
+    pub room: &'a RoomName,
+    pub uid: &'a str,
+    pub client_id: Option<&'a str>,
+    pub prefix: &'a [u8],
+    pub suffix: &'a [u8],
+    pub by_mod: bool,
+}
+
+impl<'a> ClientPost<'a> {
+    fn post(&self) -> Post<'a> {
+        let ClientPost { room, uid, client_id, prefix, suffix, by_mod } = *self;
+        Post { room, uid, client_id, prefix, suffix, access: None, guard_read_only: !by_mod }
+    }
+}
+
+/// The append script's keys and arguments, but for the retry flag (ARGV[6]), which
+/// each attempt sets: `before` are ARGV[1..=5], `after` ARGV[7..].
+struct AppendArgs {
+    keys: Vec<String>,
+    before: Vec<Vec<u8>>,
+    after: Vec<Vec<u8>>,
+}
+
+impl AppendArgs {
+    fn invocation<'s>(&self, scripts: &'s Scripts, retry: bool) -> ScriptInvocation<'s> {
+        let mut run = scripts.append.prepare_invoke();
+        for key in &self.keys {
+            run.key(key);
+        }
+        for arg in &self.before {
+            run.arg(&arg[..]);
+        }
+        run.arg(u8::from(retry));
+        for arg in &self.after {
+            run.arg(&arg[..]);
+        }
+        run
     }
 }
 
