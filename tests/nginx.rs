@@ -7,12 +7,14 @@
 mod common;
 mod common_tls;
 
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
 use common::{Client, Proc, Stream};
 use common_tls::TestCa;
+use serde_json::json;
 use tungstenite::client::IntoClientRequest;
 
 /// nginx running the shipped site; stopped by its PID when dropped.
@@ -116,6 +118,37 @@ fn behind_the_shipped_nginx_site_clients_are_told_apart_by_forwarded_address() {
     bob.join("lobby", None);
     alice.post("lobby", "through nginx", "n1");
     assert_eq!(bob.expect("msg")["text"], "through nginx");
+
+    // The HTTP fallback through the same site: an event stream that nginx must not
+    // buffer, and POSTs on a kept-alive connection, as the page uses them.
+    let mut stream = common_tls::tls_connect(front, &tls);
+    stream
+        .get_mut()
+        .write_all(b"GET /sse?name=carol HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: 198.51.100.3\r\n\r\n")
+        .unwrap();
+    let welcome = common_tls::next_data(&mut stream);
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    let session = welcome["session"].as_str().unwrap().to_owned();
+    let mut up = common_tls::tls_connect(front, &tls);
+    let (status, answer) = common_tls::post_send(&mut up, &session, &json!({"type": "join", "room": "lobby"}));
+    assert_eq!(status, 200, "{answer}");
+    while common_tls::next_data(&mut stream)["type"] != "history" {}
+    bob.post("lobby", "down the stream", "n2");
+    assert_eq!(alice.expect("msg")["text"], "down the stream");
+    loop {
+        let event = common_tls::next_data(&mut stream);
+        if event["type"] == "msg" {
+            assert_eq!(event["text"], "down the stream", "delivered as written, not buffered");
+            break;
+        }
+    }
+    let (status, answer) = common_tls::post_send(
+        &mut up,
+        &session,
+        &json!({"type": "msg", "room": "lobby", "text": "up the post", "id": "c1"}),
+    );
+    assert_eq!((status, answer.contains("\"ack\"")), (200, true), "{answer}");
+    assert_eq!(bob.expect("msg")["text"], "up the post");
 
     // Straight to natter from an untrusted peer, the header is ignored: both count as
     // 127.0.0.2.

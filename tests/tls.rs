@@ -1,12 +1,13 @@
 //! Native TLS (`--tls-cert`/`--tls-key`): a client that verifies the chain against a
-//! CA made for the test chats and resumes over `wss://`; plain text, garbage and
+//! CA made for the test chats and resumes over `wss://`, and over the fallback
+//! transport on the same port; plain text, garbage and
 //! stalled handshakes are refused or closed in time; a TLS client that stops reading
 //! never stalls the others; SIGHUP swaps the certificate for new connections only.
 
 mod common;
 mod common_tls;
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -74,6 +75,52 @@ fn a_verifying_client_chats_and_resumes_over_wss() {
     let mut tls_stream = rustls::StreamOwned::new(session, stream);
     let err = tls_stream.write_all(b"GET /ws HTTP/1.1\r\n\r\n").and_then(|_| tls_stream.flush()).unwrap_err();
     assert!(err.to_string().contains("invalid peer certificate"), "{err}");
+}
+
+/// The fallback transport over native TLS: `GET /sse` and `POST /send` on the `wss://`
+/// port, verified against the test CA, chat with a WebSocket client in one room.
+#[test]
+fn the_fallback_transport_works_over_native_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let issued = ca.issue(dir.path(), "server", 1);
+    let server = tls_server(&issued, |_| {});
+    let tls = ca.client_config();
+
+    let mut stream = common_tls::tls_connect(server.ws, &tls);
+    stream.get_mut().write_all(b"GET /sse?name=alice HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut status = String::new();
+    stream.read_line(&mut status).unwrap();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let welcome = common_tls::next_data(&mut stream);
+    assert_eq!(welcome["type"], "welcome");
+    let session = welcome["session"].as_str().unwrap().to_owned();
+
+    let mut up = common_tls::tls_connect(server.ws, &tls);
+    let (status, answer) =
+        common_tls::post_send(&mut up, &session, &json!({"type": "join", "room": "lobby", "id": "j1"}));
+    assert_eq!(status, 200, "{answer}");
+    while common_tls::next_data(&mut stream)["type"] != "history" {}
+
+    let mut bob = Client::connect_tls(&wss(server.ws, "bob"), &tls);
+    bob.join("lobby", None);
+    bob.post("lobby", "to the stream", "b1");
+    loop {
+        let event = common_tls::next_data(&mut stream);
+        if event["type"] == "msg" {
+            assert_eq!(event["text"], "to the stream");
+            break;
+        }
+    }
+    // The same kept-alive TLS connection carries the next POST.
+    let (status, answer) = common_tls::post_send(
+        &mut up,
+        &session,
+        &json!({"type": "msg", "room": "lobby", "text": "from the stream", "id": "a1"}),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("\"ack\""), "{answer}");
+    assert_eq!(bob.expect("msg")["text"], "from the stream");
 }
 
 /// Sends `bytes` to a TLS port and returns everything the server says until it closes,

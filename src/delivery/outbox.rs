@@ -273,16 +273,23 @@ impl Conn {
     }
 
     /// Queues several parts that must stay together (an SSE event's `id:` line and
-    /// data), as [`Conn::push`] does.
+    /// data), as [`Conn::push`] does. Over TLS they are joined into one frame first: a
+    /// frame is sealed whole, so a close that drops what is not sealed yet never leaves
+    /// half an event (an `id:` whose data never comes) on the stream.
     pub fn push_parts<const N: usize>(&self, parts: [Frame; N]) -> Result<usize, Refused> {
         let mut out = self.lock();
         if out.closing || out.dead {
             return Err(Refused::Closing);
         }
-        for frame in parts {
-            out.pending += frame.len();
-            out.largest = out.largest.max(frame.len());
-            out.queue.push_back(frame);
+        if out.tls.is_some() {
+            let joined = Frame::from(parts.concat());
+            out.largest = out.largest.max(joined.len());
+            out.enqueue(joined);
+        } else {
+            for frame in parts {
+                out.largest = out.largest.max(frame.len());
+                out.enqueue(frame);
+            }
         }
         Ok(out.pending.saturating_sub(out.largest))
     }

@@ -1,8 +1,9 @@
 //! One WebSocket connection's thread: the handshake, the `welcome`, then a blocking
 //! read loop that turns frames into validated [`ClientMsg`]s for the dispatcher.
 //! A request for the fallback transport (`/sse`, `/send`) is handed to [`super::sse`]
-//! or [`super::send`] instead, once [`plain::read_route`] has read its head; after a
-//! `/send` the connection may carry the client's next request (keep-alive).
+//! or [`super::send`] instead, once [`plain::read_route`] has read its head (over TLS
+//! too: everything reads the connection's [`Inbound`] plaintext); after a `/send` the
+//! connection may carry the client's next request (keep-alive).
 //!
 //! The thread owns its tungstenite `WebSocket` for reading only: every byte it sends
 //! (pong, error, close) goes through the shared [`Conn`] outbox, so it and the
@@ -33,6 +34,7 @@ use crate::protocol::{
 use crate::tls::{self, Tls};
 use crate::transport::admission::{Admission, Slot};
 use crate::transport::handshake::{self, Admitted, Refusal};
+use crate::transport::inbound::Inbound;
 use crate::transport::plain::{self, Route};
 use crate::transport::ratelimit::{Strikes, TokenBucket};
 use crate::transport::sse::Sessions;
@@ -40,9 +42,6 @@ use crate::transport::wait::{self, Waited};
 
 /// Window in which `rate_strikes` refusals close a connection.
 const STRIKE_WINDOW: Duration = Duration::from_secs(10);
-/// Ciphertext a TLS connection reads from its socket at once: records run up to 16 KiB,
-/// and the plaintext goes on to tungstenite's own (smaller) buffer.
-const TLS_READ_BYTES: usize = 2048;
 /// Longest wait for a handshake response or refusal to leave.
 const HANDSHAKE_WRITE: Duration = Duration::from_secs(5);
 
@@ -76,32 +75,14 @@ pub struct ConnContext {
 /// The stream tungstenite sees. During the handshake it writes through the outbox
 /// (the 101 or refusal response; sealed on TLS) and waits for it to leave;
 /// afterwards its writes are discarded, because the thread sends its own pongs and
-/// close frames through the outbox.
+/// close frames through the outbox. It reads the connection's plaintext: blocking
+/// (under the handshake timeout) during the handshake, never blocking afterwards,
+/// when the read loop waits in [`wait::wait_readable`] instead.
 struct ConnIo {
-    conn: Arc<Conn>,
+    input: Inbound,
     handshaking: bool,
-    /// TLS: plaintext decrypted but not yet read by tungstenite, and the ciphertext
-    /// buffer the socket is read into (without the outbox lock).
-    tls: Option<TlsRead>,
     /// Bytes read before the handshake started (while routing), read again first.
     replay: io::Cursor<Vec<u8>>,
-}
-
-struct TlsRead {
-    plain: Vec<u8>,
-    at: usize,
-    cipher: Box<[u8]>,
-}
-
-/// Reads from the socket: blocking (under the handshake timeout) during the handshake,
-/// and never blocking afterwards, when the read loop waits in [`wait::wait_readable`]
-/// instead. Never takes the outbox lock: writers carry on meanwhile.
-fn read_socket(conn: &Conn, handshaking: bool, buf: &mut [u8]) -> io::Result<usize> {
-    if handshaking {
-        conn.stream().read(buf)
-    } else {
-        wait::read_now(conn.stream(), buf)
-    }
 }
 
 impl Read for ConnIo {
@@ -115,29 +96,18 @@ impl Read for ConnIo {
             }
             return Ok(n);
         }
-        let Some(t) = &mut self.tls else { return read_socket(&self.conn, self.handshaking, buf) };
-        while t.at == t.plain.len() {
-            t.plain.clear();
-            t.at = 0;
-            let n = read_socket(&self.conn, self.handshaking, &mut t.cipher)?;
-            if n == 0 {
-                return Ok(0);
-            }
-            if self.conn.tls_receive(&t.cipher[..n], &mut t.plain)? && t.plain.is_empty() {
-                return Ok(0);
-            }
+        if self.handshaking {
+            self.input.read(buf)
+        } else {
+            self.input.read_now(buf)
         }
-        let n = buf.len().min(t.plain.len() - t.at);
-        buf[..n].copy_from_slice(&t.plain[t.at..t.at + n]);
-        t.at += n;
-        Ok(n)
     }
 }
 
 impl Write for ConnIo {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.handshaking {
-            send_now(&self.conn, buf, HANDSHAKE_WRITE)?;
+            send_now(self.input.conn(), buf, HANDSHAKE_WRITE)?;
         }
         Ok(buf.len())
     }
@@ -169,23 +139,21 @@ fn open<'a>(conn: &'a Arc<Conn>, ctx: &'a ConnContext, slot: &mut Slot) -> Optio
     let _ = stream.set_read_timeout(Some(cfg.handshake_timeout));
     let _ = stream.set_write_timeout(Some(cfg.handshake_timeout));
 
-    // Plain connections are routed first: the fallback transport (`/sse`, `/send`)
-    // shares this listener. Over native TLS only WebSockets are served (docs/PROTOCOL.md).
-    let (early, replay) = match &ctx.tls {
+    let mut input = match &ctx.tls {
         Some(tls) => match tls_handshake(conn, tls, cfg.handshake_timeout) {
-            Ok(early) => (Some(early), Vec::new()),
+            Ok(early) => Inbound::tls(conn.clone(), early),
             Err(e) => {
                 log::info!("TLS handshake with {} failed: {e}", conn.peer);
                 linger(conn.stream());
                 return None;
             }
         },
-        None => match serve_plain(conn, ctx) {
-            Some(replay) => (None, replay),
-            None => return None,
-        },
+        None => Inbound::plain(conn.clone()),
     };
-    let (mut ws, admitted) = handshake(conn, ctx, early, replay, slot)?;
+    // Requests are routed first: the fallback transport (`/sse`, `/send`) shares this
+    // listener, over plain TCP and TLS alike.
+    let replay = serve_plain(conn, ctx, &mut input)?;
+    let (mut ws, admitted) = handshake(conn, ctx, input, replay, slot)?;
     let _ = stream.set_write_timeout(None);
     ws.get_mut().handshaking = false;
 
@@ -209,17 +177,17 @@ fn end(conn: &Arc<Conn>, ctx: &ConnContext, reason: CloseReason) {
 /// Serves the fallback transport's requests on a plain connection, the next one too
 /// while a `POST /send` keeps the connection alive. Returns the bytes read of a
 /// WebSocket upgrade request (replayed to the handshake), or None once served.
-fn serve_plain(conn: &Arc<Conn>, ctx: &ConnContext) -> Option<Vec<u8>> {
+fn serve_plain(conn: &Arc<Conn>, ctx: &ConnContext, input: &mut Inbound) -> Option<Vec<u8>> {
     let cfg = &ctx.cfg;
     let mut next = Vec::new();
     loop {
-        let route = plain::read_route(conn, next)?;
+        let route = plain::read_route(input, next)?;
         let _ = conn.stream().set_read_timeout(Some(cfg.handshake_timeout));
         match route {
             Route::WebSocket(bytes) => return Some(bytes),
             Route::Sse(req) => crate::transport::sse::run(conn.clone(), ctx, &req),
             Route::Send(req, body) => {
-                if let Some(rest) = crate::transport::send::run(conn, ctx, &req, body) {
+                if let Some(rest) = crate::transport::send::run(conn, ctx, &req, (body, input)) {
                     // Kept alive: the next request may take as long as an idle HTTP connection.
                     let _ = conn.stream().set_read_timeout(Some(cfg.http_idle_timeout));
                     next = rest;
@@ -256,7 +224,7 @@ pub fn welcome(session: &str, identity: &Identity, cfg: &Config) -> wire::Frame 
 fn handshake(
     conn: &Arc<Conn>,
     ctx: &ConnContext,
-    tls_early: Option<Vec<u8>>,
+    input: Inbound,
     replay: Vec<u8>,
     slot: &mut Slot,
 ) -> Option<(tungstenite::WebSocket<ConnIo>, Admitted)> {
@@ -283,8 +251,7 @@ fn handshake(
             Err(response)
         }
     };
-    let tls = tls_early.map(|plain| TlsRead { plain, at: 0, cipher: vec![0; TLS_READ_BYTES].into() });
-    let io = ConnIo { conn: conn.clone(), handshaking: true, tls, replay: io::Cursor::new(replay) };
+    let io = ConnIo { input, handshaking: true, replay: io::Cursor::new(replay) };
     match tungstenite::accept_hdr_with_config(io, callback, Some(ws_config)) {
         Ok(ws) => Some((ws, admitted.expect("the callback admitted this request"))),
         Err(HandshakeError::Failure(WsError::Http(_))) => {
@@ -570,9 +537,8 @@ mod tests {
         let peer = server.peer_addr().unwrap();
         let head = b"GET /ws HTTP/1.1\r\n\r\n".to_vec();
         let mut conn_io = ConnIo {
-            conn: Arc::new(Conn::new(1, server, peer)),
+            input: Inbound::plain(Arc::new(Conn::new(1, server, peer))),
             handshaking: true,
-            tls: None,
             replay: io::Cursor::new(head),
         };
         let mut buf = [0u8; 10];

@@ -4,6 +4,7 @@
 //! - [`server`]: the WebSocket accept loop; [`admission`]: total and per-IP caps;
 //! - [`stack`]: small-stack connection threads;
 //! - [`connection`]: one connection's handshake and read loop;
+//! - [`inbound`]: a connection's plaintext input, over plain TCP or TLS;
 //! - [`wait`]: non-blocking reads and the `poll` a connection thread sleeps in;
 //! - [`handshake`]: the upgrade, Origin and identity checks;
 //! - [`plain`]: plain HTTP on the WebSocket listener, routing the fallback transport;
@@ -24,6 +25,7 @@ pub mod connection;
 pub mod guard;
 pub mod handshake;
 pub mod http;
+pub mod inbound;
 pub mod plain;
 pub mod ratelimit;
 pub mod relay;

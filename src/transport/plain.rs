@@ -47,7 +47,7 @@ pub enum Route {
 /// read: a kept-alive connection's next request). `None` when the client went away or
 /// timed out.
 #[inline(never)]
-pub fn read_route(conn: &Conn, mut buf: Vec<u8>) -> Option<Route> {
+pub fn read_route(input: &mut impl Read, mut buf: Vec<u8>) -> Option<Route> {
     buf.reserve(1024);
     let mut chunk = [0u8; 2048];
     let mut ours = None;
@@ -55,7 +55,7 @@ pub fn read_route(conn: &Conn, mut buf: Vec<u8>) -> Option<Route> {
     let mut unread = !buf.is_empty();
     loop {
         if !std::mem::take(&mut unread) {
-            let n = match conn.stream().read(&mut chunk) {
+            let n = match input.read(&mut chunk) {
                 Ok(0) | Err(_) => return None,
                 Ok(n) => n,
             };

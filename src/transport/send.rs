@@ -44,14 +44,15 @@ static BARRIERS: AtomicU64 = AtomicU64::new(1);
 
 /// Serves one `POST /send`. Returns the bytes already read of the next request when
 /// the connection stays open for it (keep-alive); None when it was closed.
+/// `body` is what was read of the body with the head; the rest comes from `input`.
 pub fn run(
     conn: &Arc<crate::delivery::outbox::Conn>,
     ctx: &ConnContext,
     req: &Request,
-    body: Vec<u8>,
+    (body, input): (Vec<u8>, &mut impl Read),
 ) -> Option<Vec<u8>> {
     let cors = plain::cors_origin(req, &ctx.cfg);
-    match handle(conn, ctx, req, body) {
+    match handle(input, ctx, req, body) {
         Ok((status, json, rest)) => {
             let keep = plain::keeps_alive(req);
             let bytes = plain::response(status, "application/json", json.as_bytes(), cors.as_deref(), keep);
@@ -72,14 +73,14 @@ fn refusal(status: StatusCode, body: &'static str, detail: impl Into<String>) ->
 /// Checks the request, reads and runs its messages; the status and JSON answer, and
 /// the bytes read past the body (the start of the next request).
 fn handle(
-    conn: &crate::delivery::outbox::Conn,
+    input: &mut impl Read,
     ctx: &ConnContext,
     req: &Request,
     body: Vec<u8>,
 ) -> Result<(StatusCode, String, Vec<u8>), Refusal> {
     check_origin(req, &ctx.cfg)?;
     let session = find_session(req, ctx)?;
-    let (body, rest) = read_body(conn, req, body, ctx.cfg.max_frame_bytes)?;
+    let (body, rest) = read_body(input, req, body, ctx.cfg.max_frame_bytes)?;
     let messages = split(&body)?;
     let stream = session.conn.sse().expect("sessions are SSE streams");
     let barrier = format!("\"send-{}\"", BARRIERS.fetch_add(1, Ordering::Relaxed));
@@ -126,7 +127,7 @@ fn find_session(req: &Request, ctx: &ConnContext) -> Result<Arc<Session>, Refusa
 /// The body, `Content-Length` bytes of it, at most `max` (413 past it, unread), and
 /// what was read past it.
 fn read_body(
-    conn: &crate::delivery::outbox::Conn,
+    input: &mut impl Read,
     req: &Request,
     mut body: Vec<u8>,
     max: usize,
@@ -146,7 +147,7 @@ fn read_body(
     }
     let mut chunk = [0u8; 4096];
     while body.len() < len {
-        match conn.stream().read(&mut chunk) {
+        match input.read(&mut chunk) {
             Ok(0) | Err(_) => {
                 return Err(refusal(StatusCode::REQUEST_TIMEOUT, "request timeout: body incomplete", "short body"))
             }

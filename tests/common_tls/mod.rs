@@ -3,6 +3,8 @@
 //! CA, so every TLS test checks the chain for real.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -75,7 +77,6 @@ impl TestCa {
 /// A GET over HTTPS to `addr` (named `localhost`), verified with `tls`; returns
 /// (status, body).
 pub fn https_get(addr: std::net::SocketAddr, path: &str, tls: &Arc<rustls::ClientConfig>) -> (u16, String) {
-    use std::io::{Read, Write};
     let stream = std::net::TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
     let session = rustls::ClientConnection::new(tls.clone(), "localhost".try_into().unwrap()).unwrap();
@@ -87,4 +88,55 @@ pub fn https_get(addr: std::net::SocketAddr, path: &str, tls: &Arc<rustls::Clien
     let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, body)
+}
+
+/// A TLS connection to `addr` (named `localhost`), verified with `tls`, for HTTP
+/// requests written and read by hand.
+pub fn tls_connect(
+    addr: std::net::SocketAddr,
+    tls: &std::sync::Arc<rustls::ClientConfig>,
+) -> BufReader<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let session = rustls::ClientConnection::new(tls.clone(), "localhost".try_into().unwrap()).unwrap();
+    BufReader::new(rustls::StreamOwned::new(session, stream))
+}
+
+/// The next SSE event's `data:` on `s`, skipping comments and other fields.
+pub fn next_data(s: &mut impl BufRead) -> serde_json::Value {
+    loop {
+        let mut line = String::new();
+        assert!(s.read_line(&mut line).unwrap() > 0, "the stream ended");
+        if let Some(data) = line.trim_end().strip_prefix("data: ") {
+            return serde_json::from_str(data).unwrap();
+        }
+    }
+}
+
+/// One `POST /send` on a kept-alive connection: (status, body).
+pub fn post_send(s: &mut BufReader<impl Read + Write>, session: &str, body: &serde_json::Value) -> (u16, String) {
+    let body = body.to_string();
+    let head = format!(
+        "POST /send?session={session} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.get_mut().write_all(format!("{head}{body}").as_bytes()).unwrap();
+    let mut status_line = String::new();
+    s.read_line(&mut status_line).unwrap();
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        s.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap();
+            }
+        }
+    }
+    let mut answer = vec![0; length];
+    s.read_exact(&mut answer).unwrap();
+    (status_line.split(' ').nth(1).unwrap().parse().unwrap(), String::from_utf8(answer).unwrap())
 }

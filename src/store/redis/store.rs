@@ -219,10 +219,7 @@ impl RedisStore {
     /// post's retry does).
     /// An `Err` is the whole pipeline's (each post may or may not be stored, as after a
     /// single post's `Unavailable`).
-    pub fn post_many(
-        &mut self,
-        posts: &[ClientPost<'_>],
-    ) -> Result<Vec<PostAnswer>, StoreError> {
+    pub fn post_many(&mut self, posts: &[ClientPost<'_>]) -> Result<Vec<PostAnswer>, StoreError> {
         let posts: Vec<Post<'_>> = posts.iter().map(ClientPost::post).collect();
         let args: Vec<AppendArgs> = posts.iter().map(|post| self.append_args(post, None)).collect();
         let replies = self.call_again(|con, scripts, retry| {
