@@ -57,8 +57,11 @@ export async function launchBrowser(cleanup) {
  * console error and uncaught exception recorded in `consoleErrors`.
  * `wsUrl` overrides the ws_url that /config.json gives this page only.
  */
-export async function openPage(browser, url, { width = 1280, height = 800, wsUrl, identity } = {}) {
+export async function openPage(browser, url, { width = 1280, height = 800, wsUrl, identity, blockWebSockets } = {}) {
   const context = await browser.newContext({ viewport: { width, height } });
+  // `blockWebSockets`: every WebSocket the page opens is closed at once, as a network
+  // that breaks them would (the page then falls back to SSE+POST).
+  if (blockWebSockets) await context.routeWebSocket(/./, (ws) => ws.close());
   // `identity`: the open-mode identity key another page holds (the same user on a second device).
   if (identity) await context.addInitScript((key) => localStorage.setItem('natter.identity', key), identity);
   const page = await context.newPage();

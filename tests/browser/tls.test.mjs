@@ -2,8 +2,10 @@
 // NSS database in the browser's own HOME; no --ignore-certificate-errors):
 // - behind the shipped nginx site (deploy/nginx-natter.conf, run on loopback by
 //   scripts/nginx-for-tests.sh): the page loads from https://127.0.0.1:PORT/ and
-//   two pages chat over wss:// through nginx;
-// - natter's native TLS (--tls-cert): two pages chat, and reconnect after a restart.
+//   two pages chat over wss:// through nginx, and a page whose WebSockets are
+//   blocked chats over the HTTP fallback (SSE + POST) through it;
+// - natter's native TLS (--tls-cert): two pages chat, and reconnect after a restart;
+//   a page whose WebSockets are blocked chats over https:// /sse and /send.
 
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
@@ -111,6 +113,37 @@ test('through nginx: the page loads over https and two pages chat over wss', asy
   await send(bob.page, 'and back');
   await waitForMessage(alice.page, 'lobby', 'and back');
   assertNoConsoleErrors(assert, alice.consoleErrors);
+  assertNoConsoleErrors(assert, bob.consoleErrors);
+  await alice.context.close();
+  await bob.context.close();
+});
+
+const transport = (page) => page.evaluate(() => document.getElementById('status').dataset.transport);
+
+test('through nginx: a page whose WebSockets are blocked chats over the HTTP fallback', async () => {
+  const alice = await openChat(env.browser, env.front, 'alice', { blockWebSockets: true });
+  const bob = await openChat(env.browser, env.front, 'bob');
+  assert.equal(await transport(alice.page), 'sse', 'alice fell back to SSE+POST through nginx');
+  assert.equal(await transport(bob.page), 'websocket');
+  await send(alice.page, 'over the fallback through nginx');
+  await waitForMessage(bob.page, 'lobby', 'over the fallback through nginx');
+  await send(bob.page, 'down the event stream');
+  await waitForMessage(alice.page, 'lobby', 'down the event stream');
+  assertNoConsoleErrors(assert, alice.consoleErrors, [/WebSocket/i]);
+  assertNoConsoleErrors(assert, bob.consoleErrors);
+  await alice.context.close();
+  await bob.context.close();
+});
+
+test('native TLS: a page whose WebSockets are blocked chats over https /sse and /send', async () => {
+  const alice = await openChat(env.browser, env.nativeFront, 'alice', { blockWebSockets: true });
+  const bob = await openChat(env.browser, env.nativeFront, 'bob');
+  assert.equal(await transport(alice.page), 'sse', 'alice fell back to SSE+POST on the wss:// port');
+  await send(alice.page, 'fallback over native TLS');
+  await waitForMessage(bob.page, 'lobby', 'fallback over native TLS');
+  await send(bob.page, 'back down the stream');
+  await waitForMessage(alice.page, 'lobby', 'back down the stream');
+  assertNoConsoleErrors(assert, alice.consoleErrors, [/WebSocket/i]);
   assertNoConsoleErrors(assert, bob.consoleErrors);
   await alice.context.close();
   await bob.context.close();
