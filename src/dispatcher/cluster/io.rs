@@ -401,25 +401,24 @@ fn append_batch(store: &mut RedisStore, batch: Vec<Request>) -> Vec<ClusterEvent
             _ => None,
         })
         .collect();
-    let results = store.post_many(&posts);
-    let answer = |i: usize, room: &RoomName| -> Result<Appended, ProtocolError> {
-        match &results {
-            Err(e) => Err(ProtocolError::new(ErrorCode::Unavailable, describe(e))),
-            Ok(each) => match &each[i] {
-                Ok(Ok(appended)) => Ok(appended.clone()),
-                Ok(Err(_)) => Err(ProtocolError::new(ErrorCode::Forbidden, format!("`{room}` is read-only"))),
-                Err(e) => Err(ProtocolError::new(ErrorCode::Unavailable, describe(e))),
-            },
-        }
+    let unavailable = |e: &StoreError| ProtocolError::new(ErrorCode::Unavailable, describe(e));
+    let answers: Vec<Result<Appended, ProtocolError>> = match store.post_many(&posts) {
+        Err(e) => posts.iter().map(|_| Err(unavailable(&e))).collect(),
+        Ok(each) => each
+            .into_iter()
+            .zip(&posts)
+            .map(|(answer, post)| match answer {
+                Ok(Ok(appended)) => Ok(appended),
+                Ok(Err(_)) => Err(ProtocolError::new(ErrorCode::Forbidden, format!("`{}` is read-only", post.room))),
+                Err(e) => Err(unavailable(&e)),
+            })
+            .collect(),
     };
-    let mut events = Vec::with_capacity(batch.len());
-    for (i, req) in batch.into_iter().enumerate() {
-        if let Request::Append { ack, room, id, .. } = req {
-            let result = answer(i, &room);
-            events.push(ClusterEvent::Appended { ack, room, id, result });
-        }
-    }
-    events
+    let appends = batch.into_iter().filter_map(|req| match req {
+        Request::Append { ack, room, id, .. } => Some((ack, room, id)),
+        _ => None,
+    });
+    appends.zip(answers).map(|((ack, room, id), result)| ClusterEvent::Appended { ack, room, id, result }).collect()
 }
 
 fn handle(
@@ -429,14 +428,8 @@ fn handle(
     seen: &mut HashMap<RoomName, Vec<User>>,
 ) -> Option<ClusterEvent> {
     match req {
-        Request::Append { ack, room, uid, id, prefix, suffix, by_mod } => {
-            let result = match store.post(&room, &uid, id.as_deref(), (&prefix, &suffix), by_mod) {
-                Ok(Ok(appended)) => Ok(appended),
-                Ok(Err(_)) => Err(ProtocolError::new(ErrorCode::Forbidden, format!("`{room}` is read-only"))),
-                Err(e) => Err(ProtocolError::new(ErrorCode::Unavailable, describe(&e))),
-            };
-            Some(ClusterEvent::Appended { ack, room, id, result })
-        }
+        // `io_loop` sends every post through `append_batch`; one alone is a batch too.
+        req @ Request::Append { .. } => append_batch(store, vec![req]).pop(),
         Request::Change { conn, room, uid, id, prefix, suffix, change } => {
             let result = store.change(&room, &uid, id.as_deref(), &prefix, &suffix, &change).map_err(|e| describe(&e));
             Some(ClusterEvent::Changed { conn, room, uid, id, change, result })

@@ -181,12 +181,9 @@ impl ReaderLoop {
             Err(e) => return Ok(Err(e)),
         };
         for item in news {
-            if let Some((room, seq)) = item.room_seq {
-                let room = RoomName::parse(&room);
-                if let Some((room, pos)) = room.and_then(|r| Some((r.clone(), self.rooms.get(&r)?))) {
-                    if seq > pos.last {
-                        self.dirty.insert(room);
-                    }
+            if let Some((room, seq)) = item.room_seq.and_then(|(room, seq)| Some((RoomName::parse(&room)?, seq))) {
+                if self.rooms.get(&room).is_some_and(|pos| seq > pos.last) {
+                    self.dirty.insert(room);
                 }
             }
             self.cursor = item.id;

@@ -198,10 +198,9 @@ impl RedisStore {
         client_id: Option<&str>,
         (prefix, suffix): (&[u8], &[u8]),
         by_mod: bool,
-    ) -> Result<Result<Appended, Refused>, StoreError> {
-        let post = Post { room, uid, client_id, prefix, suffix, access: None, guard_read_only: !by_mod };
-        let (code, seq) = self.run_append(&post, None)?;
-        Ok(post.answer(code, seq))
+    ) -> PostAnswer {
+        let one = ClientPost { room, uid, client_id, prefix, suffix, by_mod };
+        self.post_many(&[one])?.pop().unwrap_or_else(|| Err(StoreError::Reply("no answer to a post".into())))
     }
 
     /// Runs `scripts::APPEND_LUA` for a message, or an event making `change`; returns
@@ -248,49 +247,37 @@ impl RedisStore {
                     Err(e) => return Err(StoreError::from(e)),
                     Ok(v) => redis::from_redis_value::<(u8, u64)>(v).map_err(|e| StoreError::Reply(e.to_string()))?,
                 };
-                Ok(post.answer(code, seq))
+                // Code 6: refused by a read-only room.
+                Ok(if code == 6 { Err(Refused::ReadOnly) } else { Ok(post.appended(code, seq)) })
             })
             .collect())
     }
 
-    /// The append script's keys and arguments for `post`, and where the retry flag goes.
-    fn append_args(&self, post: &Post<'_>, change: Option<&ChangeOf>) -> AppendArgs {
-        let Post { room, uid, client_id, prefix, suffix, .. } = *post;
-        let keys = self.keys(room);
-        let cap = self.opts.stream_cap.max(1);
-        let ttl = self.opts.dedup_ttl.as_secs().max(1);
-        let epoch = crate::store::new_epoch(); // used only if the room has none yet
+    /// What the append script is run with for `post` (making `change`, if any).
+    fn append_args<'a>(&self, post: &Post<'a>, change: Option<&ChangeOf>) -> AppendArgs<'a> {
+        let keys = self.keys(post.room);
+        let mut names =
+            vec![keys.seq(), keys.stream(), keys.epoch(), keys.msgs(), keys.low(), keys.edits(), keys.access()];
+        names.push(news_key(&self.opts.prefix));
+        if let Some(id) = post.client_id {
+            names.push(keys.dedup(post.uid, id));
+        }
         let (kind, of, by_mod, ts) = match change {
             None => ("", 0, false, 0),
             Some(ChangeOf::Edit { of, ts }) => ("edit", *of, false, *ts),
             Some(ChangeOf::Delete { of, by_mod }) => ("delete", *of, *by_mod, 0),
         };
-        let (field, value) = post.access.unwrap_or(("", ""));
-        let kind = if post.access.is_some() { "access" } else { kind };
-        let mut names =
-            vec![keys.seq(), keys.stream(), keys.epoch(), keys.msgs(), keys.low(), keys.edits(), keys.access()];
-        names.push(news_key(&self.opts.prefix));
-        if let Some(id) = client_id {
-            names.push(keys.dedup(uid, id));
+        AppendArgs {
+            keys: names,
+            post: *post,
+            cap: self.opts.stream_cap.max(1),
+            ttl: self.opts.dedup_ttl.as_secs().max(1),
+            epoch: crate::store::new_epoch(), // used only if the room has none yet
+            kind: if post.access.is_some() { "access" } else { kind },
+            of,
+            by_mod,
+            ts,
         }
-        let text = |v: &dyn ToString| v.to_string().into_bytes();
-        let before =
-            vec![prefix.to_vec(), suffix.to_vec(), text(&cap), text(&ttl), text(&u8::from(client_id.is_some()))];
-        let after = vec![
-            text(&RETRY_LOOKBACK),
-            epoch.into_bytes(),
-            kind.as_bytes().to_vec(),
-            text(&of),
-            uid.as_bytes().to_vec(),
-            text(&u8::from(by_mod)),
-            text(&ts),
-            field.as_bytes().to_vec(),
-            value.as_bytes().to_vec(),
-            text(&u8::from(post.guard_read_only)),
-            room.as_str().as_bytes().to_vec(),
-            text(&NEWS_CAP),
-        ];
-        AppendArgs { keys: names, before, after }
     }
 
     /// The messages with `after_seq < seq <= upto_seq` (no upper bound with `None`),
@@ -472,15 +459,6 @@ pub(super) struct Post<'a> {
 }
 
 impl Post<'_> {
-    /// A client post's answer: refused by a read-only room (code 6), else as stored.
-    pub fn answer(&self, code: u8, seq: u64) -> Result<Appended, Refused> {
-        if code == 6 {
-            Err(Refused::ReadOnly)
-        } else {
-            Ok(self.appended(code, seq))
-        }
-    }
-
     /// What the append script's answer `code` means for this post, stored or not.
     pub fn appended(&self, code: u8, seq: u64) -> Appended {
         if code == 0 {
@@ -516,27 +494,33 @@ impl<'a> ClientPost<'a> {
     }
 }
 
-/// The append script's keys and arguments, but for the retry flag (ARGV[6]), which
-/// each attempt sets: `before` are ARGV[1..=5], `after` ARGV[7..].
-struct AppendArgs {
+/// The append script's keys and arguments for one post; each attempt adds whether it
+/// is the retry (ARGV[6]).
+struct AppendArgs<'a> {
     keys: Vec<String>,
-    before: Vec<Vec<u8>>,
-    after: Vec<Vec<u8>>,
+    post: Post<'a>,
+    cap: usize,
+    ttl: u64,
+    epoch: String,
+    kind: &'static str,
+    of: u64,
+    by_mod: bool,
+    ts: u64,
 }
 
-impl AppendArgs {
+impl AppendArgs<'_> {
+    /// The invocation, ARGV in the order `scripts::APPEND_LUA` lists them.
     fn invocation<'s>(&self, scripts: &'s Scripts, retry: bool) -> ScriptInvocation<'s> {
+        let post = &self.post;
+        let (field, value) = post.access.unwrap_or(("", ""));
         let mut run = scripts.append.prepare_invoke();
         for key in &self.keys {
             run.key(key);
         }
-        for arg in &self.before {
-            run.arg(&arg[..]);
-        }
-        run.arg(u8::from(retry));
-        for arg in &self.after {
-            run.arg(&arg[..]);
-        }
+        run.arg(post.prefix).arg(post.suffix).arg(self.cap).arg(self.ttl).arg(u8::from(post.client_id.is_some()));
+        run.arg(u8::from(retry)).arg(RETRY_LOOKBACK).arg(&self.epoch);
+        run.arg(self.kind).arg(self.of).arg(post.uid).arg(u8::from(self.by_mod)).arg(self.ts).arg(field).arg(value);
+        run.arg(u8::from(post.guard_read_only)).arg(post.room.as_str()).arg(NEWS_CAP);
         run
     }
 }
