@@ -734,20 +734,26 @@ impl Worker {
     }
 }
 
-/// Write as much of the backlog as the socket takes.
-fn flush(conn: &mut Conn) -> std::io::Result<()> {
-    conn.stream.flush()?; // TLS records sealed earlier, waiting for room
-    while !conn.out.is_empty() {
-        match conn.stream.write(&conn.out) {
+/// Writes as much of `out` as `w` takes without blocking, draining what went.
+fn write_out(w: &mut impl Write, out: &mut Vec<u8>) -> std::io::Result<()> {
+    while !out.is_empty() {
+        match w.write(out) {
             Ok(0) => return Err(ErrorKind::WriteZero.into()),
             Ok(n) => {
-                conn.out.drain(..n);
+                out.drain(..n);
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
+    Ok(())
+}
+
+/// Write as much of the backlog as the socket takes.
+fn flush(conn: &mut Conn) -> std::io::Result<()> {
+    conn.stream.flush()?; // TLS records sealed earlier, waiting for room
+    write_out(&mut conn.stream, &mut conn.out)?;
     if conn.out.capacity() > 4096 {
         conn.out = Vec::new();
     }

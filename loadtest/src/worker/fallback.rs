@@ -13,7 +13,7 @@
 //! opens its own). Every answer is counted; a failed POST's messages are not
 //! retried — the ledger shows them lost.
 
-use super::{on_text, Conn, Ctx, State, Worker, CLOSE_GRACE_NS, MAX_FRAME};
+use super::{on_text, write_out, Conn, Ctx, State, Worker, CLOSE_GRACE_NS, MAX_FRAME};
 use crate::sse::{self, Dechunk, Framing, Head, Item, Parsed, Parser};
 use crate::stats::tally;
 use crate::sys::now_ns;
@@ -22,7 +22,7 @@ use mio::event::Event;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use serde::Deserialize;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read};
 use std::net::Shutdown;
 use std::sync::Arc;
 
@@ -173,21 +173,10 @@ impl Post {
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        let Some(s) = self.stream.as_mut() else {
-            return Ok(());
-        };
-        while !self.out.is_empty() {
-            match s.write(&self.out) {
-                Ok(0) => return Err(ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    self.out.drain(..n);
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+        match self.stream.as_mut() {
+            Some(s) => write_out(s, &mut self.out),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// The socket can be written: the connect finished (or failed).
