@@ -25,6 +25,16 @@ fn tls_server(issued: &Issued, tweak: impl FnOnce(&mut natter::config::Config)) 
     })
 }
 
+/// A CA made for the test and a server whose certificate it issued (read at start,
+/// so the files need not outlive this).
+fn ca_and_server(tweak: impl FnOnce(&mut natter::config::Config)) -> (TestCa, Issued, TestServer) {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let issued = ca.issue(dir.path(), "server", 1);
+    let server = tls_server(&issued, tweak);
+    (ca, issued, server)
+}
+
 fn wss(server_ws: std::net::SocketAddr, name: &str) -> String {
     format!("wss://localhost:{}/ws?name={name}", server_ws.port())
 }
@@ -39,10 +49,7 @@ fn served_cert(c: &Client) -> Vec<u8> {
 
 #[test]
 fn a_verifying_client_chats_and_resumes_over_wss() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new();
-    let issued = ca.issue(dir.path(), "server", 1);
-    let server = tls_server(&issued, |_| {});
+    let (ca, issued, server) = ca_and_server(|_| {});
     let tls = ca.client_config();
 
     let mut alice = Client::connect_tls(&wss(server.ws, "alice"), &tls);
@@ -81,10 +88,7 @@ fn a_verifying_client_chats_and_resumes_over_wss() {
 /// port, verified against the test CA, chat with a WebSocket client in one room.
 #[test]
 fn the_fallback_transport_works_over_native_tls() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new();
-    let issued = ca.issue(dir.path(), "server", 1);
-    let server = tls_server(&issued, |_| {});
+    let (ca, _, server) = ca_and_server(|_| {});
     let tls = ca.client_config();
 
     let mut stream = common_tls::tls_connect(server.ws, &tls);
@@ -145,10 +149,7 @@ fn talk(addr: std::net::SocketAddr, bytes: &[u8]) -> (Vec<u8>, Duration) {
 
 #[test]
 fn plain_text_garbage_and_stalled_handshakes_end_cleanly_and_in_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new();
-    let issued = ca.issue(dir.path(), "server", 1);
-    let server = tls_server(&issued, |c| c.handshake_timeout = Duration::from_millis(800));
+    let (ca, _, server) = ca_and_server(|c| c.handshake_timeout = Duration::from_millis(800));
 
     let upgrade = format!(
         "GET /ws?name=plain HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
@@ -181,10 +182,7 @@ fn plain_text_garbage_and_stalled_handshakes_end_cleanly_and_in_time() {
 fn a_tls_client_that_stops_reading_is_cut_and_the_others_get_everything() {
     const N: usize = 2000;
     const BATCH: usize = 20;
-    let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new();
-    let issued = ca.issue(dir.path(), "server", 1);
-    let server = tls_server(&issued, |c| {
+    let (ca, _, server) = ca_and_server(|c| {
         common::unlimited_rate(c);
         c.max_backlog_bytes = 256 * 1024;
     });

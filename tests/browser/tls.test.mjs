@@ -120,33 +120,29 @@ test('through nginx: the page loads over https and two pages chat over wss', asy
 
 const transport = (page) => page.evaluate(() => document.getElementById('status').dataset.transport);
 
-test('through nginx: a page whose WebSockets are blocked chats over the HTTP fallback', async () => {
-  const alice = await openChat(env.browser, env.front, 'alice', { blockWebSockets: true });
-  const bob = await openChat(env.browser, env.front, 'bob');
-  assert.equal(await transport(alice.page), 'sse', 'alice fell back to SSE+POST through nginx');
+/** A page whose WebSockets are blocked falls back to SSE+POST at `front` and chats both
+ * ways with a page on WebSocket. */
+async function chatOverFallback(front, where) {
+  const alice = await openChat(env.browser, front, 'alice', { blockWebSockets: true });
+  const bob = await openChat(env.browser, front, 'bob');
+  assert.equal(await transport(alice.page), 'sse', `alice fell back to SSE+POST ${where}`);
   assert.equal(await transport(bob.page), 'websocket');
-  await send(alice.page, 'over the fallback through nginx');
-  await waitForMessage(bob.page, 'lobby', 'over the fallback through nginx');
-  await send(bob.page, 'down the event stream');
-  await waitForMessage(alice.page, 'lobby', 'down the event stream');
+  await send(alice.page, `over the fallback ${where}`);
+  await waitForMessage(bob.page, 'lobby', `over the fallback ${where}`);
+  await send(bob.page, `down the event stream ${where}`);
+  await waitForMessage(alice.page, 'lobby', `down the event stream ${where}`);
   assertNoConsoleErrors(assert, alice.consoleErrors, [/WebSocket/i]);
   assertNoConsoleErrors(assert, bob.consoleErrors);
   await alice.context.close();
   await bob.context.close();
+}
+
+test('through nginx: a page whose WebSockets are blocked chats over the HTTP fallback', async () => {
+  await chatOverFallback(env.front, 'through nginx');
 });
 
 test('native TLS: a page whose WebSockets are blocked chats over https /sse and /send', async () => {
-  const alice = await openChat(env.browser, env.nativeFront, 'alice', { blockWebSockets: true });
-  const bob = await openChat(env.browser, env.nativeFront, 'bob');
-  assert.equal(await transport(alice.page), 'sse', 'alice fell back to SSE+POST on the wss:// port');
-  await send(alice.page, 'fallback over native TLS');
-  await waitForMessage(bob.page, 'lobby', 'fallback over native TLS');
-  await send(bob.page, 'back down the stream');
-  await waitForMessage(alice.page, 'lobby', 'back down the stream');
-  assertNoConsoleErrors(assert, alice.consoleErrors, [/WebSocket/i]);
-  assertNoConsoleErrors(assert, bob.consoleErrors);
-  await alice.context.close();
-  await bob.context.close();
+  await chatOverFallback(env.nativeFront, 'on the wss:// port');
 });
 
 test('native TLS: two pages chat over wss and reconnect after a restart', async () => {
