@@ -518,7 +518,9 @@ function showLogin({ auth, reason }) {
   $('login-name').required = auth !== 'token';
   $('login-token').required = auth === 'token';
   $('login-name').value = loadString(localStorage, KEYS.name);
-  $('login').hidden = false;
+  // Modal: the room form, the composer and everything else stay out of reach (and of
+  // the Tab order) until the user has signed in.
+  if (!$('login').open) $('login').showModal();
   (auth === 'token' ? $('login-token') : $('login-name')).focus();
 }
 
@@ -533,7 +535,7 @@ function submitLogin(event) {
     if (!name) return;
     saveString(localStorage, KEYS.name, name);
   }
-  $('login').hidden = true;
+  $('login').close();
   client.connect();
 }
 
@@ -688,6 +690,8 @@ function closeSidebar() {
 
 function bindUi() {
   $('login-form').addEventListener('submit', submitLogin);
+  // Escape would close the dialog and leave a page that can do nothing: it stays.
+  $('login').addEventListener('cancel', (event) => event.preventDefault());
   $('retry-now').addEventListener('click', () => client.retryNow());
 
   $('join-form').addEventListener('submit', (event) => {
