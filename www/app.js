@@ -7,7 +7,7 @@
 // draws a room) and the user's actions into its calls. It must never build
 // protocol frames itself.
 
-import { NatterClient, ROOM_NAME } from './js/natter-client.js';
+import { NatterClient, ROOM_NAME, userTag } from './js/natter-client.js';
 import { Room } from './js/room.js';
 import { loadJson, saveJson, loadString, saveString } from './js/storage.js';
 
@@ -606,17 +606,20 @@ function renderPeople() {
   list.replaceChildren();
   const users = room ? [...room.users.entries()] : [];
   users.sort((a, b) => a[1].localeCompare(b[1]));
-  // A name is not an identity: two people may both be "alice", so a shared name
-  // shows the end of each one's id.
-  const shared = new Set(users.map(([, name]) => name).filter((name, i, all) => all.indexOf(name) !== i));
   for (const [id, name] of users) {
     const li = document.createElement('li');
     li.dataset.uid = id;
-    const shown = shared.has(name) ? `${name} #${id.slice(-4)}` : name;
+    // A name is not an identity: two people may both be "alice"; the tag from the id
+    // (as in the messages) tells them apart.
+    const shown = `${name} #${userTag(id)}`;
     const label = document.createElement('span');
     label.className = 'user-name';
-    label.textContent = id === state.me?.id ? `${shown} (you)` : shown;
-    li.append(label);
+    label.textContent = id === state.me?.id ? `${name} (you)` : name;
+    const tag = document.createElement('span');
+    tag.className = 'user-tag';
+    tag.textContent = `#${userTag(id)}`;
+    li.dataset.tag = userTag(id);
+    li.append(label, tag);
     li.title = `id ${id}`;
     if (id !== state.me?.id && state.role === 'mod') {
       const remove = document.createElement('button');

@@ -70,14 +70,14 @@ test('two people both called zoe are two users, told apart in the list', async (
   // "zoe": earlier tests of this file leave their pages (and names) online.
   const one = await openChat(env.browser, env.server, 'zoe');
   const two = await openChat(env.browser, env.server, 'zoe');
-  const zoes = (page) => page.evaluate(() => [...document.querySelectorAll('#user-list li')].map((li) => li.querySelector('.user-name').textContent).filter((n) => n.startsWith('zoe')));
+  const zoes = (page) => page.evaluate(() => [...document.querySelectorAll('#user-list li')].map((li) => `${li.querySelector('.user-name').textContent} ${li.querySelector('.user-tag').textContent}`).filter((n) => n.startsWith('zoe')));
   const ids = await Promise.all([one, two].map((p) => p.page.evaluate(() => localStorage.getItem('natter.identity'))));
   assert.match(ids[0], /^[0-9a-f]{32}$/);
   assert.notEqual(ids[0], ids[1], 'each page holds its own key');
   await waitForOnline(one.page, () => [...document.querySelectorAll('#user-list li')].filter((li) => li.querySelector('.user-name').textContent.startsWith('zoe')).length === 2);
   const names = await zoes(one.page);
-  assert.ok(names.every((n) => /^zoe #[0-9a-f]{4}( \(you\))?$/.test(n)), `told apart: ${names}`);
-  assert.notEqual(names[0].slice(0, 9), names[1].slice(0, 9));
+  assert.ok(names.every((n) => /^zoe( \(you\))? #[0-9A-Z]{6}$/.test(n)), `told apart: ${names}`);
+  assert.notEqual(names[0].slice(-7), names[1].slice(-7));
   // A reload is the same user again: the key stays in localStorage.
   const before = await one.page.evaluate(() => [...document.querySelectorAll('#user-list li')].find((li) => li.querySelector('.user-name').textContent.endsWith('(you)')).dataset.uid);
   await one.page.reload();
@@ -86,4 +86,42 @@ test('two people both called zoe are two users, told apart in the list', async (
   assert.equal(after, before);
   assertNoConsoleErrors(assert, one.consoleErrors);
   assertNoConsoleErrors(assert, two.consoleErrors);
+});
+
+test('an impostor with the same name (two amys) never looks like the real one in the messages, online or not', async () => {
+  const real = await openChat(env.browser, env.server, 'amy');
+  const impostor = await openChat(env.browser, env.server, 'amy');
+  const reader = await openChat(env.browser, env.server, 'reader');
+  // The library gives every message the tag of its author's id.
+  const tagged = reader.page.evaluate(() => new Promise((resolve) => {
+    const seen = [];
+    const off = window.natter.client.on('message', (m) => {
+      if (m.text.startsWith('tagged ')) seen.push({ text: m.text, tag: m.tag, uid: m.uid });
+      if (seen.length === 2) {
+        off?.();
+        resolve(seen);
+      }
+    });
+  }));
+  await send(real.page, 'tagged from the real amy');
+  await send(impostor.page, 'tagged from the other amy');
+  await waitForMessage(reader.page, 'lobby', 'tagged from the other amy');
+  const fromLibrary = await tagged;
+  assert.equal(fromLibrary.length, 2);
+  assert.ok(fromLibrary.every((m) => /^[0-9A-Z]{6}$/.test(m.tag)), JSON.stringify(fromLibrary));
+  assert.notEqual(fromLibrary[0].tag, fromLibrary[1].tag, 'two authors, two tags');
+
+  // The impostor goes offline: the messages still say who is who.
+  await impostor.context.close();
+  await waitForOnline(reader.page, () => [...document.querySelectorAll('#user-list li')].filter((li) => li.querySelector('.user-name').textContent === 'amy').length === 1);
+  const shown = await reader.page.evaluate(() => [...document.querySelectorAll('.messages[data-room="lobby"] li.msg[data-seq]')]
+    .filter((li) => li.querySelector('.msg-text').textContent.startsWith('tagged '))
+    .map((li) => ({ header: `${li.querySelector('.msg-author').textContent} ${li.querySelector('.user-tag').textContent}`, tag: li.dataset.tag, grouped: li.classList.contains('grouped') })));
+  assert.equal(shown.length, 2);
+  assert.deepEqual(shown.map((m) => m.grouped), [false, false], 'each shows its own header');
+  assert.deepEqual(shown.map((m) => m.tag), fromLibrary.map((m) => m.tag));
+  assert.deepEqual(shown.map((m) => m.header), fromLibrary.map((m) => `amy #${m.tag}`));
+  assert.notEqual(shown[0].header, shown[1].header, `they look different: ${JSON.stringify(shown)}`);
+  assertNoConsoleErrors(assert, real.consoleErrors);
+  assertNoConsoleErrors(assert, reader.consoleErrors);
 });

@@ -8,6 +8,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { FileStorage } from '../../www/js/file-storage.js';
 import { MemoryStorage } from '../../www/js/storage.js';
+import { userTag } from '../../www/js/natter-client.js';
 import { NatterClient, makeClient, startNatter, suiteCleanup, tempDir, within } from './support.mjs';
 
 const cleanup = suiteCleanup();
@@ -82,5 +83,8 @@ test('token mode: a name, or a refused token, asks for credentials and stops; a 
   const good = makeClient(cleanup, { url: server.httpUrl, token: jwt({ sub: 'u-tok', name: 'tok', exp: now + 600 }) });
   const welcome = good.next('welcome');
   good.connect();
-  assert.deepEqual((await within(welcome, 10000, 'welcome with a good token')).user, { id: 'u-tok', name: 'tok' });
+  // `tag` is the library's: the tag of the id, which tells two "tok"s apart.
+  assert.deepEqual((await within(welcome, 10000, 'welcome with a good token')).user, { id: 'u-tok', name: 'tok', tag: userTag('u-tok') });
+  assert.match(userTag('u-tok'), /^[0-9A-HJKMNP-TV-Z]{6}$/);
+  assert.notEqual(userTag('u-tok'), userTag('u-tol'), 'a one-letter change is another tag');
 });

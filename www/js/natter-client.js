@@ -571,6 +571,7 @@ export class NatterClient {
   // ---------- internals: frames ----------
 
   onFrame(frame) {
+    addTags(frame);
     this.events.emit('frame', frame);
     const handler = HANDLERS[frame.type];
     if (!handler) return;
@@ -668,7 +669,7 @@ export class NatterClient {
   }
 
   presenceList(room) {
-    return [...room.users].map(([id, name]) => ({ id, name }));
+    return [...room.users].map(([id, name]) => ({ id, name, tag: userTag(id) }));
   }
 
   setTimer(name, ms, fn) {
@@ -948,6 +949,46 @@ export function buildUrl(wsUrl, credentials, base, key) {
     if (key) url.searchParams.set('key', key);
   }
   return url.href;
+}
+
+// Crockford's base32: no I, L, O or U, so a tag reads aloud without doubt.
+const TAG_DIGITS = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
+
+/**
+ * A short stable tag for user id `id` (6 characters, 30 bits of an FNV-1a hash of the
+ * whole id). A name is not an identity: two authors called "alice" have different ids,
+ * so their tags differ, online or not, and the page shows the tag next to every name.
+ * It tells authors apart; it proves nothing: with about a billion tries anyone can make
+ * an open-mode key whose tag matches. Only token mode says who someone is.
+ */
+export function userTag(id) {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < id.length; i += 1) hash = Math.imul(hash ^ id.charCodeAt(i), 0x01000193) >>> 0;
+  let tag = '';
+  for (let bits = hash >>> 2, n = 0; n < 6; n += 1, bits >>>= 5) tag = TAG_DIGITS[bits & 31] + tag;
+  return tag;
+}
+
+/**
+ * Adds `tag` to what a server frame says about people: the author of a message (its
+ * `uid`, here and in `messages` lists) and every user reference (`user`, `by`, and
+ * `users` lists), so each event a caller sees carries it.
+ */
+function addTags(frame) {
+  const tagUser = (user) => {
+    if (user !== null && typeof user === 'object' && typeof user.id === 'string') user.tag = userTag(user.id);
+  };
+  const tagMessage = (msg) => {
+    if (msg === null || typeof msg !== 'object') return;
+    if (typeof msg.uid === 'string') msg.tag = userTag(msg.uid);
+    tagUser(msg.user);
+    tagUser(msg.by);
+  };
+  tagMessage(frame);
+  for (const list of [frame.messages, frame.users]) {
+    if (!Array.isArray(list)) continue;
+    for (const item of list) (list === frame.users ? tagUser : tagMessage)(item);
+  }
 }
 
 const IDENTITY_KEY = 'natter.identity';

@@ -10,6 +10,7 @@
 // "Beginning of the room" marker.
 
 import { linkify } from './linkify.js';
+import { userTag } from './natter-client.js';
 
 const GROUP_WINDOW_MS = 5 * 60 * 1000;
 const TYPING_SHOWN_MS = 5000;
@@ -339,13 +340,19 @@ function messageElement(msg, mine) {
   author.className = 'msg-author';
   author.textContent = msg.user ?? '';
   author.title = msg.uid ? `id ${msg.uid}` : '';
+  // A name is not an identity: the tag from the author's id sits next to it, so an
+  // impostor with the same name never looks like the real one.
+  const tag = document.createElement('span');
+  tag.className = 'user-tag';
+  tag.textContent = msg.uid ? `#${msg.tag ?? userTag(msg.uid)}` : '';
+  li.dataset.tag = tag.textContent.slice(1);
   const time = document.createElement('time');
   time.className = 'msg-time';
   const date = new Date(Number(li.dataset.ts));
   time.dateTime = date.toISOString();
   time.textContent = date.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
   time.title = date.toLocaleString();
-  header.append(author, time);
+  header.append(author, tag, time);
 
   const text = document.createElement('div');
   text.className = 'msg-text';
