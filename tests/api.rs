@@ -218,6 +218,19 @@ fn without_a_key_file_the_api_is_off_and_never_on_the_public_port() {
     let (status, body) = get(with_keys.http, "/api/v1/rooms");
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")), "the page port has no API");
     assert_eq!(get(with_keys.admin, "/api/v1/rooms").0, 200);
+    // Every method, on the page port and on an admin listener without keys: a JSON 404.
+    for (addr, method) in [
+        (with_keys.http, "POST"),
+        (with_keys.http, "PUT"),
+        (with_keys.http, "DELETE"),
+        (with_keys.http, "PATCH"),
+        (with_keys.http, "OPTIONS"),
+        (server.admin, "POST"),
+        (server.admin, "DELETE"),
+    ] {
+        let (status, body) = call(addr, method, "/api/v1/rooms/r/messages", Some(KEY), b"{}", "application/json");
+        assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")), "{method} on {addr}");
+    }
 }
 
 #[test]

@@ -216,16 +216,19 @@ impl Reply {
 }
 
 fn route(head: &Head, site: Site, cfg: &Config, metrics: &Metrics) -> Reply {
-    if !matches!(head.method.as_str(), "GET" | "HEAD") {
-        return Reply::text(405, "method not allowed\n");
-    }
     let path = head.path.split(['?', '#']).next().unwrap_or("/");
-    match (site, path) {
-        (_, p) if p.starts_with("/api/") => Reply::new(
+    // Before the method check: an API client gets JSON it can parse, whatever it sent.
+    if path.starts_with("/api/") {
+        return Reply::new(
             404,
             "application/json",
             br#"{"error":{"code":"not_found","message":"the server API is on the admin listener (--admin-bind), with --api-key-file"}}"#.to_vec(),
-        ),
+        );
+    }
+    if !matches!(head.method.as_str(), "GET" | "HEAD") {
+        return Reply::text(405, "method not allowed\n");
+    }
+    match (site, path) {
         (_, "/healthz") => Reply::new(metrics.health_status(), "application/json", metrics.health_json().into_bytes()),
         (Site::Admin, "/metrics") => Reply::new(200, "text/plain; version=0.0.4", metrics.render().into_bytes()),
         (Site::Admin, _) => Reply::text(404, "not found\n"),
