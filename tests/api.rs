@@ -199,6 +199,9 @@ fn bad_input_gets_a_json_error_and_changes_nothing() {
         ("GET", format!("/api/v1/rooms/{}/messages", "r".repeat(1000)), vec![], "application/json", 400, "bad_field"),
         ("GET", format!("{room}?limit=-1"), vec![], "application/json", 400, "bad_field"),
         ("GET", format!("{room}?limit=1e9"), vec![], "application/json", 400, "bad_field"),
+        ("GET", format!("{room}?after=18446744073709551615"), vec![], "application/json", 400, "bad_field"),
+        ("GET", format!("{room}?after=9007199254740992"), vec![], "application/json", 400, "bad_field"),
+        ("GET", format!("{room}?before=18446744073709551615"), vec![], "application/json", 400, "bad_field"),
         ("GET", "/api/v1/nothing".into(), vec![], "application/json", 404, "not_found"),
     ];
     for (method, path, body, ct, status, code) in cases {

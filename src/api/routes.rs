@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::keys::ApiKey;
 use crate::dispatcher::api::ApiCall;
-use crate::protocol::{clean_name, ErrorCode, ProtocolError, RoomName, User, MAX_ID_CHARS};
+use crate::protocol::{clean_name, ErrorCode, ProtocolError, RoomName, User, MAX_ID_CHARS, MAX_SEQ};
 
 /// Most messages one history page holds.
 pub const MAX_PAGE: usize = 200;
@@ -60,15 +60,19 @@ fn room_of(segment: &str) -> Result<RoomName, ProtocolError> {
     RoomName::parse(segment).ok_or_else(|| bad(ErrorCode::BadField, "not a room name: 1-64 of A-Z a-z 0-9 _ - ."))
 }
 
-/// A non-negative integer query parameter (`limit=-1` and `limit=1e9` are refused).
+/// A whole number 0..=[`MAX_SEQ`] named `what` (`-1`, `1e9` and anything past 2^53−1
+/// are refused, as over the WebSocket: a JavaScript caller could not even name them,
+/// and the store would read them as negative).
+fn bounded(what: &str, v: &str) -> Result<u64, ProtocolError> {
+    v.parse::<u64>()
+        .ok()
+        .filter(|n| *n <= MAX_SEQ)
+        .ok_or_else(|| bad(ErrorCode::BadField, format!("`{what}` must be a whole number from 0 to {MAX_SEQ}")))
+}
+
+/// A bounded whole-number query parameter (see [`bounded`]).
 fn number(query: &[(String, String)], key: &str) -> Result<Option<u64>, ProtocolError> {
-    match query.iter().find(|(k, _)| k == key) {
-        None => Ok(None),
-        Some((_, v)) => v
-            .parse::<u64>()
-            .map(Some)
-            .map_err(|_| bad(ErrorCode::BadField, format!("`{key}` must be a whole number ≥ 0"))),
-    }
+    query.iter().find(|(k, _)| k == key).map(|(_, v)| bounded(key, v)).transpose()
 }
 
 #[derive(Deserialize)]
@@ -156,8 +160,9 @@ pub fn route(req: &ApiRequest, key: &ApiKey, max_text: usize) -> Result<Routed, 
             let (before, after) = (number(&query, "before")?, number(&query, "after")?);
             Ok(Routed::Call(ApiCall::Messages { room, before, after, limit: limit as usize }))
         }
-        ("DELETE", ["rooms", room, "messages", _seq]) => {
+        ("DELETE", ["rooms", room, "messages", seq]) => {
             room_of(room)?;
+            bounded("seq", seq)?;
             Err(bad(ErrorCode::NotFound, "deleting messages arrives with edits and deletions in the protocol"))
         }
         ("POST", ["users", uid, "disconnect"]) => {
@@ -202,7 +207,8 @@ mod tests {
         for url in ["/api/v1/rooms/a%2Fb/messages", "/api/v1/rooms/../messages", "/api/v1/rooms/a%00/messages", &long] {
             assert_eq!(code(route(&req("GET", url, b""), &k, 100)), "bad_field", "{url}");
         }
-        for q in ["limit=-1", "limit=1e9", "limit=0", "limit=201", "before=x"] {
+        let past_js = format!("after={}", MAX_SEQ + 1);
+        for q in ["limit=-1", "limit=1e9", "limit=0", "limit=201", "before=x", "after=18446744073709551615", &past_js] {
             let url = format!("/api/v1/rooms/r/messages?{q}");
             assert_eq!(code(route(&req("GET", &url, b""), &k, 100)), "bad_field", "{q}");
         }
@@ -213,6 +219,10 @@ mod tests {
         assert_eq!(code(route(&req("POST", post, br#"{"text":"xxxx"}"#), &k, 3)), "too_long");
         let plain = ApiRequest { content_type: Some("text/plain"), ..req("POST", post, br#"{"text":"x"}"#) };
         assert_eq!(code(route(&plain, &k, 100)), "bad_json");
+        let huge = "/api/v1/rooms/r/messages/18446744073709551615";
+        assert_eq!(code(route(&req("DELETE", huge, b""), &k, 100)), "bad_field");
+        let at_max = format!("/api/v1/rooms/r/messages?before={MAX_SEQ}&after={MAX_SEQ}");
+        assert!(route(&req("GET", &at_max, b""), &k, 100).is_ok(), "2^53-1 itself is a seq");
     }
 
     #[test]
