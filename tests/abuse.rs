@@ -126,6 +126,38 @@ fn an_unmasked_client_frame_is_closed_with_1002() {
     assert_eq!(raw_close_code(&mut s), 1002);
 }
 
+/// A masked Close frame carrying `code` and no reason.
+fn masked_close(code: u16) -> Vec<u8> {
+    let mask = [9u8, 8, 7, 6];
+    let mut f = vec![0x88, 0x80 | 2];
+    f.extend_from_slice(&mask);
+    f.extend(code.to_be_bytes().iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+/// Sends a Close with `code` on a fresh connection; returns the code of the server's
+/// answer (the welcome before it is skipped).
+fn answer_to_close(server: &TestServer, code: u16) -> u16 {
+    let mut s = raw_ws(server);
+    s.write_all(&masked_close(code)).unwrap();
+    raw_close_code(&mut s)
+}
+
+/// RFC 6455 §7.4: a code outside the ranges an endpoint may send (Autobahn|Testsuite
+/// cases 7.9.1–7.9.9 and 7.13.1–2) is a protocol error, answered with 1002; a valid code
+/// (cases 7.7.x) is answered with 1000, or echoed for 1002.
+#[test]
+fn a_close_frame_with_an_invalid_code_is_answered_with_1002_and_a_valid_one_with_1000() {
+    let server = TestServer::start();
+    for code in [0, 999, 1004, 1005, 1006, 1016, 1100, 2000, 2999, 5000, 65535] {
+        assert_eq!(answer_to_close(&server, code), 1002, "answer to close code {code}");
+    }
+    for code in [1000, 1001, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999] {
+        assert_eq!(answer_to_close(&server, code), 1000, "answer to close code {code}");
+    }
+    assert_eq!(answer_to_close(&server, 1002), 1002, "a client's own 1002 is echoed");
+}
+
 #[test]
 fn handshake_refusals_are_plain_http() {
     let server = TestServer::start();

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use tungstenite::handshake::server::{Request, Response};
+use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Error as WsError, HandshakeError, Message};
 
@@ -437,6 +438,12 @@ impl<'a> Reader<'a> {
                 let _ = conn.send(wire::pong_frame(&payload));
             }
             Message::Pong(_) | Message::Frame(_) => {}
+            // tungstenite hands on a close code RFC 6455 §7.4 does not allow (0–999,
+            // 1004–1006, 1016–2999 unassigned, 5000 and up) as 1002: that is answered with
+            // 1002, as is a client's own 1002; any other close with 1000.
+            Message::Close(Some(frame)) if frame.code == CloseCode::Protocol => {
+                return Step::Close(CloseReason::Protocol)
+            }
             Message::Close(_) => return Step::Close(CloseReason::Client),
         }
         Step::Handled
