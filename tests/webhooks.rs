@@ -276,3 +276,46 @@ fn with_redis_each_event_is_sent_by_one_instance() {
     seqs.sort_unstable();
     assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_redirect_is_a_failure_retried_and_never_followed() {
+    // The redirect target counts every request it gets: it must get none.
+    let target = tiny_http::Server::http("127.0.0.1:0").expect("target");
+    let target_url = format!("http://{}/elsewhere", target.server_addr().to_ip().unwrap());
+    let target_hits = Arc::new(AtomicUsize::new(0));
+    let hits = target_hits.clone();
+    std::thread::spawn(move || {
+        for req in target.incoming_requests() {
+            hits.fetch_add(1, Ordering::SeqCst);
+            let _ = req.respond(tiny_http::Response::empty(204));
+        }
+    });
+    // The receiver answers every POST with a 302 to the target.
+    let receiver = tiny_http::Server::http("127.0.0.1:0").expect("receiver");
+    let url = format!("http://{}/hook", receiver.server_addr().to_ip().unwrap());
+    let (posts_tx, posts) = unbounded();
+    std::thread::spawn(move || {
+        for mut req in receiver.incoming_requests() {
+            let mut body = Vec::new();
+            req.as_reader().read_to_end(&mut body).unwrap();
+            let location = tiny_http::Header::from_bytes("Location", target_url.as_bytes()).unwrap();
+            let _ = req.respond(tiny_http::Response::empty(302).with_header(location));
+            let _ = posts_tx.send(serde_json::from_slice::<Value>(&body).expect("a JSON body"));
+        }
+    });
+    let server = TestServer::start_with(|c| c.webhooks = hooks(&url, Duration::from_secs(60)));
+    let mut a = server.connect("ann");
+    a.join("r", None);
+    a.post("r", "hello", "m1");
+    // The message event is posted again: the 302 was a failure, retried.
+    let mut message_posts = 0;
+    while message_posts < 2 {
+        let body = posts.recv_timeout(Duration::from_secs(10)).expect("the message event is posted, then again");
+        message_posts += body["events"].as_array().unwrap().iter().filter(|e| e["type"] == "message").count();
+    }
+    let metrics = server.metrics();
+    assert!(metrics.contains("natter_webhook_events_delivered_total 0\n"), "nothing counted delivered: {metrics}");
+    assert!(!metrics.contains("natter_webhook_posts_failed_total 0\n"), "the 302s counted as failures: {metrics}");
+    assert!(!metrics.contains("natter_webhook_queue 0\n"), "the events are still queued: {metrics}");
+    assert_eq!(target_hits.load(Ordering::SeqCst), 0, "the redirect target never got a request");
+}

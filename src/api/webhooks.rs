@@ -270,8 +270,14 @@ struct Sender {
 
 impl Sender {
     fn run(self) {
-        let agent: ureq::Agent =
-            ureq::Agent::config_builder().timeout_global(Some(POST_TIMEOUT)).http_status_as_error(false).build().into();
+        // Redirects are never followed: a 3xx would turn into a bodiless GET, carrying
+        // the signature, to wherever the receiver points; it is a failure like a 5xx.
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(POST_TIMEOUT))
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .build()
+            .into();
         let mut pause = BACKOFF.0;
         loop {
             let (last, batch) = self.next_batch();
@@ -342,6 +348,7 @@ impl Sender {
             .map_err(|e| e.to_string())?;
         match response.status().as_u16() {
             200..=299 => Ok(()),
+            status @ 300..=399 => Err(format!("answered {status}, a redirect (never followed)")),
             status => Err(format!("answered {status}")),
         }
     }
