@@ -13,7 +13,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput};
 use natter::config::FsyncPolicy;
-use natter::store::sqlite::{NewMessage, SqliteStore};
+use natter::store::sqlite::SqliteStore;
+use natter::store::NewMessage;
 
 fn message(seq: u64) -> NewMessage {
     let json = sample_msg(seq).to_json();

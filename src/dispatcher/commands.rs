@@ -22,7 +22,7 @@ use crate::delivery::outbox::{Conn, ConnId};
 use crate::protocol::wire::{self, Frame, HistoryMeta};
 use crate::protocol::{ClientMsg, ErrorCode, ProtocolError, RoomName, ServerMsg, SystemEvent, User, UserRef};
 use crate::store::new_epoch;
-use crate::store::sqlite::NewMessage;
+use crate::store::NewMessage;
 
 /// A message to store, whoever posts it (a client or the server API), and where its
 /// answer goes.

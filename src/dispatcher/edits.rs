@@ -28,7 +28,7 @@ use crate::protocol::wire::{self, Frame};
 use crate::protocol::{ErrorCode, ProtocolError, RoomName, ServerMsg};
 use crate::store::redis;
 use crate::store::sqlite::edits::{without_text, Rewrite};
-use crate::store::sqlite::NewMessage;
+use crate::store::NewMessage;
 use crate::store::Refused;
 
 /// What a client asks to change about a message.

@@ -72,7 +72,8 @@ use crate::protocol::wire::{self, Frame};
 use crate::protocol::{ClientMsg, CloseReason, RoomName, UserId};
 use crate::shutdown::Shutdown;
 use crate::store::read::Answer;
-use crate::store::sqlite::{LoadedRoom, StoreError};
+use crate::store::sqlite::StoreError;
+use crate::store::LoadedRoom;
 
 /// Most commands handled before the store is committed and frames are written.
 const MAX_BATCH: usize = 4096;

@@ -16,7 +16,7 @@ use super::state::now_ms;
 use super::Dispatcher;
 use crate::delivery::outbox::ConnId;
 use crate::protocol::{ErrorCode, ModEvent, ProtocolError, RoomName, ServerMsg, UserId, UserRef};
-use crate::store::sqlite::privacy::AccessChange;
+use crate::store::AccessChange;
 
 /// Kicks in force and read-only rooms.
 #[derive(Debug, Default)]

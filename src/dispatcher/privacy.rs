@@ -21,7 +21,7 @@ use crate::auth::Identity;
 use crate::delivery::outbox::{Conn, ConnId};
 use crate::protocol::wire;
 use crate::protocol::{ErrorCode, ProtocolError, RoomName, ServerMsg, UserId, UserRef};
-use crate::store::sqlite::privacy::{AccessChange, AccessSnapshot};
+use crate::store::{AccessChange, AccessSnapshot};
 use std::sync::Arc;
 
 /// Room names with this prefix are direct-message rooms, and nothing else.

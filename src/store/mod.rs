@@ -5,6 +5,11 @@
 //! - [`read`]: history reads (scroll-back, resume, search) and the reader threads that
 //!   answer them, whichever of the two holds the messages.
 //!
+//! This file holds what the dispatcher and both stores share, whichever mode runs:
+//! the message to store ([`NewMessage`]), what start-up loads ([`LoadedRoom`],
+//! [`AccessSnapshot`]), a change of who may join what ([`AccessChange`]), room epochs
+//! and why a change of a stored message is refused ([`Refused`]).
+//!
 //! A store never touches rooms, members or sockets and never decides what a client
 //! sees; the dispatcher (through [`crate::dispatcher::Backend`]) is the only caller
 //! that writes to it.
@@ -12,6 +17,10 @@
 pub mod read;
 pub mod redis;
 pub mod sqlite;
+
+use bytes::Bytes;
+
+use read::StoredMsg;
 
 /// A fresh random room epoch: 16 hex digits. A room's history gets one with its first
 /// stored message and keeps it while that history lasts, in either store.
@@ -31,4 +40,68 @@ pub enum Refused {
     NotYours,
     /// A post of a non-moderator in a read-only room (Redis mode's append script).
     ReadOnly,
+}
+
+/// One message of the current batch, waiting for the commit.
+#[derive(Debug)]
+pub struct NewMessage {
+    pub room: String,
+    /// The room's epoch, written with the room's first message.
+    pub epoch: String,
+    pub seq: u64,
+    pub ts: u64,
+    /// What the search index holds.
+    pub text: String,
+    /// The live `msg` JSON, returned as-is by history reads.
+    pub json: Bytes,
+}
+
+/// A room as the store knows it at start-up: its epoch, head and newest messages.
+#[derive(Debug)]
+pub struct LoadedRoom {
+    pub name: String,
+    pub epoch: String,
+    pub head: u64,
+    /// The newest messages, oldest first (what the ring will hold).
+    pub recent: Vec<StoredMsg>,
+    /// The users' read markers in the room: (user id, seq).
+    pub reads: Vec<(String, u64)>,
+}
+
+/// One change to who may join what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessChange {
+    User {
+        id: String,
+        name: String,
+    },
+    Private {
+        room: String,
+        owner: String,
+    },
+    Invite {
+        room: String,
+        user: String,
+    },
+    Dm {
+        room: String,
+        a: String,
+        b: String,
+    },
+    /// `user` may not join `room` before `until` (ms since the epoch).
+    Kick {
+        room: String,
+        user: String,
+        until: u64,
+    },
+    ReadOnly {
+        room: String,
+        on: bool,
+    },
+}
+
+/// Everything stored about access, as start-up hands it to the dispatcher.
+#[derive(Debug, Default)]
+pub struct AccessSnapshot {
+    pub changes: Vec<AccessChange>,
 }

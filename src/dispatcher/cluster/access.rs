@@ -21,7 +21,7 @@ use crate::dispatcher::Dispatcher;
 use crate::protocol::wire;
 use crate::protocol::{ErrorCode, ProtocolError, RoomName, ServerMsg, User, UserId, UserRef};
 use crate::store::redis::{RedisStore, RoomAccess};
-use crate::store::sqlite::privacy::AccessChange;
+use crate::store::AccessChange;
 
 /// What a joining user's token says of a room, for the check `redis-io` makes with the
 /// room's facts from Redis.

@@ -42,7 +42,7 @@ use crate::delivery::outbox::ConnId;
 use crate::protocol::wire;
 use crate::protocol::{ErrorCode, ProtocolError, RoomName, ServerMsg, SystemEvent, User, UserId};
 use crate::store::redis::{Appended, ChangeOf, Delivery, Entry, Health};
-use crate::store::sqlite::privacy::AccessChange;
+use crate::store::AccessChange;
 use crate::store::Refused;
 
 /// What became of an edit or deletion: stored (or a duplicate), refused by the rules,

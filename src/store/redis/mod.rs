@@ -11,7 +11,7 @@
 //! - [`RedisStore`] ([`store`]): request/response calls — `append` (one Lua script,
 //!   `scripts.rs`: de-duplication, `INCR` seq, `XADD`, the body), `range`/`recent`/`head` for history and
 //!   resume, `query` (`query.rs`) for scroll-back and search (a bounded scan of the
-//!   stream, matched by `search.rs`), `change` (`changes.rs`) for edits and deletions,
+//!   stream, matched by `search.rs`), `change` (`edits.rs`) for edits and deletions,
 //!   `mark_read` (`reads.rs`) for read markers, `publish` for events, presence
 //!   ([`presence`]) and `ping`.
 //! - [`Reader`] ([`reader`]): one thread waiting (`XREAD BLOCK`) on the news stream
@@ -52,7 +52,7 @@
 //! [`Delivery::Status`] once per outage and once per recovery.
 
 mod access;
-mod changes;
+mod edits;
 mod events;
 mod presence;
 mod query;
@@ -74,7 +74,7 @@ use redis::{Client, Connection, ErrorKind, RedisError, ServerErrorKind};
 use crate::protocol::RoomName;
 
 pub use access::{kick_field, RoomAccess};
-pub use changes::{deleted, edited, ChangeOf};
+pub use edits::{deleted, edited, ChangeOf};
 pub use events::Events;
 pub use presence::{presence_changes, PresenceChanges};
 pub use reader::Reader;

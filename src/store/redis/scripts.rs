@@ -31,7 +31,7 @@ use redis::Script;
 /// text and `"edited":ARGV[13]` there; a delete puts `"deleted":true` there, and does
 /// the same to the earlier edit events of the message (the `edits` hash lists them).
 /// The old body is overwritten: no copy of the text is left in Redis.
-/// [`super::changes`] makes the same rewrite of the copies in the rings. A moderator's
+/// [`super::edits`] makes the same rewrite of the copies in the rings. A moderator's
 /// event (ARGV[9] `access`) sets field ARGV[14] of the room's access hash to ARGV[15]
 /// (deletes it when that is empty) with the event: a kick or a read-only room is in
 /// force exactly when its event is in the room's order.

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use redis::{Client, Connection, ErrorKind, RedisResult, ScriptInvocation, ServerErrorKind, Value};
 
-use super::changes::ChangeOf;
+use super::edits::ChangeOf;
 use super::reads::read_marks;
 use super::reply::Entry;
 use super::scripts::Scripts;

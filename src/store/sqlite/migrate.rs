@@ -122,7 +122,7 @@ mod tests {
             std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
         }
         let (_, rooms) = SqliteStore::open(dir.path(), FsyncPolicy::Never, 1000).unwrap();
-        let get = |rooms: &[super::super::LoadedRoom], n: &str| {
+        let get = |rooms: &[crate::store::LoadedRoom], n: &str| {
             let r = rooms.iter().find(|r| r.name == n).unwrap();
             (r.head, r.recent.iter().map(|m| m.seq).collect::<Vec<_>>(), r.epoch.clone())
         };

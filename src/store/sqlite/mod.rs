@@ -11,9 +11,9 @@
 //!
 //! Never touches rooms, members or sockets.
 
+pub mod access;
 pub mod edits;
 pub mod migrate;
-pub mod privacy;
 pub mod reader;
 pub mod reads;
 pub mod retention;
@@ -29,6 +29,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::config::FsyncPolicy;
 use crate::store::read::StoredMsg;
+use crate::store::{AccessChange, AccessSnapshot, LoadedRoom, NewMessage};
 pub use schema::DB_FILE;
 use syncer::Syncer;
 
@@ -41,32 +42,6 @@ pub enum StoreError {
     Io { path: PathBuf, source: std::io::Error },
 }
 
-/// One message of the current batch, waiting for the commit.
-#[derive(Debug)]
-pub struct NewMessage {
-    pub room: String,
-    /// The room's epoch, written with the room's first message.
-    pub epoch: String,
-    pub seq: u64,
-    pub ts: u64,
-    /// What the search index holds.
-    pub text: String,
-    /// The live `msg` JSON, returned as-is by history reads.
-    pub json: Bytes,
-}
-
-/// A room as the store knows it at start-up: its epoch, head and newest messages.
-#[derive(Debug)]
-pub struct LoadedRoom {
-    pub name: String,
-    pub epoch: String,
-    pub head: u64,
-    /// The newest messages, oldest first (what the ring will hold).
-    pub recent: Vec<StoredMsg>,
-    /// The users' read markers in the room: (user id, seq).
-    pub reads: Vec<(String, u64)>,
-}
-
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
@@ -75,9 +50,9 @@ pub struct SqliteStore {
     /// the next commit writes them (a marker only ever moves forward).
     pending_reads: HashMap<(String, String), u64>,
     /// Access changes not yet written (kept when a commit fails, like read markers).
-    pending_access: Vec<privacy::AccessChange>,
+    pending_access: Vec<AccessChange>,
     /// What the store held about access when it opened, until the dispatcher takes it.
-    loaded_access: privacy::AccessSnapshot,
+    loaded_access: AccessSnapshot,
     /// Edits and deletions of committed messages, written after the batch's new rows.
     rewrites: Vec<edits::Rewrite>,
     /// A deletion was committed: the WAL still holds the old text until truncated.
@@ -117,12 +92,12 @@ impl SqliteStore {
             rewrites: Vec::new(),
             scrub_due: false,
             pending_access: Vec::new(),
-            loaded_access: privacy::AccessSnapshot::default(),
+            loaded_access: AccessSnapshot::default(),
             room_ids: HashMap::new(),
             syncer,
         };
         let rooms = store.load(ring).map_err(sql_err(&db_path(dir)))?;
-        store.loaded_access = privacy::load(&store.conn).map_err(sql_err(&db_path(dir)))?;
+        store.loaded_access = access::load(&store.conn).map_err(sql_err(&db_path(dir)))?;
         Ok((store, rooms))
     }
 
@@ -203,7 +178,7 @@ impl SqliteStore {
                 head.execute(params![room, seq as i64])?;
             }
             reads::write(&tx, &self.pending_reads)?;
-            privacy::write(&tx, &self.pending_access)?;
+            access::write(&tx, &self.pending_access)?;
         }
         edits::write(&tx, rewrites)?;
         tx.commit()

@@ -50,7 +50,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         {
             let (mut store, _) = SqliteStore::open(dir.path(), FsyncPolicy::Never, 10).expect("open");
-            store.append(crate::store::sqlite::NewMessage {
+            store.append(crate::store::NewMessage {
                 room: "lobby".into(),
                 epoch: "e".into(),
                 seq: 1,

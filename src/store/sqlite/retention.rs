@@ -121,7 +121,8 @@ fn used_bytes(conn: &Connection) -> rusqlite::Result<u64> {
 mod tests {
     use super::*;
     use crate::config::FsyncPolicy;
-    use crate::store::sqlite::{NewMessage, SqliteStore};
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::NewMessage;
 
     const DAY_MS: u64 = 86_400_000;
 

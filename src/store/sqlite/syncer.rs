@@ -149,7 +149,8 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::sqlite::{db_path, NewMessage, SqliteStore};
+    use crate::store::sqlite::{db_path, SqliteStore};
+    use crate::store::NewMessage;
     use bytes::Bytes;
     use std::time::Instant;
 

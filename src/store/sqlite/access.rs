@@ -8,44 +8,7 @@
 use rusqlite::{params, Connection, Transaction};
 
 use super::SqliteStore;
-
-/// One change to who may join what.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AccessChange {
-    User {
-        id: String,
-        name: String,
-    },
-    Private {
-        room: String,
-        owner: String,
-    },
-    Invite {
-        room: String,
-        user: String,
-    },
-    Dm {
-        room: String,
-        a: String,
-        b: String,
-    },
-    /// `user` may not join `room` before `until` (ms since the epoch).
-    Kick {
-        room: String,
-        user: String,
-        until: u64,
-    },
-    ReadOnly {
-        room: String,
-        on: bool,
-    },
-}
-
-/// Everything stored about access, as start-up hands it to the dispatcher.
-#[derive(Debug, Default)]
-pub struct AccessSnapshot {
-    pub changes: Vec<AccessChange>,
-}
+use crate::store::{AccessChange, AccessSnapshot};
 
 impl SqliteStore {
     /// Buffers a change for the next commit.
