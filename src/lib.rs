@@ -51,9 +51,9 @@ use dispatcher::cluster::Cluster;
 use dispatcher::{Backend, Command, Dispatcher, Local};
 use metrics::Metrics;
 use shutdown::Shutdown;
-use store::redis::{StoreError, StoreOptions};
+use store::redis::{RedisStoreError, StoreOptions};
 use store::sqlite::reader;
-use store::sqlite::{SqliteStore, StoreError as SqliteError};
+use store::sqlite::{SqliteStore, SqliteStoreError};
 use transport::connection::ConnContext;
 use transport::guard::{Guard, Handoff};
 use transport::http::Site;
@@ -81,11 +81,11 @@ pub struct Listeners {
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
-    Store(#[from] SqliteError),
+    Store(#[from] SqliteStoreError),
     #[error("starting a thread: {0}")]
     Thread(#[from] std::io::Error),
     #[error("redis: {0}")]
-    Redis(#[from] StoreError),
+    Redis(#[from] RedisStoreError),
     #[error(transparent)]
     Webhook(#[from] WebhookError),
     #[error(transparent)]

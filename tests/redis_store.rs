@@ -100,7 +100,7 @@ fn expect_quiet(rx: &Receiver<Delivery>) {
 }
 
 /// Retries `f` while Redis is unavailable (it is coming back), up to the wait.
-fn when_back<T>(mut f: impl FnMut() -> Result<T, natter::store::redis::StoreError>) -> T {
+fn when_back<T>(mut f: impl FnMut() -> Result<T, natter::store::redis::RedisStoreError>) -> T {
     let deadline = Instant::now() + WAIT;
     loop {
         match f() {

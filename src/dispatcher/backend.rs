@@ -6,7 +6,7 @@ use super::scrollback::ReadFor;
 use crate::protocol::wire::Frame;
 use crate::protocol::{wire, RoomName};
 use crate::store::read::{Query, Readers};
-use crate::store::sqlite::{SqliteStore, StoreError};
+use crate::store::sqlite::{SqliteStore, SqliteStoreError};
 
 pub enum Backend {
     /// One instance: the dispatcher assigns `seq` and commits to the local SQLite
@@ -39,7 +39,7 @@ impl Backend {
 
     /// Makes everything appended in this batch durable as the fsync policy promises;
     /// called before any of the batch's frames are handed to the writers.
-    pub fn commit(&mut self) -> Result<(), StoreError> {
+    pub fn commit(&mut self) -> Result<(), SqliteStoreError> {
         match self {
             Backend::Local(local) => local.store.commit(),
             Backend::Redis(_) => Ok(()), // every append was acked by Redis already
@@ -57,7 +57,7 @@ impl Backend {
     }
 
     /// Shutdown: commit and checkpoint what the store holds.
-    pub fn close(&mut self) -> Result<(), StoreError> {
+    pub fn close(&mut self) -> Result<(), SqliteStoreError> {
         match self {
             Backend::Local(local) => local.store.close(),
             Backend::Redis(_) => Ok(()),

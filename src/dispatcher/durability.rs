@@ -20,7 +20,7 @@ use crate::delivery::writer::Batch;
 use crate::protocol::wire;
 use crate::protocol::{ErrorCode, ProtocolError, RoomName, UserId};
 use crate::store::sqlite::retention::Policy;
-use crate::store::sqlite::StoreError;
+use crate::store::sqlite::SqliteStoreError;
 
 /// First pause before the store is probed again after a failure; doubles to the max.
 const RETRY_FIRST: Duration = Duration::from_millis(250);
@@ -115,7 +115,7 @@ impl Dispatcher {
     }
 
     /// The commit failed: nothing of the batch's messages may reach anyone.
-    fn refuse_batch(&mut self, e: &StoreError) {
+    fn refuse_batch(&mut self, e: &SqliteStoreError) {
         let posts = std::mem::take(&mut self.batch_posts);
         log::error!("store commit failed, {} message(s) refused and not acked: {e}", posts.len());
         self.metrics.store_failures.fetch_add(1, Relaxed);

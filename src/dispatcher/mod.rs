@@ -72,7 +72,7 @@ use crate::protocol::wire::{self, Frame};
 use crate::protocol::{ClientMsg, CloseReason, RoomName, UserId};
 use crate::shutdown::Shutdown;
 use crate::store::read::Answer;
-use crate::store::sqlite::StoreError;
+use crate::store::sqlite::SqliteStoreError;
 use crate::store::LoadedRoom;
 
 /// Most commands handled before the store is committed and frames are written.
@@ -215,7 +215,7 @@ impl Dispatcher {
     /// Runs until `shutdown` fires, then closes every connection with 1001 and makes
     /// the store durable. A store write failure refuses the batch's messages (no ack
     /// is ever sent for a message that is not stored) and the server goes on.
-    pub fn run(mut self, commands: Receiver<Command>, shutdown: Shutdown) -> Result<(), StoreError> {
+    pub fn run(mut self, commands: Receiver<Command>, shutdown: Shutdown) -> Result<(), SqliteStoreError> {
         let tick = crossbeam_channel::tick(TICK);
         let (events_tx, events) = crossbeam_channel::unbounded();
         match Writers::start(self.cfg.writers, self.cfg.max_backlog_bytes, self.metrics.clone(), events_tx) {

@@ -28,7 +28,7 @@ use crate::protocol::{ErrorCode, ProtocolError};
 use crate::protocol::{RoomName, User, UserId};
 use crate::store::read::{Query, Readers};
 use crate::store::redis::{
-    presence_changes, Appended, ChangeOf, ClientPost, Delivery, Events, Range, Reader, RedisStore, StoreError,
+    presence_changes, Appended, ChangeOf, ClientPost, Delivery, Events, Range, Reader, RedisStore, RedisStoreError,
     StoreOptions, Watch,
 };
 use crate::store::Refused;
@@ -227,7 +227,7 @@ impl Cluster {
         opts: StoreOptions,
         readers: usize,
         commands: Sender<Command>,
-    ) -> Result<Cluster, StoreError> {
+    ) -> Result<Cluster, RedisStoreError> {
         let store = RedisStore::open(url, opts.clone())?;
         let history = start_readers(url, &opts, readers, commands.clone())?;
         let (requests, requests_rx) = crossbeam_channel::unbounded();
@@ -279,7 +279,7 @@ fn start_readers(
     opts: &StoreOptions,
     threads: usize,
     commands: Sender<Command>,
-) -> Result<Readers<ReadFor>, StoreError> {
+) -> Result<Readers<ReadFor>, RedisStoreError> {
     let conns = (0..threads.max(1)).map(|_| RedisStore::open(url, opts.clone())).collect::<Result<Vec<_>, _>>()?;
     let run = |store: &mut RedisStore, query: &Query| {
         store.query(query).map_err(|e| {
@@ -297,7 +297,7 @@ fn start_readers(
     Ok(Readers::start("redis-history", conns, run, deliver)?)
 }
 
-pub(super) fn describe(e: &StoreError) -> String {
+pub(super) fn describe(e: &RedisStoreError) -> String {
     if e.is_unavailable() {
         "the message store is unavailable; try again".into()
     } else {
@@ -401,7 +401,7 @@ fn append_batch(store: &mut RedisStore, batch: Vec<Request>) -> Vec<ClusterEvent
             _ => None,
         })
         .collect();
-    let unavailable = |e: &StoreError| ProtocolError::new(ErrorCode::Unavailable, describe(e));
+    let unavailable = |e: &RedisStoreError| ProtocolError::new(ErrorCode::Unavailable, describe(e));
     let answers: Vec<Result<Appended, ProtocolError>> = match store.post_many(&posts) {
         Err(e) => posts.iter().map(|_| Err(unavailable(&e))).collect(),
         Ok(each) => each
@@ -529,7 +529,7 @@ fn unix_ms() -> u64 {
 }
 
 fn api_read(store: &mut RedisStore, read: ApiRead) -> ApiResult {
-    let unavailable = |e: StoreError| ProtocolError::new(ErrorCode::Unavailable, describe(&e));
+    let unavailable = |e: RedisStoreError| ProtocolError::new(ErrorCode::Unavailable, describe(&e));
     match read {
         ApiRead::Messages { room, before, after, limit } => {
             let range = match (after, before) {

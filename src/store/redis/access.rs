@@ -11,7 +11,7 @@
 use redis::Script;
 
 use super::store::{envelope, Post};
-use super::{Appended, RedisStore, StoreError};
+use super::{Appended, RedisStore, RedisStoreError};
 use crate::protocol::RoomName;
 
 /// What Redis holds about a room's access, for one joining user.
@@ -59,7 +59,7 @@ impl RedisStore {
     }
 
     /// The room's access facts as `uid` joining it sees them.
-    pub fn access(&mut self, room: &RoomName, uid: &str) -> Result<RoomAccess, StoreError> {
+    pub fn access(&mut self, room: &RoomName, uid: &str) -> Result<RoomAccess, RedisStoreError> {
         let keys = self.keys(room);
         let kick = kick_field(uid);
         type Fields = (Option<String>, Option<String>, Option<String>, Option<String>, Option<u64>);
@@ -79,7 +79,7 @@ impl RedisStore {
 
     /// Makes `room` a private room of `owner` unless a room of that name exists; true
     /// when it is private (now or already), false when it exists and is public.
-    pub fn create_private(&mut self, room: &RoomName, owner: &str) -> Result<bool, StoreError> {
+    pub fn create_private(&mut self, room: &RoomName, owner: &str) -> Result<bool, RedisStoreError> {
         let keys = self.keys(room);
         let script = Script::new(CREATE_PRIVATE_LUA);
         let made: u8 =
@@ -88,7 +88,7 @@ impl RedisStore {
     }
 
     /// Records the DM room of `a` and `b` (the same every time for the pair).
-    pub fn open_dm(&mut self, room: &RoomName, a: &str, b: &str) -> Result<(), StoreError> {
+    pub fn open_dm(&mut self, room: &RoomName, a: &str, b: &str) -> Result<(), RedisStoreError> {
         let (access, dms_a, dms_b) = (self.keys(room).access(), self.dms_key(a), self.dms_key(b));
         self.call(|con, _| {
             redis::pipe()
@@ -101,25 +101,25 @@ impl RedisStore {
     }
 
     /// Lets `uid` join the private room.
-    pub fn invite(&mut self, room: &RoomName, uid: &str) -> Result<(), StoreError> {
+    pub fn invite(&mut self, room: &RoomName, uid: &str) -> Result<(), RedisStoreError> {
         let invited = self.keys(room).invited();
         self.call(|con, _| redis::cmd("SADD").arg(&invited).arg(uid).exec(con))
     }
 
     /// Remembers a lasting user's name (for `dm` and `invite` while it is away).
-    pub fn remember_user(&mut self, uid: &str, name: &str) -> Result<(), StoreError> {
+    pub fn remember_user(&mut self, uid: &str, name: &str) -> Result<(), RedisStoreError> {
         let users = self.users_key();
         self.call(|con, _| redis::cmd("HSET").arg(&users).arg(uid).arg(name).exec(con))
     }
 
     /// A lasting user's name.
-    pub fn user_name(&mut self, uid: &str) -> Result<Option<String>, StoreError> {
+    pub fn user_name(&mut self, uid: &str) -> Result<Option<String>, RedisStoreError> {
         let users = self.users_key();
         self.call(|con, _| redis::cmd("HGET").arg(&users).arg(uid).query(con))
     }
 
     /// The DM rooms of `uid`, each with the other user's id.
-    pub fn dms_of(&mut self, uid: &str) -> Result<Vec<(RoomName, String)>, StoreError> {
+    pub fn dms_of(&mut self, uid: &str) -> Result<Vec<(RoomName, String)>, RedisStoreError> {
         let dms = self.dms_key(uid);
         let rooms: Vec<String> = self.call(|con, _| redis::cmd("SMEMBERS").arg(&dms).query(con))?;
         let mut found = Vec::with_capacity(rooms.len());
@@ -139,7 +139,7 @@ impl RedisStore {
 
     /// Publishes `json` for every instance's connections of a user (the JSON names
     /// whom); this instance's own events thread skips it.
-    pub fn tell_user(&mut self, json: &[u8]) -> Result<(), StoreError> {
+    pub fn tell_user(&mut self, json: &[u8]) -> Result<(), RedisStoreError> {
         let channel = users_channel(&self.opts.prefix);
         let payload = envelope(&self.opts.instance, json);
         self.call(|con, _| redis::cmd("PUBLISH").arg(&channel).arg(&payload).exec(con))
@@ -153,7 +153,7 @@ impl RedisStore {
         uid: &str,
         (prefix, suffix): (&[u8], &[u8]),
         (field, value): (&str, &str),
-    ) -> Result<Appended, StoreError> {
+    ) -> Result<Appended, RedisStoreError> {
         let post =
             Post { room, uid, client_id: None, prefix, suffix, access: Some((field, value)), guard_read_only: false };
         let (code, seq) = self.run_append(&post, None)?;

@@ -12,7 +12,7 @@
 use bytes::Bytes;
 
 use super::store::Post;
-use super::{Appended, RedisStore, StoreError};
+use super::{Appended, RedisStore, RedisStoreError};
 use crate::protocol::RoomName;
 use crate::store::Refused;
 
@@ -46,7 +46,7 @@ impl RedisStore {
         prefix: &[u8],
         suffix: &[u8],
         change: &ChangeOf,
-    ) -> Result<Result<Appended, Refused>, StoreError> {
+    ) -> Result<Result<Appended, Refused>, RedisStoreError> {
         let post = Post { room, uid, client_id, prefix, suffix, access: None, guard_read_only: false };
         let (code, seq) = self.run_append(&post, Some(change))?;
         Ok(match code {

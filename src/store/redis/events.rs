@@ -19,7 +19,7 @@ use redis::{Connection, Msg, PubSub, RedisError, Value};
 use super::access::users_channel;
 use super::store::open_envelope;
 use super::{
-    connect, follow_watch, room_of, spawn, Delivery, Hangup, Link, RoomKeys, StoreError, StoreOptions, Supervisor,
+    connect, follow_watch, room_of, spawn, Delivery, Hangup, Link, RedisStoreError, RoomKeys, StoreOptions, Supervisor,
     Watch,
 };
 use crate::protocol::RoomName;
@@ -36,7 +36,7 @@ impl Events {
         opts: StoreOptions,
         watch: Receiver<Watch>,
         out: Sender<Delivery>,
-    ) -> Result<JoinHandle<()>, StoreError> {
+    ) -> Result<JoinHandle<()>, RedisStoreError> {
         let sup = Supervisor::new(Link::Events, url, opts, watch, out)?;
         let mut events = EventsLoop { sup, rooms: BTreeMap::new(), users: false };
         spawn("redis-events", move || events.run())
@@ -51,7 +51,7 @@ impl Events {
         opts: StoreOptions,
         hangup: Receiver<Watch>,
         out: Sender<Delivery>,
-    ) -> Result<JoinHandle<()>, StoreError> {
+    ) -> Result<JoinHandle<()>, RedisStoreError> {
         let sup = Supervisor::new(Link::Events, url, opts, hangup, out)?;
         let mut events = EventsLoop { sup, rooms: BTreeMap::new(), users: true };
         spawn("redis-users", move || events.run())

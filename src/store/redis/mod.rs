@@ -42,7 +42,7 @@
 //! | `{p}:room:{room}:present:{instance}` | hash, TTL | uid → name for one instance's users |
 //!
 //! ## Failures
-//! A call that cannot reach Redis returns [`StoreError::Unavailable`] within the
+//! A call that cannot reach Redis returns [`RedisStoreError::Unavailable`] within the
 //! configured timeouts and drops its connection; the next call connects again (one
 //! attempt, no sleeping: backoff between calls is the caller's). A kept connection
 //! found broken when used (Redis restarted while it sat idle) is replaced and the call
@@ -152,9 +152,9 @@ impl InstanceId {
 
     /// An id chosen by the caller (tests, or a stable id from configuration). It must
     /// not contain a space: the event envelope is `{instance} {json}`.
-    pub fn new(id: &str) -> Result<InstanceId, StoreError> {
+    pub fn new(id: &str) -> Result<InstanceId, RedisStoreError> {
         if id.is_empty() || id.contains([' ', ':']) {
-            return Err(StoreError::BadInput(format!("instance id {id:?}")));
+            return Err(RedisStoreError::BadInput(format!("instance id {id:?}")));
         }
         Ok(InstanceId(id.to_owned()))
     }
@@ -171,10 +171,10 @@ impl fmt::Display for InstanceId {
 }
 
 /// Why a call failed. The caller answers clients with error code `unavailable` for
-/// [`StoreError::Unavailable`] and retries later; the others are bugs or
+/// [`RedisStoreError::Unavailable`] and retries later; the others are bugs or
 /// misconfiguration worth logging.
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub enum RedisStoreError {
     /// Redis could not be reached or stopped answering (refused, reset, timed out,
     /// loading its data set). The connection was dropped; the next call reconnects.
     #[error("redis unavailable: {0}")]
@@ -193,22 +193,22 @@ pub enum StoreError {
     Thread(#[from] std::io::Error),
 }
 
-impl StoreError {
+impl RedisStoreError {
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+        matches!(self, RedisStoreError::Unavailable(_))
     }
 }
 
-impl From<RedisError> for StoreError {
+impl From<RedisError> for RedisStoreError {
     fn from(e: RedisError) -> Self {
         if is_outage(&e) {
-            StoreError::Unavailable(e)
+            RedisStoreError::Unavailable(e)
         } else if e.kind() == ErrorKind::InvalidClientConfig {
-            StoreError::BadInput(e.to_string())
+            RedisStoreError::BadInput(e.to_string())
         } else if e.kind() == ErrorKind::UnexpectedReturnType {
-            StoreError::Reply(e.to_string())
+            RedisStoreError::Reply(e.to_string())
         } else {
-            StoreError::Redis(e)
+            RedisStoreError::Redis(e)
         }
     }
 }
@@ -361,8 +361,8 @@ fn connect(client: &Client, opts: &StoreOptions, extra_read: Duration) -> Result
 }
 
 /// Parses the URL without connecting.
-fn open_client(url: &str) -> Result<Client, StoreError> {
-    Client::open(url).map_err(|e| StoreError::BadInput(format!("redis URL {url:?}: {e}")))
+fn open_client(url: &str) -> Result<Client, RedisStoreError> {
+    Client::open(url).map_err(|e| RedisStoreError::BadInput(format!("redis URL {url:?}: {e}")))
 }
 
 /// What the [`Reader`] and [`Events`] threads share: the client they reconnect with,
@@ -391,7 +391,7 @@ impl Supervisor {
         opts: StoreOptions,
         watch: Receiver<Watch>,
         out: Sender<Delivery>,
-    ) -> Result<Supervisor, StoreError> {
+    ) -> Result<Supervisor, RedisStoreError> {
         let client = open_client(url)?;
         Ok(Supervisor { client, opts, watch, link, out, health: None, backoff: FIRST_BACKOFF })
     }
@@ -427,7 +427,10 @@ impl Supervisor {
 }
 
 /// Runs `body` on a named thread until the caller hangs up.
-fn spawn(name: &str, body: impl FnOnce() -> Result<(), Hangup> + Send + 'static) -> Result<JoinHandle<()>, StoreError> {
+fn spawn(
+    name: &str,
+    body: impl FnOnce() -> Result<(), Hangup> + Send + 'static,
+) -> Result<JoinHandle<()>, RedisStoreError> {
     Ok(thread::Builder::new().name(name.into()).spawn(move || {
         let _ = body();
     })?)

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use redis::{Pipeline, Value};
 
-use super::{RedisStore, RoomKeys, StoreError};
+use super::{RedisStore, RedisStoreError, RoomKeys};
 use crate::protocol::{RoomName, User};
 
 /// What changed between two [`RedisStore::presence_list`] results of one room.
@@ -47,7 +47,7 @@ impl RedisStore {
     ///
     /// The instance's own record is updated first, so after an `Unavailable` the next
     /// successful [`RedisStore::presence_refresh`] writes it to Redis.
-    pub fn presence_set(&mut self, room: &RoomName, uid: &str, name: &str) -> Result<(), StoreError> {
+    pub fn presence_set(&mut self, room: &RoomName, uid: &str, name: &str) -> Result<(), RedisStoreError> {
         let keys = self.keys(room);
         self.presence.entry(room.clone()).or_default().insert(uid.to_owned(), name.to_owned());
         let mut pipe = redis::pipe();
@@ -56,7 +56,7 @@ impl RedisStore {
     }
 
     /// Records that `uid` left `room` on this instance (its last connection there).
-    pub fn presence_remove(&mut self, room: &RoomName, uid: &str) -> Result<(), StoreError> {
+    pub fn presence_remove(&mut self, room: &RoomName, uid: &str) -> Result<(), RedisStoreError> {
         let keys = self.keys(room);
         let emptied = match self.presence.get_mut(room) {
             Some(users) => {
@@ -78,7 +78,7 @@ impl RedisStore {
     }
 
     /// Everyone in `room` on any live instance, each uid once, sorted by uid.
-    pub fn presence_list(&mut self, room: &RoomName) -> Result<Vec<User>, StoreError> {
+    pub fn presence_list(&mut self, room: &RoomName) -> Result<Vec<User>, RedisStoreError> {
         let keys = self.keys(room);
         let instances: Vec<String> = self.call(|con, _| redis::cmd("SMEMBERS").arg(keys.present()).query(con))?;
         if instances.is_empty() {
@@ -108,7 +108,7 @@ impl RedisStore {
 
     /// Keeps this instance's presence alive for another `presence_ttl`, and writes
     /// back any room whose hash Redis lost (expired during an outage, or a restart).
-    pub fn presence_refresh(&mut self) -> Result<(), StoreError> {
+    pub fn presence_refresh(&mut self) -> Result<(), RedisStoreError> {
         if self.presence.is_empty() {
             return Ok(());
         }
@@ -135,7 +135,7 @@ impl RedisStore {
 
     /// Removes all of this instance's presence (a clean shutdown); the others see its
     /// users leave at their next `presence_list`.
-    pub fn presence_clear(&mut self) -> Result<(), StoreError> {
+    pub fn presence_clear(&mut self) -> Result<(), RedisStoreError> {
         let rooms: Vec<RoomName> = self.presence.drain().map(|(room, _)| room).collect();
         let me = self.opts.instance.as_str().to_owned();
         let mut pipe = redis::pipe();
@@ -148,7 +148,7 @@ impl RedisStore {
     }
 
     /// Runs a pipeline whose replies are all ignored; an empty one sends nothing.
-    fn exec(&mut self, pipe: &Pipeline) -> Result<(), StoreError> {
+    fn exec(&mut self, pipe: &Pipeline) -> Result<(), RedisStoreError> {
         if pipe.is_empty() {
             return Ok(());
         }

@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use super::reply::Entry;
 use super::search::Matcher;
 use super::store::{Direction, Walk};
-use super::{RedisStore, StoreError};
+use super::{RedisStore, RedisStoreError};
 use crate::protocol::RoomName;
 use crate::store::read::{Page, Query, StoredMsg};
 
@@ -23,7 +23,7 @@ const SCAN_CHUNK: usize = 500;
 impl RedisStore {
     /// Answers a history read as single-instance mode's readers do (the same [`Page`]
     /// for the same stored messages), from the room's stream.
-    pub fn query(&mut self, query: &Query) -> Result<Page, StoreError> {
+    pub fn query(&mut self, query: &Query) -> Result<Page, RedisStoreError> {
         match query {
             Query::After { room, since, upto, limit } => {
                 let mut messages = self.newest(room, *upto, since.saturating_add(1), *limit)?;
@@ -44,7 +44,7 @@ impl RedisStore {
 
     /// The matches of `q` with `seq < before`, newest first, at most `limit`; complete
     /// when the scan reached the oldest entry the stream holds.
-    fn search(&mut self, room: &RoomName, q: &str, before: u64, limit: usize) -> Result<Page, StoreError> {
+    fn search(&mut self, room: &RoomName, q: &str, before: u64, limit: usize) -> Result<Page, RedisStoreError> {
         let Some(matcher) = Matcher::new(q) else { return Ok(page(Vec::new(), true)) };
         let mut budget = self.opts.most_held();
         let mut found = Vec::new();
@@ -71,7 +71,7 @@ impl RedisStore {
     }
 
     /// Up to `count` entries with `low <= seq <= high`, newest first.
-    fn newest(&mut self, room: &RoomName, high: u64, low: u64, count: usize) -> Result<Vec<Entry>, StoreError> {
+    fn newest(&mut self, room: &RoomName, high: u64, low: u64, count: usize) -> Result<Vec<Entry>, RedisStoreError> {
         if high < low.max(1) || count == 0 {
             return Ok(Vec::new());
         }

@@ -30,7 +30,7 @@ use bytes::Bytes;
 
 use super::reply::{self, Listed};
 use super::{
-    connect, follow_watch, news_key, room_of, spawn, Delivery, Hangup, Link, RoomKeys, StoreError, StoreOptions,
+    connect, follow_watch, news_key, room_of, spawn, Delivery, Hangup, Link, RedisStoreError, RoomKeys, StoreOptions,
     Supervisor, Watch,
 };
 use crate::protocol::RoomName;
@@ -49,7 +49,7 @@ impl Reader {
         opts: StoreOptions,
         watch: Receiver<Watch>,
         out: Sender<Delivery>,
-    ) -> Result<JoinHandle<()>, StoreError> {
+    ) -> Result<JoinHandle<()>, RedisStoreError> {
         let news = news_key(&opts.prefix);
         let sup = Supervisor::new(Link::Reader, url, opts, watch, out)?;
         let mut reader = ReaderLoop {
@@ -141,7 +141,7 @@ impl ReaderLoop {
     /// One turn: the new messages of the rooms with news (waiting on the news stream
     /// for up to `block` when no room is known to have any), connecting first if
     /// needed. A new connection checks each room's history and reads every room.
-    fn read(&mut self) -> RedisResult<Result<Vec<Bodies>, StoreError>> {
+    fn read(&mut self) -> RedisResult<Result<Vec<Bodies>, RedisStoreError>> {
         if self.con.is_none() {
             let mut con = connect(&self.sup.client, &self.sup.opts, self.sup.opts.block)?;
             self.resets = check_histories(&mut con, &mut self.rooms)?;
@@ -170,7 +170,7 @@ impl ReaderLoop {
 
     /// Waits up to `block` for news (`XREAD COUNT n BLOCK ms STREAMS news cursor`) and
     /// marks each watched room with a message past its position.
-    fn read_news(&mut self) -> RedisResult<Result<(), StoreError>> {
+    fn read_news(&mut self) -> RedisResult<Result<(), RedisStoreError>> {
         let Some(con) = self.con.as_mut() else { return Ok(Ok(())) };
         let mut xread = redis::cmd("XREAD");
         xread.arg("COUNT").arg(self.sup.opts.read_batch.max(1));
@@ -215,7 +215,7 @@ impl ReaderLoop {
     /// of what the `msgs` hash holds (an entry written by an earlier natter holds its
     /// own). An entry whose body is gone was trimmed meanwhile (the append script trims
     /// the stream and the bodies together): it is left out, and reported as a gap.
-    fn with_bodies(&mut self, reply: Value) -> RedisResult<Result<Vec<Bodies>, StoreError>> {
+    fn with_bodies(&mut self, reply: Value) -> RedisResult<Result<Vec<Bodies>, RedisStoreError>> {
         let streams = match reply::streams(reply) {
             Ok(streams) => streams,
             Err(e) => return Ok(Err(e)),

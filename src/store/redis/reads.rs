@@ -8,7 +8,7 @@
 //! checks that first.
 
 use super::store::envelope;
-use super::{RedisStore, StoreError};
+use super::{RedisStore, RedisStoreError};
 use crate::protocol::RoomName;
 
 /// The key of `uid`'s read markers (the uid last: no uid can reach another key).
@@ -20,7 +20,7 @@ impl RedisStore {
     /// Moves `uid`'s marker of `room` to `seq` unless it is there or further already,
     /// and then publishes `event` (stamped with this instance, whose own events thread
     /// skips it) to the other instances watching the room. True when it moved.
-    pub fn mark_read(&mut self, room: &RoomName, uid: &str, seq: u64, event: &[u8]) -> Result<bool, StoreError> {
+    pub fn mark_read(&mut self, room: &RoomName, uid: &str, seq: u64, event: &[u8]) -> Result<bool, RedisStoreError> {
         let marks = read_marks(&self.opts.prefix, uid);
         let channel = self.keys(room).events();
         let payload = envelope(&self.opts.instance, event);

@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use redis::Value;
 
-use super::StoreError;
+use super::RedisStoreError;
 
 /// One stored message: its seq and its `msg` JSON, exactly as sent live.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +27,7 @@ pub(crate) struct Listed {
 
 /// The entries of an `XRANGE`/`XREVRANGE` reply (or one stream of `XREAD`'s), in
 /// reply order.
-fn entries(reply: Value) -> Result<Vec<Listed>, StoreError> {
+fn entries(reply: Value) -> Result<Vec<Listed>, RedisStoreError> {
     match reply {
         Value::Nil => Ok(Vec::new()),
         Value::Array(items) => Ok(items.into_iter().filter_map(entry).collect()),
@@ -37,7 +37,7 @@ fn entries(reply: Value) -> Result<Vec<Listed>, StoreError> {
 
 /// The streams of an `XREAD` reply as (key, entries); nil (the block timed out) is
 /// empty.
-pub(crate) fn streams(reply: Value) -> Result<Vec<(String, Vec<Listed>)>, StoreError> {
+pub(crate) fn streams(reply: Value) -> Result<Vec<(String, Vec<Listed>)>, RedisStoreError> {
     streams_of(reply, entries)
 }
 
@@ -50,7 +50,7 @@ pub(crate) struct News {
 }
 
 /// The entries of an `XREAD` reply of the news stream alone, in order; nil is empty.
-pub(crate) fn news(reply: Value) -> Result<Vec<News>, StoreError> {
+pub(crate) fn news(reply: Value) -> Result<Vec<News>, RedisStoreError> {
     let list = |v| match v {
         Value::Array(items) => Ok(items.into_iter().filter_map(news_entry).collect()),
         other => Err(unexpected("a stream range", &other)),
@@ -72,8 +72,8 @@ fn news_entry(item: Value) -> Option<News> {
 /// of pairs, RESP3 with a map.
 fn streams_of<T>(
     reply: Value,
-    list: impl Fn(Value) -> Result<Vec<T>, StoreError>,
-) -> Result<Vec<(String, Vec<T>)>, StoreError> {
+    list: impl Fn(Value) -> Result<Vec<T>, RedisStoreError>,
+) -> Result<Vec<(String, Vec<T>)>, RedisStoreError> {
     let pairs: Vec<(Value, Value)> = match reply {
         Value::Nil => return Ok(Vec::new()),
         Value::Map(pairs) => pairs,
@@ -144,8 +144,8 @@ fn text(v: &Value) -> Option<String> {
     }
 }
 
-fn unexpected(what: &str, got: &Value) -> StoreError {
-    StoreError::Reply(format!("expected {what}, got {got:?}"))
+fn unexpected(what: &str, got: &Value) -> RedisStoreError {
+    RedisStoreError::Reply(format!("expected {what}, got {got:?}"))
 }
 
 #[cfg(test)]

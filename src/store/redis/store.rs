@@ -16,7 +16,7 @@ use super::edits::ChangeOf;
 use super::reads::read_marks;
 use super::reply::Entry;
 use super::scripts::Scripts;
-use super::{connect, is_outage, news_key, open_client, InstanceId, RoomKeys, StoreError, StoreOptions, NEWS_CAP};
+use super::{connect, is_outage, news_key, open_client, InstanceId, RedisStoreError, RoomKeys, StoreOptions, NEWS_CAP};
 use crate::protocol::RoomName;
 use crate::store::Refused;
 
@@ -92,13 +92,13 @@ pub struct RedisStore {
 impl RedisStore {
     /// Checks the URL (`redis://host:port/db`) without connecting; the first call
     /// connects.
-    pub fn open(url: &str, opts: StoreOptions) -> Result<RedisStore, StoreError> {
+    pub fn open(url: &str, opts: StoreOptions) -> Result<RedisStore, RedisStoreError> {
         Ok(RedisStore { client: open_client(url)?, con: None, opts, scripts: Scripts::new(), presence: HashMap::new() })
     }
 
-    /// [`RedisStore::open`], then a `PING`: fails with [`StoreError::Unavailable`]
+    /// [`RedisStore::open`], then a `PING`: fails with [`RedisStoreError::Unavailable`]
     /// (after at most the connect timeout) when Redis is not there.
-    pub fn connect(url: &str, opts: StoreOptions) -> Result<RedisStore, StoreError> {
+    pub fn connect(url: &str, opts: StoreOptions) -> Result<RedisStore, RedisStoreError> {
         let mut store = RedisStore::open(url, opts)?;
         store.ping()?;
         Ok(store)
@@ -124,7 +124,7 @@ impl RedisStore {
     pub(super) fn call<T>(
         &mut self,
         mut f: impl FnMut(&mut Connection, &Scripts) -> RedisResult<T>,
-    ) -> Result<T, StoreError> {
+    ) -> Result<T, RedisStoreError> {
         self.call_again(|con, scripts, _| f(con, scripts))
     }
 
@@ -132,7 +132,7 @@ impl RedisStore {
     fn call_again<T>(
         &mut self,
         mut f: impl FnMut(&mut Connection, &Scripts, bool) -> RedisResult<T>,
-    ) -> Result<T, StoreError> {
+    ) -> Result<T, RedisStoreError> {
         let reused = self.con.is_some();
         let result = match self.attempt(|con, scripts| f(con, scripts, false)) {
             Err(e) if reused && e.is_connection_dropped() && !e.is_timeout() => {
@@ -141,7 +141,7 @@ impl RedisStore {
             }
             other => other,
         };
-        result.map_err(StoreError::from)
+        result.map_err(RedisStoreError::from)
     }
 
     /// One try of `f`, connecting first if needed; an outage drops the connection.
@@ -183,7 +183,7 @@ impl RedisStore {
         client_id: Option<&str>,
         prefix: &[u8],
         suffix: &[u8],
-    ) -> Result<Appended, StoreError> {
+    ) -> Result<Appended, RedisStoreError> {
         let post = Post { room, uid, client_id, prefix, suffix, access: None, guard_read_only: false };
         let (code, seq) = self.run_append(&post, None)?;
         Ok(post.appended(code, seq))
@@ -200,12 +200,16 @@ impl RedisStore {
         by_mod: bool,
     ) -> PostAnswer {
         let one = ClientPost { room, uid, client_id, prefix, suffix, by_mod };
-        self.post_many(&[one])?.pop().unwrap_or_else(|| Err(StoreError::Reply("no answer to a post".into())))
+        self.post_many(&[one])?.pop().unwrap_or_else(|| Err(RedisStoreError::Reply("no answer to a post".into())))
     }
 
     /// Runs `scripts::APPEND_LUA` for a message, or an event making `change`; returns
     /// the script's answer (code, seq).
-    pub(super) fn run_append(&mut self, post: &Post<'_>, change: Option<&ChangeOf>) -> Result<(u8, u64), StoreError> {
+    pub(super) fn run_append(
+        &mut self,
+        post: &Post<'_>,
+        change: Option<&ChangeOf>,
+    ) -> Result<(u8, u64), RedisStoreError> {
         let args = self.append_args(post, change);
         self.call_again(|con, scripts, retry| args.invocation(scripts, retry).invoke(con))
     }
@@ -218,7 +222,7 @@ impl RedisStore {
     /// post's retry does).
     /// An `Err` is the whole pipeline's (each post may or may not be stored, as after a
     /// single post's `Unavailable`).
-    pub fn post_many(&mut self, posts: &[ClientPost<'_>]) -> Result<Vec<PostAnswer>, StoreError> {
+    pub fn post_many(&mut self, posts: &[ClientPost<'_>]) -> Result<Vec<PostAnswer>, RedisStoreError> {
         let posts: Vec<Post<'_>> = posts.iter().map(ClientPost::post).collect();
         let args: Vec<AppendArgs> = posts.iter().map(|post| self.append_args(post, None)).collect();
         let replies = self.call_again(|con, scripts, retry| {
@@ -232,7 +236,11 @@ impl RedisStore {
         });
         let replies = replies?;
         if replies.len() != posts.len() {
-            return Err(StoreError::Reply(format!("{} answers to {} pipelined appends", replies.len(), posts.len())));
+            return Err(RedisStoreError::Reply(format!(
+                "{} answers to {} pipelined appends",
+                replies.len(),
+                posts.len()
+            )));
         }
         Ok(posts
             .iter()
@@ -244,8 +252,10 @@ impl RedisStore {
                     Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                         self.run_append(post, None)?
                     }
-                    Err(e) => return Err(StoreError::from(e)),
-                    Ok(v) => redis::from_redis_value::<(u8, u64)>(v).map_err(|e| StoreError::Reply(e.to_string()))?,
+                    Err(e) => return Err(RedisStoreError::from(e)),
+                    Ok(v) => {
+                        redis::from_redis_value::<(u8, u64)>(v).map_err(|e| RedisStoreError::Reply(e.to_string()))?
+                    }
                 };
                 // Code 6: refused by a read-only room.
                 Ok(if code == 6 { Err(Refused::ReadOnly) } else { Ok(post.appended(code, seq)) })
@@ -290,7 +300,7 @@ impl RedisStore {
         after_seq: u64,
         upto_seq: Option<u64>,
         max: usize,
-    ) -> Result<Range, StoreError> {
+    ) -> Result<Range, RedisStoreError> {
         self.range_for(None, room, after_seq, upto_seq, max)
     }
 
@@ -303,7 +313,7 @@ impl RedisStore {
         after_seq: u64,
         upto_seq: Option<u64>,
         max: usize,
-    ) -> Result<Range, StoreError> {
+    ) -> Result<Range, RedisStoreError> {
         let first = after_seq.saturating_add(1);
         let end = upto_seq.map_or_else(|| "+".to_owned(), |upto| format!("{upto}-0"));
         let walk = Walk { direction: Direction::Up, from: &format!("{first}-0"), to: &end, count: max };
@@ -316,12 +326,12 @@ impl RedisStore {
     }
 
     /// The last `n` messages of `room`, oldest first (a join without `since`).
-    pub fn recent(&mut self, room: &RoomName, n: usize) -> Result<Range, StoreError> {
+    pub fn recent(&mut self, room: &RoomName, n: usize) -> Result<Range, RedisStoreError> {
         self.recent_for(None, room, n)
     }
 
     /// [`RedisStore::recent`], with the read marker of `reader` in the room.
-    pub fn recent_for(&mut self, reader: Option<&str>, room: &RoomName, n: usize) -> Result<Range, StoreError> {
+    pub fn recent_for(&mut self, reader: Option<&str>, room: &RoomName, n: usize) -> Result<Range, RedisStoreError> {
         let mut range = self.read(room, Walk { direction: Direction::Down, from: "+", to: "-", count: n }, reader)?;
         range.messages.truncate(n);
         range.messages.reverse();
@@ -331,7 +341,12 @@ impl RedisStore {
     /// The room's head, its epoch and up to `walk.count` messages between two stream
     /// ids, with their bodies (and the read marker of `reader`), read in one step
     /// (`scripts::READ_LUA`). `complete` is left true: the caller knows what it asked.
-    pub(super) fn read(&mut self, room: &RoomName, walk: Walk<'_>, reader: Option<&str>) -> Result<Range, StoreError> {
+    pub(super) fn read(
+        &mut self,
+        room: &RoomName,
+        walk: Walk<'_>,
+        reader: Option<&str>,
+    ) -> Result<Range, RedisStoreError> {
         let keys = self.keys(room);
         let command = match walk.direction {
             Direction::Up => "XRANGE",
@@ -353,7 +368,7 @@ impl RedisStore {
 
     /// Every room with at least one message and its head, at most `max` of them
     /// (`SCAN` over the seq keys: never blocks Redis the way `KEYS` would).
-    pub fn rooms(&mut self, max: usize) -> Result<Vec<(RoomName, u64)>, StoreError> {
+    pub fn rooms(&mut self, max: usize) -> Result<Vec<(RoomName, u64)>, RedisStoreError> {
         let pattern = format!("{}:room:*:seq", self.opts.prefix);
         let keys: Vec<String> = self.call(|con, _| {
             let mut found = Vec::new();
@@ -382,7 +397,7 @@ impl RedisStore {
     /// `disconnect`): an entry in the sorted set `{p}:disconnects`, scored by the time,
     /// which each instance polls ([`RedisStore::disconnects_after`]). Entries older than
     /// a minute are trimmed on the way.
-    pub fn request_disconnect(&mut self, uid: &str, now_ms: u64) -> Result<(), StoreError> {
+    pub fn request_disconnect(&mut self, uid: &str, now_ms: u64) -> Result<(), RedisStoreError> {
         let key = format!("{}:disconnects", self.opts.prefix);
         let member = format!("{now_ms}:{:08x}:{uid}", rand::random::<u32>());
         self.call(|con, _| {
@@ -407,7 +422,7 @@ impl RedisStore {
 
     /// The user ids of disconnect requests scored after `after_ms`, and the newest
     /// score seen (`after_ms` when there is none).
-    pub fn disconnects_after(&mut self, after_ms: u64) -> Result<(Vec<String>, u64), StoreError> {
+    pub fn disconnects_after(&mut self, after_ms: u64) -> Result<(Vec<String>, u64), RedisStoreError> {
         let key = format!("{}:disconnects", self.opts.prefix);
         let entries: Vec<(String, u64)> = self.call(|con, _| {
             redis::cmd("ZRANGEBYSCORE").arg(&key).arg(format!("({after_ms}")).arg("+inf").arg("WITHSCORES").query(con)
@@ -418,7 +433,7 @@ impl RedisStore {
     }
 
     /// The room's last seq (0 when it has no message).
-    pub fn head(&mut self, room: &RoomName) -> Result<u64, StoreError> {
+    pub fn head(&mut self, room: &RoomName) -> Result<u64, RedisStoreError> {
         let keys = self.keys(room);
         let head: Option<u64> = self.call(|con, _| redis::cmd("GET").arg(keys.seq()).query(con))?;
         Ok(head.unwrap_or(0))
@@ -427,18 +442,18 @@ impl RedisStore {
     /// Publishes an event (a `system` or `typing` JSON, never stored) to the other
     /// instances watching `room`, stamped with this instance's id so its own
     /// [`super::Events`] thread skips it. Returns how many subscribers got it.
-    pub fn publish(&mut self, room: &RoomName, json: &[u8]) -> Result<usize, StoreError> {
+    pub fn publish(&mut self, room: &RoomName, json: &[u8]) -> Result<usize, RedisStoreError> {
         let keys = self.keys(room);
         let payload = envelope(&self.opts.instance, json);
         self.call(|con, _| redis::cmd("PUBLISH").arg(keys.events()).arg(&payload).query(con))
     }
 
     /// `PING`, for `/healthz`.
-    pub fn ping(&mut self) -> Result<(), StoreError> {
+    pub fn ping(&mut self) -> Result<(), RedisStoreError> {
         let pong: String = self.call(|con, _| redis::cmd("PING").query(con))?;
         match pong.as_str() {
             "PONG" => Ok(()),
-            _ => Err(StoreError::Reply(format!("PING answered {pong:?}"))),
+            _ => Err(RedisStoreError::Reply(format!("PING answered {pong:?}"))),
         }
     }
 }
@@ -474,7 +489,7 @@ impl Post<'_> {
 }
 
 /// What [`RedisStore::post`] answers one post.
-pub type PostAnswer = Result<Result<Appended, Refused>, StoreError>;
+pub type PostAnswer = Result<Result<Appended, Refused>, RedisStoreError>;
 
 /// A client's post for [`RedisStore::post_many`]: as [`RedisStore::post`] takes it.
 #[derive(Debug, Clone, Copy)]

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use rusqlite::{params, OptionalExtension, Transaction};
 use serde_json::Value;
 
-use super::{sql_err, SqliteStore, StoreError};
+use super::{sql_err, SqliteStore, SqliteStoreError};
 
 /// A committed message's new content.
 #[derive(Debug)]
@@ -29,7 +29,7 @@ pub struct Rewrite {
 impl SqliteStore {
     /// A committed message's JSON, by room and seq (one indexed row, for the checks of
     /// an edit or delete of a message older than the ring).
-    pub fn message(&mut self, room: &str, seq: u64) -> Result<Option<Bytes>, StoreError> {
+    pub fn message(&mut self, room: &str, seq: u64) -> Result<Option<Bytes>, SqliteStoreError> {
         let path = self.path().to_owned();
         self.conn()
             .query_row(
@@ -50,7 +50,7 @@ impl SqliteStore {
 
     /// After a deletion: checkpoint the WAL and truncate it, so the deleted text's old
     /// page images leave the WAL file. False while readers keep it busy (retry later).
-    pub fn scrub_wal(&mut self) -> Result<bool, StoreError> {
+    pub fn scrub_wal(&mut self) -> Result<bool, SqliteStoreError> {
         if !self.scrub_due {
             return Ok(true);
         }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection};
 
-use super::{sql_err, StoreError};
+use super::{sql_err, SqliteStoreError};
 
 /// The fields of a journal line the store needs.
 #[derive(serde::Deserialize)]
@@ -40,10 +40,10 @@ fn segments(dir: &Path) -> io::Result<Vec<PathBuf>> {
 }
 
 /// Imports every journal segment in `dir` into `conn`, then renames the segments.
-pub fn import_journal(dir: &Path, conn: &mut Connection) -> Result<(), StoreError> {
+pub fn import_journal(dir: &Path, conn: &mut Connection) -> Result<(), SqliteStoreError> {
     let io_err = |path: &Path| {
         let path = path.to_owned();
-        move |source| StoreError::Io { path, source }
+        move |source| SqliteStoreError::Io { path, source }
     };
     let files = segments(dir).map_err(io_err(dir))?;
     if files.is_empty() {

@@ -35,7 +35,7 @@ use syncer::Syncer;
 
 /// A store failure; the dispatcher acks nothing of the batch it concerns.
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub enum SqliteStoreError {
     #[error("store {path}: {source}")]
     Sqlite { path: PathBuf, source: rusqlite::Error },
     #[error("store {path}: {source}")]
@@ -77,8 +77,12 @@ pub fn db_path(dir: &Path) -> PathBuf {
 impl SqliteStore {
     /// Opens (creating) the store in `dir`, imports an old journal found there, and
     /// returns every room with its newest `ring` messages.
-    pub fn open(dir: &Path, policy: FsyncPolicy, ring: usize) -> Result<(SqliteStore, Vec<LoadedRoom>), StoreError> {
-        fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_owned(), source })?;
+    pub fn open(
+        dir: &Path,
+        policy: FsyncPolicy,
+        ring: usize,
+    ) -> Result<(SqliteStore, Vec<LoadedRoom>), SqliteStoreError> {
+        fs::create_dir_all(dir).map_err(|source| SqliteStoreError::Io { path: dir.to_owned(), source })?;
         let path = db_path(dir);
         let mut conn = Connection::open(&path).map_err(sql_err(&path))?;
         schema::prepare_writer(&conn, policy).map_err(sql_err(&path))?;
@@ -132,7 +136,7 @@ impl SqliteStore {
     /// Writes everything appended since the last commit in one transaction. After it
     /// returns Ok the messages survive a process crash (and, under `always`, a power
     /// failure). On error nothing of the batch is stored and the buffer is dropped.
-    pub fn commit(&mut self) -> Result<(), StoreError> {
+    pub fn commit(&mut self) -> Result<(), SqliteStoreError> {
         let idle = self.pending_reads.is_empty() && self.pending_access.is_empty() && self.rewrites.is_empty();
         if self.pending.is_empty() && idle {
             return Ok(());
@@ -185,7 +189,7 @@ impl SqliteStore {
     }
 
     /// Writes one small row: whether the disk takes writes again after a failure.
-    pub fn probe(&mut self) -> Result<(), StoreError> {
+    pub fn probe(&mut self) -> Result<(), SqliteStoreError> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
         self.conn
             .execute("INSERT OR REPLACE INTO meta (k, v) VALUES ('probe', ?1)", params![now.to_string()])
@@ -209,7 +213,7 @@ impl SqliteStore {
     }
 
     /// Shutdown: checkpoint the WAL into the database file and sync it.
-    pub fn close(&mut self) -> Result<(), StoreError> {
+    pub fn close(&mut self) -> Result<(), SqliteStoreError> {
         self.commit()?;
         self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").map_err(sql_err(&self.path))
     }
@@ -226,6 +230,6 @@ fn room_id(tx: &rusqlite::Transaction<'_>, name: &str, epoch: &str) -> rusqlite:
     Ok(tx.last_insert_rowid())
 }
 
-fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-    move |source| StoreError::Sqlite { path: path.to_owned(), source }
+fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> SqliteStoreError + '_ {
+    move |source| SqliteStoreError::Sqlite { path: path.to_owned(), source }
 }

@@ -11,7 +11,7 @@ use std::path::Path;
 use bytes::Bytes;
 use rusqlite::{params, Connection, OpenFlags};
 
-use super::{sql_err, StoreError};
+use super::{sql_err, SqliteStoreError};
 use crate::store::read::{search_words, Answer, Page, Query, Readers, StoredMsg};
 
 /// Starts `threads` readers on the database at `db` (which must exist).
@@ -19,7 +19,7 @@ pub fn start<T: Send + 'static>(
     db: &Path,
     threads: usize,
     deliver: impl Fn(Answer<T>) + Send + Clone + 'static,
-) -> Result<Readers<T>, StoreError> {
+) -> Result<Readers<T>, SqliteStoreError> {
     let conns = (0..threads.max(1)).map(|_| open_read_only(db)).collect::<Result<Vec<_>, _>>()?;
     let logged = |conn: &mut Connection, query: &Query| {
         run(conn, query).map_err(|e| {
@@ -28,10 +28,10 @@ pub fn start<T: Send + 'static>(
         })
     };
     Readers::start("store-reader", conns, logged, deliver)
-        .map_err(|source| StoreError::Io { path: db.to_owned(), source })
+        .map_err(|source| SqliteStoreError::Io { path: db.to_owned(), source })
 }
 
-fn open_read_only(db: &Path) -> Result<Connection, StoreError> {
+fn open_read_only(db: &Path) -> Result<Connection, SqliteStoreError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(db, flags).map_err(sql_err(db))?;
     conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(sql_err(db))?;

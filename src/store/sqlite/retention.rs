@@ -4,7 +4,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{sql_err, SqliteStore, StoreError};
+use super::{sql_err, SqliteStore, SqliteStoreError};
 
 /// Rows deleted per step at most.
 pub const STEP_ROWS: i64 = 200;
@@ -35,7 +35,7 @@ impl Deleted {
 
 impl SqliteStore {
     /// One retention step at time `now_ms`: at most [`STEP_ROWS`] rows of one kind.
-    pub fn retention_step(&mut self, policy: &Policy, now_ms: u64) -> Result<Deleted, StoreError> {
+    pub fn retention_step(&mut self, policy: &Policy, now_ms: u64) -> Result<Deleted, SqliteStoreError> {
         let path = self.path().to_owned();
         let deleted = step(self.conn(), policy, now_ms).map_err(sql_err(&path))?;
         if deleted.total() > 0 {
@@ -45,7 +45,7 @@ impl SqliteStore {
     }
 
     /// Bytes the database's pages in use take (free pages are reused, not counted).
-    pub fn used_bytes(&mut self) -> Result<u64, StoreError> {
+    pub fn used_bytes(&mut self) -> Result<u64, SqliteStoreError> {
         let path = self.path().to_owned();
         used_bytes(self.conn()).map_err(sql_err(&path))
     }

@@ -29,7 +29,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 use super::schema;
-use super::{sql_err, StoreError};
+use super::{sql_err, SqliteStoreError};
 use crate::config::FsyncPolicy;
 
 /// How often the thread looks at the WAL.
@@ -60,7 +60,7 @@ struct Worker {
 
 impl Syncer {
     /// Starts the thread on the database at `db`, which the writer has open in WAL mode.
-    pub fn start(db: &Path, policy: FsyncPolicy) -> Result<Syncer, StoreError> {
+    pub fn start(db: &Path, policy: FsyncPolicy) -> Result<Syncer, SqliteStoreError> {
         let conn = Connection::open(db).map_err(sql_err(db))?;
         // A checkpoint syncs as its connection's `synchronous` says: as the writer's.
         conn.pragma_update(None, "synchronous", schema::synchronous(policy)).map_err(sql_err(db))?;
@@ -83,7 +83,7 @@ impl Syncer {
                 }
             }
         })
-        .map_err(|source| StoreError::Io { path: PathBuf::from("<store-sync thread>"), source })?;
+        .map_err(|source| SqliteStoreError::Io { path: PathBuf::from("<store-sync thread>"), source })?;
         Ok(Syncer { dirty })
     }
 
