@@ -174,7 +174,7 @@ pub struct ServeArgs {
 
     /// Authentication: open (pick a name) or token (HS256 JWT required).
     #[arg(long, value_enum, default_value = "open")]
-    pub auth: AuthMode,
+    pub auth: AuthFlag,
     /// File holding the JWT secret (token mode; else NATTER_JWT_SECRET). Never pass the secret itself as a flag.
     #[arg(long)]
     pub jwt_secret_file: Option<PathBuf>,
@@ -264,14 +264,24 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
+/// `--auth`: how clients prove who they are. Token mode's secret comes from
+/// `--jwt-secret-file` (or NATTER_JWT_SECRET) and goes into [`AuthMode::Token`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthFlag {
+    /// Anyone connects and picks a display name with `?name=`.
+    Open,
+    /// A JWT (HS256) is required at connect time.
+    Token,
+}
+
 impl ServeArgs {
     /// The config these flags describe. `http_port`/`ws_port` are the bound ports.
     pub fn to_config(&self, http_port: u16, ws_port: u16) -> Result<Config, ConfigError> {
-        let jwt_secret = match self.auth {
-            AuthMode::Token => {
-                Some(auth::load_secret(self.jwt_secret_file.as_deref(), std::env::var("NATTER_JWT_SECRET").ok())?)
-            }
-            AuthMode::Open => None,
+        let auth = match self.auth {
+            AuthFlag::Token => AuthMode::Token {
+                secret: auth::load_secret(self.jwt_secret_file.as_deref(), std::env::var("NATTER_JWT_SECRET").ok())?,
+            },
+            AuthFlag::Open => AuthMode::Open,
         };
         Ok(Config {
             data_dir: self.data_dir.clone(),
@@ -310,8 +320,7 @@ impl ServeArgs {
             redis: self.redis.clone(),
             redis_presence_ttl: Duration::from_millis(self.redis_presence_ttl_ms),
             redis_stream_cap: usize::try_from(self.redis_stream_cap).unwrap_or(usize::MAX),
-            auth: self.auth,
-            jwt_secret,
+            auth,
             jwt_leeway_s: self.jwt_leeway_s,
             rooms_default: self.rooms_default,
             mods: self.mods.clone(),

@@ -25,20 +25,21 @@ pub enum FsyncPolicy {
     Never,
 }
 
-/// How clients prove who they are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// How clients prove who they are. Token mode carries its secret, so no code that
+/// checks a token can find token mode without one.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthMode {
     /// Anyone connects and picks a display name with `?name=`.
     Open,
-    /// A JWT (HS256) is required at connect time.
-    Token,
+    /// A JWT (HS256) signed with `secret` is required at connect time.
+    Token { secret: Vec<u8> },
 }
 
 impl AuthMode {
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &'static str {
         match self {
             AuthMode::Open => "open",
-            AuthMode::Token => "token",
+            AuthMode::Token { .. } => "token",
         }
     }
 }
@@ -134,10 +135,8 @@ pub struct Config {
     /// scan (at most what a stream can hold: `StoreOptions::most_held`).
     pub redis_stream_cap: usize,
 
-    /// Open or token authentication.
+    /// Open or token authentication (with token mode's HS256 secret).
     pub auth: AuthMode,
-    /// HS256 secret for token mode.
-    pub jwt_secret: Option<Vec<u8>>,
     /// Clock skew tolerated on `exp`/`nbf`, in seconds.
     pub jwt_leeway_s: u64,
     /// The rooms of users whose token has no `rooms` claim, and of open mode.
@@ -212,7 +211,6 @@ impl Default for Config {
             redis_presence_ttl: Duration::from_secs(15),
             redis_stream_cap: 10_000,
             auth: AuthMode::Open,
-            jwt_secret: None,
             jwt_leeway_s: 30,
             rooms_default: RoomsDefault::Open,
             mods: Vec::new(),

@@ -19,8 +19,7 @@ const SECRET: &[u8] = b"test-secret-test-secret-test-secret!";
 
 fn token_server() -> TestServer {
     TestServer::start_with(|c| {
-        c.auth = AuthMode::Token;
-        c.jwt_secret = Some(SECRET.to_vec());
+        c.auth = AuthMode::Token { secret: SECRET.to_vec() };
         c.jwt_leeway_s = 0;
     })
 }

@@ -20,8 +20,7 @@ use tungstenite::client::IntoClientRequest;
 const SECRET: &[u8] = b"rights-secret-rights-secret-rights!!";
 
 fn token_mode(c: &mut Config) {
-    c.auth = AuthMode::Token;
-    c.jwt_secret = Some(SECRET.to_vec());
+    c.auth = AuthMode::Token { secret: SECRET.to_vec() };
 }
 
 fn token(sub: &str, rooms: Option<&[&str]>) -> String {

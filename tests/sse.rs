@@ -351,8 +351,7 @@ fn a_non_reading_sse_client_is_cut_off_without_stalling_others() {
 fn token_mode_and_origin_checks_hold_for_sse_and_send() {
     let secret = b"sse-test-secret-of-enough-length".to_vec();
     let server = TestServer::start_with(|c| {
-        c.auth = AuthMode::Token;
-        c.jwt_secret = Some(secret.clone());
+        c.auth = AuthMode::Token { secret: secret.clone() };
     });
     let alice_token = natter::auth::mint(
         &secret,

@@ -82,7 +82,7 @@ pub fn admit(req: &Request, cfg: &Config) -> Result<Admitted, Refusal> {
 pub fn identify(req: &Request, cfg: &Config) -> Result<Admitted, Refusal> {
     check_origin(req, cfg)?;
     let query = req.uri().query().unwrap_or("");
-    match cfg.auth {
+    match &cfg.auth {
         AuthMode::Open => {
             let name = query_param(query, "name").and_then(|n| clean_name(&n)).unwrap_or_else(guest_name);
             let id = open_id(query_param(query, "key").as_deref())?;
@@ -92,11 +92,10 @@ pub fn identify(req: &Request, cfg: &Config) -> Result<Admitted, Refusal> {
             let identity = Identity { id: Arc::from(id), name, can_rename: true, access, lasting };
             Ok(Admitted { identity, expires_at: None })
         }
-        AuthMode::Token => {
+        AuthMode::Token { secret } => {
             let token = token(req).ok_or_else(|| {
                 Refusal::new(StatusCode::UNAUTHORIZED, "unauthorized: a token is required", "no token")
             })?;
-            let secret = cfg.jwt_secret.as_deref().expect("token mode is refused at start without a secret");
             let claims = auth::verify(&token, secret, cfg.jwt_leeway_s).map_err(|e| {
                 Refusal::new(StatusCode::UNAUTHORIZED, "unauthorized: bad or expired token", e.to_string())
             })?;

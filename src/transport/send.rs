@@ -111,10 +111,9 @@ fn find_session(req: &Request, ctx: &ConnContext) -> Result<Arc<Session>, Refusa
         .sessions
         .get(&id)
         .ok_or_else(|| refusal(StatusCode::NOT_FOUND, "no such session: open GET /sse again", "unknown session"))?;
-    if ctx.cfg.auth == AuthMode::Token {
+    if let AuthMode::Token { secret } = &ctx.cfg.auth {
         let token = token(req)
             .ok_or_else(|| refusal(StatusCode::UNAUTHORIZED, "unauthorized: a token is required", "no token"))?;
-        let secret = ctx.cfg.jwt_secret.as_deref().expect("token mode is refused at start without a secret");
         let claims = auth::verify(&token, secret, ctx.cfg.jwt_leeway_s)
             .map_err(|e| refusal(StatusCode::UNAUTHORIZED, "unauthorized: bad or expired token", e.to_string()))?;
         if *claims.sub != *session.uid {
