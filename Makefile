@@ -5,7 +5,7 @@ CARGO ?= cargo
 BIN   := target/release/natter
 ARGS  ?=
 
-.PHONY: run build test test-rust test-browser lint bench loadtest fuzz soak clean
+.PHONY: run build test test-rust test-browser lint bench loadtest autobahn fuzz soak clean
 
 ## Build in release mode and serve the page on http://localhost:8080 (WebSocket on 8081).
 run: build
@@ -49,6 +49,12 @@ bench:
 ## about 9 minutes).
 loadtest:
 	loadtest/run.sh
+
+## Autobahn|Testsuite's fuzzing client against a natter on loopback (not part of
+## make test): sets the suite up under target/autobahn/ on first run (needs a
+## CPython 2.7), prints a summary per case group. docs/AUTOBAHN.md.
+autobahn:
+	scripts/autobahn.sh
 
 clean:
 	$(CARGO) clean

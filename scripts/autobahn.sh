@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# scripts/autobahn.sh — Autobahn|Testsuite's fuzzing client against natter (`make autobahn`).
+#
+# Sets the suite up if it is missing: a Python 2.7 virtualenv (the suite runs on
+# nothing newer) under target/autobahn/, with upstream's pinned requirements read from
+# the autobahntestsuite sdist on PyPI, then the suite itself. Starts natter on loopback
+# (open mode, a fresh data dir, default flags), runs `wstest -m fuzzingclient` against
+# ws://127.0.0.1:PORT/ws?name=autobahn, stops natter by its PID and prints one line per
+# case group: how many cases the suite judged OK, NON-STRICT, INFORMATIONAL, FAILED,
+# UNIMPLEMENTED, and the same for the closing handshake alone (docs/AUTOBAHN.md says
+# what the columns mean for a chat endpoint).
+#
+# Results: $AB_OUT/spec.json (the spec it generated), reports/ (the suite's HTML and
+# JSON, reports/index.html to browse), natter.log, summary.txt.
+#
+#   AB_CASES       cases to run (default "*")
+#   AB_EXCLUDE     cases left out (default "9.* 12.* 13.*": docs/AUTOBAHN.md says why)
+#   AB_PYTHON27    a CPython 2.7 interpreter (default: pyenv's 2.7.x, then python2.7)
+#   AB_HOME        where the virtualenvs live (default target/autobahn)
+#   AB_OUT         where the run's files go (default target/autobahn/run)
+#   AB_MAX_SECONDS bound on the suite's run (default 900)
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+HOME_DIR=${AB_HOME:-$ROOT/target/autobahn}
+OUT=${AB_OUT:-$HOME_DIR/run}
+CASES=${AB_CASES:-"*"}
+EXCLUDE=${AB_EXCLUDE-"9.* 12.* 13.*"}
+MAX_SECONDS=${AB_MAX_SECONDS:-900}
+SUITE_VERSION=25.10.1
+VIRTUALENV_VERSION=20.21.1
+PY2=$HOME_DIR/py27
+WSTEST=$PY2/bin/wstest
+
+say() { printf '%s\n' "$*" >&2; }
+
+find_python27() {
+    if [ -n "${AB_PYTHON27:-}" ]; then
+        echo "$AB_PYTHON27"
+        return
+    fi
+    local p
+    for p in "$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")"/versions/2.7.*/bin/python /usr/bin/python2.7; do
+        if [ -x "$p" ]; then
+            echo "$p"
+            return
+        fi
+    done
+    command -v python2.7 || true
+}
+
+setup() {
+    local py27 tools=$HOME_DIR/virtualenv dl=$HOME_DIR/sdist
+    py27=$(find_python27)
+    if [ -z "$py27" ]; then
+        say "no CPython 2.7 found (the suite needs it): set AB_PYTHON27, e.g. to a pyenv 2.7.18's bin/python"
+        exit 2
+    fi
+    say "setting up Autobahn|Testsuite $SUITE_VERSION under $HOME_DIR with $py27"
+    rm -rf "$PY2" "$dl"
+    # virtualenv from a Python 3 venv: the last virtualenv that still makes 2.7 environments.
+    if [ ! -x "$tools/bin/virtualenv" ]; then
+        python3 -m venv "$tools"
+        "$tools/bin/pip" install --quiet "virtualenv==$VIRTUALENV_VERSION"
+    fi
+    "$tools/bin/virtualenv" --quiet -p "$py27" "$PY2"
+    # Upstream's pins (Twisted 19.10.0, autobahn 0.10.9, ...) as the sdist records them.
+    "$tools/bin/pip" download --quiet --no-deps --no-binary :all: -d "$dl" "autobahntestsuite==$SUITE_VERSION"
+    tar -xzf "$dl/autobahntestsuite-$SUITE_VERSION.tar.gz" -C "$dl"
+    grep -v '^\s*$' "$dl/autobahntestsuite-$SUITE_VERSION/autobahntestsuite.egg-info/requires.txt" >"$dl/requirements.txt"
+    "$PY2/bin/pip" install --quiet --no-build-isolation -r "$dl/requirements.txt"
+    "$PY2/bin/pip" install --quiet --no-deps "autobahntestsuite==$SUITE_VERSION"
+}
+
+export PIP_NO_PYTHON_VERSION_WARNING=1
+if ! "$WSTEST" --autobahnversion >/dev/null 2>&1; then
+    setup
+fi
+
+say "building natter"
+cargo build --release -p natter --quiet
+
+mkdir -p "$OUT"
+rm -rf "$OUT/reports"
+DATA=$(mktemp -d)
+NATTER_PID=
+cleanup() {
+    if [ -n "$NATTER_PID" ]; then
+        kill "$NATTER_PID" 2>/dev/null || true
+        wait "$NATTER_PID" 2>/dev/null || true
+    fi
+    rm -rf "$DATA"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+target/release/natter serve --bind 127.0.0.1 --http-port 0 --ws-port 0 --data-dir "$DATA" >"$OUT/natter.log" 2>&1 &
+NATTER_PID=$!
+URL=
+for _ in $(seq 100); do
+    URL=$(grep -oE 'ws://[^ ]*' "$OUT/natter.log" 2>/dev/null | head -1 || true)
+    [ -n "$URL" ] && break
+    kill -0 "$NATTER_PID" 2>/dev/null || break
+    sleep 0.1
+done
+if [ -z "$URL" ]; then
+    say "natter did not start; its output:"
+    cat "$OUT/natter.log" >&2
+    exit 1
+fi
+
+# Open mode: a display name is all the handshake needs.
+python3 - "$OUT/spec.json" "$URL?name=autobahn" "$OUT/reports" "$CASES" "$EXCLUDE" <<'EOF'
+import json, sys
+path, url, reports, cases, exclude = sys.argv[1:]
+spec = {
+    "outdir": reports,
+    "servers": [{"agent": "natter", "url": url}],
+    "cases": cases.split(),
+    "exclude-cases": exclude.split(),
+    "exclude-agent-cases": {},
+}
+with open(path, "w") as f:
+    json.dump(spec, f, indent=2)
+EOF
+
+say "running wstest -m fuzzingclient against $URL (spec $OUT/spec.json)"
+started=$(date +%s)
+(cd "$OUT" && timeout "$MAX_SECONDS" "$WSTEST" -m fuzzingclient -s "$OUT/spec.json" >"$OUT/wstest.log" 2>&1) || {
+    say "wstest ended with status $? (its output: $OUT/wstest.log)"
+}
+say "wstest took $(($(date +%s) - started)) s"
+
+python3 - "$OUT/reports" <<'EOF' | tee "$OUT/summary.txt"
+# Two verdicts per case. The suite's own: on a chat endpoint most cases fail it only
+# because natter speaks first (its welcome) and answers text with JSON instead of an
+# echo. And the same events without natter's own JSON frames: "pass" when they then
+# match what the suite expects, "echo" when all that is missing is the echo of the
+# suite's message, "FAIL" otherwise or when the closing handshake failed. "close" is the suite's verdict on the closing
+# handshake alone (code, who closed, cleanly). docs/AUTOBAHN.md explains each group.
+import json, os, sys
+from collections import Counter, OrderedDict
+
+reports = sys.argv[1]
+SUITE = ["OK", "NON-STRICT", "INFORMATIONAL", "FAILED", "UNIMPLEMENTED"]
+OWN = ["pass", "echo", "FAIL"]
+
+def natters_own(event):
+    # The report keeps only the start of a long frame: natter's own are JSON with "type" first.
+    return event[0] == "message" and not event[2] and event[1].startswith('{"type":"')
+
+def own_verdict(case):
+    if case["behavior"] in ("INFORMATIONAL", "UNIMPLEMENTED"):
+        return case["behavior"]
+    if case["behaviorClose"] not in ("OK", "INFORMATIONAL"):
+        return "FAIL"
+    got = [e for e in case["received"] if not natters_own(e)]
+    expected = case["expected"].values()
+    if any(got == e for e in expected):
+        return "pass"
+    if any(got == [x for x in e if x[0] != "message"] for e in expected):
+        return "echo"
+    return "FAIL"
+
+with open(os.path.join(reports, "index.json")) as f:
+    index = json.load(f)["natter"]
+groups = OrderedDict()
+for case_id in sorted(index, key=lambda c: [int(p) for p in c.split(".")]):
+    with open(os.path.join(reports, index[case_id]["reportfile"])) as f:
+        case = json.load(f)
+    # The suite's chapters (1 framing, 2 pings, 3 reserved bits, 4 opcodes, 5
+    # fragmentation, 6 UTF-8, 7 closing, 9 limits, 10 misc, 12-13 compression); the
+    # closing chapter by section, whose cases test different things.
+    parts = case_id.split(".")
+    groups.setdefault(".".join(parts[:2] if parts[0] == "7" else parts[:1]), []).append(case)
+
+print("%-6s %5s | %-44s | %-30s | %s" % ("", "", "the suite's verdict", "without natter's JSON frames", "closing"))
+print("%-6s %5s | %8s %10s %6s %6s %6s | %6s %6s %5s %5s %4s | %5s %5s" % (
+    "group", "cases", "OK", "NON-STRICT", "INFO", "FAILED", "UNIMPL", "pass", "echo", "FAIL", "INFO", "UN",
+    "OK", "other"))
+total_suite, total_own, total_close, n = Counter(), Counter(), Counter(), 0
+
+def row(name, count, suite, own, close):
+    print("%-6s %5d | %8d %10d %6d %6d %6d | %6d %6d %5d %5d %4d | %5d %5d" % (
+        (name, count) + tuple(suite[k] for k in SUITE)
+        + tuple(own[k] for k in OWN + ["INFORMATIONAL", "UNIMPLEMENTED"])
+        + (close["OK"], close["other"])))
+
+for group, cases in groups.items():
+    suite = Counter(c["behavior"] for c in cases)
+    own = Counter(own_verdict(c) for c in cases)
+    close = Counter("OK" if c["behaviorClose"] in ("OK", "INFORMATIONAL") else "other" for c in cases)
+    row(group, len(cases), suite, own, close)
+    total_suite.update(suite), total_own.update(own), total_close.update(close)
+    n += len(cases)
+row("all", n, total_suite, total_own, total_close)
+EOF
+say "reports: $OUT/reports/index.html; summary: $OUT/summary.txt"
