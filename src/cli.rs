@@ -8,9 +8,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::access::RoomsDefault;
-use crate::api::webhooks::{WebhookConfig, WebhookError};
 use crate::auth;
 use crate::config::{AuthMode, Config, FsyncPolicy};
+use crate::webhooks::{WebhookConfig, WebhookError};
 
 #[derive(Debug, Parser)]
 #[command(

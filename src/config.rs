@@ -4,7 +4,7 @@
 //! reference. Nothing below `main` reads flags or environment variables itself.
 
 use crate::access::RoomsDefault;
-use crate::api::webhooks::WebhookConfig;
+use crate::webhooks::WebhookConfig;
 use std::path::PathBuf;
 use std::time::Duration;
 

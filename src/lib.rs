@@ -33,10 +33,12 @@ pub mod limits;
 pub mod metrics;
 pub mod protocol;
 pub mod proxy;
+pub mod ratelimit;
 pub mod shutdown;
 pub mod store;
 pub mod tls;
 pub mod transport;
+pub mod webhooks;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -44,7 +46,6 @@ use std::thread;
 
 use api::http::ApiHttp;
 use api::keys::{ApiKeyError, ApiKeys};
-use api::webhooks::{WebhookError, Webhooks};
 use api::Api;
 use config::Config;
 use dispatcher::cluster::Cluster;
@@ -54,12 +55,13 @@ use shutdown::Shutdown;
 use store::redis::{RedisStoreError, StoreOptions};
 use store::sqlite::reader;
 use store::sqlite::{SqliteStore, SqliteStoreError};
-use transport::connection::ConnContext;
+use transport::context::ConnContext;
 use transport::guard::{Guard, Handoff};
 use transport::http::Site;
 use transport::relay::{Relay, RELAYS};
 use transport::server;
 use transport::upstream::Upstream;
+use webhooks::{WebhookError, Webhooks};
 
 /// Bounded queue from connection threads to the dispatcher: when the dispatcher falls
 /// behind, readers wait here instead of growing memory without bound.

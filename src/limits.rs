@@ -1,8 +1,7 @@
 //! Process limits that decide how many connections one natter can hold: the open-files
 //! limit (raised to its hard limit at start) and `vm.max_map_count` (each connection
-//! thread costs two memory mappings, see `stack`). Read once at start-up; no chat logic.
-
-use crate::transport::stack::MAPS_PER_THREAD;
+//! thread costs `transport::stack::MAPS_PER_THREAD` memory mappings, which the caller
+//! passes in). Read once at start-up; no chat logic, and no import of the rest of natter.
 
 /// Descriptors kept back for the listeners, journal, HTTP side and logs.
 const RESERVED_FDS: u64 = 64;
@@ -32,10 +31,11 @@ pub fn max_map_count() -> u64 {
     std::fs::read_to_string("/proc/sys/vm/max_map_count").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(65530)
 }
 
-/// The connection ceiling these limits allow (one descriptor and one thread each).
-pub fn connection_ceiling(nofile: u64, map_count: u64) -> usize {
+/// The connection ceiling these limits allow (one descriptor and one thread each, a
+/// thread costing `maps_per_thread` memory mappings).
+pub fn connection_ceiling(nofile: u64, map_count: u64, maps_per_thread: u64) -> usize {
     let by_fds = nofile.saturating_sub(RESERVED_FDS);
-    let by_maps = map_count.saturating_sub(RESERVED_MAPS) / MAPS_PER_THREAD;
+    let by_maps = map_count.saturating_sub(RESERVED_MAPS) / maps_per_thread.max(1);
     by_fds.min(by_maps) as usize
 }
 
@@ -45,8 +45,8 @@ mod tests {
 
     #[test]
     fn ceiling_is_the_tighter_limit() {
-        assert_eq!(connection_ceiling(20_000, 65_530), 19_936);
-        assert_eq!(connection_ceiling(100_000, 65_530), 32_265);
-        assert_eq!(connection_ceiling(1024, 65_530), 960);
+        assert_eq!(connection_ceiling(20_000, 65_530, 2), 19_936);
+        assert_eq!(connection_ceiling(100_000, 65_530, 2), 32_265);
+        assert_eq!(connection_ceiling(1024, 65_530, 2), 960);
     }
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use natter::cli::{Cli, Cmd, ServeArgs, TokenArgs};
 use natter::tls::Tls;
+use natter::transport::stack::MAPS_PER_THREAD;
 use natter::{auth, hangup, limits, shutdown, Listeners};
 
 fn main() -> ExitCode {
@@ -73,7 +74,7 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
 
     let nofile = limits::raise_nofile();
     let maps = limits::max_map_count();
-    let ceiling = limits::connection_ceiling(nofile, maps);
+    let ceiling = limits::connection_ceiling(nofile, maps, MAPS_PER_THREAD);
 
     let bind = |port| {
         TcpListener::bind(SocketAddr::new(args.bind, port)).map_err(|e| format!("binding {}:{port}: {e}", args.bind))

@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use std::sync::Arc;
 
-use crate::api::webhooks::WebhookStats;
 use crate::protocol::{CloseReason, ErrorCode};
+use crate::webhooks::WebhookStats;
 
 /// Upper bounds (seconds) of the fan-out histogram's buckets.
 const FANOUT_BUCKETS: [f64; 12] =

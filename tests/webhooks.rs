@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::{http_get, wait_until, TestServer};
 use crossbeam_channel::{unbounded, Receiver};
-use natter::api::webhooks::{signature, WebhookConfig};
+use natter::webhooks::{signature, WebhookConfig};
 use serde_json::Value;
 
 const SECRET: &[u8] = b"test-webhook-secret";

@@ -1,21 +1,17 @@
 //! natter inside someone else's product: the server HTTP API (`/api/v1/`) a backend
-//! calls, and the webhooks natter calls back.
+//! calls (the webhooks natter calls back live in [`crate::webhooks`]).
 //!
 //! - [`http`]: the API's worker threads behind the HTTP side;
 //! - [`keys`]: the API keys (`--api-key-file`), re-read when the file changes;
-//! - [`routes`]: parsing and checking requests into dispatcher calls, errors to statuses;
-//! - [`webhooks`]: signed POSTs of room events to `--webhook` receivers, queued per
-//!   receiver and never waited on by the dispatcher.
+//! - [`routes`]: parsing and checking requests into dispatcher calls, errors to statuses.
 //!
 //! Nothing here owns chat state: API calls reach the dispatcher as
 //! [`Command::Api`]s, like a client's messages, and wait for its answer (a post's
-//! answer comes after the store committed); webhook events are handed over by the
-//! dispatcher.
+//! answer comes after the store committed).
 
 pub mod http;
 pub mod keys;
 pub mod routes;
-pub mod webhooks;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -25,7 +21,7 @@ use serde_json::Value;
 
 use crate::dispatcher::Command;
 use crate::protocol::{ErrorCode, ProtocolError};
-use crate::transport::ratelimit::TokenBucket;
+use crate::ratelimit::TokenBucket;
 use keys::ApiKeys;
 use routes::{error_body, status_of, ApiRequest, Routed};
 

@@ -16,13 +16,13 @@ use super::durability::BatchPost;
 use super::history::Stored;
 use super::state::{now_ms, Room};
 use super::Dispatcher;
-use crate::api::webhooks::Event;
 use crate::delivery::fanout::Out;
 use crate::delivery::outbox::{Conn, ConnId};
 use crate::protocol::wire::{self, Frame, HistoryMeta};
 use crate::protocol::{ClientMsg, ErrorCode, ProtocolError, RoomName, ServerMsg, SystemEvent, User, UserRef};
 use crate::store::new_epoch;
 use crate::store::NewMessage;
+use crate::webhooks::Event;
 
 /// A message to store, whoever posts it (a client or the server API), and where its
 /// answer goes.

@@ -61,7 +61,6 @@ use reads::ReadMarkers;
 use scrollback::ReadFor;
 use state::{Client, Room};
 
-use crate::api::webhooks::Webhooks;
 use crate::auth::Identity;
 use crate::config::Config;
 use crate::delivery::fanout::Out;
@@ -74,6 +73,7 @@ use crate::shutdown::Shutdown;
 use crate::store::read::Answer;
 use crate::store::sqlite::SqliteStoreError;
 use crate::store::LoadedRoom;
+use crate::webhooks::Webhooks;
 
 /// Most commands handled before the store is committed and frames are written.
 const MAX_BATCH: usize = 4096;

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use super::cluster::Request;
 use super::state::{now_ms, Presence};
 use super::Dispatcher;
-use crate::api::webhooks::Event;
 use crate::delivery::outbox::ConnId;
 use crate::protocol::wire::{self, Frame};
 use crate::protocol::{RoomName, ServerMsg, SystemEvent, UserRef};
+use crate::webhooks::Event;
 
 impl Dispatcher {
     /// The one place a `system` event frame is built.

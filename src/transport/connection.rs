@@ -1,6 +1,9 @@
-//! One WebSocket connection's thread: the handshake, the `welcome`, then a blocking
-//! read loop that turns frames into validated [`ClientMsg`]s for the dispatcher.
-//! A request for the fallback transport (`/sse`, `/send`) is handed to [`super::sse`]
+//! One WebSocket connection's thread: the handshake, the `welcome`, then a read loop
+//! that turns frames into validated [`ClientMsg`]s for the dispatcher. After the
+//! handshake no read blocks: the thread reads what the socket holds and sleeps in
+//! `poll` on its one socket ([`wait`]) until more arrives, the client has been silent
+//! too long or its token expires. A request for the fallback transport (`/sse`,
+//! `/send`) is handed to [`super::sse`]
 //! or [`super::send`] instead, once [`plain::read_route`] has read its head (over TLS
 //! too: everything reads the connection's [`Inbound`] plaintext); after a `/send` the
 //! connection may carry the client's next request (keep-alive).
@@ -11,34 +14,27 @@
 //! and never touches room state.
 
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
 use tungstenite::handshake::server::{Request, Response};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Error as WsError, HandshakeError, Message};
 
 use crate::auth::now_s;
-use crate::auth::Identity;
-use crate::config::Config;
-use crate::delivery::outbox::{Conn, Flush, LINGER};
+use crate::delivery::outbox::{Conn, Flush};
 use crate::dispatcher::Command;
-use crate::metrics::Metrics;
 use crate::protocol::wire;
 use crate::protocol::CloseReason;
-use crate::protocol::{
-    parse_client, ClientMsg, ErrorCode, HeartbeatInfo, LimitsInfo, ParseLimits, ProtocolError, ServerMsg, UserRef,
-};
+use crate::protocol::{parse_client, ClientMsg, ErrorCode, ParseLimits, ProtocolError, ServerMsg};
+use crate::ratelimit::{Strikes, TokenBucket};
 use crate::tls::{self, Tls};
-use crate::transport::admission::{Admission, Slot};
+use crate::transport::admission::Slot;
+use crate::transport::context::{finish, linger, welcome, ConnContext};
 use crate::transport::handshake::{self, Admitted, Refusal};
 use crate::transport::inbound::Inbound;
 use crate::transport::plain::{self, Route};
-use crate::transport::ratelimit::{Strikes, TokenBucket};
-use crate::transport::sse::Sessions;
 use crate::transport::wait::{self, Waited};
 
 /// Window in which `rate_strikes` refusals close a connection.
@@ -57,20 +53,6 @@ fn send_now(conn: &Conn, bytes: &[u8], wait: Duration) -> io::Result<()> {
             Flush::Failed => Err(io::ErrorKind::BrokenPipe.into()),
         },
     }
-}
-
-/// What every connection thread shares.
-#[derive(Debug)]
-pub struct ConnContext {
-    pub cfg: Arc<Config>,
-    pub metrics: Arc<Metrics>,
-    pub commands: Sender<Command>,
-    /// Set when the WebSocket listener speaks TLS (`--tls-cert`).
-    pub tls: Option<Tls>,
-    /// Live connections in total and per client address.
-    pub admission: Arc<Admission>,
-    /// The fallback transport's live SSE sessions, which `POST /send` posts into.
-    pub sessions: Sessions,
 }
 
 /// The stream tungstenite sees. During the handshake it writes through the outbox
@@ -200,24 +182,6 @@ fn serve_plain(conn: &Arc<Conn>, ctx: &ConnContext, input: &mut Inbound) -> Opti
         }
         return None;
     }
-}
-
-/// The first frame of every connection, on either transport.
-pub fn welcome(session: &str, identity: &Identity, cfg: &Config) -> wire::Frame {
-    wire::encode(&ServerMsg::Welcome {
-        session,
-        user: UserRef { id: &identity.id, name: &identity.name },
-        role: identity.access.is_mod().then_some("mod"),
-        heartbeat: HeartbeatInfo {
-            interval_ms: cfg.heartbeat_interval.as_millis() as u64,
-            timeout_ms: cfg.heartbeat_timeout.as_millis() as u64,
-        },
-        limits: LimitsInfo {
-            max_text: cfg.max_text_chars,
-            rate_per_s: cfg.rate_per_s,
-            max_rooms: cfg.max_rooms_per_conn,
-        },
-    })
 }
 
 /// Performs the upgrade; on refusal or failure answers in plain HTTP and returns None.
@@ -499,37 +463,6 @@ fn classify(e: &WsError) -> CloseReason {
         WsError::Protocol(_) => CloseReason::Protocol,
         WsError::Io(_) => CloseReason::SocketError,
         _ => CloseReason::Internal,
-    }
-}
-
-/// Sends the close frame (echoing 1000 to a client that closed), lets it drain, ends
-/// the write side and waits briefly for the client to hang up, so the close frame is
-/// not lost to a reset.
-pub(crate) fn finish(conn: &Arc<Conn>, reason: CloseReason) {
-    let (code, text) = reason.close_frame().unwrap_or((1000, ""));
-    if reason != CloseReason::SocketError {
-        conn.close(code, text, false);
-        conn.flush_until(Instant::now() + LINGER);
-    }
-    conn.shutdown_write();
-    linger(conn.stream());
-}
-
-/// Reads and discards until the peer closes or `LINGER` passes.
-pub(crate) fn linger(mut stream: &TcpStream) {
-    let deadline = Instant::now() + LINGER;
-    let mut buf = [0u8; 1024];
-    let _ = stream.shutdown(std::net::Shutdown::Write);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return;
-        }
-        let _ = stream.set_read_timeout(Some(left));
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
     }
 }
 

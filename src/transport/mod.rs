@@ -3,6 +3,7 @@
 //!
 //! - [`server`]: the WebSocket accept loop; [`admission`]: total and per-IP caps;
 //! - [`stack`]: small-stack connection threads;
+//! - [`context`]: what connection threads share, the `welcome` and the goodbye;
 //! - [`connection`]: one connection's handshake and read loop;
 //! - [`inbound`]: a connection's plaintext input, over plain TCP or TLS;
 //! - [`wait`]: non-blocking reads and the `poll` a connection thread sleeps in;
@@ -10,7 +11,6 @@
 //! - [`plain`]: plain HTTP on the WebSocket listener, routing the fallback transport;
 //! - [`sse`]: the fallback's `GET /sse` stream and its sessions;
 //! - [`send`]: the fallback's `POST /send`, answered after its messages are committed;
-//! - [`ratelimit`]: the per-connection token bucket;
 //! - [`guard`]: the HTTP listeners' one-thread poll loop: caps, timeouts, TLS;
 //! - [`relay`]: the guard's few threads carrying request heads to tiny_http;
 //! - [`upstream`]: tiny_http on a private Unix socket, reached only by the relays;
@@ -22,12 +22,12 @@
 
 pub mod admission;
 pub mod connection;
+pub mod context;
 pub mod guard;
 pub mod handshake;
 pub mod http;
 pub mod inbound;
 pub mod plain;
-pub mod ratelimit;
 pub mod relay;
 pub mod send;
 pub mod server;

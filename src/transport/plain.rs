@@ -214,5 +214,5 @@ pub fn answer(conn: &Conn, bytes: Bytes) {
     if conn.send(bytes).is_ok() {
         conn.flush_until(std::time::Instant::now() + LINGER);
     }
-    crate::transport::connection::linger(conn.stream());
+    crate::transport::context::linger(conn.stream());
 }

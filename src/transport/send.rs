@@ -30,10 +30,9 @@ use crate::delivery::sse::SseStream;
 use crate::dispatcher::Command;
 use crate::protocol::ServerMsg;
 use crate::protocol::{parse_client, wire, ClientMsg, CloseReason, ErrorCode, ParseLimits, ProtocolError, RawJson};
-use crate::transport::connection::ConnContext;
+use crate::transport::context::{ConnContext, Session};
 use crate::transport::handshake::{check_origin, query_param, token, Refusal};
 use crate::transport::plain;
-use crate::transport::sse::Session;
 
 /// Most messages one POST may carry (each still takes a rate-limit token).
 pub const MAX_MESSAGES: usize = 100;

@@ -18,7 +18,8 @@ use tungstenite::http::StatusCode;
 
 use crate::delivery::outbox::Conn;
 use crate::shutdown::Shutdown;
-use crate::transport::connection::{self, ConnContext};
+use crate::transport::connection;
+use crate::transport::context::ConnContext;
 use crate::transport::handshake::Refusal;
 
 /// Refused connections waiting for their HTTP answer; more are dropped unanswered.

@@ -1,5 +1,6 @@
-//! The fallback transport's downstream: one `GET /sse` stream's thread, and the
-//! registry of live sessions that `POST /send` ([`super::send`]) posts into.
+//! The fallback transport's downstream: one `GET /sse` stream's thread. It registers
+//! its session in the registry ([`super::context::Sessions`]) that `POST /send`
+//! ([`super::send`]) posts into.
 //!
 //! A stream is admitted like a WebSocket (Origin, name or token, the same connection
 //! caps, since it came through the same accept loop), gets a `welcome` whose `session`
@@ -9,10 +10,8 @@
 //! set headers) resumes each room it names with `since`. The thread then only waits
 //! for the client to hang up or its token to expire; it never touches chat state.
 
-use std::collections::HashMap;
 use std::io::{self, Read};
-use std::net::Shutdown;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tungstenite::handshake::server::Request;
@@ -25,47 +24,15 @@ use crate::delivery::sse::SseStream;
 use crate::dispatcher::Command;
 use crate::protocol::sse::parse_event_id;
 use crate::protocol::{ClientMsg, CloseReason, RoomName};
-use crate::transport::connection::{finish, welcome, ConnContext};
+use crate::ratelimit::{Strikes, TokenBucket};
+use crate::transport::context::{finish, welcome, ConnContext, Session};
 use crate::transport::handshake::{identify, os_random, query_param, Refusal};
 use crate::transport::plain;
-use crate::transport::ratelimit::{Strikes, TokenBucket};
 
 /// Window in which `rate_strikes` refusals close a session (as on a WebSocket).
 pub const STRIKE_WINDOW: Duration = Duration::from_secs(10);
 /// Longest a stream's thread sleeps between checks when no token expiry wakes it.
 const IDLE_WAKE: Duration = Duration::from_secs(3600);
-
-/// One live SSE stream, as `POST /send` finds it.
-#[derive(Debug)]
-pub struct Session {
-    pub conn: Arc<Conn>,
-    pub uid: Arc<str>,
-    /// Shared by every POST of the session, like a WebSocket's own bucket.
-    pub limiter: Mutex<(TokenBucket, Strikes)>,
-}
-
-impl Session {
-    /// Ends the stream from another thread: the reason is recorded and the stream's
-    /// thread, blocked reading, wakes and sends the closing event.
-    pub fn end(&self, reason: CloseReason) {
-        self.conn.set_reason(reason);
-        let _ = self.conn.stream().shutdown(Shutdown::Read);
-    }
-}
-
-/// Live sessions by id.
-#[derive(Debug, Default)]
-pub struct Sessions(Mutex<HashMap<String, Arc<Session>>>);
-
-impl Sessions {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Session>>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn get(&self, id: &str) -> Option<Arc<Session>> {
-        self.lock().get(id).cloned()
-    }
-}
 
 /// 128 random bits from the kernel's CSPRNG: a session id nobody can guess.
 fn new_session_id() -> String {
@@ -98,7 +65,7 @@ pub fn run(conn: Arc<Conn>, ctx: &ConnContext, req: &Request) {
     });
     let registered =
         ctx.commands.send(Command::Register { conn: conn.clone(), user: admitted.identity.clone() }).is_ok();
-    ctx.sessions.lock().insert(id.clone(), session);
+    ctx.sessions.insert(id.clone(), session);
     let _ = fanout::send_one(&conn, &welcome(&id, &admitted.identity, cfg));
     for (room, since) in resume {
         let _ = ctx.commands.send(Command::Client {
@@ -109,7 +76,7 @@ pub fn run(conn: Arc<Conn>, ctx: &ConnContext, req: &Request) {
 
     crate::transport::stack::release_unused();
     let reason = if registered { wait(&conn, admitted.expires_at) } else { CloseReason::Shutdown };
-    ctx.sessions.lock().remove(&id);
+    ctx.sessions.remove(&id);
     conn.set_reason(reason);
     let reason = conn.reason().unwrap_or(reason);
     let _ = ctx.commands.send(Command::Gone { conn: conn.id });

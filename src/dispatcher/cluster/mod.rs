@@ -37,13 +37,13 @@ use super::edits::{refusal, Change, EventOf};
 use super::history::Stored;
 use super::state::{new_history, now_ms};
 use super::Dispatcher;
-use crate::api::webhooks::Event;
 use crate::delivery::outbox::ConnId;
 use crate::protocol::wire;
 use crate::protocol::{ErrorCode, ProtocolError, RoomName, ServerMsg, SystemEvent, User, UserId};
 use crate::store::redis::{Appended, ChangeOf, Delivery, Entry, Health};
 use crate::store::AccessChange;
 use crate::store::Refused;
+use crate::webhooks::Event;
 
 /// What became of an edit or deletion: stored (or a duplicate), refused by the rules,
 /// or not reached (why).

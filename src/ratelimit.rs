@@ -1,5 +1,6 @@
-//! Per-connection flood control: a token bucket for client frames, and the strike count
-//! that turns sustained flooding into a close. Owned by one connection thread.
+//! Flood control: a token bucket, and the strike count that turns sustained flooding
+//! into a close. Each value has one owner (a connection thread for a client's frames,
+//! the API for its calls); this module never sleeps, closes or counts anything itself.
 
 use std::time::{Duration, Instant};
 

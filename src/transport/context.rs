@@ -1,0 +1,130 @@
+//! What every connection thread on the WebSocket listener shares, and the steps each
+//! of its transports (WebSocket, SSE stream, `POST /send`) takes alike: the shared
+//! [`ConnContext`], the registry of live SSE [`Sessions`], the `welcome` that opens a
+//! connection and the goodbye ([`finish`], [`linger`]) that ends one.
+//!
+//! The transports' modules import this one and it imports none of them, so the
+//! WebSocket thread, the SSE stream and `POST /send` never import each other back.
+//! Never touches chat state.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::{Shutdown, TcpStream};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use crossbeam_channel::Sender;
+
+use crate::auth::Identity;
+use crate::config::Config;
+use crate::delivery::outbox::{Conn, LINGER};
+use crate::dispatcher::Command;
+use crate::metrics::Metrics;
+use crate::protocol::wire;
+use crate::protocol::{CloseReason, HeartbeatInfo, LimitsInfo, ServerMsg, UserRef};
+use crate::ratelimit::{Strikes, TokenBucket};
+use crate::tls::Tls;
+use crate::transport::admission::Admission;
+
+/// What every connection thread shares.
+#[derive(Debug)]
+pub struct ConnContext {
+    pub cfg: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    pub commands: Sender<Command>,
+    /// Set when the WebSocket listener speaks TLS (`--tls-cert`).
+    pub tls: Option<Tls>,
+    /// Live connections in total and per client address.
+    pub admission: Arc<Admission>,
+    /// The fallback transport's live SSE sessions, which `POST /send` posts into.
+    pub sessions: Sessions,
+}
+
+/// One live SSE stream, as `POST /send` finds it.
+#[derive(Debug)]
+pub struct Session {
+    pub conn: Arc<Conn>,
+    pub uid: Arc<str>,
+    /// Shared by every POST of the session, like a WebSocket's own bucket.
+    pub limiter: Mutex<(TokenBucket, Strikes)>,
+}
+
+impl Session {
+    /// Ends the stream from another thread: the reason is recorded and the stream's
+    /// thread, blocked reading, wakes and sends the closing event.
+    pub fn end(&self, reason: CloseReason) {
+        self.conn.set_reason(reason);
+        let _ = self.conn.stream().shutdown(Shutdown::Read);
+    }
+}
+
+/// Live sessions by id.
+#[derive(Debug, Default)]
+pub struct Sessions(Mutex<HashMap<String, Arc<Session>>>);
+
+impl Sessions {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Session>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Session>> {
+        self.lock().get(id).cloned()
+    }
+
+    pub fn insert(&self, id: String, session: Arc<Session>) {
+        self.lock().insert(id, session);
+    }
+
+    pub fn remove(&self, id: &str) {
+        self.lock().remove(id);
+    }
+}
+
+/// The first frame of every connection, on either transport.
+pub fn welcome(session: &str, identity: &Identity, cfg: &Config) -> wire::Frame {
+    wire::encode(&ServerMsg::Welcome {
+        session,
+        user: UserRef { id: &identity.id, name: &identity.name },
+        role: identity.access.is_mod().then_some("mod"),
+        heartbeat: HeartbeatInfo {
+            interval_ms: cfg.heartbeat_interval.as_millis() as u64,
+            timeout_ms: cfg.heartbeat_timeout.as_millis() as u64,
+        },
+        limits: LimitsInfo {
+            max_text: cfg.max_text_chars,
+            rate_per_s: cfg.rate_per_s,
+            max_rooms: cfg.max_rooms_per_conn,
+        },
+    })
+}
+
+/// Sends the close frame (echoing 1000 to a client that closed), lets it drain, ends
+/// the write side and waits briefly for the client to hang up, so the close frame is
+/// not lost to a reset.
+pub fn finish(conn: &Arc<Conn>, reason: CloseReason) {
+    let (code, text) = reason.close_frame().unwrap_or((1000, ""));
+    if reason != CloseReason::SocketError {
+        conn.close(code, text, false);
+        conn.flush_until(Instant::now() + LINGER);
+    }
+    conn.shutdown_write();
+    linger(conn.stream());
+}
+
+/// Reads and discards until the peer closes or `LINGER` passes.
+pub fn linger(mut stream: &TcpStream) {
+    let deadline = Instant::now() + LINGER;
+    let mut buf = [0u8; 1024];
+    let _ = stream.shutdown(Shutdown::Write);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let _ = stream.set_read_timeout(Some(left));
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
