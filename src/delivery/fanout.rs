@@ -13,6 +13,7 @@
 use std::sync::{Arc, OnceLock};
 
 use crate::delivery::outbox::{Conn, ConnId, Flush, Refused};
+use crate::delivery::sse::Parts;
 use crate::protocol::sse::Event;
 use crate::protocol::wire::Frame;
 
@@ -44,9 +45,13 @@ fn push(conn: &Conn, frame: &Frame, shared: Option<&OnceLock<Box<Event>>>, answe
         // that marks a slow consumer; see `Conn::push_answer`.
         return if answer { conn.push_answer(frame.clone()) } else { conn.push(frame.clone()) };
     };
+    let push = |parts: Parts| match parts {
+        Parts::One(frame) => conn.push(frame),
+        Parts::IdAndData(parts) => conn.push_parts(parts),
+    };
     match shared {
-        Some(cell) => stream.queue(conn, cell.get_or_init(|| Box::new(Event::from_frame(frame)))),
-        None => stream.queue(conn, &Event::from_frame(frame)),
+        Some(cell) => stream.queue(cell.get_or_init(|| Box::new(Event::from_frame(frame))), push),
+        None => stream.queue(&Event::from_frame(frame), push),
     }
 }
 

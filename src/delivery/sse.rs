@@ -1,7 +1,7 @@
 //! The write side of one SSE stream (the fallback transport): its room cursors, and
 //! the `POST /send` requests waiting for their answers.
 //!
-//! An SSE stream is an ordinary [`Conn`] with this state attached: writer shards queue
+//! An SSE stream is an ordinary connection (`outbox::Conn`) with this state attached: writer shards queue
 //! it the same frames as a WebSocket, translated to SSE ([`Event`]) once per frame and
 //! written with the same non-blocking writes, bounded backlog and slow-consumer rule.
 //! Each event goes out as the stream's `id:` line plus the shared event bytes, queued
@@ -14,9 +14,17 @@ use std::sync::{Mutex, MutexGuard};
 use bytes::Bytes;
 use crossbeam_channel::Sender;
 
-use crate::delivery::outbox::{Conn, Refused};
 use crate::protocol::sse::{Cursors, Event, Mark};
 use crate::protocol::RoomName;
+
+/// What one event puts on the stream's socket.
+#[derive(Debug)]
+pub enum Parts {
+    /// One frame: a comment, or a whole event shared by every receiver.
+    One(Bytes),
+    /// The stream's own `id:` line and the shared event data, queued together.
+    IdAndData([Bytes; 2]),
+}
 
 /// A `POST /send` in flight: it gets a copy of every ack and error queued to the
 /// stream, and the pong whose `t` is its barrier instead of the stream.
@@ -43,9 +51,11 @@ impl SseStream {
         SseStream { cursors: Mutex::new(Cursors::resumed(rooms)), taps: Mutex::default() }
     }
 
-    /// Queues one event on `conn` (this stream's connection) without writing; returns
-    /// the backlog as [`Conn::push`] does.
-    pub fn queue(&self, conn: &Conn, event: &Event) -> Result<usize, Refused> {
+    /// Queues one event on this stream's connection without writing, through `push`
+    /// (the connection's queue: one frame, or an `id:` line and its data that must stay
+    /// together); returns what `push` returns, the backlog. Takes the queue as a
+    /// function so that this module never imports the connection's type back.
+    pub fn queue<E>(&self, event: &Event, push: impl FnOnce(Parts) -> Result<usize, E>) -> Result<usize, E> {
         match &event.mark {
             Mark::Answer(json) => {
                 for tap in lock(&self.taps).iter() {
@@ -62,15 +72,15 @@ impl SseStream {
         }
         if event.data.starts_with(b":") {
             // A comment (heartbeat) is no event: it needs no id.
-            return conn.push(event.data.clone());
+            return push(Parts::One(event.data.clone()));
         }
         // Held while queueing, so `id:` lines go out in the order the cursors moved.
         let mut cursors = lock(&self.cursors);
         if let (true, Some(lone)) = (cursors.apply(&event.mark), &event.lone) {
             // In the message's room alone: the shared whole event, one part like a frame.
-            return conn.push(lone.clone());
+            return push(Parts::One(lone.clone()));
         }
-        conn.push_parts([cursors.id_line(), event.data.clone()])
+        push(Parts::IdAndData([cursors.id_line(), event.data.clone()]))
     }
 
     /// Forgets a room the client left.
