@@ -74,7 +74,11 @@ fn run(args: &Args) -> Result<(), String> {
         .iter()
         .map(|u| ws::Target::parse(u, args.allow_remote, ca.as_ref()))
         .collect::<Result<Vec<_>, _>>()?;
-    tls::check(&targets)?;
+    for t in &targets {
+        if let Some(client) = &t.tls {
+            tls::check(&format!("wss://{}:{}{}", t.host, t.port, t.resource), t.addr, client)?;
+        }
+    }
     let run_id = sys::now_ns() ^ u64::from(std::process::id()) << 32 ^ unix_nanos();
     let spread = matches!(args.scenario(), Scenario::Rooms | Scenario::RoomsRamp);
     let witness = witness::Witness::start(args, targets.clone(), run_id)?;

@@ -4,8 +4,8 @@
 //! comparison table built from several runs' JSON.
 
 use crate::scenario::{deliveries_per_s, Outcome};
-use crate::stats::ms;
 use crate::stats::TICK_NS;
+use crate::stats::{ms, quantiles_ms};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -43,17 +43,6 @@ impl Tester {
     pub fn bottleneck(&self) -> bool {
         self.load() >= 0.9
     }
-}
-
-pub fn quantiles_ms(h: &Histogram<u64>) -> Value {
-    if h.is_empty() {
-        return Value::Null;
-    }
-    json!({
-        "p50": ms(h.value_at_quantile(0.5)), "p90": ms(h.value_at_quantile(0.9)),
-        "p99": ms(h.value_at_quantile(0.99)), "p99_9": ms(h.value_at_quantile(0.999)),
-        "max": ms(h.max()), "mean": h.mean() / 1000.0, "count": h.len(),
-    })
 }
 
 /// The run as one JSON object.

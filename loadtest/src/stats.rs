@@ -6,6 +6,7 @@
 
 use crate::rooms::{self, RoomTally};
 use hdrhistogram::Histogram;
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -13,6 +14,18 @@ use std::time::Duration;
 /// Microseconds (the histograms' unit) as milliseconds, for reports.
 pub fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
+}
+
+/// A histogram's quantiles in milliseconds, for reports (null when empty).
+pub fn quantiles_ms(h: &Histogram<u64>) -> Value {
+    if h.is_empty() {
+        return Value::Null;
+    }
+    json!({
+        "p50": ms(h.value_at_quantile(0.5)), "p90": ms(h.value_at_quantile(0.9)),
+        "p99": ms(h.value_at_quantile(0.99)), "p99_9": ms(h.value_at_quantile(0.999)),
+        "max": ms(h.max()), "mean": h.mean() / 1000.0, "count": h.len(),
+    })
 }
 
 /// Latencies are recorded in microseconds, 1 µs .. 10 min, 3 significant digits.

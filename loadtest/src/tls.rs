@@ -7,7 +7,6 @@
 //! the URL's host. There is no way to accept any certificate. This module never
 //! looks at WebSocket bytes; it only carries them.
 
-use crate::ws::Target;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use rustls::pki_types::pem::PemObject;
@@ -86,16 +85,13 @@ impl Client {
     }
 }
 
-/// Before any client opens: one blocking handshake per `wss://` target, so a
-/// certificate that does not verify stops the run with the reason, rather
-/// than failing every client. Says on stderr what was negotiated.
-pub fn check(targets: &[Target]) -> Result<(), String> {
-    for t in targets {
-        let Some(client) = &t.tls else { continue };
-        let url = format!("wss://{}:{}{}", t.host, t.port, t.resource);
-        let how = handshake(t.addr, client).map_err(|e| format!("{url}: TLS handshake failed: {e}"))?;
-        eprintln!("natter-loadtest: {url}: {how}, certificate verified");
-    }
+/// Before any client opens: one blocking handshake with the `wss://` target
+/// `url` at `addr`, so a certificate that does not verify stops the run with
+/// the reason, rather than failing every client. Says on stderr what was
+/// negotiated.
+pub fn check(url: &str, addr: SocketAddr, client: &Client) -> Result<(), String> {
+    let how = handshake(addr, client).map_err(|e| format!("{url}: TLS handshake failed: {e}"))?;
+    eprintln!("natter-loadtest: {url}: {how}, certificate verified");
     Ok(())
 }
 
@@ -142,10 +138,11 @@ pub struct Session {
 }
 
 impl Stream {
-    /// Start connecting to `target` (TLS for `wss://` targets).
-    pub fn connect(target: &Target) -> io::Result<Stream> {
-        let tcp = TcpStream::connect(target.addr)?;
-        Ok(match &target.tls {
+    /// Start connecting to `addr`, through TLS when `tls` is given (a `wss://`
+    /// target).
+    pub fn connect(addr: SocketAddr, tls: Option<&Client>) -> io::Result<Stream> {
+        let tcp = TcpStream::connect(addr)?;
+        Ok(match tls {
             None => Stream::Plain(tcp),
             Some(client) => {
                 Stream::Tls(Box::new(Session { tcp, tls: client.session()?, backlog: Vec::new(), eof: false }))
@@ -382,8 +379,8 @@ mod tests {
     }
 
     /// A TLS server on a thread: shakes hands, reads one line, answers with
-    /// `reply`, closes. Returns its `wss://` URL.
-    fn serve(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>, reply: Vec<u8>) -> String {
+    /// `reply`, closes. Returns its address.
+    fn serve(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>, reply: Vec<u8>) -> SocketAddr {
         let config = ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
             .unwrap()
@@ -391,7 +388,7 @@ mod tests {
             .with_single_cert(chain, key)
             .unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("wss://127.0.0.1:{}/ws", listener.local_addr().unwrap().port());
+        let addr = listener.local_addr().unwrap();
         std::thread::spawn(move || {
             let (tcp, _) = listener.accept().unwrap();
             tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -408,14 +405,14 @@ mod tests {
             s.conn.send_close_notify();
             s.flush().unwrap();
         });
-        url
+        addr
     }
 
     /// Drive one client as the worker does (edge-triggered, a short read
     /// ends a wake-up) and return what it read, or the error that ended it.
-    fn client(target: &Target) -> Result<Vec<u8>, io::Error> {
+    fn client(addr: SocketAddr, tls: &Client) -> Result<Vec<u8>, io::Error> {
         let mut poll = Poll::new().unwrap();
-        let mut stream = Stream::connect(target)?;
+        let mut stream = Stream::connect(addr, Some(tls))?;
         poll.registry().register(&mut stream, Token(0), Interest::READABLE | Interest::WRITABLE).unwrap();
         let (mut events, mut buf, mut got, mut sent) = (Events::with_capacity(8), vec![0u8; 4096], Vec::new(), false);
         loop {
@@ -450,27 +447,23 @@ mod tests {
     fn a_client_reads_every_byte_through_tls_on_edge_triggered_events() {
         let (ca, chain, key) = pki(&["127.0.0.1"]);
         let reply: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-        let ca = load_ca(&ca);
+        let tls = load_ca(&ca).client("127.0.0.1").unwrap();
         // Each server takes one connection: one for the check, one for the client.
-        let target = Target::parse(&serve(chain.clone(), key.clone_key(), Vec::new()), false, Some(&ca)).unwrap();
-        check(&[target]).unwrap();
-        let target = Target::parse(&serve(chain, key, reply.clone()), false, Some(&ca)).unwrap();
-        assert_eq!(client(&target).unwrap(), reply);
+        check("wss://test", serve(chain.clone(), key.clone_key(), Vec::new()), &tls).unwrap();
+        assert_eq!(client(serve(chain, key, reply.clone()), &tls).unwrap(), reply);
     }
 
     #[test]
     fn a_certificate_from_another_ca_or_for_another_name_is_refused_with_the_reason() {
         let (_, chain, key) = pki(&["127.0.0.1"]);
         let (other_ca, ..) = pki(&["127.0.0.1"]);
-        let url = serve(chain, key, Vec::new());
-        let target = Target::parse(&url, false, Some(&load_ca(&other_ca))).unwrap();
-        let err = client(&target).unwrap_err();
+        let addr = serve(chain, key, Vec::new());
+        let err = client(addr, &load_ca(&other_ca).client("127.0.0.1").unwrap()).unwrap_err();
         assert_eq!(reason(&err), "tls: invalid peer certificate: UnknownIssuer");
 
         let (ca, chain, key) = pki(&["example.test"]);
-        let url = serve(chain, key, Vec::new());
-        let target = Target::parse(&url, false, Some(&load_ca(&ca))).unwrap();
-        let err = check(&[target]).unwrap_err();
+        let addr = serve(chain, key, Vec::new());
+        let err = check("wss://test", addr, &load_ca(&ca).client("127.0.0.1").unwrap()).unwrap_err();
         assert!(err.contains("TLS handshake failed") && err.contains("not valid for name \"127.0.0.1\""), "{err}");
     }
 

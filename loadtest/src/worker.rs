@@ -492,7 +492,7 @@ impl Worker {
         self.opened += 1;
         self.ctx.stats.connect_attempts += 1;
         let now = now_ns();
-        let mut stream = match Stream::connect(target) {
+        let mut stream = match Stream::connect(target.addr, target.tls.as_ref()) {
             Ok(s) => s,
             Err(e) => return self.fail_connect(None, &format!("connect: {}", e.kind())),
         };

@@ -14,8 +14,7 @@
 mod pager;
 mod walk;
 
-use crate::report::quantiles_ms;
-use crate::stats::{latency_histogram, merge_tallies, ms, tally};
+use crate::stats::{latency_histogram, merge_tallies, ms, quantiles_ms, tally};
 use crate::ws::Target;
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
