@@ -4,7 +4,12 @@
 //! From a trusted peer the client is the rightmost address in `X-Forwarded-For` that
 //! is not itself a trusted proxy (everything left of it could have been written by
 //! the client); without that header, `X-Real-IP`. From any other peer both headers
-//! are ignored. Pure functions: no sockets, no state.
+//! are ignored.
+//!
+//! Also the one rule for where a request's body ends ([`framing`]): natter must read
+//! every request exactly as a proxy in front of it does, or the two disagree about
+//! where the next request starts (request smuggling). Pure functions: no sockets, no
+//! state.
 
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
@@ -86,6 +91,57 @@ pub fn client_ip(peer: IpAddr, trusted: &[Cidr], xff: Option<&str>, x_real_ip: O
         }
     }
     client
+}
+
+/// How a request's body is delimited (RFC 9112 §6.3), once [`framing`] accepted it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// `Content-Length: n` (no header: 0).
+    Length(u64),
+    /// `Transfer-Encoding` without `Content-Length`: natter never reads such a body.
+    Chunked,
+}
+
+/// A request whose end cannot be told for sure: a front proxy may read it one way and
+/// natter another (request smuggling), so it gets a 400 and its connection is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FramingError {
+    #[error("more than one Content-Length")]
+    RepeatedLength,
+    #[error("Content-Length is not a whole number")]
+    BadLength,
+    #[error("both Transfer-Encoding and Content-Length")]
+    LengthAndEncoding,
+}
+
+/// The body framing of a parsed head; every HTTP listener applies it (the page port,
+/// the admin listener and its API, `/sse` and `/send` on the WebSocket port).
+/// Repeated `Content-Length` headers are refused even when equal (and so is a list
+/// such as `5, 5`): no client of natter sends them.
+pub fn framing(headers: &[httparse::Header<'_>]) -> Result<Framing, FramingError> {
+    let mut lengths = headers.iter().filter(|h| h.name.eq_ignore_ascii_case("content-length"));
+    let length = lengths.next();
+    if lengths.next().is_some() {
+        return Err(FramingError::RepeatedLength);
+    }
+    let encoded = headers.iter().any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
+    match (length, encoded) {
+        (Some(_), true) => Err(FramingError::LengthAndEncoding),
+        (None, true) => Ok(Framing::Chunked),
+        (None, false) => Ok(Framing::Length(0)),
+        (Some(h), false) => {
+            let value = h.value.trim_ascii();
+            // Digits only: `parse` would also take `+5`, which a proxy may read otherwise.
+            if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+                return Err(FramingError::BadLength);
+            }
+            std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map(Framing::Length)
+                .ok_or(FramingError::BadLength)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
-//! The HTTP side cannot be exhausted by one client: 5,000 idle connections and a
-//! slowloris on 500 more, all from 127.0.0.1, while another client (127.0.0.2) loads
-//! `/`, `/healthz` and opens WebSockets, each answered within a second; natter's
-//! threads and descriptors stay within a stated bound. Runs the built binary, so
-//! its threads and descriptors can be counted in /proc.
+//! The HTTP side cannot be exhausted or desynchronised by one client: 5,000 idle
+//! connections and a slowloris on 500 more, all from 127.0.0.1, while another client
+//! (127.0.0.2) loads `/`, `/healthz` and opens WebSockets, each answered within a
+//! second; natter's threads and descriptors stay within a stated bound (the built
+//! binary runs, so they can be counted in /proc). And a request whose body length is
+//! ambiguous is refused on every listener, never answered as two requests.
 
 mod common;
 
@@ -12,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Client, Proc, Stream};
+use common::{Client, Proc, Stream, TestServer, WAIT};
 
 const IDLE: usize = 5_000;
 const SLOWLORIS: usize = 500;
@@ -196,4 +197,47 @@ fn read_keep_alive_response(s: &mut TcpStream) -> String {
     let mut body = vec![0u8; len];
     s.read_exact(&mut body).unwrap();
     head
+}
+
+/// Everything the server writes back to `request` until it closes (or `WAIT` passes).
+fn answers_to(addr: SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    // A reset after the answer still leaves the answer read.
+    while let Ok(n @ 1..) = s.read(&mut buf) {
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn an_ambiguous_body_length_is_a_400_and_a_close_on_every_listener() {
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("api.keys");
+    std::fs::write(&key_file, "backend-key-0123456789\n").unwrap();
+    let server = TestServer::start_with(|c| c.api_key_file = Some(key_file));
+    // The "body" of the first request is a whole second request: answered as one, it
+    // would desync a front proxy that took the body as a body.
+    let smuggled = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: 0123\r\n\r\n";
+    let auth = "Authorization: Bearer backend-key-0123456789\r\n";
+    let cases = [
+        (server.http, "GET /", "Content-Length: 0\r\nContent-Length: 44\r\n"),
+        (server.http, "POST /", "Content-Length: 44\r\nTransfer-Encoding: chunked\r\n"),
+        (server.admin, "GET /healthz", "Content-Length: 0\r\nContent-Length: 44\r\n"),
+        (server.admin, "GET /api/v1/rooms", "Content-Length: 0\r\nContent-Length: 44\r\n"),
+        (server.admin, "GET /api/v1/rooms", "Transfer-Encoding: chunked\r\nContent-Length: 44\r\n"),
+        (server.admin, "GET /api/v1/rooms", "Content-Length: +44\r\n"),
+        (server.ws, "POST /send?session=s-x", "Content-Length: 0\r\nContent-Length: 44\r\n"),
+        (server.ws, "POST /send?session=s-x", "Content-Length: 44\r\nTransfer-Encoding: chunked\r\n"),
+        (server.ws, "GET /sse?name=a", "Content-Length: 0\r\nContent-Length: 44\r\n"),
+    ];
+    for (addr, line, framing) in cases {
+        let request = format!("{line} HTTP/1.1\r\nHost: x\r\n{auth}{framing}\r\n{smuggled}");
+        let out = answers_to(addr, request.as_bytes());
+        assert!(out.starts_with("HTTP/1.1 400 "), "{line} {framing:?} on {addr}:\n{out}");
+        assert_eq!(out.matches("HTTP/1.1 ").count(), 1, "{line} {framing:?}: one answer, then the close:\n{out}");
+    }
 }

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use super::routes::ApiRequest;
 use super::{Api, MAX_BODY};
+use crate::proxy::{self, Framing};
 
 /// Threads answering API calls; each mostly waits on the dispatcher.
 const WORKERS: usize = 4;
@@ -65,10 +66,14 @@ struct Parsed {
     head_len: usize,
 }
 
-fn parse(buf: &[u8]) -> Result<Option<Parsed>, ()> {
+/// Why a head is refused (400), in words for the caller.
+fn parse(buf: &[u8]) -> Result<Option<Parsed>, String> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
-    let httparse::Status::Complete(head_len) = req.parse(buf).map_err(|_| ())? else { return Ok(None) };
+    let httparse::Status::Complete(head_len) = req.parse(buf).map_err(|e| format!("malformed request head: {e}"))?
+    else {
+        return Ok(None);
+    };
     let header = |name: &str| {
         req.headers
             .iter()
@@ -76,9 +81,10 @@ fn parse(buf: &[u8]) -> Result<Option<Parsed>, ()> {
             .and_then(|h| std::str::from_utf8(h.value).ok())
             .map(|v| v.trim().to_owned())
     };
-    let content_length = match header("content-length") {
-        None => 0,
-        Some(l) => l.parse().map_err(|_| ())?,
+    let content_length = match proxy::framing(req.headers).map_err(|e| e.to_string())? {
+        // Past MAX_BODY either way: a length that does not fit is refused as too long.
+        Framing::Length(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        Framing::Chunked => return Err("chunked bodies are not taken: send Content-Length".into()),
     };
     Ok(Some(Parsed {
         method: req.method.unwrap_or("").to_owned(),
@@ -99,8 +105,10 @@ fn answer(api: &Api, stream: TcpStream, mut buf: Vec<u8>) {
     }
     let bad = |message: &str| json!({"error": {"code": "bad_json", "message": message}});
     // The guard handed over a complete head; a body may still be on its way.
-    let Ok(Some(req)) = parse(&buf) else {
-        return respond(&stream, 400, &bad("malformed request head"));
+    let req = match parse(&buf) {
+        Ok(Some(req)) => req,
+        Ok(None) => return respond(&stream, 400, &bad("malformed request head")),
+        Err(why) => return respond(&stream, 400, &bad(&why)),
     };
     if req.content_length > MAX_BODY {
         // Not read at all: refusing a 10 MB body costs nothing.

@@ -9,6 +9,7 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::proxy;
 use crate::transport::handshake::WS_PATH;
 
 mod embedded {
@@ -47,12 +48,22 @@ pub struct Head {
     pub has_body: bool,
 }
 
+/// Why a request head is refused with a 400.
+#[derive(Debug, thiserror::Error)]
+pub enum HeadError {
+    #[error("malformed head: {0}")]
+    Malformed(#[from] httparse::Error),
+    #[error(transparent)]
+    Framing(#[from] proxy::FramingError),
+}
+
 /// Parses a request head from the start of `buf`: `Ok(None)` while it is incomplete,
 /// else the head and its length in bytes.
-pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, httparse::Error> {
+pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let httparse::Status::Complete(len) = req.parse(buf)? else { return Ok(None) };
+    let has_body = proxy::framing(req.headers)? != proxy::Framing::Length(0);
     let header = |name: &'static str| {
         req.headers
             .iter()
@@ -65,8 +76,6 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, httparse::Error> 
         Some(1) => !connection.contains("close"),
         _ => connection.contains("keep-alive"),
     };
-    let has_body = header("transfer-encoding").is_some()
-        || header("content-length").is_some_and(|l| l.parse::<u64>().map_or(true, |n| n > 0));
     let head = Head {
         method: req.method.unwrap_or("").to_owned(),
         path: req.path.unwrap_or("/").to_owned(),
@@ -338,6 +347,27 @@ mod tests {
         assert!(h.has_body);
         assert!(parse_head(b"GET / HTTP/1.1\r\nHost").unwrap().is_none());
         assert!(parse_head(b"\x16\x03\x01garbage\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn ambiguous_body_framing_is_refused() {
+        let head = |h: &str| parse_head(format!("POST / HTTP/1.1\r\nHost: x\r\n{h}\r\n").as_bytes());
+        for bad in [
+            "Content-Length: 0\r\nContent-Length: 44\r\n",
+            "Content-Length: 5\r\ncontent-length: 5\r\n",
+            "Content-Length: 5, 5\r\n",
+            "Content-Length: +5\r\n",
+            "Content-Length: -1\r\n",
+            "Content-Length: \r\n",
+            "Content-Length: 99999999999999999999999\r\n",
+            "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n",
+            "Transfer-Encoding: chunked\r\nContent-Length: 3\r\n",
+        ] {
+            assert!(matches!(head(bad), Err(HeadError::Framing(_))), "{bad:?}");
+        }
+        assert!(!head("Content-Length: 0\r\n").unwrap().unwrap().0.has_body);
+        assert!(head("Content-Length: 12\r\n").unwrap().unwrap().0.has_body);
+        assert!(head("Transfer-Encoding: chunked\r\n").unwrap().unwrap().0.has_body);
     }
 
     #[test]

@@ -105,6 +105,11 @@ fn parse(buf: &[u8], head_len: usize) -> Route {
         Err(e) => return bad(e.to_string()),
     }
     let (Some(method), Some(path)) = (parsed.method, parsed.path) else { return bad("no method".into()) };
+    // A `/send` body is read by its one Content-Length; anything ambiguous is refused
+    // (and the connection closed) before a byte of it is taken for a request.
+    if let Err(e) = crate::proxy::framing(parsed.headers) {
+        return bad(e.to_string());
+    }
     let version = if parsed.version == Some(0) { http::Version::HTTP_10 } else { http::Version::HTTP_11 };
     let mut builder = http::Request::builder().method(method).uri(path).version(version);
     for h in parsed.headers.iter() {
