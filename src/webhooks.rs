@@ -1,4 +1,5 @@
-//! Webhooks: natter POSTs what happens in rooms (messages, joins, leaves, new rooms)
+//! Webhooks: natter POSTs what happens in rooms (messages, edits, deletions, joins,
+//! leaves, new rooms)
 //! to the receivers given with `--webhook`, signed with `--webhook-secret-file`.
 //!
 //! Owns one queue and one sender thread per receiver. The dispatcher calls
@@ -109,6 +110,12 @@ pub struct WebhookStats {
 pub enum Event<'a> {
     #[serde(rename = "message")]
     Message { room: &'a str, seq: u64, user: &'a str, uid: &'a str, text: &'a str },
+    /// Message `of` was edited; `seq` is the edit event's own.
+    #[serde(rename = "edit")]
+    Edit { room: &'a str, seq: u64, of: u64, user: &'a str, uid: &'a str, text: &'a str },
+    /// Message `of` was deleted: a receiver that kept its text should drop it.
+    #[serde(rename = "delete")]
+    Delete { room: &'a str, seq: u64, of: u64, user: &'a str, uid: &'a str },
     #[serde(rename = "join")]
     Join { room: &'a str, uid: &'a str, user: &'a str },
     #[serde(rename = "leave")]

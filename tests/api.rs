@@ -17,6 +17,8 @@ use serde_json::{json, Value};
 
 const KEY: &str = "backend-key-0123456789";
 const ADMIN_KEY: &str = "admin-key-abcdefghijkl";
+/// A key that may delete messages as a moderator.
+const MOD_KEY: &str = "moderator-key-mnopqrstuv";
 
 /// One request; `body` is sent as JSON unless `content_type` says otherwise.
 fn call(
@@ -67,7 +69,7 @@ fn rand_secs() -> u64 {
 
 fn with_api(dir: &Path) -> impl FnOnce(&mut Config) {
     let keys = dir.join("api.keys");
-    write_keys(&keys, &format!("{KEY}\n{ADMIN_KEY} impersonate\n"));
+    write_keys(&keys, &format!("{KEY}\n{ADMIN_KEY} impersonate\n{MOD_KEY} moderate\n"));
     move |c: &mut Config| {
         c.api_key_file = Some(keys);
         common::unlimited_rate(c);
@@ -128,9 +130,6 @@ fn every_endpoint_answers_and_a_post_takes_the_client_path() {
     let (_, history) = server.connect("bob2").join("lobby", Some(2));
     assert_eq!(history["messages"][0]["text"], "while you were away");
 
-    let (status, _) =
-        call(server.admin, "DELETE", "/api/v1/rooms/lobby/messages/1", Some(KEY), b"", "application/json");
-    assert_eq!(status, 404, "deletion arrives with the protocol's edits and deletions");
     let (status, closed) = call(
         server.admin,
         "POST",
@@ -141,6 +140,76 @@ fn every_endpoint_answers_and_a_post_takes_the_client_path() {
     );
     assert_eq!((status, closed["closed"].as_u64()), (200, Some(1)));
     assert_eq!(ann.expect_close(), (1008, "disconnected by the server".into()));
+}
+
+fn delete(addr: SocketAddr, room: &str, seq: u64, key: &str) -> (u16, Value) {
+    call(addr, "DELETE", &format!("/api/v1/rooms/{room}/messages/{seq}"), Some(key), b"", "application/json")
+}
+
+/// The API's DELETE is a moderator's delete: the room's members get the `delete` event
+/// and the text leaves history and search. Without the `moderate` right: 403, and the
+/// text stays.
+fn a_moderating_key_deletes_any_message(api: &TestServer, watcher: &TestServer) {
+    let mut ann = api.connect("ann");
+    let mut bob = watcher.connect("bob");
+    ann.join("lobby", None);
+    bob.join("lobby", None);
+    ann.post("lobby", "zanzibarquokka secret", "m1");
+    ann.post("lobby", "keep me", "m2");
+    bob.expect("msg");
+    bob.expect("msg");
+
+    let (status, body) = delete(api.admin, "lobby", 1, KEY);
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")), "{body}");
+    let (status, body) = delete(api.admin, "lobby", 1, ADMIN_KEY);
+    assert_eq!(status, 403, "impersonate is not moderate: {body}");
+    let (_, page) = get(api.admin, "/api/v1/rooms/lobby/messages?after=0");
+    assert_eq!(page["messages"][0]["text"], "zanzibarquokka secret", "a refused delete changes nothing");
+
+    let (status, body) = delete(api.admin, "lobby", 1, MOD_KEY);
+    assert_eq!((status, &body), (200, &json!({"seq": 3, "dup": false})));
+    for member in [&mut ann, &mut bob] {
+        let event = member.expect("delete");
+        assert_eq!(
+            (event["seq"].as_u64(), event["of"].as_u64(), event["uid"].as_str()),
+            (Some(3), Some(1), Some("system"))
+        );
+    }
+    for server in [api, watcher] {
+        let (_, page) = get(server.admin, "/api/v1/rooms/lobby/messages?after=0");
+        let first = &page["messages"][0];
+        assert_eq!((first.get("text"), first["deleted"].as_bool()), (None, Some(true)), "{page}");
+        assert_eq!(page["messages"][1]["text"], "keep me");
+    }
+    bob.send(json!({"type": "search", "room": "lobby", "q": "zanzibarquokka"}));
+    assert_eq!(bob.next_of("search")["messages"], json!([]), "search forgot the text");
+
+    assert_eq!(delete(api.admin, "lobby", 1, MOD_KEY).0, 404, "already deleted");
+    assert_eq!(delete(api.admin, "lobby", 99, MOD_KEY).0, 404, "no such message");
+    assert_eq!(delete(api.admin, "nowhere", 1, MOD_KEY).0, 404, "no such room");
+}
+
+#[test]
+fn a_key_marked_moderate_deletes_messages_like_a_moderator() {
+    let keys_dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(with_api(keys_dir.path()));
+    a_moderating_key_deletes_any_message(&server, &server);
+}
+
+#[test]
+fn a_key_marked_moderate_deletes_messages_on_two_instances_sharing_redis() {
+    let redis = RedisServer::start();
+    let keys_dir = tempfile::tempdir().unwrap();
+    let start = || {
+        let url = redis.url();
+        let api = with_api(keys_dir.path());
+        TestServer::start_with(move |c| {
+            api(c);
+            c.redis = Some(url);
+        })
+    };
+    let (a, b) = (start(), start());
+    a_moderating_key_deletes_any_message(&a, &b);
 }
 
 #[test]

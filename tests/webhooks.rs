@@ -319,3 +319,100 @@ fn a_redirect_is_a_failure_retried_and_never_followed() {
     assert!(!metrics.contains("natter_webhook_queue 0\n"), "the events are still queued: {metrics}");
     assert_eq!(target_hits.load(Ordering::SeqCst), 0, "the redirect target never got a request");
 }
+
+/// A key file with one key that may delete messages, for the API's DELETE.
+const MOD_KEY: &str = "moderator-key-0123456789";
+
+fn with_moderating_key(c: &mut natter::config::Config) {
+    let path = c.data_dir.join("api.keys");
+    std::fs::write(&path, format!("{MOD_KEY} moderate\n")).unwrap();
+    c.api_key_file = Some(path);
+}
+
+fn api_delete(admin: std::net::SocketAddr, room: &str, seq: u64) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(admin).unwrap();
+    s.set_read_timeout(Some(common::WAIT)).unwrap();
+    let req = format!(
+        "DELETE /api/v1/rooms/{room}/messages/{seq} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {MOD_KEY}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// Edits and deletions reach the receiver after the messages they change, in one
+/// order: a client's edit and delete, and the server API's delete. Each event once.
+fn changes_follow_their_messages(server: &TestServer, bodies: &Receiver<(bool, Value)>) {
+    let mut a = server.connect("ann");
+    a.join("log", None);
+    a.post("log", "tpyo", "m1");
+    a.post("log", "secret plans", "m2");
+    a.send(serde_json::json!({"type": "edit", "room": "log", "seq": 1, "text": "typo", "id": "e1"}));
+    a.next_of("ack");
+    a.send(serde_json::json!({"type": "delete", "room": "log", "seq": 1, "id": "d1"}));
+    a.next_of("ack");
+    assert_eq!(api_delete(server.admin, "log", 2), 200);
+
+    let wanted = 5; // two messages, an edit, two deletions
+    let mut events: Vec<Value> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let counted =
+        |events: &Vec<Value>| events.iter().filter(|e| e["type"] != "join" && e["type"] != "room.created").count();
+    while counted(&events) < wanted {
+        let (valid, body) = bodies.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("events");
+        assert!(valid, "changes are signed like messages");
+        events.extend(body["events"].as_array().unwrap().iter().cloned());
+    }
+    // Anything sent twice would arrive by now too.
+    while let Ok((_, body)) = bodies.recv_timeout(Duration::from_millis(500)) {
+        events.extend(body["events"].as_array().unwrap().iter().cloned());
+    }
+    // (type, seq, of, text, uid) of each message, edit and delete, as received.
+    let seen: Vec<Value> = events
+        .iter()
+        .filter(|e| e["type"] != "join" && e["type"] != "room.created")
+        .map(|e| serde_json::json!([e["type"], e["seq"], e["of"], e["text"], e["uid"]]))
+        .collect();
+    let ann = a.uid();
+    let expected = [
+        serde_json::json!(["message", 1, null, "tpyo", ann]),
+        serde_json::json!(["message", 2, null, "secret plans", ann]),
+        serde_json::json!(["edit", 3, 1, "typo", ann]),
+        serde_json::json!(["delete", 4, 1, null, ann]),
+        serde_json::json!(["delete", 5, 2, null, "system"]),
+    ];
+    assert_eq!(seen, expected);
+}
+
+#[test]
+fn edits_and_deletions_reach_receivers_in_order_with_the_messages() {
+    let (url, bodies, _) = receiver(0);
+    let server = TestServer::start_with(|c| {
+        c.webhooks = hooks(&url, Duration::from_secs(60));
+        with_moderating_key(c);
+    });
+    changes_follow_their_messages(&server, &bodies);
+}
+
+#[test]
+fn with_redis_edits_and_deletions_reach_receivers_once_in_order() {
+    let redis = common_redis::RedisServer::start();
+    let (url, bodies, _) = receiver(0);
+    let start = || {
+        let (redis_url, hook) = (redis.url(), url.clone());
+        TestServer::start_with(move |c| {
+            c.redis = Some(redis_url);
+            c.webhooks = hooks(&hook, Duration::from_secs(60));
+            with_moderating_key(c);
+        })
+    };
+    // The other instance delivers every event to its own member, and must tell the
+    // receiver none of them.
+    let (a, b) = (start(), start());
+    let mut watcher = b.connect("bob");
+    watcher.join("log", None);
+    changes_follow_their_messages(&a, &bodies);
+    watcher.next_of("delete");
+}

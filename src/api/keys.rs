@@ -1,5 +1,5 @@
 //! API keys: who may call `/api/v1/`. Read from `--api-key-file`, one key a line
-//! (optionally followed by ` impersonate`), and read again whenever the file changes,
+//! (optionally followed by its rights, ` impersonate` and/or ` moderate`), and read again whenever the file changes,
 //! so keys are rotated by editing the file: add the new key, move callers over,
 //! delete the old one. Only SHA-256 digests are kept in memory, and a key is known in
 //! logs by its id (`key-` + 8 hex digits of its digest), never by itself.
@@ -32,6 +32,8 @@ pub struct ApiKey {
     /// May post with a `from.id` used as it is (a real user's id); other keys' `from`
     /// ids are put under `api:`, so they can never be taken for a user's.
     pub impersonate: bool,
+    /// May delete any message (`DELETE .../messages/{seq}`), as a moderator may.
+    pub moderate: bool,
 }
 
 /// The keys of the file, re-read when its modification time changes.
@@ -55,19 +57,22 @@ fn parse(path: &Path, text: &str) -> Result<Vec<ApiKey>, ApiKeyError> {
         let bad = |why: &str| ApiKeyError::Line(path.to_owned(), i + 1, why.to_owned());
         let mut words = line.split_whitespace();
         let key = words.next().expect("a non-blank line has a word");
-        let impersonate = match words.next() {
-            None => false,
-            Some("impersonate") => true,
-            Some(_) => return Err(bad("after the key only `impersonate` may follow")),
-        };
-        if words.next().is_some() {
-            return Err(bad("too many words"));
+        let (mut impersonate, mut moderate) = (false, false);
+        for right in words {
+            let flag = match right {
+                "impersonate" => &mut impersonate,
+                "moderate" => &mut moderate,
+                _ => return Err(bad("after the key only `impersonate` and `moderate` may follow")),
+            };
+            if std::mem::replace(flag, true) {
+                return Err(bad(&format!("`{right}` twice")));
+            }
         }
         if key.chars().count() < MIN_KEY_CHARS || !key.chars().all(|c| c.is_ascii_graphic()) {
             return Err(bad(&format!("a key is at least {MIN_KEY_CHARS} printable ASCII characters")));
         }
         let digest = digest(key);
-        keys.push(ApiKey { id: format!("key-{}", &hex::encode(digest)[..8]), digest, impersonate });
+        keys.push(ApiKey { id: format!("key-{}", &hex::encode(digest)[..8]), digest, impersonate, moderate });
     }
     if keys.is_empty() {
         return Err(ApiKeyError::Empty(path.to_owned()));
@@ -119,7 +124,7 @@ impl ApiKeys {
 /// A key for other modules' unit tests.
 #[cfg(test)]
 pub(crate) fn tests_key(impersonate: bool) -> ApiKey {
-    ApiKey { id: "key-test".into(), digest: [0; 32], impersonate }
+    ApiKey { id: "key-test".into(), digest: [0; 32], impersonate, moderate: false }
 }
 
 #[cfg(test)]
@@ -136,6 +141,10 @@ mod tests {
         assert!(!keys[0].id.contains("abcdefgh"), "the id never shows the key");
         assert!(matches!(parse(p, "short\n"), Err(ApiKeyError::Line(_, 1, _))));
         assert!(matches!(parse(p, "abcdefghijklmnop admin\n"), Err(ApiKeyError::Line(_, 1, _))));
+        assert!(matches!(parse(p, "abcdefghijklmnop moderate moderate\n"), Err(ApiKeyError::Line(_, 1, _))));
+        let both = parse(p, "abcdefghijklmnop moderate impersonate\nqrstuvwxyz0123456789 moderate\n").unwrap();
+        assert!(both[0].moderate && both[0].impersonate && both[1].moderate && !both[1].impersonate);
+        assert!(!keys[0].moderate && !keys[1].moderate);
         assert!(matches!(parse(p, "# nothing\n"), Err(ApiKeyError::Empty(_))));
     }
 }

@@ -161,9 +161,11 @@ pub fn route(req: &ApiRequest, key: &ApiKey, max_text: usize) -> Result<Routed, 
             Ok(Routed::Call(ApiCall::Messages { room, before, after, limit: limit as usize }))
         }
         ("DELETE", ["rooms", room, "messages", seq]) => {
-            room_of(room)?;
-            bounded("seq", seq)?;
-            Err(bad(ErrorCode::NotFound, "deleting messages arrives with edits and deletions in the protocol"))
+            let (room, seq) = (room_of(room)?, bounded("seq", seq)?);
+            if !key.moderate {
+                return Err(bad(ErrorCode::Forbidden, "this key may not delete messages (mark it `moderate`)"));
+            }
+            Ok(Routed::Call(ApiCall::Delete { room, seq }))
         }
         ("POST", ["users", uid, "disconnect"]) => {
             if uid.is_empty() || uid.len() > 256 {
@@ -172,7 +174,13 @@ pub fn route(req: &ApiRequest, key: &ApiKey, max_text: usize) -> Result<Routed, 
             let uid = percent_decode(uid).ok_or_else(|| bad(ErrorCode::BadField, "not a user id"))?;
             Ok(Routed::Call(ApiCall::Disconnect { uid: uid.into() }))
         }
-        (_, ["rooms"] | ["rooms", _, "presence" | "messages"] | ["users", _, "disconnect"]) => not_allowed(),
+        (
+            _,
+            ["rooms"]
+            | ["rooms", _, "presence" | "messages"]
+            | ["rooms", _, "messages", _]
+            | ["users", _, "disconnect"],
+        ) => not_allowed(),
         _ => Err(bad(ErrorCode::NotFound, "no such route")),
     }
 }
@@ -219,6 +227,8 @@ mod tests {
         assert_eq!(code(route(&req("POST", post, br#"{"text":"xxxx"}"#), &k, 3)), "too_long");
         let plain = ApiRequest { content_type: Some("text/plain"), ..req("POST", post, br#"{"text":"x"}"#) };
         assert_eq!(code(route(&plain, &k, 100)), "bad_json");
+        let forbidden = route(&req("DELETE", "/api/v1/rooms/r/messages/1", b""), &k, 100);
+        assert_eq!(code(forbidden), "forbidden", "only a key marked moderate may delete");
         let huge = "/api/v1/rooms/r/messages/18446744073709551615";
         assert_eq!(code(route(&req("DELETE", huge, b""), &k, 100)), "bad_field");
         let at_max = format!("/api/v1/rooms/r/messages?before={MAX_SEQ}&after={MAX_SEQ}");

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use super::backend::Backend;
 use super::cluster::{ApiRead, Request};
 use super::commands::NewPost;
+use super::edits::{Change, Changer};
 use super::scrollback::ReadFor;
 use super::Dispatcher;
 use crate::protocol::{CloseReason, ErrorCode, ProtocolError, RoomName, User, UserId};
@@ -37,6 +38,8 @@ pub enum ApiCall {
     Rooms,
     /// Who is present in a room.
     Presence { room: RoomName },
+    /// Delete message `seq` (already checked against the key's rights), as a moderator.
+    Delete { room: RoomName, seq: u64 },
     /// Close every connection of a user here.
     Disconnect { uid: UserId },
 }
@@ -82,6 +85,10 @@ impl Dispatcher {
                     Err(e) => Err(e),
                 }
             }
+            ApiCall::Delete { room, seq } => match self.api_delete(room, seq, &reply) {
+                Ok(()) => return, // answered after the commit
+                Err(e) => Err(e),
+            },
             ApiCall::Messages { room, before, after, limit } => {
                 match self.api_messages(room, before, after, limit, &reply) {
                     Ok(()) => return, // the store's reader answers
@@ -101,6 +108,21 @@ impl Dispatcher {
         };
         // Reads have nothing to commit: answer at once.
         let _ = reply.send(answer);
+    }
+
+    /// Deletes a message as a moderator would: the `delete` event to the room's
+    /// members, the text out of the store (history, search, files) and the webhook
+    /// event; the caller is answered `{seq, dup}` (the event's seq) after the commit.
+    fn api_delete(&mut self, room: RoomName, seq: u64, reply: &Sender<ApiResult>) -> Result<(), ProtocolError> {
+        if matches!(self.backend, Backend::Local(_)) && !self.rooms.contains_key(&room) {
+            return Err(not_found(&room));
+        }
+        let changer = Changer {
+            user: User { id: "system".into(), name: "system".into() },
+            is_mod: true,
+            ack: AckTo::Api(reply.clone()),
+        };
+        self.make_change(changer, room, seq, Change::Delete, None)
     }
 
     /// A history page from the store, whose reader threads answer the caller: with

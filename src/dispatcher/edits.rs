@@ -8,6 +8,9 @@
 //! ([`Dispatcher::cluster_change`]), and every instance rewrites its ring when its
 //! reader delivers the event.
 //!
+//! The server API's `DELETE` takes the same path with a moderator's right. Each change
+//! is told to webhook receivers (`edit`/`delete`) by the instance that stored it.
+//!
 //! Rights are checked here (or by the script, by the same rule), per action, never per
 //! delivered message. Never changes an event, a deleted message, or someone else's
 //! message (but a moderator's delete).
@@ -25,11 +28,12 @@ use super::state::now_ms;
 use super::Dispatcher;
 use crate::delivery::outbox::ConnId;
 use crate::protocol::wire::{self, Frame};
-use crate::protocol::{ErrorCode, ProtocolError, RoomName, ServerMsg};
+use crate::protocol::{ErrorCode, ProtocolError, RoomName, ServerMsg, User};
 use crate::store::redis;
 use crate::store::sqlite::edits::{without_text, Rewrite};
 use crate::store::NewMessage;
 use crate::store::Refused;
+use crate::webhooks::Event as HookEvent;
 
 /// What a client asks to change about a message.
 #[derive(Debug)]
@@ -47,8 +51,8 @@ pub(super) struct Event {
     pub json: Vec<u8>,
     /// Who made it.
     pub uid: crate::protocol::UserId,
-    /// The connection to ack (with `msg_id`), if any.
-    pub conn: Option<ConnId>,
+    /// Who to answer (a connection with `msg_id`, or an API caller), if anyone.
+    pub ack: Option<AckTo>,
     pub msg_id: Option<String>,
 }
 
@@ -131,9 +135,17 @@ pub(super) fn refusal(kind: &str, room: &RoomName, of: u64, why: Refused) -> Pro
     }
 }
 
+/// Who asks for a change, and where its answer goes: a client (with its own rights),
+/// or the server API with a key that may moderate.
+pub(super) struct Changer {
+    pub user: User,
+    pub is_mod: bool,
+    pub ack: AckTo,
+}
+
 impl Dispatcher {
-    /// Checks and applies an edit or deletion of message `of` in `room` (in Redis mode
-    /// the append script checks and applies it, [`Self::cluster_change`]).
+    /// A client's edit or deletion of message `of` in `room`: checked against the
+    /// client's rooms and the room's mode, then made like any change.
     pub(super) fn change_message(
         &mut self,
         id: ConnId,
@@ -142,40 +154,55 @@ impl Dispatcher {
         change: Change,
         msg_id: Option<String>,
     ) -> Result<(), ProtocolError> {
-        let kind = change.kind();
-        let reference = msg_id.clone().unwrap_or_else(|| kind.to_owned());
+        let reference = msg_id.clone().unwrap_or_else(|| change.kind().to_owned());
         let client = &self.clients[&id];
         if !client.rooms.contains(&room) {
             let e = ProtocolError::new(ErrorCode::NotJoined, format!("join `{room}` first"));
             return Err(e.with_ref(Some(reference)));
         }
-        if let Backend::Redis(_) = self.backend {
-            self.cluster_change(id, room, of, change, msg_id);
-            return Ok(());
-        }
-        let (uid, name, is_mod) = (client.uid.clone(), client.name.clone(), client.access.is_mod());
-        if let Change::Edit(_) = change {
+        let user = User { id: client.uid.clone(), name: client.name.clone() };
+        let changer = Changer { user, is_mod: client.access.is_mod(), ack: AckTo::Conn(id) };
+        if let (Change::Edit(_), Backend::Local(_)) = (&change, &self.backend) {
             self.check_writable_room(id, &room, Some(reference.clone()))?;
         }
+        self.make_change(changer, room, of, change, msg_id).map_err(|e| e.with_ref(Some(reference)))
+    }
+
+    /// Checks and applies an edit or deletion of message `of` in `room` by `changer`
+    /// (in Redis mode the append script checks and applies it, [`Self::cluster_change`]).
+    /// The event is stored, delivered and told to webhook receivers like a message.
+    pub(super) fn make_change(
+        &mut self,
+        changer: Changer,
+        room: RoomName,
+        of: u64,
+        change: Change,
+        msg_id: Option<String>,
+    ) -> Result<(), ProtocolError> {
+        if let Backend::Redis(_) = self.backend {
+            self.cluster_change(changer, room, of, change, msg_id);
+            return Ok(());
+        }
+        let kind = change.kind();
+        let Changer { user: User { id: uid, name }, is_mod, ack } = changer;
         self.settle(&room); // the target, and any earlier change of it, are committed
-        self.check_writable(Some(reference.clone()))?;
+        self.check_writable(None)?;
         if let Some(seq) = msg_id.as_deref().and_then(|m| self.rooms.get(&room)?.history.seen(&uid, m)) {
             // A retry of a change already applied: the same answer, nothing new.
             self.metrics.messages_duplicate.fetch_add(1, Relaxed);
-            self.stage_ack(AckTo::Conn(id), &room, msg_id.as_deref(), seq, true);
+            self.stage_ack(ack, &room, msg_id.as_deref(), seq, true);
             return Ok(());
         }
         let original = self.original(&room, of).map_err(|e| {
             log::warn!("{kind} of {room}/{of}: reading the original failed: {e}");
             ProtocolError::new(ErrorCode::Unavailable, "the message store cannot be read; retry")
-                .with_ref(Some(reference.clone()))
         })?;
         let msg = original
             .and_then(|json| serde_json::from_slice::<Value>(&json).ok())
             .filter(|m| m["type"] == "msg")
             .ok_or(Refused::Missing)
             .and_then(|m| change.allowed(&m, &uid, is_mod).map(|()| m))
-            .map_err(|why| refusal(kind, &room, of, why).with_ref(Some(reference.clone())))?;
+            .map_err(|why| refusal(kind, &room, of, why))?;
 
         let Some(r) = self.rooms.get_mut(&room) else { return Ok(()) };
         let (seq, ts) = (r.history.next_seq(), now_ms());
@@ -198,8 +225,37 @@ impl Dispatcher {
             });
         }
         log::info!("{kind} of message {of} in {room} by {uid} (event {seq})");
-        self.store_event(Event { room, seq, ts, json: event, uid, conn: Some(id), msg_id });
+        self.stage_change_event(&room, seq, &event);
+        self.store_event(Event { room, seq, ts, json: event, uid, ack: Some(ack), msg_id });
         Ok(())
+    }
+
+    /// The webhook event for a stored `edit` or `delete` event (`json`, as seq `seq`):
+    /// told by the instance that stored it, queued with the messages, so a receiver
+    /// hears of a change after the message it changes.
+    pub(super) fn stage_change_event(&mut self, room: &RoomName, seq: u64, json: &[u8]) {
+        #[derive(serde::Deserialize)]
+        struct Stored<'a> {
+            #[serde(rename = "type")]
+            kind: &'a str,
+            of: u64,
+            #[serde(borrow)]
+            user: std::borrow::Cow<'a, str>,
+            #[serde(borrow)]
+            uid: std::borrow::Cow<'a, str>,
+            #[serde(borrow, default)]
+            text: Option<std::borrow::Cow<'a, str>>,
+        }
+        if !self.webhooks.enabled() {
+            return;
+        }
+        let Ok(e) = serde_json::from_slice::<Stored>(json) else { return };
+        let (room, user, uid, of) = (room.as_str(), &*e.user, &*e.uid, e.of);
+        match (e.kind, e.text.as_deref()) {
+            ("edit", Some(text)) => self.webhooks.stage(&HookEvent::Edit { room, seq, of, user, uid, text }),
+            ("delete", _) => self.webhooks.stage(&HookEvent::Delete { room, seq, of, user, uid }),
+            _ => {}
+        }
     }
 
     /// Stores an event that takes a seq (an edit, a deletion, a moderator's action) like
@@ -207,7 +263,7 @@ impl Dispatcher {
     /// when it gave an id, and undone with the batch if the commit fails. `seq` must be
     /// the room's next.
     pub(super) fn store_event(&mut self, e: Event) {
-        let Event { room, seq, ts, json, uid, conn, msg_id } = e;
+        let Event { room, seq, ts, json, uid, ack, msg_id } = e;
         let Some(r) = self.rooms.get_mut(&room) else { return };
         let frame = wire::text_frame(&json);
         let epoch = r.epoch.get_or_insert_with(crate::store::new_epoch).clone();
@@ -218,8 +274,11 @@ impl Dispatcher {
         }
         self.metrics.messages_accepted.fetch_add(1, Relaxed);
         self.staged_msgs += 1;
-        let sender = conn.and_then(|id| self.clients.get(&id)).map(|c| c.conn.clone());
-        let ack = conn.and_then(|id| self.stage_ack(AckTo::Conn(id), &room, msg_id.as_deref(), seq, false));
+        let sender = match &ack {
+            Some(AckTo::Conn(id)) => self.clients.get(id).map(|c| c.conn.clone()),
+            _ => None,
+        };
+        let ack = ack.and_then(|to| self.stage_ack(to, &room, msg_id.as_deref(), seq, false));
         self.stage_room(&room, &frame, None);
         let staged = self.staged.len() - 1;
         self.dirty_rooms.insert(room.clone());

@@ -133,7 +133,7 @@ impl Dispatcher {
             return Ok(());
         }
         log::info!("moderation: {by} removed {user} from {room} for {minutes} minute(s) (event {seq})");
-        self.store_event(Event { room: room.clone(), seq, ts, json, uid: by, conn: None, msg_id: None });
+        self.store_event(Event { room: room.clone(), seq, ts, json, uid: by, ack: None, msg_id: None });
         self.change_access(AccessChange::Kick { room: room.to_string(), user: user.into(), until });
         // After the event is staged: the removed user's connections get it too.
         self.remove_user_from_room(user, &room);
@@ -188,7 +188,7 @@ impl Dispatcher {
             return Ok(());
         }
         log::info!("moderation: {by} made {room} {} (event {seq})", if read_only { "read-only" } else { "writable" });
-        self.store_event(Event { room: room.clone(), seq, ts, json, uid: by, conn: None, msg_id: None });
+        self.store_event(Event { room: room.clone(), seq, ts, json, uid: by, ack: None, msg_id: None });
         self.change_access(AccessChange::ReadOnly { room: room.to_string(), on: read_only });
         Ok(())
     }

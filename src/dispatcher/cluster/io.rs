@@ -52,7 +52,7 @@ pub enum Request {
     /// Store an `edit` or `delete` event by `uid`, which the append script checks and
     /// applies to the message it changes; the answer is [`ClusterEvent::Changed`].
     Change {
-        conn: ConnId,
+        ack: AckTo,
         room: RoomName,
         uid: UserId,
         id: Option<String>,
@@ -154,7 +154,7 @@ pub enum ClusterEvent {
     },
     /// What became of a [`Request::Change`].
     Changed {
-        conn: ConnId,
+        ack: AckTo,
         room: RoomName,
         uid: UserId,
         id: Option<String>,
@@ -430,9 +430,9 @@ fn handle(
     match req {
         // `io_loop` sends every post through `append_batch`; one alone is a batch too.
         req @ Request::Append { .. } => append_batch(store, vec![req]).pop(),
-        Request::Change { conn, room, uid, id, prefix, suffix, change } => {
+        Request::Change { ack, room, uid, id, prefix, suffix, change } => {
             let result = store.change(&room, &uid, id.as_deref(), &prefix, &suffix, &change).map_err(|e| describe(&e));
-            Some(ClusterEvent::Changed { conn, room, uid, id, change, result })
+            Some(ClusterEvent::Changed { ack, room, uid, id, change, result })
         }
         Request::Read { conn, room, uid, seq, event } => {
             let result = store.mark_read(&room, &uid, seq, &event).map_err(|e| describe(&e));

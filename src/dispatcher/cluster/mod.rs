@@ -33,7 +33,7 @@ pub use io::{split_msg_json, ApiRead, Cluster, ClusterEvent, HistoryFrom, JoinRe
 use super::api::AckTo;
 use super::backend::Backend;
 use super::commands::{JoinReply, NewPost};
-use super::edits::{refusal, Change, EventOf};
+use super::edits::{refusal, Change, Changer, EventOf};
 use super::history::Stored;
 use super::state::{new_history, now_ms};
 use super::Dispatcher;
@@ -123,24 +123,31 @@ impl Dispatcher {
     /// Hands an edit or deletion to Redis, whose append script checks it against the
     /// message as stored (whichever instance changed it last) and applies it with the
     /// event; the ack or the refusal follows the answer, the event comes from the stream.
-    pub(super) fn cluster_change(&mut self, conn: ConnId, room: RoomName, of: u64, change: Change, id: Option<String>) {
-        let Some(client) = self.clients.get(&conn) else { return };
+    pub(super) fn cluster_change(
+        &mut self,
+        changer: Changer,
+        room: RoomName,
+        of: u64,
+        change: Change,
+        id: Option<String>,
+    ) {
+        let Changer { user, is_mod, ack } = changer;
         let ts = now_ms();
-        let about = EventOf { room: &room, of, id: id.as_deref(), ts, user: &client.name, uid: &client.uid };
+        let about = EventOf { room: &room, of, id: id.as_deref(), ts, user: &user.name, uid: &user.id };
         let (prefix, suffix) = split_msg_json(&change.event(0, &about));
         let change = match change {
             Change::Edit(_) => ChangeOf::Edit { of, ts },
-            Change::Delete => ChangeOf::Delete { of, by_mod: client.access.is_mod() },
+            Change::Delete => ChangeOf::Delete { of, by_mod: is_mod },
         };
-        let uid = client.uid.clone();
-        self.backend.tell_cluster(|| Request::Change { conn, room, uid, id, prefix, suffix, change });
+        self.backend.tell_cluster(|| Request::Change { ack, room, uid: user.id, id, prefix, suffix, change });
     }
 
     /// The answer to [`Self::cluster_change`]: an ack (the event itself arrives from the
-    /// stream, like every message), or the refusal.
+    /// stream, like every message), or the refusal. The instance that stored the event
+    /// tells the webhook receivers.
     fn on_changed(
         &mut self,
-        conn: ConnId,
+        ack: AckTo,
         room: &RoomName,
         uid: &str,
         id: Option<String>,
@@ -151,21 +158,37 @@ impl Dispatcher {
             ChangeOf::Edit { of, .. } => ("edit", of),
             ChangeOf::Delete { of, .. } => ("delete", of),
         };
-        let refer = |e: ProtocolError| e.with_ref(Some(id.clone().unwrap_or_else(|| kind.to_owned())));
         let (seq, dup) = match result {
-            Ok(Ok(Appended::Stored { seq, .. })) => {
+            Ok(Ok(Appended::Stored { seq, json })) => {
                 log::info!("{kind} of message {of} in {room} by {uid} (event {seq})");
                 self.metrics.messages_accepted.fetch_add(1, Relaxed);
+                self.stage_change_event(room, seq, &json);
                 (seq, false)
             }
             Ok(Ok(Appended::Duplicate { seq })) => {
                 self.metrics.messages_duplicate.fetch_add(1, Relaxed);
                 (seq, true)
             }
-            Ok(Err(why)) => return self.reply_error(conn, &refer(refusal(kind, room, of, why))),
-            Err(message) => return self.reply_error(conn, &refer(ProtocolError::new(ErrorCode::Unavailable, message))),
+            Ok(Err(why)) => return self.refuse(ack, refusal(kind, room, of, why), id.as_deref().unwrap_or(kind)),
+            Err(message) => {
+                return self.refuse(
+                    ack,
+                    ProtocolError::new(ErrorCode::Unavailable, message),
+                    id.as_deref().unwrap_or(kind),
+                )
+            }
         };
-        self.stage_ack(AckTo::Conn(conn), room, id.as_deref(), seq, dup);
+        self.stage_ack(ack, room, id.as_deref(), seq, dup);
+    }
+
+    /// Answers a refused post or change: an error frame to a client (referring to
+    /// `reference`), or the error to an API caller.
+    fn refuse(&mut self, ack: AckTo, e: ProtocolError, reference: &str) {
+        let e = e.with_ref(Some(reference.to_owned()));
+        match ack {
+            AckTo::Conn(conn) => self.reply_error(conn, &e),
+            AckTo::Api(reply) => self.api_replies.push((reply, Err(e))),
+        }
     }
 
     /// Hands a read marker's move to Redis, which keeps it if it moves forward and tells
@@ -189,8 +212,8 @@ impl Dispatcher {
     pub(super) fn on_cluster(&mut self, ev: ClusterEvent) {
         match ev {
             ClusterEvent::Appended { ack, room, id, result } => self.on_appended(ack, &room, id, result),
-            ClusterEvent::Changed { conn, room, uid, id, change, result } => {
-                self.on_changed(conn, &room, &uid, id, change, result)
+            ClusterEvent::Changed { ack, room, uid, id, change, result } => {
+                self.on_changed(ack, &room, &uid, id, change, result)
             }
             ClusterEvent::Read { conn, room, uid, seq, result } => match result {
                 Ok(moved) => {
@@ -267,14 +290,7 @@ impl Dispatcher {
                 self.metrics.messages_duplicate.fetch_add(1, Relaxed);
                 (seq, true)
             }
-            Err(e) => {
-                let e = e.with_ref(id.or(Some("msg".into())));
-                match ack {
-                    AckTo::Conn(conn) => self.reply_error(conn, &e),
-                    AckTo::Api(reply) => self.api_replies.push((reply, Err(e))),
-                }
-                return;
-            }
+            Err(e) => return self.refuse(ack, e, id.as_deref().unwrap_or("msg")),
         };
         self.stage_ack(ack, room, id.as_deref(), seq, dup);
     }
