@@ -114,6 +114,12 @@ pub struct ServeArgs {
     /// Rooms the server keeps in total.
     #[arg(long, default_value_t = Config::default().max_rooms)]
     pub max_rooms: usize,
+    /// Direct-message rooms one connection may be in, apart from --max-rooms-per-conn.
+    #[arg(long, default_value_t = Config::default().max_dms_per_conn)]
+    pub max_dms_per_conn: usize,
+    /// New DMs per user per minute, as opener or as the other user (error dm_rate past it).
+    #[arg(long, default_value_t = Config::default().dm_open_rate)]
+    pub dm_open_rate: u32,
     /// Client frames per second per connection (error rate_limited past it).
     #[arg(long, default_value_t = Config::default().rate_per_s)]
     pub rate_per_s: u32,
@@ -293,6 +299,8 @@ impl ServeArgs {
             max_text_chars: self.max_text,
             max_rooms_per_conn: self.max_rooms_per_conn,
             max_rooms: self.max_rooms,
+            max_dms_per_conn: self.max_dms_per_conn,
+            dm_open_rate: self.dm_open_rate,
             history_per_room: self.history,
             join_history: self.join_history,
             presence_limit: self.presence_limit,

@@ -67,6 +67,14 @@ pub struct Config {
     pub max_rooms_per_conn: usize,
     /// Rooms the server keeps in total (`room_limit` when a new one would pass it).
     pub max_rooms: usize,
+    /// Direct-message rooms one connection may be in at once, apart from
+    /// `max_rooms_per_conn`, so DMs others open never take the slots of rooms the user
+    /// chooses (`room_limit` past it; closing a DM frees its slot). Also the most DMs a
+    /// user is told of at connect (the newest).
+    pub max_dms_per_conn: usize,
+    /// New DM rooms per user per minute, counted for the opener and for the other
+    /// user alike, so many throwaway identities cannot flood one user (`dm_rate` past it).
+    pub dm_open_rate: u32,
     /// Messages kept in memory per room for history and resume.
     pub history_per_room: usize,
     /// Rooms with more present users than this list only this many in `joined` and do
@@ -183,6 +191,8 @@ impl Default for Config {
             max_text_chars: 4000,
             max_rooms_per_conn: 32,
             max_rooms: 10_000,
+            max_dms_per_conn: 64,
+            dm_open_rate: 10,
             history_per_room: 1000,
             join_history: 50,
             presence_limit: 1000,

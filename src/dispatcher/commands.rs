@@ -84,6 +84,9 @@ impl Dispatcher {
         match msg {
             ClientMsg::Join { room, since, epoch, private } => self.join(id, room, since, epoch, private),
             ClientMsg::Dm { user } => self.dm(id, &user),
+            ClientMsg::Block { user } => self.set_block(id, &user, true),
+            ClientMsg::Unblock { user } => self.set_block(id, &user, false),
+            ClientMsg::CloseDm { room } => self.close_dm(id, &room),
             ClientMsg::Invite { room, user } => self.invite(id, &room, &user),
             ClientMsg::Kick { room, user, minutes } => self.kick(id, room, &user, minutes),
             ClientMsg::Mode { room, read_only } => self.set_mode(id, room, read_only),
@@ -198,8 +201,6 @@ impl Dispatcher {
     /// Checks the room limits and counts `room` among the client's rooms (creating
     /// the room). Membership — receiving its messages — is [`Self::add_member`].
     pub(super) fn admit_to_room(&mut self, id: ConnId, room: &RoomName) -> Result<(), ProtocolError> {
-        let limit_error =
-            |message: String| ProtocolError::new(ErrorCode::RoomLimit, message).with_ref(Some("join".into()));
         let client = &self.clients[&id];
         // Checked at every join, reconnects included: a token that no longer lists a
         // room no longer gets in. Never checked per delivered message.
@@ -211,9 +212,7 @@ impl Dispatcher {
                 return Err(ProtocolError::new(ErrorCode::Forbidden, message).with_ref(Some("join".into())));
             }
         }
-        if client.rooms.len() >= self.cfg.max_rooms_per_conn {
-            return Err(limit_error(format!("at most {} rooms per connection", self.cfg.max_rooms_per_conn)));
-        }
+        self.check_room_slots(id, room)?;
         self.ensure_room(room)?;
         if let Some(c) = self.clients.get_mut(&id) {
             c.rooms.push(room.clone());
@@ -287,6 +286,10 @@ impl Dispatcher {
         r.history.push(Stored { seq, frame: frame.clone() }, uid, msg_id.as_deref());
         if seq == 1 {
             self.webhooks.stage(&Event::RoomCreated { room: room.as_str() });
+        }
+        if super::dms::is_dm(&room) {
+            let uid = uid.clone();
+            self.reopen_dm(&room, &uid);
         }
         self.webhooks.stage(&Event::Message { room: room.as_str(), seq, user: name, uid, text });
         self.metrics.messages_accepted.fetch_add(1, Relaxed);

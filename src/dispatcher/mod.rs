@@ -15,6 +15,8 @@
 //! - `reads`: the users' read markers;
 //! - `privacy`: private rooms, invitations, direct messages: who may join what;
 //! - `moderation`: kicks and read-only rooms;
+//! - `dms`: what keeps DMs from harming a user: the DM rate, blocks, closed DMs, the
+//!   DM slots of a connection;
 //! - `edits`: edits and deletions of messages, and who may make them;
 //! - `lifecycle`: registering, blocked sockets, heartbeats, closing;
 //! - [`history`]: the per-room rings (the cache of the newest messages) and
@@ -30,6 +32,7 @@ pub mod api;
 mod backend;
 pub mod cluster;
 mod commands;
+mod dms;
 mod durability;
 mod edits;
 pub mod heartbeat;
@@ -137,6 +140,8 @@ pub struct Dispatcher {
     /// Private rooms, invitations, DM rooms and the users they may name.
     privacy: privacy::Privacy,
     moderation: moderation::Moderation,
+    /// Blocks, closed DMs and the DM rate (local mode).
+    dm_safety: dms::DmSafety,
     /// Edits and deletions of the batch, applied to the rings once it is committed.
     ring_rewrites: Vec<edits::RingRewrite>,
     /// Unit tests run without writer shards: committed batches are kept here.
@@ -171,6 +176,7 @@ impl Dispatcher {
             user_conns: Default::default(),
             privacy: Default::default(),
             moderation: Default::default(),
+            dm_safety: Default::default(),
             ring_rewrites: Vec::new(),
             #[cfg(test)]
             delivered: Vec::new(),

@@ -69,7 +69,11 @@ impl Privacy {
                     self.dms.insert(room, pair);
                 }
             }
-            AccessChange::Kick { .. } | AccessChange::ReadOnly { .. } => {} // moderation's
+            // moderation's and dms'
+            AccessChange::Kick { .. }
+            | AccessChange::ReadOnly { .. }
+            | AccessChange::Block { .. }
+            | AccessChange::DmClosed { .. } => {}
         }
     }
 
@@ -100,6 +104,22 @@ impl Privacy {
         }
     }
 
+    /// The DM room's pair, if it is one.
+    pub(super) fn pair(&self, room: &RoomName) -> Option<&[UserId; 2]> {
+        self.dms.get(room)
+    }
+
+    /// The other user of `user`'s DM room `room`.
+    pub(super) fn other_in_dm(&self, room: &RoomName, user: &str) -> Option<&UserId> {
+        let pair = self.dms.get(room)?;
+        pair.iter().position(|u| &**u == user).map(|i| &pair[1 - i])
+    }
+
+    /// `user`'s DM rooms, oldest first.
+    pub(super) fn dms_of(&self, user: &str) -> &[RoomName] {
+        self.dms_of.get(user).map_or(&[], Vec::as_slice)
+    }
+
     /// The DM room of two users: the same whoever asks.
     pub fn dm_room(a: &str, b: &str) -> RoomName {
         let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
@@ -116,6 +136,7 @@ impl Dispatcher {
             let snapshot = local.store.take_access();
             for change in &snapshot.changes {
                 self.moderation.apply(change);
+                self.dm_safety.apply(change);
             }
             self.privacy = Privacy::load(snapshot);
         }
@@ -130,7 +151,12 @@ impl Dispatcher {
         if user.lasting && self.privacy.users.get(&user.id) != Some(&user.name) {
             self.change_access(AccessChange::User { id: user.id.to_string(), name: user.name.clone() });
         }
-        for room in self.privacy.dms_of.get(&user.id).cloned().unwrap_or_default() {
+        let blocked: Vec<&str> = self.dm_safety.blocks_of(&user.id).collect();
+        if !blocked.is_empty() {
+            let frame = super::dms::blocked_frame(blocked);
+            self.stage(c, frame);
+        }
+        for room in self.open_dms_of(&user.id) {
             let Some(pair) = self.privacy.dms.get(&room) else { continue };
             let other = if pair[0] == user.id { pair[1].clone() } else { pair[0].clone() };
             let name = self.name_of(&other).unwrap_or(&other).to_owned();
@@ -140,7 +166,7 @@ impl Dispatcher {
     }
 
     /// A user's display name: connected here, or remembered.
-    fn name_of(&self, user: &str) -> Option<&str> {
+    pub(super) fn name_of(&self, user: &str) -> Option<&str> {
         let here = self.user_conns.of(user).first().and_then(|c| self.clients.get(c)).map(|c| c.name.as_str());
         here.or_else(|| self.privacy.users.get(user).map(String::as_str))
     }
@@ -150,6 +176,7 @@ impl Dispatcher {
     pub(super) fn change_access(&mut self, change: AccessChange) {
         self.privacy.apply(&change);
         self.moderation.apply(&change);
+        self.dm_safety.apply(&change);
         if let Backend::Local(local) = &mut self.backend {
             local.store.change_access(change);
         }
@@ -173,6 +200,7 @@ impl Dispatcher {
         };
         let room = Privacy::dm_room(&me, user);
         let other = UserId::from(user);
+        let tell_them = self.check_dm(&me, &other, &room)?;
         if !self.privacy.dms.contains_key(&room) {
             log::info!("dm room {room} opened by {me} with {other}");
             self.change_access(AccessChange::Dm { room: room.to_string(), a: me.to_string(), b: other.to_string() });
@@ -182,7 +210,9 @@ impl Dispatcher {
             wire::encode(&ServerMsg::Dm { room: room.as_str(), user: UserRef { id: &other, name: &their_name } });
         let to_them = wire::encode(&ServerMsg::Dm { room: room.as_str(), user: UserRef { id: &me, name: &my_name } });
         self.stage_user(&me, &to_me);
-        self.stage_user(&other, &to_them);
+        if tell_them {
+            self.stage_user(&other, &to_them);
+        }
         Ok(())
     }
 

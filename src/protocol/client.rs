@@ -47,6 +47,18 @@ pub enum ClientMsg {
         room: RoomName,
         read_only: bool,
     },
+    /// Stops `user` opening DMs with the sender (on every device and instance); the
+    /// sender's pages hide `user`'s messages.
+    Block {
+        user: String,
+    },
+    Unblock {
+        user: String,
+    },
+    /// Hides the sender's DM room `room` until a new message arrives in it.
+    CloseDm {
+        room: RoomName,
+    },
     /// Lets `user` join the private room `room`.
     Invite {
         room: RoomName,
@@ -136,6 +148,9 @@ impl ClientMsg {
         match self {
             ClientMsg::Join { .. } => "join",
             ClientMsg::Dm { .. } => "dm",
+            ClientMsg::Block { .. } => "block",
+            ClientMsg::Unblock { .. } => "unblock",
+            ClientMsg::CloseDm { .. } => "close_dm",
             ClientMsg::Invite { .. } => "invite",
             ClientMsg::Kick { .. } => "kick",
             ClientMsg::Mode { .. } => "mode",
@@ -218,6 +233,9 @@ pub fn parse_client(frame: &str, limits: ParseLimits) -> Result<ClientMsg, Proto
                 private: bool_field(raw.private, "private")?,
             },
             Some("dm") => ClientMsg::Dm { user: user_field(raw.user)? },
+            Some("block") => ClientMsg::Block { user: user_field(raw.user)? },
+            Some("unblock") => ClientMsg::Unblock { user: user_field(raw.user)? },
+            Some("close_dm") => ClientMsg::CloseDm { room: room_field(raw.room)? },
             Some("invite") => ClientMsg::Invite { room: room_field(raw.room)?, user: user_field(raw.user)? },
             Some("kick") => ClientMsg::Kick {
                 room: room_field(raw.room)?,

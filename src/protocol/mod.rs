@@ -95,10 +95,12 @@ pub enum ErrorCode {
     NotFound,
     /// Server API only: no valid API key.
     Unauthorized,
+    /// Too many new direct messages for the opener or the other user this minute.
+    DmRate,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::BadJson,
         ErrorCode::UnknownType,
         ErrorCode::BadField,
@@ -110,6 +112,7 @@ impl ErrorCode {
         ErrorCode::Unavailable,
         ErrorCode::NotFound,
         ErrorCode::Unauthorized,
+        ErrorCode::DmRate,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -124,6 +127,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::NotFound => "not_found",
             ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::DmRate => "dm_rate",
         }
     }
 }

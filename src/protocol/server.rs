@@ -26,6 +26,8 @@ pub struct LimitsInfo {
     pub max_text: usize,
     pub rate_per_s: u32,
     pub max_rooms: usize,
+    /// DM rooms a connection may be in, apart from `max_rooms`.
+    pub max_dms: usize,
 }
 
 /// The `system` event kinds.
@@ -151,6 +153,16 @@ pub enum ServerMsg<'a> {
     Dm {
         room: &'a str,
         user: UserRef<'a>,
+    },
+    /// Every user the receiver has blocked (at connect when any, and after each
+    /// `block`/`unblock`, on every device).
+    Blocked {
+        users: Vec<&'a str>,
+    },
+    /// The receiver closed the DM room `room` (on this or another device): leave it
+    /// and hide it; a `dm` frame brings it back when a new message arrives.
+    DmClosed {
+        room: &'a str,
     },
     /// The receiver may now join the private room `room`.
     Invited {

@@ -98,6 +98,18 @@ pub enum AccessChange {
         room: String,
         on: bool,
     },
+    /// `user` blocked `blocked` (`on`), or unblocked them.
+    Block {
+        user: String,
+        blocked: String,
+        on: bool,
+    },
+    /// `user` closed the DM room `room` (`on`), or it was opened again.
+    DmClosed {
+        user: String,
+        room: String,
+        on: bool,
+    },
 }
 
 /// Everything stored about access, as start-up hands it to the dispatcher.

@@ -94,6 +94,7 @@ pub fn welcome(session: &str, identity: &Identity, cfg: &Config) -> wire::Frame 
             max_text: cfg.max_text_chars,
             rate_per_s: cfg.rate_per_s,
             max_rooms: cfg.max_rooms_per_conn,
+            max_dms: cfg.max_dms_per_conn,
         },
     })
 }

@@ -47,7 +47,7 @@ pub fn run(conn: Arc<Conn>, ctx: &ConnContext, req: &Request) {
         Ok(a) => a,
         Err(r) => return plain::refuse(&conn, &r, cors.as_deref(), &ctx.metrics),
     };
-    let resume = match resume_rooms(req, cfg.max_rooms_per_conn) {
+    let resume = match resume_rooms(req, cfg.max_rooms_per_conn + cfg.max_dms_per_conn) {
         Ok(r) => r,
         Err(r) => return plain::refuse(&conn, &r, cors.as_deref(), &ctx.metrics),
     };

@@ -14,13 +14,14 @@ use bytes::Bytes;
 
 use super::io::{describe, ClusterEvent, Request};
 use crate::delivery::outbox::ConnId;
+use crate::dispatcher::dms::{dm_rate_error, unknown_user, DM_RATE_WINDOW_MS};
 use crate::dispatcher::moderation::kick_refusal;
 use crate::dispatcher::privacy::{Privacy, DM_PREFIX};
 use crate::dispatcher::state::now_ms;
 use crate::dispatcher::Dispatcher;
 use crate::protocol::wire;
 use crate::protocol::{ErrorCode, ProtocolError, RoomName, ServerMsg, User, UserId, UserRef};
-use crate::store::redis::{RedisStore, RoomAccess};
+use crate::store::redis::{DmOpened, RedisStore, RoomAccess};
 use crate::store::AccessChange;
 
 /// What a joining user's token says of a room, for the check `redis-io` makes with the
@@ -91,7 +92,7 @@ fn name_of(store: &mut RedisStore, uid: &str, known: Option<String>, what: &str)
 
 /// `redis-io`: publishes `frame` for `to`'s connections on the other instances; this
 /// instance's are staged with the answer.
-fn tell(store: &mut RedisStore, to: &str, frame: &Bytes) {
+pub(super) fn tell(store: &mut RedisStore, to: &str, frame: &Bytes) {
     let json = wire::payload(frame);
     let message = ToUser { to: to.to_owned(), frame: String::from_utf8_lossy(&json).into_owned() };
     let payload = serde_json::to_vec(&message).expect("a user frame always serializes");
@@ -103,23 +104,15 @@ fn tell(store: &mut RedisStore, to: &str, frame: &Bytes) {
 /// `redis-io`: performs an access request.
 pub(super) fn handle(store: &mut RedisStore, req: Request) -> Option<ClusterEvent> {
     match req {
-        Request::Welcome { conn, uid, name, lasting } => {
+        Request::Welcome { conn, uid, name, lasting, max_dms } => {
             if lasting {
                 let _ = store.remember_user(&uid, &name);
             }
-            let dms = store.dms_of(&uid).unwrap_or_default();
-            let mut frames = Vec::with_capacity(dms.len());
-            for (room, other) in dms {
-                let their = store.user_name(&other).ok().flatten().unwrap_or_else(|| other.clone());
-                frames.push(wire::encode(&ServerMsg::Dm {
-                    room: room.as_str(),
-                    user: UserRef { id: &other, name: &their },
-                }));
-            }
+            let frames = super::dms::welcome_frames(store, &uid, max_dms);
             Some(ClusterEvent::Welcome { conn, frames })
         }
-        Request::Dm { conn, me, other, other_name } => {
-            let result = open_dm(store, &me, &other, other_name);
+        Request::Dm { conn, me, other, other_name, rate } => {
+            let result = open_dm(store, &me, &other, other_name, rate);
             Some(ClusterEvent::Told { conn, result })
         }
         Request::Invite { conn, room, by, is_mod, user, user_name } => {
@@ -140,17 +133,33 @@ pub(super) fn handle(store: &mut RedisStore, req: Request) -> Option<ClusterEven
 /// Frames for users' connections: (whose, frame).
 pub type UserFrames = Vec<(UserId, Bytes)>;
 
-fn open_dm(store: &mut RedisStore, me: &User, other: &str, known: Option<String>) -> Result<UserFrames, ProtocolError> {
+fn open_dm(
+    store: &mut RedisStore,
+    me: &User,
+    other: &str,
+    known: Option<String>,
+    rate: u32,
+) -> Result<UserFrames, ProtocolError> {
     let their_name = name_of(store, other, known, "dm")?;
     let room = Privacy::dm_room(&me.id, other);
-    store
-        .open_dm(&room, &me.id, other)
+    let window = DM_RATE_WINDOW_MS / 1000;
+    let opened = store
+        .open_dm_checked(&room, (&me.id, other), rate, window)
         .map_err(|e| ProtocolError::new(ErrorCode::Unavailable, describe(&e)).with_ref(Some("dm".into())))?;
+    let tell_other = match opened {
+        DmOpened::Blocked => return Err(unknown_user(other)),
+        DmOpened::RateLimited => return Err(dm_rate_error(rate)),
+        DmOpened::Open { tell_other } => tell_other,
+    };
     let to_me = wire::encode(&ServerMsg::Dm { room: room.as_str(), user: UserRef { id: other, name: &their_name } });
-    let to_them = wire::encode(&ServerMsg::Dm { room: room.as_str(), user: me.as_ref() });
     tell(store, &me.id, &to_me);
-    tell(store, other, &to_them);
-    Ok(vec![(me.id.clone(), to_me), (UserId::from(other), to_them)])
+    let mut frames = vec![(me.id.clone(), to_me)];
+    if tell_other {
+        let to_them = wire::encode(&ServerMsg::Dm { room: room.as_str(), user: me.as_ref() });
+        tell(store, other, &to_them);
+        frames.push((UserId::from(other), to_them));
+    }
+    Ok(frames)
 }
 
 fn invite(
@@ -198,7 +207,14 @@ impl Dispatcher {
     /// A new connection: Redis remembers a lasting user, and tells the connection of
     /// every DM room it has (the answer is [`ClusterEvent::Welcome`]).
     pub(crate) fn cluster_welcome(&mut self, conn: ConnId, uid: &UserId, name: &str, lasting: bool) {
-        self.backend.tell_cluster(|| Request::Welcome { conn, uid: uid.clone(), name: name.to_owned(), lasting });
+        let max_dms = self.cfg.max_dms_per_conn;
+        self.backend.tell_cluster(|| Request::Welcome {
+            conn,
+            uid: uid.clone(),
+            name: name.to_owned(),
+            lasting,
+            max_dms,
+        });
     }
 
     /// `dm {user}` in Redis mode: the pair is recorded there, both users' connections
@@ -206,7 +222,8 @@ impl Dispatcher {
     pub(crate) fn cluster_dm(&mut self, conn: ConnId, me: User, other: &str) {
         let other_name = self.local_name(other);
         let other = UserId::from(other);
-        self.backend.tell_cluster(|| Request::Dm { conn, me, other, other_name });
+        let rate = self.cfg.dm_open_rate;
+        self.backend.tell_cluster(|| Request::Dm { conn, me, other, other_name, rate });
     }
 
     /// `invite {room, user}` in Redis mode: Redis's owner of the room decides.

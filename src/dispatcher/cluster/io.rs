@@ -88,9 +88,13 @@ pub enum Request {
     Disconnect { uid: UserId },
     /// A new connection: remember a lasting user, list its DM rooms
     /// ([`ClusterEvent::Welcome`]).
-    Welcome { conn: ConnId, uid: UserId, name: String, lasting: bool },
-    /// `dm`: record the DM room of `me` and `other`, tell both ([`ClusterEvent::Told`]).
-    Dm { conn: ConnId, me: User, other: UserId, other_name: Option<String> },
+    /// Also the `blocked` list, and only the newest `max_dms` DM rooms not closed.
+    Welcome { conn: ConnId, uid: UserId, name: String, lasting: bool, max_dms: usize },
+    /// `dm`: record the DM room of `me` and `other` (within `rate` new ones a minute
+    /// each, unless `other` blocked `me`), tell both ([`ClusterEvent::Told`]).
+    Dm { conn: ConnId, me: User, other: UserId, other_name: Option<String>, rate: u32 },
+    /// Blocks, closed DMs, DMs opened again by a message.
+    Dms(super::dms::DmRequest),
     /// `invite`: the owner (or a moderator) lets `user` into a private room.
     Invite { conn: ConnId, room: RoomName, by: User, is_mod: bool, user: UserId, user_name: Option<String> },
     /// `kick`/`mode`: append the moderator's event, setting `field` of the room's access
@@ -476,6 +480,7 @@ fn handle(
             let _ = reply.send(api_read(store, read));
             None
         }
+        Request::Dms(req) => Some(super::dms::handle(store, req)),
         other => access::handle(store, other),
     }
 }

@@ -4,7 +4,8 @@
 //! Two halves: `io` runs the blocking Redis calls on threads of their own and hands
 //! every result back as a [`super::Command::Cluster`]; this file is the dispatcher's side,
 //! which turns those results into room state and staged frames. `access` holds private
-//! rooms, DMs, invitations, kicks and read-only rooms, whose facts live in Redis.
+//! rooms, DMs, invitations, kicks and read-only rooms, whose facts live in Redis;
+//! `dms` blocks, closed DMs and the DM rate.
 //!
 //! Redis assigns `seq` and stores the message; the ack goes out when the store
 //! answers; every instance, this one included, delivers a room's messages as its
@@ -21,6 +22,7 @@
 //! never waits on Redis.
 
 mod access;
+mod dms;
 mod io;
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -284,6 +286,9 @@ impl Dispatcher {
             Ok(Appended::Stored { seq, json }) => {
                 self.metrics.messages_accepted.fetch_add(1, Relaxed);
                 self.stage_message_event(room, seq, &json);
+                if crate::dispatcher::dms::is_dm(room) {
+                    self.reopen_after_post(&ack, room, &json);
+                }
                 (seq, false)
             }
             Ok(Appended::Duplicate { seq }) => {

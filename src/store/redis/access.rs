@@ -3,7 +3,7 @@
 //!
 //! Keys: a room's `access` hash (`owner`; `a`,`b` for a DM room; `ro` when read-only;
 //! `kick:{uid}` → until, ms), its `invited` set, `{p}:users` (id → name), `{p}:dms:{uid}`
-//! (the user's DM rooms), and the `{p}:users:events` channel, which carries frames for a
+//! (the user's DM rooms; written with the pair by `dms.rs`'s script), and the `{p}:users:events` channel, which carries frames for a
 //! user's connections on every instance. Kicks and read-only are written by the append
 //! script with their event (see `scripts.rs`). Never decides who may join: the
 //! dispatcher's rules read what this returns.
@@ -54,7 +54,7 @@ impl RedisStore {
         format!("{}:users", self.opts.prefix)
     }
 
-    fn dms_key(&self, uid: &str) -> String {
+    pub(super) fn dms_key(&self, uid: &str) -> String {
         format!("{}:dms:{uid}", self.opts.prefix)
     }
 
@@ -85,19 +85,6 @@ impl RedisStore {
         let made: u8 =
             self.call(|con, _| script.key(keys.access()).key(keys.seq()).key(keys.present()).arg(owner).invoke(con))?;
         Ok(made == 1)
-    }
-
-    /// Records the DM room of `a` and `b` (the same every time for the pair).
-    pub fn open_dm(&mut self, room: &RoomName, a: &str, b: &str) -> Result<(), RedisStoreError> {
-        let (access, dms_a, dms_b) = (self.keys(room).access(), self.dms_key(a), self.dms_key(b));
-        self.call(|con, _| {
-            redis::pipe()
-                .atomic()
-                .hset_multiple(&access, &[("a", a), ("b", b)])
-                .sadd(&dms_a, room.as_str())
-                .sadd(&dms_b, room.as_str())
-                .exec(con)
-        })
     }
 
     /// Lets `uid` join the private room.

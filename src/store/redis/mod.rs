@@ -52,6 +52,7 @@
 //! [`Delivery::Status`] once per outage and once per recovery.
 
 mod access;
+mod dms;
 mod edits;
 mod events;
 mod presence;
@@ -74,6 +75,7 @@ use redis::{Client, Connection, ErrorKind, RedisError, ServerErrorKind};
 use crate::protocol::RoomName;
 
 pub use access::{kick_field, RoomAccess};
+pub use dms::DmOpened;
 pub use edits::{deleted, edited, ChangeOf};
 pub use events::Events;
 pub use presence::{presence_changes, PresenceChanges};

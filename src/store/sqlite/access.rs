@@ -52,6 +52,7 @@ pub(super) fn load(conn: &Connection) -> rusqlite::Result<AccessSnapshot> {
     for row in q.query_map([], |r| Ok(AccessChange::ReadOnly { room: r.get(0)?, on: true }))? {
         changes.push(row?);
     }
+    super::blocks::load(conn, &mut changes)?;
     Ok(AccessSnapshot { changes })
 }
 
@@ -80,6 +81,10 @@ pub(super) fn write(tx: &Transaction<'_>, pending: &[AccessChange]) -> rusqlite:
             }
             AccessChange::ReadOnly { room, on: false } => {
                 tx.execute("DELETE FROM read_only WHERE room = ?1", params![room])?
+            }
+            AccessChange::Block { .. } | AccessChange::DmClosed { .. } => {
+                super::blocks::write(tx, change)?;
+                0
             }
         };
     }

@@ -12,6 +12,7 @@
 //! Never touches rooms, members or sockets.
 
 pub mod access;
+mod blocks;
 pub mod edits;
 pub mod migrate;
 pub mod reader;

@@ -74,6 +74,7 @@ pub fn prepare_writer(conn: &Connection, policy: FsyncPolicy) -> rusqlite::Resul
     conn.pragma_update(None, "secure_delete", "ON")?;
     upgrade_search_index(conn)?;
     conn.execute_batch(SCHEMA)?;
+    conn.execute_batch(super::blocks::SCHEMA)?;
     // …and a deleted message's words leave the search index, not just its results.
     conn.execute("INSERT INTO messages_fts (messages_fts, rank) VALUES ('secure-delete', 1)", [])?;
     Ok(())
