@@ -568,3 +568,69 @@ fn kicks_and_read_only_made_on_one_instance_hold_on_the_other() {
     let mut late = b.connect("late");
     assert_eq!(try_join(&mut late, json!({"type": "join", "room": "r"})).unwrap()["read_only"], true);
 }
+
+/// Blocks, closed DMs and the DM rate hold across instances (Redis keeps them): a
+/// block made on A stops a DM opened on B and reaches the blocker's connection on B;
+/// a DM closed on B is not told of at connect on A until a message posted on A opens
+/// it again; new DMs to one user are counted once for all instances.
+#[test]
+fn blocks_closed_dms_and_the_dm_rate_hold_on_every_instance() {
+    let redis = RedisServer::start();
+    let (a, b) = (instance_with(&redis, |c| c.dm_open_rate = 3), instance_with(&redis, |c| c.dm_open_rate = 3));
+    let mut ann = lasting(&a, "ann");
+    let mut ann_b = lasting(&b, "ann");
+    let mut mal = lasting(&b, "mal");
+    mal.join("lobby", None);
+    ann.join("lobby", None);
+    ann.send(json!({"type": "block", "user": mal.uid()}));
+    assert_eq!(next_of(&mut ann, "blocked")["users"], json!([mal.uid()]));
+    assert_eq!(next_of(&mut ann_b, "blocked")["users"], json!([mal.uid()]), "on the other instance too");
+    mal.send(json!({"type": "dm", "user": ann.uid()}));
+    assert_eq!(next_of(&mut mal, "error")["code"], "not_found", "a block made on A holds on B");
+    let mut later = lasting(&b, "ann");
+    assert_eq!(next_of(&mut later, "blocked")["users"], json!([mal.uid()]), "told at connect");
+
+    let mut bea = lasting(&b, "bea");
+    bea.join("lobby", None);
+    ann.send(json!({"type": "dm", "user": bea.uid()}));
+    let room = next_of(&mut ann, "dm")["room"].as_str().unwrap().to_owned();
+    assert_eq!(next_of(&mut bea, "dm")["room"], room.as_str());
+    bea.send(json!({"type": "close_dm", "room": room}));
+    assert_eq!(next_of(&mut bea, "dm_closed")["room"], room.as_str());
+    let mut bea_a = lasting(&a, "bea");
+    bea_a.send(json!({"type": "join", "room": "probe"}));
+    let mut told = Vec::new();
+    loop {
+        let v = bea_a.recv();
+        if v["type"] == "joined" {
+            break;
+        }
+        told.push(v);
+    }
+    assert!(told.iter().all(|v| v["type"] != "dm"), "closed on B, hidden on A: {told:?}");
+    ann.join(&room, None);
+    ann.post(&room, "still there?", "s1");
+    assert_eq!(next_of(&mut bea_a, "dm")["room"], room.as_str(), "a message opens it again on every instance");
+    assert_eq!(next_of(&mut bea, "dm")["room"], room.as_str());
+
+    // ann has opened one new DM (bea): two more on A or B, then `dm_rate` on either.
+    let mut answers = Vec::new();
+    for (i, server) in [&a, &b, &a, &b].into_iter().enumerate() {
+        let mut other = lasting(server, &format!("friend{i}"));
+        other.join("lobby", None);
+        let mut asker = if i % 2 == 0 { lasting(&a, "ann") } else { lasting(&b, "ann") };
+        asker.send(json!({"type": "dm", "user": other.uid()}));
+        loop {
+            let v = asker.recv();
+            if v["type"] == "dm" && v["user"]["id"] == other.uid().as_str() {
+                answers.push("dm".to_owned());
+                break;
+            }
+            if v["type"] == "error" {
+                answers.push(v["code"].as_str().unwrap().to_owned());
+                break;
+            }
+        }
+    }
+    assert_eq!(answers, ["dm", "dm", "dm_rate", "dm_rate"]);
+}
