@@ -23,6 +23,7 @@ sub "listen [::]:80;" ""
 sub "/etc/letsencrypt/live/chat.example.com/fullchain.pem" "$cert"
 sub "/etc/letsencrypt/live/chat.example.com/privkey.pem" "$key"
 sub "server_name chat.example.com;" "server_name localhost 127.0.0.1;"
+sub "access_log /var/log/nginx/natter.access.log" "access_log $dir/access.log"
 cat >"$dir/nginx.conf" <<CONF
 daemon off;
 master_process off;

@@ -19,3 +19,28 @@ fn the_shipped_caddyfile_validates() {
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && said.contains("Valid configuration"), "caddy validate: {said}");
 }
+
+#[test]
+fn the_shipped_caddyfile_logs_no_query_string_and_no_credential_header() {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/Caddyfile");
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new("caddy")
+        .args(["adapt", "--adapter", "caddyfile", "--config", file])
+        .env("HOME", home.path())
+        .env("XDG_DATA_HOME", home.path())
+        .env("XDG_CONFIG_HOME", home.path())
+        .output()
+        .expect("caddy (scripts/ensure-nginx.sh installs it)");
+    assert!(out.status.success(), "caddy adapt: {}", String::from_utf8_lossy(&out.stderr));
+    let config: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let logs = config["logging"]["logs"].as_object().expect("a log is configured");
+    let access: Vec<_> = logs.values().filter(|l| l["include"].to_string().contains("http.log.access")).collect();
+    assert_eq!(access.len(), 1, "{logs:?}");
+    let fields = &access[0]["encoder"]["fields"];
+    assert_eq!(access[0]["encoder"]["format"], "filter");
+    assert_eq!(fields["request>uri"]["filter"], "regexp", "the query is cut from the URI: {fields}");
+    assert_eq!(fields["request>uri"]["regexp"], "\\?.*$");
+    for header in ["Authorization", "X-Natter-Session"] {
+        assert_eq!(fields[format!("request>headers>{header}")]["filter"], "delete", "{header}: {fields}");
+    }
+}

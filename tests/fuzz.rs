@@ -13,7 +13,7 @@ use natter::config::Config;
 use natter::protocol::{
     parse_client, ClientMsg, ParseLimits, MAX_EPOCH_CHARS, MAX_ID_CHARS, MAX_PAGE, MAX_QUERY_CHARS, MAX_SEQ,
 };
-use natter::transport::handshake::admit;
+use natter::transport::handshake::{admit, Handshake};
 use proptest::prelude::*;
 
 const LIMITS: ParseLimits = ParseLimits { max_text_chars: 50 };
@@ -114,7 +114,7 @@ proptest! {
         if let Ok(v) = tungstenite::http::HeaderValue::from_str(&origin) { b = b.header("Origin", v); }
         if let Ok(v) = tungstenite::http::HeaderValue::from_str(&host) { b = b.header("Host", v); }
         if let Ok(req) = b.body(()) {
-            if let Ok(a) = admit(&req, &Config::default()) {
+            if let Ok(Handshake::Admitted(a)) = admit(&req, &Config::default()) {
                 prop_assert!(!a.identity.name.is_empty() && a.identity.name.chars().count() <= 32);
             }
         }

@@ -156,3 +156,64 @@ fn behind_the_shipped_nginx_site_clients_are_told_apart_by_forwarded_address() {
     assert_eq!(first, 101);
     assert_eq!(direct_from_untrusted(natter.ws, "203.0.113.2").0, 429);
 }
+
+#[test]
+fn the_shipped_nginx_site_logs_requests_without_their_query_strings() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let issued = ca.issue(dir.path(), "server", 1);
+    let natter = Proc::start(&dir.path().join("data"), None, &["--trusted-proxy", "127.0.0.1"]);
+    let nginx = Nginx::start(dir.path(), &natter, &issued.cert, &issued.key);
+    let front: SocketAddr = ([127, 0, 0, 1], nginx.port).into();
+    let tls = ca.client_config();
+
+    // What clients from before the first-frame sign-in sent: credentials in the query.
+    let secrets = ["tokensecret0123456789", "keysecret0123456789ab", "sessionsecret012345678"];
+    assert_eq!(common_tls::https_get(front, &format!("/?token={}", secrets[0]), &tls).0, 200);
+    let (status, _) = wss_with_xff_path(front, &format!("/ws?name=old&key={}", secrets[1]), &tls);
+    assert_eq!(status, 101);
+    let mut up = common_tls::tls_connect(front, &tls);
+    let body = r#"{"type":"ping"}"#;
+    write!(
+        up.get_mut(),
+        "POST /send?session={} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        secrets[2],
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = std::io::Read::read_to_string(up.get_mut(), &mut answer);
+    assert!(answer.starts_with("HTTP/1.1 404"), "no such session: {answer}");
+
+    let log = dir.path().join("nginx/access.log");
+    let mut text = String::new();
+    common::wait_until(
+        || {
+            text = std::fs::read_to_string(&log).unwrap_or_default();
+            ["GET / ", "GET /ws ", "POST /send "].iter().all(|r| text.contains(r))
+        },
+        "nginx to log the three requests",
+    );
+    for secret in secrets {
+        assert!(!text.contains(secret), "{secret} in the access log:\n{text}");
+    }
+    assert!(!text.contains('?'), "no query at all:\n{text}");
+}
+
+/// A `wss://` upgrade through `addr` to `path`; the status (the client is dropped).
+fn wss_with_xff_path(addr: SocketAddr, path: &str, tls: &Arc<rustls::ClientConfig>) -> (u16, ()) {
+    let url = format!("wss://localhost:{}{path}", addr.port());
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(common::WAIT)).unwrap();
+    let session = rustls::ClientConnection::new(tls.clone(), "localhost".try_into().unwrap()).unwrap();
+    let stream = Stream::Tls(Box::new(rustls::StreamOwned::new(session, stream)));
+    match tungstenite::client(url, stream) {
+        Ok((mut ws, _)) => {
+            let _ = ws.close(None);
+            let _ = ws.flush();
+            (101, ())
+        }
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(r))) => (r.status().as_u16(), ()),
+        Err(e) => panic!("handshake through nginx: {e}"),
+    }
+}

@@ -32,7 +32,8 @@ use crate::ratelimit::{Strikes, TokenBucket};
 use crate::tls::{self, Tls};
 use crate::transport::admission::Slot;
 use crate::transport::context::{finish, linger, welcome, ConnContext};
-use crate::transport::handshake::{self, Admitted, Refusal};
+use crate::transport::handshake::{self, Handshake, Refusal};
+use crate::transport::hello;
 use crate::transport::inbound::Inbound;
 use crate::transport::plain::{self, Route};
 use crate::transport::wait::{self, Waited};
@@ -136,9 +137,20 @@ fn open<'a>(conn: &'a Arc<Conn>, ctx: &'a ConnContext, slot: &mut Slot) -> Optio
     // Requests are routed first: the fallback transport (`/sse`, `/send`) shares this
     // listener, over plain TCP and TLS alike.
     let replay = serve_plain(conn, ctx, &mut input)?;
-    let (mut ws, admitted) = handshake(conn, ctx, input, replay, slot)?;
+    let (mut ws, handshake) = handshake(conn, ctx, input, replay, slot)?;
     let _ = stream.set_write_timeout(None);
     ws.get_mut().handshaking = false;
+    let admitted = match handshake {
+        Handshake::Admitted(admitted) => admitted,
+        // The identity comes in the first frame: known before anything is registered.
+        Handshake::AwaitHello => match hello::await_hello(&mut ws, conn, stream, cfg) {
+            Ok(admitted) => admitted,
+            Err(e) => {
+                hello::refuse(conn, &e, &ctx.metrics);
+                return None;
+            }
+        },
+    };
 
     let _ = conn.send(welcome(&format!("c{}", conn.id), &admitted.identity, cfg));
     if ctx.commands.send(Command::Register { conn: conn.clone(), user: admitted.identity.clone() }).is_err() {
@@ -169,6 +181,7 @@ fn serve_plain(conn: &Arc<Conn>, ctx: &ConnContext, input: &mut Inbound) -> Opti
         match route {
             Route::WebSocket(bytes) => return Some(bytes),
             Route::Sse(req) => crate::transport::sse::run(conn.clone(), ctx, &req),
+            Route::Ticket(req, body) => crate::transport::sse::ticket(conn, ctx, &req, (body, input)),
             Route::Send(req, body) => {
                 if let Some(rest) = crate::transport::send::run(conn, ctx, &req, (body, input)) {
                     // Kept alive: the next request may take as long as an idle HTTP connection.
@@ -192,7 +205,7 @@ fn handshake(
     input: Inbound,
     replay: Vec<u8>,
     slot: &mut Slot,
-) -> Option<(tungstenite::WebSocket<ConnIo>, Admitted)> {
+) -> Option<(tungstenite::WebSocket<ConnIo>, Handshake)> {
     let cfg = &ctx.cfg;
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(cfg.read_buffer_bytes)

@@ -1,6 +1,6 @@
 //! What every connection thread on the WebSocket listener shares, and the steps each
 //! of its transports (WebSocket, SSE stream, `POST /send`) takes alike: the shared
-//! [`ConnContext`], the registry of live SSE [`Sessions`], the `welcome` that opens a
+//! [`ConnContext`], the registry of live SSE [`Sessions`] (and their stream tickets), the `welcome` that opens a
 //! connection and the goodbye ([`finish`], [`linger`]) that ends one.
 //!
 //! The transports' modules import this one and it imports none of them, so the
@@ -58,13 +58,45 @@ impl Session {
     }
 }
 
-/// Live sessions by id.
+/// A stream ticket's holder: who it admits, the token's expiry, and when it goes stale.
+type Ticket = (Identity, Option<u64>, Instant);
+
+/// Live sessions by id, and the stream tickets (`POST /sse`) not yet redeemed.
 #[derive(Debug, Default)]
-pub struct Sessions(Mutex<HashMap<String, Arc<Session>>>);
+pub struct Sessions {
+    live: Mutex<HashMap<String, Arc<Session>>>,
+    tickets: Mutex<HashMap<String, Ticket>>,
+}
 
 impl Sessions {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Session>>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn tickets(&self) -> MutexGuard<'_, HashMap<String, Ticket>> {
+        self.tickets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps ticket `id` for `identity` until `until`; false while `max` wait already
+    /// (stale ones are dropped first).
+    pub fn issue_ticket(&self, id: String, ticket: Ticket, max: usize) -> bool {
+        let mut tickets = self.tickets();
+        if tickets.len() >= max {
+            let now = Instant::now();
+            tickets.retain(|_, (_, _, until)| *until > now);
+            if tickets.len() >= max {
+                return false;
+            }
+        }
+        tickets.insert(id, ticket);
+        true
+    }
+
+    /// Who ticket `id` admits and the token's expiry, once: it is gone afterwards,
+    /// and unusable once stale.
+    pub fn redeem_ticket(&self, id: &str) -> Option<(Identity, Option<u64>)> {
+        let (identity, expires_at, until) = self.tickets().remove(id)?;
+        (until > Instant::now()).then_some((identity, expires_at))
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Session>> {

@@ -1,7 +1,9 @@
 //! The WebSocket handshake policy: which upgrade requests become connections, and who
 //! they are. Path, Origin and identity (a display name in open mode, a verified token
 //! in token mode) are checked here, before the upgrade; a refusal is plain HTTP with
-//! the status PROTOCOL.md gives and a short text body.
+//! the status PROTOCOL.md gives and a short text body. A request for `/ws?auth=hello`
+//! is upgraded with its identity still unknown: the [`Credentials`] come in the first
+//! frame ([`super::hello`]), out of the URL that proxies log.
 //!
 //! Pure functions of the request and the config: no sockets, no chat state.
 
@@ -69,31 +71,76 @@ pub struct Admitted {
     pub expires_at: Option<u64>,
 }
 
+/// What an upgrade request settles: who it is, or that its first frame will say.
+#[derive(Debug, Clone)]
+pub enum Handshake {
+    /// Identified from the request (the URL form, or `Authorization: Bearer`).
+    Admitted(Admitted),
+    /// `?auth=hello`: upgrade, then wait for the `hello` frame ([`super::hello`]).
+    AwaitHello,
+}
+
+/// What a client presents to say who it is: a token (token mode), or a display name
+/// and the identity key (open mode). From the request (the URL form old clients use),
+/// a `hello` frame, or the body of `POST /sse`. Never logged.
+#[derive(Default, Clone, serde::Deserialize)]
+pub struct Credentials {
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub key: Option<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The name only: the token and the key are secrets.
+        f.debug_struct("Credentials").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl Credentials {
+    /// The URL form (`?token=`, `?name=`, `?key=`) and `Authorization: Bearer`.
+    fn from_request(req: &Request) -> Credentials {
+        let query = req.uri().query().unwrap_or("");
+        Credentials { token: token(req), name: query_param(query, "name"), key: query_param(query, "key") }
+    }
+}
+
 /// Decides on one upgrade request.
-pub fn admit(req: &Request, cfg: &Config) -> Result<Admitted, Refusal> {
+pub fn admit(req: &Request, cfg: &Config) -> Result<Handshake, Refusal> {
     if req.uri().path() != WS_PATH {
         return Err(Refusal::new(StatusCode::NOT_FOUND, "not found: the WebSocket path is /ws", req.uri().path()));
     }
-    identify(req, cfg)
+    if query_param(req.uri().query().unwrap_or(""), "auth").as_deref() == Some("hello") {
+        check_origin(req, cfg)?;
+        return Ok(Handshake::AwaitHello);
+    }
+    identify(req, cfg).map(Handshake::Admitted)
 }
 
 /// Origin and identity, whatever the path: the WebSocket's rules, which the fallback
 /// transport's `GET /sse` follows too.
 pub fn identify(req: &Request, cfg: &Config) -> Result<Admitted, Refusal> {
     check_origin(req, cfg)?;
-    let query = req.uri().query().unwrap_or("");
+    admit_credentials(Credentials::from_request(req), cfg)
+}
+
+/// Who `credentials` say the client is, under the server's auth mode.
+pub fn admit_credentials(credentials: Credentials, cfg: &Config) -> Result<Admitted, Refusal> {
     match &cfg.auth {
         AuthMode::Open => {
-            let name = query_param(query, "name").and_then(|n| clean_name(&n)).unwrap_or_else(guest_name);
-            let id = open_id(query_param(query, "key").as_deref())?;
+            let name = credentials.name.and_then(|n| clean_name(&n)).unwrap_or_else(guest_name);
+            let lasting = credentials.key.is_some();
+            let id = open_id(credentials.key.as_deref())?;
             let role = if cfg.mods.contains(&id) { Role::Mod } else { Role::Member };
             let access = Access { rooms: None, role };
-            let lasting = query_param(query, "key").is_some();
             let identity = Identity { id: Arc::from(id), name, can_rename: true, access, lasting };
             Ok(Admitted { identity, expires_at: None })
         }
         AuthMode::Token { secret } => {
-            let token = token(req).ok_or_else(|| {
+            let token = credentials.token.ok_or_else(|| {
                 Refusal::new(StatusCode::UNAUTHORIZED, "unauthorized: a token is required", "no token")
             })?;
             let claims = auth::verify(&token, secret, cfg.jwt_leeway_s).map_err(|e| {
@@ -215,6 +262,22 @@ mod tests {
             b = b.header(*k, *v);
         }
         b.body(()).unwrap()
+    }
+
+    fn admit(req: &Request, cfg: &Config) -> Result<Admitted, Refusal> {
+        match super::admit(req, cfg)? {
+            Handshake::Admitted(a) => Ok(a),
+            Handshake::AwaitHello => panic!("not a hello request"),
+        }
+    }
+
+    #[test]
+    fn hello_requests_wait_for_their_first_frame_but_still_check_the_origin() {
+        let cfg = Config { http_port: 8080, auth: AuthMode::Token { secret: vec![0; 32] }, ..Config::default() };
+        let hello = req("/ws?auth=hello", &[("Host", "chat.example:8081"), ("Origin", "http://chat.example:8080")]);
+        assert!(matches!(super::admit(&hello, &cfg), Ok(Handshake::AwaitHello)), "no token in the URL: not a 401");
+        let evil = req("/ws?auth=hello", &[("Host", "chat.example:8081"), ("Origin", "http://evil.example:8080")]);
+        assert_eq!(super::admit(&evil, &cfg).unwrap_err().status, StatusCode::FORBIDDEN);
     }
 
     #[test]

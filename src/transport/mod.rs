@@ -8,6 +8,7 @@
 //! - [`inbound`]: a connection's plaintext input, over plain TCP or TLS;
 //! - [`wait`]: non-blocking reads and the `poll` a connection thread sleeps in;
 //! - [`handshake`]: the upgrade, Origin and identity checks;
+//! - [`hello`]: signing in by the first frame (`/ws?auth=hello`), out of the URL;
 //! - [`plain`]: plain HTTP on the WebSocket listener, routing the fallback transport;
 //! - [`sse`]: the fallback's `GET /sse` stream and its sessions;
 //! - [`send`]: the fallback's `POST /send`, answered after its messages are committed;
@@ -25,6 +26,7 @@ pub mod connection;
 pub mod context;
 pub mod guard;
 pub mod handshake;
+pub mod hello;
 pub mod http;
 pub mod inbound;
 pub mod plain;

@@ -1,5 +1,5 @@
-//! Plain HTTP on the WebSocket listener: the fallback transport's `GET /sse` and
-//! `POST /send` (and their CORS preflights) are recognised here from the request head,
+//! Plain HTTP on the WebSocket listener: the fallback transport's `GET /sse`, its
+//! ticket `POST /sse`, and `POST /send` (and their CORS preflights) are recognised here from the request head,
 //! which the connection thread reads before any upgrade; everything else goes on to
 //! the WebSocket handshake with the bytes already read.
 //!
@@ -35,6 +35,8 @@ pub enum Route {
     WebSocket(Vec<u8>),
     /// `GET /sse`.
     Sse(Request),
+    /// `POST /sse`: credentials for a stream ticket, with the body bytes already read.
+    Ticket(Request, Vec<u8>),
     /// `POST /send`, with the body bytes already read.
     Send(Request, Vec<u8>),
     /// `OPTIONS` on either path: a CORS preflight.
@@ -123,10 +125,11 @@ fn parse(buf: &[u8], head_len: usize) -> Route {
     match (req.method().as_str(), path.as_str()) {
         ("OPTIONS", _) => Route::Preflight(req),
         ("GET", SSE_PATH) => Route::Sse(req),
+        ("POST", SSE_PATH) => Route::Ticket(req, buf[head_len..].to_vec()),
         ("POST", SEND_PATH) => Route::Send(req, buf[head_len..].to_vec()),
         (m, p) => Route::Refused(Refusal::new(
             StatusCode::METHOD_NOT_ALLOWED,
-            "method not allowed: GET /sse, POST /send",
+            "method not allowed: GET /sse, POST /sse, POST /send",
             format!("{m} {p}"),
         )),
     }

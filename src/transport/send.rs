@@ -124,7 +124,7 @@ fn find_session(req: &Request, ctx: &ConnContext) -> Result<Arc<Session>, Refusa
 
 /// The body, `Content-Length` bytes of it, at most `max` (413 past it, unread), and
 /// what was read past it.
-fn read_body(
+pub(crate) fn read_body(
     input: &mut impl Read,
     req: &Request,
     mut body: Vec<u8>,

@@ -1,6 +1,11 @@
-//! The fallback transport's downstream: one `GET /sse` stream's thread. It registers
-//! its session in the registry ([`super::context::Sessions`]) that `POST /send`
-//! ([`super::send`]) posts into.
+//! The fallback transport's downstream: one `GET /sse` stream's thread, and the
+//! tickets `POST /sse` hands out for it. It registers its session in the registry
+//! ([`super::context::Sessions`]) that `POST /send` ([`super::send`]) posts into.
+//!
+//! A ticket keeps credentials out of the stream's URL (which proxies log): `POST /sse`
+//! with the credentials in its body answers a random, single-use ticket that lives
+//! [`TICKET_TTL`]; `GET /sse?ticket=…` redeems it. A logged ticket is spent or stale.
+//! The URL form (`?name=&key=`, `?token=`) still works for old clients.
 //!
 //! A stream is admitted like a WebSocket (Origin, name or token, the same connection
 //! caps, since it came through the same accept loop), gets a `welcome` whose `session`
@@ -12,7 +17,7 @@
 
 use std::io::{self, Read};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tungstenite::handshake::server::Request;
 use tungstenite::http::StatusCode;
@@ -26,7 +31,9 @@ use crate::protocol::sse::parse_event_id;
 use crate::protocol::{ClientMsg, CloseReason, RoomName};
 use crate::ratelimit::{Strikes, TokenBucket};
 use crate::transport::context::{finish, welcome, ConnContext, Session};
-use crate::transport::handshake::{identify, os_random, query_param, Refusal};
+use crate::transport::handshake::{
+    admit_credentials, check_origin, identify, os_random, query_param, Admitted, Credentials, Refusal,
+};
 use crate::transport::plain;
 
 /// Window in which `rate_strikes` refusals close a session (as on a WebSocket).
@@ -43,7 +50,7 @@ fn new_session_id() -> String {
 pub fn run(conn: Arc<Conn>, ctx: &ConnContext, req: &Request) {
     let cfg = &ctx.cfg;
     let cors = plain::cors_origin(req, cfg);
-    let admitted = match identify(req, cfg) {
+    let admitted = match admit(req, ctx) {
         Ok(a) => a,
         Err(r) => return plain::refuse(&conn, &r, cors.as_deref(), &ctx.metrics),
     };
@@ -82,6 +89,74 @@ pub fn run(conn: Arc<Conn>, ctx: &ConnContext, req: &Request) {
     let _ = ctx.commands.send(Command::Gone { conn: conn.id });
     ctx.metrics.close(reason);
     finish(&conn, reason);
+}
+
+/// How long a ticket from `POST /sse` may wait for its `GET /sse`.
+pub const TICKET_TTL: Duration = Duration::from_secs(30);
+/// Most tickets waiting at once; past it `POST /sse` answers 503 until some expire.
+const MAX_TICKETS: usize = 4096;
+/// Largest `POST /sse` body: the credentials, as in a `hello` frame.
+const MAX_TICKET_BODY: usize = crate::transport::hello::MAX_HELLO_BYTES;
+
+/// Who the stream is: the ticket's holder (`?ticket=`), else the URL form's identity.
+fn admit(req: &Request, ctx: &ConnContext) -> Result<Admitted, Refusal> {
+    let Some(ticket) = query_param(req.uri().query().unwrap_or(""), "ticket") else {
+        return identify(req, &ctx.cfg);
+    };
+    check_origin(req, &ctx.cfg)?;
+    let (identity, expires_at) = ctx.sessions.redeem_ticket(&ticket).ok_or_else(|| {
+        Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized: unknown, used or expired ticket: POST /sse for a new one",
+            "bad ticket",
+        )
+    })?;
+    Ok(Admitted { identity, expires_at })
+}
+
+/// Serves one `POST /sse`: the credentials in its body (a JSON object like a `hello`
+/// frame's: `token`, or `name` and `key`) for a ticket, `{"ticket", "expires_in_ms"}`.
+pub fn ticket(conn: &Conn, ctx: &ConnContext, req: &Request, (body, input): (Vec<u8>, &mut impl Read)) {
+    let cors = plain::cors_origin(req, &ctx.cfg);
+    let issued = check_origin(req, &ctx.cfg)
+        .and_then(|()| crate::transport::send::read_body(input, req, body, MAX_TICKET_BODY))
+        .and_then(|(body, _)| {
+            serde_json::from_slice::<Credentials>(&body).map_err(|e| {
+                Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad request: the body must be a JSON object: {\"token\"} or {\"name\", \"key\"}",
+                    e.to_string(),
+                )
+            })
+        })
+        .and_then(|credentials| admit_credentials(credentials, &ctx.cfg))
+        .and_then(|admitted| {
+            let id = format!("t-{:032x}", os_random::<u128>());
+            let ticket = (admitted.identity, admitted.expires_at, Instant::now() + TICKET_TTL);
+            if ctx.sessions.issue_ticket(id.clone(), ticket, MAX_TICKETS) {
+                Ok(id)
+            } else {
+                Err(Refusal::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy: too many tickets waiting, retry",
+                    "tickets full",
+                ))
+            }
+        });
+    match issued {
+        Ok(id) => {
+            let json = serde_json::json!({"ticket": id, "expires_in_ms": TICKET_TTL.as_millis() as u64});
+            let bytes = plain::response(
+                StatusCode::OK,
+                "application/json",
+                json.to_string().as_bytes(),
+                cors.as_deref(),
+                false,
+            );
+            plain::answer(conn, bytes);
+        }
+        Err(r) => plain::refuse(conn, &r, cors.as_deref(), &ctx.metrics),
+    }
 }
 
 /// The rooms a `Last-Event-ID` resumes; a malformed one is refused with 400.

@@ -1,6 +1,6 @@
-// Token mode: the page asks for a token, connects with ?token=, and when the
-// server refuses an expired token (before the upgrade, which the browser only
-// sees as a failed connection) or closes with 1008 "token expired", the page
+// Token mode: the page asks for a token and sends it in the WebSocket's first frame
+// (`hello`, never in the URL); when the server refuses an expired token (close 1008
+// `unauthorized: …` after the hello) or closes with 1008 "token expired", the page
 // says so and asks again instead of retrying in a loop.
 
 import assert from 'node:assert/strict';
@@ -49,6 +49,7 @@ test('a valid token connects; an expired one is refused and asked for again', as
   assert.match(await stale.page.textContent('#login-reason'), /refused|expired/i);
   assert.equal(await stale.page.getAttribute('#status', 'data-state'), 'offline');
   const seen = attempts;
+  assert.equal(seen, 1, 'refused in so many words: asked again after one attempt');
   // Absence of retries cannot be awaited: look again after a while.
   await stale.page.waitForTimeout(3000);
   assert.equal(attempts, seen, 'no retry loop once the page asked for a new token');

@@ -53,9 +53,6 @@ const OPEN_TIMEOUT_MS = 10000;
 // every retryWebSocketMs and move back when one opens.
 const FALLBACK = { afterFailures: 3, retryWebSocketMs: 15000 };
 const CLOSE_SOON_MS = 1000;
-// A token the server keeps refusing before the upgrade is most likely bad or
-// expired; a browser cannot see the 401, so it counts failures instead.
-const TOKEN_REFUSALS_BEFORE_ASKING = 3;
 // `unavailable` (the store is failing) and `rate_limited` mean "retry with the same
 // id": wait this long, growing while the refusals go on (the rate limit refills
 // rate_per_s tokens a second, so a second is the natural first step).
@@ -116,7 +113,6 @@ export class NatterClient {
     this.limits = { max_text: DEFAULT_MAX_TEXT };
     this.ws = null;
     this.running = false;
-    this.refusals = 0;
     this.attempts = 0;
     this.timers = {};
     this.changeIds = new Set(); // ids of edit()/delete() calls awaiting their answer
@@ -414,17 +410,21 @@ export class NatterClient {
     }
     let url;
     try {
-      url = buildUrl(wsUrl, credentials, this.url.href, this.identityKey);
+      url = buildUrl(wsUrl, this.url.href);
     } catch {
       this.scheduleRetry('bad server address');
       return;
     }
     this.socketUrl = url;
+    // Credentials never go in a URL (proxies log URLs): the WebSocket sends them in its
+    // first frame, the fallback in the body of the POST that gets its stream ticket.
+    const hello = helloFrame(credentials, this.identityKey);
     if (this.transport === 'sse') {
       const fetch = this.fetchFn ?? globalThis.fetch;
-      this.openSocket((u) => new SseSocket(u, { fetch }), url);
+      const { type, ...sseCredentials } = hello;
+      this.openSocket((u) => new SseSocket(u, { fetch, credentials: sseCredentials }), url, null);
     } else {
-      this.openSocket((u) => new WebSocketClass(u), url);
+      this.openSocket((u) => new WebSocketClass(u), url, hello);
     }
   }
 
@@ -433,7 +433,8 @@ export class NatterClient {
     return this.WebSocketClass;
   }
 
-  openSocket(make, url) {
+  /** Opens a socket; `hello` (a WebSocket's) is its first frame, sent once it opens. */
+  openSocket(make, url, hello) {
     let ws;
     try {
       ws = make(url);
@@ -442,6 +443,7 @@ export class NatterClient {
       return;
     }
     this.ws = ws;
+    if (hello !== null) ws.onopen = () => ws.send(JSON.stringify(hello));
     this.lastSocketError = '';
     let welcomed = false;
     this.setTimer('open', this.openTimeoutMs, () => this.abandon('timed out while connecting', welcomed));
@@ -483,6 +485,7 @@ export class NatterClient {
     if (this.ws !== null) {
       this.ws.onmessage = null;
       this.ws.onclose = null;
+      this.ws.onopen = null;
       this.ws.onerror = () => {};
       this.ws = null;
     }
@@ -498,15 +501,13 @@ export class NatterClient {
       this.askForCredentials('Your token expired. Enter a new one to reconnect.');
       return;
     }
-    if (!welcomed && this.auth === 'token') {
-      // The ws package reports the refusal's status; a browser does not.
-      const refused = /\b401\b/.test(this.lastSocketError);
-      this.refusals += 1;
-      if (refused || this.refusals >= TOKEN_REFUSALS_BEFORE_ASKING) {
-        this.refusals = 0;
-        this.askForCredentials('The server refused the connection: the token may be invalid or expired.');
-        return;
-      }
+    // The server refuses a bad token in so many words: close 1008 `unauthorized: …`
+    // after the hello, or 401 to the fallback's ticket POST. Anything else (a socket
+    // that never opened) is an outage, retried.
+    const refused = /\b401\b/.test(this.lastSocketError) || (code === 1008 && /^unauthorized/.test(reason ?? ''));
+    if (!welcomed && this.auth === 'token' && refused) {
+      this.askForCredentials('The server refused the connection: the token may be invalid or expired.');
+      return;
     }
     this.scheduleRetry(describeClose(code, reason, welcomed));
   }
@@ -589,7 +590,6 @@ export class NatterClient {
     if (this.transport === 'sse' && this.fallback !== null) {
       this.setRepeat('probe', this.fallback.retryWebSocketMs, () => this.probeWebSocket());
     }
-    this.refusals = 0;
     this.me = frame.user ?? null;
     this.limits = { ...this.limits, ...(frame.limits ?? {}) };
     this.sentOnThisSocket.clear();
@@ -936,19 +936,23 @@ function pickFallback(option) {
 }
 
 /**
- * The WebSocket URL for these credentials: `?token=` (token mode), or `?name=` and
- * the identity `key=` (open mode).
+ * The WebSocket URL: `ws_url` with `?auth=hello`, which tells the server that the
+ * credentials come in the first frame. Never a credential in it: proxies log URLs.
  */
-export function buildUrl(wsUrl, credentials, base, key) {
+export function buildUrl(wsUrl, base) {
   const url = new URL(wsUrl, base);
   if (url.protocol === 'http:') url.protocol = 'ws:';
   if (url.protocol === 'https:') url.protocol = 'wss:';
-  if ('token' in credentials) url.searchParams.set('token', credentials.token);
-  else {
-    url.searchParams.set('name', credentials.name);
-    if (key) url.searchParams.set('key', key);
-  }
+  url.searchParams.set('auth', 'hello');
   return url.href;
+}
+
+/** The `hello` frame for these credentials: `{token}` (token mode) or `{name, key}` (open mode). */
+export function helloFrame(credentials, key) {
+  if ('token' in credentials) return { type: 'hello', token: credentials.token };
+  const hello = { type: 'hello', name: credentials.name };
+  if (key) hello.key = key;
+  return hello;
 }
 
 // Crockford's base32: no I, L, O or U, so a tag reads aloud without doubt.

@@ -4,7 +4,10 @@
 // onerror. Built on fetch streams, so it runs in browsers and in Node 20
 // (which has no EventSource).
 // Owns: one stream and its session; POSTs sent one at a time, in order, with
-// every frame queued meanwhile batched into the next. Must never: retry a POST
+// every frame queued meanwhile batched into the next. Credentials and the session
+// never go in a URL (proxies log URLs): the credentials are the body of `POST /sse`,
+// which answers a single-use ticket for `GET /sse?ticket=`, and each `POST /send`
+// names its session (and token) in headers. Must never: retry a POST
 // by itself (a failed POST ends the socket; the client resumes and re-sends
 // unacked messages with their ids, which the server de-duplicates), or touch the DOM.
 
@@ -19,9 +22,15 @@ export function sseUrlFor(wsUrl) {
 }
 
 export class SseSocket {
-  /** @param {string} url ws(s):// or http(s):// URL of /ws or /sse, with ?name= or ?token= */
-  constructor(url, { fetch = globalThis.fetch } = {}) {
+  /**
+   * @param {string} url ws(s):// or http(s):// URL of /ws or /sse
+   * @param {object} options `credentials`: {token} or {name, key}, traded for a ticket
+   *   (without them the URL must carry the old ?name= or ?token= itself)
+   */
+  constructor(url, { fetch = globalThis.fetch, credentials } = {}) {
     this.url = new URL(sseUrlFor(url));
+    this.url.searchParams.delete('auth'); // the WebSocket's `auth=hello` means nothing here
+    this.credentials = credentials ?? null;
     // Called unbound, window.fetch throws "Illegal invocation".
     this.fetchFn = (...args) => fetch(...args);
     this.readyState = 0;
@@ -45,10 +54,25 @@ export class SseSocket {
     this.end(code, reason);
   }
 
+  /** Trades the credentials for a stream ticket: the URL of the stream to open. */
+  async streamUrl() {
+    if (this.credentials === null) return this.url.href;
+    // A string body is text/plain: a simple CORS request, no preflight.
+    const response = await this.fetchFn(this.url.href, {
+      method: 'POST', body: JSON.stringify(this.credentials), cache: 'no-store', signal: this.abort.signal,
+    });
+    const answer = await response.text();
+    if (!response.ok) throw new Error(`Unexpected server response: ${response.status}`);
+    const url = new URL(this.url);
+    url.searchParams.set('ticket', JSON.parse(answer).ticket);
+    return url.href;
+  }
+
   async run() {
     let response;
     try {
-      response = await this.fetchFn(this.url.href, { cache: 'no-store', signal: this.abort.signal });
+      const url = await this.streamUrl();
+      response = await this.fetchFn(url, { cache: 'no-store', signal: this.abort.signal });
     } catch (error) {
       this.fail(`fetch failed: ${error.message}`);
       return;
@@ -125,15 +149,16 @@ export class SseSocket {
     this.posting = true;
     const batch = this.queue.splice(0, MAX_PER_POST);
     const url = new URL('/send', this.url);
-    url.searchParams.set('session', this.session);
-    const token = this.url.searchParams.get('token');
-    if (token !== null) url.searchParams.set('token', token);
+    const headers = { 'X-Natter-Session': this.session };
+    const token = this.credentials?.token ?? this.url.searchParams.get('token');
+    if (typeof token === 'string') headers.Authorization = `Bearer ${token}`;
     try {
-      // A string body is text/plain: a simple CORS request, no preflight.
+      // Headers, not the query: proxies log URLs. (From another origin they make the
+      // browser ask with a CORS preflight first, which it then keeps for 10 minutes.)
       // Closing the socket aborts a POST in flight too: its session is going away, and
       // an answer for it (404 once the server forgot the session) would be noise.
       const response = await this.fetchFn(url.href, {
-        method: 'POST', body: `[${batch.join(',')}]`, cache: 'no-store', signal: this.abort.signal,
+        method: 'POST', body: `[${batch.join(',')}]`, headers, cache: 'no-store', signal: this.abort.signal,
       });
       await response.text();
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
