@@ -11,7 +11,8 @@ use std::net::TcpStream;
 use common::TestServer;
 use natter::config::Config;
 use natter::protocol::{
-    parse_client, ClientMsg, ParseLimits, MAX_EPOCH_CHARS, MAX_ID_CHARS, MAX_PAGE, MAX_QUERY_CHARS, MAX_SEQ,
+    parse_client, ClientMsg, ErrorCode, ParseLimits, ProtocolError, RoomName, MAX_EPOCH_CHARS, MAX_ID_CHARS, MAX_PAGE,
+    MAX_QUERY_CHARS, MAX_SEQ,
 };
 use natter::transport::handshake::{admit, Handshake};
 use proptest::prelude::*;
@@ -121,19 +122,48 @@ proptest! {
     }
 }
 
-/// Regression cases found while fuzzing and reviewing.
+/// Regression cases found while fuzzing and reviewing, each with what it must produce:
+/// the message it parses to, or the error code, text and reference the client gets.
 #[test]
 fn regressions() {
-    for s in [
-        r#"{"type":"msg","room":"r","text":"\ud800"}"#, // lone surrogate escape
-        r#"{"type":"join","room":"r","since":18446744073709551616}"#, // u64 overflow
-        r#"{"type":"nick","name":"\u0000\u0000"}"#,
-        r#"{"type":null,"text":"x"}"#,
-        r#"{"type":"search","room":"r","q":"\"a\" NEAR(b) -c*"}"#,
-        r#"{"type":"history","room":"r","before":9007199254740992,"limit":200}"#,
-        "\u{feff}{}",
-    ] {
-        let _ = parse_client(s, LIMITS);
+    let refused = |code, message: &str, reference: Option<&str>| {
+        Err(ProtocolError { code, message: message.to_owned(), reference: reference.map(str::to_owned) })
+    };
+    let cases: [(&str, Result<ClientMsg, ProtocolError>); 7] = [
+        // A lone surrogate escape is not a string serde_json can hand over.
+        (
+            r#"{"type":"msg","room":"r","text":"\ud800"}"#,
+            refused(ErrorCode::BadField, "`text` must be a string", Some("msg")),
+        ),
+        // One past u64::MAX.
+        (
+            r#"{"type":"join","room":"r","since":18446744073709551616}"#,
+            refused(ErrorCode::BadField, "`since` must be a non-negative integer", Some("join")),
+        ),
+        // Control characters are cleaned out of names, leaving nothing.
+        (r#"{"type":"nick","name":"\u0000\u0000"}"#, refused(ErrorCode::BadField, "`name` is empty", Some("nick"))),
+        // A null type reads as no type: the seed tutorial's type-less post to lobby.
+        (r#"{"type":null,"text":"x"}"#, Ok(ClientMsg::LegacyMsg { text: "x".to_owned() })),
+        // Kept as typed; the store later reads it as words (store::read), never as FTS5 syntax.
+        (
+            r#"{"type":"search","room":"r","q":"\"a\" NEAR(b) -c*"}"#,
+            Ok(ClientMsg::Search {
+                room: RoomName::parse("r").unwrap(),
+                q: r#""a" NEAR(b) -c*"#.to_owned(),
+                before: None,
+                limit: 50,
+            }),
+        ),
+        // 2^53, one past the largest seq a JavaScript client can hold exactly.
+        (
+            r#"{"type":"history","room":"r","before":9007199254740992,"limit":200}"#,
+            refused(ErrorCode::BadField, "`before` must be an integer from 1 to 9007199254740991", Some("history")),
+        ),
+        // A byte-order mark before the object.
+        ("\u{feff}{}", refused(ErrorCode::BadJson, "not a JSON object: expected value at line 1 column 1", None)),
+    ];
+    for (input, expected) in cases {
+        assert_eq!(parse_client(input, LIMITS), expected, "{input}");
     }
 }
 

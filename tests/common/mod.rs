@@ -151,6 +151,12 @@ pub fn wait_until(mut cond: impl FnMut() -> bool, what: &str) {
     }
 }
 
+/// The value of `series` (the whole name, labels included) in a `/metrics` text;
+/// None when the series is not there at all.
+pub fn metric_value(metrics: &str, series: &str) -> Option<u64> {
+    metrics.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
 /// A plain HTTP/1.0 GET; returns (status, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
