@@ -2,11 +2,84 @@
 //! never per delivered message: the rooms a user may join (the token's `rooms` claim,
 //! or the server's default) and the user's role.
 //!
+//! Also the join rules both modes apply alike — the local dispatcher and Redis mode's
+//! `redis-io` thread: what a token says of a room ([`JoinRule`]), DM rooms' names
+//! ([`DM_PREFIX`], [`dm_room`]) and limits (blocks, the rate of new DMs), and the
+//! refusals of a kicked user ([`kick_refusal`]) and of a `dm` that may not open.
+//!
 //! Pure data and matching; it knows nothing about rooms that exist or sockets.
 
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
-use crate::protocol::RoomName;
+use crate::protocol::wire::{self, Frame};
+use crate::protocol::{ErrorCode, ProtocolError, RoomName, ServerMsg};
+
+/// Room names with this prefix are direct-message rooms, and nothing else.
+pub const DM_PREFIX: &str = "dm.";
+
+/// The DM room of two users: the same whoever asks.
+pub fn dm_room(a: &str, b: &str) -> RoomName {
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    let digest = Sha256::digest([b"natter dm\0", lo.as_bytes(), b"\0", hi.as_bytes()].concat());
+    let name = format!("{DM_PREFIX}{}", hex::encode(&digest[..10]));
+    RoomName::parse(&name).expect("a dm room name is a valid room name")
+}
+
+/// Most users one user may block: the list is sent whole at connect.
+pub const MAX_BLOCKS: usize = 1000;
+/// The window `--dm-open-rate` counts new DM rooms in.
+pub const DM_RATE_WINDOW_MS: u64 = 60_000;
+
+/// Whether `room` is a DM room (by its name: nothing else may take the prefix).
+pub fn is_dm(room: &RoomName) -> bool {
+    room.as_str().starts_with(DM_PREFIX)
+}
+
+/// The `dm` refusal a blocked user gets: word for word the answer for a user the
+/// server does not know, so a block is never confirmed to the one blocked.
+pub fn unknown_user(user: &str) -> ProtocolError {
+    ProtocolError::new(ErrorCode::NotFound, format!("no user `{user}`")).with_ref(Some("dm".into()))
+}
+
+/// The refusal past `--dm-open-rate`.
+pub fn dm_rate_error(rate: u32) -> ProtocolError {
+    let message = format!("too many new direct messages (at most {rate} a minute for you and for the other user)");
+    ProtocolError::new(ErrorCode::DmRate, message).with_ref(Some("dm".into()))
+}
+
+/// The `blocked` frame: the whole list.
+pub fn blocked_frame<'a>(users: impl IntoIterator<Item = &'a str>) -> Frame {
+    let mut users: Vec<&str> = users.into_iter().collect();
+    users.sort_unstable();
+    wire::encode(&ServerMsg::Blocked { users })
+}
+
+/// Refuses a join while a kick lasting `until` is in force at `now`, saying for how
+/// long.
+pub fn kick_refusal(room: &RoomName, until: u64, now: u64) -> Result<(), ProtocolError> {
+    if until <= now {
+        return Ok(());
+    }
+    let minutes = (until - now).div_ceil(60_000);
+    Err(ProtocolError::new(
+        ErrorCode::Forbidden,
+        format!("a moderator removed you from `{room}`: {minutes} more minute(s)"),
+    )
+    .with_ref(Some("join".into())))
+}
+
+/// What a joining user's token says of a room, for Redis mode's check against the
+/// room's facts in Redis.
+#[derive(Debug, Clone, Copy)]
+pub struct JoinRule {
+    /// The token's `rooms` claim names the room (lets it into a private room).
+    pub claim: bool,
+    /// The token may join the room were it public.
+    pub open: bool,
+    /// `join {private:true}`: create the room as a private room of the user.
+    pub private: bool,
+}
 
 /// Most patterns a `rooms` claim may hold: a join checks each, so the bound keeps a
 /// join's cost bounded too.

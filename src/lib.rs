@@ -10,8 +10,10 @@
 //!   [`tls`] holds the certificate both listeners use with `--tls-cert`.
 //! - [`dispatcher`]: one thread, the only owner of rooms, `seq`, history and the
 //!   store's writes ([`dispatcher::Backend`]: the local SQLite [`store::sqlite`], or
-//!   Redis through [`dispatcher::cluster`] and [`store::redis`]); reader threads of
-//!   either store answer history reads ([`store::read`]). It frames each message once
+//!   Redis through the `redis-io` thread, [`store::redis::io`]); reader threads of
+//!   either store answer history reads ([`store::read`]). This file starts the store's
+//!   threads with callbacks that turn their answers into [`dispatcher::Command`]s, so
+//!   no store names a dispatcher type. It frames each message once
 //!   ([`protocol::wire`]), commits, and only then hands the batch on.
 //! - [`delivery`]: writer shards put committed batches on the wire without blocking,
 //!   through each connection's bounded outbox.
@@ -48,11 +50,11 @@ use api::http::ApiHttp;
 use api::keys::{ApiKeyError, ApiKeys};
 use api::Api;
 use config::Config;
-use dispatcher::cluster::Cluster;
-use dispatcher::{Backend, Command, Dispatcher, Local};
+use dispatcher::{Backend, Cluster, Command, Dispatcher, Local};
 use metrics::Metrics;
 use shutdown::Shutdown;
-use store::redis::{RedisStoreError, StoreOptions};
+use store::redis::io::RedisIo;
+use store::redis::{self as redis_store, RedisStoreError, StoreOptions};
 use store::sqlite::reader;
 use store::sqlite::{SqliteStore, SqliteStoreError};
 use transport::context::ConnContext;
@@ -136,8 +138,14 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown, ready: impl 
                 ..StoreOptions::default()
             };
             metrics.set_redis(false);
-            let cluster = Cluster::start(url, opts, STORE_READERS, commands_tx.clone())?;
-            Dispatcher::new(cfg.clone(), metrics.clone(), Backend::Redis(cluster), Vec::new())
+            let tx = commands_tx.clone();
+            // False once the dispatcher is gone (shutdown): the Redis threads then stop.
+            let io = RedisIo::start(url, opts.clone(), move |event| tx.send(Command::Cluster(event)).is_ok())?;
+            let tx = commands_tx.clone();
+            let readers = redis_store::start_readers(url, &opts, STORE_READERS, move |answer| {
+                let _ = tx.send(Command::Store(answer)); // the dispatcher is gone at shutdown
+            })?;
+            Dispatcher::new(cfg.clone(), metrics.clone(), Backend::Redis(Cluster { io, readers }), Vec::new())
         }
     };
 

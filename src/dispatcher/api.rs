@@ -7,25 +7,12 @@ use crossbeam_channel::Sender;
 use serde_json::{json, Value};
 
 use super::backend::Backend;
-use super::cluster::{ApiRead, Request};
-use super::commands::NewPost;
 use super::edits::{Change, Changer};
-use super::scrollback::ReadFor;
+use super::tags::{AckTo, NewPost, ReadFor, Request};
 use super::Dispatcher;
-use crate::protocol::{CloseReason, ErrorCode, ProtocolError, RoomName, User, UserId};
+use crate::protocol::{ApiResult, CloseReason, ErrorCode, ProtocolError, RoomName, User, UserId};
 use crate::store::read::Query;
-
-/// What an API call is answered with: a JSON body, or the protocol error.
-pub type ApiResult = Result<Value, ProtocolError>;
-
-/// Where the answer to a post goes once the store holds the message.
-#[derive(Debug)]
-pub enum AckTo {
-    /// A WebSocket client: an `ack` frame, if it gave an id.
-    Conn(crate::delivery::outbox::ConnId),
-    /// An API caller waiting for `{seq, dup}`.
-    Api(Sender<ApiResult>),
-}
+use crate::store::redis::io::ApiRead;
 
 /// One call of the server API.
 #[derive(Debug)]
@@ -61,7 +48,7 @@ impl Dispatcher {
                 other => return self.on_api_local(other, reply),
             };
             if let Some(read) = read {
-                cluster.send(Request::Api(read, reply));
+                cluster.io.send(Request::Api(read, reply));
             }
             return;
         }

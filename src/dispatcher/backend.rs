@@ -1,11 +1,12 @@
 //! Where accepted messages are stored and ordered: the one value that says which mode
 //! natter runs in. Every difference between the modes is a `match` on it.
 
-use super::cluster::{Cluster, Request};
-use super::scrollback::ReadFor;
+use super::tags::{AckTo, ReadFor, Request};
+use crate::delivery::outbox::ConnId;
 use crate::protocol::wire::Frame;
 use crate::protocol::{wire, RoomName};
 use crate::store::read::{Query, Readers};
+use crate::store::redis::io::RedisIo;
 use crate::store::sqlite::{SqliteStore, SqliteStoreError};
 
 pub enum Backend {
@@ -14,7 +15,7 @@ pub enum Backend {
     /// far larger than the Redis handle, and the value lives once, in the dispatcher.
     Local(Box<Local>),
     /// Several instances (`--redis`): Redis assigns `seq` and stores, through the
-    /// cluster threads.
+    /// `redis-io` thread; Redis's own reader threads answer history reads.
     Redis(Cluster),
 }
 
@@ -24,11 +25,18 @@ pub struct Local {
     pub readers: Readers<ReadFor>,
 }
 
+/// Redis mode's threads, as the dispatcher holds them: `redis-io`, which performs its
+/// requests in order, and the readers.
+pub struct Cluster {
+    pub io: RedisIo<ConnId, AckTo>,
+    pub readers: Readers<ReadFor>,
+}
+
 impl Backend {
     /// Redis mode: hands a request to the cluster threads; nothing to do locally.
     pub fn tell_cluster(&self, request: impl FnOnce() -> Request) {
         if let Backend::Redis(c) = self {
-            c.send(request());
+            c.io.send(request());
         }
     }
 
@@ -52,7 +60,7 @@ impl Backend {
     pub fn read(&self, tag: ReadFor, query: Query) -> Result<(), ReadFor> {
         match self {
             Backend::Local(local) => local.readers.ask(tag, query),
-            Backend::Redis(cluster) => cluster.read(tag, query),
+            Backend::Redis(cluster) => cluster.readers.ask(tag, query),
         }
     }
 

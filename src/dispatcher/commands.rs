@@ -9,72 +9,20 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::api::AckTo;
 use super::backend::Backend;
-use super::cluster::HistoryFrom;
 use super::durability::BatchPost;
 use super::history::Stored;
 use super::state::{now_ms, Room};
+use super::tags::{AckTo, NewPost};
 use super::Dispatcher;
 use crate::delivery::fanout::Out;
 use crate::delivery::outbox::{Conn, ConnId};
 use crate::protocol::wire::{self, Frame, HistoryMeta};
 use crate::protocol::{ClientMsg, ErrorCode, ProtocolError, RoomName, ServerMsg, SystemEvent, User, UserRef};
-use crate::store::new_epoch;
+use crate::store::redis::io::HistoryFrom;
 use crate::store::NewMessage;
+use crate::store::{new_epoch, resume_resets};
 use crate::webhooks::Event;
-
-/// A message to store, whoever posts it (a client or the server API), and where its
-/// answer goes.
-pub(super) struct NewPost<'a> {
-    pub poster: &'a User,
-    pub ack: AckTo,
-    pub room: RoomName,
-    pub text: &'a str,
-    pub msg_id: Option<String>,
-}
-
-/// What a joining client is told: the room's head, epoch and presence, then its history.
-pub(super) struct JoinReply<'a> {
-    pub head: u64,
-    pub epoch: Option<&'a str>,
-    pub users: Vec<UserRef<'a>>,
-    pub users_total: usize,
-    pub complete: bool,
-    pub read_seq: u64,
-    pub private: bool,
-    pub read_only: bool,
-}
-
-/// Whether a resume from `since`, sent with the room `epoch` the client holds, must be
-/// answered `reset:true`: the client's `since` belongs to another epoch of the room, or
-/// is past its head (the store was wiped), so it means nothing here and the client must
-/// drop what it holds.
-pub(super) fn resume_resets(since: u64, epoch: Option<&str>, head: u64, room_epoch: Option<&str>) -> bool {
-    since > head || epoch.is_some_and(|e| Some(e) != room_epoch)
-}
-
-impl JoinReply<'_> {
-    /// The `joined` frame and the `history` pages, to be staged in this order after
-    /// every earlier frame of the room: the history then precedes the live messages
-    /// after it. No page is larger than about `max_bytes`.
-    pub fn frames(self, room: &RoomName, meta: HistoryMeta, messages: &[Bytes], max_bytes: usize) -> Vec<Frame> {
-        let joined = wire::encode(&ServerMsg::Joined {
-            room: room.as_str(),
-            head: self.head,
-            epoch: self.epoch,
-            users: self.users,
-            users_total: self.users_total,
-            read_seq: self.read_seq,
-            private: self.private,
-            read_only: self.read_only,
-        });
-        let meta = HistoryMeta { complete: self.complete, ..meta };
-        let mut frames = vec![joined];
-        frames.extend(wire::history_pages(room.as_str(), meta, messages, max_bytes));
-        frames
-    }
-}
 
 impl Dispatcher {
     pub(super) fn on_client(&mut self, id: ConnId, msg: ClientMsg) -> Result<(), ProtocolError> {
@@ -204,7 +152,7 @@ impl Dispatcher {
         let client = &self.clients[&id];
         // Checked at every join, reconnects included: a token that no longer lists a
         // room no longer gets in. Never checked per delivered message.
-        // Redis mode checks these with the join's read (`cluster::JoinRule`).
+        // Redis mode checks these with the join's read (`access::JoinRule`).
         if let Backend::Local(_) = self.backend {
             self.check_kick(room, &client.uid)?;
             if !self.privacy.may_join(room, &client.uid, &client.access, self.cfg.rooms_default) {
@@ -287,7 +235,7 @@ impl Dispatcher {
         if seq == 1 {
             self.webhooks.stage(&Event::RoomCreated { room: room.as_str() });
         }
-        if super::dms::is_dm(&room) {
+        if crate::access::is_dm(&room) {
             let uid = uid.clone();
             self.reopen_dm(&room, &uid);
         }
@@ -362,7 +310,7 @@ impl Dispatcher {
             }
             let announces = r.announces(self.cfg.presence_limit);
             let frame = Self::system_frame(&room, SystemEvent::Nick, UserRef { id: &uid, name: &name }, Some(&old));
-            self.backend.tell_cluster(|| crate::dispatcher::cluster::Request::Rename {
+            self.backend.tell_cluster(|| super::tags::Request::Rename {
                 room: room.clone(),
                 uid: uid.clone(),
                 name: name.clone(),

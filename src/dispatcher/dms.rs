@@ -7,49 +7,21 @@
 //! slots of rooms the user chose.
 //!
 //! Local mode keeps the facts here (loaded with the other access facts, stored with
-//! the batch); in Redis mode they live in Redis and `cluster::dms` applies the same
-//! rules there (these maps stay empty). Checked per `dm`, `block`, `close_dm` and per
+//! the batch); in Redis mode they live in Redis and `redis-io` applies the same
+//! rules there (`store::redis::io::dms`; these maps stay empty). The pure rules both
+//! modes share are [`crate::access`]'s. Checked per `dm`, `block`, `close_dm` and per
 //! message stored in a DM room, never per delivered message.
 
 use std::collections::{HashMap, HashSet};
 
 use super::backend::Backend;
-use super::privacy::DM_PREFIX;
 use super::state::now_ms;
 use super::Dispatcher;
+use crate::access::{blocked_frame, dm_rate_error, is_dm, unknown_user, DM_RATE_WINDOW_MS, MAX_BLOCKS};
 use crate::delivery::outbox::ConnId;
-use crate::protocol::wire::{self, Frame};
+use crate::protocol::wire;
 use crate::protocol::{ErrorCode, ProtocolError, RoomName, ServerMsg, UserId, UserRef};
 use crate::store::AccessChange;
-
-/// Most users one user may block: the list is sent whole at connect.
-pub const MAX_BLOCKS: usize = 1000;
-/// The window `--dm-open-rate` counts new DM rooms in.
-pub const DM_RATE_WINDOW_MS: u64 = 60_000;
-
-/// Whether `room` is a DM room (by its name: nothing else may take the prefix).
-pub fn is_dm(room: &RoomName) -> bool {
-    room.as_str().starts_with(DM_PREFIX)
-}
-
-/// The `dm` refusal a blocked user gets: word for word the answer for a user the
-/// server does not know, so a block is never confirmed to the one blocked.
-pub fn unknown_user(user: &str) -> ProtocolError {
-    ProtocolError::new(ErrorCode::NotFound, format!("no user `{user}`")).with_ref(Some("dm".into()))
-}
-
-/// The refusal past `--dm-open-rate`.
-pub fn dm_rate_error(rate: u32) -> ProtocolError {
-    let message = format!("too many new direct messages (at most {rate} a minute for you and for the other user)");
-    ProtocolError::new(ErrorCode::DmRate, message).with_ref(Some("dm".into()))
-}
-
-/// The `blocked` frame: the whole list.
-pub fn blocked_frame<'a>(users: impl IntoIterator<Item = &'a str>) -> Frame {
-    let mut users: Vec<&str> = users.into_iter().collect();
-    users.sort_unstable();
-    wire::encode(&ServerMsg::Blocked { users })
-}
 
 /// New DM rooms per user in fixed windows of a minute, from each user's first new DM.
 /// Only users with a window still open are kept, so it holds at most the users of the

@@ -20,11 +20,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::api::AckTo;
 use super::backend::Backend;
 use super::durability::BatchPost;
 use super::history::Stored;
 use super::state::now_ms;
+use super::tags::AckTo;
 use super::Dispatcher;
 use crate::delivery::outbox::ConnId;
 use crate::protocol::wire::{self, Frame};

@@ -9,8 +9,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::cluster::Request;
 use super::state::Client;
+use super::tags::Request;
 use super::{Dispatcher, CLOSE_GRACE, SHUTDOWN_GRACE};
 use crate::auth::Identity;
 use crate::delivery::fanout::Out;

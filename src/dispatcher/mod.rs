@@ -26,17 +26,28 @@
 //! - `durability`: commit-then-deliver, undoing a batch the store refused, the retry
 //!   of a failing store, retention steps;
 //! - [`heartbeat`]: which connections are due a ping;
-//! - [`cluster`]: Redis mode (`--redis`): its threads and the dispatcher's side of it.
+//! - [`api`]: the server API's calls;
+//! - `backend`: which store runs ([`Backend`]), local SQLite or Redis;
+//! - `cluster`: Redis mode (`--redis`), the dispatcher's side of it (the `redis-io`
+//!   thread itself is [`crate::store::redis::io`]'s);
+//! - `tags`: what goes with work handed to another thread and comes back with the
+//!   answer (a post's ack, a history read's purpose, `redis-io`'s requests);
+//! - `joined`: what a joining client is told.
+//!
+//! `tags`, `joined`, `history` and `heartbeat` import no other file of the dispatcher
+//! (`state` only `history`); the handler files import those, `backend` and one another
+//! without a circle: the only loop is this file with its children.
 
 pub mod api;
 mod backend;
-pub mod cluster;
+mod cluster;
 mod commands;
 mod dms;
 mod durability;
 mod edits;
 pub mod heartbeat;
 pub mod history;
+mod joined;
 mod lifecycle;
 mod moderation;
 mod presence;
@@ -44,6 +55,7 @@ mod privacy;
 mod reads;
 pub mod scrollback;
 mod state;
+mod tags;
 #[cfg(test)]
 mod tests;
 
@@ -54,15 +66,14 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, Sender};
 
-use api::{ApiCall, ApiResult};
-pub use backend::{Backend, Local};
-use cluster::ClusterEvent;
+use api::ApiCall;
+pub use backend::{Backend, Cluster, Local};
 use durability::{BatchPost, StoreHealth};
 use heartbeat::Heartbeat;
 use history::Stored;
 use reads::ReadMarkers;
-use scrollback::ReadFor;
 use state::{Client, Room};
+use tags::{ClusterEvent, ReadFor};
 
 use crate::auth::Identity;
 use crate::config::Config;
@@ -71,7 +82,7 @@ use crate::delivery::outbox::{Conn, ConnId};
 use crate::delivery::writer::Writers;
 use crate::metrics::Metrics;
 use crate::protocol::wire::{self, Frame};
-use crate::protocol::{ClientMsg, CloseReason, RoomName, UserId};
+use crate::protocol::{ApiResult, ClientMsg, CloseReason, RoomName, UserId};
 use crate::shutdown::Shutdown;
 use crate::store::read::Answer;
 use crate::store::sqlite::SqliteStoreError;

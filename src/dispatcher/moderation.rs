@@ -3,7 +3,7 @@
 //! moderators (`mode`). Each action is a `system` event in the room's seq order,
 //! stored like a message, and logged with who did it. Kicks and read-only rooms are
 //! stored and loaded at start; in Redis mode the append script stores them with the
-//! event, and each instance applies the event when it delivers it (`cluster::access`).
+//! event, and each instance applies the event when it delivers it (`cluster::rights`).
 //!
 //! Checked per action and per join or post, never per delivered message. Never lets a
 //! non-moderator act, and never removes a moderator's right to post.
@@ -14,6 +14,7 @@ use super::backend::Backend;
 use super::edits::Event;
 use super::state::now_ms;
 use super::Dispatcher;
+use crate::access::kick_refusal;
 use crate::delivery::outbox::ConnId;
 use crate::protocol::{ErrorCode, ModEvent, ProtocolError, RoomName, ServerMsg, UserId, UserRef};
 use crate::store::AccessChange;
@@ -50,20 +51,6 @@ impl Moderation {
     pub fn is_read_only(&self, room: &RoomName) -> bool {
         self.read_only.contains(room)
     }
-}
-
-/// Refuses a join while a kick lasting `until` is in force at `now`, saying for how
-/// long.
-pub(super) fn kick_refusal(room: &RoomName, until: u64, now: u64) -> Result<(), ProtocolError> {
-    if until <= now {
-        return Ok(());
-    }
-    let minutes = (until - now).div_ceil(60_000);
-    Err(ProtocolError::new(
-        ErrorCode::Forbidden,
-        format!("a moderator removed you from `{room}`: {minutes} more minute(s)"),
-    )
-    .with_ref(Some("join".into())))
 }
 
 impl Dispatcher {

@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use super::cluster::Request;
 use super::state::{now_ms, Presence};
+use super::tags::Request;
 use super::Dispatcher;
 use crate::delivery::outbox::ConnId;
 use crate::protocol::wire::{self, Frame};

@@ -3,7 +3,9 @@
 //! (`dm {user}`: the room of exactly two users, named from both ids), and the lasting
 //! users that `dm` and `invite` may name while they are away. Loaded from the store at
 //! start; every change is stored with the batch. In Redis mode the facts live in Redis
-//! and `cluster::access` applies these rules there (this struct stays empty).
+//! and `redis-io` applies these rules there (`store::redis::io::access`, with the
+//! dispatcher's side in `cluster::rights`; this struct stays empty). The pure rules both
+//! modes share — DM room names, the kick refusal — are [`crate::access`]'s.
 //!
 //! Checked per `join`, `dm` and `invite`, never per delivered message. Never lets a
 //! third user into a DM room, whatever the token says, and never names a private room
@@ -12,20 +14,15 @@
 
 use std::collections::{HashMap, HashSet};
 
-use sha2::{Digest, Sha256};
-
 use super::backend::Backend;
 use super::Dispatcher;
-use crate::access::{Access, RoomsDefault};
+use crate::access::{dm_room, Access, RoomsDefault, DM_PREFIX};
 use crate::auth::Identity;
 use crate::delivery::outbox::{Conn, ConnId};
 use crate::protocol::wire;
 use crate::protocol::{ErrorCode, ProtocolError, RoomName, ServerMsg, UserId, UserRef};
 use crate::store::{AccessChange, AccessSnapshot};
 use std::sync::Arc;
-
-/// Room names with this prefix are direct-message rooms, and nothing else.
-pub const DM_PREFIX: &str = "dm.";
 
 #[derive(Debug)]
 struct Private {
@@ -119,14 +116,6 @@ impl Privacy {
     pub(super) fn dms_of(&self, user: &str) -> &[RoomName] {
         self.dms_of.get(user).map_or(&[], Vec::as_slice)
     }
-
-    /// The DM room of two users: the same whoever asks.
-    pub fn dm_room(a: &str, b: &str) -> RoomName {
-        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-        let digest = Sha256::digest([b"natter dm\0", lo.as_bytes(), b"\0", hi.as_bytes()].concat());
-        let name = format!("{DM_PREFIX}{}", hex::encode(&digest[..10]));
-        RoomName::parse(&name).expect("a dm room name is a valid room name")
-    }
 }
 
 impl Dispatcher {
@@ -153,7 +142,7 @@ impl Dispatcher {
         }
         let blocked: Vec<&str> = self.dm_safety.blocks_of(&user.id).collect();
         if !blocked.is_empty() {
-            let frame = super::dms::blocked_frame(blocked);
+            let frame = crate::access::blocked_frame(blocked);
             self.stage(c, frame);
         }
         for room in self.open_dms_of(&user.id) {
@@ -198,7 +187,7 @@ impl Dispatcher {
         let Some(their_name) = self.name_of(user).map(str::to_owned) else {
             return Err(err(ErrorCode::NotFound, format!("no user `{user}`")));
         };
-        let room = Privacy::dm_room(&me, user);
+        let room = dm_room(&me, user);
         let other = UserId::from(user);
         let tell_them = self.check_dm(&me, &other, &room)?;
         if !self.privacy.dms.contains_key(&room) {

@@ -16,33 +16,17 @@
 //! the history that covers it, none is missed, none comes twice.
 
 use bytes::Bytes;
-use crossbeam_channel::Sender;
 use serde_json::{json, Value};
 
-use super::api::ApiResult;
-
 use super::backend::Backend;
-use super::commands::JoinReply;
+use super::joined::JoinReply;
+use super::tags::ReadFor;
 use super::Dispatcher;
 use crate::delivery::fanout::{self, Out};
 use crate::delivery::outbox::{ConnId, Flush};
 use crate::protocol::wire::{self, HistoryMeta};
 use crate::protocol::{CloseReason, ErrorCode, ProtocolError, RoomName, MAX_SEQ};
 use crate::store::read::{Answer, Page, Query};
-
-/// What a reader's answer is for.
-#[derive(Debug)]
-pub enum ReadFor {
-    /// A joining client's resume: stored messages in `(since, upto]`, after `got`
-    /// (what earlier reads of the same resume returned).
-    Join { conn: ConnId, room: RoomName, since: u64, upto: u64, got: Vec<Bytes>, complete: bool },
-    /// A scroll-back page.
-    Before { conn: ConnId, room: RoomName, before: u64 },
-    /// A search.
-    Search { conn: ConnId, room: RoomName, q: String, before: Option<u64> },
-    /// A server API history page, answered straight to the caller.
-    Api { reply: Sender<ApiResult>, room: RoomName, head: u64 },
-}
 
 fn busy(reference: &str) -> ProtocolError {
     ProtocolError::new(ErrorCode::Unavailable, "history reads are queued too deep; retry")

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::scrollback::ReadFor;
+use super::tags::ReadFor;
 use super::{Backend, Command, Dispatcher};
 use crate::auth::Identity;
 use crate::config::Config;

@@ -17,7 +17,7 @@ pub mod wire;
 
 pub use client::{clean_name, parse_client, ClientMsg, ParseLimits, RawJson};
 pub use close::CloseReason;
-pub use server::{HeartbeatInfo, LimitsInfo, ModEvent, ServerMsg, StoredMsgRecord, SystemEvent, UserRef};
+pub use server::{ApiResult, HeartbeatInfo, LimitsInfo, ModEvent, ServerMsg, StoredMsgRecord, SystemEvent, UserRef};
 
 use serde::Serialize;
 

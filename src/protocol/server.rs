@@ -1,12 +1,12 @@
 //! What the server sends: [`ServerMsg`], every frame but `history` (which `wire`
 //! splices from stored messages), and the parts it is built of. Each serializes to
-//! the JSON PROTOCOL.md shows; framing happens once, in `wire`. Never touches sockets.
+//! the JSON PROTOCOL.md shows; framing happens once, in `wire`. Also the server API's
+//! answer ([`ApiResult`], docs/API.md). Never touches sockets.
 
 use serde::{Deserialize, Serialize};
-
 use serde_json::value::RawValue;
 
-use super::ErrorCode;
+use super::{ErrorCode, ProtocolError};
 
 /// A user as the protocol shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -192,6 +192,9 @@ impl ServerMsg<'_> {
     }
 }
 
+/// What a server API call is answered with: a JSON body, or the protocol error.
+pub type ApiResult = Result<serde_json::Value, ProtocolError>;
+
 /// A stored chat message as the journal and history hold it; the same JSON as a live `msg`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct StoredMsgRecord {
@@ -205,7 +208,6 @@ pub struct StoredMsgRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::ProtocolError;
 
     #[test]
     fn server_messages_have_the_documented_shape() {

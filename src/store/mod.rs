@@ -8,7 +8,8 @@
 //! This file holds what the dispatcher and both stores share, whichever mode runs:
 //! the message to store ([`NewMessage`]), what start-up loads ([`LoadedRoom`],
 //! [`AccessSnapshot`]), a change of who may join what ([`AccessChange`]), room epochs
-//! and why a change of a stored message is refused ([`Refused`]).
+//! when a resume must start over ([`resume_resets`]) and why a change of a stored
+//! message is refused ([`Refused`]).
 //!
 //! A store never touches rooms, members or sockets and never decides what a client
 //! sees; the dispatcher (through [`crate::dispatcher::Backend`]) is the only caller
@@ -26,6 +27,14 @@ use read::StoredMsg;
 /// stored message and keeps it while that history lasts, in either store.
 pub fn new_epoch() -> String {
     format!("{:016x}", rand::random::<u64>())
+}
+
+/// Whether a resume from `since`, sent with the room `epoch` the client holds, must be
+/// answered `reset:true`: the client's `since` belongs to another epoch of the room, or
+/// is past its head (the store was wiped), so it means nothing here and the client must
+/// drop what it holds. Both modes answer a resume by this rule.
+pub fn resume_resets(since: u64, epoch: Option<&str>, head: u64, room_epoch: Option<&str>) -> bool {
+    since > head || epoch.is_some_and(|e| Some(e) != room_epoch)
 }
 
 /// Why an edit or deletion of a stored message is refused.

@@ -1,11 +1,11 @@
-//! Redis mode (`--redis`): how joins, posts and deliveries go through Redis instead
-//! of the local store.
+//! Redis mode (`--redis`), the dispatcher's side: how joins, posts and deliveries go
+//! through Redis instead of the local store.
 //!
-//! Two halves: `io` runs the blocking Redis calls on threads of their own and hands
-//! every result back as a [`super::Command::Cluster`]; this file is the dispatcher's side,
-//! which turns those results into room state and staged frames. `access` holds private
-//! rooms, DMs, invitations, kicks and read-only rooms, whose facts live in Redis;
-//! `dms` blocks, closed DMs and the DM rate.
+//! The blocking Redis calls run on the `redis-io` thread ([`crate::store::redis::io`]),
+//! which `lib.rs` starts with a callback that hands every result back as a
+//! [`super::Command::Cluster`]; this folder turns those results into room state and
+//! staged frames. `rights` holds private rooms, DMs, invitations, kicks and read-only
+//! rooms, whose facts live in Redis; `dms` blocks, closed DMs and the DM rate.
 //!
 //! Redis assigns `seq` and stores the message; the ack goes out when the store
 //! answers; every instance, this one included, delivers a room's messages as its
@@ -21,35 +21,28 @@
 //! when the event arrives from the stream. Still the only owner of room state;
 //! never waits on Redis.
 
-mod access;
 mod dms;
-mod io;
+mod rights;
 
 use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Bytes;
 
-pub use access::JoinRule;
-pub use io::{split_msg_json, ApiRead, Cluster, ClusterEvent, HistoryFrom, JoinRead, Request};
-
-use super::api::AckTo;
 use super::backend::Backend;
-use super::commands::{JoinReply, NewPost};
 use super::edits::{refusal, Change, Changer, EventOf};
 use super::history::Stored;
+use super::joined::JoinReply;
 use super::state::{new_history, now_ms};
+use super::tags::{AckTo, ClusterEvent, NewPost, Request};
 use super::Dispatcher;
+use crate::access::JoinRule;
 use crate::delivery::outbox::ConnId;
 use crate::protocol::wire;
 use crate::protocol::{ErrorCode, ProtocolError, RoomName, ServerMsg, SystemEvent, User, UserId};
+use crate::store::redis::io::{split_msg_json, Changed, HistoryFrom, JoinRead};
 use crate::store::redis::{Appended, ChangeOf, Delivery, Entry, Health};
 use crate::store::AccessChange;
-use crate::store::Refused;
 use crate::webhooks::Event;
-
-/// What became of an edit or deletion: stored (or a duplicate), refused by the rules,
-/// or not reached (why).
-type Changed = Result<Result<Appended, Refused>, String>;
 
 /// The part of another instance's event this one reads.
 #[derive(serde::Deserialize)]
@@ -208,7 +201,7 @@ impl Dispatcher {
             r.live_head = None;
             r.history = new_history(&self.cfg);
         }
-        cluster.unwatch(room);
+        cluster.io.unwatch(room);
     }
 
     pub(super) fn on_cluster(&mut self, ev: ClusterEvent) {
@@ -286,7 +279,7 @@ impl Dispatcher {
             Ok(Appended::Stored { seq, json }) => {
                 self.metrics.messages_accepted.fetch_add(1, Relaxed);
                 self.stage_message_event(room, seq, &json);
-                if crate::dispatcher::dms::is_dm(room) {
+                if crate::access::is_dm(room) {
                     self.reopen_after_post(&ack, room, &json);
                 }
                 (seq, false)
@@ -337,7 +330,7 @@ impl Dispatcher {
         let (Some(r), Backend::Redis(cluster)) = (self.rooms.get_mut(&room), &self.backend) else { return };
         let live = *r.live_head.get_or_insert_with(|| {
             // First local member: read the stream from right after what this history holds.
-            cluster.watch(&room, range.head, range.epoch.clone());
+            cluster.io.watch(&room, range.head, range.epoch.clone());
             range.head
         });
         for u in &users {

@@ -20,6 +20,11 @@
 //! - [`Events`] ([`events`]): one thread subscribed to the watched rooms' event
 //!   channels (system join/leave/nick, typing: never stored).
 //!
+//! And the threads Redis mode runs on them, each handed callbacks by `lib.rs`, never
+//! naming the dispatcher's types: [`io`], the `redis-io` thread that performs the
+//! dispatcher's requests in order and hands every answer back; [`start_readers`], the
+//! `redis-history-N` threads answering scroll-back and search.
+//!
 //! ## Keys (`{p}` = [`StoreOptions::prefix`], `{room}` a [`RoomName`], which holds no `:`)
 //! | key | type | holds |
 //! |---|---|---|
@@ -55,6 +60,7 @@ mod access;
 mod dms;
 mod edits;
 mod events;
+pub mod io;
 mod presence;
 mod query;
 mod reader;
@@ -79,6 +85,7 @@ pub use dms::DmOpened;
 pub use edits::{deleted, edited, ChangeOf};
 pub use events::Events;
 pub use presence::{presence_changes, PresenceChanges};
+pub use query::start_readers;
 pub use reader::Reader;
 pub use reply::Entry;
 pub use store::{Appended, ClientPost, Range, RedisStore};

@@ -5,20 +5,43 @@
 //! A search reads at most what Redis retains of the room (the stream is trimmed to
 //! about `stream_cap` entries, and the scan stops at [`super::StoreOptions::most_held`]), so
 //! its work is bounded; messages trimmed away are not found. Blocking, like every [`RedisStore`]
-//! call: run only on a reader thread, never the dispatcher's.
+//! call: run only on a reader thread, never the dispatcher's — [`start_readers`] starts
+//! those (`redis-history-N`), as `sqlite::reader::start` does in local mode.
 
 use std::borrow::Cow;
 
 use super::reply::Entry;
 use super::search::Matcher;
 use super::store::{Direction, Walk};
-use super::{RedisStore, RedisStoreError};
+use super::{RedisStore, RedisStoreError, StoreOptions};
 use crate::protocol::RoomName;
-use crate::store::read::{Page, Query, StoredMsg};
+use crate::store::read::{Answer, Page, Query, Readers, StoredMsg};
 
 /// Entries a search reads per call: each `XREVRANGE` stays short for Redis, which
 /// serves every instance's posts between them.
 const SCAN_CHUNK: usize = 500;
+
+/// Starts `threads` readers (`redis-history-N`), each on a connection of its own, so a
+/// long scan never delays `redis-io`'s posts and joins; every answer goes to `deliver`.
+pub fn start_readers<T: Send + 'static>(
+    url: &str,
+    opts: &StoreOptions,
+    threads: usize,
+    deliver: impl Fn(Answer<T>) + Send + Clone + 'static,
+) -> Result<Readers<T>, RedisStoreError> {
+    let conns = (0..threads.max(1)).map(|_| RedisStore::open(url, opts.clone())).collect::<Result<Vec<_>, _>>()?;
+    let run = |store: &mut RedisStore, query: &Query| {
+        store.query(query).map_err(|e| {
+            if e.is_unavailable() {
+                "the message store is unavailable; try again"
+            } else {
+                log::error!("redis history read: {query:?}: {e}");
+                "the message store could not be read"
+            }
+        })
+    };
+    Ok(Readers::start("redis-history", conns, run, deliver)?)
+}
 
 impl RedisStore {
     /// Answers a history read as single-instance mode's readers do (the same [`Page`]

@@ -1,58 +1,53 @@
-//! Redis mode's threads: the dispatcher's Redis work runs here and every result goes
-//! back as a [`Command::Cluster`], so the dispatcher stays the single owner of room
-//! state and never waits on Redis.
+//! Redis mode's `redis-io` thread: the requests the dispatcher hands over run here,
+//! in the order they were sent (append, history, presence, publish, access), and every
+//! result goes back through the callback the thread was started with, so the
+//! dispatcher stays the single owner of room state and never waits on Redis. Every
+//! `presence_ttl / 3` it also refreshes this instance's presence and notices users of
+//! crashed instances leaving.
 //!
-//! Threads: `redis-io` performs requests in the order the dispatcher sent them
-//! (append, history, presence, publish) and every `presence_ttl / 3` refreshes this
-//! instance's presence and notices users of crashed instances leaving;
-//! `redis-history-N` answer scroll-back and search (as `Command::Store`); the store's
-//! reader (the news, then the streams of rooms with local members that have news), events (pub/sub of
-//! join/leave/nick/typing) and users (`dm`/`invited` frames) threads deliver what
-//! other instances — and this one — stored or published. Never touches sockets or
-//! rooms.
+//! [`RedisIo::start`] also starts the store's reader (the news, then the streams of
+//! rooms with local members that have news), events (pub/sub of join/leave/nick/typing)
+//! and users (`dm`/`invited` frames) threads, whose [`Delivery`]s reach the same
+//! callback through `redis-forward`. Scroll-back and search have their own threads
+//! ([`super::start_readers`]). `access` holds the requests about who may join what,
+//! `dms` those about blocks and closed DMs.
+//!
+//! The caller's tags ride along untouched: `C` names a connection, `A` whoever waits
+//! for the answer to an append, edit or deletion; this module never looks inside them
+//! and never names the dispatcher's types. Never touches sockets or rooms.
+
+mod access;
+mod dms;
 
 use std::collections::{HashMap, HashSet};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-
-use crate::delivery::outbox::ConnId;
 use serde_json::{json, Value};
 
-use crate::dispatcher::api::{AckTo, ApiResult};
-use crate::dispatcher::commands::resume_resets;
-use crate::dispatcher::scrollback::ReadFor;
-use crate::dispatcher::Command;
-use crate::protocol::{ErrorCode, ProtocolError};
+use crate::access::JoinRule;
+use crate::protocol::{ApiResult, ErrorCode, ProtocolError};
 use crate::protocol::{RoomName, User, UserId};
-use crate::store::read::{Query, Readers};
 use crate::store::redis::{
     presence_changes, Appended, ChangeOf, ClientPost, Delivery, Events, Range, Reader, RedisStore, RedisStoreError,
     StoreOptions, Watch,
 };
-use crate::store::Refused;
+use crate::store::{resume_resets, Refused};
 
-use super::access::{self, JoinRule, UserFrames};
+pub use access::{ToUser, UserFrames};
+pub use dms::DmRequest;
 
-/// What the dispatcher asks of Redis.
+/// What the dispatcher asks of Redis; `C` and `A` are its tags (see the module doc).
 #[derive(Debug)]
-pub enum Request {
+pub enum Request<C, A> {
     /// Store a message; the answer is [`ClusterEvent::Appended`].
     /// A moderator's (`by_mod`) is taken in a read-only room.
-    Append {
-        ack: AckTo,
-        room: RoomName,
-        uid: UserId,
-        id: Option<String>,
-        prefix: Vec<u8>,
-        suffix: Vec<u8>,
-        by_mod: bool,
-    },
+    Append { ack: A, room: RoomName, uid: UserId, id: Option<String>, prefix: Vec<u8>, suffix: Vec<u8>, by_mod: bool },
     /// Store an `edit` or `delete` event by `uid`, which the append script checks and
     /// applies to the message it changes; the answer is [`ClusterEvent::Changed`].
     Change {
-        ack: AckTo,
+        ack: A,
         room: RoomName,
         uid: UserId,
         id: Option<String>,
@@ -62,12 +57,12 @@ pub enum Request {
     },
     /// Move the user's read marker of the room forward (and tell the other instances);
     /// the answer is [`ClusterEvent::Read`].
-    Read { conn: ConnId, room: RoomName, uid: UserId, seq: u64, event: Vec<u8> },
+    Read { conn: C, room: RoomName, uid: UserId, seq: u64, event: Vec<u8> },
     /// Mark the user present and read the history and presence a joining client needs;
     /// the answer is [`ClusterEvent::History`].
     /// Checks `rule` against the room's access facts first (the answer is then an error).
     Join {
-        conn: ConnId,
+        conn: C,
         room: RoomName,
         from: HistoryFrom,
         recent: usize,
@@ -89,18 +84,18 @@ pub enum Request {
     /// A new connection: remember a lasting user, list its DM rooms
     /// ([`ClusterEvent::Welcome`]).
     /// Also the `blocked` list, and only the newest `max_dms` DM rooms not closed.
-    Welcome { conn: ConnId, uid: UserId, name: String, lasting: bool, max_dms: usize },
+    Welcome { conn: C, uid: UserId, name: String, lasting: bool, max_dms: usize },
     /// `dm`: record the DM room of `me` and `other` (within `rate` new ones a minute
     /// each, unless `other` blocked `me`), tell both ([`ClusterEvent::Told`]).
-    Dm { conn: ConnId, me: User, other: UserId, other_name: Option<String>, rate: u32 },
+    Dm { conn: C, me: User, other: UserId, other_name: Option<String>, rate: u32 },
     /// Blocks, closed DMs, DMs opened again by a message.
-    Dms(super::dms::DmRequest),
+    Dms(DmRequest<C>),
     /// `invite`: the owner (or a moderator) lets `user` into a private room.
-    Invite { conn: ConnId, room: RoomName, by: User, is_mod: bool, user: UserId, user_name: Option<String> },
+    Invite { conn: C, room: RoomName, by: User, is_mod: bool, user: UserId, user_name: Option<String> },
     /// `kick`/`mode`: append the moderator's event, setting `field` of the room's access
     /// to `value` with it.
     Moderate {
-        conn: ConnId,
+        conn: C,
         room: RoomName,
         uid: UserId,
         prefix: Vec<u8>,
@@ -147,34 +142,38 @@ pub struct JoinRead {
     pub read_only: bool,
 }
 
-/// What comes back to the dispatcher.
+/// What became of an edit or deletion: stored (or a duplicate), refused by the rules,
+/// or not reached (why).
+pub type Changed = Result<Result<Appended, Refused>, String>;
+
+/// What comes back to the dispatcher, with the tags it sent.
 #[derive(Debug)]
-pub enum ClusterEvent {
+pub enum ClusterEvent<C, A> {
     Appended {
-        ack: AckTo,
+        ack: A,
         room: RoomName,
         id: Option<String>,
         result: Result<Appended, ProtocolError>,
     },
     /// What became of a [`Request::Change`].
     Changed {
-        ack: AckTo,
+        ack: A,
         room: RoomName,
         uid: UserId,
         id: Option<String>,
         change: ChangeOf,
-        result: Result<Result<Appended, Refused>, String>,
+        result: Changed,
     },
     /// What became of a [`Request::Read`]: whether the marker moved.
     Read {
-        conn: ConnId,
+        conn: C,
         room: RoomName,
         uid: UserId,
         seq: u64,
         result: Result<bool, String>,
     },
     History {
-        conn: ConnId,
+        conn: C,
         room: RoomName,
         /// The resume point the history follows; `None` for the recent messages (asked
         /// for, or instead of a resume that reset).
@@ -184,12 +183,12 @@ pub enum ClusterEvent {
     },
     /// The DM rooms to tell a new connection of.
     Welcome {
-        conn: ConnId,
+        conn: C,
         frames: Vec<crate::protocol::wire::Frame>,
     },
     /// What became of a `dm`, `invite`, `kick` or `mode`: frames for users' connections.
     Told {
-        conn: ConnId,
+        conn: C,
         result: Result<UserFrames, ProtocolError>,
     },
     /// From the reader and events threads.
@@ -211,29 +210,26 @@ pub enum ClusterEvent {
     },
 }
 
-/// The dispatcher's handle.
-pub struct Cluster {
-    requests: Sender<Request>,
+/// The handle of the `redis-io` thread and of the threads that deliver what Redis
+/// relays: dropping it ends them all.
+pub struct RedisIo<C, A> {
+    requests: Sender<Request<C, A>>,
     reader_watch: Sender<Watch>,
     events_watch: Sender<Watch>,
     /// Never sent on: dropped with the handle, it ends `redis-users`.
     _users_hangup: Sender<Watch>,
-    /// Scroll-back and search, each reader on a connection of its own, so a long scan
-    /// never delays `redis-io`'s posts and joins.
-    history: Readers<ReadFor>,
 }
 
-impl Cluster {
-    /// Connects (the store reconnects by itself later) and starts the threads, with
-    /// `readers` threads for history reads.
+impl<C: Send + 'static, A: Send + 'static> RedisIo<C, A> {
+    /// Connects (the store reconnects by itself later) and starts the threads. Every
+    /// answer and delivery goes to `answer`, which returns false once nobody takes them
+    /// any more (the thread giving it then stops).
     pub fn start(
         url: &str,
         opts: StoreOptions,
-        readers: usize,
-        commands: Sender<Command>,
-    ) -> Result<Cluster, RedisStoreError> {
+        answer: impl Fn(ClusterEvent<C, A>) -> bool + Send + Clone + 'static,
+    ) -> Result<RedisIo<C, A>, RedisStoreError> {
         let store = RedisStore::open(url, opts.clone())?;
-        let history = start_readers(url, &opts, readers, commands.clone())?;
         let (requests, requests_rx) = crossbeam_channel::unbounded();
         let (reader_watch, reader_watch_rx) = crossbeam_channel::unbounded();
         let (events_watch, events_watch_rx) = crossbeam_channel::unbounded();
@@ -242,25 +238,20 @@ impl Cluster {
         Events::spawn(url, opts.clone(), events_watch_rx, deliveries.clone())?;
         let (users_hangup, users_hangup_rx) = crossbeam_channel::bounded(0);
         Events::spawn_users(url, opts.clone(), users_hangup_rx, deliveries)?;
-        let forward = commands.clone();
+        let forward = answer.clone();
         thread::Builder::new().name("redis-forward".into()).spawn(move || {
             for d in deliveries_rx {
-                if forward.send(Command::Cluster(ClusterEvent::Delivery(d))).is_err() {
+                if !forward(ClusterEvent::Delivery(d)) {
                     return;
                 }
             }
         })?;
         let refresh = opts.presence_ttl / 3;
-        thread::Builder::new().name("redis-io".into()).spawn(move || io_loop(store, requests_rx, commands, refresh))?;
-        Ok(Cluster { requests, reader_watch, events_watch, _users_hangup: users_hangup, history })
+        thread::Builder::new().name("redis-io".into()).spawn(move || io_loop(store, requests_rx, answer, refresh))?;
+        Ok(RedisIo { requests, reader_watch, events_watch, _users_hangup: users_hangup })
     }
 
-    /// Queues a history read for the readers; gives the tag back when they are behind.
-    pub fn read(&self, tag: ReadFor, query: Query) -> Result<(), ReadFor> {
-        self.history.ask(tag, query)
-    }
-
-    pub fn send(&self, r: Request) {
+    pub fn send(&self, r: Request<C, A>) {
         let _ = self.requests.send(r);
     }
 
@@ -277,31 +268,7 @@ impl Cluster {
     }
 }
 
-/// The `redis-reader-N` threads answering scroll-back and search as `Command::Store`.
-fn start_readers(
-    url: &str,
-    opts: &StoreOptions,
-    threads: usize,
-    commands: Sender<Command>,
-) -> Result<Readers<ReadFor>, RedisStoreError> {
-    let conns = (0..threads.max(1)).map(|_| RedisStore::open(url, opts.clone())).collect::<Result<Vec<_>, _>>()?;
-    let run = |store: &mut RedisStore, query: &Query| {
-        store.query(query).map_err(|e| {
-            if e.is_unavailable() {
-                "the message store is unavailable; try again"
-            } else {
-                log::error!("redis history read: {query:?}: {e}");
-                "the message store could not be read"
-            }
-        })
-    };
-    let deliver = move |answer| {
-        let _ = commands.send(Command::Store(answer)); // the dispatcher is gone at shutdown
-    };
-    Ok(Readers::start("redis-history", conns, run, deliver)?)
-}
-
-pub(super) fn describe(e: &RedisStoreError) -> String {
+fn describe(e: &RedisStoreError) -> String {
     if e.is_unavailable() {
         "the message store is unavailable; try again".into()
     } else {
@@ -311,7 +278,12 @@ pub(super) fn describe(e: &RedisStoreError) -> String {
 
 /// Performs requests in order; between them, keeps presence alive and watches for
 /// users whose instance died.
-fn io_loop(mut store: RedisStore, requests: Receiver<Request>, out: Sender<Command>, refresh: Duration) {
+fn io_loop<C, A>(
+    mut store: RedisStore,
+    requests: Receiver<Request<C, A>>,
+    out: impl Fn(ClusterEvent<C, A>) -> bool,
+    refresh: Duration,
+) {
     // Presence as last seen, per room this instance has users in.
     let mut seen: HashMap<RoomName, Vec<User>> = HashMap::new();
     let mut local: HashMap<RoomName, HashSet<String>> = HashMap::new();
@@ -319,14 +291,14 @@ fn io_loop(mut store: RedisStore, requests: Receiver<Request>, out: Sender<Comma
     let mut next_poll = Instant::now();
     let mut disconnects_seen = unix_ms();
     // A request taken from the channel behind a batch of appends, handled next.
-    let mut held: Option<Request> = None;
+    let mut held: Option<Request<C, A>> = None;
     loop {
         if Instant::now() >= next_poll {
             next_poll = Instant::now() + DISCONNECT_POLL;
             if let Ok((uids, newest)) = store.disconnects_after(disconnects_seen) {
                 disconnects_seen = newest;
                 for uid in uids {
-                    if out.send(Command::Cluster(ClusterEvent::Disconnect { uid })).is_err() {
+                    if !out(ClusterEvent::Disconnect { uid }) {
                         return;
                     }
                 }
@@ -351,7 +323,7 @@ fn io_loop(mut store: RedisStore, requests: Receiver<Request>, out: Sender<Comma
                     }
                 }
                 for ev in append_batch(&mut store, batch) {
-                    if out.send(Command::Cluster(ev)).is_err() {
+                    if !out(ev) {
                         return;
                     }
                 }
@@ -369,7 +341,7 @@ fn io_loop(mut store: RedisStore, requests: Receiver<Request>, out: Sender<Comma
                         changes.arrived.into_iter().map(|user| ClusterEvent::Arrived { room: room.clone(), user });
                     let left = changes.left.into_iter().map(|user| ClusterEvent::Vanished { room: room.clone(), user });
                     for ev in arrived.chain(left) {
-                        if out.send(Command::Cluster(ev)).is_err() {
+                        if !out(ev) {
                             return;
                         }
                     }
@@ -383,7 +355,7 @@ fn io_loop(mut store: RedisStore, requests: Receiver<Request>, out: Sender<Comma
             }
         };
         if let Some(ev) = event {
-            if out.send(Command::Cluster(ev)).is_err() {
+            if !out(ev) {
                 return;
             }
         }
@@ -395,7 +367,7 @@ const APPEND_BATCH: usize = 64;
 
 /// Stores the posts queued one after another in one round trip (`post_many`), and
 /// answers each as its own `Appended`, in order.
-fn append_batch(store: &mut RedisStore, batch: Vec<Request>) -> Vec<ClusterEvent> {
+fn append_batch<C, A>(store: &mut RedisStore, batch: Vec<Request<C, A>>) -> Vec<ClusterEvent<C, A>> {
     let posts: Vec<_> = batch
         .iter()
         .filter_map(|req| match req {
@@ -425,12 +397,12 @@ fn append_batch(store: &mut RedisStore, batch: Vec<Request>) -> Vec<ClusterEvent
     appends.zip(answers).map(|((ack, room, id), result)| ClusterEvent::Appended { ack, room, id, result }).collect()
 }
 
-fn handle(
+fn handle<C, A>(
     store: &mut RedisStore,
-    req: Request,
+    req: Request<C, A>,
     local: &mut HashMap<RoomName, HashSet<String>>,
     seen: &mut HashMap<RoomName, Vec<User>>,
-) -> Option<ClusterEvent> {
+) -> Option<ClusterEvent<C, A>> {
     match req {
         // `io_loop` sends every post through `append_batch`; one alone is a batch too.
         req @ Request::Append { .. } => append_batch(store, vec![req]).pop(),
@@ -480,7 +452,7 @@ fn handle(
             let _ = reply.send(api_read(store, read));
             None
         }
-        Request::Dms(req) => Some(super::dms::handle(store, req)),
+        Request::Dms(req) => Some(dms::handle(store, req)),
         other => access::handle(store, other),
     }
 }
@@ -529,6 +501,7 @@ fn read_join(
 /// another instance is cut within about this long).
 const DISCONNECT_POLL: Duration = Duration::from_millis(250);
 
+/// Now, in ms since the Unix epoch.
 fn unix_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
