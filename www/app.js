@@ -37,6 +37,7 @@ const state = {
   me: null,
   role: null, // 'mod' for a moderator (from welcome)
   dmWanted: null, // the user whose DM we asked for: shown once the server names the room
+  blocked: new Set(), // user ids we blocked (from the server, on every device): their messages are hidden
   auth: null,
   maxText: 4000,
   rooms: new Map(),
@@ -112,10 +113,46 @@ function inviteTarget(text) {
   return text;
 }
 
+/** The users we blocked changed: their messages are hidden in every room. */
+function onBlocked({ users }) {
+  state.blocked = new Set(users);
+  for (const el of $('message-panes').querySelectorAll('li.msg')) hideIfBlocked(el);
+  renderPeople();
+}
+
+/** A message of a blocked author is hidden (`.blocked-author`, style.css); shown again on unblock. */
+function hideIfBlocked(el) {
+  el.classList.toggle('blocked-author', state.blocked.has(el.dataset.uid));
+}
+
+/** Every message added to any pane, live or from history, is checked against the blocked users. */
+function watchBlockedAuthors() {
+  new MutationObserver((changes) => {
+    if (state.blocked.size === 0) return;
+    for (const change of changes) {
+      for (const node of change.addedNodes) {
+        if (node instanceof HTMLElement && node.matches('li.msg')) hideIfBlocked(node);
+      }
+    }
+  }).observe($('message-panes'), { childList: true, subtree: true });
+}
+
+/** A DM's ×: closed on every device until a new message arrives (left here at once if offline). */
+function closeDm(name) {
+  if (!client.closeDm(name)) leaveRoom(name);
+}
+
 function leaveRoom(name) {
   const room = state.rooms.get(name);
   if (!room) return;
   client.leave(name);
+  forgetRoom(name);
+}
+
+/** Takes a room out of the page (the client has left it). */
+function forgetRoom(name) {
+  const room = state.rooms.get(name);
+  if (!room) return;
   room.destroy();
   state.rooms.delete(name);
   saveRoomList();
@@ -593,7 +630,7 @@ function renderRoomList() {
     leave.className = 'leave-button';
     leave.textContent = '×';
     leave.setAttribute('aria-label', `Leave ${room.dm ? `the conversation with ${room.dm.name}` : room.name}`);
-    leave.addEventListener('click', () => leaveRoom(room.name));
+    leave.addEventListener('click', () => (room.dm ? closeDm(room.name) : leaveRoom(room.name)));
 
     li.append(open, leave);
     list.append(li);
@@ -629,6 +666,16 @@ function renderPeople() {
       remove.setAttribute('aria-label', `Remove ${shown} from this room for 10 minutes`);
       remove.addEventListener('click', () => client.kick(room.name, id, 10));
       li.append(remove);
+    }
+    if (id !== state.me?.id) {
+      const blocked = state.blocked.has(id);
+      const block = document.createElement('button');
+      block.type = 'button';
+      block.className = 'link-button block-button';
+      block.textContent = blocked ? 'Unblock' : 'Block';
+      block.setAttribute('aria-label', `${blocked ? 'Unblock' : 'Block'} ${shown}`);
+      block.addEventListener('click', () => (blocked ? client.unblock(id) : client.block(id)));
+      li.append(block);
     }
     if (id !== state.me?.id && !room.dm) {
       const message = document.createElement('button');
@@ -777,6 +824,7 @@ function autosize(textarea) {
 
 function boot() {
   bindUi();
+  watchBlockedAuthors();
   const saved = loadJson(localStorage, KEYS.rooms, [DEFAULT_ROOM]);
   const names = Array.isArray(saved) ? saved.filter((n) => typeof n === 'string' && ROOM_NAME.test(n)) : [];
   client = new NatterClient({
@@ -804,6 +852,8 @@ function boot() {
   client.on('error', ({ code, message }) => showNotice(`Server: ${message || code}`));
   client.on('dm', onDm);
   client.on('invited', onInvited);
+  client.on('blocked', onBlocked);
+  client.on('dm-closed', ({ room }) => forgetRoom(room));
   client.on('credentials-needed', showLogin);
   // What only a browser knows: the network came back, or the tab is seen again.
   window.addEventListener('online', () => client.networkChanged(true));

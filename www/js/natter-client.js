@@ -25,6 +25,8 @@ export const EVENTS = [
   'read', // {room, seq}: your read marker moved (on this device or another)
   'dm', // {room, user}: a direct-message room with `user` (opened by either of you; also at every connect)
   'invited', // {room, by}: you may now join the private room `room`
+  'blocked', // {users}: every user id you blocked (at connect when any, after each block/unblock, on every device)
+  'dm-closed', // {room}: you closed this DM (here or on another device); the client has left it
   'moderation', // a moderator's system event (kick, read_only), live or from history; a kick of you also leaves the room
   'history', // {room, messages, complete, resumed, reset}: messages not seen before, oldest first;
   //            reset: the server's history of the room is another one (data wiped): drop what you show
@@ -203,6 +205,33 @@ export class NatterClient {
   dm(userId) {
     if (typeof userId !== 'string' || userId === '') throw new TypeError('dm: a user id is required');
     return this.sendFrame({ type: 'dm', user: userId });
+  }
+
+  /** Blocks user `userId`: they cannot open a DM with you; the 'blocked' event lists everyone blocked. */
+  block(userId) {
+    if (typeof userId !== 'string' || userId === '') throw new TypeError('block: a user id is required');
+    return this.sendFrame({ type: 'block', user: userId });
+  }
+
+  /** Undoes block(userId). */
+  unblock(userId) {
+    if (typeof userId !== 'string' || userId === '') throw new TypeError('unblock: a user id is required');
+    return this.sendFrame({ type: 'unblock', user: userId });
+  }
+
+  /** User ids you blocked, as the server last said (a Set; empty until told). */
+  get blocked() {
+    return new Set(this.blockedUsers ?? []);
+  }
+
+  /**
+   * Closes (hides) your DM room `room` until a new message arrives in it, on every
+   * device: the 'dm-closed' event follows and the client leaves the room; a 'dm'
+   * event brings it back. False when not online.
+   */
+  closeDm(room) {
+    checkRoom(room);
+    return this.sendFrame({ type: 'close_dm', room });
   }
 
   /** Moderators: removes user `userId` from `room` for `minutes`. */
@@ -692,7 +721,7 @@ export class NatterClient {
 }
 
 // Frames not about a room the client is in (a DM or an invitation names a room to join).
-const ROOMLESS = new Set(['welcome', 'pong', 'error', 'dm', 'invited']);
+const ROOMLESS = new Set(['welcome', 'pong', 'error', 'dm', 'invited', 'blocked', 'dm_closed']);
 
 // One handler per server frame type; `this` is the client.
 const HANDLERS = {
@@ -702,6 +731,18 @@ const HANDLERS = {
 
   invited(frame) {
     if (typeof frame.room === 'string' && frame.by) this.events.emit('invited', { room: frame.room, by: frame.by });
+  },
+
+  blocked(frame) {
+    if (!Array.isArray(frame.users)) return;
+    this.blockedUsers = frame.users.filter((u) => typeof u === 'string');
+    this.events.emit('blocked', { users: [...this.blockedUsers] });
+  },
+
+  dm_closed(frame) {
+    if (typeof frame.room !== 'string' || !ROOM_NAME.test(frame.room)) return;
+    this.leave(frame.room); // frees its slot; a 'dm' frame brings it back
+    this.events.emit('dm-closed', { room: frame.room });
   },
 
   welcome(frame) {
