@@ -3,21 +3,19 @@
 // The library does everything on the wire: reconnecting, the heartbeat,
 // joining every room (with `since` when resuming), and sending the unsent
 // messages, oldest first, each with the id it was given when typed, once the
-// room's history is in. This file only turns its events into DOM (js/room.js
+// room's history is in; it also paces typing notices and read markers, and keeps
+// each room's newest seq. This file only turns its events into DOM (js/room.js
 // draws a room) and the user's actions into its calls. It must never build
-// protocol frames itself.
+// protocol frames, time what it sends, or keep a second cursor.
 
 import { NatterClient, ROOM_NAME, userTag } from './js/natter-client.js';
 import { Room } from './js/room.js';
 import { loadJson, saveJson, loadString, saveString } from './js/storage.js';
 
-const TYPING_THROTTLE_MS = 3000;
 // Scroll-back: a page of this many, asked for when the reader is this close to the top.
 const OLDER_PAGE = 50;
 const OLDER_WITHIN_PX = 80;
 const SEARCH_PAGE = 50;
-// Read markers go out at most this often per room (the newest seq seen then).
-const READ_EVERY_MS = 500;
 const DEFAULT_ROOM = 'lobby';
 // `unsent` keeps the key the page used before the library, so messages
 // saved by an older page are still sent.
@@ -42,7 +40,6 @@ const state = {
   maxText: 4000,
   rooms: new Map(),
   active: null,
-  typingSentAt: new Map(),
   statusDetail: { state: 'idle', reason: '', retryAt: null },
 };
 
@@ -196,7 +193,8 @@ async function loadOlder(room) {
   if (room.older !== 'more' || client.state !== 'online') return;
   // Paging goes on from the oldest seq seen: a message, or an edit/delete event
   // (those are not shown, the messages they change already are).
-  const before = Math.min(room.olderFrom ?? Infinity, Number.isFinite(room.firstSeq) ? room.firstSeq : room.lastSeq + 1);
+  const newest = client.room(room.name)?.lastSeq ?? 0;
+  const before = Math.min(room.olderFrom ?? Infinity, Number.isFinite(room.firstSeq) ? room.firstSeq : newest + 1);
   if (before <= 1) {
     room.setOlder('beginning');
     return;
@@ -349,12 +347,9 @@ function queueMessage(roomName, text) {
   room.scrollToBottom();
 }
 
+/** The user typed in the active room: the library paces the notices. */
 function sendTyping() {
-  const room = state.rooms.get(state.active);
-  if (!room) return;
-  const now = Date.now();
-  if (now - (state.typingSentAt.get(room.name) ?? 0) < TYPING_THROTTLE_MS) return;
-  if (client.typing(room.name)) state.typingSentAt.set(room.name, now);
+  if (state.active !== null) client.typing(state.active);
 }
 
 // ---------- events from the client library ----------
@@ -520,13 +515,13 @@ function seenNow(room) {
   return room.name === state.active && document.visibilityState === 'visible' && room.isAtBottom();
 }
 
-/** Tells the server (and so the user's other devices) that the active room is read. */
+/**
+ * Tells the server (and so the user's other devices) that the active room is read, up
+ * to the newest message, when the reader is looking at it. The library paces the
+ * markers; its `read` event moves ours.
+ */
 function markReadSoon(room) {
-  if (room.readSeq === null || room.readTimer || !seenNow(room) || room.lastSeq <= room.readSeq) return;
-  room.readTimer = setTimeout(() => {
-    room.readTimer = null;
-    if (seenNow(room) && client.markRead(room.name, room.lastSeq)) room.readSeq = room.lastSeq;
-  }, READ_EVERY_MS);
+  if (seenNow(room)) client.markRead(room.name);
 }
 
 function renameMe(name) {

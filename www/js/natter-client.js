@@ -60,6 +60,12 @@ const CLOSE_SOON_MS = 1000;
 // rate_per_s tokens a second, so a second is the natural first step).
 const RETRY = { firstMs: 1000, maxMs: 16000 };
 const TRANSIENT = new Set(['unavailable', 'rate_limited']);
+// Pacing, so that every client of the library is a polite one: a `typing` notice
+// shows for about 5 s on the others' screens, so one every 3 s while the user types
+// is enough; read markers go out at most every half second per room (the newest seq
+// asked for meanwhile).
+const TYPING_EVERY_MS = 3000;
+const READ_EVERY_MS = 500;
 
 export class NatterClient {
   /**
@@ -185,11 +191,13 @@ export class NatterClient {
     return [...this.roomStates.keys()];
   }
 
-  /** What the client knows of a room: {name, joined, lastSeq, epoch, users: Map(id → name)}, or undefined. */
+  /** What the client knows of a room: {name, joined, lastSeq, epoch, readSeq, users: Map(id → name)}, or undefined. */
   room(name) {
     const room = this.roomStates.get(name);
     if (!room) return undefined;
-    return { name: room.name, joined: room.joined, lastSeq: room.lastSeq, epoch: room.epoch, users: new Map(room.users) };
+    return {
+      name: room.name, joined: room.joined, lastSeq: room.lastSeq, epoch: room.epoch, readSeq: room.readSeq ?? null, users: new Map(room.users),
+    };
   }
 
   /** Joins `room` now if online, else on every (re)connect. Joining again is a no-op. */
@@ -295,11 +303,18 @@ export class NatterClient {
     return this.unsentStore.take(id);
   }
 
-  /** Tells the room's other members we are typing; false if not sent. */
+  /** Tells the room's other members we are typing (paced); false if not sent now. */
   typing(room) {
     checkRoom(room);
-    if (!this.roomStates.get(room)?.joined) return false;
-    return this.sendFrame({ type: 'typing', room });
+    const state = this.roomStates.get(room);
+    if (!state?.joined) return false;
+    // Paced: one notice shows the others "typing…" for a few seconds, so a keystroke
+    // within TYPING_EVERY_MS of the last notice sent adds nothing.
+    const now = Date.now();
+    if (now - (state.typingSentAt ?? -Infinity) < TYPING_EVERY_MS) return false;
+    if (!this.sendFrame({ type: 'typing', room })) return false;
+    state.typingSentAt = now;
+    return true;
   }
 
   /** Changes the display name (open mode); false if not connected. */
@@ -344,15 +359,34 @@ export class NatterClient {
   }
 
   /**
-   * Moves your read marker in `room` to `seq` (stored by the server, told to all your
-   * connections in the room). False when not joined, when the marker is there already,
-   * or when the server keeps no markers (one from before read markers).
+   * Moves your read marker in `room` to `seq` (default: the newest seq seen there),
+   * stored by the server and told to all your connections in the room. Paced: at most
+   * one `read` per room every READ_EVERY_MS; a call meanwhile is kept, and the highest
+   * seq asked for goes out when the pause ends. True when sent or kept; false when not
+   * joined, when the marker is there already, or when the server keeps no markers (one
+   * from before read markers).
    */
   markRead(room, seq) {
     const state = this.roomStates.get(room);
-    if (!state?.joined || state.readSeq === null || state.readSeq === undefined || !Number.isInteger(seq)) return false;
-    if (seq <= state.readSeq) return false;
-    return this.sendFrame({ type: 'read', room, seq });
+    if (!state?.joined || state.readSeq === null || state.readSeq === undefined) return false;
+    const wanted = seq ?? state.lastSeq;
+    if (!Number.isInteger(wanted) || wanted <= Math.max(state.readSeq, state.readSent ?? 0)) return false;
+    state.readWanted = Math.max(state.readWanted ?? 0, wanted);
+    if (!state.readTimer) this.sendRead(state);
+    return true;
+  }
+
+  /** Sends the room's wanted read marker now and starts the pause before the next one. */
+  sendRead(state) {
+    const seq = state.readWanted;
+    state.readWanted = 0;
+    if (!seq || seq <= Math.max(state.readSeq ?? 0, state.readSent ?? 0) || !state.joined) return;
+    if (!this.sendFrame({ type: 'read', room: state.name, seq })) return;
+    state.readSent = seq;
+    state.readTimer = setTimeout(() => {
+      state.readTimer = null;
+      if (this.roomStates.get(state.name) === state) this.sendRead(state);
+    }, READ_EVERY_MS);
   }
 
   /**
@@ -757,6 +791,7 @@ const HANDLERS = {
     room.epoch = typeof frame.epoch === 'string' ? frame.epoch : null;
     room.users = new Map((frame.users ?? []).map((user) => [user.id, user.name]));
     room.readSeq = Number.isInteger(frame.read_seq) ? frame.read_seq : null;
+    room.readSent = 0; // the server's marker is the truth again (it may have been reset)
     room.createPrivate = false;
     const detail = {
       room: room.name,

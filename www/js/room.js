@@ -20,7 +20,6 @@ const OLDER_TEXT = { more: 'Load older messages', loading: 'Loading older messag
 export class Room {
   constructor(name, container) {
     this.name = name;
-    this.lastSeq = 0;
     this.firstSeq = Infinity; // the oldest seq shown: where scroll-back goes on from
     this.seqs = new Set();
     this.users = new Map();
@@ -147,7 +146,6 @@ export class Room {
       if (el !== this.olderRow && !pending) el.remove();
     }
     this.seqs.clear();
-    this.lastSeq = 0;
     this.firstSeq = Infinity;
     this.setOlder('more');
   }
@@ -276,7 +274,6 @@ export class Room {
 
   rememberSeq(seq) {
     this.seqs.add(seq);
-    if (seq > this.lastSeq) this.lastSeq = seq;
     if (seq < this.firstSeq) this.firstSeq = seq;
   }
 
