@@ -12,26 +12,9 @@
 use bytes::Bytes;
 
 use super::store::Post;
-use super::{Appended, RedisStore, RedisStoreError};
+use super::{Appended, ChangeOf, RedisStore, RedisStoreError};
 use crate::protocol::RoomName;
 use crate::store::Refused;
-
-/// The change an event makes to message `of`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChangeOf {
-    /// The author's new text (in the event); the message gets `"edited":ts`.
-    Edit { of: u64, ts: u64 },
-    /// By the author, or by a moderator (`by_mod`).
-    Delete { of: u64, by_mod: bool },
-}
-
-impl ChangeOf {
-    pub fn of(&self) -> u64 {
-        match self {
-            ChangeOf::Edit { of, .. } | ChangeOf::Delete { of, .. } => *of,
-        }
-    }
-}
 
 impl RedisStore {
     /// Stores the event `prefix seq suffix` (an `edit` with its `text` last, or a

@@ -82,13 +82,30 @@ use crate::protocol::RoomName;
 
 pub use access::{kick_field, RoomAccess};
 pub use dms::DmOpened;
-pub use edits::{deleted, edited, ChangeOf};
+pub use edits::{deleted, edited};
 pub use events::Events;
 pub use presence::{presence_changes, PresenceChanges};
 pub use query::start_readers;
 pub use reader::Reader;
 pub use reply::Entry;
 pub use store::{Appended, ClientPost, Range, RedisStore};
+
+/// The change an edit or delete event makes to message `of` (stored by `edits.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeOf {
+    /// The author's new text (in the event); the message gets `"edited":ts`.
+    Edit { of: u64, ts: u64 },
+    /// By the author, or by a moderator (`by_mod`).
+    Delete { of: u64, by_mod: bool },
+}
+
+impl ChangeOf {
+    pub fn of(&self) -> u64 {
+        match self {
+            ChangeOf::Edit { of, .. } | ChangeOf::Delete { of, .. } => *of,
+        }
+    }
+}
 
 /// How the Redis layer behaves; every field has a default ([`StoreOptions::default`]).
 #[derive(Debug, Clone)]
@@ -354,6 +371,11 @@ impl RoomKeys {
 /// blocks on this one stream and then reads only the rooms that changed.
 pub(crate) fn news_key(prefix: &str) -> String {
     format!("{prefix}:news")
+}
+
+/// The key of `uid`'s read markers (the uid last: no uid can reach another key).
+pub(crate) fn read_marks(prefix: &str, uid: &str) -> String {
+    format!("{prefix}:reads:{uid}")
 }
 
 /// Entries the news stream keeps (`MAXLEN ~`): far more than a reader lags in normal

@@ -8,13 +8,8 @@
 //! checks that first.
 
 use super::store::envelope;
-use super::{RedisStore, RedisStoreError};
+use super::{read_marks, RedisStore, RedisStoreError};
 use crate::protocol::RoomName;
-
-/// The key of `uid`'s read markers (the uid last: no uid can reach another key).
-pub(crate) fn read_marks(prefix: &str, uid: &str) -> String {
-    format!("{prefix}:reads:{uid}")
-}
 
 impl RedisStore {
     /// Moves `uid`'s marker of `room` to `seq` unless it is there or further already,

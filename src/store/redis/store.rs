@@ -12,11 +12,12 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use redis::{Client, Connection, ErrorKind, RedisResult, ScriptInvocation, ServerErrorKind, Value};
 
-use super::edits::ChangeOf;
-use super::reads::read_marks;
 use super::reply::Entry;
 use super::scripts::Scripts;
-use super::{connect, is_outage, news_key, open_client, InstanceId, RedisStoreError, RoomKeys, StoreOptions, NEWS_CAP};
+use super::{
+    connect, is_outage, news_key, open_client, read_marks, ChangeOf, InstanceId, RedisStoreError, RoomKeys,
+    StoreOptions, NEWS_CAP,
+};
 use crate::protocol::RoomName;
 use crate::store::Refused;
 
