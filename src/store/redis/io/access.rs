@@ -7,26 +7,16 @@
 //! join reads them with its history (one request, the dispatcher never waits),
 //! `dm`/`invite`/`join {private:true}` write them, and a kick or read-only change is
 //! appended as a `system` event that sets the fact in the same script. `dm`/`invited`
-//! frames go to the other instances through the users channel ([`ToUser`]); the
+//! frames go to the other instances through the users channel ([`super::users`]); the
 //! answer carries them for this instance's connections. Never touches rooms or
 //! sockets.
 
-use bytes::Bytes;
-
+use super::users::{tell, UserFrames};
 use super::{describe, unix_ms, ClusterEvent, Request};
 use crate::access::{dm_rate_error, dm_room, kick_refusal, unknown_user, JoinRule, DM_PREFIX, DM_RATE_WINDOW_MS};
 use crate::protocol::wire;
 use crate::protocol::{ErrorCode, ProtocolError, RoomName, ServerMsg, User, UserId, UserRef};
 use crate::store::redis::{DmOpened, RedisStore, RoomAccess};
-
-/// A frame for a user's connections on every instance (the users channel's payload).
-#[derive(serde::Serialize, serde::Deserialize)]
-pub struct ToUser {
-    /// The user's id.
-    pub to: String,
-    /// The frame's JSON.
-    pub frame: String,
-}
 
 /// Whether `uid` may join `room` under `rule` (creating it private when
 /// asked); the room's facts when it may.
@@ -75,17 +65,6 @@ fn name_of(store: &mut RedisStore, uid: &str, known: Option<String>, what: &str)
     }
 }
 
-/// Publishes `frame` for `to`'s connections on the other instances; this
-/// instance's are staged with the answer.
-pub(super) fn tell(store: &mut RedisStore, to: &str, frame: &Bytes) {
-    let json = wire::payload(frame);
-    let message = ToUser { to: to.to_owned(), frame: String::from_utf8_lossy(&json).into_owned() };
-    let payload = serde_json::to_vec(&message).expect("a user frame always serializes");
-    if let Err(e) = store.tell_user(&payload) {
-        log::warn!("redis: could not tell {to}'s other instances: {e}");
-    }
-}
-
 /// Performs an access request; `None` for any other.
 pub(super) fn handle<C, A>(store: &mut RedisStore, req: Request<C, A>) -> Option<ClusterEvent<C, A>> {
     match req {
@@ -114,9 +93,6 @@ pub(super) fn handle<C, A>(store: &mut RedisStore, req: Request<C, A>) -> Option
         _ => None,
     }
 }
-
-/// Frames for users' connections: (whose, frame).
-pub type UserFrames = Vec<(UserId, Bytes)>;
 
 fn open_dm(
     store: &mut RedisStore,

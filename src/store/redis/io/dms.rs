@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 
-use super::access::{tell, UserFrames};
+use super::users::{tell, UserFrames};
 use super::{describe, ClusterEvent};
 use crate::access::{blocked_frame, MAX_BLOCKS};
 use crate::protocol::wire::{self, Frame};

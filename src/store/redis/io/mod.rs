@@ -10,7 +10,8 @@
 //! and users (`dm`/`invited` frames) threads, whose [`Delivery`]s reach the same
 //! callback through `redis-forward`. Scroll-back and search have their own threads
 //! ([`super::start_readers`]). `access` holds the requests about who may join what,
-//! `dms` those about blocks and closed DMs.
+//! `dms` those about blocks and closed DMs, `users` the frames both send to a user's
+//! connections on every instance.
 //!
 //! The caller's tags ride along untouched: `C` names a connection, `A` whoever waits
 //! for the answer to an append, edit or deletion; this module never looks inside them
@@ -18,6 +19,7 @@
 
 mod access;
 mod dms;
+mod users;
 
 use std::collections::{HashMap, HashSet};
 use std::thread;
@@ -35,8 +37,8 @@ use crate::store::redis::{
 };
 use crate::store::{resume_resets, Refused};
 
-pub use access::{ToUser, UserFrames};
 pub use dms::DmRequest;
+pub use users::{ToUser, UserFrames};
 
 /// What the dispatcher asks of Redis; `C` and `A` are its tags (see the module doc).
 #[derive(Debug)]
