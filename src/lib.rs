@@ -17,10 +17,14 @@
 //!   ([`protocol::wire`]), commits, and only then hands the batch on.
 //! - [`delivery`]: writer shards put committed batches on the wire without blocking,
 //!   through each connection's bounded outbox.
+//! - [`api`]: the server HTTP API, whose calls reach the dispatcher as commands like a
+//!   client's messages; [`webhooks`]: the signed POSTs of committed room events to
+//!   `--webhook` receivers, queued per receiver and never waited on.
 //!
 //! [`config::Config`] holds every limit; [`cli`] turns flags into it; [`limits`] reads
-//! what the process can hold; [`heap`] hands freed memory back once a burst is over. [`serve`] runs it all on listeners the caller bound,
-//! until a [`shutdown`] fires.
+//! what the process can hold; [`heap`] hands freed memory back once a burst is over.
+//! [`serve`] runs it all on listeners the caller bound, until a [`shutdown`] fires.
+//! docs/ARCHITECTURE.md states the layering `scripts/check-layers.py` enforces.
 
 pub mod access;
 pub mod api;

@@ -5,8 +5,10 @@
 //! broadcasts and the connection thread's pongs and close frames alike. The outbox
 //! lock is held for each append and each write, so frames never interleave (one
 //! writer at a time). Writes use `sendmsg` with `MSG_DONTWAIT` on the one shared file
-//! descriptor: they never block, while the connection thread's reads on the same fd
-//! stay blocking. Pending frames are written together in one `sendmsg` (coalescing).
+//! descriptor, so they never block; the connection thread reads the same fd with
+//! `MSG_DONTWAIT` too and sleeps in `poll` (`transport::wait`), so the socket itself
+//! can stay in blocking mode. Pending frames are written together in one `sendmsg`
+//! (coalescing).
 //! This module never decides policy (who is slow, when to close): callers do.
 //!
 //! A TLS connection keeps its rustls session here too, behind the same lock, so the
@@ -234,7 +236,7 @@ impl Conn {
         self.sse.get()
     }
 
-    /// The socket, for the connection thread's blocking reads.
+    /// The socket, for the connection thread's reads and its `poll`.
     pub fn stream(&self) -> &TcpStream {
         &self.stream
     }
@@ -399,7 +401,7 @@ impl Conn {
     }
 
     /// Ends the connection at once: reads and writes fail from now on, which also
-    /// wakes the connection thread from its blocking read.
+    /// wakes the connection thread from its `poll` (or an SSE stream's timed read).
     pub fn abort(&self) {
         self.lock().dead = true;
         let _ = self.stream.shutdown(Shutdown::Both);

@@ -18,8 +18,11 @@
 //! - [`http`]: the page, `/config.json`, `/healthz` and (admin) `/metrics`.
 //!
 //! Transport talks to the dispatcher only through [`crate::dispatcher::Command`]s and
-//! writes only through a connection's [`crate::delivery::outbox::Conn`]; it never
-//! touches rooms, seq or history.
+//! never touches rooms, seq or history. On the WebSocket listener (WebSocket, SSE,
+//! `POST /send`) it writes only through a connection's
+//! [`crate::delivery::outbox::Conn`], the one writer of that socket. The HTTP guard
+//! owns its sockets outright (no other thread holds them) and writes its responses
+//! with its own non-blocking `send`.
 
 pub mod admission;
 pub mod connection;
