@@ -35,7 +35,7 @@ fn main() {
     for policy in [FsyncPolicy::Never, FsyncPolicy::Interval, FsyncPolicy::Always] {
         for batch in [1u64, 100, 1000] {
             let dir = tempfile::tempdir().unwrap();
-            let (mut store, _) = SqliteStore::open(dir.path(), policy, 1000).unwrap();
+            let mut store = SqliteStore::open(dir.path(), policy).unwrap();
             let mut seq = 0;
             g.throughput(Throughput::Elements(batch));
             let name = format!("{policy:?}").to_lowercase();

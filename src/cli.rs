@@ -111,7 +111,8 @@ pub struct ServeArgs {
     /// Rooms one connection may join (error room_limit past it).
     #[arg(long, default_value_t = Config::default().max_rooms_per_conn)]
     pub max_rooms_per_conn: usize,
-    /// Rooms the server keeps in total.
+    /// Rooms held in memory at once (idle ones leave memory to make space; error
+    /// room_limit only when every room in memory is in use).
     #[arg(long, default_value_t = Config::default().max_rooms)]
     pub max_rooms: usize,
     /// Direct-message rooms one connection may be in, apart from --max-rooms-per-conn.
@@ -120,6 +121,13 @@ pub struct ServeArgs {
     /// New DMs per user per minute, as opener or as the other user (error dm_rate past it).
     #[arg(long, default_value_t = Config::default().dm_open_rate)]
     pub dm_open_rate: u32,
+    /// Seconds a room nobody is in stays in memory (then it comes back from the store
+    /// when used again).
+    #[arg(long, default_value_t = 60)]
+    pub room_idle_secs: u64,
+    /// New rooms one connection may create per minute (error create_limited past it).
+    #[arg(long, default_value_t = Config::default().room_creates_per_min)]
+    pub room_creates: u32,
     /// Client frames per second per connection (error rate_limited past it).
     #[arg(long, default_value_t = Config::default().rate_per_s)]
     pub rate_per_s: u32,
@@ -301,6 +309,8 @@ impl ServeArgs {
             max_rooms: self.max_rooms,
             max_dms_per_conn: self.max_dms_per_conn,
             dm_open_rate: self.dm_open_rate,
+            room_idle: Duration::from_secs(self.room_idle_secs),
+            room_creates_per_min: self.room_creates,
             history_per_room: self.history,
             join_history: self.join_history,
             presence_limit: self.presence_limit,
@@ -381,6 +391,7 @@ mod tests {
         assert_eq!(cfg.heartbeat_timeout, d.heartbeat_timeout);
         assert_eq!(cfg.handshake_timeout, d.handshake_timeout);
         assert_eq!(cfg.heap_trim_quiet, d.heap_trim_quiet);
+        assert_eq!(cfg.room_idle, d.room_idle);
         assert_eq!((cfg.http_head_timeout, cfg.http_idle_timeout), (d.http_head_timeout, d.http_idle_timeout));
     }
 }

@@ -65,7 +65,9 @@ pub struct Config {
     pub max_text_chars: usize,
     /// Rooms one connection may be in at once (`room_limit` past it).
     pub max_rooms_per_conn: usize,
-    /// Rooms the server keeps in total (`room_limit` when a new one would pass it).
+    /// Rooms held in memory at once. A room nobody is in leaves memory to make space
+    /// for another (it comes back from the store when used again); `room_limit` only
+    /// when every room in memory is in use. Stored rooms are not counted.
     pub max_rooms: usize,
     /// Direct-message rooms one connection may be in at once, apart from
     /// `max_rooms_per_conn`, so DMs others open never take the slots of rooms the user
@@ -75,6 +77,13 @@ pub struct Config {
     /// New DM rooms per user per minute, counted for the opener and for the other
     /// user alike, so many throwaway identities cannot flood one user (`dm_rate` past it).
     pub dm_open_rate: u32,
+    /// How long a room nobody is in stays in memory before it leaves (its ring and
+    /// de-duplication ids go; it comes back from the store on the next join). A room
+    /// that never held a message leaves at once.
+    pub room_idle: Duration,
+    /// New rooms one connection may create per minute (also its burst): a name the
+    /// server has never held, or a new private room (`create_limited` past it).
+    pub room_creates_per_min: u32,
     /// Messages kept in memory per room for history and resume.
     pub history_per_room: usize,
     /// Rooms with more present users than this list only this many in `joined` and do
@@ -193,6 +202,8 @@ impl Default for Config {
             max_rooms: 10_000,
             max_dms_per_conn: 64,
             dm_open_rate: 10,
+            room_idle: Duration::from_secs(60),
+            room_creates_per_min: 20,
             history_per_room: 1000,
             join_history: 50,
             presence_limit: 1000,

@@ -128,12 +128,12 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown, ready: impl 
     let (commands_tx, commands_rx) = crossbeam_channel::bounded(COMMAND_QUEUE);
     let dispatcher = match &cfg.redis {
         None => {
-            let (store, loaded) = SqliteStore::open(&cfg.data_dir, cfg.fsync, cfg.history_per_room)?;
+            let store = SqliteStore::open(&cfg.data_dir, cfg.fsync)?;
             let tx = commands_tx.clone();
             let readers = reader::start(store.path(), STORE_READERS, move |answer| {
                 let _ = tx.send(Command::Store(answer)); // the dispatcher is gone at shutdown
             })?;
-            Dispatcher::new(cfg.clone(), metrics.clone(), Backend::Local(Box::new(Local { store, readers })), loaded)
+            Dispatcher::new(cfg.clone(), metrics.clone(), Backend::Local(Box::new(Local { store, readers })))
         }
         Some(url) => {
             let opts = StoreOptions {
@@ -149,7 +149,7 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown, ready: impl 
             let readers = redis_store::start_readers(url, &opts, STORE_READERS, move |answer| {
                 let _ = tx.send(Command::Store(answer)); // the dispatcher is gone at shutdown
             })?;
-            Dispatcher::new(cfg.clone(), metrics.clone(), Backend::Redis(Cluster { io, readers }), Vec::new())
+            Dispatcher::new(cfg.clone(), metrics.clone(), Backend::Redis(Cluster { io, readers }))
         }
     };
 

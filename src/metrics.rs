@@ -65,6 +65,9 @@ pub struct Metrics {
     started: Instant,
     pub connections: AtomicU64,
     pub rooms: AtomicU64,
+    /// Rooms that left memory (idle, or to make space), and rooms read back from the store.
+    pub rooms_evicted: AtomicU64,
+    pub rooms_loaded: AtomicU64,
     pub handshakes_refused: AtomicU64,
     pub messages_accepted: AtomicU64,
     pub messages_duplicate: AtomicU64,
@@ -109,6 +112,8 @@ impl Default for Metrics {
             started: Instant::now(),
             connections: AtomicU64::new(0),
             rooms: AtomicU64::new(0),
+            rooms_evicted: AtomicU64::new(0),
+            rooms_loaded: AtomicU64::new(0),
             handshakes_refused: AtomicU64::new(0),
             messages_accepted: AtomicU64::new(0),
             messages_duplicate: AtomicU64::new(0),
@@ -214,7 +219,19 @@ impl Metrics {
         };
         gauge("natter_uptime_seconds", "Seconds since start.", "gauge", self.uptime_s());
         gauge("natter_connections", "Open WebSocket connections.", "gauge", self.connections.load(Relaxed));
-        gauge("natter_rooms", "Rooms held in memory.", "gauge", self.rooms.load(Relaxed));
+        gauge("natter_rooms", "Rooms held in memory (at most --max-rooms).", "gauge", self.rooms.load(Relaxed));
+        gauge(
+            "natter_rooms_evicted_total",
+            "Rooms that left memory: nobody in them (idle past --room-idle-secs, empty, or to make space).",
+            "counter",
+            self.rooms_evicted.load(Relaxed),
+        );
+        gauge(
+            "natter_rooms_loaded_total",
+            "Rooms read back from the store into memory when used again.",
+            "counter",
+            self.rooms_loaded.load(Relaxed),
+        );
         gauge(
             "natter_handshakes_refused_total",
             "WebSocket handshakes refused before the upgrade.",

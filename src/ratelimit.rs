@@ -19,6 +19,13 @@ impl TokenBucket {
         TokenBucket { rate: f64::from(rate_per_s), burst, tokens: burst, last: Instant::now() }
     }
 
+    /// A bucket of `burst` that refills `per_minute` tokens a minute (rates below one
+    /// a second, such as room creation).
+    pub fn per_minute(per_minute: u32, burst: u32) -> TokenBucket {
+        let burst = f64::from(burst.max(1));
+        TokenBucket { rate: f64::from(per_minute) / 60.0, burst, tokens: burst, last: Instant::now() }
+    }
+
     /// Takes one token if there is one.
     pub fn take(&mut self) -> bool {
         self.take_at(Instant::now())

@@ -40,7 +40,7 @@ pub fn status_of(code: ErrorCode) -> u16 {
         ErrorCode::NotFound => 404,
         ErrorCode::RoomLimit | ErrorCode::NotJoined => 409,
         ErrorCode::TooLong => 413,
-        ErrorCode::RateLimited | ErrorCode::DmRate => 429,
+        ErrorCode::RateLimited | ErrorCode::DmRate | ErrorCode::CreateLimited => 429,
         ErrorCode::Unavailable => 503,
     }
 }

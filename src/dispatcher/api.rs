@@ -58,7 +58,7 @@ impl Dispatcher {
     fn on_api_local(&mut self, call: ApiCall, reply: Sender<ApiResult>) {
         let answer = match call {
             ApiCall::Post { room, text, id, from } => {
-                let posted = self.ensure_room(&room).and_then(|()| {
+                let posted = self.ensure_room(&room, None).and_then(|()| {
                     self.store_message(NewPost {
                         poster: &from,
                         ack: AckTo::Api(reply.clone()),
@@ -83,9 +83,10 @@ impl Dispatcher {
                 }
             }
             ApiCall::Rooms => Ok(self.api_rooms()),
-            ApiCall::Presence { room } => match self.rooms.get(&room) {
-                Some(r) => Ok(json!({ "room": room, "users": r.users(usize::MAX), "remote": r.remote.len() })),
-                None => Err(not_found(&room)),
+            ApiCall::Presence { room } => match self.bring_back(&room).map(|_| self.rooms.get(&room)) {
+                Ok(Some(r)) => Ok(json!({ "room": room, "users": r.users(usize::MAX), "remote": r.remote.len() })),
+                Ok(None) => Err(not_found(&room)),
+                Err(e) => Err(e),
             },
             ApiCall::Disconnect { uid } => {
                 // Redis mode: the other instances close theirs too (polling, ≤ 250 ms).
@@ -123,6 +124,7 @@ impl Dispatcher {
         limit: usize,
         reply: &Sender<ApiResult>,
     ) -> Result<(), ProtocolError> {
+        self.bring_back(&room)?; // an idle room may have left memory
         let head = self.rooms.get(&room).ok_or_else(|| not_found(&room))?.history.head();
         self.settle(&room); // what is read must be committed
         let name = room.clone();

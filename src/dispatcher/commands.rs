@@ -12,7 +12,7 @@ use bytes::Bytes;
 use super::backend::Backend;
 use super::durability::BatchPost;
 use super::history::Stored;
-use super::state::{now_ms, Room};
+use super::state::now_ms;
 use super::tags::{AckTo, NewPost};
 use super::Dispatcher;
 use crate::delivery::fanout::Out;
@@ -161,23 +161,11 @@ impl Dispatcher {
             }
         }
         self.check_room_slots(id, room)?;
-        self.ensure_room(room)?;
+        self.ensure_room(room, Some(id)).map_err(|e| e.with_ref(Some("join".into())))?;
         if let Some(c) = self.clients.get_mut(&id) {
             c.rooms.push(room.clone());
         }
-        Ok(())
-    }
-
-    /// Creates `room` unless it exists, within `--max-rooms`.
-    pub(super) fn ensure_room(&mut self, room: &RoomName) -> Result<(), ProtocolError> {
-        if !self.rooms.contains_key(room) {
-            if self.rooms.len() >= self.cfg.max_rooms {
-                return Err(ProtocolError::new(ErrorCode::RoomLimit, "the server holds its maximum of rooms")
-                    .with_ref(Some("join".into())));
-            }
-            self.rooms.insert(room.clone(), Room::new(&self.cfg));
-            self.metrics.rooms.store(self.rooms.len() as u64, Relaxed);
-        }
+        self.hold_room(id, room);
         Ok(())
     }
 
@@ -188,6 +176,7 @@ impl Dispatcher {
         };
         client.rooms.swap_remove(pos);
         self.remove_member(id, room);
+        self.release_room(id, room);
         Ok(())
     }
 

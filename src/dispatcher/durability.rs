@@ -52,6 +52,13 @@ pub(super) struct StoreHealth {
     next_retention: Instant,
 }
 
+impl StoreHealth {
+    /// Whether the last commit failed (and writes may still be buffered).
+    pub fn failing(&self) -> bool {
+        self.failing
+    }
+}
+
 impl Default for StoreHealth {
     fn default() -> Self {
         StoreHealth { failing: false, retry_at: Instant::now(), backoff: RETRY_FIRST, next_retention: Instant::now() }

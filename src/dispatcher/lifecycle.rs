@@ -17,6 +17,7 @@ use crate::delivery::fanout::Out;
 use crate::delivery::outbox::{self, Conn, ConnId, Flush, LINGER};
 use crate::delivery::writer::ShardEvent;
 use crate::protocol::CloseReason;
+use crate::ratelimit::TokenBucket;
 
 impl Dispatcher {
     pub(super) fn register(&mut self, conn: Arc<Conn>, user: Identity) {
@@ -31,6 +32,7 @@ impl Dispatcher {
             can_rename: user.can_rename,
             access: user.access,
             rooms: vec![],
+            creates: TokenBucket::per_minute(self.cfg.room_creates_per_min, self.cfg.room_creates_per_min),
         };
         self.clients.insert(conn.id, client);
     }
@@ -47,8 +49,9 @@ impl Dispatcher {
                 self.remove_member(id, &room);
             } else if !r.is_some_and(|r| r.present.contains_key(&uid)) {
                 // Gone while its Redis join was in flight: take back the presence it set.
-                self.backend.tell_cluster(|| Request::Leave { room, uid: uid.clone() });
+                self.backend.tell_cluster(|| Request::Leave { room: room.clone(), uid: uid.clone() });
             }
+            self.release_room(id, &room);
         }
         self.user_conns.remove(&uid, id);
         self.clients.remove(&id);
@@ -79,6 +82,7 @@ impl Dispatcher {
         let rooms = self.clients.get_mut(&conn.id).map(|c| std::mem::take(&mut c.rooms)).unwrap_or_default();
         for room in rooms {
             self.remove_member(conn.id, &room);
+            self.release_room(conn.id, &room);
         }
         self.blocked.remove(&conn.id);
         conn.flush();

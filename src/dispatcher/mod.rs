@@ -19,6 +19,8 @@
 //!   DM slots of a connection;
 //! - `edits`: edits and deletions of messages, and who may make them;
 //! - `lifecycle`: registering, blocked sockets, heartbeats, closing;
+//! - `eviction`: which rooms are in memory (`--max-rooms`), idle rooms leaving it and
+//!   stored rooms coming back, and the per-connection rate of new rooms;
 //! - [`history`]: the per-room rings (the cache of the newest messages) and
 //!   de-duplication ids;
 //! - [`scrollback`]: resume, scroll-back and search answered from the ring or by the
@@ -45,6 +47,7 @@ mod commands;
 mod dms;
 mod durability;
 mod edits;
+mod eviction;
 pub mod heartbeat;
 pub mod history;
 mod joined;
@@ -70,7 +73,6 @@ use api::ApiCall;
 pub use backend::{Backend, Cluster, Local};
 use durability::{BatchPost, StoreHealth};
 use heartbeat::Heartbeat;
-use history::Stored;
 use reads::ReadMarkers;
 use state::{Client, Room};
 use tags::{ClusterEvent, ReadFor};
@@ -82,11 +84,10 @@ use crate::delivery::outbox::{Conn, ConnId};
 use crate::delivery::writer::Writers;
 use crate::metrics::Metrics;
 use crate::protocol::wire::{self, Frame};
-use crate::protocol::{ApiResult, ClientMsg, CloseReason, RoomName, UserId};
+use crate::protocol::{ApiResult, ClientMsg, CloseReason, RoomName};
 use crate::shutdown::Shutdown;
 use crate::store::read::Answer;
 use crate::store::sqlite::SqliteStoreError;
-use crate::store::LoadedRoom;
 use crate::webhooks::Webhooks;
 
 /// Most commands handled before the store is committed and frames are written.
@@ -121,7 +122,10 @@ pub struct Dispatcher {
     metrics: Arc<Metrics>,
     backend: Backend,
     clients: HashMap<ConnId, Client>,
+    /// The rooms in memory (at most `--max-rooms`; see `eviction`).
     rooms: HashMap<RoomName, Room>,
+    /// The rooms in memory nobody is in, longest idle first.
+    idle: eviction::IdleRooms,
     /// Frames produced by the current batch, written after the store commits.
     staged: Vec<Out>,
     /// The writer shards; `None` until started and once stopped.
@@ -161,8 +165,9 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// Builds the state, loading the store's rooms (local mode) into the rings.
-    pub fn new(cfg: Arc<Config>, metrics: Arc<Metrics>, backend: Backend, loaded: Vec<LoadedRoom>) -> Dispatcher {
+    /// Builds the state. No room is read from the store here: each comes back when it
+    /// is used (`eviction`).
+    pub fn new(cfg: Arc<Config>, metrics: Arc<Metrics>, backend: Backend) -> Dispatcher {
         let heartbeat = Heartbeat::new(cfg.heartbeat_interval, TICK, Instant::now());
         let mut d = Dispatcher {
             cfg,
@@ -170,6 +175,7 @@ impl Dispatcher {
             backend,
             clients: HashMap::new(),
             rooms: HashMap::new(),
+            idle: Default::default(),
             staged: Vec::new(),
             writers: None,
             staged_msgs: 0,
@@ -192,7 +198,6 @@ impl Dispatcher {
             #[cfg(test)]
             delivered: Vec::new(),
         };
-        d.load(loaded);
         d.load_privacy();
         d
     }
@@ -201,32 +206,6 @@ impl Dispatcher {
     pub fn with_webhooks(mut self, webhooks: Webhooks) -> Dispatcher {
         self.webhooks = webhooks;
         self
-    }
-
-    fn load(&mut self, loaded: Vec<LoadedRoom>) {
-        let mut count = 0;
-        for l in loaded {
-            let Some(name) = RoomName::parse(&l.name) else {
-                continue;
-            };
-            for (user, seq) in &l.reads {
-                self.reads.advance(&UserId::from(user.as_str()), &name, *seq);
-            }
-            let room = self.rooms.entry(name).or_insert_with(|| Room::new(&self.cfg));
-            room.epoch = Some(l.epoch);
-            room.history.start_at(l.recent.first().map_or(l.head, |m| m.seq - 1));
-            for m in l.recent {
-                let ids = serde_json::from_slice::<crate::protocol::StoredMsgRecord>(&m.json);
-                let (uid, id) = ids.as_ref().map_or(("", None), |r| (r.uid.as_str(), r.id.as_deref()));
-                room.history.push(Stored { seq: m.seq, frame: wire::text_frame(&m.json) }, uid, id);
-                count += 1;
-            }
-            room.history.start_at(l.head);
-        }
-        if count > 0 {
-            log::info!("store: loaded the newest {count} messages of {} rooms", self.rooms.len());
-        }
-        self.metrics.rooms.store(self.rooms.len() as u64, Relaxed);
     }
 
     /// Runs until `shutdown` fires, then closes every connection with 1001 and makes
@@ -263,6 +242,7 @@ impl Dispatcher {
                 self.handle(cmd);
             }
             self.commit_and_deliver();
+            self.evict_idle(Instant::now());
         }
         // Let the writers put every committed batch on the wire before the close frames.
         if let Some(w) = self.writers.take() {

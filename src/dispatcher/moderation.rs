@@ -145,6 +145,7 @@ impl Dispatcher {
                 if let Some(pos) = c.rooms.iter().position(|r| r == room) {
                     c.rooms.swap_remove(pos);
                     self.remove_member(conn, room);
+                    self.release_room(conn, room);
                 }
             }
         }

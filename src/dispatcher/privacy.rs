@@ -249,9 +249,11 @@ impl Dispatcher {
         if let Backend::Redis(_) = self.backend {
             return Ok(()); // Redis creates it with the join's read, if it is new
         }
-        if self.rooms.contains_key(room) || room.as_str().starts_with(DM_PREFIX) {
+        // A stored room that left memory exists as much as one in it.
+        if room.as_str().starts_with(DM_PREFIX) || self.bring_back(room)? {
             return Err(public(room));
         }
+        self.count_creation(id)?;
         let owner = self.clients[&id].uid.clone();
         log::info!("private room {room} created by {owner}");
         self.change_access(AccessChange::Private { room: room.to_string(), owner: owner.to_string() });

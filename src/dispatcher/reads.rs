@@ -1,6 +1,7 @@
 //! Read markers: how far each user has read each room, and the `read` command that
-//! moves one forward. In local mode the dispatcher keeps every marker in memory
-//! (loaded from the store with the rooms) and writes a moved one with the batch; in
+//! moves one forward. In local mode the dispatcher keeps the markers of the rooms in
+//! memory (read from the store with a room, dropped when it leaves memory) and writes
+//! a moved one with the batch; in
 //! Redis mode Redis keeps them and tells the other instances
 //! ([`Dispatcher::cluster_read`]). Either way each of the user's connections in the
 //! room hears of a move, so a room read on one device is read on all of them.
@@ -16,24 +17,29 @@ use crate::delivery::outbox::ConnId;
 use crate::protocol::wire;
 use crate::protocol::{ErrorCode, ProtocolError, RoomName, ServerMsg, UserId};
 
-/// Every user's markers.
+/// The users' markers of the rooms in memory, by room.
 #[derive(Debug, Default)]
 pub(super) struct ReadMarkers {
-    seqs: HashMap<UserId, HashMap<RoomName, u64>>,
+    seqs: HashMap<RoomName, HashMap<UserId, u64>>,
 }
 
 impl ReadMarkers {
     /// How far `user` has read `room` (0: nothing).
     pub fn get(&self, user: &str, room: &RoomName) -> u64 {
-        self.seqs.get(user).and_then(|rooms| rooms.get(room)).copied().unwrap_or(0)
+        self.seqs.get(room).and_then(|users| users.get(user)).copied().unwrap_or(0)
     }
 
     /// Moves the marker to `seq`; false when it was there or further already.
     pub fn advance(&mut self, user: &UserId, room: &RoomName, seq: u64) -> bool {
-        let at = self.seqs.entry(user.clone()).or_default().entry(room.clone()).or_insert(0);
+        let at = self.seqs.entry(room.clone()).or_default().entry(user.clone()).or_insert(0);
         let moved = seq > *at;
         *at = (*at).max(seq);
         moved
+    }
+
+    /// The room left memory (its markers are stored; they come back with it).
+    pub fn forget_room(&mut self, room: &RoomName) {
+        self.seqs.remove(room);
     }
 }
 

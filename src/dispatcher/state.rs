@@ -2,7 +2,7 @@
 //! Plain data with the small rules that keep it consistent (a room's member snapshot is
 //! rebuilt after every membership change). Only the dispatcher thread holds them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -11,6 +11,7 @@ use crate::access::Access;
 use crate::config::Config;
 use crate::delivery::outbox::{Conn, ConnId};
 use crate::protocol::{RoomName, UserId, UserRef};
+use crate::ratelimit::TokenBucket;
 
 /// A registered connection, as the dispatcher knows it.
 pub(super) struct Client {
@@ -22,6 +23,8 @@ pub(super) struct Client {
     pub access: Access,
     /// Rooms counted against the client's limit: joined, or (Redis mode) joining.
     pub rooms: Vec<RoomName>,
+    /// New rooms this connection may still create now (`--room-creates`).
+    pub creates: TokenBucket,
 }
 
 /// Each user's connections on this instance, to reach all of a user's devices.
@@ -69,6 +72,9 @@ pub(super) struct Room {
     /// so each arrival and departure is announced once whether it is heard from the
     /// events channel or from presence polling.
     pub remote: HashMap<UserId, String>,
+    /// Connections that count the room among their rooms (members, and joiners whose
+    /// history is being read): while there is one, the room stays in memory.
+    pub held_by: HashSet<ConnId>,
 }
 
 /// An empty history ring sized by the configuration.
@@ -90,6 +96,7 @@ impl Room {
             epoch: None,
             live_head: None,
             remote: HashMap::new(),
+            held_by: HashSet::new(),
         }
     }
 

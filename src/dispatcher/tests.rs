@@ -37,14 +37,14 @@ impl Harness {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut cfg = Config { data_dir: dir.path().to_owned(), ..Config::default() };
         tweak(&mut cfg);
-        let (store, loaded) = SqliteStore::open(&cfg.data_dir, cfg.fsync, cfg.history_per_room).expect("store");
+        let store = SqliteStore::open(&cfg.data_dir, cfg.fsync).expect("store");
         let (tx, answers) = crossbeam_channel::unbounded();
         let readers = reader::start(store.path(), 1, move |a| {
             let _ = tx.send(a);
         })
         .expect("readers");
         let backend = Backend::Local(Box::new(super::Local { store, readers }));
-        let d = Dispatcher::new(Arc::new(cfg), Arc::new(Metrics::default()), backend, loaded);
+        let d = Dispatcher::new(Arc::new(cfg), Arc::new(Metrics::default()), backend);
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         Harness { d, listener, sockets: Vec::new(), next_id: 1, answers, _dir: dir }
     }
@@ -108,6 +108,7 @@ impl Harness {
     fn take(&mut self) -> Frames {
         let mut frames = Frames(Vec::new());
         self.d.commit_and_deliver();
+        self.d.evict_idle(std::time::Instant::now());
         for out in std::mem::take(&mut self.d.delivered) {
             match out {
                 Out::One(conn, frame) | Out::Answer(conn, frame) => frames.0.push((conn.id, json_of(&frame))),
@@ -734,4 +735,160 @@ fn a_read_only_room_takes_posts_from_moderators_only() {
     h.take();
     h.send(a, json!({"type": "msg", "room": "r", "text": "finally", "id": "p2"}));
     assert!(h.take().to(a).iter().any(|v| v["type"] == "ack"));
+}
+
+fn leave(h: &mut Harness, conn: ConnId, room: &str) {
+    h.send(conn, json!({"type": "leave", "room": room}));
+}
+
+fn rooms_evicted(h: &Harness) -> u64 {
+    h.d.metrics.rooms_evicted.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[test]
+fn junk_rooms_joined_and_left_never_fill_the_table() {
+    let mut h = Harness::new(|c| {
+        c.max_rooms = 3;
+        c.room_creates_per_min = 1000;
+    });
+    let a = h.connect("u-a", "a", true);
+    for i in 0..50 {
+        let room = format!("junk-{i}");
+        join(&mut h, a, &room);
+        leave(&mut h, a, &room);
+        let f = h.take();
+        assert_eq!(f.types_to(a), ["joined", "history"], "junk-{i} is joined");
+        assert!(h.d.rooms.is_empty(), "a room with nobody in it and no message leaves at once");
+    }
+    // Someone else can still make a room, and a private one.
+    let b = h.connect("u-b", "b", true);
+    join(&mut h, b, "real");
+    h.send(b, json!({"type": "join", "room": "mine", "private": true}));
+    assert_eq!(h.take().types_to(b), ["joined", "history", "joined", "history"]);
+}
+
+#[test]
+fn rooms_in_memory_never_pass_max_rooms_and_an_evicted_room_comes_back_as_it_was() {
+    let mut h = Harness::new(|c| {
+        c.max_rooms = 2;
+        c.history_per_room = 5;
+        c.dedup_per_room = 100;
+    });
+    let a = h.connect("u-a", "a", true);
+    join(&mut h, a, "r1");
+    let epoch = {
+        post_n(&mut h, a, "r1", 8);
+        h.send(a, json!({"type": "join", "room": "r1"}));
+        h.take().to(a)[0]["epoch"].as_str().expect("an epoch").to_owned()
+    };
+    h.send(a, json!({"type": "read", "room": "r1", "seq": 6}));
+    h.send(a, json!({"type": "edit", "room": "r1", "seq": 7, "text": "edited"}));
+    leave(&mut h, a, "r1");
+    h.take();
+    assert_eq!(h.d.rooms.len(), 1, "r1 stays cached while it is idle");
+    // Two more rooms in use: r1, the longest idle, leaves memory to make space.
+    for room in ["r2", "r3"] {
+        join(&mut h, a, room);
+        post_n(&mut h, a, room, 1);
+        assert!(h.d.rooms.len() <= 2, "at most --max-rooms rooms in memory");
+    }
+    assert!(!h.d.rooms.contains_key(&crate::protocol::RoomName::parse("r1").unwrap()));
+    assert_eq!(rooms_evicted(&h), 1);
+    // Every room in memory is in use: a third is refused, nothing is evicted.
+    join(&mut h, a, "r4");
+    assert_eq!(h.take().to(a)[0]["code"], "room_limit");
+    leave(&mut h, a, "r3");
+    h.take();
+    // r1 comes back from the store: head, epoch, read marker, ring with the edit.
+    let b = h.connect("u-b", "b", true);
+    h.send(b, json!({"type": "join", "room": "r1", "since": 5, "epoch": epoch}));
+    let f = h.take();
+    let (joined, history) = (f.to(b)[0], f.to(b)[1]);
+    assert_eq!((joined["head"].as_u64(), joined["epoch"].as_str()), (Some(9), Some(epoch.as_str())));
+    assert_eq!((seqs_of(history), history["complete"].as_bool()), (vec![6, 7, 8, 9], Some(true)));
+    assert_eq!(history["messages"][1]["text"], "edited", "the stored edit is in the ring");
+    assert_eq!(rooms_evicted(&h), 2, "r3 left to make space");
+    join(&mut h, a, "r1");
+    assert_eq!(h.take().to(a)[0]["read_seq"], 6, "the read marker came back");
+    // A retry of an id posted before the eviction is still a duplicate; seq goes on.
+    h.send(a, json!({"type": "msg", "room": "r1", "text": "m8", "id": "r1-8"}));
+    h.send(a, json!({"type": "msg", "room": "r1", "text": "new", "id": "r1-new"}));
+    let acks: Vec<(u64, bool)> = h
+        .take()
+        .to(a)
+        .iter()
+        .filter(|v| v["type"] == "ack")
+        .map(|v| (v["seq"].as_u64().unwrap(), v["dup"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(acks, [(8, true), (10, false)]);
+    // A resume older than the reloaded ring is read from the store, as before.
+    let c = h.connect("u-c", "c", true);
+    h.send(c, json!({"type": "join", "room": "r1", "since": 1, "epoch": epoch}));
+    assert!(h.take().to(c).is_empty(), "the store is read first");
+    h.pump();
+    let f = h.take();
+    assert_eq!(seqs_of(f.to(c)[1]), (2..=10).collect::<Vec<_>>());
+    assert_eq!(f.to(c)[1]["complete"], true);
+}
+
+#[test]
+fn an_idle_room_leaves_memory_after_room_idle_and_comes_back_on_the_next_join() {
+    let mut h = Harness::new(|c| c.room_idle = std::time::Duration::ZERO);
+    let a = h.connect("u-a", "a", true);
+    join(&mut h, a, "r");
+    post_n(&mut h, a, "r", 3);
+    leave(&mut h, a, "r");
+    h.take();
+    assert!(h.d.rooms.is_empty() && h.d.reads.get("u-a", &crate::protocol::RoomName::parse("r").unwrap()) == 0);
+    assert_eq!(rooms_evicted(&h), 1);
+    join(&mut h, a, "r");
+    let f = h.take();
+    assert_eq!((f.to(a)[0]["head"].as_u64(), seqs_of(f.to(a)[1])), (Some(3), vec![1, 2, 3]));
+    post_n(&mut h, a, "r", 1);
+    assert_eq!(h.d.rooms.len(), 1, "held rooms never leave");
+}
+
+#[test]
+fn an_evicted_public_room_cannot_be_taken_private_and_a_private_one_stays_private() {
+    let mut h = Harness::new(|c| c.room_idle = std::time::Duration::ZERO);
+    let a = h.connect("u-a", "a", true);
+    join(&mut h, a, "pub");
+    post_n(&mut h, a, "pub", 1);
+    h.send(a, json!({"type": "join", "room": "priv", "private": true}));
+    post_n(&mut h, a, "priv", 1);
+    leave(&mut h, a, "pub");
+    leave(&mut h, a, "priv");
+    h.take();
+    assert!(h.d.rooms.is_empty());
+    let b = h.connect("u-b", "b", true);
+    h.send(b, json!({"type": "join", "room": "pub", "private": true}));
+    h.send(b, json!({"type": "join", "room": "priv"}));
+    let f = h.take();
+    let codes: Vec<&str> = f.to(b).iter().map(|v| v["code"].as_str().unwrap_or("")).collect();
+    assert_eq!(codes, ["bad_field", "forbidden"]);
+}
+
+#[test]
+fn room_creation_is_rate_limited_per_connection() {
+    let mut h = Harness::new(|c| c.room_creates_per_min = 3);
+    let a = h.connect("u-a", "a", true);
+    let b = h.connect("u-b", "b", true);
+    join(&mut h, b, "existing");
+    for i in 0..3 {
+        join(&mut h, a, &format!("new-{i}"));
+    }
+    h.take();
+    join(&mut h, a, "new-3");
+    h.send(a, json!({"type": "join", "room": "mine", "private": true}));
+    let f = h.take();
+    let codes: Vec<(&str, &str)> =
+        f.to(a).iter().map(|v| (v["code"].as_str().unwrap_or(""), v["ref"].as_str().unwrap_or(""))).collect();
+    assert_eq!(codes, [("create_limited", "join"), ("create_limited", "join")]);
+    assert!(!h.d.rooms.contains_key(&crate::protocol::RoomName::parse("new-3").unwrap()));
+    // Rooms that exist are joined as ever; another connection has its own budget.
+    join(&mut h, a, "existing");
+    join(&mut h, b, "new-3");
+    let f = h.take();
+    let answers = |conn| f.types_to(conn).into_iter().filter(|t| *t != "system").collect::<Vec<_>>();
+    assert_eq!((answers(a), answers(b)), (vec!["joined", "history"], vec!["joined", "history"]));
 }

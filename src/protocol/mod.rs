@@ -88,6 +88,8 @@ pub enum ErrorCode {
     TooLong,
     RateLimited,
     RoomLimit,
+    /// A connection creating new rooms faster than `--room-creates` per minute.
+    CreateLimited,
     Forbidden,
     /// Redis mode: the message store cannot be reached; nothing was stored, retry.
     Unavailable,
@@ -100,7 +102,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::BadJson,
         ErrorCode::UnknownType,
         ErrorCode::BadField,
@@ -108,6 +110,7 @@ impl ErrorCode {
         ErrorCode::TooLong,
         ErrorCode::RateLimited,
         ErrorCode::RoomLimit,
+        ErrorCode::CreateLimited,
         ErrorCode::Forbidden,
         ErrorCode::Unavailable,
         ErrorCode::NotFound,
@@ -123,6 +126,7 @@ impl ErrorCode {
             ErrorCode::TooLong => "too_long",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::RoomLimit => "room_limit",
+            ErrorCode::CreateLimited => "create_limited",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::NotFound => "not_found",

@@ -6,10 +6,10 @@
 //!   answer them, whichever of the two holds the messages.
 //!
 //! This file holds what the dispatcher and both stores share, whichever mode runs:
-//! the message to store ([`NewMessage`]), what start-up loads ([`LoadedRoom`],
-//! [`AccessSnapshot`]), a change of who may join what ([`AccessChange`]), room epochs
-//! when a resume must start over ([`resume_resets`]) and why a change of a stored
-//! message is refused ([`Refused`]).
+//! the message to store ([`NewMessage`]), a stored room coming back into memory
+//! ([`LoadedRoom`]), what start-up loads ([`AccessSnapshot`]), a change of who may join
+//! what ([`AccessChange`]), when a resume must start over ([`resume_resets`]) and why a
+//! change of a stored message is refused ([`Refused`]).
 //!
 //! A store never touches rooms, members or sockets and never decides what a client
 //! sees; the dispatcher (through [`crate::dispatcher::Backend`]) is the only caller
@@ -65,7 +65,8 @@ pub struct NewMessage {
     pub json: Bytes,
 }
 
-/// A room as the store knows it at start-up: its epoch, head and newest messages.
+/// A stored room as it comes back into memory (`SqliteStore::load_room`): its epoch,
+/// head, newest messages and read markers.
 #[derive(Debug)]
 pub struct LoadedRoom {
     pub name: String,

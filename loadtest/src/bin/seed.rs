@@ -59,8 +59,8 @@ fn main() -> ExitCode {
 
 fn seed(args: &Args) -> Result<(), String> {
     let started = Instant::now();
-    let (mut store, rooms) = SqliteStore::open(&args.data_dir, FsyncPolicy::Never, 1).map_err(|e| e.to_string())?;
-    if let Some(r) = rooms.iter().find(|r| r.name == args.room) {
+    let mut store = SqliteStore::open(&args.data_dir, FsyncPolicy::Never).map_err(|e| e.to_string())?;
+    if let Some(r) = store.load_room(&args.room, 1).map_err(|e| e.to_string())? {
         return Err(format!("room {} already has {} messages in {}", args.room, r.head, args.data_dir.display()));
     }
     let epoch = new_epoch();

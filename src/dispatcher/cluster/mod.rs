@@ -227,6 +227,7 @@ impl Dispatcher {
                     if let Some(c) = self.clients.get_mut(&conn) {
                         c.rooms.retain(|r| *r != room);
                     }
+                    self.release_room(conn, &room);
                     self.reply_error(conn, &e);
                 }
             },

@@ -121,22 +121,23 @@ mod tests {
             let e = e.unwrap();
             std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
         }
-        let (_, rooms) = SqliteStore::open(dir.path(), FsyncPolicy::Never, 1000).unwrap();
-        let get = |rooms: &[crate::store::LoadedRoom], n: &str| {
-            let r = rooms.iter().find(|r| r.name == n).unwrap();
-            (r.head, r.recent.iter().map(|m| m.seq).collect::<Vec<_>>(), r.epoch.clone())
+        let mut store = SqliteStore::open(dir.path(), FsyncPolicy::Never).unwrap();
+        let get = |store: &mut SqliteStore, n: &str| {
+            let r = store.load_room(n, 1000).unwrap().unwrap();
+            (r.head, r.recent.iter().map(|m| m.seq).collect::<Vec<_>>(), r.epoch.clone(), r.recent[0].json.clone())
         };
-        let (head, seqs, epoch) = get(&rooms, "lobby");
+        let (head, seqs, epoch, first) = get(&mut store, "lobby");
         assert_eq!((head, seqs), (25, (1..=25).collect::<Vec<_>>()));
-        assert_eq!(get(&rooms, "tea.room").0, 7);
+        assert_eq!(get(&mut store, "tea.room").0, 7);
         assert!(dir.path().join("journal-000001.log.imported").exists(), "kept, renamed");
         assert!(!dir.path().join("journal-000001.log").exists());
         // The JSON is the live frame's, byte for byte.
-        let first: serde_json::Value = serde_json::from_slice(&rooms[0].recent[0].json).unwrap();
+        let first: serde_json::Value = serde_json::from_slice(&first).unwrap();
         assert_eq!(first["type"], "msg");
         // A second start imports nothing again and keeps the epoch.
-        let (_, rooms) = SqliteStore::open(dir.path(), FsyncPolicy::Never, 1000).unwrap();
-        assert_eq!(get(&rooms, "lobby").0, 25);
-        assert_eq!(get(&rooms, "lobby").2, epoch);
+        drop(store);
+        let mut store = SqliteStore::open(dir.path(), FsyncPolicy::Never).unwrap();
+        assert_eq!(get(&mut store, "lobby").0, 25);
+        assert_eq!(get(&mut store, "lobby").2, epoch);
     }
 }

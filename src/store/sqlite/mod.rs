@@ -18,6 +18,7 @@ pub mod migrate;
 pub mod reader;
 pub mod reads;
 pub mod retention;
+mod rooms;
 mod schema;
 mod syncer;
 
@@ -25,12 +26,10 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::config::FsyncPolicy;
-use crate::store::read::StoredMsg;
-use crate::store::{AccessChange, AccessSnapshot, LoadedRoom, NewMessage};
+use crate::store::{AccessChange, AccessSnapshot, NewMessage};
 pub use schema::DB_FILE;
 use syncer::Syncer;
 
@@ -76,13 +75,10 @@ pub fn db_path(dir: &Path) -> PathBuf {
 }
 
 impl SqliteStore {
-    /// Opens (creating) the store in `dir`, imports an old journal found there, and
-    /// returns every room with its newest `ring` messages.
-    pub fn open(
-        dir: &Path,
-        policy: FsyncPolicy,
-        ring: usize,
-    ) -> Result<(SqliteStore, Vec<LoadedRoom>), SqliteStoreError> {
+    /// Opens (creating) the store in `dir` and imports an old journal found there.
+    /// No room is read here: each comes back when it is first used
+    /// ([`load_room`](Self::load_room)), so start-up does not grow with the rooms stored.
+    pub fn open(dir: &Path, policy: FsyncPolicy) -> Result<SqliteStore, SqliteStoreError> {
         fs::create_dir_all(dir).map_err(|source| SqliteStoreError::Io { path: dir.to_owned(), source })?;
         let path = db_path(dir);
         let mut conn = Connection::open(&path).map_err(sql_err(&path))?;
@@ -101,32 +97,8 @@ impl SqliteStore {
             room_ids: HashMap::new(),
             syncer,
         };
-        let rooms = store.load(ring).map_err(sql_err(&db_path(dir)))?;
         store.loaded_access = access::load(&store.conn).map_err(sql_err(&db_path(dir)))?;
-        Ok((store, rooms))
-    }
-
-    fn load(&mut self, ring: usize) -> rusqlite::Result<Vec<LoadedRoom>> {
-        let mut rooms = Vec::new();
-        let mut list = self.conn.prepare("SELECT id, name, epoch, head FROM rooms")?;
-        let mut recent = self.conn.prepare(
-            "SELECT seq, json FROM (SELECT seq, json FROM messages WHERE room = ?1 ORDER BY seq DESC LIMIT ?2)
-             ORDER BY seq",
-        )?;
-        let mut rows = list.query([])?;
-        while let Some(row) = rows.next()? {
-            let (id, name, epoch, head): (i64, String, String, i64) =
-                (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
-            let msgs = recent
-                .query_map(params![id, ring as i64], |r| {
-                    Ok(StoredMsg { seq: r.get::<_, i64>(0)? as u64, json: Bytes::from(r.get::<_, Vec<u8>>(1)?) })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            self.room_ids.insert(name.clone(), id);
-            let reads = reads::of_room(&self.conn, &name)?;
-            rooms.push(LoadedRoom { name, epoch, head: head as u64, recent: msgs, reads });
-        }
-        Ok(rooms)
+        Ok(store)
     }
 
     /// Buffers one message; nothing reaches the database before [`commit`](Self::commit).

@@ -1,6 +1,6 @@
 //! Read markers in the store: how far each user has read each room. Written in the
-//! batch's transaction (a marker only moves forward), read once at start-up with the
-//! rooms.
+//! batch's transaction (a marker only moves forward), read with a room when it comes
+//! back into memory.
 //!
 //! Never decides whether a marker may move: the dispatcher checks that first.
 
@@ -49,7 +49,7 @@ mod tests {
     fn read_markers_survive_a_reopen_and_never_move_back() {
         let dir = tempfile::tempdir().expect("temp dir");
         {
-            let (mut store, _) = SqliteStore::open(dir.path(), FsyncPolicy::Never, 10).expect("open");
+            let mut store = SqliteStore::open(dir.path(), FsyncPolicy::Never).expect("open");
             store.append(crate::store::NewMessage {
                 room: "lobby".into(),
                 epoch: "e".into(),
@@ -65,8 +65,8 @@ mod tests {
             store.set_read("u-a", "lobby", 3);
             store.commit().expect("commit");
         }
-        let (_store, rooms) = SqliteStore::open(dir.path(), FsyncPolicy::Never, 10).expect("reopen");
-        let mut reads = rooms[0].reads.clone();
+        let mut store = SqliteStore::open(dir.path(), FsyncPolicy::Never).expect("reopen");
+        let mut reads = store.load_room("lobby", 10).expect("read").expect("stored").reads;
         reads.sort();
         assert_eq!(reads, [("u-a".to_owned(), 7), ("u-b".to_owned(), 2)]);
     }

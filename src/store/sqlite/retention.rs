@@ -128,7 +128,7 @@ mod tests {
 
     fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (store, _) = SqliteStore::open(dir.path(), FsyncPolicy::Never, 10).expect("open");
+        let store = SqliteStore::open(dir.path(), FsyncPolicy::Never).expect("open");
         (dir, store)
     }
 

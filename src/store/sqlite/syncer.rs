@@ -170,7 +170,7 @@ mod tests {
     #[test]
     fn the_sync_thread_checkpoints_what_the_writer_left_in_the_wal() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut store, _) = SqliteStore::open(dir.path(), FsyncPolicy::Never, 10).unwrap();
+        let mut store = SqliteStore::open(dir.path(), FsyncPolicy::Never).unwrap();
         let auto: u32 = store.conn().query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0)).unwrap();
         assert_eq!(auto, schema::WRITER_CHECKPOINT_PAGES);
         // One message a commit, as a quiet room commits: past CHECKPOINT_PAGES of WAL,
@@ -194,7 +194,7 @@ mod tests {
     #[test]
     fn the_wal_stays_bounded_under_writes_without_a_pause() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut store, _) = SqliteStore::open(dir.path(), FsyncPolicy::Never, 10).unwrap();
+        let mut store = SqliteStore::open(dir.path(), FsyncPolicy::Never).unwrap();
         let text = "y".repeat(400);
         let page = 4096 + 24;
         let bound = u64::from(schema::WRITER_CHECKPOINT_PAGES) * page * 3 / 2;
