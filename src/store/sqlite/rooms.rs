@@ -9,8 +9,8 @@ use bytes::Bytes;
 use rusqlite::{params, OptionalExtension};
 
 use super::{reads, sql_err, SqliteStore, SqliteStoreError};
-use crate::store::LoadedRoom;
 use crate::store::read::StoredMsg;
+use crate::store::LoadedRoom;
 
 impl SqliteStore {
     /// Room `name` with its newest `ring` messages (oldest first) and its read
