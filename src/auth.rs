@@ -71,8 +71,8 @@ pub enum AuthError {
     NoSecret,
     #[error("the JWT secret is {0} bytes; at least {MIN_SECRET_BYTES} are required")]
     ShortSecret(usize),
-    #[error("reading the JWT secret file: {0}")]
-    SecretFile(std::io::Error),
+    #[error("the JWT secret file: {0}")]
+    SecretFile(#[from] crate::secret_file::SecretFileError),
 }
 
 pub fn now_s() -> u64 {
@@ -144,7 +144,7 @@ pub fn mint(secret: &[u8], sub: &str, grants: &Grants, ttl_s: u64) -> String {
 pub fn load_secret(file: Option<&Path>, env: Option<String>) -> Result<Vec<u8>, AuthError> {
     let secret = match (file, env) {
         (Some(path), _) => {
-            let mut bytes = std::fs::read(path).map_err(AuthError::SecretFile)?;
+            let mut bytes = crate::secret_file::read(path)?;
             while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
                 bytes.pop();
             }

@@ -40,6 +40,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod proxy;
 pub mod ratelimit;
+pub mod secret_file;
 pub mod shutdown;
 pub mod store;
 pub mod tls;

@@ -29,6 +29,8 @@ pub const PLAIN_REFUSAL: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: tex
 pub enum TlsError {
     #[error("reading {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    KeyFile(#[from] crate::secret_file::SecretFileError),
     #[error("{path}: no PEM certificate in it")]
     NoCertificate { path: PathBuf },
     #[error("{path}: no PEM private key in it ({detail})")]
@@ -106,7 +108,8 @@ fn load_pair(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, TlsError
     if chain.is_empty() {
         return Err(TlsError::NoCertificate { path: cert_path.to_owned() });
     }
-    let key_pem = read(key_path)?;
+    // The key is a secret: refused when others may write it (at start and on SIGHUP).
+    let key_pem = crate::secret_file::read(key_path)?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem)
         .map_err(|e| TlsError::NoKey { path: key_path.to_owned(), detail: e.to_string() })?;
     let signer = ring::sign::any_supported_type(&key)

@@ -41,8 +41,8 @@ pub enum WebhookError {
     Scheme(String),
     #[error("--webhook needs --webhook-secret-file (receivers must be able to check the signature)")]
     NoSecret,
-    #[error("reading the webhook secret file: {0}")]
-    SecretFile(std::io::Error),
+    #[error("the webhook secret file: {0}")]
+    SecretFile(#[from] crate::secret_file::SecretFileError),
     #[error("the webhook secret file is empty")]
     EmptySecret,
     #[error("starting a webhook thread: {0}")]
@@ -85,7 +85,7 @@ impl WebhookConfig {
         let secret = match secret_file {
             None if urls.is_empty() => Vec::new(),
             None => return Err(WebhookError::NoSecret),
-            Some(path) => std::fs::read(path).map_err(WebhookError::SecretFile)?,
+            Some(path) => crate::secret_file::read(path)?,
         };
         let secret = secret.trim_ascii().to_vec();
         if secret.is_empty() && !urls.is_empty() {

@@ -346,3 +346,22 @@ fn the_api_works_the_same_on_two_instances_sharing_redis() {
     assert_eq!((status, closed["closed"].as_u64()), (200, Some(0)), "none of them was on A");
     assert_eq!(on_b.expect_close(), (1008, "disconnected by the server".into()));
 }
+
+/// A key file others may write is not read again: anyone could add an `impersonate`
+/// key to it. The keys in force stay until the file is safe and changes again.
+#[test]
+fn a_key_file_others_may_write_is_not_reloaded() {
+    use std::os::unix::fs::PermissionsExt;
+    let keys_dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(with_api(keys_dir.path()));
+    let (file, intruder) = (keys_dir.path().join("api.keys"), "intruder-key-0123456789");
+    let path = "/api/v1/rooms";
+    assert_eq!(get(server.admin, path).0, 200, "started with a safe file");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    write_keys(&file, &format!("{intruder} impersonate\n"));
+    assert_eq!(call(server.admin, "GET", path, Some(intruder), b"", "application/json").0, 401, "not taken");
+    assert_eq!(get(server.admin, path).0, 200, "the keys in force stay");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    write_keys(&file, &format!("{intruder}\n"));
+    assert_eq!(call(server.admin, "GET", path, Some(intruder), b"", "application/json").0, 200, "safe again");
+}

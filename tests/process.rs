@@ -193,3 +193,57 @@ fn a_store_that_cannot_start_is_a_clear_error_and_a_non_zero_exit() {
     assert!(!all.contains("natter listening"), "nothing listens: {all}");
     assert!(all.contains(&file.display().to_string()), "the error names the data dir: {all}");
 }
+
+/// A secret file its group or others may write stops the start with a line naming
+/// it: the API keys, the JWT secret, the webhook secret and the TLS key alike.
+#[test]
+fn secret_files_others_may_write_stop_the_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let secret = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+        path.display().to_string()
+    };
+    let pair = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("certificate");
+    let cert = dir.path().join("tls.crt");
+    std::fs::write(&cert, pair.cert.pem()).expect("write");
+    let cases: Vec<(String, Vec<String>)> = vec![
+        (secret("api.keys", "backend-key-0123456789 impersonate\n"), vec!["--api-key-file".into()]),
+        (
+            secret("jwt.secret", "a-jwt-secret-of-at-least-32-bytes-0123456789"),
+            vec!["--auth".into(), "token".into(), "--jwt-secret-file".into()],
+        ),
+        (
+            secret("hook.secret", "a-webhook-secret"),
+            vec!["--webhook".into(), "http://127.0.0.1:9/".into(), "--webhook-secret-file".into()],
+        ),
+        (
+            secret("tls.key", &pair.key_pair.serialize_pem()),
+            vec!["--tls-cert".into(), cert.display().to_string(), "--tls-key".into()],
+        ),
+    ];
+    for (file, flags) in cases {
+        let mut child = std::process::Command::new(common::natter_bin())
+            .args(["serve", "--bind", "127.0.0.1", "--http-port", "0", "--ws-port", "0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(&flags)
+            .arg(&file)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run natter");
+        // A natter that started anyway is stopped, so the test fails rather than hangs.
+        let deadline = std::time::Instant::now() + common::WAIT;
+        while child.try_wait().expect("wait").is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let out = child.wait_with_output().expect("natter's output");
+        let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!out.status.success(), "natter must not start with {file} writable by others: {all}");
+        assert!(!all.contains("natter listening"), "nothing listens: {all}");
+        assert!(all.contains(&file) && all.contains("may be written by its group or others"), "{all}");
+    }
+}

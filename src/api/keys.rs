@@ -1,8 +1,10 @@
 //! API keys: who may call `/api/v1/`. Read from `--api-key-file`, one key a line
 //! (optionally followed by its rights, ` impersonate` and/or ` moderate`), and read again whenever the file changes,
 //! so keys are rotated by editing the file: add the new key, move callers over,
-//! delete the old one. Only SHA-256 digests are kept in memory, and a key is known in
-//! logs by its id (`key-` + 8 hex digits of its digest), never by itself.
+//! delete the old one. The file is a secret (crate::secret_file): while its group or
+//! others may write it, it is refused at start and not read again. Only SHA-256
+//! digests are kept in memory, and a key is known in logs by its id (`key-` + 8 hex
+//! digits of its digest), never by itself.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
@@ -10,13 +12,15 @@ use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 
+use crate::secret_file;
+
 /// Shortest key accepted: an API key is a bearer secret.
 pub const MIN_KEY_CHARS: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiKeyError {
-    #[error("reading the API key file {0}: {1}")]
-    Read(PathBuf, std::io::Error),
+    #[error("the API key file: {0}")]
+    Read(#[from] crate::secret_file::SecretFileError),
     #[error("API key file {0}, line {1}: {2}")]
     Line(PathBuf, usize, String),
     #[error("API key file {0} holds no key")]
@@ -83,7 +87,7 @@ fn parse(path: &Path, text: &str) -> Result<Vec<ApiKey>, ApiKeyError> {
 impl ApiKeys {
     /// Reads the file; a missing, unreadable or empty file is an error at start.
     pub fn load(path: &Path) -> Result<ApiKeys, ApiKeyError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ApiKeyError::Read(path.to_owned(), e))?;
+        let text = secret_file::read_to_string(path)?;
         let keys = parse(path, &text)?;
         let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
         Ok(ApiKeys { path: path.to_owned(), loaded: Mutex::new((mtime, keys)) })
@@ -99,8 +103,9 @@ impl ApiKeys {
         loaded.1.iter().find(|k| k.digest == wanted).cloned()
     }
 
-    /// Re-reads the file when it changed. A file that no longer parses keeps the old
-    /// keys (logged): a typo while rotating must not lock every backend out.
+    /// Re-reads the file when it changed. A file that no longer parses, or that others
+    /// may now write, keeps the old keys (logged): a typo while rotating must not lock
+    /// every backend out, and a writable file must not let anyone in.
     fn refresh(&self) {
         let mtime = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
         let mut loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
@@ -108,10 +113,8 @@ impl ApiKeys {
             return;
         }
         loaded.0 = mtime;
-        match std::fs::read_to_string(&self.path)
-            .map_err(|e| ApiKeyError::Read(self.path.clone(), e))
-            .and_then(|t| parse(&self.path, &t))
-        {
+        // A file others may now write is refused like one that no longer parses.
+        match secret_file::read_to_string(&self.path).map_err(ApiKeyError::from).and_then(|t| parse(&self.path, &t)) {
             Ok(keys) => {
                 log::info!("api: key file re-read, {} key(s)", keys.len());
                 loaded.1 = keys;
