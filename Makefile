@@ -28,11 +28,15 @@ test-rust:
 test-browser: build
 	NATTER_BIN=$(BIN) tests/browser/run.sh
 
-## fmt and clippy, as CI would want them.
+## What CI checks besides the tests (.ci/run): rustfmt, clippy with warnings as errors
+## and every unsafe block documented, no unused public item, and the layering
+## (docs/ARCHITECTURE.md: no import up the layers, no circle but a folder's mod.rs with
+## its children, every file of src/ in the module map).
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings -D clippy::undocumented_unsafe_blocks
 	scripts/check-dead-code.sh
+	python3 scripts/check-layers.py
 
 ## Longer property-based fuzzing of the parser, the handshake and raw socket input
 ## (make test runs a few hundred cases; this runs FUZZ_CASES).

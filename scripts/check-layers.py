@@ -34,8 +34,9 @@ LAYERS = [
     ["config", "metrics"],  # every limit; the counters
     ["auth"],  # tokens -> identities
     ["access"],  # rights from a token
-    # Leaves: they import nothing of natter.
+    # Leaves: they import nothing of natter but secret_file.
     ["protocol", "webhooks", "tls", "proxy", "ratelimit", "shutdown", "limits", "hangup"],
+    ["secret_file"],  # reading secret files; imports nothing
 ]
 
 
