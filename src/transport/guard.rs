@@ -3,9 +3,9 @@
 //! request head to the site's tiny_http through its [`Relay`], then writes the
 //! response back to the client itself.
 //!
-//! tiny_http, facing browsers directly, gave every connection a thread blocked on a
-//! read with no timeout: 10,124 idle connections from one client left 10,003 threads
-//! and `/healthz` dead. So no browser reaches tiny_http: the guard holds all client
+//! tiny_http gives every connection a thread blocked on a read with no timeout, so
+//! idle connections facing it directly would pile up threads until `/healthz` died.
+//! So no browser reaches tiny_http: the guard holds all client
 //! connections in one `poll` loop on non-blocking sockets, so an idle or slow client
 //! costs a descriptor and a few hundred bytes, never a thread, and each of them is
 //! bounded:
