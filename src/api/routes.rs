@@ -1,6 +1,8 @@
 //! The server API's routes: `/api/v1/...` requests parsed and checked, sent to the
-//! dispatcher as [`ApiCall`]s, and answered with JSON. Owns request validation and the
-//! mapping from error codes to HTTP statuses; owns no chat state.
+//! dispatcher as [`ApiCall`]s, and answered with JSON. Owns the route table
+//! ([`ROUTES`], the only way a request reaches an endpoint; docs/openapi.json must name
+//! exactly these), request validation and the mapping from error codes to HTTP
+//! statuses; owns no chat state.
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -138,21 +140,88 @@ fn post_call(room: RoomName, req: &ApiRequest, key: &ApiKey, max_text: usize) ->
     Ok(ApiCall::Post { room, text: body.text, id: body.id, from })
 }
 
+/// What a route does; the router's `match` on it is exhaustive, so a route exists only
+/// when it is in [`ROUTES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Rooms,
+    Presence,
+    Post,
+    Messages,
+    Delete,
+    Disconnect,
+}
+
+/// One route: a method and a path template whose `{name}` segments match any one
+/// segment, as docs/openapi.json writes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub endpoint: Endpoint,
+}
+
+/// Every route of the API. The router finds requests here and nowhere else, so this
+/// table is what tests/openapi.rs holds the OpenAPI document against.
+pub const ROUTES: &[Route] = &[
+    Route { method: "GET", path: "/api/v1/rooms", endpoint: Endpoint::Rooms },
+    Route { method: "GET", path: "/api/v1/rooms/{room}/presence", endpoint: Endpoint::Presence },
+    Route { method: "POST", path: "/api/v1/rooms/{room}/messages", endpoint: Endpoint::Post },
+    Route { method: "GET", path: "/api/v1/rooms/{room}/messages", endpoint: Endpoint::Messages },
+    Route { method: "DELETE", path: "/api/v1/rooms/{room}/messages/{seq}", endpoint: Endpoint::Delete },
+    Route { method: "POST", path: "/api/v1/users/{id}/disconnect", endpoint: Endpoint::Disconnect },
+];
+
+/// The `{name}` segments of a matched path, in template order.
+struct Params<'a>(Vec<(&'static str, &'a str)>);
+
+impl<'a> Params<'a> {
+    /// The segment `{name}` matched ("" if the template has none: then the caller's
+    /// own check refuses it, as it would an empty segment).
+    fn get(&self, name: &str) -> &'a str {
+        self.0.iter().find(|(n, _)| *n == name).map_or("", |(_, v)| v)
+    }
+}
+
+/// `path`'s segments against `template`'s: the captured `{name}` segments on a match.
+fn matches<'a>(template: &'static str, path: &'a str) -> Option<Params<'a>> {
+    let (mut t, mut p) = (template.split('/'), path.split('/'));
+    let mut params = Vec::new();
+    loop {
+        match (t.next(), p.next()) {
+            (None, None) => return Some(Params(params)),
+            (Some(ts), Some(ps)) => match ts.strip_prefix('{').and_then(|n| n.strip_suffix('}')) {
+                Some(name) => params.push((name, ps)),
+                None if ts == ps => {}
+                None => return None,
+            },
+            _ => return None,
+        }
+    }
+}
+
 /// Routes an authenticated request.
 pub fn route(req: &ApiRequest, key: &ApiKey, max_text: usize) -> Result<Routed, ProtocolError> {
     let (path, query) = req.url.split_once('?').unwrap_or((req.url, ""));
     let query: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
-    let Some(rest) = path.strip_prefix("/api/v1/") else {
+    let mut path_known = false;
+    let found = ROUTES.iter().find_map(|r| {
+        let params = matches(r.path, path)?;
+        path_known = true;
+        (r.method == req.method).then_some((r.endpoint, params))
+    });
+    let Some((endpoint, params)) = found else {
+        if path_known {
+            return Ok(Routed::Answer(405, error_body(&bad(ErrorCode::NotFound, "method not allowed here"))));
+        }
         return Err(bad(ErrorCode::NotFound, "no such route"));
     };
-    let parts: Vec<&str> = rest.split('/').collect();
-    let not_allowed = || Ok(Routed::Answer(405, error_body(&bad(ErrorCode::NotFound, "method not allowed here"))));
-    match (req.method, parts.as_slice()) {
-        ("GET", ["rooms"]) => Ok(Routed::Call(ApiCall::Rooms)),
-        ("GET", ["rooms", room, "presence"]) => Ok(Routed::Call(ApiCall::Presence { room: room_of(room)? })),
-        ("POST", ["rooms", room, "messages"]) => Ok(Routed::Call(post_call(room_of(room)?, req, key, max_text)?)),
-        ("GET", ["rooms", room, "messages"]) => {
-            let room = room_of(room)?;
+    match endpoint {
+        Endpoint::Rooms => Ok(Routed::Call(ApiCall::Rooms)),
+        Endpoint::Presence => Ok(Routed::Call(ApiCall::Presence { room: room_of(params.get("room"))? })),
+        Endpoint::Post => Ok(Routed::Call(post_call(room_of(params.get("room"))?, req, key, max_text)?)),
+        Endpoint::Messages => {
+            let room = room_of(params.get("room"))?;
             let limit = number(&query, "limit")?.unwrap_or(DEFAULT_PAGE as u64);
             if !(1..=MAX_PAGE as u64).contains(&limit) {
                 return Err(bad(ErrorCode::BadField, format!("`limit` is 1-{MAX_PAGE}")));
@@ -160,28 +229,21 @@ pub fn route(req: &ApiRequest, key: &ApiKey, max_text: usize) -> Result<Routed, 
             let (before, after) = (number(&query, "before")?, number(&query, "after")?);
             Ok(Routed::Call(ApiCall::Messages { room, before, after, limit: limit as usize }))
         }
-        ("DELETE", ["rooms", room, "messages", seq]) => {
-            let (room, seq) = (room_of(room)?, bounded("seq", seq)?);
+        Endpoint::Delete => {
+            let (room, seq) = (room_of(params.get("room"))?, bounded("seq", params.get("seq"))?);
             if !key.moderate {
                 return Err(bad(ErrorCode::Forbidden, "this key may not delete messages (mark it `moderate`)"));
             }
             Ok(Routed::Call(ApiCall::Delete { room, seq }))
         }
-        ("POST", ["users", uid, "disconnect"]) => {
+        Endpoint::Disconnect => {
+            let uid = params.get("id");
             if uid.is_empty() || uid.len() > 256 {
                 return Err(bad(ErrorCode::BadField, "not a user id"));
             }
             let uid = percent_decode(uid).ok_or_else(|| bad(ErrorCode::BadField, "not a user id"))?;
             Ok(Routed::Call(ApiCall::Disconnect { uid: uid.into() }))
         }
-        (
-            _,
-            ["rooms"]
-            | ["rooms", _, "presence" | "messages"]
-            | ["rooms", _, "messages", _]
-            | ["users", _, "disconnect"],
-        ) => not_allowed(),
-        _ => Err(bad(ErrorCode::NotFound, "no such route")),
     }
 }
 
