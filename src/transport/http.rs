@@ -1,5 +1,6 @@
 //! The HTTP side's answers: the page from www/ (embedded at build time, or from disk
-//! with `--www`), `/config.json`, `/healthz`, and on the admin listener `/metrics`.
+//! with `--www`), `/config.json`, `/healthz`, and on the admin listener `/metrics` and
+//! `/openapi.json` (the server API's OpenAPI document, docs/openapi.json).
 //! [`Head`] is a parsed request head; [`respond`] turns it into response bytes.
 //!
 //! Connections, timeouts and TLS are the guard's (transport/guard.rs); this module
@@ -11,6 +12,10 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::proxy;
 use crate::transport::handshake::WS_PATH;
+
+/// The server API's OpenAPI document, byte for byte the repo's docs/openapi.json
+/// (tests/openapi.rs holds it against the API's route table).
+pub const OPENAPI_JSON: &str = include_str!("../../docs/openapi.json");
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/www_files.rs"));
@@ -30,7 +35,7 @@ const MAX_HEADERS: usize = 64;
 pub enum Site {
     /// The public port: the page, `/config.json`, `/healthz`.
     Public,
-    /// `--admin-bind`: `/metrics` and `/healthz`.
+    /// `--admin-bind`: `/metrics`, `/openapi.json` and `/healthz`.
     Admin,
 }
 
@@ -240,6 +245,7 @@ fn route(head: &Head, site: Site, cfg: &Config, metrics: &Metrics) -> Reply {
     match (site, path) {
         (_, "/healthz") => Reply::new(metrics.health_status(), "application/json", metrics.health_json().into_bytes()),
         (Site::Admin, "/metrics") => Reply::new(200, "text/plain; version=0.0.4", metrics.render().into_bytes()),
+        (Site::Admin, "/openapi.json") => Reply::new(200, "application/json", OPENAPI_JSON.as_bytes().to_vec()),
         (Site::Admin, _) => Reply::text(404, "not found\n"),
         (Site::Public, "/config.json") => Reply::new(200, "application/json", config_json(head, cfg).into_bytes()),
         (Site::Public, _) => static_file(path, cfg),
