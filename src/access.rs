@@ -79,6 +79,8 @@ pub struct JoinRule {
     pub open: bool,
     /// `join {private:true}`: create the room as a private room of the user.
     pub private: bool,
+    /// Open mode: the client's address, refused while a kick covers it.
+    pub addr: Option<std::net::IpAddr>,
 }
 
 /// Most patterns a `rooms` claim may hold: a join checks each, so the bound keeps a

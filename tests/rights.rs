@@ -224,3 +224,89 @@ fn dms_and_private_rooms_survive_a_restart_and_keep_third_users_out() {
     let other = cid.expect("dm")["room"].as_str().unwrap().to_owned();
     assert_ne!(other, room, "each pair has its own room");
 }
+
+/// In open mode a kick covers the address the kicked user came from: a new identity
+/// (a new key) from there is refused for that room, for the kick's minutes; other
+/// rooms, and other addresses, are not affected. Clients come "through a proxy" on
+/// 127.0.0.1, which names them in `X-Forwarded-For`.
+fn a_kick_covers_the_address_in_open_mode(kicking: &TestServer, joining: &TestServer) {
+    let via = |server: &TestServer, key: &str, addr: &str| {
+        let url = format!("ws://{}/ws?name=visitor&key={key}", server.ws);
+        Client::connect_with_headers(&url, &[("X-Forwarded-For", addr)])
+    };
+    let mut moderator = kicking.connect("moderator");
+    assert_eq!(moderator.welcome["role"], "mod");
+    try_join(&mut moderator, "r").unwrap();
+    let mut target = via(kicking, "first-identity-key-000", "198.51.100.7");
+    try_join(&mut target, "r").unwrap();
+    moderator.send(json!({"type": "kick", "room": "r", "user": target.uid(), "minutes": 5}));
+    loop {
+        let v = target.recv();
+        if v["type"] == "system" && v["event"] == "kick" {
+            break;
+        }
+    }
+
+    for server in [kicking, joining] {
+        let mut again = via(server, "a-brand-new-identity-key", "198.51.100.7");
+        assert_ne!(again.uid(), target.uid(), "a new identity");
+        let (code, message) = try_join(&mut again, "r").unwrap_err();
+        assert_eq!(code, "forbidden", "a new key from the kicked address stays out");
+        assert!(message.contains("5 more minute(s)"), "for the kick's minutes: {message}");
+        assert_eq!(try_join(&mut again, "elsewhere"), Ok(()), "only the room the kick was for");
+        let mut neighbour = via(server, "someone-else-entirely-key", "198.51.100.8");
+        assert_eq!(try_join(&mut neighbour, "r"), Ok(()), "another address is not affected");
+    }
+    // Clients straight from loopback (the proxy's own address) are never covered.
+    assert_eq!(try_join(&mut joining.connect("local"), "r"), Ok(()));
+}
+
+fn open_mode_behind_a_proxy(c: &mut Config, moderator: &str) {
+    c.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    c.mods = vec![moderator.to_owned()];
+}
+
+#[test]
+fn in_open_mode_a_kick_covers_the_kicked_address() {
+    let moderator = TestServer::start().connect("moderator").uid();
+    let server = TestServer::start_with(|c| open_mode_behind_a_proxy(c, &moderator));
+    a_kick_covers_the_address_in_open_mode(&server, &server);
+}
+
+#[test]
+fn in_open_mode_a_kick_covers_the_kicked_address_on_every_instance() {
+    let redis = RedisServer::start();
+    let moderator = TestServer::start().connect("moderator").uid();
+    let start = || {
+        let url = redis.url();
+        TestServer::start_with(|c| {
+            open_mode_behind_a_proxy(c, &moderator);
+            c.redis = Some(url);
+        })
+    };
+    let (a, b) = (start(), start());
+    a_kick_covers_the_address_in_open_mode(&a, &b);
+}
+
+#[test]
+fn an_address_kick_is_stored_and_holds_after_a_restart() {
+    let moderator = TestServer::start().connect("moderator").uid();
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--trusted-proxy", "127.0.0.1", "--mod", moderator.as_str()];
+    let via = |server: &common::Proc, key: &str| {
+        let url = format!("ws://{}/ws?name=visitor&key={key}", server.ws);
+        Client::connect_with_headers(&url, &[("X-Forwarded-For", "203.0.113.40")])
+    };
+    let server = common::Proc::start(dir.path(), None, &args);
+    let mut m = Client::connect(&server.url("moderator"));
+    try_join(&mut m, "r").unwrap();
+    let mut target = via(&server, "first-identity-key-000");
+    try_join(&mut target, "r").unwrap();
+    m.send(json!({"type": "kick", "room": "r", "user": target.uid(), "minutes": 3}));
+    while target.recv()["event"] != "kick" {}
+    drop(server);
+
+    let server = common::Proc::start(dir.path(), None, &args);
+    let (code, message) = try_join(&mut via(&server, "another-identity-key-1"), "r").unwrap_err();
+    assert_eq!(code, "forbidden", "{message}");
+}

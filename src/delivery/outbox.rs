@@ -168,6 +168,11 @@ pub struct Peer {
 }
 
 impl Peer {
+    /// The client's address: the one a trusted proxy named, else the socket's.
+    pub fn ip(&self) -> IpAddr {
+        self.client.get().copied().unwrap_or(self.socket.ip())
+    }
+
     /// Records the client a trusted proxy named (once; later calls are ignored).
     pub fn set_client(&self, ip: IpAddr) {
         if ip != self.socket.ip() {

@@ -154,7 +154,7 @@ impl Dispatcher {
         // room no longer gets in. Never checked per delivered message.
         // Redis mode checks these with the join's read (`access::JoinRule`).
         if let Backend::Local(_) = self.backend {
-            self.check_kick(room, &client.uid)?;
+            self.check_kick(room, id)?;
             if !self.privacy.may_join(room, &client.uid, &client.access, self.cfg.rooms_default) {
                 let message = format!("you may not join `{room}`");
                 return Err(ProtocolError::new(ErrorCode::Forbidden, message).with_ref(Some("join".into())));

@@ -5,16 +5,24 @@
 //! stored and loaded at start; in Redis mode the append script stores them with the
 //! event, and each instance applies the event when it delivers it (`cluster::rights`).
 //!
+//! In open mode an identity costs nothing (a new key, or none), so a kick also covers
+//! the addresses the kicked user is connected from (the real client address, with
+//! `--trusted-proxy`), for the same minutes: a new identity from there is refused too.
+//! Loopback and trusted-proxy addresses are never covered (they are a proxy's, shared
+//! by every client behind it), nor are moderators.
+//!
 //! Checked per action and per join or post, never per delivered message. Never lets a
 //! non-moderator act, and never removes a moderator's right to post.
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 
 use super::backend::Backend;
 use super::edits::Event;
 use super::state::now_ms;
 use super::Dispatcher;
 use crate::access::kick_refusal;
+use crate::config::AuthMode;
 use crate::delivery::outbox::ConnId;
 use crate::protocol::{ErrorCode, ModEvent, ProtocolError, RoomName, ServerMsg, UserId, UserRef};
 use crate::store::AccessChange;
@@ -24,6 +32,8 @@ use crate::store::AccessChange;
 pub(super) struct Moderation {
     /// (room, user) → until (ms since the epoch).
     kicks: HashMap<(RoomName, UserId), u64>,
+    /// (room, client address) → until: open mode's kicks of where a user came from.
+    address_kicks: HashMap<(RoomName, IpAddr), u64>,
     read_only: HashSet<RoomName>,
 }
 
@@ -33,6 +43,11 @@ impl Moderation {
             AccessChange::Kick { room, user, until } => {
                 if let Some(room) = RoomName::parse(room) {
                     self.kicks.insert((room, UserId::from(user.as_str())), *until);
+                }
+            }
+            AccessChange::KickAddress { room, addr, until } => {
+                if let Some(room) = RoomName::parse(room) {
+                    self.address_kicks.insert((room, *addr), *until);
                 }
             }
             AccessChange::ReadOnly { room, on } => {
@@ -54,12 +69,41 @@ impl Moderation {
 }
 
 impl Dispatcher {
-    /// Refuses a join of a kicked user, saying for how long.
-    pub(super) fn check_kick(&self, room: &RoomName, user: &str) -> Result<(), ProtocolError> {
-        match self.moderation.kicks.get(&(room.clone(), UserId::from(user))) {
-            Some(until) => kick_refusal(room, *until, now_ms()),
+    /// Refuses a join of a kicked user, or (open mode) of anyone from an address a kick
+    /// covers, saying for how long.
+    pub(super) fn check_kick(&self, room: &RoomName, id: ConnId) -> Result<(), ProtocolError> {
+        let client = &self.clients[&id];
+        let now = now_ms();
+        if let Some(until) = self.moderation.kicks.get(&(room.clone(), client.uid.clone())) {
+            kick_refusal(room, *until, now)?;
+        }
+        match self.kick_address(id).and_then(|ip| self.moderation.address_kicks.get(&(room.clone(), ip))) {
+            Some(until) => kick_refusal(room, *until, now),
             None => Ok(()),
         }
+    }
+
+    /// The address a kick of this connection's user covers, and a join from it is
+    /// checked against: open mode only, never a moderator's, never a loopback or
+    /// trusted-proxy address (every client behind that proxy would share it).
+    pub(super) fn kick_address(&self, id: ConnId) -> Option<IpAddr> {
+        let client = self.clients.get(&id)?;
+        if !matches!(self.cfg.auth, AuthMode::Open) || client.access.is_mod() {
+            return None;
+        }
+        let ip = client.conn.peer.ip();
+        let shared = ip.is_loopback()
+            || ip.to_canonical().is_loopback()
+            || crate::proxy::is_trusted(&self.cfg.trusted_proxies, ip);
+        (!shared).then_some(ip)
+    }
+
+    /// The addresses the user's connections here come from that a kick covers.
+    pub(super) fn kick_addresses_of(&self, user: &str) -> Vec<IpAddr> {
+        let mut ips: Vec<IpAddr> = self.user_conns.of(user).iter().filter_map(|c| self.kick_address(*c)).collect();
+        ips.sort_unstable();
+        ips.dedup();
+        ips
     }
 
     /// Refuses a post (or edit) of a non-moderator in a read-only room.
@@ -122,6 +166,10 @@ impl Dispatcher {
         log::info!("moderation: {by} removed {user} from {room} for {minutes} minute(s) (event {seq})");
         self.store_event(Event { room: room.clone(), seq, ts, json, uid: by, ack: None, msg_id: None });
         self.change_access(AccessChange::Kick { room: room.to_string(), user: user.into(), until });
+        for addr in self.kick_addresses_of(user) {
+            log::info!("moderation: {room} refuses {addr} (where {user} connects from) for {minutes} minute(s)");
+            self.change_access(AccessChange::KickAddress { room: room.to_string(), addr, until });
+        }
         // After the event is staged: the removed user's connections get it too.
         self.remove_user_from_room(user, &room);
         Ok(())

@@ -68,6 +68,7 @@ impl Privacy {
             }
             // moderation's and dms'
             AccessChange::Kick { .. }
+            | AccessChange::KickAddress { .. }
             | AccessChange::ReadOnly { .. }
             | AccessChange::Block { .. }
             | AccessChange::DmClosed { .. } => {}

@@ -713,6 +713,46 @@ fn a_kick_is_a_seq_event_removes_the_user_and_keeps_them_out() {
     }
 }
 
+/// Open mode: a kick also refuses whoever joins from the kicked user's address, for
+/// the kick's minutes only; a moderator from there is never refused.
+#[test]
+fn a_kick_covers_the_kicked_address_until_it_ends() {
+    let mut h = Harness::new(|c| c.trusted_proxies = vec!["127.0.0.1".parse().unwrap()]);
+    let from = |h: &mut Harness, conn: ConnId, ip: &str| h.d.clients[&conn].conn.peer.set_client(ip.parse().unwrap());
+    let (a, b) = (h.connect("u-a", "a", true), h.connect("u-b", "b", true));
+    from(&mut h, a, "198.51.100.7");
+    let m = moderator(&mut h, "u-m");
+    for c in [a, m] {
+        join(&mut h, c, "r");
+    }
+    h.take();
+    h.send(m, json!({"type": "kick", "room": "r", "user": "u-a", "minutes": 10}));
+    h.take();
+
+    let (fresh, m2) = (h.connect("u-fresh", "fresh", true), moderator(&mut h, "u-m2"));
+    from(&mut h, fresh, "198.51.100.7");
+    from(&mut h, m2, "198.51.100.7");
+    from(&mut h, b, "198.51.100.8");
+    for c in [fresh, m2, b] {
+        join(&mut h, c, "r");
+    }
+    let frames = h.take();
+    assert_eq!(kinds(&frames, fresh), ["error:forbidden"], "a new identity from the kicked address");
+    assert!(frames.to(fresh)[0]["message"].as_str().unwrap().contains("10 more minute"));
+    assert_eq!(kinds(&frames, m2)[0], "joined", "a moderator from there is not refused");
+    assert_eq!(kinds(&frames, b)[0], "joined", "another address is not refused");
+
+    // The time is up: the address gets in again.
+    let ended = crate::store::AccessChange::KickAddress {
+        room: "r".into(),
+        addr: "198.51.100.7".parse().unwrap(),
+        until: super::state::now_ms() - 1,
+    };
+    h.d.change_access(ended);
+    join(&mut h, fresh, "r");
+    assert_eq!(kinds(&h.take(), fresh)[0], "joined");
+}
+
 #[test]
 fn a_read_only_room_takes_posts_from_moderators_only() {
     let (mut h, a, _b) = two_in_room();

@@ -104,6 +104,13 @@ pub enum AccessChange {
         user: String,
         until: u64,
     },
+    /// Nobody from address `addr` (open mode) may join `room` before `until`: a kick
+    /// that a new identity cannot undo.
+    KickAddress {
+        room: String,
+        addr: std::net::IpAddr,
+        until: u64,
+    },
     ReadOnly {
         room: String,
         on: bool,

@@ -136,7 +136,7 @@ fn open<'a>(conn: &'a Arc<Conn>, ctx: &'a ConnContext, slot: &mut Slot) -> Optio
     };
     // Requests are routed first: the fallback transport (`/sse`, `/send`) shares this
     // listener, over plain TCP and TLS alike.
-    let replay = serve_plain(conn, ctx, &mut input)?;
+    let replay = serve_plain(conn, ctx, &mut input, slot)?;
     let (mut ws, handshake) = handshake(conn, ctx, input, replay, slot)?;
     let _ = stream.set_write_timeout(None);
     ws.get_mut().handshaking = false;
@@ -172,7 +172,7 @@ fn end(conn: &Arc<Conn>, ctx: &ConnContext, reason: CloseReason) {
 /// Serves the fallback transport's requests on a plain connection, the next one too
 /// while a `POST /send` keeps the connection alive. Returns the bytes read of a
 /// WebSocket upgrade request (replayed to the handshake), or None once served.
-fn serve_plain(conn: &Arc<Conn>, ctx: &ConnContext, input: &mut Inbound) -> Option<Vec<u8>> {
+fn serve_plain(conn: &Arc<Conn>, ctx: &ConnContext, input: &mut Inbound, slot: &mut Slot) -> Option<Vec<u8>> {
     let cfg = &ctx.cfg;
     let mut next = Vec::new();
     loop {
@@ -180,7 +180,12 @@ fn serve_plain(conn: &Arc<Conn>, ctx: &ConnContext, input: &mut Inbound) -> Opti
         let _ = conn.stream().set_read_timeout(Some(cfg.handshake_timeout));
         match route {
             Route::WebSocket(bytes) => return Some(bytes),
-            Route::Sse(req) => crate::transport::sse::run(conn.clone(), ctx, &req),
+            // The stream's client is the one a trusted proxy names, as for a WebSocket
+            // (the per-IP cap, logs, and open mode's kicks of addresses).
+            Route::Sse(req) => match client_from_headers(conn, &req, ctx, slot) {
+                Ok(()) => crate::transport::sse::run(conn.clone(), ctx, &req),
+                Err(r) => plain::refuse(conn, &r, None, &ctx.metrics),
+            },
             Route::Ticket(req, body) => crate::transport::sse::ticket(conn, ctx, &req, (body, input)),
             Route::Send(req, body) => {
                 if let Some(rest) = crate::transport::send::run(conn, ctx, &req, (body, input)) {

@@ -284,8 +284,24 @@ impl Client {
         Self::over(url, Stream::Tls(Box::new(rustls::StreamOwned::new(session, stream))))
     }
 
+    /// Connects with extra request headers, e.g. the `X-Forwarded-For` a trusted proxy
+    /// would add.
+    pub fn connect_with_headers(url: &str, headers: &[(&str, &str)]) -> Client {
+        use tungstenite::client::IntoClientRequest;
+        let url = with_identity_key(url);
+        let mut req = url.as_str().into_client_request().expect("a ws:// URL");
+        for (name, value) in headers {
+            let name = tungstenite::http::HeaderName::from_bytes(name.as_bytes()).expect("a header name");
+            req.headers_mut().append(name, value.parse().expect("a header value"));
+        }
+        let addr = url.trim_start_matches("ws://").split('/').next().unwrap();
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        Self::over(req, Stream::Plain(stream))
+    }
+
     /// The WebSocket handshake and the welcome frame over an open stream.
-    pub fn over(url: &str, stream: Stream) -> Client {
+    pub fn over(url: impl tungstenite::client::IntoClientRequest, stream: Stream) -> Client {
         let (ws, _) = tungstenite::client(url, stream).expect("handshake");
         let mut c = Client { ws, welcome: Value::Null };
         c.welcome = c.recv();

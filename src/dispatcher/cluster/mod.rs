@@ -79,7 +79,8 @@ impl Dispatcher {
     pub(super) fn cluster_join(&mut self, id: ConnId, room: RoomName, from: HistoryFrom, silent: bool, private: bool) {
         let Some(client) = self.clients.get(&id) else { return };
         let claim = client.access.rooms.as_ref().is_some_and(|c| c.allows(&room));
-        let rule = JoinRule { claim, open: client.access.may_join(&room, self.cfg.rooms_default), private };
+        let open = client.access.may_join(&room, self.cfg.rooms_default);
+        let rule = JoinRule { claim, open, private, addr: self.kick_address(id) };
         self.backend.tell_cluster(|| Request::Join {
             rule,
             conn: id,

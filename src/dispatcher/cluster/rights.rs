@@ -3,7 +3,9 @@
 //! and stages what comes back, never waiting on Redis.
 //!
 //! Each instance applies a delivered moderation event to its own connections (a kicked
-//! user's leave the room) and to its read-only cache, which posts are checked against.
+//! user's leave the room; in open mode the addresses they come from are recorded in
+//! Redis, which every instance's joins are checked against) and to its read-only
+//! cache, which posts are checked against.
 //! `dm`/`invited` frames go to the user's connections here with the answer, and come
 //! from the other instances through the users channel ([`ToUser`]).
 
@@ -23,6 +25,8 @@ struct Delivered {
     event: Option<String>,
     user: Option<DeliveredUser>,
     read_only: Option<bool>,
+    ts: Option<u64>,
+    minutes: Option<u64>,
 }
 
 #[derive(serde::Deserialize)]
@@ -111,7 +115,18 @@ impl Dispatcher {
             return;
         }
         match (e.event.as_deref(), e.user, e.read_only) {
-            (Some("kick"), Some(user), _) => self.remove_user_from_room(&user.id, room),
+            (Some("kick"), Some(user), _) => {
+                // Every instance covers the addresses its own connections of the user
+                // come from (open mode): only it knows them.
+                let addrs = self.kick_addresses_of(&user.id);
+                if let (false, Some(ts), Some(minutes)) = (addrs.is_empty(), e.ts, e.minutes) {
+                    let until = ts.saturating_add(minutes.saturating_mul(60_000));
+                    log::info!("moderation: {room} refuses {addrs:?} (where {} connects from) until {until}", user.id);
+                    let room = room.clone();
+                    self.backend.tell_cluster(|| Request::KickAddresses { room, addrs, until });
+                }
+                self.remove_user_from_room(&user.id, room)
+            }
             (Some("read_only"), _, Some(on)) => {
                 self.moderation.apply(&AccessChange::ReadOnly { room: room.to_string(), on });
             }

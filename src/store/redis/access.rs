@@ -2,7 +2,7 @@
 //! DM rooms (the pair), lasting users (id → name), kicks and read-only rooms.
 //!
 //! Keys: a room's `access` hash (`owner`; `a`,`b` for a DM room; `ro` when read-only;
-//! `kick:{uid}` → until, ms), its `invited` set, `{p}:users` (id → name), `{p}:dms:{uid}`
+//! `kick:{uid}` → until, ms; `kick@{address}` → until, open mode's kicks of addresses), its `invited` set, `{p}:users` (id → name), `{p}:dms:{uid}`
 //! (the user's DM rooms; written with the pair by `dms.rs`'s script), and the `{p}:users:events` channel, which carries frames for a
 //! user's connections on every instance. Kicks and read-only are written by the append
 //! script with their event (see `scripts.rs`). Never decides who may join: the
@@ -44,9 +44,21 @@ redis.call('HSET', KEYS[1], 'owner', ARGV[1])
 return 1
 ";
 
+/// Sets a kick field to ARGV until unless it holds a later one: KEYS access; ARGV field, until.
+const KICK_ADDRESS_LUA: &str = r"
+local now = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if tonumber(ARGV[2]) > now then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+return 0
+";
+
 /// The field of a kick of `uid` in a room's access hash.
 pub fn kick_field(uid: &str) -> String {
     format!("kick:{uid}")
+}
+
+/// The field of a kick of a client address in a room's access hash.
+fn address_kick_field(addr: std::net::IpAddr) -> String {
+    format!("kick@{addr}")
 }
 
 impl RedisStore {
@@ -75,6 +87,33 @@ impl RedisStore {
         })?;
         let pair = a.zip(b).map(|(a, b)| [a, b]);
         Ok(RoomAccess { owner, pair, invited, kicked_until: until, read_only: ro.is_some() })
+    }
+
+    /// Until when (ms since the epoch) joins of `room` from `addr` are refused, if ever.
+    pub fn address_kicked_until(
+        &mut self,
+        room: &RoomName,
+        addr: std::net::IpAddr,
+    ) -> Result<Option<u64>, RedisStoreError> {
+        let (access, field) = (self.keys(room).access(), address_kick_field(addr));
+        self.call(|con, _| redis::cmd("HGET").arg(&access).arg(&field).query(con))
+    }
+
+    /// Refuses joins of `room` from `addrs` until `until`, unless a longer kick of the
+    /// address is in force already.
+    pub fn kick_addresses(
+        &mut self,
+        room: &RoomName,
+        addrs: &[std::net::IpAddr],
+        until: u64,
+    ) -> Result<(), RedisStoreError> {
+        let access = self.keys(room).access();
+        let script = Script::new(KICK_ADDRESS_LUA);
+        for addr in addrs {
+            let field = address_kick_field(*addr);
+            self.call(|con, _| script.key(&access).arg(&field).arg(until).invoke::<()>(con))?;
+        }
+        Ok(())
     }
 
     /// Makes `room` a private room of `owner` unless a room of that name exists; true

@@ -1,6 +1,7 @@
 //! Who may join what, in the store: lasting users (id → name, so an offline user can be
-//! named in `dm` and `invite`), private rooms and their owners, invitations, and
-//! direct-message rooms. Written in the batch's transaction (kept buffered when it
+//! named in `dm` and `invite`), private rooms and their owners, invitations,
+//! direct-message rooms, kicks (of users, and in open mode of addresses) and read-only
+//! rooms. Written in the batch's transaction (kept buffered when it
 //! fails, like read markers), loaded once at start.
 //!
 //! Never decides a right: the dispatcher does, from what this loads.
@@ -48,6 +49,15 @@ pub(super) fn load(conn: &Connection) -> rusqlite::Result<AccessSnapshot> {
     for row in q.query_map([], kick)? {
         changes.push(row?);
     }
+    let mut q = conn.prepare("SELECT room, addr, until FROM address_kicks")?;
+    let rows = q.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?;
+    for row in rows {
+        let (room, addr, until) = row?;
+        // Written by natter from a parsed address; anything else is skipped, not fatal.
+        if let Ok(addr) = addr.parse() {
+            changes.push(AccessChange::KickAddress { room, addr, until: until as u64 });
+        }
+    }
     let mut q = conn.prepare("SELECT room FROM read_only")?;
     for row in q.query_map([], |r| Ok(AccessChange::ReadOnly { room: r.get(0)?, on: true }))? {
         changes.push(row?);
@@ -75,6 +85,10 @@ pub(super) fn write(tx: &Transaction<'_>, pending: &[AccessChange]) -> rusqlite:
             AccessChange::Kick { room, user, until } => tx.execute(
                 "INSERT OR REPLACE INTO kicks (room, user, until) VALUES (?1, ?2, ?3)",
                 params![room, user, *until as i64],
+            )?,
+            AccessChange::KickAddress { room, addr, until } => tx.execute(
+                "INSERT OR REPLACE INTO address_kicks (room, addr, until) VALUES (?1, ?2, ?3)",
+                params![room, addr.to_string(), *until as i64],
             )?,
             AccessChange::ReadOnly { room, on: true } => {
                 tx.execute("INSERT OR IGNORE INTO read_only (room) VALUES (?1)", params![room])?

@@ -6,7 +6,8 @@
 //! same rules (the pure ones are [`crate::access`]'s, which local mode applies too): a
 //! join reads them with its history (one request, the dispatcher never waits),
 //! `dm`/`invite`/`join {private:true}` write them, and a kick or read-only change is
-//! appended as a `system` event that sets the fact in the same script. `dm`/`invited`
+//! appended as a `system` event that sets the fact in the same script (open mode's
+//! kicks of addresses are written by each instance for its own connections). `dm`/`invited`
 //! frames go to the other instances through the users channel ([`super::users`]); the
 //! answer carries them for this instance's connections. Never touches rooms or
 //! sockets.
@@ -37,6 +38,11 @@ pub(super) fn check_join(
     }
     if let Some(until) = access.kicked_until {
         kick_refusal(room, until, unix_ms())?;
+    }
+    if let Some(addr) = rule.addr {
+        if let Some(until) = store.address_kicked_until(room, addr).map_err(unavailable)? {
+            kick_refusal(room, until, unix_ms())?;
+        }
     }
     let allowed = if room.as_str().starts_with(DM_PREFIX) {
         access.pair.as_ref().is_some_and(|pair| pair.iter().any(|u| u == uid))
@@ -82,6 +88,12 @@ pub(super) fn handle<C, A>(store: &mut RedisStore, req: Request<C, A>) -> Option
         Request::Invite { conn, room, by, is_mod, user, user_name } => {
             let result = invite(store, &room, (&by, is_mod), &user, user_name);
             Some(ClusterEvent::Told { conn, result })
+        }
+        Request::KickAddresses { room, addrs, until } => {
+            if let Err(e) = store.kick_addresses(&room, &addrs, until) {
+                log::warn!("redis: could not record the kicked addresses in {room}: {}", describe(&e));
+            }
+            None
         }
         Request::Moderate { conn, room, uid, prefix, suffix, field, value, what } => {
             let result = store

@@ -94,6 +94,9 @@ pub enum Request<C, A> {
     Dms(DmRequest<C>),
     /// `invite`: the owner (or a moderator) lets `user` into a private room.
     Invite { conn: C, room: RoomName, by: User, is_mod: bool, user: UserId, user_name: Option<String> },
+    /// Refuse joins of `room` from these addresses until `until` (open mode's kicks);
+    /// no answer.
+    KickAddresses { room: RoomName, addrs: Vec<std::net::IpAddr>, until: u64 },
     /// `kick`/`mode`: append the moderator's event, setting `field` of the room's access
     /// to `value` with it.
     Moderate {
