@@ -253,6 +253,9 @@ pub struct ServeArgs {
     /// Log level: error, warn, info, debug, trace (RUST_LOG overrides).
     #[arg(long, default_value = "info")]
     pub log_level: String,
+    /// Log line format: text (for people) or json (one object per line, for log shippers).
+    #[arg(long, value_enum, default_value_t = crate::logging::LogFormat::Text)]
+    pub log_format: crate::logging::LogFormat,
 }
 
 /// Why the flags do not make a config.

@@ -36,6 +36,7 @@ pub mod dispatcher;
 pub mod hangup;
 pub mod heap;
 pub mod limits;
+pub mod logging;
 pub mod metrics;
 pub mod protocol;
 pub mod proxy;

@@ -7,7 +7,7 @@ use clap::Parser;
 use natter::cli::{Cli, Cmd, ServeArgs, TokenArgs};
 use natter::tls::Tls;
 use natter::transport::stack::MAPS_PER_THREAD;
-use natter::{auth, hangup, limits, shutdown, Listeners};
+use natter::{auth, hangup, limits, logging, shutdown, Listeners};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -70,7 +70,7 @@ fn bind_admin(args: &ServeArgs) -> Result<TcpListener, String> {
 }
 
 fn serve(args: &ServeArgs) -> Result<(), String> {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(&args.log_level)).init();
+    logging::init(&args.log_level, args.log_format);
 
     let nofile = limits::raise_nofile();
     let maps = limits::max_map_count();
