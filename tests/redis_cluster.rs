@@ -634,3 +634,32 @@ fn blocks_closed_dms_and_the_dm_rate_hold_on_every_instance() {
     }
     assert_eq!(answers, ["dm", "dm", "dm_rate", "dm_rate"]);
 }
+
+#[test]
+fn a_room_that_left_an_instance_s_memory_is_joined_again_from_redis() {
+    let redis = RedisServer::start();
+    let a = instance_with(&redis, |c| c.max_rooms = 2);
+    let mut alice = a.connect("alice");
+    alice.join("keep", None);
+    for i in 1..=3 {
+        alice.post("keep", &format!("m{i}"), &format!("k{i}"));
+    }
+    let (joined, _) = alice.join("keep", None);
+    let epoch = joined["epoch"].clone();
+    alice.send(json!({"type": "leave", "room": "keep"}));
+    // Nobody is in `keep` here: it leaves this instance's memory, so two other rooms fit.
+    for room in ["a", "b"] {
+        let (joined, _) = alice.join(room, None);
+        assert_eq!(joined["room"], room, "never room_limit for a room nobody is in");
+    }
+    a.wait_metric("natter_rooms_evicted_total", 1);
+    alice.send(json!({"type": "leave", "room": "a"}));
+    let mut bob = a.connect("bob");
+    let (joined, history) = resume(&mut bob, "keep", 1, &epoch);
+    assert_eq!((joined["head"].as_u64(), &joined["epoch"]), (Some(3), &epoch));
+    assert_eq!(common::history_seqs(&history), [2, 3]);
+    assert_eq!(bob.post("keep", "m1 again", "k1")["seq"], 4, "a new message goes on from the head");
+    let (_, history) = alice.join("keep", None);
+    assert_eq!(common::history_seqs(&history), [1, 2, 3, 4]);
+    assert_eq!(alice.post("keep", "m3", "k3")["dup"], true, "dedup is Redis's, across the eviction");
+}
