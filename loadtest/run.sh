@@ -30,6 +30,9 @@ SENDERS=${LT_SENDERS:-10}
 DURATION=${LT_DURATION:-4}                    # steady: seconds of sending
 RAMP_CLIENTS=${LT_RAMP_CLIENTS:-1000}
 RAMP_STEPS=${LT_RAMP_STEPS:-10}
+# natter's per-IP cap (--max-connections-per-ip, 256 by default) protects a server on
+# the internet; every load-test client comes from 127.0.0.1, so natter runs without it.
+PER_IP=${LT_PER_IP:-1000000}
 RAMP_STEP_SECS=${LT_RAMP_STEP_SECS:-2}
 SHOOTOUT_MAX=${LT_SHOOTOUT_MAX:-19000}     # one natter holds 19,936 here (the open-files limit)
 SHOOTOUT_BROADCASTS=${LT_SHOOTOUT_BROADCASTS:-20}
@@ -196,7 +199,7 @@ api_rows() {
     python3 loadtest/peers/webhook-receiver.py "$port" &
     rpid=$!
     PIDS+=("$rpid")
-    start natter-api target/release/natter serve --bind 127.0.0.1 --http-port 0 --ws-port 0 \
+    start natter-api target/release/natter serve --bind 127.0.0.1 --http-port 0 --ws-port 0 --max-connections-per-ip "$PER_IP" \
         --data-dir "$data" --rate-per-s 100000 --rate-burst 100000 --api-key-file "$keys" --api-rate-per-s 100000 \
         --webhook "http://127.0.0.1:$port/hook" --webhook-secret-file "$keys"
     URL="$SERVER_URL?name=lt"
@@ -233,7 +236,7 @@ scrollback_rows() {
     DATA_DIRS+=("$data")
     say "  seeding $SCROLLBACK_MESSAGES messages into room archive"
     target/release/natter-seed --data-dir "$data" --room archive --messages "$SCROLLBACK_MESSAGES"
-    start natter-scrollback target/release/natter serve --bind 127.0.0.1 --http-port 0 --ws-port 0 \
+    start natter-scrollback target/release/natter serve --bind 127.0.0.1 --http-port 0 --ws-port 0 --max-connections-per-ip "$PER_IP" \
         --data-dir "$data" --rate-per-s 100000 --rate-burst 100000
     URL="$SERVER_URL?name=lt" AWAIT=--await-joined
     JOIN='{"type":"join","room":"$ROOM"}'
@@ -271,7 +274,7 @@ tls_rows() {
     certs=$(mktemp -d) data=$(mktemp -d)
     DATA_DIRS+=("$certs" "$data")
     target/release/natter-test-ca "$certs"
-    start natter-tls target/release/natter serve --bind 127.0.0.1 --http-port 0 --ws-port 0 \
+    start natter-tls target/release/natter serve --bind 127.0.0.1 --http-port 0 --ws-port 0 --max-connections-per-ip "$PER_IP" \
         --data-dir "$data" --rate-per-s 100000 --rate-burst 100000 \
         --tls-cert "$certs/server.crt" --tls-key "$certs/server.key"
     URL="$SERVER_URL?name=lt" CA=$certs/ca.pem
@@ -300,7 +303,7 @@ for server in $SERVERS; do
         for i in 1 2; do
             data=$(mktemp -d)
             DATA_DIRS+=("$data")
-            start "natter-redis-$i" target/release/natter serve --bind 127.0.0.1 --http-port 0 --ws-port 0 \
+            start "natter-redis-$i" target/release/natter serve --bind 127.0.0.1 --http-port 0 --ws-port 0 --max-connections-per-ip "$PER_IP" \
                 --data-dir "$data" --rate-per-s 100000 --rate-burst 100000 --redis "redis://127.0.0.1:$rport/0"
             urls+=("$SERVER_URL?name=lt")
             cluster_pids+=("$SERVER_PID")
@@ -322,7 +325,7 @@ for server in $SERVERS; do
         DATA_DIRS+=("$data")
         # The per-connection rate limit (20/s by default) would cap the ramp,
         # not the fan-out being measured: lift it for the load test.
-        start natter target/release/natter serve --bind 127.0.0.1 --http-port 0 --ws-port 0 \
+        start natter target/release/natter serve --bind 127.0.0.1 --http-port 0 --ws-port 0 --max-connections-per-ip "$PER_IP" \
             --data-dir "$data" --rate-per-s 100000 --rate-burst 100000
         URL="$SERVER_URL?name=lt" AWAIT=--await-joined
         JOIN='{"type":"join","room":"$ROOM"}'
@@ -336,7 +339,7 @@ for server in $SERVERS; do
         # Group commit: one fsync per dispatcher batch.
         data=$(mktemp -d)
         DATA_DIRS+=("$data")
-        start natter-always target/release/natter serve --bind 127.0.0.1 --http-port 0 --ws-port 0 \
+        start natter-always target/release/natter serve --bind 127.0.0.1 --http-port 0 --ws-port 0 --max-connections-per-ip "$PER_IP" \
             --data-dir "$data" --rate-per-s 100000 --rate-burst 100000 --fsync always
         URL="$SERVER_URL?name=lt"
         rooms natter --variant fsync=always

@@ -143,7 +143,7 @@ pub struct ServeArgs {
     /// Total connections (503 past it); lowered at start to what the process limits allow.
     #[arg(long, default_value_t = Config::default().max_connections)]
     pub max_connections: usize,
-    /// Connections from one IP address (429 past it).
+    /// Connections from one IP address, slow handshakes included (429 past it).
     #[arg(long, default_value_t = Config::default().max_connections_per_ip)]
     pub max_connections_per_ip: usize,
     /// Milliseconds a client has to complete the WebSocket handshake.

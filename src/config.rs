@@ -103,7 +103,10 @@ pub struct Config {
     pub max_backlog_bytes: usize,
     /// Total WebSocket connections (503 past it). Clamped at start to what the process can hold.
     pub max_connections: usize,
-    /// Connections from one IP address (429 past it).
+    /// Connections from one IP address, handshakes in progress included (429 past it).
+    /// Each holds a thread (a slow handshake until `handshake_timeout`), so one address
+    /// must not hold thousands; 256 still lets an office behind one NAT address in
+    /// with a few tabs each. Behind a proxy the count is per client (`--trusted-proxy`).
     pub max_connections_per_ip: usize,
     /// Time a client has to finish the WebSocket handshake.
     pub handshake_timeout: Duration,
@@ -213,7 +216,7 @@ impl Default for Config {
             rate_strikes: 20,
             max_backlog_bytes: 8 * 1024 * 1024,
             max_connections: 100_000,
-            max_connections_per_ip: 100_000,
+            max_connections_per_ip: 256,
             handshake_timeout: Duration::from_secs(10),
             conn_stack_bytes: 128 * 1024,
             read_buffer_bytes: 512,

@@ -364,3 +364,30 @@ fn once_a_burst_is_over_the_freed_heap_goes_back_to_the_kernel() {
     }
     server.wait_metric("natter_heap_trims_total", 1);
 }
+
+/// By default one address cannot hold a thread per slow handshake without bound: past
+/// the per-IP cap (a few hundred, never the total) it is answered 429, and the slots
+/// come back when its connections go.
+#[test]
+fn one_address_holding_slow_handshakes_is_capped_by_default() {
+    let cap = natter::config::Config::default().max_connections_per_ip;
+    assert!((64..=1024).contains(&cap), "a default per-IP cap for the internet, not {cap}");
+    let server = TestServer::start();
+    // Connections that never finish their handshake: each holds a thread until the
+    // handshake timeout.
+    let slow: Vec<TcpStream> = (0..cap).map(|_| TcpStream::connect(server.ws).unwrap()).collect();
+    common::wait_until(
+        || {
+            matches!(
+                tungstenite::client(server.url("late"), TcpStream::connect(server.ws).unwrap()),
+                Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(r))) if r.status() == 429
+            )
+        },
+        "the per-IP cap to refuse with 429",
+    );
+    drop(slow);
+    common::wait_until(
+        || tungstenite::client(server.url("back"), TcpStream::connect(server.ws).unwrap()).is_ok(),
+        "the address's slots to free up",
+    );
+}
