@@ -16,6 +16,11 @@ use crate::webhooks::WebhookStats;
 const FANOUT_BUCKETS: [f64; 12] =
     [0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0];
 
+/// Upper bounds (seconds) of the ack-time histogram's buckets: a local commit with
+/// `--fsync interval` takes well under a millisecond, an fsync'd one or a Redis round
+/// trip a few.
+const ACK_BUCKETS: [f64; 12] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+
 /// Why the HTTP guard refused or cut an HTTP connection (transport/guard.rs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HttpRefusal {
@@ -102,6 +107,9 @@ pub struct Metrics {
     fanout_buckets: [AtomicU64; FANOUT_BUCKETS.len()],
     fanout_count: AtomicU64,
     fanout_sum_ns: AtomicU64,
+    ack_buckets: [AtomicU64; ACK_BUCKETS.len()],
+    ack_count: AtomicU64,
+    ack_sum_ns: AtomicU64,
     /// Webhook deliveries, failures, drops and queue length.
     pub webhooks: Arc<WebhookStats>,
 }
@@ -135,6 +143,9 @@ impl Default for Metrics {
             fanout_buckets: Default::default(),
             fanout_count: AtomicU64::new(0),
             fanout_sum_ns: AtomicU64::new(0),
+            ack_buckets: Default::default(),
+            ack_count: AtomicU64::new(0),
+            ack_sum_ns: AtomicU64::new(0),
             webhooks: Arc::default(),
         }
     }
@@ -167,6 +178,16 @@ impl Metrics {
         }
         self.fanout_count.fetch_add(messages, Relaxed);
         self.fanout_sum_ns.fetch_add((seconds * 1e9 * messages as f64) as u64, Relaxed);
+    }
+
+    /// Records `acks` acks (and API replies) that waited `seconds` from the dispatcher
+    /// taking their batch to being handed on after the store committed it.
+    pub fn observe_acks(&self, seconds: f64, acks: u64) {
+        if let Some(i) = ACK_BUCKETS.iter().position(|le| seconds <= *le) {
+            self.ack_buckets[i].fetch_add(acks, Relaxed);
+        }
+        self.ack_count.fetch_add(acks, Relaxed);
+        self.ack_sum_ns.fetch_add((seconds * 1e9 * acks as f64) as u64, Relaxed);
     }
 
     /// Redis mode: whether Redis is reachable (the last word of any Redis thread).
@@ -348,21 +369,39 @@ impl Metrics {
         );
         counters_by(&mut s, "natter_errors_total", "Error frames sent, by code.", "code", errors);
         counters_by(&mut s, "natter_closes_total", "Connections ended, by reason.", "reason", closes);
-        let _ = writeln!(
-            s,
-            "# HELP natter_fanout_seconds Writer shard 0's time to write one message to all its receivers.\n# TYPE natter_fanout_seconds histogram"
+        histogram(
+            &mut s,
+            "natter_fanout_seconds",
+            "Writer shard 0's time to write one message to all its receivers.",
+            &FANOUT_BUCKETS,
+            &self.fanout_buckets,
+            self.fanout_count.load(Relaxed),
+            self.fanout_sum_ns.load(Relaxed),
         );
-        let mut cumulative = 0;
-        for (i, le) in FANOUT_BUCKETS.iter().enumerate() {
-            cumulative += self.fanout_buckets[i].load(Relaxed);
-            let _ = writeln!(s, "natter_fanout_seconds_bucket{{le=\"{le}\"}} {cumulative}");
-        }
-        let count = self.fanout_count.load(Relaxed);
-        let _ = writeln!(s, "natter_fanout_seconds_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(s, "natter_fanout_seconds_sum {}", self.fanout_sum_ns.load(Relaxed) as f64 / 1e9);
-        let _ = writeln!(s, "natter_fanout_seconds_count {count}");
+        histogram(
+            &mut s,
+            "natter_ack_seconds",
+            "Time from the dispatcher taking a post's batch to its ack (or API reply) handed on after the store committed.",
+            &ACK_BUCKETS,
+            &self.ack_buckets,
+            self.ack_count.load(Relaxed),
+            self.ack_sum_ns.load(Relaxed),
+        );
         s
     }
+}
+
+/// One histogram: cumulative buckets from per-bucket counts, then sum and count.
+fn histogram(s: &mut String, name: &str, help: &str, les: &[f64], buckets: &[AtomicU64], count: u64, sum_ns: u64) {
+    let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} histogram");
+    let mut cumulative = 0;
+    for (le, n) in les.iter().zip(buckets) {
+        cumulative += n.load(Relaxed);
+        let _ = writeln!(s, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+    }
+    let _ = writeln!(s, "{name}_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(s, "{name}_sum {}", sum_ns as f64 / 1e9);
+    let _ = writeln!(s, "{name}_count {count}");
 }
 
 /// One counter family with a label: its HELP and TYPE lines, then a line per value.
@@ -388,5 +427,10 @@ mod tests {
         assert!(text.contains("natter_closes_total{reason=\"slow_consumer\"} 1"));
         assert!(text.contains("natter_fanout_seconds_bucket{le=\"0.0005\"} 2"));
         assert!(text.contains("natter_fanout_seconds_count 2"));
+        m.observe_acks(0.003, 3);
+        let text = m.render();
+        assert!(text.contains("natter_ack_seconds_bucket{le=\"0.0025\"} 0"), "{text}");
+        assert!(text.contains("natter_ack_seconds_bucket{le=\"0.005\"} 3"));
+        assert!(text.contains("natter_ack_seconds_count 3"));
     }
 }

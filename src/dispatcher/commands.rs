@@ -257,11 +257,13 @@ impl Dispatcher {
         match ack {
             AckTo::Conn(id) => {
                 let (Some(mid), Some(c)) = (msg_id, self.clients.get(&id)) else { return None };
+                self.staged_acks += 1;
                 let conn = c.conn.clone();
                 self.stage(&conn, wire::encode(&ServerMsg::Ack { id: mid, room: room.as_str(), seq, dup }));
                 Some(self.staged.len() - 1)
             }
             AckTo::Api(reply) => {
+                self.staged_acks += 1;
                 self.api_replies.push((reply, Ok(serde_json::json!({ "seq": seq, "dup": dup }))));
                 None
             }

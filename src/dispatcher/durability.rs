@@ -76,6 +76,8 @@ impl Dispatcher {
         }
         match self.backend.commit() {
             Ok(()) => {
+                let waited = self.batch_started.elapsed().as_secs_f64();
+                self.metrics.observe_acks(waited, std::mem::take(&mut self.staged_acks));
                 self.apply_ring_rewrites();
                 self.webhooks.release();
                 for (reply, answer) in self.api_replies.drain(..) {
@@ -92,6 +94,7 @@ impl Dispatcher {
                 }
             }
         }
+        self.staged_acks = 0;
         self.batch_posts.clear();
         self.dirty_rooms.clear();
         let batch = Batch { items: std::mem::take(&mut self.staged), messages: std::mem::take(&mut self.staged_msgs) };

@@ -132,6 +132,10 @@ pub struct Dispatcher {
     writers: Option<Writers>,
     /// Messages accepted in the current batch (for the fan-out histogram).
     staged_msgs: u64,
+    /// Acks and API replies staged in this batch, and when the dispatcher took its
+    /// first command: `natter_ack_seconds`.
+    staged_acks: u64,
+    batch_started: Instant,
     /// Sockets that could not take everything; retried when writable.
     blocked: HashMap<ConnId, Arc<Conn>>,
     /// Connections sent a close frame by the dispatcher, with their deadline.
@@ -179,6 +183,8 @@ impl Dispatcher {
             staged: Vec::new(),
             writers: None,
             staged_msgs: 0,
+            staged_acks: 0,
+            batch_started: Instant::now(),
             blocked: HashMap::new(),
             closing: Vec::new(),
             ping: wire::ping_frame(),
@@ -235,6 +241,7 @@ impl Dispatcher {
                 }
                 recv(shutdown.signal()) -> _ => break,
             }
+            self.batch_started = Instant::now();
             for ev in events.try_iter() {
                 self.on_shard_event(ev);
             }
