@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::access::RoomsDefault;
 use crate::auth;
 use crate::config::{AuthMode, Config, FsyncPolicy};
+use crate::store::sqlite::backup::BackupOptions;
 use crate::webhooks::{WebhookConfig, WebhookError};
 
 #[derive(Debug, Parser)]
@@ -29,6 +30,39 @@ pub enum Cmd {
     Serve(Box<ServeArgs>),
     /// Mint an HS256 token for token mode (secret from NATTER_JWT_SECRET or --jwt-secret-file).
     Token(TokenArgs),
+    /// Copy the SQLite store to FILE while natter serves (docs/DEPLOY.md: Backups).
+    Backup(BackupArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Where the copy goes: written beside it under a temporary name, checked, then
+    /// moved into place.
+    pub file: PathBuf,
+    /// Directory of the SQLite store: the `--data-dir` natter serves with.
+    #[arg(long, default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Replace FILE when it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Database pages copied per step (4 KiB each).
+    #[arg(long, default_value_t = BackupOptions::default().pages_per_step,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub pages_per_step: u32,
+    /// Milliseconds between two steps, so the serving natter's writes keep the disk.
+    #[arg(long, default_value_t = BackupOptions::default().pause.as_millis() as u64)]
+    pub pause_ms: u64,
+}
+
+impl BackupArgs {
+    /// The copy these flags ask for.
+    pub fn options(&self) -> BackupOptions {
+        BackupOptions {
+            pages_per_step: self.pages_per_step,
+            pause: Duration::from_millis(self.pause_ms),
+            overwrite: self.force,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -382,6 +416,14 @@ mod tests {
         assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
         assert!(parse_duration("1y").is_err());
+    }
+
+    #[test]
+    fn backup_defaults_match_backup_options() {
+        let Some(Cmd::Backup(args)) = Cli::parse_from(["natter", "backup", "x.db"]).command else { panic!() };
+        let (opts, d) = (args.options(), BackupOptions::default());
+        assert_eq!((opts.pages_per_step, opts.pause, opts.overwrite), (d.pages_per_step, d.pause, false));
+        assert_eq!(args.data_dir, ServeArgs::from_defaults().data_dir, "the same store as `serve`");
     }
 
     #[test]

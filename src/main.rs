@@ -4,7 +4,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::process::ExitCode;
 
 use clap::Parser;
-use natter::cli::{Cli, Cmd, ServeArgs, TokenArgs};
+use natter::cli::{BackupArgs, Cli, Cmd, ServeArgs, TokenArgs};
 use natter::tls::Tls;
 use natter::transport::stack::MAPS_PER_THREAD;
 use natter::{auth, hangup, limits, logging, shutdown, Listeners};
@@ -13,6 +13,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Cmd::Token(args)) => token(&args),
+        Some(Cmd::Backup(args)) => backup(&args),
         Some(Cmd::Serve(args)) => serve(&args),
         None => serve(&ServeArgs::from_defaults()),
     };
@@ -42,6 +43,14 @@ fn token(args: &TokenArgs) -> Result<(), String> {
     };
     claims.access()?;
     println!("{}", auth::mint(&secret, &args.sub, &grants, args.ttl.as_secs()));
+    Ok(())
+}
+
+fn backup(args: &BackupArgs) -> Result<(), String> {
+    let report = natter::store::sqlite::backup::backup(&args.data_dir, &args.file, &args.options())
+        .map_err(|e| format!("backup: {e}"))?;
+    println!("natter backup: {report}");
+    println!("restore: stop natter, put this file at <data-dir>/natter.db, start; every room then starts a new epoch");
     Ok(())
 }
 

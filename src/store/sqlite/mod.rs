@@ -7,11 +7,14 @@
 //! answer them from read-only connections (WAL snapshots), so a long read never stalls
 //! a commit. [`migrate`] imports the journal of earlier versions once; [`retention`]
 //! deletes old messages in small steps; `syncer` checkpoints the WAL on a thread of its
-//! own, so the dispatcher's commits never wait for a checkpoint's fsyncs.
+//! own, so the dispatcher's commits never wait for a checkpoint's fsyncs. [`backup`]
+//! copies a live store (`natter backup`), and gives every room of a store restored from
+//! such a copy a new epoch when it opens.
 //!
 //! Never touches rooms, members or sockets.
 
 pub mod access;
+pub mod backup;
 mod blocks;
 pub mod edits;
 pub mod migrate;
@@ -84,6 +87,8 @@ impl SqliteStore {
         let mut conn = Connection::open(&path).map_err(sql_err(&path))?;
         schema::prepare_writer(&conn, policy).map_err(sql_err(&path))?;
         migrate::import_journal(dir, &mut conn)?;
+        // Before rooms load: they must load with the new epochs.
+        backup::renew_epochs_if_restored(&mut conn).map_err(sql_err(&path))?;
         let syncer = Syncer::start(&path, policy)?;
         let mut store = SqliteStore {
             conn,
