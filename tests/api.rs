@@ -365,3 +365,94 @@ fn a_key_file_others_may_write_is_not_reloaded() {
     write_keys(&file, &format!("{intruder}\n"));
     assert_eq!(call(server.admin, "GET", path, Some(intruder), b"", "application/json").0, 200, "safe again");
 }
+
+/// Callers without a key that send a body a byte at a time are answered 401 from the
+/// head alone and never hold an API worker: a real call is answered meanwhile.
+#[test]
+fn slow_bodies_without_a_key_never_hold_the_api_workers() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let keys_dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(with_api(keys_dir.path()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (answered, answers) = std::sync::mpsc::channel();
+    let (started, starts) = std::sync::mpsc::channel();
+    let slow: Vec<_> = (0..8)
+        .map(|_| {
+            let (stop, answered, started, addr) = (stop.clone(), answered.clone(), started.clone(), server.admin);
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(addr).unwrap();
+                let head = format!(
+                    "POST /api/v1/rooms/r/messages HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+                );
+                s.write_all(head.as_bytes()).unwrap();
+                s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+                let mut got = Vec::new();
+                let mut buf = [0u8; 1024];
+                // A byte at a time, reading whatever comes back, until the test ends.
+                let mut sent = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    if s.write_all(b"x").is_err() {
+                        break;
+                    }
+                    sent += 1;
+                    if sent == 3 {
+                        // Well into its body: the guard has long handed it over.
+                        let _ = started.send(());
+                    }
+                    match s.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                        Err(_) => {}
+                    }
+                }
+                let _ = answered.send(String::from_utf8_lossy(&got).into_owned());
+            })
+        })
+        .collect();
+    // Every slow caller is sending its body (or was answered) before the real call.
+    drop(started);
+    let _ = starts.iter().take(8).count();
+    let mut s = TcpStream::connect(server.admin).unwrap();
+    // Generous: the old code answered after the slow callers' 10 s per-read timeouts.
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let head =
+        format!("GET /api/v1/rooms HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nConnection: close\r\n\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    let mut out = String::new();
+    let read = s.read_to_string(&mut out);
+    stop.store(true, Ordering::Relaxed);
+    assert!(read.is_ok() && out.starts_with("HTTP/1.1 200 "), "the real call waited: {read:?} {out}");
+    for t in slow {
+        t.join().unwrap();
+    }
+    drop(answered);
+    for got in answers {
+        assert!(got.starts_with("HTTP/1.1 401 "), "a caller without a key is told so at once: {got}");
+    }
+}
+
+/// A caller that writes a body over the limit whole and only then reads gets the 413,
+/// not a connection reset (Python's urllib does this).
+#[test]
+fn a_body_too_large_written_whole_then_read_gets_the_413() {
+    let keys_dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(with_api(keys_dir.path()));
+    for key in [Some(KEY), None] {
+        let mut s = TcpStream::connect(server.admin).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        s.set_write_timeout(Some(WAIT)).unwrap();
+        let body = vec![b'x'; 4 * 1024 * 1024];
+        let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
+        let head = format!(
+            "POST /api/v1/rooms/r/messages HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(&body).expect("the whole body is taken (and dropped), not reset");
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("the answer, not a reset");
+        let want = if key.is_some() { "HTTP/1.1 413 " } else { "HTTP/1.1 401 " };
+        assert!(out.starts_with(want), "{key:?}: {out}");
+    }
+}

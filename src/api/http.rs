@@ -3,12 +3,20 @@
 //! and close. A post waiting for its commit therefore never holds up the guard's poll
 //! loop, the page or `/metrics`. Owns those threads and the reading of the request;
 //! the answer itself is [`super::Api::handle`]'s.
+//!
+//! Only a request with a valid key from its head reaches a worker, and its body must
+//! arrive within [`BODY_TIMEOUT`] in all: four callers without a key sending a body a
+//! byte at a time once held all four workers (a real `GET` waited 34 s). Everything
+//! refused from the head alone (no key, a bad head, a body over [`MAX_BODY`]) goes to
+//! one refuser thread instead, which answers and then lingers: it reads and drops
+//! what the caller still sends for up to [`LINGER`], so the caller reads the answer
+//! rather than a connection reset (closing on unread bytes resets the connection).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError};
 use serde_json::{json, Value};
@@ -23,12 +31,21 @@ const WORKERS: usize = 4;
 const QUEUE: usize = 1024;
 /// How long a caller may take to send the rest of its request, and to read the answer.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a caller may take to send its whole body, however it paces the bytes.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Refusals waiting for the refuser thread before new ones are just closed.
+const REFUSALS: usize = 1024;
+/// How long a refused connection is drained after its answer, so that the caller can
+/// read it; bounded, since only the refuser thread lingers.
+const LINGER: Duration = Duration::from_secs(2);
 /// Most header lines a request may have.
 const MAX_HEADERS: usize = 64;
 
 /// Hands connections to the API's worker threads.
 pub struct ApiHttp {
+    api: Arc<Api>,
     queue: Sender<(TcpStream, Vec<u8>)>,
+    refusals: Sender<(TcpStream, u16, Value)>,
 }
 
 impl ApiHttp {
@@ -42,17 +59,52 @@ impl ApiHttp {
                 }
             })?;
         }
-        Ok(ApiHttp { queue })
+        let (refusals, refused) = crossbeam_channel::bounded::<(TcpStream, u16, Value)>(REFUSALS);
+        thread::Builder::new().name("api-refuser".into()).spawn(move || {
+            for (stream, status, body) in refused {
+                if stream.set_nonblocking(false).is_ok() && stream.set_write_timeout(Some(LINGER)).is_ok() {
+                    respond(&stream, status, &body);
+                    linger(&stream);
+                }
+            }
+        })?;
+        Ok(ApiHttp { api, queue, refusals })
     }
 
     /// Takes a connection whose request starts with `buffered`; answers 503 itself when
     /// every worker is busy and the queue is full.
     pub fn submit(&self, stream: TcpStream, buffered: Vec<u8>) {
+        if let Err((status, body)) = self.admit(&buffered) {
+            // A full refuser queue: the connection is just closed.
+            let _ = self.refusals.try_send((stream, status, body));
+            return;
+        }
         if let Err(TrySendError::Full((stream, _)) | TrySendError::Disconnected((stream, _))) =
             self.queue.try_send((stream, buffered))
         {
             respond(&stream, 503, &json!({"error": {"code": "unavailable", "message": "the API is busy; retry"}}));
         }
+    }
+}
+
+impl ApiHttp {
+    /// What the head alone allows: a worker, or the refusal (no body is read for it).
+    fn admit(&self, buffered: &[u8]) -> Result<(), (u16, Value)> {
+        let bad = |message: &str| json!({"error": {"code": "bad_json", "message": message}});
+        let req = match parse(buffered) {
+            Ok(Some(req)) => req,
+            Ok(None) => return Err((400, bad("malformed request head"))),
+            Err(why) => return Err((400, bad(&why))),
+        };
+        if !self.api.authorized(req.authorization.as_deref()) {
+            return Err(self.api.unauthorized(&req.method, &req.url));
+        }
+        if req.content_length > MAX_BODY {
+            // Not read at all: refusing a 10 MB body costs nothing.
+            let message = format!("the body is over {MAX_BODY} bytes");
+            return Err((413, json!({"error": {"code": "too_long", "message": message}})));
+        }
+        Ok(())
     }
 }
 
@@ -117,7 +169,12 @@ fn answer(api: &Api, stream: TcpStream, mut buf: Vec<u8>) {
     }
     let want = req.head_len + req.content_length;
     let mut chunk = [0u8; 8192];
+    let deadline = Instant::now() + BODY_TIMEOUT;
     while buf.len() < want {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return; // too slow: nothing was done
+        }
         match (&stream).read(&mut chunk) {
             Ok(0) | Err(_) => return, // the caller went away or stalled: nothing was done
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
@@ -156,4 +213,21 @@ fn respond(mut stream: &TcpStream, status: u16, body: &Value) {
         log::debug!("api: response not delivered: {e}");
     }
     let _ = stream.shutdown(std::net::Shutdown::Write);
+}
+
+/// Reads and drops what the caller still sends, until it closes or [`LINGER`] passes,
+/// so that closing does not reset the connection under the answer it has not read.
+fn linger(mut stream: &TcpStream) {
+    let deadline = Instant::now() + LINGER;
+    let mut sink = [0u8; 16 * 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
 }

@@ -45,12 +45,23 @@ impl Api {
         Arc::new(Api { keys, commands, limiter, max_text })
     }
 
+    /// True when `authorization` names a valid key: checked from the head, before
+    /// any body is read.
+    pub fn authorized(&self, authorization: Option<&str>) -> bool {
+        self.keys.check(authorization).is_some()
+    }
+
+    /// The answer to a request without a valid key (logged).
+    pub fn unauthorized(&self, method: &str, url: &str) -> (u16, Value) {
+        log::info!("api: {method} {} refused: no valid key", path_of(url));
+        let e = ProtocolError::new(ErrorCode::Unauthorized, "send Authorization: Bearer <API key>");
+        (401, error_body(&e))
+    }
+
     /// Answers one request; logs it with the key's id (never the key).
     pub fn handle(&self, req: &ApiRequest, authorization: Option<&str>) -> (u16, Value) {
         let Some(key) = self.keys.check(authorization) else {
-            log::info!("api: {} {} refused: no valid key", req.method, path_of(req.url));
-            let e = ProtocolError::new(ErrorCode::Unauthorized, "send Authorization: Bearer <API key>");
-            return (401, error_body(&e));
+            return self.unauthorized(req.method, req.url);
         };
         let (status, body) = match self.answer(req, &key) {
             Ok(answer) => answer,
