@@ -1,5 +1,8 @@
 //! What the benches share: the one typical chat message they all measure with.
 
+// Each bench uses part of this module.
+#![allow(dead_code)]
+
 use natter::protocol::ServerMsg;
 
 /// The text of the typical message: about eighty bytes.
