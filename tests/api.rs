@@ -76,6 +76,15 @@ fn with_api(dir: &Path) -> impl FnOnce(&mut Config) {
     }
 }
 
+/// A natter on `redis` with the API keys of [`with_api`] (written to `dir`).
+fn api_on_redis(redis: &RedisServer, dir: &Path) -> TestServer {
+    let (url, api) = (redis.url(), with_api(dir));
+    TestServer::start_with(move |c| {
+        api(c);
+        c.redis = Some(url);
+    })
+}
+
 #[test]
 fn every_endpoint_answers_and_a_post_takes_the_client_path() {
     let keys_dir = tempfile::tempdir().unwrap();
@@ -200,15 +209,7 @@ fn a_key_marked_moderate_deletes_messages_like_a_moderator() {
 fn a_key_marked_moderate_deletes_messages_on_two_instances_sharing_redis() {
     let redis = RedisServer::start();
     let keys_dir = tempfile::tempdir().unwrap();
-    let start = || {
-        let url = redis.url();
-        let api = with_api(keys_dir.path());
-        TestServer::start_with(move |c| {
-            api(c);
-            c.redis = Some(url);
-        })
-    };
-    let (a, b) = (start(), start());
+    let (a, b) = (api_on_redis(&redis, keys_dir.path()), api_on_redis(&redis, keys_dir.path()));
     a_moderating_key_deletes_any_message(&a, &b);
 }
 
@@ -309,15 +310,7 @@ fn without_a_key_file_the_api_is_off_and_never_on_the_public_port() {
 fn the_api_works_the_same_on_two_instances_sharing_redis() {
     let redis = RedisServer::start();
     let keys_dir = tempfile::tempdir().unwrap();
-    let start = || {
-        let url = redis.url();
-        let api = with_api(keys_dir.path());
-        TestServer::start_with(move |c| {
-            api(c);
-            c.redis = Some(url);
-        })
-    };
-    let (a, b) = (start(), start());
+    let (a, b) = (api_on_redis(&redis, keys_dir.path()), api_on_redis(&redis, keys_dir.path()));
     let mut on_b = b.connect("bea");
     on_b.join("shared", None);
     let (status, body) = post(a.admin, "/api/v1/rooms/shared/messages", json!({"text": "via a", "id": "x1"}));

@@ -231,17 +231,21 @@ fn a_webhook_url_that_is_not_http_stops_the_start() {
     assert!(err.contains("only http:// and https://"), "{err}");
 }
 
+/// A natter on `redis` posting its events to the receiver at `url`; `more` sets the rest.
+fn hooked_on_redis(redis: &common_redis::RedisServer, url: &str, more: fn(&mut natter::config::Config)) -> TestServer {
+    let (redis_url, hook) = (redis.url(), url.to_owned());
+    TestServer::start_with(move |c| {
+        c.redis = Some(redis_url);
+        c.webhooks = hooks(&hook, Duration::from_secs(60));
+        more(c);
+    })
+}
+
 #[test]
 fn with_redis_each_event_is_sent_by_one_instance() {
     let redis = common_redis::RedisServer::start();
     let (url, bodies, _) = receiver(0);
-    let start = || {
-        let (redis_url, hook) = (redis.url(), url.clone());
-        TestServer::start_with(move |c| {
-            c.redis = Some(redis_url);
-            c.webhooks = hooks(&hook, Duration::from_secs(60));
-        })
-    };
+    let start = || hooked_on_redis(&redis, &url, |_| {});
     let (a, b) = (start(), start());
     let mut on_a = a.connect("ann");
     let mut on_b = b.connect("bob");
@@ -400,14 +404,7 @@ fn edits_and_deletions_reach_receivers_in_order_with_the_messages() {
 fn with_redis_edits_and_deletions_reach_receivers_once_in_order() {
     let redis = common_redis::RedisServer::start();
     let (url, bodies, _) = receiver(0);
-    let start = || {
-        let (redis_url, hook) = (redis.url(), url.clone());
-        TestServer::start_with(move |c| {
-            c.redis = Some(redis_url);
-            c.webhooks = hooks(&hook, Duration::from_secs(60));
-            with_moderating_key(c);
-        })
-    };
+    let start = || hooked_on_redis(&redis, &url, with_moderating_key);
     // The other instance delivers every event to its own member, and must tell the
     // receiver none of them.
     let (a, b) = (start(), start());
