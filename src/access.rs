@@ -26,6 +26,36 @@ pub fn dm_room(a: &str, b: &str) -> RoomName {
     RoomName::parse(&name).expect("a dm room name is a valid room name")
 }
 
+/// Room names with this prefix are private rooms the server named, and nothing else:
+/// no client can make a public room of such a name, and no public name becomes private.
+pub const PRIVATE_PREFIX: &str = "p.";
+
+/// A new private room's name: [`PRIVATE_PREFIX`] and 26 random base32 letters (130
+/// bits), so a name cannot be guessed, probed or taken before its owner makes it.
+pub fn private_room_name() -> RoomName {
+    use rand::Rng;
+    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut rng = rand::rng();
+    let letters: String = (0..26).map(|_| ALPHABET[rng.random_range(0..32)] as char).collect();
+    RoomName::parse(&format!("{PRIVATE_PREFIX}{letters}")).expect("a private room name is a valid room name")
+}
+
+/// The refusal of a join the user may not make. A private room answers an outsider
+/// exactly as a `p.` name that does not exist does, so neither tells the other.
+pub fn may_not_join(room: &RoomName) -> ProtocolError {
+    ProtocolError::new(ErrorCode::Forbidden, format!("you may not join `{room}`")).with_ref(Some("join".into()))
+}
+
+/// The refusal of `join {room, private:true}` for a room that is not private: a public
+/// name never becomes private.
+pub fn not_private(room: &RoomName) -> ProtocolError {
+    ProtocolError::new(
+        ErrorCode::BadField,
+        format!("`{room}` is not a private room: send `join` with `private:true` and a `title` but no `room`, and the server names a new one"),
+    )
+    .with_ref(Some("join".into()))
+}
+
 /// Most users one user may block: the list is sent whole at connect.
 pub const MAX_BLOCKS: usize = 1000;
 /// The window `--dm-open-rate` counts new DM rooms in.
@@ -71,14 +101,17 @@ pub fn kick_refusal(room: &RoomName, until: u64, now: u64) -> Result<(), Protoco
 
 /// What a joining user's token says of a room, for Redis mode's check against the
 /// room's facts in Redis.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct JoinRule {
     /// The token's `rooms` claim names the room (lets it into a private room).
     pub claim: bool,
     /// The token may join the room were it public.
     pub open: bool,
-    /// `join {private:true}`: create the room as a private room of the user.
+    /// `join {room, private:true}`: the room must be private already.
     pub private: bool,
+    /// `join {private:true, title}`: create the (server-named) room as a private room
+    /// of the user, with this title.
+    pub create: Option<String>,
     /// Open mode: the client's address, refused while a kick covers it.
     pub addr: Option<std::net::IpAddr>,
 }
@@ -177,7 +210,12 @@ pub struct Access {
 impl Access {
     /// Whether the token (or the default) lets the user into `room` by itself, without
     /// an invitation. Private rooms and DMs add their own rule on top.
+    /// Whether the token may join `room` were it public; never a [`PRIVATE_PREFIX`]
+    /// name, which no public room has.
     pub fn may_join(&self, room: &RoomName, default: RoomsDefault) -> bool {
+        if room.as_str().starts_with(PRIVATE_PREFIX) {
+            return false;
+        }
         match &self.rooms {
             Some(patterns) => patterns.allows(room),
             None => default == RoomsDefault::Open,

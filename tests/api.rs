@@ -85,6 +85,38 @@ fn api_on_redis(redis: &RedisServer, dir: &Path) -> TestServer {
     })
 }
 
+/// The server API answers for the private room `room` exactly as for a `p.` name that
+/// does not exist (the names swapped), and makes no public room of a `p.` name.
+fn private_rooms_answer_as_none(admin: SocketAddr, room: &str) {
+    let nothing = format!("p.{}", "a".repeat(26));
+    for path in ["/api/v1/rooms/{}/presence", "/api/v1/rooms/{}/messages", "/api/v1/rooms/{}/messages?after=0"] {
+        let (status, body) = get(admin, &path.replace("{}", room));
+        let answer = (status, body.to_string().replace(room, &nothing));
+        let (status, body) = get(admin, &path.replace("{}", &nothing));
+        assert_eq!(answer, (status, body.to_string()), "{path}");
+        assert_eq!(status, 404, "{path}");
+    }
+    let post_to = |room: &str| post(admin, &format!("/api/v1/rooms/{room}/messages"), json!({"text": "x"}));
+    let (status, body) = post_to(room);
+    let (none_status, none_body) = post_to(&nothing);
+    assert_eq!((status, body.to_string().replace(room, &nothing)), (none_status, none_body.to_string()), "post");
+    assert_eq!(status, 404);
+}
+
+/// Issue 23 item 7: the presence call answered 200 for a private room and 404 for
+/// none, which told the room existed.
+#[test]
+fn a_private_room_is_answered_as_a_room_that_does_not_exist() {
+    let keys_dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(with_api(keys_dir.path()));
+    let mut ann = server.connect("ann");
+    ann.send(json!({"type": "join", "private": true, "title": "Team"}));
+    let room = ann.expect("joined")["room"].as_str().unwrap().to_owned();
+    ann.expect_history();
+    ann.post(&room, "team only", "t1");
+    private_rooms_answer_as_none(server.admin, &room);
+}
+
 #[test]
 fn every_endpoint_answers_and_a_post_takes_the_client_path() {
     let keys_dir = tempfile::tempdir().unwrap();
@@ -320,10 +352,12 @@ fn the_api_works_the_same_on_two_instances_sharing_redis() {
     assert_eq!((status, &body), (200, &json!({"seq": 1, "dup": true})), "dedup spans instances");
 
     // A private room, with a message, is never listed (Redis mode too).
-    on_b.send(json!({"type": "join", "room": "hidden", "private": true}));
-    assert_eq!(on_b.expect("joined")["private"], true);
+    on_b.send(json!({"type": "join", "private": true, "title": "hidden"}));
+    let joined = on_b.expect("joined");
+    assert_eq!(joined["private"], true);
+    let hidden = joined["room"].as_str().unwrap().to_owned();
     on_b.expect_history();
-    on_b.post("hidden", "between walls", "h1");
+    on_b.post(&hidden, "between walls", "h1");
     for server in [&a, &b] {
         let (_, page) = get(server.admin, "/api/v1/rooms/shared/messages?after=0");
         assert_eq!(page["messages"][0]["text"], "via a");
@@ -331,6 +365,7 @@ fn the_api_works_the_same_on_two_instances_sharing_redis() {
         assert_eq!(rooms["rooms"], json!([{"room": "shared", "users": 1, "head": 1}]));
         let (_, presence) = get(server.admin, "/api/v1/rooms/shared/presence");
         assert_eq!(presence["users"][0]["id"], on_b.uid());
+        private_rooms_answer_as_none(server.admin, &hidden);
     }
 
     // Disconnect asked of A closes the user's connection on B.

@@ -467,28 +467,34 @@ fn a_private_room_admits_only_its_owner_and_invited_users_on_every_instance() {
     let redis = RedisServer::start();
     let (a, b) = (instance(&redis), instance(&redis));
     let mut ann = lasting(&a, "ann");
-    let joined = try_join(&mut ann, json!({"type": "join", "room": "club", "private": true})).unwrap();
-    assert_eq!(joined["private"], true);
+    let joined = try_join(&mut ann, json!({"type": "join", "private": true, "title": "Club"})).unwrap();
+    assert_eq!((&joined["private"], &joined["title"]), (&json!(true), &json!("Club")));
+    let club = joined["room"].as_str().unwrap().to_owned();
+    let club = club.as_str();
     let (mut cid_b, mut cid_a) = (lasting(&b, "cid"), lasting(&a, "cid"));
     for private in [false, true] {
-        let m = json!({"type": "join", "room": "club", "private": private});
+        let m = json!({"type": "join", "room": club, "private": private});
         assert_eq!(try_join(&mut cid_b, m.clone()).unwrap_err(), "forbidden");
         assert_eq!(try_join(&mut cid_a, m).unwrap_err(), "forbidden");
     }
     assert_eq!(
-        try_join(&mut cid_b, json!({"type": "join", "room": "ann-s", "private": true})).unwrap()["private"],
-        true,
-        "a new name is made private on B too"
+        try_join(&mut cid_b, json!({"type": "join", "room": "ann-s", "private": true})).unwrap_err(),
+        "bad_field",
+        "a public name is never made private, on B neither"
     );
-    ann.send(json!({"type": "invite", "room": "club", "user": cid_b.uid()}));
+    assert_eq!(
+        try_join(&mut lasting(&a, "eve"), json!({"type": "join", "room": "ann-s"})).unwrap().get("private"),
+        None
+    );
+    ann.send(json!({"type": "invite", "room": club, "user": cid_b.uid()}));
     let invited = next_of(&mut cid_b, "invited");
-    assert_eq!((invited["room"].as_str(), invited["by"]["name"].as_str()), (Some("club"), Some("ann")));
-    assert_eq!(try_join(&mut cid_b, json!({"type": "join", "room": "club"})).unwrap()["private"], true);
+    assert_eq!((invited["room"].as_str(), invited["by"]["name"].as_str()), (Some(club), Some("ann")));
+    assert_eq!(try_join(&mut cid_b, json!({"type": "join", "room": club})).unwrap()["private"], true);
     // Only the owner (or a moderator) invites, on any instance.
     let mut dan = lasting(&b, "dan");
-    cid_b.send(json!({"type": "invite", "room": "club", "user": dan.uid()}));
+    cid_b.send(json!({"type": "invite", "room": club, "user": dan.uid()}));
     assert_eq!(next_of(&mut cid_b, "error")["code"], "forbidden");
-    assert_eq!(try_join(&mut dan, json!({"type": "join", "room": "club"})).unwrap_err(), "forbidden");
+    assert_eq!(try_join(&mut dan, json!({"type": "join", "room": club})).unwrap_err(), "forbidden");
 }
 
 /// A DM opened on A reaches the other user's connection on B live, and that user's

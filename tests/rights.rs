@@ -14,7 +14,7 @@ use common_redis::RedisServer;
 use natter::access::RoomsDefault;
 use natter::auth::{self, Grants};
 use natter::config::{AuthMode, Config};
-use serde_json::json;
+use serde_json::{json, Value};
 use tungstenite::client::IntoClientRequest;
 
 const SECRET: &[u8] = b"rights-secret-rights-secret-rights!!";
@@ -206,9 +206,12 @@ fn dms_and_private_rooms_survive_a_restart_and_keep_third_users_out() {
     let room = ann.expect("dm")["room"].as_str().unwrap().to_owned();
     ann.join(&room, None);
     ann.post(&room, "between us", "d1");
-    ann.send(json!({"type": "join", "room": "club", "private": true}));
-    assert_eq!(ann.expect("joined")["private"], true);
+    ann.send(json!({"type": "join", "private": true, "title": "Club"}));
+    let joined = ann.expect("joined");
+    assert_eq!(joined["private"], true);
+    let club = joined["room"].as_str().unwrap().to_owned();
     ann.expect("history");
+    drop(ann);
     drop(server);
 
     let server = common::Proc::start(dir.path(), None, &[]);
@@ -219,7 +222,11 @@ fn dms_and_private_rooms_survive_a_restart_and_keep_third_users_out() {
     assert_eq!(history["messages"][0]["text"], "between us", "the DM's history is there for the other user");
 
     let mut cid = Client::connect(&url(&server, "cid"));
-    common::kept_out(&mut cid, &room, "between us", "club");
+    common::kept_out(&mut cid, &room, "between us", &club);
+    let mut ann = Client::connect(&url(&server, "ann"));
+    ann.expect("dm"); // told of the DM room at connect
+    let (joined, _) = ann.join(&club, None);
+    assert_eq!((&joined["private"], &joined["title"]), (&json!(true), &json!("Club")), "the title is stored");
     cid.send(json!({"type": "dm", "user": bea.uid()}));
     let other = cid.expect("dm")["room"].as_str().unwrap().to_owned();
     assert_ne!(other, room, "each pair has its own room");
@@ -309,4 +316,68 @@ fn an_address_kick_is_stored_and_holds_after_a_restart() {
     let server = common::Proc::start(dir.path(), None, &args);
     let (code, message) = try_join(&mut via(&server, "another-identity-key-1"), "r").unwrap_err();
     assert_eq!(code, "forbidden", "{message}");
+}
+
+/// Issue 23 item 7: a public name never becomes private (`join {room:"lobby",
+/// private:true}` used to make the first client lobby's owner and lock everyone else
+/// out), and a private room is made by `join {private:true, title}`: the server names
+/// it (`p.` and random letters), the owner's title comes with `joined`, and an invitee
+/// joins it. An outsider's answer for it is the answer for a `p.` name nobody made.
+/// `a` makes the rooms, `b` joins (the same server, or another instance).
+fn private_rooms_take_no_public_name_and_tell_nothing(a: &TestServer, b: &TestServer) {
+    let mut ann = a.connect("ann");
+    ann.send(json!({"type": "join", "room": "lobby", "private": true}));
+    let refused = ann.expect("error");
+    assert_eq!((refused["code"].as_str(), refused["ref"].as_str()), (Some("bad_field"), Some("join")), "{refused}");
+    let mut bea = b.connect("bea");
+    let (joined, _) = bea.join("lobby", None);
+    assert_eq!(joined.get("private"), None, "lobby stays public: {joined}");
+    let (joined, _) = ann.join("lobby", None);
+    assert_eq!(joined.get("private"), None, "for the one who asked too");
+
+    ann.send(json!({"type": "join", "private": true, "title": "  Team\u{7} "}));
+    let joined = ann.expect("joined");
+    ann.expect("history");
+    let room = joined["room"].as_str().unwrap().to_owned();
+    assert!(room.starts_with("p.") && room.len() == 28, "{room}: named by the server");
+    assert_eq!((&joined["private"], &joined["title"]), (&json!(true), &json!("Team")), "{joined}");
+    ann.post(&room, "team only", "t1");
+
+    // An outsider: the same answer as for a `p.` name that does not exist, with or
+    // without `private:true` (the names differ, so they are compared with it swapped).
+    let nothing = format!("p.{}", "a".repeat(26));
+    let answer = |c: &mut Client, msg: Value| {
+        c.send(msg);
+        c.expect("error").to_string()
+    };
+    for private in [false, true] {
+        let there = answer(&mut bea, json!({"type": "join", "room": room, "private": private}));
+        let not_there = answer(&mut bea, json!({"type": "join", "room": nothing, "private": private}));
+        assert_eq!(there.replace(&room, &nothing), not_there, "an outsider cannot tell them apart");
+        assert!(there.contains("forbidden"), "{there}");
+    }
+
+    ann.send(json!({"type": "invite", "room": room, "user": bea.uid()}));
+    assert_eq!(bea.expect("invited")["room"], room.as_str());
+    let (joined, history) = bea.join(&room, None);
+    assert_eq!((&joined["private"], &joined["title"]), (&json!(true), &json!("Team")));
+    assert_eq!(history["messages"][0]["text"], "team only");
+    ann.send(json!({"type": "join", "private": true, "title": " \u{7} "}));
+    assert_eq!(ann.expect("error")["code"], "bad_field", "a title is cleaned like a name, and not empty");
+}
+
+#[test]
+fn private_rooms_take_no_public_name_and_tell_nothing_in_local_mode() {
+    let server = TestServer::start();
+    private_rooms_take_no_public_name_and_tell_nothing(&server, &server);
+}
+
+#[test]
+fn private_rooms_take_no_public_name_and_tell_nothing_with_redis() {
+    let redis = RedisServer::start();
+    let start = || {
+        let url = redis.url();
+        TestServer::start_with(move |c| c.redis = Some(url))
+    };
+    private_rooms_take_no_public_name_and_tell_nothing(&start(), &start());
 }

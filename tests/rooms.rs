@@ -35,7 +35,7 @@ fn junk_rooms_joined_and_left_never_fill_a_small_table() {
     let mut alice = server.connect("alice");
     let mut bob = server.connect("bob");
     alice.join("real", None);
-    alice.send(json!({"type": "join", "room": "secret", "private": true}));
+    alice.send(json!({"type": "join", "private": true, "title": "secret"}));
     assert_eq!(alice.expect("joined")["private"], true);
     alice.expect_history();
     alice.send(json!({"type": "dm", "user": bob.uid()}));

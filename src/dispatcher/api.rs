@@ -10,6 +10,7 @@ use super::backend::Backend;
 use super::edits::{Change, Changer};
 use super::tags::{AckTo, NewPost, ReadFor, Request};
 use super::Dispatcher;
+use crate::access::PRIVATE_PREFIX;
 use crate::protocol::{ApiResult, CloseReason, ErrorCode, ProtocolError, RoomName, User, UserId};
 use crate::store::read::Query;
 use crate::store::redis::io::ApiRead;
@@ -37,6 +38,19 @@ fn not_found(room: &RoomName) -> ProtocolError {
 
 impl Dispatcher {
     pub(super) fn on_api(&mut self, call: ApiCall, reply: Sender<ApiResult>) {
+        // The server API answers for a private room as for a room that does not exist,
+        // and makes no public room of a `p.` name: neither can be told from the other.
+        let room = match &call {
+            ApiCall::Post { room, .. }
+            | ApiCall::Delete { room, .. }
+            | ApiCall::Messages { room, .. }
+            | ApiCall::Presence { room } => Some(room),
+            ApiCall::Rooms | ApiCall::Disconnect { .. } => None,
+        };
+        if let Some(room) = room.filter(|r| r.as_str().starts_with(PRIVATE_PREFIX) || self.privacy.is_private_room(r)) {
+            let _ = reply.send(Err(not_found(room)));
+            return;
+        }
         // Redis mode: reads are Redis's to answer, for every instance alike.
         if let Backend::Redis(cluster) = &self.backend {
             let read = match call {

@@ -31,6 +31,7 @@ impl Dispatcher {
         }
         match msg {
             ClientMsg::Join { room, since, epoch, private } => self.join(id, room, since, epoch, private),
+            ClientMsg::CreatePrivate { title } => self.create_private(id, title),
             ClientMsg::Dm { user } => self.dm(id, &user),
             ClientMsg::Block { user } => self.set_block(id, &user, true),
             ClientMsg::Unblock { user } => self.set_block(id, &user, false),
@@ -48,7 +49,9 @@ impl Dispatcher {
                     self.admit_to_room(id, &lobby)?;
                     match &self.backend {
                         Backend::Local(_) => self.add_member(id, &lobby),
-                        Backend::Redis(_) => self.cluster_join(id, lobby.clone(), HistoryFrom::Recent, true, false),
+                        Backend::Redis(_) => {
+                            self.cluster_join(id, lobby.clone(), HistoryFrom::Recent, true, false, None)
+                        }
                     }
                 }
                 self.post(id, lobby, &text, None)
@@ -103,7 +106,7 @@ impl Dispatcher {
         ProtocolError::new(ErrorCode::NotJoined, format!("join `{room}` first")).with_ref(reference)
     }
 
-    fn join(
+    pub(super) fn join(
         &mut self,
         id: ConnId,
         room: RoomName,
@@ -112,7 +115,7 @@ impl Dispatcher {
         private: bool,
     ) -> Result<(), ProtocolError> {
         if private {
-            self.create_private(id, &room)?;
+            self.join_private(&room)?;
         }
         let joining = !self.clients[&id].rooms.contains(&room);
         if joining {
@@ -120,7 +123,7 @@ impl Dispatcher {
         }
         if let Backend::Redis(_) = self.backend {
             let from = since.map_or(HistoryFrom::Recent, |since| HistoryFrom::Since { since, epoch });
-            self.cluster_join(id, room, from, false, private);
+            self.cluster_join(id, room, from, false, private, None);
             return Ok(());
         }
         self.settle(&room);
@@ -156,8 +159,7 @@ impl Dispatcher {
         if let Backend::Local(_) = self.backend {
             self.check_kick(room, id)?;
             if !self.privacy.may_join(room, &client.uid, &client.access, self.cfg.rooms_default) {
-                let message = format!("you may not join `{room}`");
-                return Err(ProtocolError::new(ErrorCode::Forbidden, message).with_ref(Some("join".into())));
+                return Err(crate::access::may_not_join(room));
             }
         }
         self.check_room_slots(id, room)?;

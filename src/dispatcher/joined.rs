@@ -17,6 +17,8 @@ pub struct JoinReply<'a> {
     pub complete: bool,
     pub read_seq: u64,
     pub private: bool,
+    /// A private room's title.
+    pub title: Option<&'a str>,
     pub read_only: bool,
 }
 
@@ -33,6 +35,7 @@ impl JoinReply<'_> {
             users_total: self.users_total,
             read_seq: self.read_seq,
             private: self.private,
+            title: self.title,
             read_only: self.read_only,
         });
         let meta = HistoryMeta { complete: self.complete, ..meta };

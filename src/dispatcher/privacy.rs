@@ -1,5 +1,6 @@
 //! Who may join what beyond the token's `rooms` claim: private rooms (created with
-//! `join {private:true}`; their owner and moderators invite), direct-message rooms
+//! `join {private:true, title}` under a name the server picks, `p.` + random letters,
+//! so a public name never becomes private; their owner and moderators invite), direct-message rooms
 //! (`dm {user}`: the room of exactly two users, named from both ids), and the lasting
 //! users that `dm` and `invite` may name while they are away. Loaded from the store at
 //! start; every change is stored with the batch. In Redis mode the facts live in Redis
@@ -16,11 +17,12 @@ use std::collections::{HashMap, HashSet};
 
 use super::backend::Backend;
 use super::Dispatcher;
-use crate::access::{dm_room, Access, RoomsDefault, DM_PREFIX};
+use crate::access::{dm_room, not_private, private_room_name, Access, RoomsDefault, DM_PREFIX, PRIVATE_PREFIX};
 use crate::auth::Identity;
 use crate::delivery::outbox::{Conn, ConnId};
 use crate::protocol::wire;
 use crate::protocol::{ErrorCode, ProtocolError, RoomName, ServerMsg, UserId, UserRef};
+use crate::store::redis::io::HistoryFrom;
 use crate::store::{AccessChange, AccessSnapshot};
 use std::sync::Arc;
 
@@ -28,6 +30,8 @@ use std::sync::Arc;
 struct Private {
     owner: UserId,
     invited: HashSet<UserId>,
+    /// Set by the owner at creation (rooms made before titles existed have none).
+    title: Option<String>,
 }
 
 /// Private rooms, DM rooms and lasting users, as the dispatcher holds them.
@@ -46,10 +50,11 @@ impl Privacy {
             AccessChange::User { id, name } => {
                 self.users.insert(UserId::from(id.as_str()), name.clone());
             }
-            AccessChange::Private { room, owner } => {
+            AccessChange::Private { room, owner, title } => {
                 if let Some(room) = RoomName::parse(room) {
                     let owner = UserId::from(owner.as_str());
-                    self.private.entry(room).or_insert(Private { owner, invited: HashSet::new() });
+                    let title = title.clone();
+                    self.private.entry(room).or_insert(Private { owner, invited: HashSet::new(), title });
                 }
             }
             AccessChange::Invite { room, user } => {
@@ -86,6 +91,17 @@ impl Privacy {
     /// A private room or a DM room: members only, never listed.
     pub fn is_private(&self, room: &RoomName) -> bool {
         self.private.contains_key(room) || self.dms.contains_key(room)
+    }
+
+    /// A private room's title.
+    pub fn title(&self, room: &RoomName) -> Option<&str> {
+        self.private.get(room).and_then(|p| p.title.as_deref())
+    }
+
+    /// A private room (not a DM room): the server API answers for it as for a room
+    /// that does not exist.
+    pub fn is_private_room(&self, room: &RoomName) -> bool {
+        self.private.contains_key(room)
     }
 
     /// Whether `user` may join `room` (the room limits aside).
@@ -238,26 +254,34 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// `join {room, private:true}`: creates `room` as a private room owned by the
-    /// sender, when no room of that name exists; a private room the sender may join
-    /// is just joined.
-    pub(super) fn create_private(&mut self, id: ConnId, room: &RoomName) -> Result<(), ProtocolError> {
-        let err = |code, message: String| ProtocolError::new(code, message).with_ref(Some("join".into()));
-        if self.privacy.is_private(room) {
-            return Ok(()); // the usual join check decides
+    /// `join {room, private:true}`: a private room is just joined (the usual join
+    /// check decides, and answers a `p.` name that does not exist as it answers an
+    /// outsider); any other room is refused, so a public name never becomes private.
+    pub(super) fn join_private(&self, room: &RoomName) -> Result<(), ProtocolError> {
+        if self.privacy.is_private(room) || room.as_str().starts_with(PRIVATE_PREFIX) {
+            return Ok(());
         }
-        let public = |room: &RoomName| err(ErrorCode::BadField, format!("`{room}` exists and is public"));
         if let Backend::Redis(_) = self.backend {
-            return Ok(()); // Redis creates it with the join's read, if it is new
+            return Ok(()); // Redis checks it with the join's read
         }
-        // A stored room that left memory exists as much as one in it.
-        if room.as_str().starts_with(DM_PREFIX) || self.bring_back(room)? {
-            return Err(public(room));
-        }
-        self.count_creation(id)?;
+        Err(not_private(room))
+    }
+
+    /// `join {private:true, title}`: a new private room, named by the server, owned
+    /// by the sender, who joins it (`joined` carries the name and the title).
+    pub(super) fn create_private(&mut self, id: ConnId, title: String) -> Result<(), ProtocolError> {
+        self.count_creation(id).map_err(|e| e.with_ref(Some("join".into())))?;
+        let room = private_room_name();
         let owner = self.clients[&id].uid.clone();
         log::info!("private room {room} created by {owner}");
-        self.change_access(AccessChange::Private { room: room.to_string(), owner: owner.to_string() });
-        Ok(())
+        if let Backend::Redis(_) = self.backend {
+            // Redis makes it with the join's read.
+            self.admit_to_room(id, &room)?;
+            self.cluster_join(id, room, HistoryFrom::Recent, false, false, Some(title));
+            return Ok(());
+        }
+        let change = AccessChange::Private { room: room.to_string(), owner: owner.to_string(), title: Some(title) };
+        self.change_access(change);
+        self.join(id, room, None, None, false)
     }
 }

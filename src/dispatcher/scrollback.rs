@@ -207,6 +207,7 @@ impl Dispatcher {
             complete,
             read_seq: self.reads.get(user, room),
             private: self.privacy.is_private(room),
+            title: self.privacy.title(room),
             read_only: self.moderation.is_read_only(room),
         }
     }

@@ -597,26 +597,33 @@ fn a_private_room_lets_in_its_owner_the_invited_and_the_claim_only() {
     let owner = h.connect("u-o", "owner", true);
     let guest = h.connect("u-g", "guest", true);
     let outsider = h.connect("u-x", "outsider", true);
-    h.send(owner, json!({"type": "join", "room": "secret", "private": true}));
+    h.send(owner, json!({"type": "join", "private": true, "title": " Team\u{7} "}));
     let frames = h.take();
-    assert_eq!(frames.to(owner)[0]["private"], true);
-    h.send(outsider, json!({"type": "join", "room": "secret"}));
-    h.send(outsider, json!({"type": "join", "room": "secret", "private": true}));
-    assert_eq!(kinds(&h.take(), outsider), ["error:forbidden", "error:forbidden"], "no way in without an invitation");
+    assert_eq!((&frames.to(owner)[0]["private"], &frames.to(owner)[0]["title"]), (&json!(true), &json!("Team")));
+    let secret = frames.to(owner)[0]["room"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("p.") && secret.len() == 28, "{secret}: named by the server");
+    let secret = secret.as_str();
+    h.send(outsider, json!({"type": "join", "room": secret}));
+    h.send(outsider, json!({"type": "join", "room": secret, "private": true}));
+    h.send(outsider, json!({"type": "join", "room": "p.nothing"}));
+    let frames = h.take();
+    assert_eq!(kinds(&frames, outsider), ["error:forbidden"; 3], "no way in without an invitation");
+    let message = |i: usize| frames.to(outsider)[i]["message"].as_str().unwrap().replace(secret, "p.nothing");
+    assert_eq!(message(0), message(2), "an outsider cannot tell a private room from no room");
 
-    h.send(owner, json!({"type": "invite", "room": "secret", "user": "u-g"}));
+    h.send(owner, json!({"type": "invite", "room": secret, "user": "u-g"}));
     let frames = h.take();
     assert_eq!(frames.to(guest)[0]["type"], "invited");
     assert_eq!(frames.to(guest)[0]["by"]["id"], "u-o");
-    join(&mut h, guest, "secret");
+    join(&mut h, guest, secret);
     assert_eq!(kinds(&h.take(), guest)[..2], ["joined", "history"]);
-    h.send(guest, json!({"type": "invite", "room": "secret", "user": "u-x"}));
+    h.send(guest, json!({"type": "invite", "room": secret, "user": "u-x"}));
     assert_eq!(kinds(&h.take(), guest), ["error:forbidden"], "a guest does not invite");
 
-    let claim = crate::access::RoomPatterns::from_claim(&json!(["secret"])).unwrap();
+    let claim = crate::access::RoomPatterns::from_claim(&json!([secret])).unwrap();
     let access = crate::access::Access { rooms: Some(claim), ..Default::default() };
     let claimed = h.connect_as("u-c", "claimed", false, access);
-    join(&mut h, claimed, "secret");
+    join(&mut h, claimed, secret);
     assert_eq!(kinds(&h.take(), claimed)[0], "joined", "a claim naming the room lets its holder in");
 
     join(&mut h, outsider, "public");
@@ -624,7 +631,7 @@ fn a_private_room_lets_in_its_owner_the_invited_and_the_claim_only() {
     h.send(owner, json!({"type": "join", "room": "public", "private": true}));
     let frames = h.take();
     assert_eq!(kinds(&frames, outsider)[2..], ["error:bad_field"]);
-    assert_eq!(kinds(&frames, owner), ["error:bad_field"], "an existing public room stays public");
+    assert_eq!(kinds(&frames, owner), ["error:bad_field"], "a public name never becomes private");
 }
 
 #[test]
@@ -803,7 +810,7 @@ fn junk_rooms_joined_and_left_never_fill_the_table() {
     // Someone else can still make a room, and a private one.
     let b = h.connect("u-b", "b", true);
     join(&mut h, b, "real");
-    h.send(b, json!({"type": "join", "room": "mine", "private": true}));
+    h.send(b, json!({"type": "join", "private": true, "title": "mine"}));
     assert_eq!(h.take().types_to(b), ["joined", "history", "joined", "history"]);
 }
 
@@ -894,15 +901,16 @@ fn an_evicted_public_room_cannot_be_taken_private_and_a_private_one_stays_privat
     let a = h.connect("u-a", "a", true);
     join(&mut h, a, "pub");
     post_n(&mut h, a, "pub", 1);
-    h.send(a, json!({"type": "join", "room": "priv", "private": true}));
-    post_n(&mut h, a, "priv", 1);
+    h.send(a, json!({"type": "join", "private": true, "title": "priv"}));
+    let priv_room = h.take().to(a)[0]["room"].as_str().unwrap().to_owned();
+    post_n(&mut h, a, &priv_room, 1);
     leave(&mut h, a, "pub");
-    leave(&mut h, a, "priv");
+    leave(&mut h, a, &priv_room);
     h.take();
     assert!(h.d.rooms.is_empty());
     let b = h.connect("u-b", "b", true);
     h.send(b, json!({"type": "join", "room": "pub", "private": true}));
-    h.send(b, json!({"type": "join", "room": "priv"}));
+    h.send(b, json!({"type": "join", "room": priv_room}));
     let f = h.take();
     let codes: Vec<&str> = f.to(b).iter().map(|v| v["code"].as_str().unwrap_or("")).collect();
     assert_eq!(codes, ["bad_field", "forbidden"]);
@@ -919,7 +927,7 @@ fn room_creation_is_rate_limited_per_connection() {
     }
     h.take();
     join(&mut h, a, "new-3");
-    h.send(a, json!({"type": "join", "room": "mine", "private": true}));
+    h.send(a, json!({"type": "join", "private": true, "title": "mine"}));
     let f = h.take();
     let codes: Vec<(&str, &str)> =
         f.to(a).iter().map(|v| (v["code"].as_str().unwrap_or(""), v["ref"].as_str().unwrap_or(""))).collect();

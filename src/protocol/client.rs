@@ -29,8 +29,15 @@ pub enum ClientMsg {
         since: Option<u64>,
         /// The room epoch the client's `since` belongs to.
         epoch: Option<String>,
-        /// Create the room as private (only when it does not exist yet).
+        /// `private: true` with a room: join it only if it is private already (a
+        /// public name never becomes private).
         private: bool,
+    },
+    /// `join {private:true, title}` without a room: a new private room, named by the
+    /// server (`p.` and random letters), owned by the sender.
+    CreatePrivate {
+        /// Shown instead of the name; cleaned like a display name.
+        title: String,
     },
     /// Opens (or finds) the direct-message room of the sender and `user`.
     Dm {
@@ -146,7 +153,7 @@ impl ClientMsg {
     /// The `type` as the client wrote it, for `error.ref` and logs.
     pub fn kind(&self) -> &'static str {
         match self {
-            ClientMsg::Join { .. } => "join",
+            ClientMsg::Join { .. } | ClientMsg::CreatePrivate { .. } => "join",
             ClientMsg::Dm { .. } => "dm",
             ClientMsg::Block { .. } => "block",
             ClientMsg::Unblock { .. } => "unblock",
@@ -201,6 +208,8 @@ struct RawFrame<'a> {
     #[serde(borrow)]
     private: Option<&'a RawValue>,
     #[serde(borrow)]
+    title: Option<&'a RawValue>,
+    #[serde(borrow)]
     minutes: Option<&'a RawValue>,
     #[serde(borrow)]
     read_only: Option<&'a RawValue>,
@@ -226,6 +235,10 @@ pub fn parse_client(frame: &str, limits: ParseLimits) -> Result<ClientMsg, Proto
             // The seed tutorial's client sends `{user, text}` with no type: a post to lobby.
             None if is_string(raw.text) => ClientMsg::LegacyMsg { text: text_field(raw.text, limits)? },
             None => return Err(ProtocolError::new(ErrorCode::BadField, "missing field `type`")),
+            Some("join") if raw.room.is_none() && bool_field(raw.private, "private")? => {
+                let title = string_field(raw.title, "title")?;
+                ClientMsg::CreatePrivate { title: clean_name(&title).ok_or_else(|| bad_field("`title` is empty"))? }
+            }
             Some("join") => ClientMsg::Join {
                 room: room_field(raw.room)?,
                 since: since_field(raw.since)?,

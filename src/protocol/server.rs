@@ -77,6 +77,9 @@ pub enum ServerMsg<'a> {
         /// A private room or a direct-message room (members only).
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         private: bool,
+        /// A private room's title, set by its owner at creation.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        title: Option<&'a str>,
         /// Only moderators may post.
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         read_only: bool,

@@ -88,6 +88,8 @@ pub enum AccessChange {
     Private {
         room: String,
         owner: String,
+        /// Set by the owner at creation; none for rooms made before titles.
+        title: Option<String>,
     },
     Invite {
         room: String,

@@ -75,12 +75,21 @@ struct RemoteUser {
 
 impl Dispatcher {
     /// Asks Redis for what a joining client needs; membership follows the answer.
-    /// Redis checks who may join (`private`: creating the room private) with the read.
-    pub(super) fn cluster_join(&mut self, id: ConnId, room: RoomName, from: HistoryFrom, silent: bool, private: bool) {
+    /// Redis checks who may join with the read (`private`: the room must be private;
+    /// `create`: make the new room private, with this title).
+    pub(super) fn cluster_join(
+        &mut self,
+        id: ConnId,
+        room: RoomName,
+        from: HistoryFrom,
+        silent: bool,
+        private: bool,
+        create: Option<String>,
+    ) {
         let Some(client) = self.clients.get(&id) else { return };
         let claim = client.access.rooms.as_ref().is_some_and(|c| c.allows(&room));
         let open = client.access.may_join(&room, self.cfg.rooms_default);
-        let rule = JoinRule { claim, open, private, addr: self.kick_address(id) };
+        let rule = JoinRule { claim, open, private, create, addr: self.kick_address(id) };
         self.backend.tell_cluster(|| Request::Join {
             rule,
             conn: id,
@@ -318,7 +327,7 @@ impl Dispatcher {
     }
 
     fn on_history(&mut self, conn: ConnId, room: RoomName, since: Option<u64>, silent: bool, read: JoinRead) {
-        let JoinRead { range, users, reset, private, read_only } = read;
+        let JoinRead { range, users, reset, private, title, read_only } = read;
         let Some(client) = self.clients.get(&conn) else { return };
         if !client.rooms.contains(&room) {
             return; // left before the answer came
@@ -362,6 +371,7 @@ impl Dispatcher {
                 complete: range.complete,
                 read_seq: range.read_seq,
                 private,
+                title: title.as_deref(),
                 read_only,
             };
             let meta = wire::HistoryMeta { reset, first: (!range.complete).then_some(first), ..Default::default() };
@@ -386,7 +396,7 @@ impl Dispatcher {
         r.history = new_history(&self.cfg);
         let members: Vec<ConnId> = r.members.keys().copied().collect();
         for conn in members {
-            self.cluster_join(conn, room.clone(), HistoryFrom::Lost, false, false);
+            self.cluster_join(conn, room.clone(), HistoryFrom::Lost, false, false, None);
         }
     }
 

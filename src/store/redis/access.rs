@@ -23,6 +23,8 @@ pub struct RoomAccess {
     pub pair: Option<[String; 2]>,
     /// The joining user was invited (private rooms).
     pub invited: bool,
+    /// A private room's title (none for rooms made before titles).
+    pub title: Option<String>,
     /// Until when (ms since the epoch) the joining user is kicked, if ever.
     pub kicked_until: Option<u64>,
     pub read_only: bool,
@@ -35,12 +37,11 @@ impl RoomAccess {
     }
 }
 
-/// Makes a room private unless it exists: KEYS access, seq, present; ARGV owner.
-/// Returns 1 when the room is (now) private or a DM room, 0 when it exists and is public.
+/// Makes a new room private unless any room of that name exists: KEYS access, seq,
+/// present; ARGV owner, title. Returns 1 when it made it, 0 when the name was taken.
 const CREATE_PRIVATE_LUA: &str = r"
-if redis.call('HEXISTS', KEYS[1], 'owner') == 1 or redis.call('HEXISTS', KEYS[1], 'a') == 1 then return 1 end
-if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'owner', ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 or redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'title', ARGV[2])
 return 1
 ";
 
@@ -74,19 +75,19 @@ impl RedisStore {
     pub fn access(&mut self, room: &RoomName, uid: &str) -> Result<RoomAccess, RedisStoreError> {
         let keys = self.keys(room);
         let kick = kick_field(uid);
-        type Fields = (Option<String>, Option<String>, Option<String>, Option<String>, Option<u64>);
-        let ((owner, a, b, ro, until), invited): (Fields, bool) = self.call(|con, _| {
+        type Fields = (Option<String>, Option<String>, Option<String>, Option<String>, Option<u64>, Option<String>);
+        let ((owner, a, b, ro, until, title), invited): (Fields, bool) = self.call(|con, _| {
             redis::pipe()
                 .cmd("HMGET")
                 .arg(keys.access())
-                .arg(&["owner", "a", "b", "ro", kick.as_str()])
+                .arg(&["owner", "a", "b", "ro", kick.as_str(), "title"])
                 .cmd("SISMEMBER")
                 .arg(keys.invited())
                 .arg(uid)
                 .query(con)
         })?;
         let pair = a.zip(b).map(|(a, b)| [a, b]);
-        Ok(RoomAccess { owner, pair, invited, kicked_until: until, read_only: ro.is_some() })
+        Ok(RoomAccess { owner, pair, invited, title, kicked_until: until, read_only: ro.is_some() })
     }
 
     /// Until when (ms since the epoch) joins of `room` from `addr` are refused, if ever.
@@ -116,13 +117,14 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Makes `room` a private room of `owner` unless a room of that name exists; true
-    /// when it is private (now or already), false when it exists and is public.
-    pub fn create_private(&mut self, room: &RoomName, owner: &str) -> Result<bool, RedisStoreError> {
+    /// Makes the new `room` a private room of `owner` titled `title`; false when a room
+    /// of that name exists (public or private), which is left as it is.
+    pub fn create_private(&mut self, room: &RoomName, owner: &str, title: &str) -> Result<bool, RedisStoreError> {
         let keys = self.keys(room);
         let script = Script::new(CREATE_PRIVATE_LUA);
-        let made: u8 =
-            self.call(|con, _| script.key(keys.access()).key(keys.seq()).key(keys.present()).arg(owner).invoke(con))?;
+        let made: u8 = self.call(|con, _| {
+            script.key(keys.access()).key(keys.seq()).key(keys.present()).arg(owner).arg(title).invoke(con)
+        })?;
         Ok(made == 1)
     }
 

@@ -30,8 +30,10 @@ pub(super) fn load(conn: &Connection) -> rusqlite::Result<AccessSnapshot> {
     for row in q.query_map([], |r| Ok(AccessChange::User { id: r.get(0)?, name: r.get(1)? }))? {
         changes.push(row?);
     }
-    let mut q = conn.prepare("SELECT room, owner FROM private_rooms")?;
-    for row in q.query_map([], |r| Ok(AccessChange::Private { room: r.get(0)?, owner: r.get(1)? }))? {
+    let mut q = conn.prepare("SELECT room, owner, title FROM private_rooms")?;
+    let private =
+        |r: &rusqlite::Row<'_>| Ok(AccessChange::Private { room: r.get(0)?, owner: r.get(1)?, title: r.get(2)? });
+    for row in q.query_map([], private)? {
         changes.push(row?);
     }
     let mut q = conn.prepare("SELECT room, user FROM invites")?;
@@ -73,9 +75,10 @@ pub(super) fn write(tx: &Transaction<'_>, pending: &[AccessChange]) -> rusqlite:
             AccessChange::User { id, name } => {
                 tx.execute("INSERT OR REPLACE INTO users (id, name) VALUES (?1, ?2)", params![id, name])?
             }
-            AccessChange::Private { room, owner } => {
-                tx.execute("INSERT OR IGNORE INTO private_rooms (room, owner) VALUES (?1, ?2)", params![room, owner])?
-            }
+            AccessChange::Private { room, owner, title } => tx.execute(
+                "INSERT OR IGNORE INTO private_rooms (room, owner, title) VALUES (?1, ?2, ?3)",
+                params![room, owner, title],
+            )?,
             AccessChange::Invite { room, user } => {
                 tx.execute("INSERT OR IGNORE INTO invites (room, user) VALUES (?1, ?2)", params![room, user])?
             }

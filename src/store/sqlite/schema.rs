@@ -46,7 +46,7 @@ CREATE TABLE IF NOT EXISTS reads (
     PRIMARY KEY (user, room)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS users (id TEXT PRIMARY KEY, name TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS private_rooms (room TEXT PRIMARY KEY, owner TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS private_rooms (room TEXT PRIMARY KEY, owner TEXT NOT NULL, title TEXT) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS invites (room TEXT NOT NULL, user TEXT NOT NULL, PRIMARY KEY (room, user)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dms (room TEXT PRIMARY KEY, a TEXT NOT NULL, b TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS kicks (room TEXT NOT NULL, user TEXT NOT NULL, until INTEGER NOT NULL, PRIMARY KEY (room, user)) WITHOUT ROWID;
@@ -76,6 +76,7 @@ pub fn prepare_writer(conn: &Connection, policy: FsyncPolicy) -> rusqlite::Resul
     upgrade_search_index(conn)?;
     conn.execute_batch(SCHEMA)?;
     conn.execute_batch(super::blocks::SCHEMA)?;
+    add_private_titles(conn)?;
     // …and a deleted message's words leave the search index, not just its results.
     conn.execute("INSERT INTO messages_fts (messages_fts, rank) VALUES ('secure-delete', 1)", [])?;
     Ok(())
@@ -104,6 +105,19 @@ fn upgrade_search_index(conn: &Connection) -> rusqlite::Result<()> {
                AND json_extract(CAST(json AS TEXT), '$.text') IS NOT NULL;
          COMMIT;",
     )
+}
+
+/// Data dirs written before private rooms had titles: the column is added (old rooms
+/// keep their names and have no title). Once.
+fn add_private_titles(conn: &Connection) -> rusqlite::Result<()> {
+    let has: bool =
+        conn.query_row("SELECT count(*) > 0 FROM pragma_table_info('private_rooms') WHERE name = 'title'", [], |r| {
+            r.get(0)
+        })?;
+    if !has {
+        conn.execute_batch("ALTER TABLE private_rooms ADD COLUMN title TEXT")?;
+    }
+    Ok(())
 }
 
 /// `synchronous` for each policy. In WAL mode FULL syncs the WAL at every commit;

@@ -14,7 +14,10 @@
 
 use super::users::{tell, UserFrames};
 use super::{describe, unix_ms, ClusterEvent, Request};
-use crate::access::{dm_rate_error, dm_room, kick_refusal, unknown_user, JoinRule, DM_PREFIX, DM_RATE_WINDOW_MS};
+use crate::access::{
+    dm_rate_error, dm_room, kick_refusal, may_not_join, not_private, unknown_user, JoinRule, DM_PREFIX,
+    DM_RATE_WINDOW_MS, PRIVATE_PREFIX,
+};
 use crate::protocol::wire;
 use crate::protocol::{ErrorCode, ProtocolError, RoomName, ServerMsg, User, UserId, UserRef};
 use crate::store::redis::{DmOpened, RedisStore, RoomAccess};
@@ -30,11 +33,14 @@ pub(super) fn check_join(
     let err = |code, message: String| ProtocolError::new(code, message).with_ref(Some("join".into()));
     let unavailable = |e| err(ErrorCode::Unavailable, describe(&e));
     let mut access = store.access(room, uid).map_err(unavailable)?;
-    if rule.private && !access.is_private() {
-        if room.as_str().starts_with(DM_PREFIX) || !store.create_private(room, uid).map_err(unavailable)? {
-            return Err(err(ErrorCode::BadField, format!("`{room}` exists and is public")));
+    if let Some(title) = &rule.create {
+        // 130 random bits: a taken name is a broken random source, not a race to win.
+        if !store.create_private(room, uid, title).map_err(unavailable)? {
+            return Err(err(ErrorCode::Unavailable, "could not name a new private room: try again".into()));
         }
         access = store.access(room, uid).map_err(unavailable)?;
+    } else if rule.private && !access.is_private() && !room.as_str().starts_with(PRIVATE_PREFIX) {
+        return Err(not_private(room));
     }
     if let Some(until) = access.kicked_until {
         kick_refusal(room, until, unix_ms())?;
@@ -53,7 +59,7 @@ pub(super) fn check_join(
         }
     };
     if !allowed {
-        return Err(err(ErrorCode::Forbidden, format!("you may not join `{room}`")));
+        return Err(may_not_join(room));
     }
     Ok(access)
 }

@@ -143,6 +143,8 @@ pub struct JoinRead {
     pub reset: bool,
     /// The room is private (or a DM room).
     pub private: bool,
+    /// A private room's title.
+    pub title: Option<String>,
     /// The room is read-only.
     pub read_only: bool,
 }
@@ -496,7 +498,14 @@ fn read_join(
             HistoryFrom::Lost => (store.recent_for(Some(uid), room, recent)?, true),
         };
         let users = store.presence_list(room)?;
-        Ok(JoinRead { range, users, reset, private: access.is_private(), read_only: access.read_only })
+        Ok(JoinRead {
+            range,
+            users,
+            reset,
+            private: access.is_private(),
+            title: access.title,
+            read_only: access.read_only,
+        })
     })()
     .map_err(|e| ProtocolError::new(ErrorCode::Unavailable, describe(&e)).with_ref(Some("join".into())));
     (result, resumed)
