@@ -35,6 +35,7 @@ const state = {
   me: null,
   role: null, // 'mod' for a moderator (from welcome)
   dmWanted: null, // the user whose DM we asked for: shown once the server names the room
+  creating: 0, // private rooms asked for (createPrivate) and not yet answered
   blocked: new Set(), // user ids we blocked (from the server, on every device): their messages are hidden
   auth: null,
   maxText: 4000,
@@ -99,7 +100,7 @@ function onDm({ room: name, user }) {
 /** Someone let us into their private room: it joins the list, with a note saying who. */
 function onInvited({ room: name, by }) {
   if (!state.rooms.has(name)) joinRoom(name);
-  showNotice(`${by.name} invited you to ${name}.`);
+  showNotice(`${by.name} invited you to ${name.startsWith('p.') ? 'a private room' : name}.`);
 }
 
 /** The invite form: a name of someone seen in any room, or a user id. */
@@ -368,9 +369,10 @@ function onWelcome(frame) {
 // Each takes the event's detail and the page's Room for detail.room (which
 // exists: the page and the library add and drop rooms together).
 const handlers = {
-  joined({ users, read_seq: readSeq, private: isPrivate, read_only: readOnly }, room) {
+  joined({ users, read_seq: readSeq, private: isPrivate, title, read_only: readOnly }, room) {
     room.setUsers(users);
     room.private = isPrivate;
+    room.title = title;
     room.readOnly = readOnly;
     if (room.name === state.active) updateCounter();
     if (room.name === state.active) {
@@ -492,7 +494,9 @@ const handlers = {
 };
 
 function onRoomEvent(name, detail) {
-  const room = state.rooms.get(detail.room);
+  // The room createPrivate() made: the library names it with this first `joined`.
+  const created = name === 'joined' && detail.private && state.creating > 0 && !state.rooms.has(detail.room);
+  const room = created ? ensureRoom(detail.room) : state.rooms.get(detail.room);
   if (room) handlers[name](detail, room); // else: a room we have since left
 }
 
@@ -689,10 +693,10 @@ function renderPeople() {
   $('people-count').textContent = room ? `(${users.length})` : '';
 }
 
-/** How a room is named in lists and the title: `# name`, a lock for private, or the DM partner. */
+/** How a room is named in lists and the title: `# name`, a lock and the title (or name) for private, or the DM partner. */
 function roomTitle(room) {
   if (room.dm) return `@ ${room.dm.name}`;
-  return room.private ? `🔒 ${room.name}` : `# ${room.name}`;
+  return room.private ? `🔒 ${room.title ?? room.name}` : `# ${room.name}`;
 }
 
 function renderTyping() {
@@ -743,11 +747,29 @@ function bindUi() {
     event.preventDefault();
     const name = $('join-input').value.trim();
     if (!ROOM_NAME.test(name)) return;
-    if (!state.rooms.has(name)) joinRoom(name, { private: $('join-private').checked });
+    if (!state.rooms.has(name)) joinRoom(name);
     $('join-input').value = '';
-    $('join-private').checked = false;
     setActive(name);
     closeSidebar();
+  });
+
+  // A private room's name is the server's (`p.` + random letters); the title is ours.
+  $('private-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    const title = $('private-title').value.trim();
+    if (title === '') return;
+    state.creating += 1;
+    client
+      .createPrivate(title)
+      .then((name) => {
+        $('private-title').value = '';
+        setActive(name);
+        closeSidebar();
+      })
+      .catch(({ code, message }) => showNotice(`Could not create the room: ${message || code}`))
+      .finally(() => {
+        state.creating -= 1;
+      });
   });
 
   $('nick-form').addEventListener('submit', (event) => {

@@ -1,7 +1,8 @@
 // Direct messages and private rooms in the page: "Message" next to a person opens a
 // DM that both pages list under "Direct messages" by the other's name, and they chat
 // in it; a third page never lists it, and joining it by its name is refused with the
-// reason shown. A private room shows a lock, and only the invited get in.
+// reason shown. A private room the page creates gets a server-chosen `p.` name and shows
+// a lock and the title it was given, and only the invited get in.
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -38,18 +39,27 @@ test('two pages open a DM and chat; a third page cannot see or join it', { timeo
   await carol.page.waitForFunction(() => /may not join/.test(document.getElementById('notice').textContent));
   assert.equal(await carol.page.locator(`.messages[data-room="${room}"] li.msg`).count(), 0);
 
-  // A private room: carol makes one; alice is refused until invited.
-  await carol.page.fill('#join-input', 'hideout');
-  await carol.page.check('#join-private');
-  await carol.page.click('#join-form button[type="submit"]');
-  await carol.page.waitForFunction(() => document.getElementById('room-title').textContent === '🔒 hideout');
+  // A private room: carol makes one (the server names it; its title is shown); alice
+  // is refused until invited.
+  await carol.page.fill('#private-title', 'Hideout');
+  await carol.page.click('#private-form button[type="submit"]');
+  await carol.page.waitForFunction(() => document.getElementById('room-title').textContent === '🔒 Hideout');
+  const hideout = await carol.page.evaluate(
+    () => document.querySelector('#room-list .room-button[aria-current="true"]').dataset.room,
+  );
+  assert.match(hideout, /^p\.[a-z2-7]{26}$/, 'named by the server');
+  assert.equal(await carol.page.locator(`#room-list .room-item[data-room="${hideout}"] .room-name`).textContent(), '🔒 Hideout');
   const aliceId = await alice.page.evaluate(() => window.natter.client.me.id);
   await carol.page.fill('#invite-input', aliceId);
   await carol.page.click('#invite-form button[type="submit"]');
-  await alice.page.waitForFunction(() => /carol invited you to hideout/.test(document.getElementById('notice').textContent));
-  await alice.page.locator('#room-list .room-item[data-room="hideout"]').waitFor();
+  await alice.page.waitForFunction(() => /carol invited you to a private room/.test(document.getElementById('notice').textContent));
+  await alice.page.locator(`#room-list .room-item[data-room="${hideout}"]`).waitFor();
+  await alice.page.waitForFunction(
+    (room) => document.querySelector(`#room-list .room-item[data-room="${room}"] .room-name`)?.textContent === '🔒 Hideout',
+    hideout,
+  );
   await send(carol.page, 'welcome in');
-  await waitForMessage(alice.page, 'hideout', 'welcome in');
-  assert.equal(await bob.page.locator('#room-list .room-item[data-room="hideout"]').count(), 0);
+  await waitForMessage(alice.page, hideout, 'welcome in');
+  assert.equal(await bob.page.locator(`#room-list .room-item[data-room="${hideout}"]`).count(), 0);
   for (const { consoleErrors } of [alice, bob, carol]) assertNoConsoleErrors(assert, consoleErrors);
 });

@@ -60,6 +60,8 @@ const CLOSE_SOON_MS = 1000;
 // rate_per_s tokens a second, so a second is the natural first step).
 const RETRY = { firstMs: 1000, maxMs: 16000 };
 const TRANSIENT = new Set(['unavailable', 'rate_limited']);
+// What the server may answer a `join {private:true, title}` with.
+const CREATE_REFUSALS = new Set(['bad_field', 'create_limited', 'room_limit', 'unavailable', 'rate_limited']);
 // Pacing, so that every client of the library is a polite one: a `typing` notice
 // shows for about 5 s on the others' screens, so one every 3 s while the user types
 // is enough; read markers go out at most every half second per room (the newest seq
@@ -207,6 +209,22 @@ export class NatterClient {
     const room = this.addRoom(name);
     room.createPrivate = makePrivate; // asked once: the room exists afterwards
     this.sendJoin(room);
+  }
+
+  /**
+   * Creates a private room titled `title` (the server names it, `p.` + random letters)
+   * and joins it: resolves with its name once joined (the 'joined' event carries the
+   * title too); rejects with the server's error (`code`, `message`), or when offline.
+   */
+  createPrivate(title) {
+    if (typeof title !== 'string' || title.trim() === '') throw new TypeError('createPrivate: a title is required');
+    return new Promise((resolve, reject) => {
+      if (!this.sendFrame({ type: 'join', private: true, title })) {
+        reject(Object.assign(new Error('not online'), { code: 'offline' }));
+        return;
+      }
+      (this.pendingCreates ??= []).push({ resolve, reject });
+    });
   }
 
   /** Opens (or finds) the direct-message room with user `userId`; the 'dm' event names it. */
@@ -643,7 +661,14 @@ export class NatterClient {
       handler.call(this, frame);
       return;
     }
-    const room = this.roomStates.get(frame.room);
+    let room = this.roomStates.get(frame.room);
+    if (!room && frame.type === 'joined' && frame.private === true && this.pendingCreates?.length) {
+      // The answer to createPrivate(): the server named the room.
+      room = this.addRoom(frame.room);
+      handler.call(this, frame, room);
+      this.pendingCreates.shift().resolve(frame.room);
+      return;
+    }
     if (room) handler.call(this, frame, room); // else: a room we have since left
   }
 
@@ -799,6 +824,7 @@ const HANDLERS = {
       users: this.presenceList(room),
       users_total: frame.users_total,
       private: frame.private === true,
+      title: typeof frame.title === 'string' ? frame.title : null,
       read_only: frame.read_only === true,
     };
     this.events.emit('joined', { ...detail, read_seq: room.readSeq });
@@ -913,6 +939,11 @@ const HANDLERS = {
   error(frame) {
     const entry = typeof frame.ref === 'string' ? this.unsentStore.get(frame.ref) : undefined;
     const detail = { code: frame.code, message: frame.message ?? frame.code, ref: frame.ref ?? null };
+    if (frame.ref === 'join' && this.pendingCreates?.length && CREATE_REFUSALS.has(frame.code)) {
+      // A createPrivate() refused: its promise says why (never retried on its own).
+      this.pendingCreates.shift().reject(Object.assign(new Error(detail.message), { code: detail.code }));
+      return;
+    }
     if (frame.ref === 'join' && TRANSIENT.has(frame.code)) {
       // A join refused for now (rate limit, failing store): ask again after a pause.
       this.setTimer('rejoin', RETRY.firstMs, () => {
