@@ -67,8 +67,11 @@ fn idle_and_slowloris_connections_from_one_address_cannot_take_the_http_side_dow
     let dir = tempfile::tempdir().unwrap();
     let server = Proc::start(dir.path(), None, &[]);
     let pid = server.child.id();
-    // Every thread natter starts at once is up when a WebSocket is served.
+    // Every thread natter starts at once is up when a WebSocket is served and both
+    // HTTP sites have answered (each site's tiny_http, with its pool, starts on its own).
     let first = Client::connect(&server.url("first"));
+    assert_eq!(common::http_get(server.http, "/healthz").0, 200);
+    assert_eq!(common::http_get(server.admin, "/healthz").0, 200);
     let (threads0, fds0) = proc_counts(pid);
 
     let idle: Vec<TcpStream> = (0..IDLE).filter_map(|_| TcpStream::connect(server.http).ok()).collect();
