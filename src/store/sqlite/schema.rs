@@ -159,4 +159,24 @@ mod tests {
             .unwrap();
         assert_eq!(left, 0, "the delete trigger takes the words out");
     }
+
+    #[test]
+    fn old_private_rooms_keep_their_names_and_get_a_title_column() {
+        let conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch(
+            "CREATE TABLE private_rooms (room TEXT PRIMARY KEY, owner TEXT NOT NULL) WITHOUT ROWID;
+             INSERT INTO private_rooms VALUES ('club', 'u-ann');",
+        )
+        .expect("an old store");
+        prepare_writer(&conn, FsyncPolicy::Never).expect("upgrade");
+        prepare_writer(&conn, FsyncPolicy::Never).expect("upgraded once, then left alone");
+        let loaded = super::super::access::load(&conn).expect("load");
+        let private: Vec<_> =
+            loaded.changes.iter().filter(|c| matches!(c, crate::store::AccessChange::Private { .. })).collect();
+        assert_eq!(
+            format!("{private:?}"),
+            r#"[Private { room: "club", owner: "u-ann", title: None }]"#,
+            "the old room, under its old name"
+        );
+    }
 }
