@@ -24,6 +24,7 @@ const LIMITS: ParseLimits = ParseLimits { max_text_chars: 50 };
 fn frame_like() -> impl Strategy<Value = String> {
     let key = prop::sample::select(vec![
         "type", "room", "text", "id", "since", "name", "t", "user", "x", "before", "limit", "q", "epoch", "seq",
+        "private", "title",
     ]);
     let value = prop_oneof![
         prop::sample::select(vec![
@@ -72,7 +73,7 @@ fn check_invariants(msg: &ClientMsg) {
             assert!(id.as_ref().is_none_or(|i| !i.is_empty() && i.chars().count() <= MAX_ID_CHARS));
         }
         ClientMsg::LegacyMsg { text } => assert!(text.chars().count() <= LIMITS.max_text_chars),
-        ClientMsg::Nick { name } => {
+        ClientMsg::Nick { name } | ClientMsg::CreatePrivate { title: name } => {
             assert!(!name.is_empty() && name.chars().count() <= 32 && !name.chars().any(char::is_control))
         }
         ClientMsg::History { before, limit, .. } => {
