@@ -358,7 +358,8 @@ fn private_rooms_take_no_public_name_and_tell_nothing(a: &TestServer, b: &TestSe
     }
 
     ann.send(json!({"type": "invite", "room": room, "user": bea.uid()}));
-    assert_eq!(bea.expect("invited")["room"], room.as_str());
+    let invited = bea.expect("invited");
+    assert_eq!((invited["room"].as_str(), invited["title"].as_str()), (Some(room.as_str()), Some("Team")));
     let (joined, history) = bea.join(&room, None);
     assert_eq!((&joined["private"], &joined["title"]), (&json!(true), &json!("Team")));
     assert_eq!(history["messages"][0]["text"], "team only");

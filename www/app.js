@@ -98,9 +98,9 @@ function onDm({ room: name, user }) {
 }
 
 /** Someone let us into their private room: it joins the list, with a note saying who. */
-function onInvited({ room: name, by }) {
+function onInvited({ room: name, by, title }) {
   if (!state.rooms.has(name)) joinRoom(name);
-  showNotice(`${by.name} invited you to ${name.startsWith('p.') ? 'a private room' : name}.`);
+  showNotice(`${by.name} invited you to ${title ?? name}.`);
 }
 
 /** The invite form: a name of someone seen in any room, or a user id. */

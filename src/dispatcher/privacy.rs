@@ -245,11 +245,13 @@ impl Dispatcher {
             return Err(err(ErrorCode::NotFound, format!("no user `{user}`")));
         }
         let user = UserId::from(user);
+        let title = p.title.clone();
         if !p.invited.contains(&user) && p.owner != user {
             log::info!("{me} invited {user} to private room {room}");
             self.change_access(AccessChange::Invite { room: room.to_string(), user: user.to_string() });
         }
-        let frame = wire::encode(&ServerMsg::Invited { room: room.as_str(), by: UserRef { id: &me, name: &my_name } });
+        let by = UserRef { id: &me, name: &my_name };
+        let frame = wire::encode(&ServerMsg::Invited { room: room.as_str(), by, title: title.as_deref() });
         self.stage_user(&user, &frame);
         Ok(())
     }
@@ -280,6 +282,8 @@ impl Dispatcher {
             self.cluster_join(id, room, HistoryFrom::Recent, false, false, Some(title));
             return Ok(());
         }
+        // A connection with no room slot left makes no room it could not join.
+        self.check_room_slots(id, &room)?;
         let change = AccessChange::Private { room: room.to_string(), owner: owner.to_string(), title: Some(title) };
         self.change_access(change);
         self.join(id, room, None, None, false)

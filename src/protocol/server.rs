@@ -171,6 +171,9 @@ pub enum ServerMsg<'a> {
     Invited {
         room: &'a str,
         by: UserRef<'a>,
+        /// The room's title, when it has one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        title: Option<&'a str>,
     },
     /// The user's read marker moved (sent to each of the user's connections).
     Read {

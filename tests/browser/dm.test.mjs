@@ -52,7 +52,7 @@ test('two pages open a DM and chat; a third page cannot see or join it', { timeo
   const aliceId = await alice.page.evaluate(() => window.natter.client.me.id);
   await carol.page.fill('#invite-input', aliceId);
   await carol.page.click('#invite-form button[type="submit"]');
-  await alice.page.waitForFunction(() => /carol invited you to a private room/.test(document.getElementById('notice').textContent));
+  await alice.page.waitForFunction(() => /carol invited you to Hideout/.test(document.getElementById('notice').textContent));
   await alice.page.locator(`#room-list .room-item[data-room="${hideout}"]`).waitFor();
   await alice.page.waitForFunction(
     (room) => document.querySelector(`#room-list .room-item[data-room="${room}"] .room-name`)?.textContent === '🔒 Hideout',

@@ -26,7 +26,7 @@ test('createPrivate resolves with the server-chosen name and the title; a public
 
   const invited = bea.next('invited', (i) => i.room === room);
   ann.invite(room, bea.me.id);
-  await within(invited, 5000, 'invited');
+  assert.equal((await within(invited, 5000, 'invited')).title, 'Team');
   const beaJoined = bea.next('joined', (j) => j.room === room);
   bea.join(room);
   assert.equal((await within(beaJoined, 5000, "bea's joined")).title, 'Team');

@@ -24,7 +24,7 @@ export const EVENTS = [
   'joined', // {room, head, users, users_total, read_seq}: read_seq is null where markers are not kept
   'read', // {room, seq}: your read marker moved (on this device or another)
   'dm', // {room, user}: a direct-message room with `user` (opened by either of you; also at every connect)
-  'invited', // {room, by}: you may now join the private room `room`
+  'invited', // {room, by, title}: you may now join the private room `room` (title: null when it has none)
   'blocked', // {users}: every user id you blocked (at connect when any, after each block/unblock, on every device)
   'dm-closed', // {room}: you closed this DM (here or on another device); the client has left it
   'moderation', // a moderator's system event (kick, read_only), live or from history; a kick of you also leaves the room
@@ -789,7 +789,9 @@ const HANDLERS = {
   },
 
   invited(frame) {
-    if (typeof frame.room === 'string' && frame.by) this.events.emit('invited', { room: frame.room, by: frame.by });
+    if (typeof frame.room === 'string' && frame.by) {
+      this.events.emit('invited', { room: frame.room, by: frame.by, title: typeof frame.title === 'string' ? frame.title : null });
+    }
   },
 
   blocked(frame) {

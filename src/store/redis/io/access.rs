@@ -162,7 +162,8 @@ fn invite(
         log::info!("{} invited {user} to private room {room}", by.id);
         store.invite(room, user).map_err(unavailable)?;
     }
-    let frame = wire::encode(&ServerMsg::Invited { room: room.as_str(), by: by.as_ref() });
+    let title = access.title.as_deref();
+    let frame = wire::encode(&ServerMsg::Invited { room: room.as_str(), by: by.as_ref(), title });
     tell(store, user, &frame);
     Ok(vec![(UserId::from(user), frame)])
 }
