@@ -4,8 +4,10 @@
 //!
 //! Also the join rules both modes apply alike — the local dispatcher and Redis mode's
 //! `redis-io` thread: what a token says of a room ([`JoinRule`]), DM rooms' names
-//! ([`DM_PREFIX`], [`dm_room`]) and limits (blocks, the rate of new DMs), and the
-//! refusals of a kicked user ([`kick_refusal`]) and of a `dm` that may not open.
+//! ([`DM_PREFIX`], [`dm_room`]) and limits (blocks, the rate of new DMs), private
+//! room names ([`PRIVATE_PREFIX`], [`private_room_name`]), and the refusals of a
+//! kicked user ([`kick_refusal`]), of a join ([`may_not_join`], [`not_private`]) and
+//! of a `dm` that may not open.
 //!
 //! Pure data and matching; it knows nothing about rooms that exist or sockets.
 
