@@ -7,30 +7,14 @@ use std::process::Command;
 
 #[test]
 fn the_shipped_caddyfile_validates() {
-    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/Caddyfile");
-    let home = tempfile::tempdir().unwrap(); // caddy keeps state under $HOME
-    let out = Command::new("caddy")
-        .args(["validate", "--adapter", "caddyfile", "--config", file])
-        .env("HOME", home.path())
-        .env("XDG_DATA_HOME", home.path())
-        .env("XDG_CONFIG_HOME", home.path())
-        .output()
-        .expect("caddy (scripts/ensure-nginx.sh installs it)");
+    let out = caddy("validate");
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && said.contains("Valid configuration"), "caddy validate: {said}");
 }
 
 #[test]
 fn the_shipped_caddyfile_logs_no_query_string_and_no_credential_header() {
-    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/Caddyfile");
-    let home = tempfile::tempdir().unwrap();
-    let out = Command::new("caddy")
-        .args(["adapt", "--adapter", "caddyfile", "--config", file])
-        .env("HOME", home.path())
-        .env("XDG_DATA_HOME", home.path())
-        .env("XDG_CONFIG_HOME", home.path())
-        .output()
-        .expect("caddy (scripts/ensure-nginx.sh installs it)");
+    let out = caddy("adapt");
     assert!(out.status.success(), "caddy adapt: {}", String::from_utf8_lossy(&out.stderr));
     let config: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let logs = config["logging"]["logs"].as_object().expect("a log is configured");
@@ -43,4 +27,17 @@ fn the_shipped_caddyfile_logs_no_query_string_and_no_credential_header() {
     for header in ["Authorization", "X-Natter-Session"] {
         assert_eq!(fields[format!("request>headers>{header}")]["filter"], "delete", "{header}: {fields}");
     }
+}
+
+/// `caddy SUBCOMMAND` on the shipped Caddyfile, with its state in a throwaway $HOME.
+fn caddy(subcommand: &str) -> std::process::Output {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/Caddyfile");
+    let home = tempfile::tempdir().unwrap();
+    Command::new("caddy")
+        .args([subcommand, "--adapter", "caddyfile", "--config", file])
+        .env("HOME", home.path())
+        .env("XDG_DATA_HOME", home.path())
+        .env("XDG_CONFIG_HOME", home.path())
+        .output()
+        .expect("caddy (scripts/ensure-nginx.sh installs it)")
 }
