@@ -234,6 +234,56 @@ fn when_redis_loses_its_data_rooms_get_a_new_epoch_and_clients_are_reset() {
     assert_eq!(jb["epoch"], ja["epoch"]);
 }
 
+/// Makes room `room` look as a replica promoted without its newest appends does (a
+/// Sentinel failover with asynchronous replication): the messages after `keep` are gone
+/// (order, bodies, counter), the epoch is the same; then every connection breaks, as a
+/// failover breaks them.
+fn fail_over_losing(redis: &RedisServer, room: &str, keep: u64, head: u64) {
+    for seq in keep + 1..=head {
+        redis.command(&format!("XDEL natter:room:{room}:stream {seq}-0"));
+        redis.command(&format!("HDEL natter:room:{room}:msgs {seq}"));
+    }
+    redis.command(&format!("XSETID natter:room:{room}:stream {keep}-0"));
+    redis.command(&format!("SET natter:room:{room}:seq {keep}"));
+    redis.command("CLIENT KILL TYPE normal");
+}
+
+#[test]
+fn when_redis_comes_back_older_no_seq_names_two_messages_in_one_epoch() {
+    let redis = RedisServer::start();
+    let (a, b) = (instance(&redis), instance(&redis));
+    let (mut ann, mut ben) = (a.connect("ann"), b.connect("ben"));
+    ann.join("r", None);
+    ben.join("r", None);
+    for i in 1..=5 {
+        assert_eq!(ann.post("r", &format!("old {i}"), &format!("a{i}"))["seq"], i);
+        assert_eq!(ben.expect("msg")["seq"], i);
+    }
+    let (old, _) = a.connect("carl").join("r", None);
+    let old = old["epoch"].clone();
+
+    fail_over_losing(&redis, "r", 3, 5);
+    // Both instances delivered 4 and 5: each member is reset into a new epoch whose
+    // history ends at 3, before any message of it.
+    for c in [&mut ann, &mut ben] {
+        let joined = c.expect("joined");
+        let h = c.expect_history();
+        assert_eq!((joined["head"].as_u64(), h["reset"].as_bool()), (Some(3), Some(true)), "{joined} {h}");
+        assert!(joined["epoch"].is_string() && joined["epoch"] != old, "a new epoch: {joined}");
+        assert_eq!(common::history_seqs(&h), [1, 2, 3]);
+    }
+    let m = ben.post("r", "new 4", "b1");
+    assert_eq!(m["seq"], 4);
+    let m = ann.expect("msg");
+    assert_eq!((m["seq"].as_u64(), m["text"].as_str()), (Some(4), Some("new 4")));
+    // A client that saw the old 4 and 5 is reset, never resumed into the new 4.
+    for (since, server) in [(5, &a), (3, &b)] {
+        let (joined, h) = resume(&mut server.connect("dora"), "r", since, &old);
+        assert_eq!((h["reset"].as_bool(), common::history_seqs(&h)), (Some(true), vec![1, 2, 3, 4]), "{h}");
+        assert_ne!(joined["epoch"], old);
+    }
+}
+
 #[test]
 fn scroll_back_on_another_instance_reaches_the_first_message_past_the_ring() {
     let redis = RedisServer::start();

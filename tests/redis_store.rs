@@ -839,6 +839,73 @@ fn the_reader_notices_a_new_epoch_even_when_its_seqs_passed_the_old_ones() {
     reader.finish();
 }
 
+/// Makes room `r` look as a replica promoted without its newest appends does: the
+/// messages after `keep` are gone (order, bodies, counter), its epoch is the same.
+fn lose_newest(redis: &RedisServer, keep: u64, head: u64) {
+    for seq in keep + 1..=head {
+        redis.command(&format!("XDEL natter:room:r:stream {seq}-0"));
+        redis.command(&format!("HDEL natter:room:r:msgs {seq}"));
+    }
+    redis.command(&format!("XSETID natter:room:r:stream {keep}-0"));
+    redis.command(&format!("SET natter:room:r:seq {keep}"));
+}
+
+fn epoch_of(redis: &RedisServer) -> String {
+    let reply = redis.command("GET natter:room:r:epoch");
+    reply.lines().nth(1).expect("the room has an epoch").to_owned()
+}
+
+#[test]
+fn an_append_that_finds_the_history_behind_what_it_acked_starts_a_new_epoch() {
+    let redis = RedisServer::start();
+    let (mut a, mut b) = (store(&redis, "aaaa0001"), store(&redis, "bbbb0002"));
+    for i in 1..=5 {
+        post(&mut a, "r", "u-al", &format!("m{i}"));
+    }
+    let old = epoch_of(&redis);
+    lose_newest(&redis, 3, 5);
+    // An instance that never saw seqs 4 and 5 has nothing to measure against...
+    assert_eq!(post(&mut b, "r", "u-bo", "from b").0, 4);
+    assert_eq!(epoch_of(&redis), old, "b knew of no lost seq");
+    // ...but the one that was acked 5 of this epoch will not be handed 5 in it again.
+    assert_eq!(post(&mut a, "r", "u-al", "from a").0, 5);
+    let new = epoch_of(&redis);
+    assert_ne!(new, old, "a new epoch starts where the history went back");
+    let entry = redis.command("XRANGE natter:room:r:stream 5-0 5-0");
+    assert!(entry.contains(&new), "the epoch's first entry announces it: {entry}");
+    assert_eq!(post(&mut a, "r", "u-al", "next").0, 6);
+    assert_eq!(epoch_of(&redis), new, "one new epoch, not one per append");
+    let next = redis.command("XRANGE natter:room:r:stream 6-0 6-0");
+    assert!(!next.contains(&new), "only the first entry carries it: {next}");
+}
+
+#[test]
+fn a_reader_that_delivered_seqs_the_history_no_longer_holds_starts_a_new_epoch() {
+    let redis = RedisServer::start();
+    let mut w = store(&redis, "aaaa0001");
+    let reader = Follower::reader(&redis, opts("bbbb0002"));
+    reader.start("r", 0);
+    for seq in 1..=5 {
+        post(&mut w, "r", "u-al", "old");
+        expect_msg(&reader.rx, "r", seq);
+    }
+    let old = epoch_of(&redis);
+    lose_newest(&redis, 3, 5);
+    redis.command("CLIENT KILL TYPE normal"); // what a failover does to every connection
+    match next_data(&reader.rx) {
+        Delivery::Reset { room, head: 3 } if room.as_str() == "r" => {}
+        other => panic!("expected r's reset at 3, got {other:?}"),
+    }
+    let new = epoch_of(&redis);
+    assert_ne!(new, old, "the reader started a new epoch for the lost seqs");
+    let mut other = store(&redis, "cccc0003"); // an instance that knew nothing of 4 and 5
+    assert_eq!(post(&mut other, "r", "u-cy", "new").0, 4);
+    expect_msg(&reader.rx, "r", 4); // the new epoch's first entry: no second reset
+    expect_quiet(&reader.rx);
+    assert_eq!(epoch_of(&redis), new);
+    reader.finish();
+}
+
 fn page_seqs(page: &Page) -> Vec<u64> {
     page.messages.iter().map(|m| m.seq).collect()
 }

@@ -75,6 +75,10 @@ pub(super) struct Room {
     /// Connections that count the room among their rooms (members, and joiners whose
     /// history is being read): while there is one, the room stays in memory.
     pub held_by: HashSet<ConnId>,
+    /// Redis mode: members waiting for their reset after the room's history was lost.
+    /// Live frames skip them until it is staged (`unmute`), so none of the new history
+    /// reaches them before the `joined` that says it is a new one.
+    muted: HashSet<ConnId>,
 }
 
 /// An empty history ring sized by the configuration.
@@ -97,11 +101,26 @@ impl Room {
             live_head: None,
             remote: HashMap::new(),
             held_by: HashSet::new(),
+            muted: HashSet::new(),
         }
     }
 
     pub fn members(&mut self) -> Arc<[Arc<Conn>]> {
-        self.snapshot.get_or_insert_with(|| self.members.values().cloned().collect()).clone()
+        let muted = &self.muted;
+        let live = self.members.iter().filter(|(id, _)| !muted.contains(id));
+        self.snapshot.get_or_insert_with(|| live.map(|(_, conn)| conn.clone()).collect()).clone()
+    }
+
+    /// Every member waits for its reset (see `muted`).
+    pub fn mute_all(&mut self) {
+        self.muted = self.members.keys().copied().collect();
+        self.snapshot = None;
+    }
+
+    /// `id`'s reset is staged: live frames reach it again. False when it was not muted.
+    pub fn unmute(&mut self, id: ConnId) -> bool {
+        self.snapshot = None;
+        self.muted.remove(&id)
     }
 
     pub fn add(&mut self, id: ConnId, conn: Arc<Conn>) {
@@ -111,6 +130,7 @@ impl Room {
 
     pub fn remove(&mut self, id: ConnId) -> bool {
         self.snapshot = None;
+        self.muted.remove(&id);
         self.members.remove(&id).is_some()
     }
 

@@ -379,14 +379,19 @@ impl Dispatcher {
                 self.staged.push(crate::delivery::fanout::Out::Answer(conn_arc.clone(), frame));
             }
         }
-        if !self.rooms.get(&room).is_some_and(|r| r.members.contains_key(&conn)) {
-            self.add_member(conn, &room);
+        match self.rooms.get_mut(&room) {
+            Some(r) if r.members.contains_key(&conn) => {
+                r.unmute(conn);
+            }
+            _ => self.add_member(conn, &room),
         }
     }
 
-    /// Redis lost the room's history (it came back without its data): the room goes on
-    /// from `head` of the new one, and each local member is sent `joined` and the new
-    /// history with `reset:true`, as a resume from the old epoch would be.
+    /// Redis lost the room's history (it came back without its data, or older): the
+    /// room goes on from `head` of the new one, and each local member is sent `joined`
+    /// and the new history with `reset:true`, as a resume from the old epoch would be.
+    /// Until its answer is staged a member gets no live frame of the room: a message of
+    /// the new history must not reach it as if it were the old one's.
     fn history_lost(&mut self, room: &RoomName, head: u64) {
         let Some(r) = self.rooms.get_mut(room) else { return };
         if r.live_head.is_none() {
@@ -394,6 +399,7 @@ impl Dispatcher {
         }
         r.live_head = Some(head);
         r.history = new_history(&self.cfg);
+        r.mute_all();
         let members: Vec<ConnId> = r.members.keys().copied().collect();
         for conn in members {
             self.cluster_join(conn, room.clone(), HistoryFrom::Lost, false, false, None);

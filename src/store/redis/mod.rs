@@ -33,7 +33,8 @@
 //! | `{p}:room:{room}:msgs` | hash | seq → the message's JSON as it is now (its body): a stream entry cannot be changed, a hash field can; trimmed with the stream |
 //! | `{p}:room:{room}:low` | string | the lowest seq whose body may still be in `msgs` (where the next trim starts) |
 //! | `{p}:room:{room}:edits` | hash | seq of a message → the seqs of its edit events (space-separated), so a deletion takes their text too |
-//! | `{p}:room:{room}:epoch` | string | the room's epoch: set by the append script with the first message it stores while the key is missing (a Redis that lost its data starts a new one) |
+//! | `{p}:room:{room}:epoch` | string | the room's epoch: set by the append script with the first message it stores while the key is missing (a Redis that lost its data starts a new one), and anew when the room's history went back behind what an instance acked or delivered (`scripts::BUMP_LUA`, [`heads`]) |
+//! | `{p}:room:{room}:epoch_mark` | string | a new epoch not yet announced: the next appended stream entry carries it (field `e`), so every reader learns where it starts |
 //! | `{p}:room:{room}:id:{n}:{uid}:{id}` | string, TTL | the seq of client id `id` from user `uid` (`n` = byte length of `uid`, so no uid/id split is ambiguous) |
 //! | `{p}:room:{room}:events` | pub/sub channel | `{instance} {json}` event envelopes (system, typing, read markers) |
 //! | `{p}:reads:{uid}` | hash | room → how far the user has read it (only moves forward) |
@@ -60,6 +61,7 @@ mod access;
 mod dms;
 mod edits;
 mod events;
+mod heads;
 pub mod io;
 mod presence;
 mod query;
@@ -84,6 +86,7 @@ pub use access::{kick_field, RoomAccess};
 pub use dms::DmOpened;
 pub use edits::{deleted, edited};
 pub use events::Events;
+pub use heads::Heads;
 pub use presence::{presence_changes, PresenceChanges};
 pub use query::start_readers;
 pub use reader::Reader;
@@ -137,6 +140,10 @@ pub struct StoreOptions {
     pub max_backoff: Duration,
     /// Entries per stream the reader takes in one `XREAD` (`COUNT`). Default 1,000.
     pub read_batch: usize,
+    /// What this instance has acked and delivered of each room, shared by every clone
+    /// of these options (so by all of one instance's Redis threads): the append script
+    /// and the reader measure Redis's history against it ([`heads`]).
+    pub heads: Heads,
 }
 
 impl Default for StoreOptions {
@@ -152,6 +159,7 @@ impl Default for StoreOptions {
             block: Duration::from_millis(100),
             max_backoff: Duration::from_secs(2),
             read_batch: 1_000,
+            heads: Heads::default(),
         }
     }
 }
@@ -291,9 +299,10 @@ pub enum Delivery {
     /// Messages `from..=to` of `room` were trimmed from Redis before the reader got to
     /// them; they can no longer be delivered. The next `Msg` is `to + 1`.
     Gap { room: RoomName, from: u64, to: u64 },
-    /// The history the reader was following is gone (Redis came back without its data:
-    /// the room's seq went back, or its epoch changed). The reader now follows the new
-    /// history from `head`: the next `Msg` is `head + 1`.
+    /// The history the reader was following is gone (Redis came back without its data
+    /// or older: the room's seq went back, or its epoch changed, or a stream entry
+    /// announced a new epoch). The reader now follows the new history from `head`: the
+    /// next `Msg` is `head + 1`.
     Reset { room: RoomName, head: u64 },
     /// An event another instance published for `room` (this instance's own are
     /// skipped); `origin` is the publisher's [`InstanceId`].
@@ -328,6 +337,12 @@ impl RoomKeys {
 
     pub(crate) fn epoch(&self) -> String {
         format!("{}:epoch", self.base)
+    }
+
+    /// The epoch the room's next stream entry announces (field `e`): set when a new
+    /// epoch starts, taken by the append that stores the epoch's first entry.
+    pub(crate) fn epoch_mark(&self) -> String {
+        format!("{}:epoch_mark", self.base)
     }
 
     pub(crate) fn msgs(&self) -> String {

@@ -17,7 +17,13 @@
 //! kept its data. Each new connection first checks every watched room's seq and epoch:
 //! a room whose seq went back or whose epoch changed (a Redis restarted without
 //! persistence starts every room again at seq 1, under a new epoch) gets a
-//! [`Delivery::Reset`] and is followed from its new head.
+//! [`Delivery::Reset`] and is followed from its new head. A seq that went back in the
+//! same epoch (a replica promoted without the newest appends, an older snapshot) starts
+//! a new epoch first (`scripts::BUMP_LUA`), so the seqs this instance delivered are
+//! never handed out again in the epoch they were delivered in. A stream entry that
+//! announces another epoch than the one followed (field `e`: some other instance or an
+//! append started it) is a reset too, found while reading, without a new connection.
+//! What the reader delivered is kept in the shared [`super::Heads`] for the appends.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::thread::JoinHandle;
@@ -29,6 +35,7 @@ use redis::{Connection, RedisResult, Value};
 use bytes::Bytes;
 
 use super::reply::{self, Listed};
+use super::scripts::Scripts;
 use super::{
     connect, follow_watch, news_key, room_of, spawn, Delivery, Hangup, Link, RedisStoreError, RoomKeys, StoreOptions,
     Supervisor, Watch,
@@ -61,6 +68,7 @@ impl Reader {
             cursor: String::new(),
             dirty: BTreeSet::new(),
             next_sweep: Instant::now(),
+            scripts: Scripts::new(),
         };
         spawn("redis-reader", move || reader.run())
     }
@@ -89,10 +97,12 @@ struct ReaderLoop {
     /// their streams instead of waiting on the news.
     dirty: BTreeSet<RoomName>,
     next_sweep: Instant,
+    scripts: Scripts,
 }
 
-/// One room's new messages as the reader delivers them: (seq, JSON), in seq order.
-type Bodies = (RoomName, Vec<(u64, Bytes)>);
+/// One room's new messages as the reader delivers them: (seq, JSON, the epoch the entry
+/// starts if it starts one), in seq order.
+type Bodies = (RoomName, Vec<(u64, Bytes, Option<String>)>);
 
 /// How long an idle reader (no room watched) waits on its watch channel per turn.
 const IDLE: Duration = Duration::from_secs(1);
@@ -104,9 +114,9 @@ impl ReaderLoop {
     fn run(&mut self) -> Result<(), Hangup> {
         loop {
             let (watch, rooms, dirty) = (&self.sup.watch, &mut self.rooms, &mut self.dirty);
-            let prefix = &self.sup.opts.prefix;
+            let opts = &self.sup.opts;
             let idle = if rooms.is_empty() { IDLE } else { Duration::ZERO };
-            follow_watch(watch, idle, |w| apply(rooms, dirty, prefix, w))?;
+            follow_watch(watch, idle, |w| apply(rooms, dirty, opts, w))?;
             if self.rooms.is_empty() {
                 continue;
             }
@@ -133,8 +143,8 @@ impl ReaderLoop {
                 }
             };
             let (watch, rooms, dirty) = (&self.sup.watch, &mut self.rooms, &mut self.dirty);
-            let prefix = &self.sup.opts.prefix;
-            follow_watch(watch, failure, |w| apply(rooms, dirty, prefix, w))?;
+            let opts = &self.sup.opts;
+            follow_watch(watch, failure, |w| apply(rooms, dirty, opts, w))?;
         }
     }
 
@@ -144,7 +154,7 @@ impl ReaderLoop {
     fn read(&mut self) -> RedisResult<Result<Vec<Bodies>, RedisStoreError>> {
         if self.con.is_none() {
             let mut con = connect(&self.sup.client, &self.sup.opts, self.sup.opts.block)?;
-            self.resets = check_histories(&mut con, &mut self.rooms)?;
+            self.resets = check_histories(&mut con, &self.scripts, &self.sup.opts.heads, &mut self.rooms)?;
             // Read on from the news stream's end: what came before is in the sweep.
             let last: Vec<(String, Value)> =
                 redis::cmd("XREVRANGE").arg(&self.news).arg("+").arg("-").arg("COUNT").arg(1).query(&mut con)?;
@@ -244,35 +254,48 @@ impl ReaderLoop {
                 let found = entries
                     .into_iter()
                     .zip(bodies)
-                    .filter_map(|(e, body)| Some((e.seq, body.map(Bytes::from).or(e.inline)?)));
+                    .filter_map(|(e, body)| Some((e.seq, body.map(Bytes::from).or(e.inline)?, e.epoch)));
                 (room, found.collect())
             })
             .collect()))
     }
 
     /// Sends each room's new entries in order, with a `Gap` first where the stream was
-    /// trimmed past the room's position.
+    /// trimmed past the room's position, and a `Reset` first where an entry starts
+    /// another epoch than the one followed.
     fn deliver(&mut self, streams: Vec<Bodies>) -> Result<(), Hangup> {
         let mut epoch_unknown = false;
+        let heads = &self.sup.opts.heads;
         for (room, entries) in streams {
             let Some(pos) = self.rooms.get_mut(&room) else { continue };
-            epoch_unknown |= pos.epoch.is_none();
-            for (seq, json) in entries {
+            for (seq, json, starts) in entries {
                 if seq <= pos.last {
                     continue;
                 }
-                if seq > pos.last + 1 {
+                if let Some(epoch) = starts {
+                    if pos.epoch.as_ref().is_some_and(|followed| *followed != epoch) {
+                        log::warn!("redis reader: {room} starts a new epoch at seq {seq}: its members are reset");
+                        self.sup.send(Delivery::Reset { room: room.clone(), head: seq - 1 })?;
+                        heads.restart(&room, &epoch, seq - 1);
+                    }
+                    pos.epoch = Some(epoch);
+                } else if seq > pos.last + 1 {
                     self.sup.send(Delivery::Gap { room: room.clone(), from: pos.last + 1, to: seq - 1 })?;
                 }
                 self.sup.send(Delivery::Msg { room: room.clone(), seq, json })?;
                 pos.last = seq;
+            }
+            match &pos.epoch {
+                Some(epoch) => heads.saw(&room, epoch, pos.last),
+                None => epoch_unknown = true,
             }
         }
         if epoch_unknown {
             // A room watched before its first message: learn the epoch its messages
             // belong to, so a later loss of it is noticed whatever the seqs do.
             let unknown = self.rooms.iter_mut().filter(|(_, p)| p.epoch.is_none() && p.last > 0);
-            if let Some(Ok(resets)) = self.con.as_mut().map(|con| check_histories(con, unknown)) {
+            let (scripts, heads) = (&self.scripts, &self.sup.opts.heads);
+            if let Some(Ok(resets)) = self.con.as_mut().map(|con| check_histories(con, scripts, heads, unknown)) {
                 for reset in resets {
                     self.sup.send(reset)?;
                 }
@@ -283,10 +306,13 @@ impl ReaderLoop {
 }
 
 /// Reads the seq and epoch of `rooms` in one round trip. A room whose seq is below the
-/// position, or whose epoch is not the one followed, lost its history: it is followed
-/// from its new head and reported. A room whose epoch was not known takes the one read.
+/// position, or whose epoch is not the one followed, lost its history: a new epoch is
+/// started for it when none was yet (`scripts::BUMP_LUA`), and it is followed from its
+/// new head and reported. A room whose epoch was not known takes the one read.
 fn check_histories<'a>(
     con: &mut Connection,
+    scripts: &Scripts,
+    heads: &super::Heads,
     rooms: impl IntoIterator<Item = (&'a RoomName, &'a mut Position)>,
 ) -> RedisResult<Vec<Delivery>> {
     let rooms: Vec<(&RoomName, &mut Position)> = rooms.into_iter().collect();
@@ -300,12 +326,23 @@ fn check_histories<'a>(
     let found: Vec<Option<String>> = pipe.query(con)?;
     let mut resets = Vec::new();
     for ((room, pos), pair) in rooms.into_iter().zip(found.chunks(2)) {
-        let head = pair[0].as_deref().and_then(|h| h.parse().ok()).unwrap_or(0);
-        let epoch = pair.get(1).cloned().flatten();
+        let mut head = pair[0].as_deref().and_then(|h| h.parse().ok()).unwrap_or(0);
+        let mut epoch = pair.get(1).cloned().flatten();
         if head < pos.last || (pos.epoch.is_some() && epoch != pos.epoch) {
+            if epoch.is_none() || epoch == pos.epoch {
+                // Gone back in the same epoch, or no epoch at all: start the new one
+                // now (unless an instance just did), so no seq this instance delivered
+                // names another message in the epoch it was delivered in.
+                let mut bump = scripts.bump.key(pos.keys.seq());
+                bump.key(pos.keys.epoch()).key(pos.keys.epoch_mark());
+                bump.arg(pos.epoch.as_deref().unwrap_or("")).arg(crate::store::new_epoch()).arg(pos.last);
+                let (now, started): (u64, String) = bump.invoke(con)?;
+                (head, epoch) = (now, Some(started).filter(|e| !e.is_empty()));
+            }
             log::warn!("redis reader: the history of {room} is gone (seq {head}, was {}): following it anew", pos.last);
             resets.push(Delivery::Reset { room: room.clone(), head });
             pos.last = head;
+            heads.restart(room, epoch.as_deref().unwrap_or(""), head);
         }
         pos.epoch = epoch;
     }
@@ -314,15 +351,19 @@ fn check_histories<'a>(
 
 /// Follows a watch command. A newly watched room is read at once: its news may have
 /// been read before it was watched.
-fn apply(rooms: &mut BTreeMap<RoomName, Position>, dirty: &mut BTreeSet<RoomName>, prefix: &str, watch: Watch) {
+fn apply(rooms: &mut BTreeMap<RoomName, Position>, dirty: &mut BTreeSet<RoomName>, opts: &StoreOptions, watch: Watch) {
     match watch {
         Watch::Start { room, after_seq, epoch } => {
-            let keys = RoomKeys::new(prefix, &room);
+            if let Some(epoch) = &epoch {
+                opts.heads.saw(&room, epoch, after_seq);
+            }
+            let keys = RoomKeys::new(&opts.prefix, &room);
             let (stream, msgs) = (keys.stream(), keys.msgs());
             dirty.insert(room.clone());
             rooms.insert(room, Position { keys, stream, msgs, last: after_seq, epoch });
         }
         Watch::Stop { room } => {
+            opts.heads.forget(&room);
             dirty.remove(&room);
             rooms.remove(&room);
         }

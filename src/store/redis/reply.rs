@@ -23,6 +23,8 @@ pub struct Entry {
 pub(crate) struct Listed {
     pub seq: u64,
     pub inline: Option<Bytes>,
+    /// The epoch this entry starts (field `e`), on the first entry of each epoch.
+    pub epoch: Option<String>,
 }
 
 /// The entries of an `XRANGE`/`XREVRANGE` reply (or one stream of `XREAD`'s), in
@@ -107,7 +109,8 @@ fn entry(item: Value) -> Option<Listed> {
         log::warn!("skipping stream entry {id:?}: natter writes ids `seq-0`");
         return None;
     };
-    Some(Listed { seq, inline: field(fields, b"m") })
+    let epoch = field(fields.clone(), b"e").and_then(|e| String::from_utf8(e.to_vec()).ok());
+    Some(Listed { seq, inline: field(fields, b"m"), epoch })
 }
 
 /// The value of `name` in a flat `[field, value, ...]` list (or a RESP3 map).
@@ -166,9 +169,11 @@ mod tests {
             raw_entry("3-0", &["b", "1"]),
             raw_entry("4-1", &["m", "x"]),
             raw_entry("6-0", &["x", "y", "m", "{\"seq\":6}"]),
+            raw_entry("7-0", &["b", "1", "e", "5f3a"]),
         ]);
         let got = entries(reply).unwrap();
-        assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 6]);
+        assert_eq!(got.iter().map(|e| e.epoch.as_deref()).collect::<Vec<_>>(), [None, None, Some("5f3a")]);
+        assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 6, 7]);
         assert_eq!((got[0].inline.as_deref(), got[1].inline.as_deref()), (None, Some(&b"{\"seq\":6}"[..])));
     }
 

@@ -37,20 +37,27 @@ use redis::Script;
 /// force exactly when its event is in the room's order.
 ///
 /// The room's epoch is set to ARGV[8] when it has none, so the instances racing to store
-/// a room's first message agree on one. The bodies are trimmed with the stream: every
+/// a room's first message agree on one. It is set to ARGV[8] too when the room's
+/// history went back behind what this instance knows (ARGV[19] is the epoch it knows,
+/// ARGV[20] the highest seq of it it acked or delivered): a replica promoted without
+/// the newest appends, or a Redis restored from an older snapshot, would otherwise hand
+/// out those seqs again for other messages in the same epoch. A new epoch is marked
+/// (KEYS[9]) and its first stream entry carries it (field `e`), so every reader, even
+/// one that never saw the lost seqs, learns where the new history starts. The bodies are trimmed with the stream: every
 /// body (and `edits` field) below the stream's first entry is deleted (the `low` key
 /// remembers where the bodies start, so each is deleted once).
 ///
 /// Every stored entry is also announced on the deployment's news stream (room, seq),
 /// which the readers follow instead of every room's stream (see `super::reader`).
 ///
-/// KEYS: seq, stream, epoch, msgs, low, edits, access, news, and the dedup key when
-/// ARGV[5] == '1'.
+/// KEYS: seq, stream, epoch, msgs, low, edits, access, news, epoch mark, and the dedup
+/// key when ARGV[5] == '1'.
 /// ARGV: JSON prefix, JSON suffix, stream cap, dedup TTL (s), has-id flag, retry flag,
 /// entries a retry without an id looks back, a new epoch, change, message changed,
 /// acting user, moderator flag, the change's time, access field, its value, and '1'
 /// for a post that a read-only room refuses (a non-moderator's), the room's name, the
-/// news stream's cap.
+/// news stream's cap, the epoch this instance knows ('' none) and its known head.
+/// Every answer ends with the room's epoch ('' when it has none).
 /// Returns {1, seq} when stored, {0, original seq} for a duplicate, {2, seq} when a
 /// retry found its first attempt stored as `seq`; for a change, {3, 0} when the message
 /// is not a `msg` of the room (or no longer held), {5, 0} when it was deleted, {4, 0}
@@ -58,6 +65,9 @@ use redis::Script;
 /// room (checked here too, so a post racing a `mode` event on another instance is
 /// refused as well).
 const APPEND_LUA: &str = r#"
+local function answer(code, seq)
+  return {code, seq, redis.call('GET', KEYS[3]) or ''}
+end
 local function body(seq)
   local json = redis.call('HGET', KEYS[4], seq)
   if json then return json end
@@ -72,26 +82,33 @@ local function before_text(json)
   return at and string.sub(json, 1, at - 1)
 end
 if ARGV[5] == '1' then
-  local old = redis.call('GET', KEYS[9])
+  local old = redis.call('GET', KEYS[10])
   if old then
-    if ARGV[6] == '1' and holds(old) then return {2, tonumber(old)} end
-    return {0, tonumber(old)}
+    if ARGV[6] == '1' and holds(old) then return answer(2, tonumber(old)) end
+    return answer(0, tonumber(old))
   end
 elseif ARGV[6] == '1' then
   for _, entry in ipairs(redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[7])) do
     local seq = string.match(entry[1], '^(%d+)')
-    if holds(seq) then return {2, tonumber(seq)} end
+    if holds(seq) then return answer(2, tonumber(seq)) end
   end
 end
-if ARGV[16] == '1' and redis.call('HEXISTS', KEYS[7], 'ro') == 1 then return {6, 0} end
+if ARGV[16] == '1' and redis.call('HEXISTS', KEYS[7], 'ro') == 1 then return answer(6, 0) end
 local change, of, original = ARGV[9], ARGV[10], nil
 if change == 'edit' or change == 'delete' then
   original = body(of)
   local parsed, m = pcall(cjson.decode, original or '')
-  if not parsed or type(m) ~= 'table' or m.type ~= 'msg' then return {3, 0} end
-  if m.deleted or not before_text(original) then return {5, 0} end
-  if m.uid ~= ARGV[11] and (change == 'edit' or ARGV[12] ~= '1') then return {4, 0} end
+  if not parsed or type(m) ~= 'table' or m.type ~= 'msg' then return answer(3, 0) end
+  if m.deleted or not before_text(original) then return answer(5, 0) end
+  if m.uid ~= ARGV[11] and (change == 'edit' or ARGV[12] ~= '1') then return answer(4, 0) end
 end
+local epoch = redis.call('GET', KEYS[3])
+if not epoch or (epoch == ARGV[19] and tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[20])) then
+  epoch = ARGV[8]
+  redis.call('SET', KEYS[3], epoch)
+  redis.call('SET', KEYS[9], epoch)
+end
+local mark = redis.call('GET', KEYS[9])
 local seq = redis.call('INCR', KEYS[1])
 if seq == 1 then
   -- The counter is new: if the stream outlived it (a deleted or evicted key), go on
@@ -103,7 +120,12 @@ if seq == 1 then
   end
 end
 local id = string.format('%d', seq)
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], id .. '-0', 'b', '1')
+if mark then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], id .. '-0', 'b', '1', 'e', mark)
+  redis.call('DEL', KEYS[9])
+else
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], id .. '-0', 'b', '1')
+end
 redis.call('HSET', KEYS[4], id, ARGV[1] .. id .. ARGV[2])
 redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[18], '*', 'r', ARGV[17], 's', id)
 if change == 'edit' then
@@ -132,10 +154,29 @@ if not low or seq - low >= tonumber(ARGV[3]) then
   end
   redis.call('SET', KEYS[5], keep)
 end
-if ARGV[5] == '1' then redis.call('SET', KEYS[9], id, 'EX', ARGV[4]) end
-redis.call('SET', KEYS[3], ARGV[8], 'NX')
-return {1, seq}
+if ARGV[5] == '1' then redis.call('SET', KEYS[10], id, 'EX', ARGV[4]) end
+return {1, seq, epoch}
 "#;
+
+/// Starts a new epoch for a room whose history went back, unless one was started
+/// already: the reader runs it when it finds the room's seq below what it delivered in
+/// the same epoch, or the epoch gone while it had delivered messages. The new epoch is
+/// marked for the room's next stream entry (see [`APPEND_LUA`]).
+///
+/// KEYS: seq, epoch, epoch mark. ARGV: the epoch the reader followed ('' none), a new
+/// epoch, the seq it delivered up to.
+/// Returns {head, epoch ('' none)} as they are afterwards.
+const BUMP_LUA: &str = r"
+local epoch = redis.call('GET', KEYS[2])
+local head = tonumber(redis.call('GET', KEYS[1]) or '0')
+local known = tonumber(ARGV[3])
+if (not epoch and known > 0) or (epoch and epoch == ARGV[1] and head < known) then
+  epoch = ARGV[2]
+  redis.call('SET', KEYS[2], epoch)
+  redis.call('SET', KEYS[3], epoch)
+end
+return {head, epoch or ''}
+";
 
 /// Reads the room's head and epoch and the entries of one `XRANGE`/`XREVRANGE` with
 /// their bodies, in one step: a message appended meanwhile would otherwise look like a
@@ -187,6 +228,7 @@ pub(super) struct Scripts {
     pub append: Script,
     pub read: Script,
     pub mark_read: Script,
+    pub bump: Script,
 }
 
 impl Scripts {
@@ -195,6 +237,7 @@ impl Scripts {
             append: Script::new(&[INLINE_LUA, APPEND_LUA].concat()),
             read: Script::new(&[INLINE_LUA, READ_LUA].concat()),
             mark_read: Script::new(MARK_READ_LUA),
+            bump: Script::new(BUMP_LUA),
         }
     }
 }

@@ -212,7 +212,18 @@ impl RedisStore {
         change: Option<&ChangeOf>,
     ) -> Result<(u8, u64), RedisStoreError> {
         let args = self.append_args(post, change);
-        self.call_again(|con, scripts, retry| args.invocation(scripts, retry).invoke(con))
+        let answer = self.call_again(|con, scripts, retry| args.invocation(scripts, retry).invoke(con))?;
+        Ok(self.learned(post.room, answer))
+    }
+
+    /// Keeps what an append answer says of the room's history (its epoch and a seq of
+    /// it) for the next append's check that the history did not go back; returns the
+    /// answer's code and seq.
+    fn learned(&self, room: &RoomName, (code, seq, epoch): (u8, u64, String)) -> (u8, u64) {
+        if seq > 0 {
+            self.opts.heads.saw(room, &epoch, seq);
+        }
+        (code, seq)
     }
 
     /// [`RedisStore::post`] of each of `posts`, in one round trip: the append script once
@@ -254,9 +265,10 @@ impl RedisStore {
                         self.run_append(post, None)?
                     }
                     Err(e) => return Err(RedisStoreError::from(e)),
-                    Ok(v) => {
-                        redis::from_redis_value::<(u8, u64)>(v).map_err(|e| RedisStoreError::Reply(e.to_string()))?
-                    }
+                    Ok(v) => self.learned(
+                        post.room,
+                        redis::from_redis_value(v).map_err(|e| RedisStoreError::Reply(e.to_string()))?,
+                    ),
                 };
                 // Code 6: refused by a read-only room.
                 Ok(if code == 6 { Err(Refused::ReadOnly) } else { Ok(post.appended(code, seq)) })
@@ -270,6 +282,7 @@ impl RedisStore {
         let mut names =
             vec![keys.seq(), keys.stream(), keys.epoch(), keys.msgs(), keys.low(), keys.edits(), keys.access()];
         names.push(news_key(&self.opts.prefix));
+        names.push(keys.epoch_mark());
         if let Some(id) = post.client_id {
             names.push(keys.dedup(post.uid, id));
         }
@@ -283,7 +296,8 @@ impl RedisStore {
             post: *post,
             cap: self.opts.stream_cap.max(1),
             ttl: self.opts.dedup_ttl.as_secs().max(1),
-            epoch: crate::store::new_epoch(), // used only if the room has none yet
+            epoch: crate::store::new_epoch(), // used only if a new one starts
+            known: self.opts.heads.get(post.room).unwrap_or_default(),
             kind: if post.access.is_some() { "access" } else { kind },
             of,
             by_mod,
@@ -518,6 +532,8 @@ struct AppendArgs<'a> {
     cap: usize,
     ttl: u64,
     epoch: String,
+    /// The epoch and head this instance knows of the room (`""`, 0 when none).
+    known: (String, u64),
     kind: &'static str,
     of: u64,
     by_mod: bool,
@@ -537,6 +553,7 @@ impl AppendArgs<'_> {
         run.arg(u8::from(retry)).arg(RETRY_LOOKBACK).arg(&self.epoch);
         run.arg(self.kind).arg(self.of).arg(post.uid).arg(u8::from(self.by_mod)).arg(self.ts).arg(field).arg(value);
         run.arg(u8::from(post.guard_read_only)).arg(post.room.as_str()).arg(NEWS_CAP);
+        run.arg(&self.known.0).arg(self.known.1);
         run
     }
 }
