@@ -35,7 +35,7 @@ LAYERS = [
     ["auth"],  # tokens -> identities
     ["access"],  # rights from a token
     # Leaves: they import nothing of natter but secret_file.
-    ["protocol", "webhooks", "tls", "proxy", "ratelimit", "shutdown", "limits", "hangup", "logging"],
+    ["protocol", "webhooks", "tls", "proxy", "ratelimit", "shutdown", "limits", "hangup", "logging", "bans"],
     ["secret_file"],  # reading secret files; imports nothing
 ]
 

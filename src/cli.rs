@@ -117,6 +117,9 @@ pub struct ServeArgs {
     /// Days messages are kept in the store (default: no age limit).
     #[arg(long)]
     pub retention_days: Option<u64>,
+    /// Days audit log entries are kept (0: forever).
+    #[arg(long, default_value_t = 365)]
+    pub audit_retention_days: u64,
     /// Store size (bytes) past which the oldest messages of the largest rooms are deleted.
     #[arg(long, default_value_t = Config::default().max_store_bytes)]
     pub max_store_bytes: u64,
@@ -368,6 +371,7 @@ impl ServeArgs {
             fsync: self.fsync,
             retention_messages: self.retention_messages,
             retention_days: self.retention_days,
+            audit_retention_days: (self.audit_retention_days > 0).then_some(self.audit_retention_days),
             max_store_bytes: self.max_store_bytes,
             max_resume: self.max_resume,
             allowed_origins: self.allowed_origins.clone(),

@@ -134,6 +134,9 @@ pub struct Config {
     pub retention_messages: Option<u64>,
     /// Days a message is kept in the store (`None`: no age limit).
     pub retention_days: Option<u64>,
+    /// Days an audit log entry is kept (`None`: forever). Its own flag: an operator
+    /// keeps the record of who banned whom longer than chat, or shorter.
+    pub audit_retention_days: Option<u64>,
     /// Store size past which the oldest messages of the largest rooms are deleted.
     pub max_store_bytes: u64,
     /// Most messages a resume (`join` with `since`) returns from the store; older
@@ -227,6 +230,7 @@ impl Default for Config {
             fsync: FsyncPolicy::Interval,
             retention_messages: None,
             retention_days: None,
+            audit_retention_days: Some(365),
             max_store_bytes: 4 << 30,
             max_resume: 5000,
             allowed_origins: Vec::new(),

@@ -29,6 +29,7 @@
 pub mod access;
 pub mod api;
 pub mod auth;
+pub mod bans;
 pub mod cli;
 pub mod config;
 pub mod delivery;
@@ -155,6 +156,7 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown, ready: impl 
         }
     };
 
+    let bans = dispatcher.bans();
     let dispatcher = dispatcher.with_webhooks(Webhooks::start(cfg.webhooks.clone(), metrics.webhooks.clone())?);
     let dispatch_shutdown = shutdown.clone();
     let dispatcher = shutdown::spawn_vital("dispatcher", move || dispatcher.run(commands_rx, dispatch_shutdown))?;
@@ -164,7 +166,11 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown, ready: impl 
         None => None,
         Some(path) => {
             let keys = ApiKeys::load(path)?;
-            let pool = ApiHttp::start(Api::new(keys, commands_tx.clone(), cfg.api_rate_per_s, cfg.max_text_chars))?;
+            let mut api = Api::new(keys, commands_tx.clone(), cfg.api_rate_per_s, cfg.max_text_chars);
+            if cfg.redis.is_none() {
+                api = api.with_audit_db(crate::store::sqlite::db_path(&cfg.data_dir));
+            }
+            let pool = ApiHttp::start(Arc::new(api))?;
             Some(Handoff(Arc::new(move |stream, buffered| pool.submit(stream, buffered))))
         }
     };
@@ -190,6 +196,7 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown, ready: impl 
         tls: cfg.tls.clone(),
         admission: Default::default(),
         sessions: Default::default(),
+        bans,
     });
     let max_connections = cfg.max_connections;
     let accept_shutdown = shutdown.clone();

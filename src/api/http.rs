@@ -180,7 +180,9 @@ fn answer(api: &Api, stream: TcpStream, mut buf: Vec<u8>) {
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
+    let from = stream.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
     let request = ApiRequest {
+        from: &from,
         method: &req.method,
         url: &req.url,
         content_type: req.content_type.as_deref(),

@@ -1,5 +1,5 @@
 //! API keys: who may call `/api/v1/`. Read from `--api-key-file`, one key a line
-//! (optionally followed by its rights, ` impersonate` and/or ` moderate`), and read again whenever the file changes,
+//! (optionally followed by its rights: ` impersonate`, ` moderate`, ` admin`), and read again whenever the file changes,
 //! so keys are rotated by editing the file: add the new key, move callers over,
 //! delete the old one. The file is a secret (crate::secret_file): while its group or
 //! others may write it, it is refused at start and not read again. Only SHA-256
@@ -38,6 +38,9 @@ pub struct ApiKey {
     pub impersonate: bool,
     /// May delete any message (`DELETE .../messages/{seq}`), as a moderator may.
     pub moderate: bool,
+    /// May ban and unban users, read the audit log and use the admin console (and do
+    /// all a `moderate` key may).
+    pub admin: bool,
 }
 
 /// The keys of the file, re-read when its modification time changes.
@@ -45,6 +48,8 @@ pub struct ApiKey {
 pub struct ApiKeys {
     path: PathBuf,
     loaded: Mutex<(Option<SystemTime>, Vec<ApiKey>)>,
+    /// Re-reads since the last [`ApiKeys::take_reloads`], in words, for the audit log.
+    reloads: Mutex<Vec<String>>,
 }
 
 fn digest(key: &str) -> [u8; 32] {
@@ -61,12 +66,13 @@ fn parse(path: &Path, text: &str) -> Result<Vec<ApiKey>, ApiKeyError> {
         let bad = |why: &str| ApiKeyError::Line(path.to_owned(), i + 1, why.to_owned());
         let mut words = line.split_whitespace();
         let key = words.next().expect("a non-blank line has a word");
-        let (mut impersonate, mut moderate) = (false, false);
+        let (mut impersonate, mut moderate, mut admin) = (false, false, false);
         for right in words {
             let flag = match right {
                 "impersonate" => &mut impersonate,
                 "moderate" => &mut moderate,
-                _ => return Err(bad("after the key only `impersonate` and `moderate` may follow")),
+                "admin" => &mut admin,
+                _ => return Err(bad("after the key only `impersonate`, `moderate` and `admin` may follow")),
             };
             if std::mem::replace(flag, true) {
                 return Err(bad(&format!("`{right}` twice")));
@@ -76,7 +82,8 @@ fn parse(path: &Path, text: &str) -> Result<Vec<ApiKey>, ApiKeyError> {
             return Err(bad(&format!("a key is at least {MIN_KEY_CHARS} printable ASCII characters")));
         }
         let digest = digest(key);
-        keys.push(ApiKey { id: format!("key-{}", &hex::encode(digest)[..8]), digest, impersonate, moderate });
+        let id = format!("key-{}", &hex::encode(digest)[..8]);
+        keys.push(ApiKey { id, digest, impersonate, moderate: moderate || admin, admin });
     }
     if keys.is_empty() {
         return Err(ApiKeyError::Empty(path.to_owned()));
@@ -90,7 +97,7 @@ impl ApiKeys {
         let text = secret_file::read_to_string(path)?;
         let keys = parse(path, &text)?;
         let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-        Ok(ApiKeys { path: path.to_owned(), loaded: Mutex::new((mtime, keys)) })
+        Ok(ApiKeys { path: path.to_owned(), loaded: Mutex::new((mtime, keys)), reloads: Mutex::default() })
     }
 
     /// The key an `Authorization: Bearer <key>` header names, if it is one of ours.
@@ -117,17 +124,33 @@ impl ApiKeys {
         match secret_file::read_to_string(&self.path).map_err(ApiKeyError::from).and_then(|t| parse(&self.path, &t)) {
             Ok(keys) => {
                 log::info!("api: key file re-read, {} key(s)", keys.len());
+                self.reloaded(format!("{} key(s)", keys.len()));
                 loaded.1 = keys;
             }
-            Err(e) => log::warn!("api: {e}; keeping the previous keys"),
+            Err(e) => {
+                log::warn!("api: {e}; keeping the previous keys");
+                self.reloaded(format!("refused, previous keys kept: {e}"));
+            }
         }
+    }
+
+    fn reloaded(&self, what: String) {
+        let mut reloads = self.reloads.lock().unwrap_or_else(PoisonError::into_inner);
+        if reloads.len() < 100 {
+            reloads.push(what);
+        }
+    }
+
+    /// The re-reads of the file since the last call (for the audit log).
+    pub fn take_reloads(&self) -> Vec<String> {
+        std::mem::take(&mut *self.reloads.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
 
 /// A key for other modules' unit tests.
 #[cfg(test)]
 pub(crate) fn tests_key(impersonate: bool) -> ApiKey {
-    ApiKey { id: "key-test".into(), digest: [0; 32], impersonate, moderate: false }
+    ApiKey { id: "key-test".into(), digest: [0; 32], impersonate, moderate: false, admin: false }
 }
 
 #[cfg(test)]
@@ -143,7 +166,9 @@ mod tests {
         assert!(keys[0].id.starts_with("key-") && keys[0].id.len() == 12);
         assert!(!keys[0].id.contains("abcdefgh"), "the id never shows the key");
         assert!(matches!(parse(p, "short\n"), Err(ApiKeyError::Line(_, 1, _))));
-        assert!(matches!(parse(p, "abcdefghijklmnop admin\n"), Err(ApiKeyError::Line(_, 1, _))));
+        assert!(matches!(parse(p, "abcdefghijklmnop root\n"), Err(ApiKeyError::Line(_, 1, _))));
+        let admin = parse(p, "abcdefghijklmnop admin\n").unwrap();
+        assert!(admin[0].admin && admin[0].moderate, "an admin key may do what a moderate key may");
         assert!(matches!(parse(p, "abcdefghijklmnop moderate moderate\n"), Err(ApiKeyError::Line(_, 1, _))));
         let both = parse(p, "abcdefghijklmnop moderate impersonate\nqrstuvwxyz0123456789 moderate\n").unwrap();
         assert!(both[0].moderate && both[0].impersonate && both[1].moderate && !both[1].impersonate);

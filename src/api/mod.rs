@@ -13,15 +13,20 @@ pub mod http;
 pub mod keys;
 pub mod routes;
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use crossbeam_channel::{Sender, TrySendError};
 use serde_json::Value;
 
-use crate::dispatcher::Command;
+use crate::dispatcher::api::ApiCall;
+use crate::dispatcher::{Actor, Command};
 use crate::protocol::{ErrorCode, ProtocolError};
 use crate::ratelimit::TokenBucket;
+use crate::store::audit::AuditQuery;
+use crate::store::redis::io::page_json;
+use crate::store::sqlite::audit as sqlite_audit;
 use keys::ApiKeys;
 use routes::{error_body, status_of, ApiRequest, Routed};
 
@@ -37,12 +42,22 @@ pub struct Api {
     /// One bucket for all callers: the API is for a few backends, not for the crowd.
     limiter: Mutex<TokenBucket>,
     max_text: usize,
+    /// Single-instance mode: the store file the audit log is read from, on a read-only
+    /// connection of the API's own (opened at first use), never the dispatcher's.
+    audit_db: Option<(PathBuf, Mutex<Option<rusqlite::Connection>>)>,
 }
 
 impl Api {
-    pub fn new(keys: ApiKeys, commands: Sender<Command>, rate_per_s: u32, max_text: usize) -> Arc<Api> {
+    pub fn new(keys: ApiKeys, commands: Sender<Command>, rate_per_s: u32, max_text: usize) -> Api {
         let limiter = Mutex::new(TokenBucket::new(rate_per_s, rate_per_s.saturating_mul(2)));
-        Arc::new(Api { keys, commands, limiter, max_text })
+        Api { keys, commands, limiter, max_text, audit_db: None }
+    }
+
+    /// Reads the audit log from this SQLite store (single-instance mode); without it,
+    /// audit reads go to Redis through the dispatcher.
+    pub fn with_audit_db(mut self, path: PathBuf) -> Api {
+        self.audit_db = Some((path, Mutex::new(None)));
+        self
     }
 
     /// True when `authorization` names a valid key: checked from the head, before
@@ -60,7 +75,9 @@ impl Api {
 
     /// Answers one request; logs it with the key's id (never the key).
     pub fn handle(&self, req: &ApiRequest, authorization: Option<&str>) -> (u16, Value) {
-        let Some(key) = self.keys.check(authorization) else {
+        let key = self.keys.check(authorization);
+        self.record_reloads();
+        let Some(key) = key else {
             return self.unauthorized(req.method, req.url);
         };
         let (status, body) = match self.answer(req, &key) {
@@ -82,7 +99,10 @@ impl Api {
             Routed::Answer(status, body) => return Ok((status, body)),
             Routed::Call(call) => call,
         };
-        let created = matches!(call, crate::dispatcher::api::ApiCall::Post { .. });
+        if let (ApiCall::Audit { query }, Some(db)) = (&call, &self.audit_db) {
+            return read_audit(db, query).map(|page| (200, page));
+        }
+        let created = matches!(call, ApiCall::Post { .. });
         let (reply, answer) = crossbeam_channel::bounded(1);
         let unavailable = || ProtocolError::new(ErrorCode::Unavailable, "the server is busy or stopping; retry");
         match self.commands.try_send(Command::Api { call, reply }) {
@@ -92,6 +112,42 @@ impl Api {
         let value = answer.recv_timeout(CALL_TIMEOUT).map_err(|_| unavailable())??;
         let status = if created && value["dup"] == false { 201 } else { 200 };
         Ok((status, value))
+    }
+}
+
+impl Api {
+    /// Tells the audit log of key file re-reads (never waits: a full queue drops it, logged).
+    fn record_reloads(&self) {
+        for detail in self.keys.take_reloads() {
+            let by = Actor { id: "api-key-file".into(), addr: "local".into() };
+            let cmd = Command::Audit { by, action: "keys.reload", detail };
+            if self.commands.try_send(cmd).is_err() {
+                log::warn!("api: the key file re-read is not in the audit log (the server is busy)");
+            }
+        }
+    }
+}
+
+/// A page of the audit log from the local store.
+fn read_audit(
+    (path, conn): &(PathBuf, Mutex<Option<rusqlite::Connection>>),
+    query: &AuditQuery,
+) -> Result<Value, ProtocolError> {
+    let failed = |e: &dyn std::fmt::Display| {
+        log::warn!("api: reading the audit log failed: {e}");
+        ProtocolError::new(ErrorCode::Unavailable, "the audit log cannot be read; retry")
+    };
+    let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+    if conn.is_none() {
+        *conn = Some(sqlite_audit::open_reader(path).map_err(|e| failed(&e))?);
+    }
+    let c = conn.as_ref().expect("opened just above");
+    match sqlite_audit::read(c, query) {
+        Ok(entries) => Ok(page_json(&entries, query.limit)),
+        Err(e) => {
+            *conn = None; // opened again next time
+            Err(failed(&e))
+        }
     }
 }
 

@@ -8,8 +8,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::keys::ApiKey;
+use crate::bans::{MAX_BAN_MINUTES, MAX_REASON_CHARS};
 use crate::dispatcher::api::ApiCall;
+use crate::dispatcher::Actor;
 use crate::protocol::{clean_name, ErrorCode, ProtocolError, RoomName, User, MAX_ID_CHARS, MAX_SEQ};
+use crate::store::audit::{AuditQuery, MAX_AUDIT_PAGE};
 
 /// Most messages one history page holds.
 pub const MAX_PAGE: usize = 200;
@@ -24,6 +27,8 @@ pub struct ApiRequest<'a> {
     pub url: &'a str,
     pub content_type: Option<&'a str>,
     pub body: &'a [u8],
+    /// The caller's address, for the audit log.
+    pub from: &'a str,
 }
 
 /// What to do with a request: a call for the dispatcher, or an answer already.
@@ -95,9 +100,8 @@ struct From {
     name: Option<String>,
 }
 
-/// Parses the body of a post; `from` ids are put under `api:` unless the key may
-/// impersonate, so a backend's bot can never be taken for a user by accident.
-fn post_call(room: RoomName, req: &ApiRequest, key: &ApiKey, max_text: usize) -> Result<ApiCall, ProtocolError> {
+/// A JSON object body of type `T` (sent as `application/json`).
+fn json_body<T: serde::de::DeserializeOwned>(req: &ApiRequest) -> Result<T, ProtocolError> {
     if !req
         .content_type
         .is_some_and(|t| t.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json")))
@@ -109,7 +113,73 @@ fn post_call(room: RoomName, req: &ApiRequest, key: &ApiKey, max_text: usize) ->
     if !value.is_object() {
         return Err(bad(ErrorCode::BadJson, "the body must be a JSON object"));
     }
-    let body: PostBody = serde_json::from_value(value).map_err(|e| bad(ErrorCode::BadField, e.to_string()))?;
+    serde_json::from_value(value).map_err(|e| bad(ErrorCode::BadField, e.to_string()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BanBody {
+    minutes: f64,
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /api/v1/users/{id}/ban {minutes, reason?}`.
+fn ban_call(uid: String, req: &ApiRequest, by: Actor) -> Result<ApiCall, ProtocolError> {
+    let body: BanBody = json_body(req)?;
+    // Fractions are allowed (0.5 is 30 s), as for `--webhook-retry-minutes`.
+    if !(body.minutes > 0.0 && body.minutes <= MAX_BAN_MINUTES as f64) {
+        return Err(bad(ErrorCode::BadField, format!("`minutes` is over 0 and at most {MAX_BAN_MINUTES} (a year)")));
+    }
+    let reason = body.reason.trim().to_owned();
+    if reason.chars().count() > MAX_REASON_CHARS || reason.chars().any(char::is_control) {
+        return Err(bad(
+            ErrorCode::BadField,
+            format!("`reason` is at most {MAX_REASON_CHARS} characters, no control characters"),
+        ));
+    }
+    let ms = ((body.minutes * 60_000.0) as u64).max(1);
+    Ok(ApiCall::Ban { uid: uid.into(), ms, reason, by })
+}
+
+/// `GET /api/v1/audit?before=&limit=&action=&actor=&target=&room=&since=&until=`.
+fn audit_call(query: &[(String, String)]) -> Result<ApiCall, ProtocolError> {
+    let limit = number(query, "limit")?.unwrap_or(DEFAULT_PAGE as u64);
+    if !(1..=MAX_AUDIT_PAGE as u64).contains(&limit) {
+        return Err(bad(ErrorCode::BadField, format!("`limit` is 1-{MAX_AUDIT_PAGE}")));
+    }
+    let text = |key: &str| -> Result<Option<String>, ProtocolError> {
+        match query.iter().find(|(k, _)| k == key) {
+            None => Ok(None),
+            Some((_, v)) if v.is_empty() => Ok(None),
+            Some((_, v)) if v.chars().count() > 256 || v.chars().any(char::is_control) => {
+                Err(bad(ErrorCode::BadField, format!("`{key}` is at most 256 characters")))
+            }
+            Some((_, v)) => Ok(Some(v.clone())),
+        }
+    };
+    let known = ["before", "limit", "action", "actor", "target", "room", "since", "until"];
+    if let Some((k, _)) = query.iter().find(|(k, _)| !known.contains(&k.as_str())) {
+        return Err(bad(ErrorCode::BadField, format!("unknown parameter `{k}`: use {}", known.join(", "))));
+    }
+    Ok(ApiCall::Audit {
+        query: AuditQuery {
+            before: number(query, "before")?,
+            limit: limit as usize,
+            action: text("action")?,
+            actor: text("actor")?,
+            target: text("target")?,
+            room: text("room")?,
+            since: number(query, "since")?,
+            until: number(query, "until")?,
+        },
+    })
+}
+
+/// Parses the body of a post; `from` ids are put under `api:` unless the key may
+/// impersonate, so a backend's bot can never be taken for a user by accident.
+fn post_call(room: RoomName, req: &ApiRequest, key: &ApiKey, max_text: usize) -> Result<ApiCall, ProtocolError> {
+    let body: PostBody = json_body(req)?;
     if body.text.trim().is_empty() {
         return Err(bad(ErrorCode::BadField, "`text` is empty"));
     }
@@ -150,6 +220,10 @@ pub enum Endpoint {
     Messages,
     Delete,
     Disconnect,
+    Ban,
+    Unban,
+    Bans,
+    Audit,
 }
 
 /// One route: a method and a path template whose `{name}` segments match any one
@@ -170,6 +244,10 @@ pub const ROUTES: &[Route] = &[
     Route { method: "GET", path: "/api/v1/rooms/{room}/messages", endpoint: Endpoint::Messages },
     Route { method: "DELETE", path: "/api/v1/rooms/{room}/messages/{seq}", endpoint: Endpoint::Delete },
     Route { method: "POST", path: "/api/v1/users/{id}/disconnect", endpoint: Endpoint::Disconnect },
+    Route { method: "POST", path: "/api/v1/users/{id}/ban", endpoint: Endpoint::Ban },
+    Route { method: "DELETE", path: "/api/v1/users/{id}/ban", endpoint: Endpoint::Unban },
+    Route { method: "GET", path: "/api/v1/bans", endpoint: Endpoint::Bans },
+    Route { method: "GET", path: "/api/v1/audit", endpoint: Endpoint::Audit },
 ];
 
 /// The `{name}` segments of a matched path, in template order.
@@ -216,6 +294,7 @@ pub fn route(req: &ApiRequest, key: &ApiKey, max_text: usize) -> Result<Routed, 
         }
         return Err(bad(ErrorCode::NotFound, "no such route"));
     };
+    let by = || Actor { id: key.id.clone(), addr: req.from.to_owned() };
     match endpoint {
         Endpoint::Rooms => Ok(Routed::Call(ApiCall::Rooms)),
         Endpoint::Presence => Ok(Routed::Call(ApiCall::Presence { room: room_of(params.get("room"))? })),
@@ -234,17 +313,26 @@ pub fn route(req: &ApiRequest, key: &ApiKey, max_text: usize) -> Result<Routed, 
             if !key.moderate {
                 return Err(bad(ErrorCode::Forbidden, "this key may not delete messages (mark it `moderate`)"));
             }
-            Ok(Routed::Call(ApiCall::Delete { room, seq }))
+            Ok(Routed::Call(ApiCall::Delete { room, seq, by: by() }))
         }
-        Endpoint::Disconnect => {
-            let uid = params.get("id");
-            if uid.is_empty() || uid.len() > 256 {
-                return Err(bad(ErrorCode::BadField, "not a user id"));
-            }
-            let uid = percent_decode(uid).ok_or_else(|| bad(ErrorCode::BadField, "not a user id"))?;
-            Ok(Routed::Call(ApiCall::Disconnect { uid: uid.into() }))
+        Endpoint::Disconnect => Ok(Routed::Call(ApiCall::Disconnect { uid: user_of(&params)?.into(), by: by() })),
+        Endpoint::Ban | Endpoint::Unban | Endpoint::Bans | Endpoint::Audit if !key.admin => {
+            Err(bad(ErrorCode::Forbidden, "this key may not ban or read the audit log (mark it `admin`)"))
         }
+        Endpoint::Ban => Ok(Routed::Call(ban_call(user_of(&params)?, req, by())?)),
+        Endpoint::Unban => Ok(Routed::Call(ApiCall::Unban { uid: user_of(&params)?.into(), by: by() })),
+        Endpoint::Bans => Ok(Routed::Call(ApiCall::Bans)),
+        Endpoint::Audit => Ok(Routed::Call(audit_call(&query)?)),
     }
+}
+
+/// The `{id}` segment: a user id, percent-decoded.
+fn user_of(params: &Params) -> Result<String, ProtocolError> {
+    let uid = params.get("id");
+    if uid.is_empty() || uid.len() > 256 {
+        return Err(bad(ErrorCode::BadField, "not a user id"));
+    }
+    percent_decode(uid).ok_or_else(|| bad(ErrorCode::BadField, "not a user id"))
 }
 
 /// User ids (a token's `sub`) may hold any character: decode `%XX`, refuse controls.
@@ -263,7 +351,7 @@ mod tests {
     }
 
     fn req<'a>(method: &'a str, url: &'a str, body: &'a [u8]) -> ApiRequest<'a> {
-        ApiRequest { method, url, content_type: Some("application/json"), body }
+        ApiRequest { method, url, content_type: Some("application/json"), body, from: "127.0.0.1" }
     }
 
     fn code(r: Result<Routed, ProtocolError>) -> &'static str {

@@ -6,14 +6,16 @@
 use crossbeam_channel::Sender;
 use serde_json::{json, Value};
 
+use super::admin::Actor;
 use super::backend::Backend;
 use super::edits::{Change, Changer};
 use super::tags::{AckTo, NewPost, ReadFor, Request};
 use super::Dispatcher;
 use crate::access::PRIVATE_PREFIX;
 use crate::protocol::{ApiResult, CloseReason, ErrorCode, ProtocolError, RoomName, User, UserId};
+use crate::store::audit::AuditQuery;
 use crate::store::read::Query;
-use crate::store::redis::io::ApiRead;
+use crate::store::redis::io::{AdminRequest, ApiRead};
 
 /// One call of the server API.
 #[derive(Debug)]
@@ -27,9 +29,17 @@ pub enum ApiCall {
     /// Who is present in a room.
     Presence { room: RoomName },
     /// Delete message `seq` (already checked against the key's rights), as a moderator.
-    Delete { room: RoomName, seq: u64 },
+    Delete { room: RoomName, seq: u64, by: Actor },
     /// Close every connection of a user here.
-    Disconnect { uid: UserId },
+    Disconnect { uid: UserId, by: Actor },
+    /// Ban a user from the server for `ms` milliseconds (checked against the key's rights).
+    Ban { uid: UserId, ms: u64, reason: String, by: Actor },
+    /// Lift a user's ban.
+    Unban { uid: UserId, by: Actor },
+    /// The bans in force.
+    Bans,
+    /// A page of the audit log (Redis mode; locally the API reads it itself).
+    Audit { query: AuditQuery },
 }
 
 fn not_found(room: &RoomName) -> ProtocolError {
@@ -45,7 +55,12 @@ impl Dispatcher {
             | ApiCall::Delete { room, .. }
             | ApiCall::Messages { room, .. }
             | ApiCall::Presence { room } => Some(room),
-            ApiCall::Rooms | ApiCall::Disconnect { .. } => None,
+            ApiCall::Rooms
+            | ApiCall::Disconnect { .. }
+            | ApiCall::Ban { .. }
+            | ApiCall::Unban { .. }
+            | ApiCall::Bans
+            | ApiCall::Audit { .. } => None,
         };
         if let Some(room) = room.filter(|r| r.as_str().starts_with(PRIVATE_PREFIX) || self.privacy.is_private_room(r)) {
             let _ = reply.send(Err(not_found(room)));
@@ -59,6 +74,10 @@ impl Dispatcher {
                 }
                 ApiCall::Rooms => Some(ApiRead::Rooms),
                 ApiCall::Presence { room } => Some(ApiRead::Presence { room }),
+                ApiCall::Audit { query } => {
+                    cluster.io.send(Request::Admin(AdminRequest::ReadAudit { query, reply }));
+                    return;
+                }
                 other => return self.on_api_local(other, reply),
             };
             if let Some(read) = read {
@@ -86,7 +105,7 @@ impl Dispatcher {
                     Err(e) => Err(e),
                 }
             }
-            ApiCall::Delete { room, seq } => match self.api_delete(room, seq, &reply) {
+            ApiCall::Delete { room, seq, by } => match self.api_delete(room, seq, by, &reply) {
                 Ok(()) => return, // answered after the commit
                 Err(e) => Err(e),
             },
@@ -102,10 +121,18 @@ impl Dispatcher {
                 Ok(None) => Err(not_found(&room)),
                 Err(e) => Err(e),
             },
-            ApiCall::Disconnect { uid } => {
+            ApiCall::Disconnect { uid, by } => {
                 // Redis mode: the other instances close theirs too (polling, ≤ 250 ms).
                 self.backend.tell_cluster(|| Request::Disconnect { uid: uid.clone() });
-                Ok(json!({ "closed": self.disconnect(&uid) }))
+                let closed = self.disconnect(&uid);
+                self.record(&by, "disconnect", &uid, "", format!("{closed} connection(s) here"));
+                return self.answer_after_commit(reply, Ok(json!({ "closed": closed })));
+            }
+            ApiCall::Ban { uid, ms, reason, by } => return self.ban(&uid, ms, reason, by, reply),
+            ApiCall::Unban { uid, by } => return self.unban(&uid, by, reply),
+            ApiCall::Bans => Ok(json!({ "bans": self.bans.list(super::state::now_ms()) })),
+            ApiCall::Audit { .. } => {
+                Err(ProtocolError::new(ErrorCode::Unavailable, "the audit log is read by the API"))
             }
         };
         // Reads have nothing to commit: answer at once.
@@ -115,7 +142,13 @@ impl Dispatcher {
     /// Deletes a message as a moderator would: the `delete` event to the room's
     /// members, the text out of the store (history, search, files) and the webhook
     /// event; the caller is answered `{seq, dup}` (the event's seq) after the commit.
-    fn api_delete(&mut self, room: RoomName, seq: u64, reply: &Sender<ApiResult>) -> Result<(), ProtocolError> {
+    fn api_delete(
+        &mut self,
+        room: RoomName,
+        seq: u64,
+        by: Actor,
+        reply: &Sender<ApiResult>,
+    ) -> Result<(), ProtocolError> {
         if matches!(self.backend, Backend::Local(_)) && !self.rooms.contains_key(&room) {
             return Err(not_found(&room));
         }
@@ -123,6 +156,7 @@ impl Dispatcher {
             user: User { id: "system".into(), name: "system".into() },
             is_mod: true,
             ack: AckTo::Api(reply.clone()),
+            actor: Some(by),
         };
         self.make_change(changer, room, seq, Change::Delete, None)
     }
@@ -170,11 +204,6 @@ impl Dispatcher {
 
     /// Closes every connection of `uid` on this instance; returns how many.
     pub(super) fn disconnect(&mut self, uid: &str) -> usize {
-        let conns: Vec<_> = self.clients.values().filter(|c| &*c.uid == uid).map(|c| c.conn.clone()).collect();
-        for conn in &conns {
-            log::info!("api: disconnecting connection {} of {uid}", conn.id);
-            self.close_conn(conn, CloseReason::Disconnected);
-        }
-        conns.len()
+        self.close_user(uid, CloseReason::Disconnected)
     }
 }

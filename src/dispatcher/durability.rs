@@ -69,7 +69,8 @@ impl Dispatcher {
     /// Commits the store, then hands the batch to the writer shards, which write each
     /// touched socket once (coalescing everything staged for it).
     pub(super) fn commit_and_deliver(&mut self) {
-        if self.staged.is_empty() && self.api_replies.is_empty() {
+        let audit = std::mem::take(&mut self.audit_pending);
+        if self.staged.is_empty() && self.api_replies.is_empty() && !audit {
             // Nothing appended locally (Redis mode acks without frames to stage).
             self.webhooks.release();
             return;
@@ -212,6 +213,11 @@ impl Dispatcher {
                 }
             }
             Err(e) => log::warn!("retention step failed: {e}"),
+        }
+        if let Some(days) = self.cfg.audit_retention_days {
+            if let Err(e) = local.store.audit_retention_step(now_ms().saturating_sub(days * 86_400_000)) {
+                log::warn!("audit retention step failed: {e}");
+            }
         }
     }
 }

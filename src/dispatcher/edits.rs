@@ -141,6 +141,8 @@ pub(super) struct Changer {
     pub user: User,
     pub is_mod: bool,
     pub ack: AckTo,
+    /// Who to record in the audit log for a deletion of someone else's message.
+    pub actor: Option<super::admin::Actor>,
 }
 
 impl Dispatcher {
@@ -161,7 +163,9 @@ impl Dispatcher {
             return Err(e.with_ref(Some(reference)));
         }
         let user = User { id: client.uid.clone(), name: client.name.clone() };
-        let changer = Changer { user, is_mod: client.access.is_mod(), ack: AckTo::Conn(id) };
+        let is_mod = client.access.is_mod();
+        let actor = is_mod.then(|| self.actor_of(id));
+        let changer = Changer { user, is_mod, ack: AckTo::Conn(id), actor };
         if let (Change::Edit(_), Backend::Local(_)) = (&change, &self.backend) {
             self.check_writable_room(id, &room, Some(reference.clone()))?;
         }
@@ -184,7 +188,7 @@ impl Dispatcher {
             return Ok(());
         }
         let kind = change.kind();
-        let Changer { user: User { id: uid, name }, is_mod, ack } = changer;
+        let Changer { user: User { id: uid, name }, is_mod, ack, actor } = changer;
         self.settle(&room); // the target, and any earlier change of it, are committed
         self.check_writable(None)?;
         if let Some(seq) = msg_id.as_deref().and_then(|m| self.rooms.get(&room)?.history.seen(&uid, m)) {
@@ -204,6 +208,12 @@ impl Dispatcher {
             .and_then(|m| change.allowed(&m, &uid, is_mod).map(|()| m))
             .map_err(|why| refusal(kind, &room, of, why))?;
 
+        if let (Change::Delete, Some(by)) = (&change, &actor) {
+            let author = msg["uid"].as_str().unwrap_or_default().to_owned();
+            if author != *uid {
+                self.record(by, "delete", &author, room.as_str(), format!("message {of}"));
+            }
+        }
         let Some(r) = self.rooms.get_mut(&room) else { return Ok(()) };
         let (seq, ts) = (r.history.next_seq(), now_ms());
         let about = EventOf { room: &room, of, id: msg_id.as_deref(), ts, user: &name, uid: &uid };

@@ -29,6 +29,7 @@
 //!   of a failing store, retention steps;
 //! - [`heartbeat`]: which connections are due a ping;
 //! - [`api`]: the server API's calls;
+//! - `admin`: server-wide bans and the audit log;
 //! - `backend`: which store runs ([`Backend`]), local SQLite or Redis;
 //! - `cluster`: Redis mode (`--redis`), the dispatcher's side of it (the `redis-io`
 //!   thread itself is [`crate::store::redis::io`]'s);
@@ -40,6 +41,7 @@
 //! (`state` only `history`); the handler files import those, `backend` and one another
 //! without a circle: the only loop is this file with its children.
 
+mod admin;
 pub mod api;
 mod backend;
 mod cluster;
@@ -69,6 +71,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, Sender};
 
+pub use admin::Actor;
 use api::ApiCall;
 pub use backend::{Backend, Cluster, Local};
 use durability::{BatchPost, StoreHealth};
@@ -114,6 +117,9 @@ pub enum Command {
     Api { call: ApiCall, reply: Sender<ApiResult> },
     /// An answer from the local store's reader threads.
     Store(Answer<ReadFor>),
+    /// An admin action taken outside the dispatcher (an API key file re-read), for the
+    /// audit log.
+    Audit { by: Actor, action: &'static str, detail: String },
 }
 
 /// The dispatcher's state. Built by [`Dispatcher::new`], consumed by [`Dispatcher::run`].
@@ -163,6 +169,13 @@ pub struct Dispatcher {
     dm_safety: dms::DmSafety,
     /// Edits and deletions of the batch, applied to the rings once it is committed.
     ring_rewrites: Vec<edits::RingRewrite>,
+    /// Server-wide bans in force; connection threads check them at connect.
+    bans: Arc<crate::bans::Bans>,
+    /// Audit entries were buffered in the local store: the batch must commit.
+    audit_pending: bool,
+    /// Redis mode: moderators' deletions of others' messages asked of the append
+    /// script, recorded once it stored them: (room, seq) → the entry's parts.
+    mod_deletes: HashMap<(RoomName, u64), Actor>,
     /// Unit tests run without writer shards: committed batches are kept here.
     #[cfg(test)]
     delivered: Vec<crate::delivery::fanout::Out>,
@@ -201,6 +214,9 @@ impl Dispatcher {
             moderation: Default::default(),
             dm_safety: Default::default(),
             ring_rewrites: Vec::new(),
+            bans: Default::default(),
+            audit_pending: false,
+            mod_deletes: HashMap::new(),
             #[cfg(test)]
             delivered: Vec::new(),
         };
@@ -273,6 +289,7 @@ impl Dispatcher {
             Command::Cluster(ev) => self.on_cluster(ev),
             Command::Api { call, reply } => self.on_api(call, reply),
             Command::Store(answer) => self.on_store_answer(answer),
+            Command::Audit { by, action, detail } => self.record(&by, action, "", "", detail),
         }
     }
 }

@@ -157,6 +157,8 @@ impl Dispatcher {
         }
         .to_json();
         let until = ts + minutes * 60_000;
+        let actor = self.actor_of(id);
+        self.record(&actor, "kick", user, room.as_str(), format!("{minutes} minute(s)"));
         if redis {
             log::info!("moderation: {by} removes {user} from {room} for {minutes} minute(s)");
             let fact = (crate::store::redis::kick_field(user), until.to_string());
@@ -217,6 +219,8 @@ impl Dispatcher {
             ts,
         }
         .to_json();
+        let actor = self.actor_of(id);
+        self.record(&actor, "mode", "", room.as_str(), if read_only { "read-only" } else { "writable" }.into());
         if redis {
             log::info!("moderation: {by} makes {room} {}", if read_only { "read-only" } else { "writable" });
             let fact = ("ro".to_owned(), if read_only { "1" } else { "" }.to_owned());

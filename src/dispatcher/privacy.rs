@@ -77,6 +77,8 @@ impl Privacy {
             | AccessChange::ReadOnly { .. }
             | AccessChange::Block { .. }
             | AccessChange::DmClosed { .. } => {}
+            // the dispatcher's ban table
+            AccessChange::Ban(_) | AccessChange::Unban { .. } => {}
         }
     }
 
@@ -140,7 +142,11 @@ impl Dispatcher {
     pub(super) fn load_privacy(&mut self) {
         if let Backend::Local(local) = &mut self.backend {
             let snapshot = local.store.take_access();
+            let now = super::state::now_ms();
             for change in &snapshot.changes {
+                if let AccessChange::Ban(ban) = change {
+                    self.bans.set(ban.clone(), now);
+                }
                 self.moderation.apply(change);
                 self.dm_safety.apply(change);
             }

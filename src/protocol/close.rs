@@ -29,10 +29,12 @@ pub enum CloseReason {
     Internal,
     /// A backend asked for it through the server API (1008 `disconnected`).
     Disconnected,
+    /// The user was banned from the server (1008 `banned`).
+    Banned,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 12] = [
+    pub const ALL: [CloseReason; 13] = [
         CloseReason::Client,
         CloseReason::Shutdown,
         CloseReason::Protocol,
@@ -45,6 +47,7 @@ impl CloseReason {
         CloseReason::SocketError,
         CloseReason::Internal,
         CloseReason::Disconnected,
+        CloseReason::Banned,
     ];
     pub fn label(self) -> &'static str {
         match self {
@@ -60,6 +63,7 @@ impl CloseReason {
             CloseReason::SocketError => "socket_error",
             CloseReason::Internal => "internal",
             CloseReason::Disconnected => "disconnected",
+            CloseReason::Banned => "banned",
         }
     }
     /// The close code and reason text the client is sent, when one is sent at all.
@@ -76,6 +80,7 @@ impl CloseReason {
             CloseReason::HeartbeatTimeout => Some((1008, "heartbeat timeout")),
             CloseReason::Internal => Some((1011, "internal error")),
             CloseReason::Disconnected => Some((1008, "disconnected by the server")),
+            CloseReason::Banned => Some((1008, "banned from this server")),
         }
     }
 }

@@ -15,6 +15,7 @@
 //! sees; the dispatcher (through [`crate::dispatcher::Backend`]) is the only caller
 //! that writes to it.
 
+pub mod audit;
 pub mod read;
 pub mod redis;
 pub mod sqlite;
@@ -128,6 +129,12 @@ pub enum AccessChange {
         user: String,
         room: String,
         on: bool,
+    },
+    /// A server-wide ban put in force (replacing the user's earlier one).
+    Ban(crate::bans::Ban),
+    /// The user's ban lifted.
+    Unban {
+        user: String,
     },
 }
 

@@ -31,9 +31,9 @@ use crate::protocol::{parse_client, ClientMsg, ErrorCode, ParseLimits, ProtocolE
 use crate::ratelimit::{Strikes, TokenBucket};
 use crate::tls::{self, Tls};
 use crate::transport::admission::Slot;
-use crate::transport::context::{finish, linger, welcome, ConnContext};
+use crate::transport::context::{ban_of, ban_refusal, finish, linger, welcome, ConnContext};
 use crate::transport::handshake::{self, Handshake, Refusal};
-use crate::transport::hello;
+use crate::transport::hello::{self, HelloError};
 use crate::transport::inbound::Inbound;
 use crate::transport::plain::{self, Route};
 use crate::transport::wait::{self, Waited};
@@ -143,13 +143,20 @@ fn open<'a>(conn: &'a Arc<Conn>, ctx: &'a ConnContext, slot: &mut Slot) -> Optio
     let admitted = match handshake {
         Handshake::Admitted(admitted) => admitted,
         // The identity comes in the first frame: known before anything is registered.
-        Handshake::AwaitHello => match hello::await_hello(&mut ws, conn, stream, cfg) {
-            Ok(admitted) => admitted,
-            Err(e) => {
-                hello::refuse(conn, &e, &ctx.metrics);
-                return None;
+        Handshake::AwaitHello => {
+            let admitted =
+                hello::await_hello(&mut ws, conn, stream, cfg).and_then(|a| match ban_of(ctx, conn, &a.identity) {
+                    Some(ban) => Err(HelloError::Banned(ban.refusal(crate::bans::now_ms()))),
+                    None => Ok(a),
+                });
+            match admitted {
+                Ok(admitted) => admitted,
+                Err(e) => {
+                    hello::refuse(conn, &e, &ctx.metrics);
+                    return None;
+                }
             }
-        },
+        }
     };
 
     let _ = conn.send(welcome(&format!("c{}", conn.id), &admitted.identity, cfg));
@@ -223,7 +230,10 @@ fn handshake(
     #[allow(clippy::result_large_err)]
     let callback = |req: &Request, resp: Response| match client_from_headers(conn, req, ctx, slot)
         .and_then(|()| handshake::admit(req, cfg))
-    {
+        .and_then(|h| match &h {
+            Handshake::Admitted(a) => ban_of(ctx, conn, &a.identity).map_or(Ok(h), |ban| Err(ban_refusal(&ban))),
+            Handshake::AwaitHello => Ok(h),
+        }) {
         Ok(a) => {
             admitted = Some(a);
             Ok(resp)

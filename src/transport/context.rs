@@ -15,8 +15,11 @@ use std::time::Instant;
 
 use crossbeam_channel::Sender;
 
+use tungstenite::http::StatusCode;
+
 use crate::auth::Identity;
-use crate::config::Config;
+use crate::bans::{Ban, Bans};
+use crate::config::{AuthMode, Config};
 use crate::delivery::outbox::{Conn, LINGER};
 use crate::dispatcher::Command;
 use crate::metrics::Metrics;
@@ -25,6 +28,7 @@ use crate::protocol::{CloseReason, HeartbeatInfo, LimitsInfo, ServerMsg, UserRef
 use crate::ratelimit::{Strikes, TokenBucket};
 use crate::tls::Tls;
 use crate::transport::admission::Admission;
+use crate::transport::handshake::Refusal;
 
 /// What every connection thread shares.
 #[derive(Debug)]
@@ -38,6 +42,25 @@ pub struct ConnContext {
     pub admission: Arc<Admission>,
     /// The fallback transport's live SSE sessions, which `POST /send` posts into.
     pub sessions: Sessions,
+    /// Server-wide bans, checked once per connection, before it is registered.
+    pub bans: Arc<Bans>,
+}
+
+/// The ban that refuses `identity` on `conn`, if any: by user id, and in open mode
+/// also by the client's address (as a kick covers it: never a loopback or
+/// trusted-proxy address, which many clients share, nor for a moderator).
+pub fn ban_of(ctx: &ConnContext, conn: &Conn, identity: &Identity) -> Option<Ban> {
+    let ip = conn.peer.ip();
+    let shared =
+        ip.is_loopback() || ip.to_canonical().is_loopback() || crate::proxy::is_trusted(&ctx.cfg.trusted_proxies, ip);
+    let by_address = matches!(ctx.cfg.auth, AuthMode::Open) && !identity.access.is_mod() && !shared;
+    ctx.bans.refusing(&identity.id, by_address.then_some(ip), crate::bans::now_ms())
+}
+
+/// The HTTP refusal of a banned client (403; the ban's terms are logged).
+pub fn ban_refusal(ban: &Ban) -> Refusal {
+    let detail = format!("{}: {}", ban.user, ban.refusal(crate::bans::now_ms()));
+    Refusal::new(StatusCode::FORBIDDEN, "forbidden: banned from this server", detail)
 }
 
 /// One live SSE stream, as `POST /send` finds it.

@@ -36,6 +36,8 @@ pub enum HelloError {
     NotHello(String),
     /// A `hello` whose credentials the auth mode refuses.
     Refused(Refusal),
+    /// The user is banned from the server (the ban's terms, in words).
+    Banned(String),
     /// The client closed or the socket failed: nobody to answer.
     Gone,
 }
@@ -55,6 +57,7 @@ impl HelloError {
                 let code = if r.status.as_u16() == 400 { ErrorCode::BadField } else { ErrorCode::Unauthorized };
                 (1008, code, r.body.to_owned())
             }
+            HelloError::Banned(text) => (1008, ErrorCode::Forbidden, text.clone()),
             HelloError::Gone => (1000, ErrorCode::Unauthorized, String::new()),
         }
     }

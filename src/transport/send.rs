@@ -119,6 +119,10 @@ fn find_session(req: &Request, ctx: &ConnContext) -> Result<Arc<Session>, Refusa
             return Err(refusal(StatusCode::FORBIDDEN, "forbidden: not your session", "token of another user"));
         }
     }
+    // A session being closed by a ban takes nothing more, however fast the caller is.
+    if let Some(ban) = ctx.bans.refusing(&session.uid, None, crate::bans::now_ms()) {
+        return Err(crate::transport::context::ban_refusal(&ban));
+    }
     Ok(session)
 }
 

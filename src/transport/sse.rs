@@ -30,7 +30,7 @@ use crate::dispatcher::Command;
 use crate::protocol::sse::parse_event_id;
 use crate::protocol::{ClientMsg, CloseReason, RoomName};
 use crate::ratelimit::{Strikes, TokenBucket};
-use crate::transport::context::{finish, welcome, ConnContext, Session};
+use crate::transport::context::{ban_of, ban_refusal, finish, welcome, ConnContext, Session};
 use crate::transport::handshake::{
     admit_credentials, check_origin, identify, os_random, query_param, Admitted, Credentials, Refusal,
 };
@@ -50,7 +50,10 @@ fn new_session_id() -> String {
 pub fn run(conn: Arc<Conn>, ctx: &ConnContext, req: &Request) {
     let cfg = &ctx.cfg;
     let cors = plain::cors_origin(req, cfg);
-    let admitted = match admit(req, ctx) {
+    let admitted = match admit(req, ctx).and_then(|a| match ban_of(ctx, &conn, &a.identity) {
+        Some(ban) => Err(ban_refusal(&ban)),
+        None => Ok(a),
+    }) {
         Ok(a) => a,
         Err(r) => return plain::refuse(&conn, &r, cors.as_deref(), &ctx.metrics),
     };
@@ -130,6 +133,10 @@ pub fn ticket(conn: &Conn, ctx: &ConnContext, req: &Request, (body, input): (Vec
             })
         })
         .and_then(|credentials| admit_credentials(credentials, &ctx.cfg))
+        .and_then(|admitted| match ban_of(ctx, conn, &admitted.identity) {
+            Some(ban) => Err(ban_refusal(&ban)),
+            None => Ok(admitted),
+        })
         .and_then(|admitted| {
             let id = format!("t-{:032x}", os_random::<u128>());
             let ticket = (admitted.identity, admitted.expires_at, Instant::now() + TICKET_TTL);

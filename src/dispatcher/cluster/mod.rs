@@ -136,8 +136,12 @@ impl Dispatcher {
         change: Change,
         id: Option<String>,
     ) {
-        let Changer { user, is_mod, ack } = changer;
+        let Changer { user, is_mod, ack, actor } = changer;
         let ts = now_ms();
+        if let (Change::Delete, Some(by)) = (&change, actor) {
+            // Recorded once the append script stored it (`on_changed`).
+            self.mod_deletes.insert((room.clone(), of), by);
+        }
         let about = EventOf { room: &room, of, id: id.as_deref(), ts, user: &user.name, uid: &user.id };
         let (prefix, suffix) = split_msg_json(&change.event(0, &about));
         let change = match change {
@@ -163,8 +167,15 @@ impl Dispatcher {
             ChangeOf::Edit { of, .. } => ("edit", of),
             ChangeOf::Delete { of, .. } => ("delete", of),
         };
+        let deleted_by = match change {
+            ChangeOf::Delete { .. } => self.mod_deletes.remove(&(room.clone(), of)),
+            ChangeOf::Edit { .. } => None,
+        };
         let (seq, dup) = match result {
             Ok(Ok(Appended::Stored { seq, json })) => {
+                if let Some(by) = deleted_by {
+                    self.record(&by, "delete", "", room.as_str(), format!("message {of}"));
+                }
                 log::info!("{kind} of message {of} in {room} by {uid} (event {seq})");
                 self.metrics.messages_accepted.fetch_add(1, Relaxed);
                 self.stage_change_event(room, seq, &json);
@@ -255,6 +266,7 @@ impl Dispatcher {
             ClusterEvent::Disconnect { uid } => {
                 self.disconnect(&uid);
             }
+            ClusterEvent::Bans(bans) => self.on_bans(bans),
         }
     }
 

@@ -58,6 +58,7 @@
 //! [`Delivery::Status`] once per outage and once per recovery.
 
 mod access;
+mod admin;
 mod dms;
 mod edits;
 mod events;

@@ -1,7 +1,7 @@
 //! Who may join what, in the store: lasting users (id → name, so an offline user can be
 //! named in `dm` and `invite`), private rooms and their owners, invitations,
 //! direct-message rooms, kicks (of users, and in open mode of addresses) and read-only
-//! rooms. Written in the batch's transaction (kept buffered when it
+//! rooms, server-wide bans. Written in the batch's transaction (kept buffered when it
 //! fails, like read markers), loaded once at start.
 //!
 //! Never decides a right: the dispatcher does, from what this loads.
@@ -64,6 +64,22 @@ pub(super) fn load(conn: &Connection) -> rusqlite::Result<AccessSnapshot> {
     for row in q.query_map([], |r| Ok(AccessChange::ReadOnly { room: r.get(0)?, on: true }))? {
         changes.push(row?);
     }
+    let mut q = conn.prepare("SELECT user, until, reason, by, at, addrs FROM bans")?;
+    let rows = q.query_map([], |r| {
+        let addrs: String = r.get(5)?;
+        Ok(crate::bans::Ban {
+            user: r.get(0)?,
+            until: r.get::<_, i64>(1)? as u64,
+            reason: r.get(2)?,
+            by: r.get(3)?,
+            at: r.get::<_, i64>(4)? as u64,
+            // Written by natter from parsed addresses; anything else is skipped.
+            addrs: addrs.split_whitespace().filter_map(|a| a.parse().ok()).collect(),
+        })
+    })?;
+    for row in rows {
+        changes.push(AccessChange::Ban(row?));
+    }
     super::blocks::load(conn, &mut changes)?;
     Ok(AccessSnapshot { changes })
 }
@@ -99,6 +115,16 @@ pub(super) fn write(tx: &Transaction<'_>, pending: &[AccessChange]) -> rusqlite:
             AccessChange::ReadOnly { room, on: false } => {
                 tx.execute("DELETE FROM read_only WHERE room = ?1", params![room])?
             }
+            AccessChange::Ban(ban) => {
+                let addrs: Vec<String> = ban.addrs.iter().map(ToString::to_string).collect();
+                // Expired bans go whenever another ban is written.
+                tx.execute("DELETE FROM bans WHERE until <= ?1", params![ban.at as i64])?;
+                tx.execute(
+                    "INSERT OR REPLACE INTO bans (user, until, reason, by, at, addrs) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![ban.user, ban.until as i64, ban.reason, ban.by, ban.at as i64, addrs.join(" ")],
+                )?
+            }
+            AccessChange::Unban { user } => tx.execute("DELETE FROM bans WHERE user = ?1", params![user])?,
             AccessChange::Block { .. } | AccessChange::DmClosed { .. } => {
                 super::blocks::write(tx, change)?;
                 0

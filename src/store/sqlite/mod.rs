@@ -14,6 +14,7 @@
 //! Never touches rooms, members or sockets.
 
 pub mod access;
+pub mod audit;
 pub mod backup;
 mod blocks;
 pub mod edits;
@@ -32,6 +33,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::config::FsyncPolicy;
+use crate::store::audit::AuditEntry;
 use crate::store::{AccessChange, AccessSnapshot, NewMessage};
 pub use schema::DB_FILE;
 use syncer::Syncer;
@@ -54,6 +56,8 @@ pub struct SqliteStore {
     pending_reads: HashMap<(String, String), u64>,
     /// Access changes not yet written (kept when a commit fails, like read markers).
     pending_access: Vec<AccessChange>,
+    /// Audit entries not yet written (kept when a commit fails, like access changes).
+    pending_audit: Vec<AuditEntry>,
     /// What the store held about access when it opened, until the dispatcher takes it.
     loaded_access: AccessSnapshot,
     /// Edits and deletions of committed messages, written after the batch's new rows.
@@ -98,6 +102,7 @@ impl SqliteStore {
             rewrites: Vec::new(),
             scrub_due: false,
             pending_access: Vec::new(),
+            pending_audit: Vec::new(),
             loaded_access: AccessSnapshot::default(),
             room_ids: HashMap::new(),
             syncer,
@@ -115,7 +120,10 @@ impl SqliteStore {
     /// returns Ok the messages survive a process crash (and, under `always`, a power
     /// failure). On error nothing of the batch is stored and the buffer is dropped.
     pub fn commit(&mut self) -> Result<(), SqliteStoreError> {
-        let idle = self.pending_reads.is_empty() && self.pending_access.is_empty() && self.rewrites.is_empty();
+        let idle = self.pending_reads.is_empty()
+            && self.pending_access.is_empty()
+            && self.pending_audit.is_empty()
+            && self.rewrites.is_empty();
         if self.pending.is_empty() && idle {
             return Ok(());
         }
@@ -125,6 +133,7 @@ impl SqliteStore {
             Ok(()) => {
                 self.pending_reads.clear();
                 self.pending_access.clear();
+                self.pending_audit.clear();
                 self.syncer.dirty();
                 Ok(())
             }
@@ -161,6 +170,7 @@ impl SqliteStore {
             }
             reads::write(&tx, &self.pending_reads)?;
             access::write(&tx, &self.pending_access)?;
+            audit::write(&tx, &self.pending_audit)?;
         }
         edits::write(&tx, rewrites)?;
         tx.commit()

@@ -10,7 +10,7 @@
 //! and users (`dm`/`invited` frames) threads, whose [`Delivery`]s reach the same
 //! callback through `redis-forward`. Scroll-back and search have their own threads
 //! ([`super::start_readers`]). `access` holds the requests about who may join what,
-//! `dms` those about blocks and closed DMs, `users` the frames both send to a user's
+//! `dms` those about blocks and closed DMs, `admin` bans and the audit log, `users` the frames both send to a user's
 //! connections on every instance.
 //!
 //! The caller's tags ride along untouched: `C` names a connection, `A` whoever waits
@@ -18,6 +18,7 @@
 //! and never names the dispatcher's types. Never touches sockets or rooms.
 
 mod access;
+mod admin;
 mod dms;
 mod users;
 
@@ -37,6 +38,7 @@ use crate::store::redis::{
 };
 use crate::store::{resume_resets, Refused};
 
+pub use admin::{page_json, AdminRequest};
 pub use dms::DmRequest;
 pub use users::{ToUser, UserFrames};
 
@@ -83,6 +85,8 @@ pub enum Request<C, A> {
     Api(ApiRead, Sender<ApiResult>),
     /// The server API's `disconnect`: every instance closes the user's connections.
     Disconnect { uid: UserId },
+    /// Bans and the audit log.
+    Admin(AdminRequest),
     /// A new connection: remember a lasting user, list its DM rooms
     /// ([`ClusterEvent::Welcome`]).
     /// Also the `blocked` list, and only the newest `max_dms` DM rooms not closed.
@@ -215,6 +219,8 @@ pub enum ClusterEvent<C, A> {
     Disconnect {
         uid: String,
     },
+    /// The bans in force changed (or were read for the first time): all of them.
+    Bans(Vec<crate::bans::Ban>),
 }
 
 /// The handle of the `redis-io` thread and of the threads that deliver what Redis
@@ -297,11 +303,18 @@ fn io_loop<C, A>(
     let mut next_refresh = Instant::now() + refresh;
     let mut next_poll = Instant::now();
     let mut disconnects_seen = unix_ms();
+    let mut bans_seen = None;
     // A request taken from the channel behind a batch of appends, handled next.
     let mut held: Option<Request<C, A>> = None;
     loop {
         if Instant::now() >= next_poll {
             next_poll = Instant::now() + DISCONNECT_POLL;
+            // Bans first: a banned user cut by a disconnect below is refused when back.
+            if let Some(bans) = admin::poll_bans(&mut store, &mut bans_seen) {
+                if !out(ClusterEvent::Bans(bans)) {
+                    return;
+                }
+            }
             if let Ok((uids, newest)) = store.disconnects_after(disconnects_seen) {
                 disconnects_seen = newest;
                 for uid in uids {
@@ -460,6 +473,10 @@ fn handle<C, A>(
             None
         }
         Request::Dms(req) => Some(dms::handle(store, req)),
+        Request::Admin(req) => {
+            admin::handle(store, req);
+            None
+        }
         other => access::handle(store, other),
     }
 }

@@ -1,0 +1,153 @@
+//! Server-wide bans and the audit log, as the dispatcher keeps them.
+//!
+//! A ban ([`crate::bans`]) closes the user's connections here at once (1008 `banned
+//! from this server`), is stored (SQLite's `bans` table in the batch's transaction, or
+//! Redis's `{p}:bans` through `redis-io`, which every instance polls), and is checked
+//! by every connection thread at connect through the shared table. In open mode it
+//! also covers the addresses the user is connected from (as a kick does).
+//!
+//! Every moderator and admin action is recorded ([`Dispatcher::record`]): in the
+//! batch's transaction locally, or handed to `redis-io`; the dispatcher never waits
+//! for either beyond the commit it makes anyway.
+
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+use serde_json::json;
+
+use super::backend::Backend;
+use super::state::now_ms;
+use super::tags::Request;
+use super::Dispatcher;
+use crate::bans::{Ban, Bans};
+use crate::delivery::outbox::ConnId;
+use crate::protocol::{ApiResult, CloseReason};
+use crate::store::audit::AuditEntry;
+use crate::store::redis::io::AdminRequest;
+use crate::store::AccessChange;
+
+/// Who acts, for the audit log: a user id or an API key's id, and their address.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Actor {
+    pub id: String,
+    pub addr: String,
+}
+
+impl Dispatcher {
+    /// The table connection threads check at connect (kept current by this thread).
+    pub fn bans(&self) -> Arc<Bans> {
+        self.bans.clone()
+    }
+
+    /// A moderator's connection as an actor.
+    pub(super) fn actor_of(&self, id: ConnId) -> Actor {
+        self.clients
+            .get(&id)
+            .map(|c| Actor { id: c.uid.to_string(), addr: c.conn.peer.ip().to_string() })
+            .unwrap_or_default()
+    }
+
+    /// Records an action in the audit log (and the process log).
+    pub(super) fn record(&mut self, by: &Actor, action: &str, target: &str, room: &str, detail: String) {
+        log::info!("audit: {} ({}) {action} {target} {room} {detail}", by.id, by.addr);
+        let entry = AuditEntry {
+            id: 0,
+            ts: now_ms(),
+            actor: by.id.clone(),
+            action: action.into(),
+            target: target.into(),
+            room: room.into(),
+            detail,
+            addr: by.addr.clone(),
+        };
+        match &mut self.backend {
+            Backend::Local(local) => {
+                local.store.audit(entry);
+                self.audit_pending = true;
+            }
+            Backend::Redis(cluster) => {
+                let keep_ms = self.cfg.audit_retention_days.map(|d| d * 86_400_000);
+                cluster.io.send(Request::Admin(AdminRequest::Audit { entry, keep_ms }));
+            }
+        }
+    }
+
+    /// Answers an API call once what it changed is stored: after this batch's commit
+    /// locally (Redis-mode calls are answered by `redis-io`).
+    pub(super) fn answer_after_commit(&mut self, reply: Sender<ApiResult>, answer: ApiResult) {
+        match self.backend {
+            Backend::Local(_) => self.api_replies.push((reply, answer)),
+            Backend::Redis(_) => {
+                let _ = reply.send(answer);
+            }
+        }
+    }
+
+    /// Closes every connection of `uid` here with `reason`; how many.
+    pub(super) fn close_user(&mut self, uid: &str, reason: CloseReason) -> usize {
+        let conns: Vec<_> = self.clients.values().filter(|c| &*c.uid == uid).map(|c| c.conn.clone()).collect();
+        for conn in &conns {
+            log::info!("closing connection {} of {uid}: {}", conn.id, reason.label());
+            self.close_conn(conn, reason);
+        }
+        conns.len()
+    }
+
+    /// `POST /api/v1/users/{id}/ban`: in force here at once, for every instance once
+    /// stored; the caller is answered after that.
+    pub(super) fn ban(&mut self, uid: &str, ms: u64, reason: String, by: Actor, reply: Sender<ApiResult>) {
+        let now = now_ms();
+        let addrs = self.kick_addresses_of(uid);
+        let until = now + ms;
+        let minutes = (ms as f64 / 60_000.0 * 100.0).round() / 100.0;
+        let ban = Ban { user: uid.to_owned(), until, reason: reason.clone(), by: by.id.clone(), at: now, addrs };
+        self.bans.set(ban.clone(), now);
+        let closed = self.close_user(uid, CloseReason::Banned);
+        let detail =
+            if reason.is_empty() { format!("{minutes} minute(s)") } else { format!("{minutes} minute(s): {reason}") };
+        self.record(&by, "ban", uid, "", detail);
+        let answer =
+            json!({ "user": uid, "until": until, "reason": reason, "closed": closed, "addresses": ban.addrs.len() });
+        match &self.backend {
+            Backend::Local(_) => {
+                self.change_access(AccessChange::Ban(ban));
+                self.api_replies.push((reply, Ok(answer)));
+            }
+            Backend::Redis(cluster) => {
+                cluster.io.send(Request::Admin(AdminRequest::Ban { ban, reply, answer }));
+                // The other instances close theirs too (they poll the bans first).
+                cluster.io.send(Request::Disconnect { uid: uid.into() });
+            }
+        }
+    }
+
+    /// `DELETE /api/v1/users/{id}/ban`: the user may connect again.
+    pub(super) fn unban(&mut self, uid: &str, by: Actor, reply: Sender<ApiResult>) {
+        let lifted = self.bans.lift(uid, now_ms()).is_some();
+        if lifted {
+            self.record(&by, "unban", uid, "", String::new());
+        }
+        let answer = json!({ "user": uid, "lifted": lifted });
+        match &self.backend {
+            Backend::Local(_) => {
+                if lifted {
+                    self.change_access(AccessChange::Unban { user: uid.to_owned() });
+                }
+                self.api_replies.push((reply, Ok(answer)));
+            }
+            Backend::Redis(cluster) => {
+                cluster.io.send(Request::Admin(AdminRequest::Unban { user: uid.to_owned(), reply, answer }))
+            }
+        }
+    }
+
+    /// Redis mode: the cluster's bans as `redis-io` read them. Users newly banned
+    /// elsewhere are closed here, and (open mode) their addresses here covered.
+    pub(super) fn on_bans(&mut self, bans: Vec<Ban>) {
+        for ban in self.bans.replace(bans, now_ms()) {
+            let addrs = self.kick_addresses_of(&ban.user);
+            self.bans.cover(&ban.user, &addrs);
+            self.close_user(&ban.user, CloseReason::Banned);
+        }
+    }
+}
