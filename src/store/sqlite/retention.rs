@@ -61,8 +61,10 @@ fn step(conn: &mut Connection, policy: &Policy, now_ms: u64) -> rusqlite::Result
     }
     if let Some(age) = policy.max_age_ms {
         let cutoff = now_ms.saturating_sub(age) as i64;
+        // Oldest first in the order they were stored (ids grow with time): the rowid
+        // b-tree, no index on `ts` that every commit would have to write.
         out.by_age = conn.execute(
-            "DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE ts < ?1 ORDER BY ts LIMIT ?2)",
+            "DELETE FROM messages WHERE id IN (SELECT id FROM messages ORDER BY id LIMIT ?2) AND ts < ?1",
             params![cutoff, STEP_ROWS],
         )? as u64;
         if out.by_age > 0 {

@@ -28,7 +28,6 @@ CREATE TABLE IF NOT EXISTS messages (
     json BLOB NOT NULL,
     UNIQUE (room, seq)
 );
-CREATE INDEX IF NOT EXISTS messages_ts ON messages (ts);
 CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5 (
     text, content = '', tokenize = 'unicode61'
 );
@@ -87,6 +86,9 @@ pub fn prepare_writer(conn: &Connection, policy: FsyncPolicy) -> rusqlite::Resul
     conn.pragma_update(None, "secure_delete", "ON")?;
     upgrade_search_index(conn)?;
     conn.execute_batch(SCHEMA)?;
+    // Stores written before retention went by id kept an index on `ts`: one more page
+    // in every commit, read only by retention. Dropped once.
+    conn.execute_batch("DROP INDEX IF EXISTS messages_ts")?;
     conn.execute_batch(super::blocks::SCHEMA)?;
     add_private_titles(conn)?;
     // …and a deleted message's words leave the search index, not just its results.
@@ -170,6 +172,23 @@ mod tests {
             .query_row("SELECT count(*) FROM messages_fts WHERE messages_fts MATCH 'words'", [], |r| r.get(0))
             .unwrap();
         assert_eq!(left, 0, "the delete trigger takes the words out");
+    }
+
+    #[test]
+    fn an_old_ts_index_is_dropped() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join(DB_FILE);
+        {
+            let conn = Connection::open(&path).expect("open");
+            prepare_writer(&conn, FsyncPolicy::Never).expect("prepare");
+            conn.execute_batch("CREATE INDEX messages_ts ON messages (ts)").expect("the old index");
+        }
+        let mut store = super::super::SqliteStore::open(dir.path(), FsyncPolicy::Never).expect("reopen");
+        let left: i64 = store
+            .conn()
+            .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'messages_ts'", [], |r| r.get(0))
+            .expect("schema");
+        assert_eq!(left, 0, "every commit would still write its pages");
     }
 
     #[test]
