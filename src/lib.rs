@@ -169,6 +169,8 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown, ready: impl 
             let mut api = Api::new(keys, commands_tx.clone(), cfg.api_rate_per_s, cfg.max_text_chars);
             if cfg.redis.is_none() {
                 api = api.with_audit_db(crate::store::sqlite::db_path(&cfg.data_dir));
+                // Export and erasure read the SQLite store; with --redis they are refused.
+                api = api.with_data_dir(cfg.data_dir.clone());
             }
             let pool = ApiHttp::start(Arc::new(api))?;
             Some(Handoff(Arc::new(move |stream, buffered| pool.submit(stream, buffered))))

@@ -122,6 +122,10 @@ pub enum Event<'a> {
     Leave { room: &'a str, uid: &'a str, user: &'a str },
     #[serde(rename = "room.created")]
     RoomCreated { room: &'a str },
+    /// User `uid` was erased (`DELETE /api/v1/users/{id}`, `messages` `remove` or
+    /// `keep`): drop what you hold about them.
+    #[serde(rename = "user.erased")]
+    UserErased { uid: &'a str, messages: &'a str },
 }
 
 #[derive(Serialize)]

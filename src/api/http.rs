@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Sender, TrySendError};
 use serde_json::{json, Value};
 
-use super::routes::ApiRequest;
-use super::{Api, MAX_BODY};
+use super::routes::{error_body, status_of, ApiRequest};
+use super::userdata::Export;
+use super::{Api, Reply, MAX_BODY};
 use crate::proxy::{self, Framing};
 
 /// Threads answering API calls; each mostly waits on the dispatcher.
@@ -188,8 +189,57 @@ fn answer(api: &Api, stream: TcpStream, mut buf: Vec<u8>) {
         content_type: req.content_type.as_deref(),
         body: &buf[req.head_len..want],
     };
-    let (status, value) = api.handle(&request, req.authorization.as_deref());
-    respond(&stream, status, &value);
+    match api.handle(&request, req.authorization.as_deref()) {
+        Reply::Json(status, value) => respond(&stream, status, &value),
+        Reply::Export(export) => stream_export(&stream, &export),
+    }
+}
+
+/// Streams a user's export as a chunked body: a caller that reads slowly holds this
+/// worker (each write waits at most [`IO_TIMEOUT`]), never the dispatcher. A body cut
+/// short ends without the last chunk, so the caller can tell.
+fn stream_export(stream: &TcpStream, export: &Export) {
+    let conn = match export.open() {
+        Ok(conn) => conn,
+        Err(e) => return respond(stream, status_of(e.code), &error_body(&e)),
+    };
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Disposition: attachment; filename=\"{}\"\r\nTransfer-Encoding: chunked\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+        export.content_type(),
+        export.file_name()
+    );
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, Chunked(stream));
+    let written = out
+        .get_mut()
+        .0
+        .write_all(head.as_bytes())
+        .and_then(|()| export.write(&conn, &mut out))
+        .and_then(|()| out.flush())
+        .and_then(|()| (&mut &*stream).write_all(b"0\r\n\r\n"));
+    if let Err(e) = written {
+        log::info!("api: export of {} not finished: {e}", export.uid);
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+}
+
+/// Writes each buffer it is given as one HTTP/1.1 chunk.
+struct Chunked<'a>(&'a TcpStream);
+
+impl Write for Chunked<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let mut s = self.0;
+        s.write_all(format!("{:x}\r\n", buf.len()).as_bytes())?;
+        s.write_all(buf)?;
+        s.write_all(b"\r\n")?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The answer to a request for `/api/` on a listener without the API: the public

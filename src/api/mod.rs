@@ -3,7 +3,8 @@
 //!
 //! - [`http`]: the API's worker threads behind the HTTP side;
 //! - [`keys`]: the API keys (`--api-key-file`), re-read when the file changes;
-//! - [`routes`]: parsing and checking requests into dispatcher calls, errors to statuses.
+//! - [`routes`]: parsing and checking requests into dispatcher calls, errors to statuses;
+//! - [`userdata`]: a user's export (streamed) and erasure (driven chunk by chunk).
 //!
 //! Nothing here owns chat state: API calls reach the dispatcher as
 //! [`Command::Api`]s, like a client's messages, and wait for its answer (a post's
@@ -12,6 +13,7 @@
 pub mod http;
 pub mod keys;
 pub mod routes;
+pub mod userdata;
 
 use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
@@ -45,18 +47,33 @@ pub struct Api {
     /// Single-instance mode: the store file the audit log is read from, on a read-only
     /// connection of the API's own (opened at first use), never the dispatcher's.
     audit_db: Option<(PathBuf, Mutex<Option<rusqlite::Connection>>)>,
+    /// The SQLite store's data dir, for export and erasure; `None` with `--redis`.
+    data_dir: Option<PathBuf>,
+}
+
+/// An answer: JSON, or a user's export for the HTTP side to stream.
+pub enum Reply {
+    Json(u16, Value),
+    Export(userdata::Export),
 }
 
 impl Api {
     pub fn new(keys: ApiKeys, commands: Sender<Command>, rate_per_s: u32, max_text: usize) -> Api {
         let limiter = Mutex::new(TokenBucket::new(rate_per_s, rate_per_s.saturating_mul(2)));
-        Api { keys, commands, limiter, max_text, audit_db: None }
+        Api { keys, commands, limiter, max_text, audit_db: None, data_dir: None }
     }
 
     /// Reads the audit log from this SQLite store (single-instance mode); without it,
     /// audit reads go to Redis through the dispatcher.
     pub fn with_audit_db(mut self, path: PathBuf) -> Api {
         self.audit_db = Some((path, Mutex::new(None)));
+        self
+    }
+
+    /// Single-instance mode: user export and erasure read the store in `dir` (without
+    /// it, with `--redis`, both are refused).
+    pub fn with_data_dir(mut self, dir: PathBuf) -> Api {
+        self.data_dir = Some(dir);
         self
     }
 
@@ -74,21 +91,26 @@ impl Api {
     }
 
     /// Answers one request; logs it with the key's id (never the key).
-    pub fn handle(&self, req: &ApiRequest, authorization: Option<&str>) -> (u16, Value) {
+    pub fn handle(&self, req: &ApiRequest, authorization: Option<&str>) -> Reply {
         let key = self.keys.check(authorization);
         self.record_reloads();
         let Some(key) = key else {
-            return self.unauthorized(req.method, req.url);
+            let (status, body) = self.unauthorized(req.method, req.url);
+            return Reply::Json(status, body);
         };
         let (status, body) = match self.answer(req, &key) {
-            Ok(answer) => answer,
+            Ok(Reply::Export(export)) => {
+                log::info!("api: {} {} {} -> export", key.id, req.method, path_of(req.url));
+                return Reply::Export(export);
+            }
+            Ok(Reply::Json(status, body)) => (status, body),
             Err(e) => (status_of(e.code), error_body(&e)),
         };
         log::info!("api: {} {} {} -> {status}", key.id, req.method, path_of(req.url));
-        (status, body)
+        Reply::Json(status, body)
     }
 
-    fn answer(&self, req: &ApiRequest, key: &keys::ApiKey) -> Result<(u16, Value), ProtocolError> {
+    fn answer(&self, req: &ApiRequest, key: &keys::ApiKey) -> Result<Reply, ProtocolError> {
         if !self.limiter.lock().unwrap_or_else(PoisonError::into_inner).take() {
             return Err(ProtocolError::new(ErrorCode::RateLimited, "too many API calls; slow down"));
         }
@@ -96,11 +118,26 @@ impl Api {
             return Err(ProtocolError::new(ErrorCode::TooLong, format!("the body is over {MAX_BODY} bytes")));
         }
         let call = match routes::route(req, key, self.max_text)? {
-            Routed::Answer(status, body) => return Ok((status, body)),
+            Routed::Answer(status, body) => return Ok(Reply::Json(status, body)),
             Routed::Call(call) => call,
+            Routed::Export { uid, zip } => {
+                let Some(dir) = self.data_dir.clone() else {
+                    let (status, body) = userdata::redis_refusal();
+                    return Ok(Reply::Json(status, body));
+                };
+                return Ok(Reply::Export(userdata::Export { dir, uid, zip }));
+            }
+            Routed::Erase { uid, messages, by } => {
+                let Some(dir) = &self.data_dir else {
+                    let (status, body) = userdata::redis_refusal();
+                    return Ok(Reply::Json(status, body));
+                };
+                log::info!("api: erasing user {uid} (messages {messages:?})");
+                return userdata::erase(&self.commands, dir, &uid, messages, by).map(|v| Reply::Json(200, v));
+            }
         };
         if let (ApiCall::Audit { query }, Some(db)) = (&call, &self.audit_db) {
-            return read_audit(db, query).map(|page| (200, page));
+            return read_audit(db, query).map(|page| Reply::Json(200, page));
         }
         let created = matches!(call, ApiCall::Post { .. });
         let (reply, answer) = crossbeam_channel::bounded(1);
@@ -111,7 +148,7 @@ impl Api {
         }
         let value = answer.recv_timeout(CALL_TIMEOUT).map_err(|_| unavailable())??;
         let status = if created && value["dup"] == false { 201 } else { 200 };
-        Ok((status, value))
+        Ok(Reply::Json(status, value))
     }
 }
 

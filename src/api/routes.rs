@@ -36,6 +36,17 @@ pub struct ApiRequest<'a> {
 pub enum Routed {
     Call(ApiCall),
     Answer(u16, Value),
+    /// Everything stored about a user, streamed by the API worker (`zip`: as a zip).
+    Export {
+        uid: String,
+        zip: bool,
+    },
+    /// Erase a user, driven by the API worker chunk by chunk.
+    Erase {
+        uid: String,
+        messages: super::userdata::Messages,
+        by: Actor,
+    },
 }
 
 /// The HTTP status an error code maps to.
@@ -224,6 +235,8 @@ pub enum Endpoint {
     Unban,
     Bans,
     Audit,
+    Export,
+    Erase,
 }
 
 /// One route: a method and a path template whose `{name}` segments match any one
@@ -248,6 +261,8 @@ pub const ROUTES: &[Route] = &[
     Route { method: "DELETE", path: "/api/v1/users/{id}/ban", endpoint: Endpoint::Unban },
     Route { method: "GET", path: "/api/v1/bans", endpoint: Endpoint::Bans },
     Route { method: "GET", path: "/api/v1/audit", endpoint: Endpoint::Audit },
+    Route { method: "GET", path: "/api/v1/users/{id}/export", endpoint: Endpoint::Export },
+    Route { method: "DELETE", path: "/api/v1/users/{id}", endpoint: Endpoint::Erase },
 ];
 
 /// The `{name}` segments of a matched path, in template order.
@@ -318,6 +333,29 @@ pub fn route(req: &ApiRequest, key: &ApiKey, max_text: usize) -> Result<Routed, 
         Endpoint::Disconnect => Ok(Routed::Call(ApiCall::Disconnect { uid: user_of(&params)?.into(), by: by() })),
         Endpoint::Ban | Endpoint::Unban | Endpoint::Bans | Endpoint::Audit if !key.admin => {
             Err(bad(ErrorCode::Forbidden, "this key may not ban or read the audit log (mark it `admin`)"))
+        }
+        Endpoint::Export => {
+            let uid = user_of(&params)?;
+            if !key.admin {
+                return Err(bad(ErrorCode::Forbidden, "this key may not read users' data (mark it `admin`)"));
+            }
+            let zip = match query.iter().find(|(k, _)| k == "format").map(|(_, v)| v.as_str()) {
+                None | Some("ndjson") => false,
+                Some("zip") => true,
+                Some(_) => return Err(bad(ErrorCode::BadField, "`format` is `ndjson` (the default) or `zip`")),
+            };
+            Ok(Routed::Export { uid, zip })
+        }
+        Endpoint::Erase => {
+            let uid = user_of(&params)?;
+            if !key.admin {
+                return Err(bad(ErrorCode::Forbidden, "this key may not erase users (mark it `admin`)"));
+            }
+            let choice = query.iter().find(|(k, _)| k == "messages").map(|(_, v)| v.as_str());
+            let messages = choice.and_then(super::userdata::Messages::parse).ok_or_else(|| {
+                bad(ErrorCode::BadField, "say what happens to their messages: `?messages=remove` or `?messages=keep`")
+            })?;
+            Ok(Routed::Erase { uid, messages, by: by() })
         }
         Endpoint::Ban => Ok(Routed::Call(ban_call(user_of(&params)?, req, by())?)),
         Endpoint::Unban => Ok(Routed::Call(ApiCall::Unban { uid: user_of(&params)?.into(), by: by() })),

@@ -40,6 +40,12 @@ pub enum ApiCall {
     Bans,
     /// A page of the audit log (Redis mode; locally the API reads it itself).
     Audit { query: AuditQuery },
+    /// Erasure: delete these messages as `system`, one answer each (see `erasure`).
+    EraseMessages { messages: Vec<(RoomName, u64)> },
+    /// Erasure: these stored rows name `uid`; make the author anonymous in each.
+    Anonymize { uid: UserId, rows: Vec<(RoomName, u64)> },
+    /// Erasure's last step: close, forget the rest, truncate the WAL.
+    ForgetUser { uid: UserId, messages: &'static str, deleted: u64, renamed: u64, by: Actor },
 }
 
 fn not_found(room: &RoomName) -> ProtocolError {
@@ -55,12 +61,16 @@ impl Dispatcher {
             | ApiCall::Delete { room, .. }
             | ApiCall::Messages { room, .. }
             | ApiCall::Presence { room } => Some(room),
+            // Erasure reaches private and DM rooms too: it is the user's data, not a room's.
             ApiCall::Rooms
             | ApiCall::Disconnect { .. }
             | ApiCall::Ban { .. }
             | ApiCall::Unban { .. }
             | ApiCall::Bans
-            | ApiCall::Audit { .. } => None,
+            | ApiCall::Audit { .. }
+            | ApiCall::EraseMessages { .. }
+            | ApiCall::Anonymize { .. }
+            | ApiCall::ForgetUser { .. } => None,
         };
         if let Some(room) = room.filter(|r| r.as_str().starts_with(PRIVATE_PREFIX) || self.privacy.is_private_room(r)) {
             let _ = reply.send(Err(not_found(room)));
@@ -133,6 +143,12 @@ impl Dispatcher {
             ApiCall::Bans => Ok(json!({ "bans": self.bans.list(super::state::now_ms()) })),
             ApiCall::Audit { .. } => {
                 Err(ProtocolError::new(ErrorCode::Unavailable, "the audit log is read by the API"))
+            }
+            ApiCall::EraseMessages { messages } => return self.erase_messages(messages, &reply),
+            ApiCall::Anonymize { uid, rows } => return self.anonymize(&uid, rows, reply),
+            ApiCall::ForgetUser { uid, messages, deleted, renamed, by } => {
+                let detail = format!("messages {messages}: {deleted} deleted, {renamed} made anonymous");
+                self.forget_user(&uid, messages, &by, detail)
             }
         };
         // Reads have nothing to commit: answer at once.

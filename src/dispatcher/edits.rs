@@ -296,7 +296,11 @@ impl Dispatcher {
     }
 
     /// The committed JSON of message `seq`: from the ring, else one row of the store.
-    fn original(&mut self, room: &RoomName, seq: u64) -> Result<Option<Bytes>, crate::store::sqlite::SqliteStoreError> {
+    pub(super) fn original(
+        &mut self,
+        room: &RoomName,
+        seq: u64,
+    ) -> Result<Option<Bytes>, crate::store::sqlite::SqliteStoreError> {
         if let Some(m) = self.rooms.get(room).and_then(|r| r.history.get(seq)) {
             return Ok(Some(m.json()));
         }

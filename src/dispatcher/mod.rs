@@ -49,6 +49,7 @@ mod commands;
 mod dms;
 mod durability;
 mod edits;
+mod erasure;
 mod eviction;
 pub mod heartbeat;
 pub mod history;

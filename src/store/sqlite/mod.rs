@@ -25,6 +25,7 @@ pub mod retention;
 mod rooms;
 mod schema;
 mod syncer;
+pub mod userdata;
 
 use std::collections::HashMap;
 use std::fs;
@@ -62,6 +63,10 @@ pub struct SqliteStore {
     loaded_access: AccessSnapshot,
     /// Edits and deletions of committed messages, written after the batch's new rows.
     rewrites: Vec<edits::Rewrite>,
+    /// Stored rows whose author is made anonymous (an erased user's): room, seq, JSON.
+    renames: Vec<(String, u64, bytes::Bytes)>,
+    /// Erased users whose other rows (name, markers, blocks…) go with the next commit.
+    forgotten: Vec<String>,
     /// A deletion was committed: the WAL still holds the old text until truncated.
     scrub_due: bool,
     /// Room name → row id, for rows known to be committed.
@@ -100,6 +105,8 @@ impl SqliteStore {
             pending: Vec::new(),
             pending_reads: HashMap::new(),
             rewrites: Vec::new(),
+            renames: Vec::new(),
+            forgotten: Vec::new(),
             scrub_due: false,
             pending_access: Vec::new(),
             pending_audit: Vec::new(),
@@ -123,7 +130,9 @@ impl SqliteStore {
         let idle = self.pending_reads.is_empty()
             && self.pending_access.is_empty()
             && self.pending_audit.is_empty()
-            && self.rewrites.is_empty();
+            && self.rewrites.is_empty()
+            && self.renames.is_empty()
+            && self.forgotten.is_empty();
         if self.pending.is_empty() && idle {
             return Ok(());
         }
@@ -134,6 +143,8 @@ impl SqliteStore {
                 self.pending_reads.clear();
                 self.pending_access.clear();
                 self.pending_audit.clear();
+                self.renames.clear();
+                self.forgotten.clear();
                 self.syncer.dirty();
                 Ok(())
             }
@@ -173,6 +184,8 @@ impl SqliteStore {
             audit::write(&tx, &self.pending_audit)?;
         }
         edits::write(&tx, rewrites)?;
+        // After the rewrites: a deletion marker made in this batch is renamed too.
+        userdata::write(&tx, &self.renames, &self.forgotten)?;
         tx.commit()
     }
 

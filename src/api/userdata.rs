@@ -1,0 +1,357 @@
+//! A user's data over the server API: the export (`GET /api/v1/users/{id}/export`),
+//! streamed as NDJSON or a zip from a read-only store connection of the API worker's
+//! own, and the erasure (`DELETE /api/v1/users/{id}?messages=remove|keep`), which finds
+//! the user's rows the same way and has the dispatcher change them in small chunks.
+//!
+//! Runs on an API worker thread: an export never touches the dispatcher, and an
+//! erasure waits for it chunk by chunk, so neither holds up anyone's messages for more
+//! than one chunk. Never holds a user's whole history in memory. Single-instance
+//! (SQLite) mode only; with `--redis` both are refused (501) before anything is read.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+use serde_json::{json, Value};
+
+use crate::dispatcher::api::ApiCall;
+use crate::dispatcher::{Actor, Command};
+use crate::protocol::{ApiResult, ErrorCode, ProtocolError, RoomName};
+use crate::store::sqlite::userdata::{self as rows, Authored};
+
+/// Rows handed to the dispatcher at once: small, so a chunk holds it for milliseconds.
+const CHUNK: usize = 100;
+/// How long one chunk may wait for the dispatcher (it commits once per room touched).
+const CHUNK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What an erasure does with the user's messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Messages {
+    /// Delete every message they wrote, as a moderator's delete would.
+    Remove,
+    /// Keep them, shown as written by [`rows::DELETED_NAME`].
+    Keep,
+}
+
+impl Messages {
+    pub fn parse(v: &str) -> Option<Messages> {
+        match v {
+            "remove" => Some(Messages::Remove),
+            "keep" => Some(Messages::Keep),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Messages::Remove => "remove",
+            Messages::Keep => "keep",
+        }
+    }
+}
+
+/// The answer to export or erase with `--redis`.
+pub fn redis_refusal() -> (u16, Value) {
+    let message = "user export and erasure need single-instance mode (SQLite); with --redis they are not \
+                   available: see docs/API.md";
+    (501, json!({"error": {"code": "unavailable", "message": message}}))
+}
+
+fn unavailable(why: impl std::fmt::Display) -> ProtocolError {
+    log::warn!("api: user data: {why}");
+    ProtocolError::new(ErrorCode::Unavailable, "the message store could not be read; retry")
+}
+
+/// One export, ready to be written to its caller.
+pub struct Export {
+    pub dir: PathBuf,
+    pub uid: String,
+    pub zip: bool,
+}
+
+impl Export {
+    pub fn content_type(&self) -> &'static str {
+        if self.zip {
+            "application/zip"
+        } else {
+            "application/x-ndjson"
+        }
+    }
+
+    pub fn file_name(&self) -> &'static str {
+        if self.zip {
+            "natter-export.zip"
+        } else {
+            "natter-export.ndjson"
+        }
+    }
+
+    /// Opens the store first, so that a store that cannot be read is an error answer,
+    /// not a broken 200.
+    pub fn open(&self) -> Result<rusqlite::Connection, ProtocolError> {
+        rows::open_reader(&self.dir).map_err(unavailable)
+    }
+
+    /// Writes the whole export to `out` from one snapshot of the store: the header
+    /// line, everything stored about the user, and an `end` line with the counts (a
+    /// body without it was cut short).
+    pub fn write(&self, conn: &rusqlite::Connection, out: &mut dyn Write) -> io::Result<()> {
+        if self.zip {
+            let mut zip = StoredZip::new(out);
+            zip.start_entry("export.ndjson")?;
+            self.write_ndjson(conn, &mut zip)?;
+            zip.finish_entry()?;
+            // Uploaded files go here, one entry each, when the store holds any.
+            zip.finish()
+        } else {
+            self.write_ndjson(conn, out)
+        }
+    }
+
+    fn write_ndjson(&self, conn: &rusqlite::Connection, out: &mut dyn Write) -> io::Result<()> {
+        let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        // One read transaction: the export is one point in time, whatever commits meanwhile.
+        conn.execute_batch("BEGIN").map_err(io::Error::other)?;
+        let mut line = |v: &Value| -> io::Result<()> {
+            serde_json::to_writer(&mut *out, v)?;
+            out.write_all(b"\n")
+        };
+        line(&json!({"type": "export", "user": self.uid, "ts": ts, "format": 1}))?;
+        let counts = match rows::export(conn, &self.uid, &mut line) {
+            Ok(counts) => counts,
+            Err(rows::ExportError::Gone(e)) => return Err(e),
+            Err(rows::ExportError::Store(e)) => {
+                log::warn!("api: export of {}: {e}", self.uid);
+                return Err(io::Error::other("the store could not be read"));
+            }
+        };
+        line(&json!({"type": "end", "messages": counts.messages, "lines": counts.lines + 2}))?;
+        let _ = conn.execute_batch("COMMIT");
+        Ok(())
+    }
+}
+
+/// Erases `uid`: with [`Messages::Remove`] their messages are deleted first (a `delete`
+/// event each), then every stored row that still names them is made anonymous, then
+/// the rest is forgotten and the WAL truncated. Safe to repeat: a second run finds
+/// nothing left to change.
+pub fn erase(
+    commands: &Sender<Command>,
+    dir: &Path,
+    uid: &str,
+    messages: Messages,
+    by: Actor,
+) -> Result<Value, ProtocolError> {
+    let conn = rows::open_reader(dir).map_err(unavailable)?;
+    let mut deleted = 0u64;
+    if messages == Messages::Remove {
+        let mut after = 0;
+        loop {
+            let page = rows::authored(&conn, uid, after, CHUNK).map_err(unavailable)?;
+            let Some(last) = page.last() else { break };
+            after = last.id;
+            let live: Vec<(RoomName, u64)> =
+                page.iter().filter(|r| r.is_live_message_of(uid)).filter_map(room_seq).collect();
+            deleted += delete_chunk(commands, live)?;
+        }
+    }
+    // A second scan: with `remove`, it sees the deletion markers just committed.
+    let mut renamed = 0u64;
+    let mut after = 0;
+    loop {
+        let page = rows::authored(&conn, uid, after, CHUNK).map_err(unavailable)?;
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        let chunk: Vec<(RoomName, u64)> = page.iter().filter_map(room_seq).collect();
+        let answer = call(commands, ApiCall::Anonymize { uid: uid.into(), rows: chunk }, 1)?;
+        renamed += answer.first().and_then(|a| a.as_ref().ok()).and_then(|v| v["renamed"].as_u64()).unwrap_or(0);
+        if let Some(Err(e)) = answer.into_iter().next() {
+            return Err(e);
+        }
+    }
+    // Our snapshot must not keep the WAL busy when the dispatcher truncates it.
+    drop(conn);
+    let forget = ApiCall::ForgetUser { uid: uid.into(), messages: messages.as_str(), deleted, renamed, by };
+    let last = call(commands, forget, 1)?;
+    let done = last.into_iter().next().unwrap_or_else(|| Err(unavailable("no answer")))?;
+    Ok(json!({
+        "messages": messages.as_str(),
+        "deleted": deleted,
+        "renamed": renamed,
+        "closed": done["closed"],
+        "scrubbed": done["scrubbed"],
+    }))
+}
+
+fn room_seq(r: &Authored) -> Option<(RoomName, u64)> {
+    RoomName::parse(&r.room).map(|room| (room, r.seq))
+}
+
+/// Deletes one chunk of messages; counts those deleted (one deleted meanwhile by
+/// someone else is not an error).
+fn delete_chunk(commands: &Sender<Command>, messages: Vec<(RoomName, u64)>) -> Result<u64, ProtocolError> {
+    if messages.is_empty() {
+        return Ok(0);
+    }
+    let n = messages.len();
+    let mut deleted = 0;
+    for answer in call(commands, ApiCall::EraseMessages { messages }, n)? {
+        match answer {
+            Ok(_) => deleted += 1,
+            Err(e) if e.code == ErrorCode::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(deleted)
+}
+
+/// Sends one call and collects its `answers` answers.
+fn call(commands: &Sender<Command>, call: ApiCall, answers: usize) -> Result<Vec<ApiResult>, ProtocolError> {
+    let busy = || ProtocolError::new(ErrorCode::Unavailable, "the server is busy or stopping; retry (erasure resumes)");
+    let (reply, answer) = crossbeam_channel::bounded(answers);
+    commands.send_timeout(Command::Api { call, reply }, CHUNK_TIMEOUT).map_err(|_| busy())?;
+    (0..answers).map(|_| answer.recv_timeout(CHUNK_TIMEOUT).map_err(|_| busy())).collect()
+}
+
+/// A zip archive written front to back without seeking: each entry stored as it is
+/// (no compression), its CRC and sizes in a data descriptor after its bytes, the
+/// central directory at the end. Entries up to 4 GiB (no ZIP64).
+struct StoredZip<'a> {
+    out: &'a mut dyn Write,
+    offset: u64,
+    entries: Vec<ZipEntry>,
+    current: Option<ZipEntry>,
+}
+
+struct ZipEntry {
+    name: String,
+    offset: u64,
+    crc: u32,
+    size: u64,
+}
+
+impl<'a> StoredZip<'a> {
+    fn new(out: &'a mut dyn Write) -> StoredZip<'a> {
+        StoredZip { out, offset: 0, entries: Vec::new(), current: None }
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.out.write_all(bytes)?;
+        self.offset += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn start_entry(&mut self, name: &str) -> io::Result<()> {
+        let entry = ZipEntry { name: name.to_owned(), offset: self.offset, crc: 0, size: 0 };
+        let mut h = Vec::with_capacity(30 + name.len());
+        h.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
+        h.extend_from_slice(&20u16.to_le_bytes()); // version needed
+        h.extend_from_slice(&0x0808u16.to_le_bytes()); // data descriptor follows; UTF-8 name
+        h.extend_from_slice(&[0; 2 + 2 + 2]); // stored; time; date
+        h.extend_from_slice(&[0; 4 + 4 + 4]); // crc and sizes: in the descriptor
+        h.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        h.extend_from_slice(&0u16.to_le_bytes());
+        h.extend_from_slice(name.as_bytes());
+        self.put(&h)?;
+        self.current = Some(entry);
+        Ok(())
+    }
+
+    fn finish_entry(&mut self) -> io::Result<()> {
+        let Some(e) = self.current.take() else { return Ok(()) };
+        let size = u32::try_from(e.size).map_err(|_| io::Error::other("a zip entry over 4 GiB"))?;
+        let mut d = Vec::with_capacity(16);
+        d.extend_from_slice(&0x0807_4b50u32.to_le_bytes());
+        d.extend_from_slice(&e.crc.to_le_bytes());
+        d.extend_from_slice(&size.to_le_bytes());
+        d.extend_from_slice(&size.to_le_bytes());
+        self.put(&d)?;
+        self.entries.push(e);
+        Ok(())
+    }
+
+    fn finish(mut self) -> io::Result<()> {
+        let start = self.offset;
+        let entries = std::mem::take(&mut self.entries);
+        for e in &entries {
+            let offset = u32::try_from(e.offset).map_err(|_| io::Error::other("a zip over 4 GiB"))?;
+            let mut c = Vec::with_capacity(46 + e.name.len());
+            c.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
+            c.extend_from_slice(&20u16.to_le_bytes()); // made by
+            c.extend_from_slice(&20u16.to_le_bytes()); // needed
+            c.extend_from_slice(&0x0808u16.to_le_bytes());
+            c.extend_from_slice(&[0; 2 + 2 + 2]);
+            c.extend_from_slice(&e.crc.to_le_bytes());
+            c.extend_from_slice(&(e.size as u32).to_le_bytes());
+            c.extend_from_slice(&(e.size as u32).to_le_bytes());
+            c.extend_from_slice(&(e.name.len() as u16).to_le_bytes());
+            c.extend_from_slice(&[0; 2 + 2 + 2 + 2 + 4]); // extra, comment, disk, attrs
+            c.extend_from_slice(&offset.to_le_bytes());
+            c.extend_from_slice(e.name.as_bytes());
+            self.put(&c)?;
+        }
+        let size = self.offset - start;
+        let mut end = Vec::with_capacity(22);
+        end.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+        end.extend_from_slice(&[0; 4]); // disk numbers
+        end.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+        end.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+        end.extend_from_slice(&(size as u32).to_le_bytes());
+        end.extend_from_slice(&(start as u32).to_le_bytes());
+        end.extend_from_slice(&0u16.to_le_bytes());
+        self.put(&end)?;
+        self.out.flush()
+    }
+}
+
+impl Write for StoredZip<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let e = self.current.as_mut().ok_or_else(|| io::Error::other("no zip entry started"))?;
+        e.crc = crc32(e.crc, buf);
+        e.size += buf.len() as u64;
+        self.out.write_all(buf)?;
+        self.offset += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// CRC-32 (IEEE, as zip uses) of `bytes`, continuing from `crc`.
+fn crc32(crc: u32, bytes: &[u8]) -> u32 {
+    let mut c = !crc;
+    for &b in bytes {
+        c ^= u32::from(b);
+        for _ in 0..8 {
+            c = if c & 1 != 0 { (c >> 1) ^ 0xEDB8_8320 } else { c >> 1 };
+        }
+    }
+    !c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc32_is_the_zip_one() {
+        assert_eq!(crc32(0, b"123456789"), 0xCBF4_3926);
+        assert_eq!(crc32(crc32(0, b"1234"), b"56789"), 0xCBF4_3926, "continues across writes");
+    }
+
+    #[test]
+    fn a_stored_zip_has_its_entry_and_a_central_directory() {
+        let mut bytes = Vec::new();
+        let mut zip = StoredZip::new(&mut bytes);
+        zip.start_entry("a.txt").unwrap();
+        zip.write_all(b"hello").unwrap();
+        zip.finish_entry().unwrap();
+        zip.finish().unwrap();
+        assert_eq!(&bytes[..4], b"PK\x03\x04");
+        assert_eq!(&bytes[bytes.len() - 22..bytes.len() - 18], b"PK\x05\x06");
+        assert!(bytes.windows(5).any(|w| w == b"hello"));
+    }
+}

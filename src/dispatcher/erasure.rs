@@ -1,0 +1,103 @@
+//! Erasing a user (`DELETE /api/v1/users/{id}`), the dispatcher's side: the API's
+//! worker finds the user's stored rows on a connection of its own and hands them
+//! here in small chunks, so no chunk holds the dispatcher for long. A chunk of their
+//! messages is deleted as the server API deletes one (a `delete` event each, to the
+//! room's members and webhook receivers); a chunk of rows naming them is rewritten
+//! with the author made anonymous, in the store and in the rings after the commit; the
+//! last step forgets the rest (name, markers, blocks, invitations) and truncates the
+//! WAL, so the old bytes leave the files once committed.
+//!
+//! Local (SQLite) mode only: the API refuses erasure with `--redis` before it comes
+//! here. Never reads the store beyond one row per message (like an edit's check).
+
+use bytes::Bytes;
+use crossbeam_channel::Sender;
+use serde_json::json;
+
+use super::backend::Backend;
+use super::edits::{Change, Changer, RingRewrite};
+use super::tags::AckTo;
+use super::{Actor, Dispatcher};
+use crate::protocol::{wire, ApiResult, ErrorCode, ProtocolError, RoomName, User, UserId};
+use crate::store::sqlite::userdata::{anonymized, erased_id};
+use crate::webhooks::Event as HookEvent;
+
+impl Dispatcher {
+    /// Deletes each message as the API's moderator (`system`). Every message gets one
+    /// answer on `reply`: `{seq, dup}` after the commit, or its error at once (a
+    /// message deleted meanwhile answers `not_found`).
+    pub(super) fn erase_messages(&mut self, messages: Vec<(RoomName, u64)>, reply: &Sender<ApiResult>) {
+        for (room, seq) in messages {
+            let changed = self.bring_back(&room).and_then(|_| {
+                let changer = Changer {
+                    user: User { id: "system".into(), name: "system".into() },
+                    is_mod: true,
+                    ack: AckTo::Api(reply.clone()),
+                    // One audit entry for the whole erasure, not one naming them per message.
+                    actor: None,
+                };
+                self.make_change(changer, room, seq, Change::Delete, None)
+            });
+            if let Err(e) = changed {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    /// Rewrites each stored row (room, seq) that names `uid` with the author made
+    /// anonymous; answered `{renamed}` after the commit.
+    pub(super) fn anonymize(&mut self, uid: &UserId, rows: Vec<(RoomName, u64)>, reply: Sender<ApiResult>) {
+        let mut renamed = 0u64;
+        for (room, seq) in rows {
+            self.settle(&room); // a change of it still in the batch is committed first
+            let current = match self.original(&room, seq) {
+                Ok(Some(json)) => json,
+                Ok(None) => continue, // gone meanwhile (retention)
+                Err(e) => {
+                    log::warn!("erasure: reading {room}/{seq}: {e}");
+                    let e = ProtocolError::new(ErrorCode::Unavailable, "the message store cannot be read; retry");
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            };
+            let Some(json) = anonymized(&current, uid) else { continue };
+            if self.rooms.get(&room).is_some_and(|r| r.history.get(seq).is_some()) {
+                self.ring_rewrites.push(RingRewrite { room: room.clone(), seq, frame: wire::text_frame(&json) });
+            }
+            if let Backend::Local(local) = &mut self.backend {
+                local.store.rename(room.as_str(), seq, Bytes::from(json));
+            }
+            renamed += 1;
+        }
+        self.api_replies.push((reply, Ok(json!({ "renamed": renamed }))));
+    }
+
+    /// The erasure's last step: closes the user's connections, forgets what else the
+    /// store holds about them, commits, and truncates the WAL (its frames still hold
+    /// the old rows); webhook receivers get `user.erased`. Answered at once with
+    /// `{closed, scrubbed}` (`scrubbed` false: readers kept the WAL busy, the next tick
+    /// retries).
+    /// The audit log records the erasure under [`erased_id`], never the id itself.
+    pub(super) fn forget_user(&mut self, uid: &UserId, messages: &str, by: &Actor, detail: String) -> ApiResult {
+        let closed = self.disconnect(uid);
+        let Backend::Local(local) = &mut self.backend else {
+            return Err(ProtocolError::new(ErrorCode::Unavailable, "erasure needs single-instance mode"));
+        };
+        local.store.forget_user(uid);
+        self.record(by, "erase", &erased_id(uid), "", detail);
+        self.webhooks.stage(&HookEvent::UserErased { uid, messages });
+        self.commit_and_deliver();
+        if self.store_health.failing() {
+            return Err(ProtocolError::new(ErrorCode::Unavailable, "the message store could not write it; retry"));
+        }
+        let scrubbed = match &mut self.backend {
+            Backend::Local(local) => local.store.scrub_wal().unwrap_or_else(|e| {
+                log::warn!("erasure: truncating the WAL: {e}");
+                false
+            }),
+            Backend::Redis(_) => false,
+        };
+        log::info!("erasure of user {uid}: done (messages {messages}, {closed} connection(s) closed)");
+        Ok(json!({ "closed": closed, "scrubbed": scrubbed }))
+    }
+}

@@ -1,0 +1,263 @@
+//! One user's data in the store, for the server API's export and erasure
+//! (`GET`/`DELETE /api/v1/users/{id}`): the reads that find everything stored about a
+//! user (on a read-only connection of the API's own, never the writer's), and the
+//! writes that take their identity out (buffered like the batch's other writes, made
+//! in its transaction by the dispatcher's commit).
+//!
+//! Never decides what is erased or who may ask: the API and the dispatcher do. Reads
+//! stream row by row; nothing here holds a user's whole history in memory.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use rusqlite::{params, Connection, OpenFlags, Transaction};
+use serde_json::{json, Value};
+
+use super::{db_path, sql_err, SqliteStore, SqliteStoreError};
+
+/// The id an erased user's kept messages and events are shown with.
+pub const DELETED_UID: &str = "deleted";
+/// The name an erased user's kept messages and events are shown with.
+pub const DELETED_NAME: &str = "deleted user";
+
+/// A read-only connection to the store in `dir`, for one export or erasure.
+pub fn open_reader(dir: &Path) -> Result<Connection, SqliteStoreError> {
+    let db = db_path(dir);
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(&db, flags).map_err(sql_err(&db))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(sql_err(&db))?;
+    Ok(conn)
+}
+
+/// Rows of `messages` that name `uid`: as author (`uid`), as the user a moderator
+/// acted on (`user.id`) or as that moderator (`by.id`).
+const NAMES_USER: &str = "(json_extract(CAST(m.json AS TEXT), '$.uid') = ?1
+     OR json_extract(CAST(m.json AS TEXT), '$.user.id') = ?1
+     OR json_extract(CAST(m.json AS TEXT), '$.by.id') = ?1)";
+
+/// One stored row that names a user.
+#[derive(Debug)]
+pub struct Authored {
+    /// The row's id: pages of [`authored`] go on after the last one.
+    pub id: i64,
+    pub room: String,
+    pub seq: u64,
+    pub json: Vec<u8>,
+}
+
+impl Authored {
+    /// A `msg` this user wrote that still has its text (what `remove` deletes).
+    pub fn is_live_message_of(&self, uid: &str) -> bool {
+        serde_json::from_slice::<Value>(&self.json)
+            .is_ok_and(|v| v["type"] == "msg" && v["uid"] == uid && v.get("text").is_some())
+    }
+}
+
+/// Up to `limit` rows naming `uid` with ids past `after`, in id order: one page of a
+/// scan the caller continues from the last id.
+pub fn authored(conn: &Connection, uid: &str, after: i64, limit: usize) -> rusqlite::Result<Vec<Authored>> {
+    let sql = format!(
+        "SELECT m.id, r.name, m.seq, m.json FROM messages m JOIN rooms r ON r.id = m.room
+         WHERE m.id > ?2 AND {NAMES_USER} ORDER BY m.id LIMIT ?3"
+    );
+    let mut q = conn.prepare_cached(&sql)?;
+    let rows = q.query_map(params![uid, after, limit as i64], |r| {
+        Ok(Authored { id: r.get(0)?, room: r.get(1)?, seq: r.get::<_, i64>(2)? as u64, json: r.get(3)? })
+    })?;
+    rows.collect()
+}
+
+/// What an export wrote, for its closing line.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counts {
+    pub messages: u64,
+    pub lines: u64,
+}
+
+/// Everything the store holds about `uid`, one typed JSON object at a time, handed to
+/// `line` as it is read (the caller writes it out; nothing is collected here). `line`
+/// failing (the caller went away) stops the export.
+pub fn export(
+    conn: &Connection,
+    uid: &str,
+    line: &mut dyn FnMut(&Value) -> std::io::Result<()>,
+) -> Result<Counts, ExportError> {
+    let mut counts = Counts::default();
+    let mut emit = |v: Value, counts: &mut Counts| -> Result<(), ExportError> {
+        counts.lines += 1;
+        line(&v).map_err(ExportError::Gone)
+    };
+    let mut q = conn.prepare("SELECT name FROM users WHERE id = ?1")?;
+    let name: Option<String> = q.query_row([uid], |r| r.get(0)).ok();
+    emit(json!({"type": "profile", "id": uid, "name": name}), &mut counts)?;
+
+    let sql = format!(
+        "SELECT r.name, m.seq, m.ts, m.json FROM messages m JOIN rooms r ON r.id = m.room
+         WHERE {NAMES_USER} ORDER BY r.name, m.seq"
+    );
+    let mut q = conn.prepare(&sql)?;
+    let mut rows = q.query([uid])?;
+    while let Some(r) = rows.next()? {
+        let (room, seq, ts, json): (String, i64, i64, Vec<u8>) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+        let Ok(stored) = serde_json::from_slice::<Value>(&json) else { continue };
+        // A message they wrote, an edit or deletion they made, or a moderator's action
+        // that names them (as its target or as the moderator).
+        let kind = match stored["type"].as_str() {
+            Some("msg") if stored["uid"] == uid => "message",
+            Some("edit") if stored["uid"] == uid => "edit",
+            Some("delete") if stored["uid"] == uid => "delete",
+            _ => "event",
+        };
+        counts.messages += u64::from(kind == "message");
+        emit(json!({"type": kind, "room": room, "seq": seq, "ts": ts, "stored": stored}), &mut counts)?;
+    }
+
+    let tables: [(&str, &str, &str); 9] = [
+        ("read_marker", "SELECT room, seq FROM reads WHERE user = ?1 ORDER BY room", "room,seq"),
+        ("block", "SELECT blocked FROM blocks WHERE user = ?1 ORDER BY blocked", "user"),
+        ("blocked_by", "SELECT user FROM blocks WHERE blocked = ?1 ORDER BY user", "user"),
+        ("dm", "SELECT room, CASE WHEN a = ?1 THEN b ELSE a END FROM dms WHERE a = ?1 OR b = ?1", "room,with"),
+        ("dm_closed", "SELECT room FROM dm_closed WHERE user = ?1 ORDER BY room", "room"),
+        ("private_room", "SELECT room, title FROM private_rooms WHERE owner = ?1 ORDER BY room", "room,title"),
+        ("invite", "SELECT room FROM invites WHERE user = ?1 ORDER BY room", "room"),
+        ("ban", "SELECT until, reason FROM bans WHERE user = ?1", "until,reason"),
+        (
+            "audit",
+            "SELECT ts, action, actor, room, detail FROM audit WHERE target = ?1 ORDER BY id",
+            "ts,action,actor,room,detail",
+        ),
+    ];
+    for (kind, sql, fields) in tables {
+        let mut q = conn.prepare(sql)?;
+        let mut rows = q.query([uid])?;
+        while let Some(r) = rows.next()? {
+            let mut obj = serde_json::Map::new();
+            obj.insert("type".into(), kind.into());
+            for (i, field) in fields.split(',').enumerate() {
+                let v: rusqlite::types::Value = r.get(i)?;
+                let v = match v {
+                    rusqlite::types::Value::Integer(n) => Value::from(n),
+                    rusqlite::types::Value::Text(s) => Value::from(s),
+                    _ => Value::Null,
+                };
+                obj.insert(field.into(), v);
+            }
+            emit(Value::Object(obj), &mut counts)?;
+        }
+    }
+    let mut q = conn.prepare("SELECT room, until FROM kicks WHERE user = ?1 ORDER BY room")?;
+    let mut rows = q.query([uid])?;
+    while let Some(r) = rows.next()? {
+        let (room, until): (String, i64) = (r.get(0)?, r.get(1)?);
+        emit(json!({"type": "kick", "room": room, "until": until}), &mut counts)?;
+    }
+    Ok(counts)
+}
+
+/// Why an export stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("reading the store: {0}")]
+    Store(#[from] rusqlite::Error),
+    /// The caller stopped reading.
+    #[error("writing the export: {0}")]
+    Gone(std::io::Error),
+}
+
+/// `json` (a stored message or event) with every mention of `uid` as author, target or
+/// moderator replaced by [`DELETED_UID`]/[`DELETED_NAME`]; `None` when it names them
+/// nowhere (or is not JSON).
+pub fn anonymized(json: &[u8], uid: &str) -> Option<Vec<u8>> {
+    let mut v: Value = serde_json::from_slice(json).ok()?;
+    let o = v.as_object_mut()?;
+    let mut changed = false;
+    if o.get("uid").and_then(Value::as_str) == Some(uid) {
+        o.insert("uid".into(), DELETED_UID.into());
+        o.insert("user".into(), DELETED_NAME.into());
+        changed = true;
+    }
+    for key in ["user", "by"] {
+        if o.get(key).and_then(|u| u.get("id")).and_then(Value::as_str) == Some(uid) {
+            o.insert(key.into(), json!({"id": DELETED_UID, "name": DELETED_NAME}));
+            changed = true;
+        }
+    }
+    changed.then(|| serde_json::to_vec(&v).ok())?
+}
+
+/// How the audit log names an erased user: `sha256:` and the first 16 hex digits of
+/// the id's SHA-256, so an operator who knows the id can still find their entries,
+/// and the log keeps no id the erasure took out of the store.
+pub fn erased_id(uid: &str) -> String {
+    use sha2::{Digest, Sha256};
+    format!("sha256:{}", &hex::encode(Sha256::digest(uid.as_bytes()))[..16])
+}
+
+impl SqliteStore {
+    /// Buffers a stored row's new JSON for the next commit: the same message or event
+    /// with its author made anonymous (its text, and so its search entry, unchanged).
+    pub fn rename(&mut self, room: &str, seq: u64, json: Bytes) {
+        self.scrub_due = true;
+        self.renames.push((room.to_owned(), seq, json));
+    }
+
+    /// Buffers the removal of everything else stored about `uid` (its name, read
+    /// markers, blocks, invitations, kicks; DMs and owned private rooms stay, under
+    /// [`DELETED_UID`]) for the next commit.
+    pub fn forget_user(&mut self, uid: &str) {
+        self.scrub_due = true;
+        self.forgotten.push(uid.to_owned());
+    }
+}
+
+/// Writes the buffered renames and forgotten users inside the batch's transaction.
+pub(super) fn write(
+    tx: &Transaction<'_>,
+    renames: &[(String, u64, Bytes)],
+    forgotten: &[String],
+) -> rusqlite::Result<()> {
+    if !renames.is_empty() {
+        let mut update = tx.prepare_cached(
+            "UPDATE messages SET json = ?3 WHERE room = (SELECT id FROM rooms WHERE name = ?1) AND seq = ?2",
+        )?;
+        for (room, seq, json) in renames {
+            update.execute(params![room, *seq as i64, &json[..]])?;
+        }
+    }
+    for uid in forgotten {
+        tx.execute("DELETE FROM users WHERE id = ?1", [uid])?;
+        tx.execute("DELETE FROM reads WHERE user = ?1", [uid])?;
+        tx.execute("DELETE FROM blocks WHERE user = ?1 OR blocked = ?1", [uid])?;
+        tx.execute("DELETE FROM dm_closed WHERE user = ?1", [uid])?;
+        tx.execute("DELETE FROM invites WHERE user = ?1", [uid])?;
+        tx.execute("DELETE FROM kicks WHERE user = ?1", [uid])?;
+        tx.execute("UPDATE dms SET a = ?2 WHERE a = ?1", params![uid, DELETED_UID])?;
+        tx.execute("UPDATE dms SET b = ?2 WHERE b = ?1", params![uid, DELETED_UID])?;
+        tx.execute("UPDATE private_rooms SET owner = ?2 WHERE owner = ?1", params![uid, DELETED_UID])?;
+        // The audit log keeps its entries, naming them as the erasure's own entry does.
+        let hashed = erased_id(uid);
+        tx.execute("UPDATE audit SET target = ?2 WHERE target = ?1", params![uid, hashed])?;
+        tx.execute("UPDATE audit SET actor = ?2 WHERE actor = ?1", params![uid, hashed])?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anonymized_replaces_the_user_wherever_they_are_named_and_nothing_else() {
+        let msg = br#"{"type":"msg","room":"r","seq":1,"ts":1,"user":"Ann","uid":"u-ann","text":"hi"}"#;
+        let v: Value = serde_json::from_slice(&anonymized(msg, "u-ann").unwrap()).unwrap();
+        assert_eq!(
+            (v["uid"].as_str(), v["user"].as_str(), v["text"].as_str()),
+            (Some("deleted"), Some("deleted user"), Some("hi"))
+        );
+        assert!(anonymized(msg, "u-bob").is_none());
+        let kick =
+            br#"{"type":"system","event":"kick","user":{"id":"u-ann","name":"Ann"},"by":{"id":"u-mod","name":"Mo"}}"#;
+        let v: Value = serde_json::from_slice(&anonymized(kick, "u-ann").unwrap()).unwrap();
+        assert_eq!((v["user"]["id"].as_str(), v["by"]["id"].as_str()), (Some("deleted"), Some("u-mod")));
+    }
+}

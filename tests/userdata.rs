@@ -1,0 +1,238 @@
+//! A user's data over the server API, against the real server: the export of a user
+//! who wrote 1,000 messages in 3 rooms (with an edit, a read marker and a block) holds
+//! all of it, as NDJSON and as a zip; an erasure, either choice, leaves none of what it
+//! removes in natter.db, natter.db-wal or natter.db-shm (scanned byte by byte, as
+//! `strings` would), while what it keeps and other users' messages stay; members see
+//! the deletions live; with `--redis` both are refused.
+
+mod common;
+mod common_redis;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{Client, TestServer, WAIT};
+use serde_json::{json, Value};
+
+const KEY: &str = "userdata-moderator-key-0123456789";
+const PLAIN_KEY: &str = "userdata-plain-key-0123456789";
+const ROOMS: [&str; 3] = ["alpha", "beta", "gamma"];
+const MESSAGES: usize = 1000;
+/// The erased user's name: a word found nowhere else.
+const NAME: &str = "Zorblaxname";
+
+fn server(dir: &Path, redis: Option<String>) -> TestServer {
+    let keys = dir.join("api.keys");
+    std::fs::write(&keys, format!("{KEY} admin\n{PLAIN_KEY} moderate\n")).unwrap();
+    TestServer::start_with(move |c| {
+        c.api_key_file = Some(keys);
+        c.redis = redis;
+        common::unlimited_rate(c);
+    })
+}
+
+/// One request: the status, the head and the (de-chunked) body.
+fn call(addr: SocketAddr, method: &str, path: &str, key: &str) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let at = out.windows(4).position(|w| w == b"\r\n\r\n").expect("a head");
+    let head = String::from_utf8_lossy(&out[..at]).into_owned();
+    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let mut body = out[at + 4..].to_vec();
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        body = dechunk(&body).expect("a whole chunked body (ends with the 0 chunk)");
+    }
+    (status, head, body)
+}
+
+fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let eol = b.windows(2).position(|w| w == b"\r\n")?;
+        let n = usize::from_str_radix(std::str::from_utf8(&b[..eol]).ok()?, 16).ok()?;
+        b = &b[eol + 2..];
+        if n == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(b.get(..n)?);
+        b = b.get(n + 2..)?;
+    }
+}
+
+fn json_of(body: &[u8]) -> Value {
+    serde_json::from_slice(body).unwrap_or(Value::Null)
+}
+
+/// natter.db, its WAL and its shared-memory index, as bytes.
+fn store_bytes(dir: &Path) -> Vec<u8> {
+    ["natter.db", "natter.db-wal", "natter.db-shm"]
+        .iter()
+        .flat_map(|f| std::fs::read(dir.join(f)).unwrap_or_default())
+        .collect()
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// Waits until none of `gone` is in the store's files (the WAL is truncated right
+/// after the erasure's commit, or on the next tick when a reader held it).
+fn wait_gone(dir: &Path, gone: &[&str]) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let bytes = store_bytes(dir);
+        let left: Vec<&&str> = gone.iter().filter(|w| contains(&bytes, w)).collect();
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "still in natter.db*: {left:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `zed` writes 1,000 messages over three rooms (pipelined, then every ack), edits
+/// one, moves a read marker and blocks `bob`; `bob` writes one message in alpha.
+fn seed(zed: &mut Client, bob: &mut Client) {
+    for room in ROOMS {
+        zed.join(room, None);
+    }
+    bob.join("alpha", None);
+    for i in 0..MESSAGES {
+        let text = format!("quuxword{i:04} from zed");
+        zed.send(json!({"type": "msg", "room": ROOMS[i % 3], "text": text, "id": format!("m{i}")}));
+    }
+    let mut acks = 0;
+    while acks < MESSAGES {
+        if zed.recv()["type"] == "ack" {
+            acks += 1;
+        }
+    }
+    bob.send(json!({"type": "msg", "room": "alpha", "text": "bobsays hello", "id": "b1"}));
+    while bob.recv()["type"] != "ack" {}
+    zed.send(json!({"type": "edit", "room": "alpha", "seq": 1, "text": "quuxedit changed", "id": "e1"}));
+    zed.send(json!({"type": "read", "room": "alpha", "seq": 5}));
+    zed.send(json!({"type": "block", "user": bob.uid()}));
+    zed.next_of("blocked");
+}
+
+fn export_lines(admin: SocketAddr, uid: &str) -> Vec<Value> {
+    let (status, head, body) = call(admin, "GET", &format!("/api/v1/users/{uid}/export"), KEY);
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("application/x-ndjson"), "{head}");
+    body.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect()
+}
+
+#[test]
+fn an_export_holds_all_a_user_wrote_and_an_erasure_that_removes_leaves_none_of_it_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), None);
+    let (mut zed, mut bob) = (server.connect(NAME), server.connect("bob"));
+    let uid = zed.uid();
+    seed(&mut zed, &mut bob);
+
+    let lines = export_lines(server.admin, &uid);
+    let of = |kind: &str| lines.iter().filter(|l| l["type"] == kind).collect::<Vec<_>>();
+    assert_eq!(lines[0]["type"], "export");
+    assert_eq!(lines.last().unwrap()["type"], "end", "the last line says the export is whole");
+    assert_eq!(lines.last().unwrap()["messages"], MESSAGES);
+    let messages = of("message");
+    assert_eq!(messages.len(), MESSAGES);
+    let mut texts: Vec<&str> = messages.iter().filter_map(|m| m["stored"]["text"].as_str()).collect();
+    texts.sort();
+    assert_eq!(texts[0], "quuxedit changed", "the edited text");
+    for i in 1..MESSAGES {
+        assert!(texts.binary_search(&format!("quuxword{i:04} from zed").as_str()).is_ok(), "message {i} is in it");
+    }
+    let rooms: std::collections::BTreeSet<&str> = messages.iter().filter_map(|m| m["room"].as_str()).collect();
+    assert_eq!(rooms.into_iter().collect::<Vec<_>>(), ROOMS);
+    assert!(messages.iter().all(|m| m["seq"].as_u64().is_some_and(|s| s >= 1)), "with seq");
+    assert_eq!(of("edit").len(), 1);
+    assert_eq!(of("read_marker")[0]["room"], "alpha");
+    assert_eq!(of("block")[0]["user"], bob.uid());
+    assert!(!lines.iter().any(|l| l.to_string().contains("bobsays")), "nobody else's messages");
+
+    let (status, head, zip) = call(server.admin, "GET", &format!("/api/v1/users/{uid}/export?format=zip"), KEY);
+    assert_eq!((status, head.contains("application/zip")), (200, true), "{head}");
+    assert_eq!(&zip[..4], b"PK\x03\x04");
+    assert!(contains(&zip, "export.ndjson") && contains(&zip, "quuxword0999"));
+
+    let (status, _, body) = call(server.admin, "DELETE", &format!("/api/v1/users/{uid}?messages=remove"), PLAIN_KEY);
+    assert_eq!(status, 403, "only a key marked admin erases");
+    let (status, _, body2) = call(server.admin, "DELETE", &format!("/api/v1/users/{uid}"), KEY);
+    assert_eq!((status, json_of(&body2)["error"]["code"].as_str()), (400, Some("bad_field")), "the choice is explicit");
+    drop(body);
+    let bytes = store_bytes(server.dir.path());
+    assert!(contains(&bytes, "quuxword0999") && contains(&bytes, &uid), "the check can see what is there");
+
+    let (status, _, body) = call(server.admin, "DELETE", &format!("/api/v1/users/{uid}?messages=remove"), KEY);
+    let answer = json_of(&body);
+    assert_eq!((status, answer["deleted"].as_u64()), (200, Some(MESSAGES as u64)), "{answer}");
+    // bob, in alpha, sees every one of zed's messages there deleted, live.
+    let mut deletes = 0;
+    while deletes < MESSAGES.div_ceil(3) {
+        let v = bob.recv();
+        if v["type"] == "delete" {
+            deletes += 1;
+        }
+    }
+    wait_gone(server.dir.path(), &["quuxword", "quuxedit", &uid, NAME]);
+    assert!(contains(&store_bytes(server.dir.path()), "bobsays hello"), "other users' messages stay");
+    assert_eq!(zed.expect_close().0, 1008, "the erased user is disconnected");
+
+    let lines = export_lines(server.admin, &uid);
+    assert_eq!(lines.iter().filter(|l| l["type"] == "message").count(), 0, "nothing left to export");
+    bob.send(json!({"type": "search", "room": "alpha", "q": "quuxword0003"}));
+    assert_eq!(bob.next_of("search")["messages"], json!([]), "search forgot them");
+    server.stop();
+}
+
+#[test]
+fn an_erasure_that_keeps_the_messages_shows_them_as_a_deleted_users_and_forgets_who_wrote_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), None);
+    let (mut zed, mut bob) = (server.connect(NAME), server.connect("bob"));
+    let uid = zed.uid();
+    seed(&mut zed, &mut bob);
+
+    let (status, _, body) = call(server.admin, "DELETE", &format!("/api/v1/users/{uid}?messages=keep"), KEY);
+    let answer = json_of(&body);
+    assert_eq!((status, answer["deleted"].as_u64()), (200, Some(0)), "{answer}");
+    assert!(answer["renamed"].as_u64().is_some_and(|n| n >= MESSAGES as u64), "{answer}");
+    wait_gone(server.dir.path(), &[&uid, NAME]);
+    let bytes = store_bytes(server.dir.path());
+    assert!(contains(&bytes, "quuxword0999 from zed"), "the kept texts stay");
+
+    // Old messages (from the store) and recent ones (from the ring) alike.
+    for q in ["after=0&limit=3", "limit=3"] {
+        let (_, _, page) = call(server.admin, "GET", &format!("/api/v1/rooms/beta/messages?{q}"), KEY);
+        let page = json_of(&page);
+        for m in page["messages"].as_array().unwrap() {
+            assert_eq!((m["uid"].as_str(), m["user"].as_str()), (Some("deleted"), Some("deleted user")), "{m}");
+        }
+    }
+    bob.send(json!({"type": "search", "room": "alpha", "q": "quuxword0003"}));
+    assert_eq!(bob.next_of("search")["messages"].as_array().map(Vec::len), Some(1), "kept texts are still found");
+    server.stop();
+}
+
+#[test]
+fn with_redis_export_and_erasure_are_refused_clearly() {
+    let redis = common_redis::RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), Some(redis.url()));
+    for (method, path) in [("GET", "/api/v1/users/u-ann/export"), ("DELETE", "/api/v1/users/u-ann?messages=remove")] {
+        let (status, _, body) = call(server.admin, method, path, KEY);
+        let body = json_of(&body);
+        assert_eq!(status, 501, "{method} {path}: {body}");
+        assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("--redis")), "{body}");
+    }
+    server.stop();
+}
