@@ -116,6 +116,9 @@ pub enum Event<'a> {
     /// Message `of` was deleted: a receiver that kept its text should drop it.
     #[serde(rename = "delete")]
     Delete { room: &'a str, seq: u64, of: u64, user: &'a str, uid: &'a str },
+    /// `uid`'s reaction `emoji` to message `of` is now on (`on`) or off.
+    #[serde(rename = "react")]
+    React { room: &'a str, seq: u64, of: u64, user: &'a str, uid: &'a str, emoji: &'a str, on: bool },
     #[serde(rename = "join")]
     Join { room: &'a str, uid: &'a str, user: &'a str },
     #[serde(rename = "leave")]

@@ -60,6 +60,10 @@ function ensureRoom(name) {
     if (msg.mine || msg.uid === state.me?.id) return ['edit', 'delete'];
     return state.role === 'mod' ? ['delete'] : [];
   };
+  room.meId = () => state.me?.id ?? null;
+  room.onReact = (seq, emoji) => {
+    client.react(room.name, seq, emoji).catch(() => {}); // a refusal shows as the server's notice
+  };
   room.onAction = (action, seq, el) => (action === 'edit' ? startEdit(room, seq, el) : confirmDelete(room, seq, el));
   room.pane.addEventListener('scroll', () => {
     if (room.name === state.active && room.isAtBottom()) {
@@ -480,6 +484,10 @@ const handlers = {
 
   delete(frame, room) {
     room.applyDelete(frame.of);
+  },
+
+  react(frame, room) {
+    room.applyReaction(frame.of, frame);
   },
 
   /** Our read marker moved, maybe on another device: what is read there is read here. */

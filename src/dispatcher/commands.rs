@@ -65,6 +65,9 @@ impl Dispatcher {
             ClientMsg::Delete { room, seq, id: msg_id } => {
                 self.change_message(id, room, seq, super::edits::Change::Delete, msg_id)
             }
+            ClientMsg::React { room, seq, emoji } => {
+                self.change_message(id, room, seq, super::edits::Change::React { emoji, on: true }, None)
+            }
             // A WebSocket's pings are answered by its thread. `POST /send` sends one
             // after what it carried: the pong, staged behind their answers, ends its wait.
             ClientMsg::Ping { t } => {

@@ -1,5 +1,6 @@
-//! Edits and deletions of messages: `edit {room, seq, text}` by the author,
-//! `delete {room, seq}` by the author or a moderator. Each is a new event with its own
+//! Edits, deletions and reactions of messages: `edit {room, seq, text}` by the author,
+//! `delete {room, seq}` by the author or a moderator, `react {room, seq, emoji}` by any
+//! member (a toggle: the event says whether it is `on`). Each is a new event with its own
 //! seq that names the original (`of`), stored and delivered like a message, so a
 //! client that was away gets it on resume in seq order. The original's stored JSON is
 //! rewritten in the same transaction (the new text with `edited`, or a deletion
@@ -29,6 +30,7 @@ use super::Dispatcher;
 use crate::delivery::outbox::ConnId;
 use crate::protocol::wire::{self, Frame};
 use crate::protocol::{ErrorCode, ProtocolError, RoomName, ServerMsg, User};
+use crate::store::reactions::{self, NotStored, MAX_EMOJI_PER_MSG, MAX_REACTIONS_PER_MSG};
 use crate::store::redis;
 use crate::store::sqlite::edits::{without_text, Rewrite};
 use crate::store::NewMessage;
@@ -40,6 +42,12 @@ use crate::webhooks::Event as HookEvent;
 pub(super) enum Change {
     Edit(String),
     Delete,
+    /// Toggles the changer's reaction `emoji`; `on` is what the toggle made (the
+    /// event's template says `true` until the store knows).
+    React {
+        emoji: String,
+        on: bool,
+    },
 }
 
 /// An event to store in a room's seq order (see [`Dispatcher::store_event`]).
@@ -68,6 +76,7 @@ impl Change {
         match self {
             Change::Edit(_) => "edit",
             Change::Delete => "delete",
+            Change::React { .. } => "react",
         }
     }
 
@@ -77,6 +86,7 @@ impl Change {
         match self {
             Change::Edit(text) => ServerMsg::Edit { room, seq, of, id, ts, user, uid, text }.to_json(),
             Change::Delete => ServerMsg::Delete { room, seq, of, id, ts, user, uid }.to_json(),
+            Change::React { emoji, on } => ServerMsg::React { room, seq, of, ts, user, uid, emoji, on: *on }.to_json(),
         }
     }
 
@@ -84,6 +94,8 @@ impl Change {
     /// index holds for it now (none once deleted).
     fn apply(&self, mut msg: Value, ts: u64) -> (Vec<u8>, Option<String>) {
         match self {
+            // Made on the bytes instead (`reactions::toggle`): the text stays.
+            Change::React { .. } => (serde_json::to_vec(&msg).unwrap_or_default(), None),
             Change::Edit(text) => {
                 msg["text"] = Value::from(text.as_str());
                 msg["edited"] = Value::from(ts);
@@ -105,6 +117,7 @@ impl Change {
         match self {
             Change::Edit(_) if !author => Err(Refused::NotYours),
             Change::Delete if !author && !is_mod => Err(Refused::NotYours),
+            // Any member reacts to any message.
             _ => Ok(()),
         }
     }
@@ -132,6 +145,20 @@ pub(super) fn refusal(kind: &str, room: &RoomName, of: u64, why: Refused) -> Pro
             ProtocolError::new(ErrorCode::Forbidden, "only its author or a moderator can delete a message")
         }
         Refused::ReadOnly => ProtocolError::new(ErrorCode::Forbidden, format!("`{room}` is read-only")),
+        Refused::Full => ProtocolError::new(
+            ErrorCode::BadField,
+            format!(
+                "message {of} in `{room}` has all the reactions it can hold ({MAX_EMOJI_PER_MSG} emoji, {MAX_REACTIONS_PER_MSG} reactions)"
+            ),
+        ),
+    }
+}
+
+/// Why a reaction could not be stored, as the rules say it.
+fn not_stored(e: NotStored) -> Refused {
+    match e {
+        NotStored::NoText => Refused::Deleted,
+        NotStored::Full => Refused::Full,
     }
 }
 
@@ -160,6 +187,11 @@ impl Dispatcher {
         let client = &self.clients[&id];
         if !client.rooms.contains(&room) {
             let e = ProtocolError::new(ErrorCode::NotJoined, format!("join `{room}` first"));
+            return Err(e.with_ref(Some(reference)));
+        }
+        if matches!(change, Change::React { .. }) && !crate::protocol::plain(&client.uid) {
+            // Stored unescaped in the message (store/reactions.rs): such an id could not be.
+            let e = ProtocolError::new(ErrorCode::BadField, "a user id with quotes, brackets or commas cannot react");
             return Err(e.with_ref(Some(reference)));
         }
         let user = User { id: client.uid.clone(), name: client.name.clone() };
@@ -202,7 +234,8 @@ impl Dispatcher {
             ProtocolError::new(ErrorCode::Unavailable, "the message store cannot be read; retry")
         })?;
         let msg = original
-            .and_then(|json| serde_json::from_slice::<Value>(&json).ok())
+            .as_deref()
+            .and_then(|json| serde_json::from_slice::<Value>(json).ok())
             .filter(|m| m["type"] == "msg")
             .ok_or(Refused::Missing)
             .and_then(|m| change.allowed(&m, &uid, is_mod).map(|()| m))
@@ -216,12 +249,25 @@ impl Dispatcher {
         }
         let Some(r) = self.rooms.get_mut(&room) else { return Ok(()) };
         let (seq, ts) = (r.history.next_seq(), now_ms());
+        let (change, rewritten, text) = match change {
+            Change::React { emoji, .. } => {
+                let (json, on) = reactions::toggle(original.as_deref().unwrap_or_default(), &emoji, &uid)
+                    .map_err(|e| refusal(kind, &room, of, not_stored(e)))?;
+                let text = msg["text"].as_str().map(str::to_owned);
+                (Change::React { emoji, on }, json, text)
+            }
+            other => {
+                let (json, text) = other.apply(msg, ts);
+                (other, json, text)
+            }
+        };
         let about = EventOf { room: &room, of, id: msg_id.as_deref(), ts, user: &name, uid: &uid };
         let event = change.event(seq, &about);
-        let (rewritten, text) = change.apply(msg, ts);
+        let same_text = matches!(change, Change::React { .. });
         // The ring changes only after the commit: a refused batch must leave it as it was.
         let mut rewrites = vec![RingRewrite { room: room.clone(), seq: of, frame: wire::text_frame(&rewritten) }];
         if text.is_none() {
+            let r = self.rooms.get(&room).expect("looked up above");
             rewrites.extend(edit_events_of(r.history.after(of), of, &room, without_text));
         }
         self.ring_rewrites.extend(rewrites);
@@ -232,6 +278,7 @@ impl Dispatcher {
                 json: Bytes::from(rewritten),
                 text,
                 by: seq,
+                same_text,
             });
         }
         log::info!("{kind} of message {of} in {room} by {uid} (event {seq})");
@@ -255,6 +302,10 @@ impl Dispatcher {
             uid: std::borrow::Cow<'a, str>,
             #[serde(borrow, default)]
             text: Option<std::borrow::Cow<'a, str>>,
+            #[serde(borrow, default)]
+            emoji: Option<std::borrow::Cow<'a, str>>,
+            #[serde(default)]
+            on: bool,
         }
         if !self.webhooks.enabled() {
             return;
@@ -264,6 +315,10 @@ impl Dispatcher {
         match (e.kind, e.text.as_deref()) {
             ("edit", Some(text)) => self.webhooks.stage(&HookEvent::Edit { room, seq, of, user, uid, text }),
             ("delete", _) => self.webhooks.stage(&HookEvent::Delete { room, seq, of, user, uid }),
+            ("react", _) => {
+                let (emoji, on) = (e.emoji.as_deref().unwrap_or_default(), e.on);
+                self.webhooks.stage(&HookEvent::React { room, seq, of, user, uid, emoji, on })
+            }
             _ => {}
         }
     }
@@ -321,6 +376,12 @@ impl Dispatcher {
             kind: &'a str,
             of: u64,
             ts: u64,
+            #[serde(default)]
+            uid: String,
+            #[serde(default)]
+            emoji: String,
+            #[serde(default)]
+            on: bool,
         }
         let Ok(e) = serde_json::from_slice::<Event>(event) else { return };
         let Some(r) = self.rooms.get_mut(room) else { return };
@@ -328,6 +389,7 @@ impl Dispatcher {
         let rewrite = match e.kind {
             "edit" => held.and_then(|m| redis::edited(&m, event, e.ts)),
             "delete" => held.and_then(|m| redis::deleted(&m)),
+            "react" => held.and_then(|m| reactions::set(&m, &e.emoji, &e.uid, e.on).ok().map(Bytes::from)),
             _ => return,
         };
         if let Some(json) = rewrite {

@@ -116,6 +116,12 @@ pub enum ClientMsg {
         seq: u64,
         id: Option<String>,
     },
+    /// Toggles the user's reaction `emoji` to message `seq`.
+    React {
+        room: RoomName,
+        seq: u64,
+        emoji: String,
+    },
     /// The user has read `room` up to `seq` (a read marker, per user and room).
     Read {
         room: RoomName,
@@ -170,6 +176,7 @@ impl ClientMsg {
             ClientMsg::Read { .. } => "read",
             ClientMsg::Edit { .. } => "edit",
             ClientMsg::Delete { .. } => "delete",
+            ClientMsg::React { .. } => "react",
             ClientMsg::Ping { .. } => "ping",
         }
     }
@@ -213,6 +220,8 @@ struct RawFrame<'a> {
     minutes: Option<&'a RawValue>,
     #[serde(borrow)]
     read_only: Option<&'a RawValue>,
+    #[serde(borrow)]
+    emoji: Option<&'a RawValue>,
 }
 
 /// Limits the parser enforces (from `Config`).
@@ -307,6 +316,11 @@ pub fn parse_client(frame: &str, limits: ParseLimits) -> Result<ClientMsg, Proto
                     parsed.map_err(|e: ProtocolError| e.with_ref(id.clone().or(Some("delete".into()))))?;
                 ClientMsg::Delete { room, seq, id }
             }
+            Some("react") => ClientMsg::React {
+                room: room_field(raw.room)?,
+                seq: seq_field(raw.seq, "seq")?.ok_or_else(|| bad_field("missing field `seq`"))?,
+                emoji: emoji_field(raw.emoji)?,
+            },
             Some("read") => ClientMsg::Read {
                 room: room_field(raw.room)?,
                 seq: seq_field(raw.seq, "seq")?.ok_or_else(|| bad_field("missing field `seq`"))?,
@@ -440,6 +454,18 @@ fn user_field(v: Option<&RawValue>) -> Result<String, ProtocolError> {
         return Err(bad_field(format!("`user` must be a user id of 1-{MAX_USER_ID_CHARS} characters")));
     }
     Ok(user.into_owned())
+}
+
+/// An emoji to react with (see [`super::valid_emoji`]).
+fn emoji_field(v: Option<&RawValue>) -> Result<String, ProtocolError> {
+    let emoji = string_field(v, "emoji")?;
+    if !super::valid_emoji(&emoji) {
+        return Err(bad_field(format!(
+            "`emoji` must be one emoji: 1-{} characters, not all ASCII, no spaces, quotes, brackets or commas",
+            super::MAX_EMOJI_CHARS
+        )));
+    }
+    Ok(emoji.into_owned())
 }
 
 fn epoch_field(v: Option<&RawValue>) -> Result<Option<String>, ProtocolError> {

@@ -39,6 +39,24 @@ pub const MAX_QUERY_CHARS: usize = 256;
 pub const MAX_KICK_MINUTES: u64 = 7 * 24 * 60;
 /// Longest user id a client may name (token `sub`s are limited to the same).
 pub const MAX_USER_ID_CHARS: usize = 128;
+/// An emoji's length at most, in characters (a family or flag sequence is several).
+pub const MAX_EMOJI_CHARS: usize = 16;
+
+/// Whether `s` may stand unescaped in a message's `reactions` field (an emoji, or the
+/// id of a user who reacts): none of `"` `\` `[` `]` `{` `}` `,` and no control character.
+pub fn plain(s: &str) -> bool {
+    !s.is_empty() && !s.chars().any(|c| c.is_control() || matches!(c, '"' | '\\' | '[' | ']' | '{' | '}' | ','))
+}
+
+/// Whether `emoji` is one a client may react with: 1..=[`MAX_EMOJI_CHARS`] characters,
+/// at least one outside ASCII (so words and markup are not emoji), no spaces, [`plain`].
+pub fn valid_emoji(emoji: &str) -> bool {
+    plain(emoji)
+        && emoji.chars().count() <= MAX_EMOJI_CHARS
+        && !emoji.is_ascii()
+        && !emoji.chars().any(char::is_whitespace)
+}
+
 /// Longest room epoch a client may send back.
 pub const MAX_EPOCH_CHARS: usize = 32;
 /// Largest `seq` a client may name: JavaScript's largest exact integer.

@@ -136,6 +136,19 @@ pub enum ServerMsg<'a> {
         user: &'a str,
         uid: &'a str,
     },
+    /// `uid`'s reaction `emoji` to message `of` is now on (`on`) or off; a new event
+    /// with its own seq. `on` is last: Redis mode's append script turns `true}` into
+    /// `false}` when the toggle takes a reaction off.
+    React {
+        room: &'a str,
+        seq: u64,
+        of: u64,
+        ts: u64,
+        user: &'a str,
+        uid: &'a str,
+        emoji: &'a str,
+        on: bool,
+    },
     /// A moderator's action, in the room's seq order (stored like a message).
     #[serde(rename = "system")]
     Moderation {

@@ -129,8 +129,8 @@ pub fn ends_event(part: &[u8]) -> bool {
 /// Reads what a frame means for the stream's cursors and for waiting POSTs. Only the
 /// frames that matter are parsed; the common live `msg` once per frame, not per receiver.
 fn mark(json: &[u8]) -> Mark {
-    const KINDS: [&[u8]; 8] =
-        [b"msg\"", b"edit\"", b"delete\"", b"system\"", b"joined\"", b"history\"", b"ack\"", b"error\""];
+    const KINDS: [&[u8]; 9] =
+        [b"msg\"", b"edit\"", b"delete\"", b"react\"", b"system\"", b"joined\"", b"history\"", b"ack\"", b"error\""];
     let Some(rest) = json.strip_prefix(br#"{"type":""#) else { return Mark::None };
     if !KINDS.iter().any(|k| rest.starts_with(k)) && !rest.starts_with(b"pong\"") {
         return Mark::None;
@@ -139,7 +139,9 @@ fn mark(json: &[u8]) -> Mark {
     match (h.kind.as_str(), h.room) {
         // Edits and deletions are events with a seq of their own, like messages.
         // A moderator's `system` event has one too; presence events have none.
-        ("msg" | "edit" | "delete" | "system", Some(room)) => h.seq.map_or(Mark::None, |seq| Mark::msg(room, seq)),
+        ("msg" | "edit" | "delete" | "react" | "system", Some(room)) => {
+            h.seq.map_or(Mark::None, |seq| Mark::msg(room, seq))
+        }
         ("joined", Some(room)) => Mark::Joined { room, head: h.head.unwrap_or(0) },
         ("history", Some(room)) => {
             Mark::History { room, last: h.messages.and_then(|m| m.iter().map(|m| m.seq).max()), reset: h.reset }

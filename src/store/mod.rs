@@ -16,6 +16,7 @@
 //! that writes to it.
 
 pub mod audit;
+pub mod reactions;
 pub mod read;
 pub mod redis;
 pub mod sqlite;
@@ -50,6 +51,9 @@ pub enum Refused {
     NotYours,
     /// A post of a non-moderator in a read-only room (Redis mode's append script).
     ReadOnly,
+    /// A reaction past what a message holds ([`reactions::MAX_EMOJI_PER_MSG`],
+    /// [`reactions::MAX_REACTIONS_PER_MSG`]).
+    Full,
 }
 
 /// One message of the current batch, waiting for the commit.

@@ -35,6 +35,7 @@ export const EVENTS = [
   'message', // a live msg frame not seen before
   'edit', // an edit event not seen before (live or from history): message `of` now has `text`
   'delete', // a delete event not seen before: message `of` is deleted
+  'react', // a react event not seen before: `uid`'s reaction `emoji` to message `of` is now `on` (true/false)
   'ack', // {id, room, seq, dup}: an unsent message is now stored; once per message
   'failed', // {id, room, text, ts, code, message}: the server refused an unsent message for good
   'presence', // {room, users, change}: who is here; change is null or {event, user, before, mine}
@@ -357,6 +358,26 @@ export class NatterClient {
   delete(room, seq) {
     checkRoom(room);
     return this.change({ type: 'delete', room, seq });
+  }
+
+  /**
+   * Toggles your reaction `emoji` (e.g. '👍') to message `seq` in `room`. Resolves with
+   * `{seq, on}` (the react event's seq, and whether your reaction is on now) when the
+   * server's event comes back; rejects with the server's error (`not_found` for a
+   * missing or deleted message, `bad_field` for a bad emoji or a full message) or when
+   * not online. Every member gets the `react` event.
+   */
+  react(room, seq, emoji) {
+    checkRoom(room);
+    if (!Number.isInteger(seq) || seq < 1) throw new RangeError('react: seq must be an integer ≥ 1');
+    if (typeof emoji !== 'string' || emoji === '') throw new TypeError('react: emoji must be a non-empty string');
+    const answer = this.next('frame', (f) => (f.type === 'react' && f.room === room && f.of === seq && f.emoji === emoji
+      && f.uid === this.me?.id) || (f.type === 'error' && f.ref === 'react'));
+    if (!this.sendFrame({ type: 'react', room, seq, emoji })) return Promise.reject(new Error('react: not online'));
+    return answer.then((f) => {
+      if (f.type === 'react') return { seq: f.seq, on: f.on === true };
+      throw Object.assign(new Error(`react: ${f.message ?? f.code}`), { code: f.code });
+    });
   }
 
   change(frame) {
@@ -865,7 +886,7 @@ const HANDLERS = {
     const changes = [];
     for (const msg of frame.messages ?? []) {
       if (!this.isNew(room, msg)) continue;
-      if (msg.type === 'edit' || msg.type === 'delete' || msg.type === 'system') {
+      if (msg.type === 'edit' || msg.type === 'delete' || msg.type === 'react' || msg.type === 'system') {
         changes.push(msg);
         continue;
       }
@@ -903,6 +924,10 @@ const HANDLERS = {
 
   delete(frame, room) {
     if (this.isNew(room, frame)) this.events.emit('delete', frame);
+  },
+
+  react(frame, room) {
+    if (this.isNew(room, frame)) this.events.emit('react', frame);
   },
 
   ack(frame, room) {
@@ -1074,6 +1099,33 @@ const TAG_DIGITS = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
  * It tells authors apart; it proves nothing: with about a billion tries anyone can make
  * an open-mode key whose tag matches. Only token mode says who someone is.
  */
+/**
+ * A message's reactions as a list: `[{emoji, count, mine, users}]` in the order they
+ * were first made, from its `reactions` field (emoji → user ids); `mine` when `me` (a
+ * user id) is among them.
+ */
+export function reactionsOf(msg, me) {
+  const field = msg?.reactions;
+  if (field === null || typeof field !== 'object') return [];
+  return Object.entries(field)
+    .filter(([, users]) => Array.isArray(users) && users.length > 0)
+    .map(([emoji, users]) => ({ emoji, count: users.length, mine: users.includes(me), users: [...users] }));
+}
+
+/**
+ * Applies a `react` event to a message object you keep (its `reactions` field), as the
+ * server did: idempotent, so a stored copy that shows it already is unchanged.
+ */
+export function applyReaction(msg, { emoji, uid, on }) {
+  const field = { ...(msg.reactions ?? {}) };
+  const had = field[emoji] ?? [];
+  const users = on ? (had.includes(uid) ? had : [...had, uid]) : had.filter((u) => u !== uid);
+  if (users.length > 0) field[emoji] = users;
+  else delete field[emoji];
+  msg.reactions = field;
+  return msg;
+}
+
 export function userTag(id) {
   let hash = 0x811c9dc5;
   for (let i = 0; i < id.length; i += 1) hash = Math.imul(hash ^ id.charCodeAt(i), 0x01000193) >>> 0;

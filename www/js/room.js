@@ -10,11 +10,13 @@
 // "Beginning of the room" marker.
 
 import { linkify } from './linkify.js';
-import { userTag } from './natter-client.js';
+import { userTag, reactionsOf, applyReaction } from './natter-client.js';
 
 const GROUP_WINDOW_MS = 5 * 60 * 1000;
 const TYPING_SHOWN_MS = 5000;
 const STICK_TO_BOTTOM_PX = 48;
+// The picker's emoji (any emoji others used shows as a chip that toggles it too).
+const PICKER = ['👍', '❤️', '😂', '🎉', '😮', '😢', '🙏', '👀'];
 const OLDER_TEXT = { more: 'Load older messages', loading: 'Loading older messages…', beginning: 'Beginning of the room' };
 
 export class Room {
@@ -40,6 +42,10 @@ export class Room {
     // What the user may do to a delivered message ({seq, uid, mine?}): [] | ['edit', 'delete'] | ['delete'].
     this.actionsFor = () => [];
     this.onAction = () => {};
+    // Reactions: the message objects' `reactions` by seq; onReact(seq, emoji) toggles ours.
+    this.reactions = new Map();
+    this.onReact = () => {};
+    this.meId = () => null;
     this.olderRow = document.createElement('li');
     this.olderRow.className = 'older-row';
     this.olderButton = document.createElement('button');
@@ -98,7 +104,82 @@ export class Room {
     if (el) markDeleted(el);
   }
 
+  /** A `react` event (live or replayed; idempotent): message `of`'s chips change. */
+  applyReaction(of, event) {
+    const el = this.elementBySeq(of);
+    if (!el || el.dataset.deleted === 'true') return;
+    const msg = applyReaction({ reactions: this.reactions.get(of) }, event);
+    this.reactions.set(of, msg.reactions);
+    this.drawReactions(el);
+  }
+
+  /** The chips under message `el` (emoji and count; pressed when ours) and the picker button. */
+  drawReactions(el) {
+    const seq = Number(el.dataset.seq);
+    let bar = el.querySelector('.msg-reactions');
+    if (!bar) {
+      bar = document.createElement('div');
+      bar.className = 'msg-reactions';
+      el.querySelector('.msg-text').after(bar);
+    }
+    const chips = reactionsOf({ reactions: this.reactions.get(seq) }, this.meId()).map(({ emoji, count, mine }) => {
+      const chip = document.createElement('button');
+      chip.type = 'button';
+      chip.className = 'reaction-chip';
+      chip.dataset.emoji = emoji;
+      chip.setAttribute('aria-pressed', String(mine));
+      chip.setAttribute('aria-label', `${emoji} ${count}${mine ? ', yours' : ''}: toggle your reaction`);
+      const shown = document.createElement('span');
+      shown.textContent = emoji;
+      const n = document.createElement('span');
+      n.className = 'reaction-count';
+      n.textContent = String(count);
+      chip.append(shown, n);
+      chip.addEventListener('click', () => this.onReact(seq, emoji));
+      return chip;
+    });
+    const add = document.createElement('button');
+    add.type = 'button';
+    add.className = 'reaction-add link-button';
+    add.textContent = '☺+';
+    add.setAttribute('aria-label', `Add a reaction to message ${seq}`);
+    add.setAttribute('aria-expanded', 'false');
+    add.addEventListener('click', () => this.togglePicker(el, add));
+    bar.replaceChildren(...chips, add);
+  }
+
+  /** The small emoji picker under a message; a pick toggles that reaction. */
+  togglePicker(el, button) {
+    const open = el.querySelector('.reaction-picker');
+    if (open) {
+      open.remove();
+      button.setAttribute('aria-expanded', 'false');
+      return;
+    }
+    const picker = document.createElement('div');
+    picker.className = 'reaction-picker';
+    picker.setAttribute('role', 'group');
+    picker.setAttribute('aria-label', 'Pick a reaction');
+    for (const emoji of PICKER) {
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.textContent = emoji;
+      b.dataset.emoji = emoji;
+      b.addEventListener('click', () => {
+        picker.remove();
+        this.onReact(Number(el.dataset.seq), emoji);
+      });
+      picker.append(b);
+    }
+    button.setAttribute('aria-expanded', 'true');
+    el.querySelector('.msg-reactions').after(picker);
+  }
+
   addActions(el, msg) {
+    if (!msg.deleted && el.dataset.seq && !el.querySelector('.msg-reactions')) {
+      if (msg.reactions) this.reactions.set(Number(el.dataset.seq), msg.reactions);
+      this.drawReactions(el);
+    }
     if (msg.deleted || el.querySelector('.msg-actions')) return;
     const actions = this.actionsFor(msg);
     if (actions.length === 0) return;
@@ -380,6 +461,8 @@ function markDeleted(li) {
   li.querySelector('.msg-actions')?.remove();
   li.querySelector('.msg-edited')?.remove();
   li.querySelector('.msg-edit-form')?.remove();
+  li.querySelector('.msg-reactions')?.remove();
+  li.querySelector('.reaction-picker')?.remove();
 }
 
 /** Hides the name and time when the previous message is by the same user, shortly before. */

@@ -147,6 +147,7 @@ impl Dispatcher {
         let change = match change {
             Change::Edit(_) => ChangeOf::Edit { of, ts },
             Change::Delete => ChangeOf::Delete { of, by_mod: is_mod },
+            Change::React { .. } => ChangeOf::React { of },
         };
         self.backend.tell_cluster(|| Request::Change { ack, room, uid: user.id, id, prefix, suffix, change });
     }
@@ -166,6 +167,7 @@ impl Dispatcher {
         let (kind, of) = match change {
             ChangeOf::Edit { of, .. } => ("edit", of),
             ChangeOf::Delete { of, .. } => ("delete", of),
+            ChangeOf::React { of } => ("react", of),
         };
         let deleted_by = match change {
             ChangeOf::Delete { .. } => self.mod_deletes.remove(&(room.clone(), of)),

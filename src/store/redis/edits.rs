@@ -1,6 +1,7 @@
-//! Edits and deletions in Redis: [`RedisStore::change`] stores an `edit` or `delete`
-//! event through the append script, which checks the change and rewrites the message's
-//! body in the same step; [`edited`] and [`deleted`] make the same rewrite of a copy
+//! Edits, deletions and reactions in Redis: [`RedisStore::change`] stores an `edit`,
+//! `delete` or `react` event through the append script, which checks the change and
+//! rewrites the message's body in the same step (a reaction as
+//! [`crate::store::reactions::set`] does); [`edited`] and [`deleted`] make the same rewrite of a copy
 //! (the dispatcher's rings), byte for byte what the script writes.
 //!
 //! The rewrite relies on how natter writes these JSONs: `text` is the last field of a
@@ -36,9 +37,22 @@ impl RedisStore {
             3 => Err(Refused::Missing),
             4 => Err(Refused::NotYours),
             5 => Err(Refused::Deleted),
+            7 => Err(Refused::Full),
+            // A reaction the toggle took off: the event says so.
+            8 => {
+                let off = reaction_off(suffix);
+                Ok(Post { suffix: &off, ..post }.appended(1, seq))
+            }
             _ => Ok(post.appended(code, seq)),
         })
     }
+}
+
+/// A `react` event's suffix (ending `"on":true}`) as the script stores it when the
+/// toggle took the reaction off: `false}` in place of `true}`.
+pub fn reaction_off(suffix: &[u8]) -> Vec<u8> {
+    let kept = suffix.strip_suffix(b"true}").unwrap_or(suffix);
+    [kept, b"false}"].concat()
 }
 
 /// Where `json`'s `text` field starts (see the module doc).

@@ -101,12 +101,14 @@ pub enum ChangeOf {
     Edit { of: u64, ts: u64 },
     /// By the author, or by a moderator (`by_mod`).
     Delete { of: u64, by_mod: bool },
+    /// Toggles the acting user's reaction (the emoji is the event's, `on` last).
+    React { of: u64 },
 }
 
 impl ChangeOf {
     pub fn of(&self) -> u64 {
         match self {
-            ChangeOf::Edit { of, .. } | ChangeOf::Delete { of, .. } => *of,
+            ChangeOf::Edit { of, .. } | ChangeOf::Delete { of, .. } | ChangeOf::React { of } => *of,
         }
     }
 }

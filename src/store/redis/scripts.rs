@@ -24,9 +24,13 @@ use redis::Script;
 /// With a client id the dedup key points at it; without one the newest ARGV[7] entries
 /// are compared.
 ///
-/// A change (ARGV[9] `edit` or `delete` of message ARGV[10] by user ARGV[11], a
-/// moderator when ARGV[12] == '1') needs a `msg` that is not deleted, by that user for
-/// an edit, by that user or a moderator for a delete. It replaces the message's body:
+/// A change (ARGV[9] `edit`, `delete` or `react` of message ARGV[10] by user ARGV[11],
+/// a moderator when ARGV[12] == '1') needs a `msg` that is not deleted, by that user for
+/// an edit, by that user or a moderator for a delete, by anyone for a reaction. A
+/// reaction toggles the user's emoji (the event's `emoji`, its suffix ending
+/// `"on":true}`) in the message's `reactions` field as `react` below does; when that
+/// takes it off the event is stored ending `"on":false}` and the answer is {8, seq};
+/// {7, 0} when the message holds all the reactions it may. It replaces the message's body:
 /// an edit cuts it before `"text"` (the last field but `edited`) and puts the event's
 /// text and `"edited":ARGV[13]` there; a delete puts `"deleted":true` there, and does
 /// the same to the earlier edit events of the message (the `edits` hash lists them).
@@ -74,12 +78,56 @@ local function body(seq)
   local entry = redis.call('XRANGE', KEYS[2], seq .. '-0', seq .. '-0')[1]
   return entry and inline(entry)
 end
+local suffix = ARGV[2]
+-- A reaction taken off: the event ends `"on":false}`.
+local function off_suffix() return string.sub(ARGV[2], 1, -6) .. 'false}' end
 local function holds(seq)
-  return body(seq) == ARGV[1] .. seq .. ARGV[2]
+  local b = body(seq)
+  return b == ARGV[1] .. seq .. ARGV[2] or (ARGV[9] == 'react' and b == ARGV[1] .. seq .. off_suffix())
 end
 local function before_text(json)
   local at = string.find(json, ',"text":', 1, true)
   return at and string.sub(json, 1, at - 1)
+end
+-- store/reactions.rs's `toggle`, byte for byte: the message with uid's reaction emoji
+-- toggled, and whether it is on now; nil when the message holds all it can.
+local function react(json, emoji, uid)
+  local head = before_text(json)
+  local tail = string.sub(json, #head + 1)
+  local list = {}
+  local from = string.find(head, ',"reactions":{', 1, true)
+  if from then
+    local upto = string.find(head, '}', from, true)
+    for e, users in string.gmatch(string.sub(head, from + 14, upto - 1), '"([^"]*)":%[([^%]]*)%]') do
+      local u = {}
+      for id in string.gmatch(users, '"([^"]*)"') do u[#u + 1] = id end
+      list[#list + 1] = {e, u}
+    end
+    head = string.sub(head, 1, from - 1) .. string.sub(head, upto + 1)
+  end
+  local on, mine = true, nil
+  for _, r in ipairs(list) do
+    if r[1] == emoji then
+      mine = r
+      for i, id in ipairs(r[2]) do
+        if id == uid then table.remove(r[2], i); on = false; break end
+      end
+    end
+  end
+  if on then
+    if mine then mine[2][#mine[2] + 1] = uid
+    elseif #list >= MAX_EMOJI then return nil
+    else list[#list + 1] = {emoji, {uid}} end
+    local total = 0
+    for _, r in ipairs(list) do total = total + #r[2] end
+    if total > MAX_REACTIONS then return nil end
+  end
+  local parts = {}
+  for _, r in ipairs(list) do
+    if #r[2] > 0 then parts[#parts + 1] = '"' .. r[1] .. '":["' .. table.concat(r[2], '","') .. '"]' end
+  end
+  if #parts > 0 then head = head .. ',"reactions":{' .. table.concat(parts, ',') .. '}' end
+  return head .. tail, on
 end
 if ARGV[5] == '1' then
   local old = redis.call('GET', KEYS[10])
@@ -94,13 +142,20 @@ elseif ARGV[6] == '1' then
   end
 end
 if ARGV[16] == '1' and redis.call('HEXISTS', KEYS[7], 'ro') == 1 then return answer(6, 0) end
-local change, of, original = ARGV[9], ARGV[10], nil
-if change == 'edit' or change == 'delete' then
+local change, of, original, reacted, on = ARGV[9], ARGV[10], nil, nil, true
+if change == 'edit' or change == 'delete' or change == 'react' then
   original = body(of)
   local parsed, m = pcall(cjson.decode, original or '')
   if not parsed or type(m) ~= 'table' or m.type ~= 'msg' then return answer(3, 0) end
   if m.deleted or not before_text(original) then return answer(5, 0) end
-  if m.uid ~= ARGV[11] and (change == 'edit' or ARGV[12] ~= '1') then return answer(4, 0) end
+  if change ~= 'react' and m.uid ~= ARGV[11] and (change == 'edit' or ARGV[12] ~= '1') then return answer(4, 0) end
+end
+if change == 'react' then
+  local emoji = string.match(ARGV[2], ',"emoji":"([^"]*)","on":true}$')
+  if not emoji then return answer(3, 0) end
+  reacted, on = react(original, emoji, ARGV[11])
+  if not reacted then return answer(7, 0) end
+  if not on then suffix = off_suffix() end
 end
 local epoch = redis.call('GET', KEYS[3])
 if not epoch or (epoch == ARGV[19] and tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[20])) then
@@ -126,7 +181,7 @@ if mark then
 else
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], id .. '-0', 'b', '1')
 end
-redis.call('HSET', KEYS[4], id, ARGV[1] .. id .. ARGV[2])
+redis.call('HSET', KEYS[4], id, ARGV[1] .. id .. suffix)
 redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[18], '*', 'r', ARGV[17], 's', id)
 if change == 'edit' then
   local text = string.sub(ARGV[2], string.find(ARGV[2], ',"text":', 1, true), -2)
@@ -140,6 +195,8 @@ elseif change == 'delete' then
     if kept then redis.call('HSET', KEYS[4], edit, kept .. ',"deleted":true}') end
   end
   redis.call('HDEL', KEYS[6], of)
+elseif change == 'react' then
+  redis.call('HSET', KEYS[4], of, reacted)
 elseif change == 'access' then
   if ARGV[15] == '' then redis.call('HDEL', KEYS[7], ARGV[14])
   else redis.call('HSET', KEYS[7], ARGV[14], ARGV[15]) end
@@ -155,6 +212,7 @@ if not low or seq - low >= tonumber(ARGV[3]) then
   redis.call('SET', KEYS[5], keep)
 end
 if ARGV[5] == '1' then redis.call('SET', KEYS[10], id, 'EX', ARGV[4]) end
+if not on then return {8, seq, epoch} end
 return {1, seq, epoch}
 "#;
 
@@ -222,6 +280,12 @@ local function inline(entry)
 end
 ";
 
+/// The bounds of a message's reactions (store/reactions.rs), for the append script.
+fn reaction_bounds() -> String {
+    use crate::store::reactions::{MAX_EMOJI_PER_MSG, MAX_REACTIONS_PER_MSG};
+    format!("local MAX_EMOJI, MAX_REACTIONS = {MAX_EMOJI_PER_MSG}, {MAX_REACTIONS_PER_MSG}\n")
+}
+
 /// The store's scripts, loaded once per connection owner (`EVALSHA`, then `EVAL` the
 /// first time a Redis does not know one).
 pub(super) struct Scripts {
@@ -234,7 +298,7 @@ pub(super) struct Scripts {
 impl Scripts {
     pub fn new() -> Scripts {
         Scripts {
-            append: Script::new(&[INLINE_LUA, APPEND_LUA].concat()),
+            append: Script::new(&[INLINE_LUA, &reaction_bounds(), APPEND_LUA].concat()),
             read: Script::new(&[INLINE_LUA, READ_LUA].concat()),
             mark_read: Script::new(MARK_READ_LUA),
             bump: Script::new(BUMP_LUA),

@@ -290,6 +290,7 @@ impl RedisStore {
             None => ("", 0, false, 0),
             Some(ChangeOf::Edit { of, ts }) => ("edit", *of, false, *ts),
             Some(ChangeOf::Delete { of, by_mod }) => ("delete", *of, *by_mod, 0),
+            Some(ChangeOf::React { of }) => ("react", *of, false, 0),
         };
         AppendArgs {
             keys: names,

@@ -24,6 +24,8 @@ pub struct Rewrite {
     pub text: Option<String>,
     /// The seq of the edit or delete event that made this change.
     pub by: u64,
+    /// The text is as it was (a reaction): only the JSON changes.
+    pub same_text: bool,
 }
 
 impl SqliteStore {
@@ -44,7 +46,7 @@ impl SqliteStore {
 
     /// Buffers a rewrite for the next commit (dropped with the batch if it fails).
     pub fn rewrite(&mut self, change: Rewrite) {
-        self.scrub_due |= change.text.is_none();
+        self.scrub_due |= change.text.is_none() && !change.same_text;
         self.rewrites.push(change);
     }
 
@@ -76,6 +78,9 @@ pub(super) fn write(tx: &Transaction<'_>, rewrites: &[Rewrite]) -> rusqlite::Res
         // Gone meanwhile (retention): nothing to rewrite.
         let Some((id, room, old)) = found else { continue };
         tx.execute("UPDATE messages SET json = ?2 WHERE id = ?1", params![id, &w.json[..]])?;
+        if w.same_text {
+            continue;
+        }
         // A contentless index forgets a row given the exact text it indexed.
         if let Some(text) = text_of(&old) {
             tx.execute(

@@ -1,0 +1,155 @@
+//! What a message carries besides its text — reactions, replies and mentions — and
+//! their bad input, each scenario written once and run against one instance (SQLite)
+//! and against two instances sharing Redis (the poster and the watcher on different
+//! instances).
+
+mod common;
+mod common_redis;
+
+use std::time::Duration;
+
+use common::{Client, TestServer};
+use common_redis::RedisServer;
+use serde_json::{json, Value};
+
+fn local() -> TestServer {
+    TestServer::start_with(common::unlimited_rate)
+}
+
+fn on_redis(redis: &RedisServer) -> TestServer {
+    let url = redis.url();
+    TestServer::start_with(move |c| {
+        c.redis = Some(url);
+        c.redis_presence_ttl = Duration::from_millis(1500);
+        common::unlimited_rate(c);
+    })
+}
+
+/// The next `error` whose `ref` is `reference`, or the next frame of type `kind`.
+fn answer(c: &mut Client, kind: &str, reference: &str) -> Value {
+    loop {
+        let v = c.recv();
+        if v["type"] == kind || (v["type"] == "error" && v["ref"] == reference) {
+            return v;
+        }
+    }
+}
+
+/// Toggles `c`'s reaction and returns the event it made (or the error).
+fn react(c: &mut Client, room: &str, seq: u64, emoji: &str) -> Value {
+    c.send(json!({"type": "react", "room": room, "seq": seq, "emoji": emoji}));
+    let uid = c.uid();
+    loop {
+        let v = c.recv();
+        if (v["type"] == "react" && v["uid"] == uid.as_str() && v["emoji"] == emoji) || v["type"] == "error" {
+            return v;
+        }
+    }
+}
+
+fn refused(c: &mut Client, m: Value, reference: &str) -> (String, String) {
+    c.send(m);
+    let v = answer(c, "never", reference);
+    (v["code"].as_str().unwrap_or("?").to_owned(), v["message"].as_str().unwrap_or("").to_owned())
+}
+
+/// The message `seq` of a history frame.
+fn message(history: &Value, seq: u64) -> Value {
+    let messages = history["messages"].as_array().expect("messages");
+    messages.iter().find(|m| m["seq"] == seq).cloned().unwrap_or_else(|| panic!("no {seq} in {history}"))
+}
+
+/// Reactions are toggled, told to everyone as events with their own seq (a resume
+/// replays them in order), and every kind of history shows each message's current
+/// reactions (emoji → who reacted, in order); bad reactions get clear errors.
+fn reactions_scenario(a: &TestServer, b: &TestServer) {
+    let (mut alice, mut bob) = (a.connect("alice"), b.connect("bob"));
+    let (ua, ub) = (alice.uid(), bob.uid());
+    alice.join("r", None);
+    bob.join("r", None);
+    alice.post("r", "hello", "m1");
+    alice.post("r", "bye", "m2");
+
+    let on = react(&mut bob, "r", 1, "👍");
+    assert_eq!(
+        (on["seq"].as_u64(), on["of"].as_u64(), on["emoji"].as_str(), on["on"].as_bool(), on["uid"].as_str()),
+        (Some(3), Some(1), Some("👍"), Some(true), Some(ub.as_str()))
+    );
+    let seen = alice.next_of("react");
+    assert_eq!((seen["seq"].as_u64(), seen["on"].as_bool()), (Some(3), Some(true)), "the other member sees it");
+    assert_eq!(react(&mut alice, "r", 1, "👍")["seq"], 4);
+    assert_eq!(react(&mut alice, "r", 1, "🎉")["seq"], 5);
+    let off = react(&mut bob, "r", 1, "👍");
+    assert_eq!((off["seq"].as_u64(), off["on"].as_bool()), (Some(6), Some(false)), "a second toggle takes it off");
+
+    let want = json!({"👍": [ua], "🎉": [ua]});
+    let (joined, history) = b.connect("carol").join("r", None);
+    assert_eq!(joined["head"], 6);
+    assert_eq!(message(&history, 1)["reactions"], want, "a joiner sees the reactions as they are");
+    assert_eq!(message(&history, 1)["text"], "hello");
+    assert_eq!(message(&history, 2).get("reactions"), None, "no reactions, no field");
+    let (_, resumed) = b.connect("carol").join("r", Some(2));
+    let events: Vec<(u64, bool)> = resumed["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["seq"].as_u64().unwrap(), m["on"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(events, [(3, true), (4, true), (5, true), (6, false)], "a resume replays them in order");
+    let older = common::history::ask(&mut bob, json!({"type": "history", "room": "r", "before": 3, "limit": 2}));
+    assert_eq!(message(&older, 1)["reactions"], want, "scroll-back too");
+
+    // An edit keeps the reactions; a deleted message takes none.
+    alice.send(json!({"type": "edit", "room": "r", "seq": 1, "text": "hello all", "id": "e1"}));
+    answer(&mut alice, "ack", "e1");
+    let (_, history) = b.connect("dave").join("r", None);
+    assert_eq!((message(&history, 1)["text"].as_str(), &message(&history, 1)["reactions"]), (Some("hello all"), &want));
+    alice.send(json!({"type": "delete", "room": "r", "seq": 2, "id": "d1"}));
+    answer(&mut alice, "ack", "d1");
+    let r = |seq: u64, emoji: &str| json!({"type": "react", "room": "r", "seq": seq, "emoji": emoji});
+    let (code, text) = refused(&mut bob, r(2, "👍"), "react");
+    assert_eq!((code.as_str(), text.contains("deleted")), ("not_found", true), "{text}");
+    let (code, text) = refused(&mut bob, r(99, "👍"), "react");
+    assert_eq!((code.as_str(), text.as_str()), ("not_found", "no message 99 in `r`"));
+    assert_eq!(refused(&mut bob, r(3, "👍"), "react").0, "not_found", "an event is not a message");
+    assert_eq!(refused(&mut bob, r(1, "ok"), "react").0, "bad_field", "words are not emoji");
+    assert_eq!(refused(&mut bob, r(1, "👍\"]}"), "react").0, "bad_field");
+    let mut outsider = a.connect("outsider");
+    assert_eq!(refused(&mut outsider, r(1, "👍"), "react").0, "not_joined");
+    // At most 20 distinct emoji on a message (two are there).
+    for i in 0..18 {
+        react(&mut bob, "r", 1, &char::from_u32(0x1F600 + i).unwrap().to_string());
+    }
+    let (code, text) = refused(&mut bob, r(1, "🚀"), "react");
+    assert_eq!((code.as_str(), text.contains("20 emoji")), ("bad_field", true), "{text}");
+    assert_eq!(react(&mut bob, "r", 1, "👍")["on"], true, "an emoji already there still takes more");
+}
+
+#[test]
+fn reactions_in_sqlite_mode() {
+    let server = local();
+    reactions_scenario(&server, &server);
+}
+
+#[test]
+fn reactions_across_two_instances_on_redis() {
+    let redis = RedisServer::start();
+    let (a, b) = (on_redis(&redis), on_redis(&redis));
+    reactions_scenario(&a, &b);
+}
+
+/// Reactions count against the connection's rate limit like every other frame.
+#[test]
+fn reactions_are_rate_limited() {
+    let server = TestServer::start_with(|c| {
+        c.rate_per_s = 1;
+        c.rate_burst = 3;
+    });
+    let mut alice = server.connect("alice");
+    alice.join("r", None);
+    alice.post("r", "hi", "m1");
+    for _ in 0..3 {
+        alice.send(json!({"type": "react", "room": "r", "seq": 1, "emoji": "👍"}));
+    }
+    assert_eq!(answer(&mut alice, "never", "react")["code"], "rate_limited");
+}
