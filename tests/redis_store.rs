@@ -423,6 +423,7 @@ fn change(s: &mut RedisStore, uid: &str, change: ChangeOf, text: Option<&str>) -
     let (kind, ts) = match change {
         ChangeOf::Edit { ts, .. } => ("edit", ts),
         ChangeOf::Delete { .. } => ("delete", 7),
+        ChangeOf::React { .. } => unreachable!("reactions are tested in tests/message_features.rs"),
     };
     let (prefix, suffix) = change_parts(kind, change.of(), uid, ts, text);
     s.change(&rn("r"), uid, None, &prefix, &suffix, &change).expect("change")

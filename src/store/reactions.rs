@@ -72,12 +72,13 @@ pub fn set(json: &[u8], emoji: &str, uid: &str, on: bool) -> Result<Vec<u8>, Not
     let (mut list, rest) = split(json);
     let at = find(&rest, TEXT).ok_or(NotStored::NoText)?;
     match list.iter_mut().find(|(e, _)| e == emoji) {
-        Some((_, users)) if on => {
-            if !users.iter().any(|u| u == uid) {
+        Some((_, users)) => {
+            if !on {
+                users.retain(|u| u != uid);
+            } else if !users.iter().any(|u| u == uid) {
                 users.push(uid.to_owned());
             }
         }
-        Some((_, users)) => users.retain(|u| u != uid),
         None if on => {
             if list.len() >= MAX_EMOJI_PER_MSG {
                 return Err(NotStored::Full);
