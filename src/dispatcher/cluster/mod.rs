@@ -171,7 +171,7 @@ impl Dispatcher {
         };
         let deleted_by = match change {
             ChangeOf::Delete { .. } => self.mod_deletes.remove(&(room.clone(), of)),
-            ChangeOf::Edit { .. } => None,
+            ChangeOf::Edit { .. } | ChangeOf::React { .. } => None,
         };
         let (seq, dup) = match result {
             Ok(Ok(Appended::Stored { seq, json })) => {
