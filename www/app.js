@@ -237,7 +237,7 @@ function startEdit(room, seq, el) {
   form.className = 'msg-edit-form';
   const box = document.createElement('textarea');
   box.rows = 2;
-  box.value = el.querySelector('.msg-text').textContent;
+  box.value = el.rawText ?? el.querySelector('.msg-text').textContent;
   box.setAttribute('aria-label', `New text of message ${seq}`);
   const save = document.createElement('button');
   save.type = 'submit';

@@ -92,3 +92,68 @@ test('the link function links http(s) only, with rel="noopener noreferrer"', asy
   });
   assertNoConsoleErrors(assert, consoleErrors);
 });
+
+/** Waits until a delivered message's raw text (as typed) is `text` in the lobby. */
+async function waitForRaw(page, text) {
+  await page.waitForFunction((t) => [...document.querySelectorAll('.messages[data-room="lobby"] li.msg[data-seq]')]
+    .some((el) => el.rawText === t), text);
+}
+
+test('formatting builds elements, never HTML from the text, and links http(s) only', { timeout: 60000 }, async () => {
+  const alice = await openChat(env.browser, env.server, 'alice');
+  const bob = await openChat(env.browser, env.server, 'bob');
+  const dialogs = [];
+  bob.page.on('dialog', (dialog) => {
+    dialogs.push(dialog.message());
+    dialog.dismiss().catch(() => {});
+  });
+  const evil = [
+    '**<img src=x onerror=alert(5)>**',
+    '`<script>alert(6)</script>`',
+    '[click](javascript:alert(7))',
+    '[x](https://ok.test/"><img src=x onerror=alert(8)>)',
+    '> <img src=x onerror=alert(9)>',
+    '```\n<script>alert(10)</script>\n<img src=x onerror=alert(11)>\n```',
+    '_<svg onload=alert(12)>_ and *<iframe src="javascript:alert(13)">*',
+    '[**x**](data:text/html,<script>alert(14)</script>)',
+  ];
+  for (const text of evil) await send(alice.page, text);
+  for (const text of evil) await waitForRaw(bob.page, text);
+  await bob.page.evaluate(() => new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 100))));
+  const injected = await bob.page.evaluate(() => ({
+    bad: document.querySelectorAll('.messages img, .messages script, .messages svg, .messages iframe').length,
+    links: [...document.querySelectorAll('.messages a')].map((a) => a.getAttribute('href')),
+    attributes: [...document.querySelectorAll('.messages .msg-text *')]
+      .flatMap((el) => [...el.attributes].map((a) => a.name)).filter((n) => !['href', 'rel', 'target'].includes(n)),
+  }));
+  assert.deepEqual(injected.bad, 0);
+  assert.deepEqual(injected.links.filter((h) => !/^https?:\/\/[^"<>\s]+$/.test(h)), [], 'no link but http(s)');
+  assert.ok(!injected.links.some((h) => h.includes('javascript') || h.includes('data:')), `${injected.links}`);
+  assert.deepEqual(injected.attributes, [], 'formatting sets no attribute from the text');
+  assert.deepEqual(dialogs, []);
+
+  // What a user formats: bold, italic, code, a quote, a link and a code block.
+  const code = 'fn main() {\n    println!("hi");\n\n        // indented\n}';
+  await send(alice.page, `**bold** *it* _also_ \`x < y\` [docs](https://example.com/d) snake_case_name\n> quoted\n\`\`\`\n${code}\n\`\`\``);
+  await bob.page.waitForSelector('.messages[data-room="lobby"] li.msg[data-seq] pre code');
+  const shown = await bob.page.evaluate(() => {
+    const li = [...document.querySelectorAll('.messages[data-room="lobby"] li.msg[data-seq]')].pop();
+    const t = li.querySelector('.msg-text');
+    return {
+      strong: t.querySelector('strong')?.textContent,
+      em: [...t.querySelectorAll('em')].map((e) => e.textContent),
+      code: t.querySelector(':scope > code')?.textContent,
+      link: [t.querySelector('a')?.getAttribute('href'), t.querySelector('a')?.textContent],
+      quote: t.querySelector('blockquote')?.textContent,
+      block: t.querySelector('pre code')?.textContent,
+      whiteSpace: getComputedStyle(t.querySelector('pre')).whiteSpace,
+      snake: t.textContent.includes('snake_case_name'),
+    };
+  });
+  assert.deepEqual(shown, {
+    strong: 'bold', em: ['it', 'also'], code: 'x < y', link: ['https://example.com/d', 'docs'],
+    quote: 'quoted', block: code, whiteSpace: 'pre', snake: true,
+  });
+  assertNoConsoleErrors(assert, alice.consoleErrors);
+  assertNoConsoleErrors(assert, bob.consoleErrors);
+});

@@ -4,12 +4,12 @@
 //
 // Messages with a seq stay sorted by seq; the user's own unacknowledged
 // messages (no seq yet) sit after them, in the order they were typed, until
-// the server gives them a seq. All user text goes through textContent or the
-// link function, never through innerHTML. The first item of the pane is the
+// the server gives them a seq. All user text goes through textContent or
+// markdown.js (DOM nodes, links only via linkify.js), never through innerHTML. The first item of the pane is the
 // scroll-back row: a "Load older messages" button, "Loading…", or the
 // "Beginning of the room" marker.
 
-import { linkify } from './linkify.js';
+import { renderMarkdown } from './markdown.js';
 import { userTag, reactionsOf, applyReaction } from './natter-client.js';
 
 const GROUP_WINDOW_MS = 5 * 60 * 1000;
@@ -434,7 +434,8 @@ function messageElement(msg, mine) {
 
   const text = document.createElement('div');
   text.className = 'msg-text';
-  text.append(linkify(String(msg.text ?? '')));
+  text.append(renderMarkdown(String(msg.text ?? '')));
+  li.rawText = String(msg.text ?? ''); // what an edit starts from (the text as typed)
 
   li.append(header, text);
   if (msg.deleted) markDeleted(li);
@@ -443,7 +444,8 @@ function messageElement(msg, mine) {
 }
 
 function setText(li, text) {
-  li.querySelector('.msg-text').replaceChildren(linkify(String(text)));
+  li.querySelector('.msg-text').replaceChildren(renderMarkdown(String(text)));
+  li.rawText = String(text);
 }
 
 function markEdited(li, ts) {
