@@ -33,8 +33,8 @@ if [[ ! -d "$here/node_modules/playwright-core" ]]; then
   (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 client_tests="$root/tests/client"
-if [[ ! -d "$client_tests/node_modules/ws" ]]; then
-  echo "run.sh: installing ws for the client-library tests (npm ci)" >&2
+if [[ ! -d "$client_tests/node_modules/ws" || ! -d "$client_tests/node_modules/typescript" || ! -d "$client_tests/node_modules/@types/node" ]]; then
+  echo "run.sh: installing ws and typescript for the client-library tests (npm ci)" >&2
   (cd "$client_tests" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
