@@ -67,6 +67,8 @@ declare const pane: HTMLElement;
 declare function atBottom(pane: HTMLElement): boolean;
 declare function showUnreadAfter(room: string, seq: number): void;
 `,
+  reactions: `declare const client: import('natter-client').NatterClient;
+`,
   paging: `import type { NatterClient, Message } from 'natter-client';
 declare const client: NatterClient;
 declare const oldestShownSeq: number;

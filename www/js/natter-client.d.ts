@@ -35,7 +35,31 @@ export interface Message {
   /** When it was last edited (ms). */
   edited?: number;
   deleted?: true;
+  /** Emoji → the user ids who reacted, in order; absent when none. */
+  reactions?: Record<string, string[]>;
   [field: string]: unknown;
+}
+
+/** A `react` event: `uid`'s reaction `emoji` to message `of` is now `on` or off. */
+export interface ReactEvent {
+  type: 'react';
+  room: string;
+  seq: number;
+  of: number;
+  ts: number;
+  user: string;
+  uid: string;
+  emoji: string;
+  on: boolean;
+  [field: string]: unknown;
+}
+
+/** One chip of `reactionsOf`. */
+export interface ReactionChip {
+  emoji: string;
+  count: number;
+  mine: boolean;
+  users: string[];
 }
 
 /** An `edit` event: message `of` now reads `text`. */
@@ -80,7 +104,7 @@ export interface ModerationEvent {
 }
 
 /** What a room's history holds: messages and the events that change them. */
-export type Stored = Message | EditEvent | DeleteEvent | ModerationEvent;
+export type Stored = Message | EditEvent | DeleteEvent | ReactEvent | ModerationEvent;
 
 /** Any frame the server sends. */
 export interface Frame {
@@ -152,6 +176,7 @@ export interface NatterEvents {
   message: Message;
   edit: EditEvent;
   delete: DeleteEvent;
+  react: ReactEvent;
   ack: { id: string; room: string; seq: number; dup: boolean };
   failed: Unsent & { code: string; message: string };
   presence: { room: string; users: UserRef[]; change: PresenceChange | null };
@@ -253,11 +278,20 @@ export class NatterClient {
   edit(room: string, seq: number, text: string): Promise<{ seq: number }>;
   delete(room: string, seq: number): Promise<{ seq: number }>;
   markRead(room: string, seq?: number): boolean;
+  /** Toggles your reaction `emoji` to message `seq`. */
+  react(room: string, seq: number, emoji: string): Promise<{ seq: number; on: boolean }>;
   older(room: string, options: { before: number; limit?: number }): Promise<NatterEvents['older']>;
   search(room: string, q: string, options?: { before?: number; limit?: number }): Promise<NatterEvents['search']>;
   sendFrame(frame: { type: string; [field: string]: unknown }): boolean;
 }
 
+/** A message's reactions as chips, in the order they were first made. */
+export function reactionsOf(msg: { reactions?: Record<string, string[]> } | null | undefined, me: string): ReactionChip[];
+/** Applies a `react` event to a message you keep (idempotent); returns the message. */
+export function applyReaction<M extends { reactions?: Record<string, string[]> }>(
+  msg: M,
+  event: { emoji: string; uid: string; on: boolean },
+): M;
 /** Six characters derived from a user id, to tell two authors of one name apart. */
 export function userTag(id: string): string;
 /** The open-mode identity key kept in `storage` (made on first use). */
