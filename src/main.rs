@@ -97,7 +97,8 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
 
     let mut cfg = args.to_config(http_addr.port(), ws_addr.port()).map_err(|e| e.to_string())?;
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        cfg.tls = Some(Tls::load(cert, key).map_err(|e| format!("--tls-cert/--tls-key: {e}"))?);
+        let tls = Tls::load(cert, key).and_then(|t| t.with_persistent_tickets(&cfg.data_dir));
+        cfg.tls = Some(tls.map_err(|e| format!("--tls-cert/--tls-key: {e}"))?);
     }
     if cfg.max_connections > ceiling {
         log::info!(

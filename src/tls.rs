@@ -6,7 +6,9 @@
 //! every new handshake whatever pair was loaded last, so a reload never touches a
 //! live connection. A pair that fails to load (missing, a directory, empty, a key
 //! that does not sign for the certificate) is an error at start and, on reload, is
-//! logged while the old pair stays. This module never does socket I/O.
+//! logged while the old pair stays. Session tickets are sealed with a key kept in the
+//! data dir ([`tickets`]), so clients resume across a restart. This module never does
+//! socket I/O.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -17,6 +19,8 @@ use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, ServerConnection};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+pub mod tickets;
 
 /// The first byte of every TLS connection: a handshake record.
 pub const HANDSHAKE_RECORD: u8 = 0x16;
@@ -41,6 +45,8 @@ pub enum TlsError {
     Mismatch { cert: PathBuf, key: PathBuf },
     #[error("TLS setup: {0}")]
     Setup(#[from] rustls::Error),
+    #[error("the session ticket key: {0}")]
+    TicketKey(#[from] tickets::TicketKeyError),
 }
 
 /// The pair being served now, and where to reload it from.
@@ -80,6 +86,14 @@ impl Tls {
         // Both listeners speak HTTP/1.1 (the WebSocket upgrade is an HTTP/1.1 request).
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Tls { config: Arc::new(config), store })
+    }
+
+    /// Seals session tickets with the key in `dir` (made there if missing), so that
+    /// a restarted natter resumes the sessions this one issued.
+    pub fn with_persistent_tickets(self, dir: &Path) -> Result<Tls, TlsError> {
+        let mut config = ServerConfig::clone(&self.config);
+        config.ticketer = Arc::new(tickets::Tickets::in_dir(dir)?);
+        Ok(Tls { config: Arc::new(config), store: self.store })
     }
 
     /// Loads the files again. On success new handshakes use the new pair; on failure

@@ -2,7 +2,8 @@
 //! CA made for the test chats and resumes over `wss://`, and over the fallback
 //! transport on the same port; plain text, garbage and
 //! stalled handshakes are refused or closed in time; a TLS client that stops reading
-//! never stalls the others; SIGHUP swaps the certificate for new connections only.
+//! never stalls the others; SIGHUP swaps the certificate for new connections only; a
+//! restarted process resumes the sessions its predecessor issued.
 
 mod common;
 mod common_tls;
@@ -272,4 +273,42 @@ fn a_missing_or_bad_pair_at_start_is_a_clear_error_and_a_failed_exit() {
         assert!(stderr.contains(says), "{cert:?}/{key:?}: stderr says {stderr:?}, expected {says:?}");
         assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"), "never serves plain instead");
     }
+}
+
+/// One HTTPS request to `addr` with `tls`; how its handshake went.
+fn handshake_kind(addr: std::net::SocketAddr, tls: &std::sync::Arc<rustls::ClientConfig>) -> rustls::HandshakeKind {
+    let mut s = common_tls::tls_connect(addr, tls);
+    write!(s.get_mut(), "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out); // the ticket comes after the handshake: read it all
+    assert!(out.starts_with(b"HTTP/1.1 "), "an HTTP answer over TLS");
+    s.get_ref().conn.handshake_kind().expect("the handshake finished")
+}
+
+/// An upgrade or restart of natter on the same data dir resumes the TLS sessions the
+/// process before it issued (the ticket key lives in the data dir), so thousands of
+/// clients coming back at once skip the full handshake; another data dir's key does not.
+#[test]
+fn a_restarted_natter_resumes_its_predecessors_sessions() {
+    let (data, other, certs) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let ca = TestCa::new();
+    let issued = ca.issue(certs.path(), "server", 1);
+    let mut config = rustls::ClientConfig::clone(&ca.client_config());
+    config.resumption = rustls::client::Resumption::in_memory_sessions(8);
+    let tls = std::sync::Arc::new(config);
+    let args = ["--tls-cert", issued.cert.to_str().unwrap(), "--tls-key", issued.key.to_str().unwrap()];
+
+    let mut first = Proc::start(data.path(), None, &args);
+    assert_eq!(handshake_kind(first.http, &tls), rustls::HandshakeKind::Full);
+    assert_eq!(handshake_kind(first.http, &tls), rustls::HandshakeKind::Resumed, "the same process resumes");
+    first.signal(libc::SIGTERM);
+    assert_eq!(first.wait(Duration::from_secs(10)), Some(0));
+
+    let second = Proc::start(data.path(), None, &args);
+    assert_eq!(handshake_kind(second.http, &tls), rustls::HandshakeKind::Resumed, "the next process resumes");
+    drop(second);
+
+    let elsewhere = Proc::start(other.path(), None, &args);
+    assert_eq!(handshake_kind(elsewhere.http, &tls), rustls::HandshakeKind::Full, "another key opens no ticket");
 }
