@@ -53,6 +53,8 @@ SCROLLBACK_PAGERS=${LT_SCROLLBACK_PAGERS:-100}
 SCROLLBACK_PAGE_RATE=${LT_SCROLLBACK_PAGE_RATE:-2}     # pages/s per pager
 SCROLLBACK_DURATION=${LT_SCROLLBACK_DURATION:-5}       # seconds of each steady run without or with pagers
 SCROLLBACK_ROUNDS=${LT_SCROLLBACK_ROUNDS:-3}           # runs without and with pagers, in turn
+RESTART_CLIENTS=${LT_RESTART_CLIENTS:-10000}           # restart: clients connected when natter restarts
+RESTART_RATE=${LT_RESTART_RATE:-200}                   # restart: messages/s, all clients together, throughout
 
 LT=$ROOT/target/release/natter-loadtest
 mkdir -p "$OUT"
@@ -249,6 +251,53 @@ scrollback_rows() {
     rm -rf "$data"
 }
 
+# restart_rows: RESTART_CLIENTS clients in ROOMS rooms, all sending (RESTART_RATE msg/s
+# in total), and natter restarted under them: SIGTERM, then the binary started again on
+# the same port and data dir (an upgrade puts the new binary in its place). The row is
+# the time from the SIGTERM until every client is back and has resumed (join with since
+# and epoch, its history's last page in), and how many acked messages a member missed
+# or got twice. Plain, then wss:// with session tickets (labelled natter-tls).
+restart_rows() {
+    local mode name data certs port tls cmd newpid
+    for mode in plain tls; do
+        data=$(mktemp -d)
+        DATA_DIRS+=("$data")
+        port=$(free_port)
+        tls=() CA= name=natter
+        if [ "$mode" = tls ]; then
+            certs=$(mktemp -d)
+            DATA_DIRS+=("$certs")
+            target/release/natter-test-ca "$certs"
+            tls=(--tls-cert "$certs/server.crt" --tls-key "$certs/server.key")
+            CA=$certs/ca.pem name=natter-tls
+        fi
+        cmd=(target/release/natter serve --bind 127.0.0.1 --http-port 0 --ws-port "$port" --max-connections-per-ip "$PER_IP"
+            --data-dir "$data" --rate-per-s 100000 --rate-burst 100000 "${tls[@]}")
+        start "natter-restart-$mode" "${cmd[@]}"
+        URL="$SERVER_URL?name=lt"
+        # The restart: SIGTERM, wait until the old process is gone (a zombie of this
+        # shell counts as gone), start the same binary again, return once it listens.
+        cat >"$OUT/restart-$mode.sh" <<EOS
+#!/usr/bin/env bash
+kill -TERM $SERVER_PID
+while [ -e /proc/$SERVER_PID ] && ! grep -q '^State:.*Z' /proc/$SERVER_PID/status 2>/dev/null; do sleep 0.01; done
+${cmd[*]} >"$OUT/natter-restart-$mode-2.log" 2>&1 &
+echo \$! >"$OUT/restart-$mode.pid"
+for _ in \$(seq 1000); do grep -q 'wss\?://' "$OUT/natter-restart-$mode-2.log" && exit 0; sleep 0.01; done
+exit 1
+EOS
+        lt "$name" restart --clients "$RESTART_CLIENTS" --rooms "$ROOMS" --rate "$RESTART_RATE" --duration 2 \
+            --witness-rate 0 --restart-cmd "bash $OUT/restart-$mode.sh"
+        wait "$SERVER_PID" 2>/dev/null || true
+        newpid=$(cat "$OUT/restart-$mode.pid" 2>/dev/null || true)
+        if [ -n "$newpid" ]; then
+            kill "$newpid" 2>/dev/null || true
+            while [ -e "/proc/$newpid" ]; do sleep 0.05; done
+        fi
+    done
+    CA=
+}
+
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 run_scenarios() {
@@ -336,6 +385,7 @@ for server in $SERVERS; do
         stop
         scrollback_rows
         api_rows
+        restart_rows
         # Group commit: one fsync per dispatcher batch.
         data=$(mktemp -d)
         DATA_DIRS+=("$data")

@@ -24,6 +24,9 @@ pub enum Scenario {
     /// `rooms`, raising the rate in steps (as `ramp`) until p99 passes the
     /// bound or anything in any room is lost.
     RoomsRamp,
+    /// The server restarted (--restart-cmd) under every client sending in its
+    /// room: time until all are back and resumed, acked probes lost or doubled.
+    Restart,
     /// Side-by-side table from --json outputs: --input LABEL=FILE, repeated.
     Compare,
 }
@@ -58,6 +61,7 @@ impl Scenario {
             Scenario::Shootout => "shootout",
             Scenario::Rooms => "rooms",
             Scenario::RoomsRamp => "rooms-ramp",
+            Scenario::Restart => "restart",
             Scenario::Compare => "compare",
         }
     }
@@ -181,6 +185,11 @@ pub struct Args {
     /// ramp: p99 bound, ms.
     #[arg(long, default_value_t = 200.0)]
     pub p99_bound_ms: f64,
+
+    /// restart: the shell command that restarts the server (it returns once the
+    /// new server listens); --duration seconds of sending come before and after it.
+    #[arg(long)]
+    pub restart_cmd: Option<String>,
 
     /// idle: seconds to hold the connections.
     #[arg(long, default_value_t = 5.0)]

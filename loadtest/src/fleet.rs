@@ -128,6 +128,43 @@ impl Fleet {
         all
     }
 
+    /// `restart`: every probe the server acked since the last `reset_ledgers`, by
+    /// room index: (stream, n).
+    pub fn acked(&self, rooms: usize) -> Vec<Vec<(u32, u32)>> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        self.tell_all(|| Cmd::Acked(tx.clone()));
+        let mut by_room = vec![Vec::new(); rooms.max(1)];
+        for _ in 0..self.workers.len() {
+            match rx.recv_timeout(Duration::from_secs(10)) {
+                Ok(acked) => {
+                    for (room, stream, n) in acked {
+                        if let Some(v) = by_room.get_mut(room as usize) {
+                            v.push((stream, n));
+                        }
+                    }
+                }
+                Err(_) => eprintln!("warning: a worker did not answer with its acks within 10 s"),
+            }
+        }
+        by_room
+    }
+
+    /// `restart`: (checked, missing) over every counted client: each probe acked
+    /// in its room that its ledger does not hold is missing.
+    pub fn audit(&self, acked: Vec<Vec<(u32, u32)>>) -> (u64, u64) {
+        let acked = Arc::new(acked);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        self.tell_all(|| Cmd::Audit(Arc::clone(&acked), tx.clone()));
+        let (mut checked, mut missing) = (0, 0);
+        for _ in 0..self.workers.len() {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok((c, m)) => (checked, missing) = (checked + c, missing + m),
+                Err(_) => eprintln!("warning: a worker did not answer the audit within 30 s"),
+            }
+        }
+        (checked, missing)
+    }
+
     /// One probe from a random client of a random worker.
     pub fn broadcast(&self, probe: Probe, pick: u64) {
         self.tell((pick % self.workers.len() as u64) as usize, Cmd::Broadcast(probe));

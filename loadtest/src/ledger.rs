@@ -88,6 +88,15 @@ impl Ledger {
         Arrival::Late
     }
 
+    /// Whether probe `n` of `stream` has arrived.
+    pub fn has(&self, stream: u32, n: u32) -> bool {
+        let high = match self.high.binary_search_by_key(&stream, |&(s, _)| s) {
+            Ok(i) => self.high[i].1,
+            Err(_) => 0,
+        };
+        n >= 1 && n <= high && !self.gaps.iter().any(|&(s, lo, hi)| s == stream && lo <= n && n <= hi)
+    }
+
     /// Forget everything (a new measurement phase starts).
     pub fn clear(&mut self) {
         self.high = Vec::new();
@@ -120,6 +129,15 @@ mod tests {
         assert_eq!([l.record(1, 1), l.record(1, 4), l.record(1, 2)], [Late, Late, Late]);
         assert!(l.gaps.is_empty());
         assert_eq!([l.record(1, 4), l.record(1, 5)], [Duplicate, Duplicate]);
+    }
+
+    #[test]
+    fn has_knows_gaps() {
+        let mut l = Ledger::default();
+        l.record(3, 1);
+        l.record(3, 4);
+        assert!(l.has(3, 1) && l.has(3, 4));
+        assert!(!l.has(3, 2) && !l.has(3, 3) && !l.has(3, 5) && !l.has(4, 1) && !l.has(3, 0));
     }
 
     #[test]

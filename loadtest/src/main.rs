@@ -80,7 +80,7 @@ fn run(args: &Args) -> Result<(), String> {
         }
     }
     let run_id = sys::now_ns() ^ u64::from(std::process::id()) << 32 ^ unix_nanos();
-    let spread = matches!(args.scenario(), Scenario::Rooms | Scenario::RoomsRamp);
+    let spread = matches!(args.scenario(), Scenario::Rooms | Scenario::RoomsRamp | Scenario::Restart);
     let witness = witness::Witness::start(args, targets.clone(), run_id)?;
     if args.paging.pagers > 0 && args.scenario() != Scenario::Steady {
         return Err("--pagers runs with the steady scenario only".into());
@@ -110,6 +110,7 @@ fn run(args: &Args) -> Result<(), String> {
         progress: Arc::default(),
         board: Arc::new(worker::Board::new(args.in_flight.max(1) as usize)),
         delayed_acks: !args.immediate_acks,
+        resume: args.scenario() == Scenario::Restart,
     };
     let threads = args.threads.max(1);
     let fleet = fleet::Fleet::start(setup, threads, args.quiet).map_err(|e| format!("starting workers: {e}"))?;

@@ -2,7 +2,7 @@
 //! [`Outcome`] — the measured stats plus what only that scenario knows
 //! (steps of a ramp, memory per idle connection, the shootout's largest
 //! passing client count, every room's accounting), with what the witness
-//! measured meanwhile.
+//! measured meanwhile. `restart` lives in its own file (`scenario/restart.rs`).
 
 use crate::cli::{Args, Scenario};
 use crate::fleet::Fleet;
@@ -15,6 +15,8 @@ use crate::witness::{self, Witness};
 use serde_json::{json, Map, Value};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
+
+mod restart;
 
 /// `steady --pagers`: seconds of unmeasured sending before the run without pagers.
 const WARM_UP_SECS: f64 = 5.0;
@@ -545,6 +547,7 @@ pub fn run(r: &Run) -> Outcome {
         s @ (Scenario::Connect | Scenario::Idle) => connect_or_idle(r, s),
         Scenario::Churn => churn(r),
         Scenario::Shootout => shootout(r),
+        Scenario::Restart => restart::restart(r),
         Scenario::Compare => unreachable!("compare runs no clients"),
     };
     if o.witness.is_none() {

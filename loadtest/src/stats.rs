@@ -95,6 +95,12 @@ pub struct Stats {
     pub binary: u64,
     /// Ledger gap ranges forgotten (bounded memory); 0 in any sane run.
     pub gaps_forgotten: u64,
+    /// `restart`: server hang-up → that client's resume done, µs.
+    pub resume_us: Histogram<u64>,
+    /// `restart`: resumes answered `reset` (the room's history changed epoch).
+    pub resets: u64,
+    /// `restart`: reconnects over TLS that resumed their session (no full handshake).
+    pub tls_resumed: u64,
     /// CPU time of the worker threads.
     pub cpu: Duration,
 }
@@ -130,6 +136,9 @@ impl Default for Stats {
             not_json: 0,
             binary: 0,
             gaps_forgotten: 0,
+            resume_us: latency_histogram(),
+            resets: 0,
+            tls_resumed: 0,
             cpu: Duration::ZERO,
         }
     }
@@ -193,6 +202,9 @@ impl Stats {
         self.not_json += o.not_json;
         self.binary += o.binary;
         self.gaps_forgotten += o.gaps_forgotten;
+        self.resume_us.add(&o.resume_us).expect("same histogram bounds");
+        self.resets += o.resets;
+        self.tls_resumed += o.tls_resumed;
         self.cpu += o.cpu;
     }
 }
@@ -214,6 +226,10 @@ pub struct Progress {
     pub delivered: AtomicU64,
     /// Counted clients whose join the server has answered with `joined`, ever.
     pub joined: AtomicU64,
+    /// `restart`: clients the server hung up on that have not resumed yet.
+    pub away: AtomicU64,
+    /// `restart`: resumes done (a resume's last history page arrived), ever.
+    pub resumed: AtomicU64,
 }
 
 impl Progress {

@@ -77,6 +77,16 @@ pub struct Client {
 }
 
 impl Client {
+    /// The same checks, with a session store of its own: a `restart` client comes
+    /// back with its own session ticket, as a browser would (the shared config
+    /// resumes nothing: each ordinary client stands for a new user).
+    pub fn with_own_sessions(&self) -> Client {
+        let mut config = ClientConfig::clone(&self.config);
+        config.resumption =
+            rustls::client::Resumption::store(Arc::new(rustls::client::ClientSessionMemoryCache::new(1)));
+        Client { config: Arc::new(config), name: self.name.clone() }
+    }
+
     fn session(&self) -> io::Result<ClientConnection> {
         let mut session =
             ClientConnection::new(Arc::clone(&self.config), self.name.clone()).map_err(io::Error::other)?;
@@ -141,13 +151,27 @@ impl Stream {
     /// Start connecting to `addr`, through TLS when `tls` is given (a `wss://`
     /// target).
     pub fn connect(addr: SocketAddr, tls: Option<&Client>) -> io::Result<Stream> {
-        let tcp = TcpStream::connect(addr)?;
+        Stream::over(TcpStream::connect(addr)?, tls)
+    }
+
+    /// A stream over `tcp`, through TLS when `tls` is given. Called once `tcp` has
+    /// connected, it takes a session ticket only then, as a browser does (rustls
+    /// takes it when it builds the ClientHello): a refused connect wastes none.
+    pub fn over(tcp: TcpStream, tls: Option<&Client>) -> io::Result<Stream> {
         Ok(match tls {
             None => Stream::Plain(tcp),
             Some(client) => {
                 Stream::Tls(Box::new(Session { tcp, tls: client.session()?, backlog: Vec::new(), eof: false }))
             }
         })
+    }
+
+    /// Whether this TLS connection resumed a session (None: plain, or not done yet).
+    pub fn resumed(&self) -> Option<bool> {
+        match self {
+            Stream::Plain(_) => None,
+            Stream::Tls(s) => s.tls.handshake_kind().map(|k| k == rustls::HandshakeKind::Resumed),
+        }
     }
 
     fn tcp(&self) -> &TcpStream {

@@ -70,6 +70,7 @@ impl Witness {
             progress: Arc::default(),
             board: Arc::new(Board::new(1)),
             delayed_acks: !args.immediate_acks,
+            resume: false,
         };
         let fleet = Fleet::start(setup, 1, true).map_err(|e| format!("starting the witness: {e}"))?;
         fleet.open("witness", 1, 0.0, Duration::from_secs(10));

@@ -17,14 +17,17 @@ use crate::tls::{self, Stream};
 use crate::ws::{self, check_upgrade, decode, Decoded, Target, Upgrade};
 use crossbeam_channel::{Receiver, Sender};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
 mod fallback;
+mod resume;
 use fallback::{Fallback, POST_BIT};
+use resume::{Natter, Resume};
 
 const WAKER: Token = Token(usize::MAX);
 /// Reads of one socket per wake-up before it yields to the others.
@@ -73,6 +76,9 @@ pub struct Setup {
     pub board: Arc<Board>,
     /// Defer each client's ACKs to the delayed-ACK timer (see `--immediate-acks`).
     pub delayed_acks: bool,
+    /// `restart`: a counted client the server hangs up on comes back and resumes
+    /// (`worker/resume.rs`) instead of being gone.
+    pub resume: bool,
 }
 
 /// Orders from the coordinator.
@@ -110,6 +116,12 @@ pub enum Cmd {
     Snapshot(Sender<Stats>),
     /// Members and probes sent per room since the last `ResetLedgers`.
     Census(Sender<Census>),
+    /// `restart`: the probes the server acked since the last `ResetLedgers`, as
+    /// (room, stream, n).
+    Acked(Sender<Vec<(u32, u32, u32)>>),
+    /// `restart`: check every counted client's ledger against the acked probes of
+    /// its room (indexed by room); answers (probes checked, probes missing).
+    Audit(Arc<Vec<Vec<(u32, u32)>>>, Sender<(u64, u64)>),
     Stop,
 }
 
@@ -157,6 +169,10 @@ enum State {
     Closing {
         deadline_ns: u64,
     },
+    /// `restart`: the server went away; connecting again at `due_ns`.
+    Waiting {
+        due_ns: u64,
+    },
 }
 
 struct Conn {
@@ -183,6 +199,11 @@ struct Conn {
     room: u32,
     /// `--transport sse`: the stream's parser and the POST connection.
     fallback: Option<Box<Fallback>>,
+    /// `restart`: what the client needs to come back (counted clients only).
+    resume: Option<Box<Resume>>,
+    /// `restart`: the socket of a connect again, until it connects; then it becomes
+    /// `stream` (TLS starting only then).
+    dialing: Option<mio::net::TcpStream>,
 }
 
 struct SendPlan {
@@ -217,6 +238,8 @@ struct Ctx {
     room_sent: Vec<u64>,
     /// The worker's poll, for connections opened while handling others.
     registry: Registry,
+    /// `restart`: probes the server acked, (room, stream, n).
+    acked: Vec<(u32, u32, u32)>,
 }
 
 pub struct Worker {
@@ -229,6 +252,8 @@ pub struct Worker {
     again: Vec<usize>,
     /// Handshake deadlines in connect order: (deadline, slot).
     deadlines: VecDeque<(u64, usize)>,
+    /// `restart`: clients waiting to connect again, soonest first: (due, slot).
+    waiting: BinaryHeap<Reverse<(u64, usize)>>,
     /// Connects started and not yet open or failed.
     in_flight: usize,
     opened: u64,
@@ -260,6 +285,7 @@ pub fn spawn(
         free: Vec::new(),
         again: Vec::new(),
         deadlines: VecDeque::new(),
+        waiting: BinaryHeap::new(),
         in_flight: 0,
         opened: 0,
         last_sweep_ns: 0,
@@ -276,6 +302,7 @@ pub fn spawn(
             text: String::new(),
             room_sent: Vec::new(),
             registry,
+            acked: Vec::new(),
         },
         cpu_start: Duration::ZERO,
     };
@@ -341,6 +368,7 @@ impl Worker {
             }
             let now = now_ns();
             self.run_connects(now);
+            self.run_reconnects(now);
             self.run_sends(now);
             self.expire(now);
         }
@@ -361,6 +389,9 @@ impl Worker {
             for c in &self.connect {
                 next = next.min(c.next_ns);
             }
+            if let Some(Reverse((due, _))) = self.waiting.peek() {
+                next = next.min(*due);
+            }
         }
         Duration::from_nanos(next.saturating_sub(now))
     }
@@ -380,6 +411,7 @@ impl Worker {
             Cmd::ResetLedgers => {
                 self.ctx.phase_start_ns = now_ns();
                 self.ctx.room_sent.clear();
+                self.ctx.acked.clear();
                 for c in self.conns.iter_mut().flatten() {
                     c.ledger.clear();
                 }
@@ -405,6 +437,19 @@ impl Worker {
                 let mut sent = self.ctx.room_sent.clone();
                 sent.resize(members.len(), 0);
                 let _ = reply.send(Census { members, sent });
+            }
+            Cmd::Acked(reply) => {
+                let _ = reply.send(self.ctx.acked.clone());
+            }
+            Cmd::Audit(acked, reply) => {
+                let (mut checked, mut missing) = (0, 0);
+                for c in self.conns.iter().flatten().filter(|c| c.counted) {
+                    for &(stream, n) in acked.get(c.room as usize).map_or(&[][..], |v| &v[..]) {
+                        checked += 1;
+                        missing += u64::from(!c.ledger.has(stream, n));
+                    }
+                }
+                let _ = reply.send((checked, missing));
             }
             Cmd::Stop => return false,
         }
@@ -492,7 +537,10 @@ impl Worker {
         self.opened += 1;
         self.ctx.stats.connect_attempts += 1;
         let now = now_ns();
-        let mut stream = match Stream::connect(target.addr, target.tls.as_ref()) {
+        let resume = (self.ctx.setup.resume && counted)
+            .then(|| Box::new(Resume::new(target.tls.as_ref().map(tls::Client::with_own_sessions))));
+        let tls = resume.as_ref().map_or(target.tls.as_ref(), |r| r.tls.as_ref());
+        let mut stream = match Stream::connect(target.addr, tls) {
             Ok(s) => s,
             Err(e) => return self.fail_connect(None, &format!("connect: {}", e.kind())),
         };
@@ -523,6 +571,8 @@ impl Worker {
             index,
             room,
             fallback: (setup.transport == Transport::Sse).then(|| Box::new(Fallback::new(slot))),
+            resume,
+            dialing: None,
         });
         self.deadlines.push_back((now + HANDSHAKE_TIMEOUT_NS, slot));
         self.in_flight += 1;
@@ -531,17 +581,102 @@ impl Worker {
 
     fn fail_connect(&mut self, slot: Option<usize>, reason: &str) {
         tally(&mut self.ctx.stats.connect_failed, reason);
-        Progress::add(&self.ctx.progress().failed, 1);
         if let Some(slot) = slot {
             self.in_flight -= 1;
             Progress::sub(&self.ctx.progress().pending, 1);
+            if self.is_away(slot) {
+                // A client coming back tries again (the server may still be starting).
+                return self.wait(slot);
+            }
             self.drop_conn(slot);
+        }
+        Progress::add(&self.ctx.progress().failed, 1);
+    }
+
+    /// A counted client of a `restart` run whose server went away.
+    fn is_away(&self, slot: usize) -> bool {
+        matches!(&self.conns[slot], Some(c) if c.resume.as_ref().is_some_and(|r| r.away_since_ns.is_some()))
+    }
+
+    /// The server ended an open `restart` client: it waits its backoff and comes back.
+    fn go_away(&mut self, slot: usize) {
+        let Some(conn) = self.conns[slot].as_mut() else {
+            return;
+        };
+        let Some(resume) = conn.resume.as_mut() else {
+            return;
+        };
+        resume.away_since_ns = Some(now_ns());
+        resume.attempt = 0;
+        resume.awaiting_history = false;
+        Progress::sub(&self.ctx.setup.progress.open, 1);
+        Progress::add(&self.ctx.setup.progress.away, 1);
+        self.wait(slot);
+    }
+
+    /// Park `slot` until its next connect is due.
+    fn wait(&mut self, slot: usize) {
+        let random = self.ctx.random();
+        let Some(conn) = self.conns[slot].as_mut() else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+        if let Some(mut d) = conn.dialing.take() {
+            let _ = self.poll.registry().deregister(&mut d);
+        }
+        let delay = conn.resume.as_mut().map_or(0, |r| r.next_delay_ns(random));
+        let due_ns = now_ns() + delay;
+        conn.state = State::Waiting { due_ns };
+        (conn.inbuf, conn.frag, conn.out) = (Vec::new(), None, Vec::new());
+        self.waiting.push(Reverse((due_ns, slot)));
+    }
+
+    /// Connect again every waiting client whose time has come.
+    fn run_reconnects(&mut self, now: u64) {
+        while self.in_flight < MAX_PENDING {
+            match self.waiting.peek() {
+                Some(Reverse((due, _))) if *due <= now => {}
+                _ => return,
+            }
+            let Some(Reverse((due, slot))) = self.waiting.pop() else {
+                return;
+            };
+            let Some(conn) = self.conns[slot].as_mut() else {
+                continue;
+            };
+            if !matches!(conn.state, State::Waiting { due_ns } if due_ns == due) {
+                continue; // a stale entry: the slot moved on
+            }
+            self.ctx.stats.connect_attempts += 1;
+            let target = &self.ctx.setup.targets[conn.target];
+            let dialing = mio::net::TcpStream::connect(target.addr).and_then(|mut s| {
+                self.poll.registry().register(&mut s, Token(slot), Interest::READABLE | Interest::WRITABLE)?;
+                Ok(s)
+            });
+            match dialing {
+                Ok(s) => {
+                    conn.dialing = Some(s);
+                    conn.state = State::Connecting;
+                    conn.started_ns = now;
+                    self.deadlines.push_back((now + HANDSHAKE_TIMEOUT_NS, slot));
+                    self.in_flight += 1;
+                    Progress::add(&self.ctx.progress().pending, 1);
+                }
+                Err(e) => {
+                    tally(&mut self.ctx.stats.connect_failed, &format!("connect: {}", e.kind()));
+                    self.wait(slot);
+                }
+            }
         }
     }
 
     fn drop_conn(&mut self, slot: usize) {
         if let Some(mut c) = self.conns[slot].take() {
             let _ = self.poll.registry().deregister(&mut c.stream);
+            if let Some(mut d) = c.dialing.take() {
+                let _ = self.poll.registry().deregister(&mut d);
+            }
             if let Some(f) = c.fallback.as_mut() {
                 f.close(self.poll.registry());
             }
@@ -557,6 +692,21 @@ impl Worker {
         let Some(conn) = self.conns[slot].as_mut() else {
             return;
         };
+        if let Some(tcp) = conn.dialing.as_ref() {
+            // Connecting again (`restart`): the stream is made once the socket connects.
+            match tcp.take_error() {
+                Ok(None) => {}
+                Ok(Some(e)) | Err(e) => return self.fail_connect(Some(slot), &format!("connect: {}", e.kind())),
+            }
+            if tcp.peer_addr().is_err() {
+                return; // not connected yet
+            }
+            let tcp = conn.dialing.take().expect("checked above");
+            match Stream::over(tcp, conn.resume.as_ref().and_then(|r| r.tls.as_ref())) {
+                Ok(s) => conn.stream = s,
+                Err(e) => return self.fail_connect(Some(slot), &format!("tls: {e}")),
+            }
+        }
         if matches!(conn.state, State::Connecting) {
             match conn.stream.take_error() {
                 Ok(None) => {}
@@ -565,6 +715,7 @@ impl Worker {
             if conn.stream.peer_addr().is_err() {
                 return; // not connected yet
             }
+
             let target = &self.ctx.setup.targets[conn.target];
             let (request, accept) = match conn.fallback {
                 Some(_) => (crate::sse::stream_request(target), String::new()),
@@ -584,6 +735,9 @@ impl Worker {
     /// FIN raises no new edge of its own: then read on to the EOF. This
     /// halves the tester's read calls when each wake-up brings one frame.
     fn on_readable(&mut self, slot: usize, closing: bool) {
+        if self.conns[slot].as_ref().is_some_and(|c| c.dialing.is_some()) {
+            return self.on_writable(slot); // a connect again that failed, or is done
+        }
         for _ in 0..READS_PER_WAKE {
             let Some(conn) = self.conns[slot].as_mut() else {
                 return;
@@ -636,11 +790,19 @@ impl Worker {
                     let p = self.ctx.progress();
                     Progress::sub(&p.pending, 1);
                     self.in_flight -= 1;
-                    if conn.counted {
+                    Progress::add(if conn.counted { &p.open } else { &p.open_uncounted }, 1);
+                    let back = conn.resume.as_mut().filter(|r| r.away_since_ns.is_some()).map(|r| {
+                        // Back after the server went away: resume from the last seq seen.
+                        r.awaiting_history = true;
+                        r.join(&self.ctx.setup.rooms[conn.room as usize])
+                    });
+                    if back.is_none() && conn.counted {
                         Progress::add(&p.opened, 1);
                     }
-                    Progress::add(if conn.counted { &p.open } else { &p.open_uncounted }, 1);
-                    if self.ctx.setup.engine_io {
+                    if let Some(join) = back {
+                        self.ctx.stats.tls_resumed += u64::from(conn.stream.resumed() == Some(true));
+                        send_text(conn, &join, &mut self.ctx);
+                    } else if self.ctx.setup.engine_io {
                         // Socket.IO's connect to the default namespace; the join waits for its answer.
                         send_frame(conn, ws::OP_TEXT, b"40", &mut self.ctx);
                     } else {
@@ -668,6 +830,13 @@ impl Worker {
         let Some(conn) = self.conns[slot].as_ref() else {
             return;
         };
+        if matches!(conn.state, State::Waiting { .. }) {
+            return; // an event of the socket it had before it went away
+        }
+        if conn.resume.is_some() && matches!(conn.state, State::Open) {
+            tally(&mut self.ctx.stats.dropped, why);
+            return self.go_away(slot);
+        }
         match conn.state {
             State::Connecting | State::Handshaking { .. } => return self.fail_connect(Some(slot), why),
             State::Open if why != "closed" => tally(&mut self.ctx.stats.dropped, why),
@@ -728,6 +897,10 @@ impl Worker {
                     start_close(conn, &mut self.ctx);
                 }
                 State::Closing { .. } => {}
+                State::Waiting { .. } => {
+                    Progress::sub(&self.ctx.setup.progress.away, 1);
+                    self.drop_conn(slot);
+                }
                 _ => self.fail_connect(Some(slot), "closed before open"),
             }
         }
@@ -918,6 +1091,9 @@ fn on_text(conn: &mut Conn, payload: &[u8], arrival: u64, ctx: &mut Ctx) {
     if ctx.setup.engine_io && engine_io_packet(conn, payload, ctx) {
         return;
     }
+    if conn.resume.is_some() && resumed_frame(conn, payload, arrival, ctx) {
+        return;
+    }
     match classify(payload) {
         Seen::Probe(p) => on_probe(conn, p, arrival, ctx),
         Seen::Error(code) => tally(&mut ctx.stats.server_errors, &code),
@@ -976,4 +1152,50 @@ fn on_probe(conn: &mut Conn, p: Probe, arrival: u64, ctx: &mut Ctx) {
     ctx.stats.record_latency(latency, arrival);
     Progress::add(&ctx.progress().delivered, 1);
     ctx.setup.board.arrive(p, latency);
+}
+
+/// A `restart` client's view of natter's frames: keep the seq and epoch, note acks,
+/// and count a resume's history pages as deliveries. True if the frame is handled.
+fn resumed_frame(conn: &mut Conn, payload: &[u8], arrival: u64, ctx: &mut Ctx) -> bool {
+    let frame = resume::read(payload);
+    let Some(r) = conn.resume.as_mut() else {
+        return false;
+    };
+    match frame {
+        Natter::Msg { seq } => r.seq = r.seq.max(seq),
+        Natter::Ack { stream, n } => ctx.acked.push((conn.room, stream, n)),
+        Natter::Joined { epoch } => r.epoch = epoch.map(String::into_boxed_str).or(r.epoch.take()),
+        Natter::History { messages, more, reset } => {
+            if !r.awaiting_history {
+                return true; // a first join's history: older than the measurement
+            }
+            if reset {
+                ctx.stats.resets += 1;
+                r.seq = 0;
+            }
+            let (mut seq, done) = (r.seq, !more);
+            for (s, probe) in messages {
+                seq = seq.max(s);
+                if let Some(p) = probe {
+                    on_probe(conn, p, arrival, ctx);
+                }
+            }
+            let Some(r) = conn.resume.as_mut() else {
+                return true;
+            };
+            r.seq = seq;
+            if done {
+                r.awaiting_history = false;
+                if let Some(away) = r.away_since_ns.take() {
+                    ctx.stats.resume_us.saturating_record(((arrival - away) / 1000).max(1));
+                    let p = ctx.progress();
+                    Progress::sub(&p.away, 1);
+                    Progress::add(&p.resumed, 1);
+                }
+            }
+            return true;
+        }
+        Natter::Other => {}
+    }
+    false
 }
