@@ -5,7 +5,7 @@ CARGO ?= cargo
 BIN   := target/release/natter
 ARGS  ?=
 
-.PHONY: run build test test-rust test-browser lint bench loadtest autobahn fuzz soak clean
+.PHONY: run build test test-rust test-browser lint bench loadtest autobahn fuzz soak chaos clean
 
 ## Build in release mode and serve the page on http://localhost:8080 (WebSocket on 8081).
 run: build
@@ -69,3 +69,13 @@ SOAK_SECS ?= 120
 SOAK_CLIENTS ?= 300
 soak:
 	NATTER_SOAK_SECS=$(SOAK_SECS) NATTER_SOAK_CLIENTS=$(SOAK_CLIENTS) $(CARGO) test --release -p natter --test soak -- --nocapture
+
+## Chaos: clients on two natter instances (Redis mode) post and record every ack and
+## delivery while natter and Redis are killed, stopped, emptied and failed over
+## (Sentinel); a checker reads the records and prints a table per fault (loopback
+## only, bounded; make test runs a short version). docs/PERFORMANCE.md, "Faults".
+CHAOS_SECS ?= 15
+CHAOS_CLIENTS ?= 20
+chaos:
+	scripts/ensure-redis.sh
+	NATTER_CHAOS_SECS=$(CHAOS_SECS) NATTER_CHAOS_CLIENTS=$(CHAOS_CLIENTS) $(CARGO) test --release -p natter --test chaos -- --nocapture
