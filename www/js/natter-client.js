@@ -841,6 +841,9 @@ const HANDLERS = {
     room.readSeq = Number.isInteger(frame.read_seq) ? frame.read_seq : null;
     room.readSent = 0; // the server's marker is the truth again (it may have been reset)
     room.createPrivate = false;
+    // The history answer this `joined` opens (a server's own reset comes this way too,
+    // unasked, while the room is joined: its store lost or went back on the history).
+    room.answerDue = true;
     const detail = {
       room: room.name,
       head: frame.head,
@@ -875,8 +878,9 @@ const HANDLERS = {
     }
     // reset (on every page of the answer; acted on at the first): our cursor counts in a
     // history the server no longer has, so start over from what it sends now.
-    const reset = frame.reset === true && (!room.joined || room.rejoining);
+    const reset = frame.reset === true && (!room.joined || room.rejoining || room.answerDue);
     room.rejoining = false;
+    room.answerDue = false;
     if (reset) {
       room.lastSeq = 0;
       room.resumable = false;
