@@ -467,6 +467,14 @@ fn inject(fault: Fault, redis: &mut Redis, natters: &mut Natters) {
         }
         (Fault::EmptyRedis, Redis::Plain(r)) => r.restart(),
         (Fault::KillMaster { .. }, Redis::Sentinel(c)) => {
+            // The replica drops its link to the master just before the kill (it comes
+            // back within a second), so the master holds appends the replica never got:
+            // what an asynchronous failover loses, and what min-replicas must not ack.
+            let master = c.master_port();
+            if let Some(replica) = c.nodes.iter().find(|n| n.port != master && n.running()) {
+                let _ = SentinelCluster::command(replica.port, &["CLIENT", "KILL", "TYPE", "master"]);
+            }
+            std::thread::sleep(Duration::from_millis(300));
             let old = c.kill_master();
             let new = c.await_failover(old);
             // The old master comes back as a replica, so min-replicas can be met again.
