@@ -98,8 +98,8 @@ fn wait_gone(dir: &Path, gone: &[&str]) {
     }
 }
 
-/// `zed` writes 1,000 messages over three rooms (pipelined, then every ack), edits
-/// one, moves a read marker and blocks `bob`; `bob` writes one message in alpha.
+/// `zed` writes 1,000 messages over three rooms (pipelined, then every ack), reacts to
+/// `bob`'s message in alpha, edits one of theirs, moves a read marker and blocks `bob`.
 fn seed(zed: &mut Client, bob: &mut Client) {
     for room in ROOMS {
         zed.join(room, None);
@@ -116,7 +116,14 @@ fn seed(zed: &mut Client, bob: &mut Client) {
         }
     }
     bob.send(json!({"type": "msg", "room": "alpha", "text": "bobsays hello", "id": "b1"}));
-    while bob.recv()["type"] != "ack" {}
+    let bobs = loop {
+        let v = bob.recv();
+        if v["type"] == "ack" {
+            break v["seq"].as_u64().unwrap();
+        }
+    };
+    zed.send(json!({"type": "react", "room": "alpha", "seq": bobs, "emoji": "👍"}));
+    zed.next_of("react");
     zed.send(json!({"type": "edit", "room": "alpha", "seq": 1, "text": "quuxedit changed", "id": "e1"}));
     zed.send(json!({"type": "read", "room": "alpha", "seq": 5}));
     zed.send(json!({"type": "block", "user": bob.uid()}));
@@ -155,6 +162,7 @@ fn an_export_holds_all_a_user_wrote_and_an_erasure_that_removes_leaves_none_of_i
     assert_eq!(rooms.into_iter().collect::<Vec<_>>(), ROOMS);
     assert!(messages.iter().all(|m| m["seq"].as_u64().is_some_and(|s| s >= 1)), "with seq");
     assert_eq!(of("edit").len(), 1);
+    assert_eq!((of("reaction")[0]["emoji"].as_str(), of("react").len()), (Some("👍"), 1), "their reaction");
     assert_eq!(of("read_marker")[0]["room"], "alpha");
     assert_eq!(of("block")[0]["user"], bob.uid());
     assert!(!lines.iter().any(|l| l.to_string().contains("bobsays")), "nobody else's messages");

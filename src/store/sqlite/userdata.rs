@@ -29,11 +29,11 @@ pub fn open_reader(dir: &Path) -> Result<Connection, SqliteStoreError> {
     Ok(conn)
 }
 
-/// Rows of `messages` that name `uid`: as author (`uid`), as the user a moderator
-/// acted on (`user.id`) or as that moderator (`by.id`).
-const NAMES_USER: &str = "(json_extract(CAST(m.json AS TEXT), '$.uid') = ?1
-     OR json_extract(CAST(m.json AS TEXT), '$.user.id') = ?1
-     OR json_extract(CAST(m.json AS TEXT), '$.by.id') = ?1)";
+/// Rows of `messages` that may name `uid`: those holding it as a JSON string anywhere
+/// (author, a moderator's target or the moderator, a reaction, and whatever names
+/// users later). [`anonymized`] and [`export`] look at the fields; a row that only
+/// quotes the id in its text is left alone.
+const NAMES_USER: &str = "instr(CAST(m.json AS TEXT), '\"' || ?1 || '\"') > 0";
 
 /// One stored row that names a user.
 #[derive(Debug)]
@@ -106,7 +106,16 @@ pub fn export(
             Some("msg") if stored["uid"] == uid => "message",
             Some("edit") if stored["uid"] == uid => "edit",
             Some("delete") if stored["uid"] == uid => "delete",
-            _ => "event",
+            Some("react") if stored["uid"] == uid => "react",
+            Some("system") if stored["user"]["id"] == uid || stored["by"]["id"] == uid => "event",
+            // Someone else's message they reacted to: their reactions, not its text.
+            Some("msg") => {
+                for emoji in reacted(&stored, uid) {
+                    emit(json!({"type": "reaction", "room": room, "seq": seq, "emoji": emoji}), &mut counts)?;
+                }
+                continue;
+            }
+            _ => continue,
         };
         counts.messages += u64::from(kind == "message");
         emit(json!({"type": kind, "room": room, "seq": seq, "ts": ts, "stored": stored}), &mut counts)?;
@@ -182,7 +191,42 @@ pub fn anonymized(json: &[u8], uid: &str) -> Option<Vec<u8>> {
             changed = true;
         }
     }
-    changed.then(|| serde_json::to_vec(&v).ok())?
+    let emoji = reacted(&v, uid);
+    let mut bytes = if changed { serde_json::to_vec(&v).ok()? } else { json.to_vec() };
+    for e in &emoji {
+        // Where the message keeps its reactions (before the text); a deleted one,
+        // without text, through the value.
+        bytes = match crate::store::reactions::set(&bytes, e, uid, false) {
+            Ok(b) => b,
+            Err(_) => without_reaction(&bytes, e, uid)?,
+        };
+    }
+    (changed || !emoji.is_empty()).then_some(bytes)
+}
+
+/// The emoji `uid` reacted with on message `v`.
+fn reacted(v: &Value, uid: &str) -> Vec<String> {
+    let Some(field) = v.get("reactions").and_then(Value::as_object) else { return Vec::new() };
+    field
+        .iter()
+        .filter(|(_, users)| users.as_array().is_some_and(|u| u.iter().any(|u| u == uid)))
+        .map(|(e, _)| e.clone())
+        .collect()
+}
+
+fn without_reaction(json: &[u8], emoji: &str, uid: &str) -> Option<Vec<u8>> {
+    let mut v: Value = serde_json::from_slice(json).ok()?;
+    let field = v.get_mut("reactions")?.as_object_mut()?;
+    if let Some(users) = field.get_mut(emoji).and_then(Value::as_array_mut) {
+        users.retain(|u| u != uid);
+        if users.is_empty() {
+            field.remove(emoji);
+        }
+    }
+    if field.is_empty() {
+        v.as_object_mut()?.remove("reactions");
+    }
+    serde_json::to_vec(&v).ok()
 }
 
 /// How the audit log names an erased user: `sha256:` and the first 16 hex digits of
@@ -259,5 +303,10 @@ mod tests {
             br#"{"type":"system","event":"kick","user":{"id":"u-ann","name":"Ann"},"by":{"id":"u-mod","name":"Mo"}}"#;
         let v: Value = serde_json::from_slice(&anonymized(kick, "u-ann").unwrap()).unwrap();
         assert_eq!((v["user"]["id"].as_str(), v["by"]["id"].as_str()), (Some("deleted"), Some("u-mod")));
+        let reacted = br#"{"type":"msg","room":"r","seq":2,"ts":1,"user":"Bo","uid":"u-bo","reactions":{"a":["u-ann","u-bo"],"b":["u-ann"]},"text":"hey"}"#;
+        let out = String::from_utf8(anonymized(reacted, "u-ann").unwrap()).unwrap();
+        assert!(!out.contains("u-ann") && out.contains(r#""a":["u-bo"]"#) && out.contains("hey"), "{out}");
+        let quoted = br#"{"type":"msg","room":"r","seq":3,"ts":1,"user":"Bo","uid":"u-bo","text":"\"u-ann\" said"}"#;
+        assert!(anonymized(quoted, "u-ann").is_none(), "a text that quotes the id is left alone");
     }
 }
