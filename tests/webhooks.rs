@@ -413,3 +413,52 @@ fn with_redis_edits_and_deletions_reach_receivers_once_in_order() {
     changes_follow_their_messages(&a, &bodies);
     watcher.next_of("delete");
 }
+
+/// A user's erasure (`DELETE /api/v1/users/{id}?messages=remove`): receivers get a
+/// `delete` event for each of their messages, then `user.erased`.
+#[test]
+fn an_erasure_tells_receivers_each_deletion_then_the_erasure() {
+    const ADMIN_KEY: &str = "admin-key-0123456789abcdef";
+    let (url, bodies, _) = receiver(0);
+    let server = TestServer::start_with(|c| {
+        c.webhooks = hooks(&url, Duration::from_secs(60));
+        let path = c.data_dir.join("api.keys");
+        std::fs::write(&path, format!("{ADMIN_KEY} admin\n")).unwrap();
+        c.api_key_file = Some(path);
+    });
+    let mut zed = server.connect("zed");
+    zed.join("log", None);
+    zed.post("log", "first words", "m1");
+    zed.post("log", "second words", "m2");
+    let uid = zed.uid();
+
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(server.admin).unwrap();
+    s.set_read_timeout(Some(common::WAIT)).unwrap();
+    let req = format!(
+        "DELETE /api/v1/users/{uid}?messages=remove HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_KEY}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+
+    let mut events: Vec<Value> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !events.iter().any(|e| e["type"] == "user.erased") {
+        let (valid, body) = bodies.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("events");
+        assert!(valid);
+        events.extend(body["events"].as_array().unwrap().iter().cloned());
+    }
+    let seen: Vec<Value> = events
+        .iter()
+        .filter(|e| e["type"] == "delete" || e["type"] == "user.erased")
+        .map(|e| serde_json::json!([e["type"], e["of"], e["uid"], e["messages"]]))
+        .collect();
+    let expected = [
+        serde_json::json!(["delete", 1, "system", null]),
+        serde_json::json!(["delete", 2, "system", null]),
+        serde_json::json!(["user.erased", null, uid, "remove"]),
+    ];
+    assert_eq!(seen, expected);
+}
