@@ -478,7 +478,8 @@ fn inject(fault: Fault, redis: &mut Redis, natters: &mut Natters) {
             // get it back (a wrong `masterauth`), so the master holds appends the replica
             // never got: what an asynchronous failover loses, what min-replicas must not ack.
             let master = c.master_port();
-            let replicas: Vec<u16> = c.nodes.iter().filter(|n| n.port != master && n.running()).map(|n| n.port).collect();
+            let replicas: Vec<u16> =
+                c.nodes.iter().filter(|n| n.port != master && n.running()).map(|n| n.port).collect();
             for &port in &replicas {
                 let _ = SentinelCluster::command(port, &["CONFIG", "SET", "masterauth", "not-the-password"]);
                 let _ = SentinelCluster::command(port, &["CLIENT", "KILL", "TYPE", "master"]);
