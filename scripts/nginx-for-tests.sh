@@ -1,12 +1,15 @@
 #!/bin/sh
 # Runs nginx in the foreground with the shipped site (deploy/nginx-natter.conf) on
 # loopback, for tests/nginx.rs and tests/browser/tls.test.mjs:
-#   nginx-for-tests.sh DIR HTTPS_PORT NATTER_HTTP_PORT NATTER_WS_PORT CERT KEY HTTP_PORT
+#   nginx-for-tests.sh DIR HTTPS_PORT NATTER_HTTP_PORT NATTER_WS_PORT CERT KEY HTTP_PORT [HTTP_PORT2 WS_PORT2]
+# With HTTP_PORT2 and WS_PORT2, each upstream gets a second server line and the
+# socket's upstream hashes by client address: two natter instances behind one name,
+# as docs/DEPLOY.md's rolling upgrade has them.
 # Only ports, certificate paths and the name change; every substitution must apply,
 # so a site file that drifts fails the tests instead of testing something else.
 # The script execs nginx (master_process off): its PID is the one to stop.
 set -eu
-dir=$1 port=$2 http=$3 ws=$4 cert=$5 key=$6 plain=$7
+dir=$1 port=$2 http=$3 ws=$4 cert=$5 key=$6 plain=$7 http2=${8:-} ws2=${9:-}
 site="$(dirname "$0")/../deploy/nginx-natter.conf"
 mkdir -p "$dir"
 sub() { # sub FROM TO: replace a literal line fragment, failing if it is not there
@@ -14,8 +17,13 @@ sub() { # sub FROM TO: replace a literal line fragment, failing if it is not the
     FROM=$1 TO=$2 perl -pi -e 's/\Q$ENV{FROM}\E/$ENV{TO}/g' "$dir/site.conf"
 }
 cp "$site" "$dir/site.conf"
-sub "server 127.0.0.1:8080;" "server 127.0.0.1:$http;"
-sub "server 127.0.0.1:8081;" "server 127.0.0.1:$ws;"
+if [ -n "$http2" ]; then
+    sub "server 127.0.0.1:8080 max_fails=0;" "server 127.0.0.1:$http max_fails=0; server 127.0.0.1:$http2 max_fails=0;"
+    sub "server 127.0.0.1:8081 max_fails=0;" "hash \$remote_addr consistent; server 127.0.0.1:$ws max_fails=0; server 127.0.0.1:$ws2 max_fails=0;"
+else
+    sub "server 127.0.0.1:8080 max_fails=0;" "server 127.0.0.1:$http max_fails=0;"
+    sub "server 127.0.0.1:8081 max_fails=0;" "server 127.0.0.1:$ws max_fails=0;"
+fi
 sub "listen 443 ssl http2;" "listen 127.0.0.1:$port ssl http2;"
 sub "listen [::]:443 ssl http2;" ""
 sub "listen 80;" "listen 127.0.0.1:$plain;"

@@ -8,14 +8,10 @@
 //   a page whose WebSockets are blocked chats over https:// /sse and /send.
 
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
-import { mkdir, writeFile } from 'node:fs/promises';
-import net from 'node:net';
-import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { chromium } from 'playwright-core';
+import { launchTrusting, makeCerts, startNginx } from './front.mjs';
 import {
-  Cleanup, REPO_ROOT, assertNoConsoleErrors, freePort, openChat, send, startServer, tempDir,
+  Cleanup, assertNoConsoleErrors, freePort, openChat, send, startServer, tempDir,
   waitForMessage, waitForState,
 } from './helpers.mjs';
 
@@ -23,79 +19,17 @@ const cleanup = new Cleanup();
 const env = {};
 after(() => cleanup.run());
 
-/** A CA and a server certificate for 127.0.0.1/localhost it signs (openssl CLI). */
-async function makeCerts(dir) {
-  const run = (...args) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
-  run('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-    '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '1', '-subj', '/CN=natter browser test CA');
-  run('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-    '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=127.0.0.1');
-  await writeFile(path.join(dir, 'san.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
-  run('x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial',
-    '-days', '1', '-extfile', 'san.ext', '-out', 'leaf.pem');
-  const chain = execFileSync('cat', ['leaf.pem', 'ca.pem'], { cwd: dir });
-  await writeFile(path.join(dir, 'server.pem'), chain);
-  return { ca: path.join(dir, 'ca.pem'), cert: path.join(dir, 'server.pem'), key: path.join(dir, 'server.key') };
-}
-
-/** Chromium with a HOME whose NSS database trusts `caFile` (and nothing else is added). */
-async function launchTrusting(caFile, dir) {
-  const home = path.join(dir, 'home');
-  const nss = path.join(home, '.pki', 'nssdb');
-  await mkdir(nss, { recursive: true });
-  execFileSync('certutil', ['-N', '-d', `sql:${nss}`, '--empty-password']);
-  execFileSync('certutil', ['-A', '-d', `sql:${nss}`, '-n', 'natter-test-ca', '-t', 'C,,', '-i', caFile]);
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM_BIN ?? '/usr/bin/chromium',
-    env: { ...process.env, HOME: home },
-    args: [
-      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    ],
-  });
-  cleanup.add(() => browser.close());
-  return browser;
-}
-
-function waitForPort(port, timeoutMs = 10000) {
-  const deadline = Date.now() + timeoutMs;
-  return new Promise((resolve, reject) => {
-    const attempt = () => {
-      const socket = net.connect(port, '127.0.0.1');
-      socket.once('connect', () => { socket.destroy(); resolve(); });
-      socket.once('error', () => {
-        socket.destroy();
-        if (Date.now() > deadline) reject(new Error(`nothing listens on ${port}`));
-        else setTimeout(attempt, 50);
-      });
-    };
-    attempt();
-  });
-}
-
-/** The shipped nginx site in front of `natter`, stopped by its PID at cleanup. */
-async function startNginx(dir, natter, certs, port) {
-  const plain = await freePort();
-  const child = spawn(path.join(REPO_ROOT, 'scripts', 'nginx-for-tests.sh'), [
-    path.join(dir, 'nginx'), String(port), String(natter.opts.httpPort), String(natter.opts.wsPort),
-    certs.cert, certs.key, String(plain),
-  ], { stdio: ['ignore', 'inherit', 'inherit'] });
-  cleanup.add(() => { if (child.exitCode === null) process.kill(child.pid, 'SIGTERM'); });
-  await waitForPort(port);
-  return port;
-}
-
 before(async () => {
   const dir = await tempDir(cleanup, 'natter-tls-');
   env.certs = await makeCerts(dir);
-  env.browser = await launchTrusting(env.certs.ca, dir);
+  env.browser = await launchTrusting(cleanup, env.certs.ca, dir);
 
   const nginxPort = await freePort();
   env.proxied = await startServer(cleanup, {
     extraArgs: ['--trusted-proxy', '127.0.0.1', '--public-ws-url', `wss://127.0.0.1:${nginxPort}/ws`,
       '--allowed-origin', `https://127.0.0.1:${nginxPort}`],
   });
-  await startNginx(dir, env.proxied, env.certs, nginxPort);
+  await startNginx(cleanup, dir, env.proxied, env.certs, nginxPort);
   env.front = { httpUrl: `https://127.0.0.1:${nginxPort}/`, wsUrl: `wss://127.0.0.1:${nginxPort}/ws` };
 
   env.native = await startServer(cleanup, { extraArgs: ['--tls-cert', env.certs.cert, '--tls-key', env.certs.key] });
