@@ -153,3 +153,92 @@ fn reactions_are_rate_limited() {
     }
     assert_eq!(answer(&mut alice, "never", "react")["code"], "rate_limited");
 }
+
+/// The first `ack` or `error` about `id`.
+fn acked(c: &mut Client, id: &str) -> Value {
+    loop {
+        let v = c.recv();
+        if (v["type"] == "ack" && v["id"] == id) || (v["type"] == "error" && v["ref"] == id) {
+            return v;
+        }
+    }
+}
+
+/// A reply carries a quote of its original (author and first characters, or
+/// `deleted`) live and in every history; a reply to a seq that is not a message of the
+/// room is refused. `b`'s ring holds only the newest messages, so a reply there to an
+/// old message quotes it from the store.
+fn replies_scenario(a: &TestServer, b: &TestServer) {
+    let (mut alice, mut bob) = (a.connect("alice"), b.connect("bob"));
+    let ua = alice.uid();
+    alice.join("r", None);
+    bob.join("r", None);
+    let long = "x".repeat(150);
+    alice.post("r", "the original", "m1");
+    alice.post("r", "to be deleted", "m2");
+    alice.post("r", &long, "m3");
+    for i in 4..=12 {
+        alice.post("r", &format!("filler {i}"), &format!("m{i}"));
+    }
+    alice.send(json!({"type": "delete", "room": "r", "seq": 2, "id": "d2"}));
+    assert_eq!(acked(&mut alice, "d2")["seq"], 13);
+
+    bob.send(json!({"type": "msg", "room": "r", "text": "yes!", "id": "r1", "reply_to": 1}));
+    assert_eq!(acked(&mut bob, "r1")["type"], "ack");
+    let seen = alice.next_of("msg");
+    assert_eq!(seen["reply"], json!({"seq": 1, "uid": ua, "user": "alice", "quote": "the original"}), "{seen}");
+    assert_eq!(seen["text"], "yes!");
+
+    bob.send(json!({"type": "msg", "room": "r", "text": "gone?", "id": "r2", "reply_to": 2}));
+    assert_eq!(acked(&mut bob, "r2")["type"], "ack");
+    assert_eq!(alice.next_of("msg")["reply"], json!({"seq": 2, "deleted": true}));
+
+    bob.send(json!({"type": "msg", "room": "r", "text": "long", "id": "r3", "reply_to": 3}));
+    assert_eq!(acked(&mut bob, "r3")["type"], "ack");
+    let quote = alice.next_of("msg")["reply"]["quote"].as_str().unwrap().to_owned();
+    assert_eq!(quote, format!("{}…", "x".repeat(100)), "the first 100 characters");
+
+    for (of, id) in [(99, "bad1"), (13, "bad2")] {
+        bob.send(json!({"type": "msg", "room": "r", "text": "to nothing", "id": id, "reply_to": of}));
+        let e = acked(&mut bob, id);
+        assert_eq!(
+            (e["code"].as_str(), e["message"].as_str()),
+            (Some("not_found"), Some(format!("no message {of} in `r` to reply to").as_str())),
+            "{e}"
+        );
+    }
+    bob.send(json!({"type": "msg", "room": "r", "text": "x", "id": "bad3", "reply_to": 0}));
+    assert_eq!(acked(&mut bob, "bad3")["code"], "bad_field");
+    bob.send(json!({"type": "msg", "room": "r", "text": "x", "id": "bad4", "reply_to": "1"}));
+    assert_eq!(acked(&mut bob, "bad4")["code"], "bad_field");
+
+    let (joined, history) = b.connect("carol").join("r", Some(13));
+    assert_eq!(joined["head"], 16, "the refused replies stored nothing");
+    assert_eq!(message(&history, 14)["reply"]["quote"], "the original");
+    assert_eq!(message(&history, 15)["reply"]["deleted"], true);
+    let older = common::history::ask(&mut bob, json!({"type": "history", "room": "r", "before": 15, "limit": 1}));
+    assert_eq!(message(&older, 14)["reply"]["user"], "alice", "scroll-back too");
+}
+
+#[test]
+fn replies_in_sqlite_mode() {
+    let server = TestServer::start_with(|c| {
+        common::unlimited_rate(c);
+        c.history_per_room = 4; // the originals are read from the store
+    });
+    replies_scenario(&server, &server);
+}
+
+#[test]
+fn replies_across_two_instances_on_redis() {
+    let redis = RedisServer::start();
+    let a = on_redis(&redis);
+    let url = redis.url();
+    let b = TestServer::start_with(move |c| {
+        c.redis = Some(url);
+        c.redis_presence_ttl = Duration::from_millis(1500);
+        common::unlimited_rate(c);
+        c.history_per_room = 4; // the originals are read from Redis
+    });
+    replies_scenario(&a, &b);
+}

@@ -42,6 +42,7 @@ const state = {
   rooms: new Map(),
   active: null,
   statusDetail: { state: 'idle', reason: '', retryAt: null },
+  replyTo: null, // {room, seq}: the composer's next message answers it
 };
 
 let client = null; // the NatterClient, made in boot() once the saved rooms are known
@@ -57,14 +58,19 @@ function ensureRoom(name) {
   };
   room.onLoadOlder = loadOlder;
   room.actionsFor = (msg) => {
-    if (msg.mine || msg.uid === state.me?.id) return ['edit', 'delete'];
-    return state.role === 'mod' ? ['delete'] : [];
+    if (msg.mine || msg.uid === state.me?.id) return ['reply', 'edit', 'delete'];
+    return state.role === 'mod' ? ['reply', 'delete'] : ['reply'];
   };
+  room.onQuote = (seq) => showMessage(room, seq);
   room.meId = () => state.me?.id ?? null;
   room.onReact = (seq, emoji) => {
     client.react(room.name, seq, emoji).catch(() => {}); // a refusal shows as the server's notice
   };
-  room.onAction = (action, seq, el) => (action === 'edit' ? startEdit(room, seq, el) : confirmDelete(room, seq, el));
+  room.onAction = (action, seq, el) => {
+    if (action === 'reply') startReply(room, seq, el);
+    else if (action === 'edit') startEdit(room, seq, el);
+    else confirmDelete(room, seq, el);
+  };
   room.pane.addEventListener('scroll', () => {
     if (room.name === state.active && room.isAtBottom()) {
       $('new-messages').hidden = true;
@@ -224,6 +230,38 @@ function fillPane(room) {
   if (room.name === state.active && p.scrollHeight <= p.clientHeight + OLDER_WITHIN_PX) loadOlder(room);
 }
 
+// ---------- replies ----------
+
+/** The composer's next message answers message `seq` of `room` (shown above it until sent or cancelled). */
+function startReply(room, seq, el) {
+  const user = el.querySelector('.msg-author')?.textContent ?? '';
+  const text = el.rawText ?? el.querySelector('.msg-text').textContent;
+  state.replyTo = { room: room.name, seq };
+  $('reply-text').textContent = `Replying to ${user}: ${text.length > 80 ? `${text.slice(0, 80)}…` : text}`;
+  $('reply-bar').hidden = false;
+  $('composer-input').focus();
+}
+
+function cancelReply() {
+  state.replyTo = null;
+  $('reply-bar').hidden = true;
+}
+
+/**
+ * Scrolls to message `seq` of `room` (a reply's original), loading older pages until
+ * it is shown or the room's beginning is reached.
+ */
+async function showMessage(room, seq) {
+  for (let pages = 0; pages < 100 && !room.reveal(seq); pages += 1) {
+    if (room.older === 'beginning' || client.state !== 'online') {
+      showNotice('The original message is no longer available.');
+      return;
+    }
+    if (room.older === 'loading') await client.next('older', (o) => o.room === room.name);
+    else await loadOlder(room);
+  }
+}
+
 // ---------- edits and deletions ----------
 
 /** Edits message `seq` in place: a text box with Save and Cancel (Enter, Escape). */
@@ -342,9 +380,9 @@ function closeSearch() {
 
 // ---------- sending ----------
 
-function queueMessage(roomName, text) {
+function queueMessage(roomName, text, options = {}) {
   const room = ensureRoom(roomName);
-  const entry = client.send(roomName, text);
+  const entry = client.send(roomName, text, options);
   withScroll(room, () => {
     room.addPending(entry, state.me);
     return true;
@@ -436,7 +474,7 @@ const handlers = {
 
   failed(entry, room) {
     room.fail(entry.id, ERROR_TEXT[entry.code] ?? `Not sent: ${entry.message ?? entry.code}`, () => {
-      queueMessage(entry.room, entry.text);
+      queueMessage(entry.room, entry.text, entry.reply_to ? { replyTo: entry.reply_to } : {});
     });
   },
 
@@ -750,6 +788,7 @@ function bindUi() {
   // Escape would close the dialog and leave a page that can do nothing: it stays.
   $('login').addEventListener('cancel', (event) => event.preventDefault());
   $('retry-now').addEventListener('click', () => client.retryNow());
+  $('reply-cancel').addEventListener('click', cancelReply);
 
   $('join-form').addEventListener('submit', (event) => {
     event.preventDefault();
@@ -792,7 +831,9 @@ function bindUi() {
     event.preventDefault();
     const text = input.value;
     if (state.active === null || text.trim() === '' || [...text].length > state.maxText) return;
-    queueMessage(state.active, text);
+    const reply = state.replyTo?.room === state.active ? { replyTo: state.replyTo.seq } : {};
+    queueMessage(state.active, text, reply);
+    cancelReply();
     input.value = '';
     updateCounter();
     autosize(input);

@@ -108,6 +108,7 @@ impl Dispatcher {
                         room,
                         text: &text,
                         msg_id: id,
+                        reply_to: None,
                     })
                 });
                 match posted {

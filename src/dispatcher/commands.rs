@@ -42,7 +42,7 @@ impl Dispatcher {
             ClientMsg::History { room, before, limit } => self.scroll_back(id, room, before, limit),
             ClientMsg::Search { room, q, before, limit } => self.search(id, room, q, before, limit),
             ClientMsg::Leave { room } => self.leave(id, &room),
-            ClientMsg::Msg { room, text, id: msg_id } => self.post(id, room, &text, msg_id),
+            ClientMsg::Msg { room, text, id: msg_id, reply_to } => self.post(id, room, &text, msg_id, reply_to),
             ClientMsg::LegacyMsg { text } => {
                 let lobby = RoomName::lobby();
                 if !self.clients[&id].rooms.contains(&lobby) {
@@ -54,7 +54,7 @@ impl Dispatcher {
                         }
                     }
                 }
-                self.post(id, lobby, &text, None)
+                self.post(id, lobby, &text, None, None)
             }
             ClientMsg::Typing { room } => self.typing(id, &room),
             ClientMsg::Nick { name } => self.nick(id, name),
@@ -185,7 +185,14 @@ impl Dispatcher {
         Ok(())
     }
 
-    fn post(&mut self, id: ConnId, room: RoomName, text: &str, msg_id: Option<String>) -> Result<(), ProtocolError> {
+    fn post(
+        &mut self,
+        id: ConnId,
+        room: RoomName,
+        text: &str,
+        msg_id: Option<String>,
+        reply_to: Option<u64>,
+    ) -> Result<(), ProtocolError> {
         let client = &self.clients[&id];
         if !client.rooms.contains(&room) {
             return Err(Self::not_joined(&room, msg_id.or(Some("msg".into()))));
@@ -193,7 +200,7 @@ impl Dispatcher {
         self.check_writable_room(id, &room, msg_id.clone().or(Some("msg".into())))?;
         let client = &self.clients[&id];
         let poster = User { id: client.uid.clone(), name: client.name.clone() };
-        self.store_message(NewPost { poster: &poster, ack: AckTo::Conn(id), room, text, msg_id })
+        self.store_message(NewPost { poster: &poster, ack: AckTo::Conn(id), room, text, msg_id, reply_to })
     }
 
     /// Assigns the next seq (locally, or through Redis), stores the message and stages
@@ -201,14 +208,20 @@ impl Dispatcher {
     /// id from the same user is answered with the original seq and stores nothing.
     pub(super) fn store_message(&mut self, post: NewPost<'_>) -> Result<(), ProtocolError> {
         if let Backend::Redis(_) = self.backend {
-            self.cluster_post(post);
-            return Ok(());
+            return self.cluster_post(post);
         }
-        let NewPost { poster, ack, room, text, msg_id } = post;
+        let NewPost { poster, ack, room, text, msg_id, reply_to } = post;
         if msg_id.is_some() {
             self.settle(&room); // a retry's dup ack must name a committed seq
         }
         self.check_writable(msg_id.clone().or(Some("msg".into())))?;
+        // Only a reply pays for a lookup: the plain post's path stays as it was.
+        let reply = match reply_to {
+            Some(of) => {
+                Some(self.reply_quote(&room, of).map_err(|e| e.with_ref(msg_id.clone().or(Some("msg".into()))))?)
+            }
+            None => None,
+        };
         let Backend::Local(local) = &mut self.backend else { return Ok(()) };
         let Some(r) = self.rooms.get_mut(&room) else { return Ok(()) };
         let (uid, name) = (&poster.id, &poster.name);
@@ -219,8 +232,11 @@ impl Dispatcher {
         }
         let seq = r.history.next_seq();
         let ts = now_ms();
-        let json =
+        let mut json =
             ServerMsg::Msg { room: room.as_str(), seq, id: msg_id.as_deref(), ts, user: name, uid, text }.to_json();
+        if let Some(reply) = &reply {
+            json = crate::store::replies::with_reply(&json, reply);
+        }
         let frame = wire::text_frame(&json);
         let epoch = r.epoch.get_or_insert_with(new_epoch).clone();
         let payload = wire::payload(&frame);

@@ -154,6 +154,11 @@ pub(super) fn refusal(kind: &str, room: &RoomName, of: u64, why: Refused) -> Pro
     }
 }
 
+/// The answer to a reply to a seq that is not a message of the room.
+pub(super) fn no_reply_target(room: &RoomName, of: u64) -> ProtocolError {
+    ProtocolError::new(ErrorCode::NotFound, format!("no message {of} in `{room}` to reply to"))
+}
+
 /// Why a reaction could not be stored, as the rules say it.
 fn not_stored(e: NotStored) -> Refused {
     match e {
@@ -401,6 +406,16 @@ impl Dispatcher {
                 r.history.replace(w.seq, w.frame);
             }
         }
+    }
+
+    /// The `reply` object of a reply to message `of` in `room` (local mode: from the
+    /// ring or the store): `not_found` when `of` is not a message of the room.
+    pub(super) fn reply_quote(&mut self, room: &RoomName, of: u64) -> Result<Vec<u8>, ProtocolError> {
+        let original = self.original(room, of).map_err(|e| {
+            log::warn!("reply to {room}/{of}: reading the original failed: {e}");
+            ProtocolError::new(ErrorCode::Unavailable, "the message store cannot be read; retry")
+        })?;
+        crate::store::replies::quote(original.as_deref(), of).map_err(|_| no_reply_target(room, of))
     }
 
     /// The batch is committed: its edits and deletions reach the rings.

@@ -30,6 +30,8 @@ pub struct NewPost<'a> {
     pub room: RoomName,
     pub text: &'a str,
     pub msg_id: Option<String>,
+    /// The message this one answers (its frame quotes it).
+    pub reply_to: Option<u64>,
 }
 
 /// What a reader's answer is for.

@@ -91,6 +91,8 @@ pub enum ClientMsg {
         room: RoomName,
         text: String,
         id: Option<String>,
+        /// The seq of the message this one answers (the frame quotes it).
+        reply_to: Option<u64>,
     },
     /// The seed tutorial's type-less `{user, text}`: a post to lobby that joins it
     /// silently first, so a client that never heard of `join` still receives the chat.
@@ -222,6 +224,8 @@ struct RawFrame<'a> {
     read_only: Option<&'a RawValue>,
     #[serde(borrow)]
     emoji: Option<&'a RawValue>,
+    #[serde(borrow)]
+    reply_to: Option<&'a RawValue>,
 }
 
 /// Limits the parser enforces (from `Config`).
@@ -286,8 +290,9 @@ pub fn parse_client(frame: &str, limits: ParseLimits) -> Result<ClientMsg, Proto
             Some("msg") => {
                 let id = id_field(raw.id)?;
                 let parsed = room_field(raw.room).and_then(|room| Ok((room, text_field(raw.text, limits)?)));
-                let (room, text) = parsed.map_err(|e| e.with_ref(id.clone().or(Some("msg".into()))))?;
-                ClientMsg::Msg { room, text, id }
+                let parsed = parsed.and_then(|(room, text)| Ok((room, text, seq_field(raw.reply_to, "reply_to")?)));
+                let (room, text, reply_to) = parsed.map_err(|e| e.with_ref(id.clone().or(Some("msg".into()))))?;
+                ClientMsg::Msg { room, text, id, reply_to }
             }
             Some("typing") => ClientMsg::Typing { room: room_field(raw.room)? },
             Some("nick") => {
@@ -498,7 +503,12 @@ mod tests {
         assert_eq!(parse_client(r#"{"type":"leave","room":"a.b"}"#, L).unwrap().kind(), "leave");
         assert_eq!(
             parse_client(r#"{"type":"msg","room":"r","text":"hi","id":"x1"}"#, L).unwrap(),
-            ClientMsg::Msg { room: RoomName::parse("r").unwrap(), text: "hi".into(), id: Some("x1".into()) }
+            ClientMsg::Msg {
+                room: RoomName::parse("r").unwrap(),
+                text: "hi".into(),
+                id: Some("x1".into()),
+                reply_to: None
+            }
         );
         assert_eq!(parse_client(r#"{"type":"typing","room":"r"}"#, L).unwrap().kind(), "typing");
         assert_eq!(

@@ -19,6 +19,7 @@ pub mod audit;
 pub mod reactions;
 pub mod read;
 pub mod redis;
+pub mod replies;
 pub mod sqlite;
 
 use bytes::Bytes;

@@ -295,9 +295,11 @@ export class NatterClient {
   /**
    * Posts `text` to `room`: stored as unsent at once, sent when the room is
    * joined, re-sent with the same id after each reconnect until acked.
-   * Returns the entry {id, room, text, ts}.
+   * `replyTo`: the seq of the message this one answers (the server quotes it in the
+   * frame; `not_found` fails the message when that seq is not a message of the room).
+   * Returns the entry {id, room, text, ts, reply_to?}.
    */
-  send(room, text) {
+  send(room, text, { replyTo } = {}) {
     checkRoom(room);
     if (typeof text !== 'string') throw new TypeError(`send: text must be a string, got ${typeof text}`);
     if (text.trim() === '') throw new RangeError('send: text is blank');
@@ -305,7 +307,8 @@ export class NatterClient {
     const max = this.limits.max_text;
     if (length > max) throw new RangeError(`send: text is ${length} characters, the server takes at most ${max}`);
     if (!this.roomStates.has(room)) this.join(room);
-    const entry = this.unsentStore.add(room, text);
+    if (replyTo !== undefined && (!Number.isInteger(replyTo) || replyTo < 1)) throw new RangeError('send: replyTo must be a seq (an integer ≥ 1)');
+    const entry = this.unsentStore.add(room, text, replyTo === undefined ? {} : { reply_to: replyTo });
     this.flush(this.roomStates.get(room));
     return { ...entry };
   }
@@ -746,7 +749,9 @@ export class NatterClient {
     if (!room?.joined) return;
     for (const entry of this.unsentStore.forRoom(room.name)) {
       if (this.sentOnThisSocket.has(entry.id)) continue;
-      if (!this.sendFrame({ type: 'msg', room: entry.room, text: entry.text, id: entry.id })) return;
+      const frame = { type: 'msg', room: entry.room, text: entry.text, id: entry.id };
+      if (Number.isInteger(entry.reply_to)) frame.reply_to = entry.reply_to;
+      if (!this.sendFrame(frame)) return;
       this.sentOnThisSocket.add(entry.id);
     }
   }

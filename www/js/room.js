@@ -45,6 +45,7 @@ export class Room {
     // Reactions: the message objects' `reactions` by seq; onReact(seq, emoji) toggles ours.
     this.reactions = new Map();
     this.onReact = () => {};
+    this.onQuote = () => {}; // a reply's quote was clicked: show message seq
     this.meId = () => null;
     this.olderRow = document.createElement('li');
     this.olderRow.className = 'older-row';
@@ -88,6 +89,25 @@ export class Room {
     if (at !== null) regroup(at);
     this.pane.scrollTop = this.pane.scrollHeight - fromBottom;
     return added;
+  }
+
+  /** Puts the quote of the message `msg` answers on `el` (our own reply, shown before the server quoted it). */
+  addQuote(el, msg) {
+    if (!msg.reply || !Number.isInteger(msg.reply.seq) || el.querySelector('.msg-reply') || msg.deleted) return;
+    const quote = replyQuote(msg.reply);
+    el.querySelector('.msg-text').before(quote);
+    quote.dataset.bound = 'true';
+    quote.addEventListener('click', () => this.onQuote(msg.reply.seq));
+  }
+
+  /** Scrolls message `seq` into view and marks it for a moment; false when it is not shown. */
+  reveal(seq) {
+    const el = this.elementBySeq(seq);
+    if (!el) return false;
+    el.scrollIntoView({ block: 'center' });
+    el.classList.add('revealed');
+    setTimeout(() => el.classList.remove('revealed'), 2000);
+    return true;
   }
 
   /** Message `of` now says `text` (an edit, live or replayed; applying it twice is harmless). */
@@ -176,6 +196,11 @@ export class Room {
   }
 
   addActions(el, msg) {
+    const quote = el.querySelector('.msg-reply');
+    if (quote && !quote.dataset.bound) {
+      quote.dataset.bound = 'true';
+      quote.addEventListener('click', () => this.onQuote(Number(quote.dataset.replyTo)));
+    }
     if (!msg.deleted && el.dataset.seq && !el.querySelector('.msg-reactions')) {
       if (msg.reactions) this.reactions.set(Number(el.dataset.seq), msg.reactions);
       this.drawReactions(el);
@@ -190,7 +215,7 @@ export class Room {
       button.type = 'button';
       button.className = 'link-button';
       button.dataset.action = action;
-      button.textContent = action === 'edit' ? 'Edit' : 'Delete';
+      button.textContent = { edit: 'Edit', delete: 'Delete', reply: 'Reply' }[action];
       button.setAttribute('aria-label', `${button.textContent} message ${msg.seq}`);
       button.addEventListener('click', () => this.onAction(action, Number(el.dataset.seq), el));
       bar.append(button);
@@ -247,10 +272,16 @@ export class Room {
 
   /** Shows a server message unless its seq is already shown; true when shown. */
   addMessage(msg, me) {
-    if (this.seqs.has(msg.seq)) return false;
+    if (this.seqs.has(msg.seq)) {
+      // Our own message, settled by its ack: the server's copy adds what only it knows.
+      const shown = this.elementBySeq(msg.seq);
+      if (shown) this.addQuote(shown, msg);
+      return false;
+    }
     this.rememberSeq(msg.seq);
     const pending = msg.id ? this.pendingElement(msg.id) : null;
     if (pending) {
+      this.addQuote(pending, msg);
       this.settleElement(pending, msg.seq);
       return false;
     }
@@ -432,15 +463,39 @@ function messageElement(msg, mine) {
   time.title = date.toLocaleString();
   header.append(author, tag, time);
 
+  if (msg.reply && Number.isInteger(msg.reply.seq)) li.append(header, replyQuote(msg.reply));
   const text = document.createElement('div');
   text.className = 'msg-text';
   text.append(renderMarkdown(String(msg.text ?? '')));
   li.rawText = String(msg.text ?? ''); // what an edit starts from (the text as typed)
 
-  li.append(header, text);
+  if (!li.contains(header)) li.append(header);
+  li.append(text);
   if (msg.deleted) markDeleted(li);
   else if (msg.edited) markEdited(li, msg.edited);
   return li;
+}
+
+/** The quote a reply carries: who and the first characters (or "deleted"); a click goes to the original. */
+function replyQuote(reply) {
+  const quote = document.createElement('button');
+  quote.type = 'button';
+  quote.className = 'msg-reply';
+  quote.dataset.replyTo = String(reply.seq);
+  const who = document.createElement('span');
+  who.className = 'msg-reply-author';
+  const what = document.createElement('span');
+  what.className = 'msg-reply-text';
+  if (reply.deleted) {
+    who.textContent = '';
+    what.textContent = 'Deleted message';
+  } else {
+    who.textContent = `${reply.user ?? ''}`;
+    what.textContent = String(reply.quote ?? '');
+  }
+  quote.append('↪ ', who, ' ', what);
+  quote.setAttribute('aria-label', reply.deleted ? 'Reply to a deleted message' : `Reply to ${reply.user}: ${reply.quote}. Show it`);
+  return quote;
 }
 
 function setText(li, text) {
@@ -464,6 +519,7 @@ function markDeleted(li) {
   li.querySelector('.msg-edited')?.remove();
   li.querySelector('.msg-edit-form')?.remove();
   li.querySelector('.msg-reactions')?.remove();
+  li.querySelector('.msg-reply')?.remove();
   li.querySelector('.reaction-picker')?.remove();
 }
 

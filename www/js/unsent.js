@@ -22,8 +22,9 @@ export class Unsent {
     this.entries = Array.isArray(saved) ? saved.filter(isEntry) : [];
   }
 
-  add(room, text) {
-    const entry = { id: newMessageId(), room, text, ts: Date.now() };
+  /** `extra`: what the `msg` carries besides its text (`reply_to`). */
+  add(room, text, extra = {}) {
+    const entry = { id: newMessageId(), room, text, ts: Date.now(), ...extra };
     this.entries.push(entry);
     this.save();
     return entry;

@@ -103,9 +103,9 @@ impl Dispatcher {
     }
 
     /// Hands a message to Redis, which assigns its seq; the ack follows the answer.
-    pub(super) fn cluster_post(&mut self, post: NewPost<'_>) {
-        let NewPost { poster, ack, room, text, msg_id } = post;
-        let json = ServerMsg::Msg {
+    pub(super) fn cluster_post(&mut self, post: NewPost<'_>) -> Result<(), ProtocolError> {
+        let NewPost { poster, ack, room, text, msg_id, reply_to } = post;
+        let mut json = ServerMsg::Msg {
             room: room.as_str(),
             seq: 0,
             id: msg_id.as_deref(),
@@ -115,6 +115,22 @@ impl Dispatcher {
             text,
         }
         .to_json();
+        // A reply quotes its original from the ring when it is there; else the I/O
+        // thread reads it from Redis and fills the placeholder (`quote_of`).
+        let mut quote_of = None;
+        if let Some(of) = reply_to {
+            let held = self.rooms.get(&room).and_then(|r| r.history.get(of)).map(Stored::json);
+            let reply = match held {
+                Some(original) => crate::store::replies::quote(Some(&original), of).map_err(|_| {
+                    super::edits::no_reply_target(&room, of).with_ref(msg_id.clone().or(Some("msg".into())))
+                })?,
+                None => {
+                    quote_of = Some(of);
+                    crate::store::replies::placeholder(of)
+                }
+            };
+            json = crate::store::replies::with_reply(&json, &reply);
+        }
         let (prefix, suffix) = split_msg_json(&json);
         let uid = poster.id.clone();
         // The server API posts as the server: never refused by a read-only room.
@@ -122,7 +138,8 @@ impl Dispatcher {
             AckTo::Conn(conn) => self.clients.get(conn).is_some_and(|c| c.access.is_mod()),
             AckTo::Api(_) => true,
         };
-        self.backend.tell_cluster(|| Request::Append { ack, room, uid, id: msg_id, prefix, suffix, by_mod });
+        self.backend.tell_cluster(|| Request::Append { ack, room, uid, id: msg_id, prefix, suffix, by_mod, quote_of });
+        Ok(())
     }
 
     /// Hands an edit or deletion to Redis, whose append script checks it against the

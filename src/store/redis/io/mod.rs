@@ -47,7 +47,18 @@ pub use users::{ToUser, UserFrames};
 pub enum Request<C, A> {
     /// Store a message; the answer is [`ClusterEvent::Appended`].
     /// A moderator's (`by_mod`) is taken in a read-only room.
-    Append { ack: A, room: RoomName, uid: UserId, id: Option<String>, prefix: Vec<u8>, suffix: Vec<u8>, by_mod: bool },
+    /// A reply whose original the dispatcher did not hold carries its seq (`quote_of`)
+    /// and a placeholder: the quote is read here first.
+    Append {
+        ack: A,
+        room: RoomName,
+        uid: UserId,
+        id: Option<String>,
+        prefix: Vec<u8>,
+        suffix: Vec<u8>,
+        by_mod: bool,
+        quote_of: Option<u64>,
+    },
     /// Store an `edit` or `delete` event by `uid`, which the append script checks and
     /// applies to the message it changes; the answer is [`ClusterEvent::Changed`].
     Change {
@@ -387,11 +398,20 @@ const APPEND_BATCH: usize = 64;
 
 /// Stores the posts queued one after another in one round trip (`post_many`), and
 /// answers each as its own `Appended`, in order.
-fn append_batch<C, A>(store: &mut RedisStore, batch: Vec<Request<C, A>>) -> Vec<ClusterEvent<C, A>> {
+fn append_batch<C, A>(store: &mut RedisStore, mut batch: Vec<Request<C, A>>) -> Vec<ClusterEvent<C, A>> {
+    // Replies whose original the dispatcher did not hold: read it, quote it (or refuse).
+    let refused: Vec<Option<ProtocolError>> = batch
+        .iter_mut()
+        .map(|req| match req {
+            Request::Append { room, suffix, quote_of: Some(of), .. } => fill_quote(store, room, *of, suffix).err(),
+            _ => None,
+        })
+        .collect();
     let posts: Vec<_> = batch
         .iter()
-        .filter_map(|req| match req {
-            Request::Append { room, uid, id, prefix, suffix, by_mod, .. } => {
+        .zip(&refused)
+        .filter_map(|(req, refused)| match req {
+            Request::Append { room, uid, id, prefix, suffix, by_mod, .. } if refused.is_none() => {
                 Some(ClientPost { room, uid, client_id: id.as_deref(), prefix, suffix, by_mod: *by_mod })
             }
             _ => None,
@@ -410,11 +430,33 @@ fn append_batch<C, A>(store: &mut RedisStore, batch: Vec<Request<C, A>>) -> Vec<
             })
             .collect(),
     };
+    let mut answers = answers.into_iter();
     let appends = batch.into_iter().filter_map(|req| match req {
         Request::Append { ack, room, id, .. } => Some((ack, room, id)),
         _ => None,
     });
-    appends.zip(answers).map(|((ack, room, id), result)| ClusterEvent::Appended { ack, room, id, result }).collect()
+    appends
+        .zip(refused)
+        .map(|((ack, room, id), refused)| {
+            let result = match refused {
+                Some(e) => Err(e.with_ref(Some(id.clone().unwrap_or_else(|| "msg".into())))),
+                None => answers.next().unwrap_or_else(|| Err(ProtocolError::new(ErrorCode::Unavailable, "no answer"))),
+            };
+            ClusterEvent::Appended { ack, room, id, result }
+        })
+        .collect()
+}
+
+/// Puts the quote of message `of` in a reply's `suffix` (in place of its placeholder):
+/// `not_found` when `of` is not a message of `room`.
+fn fill_quote(store: &mut RedisStore, room: &RoomName, of: u64, suffix: &mut Vec<u8>) -> Result<(), ProtocolError> {
+    let range =
+        store.range(room, of - 1, Some(of), 1).map_err(|e| ProtocolError::new(ErrorCode::Unavailable, describe(&e)))?;
+    let original = range.messages.into_iter().find(|m| m.seq == of).map(|m| m.json);
+    let missing = || ProtocolError::new(ErrorCode::NotFound, format!("no message {of} in `{room}` to reply to"));
+    let reply = crate::store::replies::quote(original.as_deref(), of).map_err(|_| missing())?;
+    *suffix = crate::store::replies::fill(suffix, of, &reply).ok_or_else(missing)?;
+    Ok(())
 }
 
 fn handle<C, A>(

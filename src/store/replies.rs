@@ -1,0 +1,99 @@
+//! A reply's quote of the message it answers, as the reply carries it:
+//! `"reply":{"seq":41,"uid":"u-a","user":"alice","quote":"the first 100 characters…"}`,
+//! or `"reply":{"seq":41,"deleted":true}` for a deleted original, just before the
+//! reply's `text` (so that Redis mode's rewrites, which cut at `,"text":`, keep it).
+//! The quote is a copy made when the reply is stored, so no client has to fetch the
+//! original. Never decides who may reply: the dispatcher checks membership first.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::Refused;
+
+/// Characters of the original a quote keeps (then `…`).
+pub const QUOTE_CHARS: usize = 100;
+
+#[derive(Serialize)]
+struct Quote<'a> {
+    seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uid: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quote: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    deleted: bool,
+}
+
+/// The `reply` object quoting message `of`, whose stored JSON is `original` (`None`:
+/// not held). `Missing` when it is not a `msg`.
+pub fn quote(original: Option<&[u8]>, of: u64) -> Result<Vec<u8>, Refused> {
+    let msg: Value = original.and_then(|j| serde_json::from_slice(j).ok()).ok_or(Refused::Missing)?;
+    if msg["type"] != "msg" {
+        return Err(Refused::Missing);
+    }
+    let q = match msg["text"].as_str() {
+        Some(text) if msg["deleted"] != true => {
+            let mut quote: String = text.chars().take(QUOTE_CHARS).collect();
+            if text.chars().nth(QUOTE_CHARS).is_some() {
+                quote.push('…');
+            }
+            Quote { seq: of, uid: msg["uid"].as_str(), user: msg["user"].as_str(), quote: Some(quote), deleted: false }
+        }
+        _ => Quote { seq: of, uid: None, user: None, quote: None, deleted: true },
+    };
+    Ok(serde_json::to_vec(&q).expect("a quote always serializes"))
+}
+
+/// What a reply carries before its quote is known (Redis mode: the I/O thread reads
+/// the original and puts the quote in its place, [`fill`]).
+pub fn placeholder(of: u64) -> Vec<u8> {
+    format!(r#"{{"seq":{of}}}"#).into_bytes()
+}
+
+/// A `msg` JSON with `"reply":reply` put just before its `text` (the first `,"text":`
+/// is the field: no string natter writes holds `,"` unescaped).
+pub fn with_reply(json: &[u8], reply: &[u8]) -> Vec<u8> {
+    const TEXT: &[u8] = br#","text":"#;
+    let Some(at) = json.windows(TEXT.len()).position(|w| w == TEXT) else { return json.to_vec() };
+    [&json[..at], b",\"reply\":", reply, &json[at..]].concat()
+}
+
+/// `part` (a reply's JSON or a piece of it) with its placeholder of `of` replaced by
+/// `reply`; `None` when it holds none.
+pub fn fill(part: &[u8], of: u64, reply: &[u8]) -> Option<Vec<u8>> {
+    let mark = [b"\"reply\":".as_slice(), &placeholder(of)].concat();
+    let at = part.windows(mark.len()).position(|w| w == mark.as_slice())?;
+    Some([&part[..at], b"\"reply\":", reply, &part[at + mark.len()..]].concat())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quote_keeps_the_start_and_says_deleted_for_a_deleted_original() {
+        let long = format!(r#"{{"type":"msg","seq":4,"user":"al","uid":"u-a","text":"{}"}}"#, "é".repeat(150));
+        let q: Value = serde_json::from_slice(&quote(Some(long.as_bytes()), 4).unwrap()).unwrap();
+        assert_eq!((q["seq"].as_u64(), q["user"].as_str(), q["uid"].as_str()), (Some(4), Some("al"), Some("u-a")));
+        assert_eq!(q["quote"].as_str().unwrap().chars().count(), QUOTE_CHARS + 1);
+        let gone = br#"{"type":"msg","seq":4,"uid":"u-a","deleted":true}"#;
+        assert_eq!(quote(Some(gone), 4).unwrap(), br#"{"seq":4,"deleted":true}"#);
+        assert_eq!(quote(Some(br#"{"type":"edit","of":1}"#), 4), Err(Refused::Missing));
+        assert_eq!(quote(None, 4), Err(Refused::Missing));
+    }
+
+    #[test]
+    fn the_reply_goes_before_the_text_and_a_placeholder_is_filled() {
+        let msg = br#"{"type":"msg","seq":5,"uid":"u","text":"a,\"text\":b"}"#;
+        let with = with_reply(msg, &placeholder(4));
+        assert_eq!(&with[..], br#"{"type":"msg","seq":5,"uid":"u","reply":{"seq":4},"text":"a,\"text\":b"}"#);
+        let filled = fill(&with, 4, br#"{"seq":4,"deleted":true}"#).unwrap();
+        assert_eq!(
+            &filled[..],
+            br#"{"type":"msg","seq":5,"uid":"u","reply":{"seq":4,"deleted":true},"text":"a,\"text\":b"}"#
+        );
+        assert_eq!(fill(msg, 4, b"{}"), None);
+    }
+}
