@@ -54,6 +54,16 @@ impl Backend {
         }
     }
 
+    /// After a batch was handed to the writers: the local store's WAL upkeep, which
+    /// must never sit inside a commit an ack waits for.
+    pub fn after_batch(&mut self) {
+        if let Backend::Local(local) = self {
+            if let Err(e) = local.store.after_batch() {
+                log::warn!("store: copying the WAL between batches failed: {e}");
+            }
+        }
+    }
+
     /// Asks the store's reader threads (never the dispatcher's) for a history read; the
     /// answer comes back as a `Command::Store` with `tag`. Gives the tag back when the
     /// readers are too far behind.

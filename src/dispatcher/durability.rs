@@ -106,6 +106,7 @@ impl Dispatcher {
             #[cfg(not(test))]
             None => {}
         }
+        self.backend.after_batch();
     }
 
     /// Commits first when `room` has messages not yet committed, so that what a read

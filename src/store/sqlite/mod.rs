@@ -37,7 +37,7 @@ use crate::config::FsyncPolicy;
 use crate::store::audit::AuditEntry;
 use crate::store::{AccessChange, AccessSnapshot, NewMessage};
 pub use schema::DB_FILE;
-use syncer::Syncer;
+use syncer::{Syncer, WalIndex};
 
 /// A store failure; the dispatcher acks nothing of the batch it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +73,13 @@ pub struct SqliteStore {
     room_ids: HashMap<String, i64>,
     /// The background checkpoint (and `interval` sync): told after every write.
     syncer: Syncer,
+    /// How long the WAL is and how much of it the sync thread copied.
+    wal: WalIndex,
 }
+
+/// Frames the sync thread may leave behind for the dispatcher to copy at the WAL's
+/// limit (a few commits' worth; at most about a megabyte to copy and sync).
+const TAIL_PAGES: u32 = 256;
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -91,6 +97,17 @@ impl SqliteStore {
     /// No room is read here: each comes back when it is first used
     /// ([`load_room`](Self::load_room)), so start-up does not grow with the rooms stored.
     pub fn open(dir: &Path, policy: FsyncPolicy) -> Result<SqliteStore, SqliteStoreError> {
+        Self::open_with(dir, policy, true)
+    }
+
+    /// [`open`](Self::open), with the sync thread's checkpoints off: what the writer
+    /// does on its own.
+    #[cfg(test)]
+    pub(crate) fn open_without_background_checkpoints(dir: &Path) -> Result<SqliteStore, SqliteStoreError> {
+        Self::open_with(dir, FsyncPolicy::Never, false)
+    }
+
+    fn open_with(dir: &Path, policy: FsyncPolicy, checkpoints: bool) -> Result<SqliteStore, SqliteStoreError> {
         fs::create_dir_all(dir).map_err(|source| SqliteStoreError::Io { path: dir.to_owned(), source })?;
         let path = db_path(dir);
         let mut conn = Connection::open(&path).map_err(sql_err(&path))?;
@@ -98,7 +115,8 @@ impl SqliteStore {
         migrate::import_journal(dir, &mut conn)?;
         // Before rooms load: they must load with the new epochs.
         backup::renew_epochs_if_restored(&mut conn).map_err(sql_err(&path))?;
-        let syncer = Syncer::start(&path, policy)?;
+        let syncer = Syncer::start(&path, policy, checkpoints)?;
+        let wal = WalIndex::open(&path);
         let mut store = SqliteStore {
             conn,
             path,
@@ -113,6 +131,7 @@ impl SqliteStore {
             loaded_access: AccessSnapshot::default(),
             room_ids: HashMap::new(),
             syncer,
+            wal,
         };
         store.loaded_access = access::load(&store.conn).map_err(sql_err(&db_path(dir)))?;
         Ok(store)
@@ -187,6 +206,24 @@ impl SqliteStore {
         // After the rewrites: a deletion marker made in this batch is renamed too.
         userdata::write(&tx, &self.renames, &self.forgotten)?;
         tx.commit()
+    }
+
+    /// Called by the dispatcher after a batch's acks and frames were handed on, never
+    /// inside a commit: once the WAL is past [`schema::WAL_LIMIT_PAGES`] and the sync
+    /// thread left at most [`TAIL_PAGES`] behind (or the WAL is past its hard limit,
+    /// whatever is left), copies the rest, so that the next commit restarts the WAL
+    /// from its beginning. Otherwise it only reads the WAL-index header.
+    pub fn after_batch(&mut self) -> Result<(), SqliteStoreError> {
+        let Some((frames, copied)) = self.wal.read() else { return Ok(()) };
+        let tail = frames.saturating_sub(copied);
+        if frames < schema::WAL_LIMIT_PAGES || tail == 0 {
+            return Ok(());
+        }
+        if tail > TAIL_PAGES && frames < schema::WAL_HARD_LIMIT_PAGES {
+            return Ok(());
+        }
+        // Busy (the sync thread is copying): the next batch looks again.
+        self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())).map_err(sql_err(&self.path))
     }
 
     /// Writes one small row: whether the disk takes writes again after a failure.

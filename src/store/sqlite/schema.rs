@@ -71,17 +71,28 @@ CREATE TABLE IF NOT EXISTS edits (
 ) WITHOUT ROWID;
 ";
 
-/// WAL pages past which the writer checkpoints on its own commit (SQLite's default is
-/// 1,000). The store's sync thread checkpoints once a second, off the dispatcher's
-/// path; this is the backstop that bounds the WAL (about 40 MiB of 4 KiB pages) when
-/// writes leave the writer no moment to restart it (see `syncer`).
-pub const WRITER_CHECKPOINT_PAGES: u32 = 10_000;
+/// WAL frames past which the dispatcher copies what is left of the WAL itself, between
+/// two batches (never inside a commit an ack waits for), so that its next commit
+/// restarts the WAL from its beginning; the store's sync thread has copied all but the
+/// last few frames by then (see `syncer`). About 40 MiB of 4 KiB pages.
+pub const WAL_LIMIT_PAGES: u32 = 10_000;
+/// Past this the dispatcher copies the WAL between batches whatever the sync thread
+/// left behind: the hard bound of the WAL file.
+pub const WAL_HARD_LIMIT_PAGES: u32 = 2 * WAL_LIMIT_PAGES;
+/// Bytes the WAL file is cut back to when it restarts, if it grew past its limit
+/// (while a long read kept it from restarting): the limit's 4 KiB pages and headers.
+const WAL_FILE_LIMIT: i64 = WAL_LIMIT_PAGES as i64 * (4096 + 24);
 
-/// The writer's settings: WAL, the fsync policy, the checkpoint backstop, then the schema.
+/// The writer's settings: WAL, the fsync policy, no checkpoint inside a commit, then
+/// the schema.
 pub fn prepare_writer(conn: &Connection, policy: FsyncPolicy) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", synchronous(policy))?;
-    conn.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)?;
+    // SQLite's own checkpoint runs inside the commit that crosses its threshold, on the
+    // dispatcher, and every message behind it waits: off. The sync thread and
+    // `SqliteStore::after_batch` checkpoint instead.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    conn.pragma_update(None, "journal_size_limit", WAL_FILE_LIMIT)?;
     // A deleted or edited text is zeroed in the pages, not just unlinked.
     conn.pragma_update(None, "secure_delete", "ON")?;
     upgrade_search_index(conn)?;

@@ -1,20 +1,21 @@
 //! The store's background thread. It checkpoints — copies the WAL into the database
-//! file — once [`CHECKPOINT_PAGES`] wait in the WAL, on a connection of its own; and
-//! under the `interval` policy it `fdatasync`s the WAL once a second when something was
+//! file — on a connection of its own, once [`CHECKPOINT_PAGES`] wait in the WAL and,
+//! when the WAL nears [`schema::WAL_LIMIT_PAGES`], whatever waits; and under the
+//! `interval` policy it `fdatasync`s the WAL once a second when something was
 //! committed (`synchronous=NORMAL` alone would sync the WAL only at checkpoints; this
 //! keeps the promise that a power failure loses at most about a second of acked
 //! messages).
 //!
 //! Why checkpoints live here: SQLite's automatic checkpoint runs inside the commit that
 //! crosses its threshold, on the dispatcher thread, and under `NORMAL`/`FULL` it fsyncs
-//! the WAL and the database file there — perf showed the dispatcher blocked in `fsync`
-//! under `walCheckpoint`: the tail of a single message's ack (docs/PERFORMANCE.md). A
-//! `PASSIVE` checkpoint neither waits for nor blocks the writer or the readers. Only the
-//! writer restarts the WAL from its beginning, at its first transaction after a
-//! checkpoint caught up (that costs it one small fsync of the new WAL header, as often
-//! as SQLite's own checkpoint would); writes without a pause may never leave it that
-//! moment, so the writer keeps SQLite's own checkpoint as a backstop at
-//! [`schema::WRITER_CHECKPOINT_PAGES`]: the WAL stays bounded whatever this thread does.
+//! the WAL and the database file there — every message behind that commit waits for
+//! it (docs/PERFORMANCE.md). The writer has it off. A `PASSIVE` checkpoint neither
+//! waits for nor blocks the writer or the readers. Only the writer restarts the WAL
+//! from its beginning, at its first transaction after a checkpoint caught up; a writer
+//! that commits every millisecond never leaves a checkpoint with its `fsync`s that
+//! moment, so once the WAL is past its limit the dispatcher copies the last few frames
+//! itself, between two batches ([`SqliteStore::after_batch`](super::SqliteStore::after_batch)),
+//! and its next commit restarts the WAL. This thread keeps that tail short.
 //!
 //! Never writes a row and never touches rooms or sockets.
 
@@ -32,10 +33,11 @@ use super::schema;
 use super::{sql_err, SqliteStoreError};
 use crate::config::FsyncPolicy;
 
-/// How often the thread looks at the WAL.
-const TICK: Duration = Duration::from_millis(250);
+/// How often the thread looks at the WAL: often enough that the tail the dispatcher
+/// copies at the limit stays a few commits long (a read of the WAL-index header).
+const TICK: Duration = Duration::from_millis(20);
 /// Ticks between two syncs of the WAL under `interval`: once a second.
-const SYNC_TICKS: u32 = 4;
+const SYNC_TICKS: u32 = 50;
 /// WAL pages not yet copied at which a checkpoint starts: SQLite's own default.
 pub const CHECKPOINT_PAGES: u32 = 1000;
 /// Checkpoints in a row while commits keep adding to the WAL: each copies what came
@@ -47,35 +49,68 @@ pub struct Syncer {
     dirty: Arc<AtomicBool>,
 }
 
+/// The WAL-index (the `-shm` file), whose header says how long the WAL is and how
+/// much of it was copied (<https://sqlite.org/walformat.html>: `mxFrame` at byte 16,
+/// `nBackfill` at byte 96, native byte order). A read torn by a concurrent commit only
+/// moves the next checkpoint by a tick or a batch.
+#[derive(Debug)]
+pub struct WalIndex {
+    shm: Option<File>,
+}
+
+impl WalIndex {
+    pub fn open(db: &Path) -> WalIndex {
+        WalIndex { shm: File::open(format!("{}-shm", db.display())).ok() }
+    }
+
+    /// `(frames in the WAL, frames copied into the database)`; `None` if unreadable.
+    pub fn read(&self) -> Option<(u32, u32)> {
+        let field = |at| {
+            let mut b = [0u8; 4];
+            self.shm.as_ref()?.read_exact_at(&mut b, at).ok()?;
+            Some(u32::from_ne_bytes(b))
+        };
+        Some((field(16)?, field(96)?))
+    }
+}
+
 /// What the thread owns: its connection, the WAL and its index, whether it syncs.
 struct Worker {
     conn: Connection,
     wal: PathBuf,
-    /// The `-shm` file: the WAL-index, whose header says how long the WAL is.
-    shm: Option<File>,
+    index: WalIndex,
+    /// WAL frames waiting at which a checkpoint starts ([`CHECKPOINT_PAGES`]).
+    checkpoint_at: u32,
     sync_wal: bool,
     /// The last checkpoint failed (logged once, not every tick).
     failing: bool,
 }
 
 impl Syncer {
-    /// Starts the thread on the database at `db`, which the writer has open in WAL mode.
-    pub fn start(db: &Path, policy: FsyncPolicy) -> Result<Syncer, SqliteStoreError> {
+    /// Starts the thread on the database at `db`, which the writer has open in WAL mode;
+    /// `checkpoints` false: the thread only syncs (tests of the writer's own behaviour).
+    pub fn start(db: &Path, policy: FsyncPolicy, checkpoints: bool) -> Result<Syncer, SqliteStoreError> {
         let conn = Connection::open(db).map_err(sql_err(db))?;
         // A checkpoint syncs as its connection's `synchronous` says: as the writer's.
         conn.pragma_update(None, "synchronous", schema::synchronous(policy)).map_err(sql_err(db))?;
-        let shm = File::open(format!("{}-shm", db.display())).ok();
         let wal = PathBuf::from(format!("{}-wal", db.display()));
-        let mut worker = Worker { conn, wal, shm, sync_wal: policy == FsyncPolicy::Interval, failing: false };
+        let mut worker = Worker {
+            conn,
+            wal,
+            index: WalIndex::open(db),
+            checkpoint_at: if checkpoints { CHECKPOINT_PAGES } else { u32::MAX },
+            sync_wal: policy == FsyncPolicy::Interval,
+            failing: false,
+        };
         let dirty = Arc::new(AtomicBool::new(false));
         let flag = Arc::downgrade(&dirty);
         // Vital: without it the `interval` sync would stop silently (and checkpoints
-        // would fall back on the writer's backstop, inside acked commits).
+        // would fall back on the dispatcher's, between batches, and grow its tail).
         crate::shutdown::spawn_vital("store-sync", move || {
             for tick in 1.. {
                 thread::sleep(TICK);
                 let Some(flag) = flag.upgrade() else { return };
-                if worker.uncopied() >= CHECKPOINT_PAGES {
+                if worker.due() {
                     worker.checkpoint();
                 }
                 if tick % SYNC_TICKS == 0 && flag.swap(false, Ordering::AcqRel) {
@@ -94,28 +129,30 @@ impl Syncer {
 }
 
 impl Worker {
-    /// WAL frames not yet copied into the database, from the WAL-index header
-    /// (<https://sqlite.org/walformat.html>: `mxFrame` at byte 16, `nBackfill` at byte
-    /// 96, native byte order). A read torn by a concurrent commit only moves the next
-    /// checkpoint by a tick. Unreadable: [`CHECKPOINT_PAGES`], so checkpoints go on.
-    fn uncopied(&self) -> u32 {
-        let field = |at| {
-            let mut b = [0u8; 4];
-            self.shm.as_ref()?.read_exact_at(&mut b, at).ok()?;
-            Some(u32::from_ne_bytes(b))
-        };
-        match (field(16), field(96)) {
-            (Some(frames), Some(copied)) => frames.saturating_sub(copied),
-            _ => CHECKPOINT_PAGES,
+    /// Whether to checkpoint now: [`CHECKPOINT_PAGES`] wait, or the WAL is past half its
+    /// limit and anything waits (so the dispatcher finds only a short tail at the
+    /// limit). Unreadable index: yes, so checkpoints go on.
+    fn due(&self) -> bool {
+        match self.index.read() {
+            Some((frames, copied)) => {
+                let waiting = frames.saturating_sub(copied);
+                waiting >= self.checkpoint_at
+                    || (self.checkpoint_at != u32::MAX && frames >= schema::WAL_LIMIT_PAGES / 2 && waiting > 0)
+            }
+            None => true,
         }
+    }
+
+    fn uncopied(&self) -> u32 {
+        self.index.read().map_or(0, |(frames, copied)| frames.saturating_sub(copied))
     }
 
     /// Copies the WAL into the database until it has caught up (the writer then
     /// restarts the WAL at its next transaction) or [`CATCH_UP_ROUNDS`] went by.
     fn checkpoint(&mut self) {
         for _ in 0..CATCH_UP_ROUNDS {
-            // One row: (busy, pages in the WAL, pages copied); busy: the writer's
-            // backstop holds the checkpoint lock.
+            // One row: (busy, pages in the WAL, pages copied); busy: the dispatcher
+            // is copying the tail and holds the checkpoint lock.
             let busy = self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0));
             match busy {
                 Ok(busy) => {
@@ -128,7 +165,9 @@ impl Worker {
                 }
                 Err(e) => {
                     if !std::mem::replace(&mut self.failing, true) {
-                        log::error!("store: background checkpoint failed (the writer's backstop remains): {e}");
+                        log::error!(
+                            "store: background checkpoint failed (the dispatcher's between batches remains): {e}"
+                        );
                     }
                     return;
                 }
@@ -171,10 +210,8 @@ mod tests {
     fn the_sync_thread_checkpoints_what_the_writer_left_in_the_wal() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = SqliteStore::open(dir.path(), FsyncPolicy::Never).unwrap();
-        let auto: u32 = store.conn().query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0)).unwrap();
-        assert_eq!(auto, schema::WRITER_CHECKPOINT_PAGES);
         // One message a commit, as a quiet room commits: past CHECKPOINT_PAGES of WAL,
-        // far below the writer's own threshold.
+        // far below the WAL's limit.
         let text = "x".repeat(200);
         let mut seq = 0;
         while std::fs::metadata(dir.path().join("natter.db-wal")).map_or(0, |m| m.len())
@@ -192,22 +229,51 @@ mod tests {
     }
 
     #[test]
+    fn a_commit_never_checkpoints_however_long_the_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open_without_background_checkpoints(dir.path()).unwrap();
+        let index = WalIndex::open(&db_path(dir.path()));
+        let text = "z".repeat(400);
+        let mut seq = 0;
+        while index.read().unwrap().0 < schema::WAL_HARD_LIMIT_PAGES + 100 {
+            for _ in 0..100 {
+                seq += 1;
+                store.append(message(seq, &text));
+            }
+            store.commit().unwrap();
+            let (frames, copied) = index.read().unwrap();
+            assert_eq!(copied, 0, "a commit copied the WAL ({frames} frames) while its acks waited");
+        }
+        // The dispatcher's call between batches copies it, and the next commit
+        // restarts the WAL from its beginning.
+        store.after_batch().unwrap();
+        let (frames, copied) = index.read().unwrap();
+        assert_eq!(copied, frames);
+        store.append(message(seq + 1, &text));
+        store.commit().unwrap();
+        assert!(index.read().unwrap().0 < 100, "restarted: {:?}", index.read());
+    }
+
+    #[test]
     fn the_wal_stays_bounded_under_writes_without_a_pause() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = SqliteStore::open(dir.path(), FsyncPolicy::Never).unwrap();
         let text = "y".repeat(400);
         let page = 4096 + 24;
-        let bound = u64::from(schema::WRITER_CHECKPOINT_PAGES) * page * 3 / 2;
+        let batch = 100 * 4 * page;
+        let bound = u64::from(schema::WAL_HARD_LIMIT_PAGES) * page + batch;
         let wal = dir.path().join("natter.db-wal");
         let mut written = 0u64;
         let mut seq = 0;
-        // Three bounds' worth of WAL frames, in batches back to back.
+        // Three bounds' worth of WAL frames, in batches back to back, each followed by
+        // the dispatcher's call between batches.
         while written < 3 * bound {
             for _ in 0..100 {
                 seq += 1;
                 store.append(message(seq, &text));
             }
             store.commit().unwrap();
+            store.after_batch().unwrap();
             written += 100 * 600;
             let len = std::fs::metadata(&wal).unwrap().len();
             assert!(len <= bound, "the WAL grew to {len} bytes after {seq} messages (bound {bound})");
