@@ -482,7 +482,9 @@ pub fn html(o: &Outcome, j: &Value) -> String {
 /// headline metric), columns the labels in the order given, then the
 /// ratio of the first label to each of `ratio_to` (all others if empty),
 /// then each `(numerator, denominator)` of `ratios`. With `rows_of_first`, only
-/// the rows the first label has a value in.
+/// the rows the first label has a value in. A row some label ran more than once
+/// (the shootout's rounds) becomes three: its `_min`, `_median` and `_max`, each
+/// label's spread (a label that ran it once shows that value in all three).
 pub fn compare(
     runs: &[(String, Vec<Value>)],
     ratio_to: &[String],
@@ -497,7 +499,7 @@ pub fn compare(
         .map(|l| (labels[0], *l))
         .collect();
     pairs.extend(ratios.iter().map(|(a, b)| (a.as_str(), b.as_str())));
-    let mut rows: BTreeMap<(String, u64, String), BTreeMap<&str, f64>> = BTreeMap::new();
+    let mut rows: BTreeMap<(String, u64, String), BTreeMap<&str, Vec<f64>>> = BTreeMap::new();
     let mut order: Vec<(String, u64, String)> = Vec::new();
     for (label, values) in runs {
         for v in values {
@@ -512,12 +514,32 @@ pub fn compare(
                 if !rows.contains_key(&key) {
                     order.push(key.clone());
                 }
-                rows.entry(key).or_default().insert(label.as_str(), x);
+                rows.entry(key).or_default().entry(label.as_str()).or_default().push(x);
             }
         }
     }
     if rows_of_first {
         order.retain(|key| rows[key].contains_key(labels[0]));
+    }
+    // Rounds: one row per statistic of the spread.
+    let mut table: Vec<((String, u64, String), BTreeMap<&str, f64>)> = Vec::new();
+    for key in &order {
+        let vals = &rows[key];
+        if vals.values().all(|v| v.len() == 1) {
+            table.push((key.clone(), vals.iter().map(|(l, v)| (*l, v[0])).collect()));
+            continue;
+        }
+        for (stat, pick) in [("min", 0.0), ("median", 0.5), ("max", 1.0)] {
+            let cells = vals
+                .iter()
+                .map(|(l, v)| {
+                    let mut v = v.clone();
+                    v.sort_by(f64::total_cmp);
+                    (*l, v[((v.len() - 1) as f64 * pick).round() as usize])
+                })
+                .collect();
+            table.push(((key.0.clone(), key.1, format!("{}_{stat}", key.2)), cells));
+        }
     }
     let mut out = String::new();
     let _ = write!(out, "{:<24} {:>7} {:<22}", "scenario", "clients", "metric");
@@ -528,8 +550,7 @@ pub fn compare(
         let _ = write!(out, " {:>14}", format!("{a}/{b}"));
     }
     out.push('\n');
-    for key in &order {
-        let vals = &rows[key];
+    for (key, vals) in &table {
         let _ = write!(out, "{:<24} {:>7} {:<22}", key.0, key.1, key.2);
         for l in &labels {
             let cell = vals.get(l).map_or("-".into(), |x| fmt_num(*x));
@@ -573,6 +594,22 @@ mod tests {
         let t = compare(&[("natter-sse".into(), sse), ("natter".into(), [a, c].concat())], &[], &[], true);
         assert_eq!(t.lines().count(), 2, "the header and natter-sse's one row: {t}");
         assert!(t.lines().nth(1).unwrap().trim_end().ends_with("1.50"), "{t}");
+    }
+
+    #[test]
+    fn a_row_run_in_rounds_shows_its_spread() {
+        let round = |n: u64| json!({"scenario":"shootout","clients":19000,"headline":{"max_clients_passing":n}});
+        let natter = vec![round(11000), round(19000), round(17000)];
+        let ceiling = vec![round(19000)];
+        let t = compare(&[("natter".into(), natter), ("ceiling".into(), ceiling)], &[], &[], false);
+        let row = |stat: &str| {
+            let line = t.lines().find(|l| l.contains(&format!("max_clients_passing_{stat}"))).unwrap();
+            line.split_whitespace().skip(3).map(str::to_owned).collect::<Vec<_>>()
+        };
+        assert_eq!(row("min"), ["11000", "19000", "0.58"], "{t}");
+        assert_eq!(row("median"), ["17000", "19000", "0.89"], "{t}");
+        assert_eq!(row("max"), ["19000", "19000", "1.00"], "{t}");
+        assert_eq!(t.lines().count(), 4, "{t}");
     }
 
     #[test]
