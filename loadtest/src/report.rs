@@ -499,8 +499,10 @@ pub fn compare(
         .map(|l| (labels[0], *l))
         .collect();
     pairs.extend(ratios.iter().map(|(a, b)| (a.as_str(), b.as_str())));
-    let mut rows: BTreeMap<(String, u64, String), BTreeMap<&str, Vec<f64>>> = BTreeMap::new();
-    let mut order: Vec<(String, u64, String)> = Vec::new();
+    // (scenario, clients, metric): one row of the table.
+    type Key = (String, u64, String);
+    let mut rows: BTreeMap<Key, BTreeMap<&str, Vec<f64>>> = BTreeMap::new();
+    let mut order: Vec<Key> = Vec::new();
     for (label, values) in runs {
         for v in values {
             let mut scenario = v["scenario"].as_str().unwrap_or("?").to_string();
@@ -522,7 +524,7 @@ pub fn compare(
         order.retain(|key| rows[key].contains_key(labels[0]));
     }
     // Rounds: one row per statistic of the spread.
-    let mut table: Vec<((String, u64, String), BTreeMap<&str, f64>)> = Vec::new();
+    let mut table: Vec<(Key, BTreeMap<&str, f64>)> = Vec::new();
     for key in &order {
         let vals = &rows[key];
         if vals.values().all(|v| v.len() == 1) {
