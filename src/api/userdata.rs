@@ -20,8 +20,12 @@ use crate::dispatcher::{Actor, Command};
 use crate::protocol::{ApiResult, ErrorCode, ProtocolError, RoomName};
 use crate::store::sqlite::userdata::{self as rows, Authored};
 
-/// Rows handed to the dispatcher at once: small, so a chunk holds it for milliseconds.
+/// Rows handed to the dispatcher at once to be made anonymous: small, so a chunk holds
+/// it for milliseconds.
 const CHUNK: usize = 100;
+/// Messages handed to the dispatcher at once to be deleted: each deletion is committed
+/// before the next in its room (as the API's `DELETE` is), so fewer than [`CHUNK`].
+const DELETE_CHUNK: usize = 20;
 /// How long one chunk may wait for the dispatcher (it commits once per room touched).
 const CHUNK_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -153,7 +157,9 @@ pub fn erase(
             after = last.id;
             let live: Vec<(RoomName, u64)> =
                 page.iter().filter(|r| r.is_live_message_of(uid)).filter_map(room_seq).collect();
-            deleted += delete_chunk(commands, live)?;
+            for chunk in live.chunks(DELETE_CHUNK) {
+                deleted += delete_chunk(commands, chunk.to_vec())?;
+            }
         }
     }
     // A second scan: with `remove`, it sees the deletion markers just committed.
