@@ -111,7 +111,8 @@ struct Natters {
 impl Natters {
     fn start(redis: &Redis, n: usize, extra: &[&str]) -> Natters {
         let mut args = vec!["--redis".to_owned(), redis.url()];
-        args.extend(["--rate-per-s", "1000"].map(str::to_owned));
+        // Nothing trimmed by the stream cap: everything missing from Redis is lost.
+        args.extend(["--rate-per-s", "1000", "--redis-stream-cap", "10000000"].map(str::to_owned));
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         let mut natters = Natters { list: Vec::new(), args };
         for _ in 0..n {

@@ -1,7 +1,7 @@
 //! Several natter instances on one Redis: order across instances, resume on another
 //! instance, presence across instances and after a crash, a Redis outage that loses no
 //! acked message and whose end the first post gets through, epochs and a Redis that
-//! lost its data, and scroll-back and search answered from Redis (the scenarios of
+//! lost its data or came back older (no seq names two messages in one epoch), and scroll-back and search answered from Redis (the scenarios of
 //! tests/common/history.rs, which the local store runs too).
 
 mod common;
