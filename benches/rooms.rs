@@ -44,9 +44,17 @@ fn room_name(i: u64) -> String {
 }
 
 fn message(room: &str, seq: u64, uid: &str) -> NewMessage {
-    let json =
-        ServerMsg::Msg { room, seq, id: Some("c-0123456789"), ts: 1_790_000_000_000, user: uid, uid, text: TEXT }
-            .to_json();
+    let json = ServerMsg::Msg {
+        room,
+        seq,
+        id: Some("c-0123456789"),
+        ts: 1_790_000_000_000,
+        user: uid,
+        uid,
+        text: TEXT,
+        files: &[],
+    }
+    .to_json();
     NewMessage {
         room: room.to_owned(),
         epoch: "0123456789abcdef".into(),

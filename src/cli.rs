@@ -123,6 +123,24 @@ pub struct ServeArgs {
     /// Store size (bytes) past which the oldest messages of the largest rooms are deleted.
     #[arg(long, default_value_t = Config::default().max_store_bytes)]
     pub max_store_bytes: u64,
+    /// Directory of uploaded files (default: <data-dir>/files; with --redis, one every instance shares).
+    #[arg(long)]
+    pub files_dir: Option<PathBuf>,
+    /// Largest upload in bytes (413 past it).
+    #[arg(long, default_value_t = Config::default().max_upload_bytes)]
+    pub max_upload_bytes: u64,
+    /// Uploads per user per minute (429 past it).
+    #[arg(long, default_value_t = Config::default().uploads_per_min)]
+    pub upload_rate: u32,
+    /// Uploads in progress at once (503 past it).
+    #[arg(long, default_value_t = Config::default().max_uploads)]
+    pub max_uploads: usize,
+    /// Seconds a signed file URL works.
+    #[arg(long, default_value_t = Config::default().file_url_ttl.as_secs())]
+    pub file_url_ttl_secs: u64,
+    /// Seconds an upload no message names is kept.
+    #[arg(long, default_value_t = Config::default().upload_ttl.as_secs())]
+    pub upload_ttl_secs: u64,
     /// Most messages a resume returns from the store (older ones: scroll back).
     #[arg(long, default_value_t = Config::default().max_resume)]
     pub max_resume: usize,
@@ -397,6 +415,12 @@ impl ServeArgs {
             http_idle_timeout: Duration::from_millis(self.http_idle_timeout_ms),
             trusted_proxies: self.trusted_proxies.clone(),
             tls: None,
+            files_dir: self.files_dir.clone(),
+            max_upload_bytes: self.max_upload_bytes,
+            uploads_per_min: self.upload_rate,
+            max_uploads: self.max_uploads,
+            file_url_ttl: Duration::from_secs(self.file_url_ttl_secs.max(1)),
+            upload_ttl: Duration::from_secs(self.upload_ttl_secs.max(1)),
         })
     }
 }

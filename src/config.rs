@@ -192,6 +192,28 @@ pub struct Config {
     /// Both listeners speak TLS with this certificate and key (`--tls-cert`,
     /// `--tls-key`; reloaded on SIGHUP). `None`: plain HTTP and WebSocket.
     pub tls: Option<Tls>,
+
+    /// Where uploaded files live (blobs, `files.db`, the URL-signing secret). `None`:
+    /// `files/` in the data dir. With `--redis`, a directory every instance shares.
+    pub files_dir: Option<PathBuf>,
+    /// Largest upload in bytes (413 past it, nothing kept).
+    pub max_upload_bytes: u64,
+    /// Uploads per user per minute (also the burst; 429 past it).
+    pub uploads_per_min: u32,
+    /// Uploads in progress at once on this instance (503 past it): each holds its
+    /// connection's thread and a temporary file, nothing else.
+    pub max_uploads: usize,
+    /// How long a signed file URL works (`file_urls` hands out new ones).
+    pub file_url_ttl: Duration,
+    /// An upload no message names is removed after this long.
+    pub upload_ttl: Duration,
+}
+
+impl Config {
+    /// The files directory (`--files-dir`, else `files/` in the data dir).
+    pub fn files_dir(&self) -> PathBuf {
+        self.files_dir.clone().unwrap_or_else(|| self.data_dir.join("files"))
+    }
 }
 
 impl Default for Config {
@@ -251,6 +273,12 @@ impl Default for Config {
             http_idle_timeout: Duration::from_secs(30),
             trusted_proxies: Vec::new(),
             tls: None,
+            files_dir: None,
+            max_upload_bytes: 10 * 1024 * 1024,
+            uploads_per_min: 30,
+            max_uploads: 16,
+            file_url_ttl: Duration::from_secs(3600),
+            upload_ttl: Duration::from_secs(3600),
         }
     }
 }

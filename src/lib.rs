@@ -52,6 +52,7 @@ pub mod webhooks;
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 
 use api::http::ApiHttp;
 use api::keys::{ApiKeyError, ApiKeys};
@@ -60,6 +61,7 @@ use config::Config;
 use dispatcher::{Backend, Cluster, Command, Dispatcher, Local};
 use metrics::Metrics;
 use shutdown::Shutdown;
+use store::files::{self, Files};
 use store::redis::io::RedisIo;
 use store::redis::{self as redis_store, RedisStoreError, StoreOptions};
 use store::sqlite::reader;
@@ -101,6 +103,8 @@ pub enum ServeError {
     Webhook(#[from] WebhookError),
     #[error(transparent)]
     ApiKeys(#[from] ApiKeyError),
+    #[error(transparent)]
+    Files(#[from] store::files::FilesError),
 }
 
 /// One HTTP listener: its guard thread in front, the site's tiny_http behind it with
@@ -157,6 +161,12 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown, ready: impl 
     };
 
     let bans = dispatcher.bans();
+    let lifecycle = files::Lifecycle {
+        unposted_ttl: cfg.upload_ttl,
+        retention: cfg.retention_days.map(|d| Duration::from_secs(d * 86_400)),
+    };
+    let files = Files::open(&cfg.files_dir(), lifecycle)?;
+    let dispatcher = dispatcher.with_files(files.clone());
     let dispatcher = dispatcher.with_webhooks(Webhooks::start(cfg.webhooks.clone(), metrics.webhooks.clone())?);
     let dispatch_shutdown = shutdown.clone();
     let dispatcher = shutdown::spawn_vital("dispatcher", move || dispatcher.run(commands_rx, dispatch_shutdown))?;
@@ -192,6 +202,8 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown, ready: impl 
     }
 
     let ctx = Arc::new(ConnContext {
+        files: files.clone(),
+        uploads: Default::default(),
         cfg: cfg.clone(),
         metrics,
         commands: commands_tx,

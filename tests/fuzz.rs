@@ -67,9 +67,10 @@ fn frame_like() -> impl Strategy<Value = String> {
 
 fn check_invariants(msg: &ClientMsg) {
     match msg {
-        ClientMsg::Msg { room, text, id, .. } => {
+        ClientMsg::Msg { room, text, id, files, .. } => {
             assert!(!room.as_str().is_empty() && room.as_str().len() <= 64);
-            assert!(text.chars().count() <= LIMITS.max_text_chars && !text.trim().is_empty());
+            assert!(text.chars().count() <= LIMITS.max_text_chars && (!text.trim().is_empty() || !files.is_empty()));
+            assert!(files.len() <= 10 && files.iter().all(|f| !f.is_resolved()));
             assert!(id.as_ref().is_none_or(|i| !i.is_empty() && i.chars().count() <= MAX_ID_CHARS));
         }
         ClientMsg::LegacyMsg { text } => assert!(text.chars().count() <= LIMITS.max_text_chars),

@@ -18,5 +18,6 @@ pub fn sample_msg(seq: u64) -> ServerMsg<'static> {
         user: "alice",
         uid: "u-alice",
         text: TEXT,
+        files: &[],
     }
 }

@@ -109,6 +109,7 @@ impl Dispatcher {
                         text: &text,
                         msg_id: id,
                         reply_to: None,
+                        files: &[],
                     })
                 });
                 match posted {

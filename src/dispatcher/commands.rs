@@ -42,7 +42,10 @@ impl Dispatcher {
             ClientMsg::History { room, before, limit } => self.scroll_back(id, room, before, limit),
             ClientMsg::Search { room, q, before, limit } => self.search(id, room, q, before, limit),
             ClientMsg::Leave { room } => self.leave(id, &room),
-            ClientMsg::Msg { room, text, id: msg_id, reply_to } => self.post(id, room, &text, msg_id, reply_to),
+            ClientMsg::Msg { room, text, id: msg_id, reply_to, files } => {
+                self.post(id, room, &text, msg_id, reply_to, &files)
+            }
+            ClientMsg::FileUrls { room, files } => self.file_urls(id, &room, &files),
             ClientMsg::LegacyMsg { text } => {
                 let lobby = RoomName::lobby();
                 if !self.clients[&id].rooms.contains(&lobby) {
@@ -54,7 +57,7 @@ impl Dispatcher {
                         }
                     }
                 }
-                self.post(id, lobby, &text, None, None)
+                self.post(id, lobby, &text, None, None, &[])
             }
             ClientMsg::Typing { room } => self.typing(id, &room),
             ClientMsg::Nick { name } => self.nick(id, name),
@@ -105,7 +108,7 @@ impl Dispatcher {
         }
     }
 
-    fn not_joined(room: &RoomName, reference: Option<String>) -> ProtocolError {
+    pub(super) fn not_joined(room: &RoomName, reference: Option<String>) -> ProtocolError {
         ProtocolError::new(ErrorCode::NotJoined, format!("join `{room}` first")).with_ref(reference)
     }
 
@@ -192,7 +195,13 @@ impl Dispatcher {
         text: &str,
         msg_id: Option<String>,
         reply_to: Option<u64>,
+        files: &[crate::protocol::FileDesc],
     ) -> Result<(), ProtocolError> {
+        if files.iter().any(|f| !f.is_resolved()) {
+            // Only a connection's thread fills files in; anything else names ids unchecked.
+            let e = ProtocolError::new(ErrorCode::BadField, "files can be posted over a connection only");
+            return Err(e.with_ref(msg_id.or(Some("msg".into()))));
+        }
         let client = &self.clients[&id];
         if !client.rooms.contains(&room) {
             return Err(Self::not_joined(&room, msg_id.or(Some("msg".into()))));
@@ -200,7 +209,7 @@ impl Dispatcher {
         self.check_writable_room(id, &room, msg_id.clone().or(Some("msg".into())))?;
         let client = &self.clients[&id];
         let poster = User { id: client.uid.clone(), name: client.name.clone() };
-        self.store_message(NewPost { poster: &poster, ack: AckTo::Conn(id), room, text, msg_id, reply_to })
+        self.store_message(NewPost { poster: &poster, ack: AckTo::Conn(id), room, text, msg_id, reply_to, files })
     }
 
     /// Assigns the next seq (locally, or through Redis), stores the message and stages
@@ -210,7 +219,7 @@ impl Dispatcher {
         if let Backend::Redis(_) = self.backend {
             return self.cluster_post(post);
         }
-        let NewPost { poster, ack, room, text, msg_id, reply_to } = post;
+        let NewPost { poster, ack, room, text, msg_id, reply_to, files } = post;
         if msg_id.is_some() {
             self.settle(&room); // a retry's dup ack must name a committed seq
         }
@@ -233,7 +242,11 @@ impl Dispatcher {
         let seq = r.history.next_seq();
         let ts = now_ms();
         let mut json =
-            ServerMsg::Msg { room: room.as_str(), seq, id: msg_id.as_deref(), ts, user: name, uid, text }.to_json();
+            ServerMsg::Msg { room: room.as_str(), seq, id: msg_id.as_deref(), ts, user: name, uid, text, files }
+                .to_json();
+        if let (Some(store), false) = (&self.files, files.is_empty()) {
+            store.tell_posted(room.as_str(), seq, files.iter().map(|f| f.id.clone()).collect(), ts);
+        }
         if let Some(reply) = &reply {
             json = crate::store::replies::with_reply(&json, reply);
         }

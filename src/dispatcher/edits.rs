@@ -269,6 +269,7 @@ impl Dispatcher {
         let about = EventOf { room: &room, of, id: msg_id.as_deref(), ts, user: &name, uid: &uid };
         let event = change.event(seq, &about);
         let same_text = matches!(change, Change::React { .. });
+        let deleted = matches!(change, Change::Delete);
         // The ring changes only after the commit: a refused batch must leave it as it was.
         let mut rewrites = vec![RingRewrite { room: room.clone(), seq: of, frame: wire::text_frame(&rewritten) }];
         if text.is_none() {
@@ -287,6 +288,9 @@ impl Dispatcher {
             });
         }
         log::info!("{kind} of message {of} in {room} by {uid} (event {seq})");
+        if let (true, Some(files)) = (deleted, &self.files) {
+            files.tell_deleted(room.as_str(), of);
+        }
         self.stage_change_event(&room, seq, &event);
         self.store_event(Event { room, seq, ts, json: event, uid, ack: Some(ack), msg_id });
         Ok(())

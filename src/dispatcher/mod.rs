@@ -51,6 +51,7 @@ mod durability;
 mod edits;
 mod erasure;
 mod eviction;
+mod files;
 pub mod heartbeat;
 pub mod history;
 mod joined;
@@ -153,6 +154,8 @@ pub struct Dispatcher {
     last_sweep: Instant,
     /// Webhook events of the batch, released to the receivers' queues after commit.
     webhooks: Webhooks,
+    /// The file store, told of stored and deleted messages with files (never waited on).
+    files: Option<Arc<crate::store::files::Files>>,
     /// Answers to API posts of the batch, sent after commit (or failed with it).
     api_replies: Vec<(Sender<ApiResult>, ApiResult)>,
     /// Messages of the current batch not yet committed, to undo if the commit fails.
@@ -205,6 +208,7 @@ impl Dispatcher {
             heartbeat,
             last_sweep: Instant::now(),
             webhooks: Webhooks::none(),
+            files: None,
             api_replies: Vec::new(),
             batch_posts: Vec::new(),
             dirty_rooms: HashSet::new(),
@@ -226,6 +230,11 @@ impl Dispatcher {
     }
 
     /// Sends room events to these webhook receivers.
+    pub fn with_files(mut self, files: Arc<crate::store::files::Files>) -> Dispatcher {
+        self.files = Some(files);
+        self
+    }
+
     pub fn with_webhooks(mut self, webhooks: Webhooks) -> Dispatcher {
         self.webhooks = webhooks;
         self

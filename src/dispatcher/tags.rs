@@ -32,6 +32,8 @@ pub struct NewPost<'a> {
     pub msg_id: Option<String>,
     /// The message this one answers (its frame quotes it).
     pub reply_to: Option<u64>,
+    /// Files the message carries, described by the file store.
+    pub files: &'a [crate::protocol::FileDesc],
 }
 
 /// What a reader's answer is for.

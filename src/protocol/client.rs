@@ -8,8 +8,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{
-    ErrorCode, ProtocolError, RoomName, DEFAULT_PAGE, MAX_EPOCH_CHARS, MAX_ID_CHARS, MAX_KICK_MINUTES, MAX_NAME_CHARS,
-    MAX_PAGE, MAX_QUERY_CHARS, MAX_SEQ, MAX_USER_ID_CHARS,
+    ErrorCode, FileDesc, ProtocolError, RoomName, DEFAULT_PAGE, MAX_EPOCH_CHARS, MAX_FILES_PER_MSG, MAX_FILE_ID_CHARS,
+    MAX_FILE_URLS, MAX_ID_CHARS, MAX_KICK_MINUTES, MAX_NAME_CHARS, MAX_PAGE, MAX_QUERY_CHARS, MAX_SEQ,
+    MAX_USER_ID_CHARS,
 };
 
 /// Cleans a display name as PROTOCOL.md says: trimmed, control characters removed, at
@@ -89,10 +90,19 @@ pub enum ClientMsg {
     },
     Msg {
         room: RoomName,
+        /// May be empty when the message carries files.
         text: String,
         id: Option<String>,
         /// The seq of the message this one answers (the frame quotes it).
         reply_to: Option<u64>,
+        /// The files the message carries: ids as the client named them, filled in
+        /// from the file store by the connection's thread before the dispatcher sees it.
+        files: Vec<FileDesc>,
+    },
+    /// Signed URLs for files posted in `room` (the sender must be in it).
+    FileUrls {
+        room: RoomName,
+        files: Vec<String>,
     },
     /// The seed tutorial's type-less `{user, text}`: a post to lobby that joins it
     /// silently first, so a client that never heard of `join` still receives the chat.
@@ -173,6 +183,7 @@ impl ClientMsg {
             ClientMsg::History { .. } => "history",
             ClientMsg::Search { .. } => "search",
             ClientMsg::Msg { .. } | ClientMsg::LegacyMsg { .. } => "msg",
+            ClientMsg::FileUrls { .. } => "file_urls",
             ClientMsg::Typing { .. } => "typing",
             ClientMsg::Nick { .. } => "nick",
             ClientMsg::Read { .. } => "read",
@@ -226,6 +237,8 @@ struct RawFrame<'a> {
     emoji: Option<&'a RawValue>,
     #[serde(borrow)]
     reply_to: Option<&'a RawValue>,
+    #[serde(borrow)]
+    files: Option<&'a RawValue>,
 }
 
 /// Limits the parser enforces (from `Config`).
@@ -289,10 +302,25 @@ pub fn parse_client(frame: &str, limits: ParseLimits) -> Result<ClientMsg, Proto
             Some("leave") => ClientMsg::Leave { room: room_field(raw.room)? },
             Some("msg") => {
                 let id = id_field(raw.id)?;
-                let parsed = room_field(raw.room).and_then(|room| Ok((room, text_field(raw.text, limits)?)));
-                let parsed = parsed.and_then(|(room, text)| Ok((room, text, seq_field(raw.reply_to, "reply_to")?)));
-                let (room, text, reply_to) = parsed.map_err(|e| e.with_ref(id.clone().or(Some("msg".into()))))?;
-                ClientMsg::Msg { room, text, id, reply_to }
+                let parsed = (|| {
+                    let room = room_field(raw.room)?;
+                    let files = files_field(raw.files, MAX_FILES_PER_MSG)?;
+                    // A message of files alone needs no text.
+                    let text = match raw.text {
+                        None if !files.is_empty() => String::new(),
+                        Some(t) if !files.is_empty() && string_field(Some(t), "text")?.trim().is_empty() => {
+                            String::new()
+                        }
+                        t => text_field(t, limits)?,
+                    };
+                    Ok((room, text, seq_field(raw.reply_to, "reply_to")?, files))
+                })();
+                let (room, text, reply_to, files) =
+                    parsed.map_err(|e: ProtocolError| e.with_ref(id.clone().or(Some("msg".into()))))?;
+                ClientMsg::Msg { room, text, id, reply_to, files: files.into_iter().map(FileDesc::named).collect() }
+            }
+            Some("file_urls") => {
+                ClientMsg::FileUrls { room: room_field(raw.room)?, files: files_field(raw.files, MAX_FILE_URLS)? }
             }
             Some("typing") => ClientMsg::Typing { room: room_field(raw.room)? },
             Some("nick") => {
@@ -358,6 +386,26 @@ fn is_string(v: Option<&RawValue>) -> bool {
 fn string_field<'a>(v: Option<&'a RawValue>, name: &str) -> Result<Cow<'a, str>, ProtocolError> {
     let v = v.ok_or_else(|| bad_field(format!("missing field `{name}`")))?;
     serde_json::from_str::<Cow<'a, str>>(v.get()).map_err(|_| bad_field(format!("`{name}` must be a string")))
+}
+
+/// `files`: at most `max` distinct file ids (absent: none).
+fn files_field(v: Option<&RawValue>, max: usize) -> Result<Vec<String>, ProtocolError> {
+    let Some(v) = v.filter(|v| v.get() != "null") else { return Ok(Vec::new()) };
+    let ids: Vec<String> =
+        serde_json::from_str(v.get()).map_err(|_| bad_field("`files` must be an array of file ids"))?;
+    if ids.len() > max {
+        return Err(bad_field(format!("at most {max} files")));
+    }
+    let ok =
+        |id: &String| !id.is_empty() && id.len() <= MAX_FILE_ID_CHARS && id.bytes().all(|b| b.is_ascii_alphanumeric());
+    if let Some(bad) = ids.iter().find(|id| !ok(id)) {
+        return Err(bad_field(format!("`{}` is not a file id", truncate(bad, 64))));
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = ids.iter().find(|id| !seen.insert(*id)) {
+        return Err(bad_field(format!("file `{dup}` is named twice")));
+    }
+    Ok(ids)
 }
 
 fn room_field(v: Option<&RawValue>) -> Result<RoomName, ProtocolError> {
@@ -507,7 +555,8 @@ mod tests {
                 room: RoomName::parse("r").unwrap(),
                 text: "hi".into(),
                 id: Some("x1".into()),
-                reply_to: None
+                reply_to: None,
+                files: vec![]
             }
         );
         assert_eq!(parse_client(r#"{"type":"typing","room":"r"}"#, L).unwrap().kind(), "typing");

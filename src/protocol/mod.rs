@@ -11,12 +11,14 @@
 
 pub mod client;
 mod close;
+pub mod files;
 pub mod server;
 pub mod sse;
 pub mod wire;
 
 pub use client::{clean_name, parse_client, ClientMsg, ParseLimits, RawJson};
 pub use close::CloseReason;
+pub use files::{FileDesc, MAX_FILES_PER_MSG, MAX_FILE_ID_CHARS, MAX_FILE_URLS};
 pub use server::{ApiResult, HeartbeatInfo, LimitsInfo, ModEvent, ServerMsg, StoredMsgRecord, SystemEvent, UserRef};
 
 use serde::Serialize;

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::{ErrorCode, ProtocolError};
+use super::{ErrorCode, FileDesc, ProtocolError};
 
 /// A user as the protocol shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -93,6 +93,16 @@ pub enum ServerMsg<'a> {
         user: &'a str,
         uid: &'a str,
         text: &'a str,
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        files: &'a [FileDesc],
+    },
+    /// Signed, expiring URLs (path and query, on the WebSocket listener's origin) for
+    /// files of `room`, by file id: the answer to `file_urls`.
+    FileUrls {
+        room: &'a str,
+        urls: std::collections::BTreeMap<&'a str, String>,
+        /// When the URLs stop working (Unix seconds).
+        exp: u64,
     },
     Ack {
         id: &'a str,

@@ -1,5 +1,6 @@
 //! Stores: where accepted messages live beyond memory.
 //!
+//! - [`files`]: uploaded files, their blobs and metadata, in either mode;
 //! - [`sqlite`]: single-instance mode's embedded SQLite database on local disk;
 //! - [`redis`]: the Redis layer several instances share (`--redis`);
 //! - [`read`]: history reads (scroll-back, resume, search) and the reader threads that
@@ -16,6 +17,7 @@
 //! that writes to it.
 
 pub mod audit;
+pub mod files;
 pub mod reactions;
 pub mod read;
 pub mod redis;

@@ -164,7 +164,7 @@ fn open<'a>(conn: &'a Arc<Conn>, ctx: &'a ConnContext, slot: &mut Slot) -> Optio
         end(conn, ctx, CloseReason::Shutdown);
         return None;
     }
-    Some(Reader::new(ws, conn, ctx, admitted.expires_at))
+    Some(Reader::new(ws, conn, ctx, admitted.expires_at, admitted.identity.id.clone()))
 }
 
 /// The connection's last steps: record why it ends, tell the dispatcher, say goodbye.
@@ -197,6 +197,14 @@ fn serve_plain(conn: &Arc<Conn>, ctx: &ConnContext, input: &mut Inbound, slot: &
             Route::Send(req, body) => {
                 if let Some(rest) = crate::transport::send::run(conn, ctx, &req, (body, input)) {
                     // Kept alive: the next request may take as long as an idle HTTP connection.
+                    let _ = conn.stream().set_read_timeout(Some(cfg.http_idle_timeout));
+                    next = rest;
+                    continue;
+                }
+            }
+            Route::Upload(req, body) => crate::transport::upload::run(conn, ctx, &req, (body, input)),
+            Route::File(req, rest) => {
+                if crate::transport::files::run(conn, ctx, &req) {
                     let _ = conn.stream().set_read_timeout(Some(cfg.http_idle_timeout));
                     next = rest;
                     continue;
@@ -341,6 +349,8 @@ struct Reader<'a> {
     conn: &'a Arc<Conn>,
     ctx: &'a ConnContext,
     expires_at: Option<u64>,
+    /// Who the connection is: a message's files must be this user's uploads.
+    uid: Arc<str>,
     limits: ParseLimits,
     bucket: TokenBucket,
     strikes: Strikes,
@@ -353,6 +363,7 @@ impl<'a> Reader<'a> {
         conn: &'a Arc<Conn>,
         ctx: &'a ConnContext,
         expires_at: Option<u64>,
+        uid: Arc<str>,
     ) -> Reader<'a> {
         let cfg = &ctx.cfg;
         Reader {
@@ -360,6 +371,7 @@ impl<'a> Reader<'a> {
             conn,
             ctx,
             expires_at,
+            uid,
             limits: ParseLimits { max_text_chars: cfg.max_text_chars },
             bucket: TokenBucket::new(cfg.rate_per_s, cfg.rate_burst),
             strikes: Strikes::new(cfg.rate_strikes, STRIKE_WINDOW),
@@ -414,7 +426,7 @@ impl<'a> Reader<'a> {
         match msg {
             Message::Text(text) => {
                 if let Some(reason) =
-                    on_text(text.as_str(), conn, ctx, self.limits, &mut self.bucket, &mut self.strikes)
+                    on_text(text.as_str(), conn, ctx, self.limits, &self.uid, &mut self.bucket, &mut self.strikes)
                 {
                     return Step::Close(reason);
                 }
@@ -448,6 +460,7 @@ fn on_text(
     conn: &Arc<Conn>,
     ctx: &ConnContext,
     limits: ParseLimits,
+    uid: &str,
     bucket: &mut TokenBucket,
     strikes: &mut Strikes,
 ) -> Option<CloseReason> {
@@ -473,6 +486,13 @@ fn on_text(
         send_error(conn, ctx, &e);
         return strikes.strike().then_some(CloseReason::RateLimit);
     }
+    let msg = match crate::transport::files::resolve(msg, uid, ctx) {
+        Ok(m) => m,
+        Err(e) => {
+            send_error(conn, ctx, &e);
+            return None;
+        }
+    };
     ctx.commands.send(Command::Client { conn: conn.id, msg }).err().map(|_| CloseReason::Shutdown)
 }
 

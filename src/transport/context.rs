@@ -26,6 +26,7 @@ use crate::metrics::Metrics;
 use crate::protocol::wire;
 use crate::protocol::{CloseReason, HeartbeatInfo, LimitsInfo, ServerMsg, UserRef};
 use crate::ratelimit::{Strikes, TokenBucket};
+use crate::store::files::Files;
 use crate::tls::Tls;
 use crate::transport::admission::Admission;
 use crate::transport::handshake::Refusal;
@@ -44,6 +45,10 @@ pub struct ConnContext {
     pub sessions: Sessions,
     /// Server-wide bans, checked once per connection, before it is registered.
     pub bans: Arc<Bans>,
+    /// Uploaded files (`POST /upload`, `GET /files/`, a message's `files`).
+    pub files: Arc<Files>,
+    /// Uploads in progress and each user's upload rate.
+    pub uploads: UploadGate,
 }
 
 /// The ban that refuses `identity` on `conn`, if any: by user id, and in open mode
@@ -61,6 +66,48 @@ pub fn ban_of(ctx: &ConnContext, conn: &Conn, identity: &Identity) -> Option<Ban
 pub fn ban_refusal(ban: &Ban) -> Refusal {
     let detail = format!("{}: {}", ban.user, ban.refusal(crate::bans::now_ms()));
     Refusal::new(StatusCode::FORBIDDEN, "forbidden: banned from this server", detail)
+}
+
+/// Bounds on uploads: how many run at once on this instance, and each user's rate.
+#[derive(Debug, Default)]
+pub struct UploadGate {
+    running: std::sync::atomic::AtomicUsize,
+    per_user: Mutex<HashMap<Arc<str>, TokenBucket>>,
+}
+
+/// Most users whose upload rate is remembered; past it every bucket starts over.
+const RATE_USERS: usize = 10_000;
+
+impl UploadGate {
+    /// Takes one of `uid`'s uploads for this minute; false past the rate.
+    pub fn take(&self, uid: &Arc<str>, per_min: u32) -> bool {
+        let mut users = self.per_user.lock().unwrap_or_else(|p| p.into_inner());
+        if users.len() >= RATE_USERS {
+            users.clear();
+        }
+        users.entry(uid.clone()).or_insert_with(|| TokenBucket::per_minute(per_min, per_min)).take()
+    }
+
+    /// A slot for one upload, held until the guard drops; None when `max` run already.
+    pub fn enter(&self, max: usize) -> Option<UploadSlot<'_>> {
+        use std::sync::atomic::Ordering::AcqRel;
+        let prev = self.running.fetch_add(1, AcqRel);
+        if prev >= max {
+            self.running.fetch_sub(1, AcqRel);
+            return None;
+        }
+        Some(UploadSlot(self))
+    }
+}
+
+/// One running upload's place in the [`UploadGate`].
+#[derive(Debug)]
+pub struct UploadSlot<'a>(&'a UploadGate);
+
+impl Drop for UploadSlot<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// One live SSE stream, as `POST /send` finds it.

@@ -200,7 +200,7 @@ pub fn token(req: &Request) -> Option<String> {
     query_param(req.uri().query().unwrap_or(""), "token").or_else(|| bearer(req))
 }
 
-fn bearer(req: &Request) -> Option<String> {
+pub fn bearer(req: &Request) -> Option<String> {
     let v = req.headers().get("authorization")?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())

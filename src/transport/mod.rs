@@ -12,6 +12,8 @@
 //! - [`plain`]: plain HTTP on the WebSocket listener, routing the fallback transport;
 //! - [`sse`]: the fallback's `GET /sse` stream and its sessions;
 //! - [`send`]: the fallback's `POST /send`, answered after its messages are committed;
+//! - [`upload`]: `POST /upload`, a file streamed to disk on its own connection's thread;
+//! - [`files`]: `GET /files/…`, a posted file for a signed URL, streamed from disk;
 //! - [`guard`]: the HTTP listeners' one-thread poll loop: caps, timeouts, TLS;
 //! - [`relay`]: the guard's few threads carrying request heads to tiny_http;
 //! - [`upstream`]: tiny_http on a private Unix socket, reached only by the relays;
@@ -27,6 +29,7 @@
 pub mod admission;
 pub mod connection;
 pub mod context;
+pub mod files;
 pub mod guard;
 pub mod handshake;
 pub mod hello;
@@ -38,5 +41,6 @@ pub mod send;
 pub mod server;
 pub mod sse;
 pub mod stack;
+pub mod upload;
 pub mod upstream;
 pub mod wait;

@@ -1,5 +1,6 @@
 //! Plain HTTP on the WebSocket listener: the fallback transport's `GET /sse`, its
-//! ticket `POST /sse`, and `POST /send` (and their CORS preflights) are recognised here from the request head,
+//! ticket `POST /sse`, and `POST /send`, uploads (`POST /upload`) and file fetches
+//! (`GET /files/…`) (and their CORS preflights) are recognised here from the request head,
 //! which the connection thread reads before any upgrade; everything else goes on to
 //! the WebSocket handshake with the bytes already read.
 //!
@@ -17,12 +18,15 @@ use tungstenite::http::{self, StatusCode};
 use crate::config::Config;
 use crate::delivery::outbox::{Conn, Flush, LINGER};
 use crate::metrics::Metrics;
+use crate::store::files::sign::FILES_PATH;
 use crate::transport::handshake::{check_origin, Refusal};
 
 /// The fallback transport's downstream: Server-Sent Events.
 pub const SSE_PATH: &str = "/sse";
 /// The fallback transport's upstream: client messages as JSON.
 pub const SEND_PATH: &str = "/send";
+/// Uploads: one file as the body, credentials in headers (transport/upload.rs).
+pub const UPLOAD_PATH: &str = "/upload";
 /// Largest request head read; more is refused with 431.
 const MAX_HEAD: usize = 16 * 1024;
 /// Headers parsed in a head.
@@ -39,6 +43,10 @@ pub enum Route {
     Ticket(Request, Vec<u8>),
     /// `POST /send`, with the body bytes already read.
     Send(Request, Vec<u8>),
+    /// `POST /upload`, with the body bytes already read.
+    Upload(Request, Vec<u8>),
+    /// `GET` or `HEAD /files/…`, with the bytes read past the head (a next request).
+    File(Request, Vec<u8>),
     /// `OPTIONS` on either path: a CORS preflight.
     Preflight(Request),
     /// One of the fallback paths with a head that cannot be served.
@@ -94,7 +102,10 @@ fn is_fallback(line: &[u8]) -> bool {
     let _method = parts.next();
     let target = parts.next().unwrap_or_default();
     let path = target.split(|&b| b == b'?').next().unwrap_or_default();
-    path == SSE_PATH.as_bytes() || path == SEND_PATH.as_bytes()
+    path == SSE_PATH.as_bytes()
+        || path == SEND_PATH.as_bytes()
+        || path == UPLOAD_PATH.as_bytes()
+        || path.starts_with(FILES_PATH.as_bytes())
 }
 
 fn parse(buf: &[u8], head_len: usize) -> Route {
@@ -127,9 +138,11 @@ fn parse(buf: &[u8], head_len: usize) -> Route {
         ("GET", SSE_PATH) => Route::Sse(req),
         ("POST", SSE_PATH) => Route::Ticket(req, buf[head_len..].to_vec()),
         ("POST", SEND_PATH) => Route::Send(req, buf[head_len..].to_vec()),
+        ("POST", UPLOAD_PATH) => Route::Upload(req, buf[head_len..].to_vec()),
+        ("GET" | "HEAD", p) if p.starts_with(FILES_PATH) => Route::File(req, buf[head_len..].to_vec()),
         (m, p) => Route::Refused(Refusal::new(
             StatusCode::METHOD_NOT_ALLOWED,
-            "method not allowed: GET /sse, POST /sse, POST /send",
+            "method not allowed: GET /sse, POST /sse, POST /send, POST /upload, GET /files/",
             format!("{m} {p}"),
         )),
     }
@@ -196,7 +209,7 @@ pub fn preflight(conn: &Conn, req: &Request, cfg: &Config, metrics: &Metrics) {
     let origin = cors_origin(req, cfg);
     let mut head = String::from(
         "HTTP/1.1 204 No Content\r\nAccess-Control-Allow-Methods: GET, POST\r\n\
-         Access-Control-Allow-Headers: Authorization, Content-Type, Last-Event-ID, X-Natter-Session\r\n\
+         Access-Control-Allow-Headers: Authorization, Content-Type, Last-Event-ID, X-Natter-Session, X-Natter-Key, X-Natter-Name, Range\r\n\
          Access-Control-Max-Age: 600\r\nContent-Length: 0\r\nConnection: close\r\n",
     );
     head.push_str(&cors_headers(origin.as_deref()));

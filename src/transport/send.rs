@@ -276,6 +276,13 @@ fn submit(
         if let ClientMsg::Leave { room } = &msg {
             stream.forget(room);
         }
+        let msg = match crate::transport::files::resolve(msg, &session.uid, ctx) {
+            Ok(m) => m,
+            Err(e) => {
+                reply_error(session, ctx, &e);
+                continue;
+            }
+        };
         if ctx.commands.send(Command::Client { conn: conn.id, msg }).is_err() {
             return true;
         }

@@ -90,6 +90,7 @@ fn message(room: &str, epoch: &str, seq: u64, ts: u64) -> NewMessage {
     let word = |k: u64| WORDS[((seq >> (4 * k)) ^ k) as usize % WORDS.len()];
     let text = format!("message {seq} of the archive: {} {} {} and then some more words", word(0), word(1), word(2));
     let id = format!("seed-{seq}");
-    let json = ServerMsg::Msg { room, seq, id: Some(&id), ts, user: &name, uid: &uid, text: &text }.to_json();
+    let json =
+        ServerMsg::Msg { room, seq, id: Some(&id), ts, user: &name, uid: &uid, text: &text, files: &[] }.to_json();
     NewMessage { room: room.to_owned(), epoch: epoch.to_owned(), seq, ts, text, json: Bytes::from(json) }
 }

@@ -104,7 +104,7 @@ impl Dispatcher {
 
     /// Hands a message to Redis, which assigns its seq; the ack follows the answer.
     pub(super) fn cluster_post(&mut self, post: NewPost<'_>) -> Result<(), ProtocolError> {
-        let NewPost { poster, ack, room, text, msg_id, reply_to } = post;
+        let NewPost { poster, ack, room, text, msg_id, reply_to, files } = post;
         let mut json = ServerMsg::Msg {
             room: room.as_str(),
             seq: 0,
@@ -113,6 +113,7 @@ impl Dispatcher {
             user: &poster.name,
             uid: &poster.id,
             text,
+            files,
         }
         .to_json();
         // A reply quotes its original from the ring when it is there; else the I/O
@@ -198,6 +199,9 @@ impl Dispatcher {
                 log::info!("{kind} of message {of} in {room} by {uid} (event {seq})");
                 self.metrics.messages_accepted.fetch_add(1, Relaxed);
                 self.stage_change_event(room, seq, &json);
+                if let (ChangeOf::Delete { .. }, Some(files)) = (&change, &self.files) {
+                    files.tell_deleted(room.as_str(), of);
+                }
                 (seq, false)
             }
             Ok(Ok(Appended::Duplicate { seq })) => {
@@ -321,6 +325,7 @@ impl Dispatcher {
             Ok(Appended::Stored { seq, json }) => {
                 self.metrics.messages_accepted.fetch_add(1, Relaxed);
                 self.stage_message_event(room, seq, &json);
+                self.files_posted(room, seq, &json);
                 if crate::access::is_dm(room) {
                     self.reopen_after_post(&ack, room, &json);
                 }

@@ -130,6 +130,7 @@ pub fn without_text(json: &[u8]) -> Option<Vec<u8>> {
     let mut v: Value = serde_json::from_slice(json).ok()?;
     let o = v.as_object_mut()?;
     o.remove("text");
+    o.remove("files"); // their descriptions go with them (the files themselves too)
     o.insert("deleted".into(), Value::Bool(true));
     serde_json::to_vec(&v).ok()
 }
