@@ -39,7 +39,8 @@ fn message(i: u64, ts: u64) -> NewMessage {
     let seq = i / ROOMS + 1;
     let text = format!("lt {} {} {}", i % 10_000, seq, 1_000_000_000 + i * 500_123);
     let id = format!("c-{i}");
-    let json = ServerMsg::Msg { room: &room, seq, id: Some(&id), ts, user: "lt", uid: "u-lt", text: &text }.to_json();
+    let json = ServerMsg::Msg { room: &room, seq, id: Some(&id), ts, user: "lt", uid: "u-lt", text: &text, files: &[] }
+        .to_json();
     NewMessage { room, epoch: "0123456789abcdef".into(), seq, ts, text, json: Bytes::from(json) }
 }
 
