@@ -176,7 +176,8 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown, ready: impl 
         None => None,
         Some(path) => {
             let keys = ApiKeys::load(path)?;
-            let mut api = Api::new(keys, commands_tx.clone(), cfg.api_rate_per_s, cfg.max_text_chars);
+            let mut api = Api::new(keys, commands_tx.clone(), cfg.api_rate_per_s, cfg.max_text_chars)
+                .with_overview(metrics.clone(), cfg.clone());
             if cfg.redis.is_none() {
                 api = api.with_audit_db(crate::store::sqlite::db_path(&cfg.data_dir));
                 // Export and erasure read the SQLite store; with --redis they are refused.

@@ -409,3 +409,69 @@ fn audit_entries_past_their_retention_are_deleted_with_redis() {
     };
     wait_until(|| targets() == ["\"nobody\"", "\"recent\""], "only entries younger than 30 days are kept");
 }
+
+/// What the admin console reads and does: the overview, rooms (DMs only counted,
+/// private ones flagged), users with their transport, and kick and mode by an admin
+/// key (audited); all refused to keys without `admin`.
+#[test]
+fn the_console_endpoints_answer_and_act() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(configured(dir.path(), |_| {}));
+    let mut ann = server.connect("ann");
+    let mut bob = server.connect("bob");
+    ann.join("support", None);
+    bob.join("support", None);
+    ann.post("support", "hello", "s1");
+    ann.send(json!({"type": "dm", "user": bob.uid()}));
+    ann.next_of("dm");
+    ann.send(json!({"type": "join", "private": true, "title": "Team"}));
+    let private = ann.next_of("joined")["room"].as_str().unwrap().to_owned();
+    let get = |path: &str| {
+        let (status, body) = call(server.admin, "GET", path, ADMIN_KEY, None);
+        assert_eq!(status, 200, "{path}: {body}");
+        body
+    };
+    let o = get("/api/v1/admin/overview");
+    assert_eq!((o["connections"].as_u64(), o["store"]["kind"].as_str()), (Some(2), Some("sqlite")));
+    assert!(o["messages_total"].as_u64() >= Some(1) && o["process"]["threads"].as_u64() > Some(1), "{o}");
+    assert!(o["store"]["bytes"].as_u64() > Some(0) && o["metrics"]["natter_connections"] == 2.0, "{o}");
+
+    let rooms = get("/api/v1/admin/rooms");
+    let names: Vec<&str> = rooms["rooms"].as_array().unwrap().iter().map(|r| r["room"].as_str().unwrap()).collect();
+    assert!(names.contains(&"support") && names.contains(&private.as_str()), "{rooms}");
+    assert!(!names.iter().any(|n| n.starts_with("dm.")), "DM rooms are never listed: {rooms}");
+    let dms = rooms["dm_rooms"].as_u64().unwrap();
+    assert!(dms <= 1, "the DM room is counted when held: {rooms}");
+    let support = rooms["rooms"].as_array().unwrap().iter().find(|r| r["room"] == "support").unwrap();
+    assert_eq!((support["users"].as_u64(), support["private"].as_bool()), (Some(2), Some(false)));
+    assert!(support["last_activity"].as_u64().is_some());
+    let private_row = rooms["rooms"].as_array().unwrap().iter().find(|r| r["room"] == private.as_str()).unwrap();
+    assert_eq!(private_row["private"], true);
+    assert_eq!(get("/api/v1/admin/rooms?q=supp")["rooms"].as_array().unwrap().len(), 1);
+    let (status, _) = call(server.admin, "GET", &format!("/api/v1/rooms/{private}/messages"), ADMIN_KEY, None);
+    assert_eq!(status, 404, "a private room's messages are never shown, not even to an admin key");
+
+    let users = get("/api/v1/admin/users");
+    let row = users["users"].as_array().unwrap().iter().find(|u| u["id"] == ann.uid().as_str()).unwrap().clone();
+    assert_eq!((row["transport"].as_str(), row["addr"].as_str()), (Some("websocket"), Some("127.0.0.1")));
+    assert!(row["instance"].as_str().unwrap().ends_with(&format!(":{}", server.ws.port())), "{row}");
+    assert!(!row["rooms"].to_string().contains("dm."), "{row}");
+
+    let kick = json!({"user": bob.uid(), "minutes": 5});
+    assert_eq!(call(server.admin, "POST", "/api/v1/rooms/support/kick", PLAIN_KEY, Some(kick.clone())).0, 403);
+    let (status, body) = call(server.admin, "POST", "/api/v1/rooms/support/kick", ADMIN_KEY, Some(kick));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(bob.next_of("system")["event"], "kick");
+    let (status, _) =
+        call(server.admin, "POST", "/api/v1/rooms/support/mode", ADMIN_KEY, Some(json!({"read_only": true})));
+    assert_eq!(status, 200);
+    wait_until(|| ann.next_of("system")["read_only"] == true, "ann hears of the read-only room");
+    ann.send(json!({"type": "msg", "room": "support", "text": "no", "id": "n1"}));
+    assert_eq!(ann.next_of("error")["code"], "forbidden", "the room is read-only now");
+    let nobody = json!({"user": "u-nobody", "minutes": 5});
+    assert_eq!(call(server.admin, "POST", "/api/v1/rooms/support/kick", ADMIN_KEY, Some(nobody)).0, 404);
+    wait_until(|| actions(&audit(&server, "room=support")) == ["mode", "kick"], "both in the log");
+    for path in ["/api/v1/admin/overview", "/api/v1/admin/rooms", "/api/v1/admin/users"] {
+        assert_eq!(call(server.admin, "GET", path, PLAIN_KEY, None).0, 403, "{path}");
+    }
+}

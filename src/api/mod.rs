@@ -3,6 +3,7 @@
 //!
 //! - [`http`]: the API's worker threads behind the HTTP side;
 //! - [`keys`]: the API keys (`--api-key-file`), re-read when the file changes;
+//! - [`overview`]: the admin console's overview, from the counters;
 //! - [`routes`]: parsing and checking requests into dispatcher calls, errors to statuses;
 //! - [`userdata`]: a user's export (streamed) and erasure (driven chunk by chunk).
 //!
@@ -12,18 +13,21 @@
 
 pub mod http;
 pub mod keys;
+pub mod overview;
 pub mod routes;
 pub mod userdata;
 
 use std::path::PathBuf;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crossbeam_channel::{Sender, TrySendError};
 use serde_json::Value;
 
+use crate::config::Config;
 use crate::dispatcher::api::ApiCall;
 use crate::dispatcher::{Actor, Command};
+use crate::metrics::Metrics;
 use crate::protocol::{ErrorCode, ProtocolError};
 use crate::ratelimit::TokenBucket;
 use crate::store::audit::AuditQuery;
@@ -49,6 +53,10 @@ pub struct Api {
     audit_db: Option<(PathBuf, Mutex<Option<rusqlite::Connection>>)>,
     /// The SQLite store's data dir, for export and erasure; `None` with `--redis`.
     data_dir: Option<PathBuf>,
+    /// For the admin console's overview; none in unit tests.
+    overview: Option<(Arc<Metrics>, Arc<Config>)>,
+    /// This instance's name in the console's user list: host and WebSocket port.
+    instance: String,
 }
 
 /// An answer: JSON, or a user's export for the HTTP side to stream.
@@ -60,7 +68,24 @@ pub enum Reply {
 impl Api {
     pub fn new(keys: ApiKeys, commands: Sender<Command>, rate_per_s: u32, max_text: usize) -> Api {
         let limiter = Mutex::new(TokenBucket::new(rate_per_s, rate_per_s.saturating_mul(2)));
-        Api { keys, commands, limiter, max_text, audit_db: None, data_dir: None }
+        Api {
+            keys,
+            commands,
+            limiter,
+            max_text,
+            audit_db: None,
+            data_dir: None,
+            overview: None,
+            instance: String::new(),
+        }
+    }
+
+    /// Answers the admin console's overview from these counters and settings.
+    pub fn with_overview(mut self, metrics: Arc<Metrics>, cfg: Arc<Config>) -> Api {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        self.instance = format!("{}:{}", host.trim(), cfg.ws_port);
+        self.overview = Some((metrics, cfg));
+        self
     }
 
     /// Reads the audit log from this SQLite store (single-instance mode); without it,
@@ -117,8 +142,15 @@ impl Api {
         if req.body.len() > MAX_BODY {
             return Err(ProtocolError::new(ErrorCode::TooLong, format!("the body is over {MAX_BODY} bytes")));
         }
-        let call = match routes::route(req, key, self.max_text)? {
+        let mut call = match routes::route(req, key, self.max_text)? {
             Routed::Answer(status, body) => return Ok(Reply::Json(status, body)),
+            Routed::Overview => {
+                let (metrics, cfg) = self
+                    .overview
+                    .as_ref()
+                    .ok_or_else(|| ProtocolError::new(ErrorCode::Unavailable, "no overview on this listener"))?;
+                return Ok(Reply::Json(200, overview::overview(metrics, cfg)));
+            }
             Routed::Call(call) => call,
             Routed::Export { uid, zip } => {
                 let Some(dir) = self.data_dir.clone() else {
@@ -136,6 +168,9 @@ impl Api {
                 return userdata::erase(&self.commands, dir, &uid, messages, by).map(|v| Reply::Json(200, v));
             }
         };
+        if let ApiCall::AdminUsers { instance } = &mut call {
+            instance.clone_from(&self.instance);
+        }
         if let (ApiCall::Audit { query }, Some(db)) = (&call, &self.audit_db) {
             return read_audit(db, query).map(|page| Reply::Json(200, page));
         }

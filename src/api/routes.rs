@@ -47,6 +47,8 @@ pub enum Routed {
         messages: super::userdata::Messages,
         by: Actor,
     },
+    /// The admin console's overview, which the API answers from the counters itself.
+    Overview,
 }
 
 /// The HTTP status an error code maps to.
@@ -125,6 +127,19 @@ fn json_body<T: serde::de::DeserializeOwned>(req: &ApiRequest) -> Result<T, Prot
         return Err(bad(ErrorCode::BadJson, "the body must be a JSON object"));
     }
     serde_json::from_value(value).map_err(|e| bad(ErrorCode::BadField, e.to_string()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KickBody {
+    user: String,
+    minutes: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModeBody {
+    read_only: bool,
 }
 
 #[derive(Deserialize)]
@@ -237,6 +252,11 @@ pub enum Endpoint {
     Audit,
     Export,
     Erase,
+    Overview,
+    AdminRooms,
+    AdminUsers,
+    Kick,
+    Mode,
 }
 
 /// One route: a method and a path template whose `{name}` segments match any one
@@ -263,6 +283,11 @@ pub const ROUTES: &[Route] = &[
     Route { method: "GET", path: "/api/v1/audit", endpoint: Endpoint::Audit },
     Route { method: "GET", path: "/api/v1/users/{id}/export", endpoint: Endpoint::Export },
     Route { method: "DELETE", path: "/api/v1/users/{id}", endpoint: Endpoint::Erase },
+    Route { method: "GET", path: "/api/v1/admin/overview", endpoint: Endpoint::Overview },
+    Route { method: "GET", path: "/api/v1/admin/rooms", endpoint: Endpoint::AdminRooms },
+    Route { method: "GET", path: "/api/v1/admin/users", endpoint: Endpoint::AdminUsers },
+    Route { method: "POST", path: "/api/v1/rooms/{room}/kick", endpoint: Endpoint::Kick },
+    Route { method: "POST", path: "/api/v1/rooms/{room}/mode", endpoint: Endpoint::Mode },
 ];
 
 /// The `{name}` segments of a matched path, in template order.
@@ -331,7 +356,17 @@ pub fn route(req: &ApiRequest, key: &ApiKey, max_text: usize) -> Result<Routed, 
             Ok(Routed::Call(ApiCall::Delete { room, seq, by: by() }))
         }
         Endpoint::Disconnect => Ok(Routed::Call(ApiCall::Disconnect { uid: user_of(&params)?.into(), by: by() })),
-        Endpoint::Ban | Endpoint::Unban | Endpoint::Bans | Endpoint::Audit if !key.admin => {
+        Endpoint::Ban
+        | Endpoint::Unban
+        | Endpoint::Bans
+        | Endpoint::Audit
+        | Endpoint::Overview
+        | Endpoint::AdminRooms
+        | Endpoint::AdminUsers
+        | Endpoint::Kick
+        | Endpoint::Mode
+            if !key.admin =>
+        {
             Err(bad(ErrorCode::Forbidden, "this key may not ban or read the audit log (mark it `admin`)"))
         }
         Endpoint::Export => {
@@ -356,6 +391,32 @@ pub fn route(req: &ApiRequest, key: &ApiKey, max_text: usize) -> Result<Routed, 
                 bad(ErrorCode::BadField, "say what happens to their messages: `?messages=remove` or `?messages=keep`")
             })?;
             Ok(Routed::Erase { uid, messages, by: by() })
+        }
+        Endpoint::Overview => Ok(Routed::Overview),
+        Endpoint::AdminRooms => {
+            let q = query.iter().find(|(k, _)| k == "q").map(|(_, v)| v.clone()).unwrap_or_default();
+            if q.chars().count() > 64 {
+                return Err(bad(ErrorCode::BadField, "`q` is at most 64 characters"));
+            }
+            Ok(Routed::Call(ApiCall::AdminRooms { q }))
+        }
+        Endpoint::AdminUsers => Ok(Routed::Call(ApiCall::AdminUsers { instance: String::new() })),
+        Endpoint::Kick => {
+            let room = room_of(params.get("room"))?;
+            let body: KickBody = json_body(req)?;
+            if !(1..=crate::protocol::MAX_KICK_MINUTES).contains(&body.minutes) {
+                let max = crate::protocol::MAX_KICK_MINUTES;
+                return Err(bad(ErrorCode::BadField, format!("`minutes` is 1-{max}")));
+            }
+            if body.user.is_empty() || body.user.chars().count() > 256 || body.user.chars().any(char::is_control) {
+                return Err(bad(ErrorCode::BadField, "`user` is not a user id"));
+            }
+            Ok(Routed::Call(ApiCall::Kick { room, user: body.user.into(), minutes: body.minutes, by: by() }))
+        }
+        Endpoint::Mode => {
+            let room = room_of(params.get("room"))?;
+            let body: ModeBody = json_body(req)?;
+            Ok(Routed::Call(ApiCall::Mode { room, read_only: body.read_only, by: by() }))
         }
         Endpoint::Ban => Ok(Routed::Call(ban_call(user_of(&params)?, req, by())?)),
         Endpoint::Unban => Ok(Routed::Call(ApiCall::Unban { uid: user_of(&params)?.into(), by: by() })),

@@ -10,10 +10,11 @@
 //! batch's transaction locally, or handed to `redis-io`; the dispatcher never waits
 //! for either beyond the commit it makes anyway.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crossbeam_channel::Sender;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::backend::Backend;
 use super::state::now_ms;
@@ -21,7 +22,7 @@ use super::tags::Request;
 use super::Dispatcher;
 use crate::bans::{Ban, Bans};
 use crate::delivery::outbox::ConnId;
-use crate::protocol::{ApiResult, CloseReason};
+use crate::protocol::{ApiResult, CloseReason, ErrorCode, ProtocolError, RoomName};
 use crate::store::audit::AuditEntry;
 use crate::store::redis::io::AdminRequest;
 use crate::store::AccessChange;
@@ -149,5 +150,96 @@ impl Dispatcher {
             self.bans.cover(&ban.user, &addrs);
             self.close_user(&ban.user, CloseReason::Banned);
         }
+    }
+}
+
+/// Rooms one admin room list holds at most (the busiest first when there are more).
+const MAX_ADMIN_ROOMS: usize = 500;
+
+impl Dispatcher {
+    /// The admin console's room list: rooms in memory here whose name contains `q`,
+    /// with members, head, last activity and whether private. DM rooms are only
+    /// counted: their names say nothing and their messages are never shown.
+    pub(super) fn admin_rooms(&self, q: &str) -> Value {
+        let mut dms = 0;
+        let mut rooms: Vec<Value> = Vec::new();
+        for (name, r) in &self.rooms {
+            if crate::access::is_dm(name) {
+                dms += 1;
+                continue;
+            }
+            if !name.as_str().contains(q) {
+                continue;
+            }
+            let last = r
+                .history
+                .get(r.history.head())
+                .and_then(|m| serde_json::from_slice::<Value>(&m.json()).ok().and_then(|v| v["ts"].as_u64()));
+            rooms.push(json!({
+                "room": name,
+                "users": r.present.len() + r.remote.len(),
+                "head": r.history.head(),
+                "last_activity": last,
+                "private": self.privacy.is_private(name),
+                "read_only": self.moderation.is_read_only(name),
+            }));
+        }
+        rooms.sort_by(|a, b| {
+            b["users"].as_u64().cmp(&a["users"].as_u64()).then(a["room"].as_str().cmp(&b["room"].as_str()))
+        });
+        let total = rooms.len();
+        rooms.truncate(MAX_ADMIN_ROOMS);
+        json!({ "rooms": rooms, "matching": total, "dm_rooms": dms, "in_memory": self.rooms.len() })
+    }
+
+    /// The admin console's users online: every connection here (with its transport
+    /// and address), and users other instances have in rooms held here.
+    pub(super) fn admin_users(&self, instance: &str) -> Value {
+        let mut users: Vec<Value> = self
+            .clients
+            .values()
+            .map(|c| {
+                let rooms: Vec<&str> =
+                    c.rooms.iter().filter(|r| !crate::access::is_dm(r)).map(RoomName::as_str).collect();
+                json!({
+                    "id": &*c.uid,
+                    "name": c.name,
+                    "instance": instance,
+                    "transport": if c.conn.sse().is_some() { "sse" } else { "websocket" },
+                    "addr": c.conn.peer.ip().to_string(),
+                    "rooms": rooms,
+                    "moderator": c.access.is_mod(),
+                })
+            })
+            .collect();
+        let mut elsewhere: HashMap<&str, (&str, Vec<&str>)> = HashMap::new();
+        for (name, r) in self.rooms.iter().filter(|(n, _)| !crate::access::is_dm(n)) {
+            for (uid, user) in &r.remote {
+                elsewhere.entry(uid).or_insert((user, Vec::new())).1.push(name.as_str());
+            }
+        }
+        for (uid, (name, rooms)) in elsewhere {
+            users.push(json!({ "id": uid, "name": name, "instance": null, "transport": null, "addr": null, "rooms": rooms, "moderator": false }));
+        }
+        users.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()).then(a["id"].as_str().cmp(&b["id"].as_str())));
+        json!({ "users": users, "connections": self.clients.len() })
+    }
+
+    /// `POST /api/v1/rooms/{room}/kick {user, minutes}` by an admin key.
+    pub(super) fn api_kick(&mut self, room: RoomName, user: &str, minutes: u64, by: Actor) -> ApiResult {
+        self.bring_back(&room)?;
+        let who = (crate::protocol::UserId::from(by.id.as_str()), "admin".to_owned());
+        self.kick_as(None, who, &by, room.clone(), user, minutes)?;
+        Ok(json!({ "room": room, "user": user, "minutes": minutes }))
+    }
+
+    /// `POST /api/v1/rooms/{room}/mode {read_only}` by an admin key.
+    pub(super) fn api_mode(&mut self, room: RoomName, read_only: bool, by: Actor) -> ApiResult {
+        if !self.bring_back(&room)? {
+            return Err(ProtocolError::new(ErrorCode::NotFound, format!("no room `{room}`")));
+        }
+        let who = (crate::protocol::UserId::from(by.id.as_str()), "admin".to_owned());
+        self.set_mode_as(None, who, &by, room.clone(), read_only)?;
+        Ok(json!({ "room": room, "read_only": read_only }))
     }
 }

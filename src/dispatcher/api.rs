@@ -46,6 +46,14 @@ pub enum ApiCall {
     Anonymize { uid: UserId, rows: Vec<(RoomName, u64)> },
     /// Erasure's last step: close, forget the rest, truncate the WAL.
     ForgetUser { uid: UserId, messages: &'static str, deleted: u64, renamed: u64, by: Actor },
+    /// The admin console's room list (names containing `q`).
+    AdminRooms { q: String },
+    /// The admin console's users online; `instance` names this instance.
+    AdminUsers { instance: String },
+    /// Remove `user` from `room` for `minutes`, as a moderator.
+    Kick { room: RoomName, user: UserId, minutes: u64, by: Actor },
+    /// Make `room` read-only (or writable again), as a moderator.
+    Mode { room: RoomName, read_only: bool, by: Actor },
 }
 
 fn not_found(room: &RoomName) -> ProtocolError {
@@ -60,6 +68,8 @@ impl Dispatcher {
             ApiCall::Post { room, .. }
             | ApiCall::Delete { room, .. }
             | ApiCall::Messages { room, .. }
+            | ApiCall::Kick { room, .. }
+            | ApiCall::Mode { room, .. }
             | ApiCall::Presence { room } => Some(room),
             // Erasure reaches private and DM rooms too: it is the user's data, not a room's.
             ApiCall::Rooms
@@ -70,7 +80,9 @@ impl Dispatcher {
             | ApiCall::Audit { .. }
             | ApiCall::EraseMessages { .. }
             | ApiCall::Anonymize { .. }
-            | ApiCall::ForgetUser { .. } => None,
+            | ApiCall::ForgetUser { .. }
+            | ApiCall::AdminRooms { .. }
+            | ApiCall::AdminUsers { .. } => None,
         };
         if let Some(room) = room.filter(|r| r.as_str().starts_with(PRIVATE_PREFIX) || self.privacy.is_private_room(r)) {
             let _ = reply.send(Err(not_found(room)));
@@ -151,6 +163,16 @@ impl Dispatcher {
             ApiCall::ForgetUser { uid, messages, deleted, renamed, by } => {
                 let detail = format!("messages {messages}: {deleted} deleted, {renamed} made anonymous");
                 self.forget_user(&uid, messages, &by, detail)
+            }
+            ApiCall::AdminRooms { q } => Ok(self.admin_rooms(&q)),
+            ApiCall::AdminUsers { instance } => Ok(self.admin_users(&instance)),
+            ApiCall::Kick { room, user, minutes, by } => {
+                let answer = self.api_kick(room, &user, minutes, by);
+                return self.answer_after_commit(reply, answer);
+            }
+            ApiCall::Mode { room, read_only, by } => {
+                let answer = self.api_mode(room, read_only, by);
+                return self.answer_after_commit(reply, answer);
             }
         };
         // Reads have nothing to commit: answer at once.

@@ -17,6 +17,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
+use super::admin::Actor;
 use super::backend::Backend;
 use super::edits::Event;
 use super::state::now_ms;
@@ -26,6 +27,9 @@ use crate::config::AuthMode;
 use crate::delivery::outbox::ConnId;
 use crate::protocol::{ErrorCode, ModEvent, ProtocolError, RoomName, ServerMsg, UserId, UserRef};
 use crate::store::AccessChange;
+
+/// The connection a server API moderation names: none (its refusals have no one to go to).
+const NO_CONN: ConnId = ConnId::MAX;
 
 /// Kicks in force and read-only rooms.
 #[derive(Debug, Default)]
@@ -137,7 +141,21 @@ impl Dispatcher {
     /// `kick {room, user, minutes}`: the user's connections leave the room and may not
     /// join again until the time is up.
     pub(super) fn kick(&mut self, id: ConnId, room: RoomName, user: &str, minutes: u64) -> Result<(), ProtocolError> {
-        let (by, by_name) = self.moderator(id, &room, "kick")?;
+        let by = self.moderator(id, &room, "kick")?;
+        let actor = self.actor_of(id);
+        self.kick_as(Some(id), by, &actor, room, user, minutes)
+    }
+
+    /// A kick by moderator `by` (a connection's, `from`, or the server API's).
+    pub(super) fn kick_as(
+        &mut self,
+        from: Option<ConnId>,
+        (by, by_name): (UserId, String),
+        actor: &Actor,
+        room: RoomName,
+        user: &str,
+        minutes: u64,
+    ) -> Result<(), ProtocolError> {
         let r = self.rooms.get(&room);
         let here = r.and_then(|r| r.present.get(user)).map(|p| p.name.clone());
         let Some(name) = here.or_else(|| r.and_then(|r| r.remote.get(user)).cloned()) else {
@@ -157,12 +175,11 @@ impl Dispatcher {
         }
         .to_json();
         let until = ts + minutes * 60_000;
-        let actor = self.actor_of(id);
-        self.record(&actor, "kick", user, room.as_str(), format!("{minutes} minute(s)"));
+        self.record(actor, "kick", user, room.as_str(), format!("{minutes} minute(s)"));
         if redis {
             log::info!("moderation: {by} removes {user} from {room} for {minutes} minute(s)");
             let fact = (crate::store::redis::kick_field(user), until.to_string());
-            self.cluster_moderate(id, room, by, &json, fact, "kick");
+            self.cluster_moderate(from.unwrap_or(NO_CONN), room, by, &json, fact, "kick");
             return Ok(());
         }
         log::info!("moderation: {by} removed {user} from {room} for {minutes} minute(s) (event {seq})");
@@ -203,7 +220,20 @@ impl Dispatcher {
 
     /// `mode {room, read_only}`: only moderators may post in a read-only room.
     pub(super) fn set_mode(&mut self, id: ConnId, room: RoomName, read_only: bool) -> Result<(), ProtocolError> {
-        let (by, by_name) = self.moderator(id, &room, "mode")?;
+        let by = self.moderator(id, &room, "mode")?;
+        let actor = self.actor_of(id);
+        self.set_mode_as(Some(id), by, &actor, room, read_only)
+    }
+
+    /// A mode change by moderator `by` (a connection's, `from`, or the server API's).
+    pub(super) fn set_mode_as(
+        &mut self,
+        from: Option<ConnId>,
+        (by, by_name): (UserId, String),
+        actor: &Actor,
+        room: RoomName,
+        read_only: bool,
+    ) -> Result<(), ProtocolError> {
         if self.moderation.is_read_only(&room) == read_only {
             return Ok(()); // already so: no event
         }
@@ -219,12 +249,11 @@ impl Dispatcher {
             ts,
         }
         .to_json();
-        let actor = self.actor_of(id);
-        self.record(&actor, "mode", "", room.as_str(), if read_only { "read-only" } else { "writable" }.into());
+        self.record(actor, "mode", "", room.as_str(), if read_only { "read-only" } else { "writable" }.into());
         if redis {
             log::info!("moderation: {by} makes {room} {}", if read_only { "read-only" } else { "writable" });
             let fact = ("ro".to_owned(), if read_only { "1" } else { "" }.to_owned());
-            self.cluster_moderate(id, room, by, &json, fact, "mode");
+            self.cluster_moderate(from.unwrap_or(NO_CONN), room, by, &json, fact, "mode");
             return Ok(());
         }
         log::info!("moderation: {by} made {room} {} (event {seq})", if read_only { "read-only" } else { "writable" });

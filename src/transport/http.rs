@@ -1,6 +1,7 @@
 //! The HTTP side's answers: the page from www/ (embedded at build time, or from disk
 //! with `--www`), `/config.json`, `/healthz`, and on the admin listener `/metrics` and
-//! `/openapi.json` (the server API's OpenAPI document, docs/openapi.json).
+//! `/openapi.json` (the server API's OpenAPI document, docs/openapi.json) and the
+//! admin console (www/admin/, at `/admin/`; the public listener never serves it).
 //! [`Head`] is a parsed request head; [`respond`] turns it into response bytes.
 //!
 //! Connections, timeouts and TLS are the guard's (transport/guard.rs); this module
@@ -35,7 +36,8 @@ const MAX_HEADERS: usize = 64;
 pub enum Site {
     /// The public port: the page, `/config.json`, `/healthz`.
     Public,
-    /// `--admin-bind`: `/metrics`, `/openapi.json` and `/healthz`.
+    /// `--admin-bind`: `/metrics`, `/openapi.json`, `/healthz` and the admin console
+    /// (`/admin/`, also at `/`).
     Admin,
 }
 
@@ -246,7 +248,12 @@ fn route(head: &Head, site: Site, cfg: &Config, metrics: &Metrics) -> Reply {
         (_, "/healthz") => Reply::new(metrics.health_status(), "application/json", metrics.health_json().into_bytes()),
         (Site::Admin, "/metrics") => Reply::new(200, "text/plain; version=0.0.4", metrics.render().into_bytes()),
         (Site::Admin, "/openapi.json") => Reply::new(200, "application/json", OPENAPI_JSON.as_bytes().to_vec()),
+        // The admin console (www/admin/): a page of the server API, signed in with a key.
+        (Site::Admin, "/" | "/admin") => static_file("/admin/", cfg),
+        (Site::Admin, p) if p.starts_with("/admin/") => static_file(p, cfg),
         (Site::Admin, _) => Reply::text(404, "not found\n"),
+        // The console is the admin listener's alone.
+        (Site::Public, p) if p == "/admin" || p.starts_with("/admin/") => Reply::text(404, "not found\n"),
         (Site::Public, "/config.json") => Reply::new(200, "application/json", config_json(head, cfg).into_bytes()),
         (Site::Public, _) => static_file(path, cfg),
     }
