@@ -602,6 +602,13 @@ export class NatterClient {
     if (welcomed) this.events.emit('down', { code, reason });
     this.countWebSocketFailure(welcomed);
     if (!this.running) return;
+    // A ban is no outage: retrying would only knock until it ends (PROTOCOL.md).
+    if (code === 1008 && /^banned from this server/.test(reason ?? '')) {
+      this.running = false;
+      this.clearTimer('retry');
+      this.setState('offline', reason);
+      return;
+    }
     if (code === 1008 && reason === 'token expired') {
       this.askForCredentials('Your token expired. Enter a new one to reconnect.');
       return;
