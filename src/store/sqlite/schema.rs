@@ -29,7 +29,7 @@ CREATE TABLE IF NOT EXISTS messages (
     UNIQUE (room, seq)
 );
 CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5 (
-    text, content = '', tokenize = 'unicode61'
+    text, content = '', tokenize = 'unicode61', columnsize = 0
 );
 CREATE TRIGGER IF NOT EXISTS messages_fts_delete AFTER DELETE ON messages BEGIN
     INSERT INTO messages_fts (messages_fts, rowid, text)
@@ -183,6 +183,28 @@ mod tests {
             .query_row("SELECT count(*) FROM messages_fts WHERE messages_fts MATCH 'words'", [], |r| r.get(0))
             .unwrap();
         assert_eq!(left, 0, "the delete trigger takes the words out");
+    }
+
+    /// Search never ranks, so the index keeps no document sizes: one page less in
+    /// every commit. Stores made before keep theirs (and keep working).
+    #[test]
+    fn a_new_search_index_keeps_no_document_sizes_and_still_forgets_deleted_words() {
+        let conn = Connection::open_in_memory().expect("open");
+        prepare_writer(&conn, FsyncPolicy::Never).expect("prepare");
+        let sizes: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'messages_fts_docsize'", [], |r| r.get(0))
+            .expect("schema");
+        assert_eq!(sizes, 0);
+        conn.execute_batch(
+            "INSERT INTO messages VALUES (1, 1, 1, 1, CAST('{\"type\":\"msg\",\"text\":\"gone words\"}' AS BLOB));
+             INSERT INTO messages_fts (rowid, text) VALUES (1, 'gone words');
+             DELETE FROM messages WHERE id = 1;",
+        )
+        .expect("insert, delete");
+        let left: i64 = conn
+            .query_row("SELECT count(*) FROM messages_fts WHERE messages_fts MATCH 'words'", [], |r| r.get(0))
+            .expect("search");
+        assert_eq!(left, 0);
     }
 
     #[test]
