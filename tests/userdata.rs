@@ -98,8 +98,9 @@ fn wait_gone(dir: &Path, gone: &[&str]) {
     }
 }
 
-/// `zed` writes 1,000 messages over three rooms (pipelined, then every ack), reacts to
-/// `bob`'s message in alpha, edits one of theirs, moves a read marker and blocks `bob`.
+/// `zed` writes 1,000 messages over three rooms (pipelined, then every ack); `bob`
+/// writes one message in alpha and replies to one of zed's (quoting it); zed reacts to
+/// `bob`'s message, edits one of theirs, moves a read marker and blocks `bob`.
 fn seed(zed: &mut Client, bob: &mut Client) {
     for room in ROOMS {
         zed.join(room, None);
@@ -122,6 +123,8 @@ fn seed(zed: &mut Client, bob: &mut Client) {
             break v["seq"].as_u64().unwrap();
         }
     };
+    bob.send(json!({"type": "msg", "room": "alpha", "text": "bobsays indeed", "id": "b2", "reply_to": 4}));
+    while bob.recv()["type"] != "ack" {}
     zed.send(json!({"type": "react", "room": "alpha", "seq": bobs, "emoji": "👍"}));
     zed.next_of("react");
     zed.send(json!({"type": "edit", "room": "alpha", "seq": 1, "text": "quuxedit changed", "id": "e1"}));

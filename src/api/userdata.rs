@@ -170,7 +170,8 @@ pub fn erase(
         let Some(last) = page.last() else { break };
         after = last.id;
         let chunk: Vec<(RoomName, u64)> = page.iter().filter_map(room_seq).collect();
-        let answer = call(commands, ApiCall::Anonymize { uid: uid.into(), rows: chunk }, 1)?;
+        let answer =
+            call(commands, ApiCall::Anonymize { uid: uid.into(), keep: messages == Messages::Keep, rows: chunk }, 1)?;
         renamed += answer.first().and_then(|a| a.as_ref().ok()).and_then(|v| v["renamed"].as_u64()).unwrap_or(0);
         if let Some(Err(e)) = answer.into_iter().next() {
             return Err(e);

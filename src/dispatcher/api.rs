@@ -43,7 +43,8 @@ pub enum ApiCall {
     /// Erasure: delete these messages as `system`, one answer each (see `erasure`).
     EraseMessages { messages: Vec<(RoomName, u64)> },
     /// Erasure: these stored rows name `uid`; make the author anonymous in each.
-    Anonymize { uid: UserId, rows: Vec<(RoomName, u64)> },
+    /// `keep`: their messages are kept (a reply's quote of one stays, unnamed).
+    Anonymize { uid: UserId, keep: bool, rows: Vec<(RoomName, u64)> },
     /// Erasure's last step: close, forget the rest, truncate the WAL.
     ForgetUser { uid: UserId, messages: &'static str, deleted: u64, renamed: u64, by: Actor },
     /// The admin console's room list (names containing `q`).
@@ -159,7 +160,7 @@ impl Dispatcher {
                 Err(ProtocolError::new(ErrorCode::Unavailable, "the audit log is read by the API"))
             }
             ApiCall::EraseMessages { messages } => return self.erase_messages(messages, &reply),
-            ApiCall::Anonymize { uid, rows } => return self.anonymize(&uid, rows, reply),
+            ApiCall::Anonymize { uid, keep, rows } => return self.anonymize(&uid, keep, rows, reply),
             ApiCall::ForgetUser { uid, messages, deleted, renamed, by } => {
                 let detail = format!("messages {messages}: {deleted} deleted, {renamed} made anonymous");
                 self.forget_user(&uid, messages, &by, detail)

@@ -46,7 +46,7 @@ impl Dispatcher {
 
     /// Rewrites each stored row (room, seq) that names `uid` with the author made
     /// anonymous; answered `{renamed}` after the commit.
-    pub(super) fn anonymize(&mut self, uid: &UserId, rows: Vec<(RoomName, u64)>, reply: Sender<ApiResult>) {
+    pub(super) fn anonymize(&mut self, uid: &UserId, keep: bool, rows: Vec<(RoomName, u64)>, reply: Sender<ApiResult>) {
         let mut renamed = 0u64;
         for (room, seq) in rows {
             self.settle(&room); // a change of it still in the batch is committed first
@@ -60,7 +60,7 @@ impl Dispatcher {
                     return;
                 }
             };
-            let Some(json) = anonymized(&current, uid) else { continue };
+            let Some(json) = anonymized(&current, uid, keep) else { continue };
             if self.rooms.get(&room).is_some_and(|r| r.history.get(seq).is_some()) {
                 self.ring_rewrites.push(RingRewrite { room: room.clone(), seq, frame: wire::text_frame(&json) });
             }

@@ -35,6 +35,8 @@ export interface Message {
   /** When it was last edited (ms). */
   edited?: number;
   deleted?: true;
+  /** The message this one answers, quoted by the server (`deleted`: it was). */
+  reply?: { seq: number; uid?: string; user?: string; quote?: string; deleted?: boolean; [field: string]: unknown };
   /** Emoji → the user ids who reacted, in order; absent when none. */
   reactions?: Record<string, string[]>;
   [field: string]: unknown;
@@ -138,6 +140,8 @@ export interface Unsent {
   room: string;
   text: string;
   ts: number;
+  /** The seq of the message it answers (`send`'s `replyTo`). */
+  reply_to?: number;
 }
 
 export interface PresenceChange {
@@ -269,7 +273,8 @@ export class NatterClient {
   kick(room: string, userId: string, minutes: number): boolean;
   setReadOnly(room: string, on: boolean): boolean;
 
-  send(room: string, text: string): Unsent;
+  /** `replyTo`: the seq of the message it answers. */
+  send(room: string, text: string, options?: { replyTo?: number }): Unsent;
   unsent(room?: string): Unsent[];
   /** Forgets an unsent message; returns it (undefined when there was none). */
   discard(id: string): Unsent | undefined;

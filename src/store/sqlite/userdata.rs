@@ -175,8 +175,10 @@ pub enum ExportError {
 
 /// `json` (a stored message or event) with every mention of `uid` as author, target or
 /// moderator replaced by [`DELETED_UID`]/[`DELETED_NAME`]; `None` when it names them
-/// nowhere (or is not JSON).
-pub fn anonymized(json: &[u8], uid: &str) -> Option<Vec<u8>> {
+/// nowhere (or is not JSON). Their reactions come off; a reply's quote of their message
+/// names [`DELETED_NAME`] when their messages are kept (`keep`), and becomes a quote of
+/// a deleted message when they are removed.
+pub fn anonymized(json: &[u8], uid: &str, keep: bool) -> Option<Vec<u8>> {
     let mut v: Value = serde_json::from_slice(json).ok()?;
     let o = v.as_object_mut()?;
     let mut changed = false;
@@ -188,6 +190,18 @@ pub fn anonymized(json: &[u8], uid: &str) -> Option<Vec<u8>> {
     for key in ["user", "by"] {
         if o.get(key).and_then(|u| u.get("id")).and_then(Value::as_str) == Some(uid) {
             o.insert(key.into(), json!({"id": DELETED_UID, "name": DELETED_NAME}));
+            changed = true;
+        }
+    }
+    if let Some(reply) = o.get_mut("reply").and_then(Value::as_object_mut) {
+        if reply.get("uid").and_then(Value::as_str) == Some(uid) {
+            if keep {
+                reply.insert("uid".into(), DELETED_UID.into());
+                reply.insert("user".into(), DELETED_NAME.into());
+            } else {
+                reply.retain(|k, _| k == "seq");
+                reply.insert("deleted".into(), Value::Bool(true));
+            }
             changed = true;
         }
     }
@@ -293,20 +307,25 @@ mod tests {
     #[test]
     fn anonymized_replaces_the_user_wherever_they_are_named_and_nothing_else() {
         let msg = br#"{"type":"msg","room":"r","seq":1,"ts":1,"user":"Ann","uid":"u-ann","text":"hi"}"#;
-        let v: Value = serde_json::from_slice(&anonymized(msg, "u-ann").unwrap()).unwrap();
+        let v: Value = serde_json::from_slice(&anonymized(msg, "u-ann", true).unwrap()).unwrap();
         assert_eq!(
             (v["uid"].as_str(), v["user"].as_str(), v["text"].as_str()),
             (Some("deleted"), Some("deleted user"), Some("hi"))
         );
-        assert!(anonymized(msg, "u-bob").is_none());
+        assert!(anonymized(msg, "u-bob", true).is_none());
         let kick =
             br#"{"type":"system","event":"kick","user":{"id":"u-ann","name":"Ann"},"by":{"id":"u-mod","name":"Mo"}}"#;
-        let v: Value = serde_json::from_slice(&anonymized(kick, "u-ann").unwrap()).unwrap();
+        let v: Value = serde_json::from_slice(&anonymized(kick, "u-ann", true).unwrap()).unwrap();
         assert_eq!((v["user"]["id"].as_str(), v["by"]["id"].as_str()), (Some("deleted"), Some("u-mod")));
         let reacted = br#"{"type":"msg","room":"r","seq":2,"ts":1,"user":"Bo","uid":"u-bo","reactions":{"a":["u-ann","u-bo"],"b":["u-ann"]},"text":"hey"}"#;
-        let out = String::from_utf8(anonymized(reacted, "u-ann").unwrap()).unwrap();
+        let out = String::from_utf8(anonymized(reacted, "u-ann", true).unwrap()).unwrap();
         assert!(!out.contains("u-ann") && out.contains(r#""a":["u-bo"]"#) && out.contains("hey"), "{out}");
         let quoted = br#"{"type":"msg","room":"r","seq":3,"ts":1,"user":"Bo","uid":"u-bo","text":"\"u-ann\" said"}"#;
-        assert!(anonymized(quoted, "u-ann").is_none(), "a text that quotes the id is left alone");
+        assert!(anonymized(quoted, "u-ann", true).is_none(), "a text that quotes the id is left alone");
+        let reply = br#"{"type":"msg","room":"r","seq":4,"ts":1,"user":"Bo","uid":"u-bo","reply":{"seq":1,"uid":"u-ann","user":"Ann","quote":"secret"},"text":"ok"}"#;
+        let kept = String::from_utf8(anonymized(reply, "u-ann", true).unwrap()).unwrap();
+        assert!(kept.contains("secret") && !kept.contains("u-ann") && !kept.contains("Ann"), "{kept}");
+        let removed = String::from_utf8(anonymized(reply, "u-ann", false).unwrap()).unwrap();
+        assert!(!removed.contains("secret") && removed.contains(r#""reply":{"deleted":true,"seq":1}"#), "{removed}");
     }
 }
