@@ -230,7 +230,8 @@ pub struct ServeArgs {
     #[arg(long)]
     pub require_origin: bool,
 
-    /// Share rooms with other natter instances through Redis (redis://HOST:PORT/DB). Without it: local SQLite store.
+    /// Share rooms with other natter instances through Redis (redis://HOST:PORT/DB, or through Sentinel:
+    /// redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER-NAME[/DB]). Without it: local SQLite store.
     #[arg(long)]
     pub redis: Option<String>,
     /// Redis mode: milliseconds after which a crashed instance's users are no longer present.
@@ -240,6 +241,9 @@ pub struct ServeArgs {
     /// scroll-back, search and resume can reach.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub redis_stream_cap: u64,
+    /// Redis mode: ack a post only once WAIT says this many replicas hold it (0 = once the master has it).
+    #[arg(long, default_value_t = 0)]
+    pub redis_min_replicas: u32,
 
     /// Authentication: open (pick a name) or token (HS256 JWT required).
     #[arg(long, value_enum, default_value = "open")]
@@ -397,6 +401,7 @@ impl ServeArgs {
             redis: self.redis.clone(),
             redis_presence_ttl: Duration::from_millis(self.redis_presence_ttl_ms),
             redis_stream_cap: usize::try_from(self.redis_stream_cap).unwrap_or(usize::MAX),
+            redis_min_replicas: self.redis_min_replicas as usize,
             auth,
             jwt_leeway_s: self.jwt_leeway_s,
             rooms_default: self.rooms_default,

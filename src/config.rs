@@ -148,8 +148,10 @@ pub struct Config {
     /// Refuse handshakes that carry no `Origin` header (non-browser clients).
     pub require_origin: bool,
 
-    /// Redis URL (`redis://HOST:PORT/DB`): rooms, order, history and presence are
-    /// shared with every natter instance on the same Redis. `None`: local store.
+    /// Redis URL (`redis://HOST:PORT/DB`, or `redis+sentinel://H:P,H:P/MASTER[/DB]` to
+    /// find the master through Sentinel and follow its failovers): rooms, order,
+    /// history and presence are shared with every natter instance on the same Redis.
+    /// `None`: local store.
     pub redis: Option<String>,
     /// How long a crashed instance's users stay listed as present.
     pub redis_presence_ttl: Duration,
@@ -157,6 +159,10 @@ pub struct Config {
     /// scroll-back, search and resume can reach in Redis mode, and what one search may
     /// scan (at most what a stream can hold: `StoreOptions::most_held`).
     pub redis_stream_cap: usize,
+    /// Acks a post only once `WAIT` says this many replicas hold it (one `WAIT` per
+    /// pipeline of appends); a post not replicated within 1 s is answered
+    /// `unavailable`. 0: acked once the master has it.
+    pub redis_min_replicas: usize,
 
     /// Open or token authentication (with token mode's HS256 secret).
     pub auth: AuthMode,
@@ -260,6 +266,7 @@ impl Default for Config {
             redis: None,
             redis_presence_ttl: Duration::from_secs(15),
             redis_stream_cap: 10_000,
+            redis_min_replicas: 0,
             auth: AuthMode::Open,
             jwt_leeway_s: 30,
             rooms_default: RoomsDefault::Open,

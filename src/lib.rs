@@ -146,14 +146,17 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown, ready: impl 
             let opts = StoreOptions {
                 presence_ttl: cfg.redis_presence_ttl,
                 stream_cap: cfg.redis_stream_cap,
+                min_replicas: cfg.redis_min_replicas,
                 ..StoreOptions::default()
             };
             metrics.set_redis(false);
+            // One answer to "where is the master" for every Redis thread.
+            let master = redis_store::Master::open(url, metrics.redis_status.clone())?;
             let tx = commands_tx.clone();
             // False once the dispatcher is gone (shutdown): the Redis threads then stop.
-            let io = RedisIo::start(url, opts.clone(), move |event| tx.send(Command::Cluster(event)).is_ok())?;
+            let io = RedisIo::start(&master, opts.clone(), move |event| tx.send(Command::Cluster(event)).is_ok())?;
             let tx = commands_tx.clone();
-            let readers = redis_store::start_readers(url, &opts, STORE_READERS, move |answer| {
+            let readers = redis_store::start_readers(&master, &opts, STORE_READERS, move |answer| {
                 let _ = tx.send(Command::Store(answer)); // the dispatcher is gone at shutdown
             })?;
             Dispatcher::new(cfg.clone(), metrics.clone(), Backend::Redis(Cluster { io, readers }))

@@ -12,6 +12,9 @@ use std::sync::Arc;
 use crate::protocol::{CloseReason, ErrorCode};
 use crate::webhooks::WebhookStats;
 
+mod redis;
+pub use redis::{Beat, RedisStatus};
+
 /// Upper bounds (seconds) of the fan-out histogram's buckets.
 const FANOUT_BUCKETS: [f64; 12] =
     [0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0];
@@ -94,6 +97,8 @@ pub struct Metrics {
     http_refused: [AtomicU64; HttpRefusal::ALL.len()],
     /// Redis mode: 0 not configured, 1 reachable, 2 unreachable.
     redis: AtomicU64,
+    /// Redis mode: the master in use and the delivering threads' beats.
+    pub redis_status: Arc<RedisStatus>,
     /// Local mode: the last store commit failed and writes are refused.
     pub store_failing: AtomicBool,
     /// Store commits that failed.
@@ -134,6 +139,7 @@ impl Default for Metrics {
             http_idle_closed: AtomicU64::new(0),
             http_refused: Default::default(),
             redis: AtomicU64::new(0),
+            redis_status: Arc::default(),
             store_failing: AtomicBool::new(false),
             store_failures: AtomicU64::new(0),
             store_deleted: AtomicU64::new(0),
@@ -215,6 +221,19 @@ impl Metrics {
             }
             _ => {}
         }
+        if self.redis.load(Relaxed) != 0 {
+            let status = &self.redis_status;
+            if let Some(master) = status.master() {
+                v["redis_master"] = master.into();
+            }
+            v["redis_master_changed_at_ms"] = status.changed_at_ms().into();
+            let stalled = status.stalled();
+            if !stalled.is_empty() {
+                v["delivery"] = "stalled".into();
+                v["stalled"] = stalled.into();
+                v["status"] = "failing".into();
+            }
+        }
         if self.store_failing.load(Relaxed) {
             v["store"] = "failing".into();
             v["status"] = "failing".into();
@@ -222,10 +241,16 @@ impl Metrics {
         v.to_string()
     }
 
+    /// Redis mode: a delivering thread has been silent past its bound
+    /// ([`redis::DELIVERY_STALL`]): clients of this instance get no messages.
+    fn redis_delivery_stalled(&self) -> bool {
+        self.redis.load(Relaxed) != 0 && !self.redis_status.stalled().is_empty()
+    }
+
     /// `/healthz` status code: 503 while the store refuses writes (the instance cannot
     /// take messages; a load balancer should send clients elsewhere).
     pub fn health_status(&self) -> u16 {
-        if self.store_failing.load(Relaxed) {
+        if self.store_failing.load(Relaxed) || self.redis_delivery_stalled() {
             503
         } else {
             200
@@ -387,6 +412,9 @@ impl Metrics {
             self.ack_count.load(Relaxed),
             self.ack_sum_ns.load(Relaxed),
         );
+        if redis != 0 {
+            self.redis_status.render(&mut s);
+        }
         s
     }
 }

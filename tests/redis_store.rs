@@ -19,7 +19,7 @@ use natter::protocol::{RoomName, User};
 use natter::store::read::{Page, Query};
 use natter::store::redis::{
     deleted, edited, presence_changes, Appended, ChangeOf, ClientPost, Delivery, Events, Health, InstanceId, Link,
-    Reader, RedisStore, StoreOptions, Watch,
+    Master, Reader, RedisStore, StoreOptions, Watch,
 };
 use natter::store::Refused;
 
@@ -126,14 +126,16 @@ impl Follower {
     fn reader_at(url: &str, opts: StoreOptions) -> Follower {
         let (watch, watch_rx) = unbounded();
         let (tx, rx) = unbounded();
-        let handle = Reader::spawn(url, opts, watch_rx, tx).expect("spawn the reader");
+        let master = Master::open(url, Default::default()).expect("a redis URL");
+        let handle = Reader::spawn(&master, opts, watch_rx, tx).expect("spawn the reader");
         Follower { watch, rx, handle }
     }
 
     fn events(redis: &RedisServer, opts: StoreOptions) -> Follower {
         let (watch, watch_rx) = unbounded();
         let (tx, rx) = unbounded();
-        let handle = Events::spawn(&redis.url(), opts, watch_rx, tx).expect("spawn the events thread");
+        let master = Master::open(&redis.url(), Default::default()).expect("a redis URL");
+        let handle = Events::spawn(&master, opts, watch_rx, tx).expect("spawn the events thread");
         Follower { watch, rx, handle }
     }
 

@@ -67,6 +67,22 @@ impl RedisServer {
         }
     }
 
+    /// `SIGSTOP`s the server (by PID): its sockets stay open, it answers nothing.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// `SIGCONT`s a paused server.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("redis-server runs").id();
+        let ok = Command::new("kill").args([sig, &pid.to_string()]).status().is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {pid}");
+    }
+
     /// Starts the server again on the same port (and, when persistent, the same data).
     pub fn restart(&mut self) {
         self.stop();

@@ -14,14 +14,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
-use redis::{Connection, Msg, PubSub, RedisError, Value};
+use redis::{Connection, ErrorKind, Msg, PubSub, RedisError, Value};
 
 use super::access::users_channel;
 use super::store::open_envelope;
 use super::{
-    connect, follow_watch, room_of, spawn, Delivery, Hangup, Link, RedisStoreError, RoomKeys, StoreOptions, Supervisor,
+    follow_watch, room_of, spawn, Delivery, Hangup, Link, Master, RedisStoreError, RoomKeys, StoreOptions, Supervisor,
     Watch,
 };
+use crate::metrics::Beat;
 use crate::protocol::RoomName;
 
 /// Starts the events thread (see the module doc).
@@ -32,12 +33,12 @@ impl Events {
     /// does), and reports outages as [`Delivery::Status`] with [`Link::Events`].
     /// `opts.instance` must be the id this instance publishes with.
     pub fn spawn(
-        url: &str,
+        master: &Master,
         opts: StoreOptions,
         watch: Receiver<Watch>,
         out: Sender<Delivery>,
     ) -> Result<JoinHandle<()>, RedisStoreError> {
-        let sup = Supervisor::new(Link::Events, url, opts, watch, out)?;
+        let sup = Supervisor::new((Link::Events, Beat::Events), master, opts, watch, out)?;
         let mut events = EventsLoop { sup, rooms: BTreeMap::new(), users: false };
         spawn("redis-events", move || events.run())
     }
@@ -47,12 +48,12 @@ impl Events {
     /// the rooms' thread still subscribes a room the moment it is watched. It runs
     /// until `hangup` disconnects (nothing is ever sent on it) or `out` does.
     pub fn spawn_users(
-        url: &str,
+        master: &Master,
         opts: StoreOptions,
         hangup: Receiver<Watch>,
         out: Sender<Delivery>,
     ) -> Result<JoinHandle<()>, RedisStoreError> {
-        let sup = Supervisor::new(Link::Events, url, opts, hangup, out)?;
+        let sup = Supervisor::new((Link::Events, Beat::Users), master, opts, hangup, out)?;
         let mut events = EventsLoop { sup, rooms: BTreeMap::new(), users: true };
         spawn("redis-users", move || events.run())
     }
@@ -78,12 +79,14 @@ impl EventsLoop {
             let idle = if self.rooms.is_empty() && !self.users { IDLE } else { Duration::ZERO };
             self.follow(idle)?;
             if self.rooms.is_empty() && !self.users {
+                self.sup.beat(); // nothing to follow is not a stall
                 continue;
             }
-            let failure = match connect(&self.sup.client, &self.sup.opts, Duration::ZERO) {
-                Ok(mut con) => self.session(&mut con)?,
-                Err(e) => e,
+            let (failure, generation) = match self.sup.master.connect(&self.sup.opts, Duration::ZERO) {
+                Ok((mut con, generation)) => (self.session(&mut con, generation)?, generation),
+                Err(e) => (e, self.sup.master.current()),
             };
+            self.sup.master.lost(generation);
             let wait = self.sup.failed(&failure)?;
             self.follow(wait)?;
         }
@@ -100,7 +103,7 @@ impl EventsLoop {
 
     /// Subscribes to every watched room and relays events until the connection fails;
     /// returns that failure.
-    fn session(&mut self, con: &mut Connection) -> Result<RedisError, Hangup> {
+    fn session(&mut self, con: &mut Connection, generation: u64) -> Result<RedisError, Hangup> {
         let mut pubsub = con.as_pubsub();
         let users = users_channel(&self.sup.opts.prefix);
         let channels: Vec<&String> = if self.users { vec![&users] } else { self.rooms.values().collect() };
@@ -114,9 +117,13 @@ impl EventsLoop {
             if let Err(e) = self.follow_subscribed(&mut pubsub) {
                 return e;
             }
+            if self.sup.master.current() != generation {
+                return Ok(RedisError::from((ErrorKind::Io, "the Redis master moved: subscribing on the new one")));
+            }
             match pubsub.get_message() {
                 Ok(msg) => {
                     heard = Instant::now();
+                    self.sup.beat();
                     self.deliver(&msg)?;
                 }
                 Err(e) if e.is_timeout() => {
@@ -125,6 +132,7 @@ impl EventsLoop {
                             return Ok(e);
                         }
                         heard = Instant::now();
+                        self.sup.beat();
                     }
                 }
                 Err(e) => return Ok(e),

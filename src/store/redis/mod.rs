@@ -64,6 +64,7 @@ mod edits;
 mod events;
 mod heads;
 pub mod io;
+mod master;
 mod presence;
 mod query;
 mod reader;
@@ -79,8 +80,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
-use redis::{Client, Connection, ErrorKind, RedisError, ServerErrorKind};
+use redis::{ErrorKind, RedisError, ServerErrorKind};
 
+use crate::metrics::Beat;
 use crate::protocol::RoomName;
 
 pub use access::{kick_field, RoomAccess};
@@ -88,6 +90,7 @@ pub use dms::DmOpened;
 pub use edits::{deleted, edited};
 pub use events::Events;
 pub use heads::Heads;
+pub use master::Master;
 pub use presence::{presence_changes, PresenceChanges};
 pub use query::start_readers;
 pub use reader::Reader;
@@ -147,6 +150,13 @@ pub struct StoreOptions {
     /// of these options (so by all of one instance's Redis threads): the append script
     /// and the reader measure Redis's history against it ([`heads`]).
     pub heads: Heads,
+    /// `--redis-min-replicas`: a post is acked only once `WAIT` says this many
+    /// replicas hold it (one `WAIT` per pipeline of appends). Default 0: acked when the
+    /// master stored it.
+    pub min_replicas: usize,
+    /// How long that `WAIT` waits before the posts are answered `unavailable`.
+    /// Default 1 s.
+    pub replica_wait: Duration,
 }
 
 impl Default for StoreOptions {
@@ -163,11 +173,22 @@ impl Default for StoreOptions {
             max_backoff: Duration::from_secs(2),
             read_batch: 1_000,
             heads: Heads::default(),
+            min_replicas: 0,
+            replica_wait: Duration::from_secs(1),
         }
     }
 }
 
 impl StoreOptions {
+    /// What the request/response connection's read timeout adds for `WAIT`.
+    pub(crate) fn replica_wait_read(&self) -> Duration {
+        if self.min_replicas > 0 {
+            self.replica_wait
+        } else {
+            Duration::ZERO
+        }
+    }
+
     /// The most entries a room's stream may hold: `MAXLEN ~` removes only whole nodes
     /// (of up to Redis's `stream-node-max-entries`, 100 by default), so a stream keeps
     /// up to a node more than `stream_cap`. This allows the cap again, and at least
@@ -225,6 +246,12 @@ pub enum RedisStoreError {
     /// A URL, room name or instance id this module refuses.
     #[error("invalid {0}")]
     BadInput(String),
+    /// `--redis-min-replicas`: `WAIT` found fewer replicas holding the writes than
+    /// wanted within [`StoreOptions::replica_wait`]. The message is stored on the
+    /// master and may be delivered, but is not acked; a retry with the same client id
+    /// finds it (and waits for the replicas again).
+    #[error("only {acked} of {wanted} replicas confirmed the write in time")]
+    NotReplicated { wanted: usize, acked: usize },
     /// The reader or events thread could not be started.
     #[error("starting a thread: {0}")]
     Thread(#[from] std::io::Error),
@@ -232,7 +259,7 @@ pub enum RedisStoreError {
 
 impl RedisStoreError {
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, RedisStoreError::Unavailable(_))
+        matches!(self, RedisStoreError::Unavailable(_) | RedisStoreError::NotReplicated { .. })
     }
 }
 
@@ -259,7 +286,9 @@ fn is_outage(e: &RedisError) -> bool {
         ErrorKind::Io
             | ErrorKind::Parse
             | ErrorKind::Server(
-                ServerErrorKind::BusyLoading
+                // A node demoted to replica refuses writes: the master is elsewhere.
+                ServerErrorKind::ReadOnly
+                    | ServerErrorKind::BusyLoading
                     | ServerErrorKind::TryAgain
                     | ServerErrorKind::MasterDown
                     | ServerErrorKind::ClusterDown
@@ -400,28 +429,16 @@ pub(crate) fn read_marks(prefix: &str, uid: &str) -> String {
 /// running; a reader that lags further still finds every message by its sweep.
 pub(crate) const NEWS_CAP: usize = 100_000;
 
-/// Opens a connection with the configured timeouts; `extra_read` is added to the read
-/// timeout (the reader's `XREAD BLOCK` waits that long on purpose).
-fn connect(client: &Client, opts: &StoreOptions, extra_read: Duration) -> Result<Connection, RedisError> {
-    let con = client.get_connection_with_timeout(opts.connect_timeout)?;
-    con.set_read_timeout(Some(opts.io_timeout + extra_read))?;
-    con.set_write_timeout(Some(opts.io_timeout))?;
-    Ok(con)
-}
-
-/// Parses the URL without connecting.
-fn open_client(url: &str) -> Result<Client, RedisStoreError> {
-    Client::open(url).map_err(|e| RedisStoreError::BadInput(format!("redis URL {url:?}: {e}")))
-}
-
-/// What the [`Reader`] and [`Events`] threads share: the client they reconnect with,
+/// What the [`Reader`] and [`Events`] threads share: the master they reconnect to,
 /// their options and watch channel, and the outage bookkeeping — one status report per
 /// change, and an exponential backoff between reconnect attempts.
 struct Supervisor {
-    client: Client,
+    master: Master,
     opts: StoreOptions,
     watch: Receiver<Watch>,
     link: Link,
+    /// Which beat this thread stamps on the status `/healthz` reads.
+    beat: Beat,
     out: Sender<Delivery>,
     /// `None` until the first success or failure, so the first success is reported.
     health: Option<Health>,
@@ -435,14 +452,14 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 
 impl Supervisor {
     fn new(
-        link: Link,
-        url: &str,
+        (link, beat): (Link, Beat),
+        master: &Master,
         opts: StoreOptions,
         watch: Receiver<Watch>,
         out: Sender<Delivery>,
     ) -> Result<Supervisor, RedisStoreError> {
-        let client = open_client(url)?;
-        Ok(Supervisor { client, opts, watch, link, out, health: None, backoff: FIRST_BACKOFF })
+        let master = master.clone();
+        Ok(Supervisor { master, opts, watch, link, beat, out, health: None, backoff: FIRST_BACKOFF })
     }
 
     fn send(&self, d: Delivery) -> Result<(), Hangup> {
@@ -457,8 +474,15 @@ impl Supervisor {
         self.send(Delivery::Status { link: self.link, health })
     }
 
+    /// This thread completed a round trip with Redis (or has nothing to follow):
+    /// delivery moves.
+    fn beat(&self) {
+        self.master.status().beat(self.beat);
+    }
+
     /// Redis answered: report a recovery and reset the backoff.
     fn succeeded(&mut self) -> Result<(), Hangup> {
+        self.beat();
         self.backoff = FIRST_BACKOFF;
         self.report(Health::Available)
     }

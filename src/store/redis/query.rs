@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use super::reply::Entry;
 use super::search::Matcher;
 use super::store::{Direction, Walk};
-use super::{RedisStore, RedisStoreError, StoreOptions};
+use super::{Master, RedisStore, RedisStoreError, StoreOptions};
 use crate::protocol::RoomName;
 use crate::store::read::{Answer, Page, Query, Readers, StoredMsg};
 
@@ -24,12 +24,12 @@ const SCAN_CHUNK: usize = 500;
 /// Starts `threads` readers (`redis-history-N`), each on a connection of its own, so a
 /// long scan never delays `redis-io`'s posts and joins; every answer goes to `deliver`.
 pub fn start_readers<T: Send + 'static>(
-    url: &str,
+    master: &Master,
     opts: &StoreOptions,
     threads: usize,
     deliver: impl Fn(Answer<T>) + Send + Clone + 'static,
 ) -> Result<Readers<T>, RedisStoreError> {
-    let conns = (0..threads.max(1)).map(|_| RedisStore::open(url, opts.clone())).collect::<Result<Vec<_>, _>>()?;
+    let conns = (0..threads.max(1)).map(|_| RedisStore::on(master, opts.clone())).collect();
     let run = |store: &mut RedisStore, query: &Query| {
         store.query(query).map_err(|e| {
             if e.is_unavailable() {

@@ -37,9 +37,10 @@ use bytes::Bytes;
 use super::reply::{self, Listed};
 use super::scripts::Scripts;
 use super::{
-    connect, follow_watch, news_key, room_of, spawn, Delivery, Hangup, Link, RedisStoreError, RoomKeys, StoreOptions,
+    follow_watch, news_key, room_of, spawn, Delivery, Hangup, Link, Master, RedisStoreError, RoomKeys, StoreOptions,
     Supervisor, Watch,
 };
+use crate::metrics::Beat;
 use crate::protocol::RoomName;
 
 /// Starts the reader thread (see the module doc).
@@ -52,17 +53,18 @@ impl Reader {
     /// `out` may be bounded: the thread then waits for the caller, which slows reading
     /// but loses nothing.
     pub fn spawn(
-        url: &str,
+        master: &Master,
         opts: StoreOptions,
         watch: Receiver<Watch>,
         out: Sender<Delivery>,
     ) -> Result<JoinHandle<()>, RedisStoreError> {
         let news = news_key(&opts.prefix);
-        let sup = Supervisor::new(Link::Reader, url, opts, watch, out)?;
+        let sup = Supervisor::new((Link::Reader, Beat::Reader), master, opts, watch, out)?;
         let mut reader = ReaderLoop {
             sup,
             rooms: BTreeMap::new(),
             con: None,
+            generation: 0,
             resets: Vec::new(),
             news,
             cursor: String::new(),
@@ -88,6 +90,8 @@ struct ReaderLoop {
     sup: Supervisor,
     rooms: BTreeMap<RoomName, Position>,
     con: Option<Connection>,
+    /// The master generation `con` was opened under ([`Master::current`]).
+    generation: u64,
     /// Resets found when a connection was opened, sent before anything it reads.
     resets: Vec<Delivery>,
     /// The news stream's key, and the id of the last of its entries read.
@@ -118,6 +122,7 @@ impl ReaderLoop {
             let idle = if rooms.is_empty() { IDLE } else { Duration::ZERO };
             follow_watch(watch, idle, |w| apply(rooms, dirty, opts, w))?;
             if self.rooms.is_empty() {
+                self.sup.beat(); // nothing to deliver is not a stall
                 continue;
             }
             let read = self.read();
@@ -139,6 +144,7 @@ impl ReaderLoop {
                 }
                 Err(e) => {
                     self.con = None;
+                    self.sup.master.lost(self.generation);
                     self.sup.failed(&e)?
                 }
             };
@@ -152,8 +158,12 @@ impl ReaderLoop {
     /// for up to `block` when no room is known to have any), connecting first if
     /// needed. A new connection checks each room's history and reads every room.
     fn read(&mut self) -> RedisResult<Result<Vec<Bodies>, RedisStoreError>> {
+        if self.generation != self.sup.master.current() {
+            self.con = None; // the master moved: follow it
+        }
         if self.con.is_none() {
-            let mut con = connect(&self.sup.client, &self.sup.opts, self.sup.opts.block)?;
+            let (mut con, generation) = self.sup.master.connect(&self.sup.opts, self.sup.opts.block)?;
+            self.generation = generation;
             self.resets = check_histories(&mut con, &self.scripts, &self.sup.opts.heads, &mut self.rooms)?;
             // Read on from the news stream's end: what came before is in the sweep.
             let last: Vec<(String, Value)> =

@@ -132,6 +132,9 @@ end
 if ARGV[5] == '1' then
   local old = redis.call('GET', KEYS[10])
   if old then
+    -- A write, so a WAIT after this (--redis-min-replicas) waits for the replicas to
+    -- be as far as this master, the original message included.
+    redis.call('EXPIRE', KEYS[10], ARGV[4])
     if ARGV[6] == '1' and holds(old) then return answer(2, tonumber(old)) end
     return answer(0, tonumber(old))
   end

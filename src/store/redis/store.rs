@@ -7,16 +7,14 @@
 //! called only from a thread the caller dedicates to Redis, never the dispatcher's.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use redis::{Client, Connection, ErrorKind, RedisResult, ScriptInvocation, ServerErrorKind, Value};
+use redis::{Connection, ErrorKind, RedisResult, ScriptInvocation, ServerErrorKind, Value};
 
 use super::reply::Entry;
 use super::scripts::Scripts;
 use super::{
-    connect, is_outage, news_key, open_client, read_marks, ChangeOf, InstanceId, RedisStoreError, RoomKeys,
-    StoreOptions, NEWS_CAP,
+    is_outage, news_key, read_marks, ChangeOf, InstanceId, Master, RedisStoreError, RoomKeys, StoreOptions, NEWS_CAP,
 };
 use crate::protocol::RoomName;
 use crate::store::Refused;
@@ -80,8 +78,10 @@ pub struct Range {
 ///
 /// Not shared between threads: each thread that talks to Redis opens its own.
 pub struct RedisStore {
-    client: Client,
+    master: Master,
     con: Option<Connection>,
+    /// The master generation `con` was opened under ([`Master::current`]).
+    generation: u64,
     pub(super) opts: StoreOptions,
     scripts: Scripts,
     /// This instance's presence as it should be in Redis: room → uid → name. The
@@ -91,10 +91,16 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
-    /// Checks the URL (`redis://host:port/db`) without connecting; the first call
-    /// connects.
+    /// Checks the URL (`redis://host:port/db`, or `redis+sentinel://…`: see
+    /// [`Master`]) without connecting; the first call connects.
     pub fn open(url: &str, opts: StoreOptions) -> Result<RedisStore, RedisStoreError> {
-        Ok(RedisStore { client: open_client(url)?, con: None, opts, scripts: Scripts::new(), presence: HashMap::new() })
+        Ok(RedisStore::on(&Master::open(url, Default::default())?, opts))
+    }
+
+    /// A store talking to `master` (shared with the instance's other Redis threads).
+    pub fn on(master: &Master, opts: StoreOptions) -> RedisStore {
+        let master = master.clone();
+        RedisStore { master, con: None, generation: 0, opts, scripts: Scripts::new(), presence: HashMap::new() }
     }
 
     /// [`RedisStore::open`], then a `PING`: fails with [`RedisStoreError::Unavailable`]
@@ -145,17 +151,32 @@ impl RedisStore {
         result.map_err(RedisStoreError::from)
     }
 
-    /// One try of `f`, connecting first if needed; an outage drops the connection.
+    /// One try of `f`, connecting first if needed (again when the master moved since
+    /// the connection was opened); an outage drops the connection.
     fn attempt<T>(&mut self, f: impl FnOnce(&mut Connection, &Scripts) -> RedisResult<T>) -> RedisResult<T> {
+        if self.generation != self.master.current() {
+            self.con = None;
+        }
         let con = match self.con.take() {
             Some(con) => self.con.insert(con),
-            None => self.con.insert(connect(&self.client, &self.opts, Duration::ZERO)?),
+            None => {
+                let (con, generation) = self.master.connect(&self.opts, self.opts.replica_wait_read())?;
+                self.generation = generation;
+                self.con.insert(con)
+            }
         };
         f(con, &self.scripts).inspect_err(|e| {
             if is_outage(e) {
-                self.con = None;
+                self.drop_connection();
             }
         })
+    }
+
+    /// Forgets the connection after an outage (or a write refused as read-only): the
+    /// next call connects again, through Sentinel to wherever the master is then.
+    fn drop_connection(&mut self) {
+        self.con = None;
+        self.master.lost(self.generation);
     }
 
     pub(super) fn keys(&self, room: &RoomName) -> RoomKeys {
@@ -237,6 +258,8 @@ impl RedisStore {
     pub fn post_many(&mut self, posts: &[ClientPost<'_>]) -> Result<Vec<PostAnswer>, RedisStoreError> {
         let posts: Vec<Post<'_>> = posts.iter().map(ClientPost::post).collect();
         let args: Vec<AppendArgs> = posts.iter().map(|post| self.append_args(post, None)).collect();
+        let wait = self.opts.min_replicas;
+        let wait_ms = u64::try_from(self.opts.replica_wait.as_millis()).unwrap_or(u64::MAX).max(1);
         let replies = self.call_again(|con, scripts, retry| {
             let runs: Vec<_> = args.iter().map(|a| a.invocation(scripts, retry)).collect();
             let mut pipe = redis::pipe();
@@ -244,9 +267,18 @@ impl RedisStore {
             for run in &runs {
                 pipe.invoke_script(run);
             }
+            if wait > 0 {
+                // One WAIT for the whole pipeline: it waits for this connection's last
+                // write, so it covers every append before it.
+                pipe.cmd("WAIT").arg(wait).arg(wait_ms);
+            }
             pipe.query::<Vec<Value>>(con)
         });
-        let replies = replies?;
+        let mut replies = replies?;
+        let replicated = match wait {
+            0 => None,
+            _ => Some(replies.pop().map(redis::from_redis_value::<usize>)),
+        };
         if replies.len() != posts.len() {
             return Err(RedisStoreError::Reply(format!(
                 "{} answers to {} pipelined appends",
@@ -254,14 +286,17 @@ impl RedisStore {
                 posts.len()
             )));
         }
-        Ok(posts
+        let mut ran_alone = false;
+        let mut answers: Vec<PostAnswer> = posts
             .iter()
             .zip(replies)
             .map(|(post, reply)| {
                 let (code, seq) = match reply.extract_error() {
-                    // A Redis that does not know the script yet ran none of them: this
-                    // post alone, the way that loads it.
+                    // A Redis that does not know the script yet (restarted, or a
+                    // replica just promoted) ran none of them: this post alone, the
+                    // way that loads it.
                     Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                        ran_alone = true;
                         self.run_append(post, None)?
                     }
                     Err(e) => return Err(RedisStoreError::from(e)),
@@ -273,7 +308,37 @@ impl RedisStore {
                 // Code 6: refused by a read-only room.
                 Ok(if code == 6 { Err(Refused::ReadOnly) } else { Ok(post.appended(code, seq)) })
             })
-            .collect())
+            .collect();
+        if answers.iter().any(|a| a.as_ref().is_err_and(RedisStoreError::is_unavailable)) {
+            // e.g. READONLY: this node is no master any more.
+            self.drop_connection();
+        }
+        if let Some(replicated) = replicated {
+            let mut acked = match replicated {
+                Some(Ok(n)) => Ok(n),
+                Some(Err(e)) => Err(RedisStoreError::Reply(format!("WAIT: {e}"))),
+                None => Err(RedisStoreError::Reply("no answer to WAIT".into())),
+            };
+            if ran_alone && acked.is_ok() {
+                // Those ran after the pipeline's WAIT: wait for them too.
+                acked = self.call(|con, _| redis::cmd("WAIT").arg(wait).arg(wait_ms).query::<usize>(con));
+            }
+            match acked {
+                Ok(acked) if acked >= wait => {}
+                Ok(acked) => {
+                    for answer in answers.iter_mut().filter(|a| matches!(a, Ok(Ok(_)))) {
+                        *answer = Err(RedisStoreError::NotReplicated { wanted: wait, acked });
+                    }
+                }
+                Err(e) => {
+                    log::warn!("redis: {e}");
+                    for answer in answers.iter_mut().filter(|a| matches!(a, Ok(Ok(_)))) {
+                        *answer = Err(RedisStoreError::NotReplicated { wanted: wait, acked: 0 });
+                    }
+                }
+            }
+        }
+        Ok(answers)
     }
 
     /// What the append script is run with for `post` (making `change`, if any).

@@ -33,8 +33,8 @@ use crate::access::JoinRule;
 use crate::protocol::{ApiResult, ErrorCode, ProtocolError};
 use crate::protocol::{RoomName, User, UserId};
 use crate::store::redis::{
-    presence_changes, Appended, ChangeOf, ClientPost, Delivery, Events, Range, Reader, RedisStore, RedisStoreError,
-    StoreOptions, Watch,
+    presence_changes, Appended, ChangeOf, ClientPost, Delivery, Events, Master, Range, Reader, RedisStore,
+    RedisStoreError, StoreOptions, Watch,
 };
 use crate::store::{resume_resets, Refused};
 
@@ -249,19 +249,19 @@ impl<C: Send + 'static, A: Send + 'static> RedisIo<C, A> {
     /// answer and delivery goes to `answer`, which returns false once nobody takes them
     /// any more (the thread giving it then stops).
     pub fn start(
-        url: &str,
+        master: &Master,
         opts: StoreOptions,
         answer: impl Fn(ClusterEvent<C, A>) -> bool + Send + Clone + 'static,
     ) -> Result<RedisIo<C, A>, RedisStoreError> {
-        let store = RedisStore::open(url, opts.clone())?;
+        let store = RedisStore::on(master, opts.clone());
         let (requests, requests_rx) = crossbeam_channel::unbounded();
         let (reader_watch, reader_watch_rx) = crossbeam_channel::unbounded();
         let (events_watch, events_watch_rx) = crossbeam_channel::unbounded();
         let (deliveries, deliveries_rx) = crossbeam_channel::bounded(4096);
-        Reader::spawn(url, opts.clone(), reader_watch_rx, deliveries.clone())?;
-        Events::spawn(url, opts.clone(), events_watch_rx, deliveries.clone())?;
+        Reader::spawn(master, opts.clone(), reader_watch_rx, deliveries.clone())?;
+        Events::spawn(master, opts.clone(), events_watch_rx, deliveries.clone())?;
         let (users_hangup, users_hangup_rx) = crossbeam_channel::bounded(0);
-        Events::spawn_users(url, opts.clone(), users_hangup_rx, deliveries)?;
+        Events::spawn_users(master, opts.clone(), users_hangup_rx, deliveries)?;
         let forward = answer.clone();
         thread::Builder::new().name("redis-forward".into()).spawn(move || {
             for d in deliveries_rx {
@@ -293,7 +293,9 @@ impl<C: Send + 'static, A: Send + 'static> RedisIo<C, A> {
 }
 
 fn describe(e: &RedisStoreError) -> String {
-    if e.is_unavailable() {
+    if let RedisStoreError::NotReplicated { wanted, acked } = e {
+        format!("the message store is unavailable: {acked} of {wanted} replicas confirmed it in time; try again with the same id")
+    } else if e.is_unavailable() {
         "the message store is unavailable; try again".into()
     } else {
         format!("the message store failed: {e}")
