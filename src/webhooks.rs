@@ -116,6 +116,9 @@ pub enum Event<'a> {
     /// Message `of` was deleted: a receiver that kept its text should drop it.
     #[serde(rename = "delete")]
     Delete { room: &'a str, seq: u64, of: u64, user: &'a str, uid: &'a str },
+    /// Message `seq` by `uid` mentions `users` (a backend may send them a push).
+    #[serde(rename = "mention")]
+    Mention { room: &'a str, seq: u64, user: &'a str, uid: &'a str, text: &'a str, users: &'a [String] },
     /// `uid`'s reaction `emoji` to message `of` is now on (`on`) or off.
     #[serde(rename = "react")]
     React { room: &'a str, seq: u64, of: u64, user: &'a str, uid: &'a str, emoji: &'a str, on: bool },

@@ -242,3 +242,55 @@ fn replies_across_two_instances_on_redis() {
     });
     replies_scenario(&a, &b);
 }
+
+/// A mention is stored with the message as user ids; only users in the room can be
+/// mentioned (anyone else: `bad_field`, nothing stored), at most 20, and every
+/// history carries them.
+fn mentions_scenario(a: &TestServer, b: &TestServer) {
+    let (mut alice, mut bob) = (a.connect("alice"), b.connect("bob"));
+    let (ua, ub) = (alice.uid(), bob.uid());
+    let outsider = a.connect("carol").uid();
+    alice.join("r", None);
+    bob.join("r", None);
+    loop {
+        let v = alice.next_of("system");
+        if v["event"] == "join" && v["user"]["id"] == ub.as_str() {
+            break;
+        }
+    }
+    alice.send(json!({"type": "msg", "room": "r", "text": "@bob look", "id": "m1", "mentions": [ub, ub]}));
+    assert_eq!(acked(&mut alice, "m1")["seq"], 1);
+    let seen = bob.next_of("msg");
+    assert_eq!((seen["mentions"].clone(), seen["text"].as_str()), (json!([ub]), Some("@bob look")), "{seen}");
+
+    alice.send(json!({"type": "msg", "room": "r", "text": "@carol?", "id": "m2", "mentions": [outsider]}));
+    let e = acked(&mut alice, "m2");
+    assert_eq!(
+        (e["code"].as_str(), e["message"].as_str()),
+        (Some("bad_field"), Some(format!("`{outsider}` is not in `r`: only its members can be mentioned").as_str()))
+    );
+    let many: Vec<String> = (0..21).map(|i| format!("u-{i}")).collect();
+    for (bad, id) in [(json!(many), "m3"), (json!("u-x"), "m4"), (json!([5]), "m5")] {
+        alice.send(json!({"type": "msg", "room": "r", "text": "x", "id": id, "mentions": bad}));
+        assert_eq!(acked(&mut alice, id)["code"], "bad_field", "{bad}");
+    }
+    alice.send(json!({"type": "msg", "room": "r", "text": "me too", "id": "m6", "mentions": [ua, ub]}));
+    assert_eq!(acked(&mut alice, "m6")["seq"], 2, "nothing refused was stored");
+    assert_eq!(bob.next_of("msg")["seq"], 2, "b delivered it (a join there is answered from what b holds)");
+    let (_, history) = b.connect("dave").join("r", None);
+    assert_eq!(message(&history, 1)["mentions"], json!([ub]));
+    assert_eq!(message(&history, 2)["mentions"], json!([ua, ub]));
+}
+
+#[test]
+fn mentions_in_sqlite_mode() {
+    let server = local();
+    mentions_scenario(&server, &server);
+}
+
+#[test]
+fn mentions_across_two_instances_on_redis() {
+    let redis = RedisServer::start();
+    let (a, b) = (on_redis(&redis), on_redis(&redis));
+    mentions_scenario(&a, &b);
+}

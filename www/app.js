@@ -406,6 +406,7 @@ function onWelcome(frame) {
   $('nick-form').hidden = client.auth !== 'open';
   hideNotice();
   updateCounter();
+  showNotifyButton();
 }
 
 // Each takes the event's detail and the page's Room for detail.room (which
@@ -461,6 +462,7 @@ const handlers = {
     markReadSoon(room);
     if (frame.uid === state.me?.id) return;
     countUnread(room);
+    notifyIfWanted(frame, room);
     if (room.name === state.active) announce(`${frame.user}: ${frame.text}`);
   },
 
@@ -474,7 +476,7 @@ const handlers = {
 
   failed(entry, room) {
     room.fail(entry.id, ERROR_TEXT[entry.code] ?? `Not sent: ${entry.message ?? entry.code}`, () => {
-      queueMessage(entry.room, entry.text, entry.reply_to ? { replyTo: entry.reply_to } : {});
+      queueMessage(entry.room, entry.text, { ...(entry.reply_to ? { replyTo: entry.reply_to } : {}), ...(entry.mentions ? { mentions: entry.mentions } : {}) });
     });
   },
 
@@ -544,6 +546,81 @@ function onRoomEvent(name, detail) {
   const created = name === 'joined' && detail.private && state.creating > 0 && !state.rooms.has(detail.room);
   const room = created ? ensureRoom(detail.room) : state.rooms.get(detail.room);
   if (room) handlers[name](detail, room); // else: a room we have since left
+}
+
+// ---------- mentions and notifications ----------
+
+/** The ids of the room's users whose `@name` the text holds (the server checks them again). */
+function mentionsIn(room, text) {
+  const ids = [];
+  for (const [id, name] of room.users) {
+    if (id !== state.me?.id && text.includes(`@${name}`)) ids.push(id);
+  }
+  return ids.slice(0, 20);
+}
+
+/** The composer's `@prefix` before the caret: a list of the room's users whose name starts with it. */
+function suggestMentions() {
+  const input = $('composer-input');
+  const list = $('mention-list');
+  const room = state.rooms.get(state.active);
+  const typed = /(^|\s)@([^\s@]*)$/.exec(input.value.slice(0, input.selectionStart));
+  list.replaceChildren();
+  if (!room || !typed) {
+    list.hidden = true;
+    return;
+  }
+  const prefix = typed[2].toLowerCase();
+  const names = [...room.users.entries()]
+    .filter(([id, name]) => id !== state.me?.id && name.toLowerCase().startsWith(prefix))
+    .sort((a, b) => a[1].localeCompare(b[1]))
+    .slice(0, 8);
+  for (const [id, name] of names) {
+    const li = document.createElement('li');
+    const pick = document.createElement('button');
+    pick.type = 'button';
+    pick.className = 'mention-option';
+    pick.dataset.uid = id;
+    pick.textContent = `@${name}`;
+    pick.addEventListener('click', () => {
+      const caret = input.selectionStart;
+      const start = caret - typed[2].length - 1;
+      input.value = `${input.value.slice(0, start)}@${name} ${input.value.slice(caret)}`;
+      input.selectionStart = input.selectionEnd = start + name.length + 2;
+      list.hidden = true;
+      input.focus();
+      updateCounter();
+    });
+    li.append(pick);
+    list.append(li);
+  }
+  list.hidden = names.length === 0;
+}
+
+/** A DM or a mention of us raises a browser notification while the tab is hidden (once the user allowed them). */
+function notifyIfWanted(frame, room) {
+  const mentioned = Array.isArray(frame.mentions) && frame.mentions.includes(state.me?.id);
+  if (mentioned) room.mentioned = (room.mentioned ?? 0) + 1;
+  if (!(mentioned || room.dm) || document.visibilityState !== 'hidden') return;
+  if (typeof Notification === 'undefined' || Notification.permission !== 'granted') return;
+  const where = room.dm ? 'sent you a message' : `mentioned you in # ${room.name}`;
+  const note = new Notification(`${frame.user} ${where}`, { body: String(frame.text ?? '').slice(0, 200), tag: `${room.name}:${frame.seq}` });
+  note.onclick = () => {
+    window.focus();
+    setActive(room.name);
+  };
+}
+
+/** The tab's title shows how many unread messages wait in all rooms. */
+function renderTitle() {
+  let total = 0;
+  for (const room of state.rooms.values()) total += room.unread;
+  document.title = total > 0 ? `(${total}) natter` : 'natter';
+}
+
+function showNotifyButton() {
+  const button = $('notify-button');
+  button.hidden = typeof Notification === 'undefined' || Notification.permission !== 'default';
 }
 
 function countUnread(room) {
@@ -642,6 +719,7 @@ function renderStatus() {
 }
 
 function renderRoomList() {
+  renderTitle();
   $('room-list').replaceChildren();
   $('dm-list').replaceChildren();
   for (const room of state.rooms.values()) {
@@ -664,6 +742,12 @@ function renderRoomList() {
     unread.dataset.count = String(room.unread);
     unread.textContent = String(room.unread);
     unread.setAttribute('aria-label', `${room.unread} unread`);
+    if (room.unread === 0) room.mentioned = 0;
+    if (room.mentioned > 0) {
+      unread.dataset.mention = 'true';
+      unread.textContent = `@${room.unread}`;
+      unread.setAttribute('aria-label', `${room.unread} unread, you were mentioned`);
+    }
     open.append(label, unread);
     open.addEventListener('click', () => {
       setActive(room.name);
@@ -789,6 +873,11 @@ function bindUi() {
   $('login').addEventListener('cancel', (event) => event.preventDefault());
   $('retry-now').addEventListener('click', () => client.retryNow());
   $('reply-cancel').addEventListener('click', cancelReply);
+  // Notifications need the user's permission, asked for by a click (browsers refuse a prompt from nowhere).
+  $('notify-button').addEventListener('click', async () => {
+    await Notification.requestPermission();
+    showNotifyButton();
+  });
 
   $('join-form').addEventListener('submit', (event) => {
     event.preventDefault();
@@ -831,8 +920,11 @@ function bindUi() {
     event.preventDefault();
     const text = input.value;
     if (state.active === null || text.trim() === '' || [...text].length > state.maxText) return;
-    const reply = state.replyTo?.room === state.active ? { replyTo: state.replyTo.seq } : {};
-    queueMessage(state.active, text, reply);
+    const options = state.replyTo?.room === state.active ? { replyTo: state.replyTo.seq } : {};
+    const mentions = mentionsIn(state.rooms.get(state.active), text);
+    if (mentions.length > 0) options.mentions = mentions;
+    queueMessage(state.active, text, options);
+    $('mention-list').hidden = true;
     cancelReply();
     input.value = '';
     updateCounter();
@@ -845,6 +937,7 @@ function bindUi() {
     }
   });
   input.addEventListener('input', () => {
+    suggestMentions();
     updateCounter();
     autosize(input);
     if (input.value.trim() !== '') sendTyping();

@@ -123,6 +123,7 @@ impl Dispatcher {
                         msg_id: id,
                         reply_to: None,
                         files: &[],
+                        mentions: &[],
                     })
                 });
                 match posted {

@@ -42,8 +42,8 @@ impl Dispatcher {
             ClientMsg::History { room, before, limit } => self.scroll_back(id, room, before, limit),
             ClientMsg::Search { room, q, before, limit } => self.search(id, room, q, before, limit),
             ClientMsg::Leave { room } => self.leave(id, &room),
-            ClientMsg::Msg { room, text, id: msg_id, reply_to, files } => {
-                self.post(id, room, &text, msg_id, reply_to, &files)
+            ClientMsg::Msg { room, text, id: msg_id, reply_to, files, mentions } => {
+                self.post(id, room, &text, msg_id, (reply_to, &mentions), &files)
             }
             ClientMsg::FileUrls { room, files } => self.file_urls(id, &room, &files),
             ClientMsg::LegacyMsg { text } => {
@@ -57,7 +57,7 @@ impl Dispatcher {
                         }
                     }
                 }
-                self.post(id, lobby, &text, None, None, &[])
+                self.post(id, lobby, &text, None, (None, &[]), &[])
             }
             ClientMsg::Typing { room } => self.typing(id, &room),
             ClientMsg::Nick { name } => self.nick(id, name),
@@ -194,7 +194,7 @@ impl Dispatcher {
         room: RoomName,
         text: &str,
         msg_id: Option<String>,
-        reply_to: Option<u64>,
+        (reply_to, mentions): (Option<u64>, &[String]),
         files: &[crate::protocol::FileDesc],
     ) -> Result<(), ProtocolError> {
         if files.iter().any(|f| !f.is_resolved()) {
@@ -207,9 +207,30 @@ impl Dispatcher {
             return Err(Self::not_joined(&room, msg_id.or(Some("msg".into()))));
         }
         self.check_writable_room(id, &room, msg_id.clone().or(Some("msg".into())))?;
+        // Only users in the room (here or, with --redis, on another instance) can be
+        // mentioned: a mention of anyone else is refused, so it is never silently lost.
+        let present = |uid: &str| {
+            self.rooms.get(&room).is_some_and(|r| r.present.contains_key(uid) || r.remote.contains_key(uid))
+        };
+        if let Some(outsider) = mentions.iter().find(|uid| !present(uid)) {
+            let e = ProtocolError::new(
+                ErrorCode::BadField,
+                format!("`{outsider}` is not in `{room}`: only its members can be mentioned"),
+            );
+            return Err(e.with_ref(msg_id.or(Some("msg".into()))));
+        }
         let client = &self.clients[&id];
         let poster = User { id: client.uid.clone(), name: client.name.clone() };
-        self.store_message(NewPost { poster: &poster, ack: AckTo::Conn(id), room, text, msg_id, reply_to, files })
+        self.store_message(NewPost {
+            poster: &poster,
+            ack: AckTo::Conn(id),
+            room,
+            text,
+            msg_id,
+            reply_to,
+            files,
+            mentions,
+        })
     }
 
     /// Assigns the next seq (locally, or through Redis), stores the message and stages
@@ -219,7 +240,7 @@ impl Dispatcher {
         if let Backend::Redis(_) = self.backend {
             return self.cluster_post(post);
         }
-        let NewPost { poster, ack, room, text, msg_id, reply_to, files } = post;
+        let NewPost { poster, ack, room, text, msg_id, reply_to, files, mentions } = post;
         if msg_id.is_some() {
             self.settle(&room); // a retry's dup ack must name a committed seq
         }
@@ -250,6 +271,10 @@ impl Dispatcher {
         if let Some(reply) = &reply {
             json = crate::store::replies::with_reply(&json, reply);
         }
+        if !mentions.is_empty() {
+            let ids = serde_json::to_vec(mentions).expect("ids serialize");
+            json = crate::store::replies::with_field(&json, "mentions", &ids);
+        }
         let frame = wire::text_frame(&json);
         let epoch = r.epoch.get_or_insert_with(new_epoch).clone();
         let payload = wire::payload(&frame);
@@ -263,6 +288,9 @@ impl Dispatcher {
             self.reopen_dm(&room, &uid);
         }
         self.webhooks.stage(&Event::Message { room: room.as_str(), seq, user: name, uid, text });
+        if !mentions.is_empty() {
+            self.webhooks.stage(&Event::Mention { room: room.as_str(), seq, user: name, uid, text, users: mentions });
+        }
         self.metrics.messages_accepted.fetch_add(1, Relaxed);
         self.staged_msgs += 1;
         let conn = match &ack {

@@ -34,6 +34,8 @@ pub struct NewPost<'a> {
     pub reply_to: Option<u64>,
     /// Files the message carries, described by the file store.
     pub files: &'a [crate::protocol::FileDesc],
+    /// The users it mentions (checked: each is in the room).
+    pub mentions: &'a [String],
 }
 
 /// What a reader's answer is for.

@@ -98,6 +98,8 @@ pub enum ClientMsg {
         /// The files the message carries: ids as the client named them, filled in
         /// from the file store by the connection's thread before the dispatcher sees it.
         files: Vec<FileDesc>,
+        /// The ids of the users it mentions (at most [`super::MAX_MENTIONS`], no repeats).
+        mentions: Vec<String>,
     },
     /// Signed URLs for files posted in `room` (the sender must be in it).
     FileUrls {
@@ -239,6 +241,8 @@ struct RawFrame<'a> {
     reply_to: Option<&'a RawValue>,
     #[serde(borrow)]
     files: Option<&'a RawValue>,
+    #[serde(borrow)]
+    mentions: Option<&'a RawValue>,
 }
 
 /// Limits the parser enforces (from `Config`).
@@ -313,11 +317,12 @@ pub fn parse_client(frame: &str, limits: ParseLimits) -> Result<ClientMsg, Proto
                         }
                         t => text_field(t, limits)?,
                     };
-                    Ok((room, text, seq_field(raw.reply_to, "reply_to")?, files))
+                    Ok((room, text, seq_field(raw.reply_to, "reply_to")?, files, mentions_field(raw.mentions)?))
                 })();
-                let (room, text, reply_to, files) =
+                let (room, text, reply_to, files, mentions) =
                     parsed.map_err(|e: ProtocolError| e.with_ref(id.clone().or(Some("msg".into()))))?;
-                ClientMsg::Msg { room, text, id, reply_to, files: files.into_iter().map(FileDesc::named).collect() }
+                let files = files.into_iter().map(FileDesc::named).collect();
+                ClientMsg::Msg { room, text, id, reply_to, files, mentions }
             }
             Some("file_urls") => {
                 ClientMsg::FileUrls { room: room_field(raw.room)?, files: files_field(raw.files, MAX_FILE_URLS)? }
@@ -509,6 +514,25 @@ fn user_field(v: Option<&RawValue>) -> Result<String, ProtocolError> {
     Ok(user.into_owned())
 }
 
+/// The user ids a message mentions: a list of at most [`super::MAX_MENTIONS`] user
+/// ids (repeats dropped); absent or `null` is none.
+fn mentions_field(v: Option<&RawValue>) -> Result<Vec<String>, ProtocolError> {
+    let Some(v) = v.filter(|v| v.get() != "null") else { return Ok(Vec::new()) };
+    let bad = || bad_field(format!("`mentions` must be a list of at most {} user ids", super::MAX_MENTIONS));
+    let ids: Vec<&RawValue> = serde_json::from_str(v.get()).map_err(|_| bad())?;
+    if ids.len() > super::MAX_MENTIONS {
+        return Err(bad());
+    }
+    let mut out: Vec<String> = Vec::with_capacity(ids.len());
+    for id in ids {
+        let id = user_field(Some(id)).map_err(|_| bad())?;
+        if !out.contains(&id) {
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
 /// An emoji to react with (see [`super::valid_emoji`]).
 fn emoji_field(v: Option<&RawValue>) -> Result<String, ProtocolError> {
     let emoji = string_field(v, "emoji")?;
@@ -556,7 +580,8 @@ mod tests {
                 text: "hi".into(),
                 id: Some("x1".into()),
                 reply_to: None,
-                files: vec![]
+                files: vec![],
+                mentions: vec![]
             }
         );
         assert_eq!(parse_client(r#"{"type":"typing","room":"r"}"#, L).unwrap().kind(), "typing");

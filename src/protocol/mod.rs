@@ -41,6 +41,8 @@ pub const MAX_QUERY_CHARS: usize = 256;
 pub const MAX_KICK_MINUTES: u64 = 7 * 24 * 60;
 /// Longest user id a client may name (token `sub`s are limited to the same).
 pub const MAX_USER_ID_CHARS: usize = 128;
+/// Users one message may mention at most.
+pub const MAX_MENTIONS: usize = 20;
 /// An emoji's length at most, in characters (a family or flag sequence is several).
 pub const MAX_EMOJI_CHARS: usize = 16;
 

@@ -55,9 +55,15 @@ pub fn placeholder(of: u64) -> Vec<u8> {
 /// A `msg` JSON with `"reply":reply` put just before its `text` (the first `,"text":`
 /// is the field: no string natter writes holds `,"` unescaped).
 pub fn with_reply(json: &[u8], reply: &[u8]) -> Vec<u8> {
+    with_field(json, "reply", reply)
+}
+
+/// A `msg` JSON with `"name":value` put just before its `text` (a reply's quote, a
+/// message's `mentions`).
+pub fn with_field(json: &[u8], name: &str, value: &[u8]) -> Vec<u8> {
     const TEXT: &[u8] = br#","text":"#;
     let Some(at) = json.windows(TEXT.len()).position(|w| w == TEXT) else { return json.to_vec() };
-    [&json[..at], b",\"reply\":", reply, &json[at..]].concat()
+    [&json[..at], b",\"", name.as_bytes(), b"\":", value, &json[at..]].concat()
 }
 
 /// `part` (a reply's JSON or a piece of it) with its placeholder of `of` replaced by

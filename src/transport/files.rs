@@ -188,16 +188,16 @@ fn write(conn: &Conn, bytes: Bytes) -> bool {
 /// so the dispatcher never waits for it): each must be `uid`'s own upload, and the
 /// message's room may fetch it from now on. Any other message passes unchanged.
 pub fn resolve(msg: ClientMsg, uid: &str, ctx: &ConnContext) -> Result<ClientMsg, ProtocolError> {
-    let ClientMsg::Msg { room, text, id, reply_to, files } = msg else { return Ok(msg) };
+    let ClientMsg::Msg { room, text, id, reply_to, files, mentions } = msg else { return Ok(msg) };
     if files.is_empty() {
-        return Ok(ClientMsg::Msg { room, text, id, reply_to, files });
+        return Ok(ClientMsg::Msg { room, text, id, reply_to, files, mentions });
     }
     let reference = Some(id.clone().unwrap_or_else(|| "msg".into()));
     let ids: Vec<String> = files.into_iter().map(|f| f.id).collect();
     let (uid, room_name) = (uid.to_owned(), room.as_str().to_owned());
     let now = crate::store::files::now_ms();
     match ctx.files.call(move |db| db.grant(&uid, &ids, &room_name, now)) {
-        Ok(Ok(files)) => Ok(ClientMsg::Msg { room, text, id, reply_to, files }),
+        Ok(Ok(files)) => Ok(ClientMsg::Msg { room, text, id, reply_to, files, mentions }),
         Ok(Err(Unusable::Unknown(f))) => Err(ProtocolError::new(
             ErrorCode::NotFound,
             format!("no file `{f}` of yours: upload it first (POST /upload)"),

@@ -297,9 +297,11 @@ export class NatterClient {
    * joined, re-sent with the same id after each reconnect until acked.
    * `replyTo`: the seq of the message this one answers (the server quotes it in the
    * frame; `not_found` fails the message when that seq is not a message of the room).
-   * Returns the entry {id, room, text, ts, reply_to?}.
+   * `mentions`: the ids of users in the room it mentions (at most 20; the server refuses
+   * anyone not in the room with `bad_field`). Returns the entry {id, room, text, ts,
+   * reply_to?, mentions?}.
    */
-  send(room, text, { replyTo } = {}) {
+  send(room, text, { replyTo, mentions = [] } = {}) {
     checkRoom(room);
     if (typeof text !== 'string') throw new TypeError(`send: text must be a string, got ${typeof text}`);
     if (text.trim() === '') throw new RangeError('send: text is blank');
@@ -308,7 +310,10 @@ export class NatterClient {
     if (length > max) throw new RangeError(`send: text is ${length} characters, the server takes at most ${max}`);
     if (!this.roomStates.has(room)) this.join(room);
     if (replyTo !== undefined && (!Number.isInteger(replyTo) || replyTo < 1)) throw new RangeError('send: replyTo must be a seq (an integer ≥ 1)');
-    const entry = this.unsentStore.add(room, text, replyTo === undefined ? {} : { reply_to: replyTo });
+    if (!Array.isArray(mentions) || mentions.some((id) => typeof id !== 'string' || id === '')) throw new TypeError('send: mentions must be a list of user ids');
+    const extra = replyTo === undefined ? {} : { reply_to: replyTo };
+    if (mentions.length > 0) extra.mentions = [...new Set(mentions)];
+    const entry = this.unsentStore.add(room, text, extra);
     this.flush(this.roomStates.get(room));
     return { ...entry };
   }
@@ -758,6 +763,7 @@ export class NatterClient {
       if (this.sentOnThisSocket.has(entry.id)) continue;
       const frame = { type: 'msg', room: entry.room, text: entry.text, id: entry.id };
       if (Number.isInteger(entry.reply_to)) frame.reply_to = entry.reply_to;
+      if (Array.isArray(entry.mentions) && entry.mentions.length > 0) frame.mentions = entry.mentions;
       if (!this.sendFrame(frame)) return;
       this.sentOnThisSocket.add(entry.id);
     }

@@ -196,6 +196,7 @@ export class Room {
   }
 
   addActions(el, msg) {
+    if (Array.isArray(msg.mentions) && msg.mentions.includes(this.meId())) el.classList.add('mentions-me');
     const quote = el.querySelector('.msg-reply');
     if (quote && !quote.dataset.bound) {
       quote.dataset.bound = 'true';

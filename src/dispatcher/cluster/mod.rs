@@ -104,7 +104,7 @@ impl Dispatcher {
 
     /// Hands a message to Redis, which assigns its seq; the ack follows the answer.
     pub(super) fn cluster_post(&mut self, post: NewPost<'_>) -> Result<(), ProtocolError> {
-        let NewPost { poster, ack, room, text, msg_id, reply_to, files } = post;
+        let NewPost { poster, ack, room, text, msg_id, reply_to, files, mentions } = post;
         let mut json = ServerMsg::Msg {
             room: room.as_str(),
             seq: 0,
@@ -131,6 +131,10 @@ impl Dispatcher {
                 }
             };
             json = crate::store::replies::with_reply(&json, &reply);
+        }
+        if !mentions.is_empty() {
+            let ids = serde_json::to_vec(mentions).expect("ids serialize");
+            json = crate::store::replies::with_field(&json, "mentions", &ids);
         }
         let (prefix, suffix) = split_msg_json(&json);
         let uid = poster.id.clone();
@@ -351,6 +355,8 @@ impl Dispatcher {
             uid: std::borrow::Cow<'a, str>,
             #[serde(borrow)]
             text: std::borrow::Cow<'a, str>,
+            #[serde(default)]
+            mentions: Vec<String>,
         }
         if !self.webhooks.enabled() {
             return;
@@ -360,6 +366,10 @@ impl Dispatcher {
             self.webhooks.stage(&Event::RoomCreated { room: room.as_str() });
         }
         self.webhooks.stage(&Event::Message { room: room.as_str(), seq, user: &m.user, uid: &m.uid, text: &m.text });
+        if !m.mentions.is_empty() {
+            let (user, uid, text, users) = (&m.user, &m.uid, &m.text, &m.mentions[..]);
+            self.webhooks.stage(&Event::Mention { room: room.as_str(), seq, user, uid, text, users });
+        }
     }
 
     fn on_history(&mut self, conn: ConnId, room: RoomName, since: Option<u64>, silent: bool, read: JoinRead) {
