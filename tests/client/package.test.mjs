@@ -69,6 +69,8 @@ declare function showUnreadAfter(room: string, seq: number): void;
 `,
   reactions: `declare const client: import('natter-client').NatterClient;
 `,
+  mentions: `declare const client: import('natter-client').NatterClient;
+`,
   replies: `import type { NatterClient, Message } from 'natter-client';
 declare const client: NatterClient;
 declare function showQuote(m: Message, text: string): void;

@@ -39,6 +39,8 @@ export interface Message {
   reply?: { seq: number; uid?: string; user?: string; quote?: string; deleted?: boolean; [field: string]: unknown };
   /** Emoji → the user ids who reacted, in order; absent when none. */
   reactions?: Record<string, string[]>;
+  /** The ids of the users it mentions (checked by the server: users in the room). */
+  mentions?: string[];
   [field: string]: unknown;
 }
 
@@ -142,6 +144,8 @@ export interface Unsent {
   ts: number;
   /** The seq of the message it answers (`send`'s `replyTo`). */
   reply_to?: number;
+  /** The ids of the users it mentions (`send`'s `mentions`). */
+  mentions?: string[];
 }
 
 export interface PresenceChange {
@@ -273,8 +277,8 @@ export class NatterClient {
   kick(room: string, userId: string, minutes: number): boolean;
   setReadOnly(room: string, on: boolean): boolean;
 
-  /** `replyTo`: the seq of the message it answers. */
-  send(room: string, text: string, options?: { replyTo?: number }): Unsent;
+  /** `replyTo`: the seq of the message it answers; `mentions`: ids of users in the room it mentions (at most 20). */
+  send(room: string, text: string, options?: { replyTo?: number; mentions?: string[] }): Unsent;
   unsent(room?: string): Unsent[];
   /** Forgets an unsent message; returns it (undefined when there was none). */
   discard(id: string): Unsent | undefined;
