@@ -3,7 +3,8 @@
 #
 # Builds the release binaries, starts natter, natter serving wss:// (its
 # certificate from a CA made for the run, which the tester checks), the
-# Node.js `ws` peer, the bare fan-out ceiling, two natter instances on Redis,
+# Node.js `ws` peer, the bare fan-out ceiling, two natter instances on Redis
+# (and on a Redis with a replica, without and with --redis-min-replicas 1),
 # the Socket.IO peer and the tokio peer one after another on free loopback
 # ports, runs the same scenarios against each with natter-loadtest (one room
 # for natter, node and the ceiling; many rooms for natter, Socket.IO and
@@ -299,6 +300,42 @@ EOS
     CA=
 }
 
+# redis_replicated_rows NAME: a Redis master with one replica, then two natter
+# instances on it for each --redis-min-replicas of 0 and 1, each running the rooms
+# rows labelled replica=1 and min-replicas=1; every process is stopped by PID after.
+redis_replicated_rows() {
+    local name=$1 mport rport n i data pids=() urls
+    mport=$(free_port) rport=$(free_port)
+    redis-server --port "$mport" --bind 127.0.0.1 --save '' --appendonly no >"$OUT/redis-master.log" 2>&1 &
+    PIDS+=("$!") pids+=("$!")
+    for _ in $(seq 50); do redis-cli -p "$mport" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --replicaof 127.0.0.1 "$mport" \
+        >"$OUT/redis-replica.log" 2>&1 &
+    PIDS+=("$!") pids+=("$!")
+    for _ in $(seq 100); do
+        redis-cli -p "$rport" info replication 2>/dev/null | grep -q 'master_link_status:up' && break
+        sleep 0.1
+    done
+    for n in 0 1; do
+        urls=()
+        local instances=()
+        for i in 1 2; do
+            data=$(mktemp -d)
+            DATA_DIRS+=("$data")
+            start "natter-redis-wait$n-$i" target/release/natter serve --bind 127.0.0.1 --http-port 0 --ws-port 0 \
+                --max-connections-per-ip "$PER_IP" --data-dir "$data" --rate-per-s 100000 --rate-burst 100000 \
+                --redis "redis://127.0.0.1:$mport/0" --redis-min-replicas "$n"
+            urls+=("$SERVER_URL?name=lt")
+            instances+=("$SERVER_PID")
+        done
+        URL=${urls[0]} URL2=${urls[1]}
+        if [ "$n" = 0 ]; then rooms "$name" --variant replica=1; else rooms "$name" --variant min-replicas=1; fi
+        unset URL2
+        for pid in "${instances[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+    done
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+}
+
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 run_scenarios() {
@@ -374,6 +411,10 @@ for server in $SERVERS; do
         rooms "$server"
         unset URL2
         for pid in "${cluster_pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+        # Issue 24 item 2: what --redis-min-replicas costs. A fresh Redis with one
+        # replica; the rooms rows without WAIT (the replica's own cost) and with
+        # --redis-min-replicas 1 (one WAIT per pipeline of appends).
+        redis_replicated_rows "$server"
         continue
         ;;
     natter)
