@@ -57,6 +57,7 @@ function ensureRoom(name) {
     if (changed.name === state.active) renderTyping();
   };
   room.onLoadOlder = loadOlder;
+  room.fileUrls = async (ids) => (await client.fileUrls(room.name, ids)).urls;
   room.actionsFor = (msg) => {
     if (msg.mine || msg.uid === state.me?.id) return ['reply', 'edit', 'delete'];
     return state.role === 'mod' ? ['reply', 'delete'] : ['reply'];
@@ -380,11 +381,36 @@ function closeSearch() {
 
 // ---------- sending ----------
 
-function queueMessage(roomName, text, options = {}) {
+/**
+ * Uploads files (from the attach button, a paste or a drop) one after another, the bar
+ * showing how far each got, and posts each to the active room once it is stored.
+ */
+async function uploadFiles(fileList) {
+  const files = [...fileList];
+  const roomName = state.active;
+  if (files.length === 0 || roomName === null) return;
+  const bar = $('upload-progress');
+  for (const file of files) {
+    bar.hidden = false;
+    bar.value = 0;
+    try {
+      const desc = await client.upload(file, {
+        onProgress: ({ loaded, total }) => { bar.value = total ? loaded / total : 0; },
+      });
+      queueMessage(roomName, '', { files: [desc.id] }, [desc]);
+    } catch (error) {
+      showNotice(`Not uploaded: ${file.name || 'the file'}: ${error.message}`);
+    }
+  }
+  bar.hidden = true;
+}
+
+function queueMessage(roomName, text, options = {}, files = []) {
   const room = ensureRoom(roomName);
   const entry = client.send(roomName, text, options);
   withScroll(room, () => {
-    room.addPending(entry, state.me);
+    // Our own files show from their descriptions; their URLs come once the message is stored.
+    room.addPending(files.length > 0 ? { ...entry, files } : entry, state.me);
     return true;
   });
   room.scrollToBottom();
@@ -916,6 +942,27 @@ function bindUi() {
   });
 
   const input = $('composer-input');
+  $('attach-button').addEventListener('click', () => $('attach-input').click());
+  $('attach-input').addEventListener('change', (event) => {
+    uploadFiles(event.target.files);
+    event.target.value = '';
+  });
+  $('composer-input').addEventListener('paste', (event) => {
+    const files = event.clipboardData?.files;
+    if (files && files.length > 0) {
+      event.preventDefault();
+      uploadFiles(files);
+    }
+  });
+  $('message-panes').addEventListener('dragover', (event) => {
+    if (event.dataTransfer?.types?.includes('Files')) event.preventDefault();
+  });
+  $('message-panes').addEventListener('drop', (event) => {
+    if (event.dataTransfer?.files?.length > 0) {
+      event.preventDefault();
+      uploadFiles(event.dataTransfer.files);
+    }
+  });
   $('composer').addEventListener('submit', (event) => {
     event.preventDefault();
     const text = input.value;

@@ -144,7 +144,7 @@ fn send(conn: &Arc<Conn>, ctx: &ConnContext, req: &Request, f: &FileRecord, keep
     let mut head = format!(
         "HTTP/1.1 {} {}\r\nContent-Type: {kind}\r\nContent-Length: {len}\r\nContent-Disposition: {}\r\n\
          X-Content-Type-Options: nosniff\r\nContent-Security-Policy: {FILE_CSP}\r\nReferrer-Policy: no-referrer\r\n\
-         Cross-Origin-Resource-Policy: same-site\r\nCache-Control: private, max-age=3600\r\nAccept-Ranges: bytes\r\n\
+         Cross-Origin-Resource-Policy: cross-origin\r\nCache-Control: private, max-age=3600\r\nAccept-Ranges: bytes\r\n\
          Connection: {}\r\n",
         status.as_u16(),
         status.canonical_reason().unwrap_or(""),

@@ -24,9 +24,10 @@ mod embedded {
 
 /// Browsers may load the page's own scripts and styles and open WebSockets (or the
 /// fallback's `/sse` and `/send`, plain http(s) on the WebSocket's host, which
-/// `--public-ws-url` may move: hence schemes, not a host); nothing else, so injected
-/// markup could not run even if it got in.
-const CSP: &str = "default-src 'self'; connect-src 'self' ws: wss: http: https:; img-src 'self' data:; style-src 'self'; script-src 'self'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
+/// `--public-ws-url` may move: hence schemes, not a host); images likewise from the
+/// WebSocket port's `/files/` (signed URLs); nothing else, so injected markup could
+/// not run even if it got in.
+const CSP: &str = "default-src 'self'; connect-src 'self' ws: wss: http: https:; img-src 'self' data: http: https:; style-src 'self'; script-src 'self'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
 
 /// Most header lines a request head may have.
 const MAX_HEADERS: usize = 64;

@@ -36,6 +36,7 @@ export const EVENTS = [
   'edit', // an edit event not seen before (live or from history): message `of` now has `text`
   'delete', // a delete event not seen before: message `of` is deleted
   'react', // a react event not seen before: `uid`'s reaction `emoji` to message `of` is now `on` (true/false)
+  'file-urls', // {room, urls, exp}: signed URLs (absolute) by file id, the answer to fileUrls()
   'ack', // {id, room, seq, dup}: an unsent message is now stored; once per message
   'failed', // {id, room, text, ts, code, message}: the server refused an unsent message for good
   'presence', // {room, users, change}: who is here; change is null or {event, user, before, mine}
@@ -49,6 +50,9 @@ export const EVENTS = [
 export const ROOM_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 const MAX_NAME = 32;
 const DEFAULT_MAX_TEXT = 4000;
+// A message's files: at most this many ids, each of letters and digits (docs/PROTOCOL.md).
+const MAX_FILES = 10;
+const FILE_ID = /^[A-Za-z0-9]{1,64}$/;
 const STABLE_AFTER_MS = 10000;
 const OPEN_TIMEOUT_MS = 10000;
 // WebSockets that fail to open (or close within CLOSE_SOON_MS of welcome) this
@@ -301,10 +305,13 @@ export class NatterClient {
    * anyone not in the room with `bad_field`). Returns the entry {id, room, text, ts,
    * reply_to?, mentions?}.
    */
-  send(room, text, { replyTo, mentions = [] } = {}) {
+  send(room, text, { replyTo, mentions = [], files = [] } = {}) {
     checkRoom(room);
     if (typeof text !== 'string') throw new TypeError(`send: text must be a string, got ${typeof text}`);
-    if (text.trim() === '') throw new RangeError('send: text is blank');
+    if (!Array.isArray(files) || files.length > MAX_FILES || !files.every((f) => typeof f === 'string' && FILE_ID.test(f))) {
+      throw new TypeError(`send: files must be an array of at most ${MAX_FILES} file ids (from upload())`);
+    }
+    if (text.trim() === '' && files.length === 0) throw new RangeError('send: text is blank');
     const length = [...text].length;
     const max = this.limits.max_text;
     if (length > max) throw new RangeError(`send: text is ${length} characters, the server takes at most ${max}`);
@@ -313,6 +320,7 @@ export class NatterClient {
     if (!Array.isArray(mentions) || mentions.some((id) => typeof id !== 'string' || id === '')) throw new TypeError('send: mentions must be a list of user ids');
     const extra = replyTo === undefined ? {} : { reply_to: replyTo };
     if (mentions.length > 0) extra.mentions = [...new Set(mentions)];
+    if (files.length > 0) extra.files = [...files];
     const entry = this.unsentStore.add(room, text, extra);
     this.flush(this.roomStates.get(room));
     return { ...entry };
@@ -462,6 +470,70 @@ export class NatterClient {
     const answer = this.next('search', (s) => s.room === room && s.q === q);
     if (!this.sendFrame(frame)) throw new Error('search: not online');
     return answer;
+  }
+
+  /**
+   * Uploads a file (a Blob or File in a browser; a Blob, Buffer or Uint8Array in Node)
+   * to the server's `POST /upload`, with this client's credentials in headers. Resolves
+   * with the file's description {id, name, size, type, width?, height?}; post it with
+   * send(room, text, {files: [id]}). `onProgress({loaded, total})` follows the upload
+   * (XMLHttpRequest's upload events in a browser, the body's chunks in Node). Rejects
+   * with an Error whose `code` and `status` are the server's refusal. Needs a connection
+   * that said welcome once (so the server's address and auth mode are known).
+   */
+  async upload(file, { name, onProgress } = {}) {
+    if (this.socketUrl === null || this.auth === null) throw new Error('upload: connect first');
+    const url = httpUrl(this.socketUrl, '/upload');
+    const headers = { 'X-Natter-Name': encodeURIComponent(name ?? file?.name ?? 'file') };
+    const credentials = this.credentials.resolve(this.auth);
+    if (credentials !== null && 'token' in credentials) headers.Authorization = `Bearer ${credentials.token}`;
+    else headers['X-Natter-Key'] = this.identityKey;
+    const contentType = typeof file?.type === 'string' && file.type !== '' ? file.type : 'application/octet-stream';
+    headers['Content-Type'] = contentType;
+    const progress = typeof onProgress === 'function' ? onProgress : () => {};
+    const { status, body } = typeof globalThis.XMLHttpRequest === 'function'
+      ? await uploadXhr(url, headers, file, progress)
+      : await uploadNode(url, headers, file, progress);
+    let answer = null;
+    try {
+      answer = JSON.parse(body);
+    } catch {
+      // Reported below.
+    }
+    if (status !== 201 || answer === null || typeof answer.id !== 'string') {
+      const message = answer?.error?.message ?? `upload: HTTP ${status}`;
+      throw Object.assign(new Error(message), { code: answer?.error?.code ?? 'upload_failed', status });
+    }
+    return answer;
+  }
+
+  /**
+   * Signed URLs (absolute, on the WebSocket port's origin) for files posted in
+   * `room`, by id: {urls, exp} (exp: Unix seconds). Kept until shortly before they
+   * expire, so asking again is cheap. Throws when not online.
+   */
+  async fileUrls(room, ids) {
+    checkRoom(room);
+    if (!Array.isArray(ids) || ids.length === 0 || ids.length > 100) throw new RangeError('fileUrls: 1 to 100 file ids');
+    this.urlCache ??= new Map();
+    const now = Date.now() / 1000;
+    const key = (id) => `${room}\n${id}`;
+    const fresh = (id) => (this.urlCache.get(key(id))?.exp ?? 0) - 60 > now;
+    const missing = ids.filter((id) => !fresh(id));
+    if (missing.length > 0) {
+      const answer = this.next('file-urls', (a) => a.room === room && missing.every((id) => id in a.urls));
+      if (!this.sendFrame({ type: 'file_urls', room, files: missing })) throw new Error('fileUrls: not online');
+      const { urls, exp } = await answer;
+      for (const [id, url] of Object.entries(urls)) this.urlCache.set(key(id), { url, exp });
+    }
+    const urls = {};
+    let exp = Infinity;
+    for (const id of ids) {
+      const cached = this.urlCache.get(key(id));
+      urls[id] = cached.url;
+      exp = Math.min(exp, cached.exp);
+    }
+    return { urls, exp };
   }
 
   /** Sends one raw protocol frame; false when there is no open, welcomed socket. */
@@ -764,6 +836,7 @@ export class NatterClient {
       const frame = { type: 'msg', room: entry.room, text: entry.text, id: entry.id };
       if (Number.isInteger(entry.reply_to)) frame.reply_to = entry.reply_to;
       if (Array.isArray(entry.mentions) && entry.mentions.length > 0) frame.mentions = entry.mentions;
+      if (entry.files?.length) frame.files = entry.files;
       if (!this.sendFrame(frame)) return;
       this.sentOnThisSocket.add(entry.id);
     }
@@ -952,6 +1025,12 @@ const HANDLERS = {
     if (this.isNew(room, frame)) this.events.emit('react', frame);
   },
 
+  file_urls(frame, room) {
+    const urls = {};
+    for (const [id, path] of Object.entries(frame.urls ?? {})) urls[id] = httpUrl(this.socketUrl, path);
+    this.events.emit('file-urls', { room: room.name, urls, exp: frame.exp });
+  },
+
   ack(frame, room) {
     this.settle(frame.id, room.name, frame.seq, frame.dup === true);
   },
@@ -1101,6 +1180,65 @@ export function buildUrl(wsUrl, base) {
   if (url.protocol === 'https:') url.protocol = 'wss:';
   url.searchParams.set('auth', 'hello');
   return url.href;
+}
+
+/** `path` on the http(s) origin of the WebSocket URL `wsUrl` (uploads and files live there). */
+export function httpUrl(wsUrl, path) {
+  const url = new URL(path, wsUrl);
+  if (url.protocol === 'ws:') url.protocol = 'http:';
+  if (url.protocol === 'wss:') url.protocol = 'https:';
+  return url.href;
+}
+
+/** A browser upload: XMLHttpRequest, whose upload events say how far it got. */
+function uploadXhr(url, headers, file, progress) {
+  return new Promise((resolve, reject) => {
+    const xhr = new globalThis.XMLHttpRequest();
+    xhr.open('POST', url);
+    for (const [name, value] of Object.entries(headers)) xhr.setRequestHeader(name, value);
+    xhr.upload.addEventListener('progress', (e) => progress({ loaded: e.loaded, total: e.lengthComputable ? e.total : null }));
+    xhr.addEventListener('load', () => resolve({ status: xhr.status, body: xhr.responseText }));
+    xhr.addEventListener('error', () => reject(Object.assign(new Error('upload: network error'), { code: 'network', status: 0 })));
+    xhr.addEventListener('abort', () => reject(Object.assign(new Error('upload: aborted'), { code: 'aborted', status: 0 })));
+    xhr.send(file);
+  });
+}
+
+/**
+ * Node (no XMLHttpRequest): node:http(s), 64 KiB writes, progress as each is handed to
+ * the socket, Content-Length set (the server takes no chunked bodies).
+ */
+async function uploadNode(url, headers, file, progress) {
+  const bytes = file instanceof Uint8Array ? file : new Uint8Array(await file.arrayBuffer());
+  const total = bytes.byteLength;
+  const target = new URL(url);
+  const name = target.protocol === 'https:' ? 'node:https' : 'node:http'; // a variable: bundlers leave it alone
+  const http = await import(name);
+  const CHUNK = 64 * 1024;
+  return new Promise((resolve, reject) => {
+    const req = http.request(target, { method: 'POST', headers: { ...headers, 'Content-Length': String(total) } }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk) => { body += chunk; });
+      res.on('end', () => resolve({ status: res.statusCode, body }));
+    });
+    // After an answer (a refusal may come before the whole body is sent) errors do not matter.
+    req.on('error', (error) => reject(Object.assign(new Error(`upload: ${error.message}`), { code: 'network', status: 0 })));
+    let at = 0;
+    const writeMore = () => {
+      while (at < total) {
+        const end = Math.min(at + CHUNK, total);
+        const more = req.write(bytes.subarray(at, end), () => progress({ loaded: end, total }));
+        at = end;
+        if (!more) {
+          req.once('drain', writeMore);
+          return;
+        }
+      }
+      req.end();
+    };
+    writeMore();
+  });
 }
 
 /** The `hello` frame for these credentials: `{token}` (token mode) or `{name, key}` (open mode). */

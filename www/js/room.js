@@ -39,6 +39,8 @@ export class Room {
     container.append(this.pane);
 
     this.onLoadOlder = () => {};
+    // Signed URLs for file ids of this room: (ids) => Promise<{id: url}> (app.js asks the client).
+    this.fileUrls = async () => ({});
     // What the user may do to a delivered message ({seq, uid, mine?}): [] | ['edit', 'delete'] | ['delete'].
     this.actionsFor = () => [];
     this.onAction = () => {};
@@ -83,6 +85,7 @@ export class Room {
       // Oldest first: each goes after the previous one, all before what was shown.
       while (at !== null && at.dataset.seq && Number(at.dataset.seq) < msg.seq) at = at.nextElementSibling;
       this.pane.insertBefore(el, at);
+      this.loadFiles(el);
       regroup(el);
       added += 1;
     }
@@ -271,6 +274,20 @@ export class Room {
     this.pane.scrollTop = this.pane.scrollHeight;
   }
 
+  /** Asks for the signed URLs of message `el`'s files and sets them (lazy images load then). */
+  loadFiles(el) {
+    const slots = [...el.querySelectorAll('[data-file-id]')];
+    if (slots.length === 0) return;
+    this.fileUrls(slots.map((slot) => slot.dataset.fileId)).then((urls) => {
+      for (const slot of slots) {
+        const url = urls[slot.dataset.fileId];
+        if (!url) continue;
+        if (slot.tagName === 'IMG') slot.src = url;
+        else slot.href = url;
+      }
+    }, () => {});
+  }
+
   /** Shows a server message unless its seq is already shown; true when shown. */
   addMessage(msg, me) {
     if (this.seqs.has(msg.seq)) {
@@ -289,6 +306,7 @@ export class Room {
     const el = messageElement(msg, msg.uid === me?.id);
     this.addActions(el, msg);
     this.insertBySeq(el, msg.seq);
+    this.loadFiles(el);
     this.clearTyping(msg.uid);
     return true;
   }
@@ -409,6 +427,7 @@ export class Room {
     this.addActions(el, { seq, uid: el.dataset.uid, mine: el.classList.contains('mine') });
     el.remove();
     this.insertBySeq(el, seq);
+    this.loadFiles(el);
   }
 
   /** Inserts after the last message with a smaller seq, before pending ones. */
@@ -472,9 +491,55 @@ function messageElement(msg, mine) {
 
   if (!li.contains(header)) li.append(header);
   li.append(text);
+  const files = msg.deleted ? [] : (msg.files ?? []).filter((f) => f && typeof f === 'object');
+  if (files.length > 0) li.append(filesElement(files));
   if (msg.deleted) markDeleted(li);
   else if (msg.edited) markEdited(li, msg.edited);
   return li;
+}
+
+const INLINE_IMAGES = new Set(['image/png', 'image/jpeg', 'image/gif', 'image/webp']);
+const IMAGE_MAX = { width: 360, height: 270 };
+
+/** A message's files: images inline (lazy, scaled, their space reserved), others as a chip. */
+function filesElement(files) {
+  const box = document.createElement('div');
+  box.className = 'msg-files';
+  for (const f of files) {
+    if (INLINE_IMAGES.has(f.type) && f.width > 0 && f.height > 0) {
+      const img = document.createElement('img');
+      img.className = 'msg-image';
+      img.loading = 'lazy';
+      img.alt = String(f.name ?? 'image');
+      img.dataset.fileId = String(f.id);
+      // Scaled to fit, the box sized before a byte arrives: nothing jumps when it loads.
+      const scale = Math.min(1, IMAGE_MAX.width / f.width, IMAGE_MAX.height / f.height);
+      img.width = Math.max(1, Math.round(f.width * scale));
+      img.height = Math.max(1, Math.round(f.height * scale));
+      box.append(img);
+    } else {
+      const chip = document.createElement('a');
+      chip.className = 'file-chip';
+      chip.dataset.fileId = String(f.id);
+      chip.rel = 'noopener noreferrer';
+      chip.target = '_blank';
+      const name = document.createElement('span');
+      name.className = 'file-name';
+      name.textContent = String(f.name ?? 'file');
+      const size = document.createElement('span');
+      size.className = 'file-size';
+      size.textContent = formatSize(Number(f.size) || 0);
+      chip.append(name, size);
+      box.append(chip);
+    }
+  }
+  return box;
+}
+
+function formatSize(bytes) {
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KB`;
+  return `${(bytes / (1024 * 1024)).toFixed(1)} MB`;
 }
 
 /** The quote a reply carries: who and the first characters (or "deleted"); a click goes to the original. */
@@ -515,6 +580,7 @@ function markEdited(li, ts) {
 
 function markDeleted(li) {
   li.dataset.deleted = 'true';
+  li.querySelector('.msg-files')?.remove();
   li.querySelector('.msg-text').textContent = 'Message deleted';
   li.querySelector('.msg-actions')?.remove();
   li.querySelector('.msg-edited')?.remove();
