@@ -160,6 +160,9 @@ pub struct ServeArgs {
     /// Largest frame/message a client may send, bytes (close 1009 past it).
     #[arg(long, default_value_t = Config::default().max_frame_bytes)]
     pub max_frame_bytes: usize,
+    /// Do not negotiate permessage-deflate: every frame goes uncompressed.
+    #[arg(long)]
+    pub no_deflate: bool,
     /// Longest message text, in characters (error too_long past it).
     #[arg(long, default_value_t = Config::default().max_text_chars)]
     pub max_text: usize,
@@ -366,6 +369,7 @@ impl ServeArgs {
             http_port,
             ws_port,
             max_frame_bytes: self.max_frame_bytes,
+            deflate: !self.no_deflate,
             max_text_chars: self.max_text,
             max_rooms_per_conn: self.max_rooms_per_conn,
             max_rooms: self.max_rooms,

@@ -61,6 +61,10 @@ pub struct Config {
 
     /// Largest WebSocket frame and message a client may send, in bytes (close 1009 past it).
     pub max_frame_bytes: usize,
+    /// Negotiate permessage-deflate (RFC 7692) with clients that offer it (`--no-deflate`
+    /// turns it off). Broadcasts are compressed once, in the writer shards; client
+    /// messages are inflated up to `max_frame_bytes`.
+    pub deflate: bool,
     /// Longest `text` in characters (`too_long` past it).
     pub max_text_chars: usize,
     /// Rooms one connection may be in at once (`room_limit` past it).
@@ -231,6 +235,7 @@ impl Default for Config {
             http_port: 8080,
             ws_port: 8081,
             max_frame_bytes: 64 * 1024,
+            deflate: true,
             max_text_chars: 4000,
             max_rooms_per_conn: 32,
             max_rooms: 10_000,

@@ -6,7 +6,13 @@
 //! A room's frame is staged once with a shared snapshot of its members, not once per
 //! member: staging costs the same for 10 and 10,000 receivers. SSE receivers (the
 //! fallback transport) share one SSE encoding of a room's frame, built by the first
-//! shard that meets one; WebSocket receivers never pay for it. This module never
+//! shard that meets one; WebSocket receivers never pay for it. Likewise a room's
+//! frame is compressed (permessage-deflate, without context) once, by the first shard
+//! that meets a member that negotiated it, and those members all get the very same
+//! compressed bytes; the others get the plain frame. Frames for one connection (acks,
+//! `joined`, history pages) are compressed by the shard too, never by the dispatcher:
+//! [`send_one`] and [`send_answer`], which run on the dispatcher and connection
+//! threads, send plain frames. This module never
 //! blocks and never decides policy: it reports which sockets are over the backlog
 //! limit or still full, and the caller acts.
 
@@ -15,7 +21,7 @@ use std::sync::{Arc, OnceLock};
 use crate::delivery::outbox::{Conn, ConnId, Flush, Refused};
 use crate::delivery::sse::Parts;
 use crate::protocol::sse::Event;
-use crate::protocol::wire::Frame;
+use crate::protocol::wire::{self, Frame};
 
 /// One staged frame and who receives it.
 #[derive(Debug, Clone)]
@@ -26,24 +32,65 @@ pub enum Out {
     /// not make the client a slow consumer (up to `outbox::ANSWER_ALLOWANCE`).
     Answer(Arc<Conn>, Frame),
     /// To every member of a room as it was when the frame was staged, but `except`.
-    /// `sse` is the frame as an SSE event, built on first use (see [`Out::room`]).
-    Room { members: Arc<[Arc<Conn>]>, except: Option<ConnId>, frame: Frame, sse: OnceLock<Box<Event>> },
+    /// `sse` is the frame as an SSE event and `deflated` its compressed form (None
+    /// when compressing does not pay), each built on first use (see [`Out::room`]).
+    Room {
+        members: Arc<[Arc<Conn>]>,
+        except: Option<ConnId>,
+        frame: Frame,
+        sse: OnceLock<Box<Event>>,
+        deflated: OnceLock<Option<Frame>>,
+    },
 }
 
 impl Out {
-    /// A room's frame; its SSE encoding is built only if an SSE stream is a member.
+    /// A room's frame; its SSE encoding is built only if an SSE stream is a member,
+    /// its compressed form only if a member negotiated permessage-deflate.
     pub fn room(members: Arc<[Arc<Conn>]>, except: Option<ConnId>, frame: Frame) -> Out {
-        Out::Room { members, except, frame, sse: OnceLock::new() }
+        Out::Room { members, except, frame, sse: OnceLock::new(), deflated: OnceLock::new() }
     }
 }
 
-/// Queues `frame` on `conn`: as it is on a WebSocket, as an SSE event on a stream
-/// (`shared` holds the event for every SSE receiver of a room frame).
-fn push(conn: &Conn, frame: &Frame, shared: Option<&OnceLock<Box<Event>>>, answer: bool) -> Result<usize, Refused> {
+/// Whether a frame may be sent compressed, and where its compressed form comes from.
+#[derive(Clone, Copy)]
+enum Deflate<'a> {
+    /// Always plain: the caller is the dispatcher or a connection thread.
+    Never,
+    /// Compressed for this one connection (a writer shard's `One` and `Answer`).
+    Own,
+    /// A room frame's compressed form, built once for every member.
+    Shared(&'a OnceLock<Option<Frame>>),
+}
+
+/// The bytes `conn` is sent for `frame`: its compressed form when the connection
+/// negotiated permessage-deflate and compressing pays, else the frame itself.
+fn for_conn(conn: &Conn, frame: &Frame, deflate: Deflate<'_>) -> Frame {
+    let Some(agreed) = conn.deflate() else { return frame.clone() };
+    if !agreed.may_compress(wire::payload_len(frame)) {
+        return frame.clone();
+    }
+    let z = match deflate {
+        Deflate::Never => None,
+        Deflate::Own => wire::deflated(frame),
+        Deflate::Shared(cell) => cell.get_or_init(|| wire::deflated(frame)).clone(),
+    };
+    z.unwrap_or_else(|| frame.clone())
+}
+
+/// Queues `frame` on `conn`: as it is (or compressed) on a WebSocket, as an SSE event
+/// on a stream (`shared` holds the event for every SSE receiver of a room frame).
+fn push(
+    conn: &Conn,
+    frame: &Frame,
+    shared: Option<&OnceLock<Box<Event>>>,
+    answer: bool,
+    deflate: Deflate<'_>,
+) -> Result<usize, Refused> {
     let Some(stream) = conn.sse() else {
+        let frame = for_conn(conn, frame, deflate);
         // A requested answer (history pages) is exempt, up to a bound, from the backlog
         // that marks a slow consumer; see `Conn::push_answer`.
-        return if answer { conn.push_answer(frame.clone()) } else { conn.push(frame.clone()) };
+        return if answer { conn.push_answer(frame) } else { conn.push(frame) };
     };
     let push = |parts: Parts| match parts {
         Parts::One(frame) => conn.push(frame),
@@ -58,7 +105,7 @@ fn push(conn: &Conn, frame: &Frame, shared: Option<&OnceLock<Box<Event>>>, answe
 /// Queues and writes one frame outside a batch (a connection thread's own replies),
 /// in the connection's transport.
 pub fn send_one(conn: &Conn, frame: &Frame) -> Result<Flush, Refused> {
-    push(conn, frame, None, false)?;
+    push(conn, frame, None, false, Deflate::Never)?;
     Ok(conn.flush())
 }
 
@@ -69,7 +116,7 @@ pub fn send_one(conn: &Conn, frame: &Frame) -> Result<Flush, Refused> {
 pub fn send_answer(conn: &Conn, frames: impl IntoIterator<Item = Frame>) -> Result<(usize, Flush), Refused> {
     let mut backlog = 0;
     for frame in frames {
-        backlog = push(conn, &frame, None, true)?;
+        backlog = push(conn, &frame, None, true, Deflate::Never)?;
     }
     Ok((backlog, conn.flush()))
 }
@@ -108,29 +155,33 @@ pub struct Delivered {
 pub fn deliver<'a>(items: impl IntoIterator<Item = &'a Out>, shard: Shard, max_backlog: usize) -> Delivered {
     let mut out = Delivered::default();
     let mut dirty: Vec<Arc<Conn>> = Vec::new();
-    let mut queue =
-        |conn: &Arc<Conn>, frame: &Frame, shared: Option<&OnceLock<Box<Event>>>, answer: bool, out: &mut Delivered| {
-            let Ok(backlog) = push(conn, frame, shared, answer) else { return };
-            out.frames += 1;
-            // Slow consumers are rare: a linear check keeps the common path allocation-free.
-            if backlog > max_backlog && !out.slow.iter().any(|c| c.id == conn.id) {
-                out.slow.push(conn.clone());
-            }
-            if conn.mark_dirty() {
-                dirty.push(conn.clone());
-            }
-        };
+    let mut queue = |conn: &Arc<Conn>,
+                     frame: &Frame,
+                     shared: Option<&OnceLock<Box<Event>>>,
+                     answer: bool,
+                     deflate: Deflate<'_>,
+                     out: &mut Delivered| {
+        let Ok(backlog) = push(conn, frame, shared, answer, deflate) else { return };
+        out.frames += 1;
+        // Slow consumers are rare: a linear check keeps the common path allocation-free.
+        if backlog > max_backlog && !out.slow.iter().any(|c| c.id == conn.id) {
+            out.slow.push(conn.clone());
+        }
+        if conn.mark_dirty() {
+            dirty.push(conn.clone());
+        }
+    };
     for item in items {
         match item {
             Out::One(conn, frame) | Out::Answer(conn, frame) => {
                 if shard.owns(conn.id) {
-                    queue(conn, frame, None, matches!(item, Out::Answer(..)), &mut out);
+                    queue(conn, frame, None, matches!(item, Out::Answer(..)), Deflate::Own, &mut out);
                 }
             }
-            Out::Room { members, except, frame, sse } => {
+            Out::Room { members, except, frame, sse, deflated } => {
                 for conn in members.iter() {
                     if shard.owns(conn.id) && Some(conn.id) != *except {
-                        queue(conn, frame, Some(sse), false, &mut out);
+                        queue(conn, frame, Some(sse), false, Deflate::Shared(deflated), &mut out);
                     }
                 }
             }

@@ -30,6 +30,7 @@ use bytes::Bytes;
 use rustls::ServerConnection;
 
 use crate::delivery::sse::SseStream;
+use crate::protocol::deflate::Agreed;
 use crate::protocol::sse;
 use crate::protocol::wire::{self, Frame};
 use crate::protocol::CloseReason;
@@ -216,6 +217,9 @@ pub struct Conn {
     reason: OnceLock<CloseReason>,
     /// Set when the socket turned out to be an SSE stream (`GET /sse`).
     sse: OnceLock<SseStream>,
+    /// What permessage-deflate the handshake agreed, if any: the writer shards send
+    /// this connection the compressed form of what they write.
+    deflate: OnceLock<Agreed>,
 }
 
 impl Conn {
@@ -228,7 +232,18 @@ impl Conn {
             dirty: AtomicBool::new(false),
             reason: OnceLock::new(),
             sse: OnceLock::new(),
+            deflate: OnceLock::new(),
         }
+    }
+
+    /// Records that the handshake agreed permessage-deflate (once, before registering).
+    pub fn set_deflate(&self, agreed: Agreed) {
+        let _ = self.deflate.set(agreed);
+    }
+
+    /// The permessage-deflate agreed with this connection's client, if any.
+    pub fn deflate(&self) -> Option<&Agreed> {
+        self.deflate.get()
     }
 
     /// Makes this connection an SSE stream: frames are queued as events from now on.

@@ -7,7 +7,9 @@
 //! ([`fanout::send_answer`]), not staged behind the writer shards' broadcast passes
 //! (a pass over thousands of sockets takes tens of ms): it holds only messages older
 //! than the ring's oldest when it was asked, whose live frames left long before, and an
-//! answer has no place in the room's order. Pages from the ring are staged as before.
+//! answer has no place in the room's order. Pages from the ring are staged as before,
+//! and so are a store's pages to a connection with permessage-deflate: a writer shard
+//! compresses them, never the dispatcher.
 //!
 //! Ordering: a client resuming from the store is not a member of the room until the
 //! answer arrives; it then gets the stored messages up to `upto` (the seq before the
@@ -240,6 +242,11 @@ impl Dispatcher {
         let Some(c) = self.clients.get(&conn) else { return };
         let conn_arc = c.conn.clone();
         let frames = wire::history_pages(room.as_str(), meta, json, self.cfg.max_frame_bytes);
+        if conn_arc.deflate().is_some() {
+            // Compressed by a writer shard: the dispatcher never compresses.
+            self.staged.extend(frames.into_iter().map(|f| Out::Answer(conn_arc.clone(), f)));
+            return;
+        }
         match fanout::send_answer(&conn_arc, frames) {
             Ok((backlog, _)) if backlog > self.cfg.max_backlog_bytes => {
                 self.close_conn(&conn_arc, CloseReason::SlowConsumer)

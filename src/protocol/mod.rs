@@ -11,6 +11,7 @@
 
 pub mod client;
 mod close;
+pub mod deflate;
 pub mod files;
 pub mod server;
 pub mod sse;

@@ -2,7 +2,8 @@
 //! once into shared bytes ([`Frame`]) that every receiver's outbox holds by reference.
 //!
 //! This is the one place that builds frames by hand (tungstenite frames the reader's
-//! control replies). It never writes to a socket.
+//! control replies), compressed ones (permessage-deflate, RSV1 set) included. It
+//! never writes to a socket.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -11,13 +12,17 @@ use crate::protocol::ServerMsg;
 /// A complete, unmasked server frame: header and payload, cheap to clone.
 pub type Frame = Bytes;
 
+const FIN: u8 = 0x80;
+/// RSV1: the message is compressed (permessage-deflate, RFC 7692 §6).
+const RSV1: u8 = 0x40;
 const OP_TEXT: u8 = 0x1;
+const OP_BINARY: u8 = 0x2;
 const OP_CLOSE: u8 = 0x8;
 const OP_PING: u8 = 0x9;
 const OP_PONG: u8 = 0xA;
 
 fn header(buf: &mut BytesMut, opcode: u8, len: usize) {
-    buf.put_u8(0x80 | opcode);
+    buf.put_u8(FIN | opcode);
     if len < 126 {
         buf.put_u8(len as u8);
     } else if len <= u16::MAX as usize {
@@ -40,10 +45,41 @@ pub fn header_len(len: usize) -> usize {
 
 /// Frames a JSON payload as one final text frame.
 pub fn text_frame(payload: &[u8]) -> Frame {
+    data_frame(OP_TEXT, payload)
+}
+
+/// Frames a payload as one final binary frame (the conformance echo's replies).
+pub fn binary_frame(payload: &[u8]) -> Frame {
+    data_frame(OP_BINARY, payload)
+}
+
+fn data_frame(opcode: u8, payload: &[u8]) -> Frame {
     let mut buf = BytesMut::with_capacity(header_len(payload.len()) + payload.len());
-    header(&mut buf, OP_TEXT, payload.len());
+    header(&mut buf, opcode, payload.len());
     buf.put_slice(payload);
     buf.freeze()
+}
+
+/// Length of the payload of a frame built here.
+pub fn payload_len(frame: &Frame) -> usize {
+    payload(frame).len()
+}
+
+/// The permessage-deflate form of a text or binary frame built here: the payload
+/// compressed on its own (no context, so every receiver that negotiated the extension
+/// can be sent these same bytes) and RSV1 set. None for control frames and when
+/// compressing does not make the payload shorter.
+pub fn deflated(frame: &Frame) -> Option<Frame> {
+    let opcode = match frame.first() {
+        Some(&b) if b == FIN | OP_TEXT || b == FIN | OP_BINARY => b & 0x0F,
+        _ => return None,
+    };
+    let z = crate::protocol::deflate::compress(&payload(frame))?;
+    let mut buf = BytesMut::with_capacity(header_len(z.len()) + z.len());
+    header(&mut buf, opcode, z.len());
+    buf[0] |= RSV1;
+    buf.put_slice(&z);
+    Some(buf.freeze())
 }
 
 /// Serializes and frames a server message.
@@ -51,7 +87,7 @@ pub fn encode(msg: &ServerMsg<'_>) -> Frame {
     text_frame(&msg.to_json())
 }
 
-/// The JSON payload of a text frame built by [`text_frame`].
+/// The payload of a frame built here (uncompressed text or binary, or control).
 pub fn payload(frame: &Frame) -> Bytes {
     let len = frame.len();
     // The payload length decides the header length; try each candidate.
@@ -60,7 +96,7 @@ pub fn payload(frame: &Frame) -> Bytes {
             return frame.slice(h..);
         }
     }
-    unreachable!("a frame built by text_frame always has a valid header")
+    unreachable!("a frame built here always has a valid header")
 }
 
 /// A ping frame with an empty payload (the heartbeat).
@@ -197,6 +233,25 @@ mod tests {
         assert_eq!(f.len(), 70_010);
         assert_eq!(&ping_frame()[..], &[0x89, 0]);
         assert_eq!(&close_frame(1008, "slow consumer")[..4], &[0x88, 15, 0x03, 0xF0]);
+    }
+
+    #[test]
+    fn deflated_frames_set_rsv1_and_inflate_back() {
+        let json = br#"{"type":"message","room":"lobby","text":"so many words, so many words, so many words again"}"#;
+        for frame in [text_frame(json), binary_frame(json)] {
+            let z = deflated(&frame).expect("worth compressing");
+            assert_eq!(z[0], frame[0] | RSV1, "FIN, RSV1 and the same opcode");
+            assert!(z.len() < frame.len());
+            let agreed = crate::protocol::deflate::negotiate(
+                ["permessage-deflate"],
+                crate::protocol::deflate::Policy { client_max_window_bits: 15 },
+            )
+            .unwrap();
+            let mut inf = crate::protocol::deflate::Inflater::new(&agreed, 1 << 20);
+            assert_eq!(inf.frame(&payload(&z), true).unwrap(), json);
+        }
+        assert_eq!(deflated(&ping_frame()), None, "control frames are never compressed");
+        assert_eq!(deflated(&text_frame(b"{}")), None, "not shorter");
     }
 
     #[test]

@@ -25,6 +25,7 @@ use tungstenite::{Error as WsError, HandshakeError, Message};
 use crate::auth::now_s;
 use crate::delivery::outbox::{Conn, Flush};
 use crate::dispatcher::Command;
+use crate::protocol::deflate::InflateError;
 use crate::protocol::wire;
 use crate::protocol::CloseReason;
 use crate::protocol::{parse_client, ClientMsg, ErrorCode, ParseLimits, ProtocolError, ServerMsg};
@@ -35,6 +36,7 @@ use crate::transport::context::{ban_of, ban_refusal, finish, linger, welcome, Co
 use crate::transport::handshake::{self, Handshake, Refusal};
 use crate::transport::hello::{self, HelloError};
 use crate::transport::inbound::Inbound;
+use crate::transport::inflate::{self, Unwrap};
 use crate::transport::plain::{self, Route};
 use crate::transport::wait::{self, Waited};
 
@@ -67,6 +69,8 @@ struct ConnIo {
     handshaking: bool,
     /// Bytes read before the handshake started (while routing), read again first.
     replay: io::Cursor<Vec<u8>>,
+    /// With permessage-deflate: inflates compressed frames before tungstenite reads them.
+    unwrap: Option<Box<Unwrap>>,
 }
 
 impl Read for ConnIo {
@@ -80,10 +84,11 @@ impl Read for ConnIo {
             }
             return Ok(n);
         }
-        if self.handshaking {
-            self.input.read(buf)
-        } else {
-            self.input.read_now(buf)
+        let input = &mut self.input;
+        match &mut self.unwrap {
+            _ if self.handshaking => input.read(buf),
+            Some(unwrap) => unwrap.read(&mut |b| input.read_now(b), buf),
+            None => input.read_now(buf),
         }
     }
 }
@@ -234,9 +239,10 @@ fn handshake(
         .max_message_size(Some(cfg.max_frame_bytes));
     let mut admitted = None;
     let mut refused = None;
+    let mut agreed = None;
     // tungstenite's callback type fixes the large error type; it is built once per refusal.
     #[allow(clippy::result_large_err)]
-    let callback = |req: &Request, resp: Response| match client_from_headers(conn, req, ctx, slot)
+    let callback = |req: &Request, mut resp: Response| match client_from_headers(conn, req, ctx, slot)
         .and_then(|()| handshake::admit(req, cfg))
         .and_then(|h| match &h {
             Handshake::Admitted(a) => ban_of(ctx, conn, &a.identity).map_or(Ok(h), |ban| Err(ban_refusal(&ban))),
@@ -244,6 +250,10 @@ fn handshake(
         }) {
         Ok(a) => {
             admitted = Some(a);
+            agreed = handshake::deflate(req, cfg);
+            if let Some(value) = agreed.as_ref().and_then(|a| a.response().parse().ok()) {
+                resp.headers_mut().insert("sec-websocket-extensions", value);
+            }
             Ok(resp)
         }
         Err(r) => {
@@ -252,9 +262,15 @@ fn handshake(
             Err(response)
         }
     };
-    let io = ConnIo { input, handshaking: true, replay: io::Cursor::new(replay) };
+    let io = ConnIo { input, handshaking: true, replay: io::Cursor::new(replay), unwrap: None };
     match tungstenite::accept_hdr_with_config(io, callback, Some(ws_config)) {
-        Ok(ws) => Some((ws, admitted.expect("the callback admitted this request"))),
+        Ok(mut ws) => {
+            if let Some(agreed) = agreed {
+                conn.set_deflate(agreed);
+                ws.get_mut().unwrap = Some(Box::new(Unwrap::new(&agreed, cfg.max_frame_bytes)));
+            }
+            Some((ws, admitted.expect("the callback admitted this request")))
+        }
         Err(HandshakeError::Failure(WsError::Http(_))) => {
             let r = refused.expect("an HTTP failure comes from our refusal");
             r.record(&conn.peer, &ctx.metrics);
@@ -509,7 +525,12 @@ fn classify(e: &WsError) -> CloseReason {
         WsError::Capacity(CapacityError::MessageTooLong { .. }) | WsError::Capacity(_) => CloseReason::TooBig,
         WsError::Utf8(_) => CloseReason::InvalidUtf8,
         WsError::Protocol(_) => CloseReason::Protocol,
-        WsError::Io(_) => CloseReason::SocketError,
+        WsError::Io(e) => match inflate::inflate_error(e) {
+            // A compressed message past the frame limit once inflated (a bomb, say).
+            Some(InflateError::TooBig { .. }) => CloseReason::TooBig,
+            Some(InflateError::Corrupt(_)) => CloseReason::Protocol,
+            None => CloseReason::SocketError,
+        },
         _ => CloseReason::Internal,
     }
 }
@@ -528,6 +549,7 @@ mod tests {
             input: Inbound::plain(Arc::new(Conn::new(1, server, peer))),
             handshaking: true,
             replay: io::Cursor::new(head),
+            unwrap: None,
         };
         let mut buf = [0u8; 10];
         assert_eq!(conn_io.read(&mut buf).unwrap(), 10);

@@ -17,9 +17,26 @@ use crate::auth::{self, Identity};
 use crate::config::{AuthMode, Config};
 use crate::metrics::Metrics;
 use crate::protocol::clean_name;
+use crate::protocol::deflate::{self, Agreed, Policy};
 
 /// The only path the WebSocket side serves.
 pub const WS_PATH: &str = "/ws";
+
+/// The largest window a client that offers `client_max_window_bits` is asked to
+/// compress with: 2 KiB is what its connection keeps between messages when it keeps
+/// its context (chat messages are short; a larger window buys them little).
+pub const CLIENT_WINDOW_BITS: u8 = 11;
+
+/// permessage-deflate for this request: the first acceptable offer, unless
+/// `--no-deflate`. An offer with unknown or bad parameters is declined and the
+/// connection goes on uncompressed.
+pub fn deflate(req: &Request, cfg: &Config) -> Option<Agreed> {
+    if !cfg.deflate {
+        return None;
+    }
+    let offers = req.headers().get_all("sec-websocket-extensions").iter().filter_map(|v| v.to_str().ok());
+    deflate::negotiate(offers, Policy { client_max_window_bits: CLIENT_WINDOW_BITS })
+}
 
 /// Why a handshake was refused, with what the client sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -278,6 +295,19 @@ mod tests {
         assert!(matches!(super::admit(&hello, &cfg), Ok(Handshake::AwaitHello)), "no token in the URL: not a 401");
         let evil = req("/ws?auth=hello", &[("Host", "chat.example:8081"), ("Origin", "http://evil.example:8080")]);
         assert_eq!(super::admit(&evil, &cfg).unwrap_err().status, StatusCode::FORBIDDEN);
+    }
+
+    #[test]
+    fn deflate_is_agreed_when_offered_and_on() {
+        let cfg = Config::default();
+        let offered = req("/ws", &[("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits")]);
+        let a = deflate(&offered, &cfg).expect("offered and on");
+        assert_eq!(a.client_window_bits, CLIENT_WINDOW_BITS);
+        assert_eq!(deflate(&req("/ws", &[]), &cfg), None, "not offered");
+        let bad = req("/ws", &[("Sec-WebSocket-Extensions", "permessage-deflate; server_max_window_bits=99")]);
+        assert_eq!(deflate(&bad, &cfg), None, "bad parameters: declined");
+        let off = Config { deflate: false, ..cfg };
+        assert_eq!(deflate(&offered, &off), None, "--no-deflate");
     }
 
     #[test]

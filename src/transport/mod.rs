@@ -6,6 +6,7 @@
 //! - [`context`]: what connection threads share, the `welcome` and the goodbye;
 //! - [`connection`]: one connection's handshake and read loop;
 //! - [`inbound`]: a connection's plaintext input, over plain TCP or TLS;
+//! - [`inflate`]: permessage-deflate's read side, compressed client frames made plain;
 //! - [`wait`]: non-blocking reads and the `poll` a connection thread sleeps in;
 //! - [`handshake`]: the upgrade, Origin and identity checks;
 //! - [`hello`]: signing in by the first frame (`/ws?auth=hello`), out of the URL;
@@ -35,6 +36,7 @@ pub mod handshake;
 pub mod hello;
 pub mod http;
 pub mod inbound;
+pub mod inflate;
 pub mod plain;
 pub mod relay;
 pub mod send;
