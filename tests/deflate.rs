@@ -180,6 +180,8 @@ fn the_handshake_answers_an_offer_and_declines_a_bad_one() {
     // Bad parameters: declined, and the connection goes on uncompressed.
     let mut bad = Deflating::connect(server.ws, &path("d"), Some("permessage-deflate; client_max_window_bits=99"));
     assert_eq!(bad.extensions, None);
+    let unknown = Deflating::connect(server.ws, &path("e"), Some("permessage-deflate; x_unknown_parameter"));
+    assert_eq!(unknown.extensions, None, "an unknown parameter: declined");
     let welcome = bad.recv();
     assert_eq!(welcome.json["type"], "welcome");
     bad.send(&json!({"type": "join", "room": "r"}), false);
