@@ -3,22 +3,34 @@
 #
 # Sets the suite up if it is missing: a Python 2.7 virtualenv (the suite runs on
 # nothing newer) under target/autobahn/, with upstream's pinned requirements read from
-# the autobahntestsuite sdist on PyPI, then the suite itself. Starts natter on loopback
-# (open mode, a fresh data dir, default flags), runs `wstest -m fuzzingclient` against
-# ws://127.0.0.1:PORT/ws?name=autobahn, stops natter by its PID and prints one line per
-# case group: how many cases the suite judged OK, NON-STRICT, INFORMATIONAL, FAILED,
-# UNIMPLEMENTED, and the same for the closing handshake alone (docs/AUTOBAHN.md says
-# what the columns mean for a chat endpoint).
+# the autobahntestsuite sdist on PyPI, then the suite itself. Then two runs, each
+# against its own natter on loopback (open mode, a fresh data dir):
 #
-# Results: $AB_OUT/spec.json (the spec it generated), reports/ (the suite's HTML and
-# JSON, reports/index.html to browse), natter.log, summary.txt.
+# - chat: default flags, `wstest -m fuzzingclient` against
+#   ws://127.0.0.1:PORT/ws?name=autobahn, the cases a chat endpoint can be judged on
+#   (docs/AUTOBAHN.md says why);
+# - echo: `--autobahn-echo --max-frame-bytes 16777216` (the suite's largest message is
+#   16 MiB), every case against ws://127.0.0.1:PORT/echo, the conformance echo that
+#   runs through the chat connection's own handshake, permessage-deflate, framing,
+#   limits and writer.
 #
-#   AB_CASES       cases to run (default "*")
-#   AB_EXCLUDE     cases left out (default "9.* 12.* 13.*": docs/AUTOBAHN.md says why)
-#   AB_PYTHON27    a CPython 2.7 interpreter (default: pyenv's 2.7.x, then python2.7)
-#   AB_HOME        where the virtualenvs live (default target/autobahn)
-#   AB_OUT         where the run's files go (default target/autobahn/run)
-#   AB_MAX_SECONDS bound on the suite's run (default 900)
+# Each natter is stopped by its PID; each run prints one line per case group: how
+# many cases the suite judged OK, NON-STRICT, INFORMATIONAL, FAILED, UNIMPLEMENTED,
+# and the same for the closing handshake alone.
+#
+# Results: $AB_OUT/{chat,echo}/: spec.json (the spec it generated), reports/ (the
+# suite's HTML and JSON, reports/index.html to browse), natter.log, wstest.log,
+# summary.txt.
+#
+#   AB_RUNS         which runs (default "chat echo")
+#   AB_CASES        chat cases to run (default "*")
+#   AB_EXCLUDE      chat cases left out (default "9.* 12.* 13.*": docs/AUTOBAHN.md says why)
+#   AB_ECHO_CASES   echo cases to run (default "*")
+#   AB_ECHO_EXCLUDE echo cases left out (default none)
+#   AB_PYTHON27     a CPython 2.7 interpreter (default: pyenv's 2.7.x, then python2.7)
+#   AB_HOME         where the virtualenvs live (default target/autobahn)
+#   AB_OUT          where the runs' files go (default target/autobahn/run)
+#   AB_MAX_SECONDS  bound on each run of the suite (default 1800)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -27,7 +39,10 @@ HOME_DIR=${AB_HOME:-$ROOT/target/autobahn}
 OUT=${AB_OUT:-$HOME_DIR/run}
 CASES=${AB_CASES:-"*"}
 EXCLUDE=${AB_EXCLUDE-"9.* 12.* 13.*"}
-MAX_SECONDS=${AB_MAX_SECONDS:-900}
+ECHO_CASES=${AB_ECHO_CASES:-"*"}
+ECHO_EXCLUDE=${AB_ECHO_EXCLUDE-""}
+RUNS=${AB_RUNS:-"chat echo"}
+MAX_SECONDS=${AB_MAX_SECONDS:-1800}
 SUITE_VERSION=25.10.1
 VIRTUALENV_VERSION=20.21.1
 PY2=$HOME_DIR/py27
@@ -81,42 +96,49 @@ fi
 say "building natter"
 cargo build --release -p natter --quiet
 
-mkdir -p "$OUT"
-rm -rf "$OUT/reports"
-DATA=$(mktemp -d)
 NATTER_PID=
+DATA=
 cleanup() {
     if [ -n "$NATTER_PID" ]; then
         kill "$NATTER_PID" 2>/dev/null || true
         wait "$NATTER_PID" 2>/dev/null || true
     fi
-    rm -rf "$DATA"
+    if [ -n "$DATA" ]; then
+        rm -rf "$DATA"
+    fi
+    NATTER_PID=
+    DATA=
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-target/release/natter serve --bind 127.0.0.1 --http-port 0 --ws-port 0 --data-dir "$DATA" >"$OUT/natter.log" 2>&1 &
-NATTER_PID=$!
-URL=
-for _ in $(seq 100); do
-    URL=$(grep -oE 'ws://[^ ]*' "$OUT/natter.log" 2>/dev/null | head -1 || true)
-    [ -n "$URL" ] && break
-    kill -0 "$NATTER_PID" 2>/dev/null || break
-    sleep 0.1
-done
-if [ -z "$URL" ]; then
-    say "natter did not start; its output:"
-    cat "$OUT/natter.log" >&2
-    exit 1
-fi
-
-# Open mode: a display name is all the handshake needs.
-python3 - "$OUT/spec.json" "$URL?name=autobahn" "$OUT/reports" "$CASES" "$EXCLUDE" <<'EOF'
+# run NAME PATH CASES EXCLUDE [natter flags...]: one natter, one wstest run, one summary.
+run() {
+    local name=$1 path=$2 cases=$3 exclude=$4
+    shift 4
+    local out=$OUT/$name url=
+    mkdir -p "$out"
+    rm -rf "$out/reports"
+    DATA=$(mktemp -d)
+    target/release/natter serve --bind 127.0.0.1 --http-port 0 --ws-port 0 --data-dir "$DATA" "$@" >"$out/natter.log" 2>&1 &
+    NATTER_PID=$!
+    for _ in $(seq 100); do
+        url=$(grep -oE 'ws://[^ /]*' "$out/natter.log" 2>/dev/null | head -1 || true)
+        [ -n "$url" ] && break
+        kill -0 "$NATTER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [ -z "$url" ]; then
+        say "natter did not start; its output:"
+        cat "$out/natter.log" >&2
+        exit 1
+    fi
+    python3 - "$out/spec.json" "$url$path" "$out/reports" "$cases" "$exclude" "natter-$name" <<'EOF'
 import json, sys
-path, url, reports, cases, exclude = sys.argv[1:]
+path, url, reports, cases, exclude, agent = sys.argv[1:]
 spec = {
     "outdir": reports,
-    "servers": [{"agent": "natter", "url": url}],
+    "servers": [{"agent": agent, "url": url}],
     "cases": cases.split(),
     "exclude-cases": exclude.split(),
     "exclude-agent-cases": {},
@@ -124,15 +146,16 @@ spec = {
 with open(path, "w") as f:
     json.dump(spec, f, indent=2)
 EOF
-
-say "running wstest -m fuzzingclient against $URL (spec $OUT/spec.json)"
-started=$(date +%s)
-(cd "$OUT" && timeout "$MAX_SECONDS" "$WSTEST" -m fuzzingclient -s "$OUT/spec.json" >"$OUT/wstest.log" 2>&1) || {
-    say "wstest ended with status $? (its output: $OUT/wstest.log)"
-}
-say "wstest took $(($(date +%s) - started)) s"
-
-python3 - "$OUT/reports" <<'EOF' | tee "$OUT/summary.txt"
+    say "[$name] running wstest -m fuzzingclient against $url$path (spec $out/spec.json)"
+    local started
+    started=$(date +%s)
+    (cd "$out" && timeout "$MAX_SECONDS" "$WSTEST" -m fuzzingclient -s "$out/spec.json" >"$out/wstest.log" 2>&1) || {
+        say "[$name] wstest ended with status $? (its output: $out/wstest.log)"
+    }
+    say "[$name] wstest took $(($(date +%s) - started)) s"
+    cleanup
+    echo "== $name: $url$path"
+    python3 - "$out/reports" "natter-$name" <<'EOF' | tee "$out/summary.txt"
 # Two verdicts per case. The suite's own: on a chat endpoint most cases fail it only
 # because natter speaks first (its welcome) and answers text with JSON instead of an
 # echo. And the same events without natter's own JSON frames: "pass" when they then
@@ -142,7 +165,7 @@ python3 - "$OUT/reports" <<'EOF' | tee "$OUT/summary.txt"
 import json, os, sys
 from collections import Counter, OrderedDict
 
-reports = sys.argv[1]
+reports, agent = sys.argv[1], sys.argv[2]
 SUITE = ["OK", "NON-STRICT", "INFORMATIONAL", "FAILED", "UNIMPLEMENTED"]
 OWN = ["pass", "echo", "FAIL"]
 
@@ -164,7 +187,7 @@ def own_verdict(case):
     return "FAIL"
 
 with open(os.path.join(reports, "index.json")) as f:
-    index = json.load(f)["natter"]
+    index = json.load(f)[agent]
 groups = OrderedDict()
 for case_id in sorted(index, key=lambda c: [int(p) for p in c.split(".")]):
     with open(os.path.join(reports, index[case_id]["reportfile"])) as f:
@@ -196,4 +219,18 @@ for group, cases in groups.items():
     n += len(cases)
 row("all", n, total_suite, total_own, total_close)
 EOF
-say "reports: $OUT/reports/index.html; summary: $OUT/summary.txt"
+    say "[$name] reports: $out/reports/index.html; summary: $out/summary.txt"
+}
+
+mkdir -p "$OUT"
+for r in $RUNS; do
+    case $r in
+        # Open mode: a display name is all the handshake needs.
+        chat) run chat "/ws?name=autobahn" "$CASES" "$EXCLUDE" ;;
+        echo) run echo "/echo" "$ECHO_CASES" "$ECHO_EXCLUDE" --autobahn-echo --max-frame-bytes 16777216 ;;
+        *)
+            say "unknown run $r (chat, echo)"
+            exit 2
+            ;;
+    esac
+done

@@ -163,6 +163,9 @@ pub struct ServeArgs {
     /// Do not negotiate permessage-deflate: every frame goes uncompressed.
     #[arg(long)]
     pub no_deflate: bool,
+    /// Serve a conformance echo on /echo, through the chat connection's own code (for Autobahn|Testsuite).
+    #[arg(long)]
+    pub autobahn_echo: bool,
     /// Longest message text, in characters (error too_long past it).
     #[arg(long, default_value_t = Config::default().max_text_chars)]
     pub max_text: usize,
@@ -370,6 +373,7 @@ impl ServeArgs {
             ws_port,
             max_frame_bytes: self.max_frame_bytes,
             deflate: !self.no_deflate,
+            autobahn_echo: self.autobahn_echo,
             max_text_chars: self.max_text,
             max_rooms_per_conn: self.max_rooms_per_conn,
             max_rooms: self.max_rooms,

@@ -65,6 +65,10 @@ pub struct Config {
     /// turns it off). Broadcasts are compressed once, in the writer shards; client
     /// messages are inflated up to `max_frame_bytes`.
     pub deflate: bool,
+    /// Serve the conformance echo on `/echo` (`--autobahn-echo`): every message back as
+    /// it came, through the chat connection's own handshake, extension negotiation,
+    /// framing, limits and writer. For Autobahn|Testsuite; off by default.
+    pub autobahn_echo: bool,
     /// Longest `text` in characters (`too_long` past it).
     pub max_text_chars: usize,
     /// Rooms one connection may be in at once (`room_limit` past it).
@@ -236,6 +240,7 @@ impl Default for Config {
             ws_port: 8081,
             max_frame_bytes: 64 * 1024,
             deflate: true,
+            autobahn_echo: false,
             max_text_chars: 4000,
             max_rooms_per_conn: 32,
             max_rooms: 10_000,

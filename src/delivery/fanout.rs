@@ -109,6 +109,14 @@ pub fn send_one(conn: &Conn, frame: &Frame) -> Result<Flush, Refused> {
     Ok(conn.flush())
 }
 
+/// Queues one frame for `conn`, compressed on this thread when the connection
+/// negotiated permessage-deflate, and writes what the socket takes now. For the
+/// conformance echo, whose connection thread is its only writer of answers.
+pub fn send_compressed(conn: &Conn, frame: &Frame) -> Result<Flush, Refused> {
+    push(conn, frame, None, false, Deflate::Own)?;
+    Ok(conn.flush())
+}
+
 /// Queues the frames of an answer one connection asked for and writes what the socket
 /// takes now, outside any batch, so the answer waits for no writer shard's broadcast
 /// pass. Returns the backlog after the last frame (the caller judges slowness) and the

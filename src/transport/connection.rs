@@ -23,6 +23,7 @@ use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Error as WsError, HandshakeError, Message};
 
 use crate::auth::now_s;
+use crate::delivery::fanout;
 use crate::delivery::outbox::{Conn, Flush};
 use crate::dispatcher::Command;
 use crate::protocol::deflate::InflateError;
@@ -147,6 +148,8 @@ fn open<'a>(conn: &'a Arc<Conn>, ctx: &'a ConnContext, slot: &mut Slot) -> Optio
     ws.get_mut().handshaking = false;
     let admitted = match handshake {
         Handshake::Admitted(admitted) => admitted,
+        // The conformance echo: the same reader, not registered, no welcome.
+        Handshake::Echo => return Some(Reader::new(ws, conn, ctx, None).echo()),
         // The identity comes in the first frame: known before anything is registered.
         Handshake::AwaitHello => {
             let admitted =
@@ -371,6 +374,8 @@ struct Reader<'a> {
     bucket: TokenBucket,
     strikes: Strikes,
     last_heard: Instant,
+    /// The conformance echo (`--autobahn-echo`): messages come back, nothing is parsed.
+    echo: bool,
 }
 
 impl<'a> Reader<'a> {
@@ -392,7 +397,12 @@ impl<'a> Reader<'a> {
             bucket: TokenBucket::new(cfg.rate_per_s, cfg.rate_burst),
             strikes: Strikes::new(cfg.rate_strikes, STRIKE_WINDOW),
             last_heard: Instant::now(),
+            echo: false,
         }
+    }
+
+    fn echo(self) -> Reader<'a> {
+        Reader { echo: true, ..self }
     }
 
     /// Reads until the connection ends; returns why. Each time nothing is left to read,
@@ -439,7 +449,13 @@ impl<'a> Reader<'a> {
         };
         self.last_heard = Instant::now();
         let (conn, ctx) = (self.conn, self.ctx);
+        if self.echo {
+            if let Some(reason) = echo(conn, &msg) {
+                return Step::Close(reason);
+            }
+        }
         match msg {
+            Message::Text(_) | Message::Binary(_) if self.echo => {}
             Message::Text(text) => {
                 if let Some(reason) =
                     on_text(text.as_str(), conn, ctx, self.limits, &self.uid, &mut self.bucket, &mut self.strikes)
@@ -467,6 +483,26 @@ impl<'a> Reader<'a> {
             Message::Close(_) => return Step::Close(CloseReason::Client),
         }
         Step::Handled
+    }
+}
+
+/// Longest the conformance echo waits for one answer to leave (the suite's large
+/// messages fill the socket; no writer shard retries an unregistered connection).
+const ECHO_WRITE: Duration = Duration::from_secs(30);
+
+/// The conformance echo: a text or binary message goes back as it came, through the
+/// outbox like every answer (compressed when the client negotiated it).
+fn echo(conn: &Conn, msg: &Message) -> Option<CloseReason> {
+    let frame = match msg {
+        Message::Text(text) => wire::text_frame(text.as_bytes()),
+        Message::Binary(data) => wire::binary_frame(data),
+        _ => return None,
+    };
+    match fanout::send_compressed(conn, &frame) {
+        Ok(Flush::Done) => None,
+        Ok(Flush::Pending) if conn.flush_until(Instant::now() + ECHO_WRITE) == Flush::Done => None,
+        Ok(Flush::Pending) => Some(CloseReason::SlowConsumer),
+        Ok(Flush::Failed) | Err(_) => Some(CloseReason::SocketError),
     }
 }
 

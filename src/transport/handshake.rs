@@ -19,8 +19,10 @@ use crate::metrics::Metrics;
 use crate::protocol::clean_name;
 use crate::protocol::deflate::{self, Agreed, Policy};
 
-/// The only path the WebSocket side serves.
+/// The only path the WebSocket side serves for chat.
 pub const WS_PATH: &str = "/ws";
+/// The conformance echo's path, served only with `--autobahn-echo`.
+pub const ECHO_PATH: &str = "/echo";
 
 /// The largest window a client that offers `client_max_window_bits` is asked to
 /// compress with: 2 KiB is what its connection keeps between messages when it keeps
@@ -95,6 +97,8 @@ pub enum Handshake {
     Admitted(Admitted),
     /// `?auth=hello`: upgrade, then wait for the `hello` frame ([`super::hello`]).
     AwaitHello,
+    /// `/echo` with `--autobahn-echo`: no identity, no chat; every message comes back.
+    Echo,
 }
 
 /// What a client presents to say who it is: a token (token mode), or a display name
@@ -127,6 +131,10 @@ impl Credentials {
 
 /// Decides on one upgrade request.
 pub fn admit(req: &Request, cfg: &Config) -> Result<Handshake, Refusal> {
+    if cfg.autobahn_echo && req.uri().path() == ECHO_PATH {
+        check_origin(req, cfg)?;
+        return Ok(Handshake::Echo);
+    }
     if req.uri().path() != WS_PATH {
         return Err(Refusal::new(StatusCode::NOT_FOUND, "not found: the WebSocket path is /ws", req.uri().path()));
     }
@@ -284,7 +292,7 @@ mod tests {
     fn admit(req: &Request, cfg: &Config) -> Result<Admitted, Refusal> {
         match super::admit(req, cfg)? {
             Handshake::Admitted(a) => Ok(a),
-            Handshake::AwaitHello => panic!("not a hello request"),
+            Handshake::AwaitHello | Handshake::Echo => panic!("not an identified request"),
         }
     }
 
@@ -314,6 +322,10 @@ mod tests {
     fn wrong_path_is_404() {
         let e = admit(&req("/chat", &[]), &Config::default()).unwrap_err();
         assert_eq!(e.status, StatusCode::NOT_FOUND);
+        let e = admit(&req("/echo", &[]), &Config::default()).unwrap_err();
+        assert_eq!(e.status, StatusCode::NOT_FOUND, "no echo unless --autobahn-echo");
+        let echo = Config { autobahn_echo: true, ..Config::default() };
+        assert!(matches!(super::admit(&req("/echo", &[]), &echo), Ok(Handshake::Echo)));
     }
 
     #[test]
