@@ -60,7 +60,10 @@ RESTART_RATE=${LT_RESTART_RATE:-200}                   # restart: messages/s, al
 
 LT=$ROOT/target/release/natter-loadtest
 mkdir -p "$OUT"
-rm -f "$OUT"/*.jsonl "$OUT"/*.log "$OUT"/*.err
+rm -f "$OUT"/*.jsonl "$OUT"/*.log "$OUT"/*.err "$OUT/bytes.txt"
+# The tester offers permessage-deflate unless told not to: every row runs without it
+# (as the peers do), and the deflate rows (issue 27) set DEFLATE= to run with it.
+DEFLATE=--no-deflate
 # 10,000 clients and as many server connections on one machine.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
@@ -133,7 +136,7 @@ lt() {
     shift 2
     say "  $name: $scenario $*"
     if ! "$LT" "$scenario" --label "$name" --url "$URL" ${URL2:+--url "$URL2"} ${CA:+--ca "$CA"} $AWAIT $ENGINE_IO \
-        --join "$JOIN" --msg "$MSG" \
+        --join "$JOIN" --msg "$MSG" $DEFLATE \
         --server-pid "$SERVER_PID" --threads "$THREADS" --connect-rate "$CONNECT_RATE" \
         --senders "$SENDERS" --json --quiet --max-seconds "$MAX_SECONDS" "$@" \
         >>"$OUT/$name.jsonl" 2>>"$OUT/$name.err"; then
@@ -181,6 +184,18 @@ rooms_ramp() {
     lt "$name" rooms-ramp --clients "$ROOMS_CLIENTS" --rooms "$ROOMS" --ramp-start "$ROOMS_RAMP_START" \
         --ramp-factor "$ROOMS_RAMP_FACTOR" --max-steps "$ROOMS_RAMP_STEPS" --step-secs "$ROOMS_STEP_SECS" \
         --drain-ms 1000 --report "$OUT/$name-rooms-ramp${1:+-${2//=/-}}.html" "$@"
+}
+
+# bytes_rows: bytes on the wire per delivered message, plain and with permessage-deflate
+# (issue 27): 1,100 live messages of varied chat text, a join's history (50), a resume
+# of 1,000; then the rooms rows with the tester's clients negotiating deflate.
+bytes_rows() {
+    say "  natter: bytes"
+    if ! "$LT" bytes --label natter --url "$URL" --senders "$SENDERS" --max-seconds "$MAX_SECONDS" \
+        >"$OUT/bytes.txt" 2>>"$OUT/natter.err"; then
+        say "  natter: bytes failed; see $OUT/natter.err"
+    fi
+    DEFLATE= rooms natter --variant deflate=on
 }
 
 idle_all() {
@@ -430,6 +445,7 @@ for server in $SERVERS; do
         run_scenarios "$server"
         fallback_row
         rooms "$server"
+        bytes_rows
         stop
         scrollback_rows
         api_rows
@@ -511,6 +527,10 @@ done
 if [ -s "$OUT/natter-sse.jsonl" ]; then
     echo "HTTP fallback: natter over GET /sse + POST /send, beside natter over WebSocket (same server, same run)" | tee -a "$OUT/table.txt"
     "$LT" compare --input natter-sse="$OUT/natter-sse.jsonl" --input natter="$OUT/natter.jsonl" --rows-of-first | tee -a "$OUT/table.txt"
+fi
+if [ -s "$OUT/bytes.txt" ]; then
+    echo "permessage-deflate: natter, the tester's clients without and with it (same server, same run)" | tee -a "$OUT/table.txt"
+    tee -a "$OUT/table.txt" <"$OUT/bytes.txt"
 fi
 charts=()
 for server in $SERVERS; do

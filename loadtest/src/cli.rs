@@ -29,6 +29,9 @@ pub enum Scenario {
     Restart,
     /// Side-by-side table from --json outputs: --input LABEL=FILE, repeated.
     Compare,
+    /// Bytes on the wire per delivered message, with and without
+    /// permessage-deflate: live messages, a join's history, a resume (natter).
+    Bytes,
 }
 
 /// How clients reach the server.
@@ -63,6 +66,7 @@ impl Scenario {
             Scenario::RoomsRamp => "rooms-ramp",
             Scenario::Restart => "restart",
             Scenario::Compare => "compare",
+            Scenario::Bytes => "bytes",
         }
     }
 }
@@ -233,6 +237,17 @@ pub struct Args {
     /// Print one JSON object for the run on stdout instead of the summary.
     #[arg(long)]
     pub json: bool,
+    /// bytes: messages posted (every one counted live, the last
+    /// --bytes-resume of them resumed).
+    #[arg(long, default_value_t = 1100)]
+    pub bytes_messages: u64,
+    /// bytes: messages the resume asks for (join with `since` that far back).
+    #[arg(long, default_value_t = 1000)]
+    pub bytes_resume: u64,
+    /// Do not offer permessage-deflate (offered by default, as browsers do;
+    /// the client inflates what the server compresses).
+    #[arg(long)]
+    pub no_deflate: bool,
     /// Write a self-contained report (.html or .svg).
     #[arg(long)]
     pub report: Option<String>,

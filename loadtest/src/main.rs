@@ -11,10 +11,12 @@
 //! fallback: request, response and event-stream bytes) · `witness` (the
 //! independent client that checks the tester) · `tls` (`wss://` clients and
 //! their certificate checks) · `scrollback` (clients paging back through history
-//! beside the fleet) ·
+//! beside the fleet) · `bytes` (bytes on the wire per message, with and without
+//! permessage-deflate) ·
 //! `sys` (clock, rlimit, getrusage, /proc, kernel memory). `main` only wires them.
 
 mod api_post;
+mod bytes;
 mod cli;
 mod fleet;
 mod ledger;
@@ -80,6 +82,19 @@ fn run(args: &Args) -> Result<(), String> {
         }
     }
     let run_id = sys::now_ns() ^ u64::from(std::process::id()) << 32 ^ unix_nanos();
+    if args.scenario() == Scenario::Bytes {
+        let room = format!("{}-bytes-{:x}", args.room, run_id & 0xffff_ffff);
+        let rows = bytes::run(&targets[0], &room, args.bytes_messages, args.senders as usize, args.bytes_resume)?;
+        if args.json {
+            for row in &rows {
+                let line = serde_json::json!({"label": args.label, "scenario": "bytes", "row": row});
+                println!("{line}");
+            }
+        } else {
+            print!("{}", bytes::table(&rows));
+        }
+        return Ok(());
+    }
     let spread = matches!(args.scenario(), Scenario::Rooms | Scenario::RoomsRamp | Scenario::Restart);
     let witness = witness::Witness::start(args, targets.clone(), run_id)?;
     if args.paging.pagers > 0 && args.scenario() != Scenario::Steady {
@@ -111,6 +126,7 @@ fn run(args: &Args) -> Result<(), String> {
         board: Arc::new(worker::Board::new(args.in_flight.max(1) as usize)),
         delayed_acks: !args.immediate_acks,
         resume: args.scenario() == Scenario::Restart,
+        deflate: !args.no_deflate,
     };
     let threads = args.threads.max(1);
     let fleet = fleet::Fleet::start(setup, threads, args.quiet).map_err(|e| format!("starting workers: {e}"))?;

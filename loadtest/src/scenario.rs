@@ -548,7 +548,7 @@ pub fn run(r: &Run) -> Outcome {
         Scenario::Churn => churn(r),
         Scenario::Shootout => shootout(r),
         Scenario::Restart => restart::restart(r),
-        Scenario::Compare => unreachable!("compare runs no clients"),
+        Scenario::Compare | Scenario::Bytes => unreachable!("compare and bytes run no fleet"),
     };
     if o.witness.is_none() {
         // Scenarios without sending windows: the witness over the whole run.

@@ -71,6 +71,7 @@ impl Witness {
             board: Arc::new(Board::new(1)),
             delayed_acks: !args.immediate_acks,
             resume: false,
+            deflate: !args.no_deflate,
         };
         let fleet = Fleet::start(setup, 1, true).map_err(|e| format!("starting the witness: {e}"))?;
         fleet.open("witness", 1, 0.0, Duration::from_secs(10));

@@ -79,6 +79,8 @@ pub struct Setup {
     /// `restart`: a counted client the server hangs up on comes back and resumes
     /// (`worker/resume.rs`) instead of being gone.
     pub resume: bool,
+    /// Offer permessage-deflate and inflate what comes compressed (see `--no-deflate`).
+    pub deflate: bool,
 }
 
 /// Orders from the coordinator.
@@ -240,6 +242,8 @@ struct Ctx {
     registry: Registry,
     /// `restart`: probes the server acked, (room, stream, n).
     acked: Vec<(u32, u32, u32)>,
+    /// Inflates compressed server messages (permessage-deflate).
+    inflate: ws::Inflate,
 }
 
 pub struct Worker {
@@ -303,6 +307,7 @@ pub fn spawn(
             room_sent: Vec::new(),
             registry,
             acked: Vec::new(),
+            inflate: ws::Inflate::default(),
         },
         cpu_start: Duration::ZERO,
     };
@@ -719,7 +724,7 @@ impl Worker {
             let target = &self.ctx.setup.targets[conn.target];
             let (request, accept) = match conn.fallback {
                 Some(_) => (crate::sse::stream_request(target), String::new()),
-                None => target.upgrade_request(),
+                None => target.upgrade_request(self.ctx.setup.deflate),
             };
             conn.out.extend_from_slice(&request);
             conn.state = State::Handshaking { accept, buf: Vec::new() };
@@ -1022,7 +1027,7 @@ fn frames(conn: &mut Conn, bytes: &[u8], arrival: u64, ctx: &mut Ctx) -> Result<
     }
     let mut at = 0;
     while at < bytes.len() {
-        match decode(&bytes[at..], MAX_FRAME) {
+        match decode(&bytes[at..], MAX_FRAME, ctx.setup.deflate) {
             Decoded::Partial => break,
             Decoded::Violation(why) => {
                 tally(&mut ctx.stats.violations, why);
@@ -1043,6 +1048,20 @@ fn frames(conn: &mut Conn, bytes: &[u8], arrival: u64, ctx: &mut Ctx) -> Result<
 }
 
 fn on_frame(conn: &mut Conn, f: ws::Frame, arrival: u64, ctx: &mut Ctx) -> Result<(), String> {
+    if f.compressed {
+        // natter compresses whole messages and never fragments them.
+        if !f.fin {
+            tally(&mut ctx.stats.violations, "fragmented compressed message");
+            return Err("violation: fragmented compressed message".into());
+        }
+        let plain = ctx.inflate.message(f.payload, MAX_FRAME)?;
+        if f.opcode == ws::OP_TEXT {
+            on_text(conn, &plain, arrival, ctx);
+        } else {
+            ctx.stats.binary += 1;
+        }
+        return Ok(());
+    }
     match f.opcode {
         ws::OP_TEXT if f.fin => on_text(conn, f.payload, arrival, ctx),
         ws::OP_TEXT => conn.frag = Some(f.payload.to_vec()),

@@ -63,15 +63,56 @@ impl Target {
     }
 
     /// The Upgrade request for this target and the key whose accept value
-    /// the response must carry.
-    pub fn upgrade_request(&self) -> (Vec<u8>, String) {
+    /// the response must carry. With `deflate`, it offers permessage-deflate
+    /// as browsers do (the client itself sends uncompressed frames, which the
+    /// RFC allows; it inflates what the server compresses).
+    pub fn upgrade_request(&self, deflate: bool) -> (Vec<u8>, String) {
         let key = tungstenite::handshake::client::generate_key();
+        let offer = if deflate { DEFLATE_OFFER } else { "" };
         let req = format!(
             "GET {} HTTP/1.1\r\nHost: {}:{}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n",
             self.resource, self.host, self.port
         );
         (req.into_bytes(), tungstenite::handshake::derive_accept_key(key.as_bytes()))
+    }
+}
+
+/// The permessage-deflate offer: the client keeps no context (it sends
+/// plain frames), and lets the server keep none either if it wishes.
+pub const DEFLATE_OFFER: &str = "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover\r\n";
+
+/// Inflates what a server compressed with permessage-deflate. Servers that
+/// answer `server_no_context_takeover` (natter) compress each message on its
+/// own; one inflater per worker thread, reset per message, reads them all.
+pub struct Inflate(flate2::Decompress);
+
+impl Default for Inflate {
+    fn default() -> Self {
+        Inflate(flate2::Decompress::new(false))
+    }
+}
+
+impl Inflate {
+    /// The payload of one compressed message (its frames joined), inflated
+    /// up to `max` bytes.
+    pub fn message(&mut self, data: &[u8], max: usize) -> Result<Vec<u8>, String> {
+        let d = &mut self.0;
+        d.reset(false);
+        let input = [data, &[0, 0, 0xff, 0xff]].concat();
+        let mut out = Vec::with_capacity((data.len() * 4).clamp(256, max + 1));
+        loop {
+            let consumed = d.total_in() as usize;
+            d.decompress_vec(&input[consumed..], &mut out, flate2::FlushDecompress::Sync)
+                .map_err(|e| format!("bad compressed data: {e}"))?;
+            if out.len() > max {
+                return Err("inflated message over the size limit".into());
+            }
+            if d.total_in() as usize == input.len() && out.len() < out.capacity() {
+                return Ok(out);
+            }
+            out.reserve(out.capacity().min(max + 1 - out.len()).max(1));
+        }
     }
 }
 
@@ -140,6 +181,8 @@ pub fn encode_masked(out: &mut Vec<u8>, opcode: u8, payload: &[u8], mask: [u8; 4
 #[derive(Debug, PartialEq)]
 pub struct Frame<'a> {
     pub fin: bool,
+    /// RSV1: the message is compressed (permessage-deflate).
+    pub compressed: bool,
     pub opcode: u8,
     pub payload: &'a [u8],
 }
@@ -156,13 +199,15 @@ pub enum Decoded<'a> {
     Violation(&'static str),
 }
 
-/// Decode the frame at the start of `buf`. Server frames must be unmasked.
-pub fn decode(buf: &[u8], max_payload: usize) -> Decoded<'_> {
+/// Decode the frame at the start of `buf`. Server frames must be unmasked;
+/// RSV1 is allowed when permessage-deflate was offered (`deflate`).
+pub fn decode(buf: &[u8], max_payload: usize, deflate: bool) -> Decoded<'_> {
     if buf.len() < 2 {
         return Decoded::Partial;
     }
     let (b0, b1) = (buf[0], buf[1]);
-    if b0 & 0x70 != 0 {
+    let reserved = if deflate { 0x30 } else { 0x70 };
+    if b0 & reserved != 0 {
         return Decoded::Violation("reserved bits set");
     }
     if b1 & 0x80 != 0 {
@@ -177,6 +222,10 @@ pub fn decode(buf: &[u8], max_payload: usize) -> Decoded<'_> {
         127 => (u64::from_be_bytes(buf[2..10].try_into().expect("8 bytes")), 10),
         n => (n as u64, 2),
     };
+    let compressed = b0 & 0x40 != 0;
+    if compressed && !matches!(opcode, OP_TEXT | OP_BINARY) {
+        return Decoded::Violation("RSV1 on a control or continuation frame");
+    }
     if opcode >= 0x8 && (len > 125 || !fin) {
         return Decoded::Violation("bad control frame");
     }
@@ -190,7 +239,7 @@ pub fn decode(buf: &[u8], max_payload: usize) -> Decoded<'_> {
     if buf.len() < total {
         return Decoded::Partial;
     }
-    Decoded::Frame(Frame { fin, opcode, payload: &buf[header..total] }, total)
+    Decoded::Frame(Frame { fin, compressed, opcode, payload: &buf[header..total] }, total)
 }
 
 #[cfg(test)]
@@ -255,26 +304,41 @@ mod tests {
         for len in [0usize, 125, 126, 65_535, 65_536] {
             let payload = vec![b'a'; len];
             let bytes = server_frame(OP_TEXT, true, &payload);
-            match decode(&bytes, 1 << 20) {
+            match decode(&bytes, 1 << 20, false) {
                 Decoded::Frame(f, used) => {
                     assert_eq!((f.opcode, f.fin, f.payload.len(), used), (OP_TEXT, true, len, bytes.len()))
                 }
                 other => panic!("{other:?}"),
             }
-            assert_eq!(decode(&bytes[..bytes.len() - 1], 1 << 20), Decoded::Partial);
+            assert_eq!(decode(&bytes[..bytes.len() - 1], 1 << 20, false), Decoded::Partial);
         }
     }
 
     #[test]
     fn rejects_protocol_violations() {
-        assert_eq!(decode(&[0x81, 0x81, 0, 0, 0, 0, b'x'], 100), Decoded::Violation("masked frame from server"));
-        assert_eq!(decode(&[0xC1, 0x00], 100), Decoded::Violation("reserved bits set"));
-        assert_eq!(decode(&[OP_PING, 0x00], 100), Decoded::Violation("bad control frame"));
-        assert_eq!(decode(&[0x83, 0x00], 100), Decoded::Violation("unknown opcode"));
+        assert_eq!(decode(&[0x81, 0x81, 0, 0, 0, 0, b'x'], 100, false), Decoded::Violation("masked frame from server"));
+        assert_eq!(decode(&[0xC1, 0x00], 100, false), Decoded::Violation("reserved bits set"));
+        assert!(matches!(decode(&[0xC1, 0x00], 100, true), Decoded::Frame(Frame { compressed: true, .. }, 2)));
+        assert_eq!(decode(&[0xC9, 0x00], 100, true), Decoded::Violation("RSV1 on a control or continuation frame"));
+        assert_eq!(decode(&[OP_PING, 0x00], 100, false), Decoded::Violation("bad control frame"));
+        assert_eq!(decode(&[0x83, 0x00], 100, false), Decoded::Violation("unknown opcode"));
         assert_eq!(
-            decode(&server_frame(OP_TEXT, true, &[0; 200]), 100),
+            decode(&server_frame(OP_TEXT, true, &[0; 200]), 100, false),
             Decoded::Violation("frame over the size limit")
         );
+    }
+
+    #[test]
+    fn inflates_what_natter_compresses() {
+        let json = br#"{"type":"msg","room":"lobby","text":"compressible, compressible, compressible text"}"#;
+        let frame = natter::protocol::wire::deflated(&natter::protocol::wire::text_frame(json)).unwrap();
+        let Decoded::Frame(f, _) = decode(&frame, 1 << 20, true) else { panic!("a frame") };
+        assert!(f.compressed);
+        let mut inflate = Inflate::default();
+        for _ in 0..2 {
+            assert_eq!(inflate.message(f.payload, 1 << 20).unwrap(), json);
+        }
+        assert!(inflate.message(f.payload, 10).is_err(), "bounded");
     }
 
     #[test]
