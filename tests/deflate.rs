@@ -256,3 +256,31 @@ fn a_decompression_bomb_is_closed_with_1009() {
     assert_eq!(c.expect_close(), u16::from(CloseCode::Size));
     server.wait_metric(r#"natter_closes_total{reason="too_big"}"#, 1);
 }
+
+#[test]
+fn the_conformance_echo_sends_each_message_back_through_the_same_deflate() {
+    let server = TestServer::start_with(|c| c.autobahn_echo = true);
+    let mut c = Deflating::connect(server.ws, "/echo", Some("permessage-deflate"));
+    assert!(c.extensions.is_some(), "the echo negotiates as /ws does");
+    let m = json!({"text": chatty(1)});
+    c.send(&m, true);
+    let back = c.recv();
+    assert!(back.compressed, "sent back compressed");
+    assert_eq!(back.json, m, "no welcome first, nothing but the echo");
+    c.send(&json!({"short": 1}), false);
+    let back = c.recv();
+    assert!(!back.compressed, "too short to compress");
+    assert_eq!(back.json, json!({"short": 1}));
+
+    let off = TestServer::start();
+    let mut stream = TcpStream::connect(off.ws).unwrap();
+    write!(
+        stream,
+        "GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .unwrap();
+    let mut status = String::new();
+    BufReader::new(stream).read_line(&mut status).unwrap();
+    assert!(status.starts_with("HTTP/1.1 404"), "no echo without --autobahn-echo: {status}");
+}

@@ -169,24 +169,43 @@ thread_local! {
 pub fn compress(payload: &[u8]) -> Option<Vec<u8>> {
     DEFLATER.with(|cell| {
         let mut cell = cell.borrow_mut();
-        let deflater = cell.get_or_insert_with(|| Deflater(Compress::new(Compression::new(LEVEL), false)));
-        deflater.compress(payload)
+        if cell.is_none() {
+            *cell = Some(Deflater::new()?);
+        }
+        cell.as_mut()?.compress(payload)
     })
 }
 
 impl Deflater {
+    /// A compressor, built on a short-lived thread with an ordinary stack: the
+    /// backend builds its tables (hundreds of KiB) on the stack before boxing them in
+    /// unoptimized builds, more than a connection thread's small stack holds (the
+    /// conformance echo compresses there). Once per compressing thread. None if that
+    /// thread could not be started: the message then goes plain.
+    fn new() -> Option<Deflater> {
+        std::thread::Builder::new()
+            .name("deflate-init".into())
+            .spawn(|| Deflater(Compress::new(Compression::new(LEVEL), false)))
+            .ok()?
+            .join()
+            .ok()
+    }
+
+    /// Each message ends with a full flush, which empties the compressor's
+    /// dictionary: the next message refers to nothing before it (no context), with
+    /// no `reset`, whose fresh tables the backend builds on the stack.
     fn compress(&mut self, payload: &[u8]) -> Option<Vec<u8>> {
         let c = &mut self.0;
-        c.reset();
+        let start = c.total_in();
         let mut out = Vec::with_capacity(payload.len() / 2 + 64);
         loop {
-            let consumed = c.total_in() as usize;
+            let consumed = (c.total_in() - start) as usize;
             if out.len() == out.capacity() {
                 out.reserve(out.capacity().max(64));
             }
-            c.compress_vec(&payload[consumed..], &mut out, FlushCompress::Sync).ok()?;
-            // A sync flush is complete once all input is in and it left output room.
-            if c.total_in() as usize == payload.len() && out.len() < out.capacity() {
+            c.compress_vec(&payload[consumed..], &mut out, FlushCompress::Full).ok()?;
+            // The flush is complete once all input is in and it left output room.
+            if (c.total_in() - start) as usize == payload.len() && out.len() < out.capacity() {
                 break;
             }
         }
@@ -424,6 +443,18 @@ mod tests {
     }
 
     #[test]
+    fn a_small_stack_thread_can_compress() {
+        let msg = "a connection thread's stack is small, a connection thread's stack is small".repeat(3);
+        let z = std::thread::Builder::new()
+            .stack_size(128 * 1024)
+            .spawn(move || compress(msg.as_bytes()))
+            .unwrap()
+            .join()
+            .expect("no stack overflow");
+        assert!(z.is_some());
+    }
+
+    #[test]
     fn compress_then_inflate_round_trips_and_small_payloads_stay_plain() {
         let msg =
             br#"{"type":"message","room":"lobby","seq":1,"user":"alice","text":"hello hello hello hello hello hello"}"#;
@@ -435,6 +466,8 @@ mod tests {
         assert_eq!(compress(b"ab"), None, "not shorter: sent plain");
         let again = compress(msg).unwrap();
         assert_eq!(z, again, "no context kept: the same payload compresses to the same bytes");
+        let mut fresh = Inflater::new(&agreed, 1 << 20);
+        assert_eq!(fresh.frame(&again, true).unwrap(), msg, "a fresh inflater reads a later message");
     }
 
     #[test]
