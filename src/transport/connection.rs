@@ -249,7 +249,7 @@ fn handshake(
         .and_then(|()| handshake::admit(req, cfg))
         .and_then(|h| match &h {
             Handshake::Admitted(a) => ban_of(ctx, conn, &a.identity).map_or(Ok(h), |ban| Err(ban_refusal(&ban))),
-            Handshake::AwaitHello => Ok(h),
+            Handshake::AwaitHello | Handshake::Echo => Ok(h),
         }) {
         Ok(a) => {
             admitted = Some(a);
