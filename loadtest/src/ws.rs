@@ -100,7 +100,7 @@ impl Inflate {
         let d = &mut self.0;
         d.reset(false);
         let input = [data, &[0, 0, 0xff, 0xff]].concat();
-        let mut out = Vec::with_capacity((data.len() * 4).clamp(256, max + 1));
+        let mut out = Vec::with_capacity((data.len() * 4).max(256).min(max + 1));
         loop {
             let consumed = d.total_in() as usize;
             d.decompress_vec(&input[consumed..], &mut out, flate2::FlushDecompress::Sync)
