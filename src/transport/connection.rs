@@ -149,7 +149,7 @@ fn open<'a>(conn: &'a Arc<Conn>, ctx: &'a ConnContext, slot: &mut Slot) -> Optio
     let admitted = match handshake {
         Handshake::Admitted(admitted) => admitted,
         // The conformance echo: the same reader, not registered, no welcome.
-        Handshake::Echo => return Some(Reader::new(ws, conn, ctx, None).echo()),
+        Handshake::Echo => return Some(Reader::new(ws, conn, ctx, None, Arc::from("")).echo()),
         // The identity comes in the first frame: known before anything is registered.
         Handshake::AwaitHello => {
             let admitted =
