@@ -184,7 +184,7 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown, ready: impl 
             if cfg.redis.is_none() {
                 api = api.with_audit_db(crate::store::sqlite::db_path(&cfg.data_dir));
                 // Export and erasure read the SQLite store; with --redis they are refused.
-                api = api.with_data_dir(cfg.data_dir.clone());
+                api = api.with_data_dir(cfg.data_dir.clone()).with_files(files.clone());
             }
             let pool = ApiHttp::start(Arc::new(api))?;
             Some(Handoff(Arc::new(move |stream, buffered| pool.submit(stream, buffered))))

@@ -3,7 +3,9 @@
 //! all of it, as NDJSON and as a zip; an erasure, either choice, leaves none of what it
 //! removes in natter.db, natter.db-wal or natter.db-shm (scanned byte by byte, as
 //! `strings` would), while what it keeps and other users' messages stay; members see
-//! the deletions live; with `--redis` both are refused.
+//! the deletions live; with `--redis` both are refused. The user's upload is in
+//! their export (its `file` line, and its exact bytes in the zip), never another
+//! user's, and goes with their messages.
 
 mod common;
 mod common_redis;
@@ -13,7 +15,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Client, TestServer, WAIT};
+use common::{wait_until, Client, TestServer, WAIT};
 use serde_json::{json, Value};
 
 const KEY: &str = "userdata-moderator-key-0123456789";
@@ -69,6 +71,45 @@ fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
 
 fn json_of(body: &[u8]) -> Value {
     serde_json::from_slice(body).unwrap_or(Value::Null)
+}
+
+/// A small real PNG: 3×2 pixels.
+fn png() -> Vec<u8> {
+    let hex = "89504e470d0a1a0a0000000d49484452000000030000000208020000001216f14d0000001049444154789c6338212707410c701600410006193c4541960000000049454e44ae426082";
+    hex::decode(hex).unwrap()
+}
+
+/// Uploads `body` as `name` (`POST /upload` on the WebSocket port) for the test client
+/// named `who`; the file's description.
+fn upload_as(addr: SocketAddr, who: &str, name: &str, content_type: &str, body: &[u8]) -> Value {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: {addr}\r\nX-Natter-Key: test-identity-key-for-{who}\r\nX-Natter-Name: {name}\r\n\
+         Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let end = out.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head") + 4;
+    assert!(out.starts_with(b"HTTP/1.1 201"), "{}", String::from_utf8_lossy(&out));
+    serde_json::from_slice(&out[end..]).unwrap()
+}
+
+fn blob_of(dir: &Path, bytes: &[u8]) -> std::path::PathBuf {
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes));
+    dir.join("files/blobs").join(&sha[..2]).join(sha)
+}
+
+/// The bytes of zip entry `name` (stored, its sizes in the data descriptor after it).
+fn zip_entry<'a>(zip: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    let at = zip.windows(name.len()).position(|w| w == name.as_bytes())?;
+    let header = at.checked_sub(30).filter(|h| zip[*h..].starts_with(b"PK\x03\x04"))?;
+    let data = header + 30 + name.len();
+    let end = data + zip[data..].windows(4).position(|w| w == b"PK\x07\x08")?;
+    Some(&zip[data..end])
 }
 
 /// natter.db, its WAL and its shared-memory index, as bytes.
@@ -147,14 +188,21 @@ fn an_export_holds_all_a_user_wrote_and_an_erasure_that_removes_leaves_none_of_i
     let (mut zed, mut bob) = (server.connect(NAME), server.connect("bob"));
     let uid = zed.uid();
     seed(&mut zed, &mut bob);
+    // zed posts a picture; bob uploads one of his own, which is not zed's to export.
+    let file = upload_as(server.ws, NAME, "my%20cat!.png", "image/png", &png());
+    let file_id = file["id"].as_str().unwrap().to_owned();
+    zed.send(json!({"type": "msg", "room": "alpha", "text": "quuxfile here", "id": "f1", "files": [file_id]}));
+    let file_seq = zed.next_of("ack")["seq"].as_u64().unwrap();
+    let bobs_file = upload_as(server.ws, "bob", "bob.txt", "text/plain", b"bobsfile bytes");
+    let written = MESSAGES + 1;
 
     let lines = export_lines(server.admin, &uid);
     let of = |kind: &str| lines.iter().filter(|l| l["type"] == kind).collect::<Vec<_>>();
     assert_eq!(lines[0]["type"], "export");
     assert_eq!(lines.last().unwrap()["type"], "end", "the last line says the export is whole");
-    assert_eq!(lines.last().unwrap()["messages"], MESSAGES);
+    assert_eq!(lines.last().unwrap()["messages"], written);
     let messages = of("message");
-    assert_eq!(messages.len(), MESSAGES);
+    assert_eq!(messages.len(), written);
     let mut texts: Vec<&str> = messages.iter().filter_map(|m| m["stored"]["text"].as_str()).collect();
     texts.sort();
     assert_eq!(texts[0], "quuxedit changed", "the edited text");
@@ -169,11 +217,25 @@ fn an_export_holds_all_a_user_wrote_and_an_erasure_that_removes_leaves_none_of_i
     assert_eq!(of("read_marker")[0]["room"], "alpha");
     assert_eq!(of("block")[0]["user"], bob.uid());
     assert!(!lines.iter().any(|l| l.to_string().contains("bobsays")), "nobody else's messages");
+    let files = of("file");
+    assert_eq!(files.len(), 1, "their one upload, not bob's: {files:?}");
+    assert_eq!(
+        (&files[0]["id"], &files[0]["name"], &files[0]["size"], &files[0]["content_type"]),
+        (&json!(file_id), &json!("my cat!.png"), &json!(png().len()), &json!("image/png"))
+    );
+    assert_eq!((&files[0]["width"], &files[0]["height"]), (&json!(3), &json!(2)));
+    assert_eq!(files[0]["posted"], json!([{"room": "alpha", "seq": file_seq}]));
+    assert!(!lines.iter().any(|l| l.to_string().contains(bobs_file["id"].as_str().unwrap())), "never bob's file");
 
     let (status, head, zip) = call(server.admin, "GET", &format!("/api/v1/users/{uid}/export?format=zip"), KEY);
     assert_eq!((status, head.contains("application/zip")), (200, true), "{head}");
     assert_eq!(&zip[..4], b"PK\x03\x04");
     assert!(contains(&zip, "export.ndjson") && contains(&zip, "quuxword0999"));
+    let ndjson = zip_entry(&zip, "export.ndjson").expect("export.ndjson in the zip");
+    assert!(contains(ndjson, &format!("\"id\":\"{file_id}\"")), "the file line in the zip's NDJSON too");
+    let entry = format!("files/{file_id}-my_cat_.png");
+    assert_eq!(zip_entry(&zip, &entry), Some(&png()[..]), "{entry}: the upload's exact bytes");
+    assert!(!contains(&zip, "bobsfile bytes"), "never bob's file");
 
     let (status, _, body) = call(server.admin, "DELETE", &format!("/api/v1/users/{uid}?messages=remove"), PLAIN_KEY);
     assert_eq!(status, 403, "only a key marked admin erases");
@@ -185,7 +247,7 @@ fn an_export_holds_all_a_user_wrote_and_an_erasure_that_removes_leaves_none_of_i
 
     let (status, _, body) = call(server.admin, "DELETE", &format!("/api/v1/users/{uid}?messages=remove"), KEY);
     let answer = json_of(&body);
-    assert_eq!((status, answer["deleted"].as_u64()), (200, Some(MESSAGES as u64)), "{answer}");
+    assert_eq!((status, answer["deleted"].as_u64()), (200, Some(written as u64)), "{answer}");
     // bob, in alpha, sees every one of zed's messages there deleted, live.
     let mut deletes = 0;
     while deletes < MESSAGES.div_ceil(3) {
@@ -194,12 +256,14 @@ fn an_export_holds_all_a_user_wrote_and_an_erasure_that_removes_leaves_none_of_i
             deletes += 1;
         }
     }
-    wait_gone(server.dir.path(), &["quuxword", "quuxedit", &uid, NAME]);
+    wait_gone(server.dir.path(), &["quuxword", "quuxedit", "quuxfile", &uid, NAME]);
+    wait_until(|| !blob_of(server.dir.path(), &png()).exists(), "the erased user's file to go with their message");
+    assert!(blob_of(server.dir.path(), b"bobsfile bytes").exists(), "bob's upload stays");
     assert!(contains(&store_bytes(server.dir.path()), "bobsays hello"), "other users' messages stay");
     assert_eq!(zed.expect_close().0, 1008, "the erased user is disconnected");
 
     let lines = export_lines(server.admin, &uid);
-    assert_eq!(lines.iter().filter(|l| l["type"] == "message").count(), 0, "nothing left to export");
+    assert_eq!(lines.iter().filter(|l| l["type"] == "message" || l["type"] == "file").count(), 0, "nothing left");
     bob.send(json!({"type": "search", "room": "alpha", "q": "quuxword0003"}));
     assert_eq!(bob.next_of("search")["messages"], json!([]), "search forgot them");
     server.stop();
@@ -212,10 +276,15 @@ fn an_erasure_that_keeps_the_messages_shows_them_as_a_deleted_users_and_forgets_
     let (mut zed, mut bob) = (server.connect(NAME), server.connect("bob"));
     let uid = zed.uid();
     seed(&mut zed, &mut bob);
+    let file = upload_as(server.ws, NAME, "kept.png", "image/png", &png());
+    zed.send(json!({"type": "msg", "room": "alpha", "text": "a picture", "id": "f1", "files": [file["id"]]}));
+    zed.next_of("ack");
 
     let (status, _, body) = call(server.admin, "DELETE", &format!("/api/v1/users/{uid}?messages=keep"), KEY);
     let answer = json_of(&body);
     assert_eq!((status, answer["deleted"].as_u64()), (200, Some(0)), "{answer}");
+    assert_eq!(answer["files_renamed"], 1, "their file is kept, no longer theirs: {answer}");
+    assert!(blob_of(server.dir.path(), &png()).exists(), "a kept message's file stays");
     assert!(answer["renamed"].as_u64().is_some_and(|n| n >= MESSAGES as u64), "{answer}");
     wait_gone(server.dir.path(), &[&uid, NAME]);
     let bytes = store_bytes(server.dir.path());

@@ -31,6 +31,7 @@ use crate::metrics::Metrics;
 use crate::protocol::{ErrorCode, ProtocolError};
 use crate::ratelimit::TokenBucket;
 use crate::store::audit::AuditQuery;
+use crate::store::files::Files;
 use crate::store::redis::io::page_json;
 use crate::store::sqlite::audit as sqlite_audit;
 use keys::ApiKeys;
@@ -53,6 +54,8 @@ pub struct Api {
     audit_db: Option<(PathBuf, Mutex<Option<rusqlite::Connection>>)>,
     /// The SQLite store's data dir, for export and erasure; `None` with `--redis`.
     data_dir: Option<PathBuf>,
+    /// Uploaded files, for a user's export and erasure; none in unit tests.
+    files: Option<Arc<Files>>,
     /// For the admin console's overview; none in unit tests.
     overview: Option<(Arc<Metrics>, Arc<Config>)>,
     /// This instance's name in the console's user list: host and WebSocket port.
@@ -75,6 +78,7 @@ impl Api {
             max_text,
             audit_db: None,
             data_dir: None,
+            files: None,
             overview: None,
             instance: String::new(),
         }
@@ -99,6 +103,12 @@ impl Api {
     /// it, with `--redis`, both are refused).
     pub fn with_data_dir(mut self, dir: PathBuf) -> Api {
         self.data_dir = Some(dir);
+        self
+    }
+
+    /// A user's export holds their uploaded files, and their erasure forgets them as uploader.
+    pub fn with_files(mut self, files: Arc<Files>) -> Api {
+        self.files = Some(files);
         self
     }
 
@@ -157,7 +167,7 @@ impl Api {
                     let (status, body) = userdata::redis_refusal();
                     return Ok(Reply::Json(status, body));
                 };
-                return Ok(Reply::Export(userdata::Export { dir, uid, zip }));
+                return Ok(Reply::Export(userdata::Export { dir, uid, zip, files: self.files.clone() }));
             }
             Routed::Erase { uid, messages, by } => {
                 let Some(dir) = &self.data_dir else {
@@ -165,7 +175,8 @@ impl Api {
                     return Ok(Reply::Json(status, body));
                 };
                 log::info!("api: erasing user {uid} (messages {messages:?})");
-                return userdata::erase(&self.commands, dir, &uid, messages, by).map(|v| Reply::Json(200, v));
+                return userdata::erase(&self.commands, dir, self.files.as_deref(), &uid, messages, by)
+                    .map(|v| Reply::Json(200, v));
             }
         };
         if let ApiCall::AdminUsers { instance } = &mut call {

@@ -8,8 +8,10 @@
 //! than one chunk. Never holds a user's whole history in memory. Single-instance
 //! (SQLite) mode only; with `--redis` both are refused (501) before anything is read.
 
+use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
@@ -18,6 +20,7 @@ use serde_json::{json, Value};
 use crate::dispatcher::api::ApiCall;
 use crate::dispatcher::{Actor, Command};
 use crate::protocol::{ApiResult, ErrorCode, ProtocolError, RoomName};
+use crate::store::files::{FileRecord, Files, UserFiles};
 use crate::store::sqlite::userdata::{self as rows, Authored};
 
 /// Rows handed to the dispatcher at once to be made anonymous: small, so a chunk holds
@@ -72,6 +75,8 @@ pub struct Export {
     pub dir: PathBuf,
     pub uid: String,
     pub zip: bool,
+    /// The file store the user's uploads are read from; none in unit tests.
+    pub files: Option<Arc<Files>>,
 }
 
 impl Export {
@@ -98,22 +103,50 @@ impl Export {
     }
 
     /// Writes the whole export to `out` from one snapshot of the store: the header
-    /// line, everything stored about the user, and an `end` line with the counts (a
-    /// body without it was cut short).
+    /// line, everything stored about the user (their uploads last), and an `end` line
+    /// with the counts (a body without it was cut short). A zip holds that as
+    /// `export.ndjson`, then each upload's bytes as `files/<id>-<name>`, streamed from
+    /// its blob.
     pub fn write(&self, conn: &rusqlite::Connection, out: &mut dyn Write) -> io::Result<()> {
+        let files = self.user_files()?;
         if self.zip {
             let mut zip = StoredZip::new(out);
             zip.start_entry("export.ndjson")?;
-            self.write_ndjson(conn, &mut zip)?;
+            self.write_ndjson(conn, &files, &mut zip)?;
             zip.finish_entry()?;
-            // Uploaded files go here, one entry each, when the store holds any.
+            if let Some(store) = &self.files {
+                for (f, _) in &files {
+                    // Opened before its entry starts: a blob removed meanwhile (its
+                    // message deleted) is left out, not a broken entry.
+                    let mut blob = match File::open(store.blob_path(&f.sha256)) {
+                        Ok(blob) => blob,
+                        Err(e) => {
+                            log::warn!("api: export of {}: file {} left out: {e}", self.uid, f.id);
+                            continue;
+                        }
+                    };
+                    zip.start_entry(&format!("files/{}-{}", f.id, sanitized(&f.name)))?;
+                    io::copy(&mut blob, &mut zip)?;
+                    zip.finish_entry()?;
+                }
+            }
             zip.finish()
         } else {
-            self.write_ndjson(conn, out)
+            self.write_ndjson(conn, &files, out)
         }
     }
 
-    fn write_ndjson(&self, conn: &rusqlite::Connection, out: &mut dyn Write) -> io::Result<()> {
+    /// The user's uploads, from the file store's own thread (never anyone else's: the
+    /// store is asked by uploader).
+    fn user_files(&self) -> io::Result<UserFiles> {
+        let Some(store) = &self.files else { return Ok(Vec::new()) };
+        store.user_files(&self.uid).map_err(|e| {
+            log::warn!("api: export of {}: {e}", self.uid);
+            io::Error::other("the file store could not be read")
+        })
+    }
+
+    fn write_ndjson(&self, conn: &rusqlite::Connection, files: &UserFiles, out: &mut dyn Write) -> io::Result<()> {
         let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
         // One read transaction: the export is one point in time, whatever commits meanwhile.
         conn.execute_batch("BEGIN").map_err(io::Error::other)?;
@@ -130,19 +163,61 @@ impl Export {
                 return Err(io::Error::other("the store could not be read"));
             }
         };
-        line(&json!({"type": "end", "messages": counts.messages, "lines": counts.lines + 2}))?;
+        for (f, posts) in files {
+            line(&file_line(f, posts))?;
+        }
+        let lines = counts.lines + files.len() as u64 + 2;
+        line(&json!({"type": "end", "messages": counts.messages, "files": files.len(), "lines": lines}))?;
         let _ = conn.execute_batch("COMMIT");
         Ok(())
     }
 }
 
+/// A `file` line: an upload's metadata and where it was posted.
+fn file_line(f: &FileRecord, posts: &[(String, u64)]) -> Value {
+    let mut v = json!({
+        "type": "file",
+        "id": f.id,
+        "name": f.name,
+        "size": f.size,
+        "content_type": f.kind,
+        "created": f.created,
+        "posted": posts.iter().map(|(room, seq)| json!({"room": room, "seq": seq})).collect::<Vec<_>>(),
+    });
+    if let (Some(w), Some(h)) = (f.width, f.height) {
+        v["width"] = json!(w);
+        v["height"] = json!(h);
+    }
+    v
+}
+
+/// A file name safe as a zip entry's last part on any system: letters, digits, `.`,
+/// `-` and `_` kept (others become `_`), no leading dot, at most 100 characters.
+fn sanitized(name: &str) -> String {
+    let mut s: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' })
+        .take(100)
+        .collect();
+    while s.starts_with('.') {
+        s.replace_range(..1, "_");
+    }
+    if s.is_empty() {
+        s.push_str("file");
+    }
+    s
+}
+
 /// Erases `uid`: with [`Messages::Remove`] their messages are deleted first (a `delete`
 /// event each), then every stored row that still names them is made anonymous, then
-/// the rest is forgotten and the WAL truncated. Safe to repeat: a second run finds
-/// nothing left to change.
+/// the rest is forgotten and the WAL truncated. Their uploads: a removed message's go
+/// with it (the dispatcher tells the file store), and those left (kept with kept
+/// messages, or never posted and not yet swept) name the deleted user as uploader.
+/// Safe to repeat: a second run finds nothing left to change.
 pub fn erase(
     commands: &Sender<Command>,
     dir: &Path,
+    files: Option<&Files>,
     uid: &str,
     messages: Messages,
     by: Actor,
@@ -179,6 +254,10 @@ pub fn erase(
     }
     // Our snapshot must not keep the WAL busy when the dispatcher truncates it.
     drop(conn);
+    let files_renamed = match files.map(|f| f.forget_uploader(uid)).transpose() {
+        Ok(n) => n.unwrap_or(0),
+        Err(e) => return Err(unavailable(format!("files.db: {e}"))),
+    };
     let forget = ApiCall::ForgetUser { uid: uid.into(), messages: messages.as_str(), deleted, renamed, by };
     let last = call(commands, forget, 1)?;
     let done = last.into_iter().next().unwrap_or_else(|| Err(unavailable("no answer")))?;
@@ -186,6 +265,7 @@ pub fn erase(
         "messages": messages.as_str(),
         "deleted": deleted,
         "renamed": renamed,
+        "files_renamed": files_renamed,
         "closed": done["closed"],
         "scrubbed": done["scrubbed"],
     }))
@@ -342,6 +422,15 @@ fn crc32(crc: u32, bytes: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_names_in_the_zip_are_tame() {
+        assert_eq!(sanitized("my cat!.png"), "my_cat_.png");
+        assert_eq!(sanitized("../../etc/passwd"), "_._.._etc_passwd");
+        assert_eq!(sanitized(".hidden"), "_hidden");
+        assert_eq!(sanitized(""), "file");
+        assert_eq!(sanitized(&"é".repeat(300)).len(), 100);
+    }
 
     #[test]
     fn crc32_is_the_zip_one() {

@@ -42,6 +42,9 @@ CREATE TABLE IF NOT EXISTS refs (
 CREATE INDEX IF NOT EXISTS refs_msg ON refs (room, seq);
 ";
 
+/// The uploader of a file whose uploader was erased.
+pub const ERASED_UPLOADER: &str = "deleted";
+
 /// One stored file's metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileRecord {
@@ -243,6 +246,20 @@ impl FileDb {
             .prepare(&format!("SELECT {COLUMNS} FROM files WHERE uploader = ?1 ORDER BY created, id"))?
             .query_map([uid], FileRecord::from_row)?
             .collect()
+    }
+
+    /// The messages (room, seq) file `id` was posted in (grants without a message left out).
+    pub fn posts_of(&self, id: &str) -> rusqlite::Result<Vec<(String, u64)>> {
+        self.conn
+            .prepare("SELECT room, seq FROM refs WHERE file = ?1 AND seq > 0 ORDER BY room, seq")?
+            .query_map([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?
+            .collect()
+    }
+
+    /// A user's erasure: the files they uploaded that are left (kept with kept
+    /// messages, or not yet swept) name [`ERASED_UPLOADER`] instead; how many.
+    pub fn forget_uploader(&mut self, uid: &str) -> rusqlite::Result<usize> {
+        self.conn.execute("UPDATE files SET uploader = ?1 WHERE uploader = ?2", params![ERASED_UPLOADER, uid])
     }
 
     /// Bytes of distinct blobs.

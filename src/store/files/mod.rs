@@ -26,6 +26,9 @@ use sha2::{Digest, Sha256};
 
 pub use db::{FileDb, FileRecord, Unusable};
 
+/// A user's uploads, each with the messages (room, seq) it was posted in.
+pub type UserFiles = Vec<(FileRecord, Vec<(String, u64)>)>;
+
 /// Jobs waiting for the `files` thread; past it, a caller is told the store is busy.
 const JOBS: usize = 4096;
 /// How long a connection thread waits for the `files` thread.
@@ -146,11 +149,22 @@ impl Files {
         });
     }
 
-    /// Every file `uid` uploaded, oldest first: metadata here, bytes at
-    /// [`Self::blob_path`] of each one's `sha256` (for a user's export or erasure).
-    pub fn user_files(&self, uid: &str) -> Result<Vec<FileRecord>, FilesError> {
+    /// Every file `uid` uploaded, oldest first, with the messages (room, seq) each was
+    /// posted in: metadata here, bytes at [`Self::blob_path`] of each one's `sha256`
+    /// (for a user's export); one call on the `files` thread.
+    pub fn user_files(&self, uid: &str) -> Result<UserFiles, FilesError> {
         let uid = uid.to_owned();
-        self.call(move |db| db.by_uploader(&uid))
+        self.call(move |db| {
+            let files = db.by_uploader(&uid)?;
+            files.into_iter().map(|f| db.posts_of(&f.id).map(|posts| (f, posts))).collect()
+        })
+    }
+
+    /// Erasure: `uid`'s files left in the store no longer name them. Queued after any
+    /// deletions the dispatcher told of, so a removed message's file is gone first.
+    pub fn forget_uploader(&self, uid: &str) -> Result<usize, FilesError> {
+        let uid = uid.to_owned();
+        self.call(move |db| db.forget_uploader(&uid))
     }
 
     /// Starts an upload: a temporary file the body streams into.
@@ -410,7 +424,7 @@ mod tests {
         let (_dir, files) = open();
         let f = upload(&files, b"hello", "notes.txt", "alice").unwrap();
         let ids = vec![f.id.clone()];
-        assert_eq!(files.user_files("alice").unwrap(), vec![f.clone()]);
+        assert_eq!(files.user_files("alice").unwrap(), vec![(f.clone(), vec![])]);
         assert!(files.user_files("mallory").unwrap().is_empty());
         let mine = files.call({
             let ids = ids.clone();
@@ -421,6 +435,14 @@ mod tests {
         assert!(matches!(theirs, Err(Unusable::Unknown(_))));
         let id = f.id.clone();
         assert!(files.call(move |db| db.posted_in(&id, "r2")).unwrap().is_none());
+        files.tell_posted("r", 7, vec![f.id.clone()], 2);
+        assert_eq!(
+            files.user_files("alice").unwrap(),
+            vec![(f.clone(), vec![("r".to_owned(), 7)])],
+            "where it was posted"
+        );
+        assert_eq!(files.forget_uploader("alice").unwrap(), 1);
+        assert!(files.user_files("alice").unwrap().is_empty(), "an erased uploader has no files");
     }
 
     #[test]
