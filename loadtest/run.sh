@@ -13,7 +13,7 @@
 # natter, then the fallback's beside natter's WebSocket. Every server it starts
 # is stopped by PID on exit. natter also gets the scroll-back row: steady in a
 # room natter-seed filled with a million messages, without and with a hundred
-# clients paging back through it. Takes about 12 minutes with the defaults;
+# clients paging back through it. Takes about 19 minutes with the defaults;
 # the LT_* variables below make it bigger or longer.
 #
 # Results: $LT_OUT/<server>.jsonl (one JSON object per run), <server>.log
