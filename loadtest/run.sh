@@ -324,7 +324,10 @@ redis_replicated_rows() {
     redis-server --port "$mport" --bind 127.0.0.1 --save '' --appendonly no >"$OUT/redis-master.log" 2>&1 &
     PIDS+=("$!") pids+=("$!")
     for _ in $(seq 50); do redis-cli -p "$mport" ping >/dev/null 2>&1 && break; sleep 0.1; done
-    redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --replicaof 127.0.0.1 "$mport" \
+    # --dir: a replica's full sync writes the master's data to a file; keep it out of the repo.
+    data=$(mktemp -d)
+    DATA_DIRS+=("$data")
+    redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --dir "$data" --replicaof 127.0.0.1 "$mport" \
         >"$OUT/redis-replica.log" 2>&1 &
     PIDS+=("$!") pids+=("$!")
     for _ in $(seq 100); do
