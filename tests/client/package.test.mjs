@@ -71,6 +71,12 @@ declare function showUnreadAfter(room: string, seq: number): void;
 `,
   mentions: `declare const client: import('natter-client').NatterClient;
 `,
+  files: `import type { NatterClient, FileInfo } from 'natter-client';
+declare const client: NatterClient;
+declare const blobOrFile: Blob;
+declare const bar: HTMLProgressElement;
+declare function show(f: FileInfo, url: string): void;
+`,
   replies: `import type { NatterClient, Message } from 'natter-client';
 declare const client: NatterClient;
 declare function showQuote(m: Message, text: string): void;

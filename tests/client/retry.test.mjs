@@ -24,6 +24,13 @@ test('rate_limited messages are re-sent until stored, once each', { timeout: 600
   const sent = Array.from({ length: 6 }, (_, i) => client.send('lobby', `burst ${i + 1}`));
   const acked = Promise.all(sent.map((entry) => client.next('ack', (a) => a.id === entry.id)));
   await within(acked, 30000, 'every message of the burst acked');
+  // An ack may come before the message's own broadcast (a compressed frame is
+  // inflated after a small plain one): wait for every broadcast too.
+  const all = new Promise((resolve) => {
+    const check = () => (seen.length >= sent.length ? resolve() : setTimeout(check, 20));
+    check();
+  });
+  await within(all, 10000, 'every message of the burst seen');
 
   assert.ok(refusals.length >= 1, 'the burst went past the rate limit');
   assert.deepEqual(failed, [], 'a rate limit is not a failure');

@@ -41,7 +41,21 @@ export interface Message {
   reactions?: Record<string, string[]>;
   /** The ids of the users it mentions (checked by the server: users in the room). */
   mentions?: string[];
+  /** Files posted with it (`send`'s `files`); fetch them through `fileUrls`. */
+  files?: FileInfo[];
   [field: string]: unknown;
+}
+
+/** An uploaded file as `upload` answers it and messages describe it. */
+export interface FileInfo {
+  id: string;
+  name: string;
+  size: number;
+  /** Sniffed from the bytes, never the client's word. */
+  type: string;
+  /** Images only. */
+  width?: number;
+  height?: number;
 }
 
 /** A `react` event: `uid`'s reaction `emoji` to message `of` is now `on` or off. */
@@ -185,6 +199,7 @@ export interface NatterEvents {
   edit: EditEvent;
   delete: DeleteEvent;
   react: ReactEvent;
+  'file-urls': { room: string; urls: Record<string, string>; exp: number };
   ack: { id: string; room: string; seq: number; dup: boolean };
   failed: Unsent & { code: string; message: string };
   presence: { room: string; users: UserRef[]; change: PresenceChange | null };
@@ -278,7 +293,14 @@ export class NatterClient {
   setReadOnly(room: string, on: boolean): boolean;
 
   /** `replyTo`: the seq of the message it answers; `mentions`: ids of users in the room it mentions (at most 20). */
-  send(room: string, text: string, options?: { replyTo?: number; mentions?: string[] }): Unsent;
+  send(room: string, text: string, options?: { replyTo?: number; mentions?: string[]; files?: string[] }): Unsent;
+  /** Uploads a file (a Blob or File in a browser; a Blob, Buffer or Uint8Array with `name` in Node), with progress. */
+  upload(
+    file: Blob | Uint8Array,
+    options?: { name?: string; onProgress?: (progress: { loaded: number; total: number }) => void },
+  ): Promise<FileInfo>;
+  /** Signed, expiring URLs for files posted in `room`, by file id (`exp`: Unix seconds). */
+  fileUrls(room: string, ids: string[]): Promise<{ urls: Record<string, string>; exp: number }>;
   unsent(room?: string): Unsent[];
   /** Forgets an unsent message; returns it (undefined when there was none). */
   discard(id: string): Unsent | undefined;
