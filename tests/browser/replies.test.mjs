@@ -2,13 +2,14 @@
 // Reply button; bob, whose page holds only the newest messages (--join-history 10),
 // sees the quote and clicks it: the page loads older history until the original is
 // there and scrolls to it. Then screenshots at desktop and phone widths with a
-// reply, reactions and a code block (artifacts/screenshots/features-*.png).
+// reply, reactions, a code block and an image (artifacts/screenshots/features-*.png).
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import {
   setupSuite, assertNoConsoleErrors, openChat, screenshot, send, waitForMessage,
 } from './helpers.mjs';
+import { gradientPng, pasteImage } from './pictures.mjs';
 
 const env = setupSuite(async () => ({ extraArgs: ['--join-history', '10'] }));
 
@@ -57,7 +58,7 @@ test('a reply quotes its original, and the quote scrolls to it, loading older hi
   }, lobby);
   assert.equal(await shown.evaluate((li) => li.classList.contains('revealed')), true, 'marked for the eye');
 
-  // Screenshots: a reply, reactions and a code block, at desktop and phone widths.
+  // Screenshots: a reply, reactions, a code block and an image, at desktop and phone widths.
   await send(bob.page, 'Config for it:\n```\nupstream staging {\n    server 10.0.0.7:8443;\n}\n```');
   await byText(alice.page, 'Config for it').locator('pre code').waitFor();
   await byText(alice.page, 'Config for it').locator('.reaction-add').click();
@@ -65,6 +66,8 @@ test('a reply quotes its original, and the quote scrolls to it, loading older hi
   await byText(bob.page, 'Config for it').locator('.reaction-chip[data-emoji="🎉"]').waitFor();
   await byText(bob.page, 'Config for it').locator('.reaction-chip[data-emoji="🎉"]').click();
   await byText(alice.page, 'Config for it').locator('.reaction-chip[data-emoji="🎉"] .reaction-count').filter({ hasText: '2' }).waitFor();
+  await pasteImage(bob.page, gradientPng(320, 180), 'staging-diagram.png');
+  await alice.page.locator(`${lobby} img.msg-image[alt="staging-diagram.png"]`).waitFor();
   // The sender's own page shows the quote too (the server made it).
   await byText(alice.page, '8443, behind the VPN').locator('.msg-reply').waitFor();
   const readers = [];
@@ -73,6 +76,7 @@ test('a reply quotes its original, and the quote scrolls to it, loading older hi
     readers.push(reader);
     await byText(reader.page, 'Config for it').locator('.reaction-chip[data-emoji="🎉"]').waitFor();
     await byText(reader.page, '8443, behind the VPN').locator('.msg-reply').waitFor();
+    await reader.page.waitForFunction((sel) => document.querySelector(`${sel} img.msg-image`)?.naturalWidth === 320, lobby);
     await reader.page.evaluate((sel) => { const p = document.querySelector(sel); p.scrollTop = p.scrollHeight; }, lobby);
     await screenshot(reader.page, `features-${width}`);
     const overflow = await reader.page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);

@@ -22,10 +22,12 @@ if [[ ! -x "$NATTER_BIN" ]]; then
   exit 2
 fi
 
-if [[ ! -x /usr/bin/chromium ]]; then
-  echo "run.sh: installing chromium from Debian" >&2
+# The emoji font: reactions, the attach button and the picker are emoji, and a
+# screenshot without it shows empty boxes where a user's desktop shows pictures.
+if [[ ! -x /usr/bin/chromium || ! -d /usr/share/fonts/truetype/noto ]]; then
+  echo "run.sh: installing chromium and its emoji font from Debian" >&2
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-color-emoji >/dev/null
 fi
 
 if [[ ! -d "$here/node_modules/playwright-core" ]]; then
