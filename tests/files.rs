@@ -1,7 +1,8 @@
 //! Uploads and files: `POST /upload` on the WebSocket port with credentials in
 //! headers, `msg {files}`, `file_urls` and the signed `GET /files/…`, safe serving,
 //! the bad inputs (over the limit, a lying type, a fake image, a foreign id), private
-//! rooms kept private, and the lifecycle (deleted with their message, unposted
+//! rooms kept private, a slow upload streaming to disk while everyone else goes on,
+//! and the lifecycle (deleted with their message, unposted
 //! uploads swept).
 
 mod common;
@@ -259,4 +260,50 @@ fn deleting_the_message_deletes_its_file_and_unposted_uploads_expire() {
     let (_, history) = server.connect("carol").join("r", None);
     let m = &history["messages"][0];
     assert_eq!((m["deleted"].as_bool(), m.get("files")), (Some(true), None), "{m}");
+}
+
+#[test]
+fn a_slow_upload_streams_to_disk_and_holds_only_its_own_connection() {
+    let server = TestServer::start_with(|c| c.max_upload_bytes = 8 << 20);
+    let tmp = server.dir.path().join("files/tmp");
+    // A 6 MiB upload that sends 2 MiB and then stalls, as a phone on a bad link does.
+    let total = 6usize << 20;
+    let mut slow = TcpStream::connect(server.ws).unwrap();
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: {}\r\nX-Natter-Key: test-identity-key-for-slowpoke\r\nX-Natter-Name: big.bin\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: {total}\r\nConnection: close\r\n\r\n",
+        server.ws
+    );
+    slow.write_all(head.as_bytes()).unwrap();
+    let part = vec![7u8; 2 << 20];
+    slow.write_all(&part).unwrap();
+    // Streamed: what came so far is on disk while the upload is unfinished.
+    let on_disk = || -> u64 {
+        std::fs::read_dir(&tmp)
+            .map_or(0, |d| d.filter_map(Result::ok).filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+    };
+    wait_until(|| on_disk() >= (1 << 20), "the unfinished upload's bytes on disk");
+
+    // Meanwhile everyone else goes on: chat (stored and acked), another upload, the page.
+    let mut alice = server.connect("alice");
+    let mut bob = server.connect("bob");
+    alice.join("r", None);
+    bob.join("r", None);
+    let (status, f) = upload_as(server.ws, "alice", "cat.png", "image/png", &png());
+    assert_eq!(status, 201, "{f}");
+    let id = f["id"].as_str().unwrap();
+    alice.send(json!({"type": "msg", "room": "r", "text": "while someone uploads", "id": "m1", "files": [id]}));
+    assert_eq!(alice.expect("ack")["id"], "m1");
+    assert_eq!(bob.expect("msg")["files"][0]["id"], id);
+    assert_eq!(common::http_get(server.http, "/").0, 200, "the page port answers");
+
+    // The slow one finishes and is stored whole.
+    slow.write_all(&vec![7u8; total - part.len()]).unwrap();
+    slow.set_read_timeout(Some(WAIT)).unwrap();
+    let mut out = Vec::new();
+    let _ = slow.read_to_end(&mut out);
+    let answer = String::from_utf8_lossy(&out);
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    assert!(answer.contains(&format!("\"size\":{total}")), "{answer}");
+    assert_eq!(on_disk(), 0, "no temporary file left");
 }
