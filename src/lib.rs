@@ -167,6 +167,8 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown, ready: impl 
     let lifecycle = files::Lifecycle {
         unposted_ttl: cfg.upload_ttl,
         retention: cfg.retention_days.map(|d| Duration::from_secs(d * 86_400)),
+        // Retention and the size cap run on the SQLite store only.
+        max_store_bytes: cfg.redis.is_none().then_some(cfg.max_store_bytes),
     };
     let files = Files::open(&cfg.files_dir(), lifecycle)?;
     let dispatcher = dispatcher.with_files(files.clone());

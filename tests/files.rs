@@ -2,8 +2,8 @@
 //! headers, `msg {files}`, `file_urls` and the signed `GET /files/…`, safe serving,
 //! the bad inputs (over the limit, a lying type, a fake image, a foreign id), private
 //! rooms kept private, a slow upload streaming to disk while everyone else goes on,
-//! and the lifecycle (deleted with their message, unposted
-//! uploads swept).
+//! and the lifecycle (deleted with their message, unposted uploads swept, removed
+//! with the messages retention removes, counted toward `--max-store-bytes`).
 
 mod common;
 
@@ -306,4 +306,119 @@ fn a_slow_upload_streams_to_disk_and_holds_only_its_own_connection() {
     assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
     assert!(answer.contains(&format!("\"size\":{total}")), "{answer}");
     assert_eq!(on_disk(), 0, "no temporary file left");
+}
+
+/// Posts a message carrying file `file` and reads its ack and echo; the seq.
+fn post_file(c: &mut Client, room: &str, id: &str, file: &str) -> u64 {
+    c.send(json!({"type": "msg", "room": room, "text": id, "id": id, "files": [file]}));
+    let (mut ack, mut echo) = (None::<Value>, false);
+    while ack.is_none() || !echo {
+        let v = c.recv();
+        match v["type"].as_str() {
+            Some("ack") if v["id"] == id => ack = Some(v),
+            Some("msg") if v["id"] == id => echo = true,
+            Some("system") | Some("typing") => {}
+            _ => panic!("while posting {id}: unexpected {v}"),
+        }
+    }
+    ack.and_then(|a| a["seq"].as_u64()).expect("the ack has a seq")
+}
+
+/// `n` bytes no other call returns: a text file of its own content.
+fn distinct_text(tag: &str, n: usize) -> Vec<u8> {
+    let mut v = format!("{tag} ").into_bytes();
+    v.resize(n, b'.');
+    v
+}
+
+#[test]
+fn a_file_goes_with_the_message_retention_removes() {
+    let server = TestServer::start_with(|c| {
+        common::unlimited_rate(c);
+        c.retention_messages = Some(3);
+    });
+    let dir = server.dir.path().to_owned();
+    let (_, file) = upload_as(server.ws, "alice", "a.png", "image/png", &png());
+    let id = file["id"].as_str().unwrap().to_owned();
+    let mut alice = server.connect("alice");
+    alice.join("r", None);
+    assert_eq!(post_file(&mut alice, "r", "with-file", &id), 1);
+    let url = url_of(&mut alice, "r", &id);
+    assert_eq!(get(server.ws, &url, "").0, 200);
+    let kept = distinct_text("kept", 100);
+    let (_, k) = upload_as(server.ws, "alice", "k.txt", "text/plain", &kept);
+    let kid = k["id"].as_str().unwrap().to_owned();
+    for i in 2..=5 {
+        alice.post("r", &format!("m{i}"), &format!("m{i}"));
+    }
+    post_file(&mut alice, "r", "newest", &kid);
+    // Seqs 1..=3 go (at most 3 kept): the file of seq 1 with them.
+    wait_until(|| !blob_of(&dir, &png()).exists(), "the file of the message retention removed to go");
+    assert_eq!(get(server.ws, &url, "").0, 404);
+    assert!(blob_of(&dir, &kept).exists(), "a kept message's file stays");
+    assert_eq!(get(server.ws, &url_of(&mut alice, "r", &kid), "").0, 200);
+}
+
+#[test]
+fn files_count_toward_max_store_bytes_and_the_oldest_messages_go_with_their_files() {
+    const MIB: usize = 1 << 20;
+    let server = TestServer::start_with(|c| {
+        common::unlimited_rate(c);
+        c.max_store_bytes = 4 * MIB as u64;
+    });
+    let dir = server.dir.path().to_owned();
+    let mut alice = server.connect("alice");
+    alice.join("pics", None);
+    alice.join("chat", None);
+    // The room with the most messages holds no files: it is not the one to go first.
+    for i in 0..250 {
+        alice.post("chat", &format!("c{i}"), &format!("c{i}"));
+    }
+    // Each upload waits until the one before counts as posted (the store's sizes
+    // follow a post within a moment): uploads not posted yet may take a quarter.
+    let upload = |tag: &str| {
+        let bytes = distinct_text(tag, MIB - 1000);
+        let mut answer = Value::Null;
+        wait_until(
+            || {
+                let (status, f) = upload_as(server.ws, "alice", &format!("{tag}.txt"), "text/plain", &bytes);
+                answer = f;
+                status == 201
+            },
+            "the upload to be taken",
+        );
+        (answer["id"].as_str().unwrap().to_owned(), bytes)
+    };
+    let (oldest, oldest_bytes) = upload("oldest");
+    post_file(&mut alice, "pics", "oldest", &oldest);
+    let url = url_of(&mut alice, "pics", &oldest);
+    for i in 0..200 {
+        alice.post("pics", &format!("p{i}"), &format!("p{i}"));
+    }
+    let mut newer = Vec::new();
+    for tag in ["b", "c", "d"] {
+        let (id, bytes) = upload(tag);
+        post_file(&mut alice, "pics", tag, &id);
+        newer.push((id, bytes));
+    }
+    // About 4 MiB of posted files and the messages: over the cap, so the oldest
+    // messages of the room whose files take the most go, and their file with them.
+    wait_until(|| !blob_of(&dir, &oldest_bytes).exists(), "the oldest file to go with its message");
+    assert_eq!(get(server.ws, &url, "").0, 404);
+    let m = server.metrics();
+    assert_eq!(common::metric_value(&m, "natter_store_evicted_total"), Some(200), "one step of pics");
+    for (id, bytes) in &newer {
+        assert!(blob_of(&dir, bytes).exists());
+        let (status, _, body) = get(server.ws, &url_of(&mut alice, "pics", id), "");
+        assert_eq!((status, &body == bytes), (200, true));
+    }
+    alice.send(json!({"type": "history", "room": "chat", "before": 251, "limit": 200}));
+    assert_eq!(alice.expect_history()["messages"].as_array().map(Vec::len), Some(200), "chat is untouched");
+
+    // Uploads not posted yet may take a quarter of the cap: past it, 507 and nothing kept.
+    upload("waiting");
+    let more = distinct_text("more", 2000);
+    let (status, e) = upload_as(server.ws, "alice", "more.txt", "text/plain", &more);
+    assert_eq!((status, e["error"]["code"].as_str()), (507, Some("store_full")), "{e}");
+    assert!(!blob_of(&dir, &more).exists());
 }

@@ -200,13 +200,22 @@ impl Dispatcher {
             return;
         }
         h.next_retention = now + RETENTION_EVERY;
+        // Files count toward the cap: those stored messages name (uploads never posted
+        // are bounded apart, so they never push messages out).
+        let (file_bytes, top_room) = self.files.as_ref().map_or((0, None), |f| (f.posted_bytes(), f.top_room()));
+        let db_bytes = local.store.used_bytes().unwrap_or(0);
         let policy = Policy {
             messages_per_room: self.cfg.retention_messages,
             max_age_ms: self.cfg.retention_days.map(|d| d * 86_400_000),
             max_bytes: self.cfg.max_store_bytes,
+            file_bytes,
+            prefer_room: top_room.filter(|_| file_bytes > db_bytes),
         };
         match local.store.retention_step(&policy, now_ms()) {
-            Ok(d) => {
+            Ok(mut d) => {
+                if let Some(files) = &self.files {
+                    files.tell_gone(std::mem::take(&mut d.with_files), "retention's");
+                }
                 self.metrics.store_deleted.fetch_add(d.by_count + d.by_age, Relaxed);
                 if let Some(room) = d.size_room.filter(|_| d.by_size > 0) {
                     self.metrics.store_evicted.fetch_add(d.by_size, Relaxed);

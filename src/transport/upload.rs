@@ -4,7 +4,8 @@
 //! Bearer TOKEN` in token mode, `X-Natter-Key: KEY` (the identity key the page
 //! connects with) in open mode. The name comes in `X-Natter-Name` (percent-encoded).
 //!
-//! Bounded: `--max-upload-bytes` (413 before a byte of the body is read), the user's
+//! Bounded: `--max-upload-bytes` (413 before a byte of the body is read), uploads not
+//! posted yet within a quarter of `--max-store-bytes` (507), the user's
 //! `--upload-rate`, and `--max-uploads` running at once. A slow upload holds only its
 //! own connection; nothing here touches the dispatcher or chat state.
 
@@ -84,6 +85,13 @@ fn handle(
                 "the file is {len} bytes; at most {} bytes may be uploaded (--max-upload-bytes)",
                 cfg.max_upload_bytes
             ),
+        ));
+    }
+    if !ctx.files.has_room_for(len) {
+        return Err(err(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "store_full",
+            "uploads not posted yet fill their share of --max-store-bytes; post or wait, then retry",
         ));
     }
     if !ctx.uploads.take(&uid, cfg.uploads_per_min) {

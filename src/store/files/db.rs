@@ -99,6 +99,19 @@ pub enum Unusable {
 
 pub struct FileDb {
     conn: Connection,
+    /// Set by every write: the sizes the `files` thread publishes are due again.
+    changed: bool,
+}
+
+/// What the files take, for `--max-store-bytes`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sizes {
+    /// Bytes of distinct blobs.
+    pub all: u64,
+    /// Bytes of distinct blobs a stored message names.
+    pub posted: u64,
+    /// The room whose stored messages name the most file bytes.
+    pub top_room: Option<String>,
 }
 
 impl FileDb {
@@ -107,13 +120,14 @@ impl FileDb {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.execute_batch(SCHEMA)?;
-        Ok(FileDb { conn })
+        Ok(FileDb { conn, changed: true })
     }
 
     /// Runs `f` in a write transaction taken at once (`BEGIN IMMEDIATE`): instances
     /// sharing the directory take turns, so a blob is never removed by one while
     /// another links a new file to it.
     pub fn immediate<R>(&mut self, f: impl FnOnce(&Connection) -> rusqlite::Result<R>) -> rusqlite::Result<R> {
+        self.changed = true;
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let r = f(&tx)?;
         tx.commit()?;
@@ -170,7 +184,8 @@ impl FileDb {
             }
             for id in ids {
                 tx.execute(
-                    "INSERT OR IGNORE INTO refs (file, room, seq, ts) VALUES (?1, ?2, 0, ?3)",
+                    // Renewed: a grant counts from the latest post that named the file.
+                    "INSERT OR REPLACE INTO refs (file, room, seq, ts) VALUES (?1, ?2, 0, ?3)",
                     params![id, room, now as i64],
                 )?;
             }
@@ -178,7 +193,9 @@ impl FileDb {
         })
     }
 
-    /// Message `seq` of `room`, stored at `ts`, carries `ids`.
+    /// Message `seq` of `room`, stored at `ts`, carries `ids`. The message's ref takes
+    /// the place of the grant made for it: a grant left over means a message accepted
+    /// for posting and not (yet) stored.
     pub fn posted(&mut self, room: &str, seq: u64, ids: &[String], ts: u64) -> rusqlite::Result<()> {
         self.immediate(|tx| {
             for id in ids {
@@ -186,26 +203,39 @@ impl FileDb {
                     "INSERT OR IGNORE INTO refs (file, room, seq, ts) VALUES (?1, ?2, ?3, ?4)",
                     params![id, room, seq as i64, ts as i64],
                 )?;
+                tx.execute("DELETE FROM refs WHERE file = ?1 AND room = ?2 AND seq = 0", params![id, room])?;
             }
             Ok(())
         })
     }
 
-    /// Message `seq` of `room` was deleted; the files left with no stored message are
-    /// removed. Returns the blobs (sha256) no file names any more, for the caller to
-    /// unlink inside `unlink` (still in the transaction).
-    pub fn deleted(&mut self, room: &str, seq: u64, unlink: impl Fn(&str)) -> rusqlite::Result<usize> {
+    /// The messages `msgs` (room, seq) are gone (deleted, erased, removed by retention);
+    /// the files no stored message names any more are removed, unless a grant made at
+    /// or after `granted_since` (ms) waits for its message to be stored. Returns how
+    /// many files went; `unlink` is called (still in the transaction) with each blob
+    /// (sha256) no file names any more.
+    pub fn gone(
+        &mut self,
+        msgs: &[(String, u64)],
+        granted_since: u64,
+        unlink: impl Fn(&str),
+    ) -> rusqlite::Result<usize> {
         self.immediate(|tx| {
-            let files: Vec<String> = tx
-                .prepare("SELECT file FROM refs WHERE room = ?1 AND seq = ?2")?
-                .query_map(params![room, seq as i64], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
-            tx.execute("DELETE FROM refs WHERE room = ?1 AND seq = ?2", params![room, seq as i64])?;
+            let mut files: Vec<String> = Vec::new();
+            {
+                let mut of_msg = tx.prepare_cached("SELECT file FROM refs WHERE room = ?1 AND seq = ?2")?;
+                let mut unref = tx.prepare_cached("DELETE FROM refs WHERE room = ?1 AND seq = ?2")?;
+                for (room, seq) in msgs.iter().filter(|m| m.1 > 0) {
+                    let named = of_msg.query_map(params![room, *seq as i64], |r| r.get::<_, String>(0))?;
+                    files.extend(named.collect::<rusqlite::Result<Vec<_>>>()?);
+                    unref.execute(params![room, *seq as i64])?;
+                }
+            }
+            files.sort();
+            files.dedup();
             let mut removed = 0;
             for f in files {
-                let still: bool =
-                    tx.query_row("SELECT EXISTS (SELECT 1 FROM refs WHERE file = ?1 AND seq > 0)", [&f], |r| r.get(0))?;
-                if !still {
+                if !still_wanted(tx, &f, granted_since)? {
                     removed += remove(tx, &f, &unlink)?;
                 }
             }
@@ -213,8 +243,10 @@ impl FileDb {
         })
     }
 
-    /// Removes files uploaded before `unposted_before` that no stored message names,
-    /// and (`expired_before`, retention by age) refs of messages stored before it.
+    /// Removes files uploaded before `unposted_before` that no stored message names
+    /// and no grant made since then waits for (so a file posted just before its hour
+    /// ends, on this instance or another, is kept), and (`expired_before`, retention by
+    /// age) refs of messages stored before it.
     pub fn sweep(
         &mut self,
         unposted_before: u64,
@@ -228,7 +260,8 @@ impl FileDb {
             let stale: Vec<String> = tx
                 .prepare(
                     "SELECT id FROM files WHERE created < ?1 \
-                     AND NOT EXISTS (SELECT 1 FROM refs WHERE refs.file = files.id AND refs.seq > 0)",
+                     AND NOT EXISTS (SELECT 1 FROM refs WHERE refs.file = files.id \
+                                     AND (refs.seq > 0 OR refs.ts >= ?1))",
                 )?
                 .query_map([unposted_before as i64], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
@@ -259,6 +292,7 @@ impl FileDb {
     /// A user's erasure: the files they uploaded that are left (kept with kept
     /// messages, or not yet swept) name [`ERASED_UPLOADER`] instead; how many.
     pub fn forget_uploader(&mut self, uid: &str) -> rusqlite::Result<usize> {
+        self.changed = true;
         self.conn.execute("UPDATE files SET uploader = ?1 WHERE uploader = ?2", params![ERASED_UPLOADER, uid])
     }
 
@@ -273,10 +307,45 @@ impl FileDb {
             .map(|n| n as u64)
     }
 
+    /// True once since the last call when something was written.
+    pub fn take_changed(&mut self) -> bool {
+        std::mem::take(&mut self.changed)
+    }
+
+    /// What the files take now.
+    pub fn sizes(&self) -> rusqlite::Result<Sizes> {
+        let posted = self.conn.query_row(
+            "SELECT COALESCE(SUM(size), 0) FROM (SELECT MAX(size) AS size FROM files \
+             WHERE EXISTS (SELECT 1 FROM refs WHERE refs.file = files.id AND refs.seq > 0) GROUP BY sha256)",
+            [],
+            |r| r.get::<_, i64>(0),
+        )?;
+        let top_room = self
+            .conn
+            .query_row(
+                "SELECT refs.room FROM refs JOIN files ON files.id = refs.file WHERE refs.seq > 0 \
+                 GROUP BY refs.room ORDER BY SUM(files.size) DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(Sizes { all: self.stored_bytes()?, posted: posted.max(0) as u64, top_room })
+    }
+
     /// Every blob still named by a file (for a backup).
     pub fn blobs(&self) -> rusqlite::Result<Vec<String>> {
         self.conn.prepare("SELECT DISTINCT sha256 FROM files")?.query_map([], |r| r.get(0))?.collect()
     }
+}
+
+/// Whether a stored message names file `id`, or a grant made at or after
+/// `granted_since` waits for its message.
+fn still_wanted(tx: &Connection, id: &str, granted_since: u64) -> rusqlite::Result<bool> {
+    tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM refs WHERE file = ?1 AND (seq > 0 OR ts >= ?2))",
+        params![id, granted_since as i64],
+        |r| r.get(0),
+    )
 }
 
 /// Removes file `id` and its refs; unlinks its blob when no other file names it.

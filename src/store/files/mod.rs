@@ -17,14 +17,15 @@ pub mod sniff;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender};
 use sha2::{Digest, Sha256};
 
-pub use db::{FileDb, FileRecord, Unusable};
+pub use db::{FileDb, FileRecord, Sizes, Unusable};
 
 /// A user's uploads, each with the messages (room, seq) it was posted in.
 pub type UserFiles = Vec<(FileRecord, Vec<(String, u64)>)>;
@@ -35,6 +36,8 @@ const JOBS: usize = 4096;
 const CALL_WAIT: Duration = Duration::from_secs(10);
 /// The file holding the URL-signing secret, created on first start.
 const SECRET_FILE: &str = "secret";
+/// How often at most the `files` thread publishes its [`Sizes`] after writes.
+const SIZES_EVERY: Duration = Duration::from_millis(200);
 
 /// A failure of the file store.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +63,25 @@ pub struct Lifecycle {
     pub unposted_ttl: Duration,
     /// Files of messages older than this are removed (`--retention-days`).
     pub retention: Option<Duration>,
+    /// `--max-store-bytes`, where the files count toward it (single-instance mode):
+    /// uploads not posted yet may take a quarter of it (see [`Files::has_room_for`]).
+    pub max_store_bytes: Option<u64>,
+}
+
+/// The sizes the `files` thread last published, read without waiting for it.
+#[derive(Debug, Default)]
+struct Published {
+    all: AtomicU64,
+    posted: AtomicU64,
+    top_room: Mutex<Option<String>>,
+}
+
+impl Published {
+    fn set(&self, s: Sizes) {
+        self.all.store(s.all, Relaxed);
+        self.posted.store(s.posted, Relaxed);
+        *self.top_room.lock().unwrap_or_else(|e| e.into_inner()) = s.top_room;
+    }
 }
 
 /// The shared handle: the directory, the signing secret, the `files` thread's queue.
@@ -68,6 +90,8 @@ pub struct Files {
     dir: PathBuf,
     secret: Vec<u8>,
     jobs: Sender<Job>,
+    lifecycle: Lifecycle,
+    sizes: Arc<Published>,
 }
 
 pub fn now_ms() -> u64 {
@@ -83,12 +107,14 @@ impl Files {
         let secret = load_secret(&dir.join(SECRET_FILE))?;
         let mut db = FileDb::open(dir)?;
         let (jobs, rx) = crossbeam_channel::bounded::<Job>(JOBS);
-        let files = Arc::new(Files { dir: dir.to_owned(), secret, jobs });
+        let sizes = Arc::new(Published::default());
+        sizes.set(db.sizes()?);
+        let files = Arc::new(Files { dir: dir.to_owned(), secret, jobs, lifecycle, sizes: sizes.clone() });
         let blobs = dir.join("blobs");
         let tmp = dir.join("tmp");
         thread::Builder::new()
             .name("files".into())
-            .spawn(move || run(&mut db, &rx, &blobs, &tmp, lifecycle))
+            .spawn(move || run(&mut db, &rx, &Paths { blobs, tmp }, lifecycle, &sizes))
             .map_err(io_err(dir))?;
         Ok(files)
     }
@@ -140,13 +166,58 @@ impl Files {
 
     /// Message `seq` of `room` was deleted: its files go unless another message names them.
     pub fn tell_deleted(&self, room: &str, seq: u64) {
-        let room = room.to_owned();
+        self.tell_gone(vec![(room.to_owned(), seq)], "deleted");
+    }
+
+    /// The messages `msgs` (room, seq) are gone from the store, however they went
+    /// (deleted by author, moderator or the API, erased, removed by retention; on this
+    /// instance or, with `--redis`, by whichever instance stored the change): each of
+    /// their files is removed, blob included, once no stored message names it. Never
+    /// waits (the dispatcher's way); `why` is for the log. With `--redis` the files
+    /// directory is shared, so one instance telling is enough.
+    pub fn tell_gone(&self, msgs: Vec<(String, u64)>, why: &'static str) {
+        if msgs.is_empty() {
+            return;
+        }
         let blobs = self.dir.join("blobs");
-        self.tell(move |db| match db.deleted(&room, seq, |sha| unlink_blob(&blobs, sha)) {
-            Ok(n) if n > 0 => log::info!("files: {n} file(s) of deleted message {room}/{seq} removed"),
-            Ok(_) => {}
-            Err(e) => log::warn!("files: removing the files of {room}/{seq} failed: {e}"),
-        });
+        let ttl = self.lifecycle.unposted_ttl;
+        let sizes = self.sizes.clone();
+        if !self.tell(move |db| {
+            let granted_since = now_ms().saturating_sub(ttl.as_millis() as u64);
+            match db.gone(&msgs, granted_since, |sha| unlink_blob(&blobs, sha)) {
+                Ok(n) if n > 0 => {
+                    log::info!("files: {n} file(s) of {} {why} message(s) removed", msgs.len());
+                    // At once: retention's next step must not count them any more.
+                    publish(db, &sizes);
+                }
+                Ok(_) => {}
+                Err(e) => log::warn!("files: removing the files of {} {why} message(s) failed: {e}", msgs.len()),
+            }
+        }) {
+            log::warn!("files: queue full; the files of {why} messages stay until a later deletion names them");
+        }
+    }
+
+    /// Bytes of the files that stored messages name: what counts toward
+    /// `--max-store-bytes` for retention (an upload never posted does not push
+    /// messages out; see [`Self::has_room_for`]).
+    pub fn posted_bytes(&self) -> u64 {
+        self.sizes.posted.load(Relaxed)
+    }
+
+    /// The room whose stored messages name the most file bytes (for `--max-store-bytes`).
+    pub fn top_room(&self) -> Option<String> {
+        self.sizes.top_room.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether an upload of `len` bytes may be taken under `--max-store-bytes`: the
+    /// uploads no message names yet (which retention cannot free by removing old
+    /// messages) stay within a quarter of it, so they never take the store past
+    /// 1.25 times the cap, and never push messages out.
+    pub fn has_room_for(&self, len: u64) -> bool {
+        let Some(max) = self.lifecycle.max_store_bytes else { return true };
+        let unposted = self.sizes.all.load(Relaxed).saturating_sub(self.sizes.posted.load(Relaxed));
+        unposted.saturating_add(len) <= max / 4
     }
 
     /// Every file `uid` uploaded, oldest first, with the messages (room, seq) each was
@@ -220,20 +291,44 @@ fn load_secret(path: &Path) -> Result<Vec<u8>, FilesError> {
     }
 }
 
-/// The `files` thread: runs jobs in order, and sweeps now and then.
-fn run(db: &mut FileDb, jobs: &Receiver<Job>, blobs: &Path, tmp: &Path, lifecycle: Lifecycle) {
+struct Paths {
+    blobs: PathBuf,
+    tmp: PathBuf,
+}
+
+/// The `files` thread: runs jobs in order, sweeps now and then, and publishes the
+/// sizes (at most every [`SIZES_EVERY`] after writes, and after every sweep: with
+/// `--redis` other instances write too).
+fn run(db: &mut FileDb, jobs: &Receiver<Job>, paths: &Paths, lifecycle: Lifecycle, sizes: &Published) {
+    use std::time::Instant;
     let every = (lifecycle.unposted_ttl / 2).clamp(Duration::from_millis(200), Duration::from_secs(60));
-    let mut next_sweep = std::time::Instant::now();
+    let mut next_sweep = Instant::now();
+    let mut next_sizes = Instant::now();
     loop {
-        if std::time::Instant::now() >= next_sweep {
-            sweep(db, blobs, tmp, lifecycle);
-            next_sweep = std::time::Instant::now() + every;
+        let now = Instant::now();
+        if now >= next_sweep {
+            sweep(db, &paths.blobs, &paths.tmp, lifecycle);
+            next_sweep = now + every;
+            db.take_changed();
+            publish(db, sizes);
+            next_sizes = now + SIZES_EVERY;
+        } else if now >= next_sizes && db.take_changed() {
+            publish(db, sizes);
+            next_sizes = now + SIZES_EVERY;
         }
-        match jobs.recv_deadline(next_sweep) {
+        let deadline = if next_sizes > now { next_sweep.min(next_sizes) } else { next_sweep };
+        match jobs.recv_deadline(deadline) {
             Ok(job) => job(db),
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
         }
+    }
+}
+
+fn publish(db: &FileDb, sizes: &Published) {
+    match db.sizes() {
+        Ok(s) => sizes.set(s),
+        Err(e) => log::warn!("files: measuring the files failed: {e}"),
     }
 }
 
@@ -330,6 +425,7 @@ impl Upload {
         };
         let (tmp, blob) = (self.path.clone(), self.files.blob_path(&sha));
         let kept = record.clone();
+        let sizes = self.files.sizes.clone();
         self.files.call(move |db| {
             // In the write transaction: no instance can unlink this blob meanwhile.
             db.immediate(|tx| {
@@ -343,7 +439,10 @@ impl Upload {
                     fs::rename(&tmp, &blob).map_err(io)?;
                 }
                 FileDb::insert(tx, &kept)
-            })
+            })?;
+            // At once: the next upload's room under the cap counts this one.
+            publish(db, &sizes);
+            Ok(())
         })?;
         Ok(record)
     }
@@ -376,8 +475,11 @@ mod tests {
 
     fn open() -> (tempfile::TempDir, Arc<Files>) {
         let dir = tempfile::tempdir().unwrap();
-        let files =
-            Files::open(dir.path(), Lifecycle { unposted_ttl: Duration::from_secs(3600), retention: None }).unwrap();
+        let files = Files::open(
+            dir.path(),
+            Lifecycle { unposted_ttl: Duration::from_secs(3600), retention: None, max_store_bytes: None },
+        )
+        .unwrap();
         (dir, files)
     }
 
@@ -400,10 +502,10 @@ mod tests {
         let (ida, idb) = (a.id.clone(), b.id.clone());
         files.call(move |db| db.posted("r", 1, &[ida], 1)).unwrap();
         files.call(move |db| db.posted("r", 2, &[idb], 1)).unwrap();
-        files.call(|db| db.deleted("r", 1, |_| {})).unwrap();
+        files.call(|db| db.gone(&[("r".into(), 1)], u64::MAX, |_| {})).unwrap();
         assert!(blob.exists(), "b still names the bytes");
         let blobs = dir.path().join("blobs");
-        let n = files.call(move |db| db.deleted("r", 2, |sha| unlink_blob(&blobs, sha))).unwrap();
+        let n = files.call(move |db| db.gone(&[("r".into(), 2)], u64::MAX, |sha| unlink_blob(&blobs, sha))).unwrap();
         assert_eq!(n, 1);
         assert!(!blob.exists());
     }
@@ -443,6 +545,27 @@ mod tests {
         );
         assert_eq!(files.forget_uploader("alice").unwrap(), 1);
         assert!(files.user_files("alice").unwrap().is_empty(), "an erased uploader has no files");
+    }
+
+    #[test]
+    fn a_grant_keeps_an_old_upload_until_its_message_is_stored_and_no_longer() {
+        let (dir, files) = open();
+        let f = upload(&files, b"posted at the end of its hour", "late.txt", "u").unwrap();
+        let blob = files.blob_path(&f.sha256);
+        let blobs = dir.path().join("blobs");
+        let (id, created) = (f.id.clone(), f.created);
+        // Accepted for posting just before its hour ends (here or on another instance
+        // sharing the directory); the sweep after the hour keeps it.
+        files.call(move |db| db.grant("u", &[id], "r", created + 3_000_000)).unwrap().unwrap();
+        let sweep_at = |at: u64| {
+            let blobs = blobs.clone();
+            files.call(move |db| db.sweep(at - 3_600_000, None, |sha| unlink_blob(&blobs, sha))).unwrap()
+        };
+        assert_eq!(sweep_at(created + 3_700_000), 0);
+        assert!(blob.exists(), "a grant younger than the hour keeps the file");
+        // Its message was never stored: once the grant is an hour old it goes too.
+        assert_eq!(sweep_at(created + 6_700_000), 1);
+        assert!(!blob.exists());
     }
 
     #[test]

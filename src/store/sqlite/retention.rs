@@ -1,6 +1,9 @@
 //! Retention: deleting what `--retention-messages`, `--retention-days` and
 //! `--max-store-bytes` say is no longer kept, a few hundred rows per step, so the
 //! dispatcher that runs a step between batches never holds a live message for long.
+//! A step says which deleted messages carried files, for the file store to remove
+//! them once nothing else names them; uploaded files' bytes count toward the size cap
+//! (the caller passes them in [`Policy`]).
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -10,12 +13,22 @@ use super::{sql_err, SqliteStore, SqliteStoreError};
 pub const STEP_ROWS: i64 = 200;
 
 /// What is kept. `None`: no limit of that kind.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Policy {
     pub messages_per_room: Option<u64>,
     pub max_age_ms: Option<u64>,
     pub max_bytes: u64,
+    /// Bytes outside the database that count toward `max_bytes`: the files that
+    /// stored messages name.
+    pub file_bytes: u64,
+    /// Over `max_bytes`, this room's oldest messages go first when it has any (the
+    /// room whose messages name the most file bytes, when files take more than the
+    /// database); else the largest room's.
+    pub prefer_room: Option<String>,
 }
+
+/// The message (room, seq) a deleted row was, when it carried files.
+pub type WithFiles = Vec<(String, u64)>;
 
 /// What one step deleted, and why.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -25,6 +38,8 @@ pub struct Deleted {
     /// Deleted because the store was over `max_bytes`, with the room they came from.
     pub by_size: u64,
     pub size_room: Option<String>,
+    /// The deleted messages that carried files.
+    pub with_files: WithFiles,
 }
 
 impl Deleted {
@@ -55,7 +70,7 @@ fn step(conn: &mut Connection, policy: &Policy, now_ms: u64) -> rusqlite::Result
     let mut out = Deleted::default();
     if let Some(keep) = policy.messages_per_room {
         if let Some((room, head)) = room_over(conn, keep)? {
-            out.by_count = delete_oldest(conn, room, Some(head.saturating_sub(keep)))?;
+            out.by_count = delete_oldest(conn, room, Some(head.saturating_sub(keep)), &mut out.with_files)?;
             return Ok(out);
         }
     }
@@ -63,17 +78,23 @@ fn step(conn: &mut Connection, policy: &Policy, now_ms: u64) -> rusqlite::Result
         let cutoff = now_ms.saturating_sub(age) as i64;
         // Oldest first in the order they were stored (ids grow with time): the rowid
         // b-tree, no index on `ts` that every commit would have to write.
-        out.by_age = conn.execute(
+        out.by_age = delete_returning(
+            conn,
             "DELETE FROM messages WHERE id IN (SELECT id FROM messages ORDER BY id LIMIT ?2) AND ts < ?1",
             params![cutoff, STEP_ROWS],
-        )? as u64;
+            &mut out.with_files,
+        )?;
         if out.by_age > 0 {
             return Ok(out);
         }
     }
-    if used_bytes(conn)? > policy.max_bytes {
-        if let Some((room, name)) = largest_room(conn)? {
-            out.by_size = delete_oldest(conn, room, None)?;
+    if used_bytes(conn)?.saturating_add(policy.file_bytes) > policy.max_bytes {
+        let preferred = match &policy.prefer_room {
+            Some(name) => room_with_messages(conn, name)?,
+            None => None,
+        };
+        if let Some((room, name)) = preferred.map_or_else(|| largest_room(conn), |r| Ok(Some(r)))? {
+            out.by_size = delete_oldest(conn, room, None, &mut out.with_files)?;
             out.size_room = Some(name);
         }
     }
@@ -101,15 +122,54 @@ fn largest_room(conn: &Connection) -> rusqlite::Result<Option<(i64, String)>> {
     .optional()
 }
 
+/// Room `name` (id, name) if it has stored messages.
+fn room_with_messages(conn: &Connection, name: &str) -> rusqlite::Result<Option<(i64, String)>> {
+    conn.query_row(
+        "SELECT id, name FROM rooms WHERE name = ?1 AND EXISTS (SELECT 1 FROM messages WHERE room = rooms.id)",
+        [name],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()
+}
+
 /// Deletes up to a step of `room`'s oldest messages (only those with `seq <= upto`).
-fn delete_oldest(conn: &Connection, room: i64, upto: Option<u64>) -> rusqlite::Result<u64> {
+fn delete_oldest(conn: &Connection, room: i64, upto: Option<u64>, with_files: &mut WithFiles) -> rusqlite::Result<u64> {
     let upto = upto.map_or(i64::MAX, |u| u as i64);
-    let n = conn.execute(
+    delete_returning(
+        conn,
         "DELETE FROM messages WHERE id IN
          (SELECT id FROM messages WHERE room = ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3)",
         params![room, upto, STEP_ROWS],
-    )?;
-    Ok(n as u64)
+        with_files,
+    )
+}
+
+/// Runs `delete` (a `DELETE FROM messages`), adding the deleted messages that carried
+/// files to `with_files`; how many rows it deleted.
+fn delete_returning(
+    conn: &Connection,
+    delete: &str,
+    args: impl rusqlite::Params,
+    with_files: &mut WithFiles,
+) -> rusqlite::Result<u64> {
+    // A stored message with files has `"files":[` in its JSON (serde's compact form);
+    // a text that merely contains those bytes costs the file store one lookup.
+    let sql = format!(
+        "{delete} RETURNING (SELECT name FROM rooms WHERE rooms.id = messages.room), seq, \
+         instr(json, CAST('\"files\":[' AS BLOB)) > 0"
+    );
+    let mut q = conn.prepare(&sql)?;
+    let mut rows = q.query(args)?;
+    let mut n = 0;
+    while let Some(r) = rows.next()? {
+        n += 1;
+        if r.get::<_, bool>(2)? {
+            if let Some(room) = r.get::<_, Option<String>>(0)? {
+                with_files.push((room, r.get::<_, i64>(1)? as u64));
+            }
+        }
+    }
+    Ok(n)
 }
 
 fn used_bytes(conn: &Connection) -> rusqlite::Result<u64> {
@@ -179,7 +239,13 @@ mod tests {
         let now = 100 * DAY_MS;
         fill(&mut store, "old", 450, now - 40 * DAY_MS, 10);
         fill(&mut store, "fresh", 30, now - DAY_MS, 10);
-        let policy = Policy { messages_per_room: None, max_age_ms: Some(30 * DAY_MS), max_bytes: u64::MAX };
+        let policy = Policy {
+            messages_per_room: None,
+            max_age_ms: Some(30 * DAY_MS),
+            max_bytes: u64::MAX,
+            file_bytes: 0,
+            prefer_room: None,
+        };
         let steps = drain(&mut store, &policy, now);
         assert_eq!(steps.iter().map(|d| d.by_age).collect::<Vec<_>>(), [200, 200, 50]);
         assert!(seqs(&mut store, "old").is_empty());
@@ -192,7 +258,8 @@ mod tests {
         fill(&mut store, "big", 1500, 1, 1000);
         fill(&mut store, "small", 40, 1, 1000);
         let cap = store.used_bytes().expect("size") / 2;
-        let policy = Policy { messages_per_room: None, max_age_ms: None, max_bytes: cap };
+        let policy =
+            Policy { messages_per_room: None, max_age_ms: None, max_bytes: cap, file_bytes: 0, prefer_room: None };
         let steps = drain(&mut store, &policy, 2);
         assert!(!steps.is_empty());
         assert!(steps.iter().all(|d| d.by_size > 0 && d.size_room.as_deref() == Some("big")), "{steps:?}");
