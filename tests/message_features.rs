@@ -294,3 +294,64 @@ fn mentions_across_two_instances_on_redis() {
     let (a, b) = (on_redis(&redis), on_redis(&redis));
     mentions_scenario(&a, &b);
 }
+
+/// Each member's unread mentions per room come in `joined` next to `read_seq` and
+/// follow the read marker on every device (each `read` frame says how many are left):
+/// bob is mentioned three times, reads up to the second on one device, and his other
+/// device hears that one is left, as does a later join; a mention of oneself never
+/// counts, and a deleted message stops counting.
+fn unread_mentions_scenario(a: &TestServer, b: &TestServer) {
+    let (mut alice, mut bob) = (a.connect("alice"), b.connect("bob"));
+    let (ua, ub) = (alice.uid(), bob.uid());
+    let mut laptop = a.connect("bob");
+    alice.join("m", None);
+    bob.join("m", None);
+    laptop.join("m", None);
+    loop {
+        let v = alice.next_of("system");
+        if v["event"] == "join" && v["user"]["id"] == ub.as_str() {
+            break;
+        }
+    }
+    // 1 and 3 and 5 mention bob; 2 does not; 4 is bob's own, mentioning himself.
+    for (i, mentions) in [json!([ub]), json!([]), json!([ua, ub]), json!(null), json!([ub])].into_iter().enumerate() {
+        let (poster, id) = if i == 3 { (&mut bob, "b4".to_owned()) } else { (&mut alice, format!("a{i}")) };
+        let mentions = if i == 3 { json!([ub]) } else { mentions };
+        poster.send(json!({"type": "msg", "room": "m", "text": format!("hey {i}"), "id": id, "mentions": mentions}));
+        let ack = acked(poster, &id);
+        assert_eq!(ack["seq"], i as u64 + 1, "{ack}");
+    }
+    while laptop.next_of("msg")["seq"] != 5 {}
+    while bob.next_of("msg")["seq"] != 5 {}
+
+    let (joined, _) = b.connect("bob").join("m", None);
+    assert_eq!((joined["read_seq"].as_u64(), joined["mentions_unread"].as_u64()), (Some(0), Some(3)), "{joined}");
+    let (joined, _) = b.connect("alice").join("m", None);
+    assert_eq!(joined["mentions_unread"], 0, "alice was mentioned by nobody else: {joined}");
+
+    bob.send(json!({"type": "read", "room": "m", "seq": 3}));
+    let left = json!({"type": "read", "room": "m", "seq": 3, "mentions_unread": 1});
+    assert_eq!(bob.next_of("read"), left);
+    assert_eq!(laptop.next_of("read"), left, "bob's other device hears how many are left");
+    let (joined, _) = a.connect("bob").join("m", None);
+    assert_eq!((joined["read_seq"].as_u64(), joined["mentions_unread"].as_u64()), (Some(3), Some(1)), "{joined}");
+
+    alice.send(json!({"type": "delete", "room": "m", "seq": 5, "id": "d5"}));
+    assert_eq!(acked(&mut alice, "d5")["type"], "ack");
+    while bob.next_of("delete")["of"] != 5 {}
+    let (joined, _) = b.connect("bob").join("m", None);
+    assert_eq!(joined["mentions_unread"], 0, "a deleted message mentions nobody: {joined}");
+}
+
+#[test]
+fn unread_mentions_follow_the_read_marker_in_sqlite_mode() {
+    let server = local();
+    unread_mentions_scenario(&server, &server);
+}
+
+#[test]
+fn unread_mentions_follow_the_read_marker_across_two_instances_on_redis() {
+    let redis = RedisServer::start();
+    let (a, b) = (on_redis(&redis), on_redis(&redis));
+    unread_mentions_scenario(&a, &b);
+}

@@ -472,7 +472,7 @@ fn a_read_marker_moved_on_one_instance_reaches_the_other_and_comes_back_in_joine
         phone.post("notes", &format!("n{i}"), &format!("r{i}"));
     }
     phone.send(json!({"type": "read", "room": "notes", "seq": 3}));
-    let read = json!({"type": "read", "room": "notes", "seq": 3});
+    let read = json!({"type": "read", "room": "notes", "seq": 3, "mentions_unread": 0});
     assert_eq!(next_of(&mut phone, "read"), read);
     assert_eq!(next_of(&mut laptop, "read"), read, "the same user on the other instance hears it");
 

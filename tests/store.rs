@@ -153,7 +153,7 @@ fn a_read_marker_reaches_the_users_other_connection_and_survives_a_restart() {
     }
     phone.send(json!({"type": "read", "room": "notes", "seq": 3}));
     let seen = laptop.next_of("read");
-    assert_eq!(seen, json!({"type": "read", "room": "notes", "seq": 3}));
+    assert_eq!(seen, json!({"type": "read", "room": "notes", "seq": 3, "mentions_unread": 0}));
     phone.send(json!({"type": "read", "room": "notes", "seq": 9}));
     let refused = phone.next_of("error");
     assert_eq!((refused["code"].as_str(), refused["ref"].as_str()), (Some("bad_field"), Some("read")));

@@ -280,6 +280,10 @@ impl Dispatcher {
         let payload = wire::payload(&frame);
         local.store.append(NewMessage { room: room.to_string(), epoch, seq, ts, text: text.to_owned(), json: payload });
         r.history.push(Stored { seq, frame: frame.clone() }, uid, msg_id.as_deref());
+        if !mentions.is_empty() {
+            let others: Vec<String> = mentions.iter().filter(|m| m.as_str() != &**uid).cloned().collect();
+            self.reads.mentioned(&room, &others, seq);
+        }
         if seq == 1 {
             self.webhooks.stage(&Event::RoomCreated { room: room.as_str() });
         }

@@ -144,6 +144,7 @@ impl Dispatcher {
             if let Some(r) = self.rooms.get_mut(&p.room) {
                 r.history.rollback(p.seq, &p.uid, p.id.as_deref());
             }
+            self.reads.unmention(&p.room, p.seq);
             let e = ProtocolError::new(ErrorCode::Unavailable, "the message store could not write it; retry")
                 .with_ref(p.id.clone().or(Some("msg".into())));
             self.metrics.error(ErrorCode::Unavailable);

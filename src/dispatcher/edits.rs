@@ -291,6 +291,9 @@ impl Dispatcher {
         if let (true, Some(files)) = (deleted, &self.files) {
             files.tell_deleted(room.as_str(), of);
         }
+        if deleted {
+            self.reads.unmention(&room, of);
+        }
         self.stage_change_event(&room, seq, &event);
         self.store_event(Event { room, seq, ts, json: event, uid, ack: Some(ack), msg_id });
         Ok(())

@@ -247,12 +247,19 @@ impl Dispatcher {
     }
 
     /// A stored room as it comes back: ring, head, epoch, the client ids of the ring's
-    /// messages, and the read markers.
+    /// messages, the read markers and the unread mentions.
     fn room_from_store(&mut self, l: LoadedRoom) -> Room {
         let mut room = Room::new(&self.cfg);
         if let Some(name) = RoomName::parse(&l.name) {
             for (user, seq) in &l.reads {
                 self.reads.advance(&UserId::from(user.as_str()), &name, *seq);
+            }
+            let mut mentions: HashMap<&str, Vec<u64>> = HashMap::new();
+            for (user, seq) in &l.mentions {
+                mentions.entry(user.as_str()).or_default().push(*seq);
+            }
+            for (user, seqs) in mentions {
+                self.reads.load_mentions(&name, &UserId::from(user), seqs);
             }
         }
         room.epoch = Some(l.epoch);

@@ -1,5 +1,5 @@
 //! What a joining client is told, in either mode: the `joined` frame (head, epoch,
-//! presence, read marker) and then the `history` pages ([`JoinReply::frames`]).
+//! presence, read marker, unread mentions) and then the `history` pages ([`JoinReply::frames`]).
 //!
 //! A leaf: it imports nothing of the dispatcher.
 
@@ -16,6 +16,8 @@ pub struct JoinReply<'a> {
     pub users_total: usize,
     pub complete: bool,
     pub read_seq: u64,
+    /// Mentions of the user above `read_seq`, up to `head`.
+    pub mentions_unread: u32,
     pub private: bool,
     /// A private room's title.
     pub title: Option<&'a str>,
@@ -34,6 +36,7 @@ impl JoinReply<'_> {
             users: self.users,
             users_total: self.users_total,
             read_seq: self.read_seq,
+            mentions_unread: self.mentions_unread,
             private: self.private,
             title: self.title,
             read_only: self.read_only,

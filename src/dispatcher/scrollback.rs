@@ -208,6 +208,7 @@ impl Dispatcher {
             users_total: r.present.len(),
             complete,
             read_seq: self.reads.get(user, room),
+            mentions_unread: self.reads.unread_mentions(user, room),
             private: self.privacy.is_private(room),
             title: self.privacy.title(room),
             read_only: self.moderation.is_read_only(room),

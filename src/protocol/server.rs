@@ -74,6 +74,9 @@ pub enum ServerMsg<'a> {
         users_total: usize,
         /// The user's read marker in the room (0: nothing read).
         read_seq: u64,
+        /// How many messages above the marker mention the user (at most 100, meaning
+        /// that many or more).
+        mentions_unread: u32,
         /// A private room or a direct-message room (members only).
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         private: bool,
@@ -202,6 +205,8 @@ pub enum ServerMsg<'a> {
     Read {
         room: &'a str,
         seq: u64,
+        /// The user's unread mentions in the room left above the marker.
+        mentions_unread: u32,
     },
     Pong {
         #[serde(skip_serializing_if = "Option::is_none")]

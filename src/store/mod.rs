@@ -18,6 +18,7 @@
 
 pub mod audit;
 pub mod files;
+pub mod mentions;
 pub mod reactions;
 pub mod read;
 pub mod redis;
@@ -84,6 +85,9 @@ pub struct LoadedRoom {
     pub recent: Vec<StoredMsg>,
     /// The users' read markers in the room: (user id, seq).
     pub reads: Vec<(String, u64)>,
+    /// The users' unread mentions in the room: (user id, seq of a message mentioning
+    /// them above their marker), the newest few per user (`mentions::MAX_UNREAD`).
+    pub mentions: Vec<(String, u64)>,
 }
 
 /// One change to who may join what.

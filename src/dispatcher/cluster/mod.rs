@@ -54,6 +54,8 @@ struct RemoteEvent {
     /// A read marker's move: whose, and to where.
     uid: Option<String>,
     seq: Option<u64>,
+    /// With a read marker's move: the seqs of the user's unread mentions left ("3 7").
+    unread: Option<String>,
 }
 
 /// A read marker's move as the instances tell each other: the `read` frame's fields
@@ -242,6 +244,14 @@ impl Dispatcher {
         self.backend.tell_cluster(|| Request::Read { conn, room, uid, seq, event });
     }
 
+    /// How many of a user's unread mentions (`seqs`, from Redis) this instance has
+    /// delivered in `room`: a client counts those it gets later from their live frames,
+    /// so a count that held them too would count them twice.
+    fn delivered_mentions(&self, room: &RoomName, seqs: &[u64]) -> u32 {
+        let live = self.rooms.get(room).and_then(|r| r.live_head).unwrap_or(0);
+        seqs.iter().filter(|s| **s <= live).count() as u32
+    }
+
     /// The last local member left: stop reading the room's stream.
     pub(super) fn cluster_room_empty(&mut self, room: &RoomName) {
         let Backend::Redis(cluster) = &self.backend else { return };
@@ -260,8 +270,9 @@ impl Dispatcher {
             }
             ClusterEvent::Read { conn, room, uid, seq, result } => match result {
                 Ok(moved) => {
-                    if moved {
-                        self.tell_read(&uid, &room, seq);
+                    if let Some(unread) = moved {
+                        let count = self.delivered_mentions(&room, &unread);
+                        self.tell_read(&uid, &room, seq, count);
                     }
                 }
                 Err(message) => {
@@ -416,6 +427,8 @@ impl Dispatcher {
                 users_total: users.len(),
                 complete: range.complete,
                 read_seq: range.read_seq,
+                // Those up to what this history holds: later ones come as live frames.
+                mentions_unread: range.mentions.iter().filter(|s| **s <= live).count() as u32,
                 private,
                 title: title.as_deref(),
                 read_only,
@@ -488,8 +501,10 @@ impl Dispatcher {
                     Ok(RemoteEvent { kind, event: Some(event), user: Some(user), .. }) if kind == "system" => {
                         self.remote_presence(&room, event, User { id: user.id.into(), name: user.name })
                     }
-                    Ok(RemoteEvent { kind, uid: Some(uid), seq: Some(seq), .. }) if kind == "read" => {
-                        self.tell_read(&uid, &room, seq)
+                    Ok(RemoteEvent { kind, uid: Some(uid), seq: Some(seq), unread, .. }) if kind == "read" => {
+                        let unread = crate::store::mentions::parse_seqs(unread.as_deref().unwrap_or_default());
+                        let count = self.delivered_mentions(&room, &unread);
+                        self.tell_read(&uid, &room, seq, count)
                     }
                     Ok(_) => self.stage_room(&room, &wire::text_frame(&json), None),
                     Err(e) => log::warn!("redis: skipping an event that does not parse: {e}"),

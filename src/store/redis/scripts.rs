@@ -54,8 +54,12 @@ use redis::Script;
 /// Every stored entry is also announced on the deployment's news stream (room, seq),
 /// which the readers follow instead of every room's stream (see `super::reader`).
 ///
-/// KEYS: seq, stream, epoch, msgs, low, edits, access, news, epoch mark, and the dedup
-/// key when ARGV[5] == '1'.
+/// A plain post whose JSON has `mentions` adds its seq to each mentioned user's unread
+/// mentions (KEYS[10], keeping the newest MAX_UNREAD, the author left out); a delete
+/// takes the deleted message's seq out of them.
+///
+/// KEYS: seq, stream, epoch, msgs, low, edits, access, news, epoch mark, mentions, and
+/// the dedup key when ARGV[5] == '1'.
 /// ARGV: JSON prefix, JSON suffix, stream cap, dedup TTL (s), has-id flag, retry flag,
 /// entries a retry without an id looks back, a new epoch, change, message changed,
 /// acting user, moderator flag, the change's time, access field, its value, and '1'
@@ -130,11 +134,11 @@ local function react(json, emoji, uid)
   return head .. tail, on
 end
 if ARGV[5] == '1' then
-  local old = redis.call('GET', KEYS[10])
+  local old = redis.call('GET', KEYS[11])
   if old then
     -- A write, so a WAIT after this (--redis-min-replicas) waits for the replicas to
     -- be as far as this master, the original message included.
-    redis.call('EXPIRE', KEYS[10], ARGV[4])
+    redis.call('EXPIRE', KEYS[11], ARGV[4])
     if ARGV[6] == '1' and holds(old) then return answer(2, tonumber(old)) end
     return answer(0, tonumber(old))
   end
@@ -185,6 +189,20 @@ else
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], id .. '-0', 'b', '1')
 end
 redis.call('HSET', KEYS[4], id, ARGV[1] .. id .. suffix)
+if change == '' and string.find(suffix, ',"mentions":[', 1, true) then
+  local ok, m = pcall(cjson.decode, ARGV[1] .. id .. suffix)
+  if ok and type(m) == 'table' and type(m.mentions) == 'table' then
+    for _, uid in ipairs(m.mentions) do
+      if type(uid) == 'string' and uid ~= m.uid then
+        local list = redis.call('HGET', KEYS[10], uid)
+        list = list and (list .. ' ' .. id) or id
+        local n = select(2, string.gsub(list, ' ', ' ')) + 1
+        if n > MAX_UNREAD then list = string.sub(list, string.find(list, ' ', 1, true) + 1) end
+        redis.call('HSET', KEYS[10], uid, list)
+      end
+    end
+  end
+end
 redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[18], '*', 'r', ARGV[17], 's', id)
 if change == 'edit' then
   local text = string.sub(ARGV[2], string.find(ARGV[2], ',"text":', 1, true), -2)
@@ -198,6 +216,20 @@ elseif change == 'delete' then
     if kept then redis.call('HSET', KEYS[4], edit, kept .. ',"deleted":true}') end
   end
   redis.call('HDEL', KEYS[6], of)
+  local ok, gone = pcall(cjson.decode, original)
+  if ok and type(gone.mentions) == 'table' then
+    for _, uid in ipairs(gone.mentions) do
+      local list = type(uid) == 'string' and redis.call('HGET', KEYS[10], uid)
+      if list then
+        local kept = {}
+        for s in string.gmatch(list, '%d+') do
+          if s ~= of then kept[#kept + 1] = s end
+        end
+        if #kept > 0 then redis.call('HSET', KEYS[10], uid, table.concat(kept, ' '))
+        else redis.call('HDEL', KEYS[10], uid) end
+      end
+    end
+  end
 elseif change == 'react' then
   redis.call('HSET', KEYS[4], of, reacted)
 elseif change == 'access' then
@@ -214,7 +246,7 @@ if not low or seq - low >= tonumber(ARGV[3]) then
   end
   redis.call('SET', KEYS[5], keep)
 end
-if ARGV[5] == '1' then redis.call('SET', KEYS[10], id, 'EX', ARGV[4]) end
+if ARGV[5] == '1' then redis.call('SET', KEYS[11], id, 'EX', ARGV[4]) end
 if not on then return {8, seq, epoch} end
 return {1, seq, epoch}
 "#;
@@ -257,20 +289,38 @@ for _, entry in ipairs(redis.call(ARGV[1], KEYS[3], ARGV[2], ARGV[3], 'COUNT', A
   if json then found[#found + 1] = {tonumber(seq), json} end
 end
 local marker = KEYS[5] and redis.call('HGET', KEYS[5], ARGV[5]) or false
-return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2]), found, marker}
+local unread = {}
+if KEYS[6] then
+  for s in string.gmatch(redis.call('HGET', KEYS[6], ARGV[6]) or '', '%d+') do
+    if tonumber(s) > tonumber(marker or '0') then unread[#unread + 1] = s end
+  end
+end
+return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2]), found, marker, table.concat(unread, ' ')}
 ";
 
 /// Moves a user's read marker of a room forward, never back, and tells the other
 /// instances in the same step (so they hear of two moves in the order they were made).
 ///
-/// KEYS: the user's markers. ARGV: room, seq, the room's events channel, the event.
-/// Returns 1 when the marker moved, 0 when it was there or further already.
-const MARK_READ_LUA: &str = r"
-if tonumber(ARGV[2]) <= tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') then return 0 end
+/// The user's unread mentions in the room (KEYS[2]) at or below the new marker are
+/// read: they are cut, and what is left goes with the event (`"unread":"3 7"` added to
+/// its JSON) and the answer.
+///
+/// KEYS: the user's markers, the room's mentions. ARGV: room, seq, the room's events
+/// channel, the event, the user.
+/// Returns {1, unread} when the marker moved, {0, ''} when it was there or further
+/// already.
+const MARK_READ_LUA: &str = r#"
+if tonumber(ARGV[2]) <= tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') then return {0, ''} end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('PUBLISH', ARGV[3], ARGV[4])
-return 1
-";
+local kept = {}
+for s in string.gmatch(redis.call('HGET', KEYS[2], ARGV[5]) or '', '%d+') do
+  if tonumber(s) > tonumber(ARGV[2]) then kept[#kept + 1] = s end
+end
+local unread = table.concat(kept, ' ')
+if unread == '' then redis.call('HDEL', KEYS[2], ARGV[5]) else redis.call('HSET', KEYS[2], ARGV[5], unread) end
+redis.call('PUBLISH', ARGV[3], string.sub(ARGV[4], 1, -2) .. ',"unread":"' .. unread .. '"}')
+return {1, unread}
+"#;
 
 /// The body an entry written by an earlier natter holds itself (field `m`), or nil.
 const INLINE_LUA: &str = r"
@@ -283,10 +333,12 @@ local function inline(entry)
 end
 ";
 
-/// The bounds of a message's reactions (store/reactions.rs), for the append script.
+/// The bounds of a message's reactions (store/reactions.rs) and of a user's unread
+/// mentions (store/mentions.rs), for the append script.
 fn reaction_bounds() -> String {
     use crate::store::reactions::{MAX_EMOJI_PER_MSG, MAX_REACTIONS_PER_MSG};
-    format!("local MAX_EMOJI, MAX_REACTIONS = {MAX_EMOJI_PER_MSG}, {MAX_REACTIONS_PER_MSG}\n")
+    use crate::store::mentions::MAX_UNREAD;
+    format!("local MAX_EMOJI, MAX_REACTIONS, MAX_UNREAD = {MAX_EMOJI_PER_MSG}, {MAX_REACTIONS_PER_MSG}, {MAX_UNREAD}\n")
 }
 
 /// The store's scripts, loaded once per connection owner (`EVALSHA`, then `EVAL` the

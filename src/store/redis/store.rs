@@ -17,6 +17,7 @@ use super::{
     is_outage, news_key, read_marks, ChangeOf, InstanceId, Master, RedisStoreError, RoomKeys, StoreOptions, NEWS_CAP,
 };
 use crate::protocol::RoomName;
+use crate::store::mentions::parse_seqs;
 use crate::store::Refused;
 
 /// How many of a room's newest entries a retried append without a client id searches
@@ -26,7 +27,7 @@ const RETRY_LOOKBACK: usize = 100;
 
 /// What `scripts::READ_LUA` answers: the head and epoch (nil when the room has none),
 /// (seq, JSON) pairs, and the read marker asked for.
-type ScriptedRead = (Option<u64>, Option<String>, Vec<(u64, Vec<u8>)>, Option<u64>);
+type ScriptedRead = (Option<u64>, Option<String>, Vec<(u64, Vec<u8>)>, Option<u64>, String);
 
 /// Which entries a read walks: `count` at most, from one stream id to another.
 #[derive(Debug, Clone, Copy)]
@@ -72,6 +73,9 @@ pub struct Range {
     /// The read marker of the user the range was read for ([`RedisStore::range_for`]),
     /// read with it; 0 when none was asked for or none is stored.
     pub read_seq: u64,
+    /// The seqs of that user's unread mentions above it (the newest
+    /// [`crate::store::mentions::MAX_UNREAD`]), read with it.
+    pub mentions: Vec<u64>,
 }
 
 /// A connection to Redis for storing and reading messages, events and presence.
@@ -348,6 +352,7 @@ impl RedisStore {
             vec![keys.seq(), keys.stream(), keys.epoch(), keys.msgs(), keys.low(), keys.edits(), keys.access()];
         names.push(news_key(&self.opts.prefix));
         names.push(keys.epoch_mark());
+        names.push(keys.mentions());
         if let Some(id) = post.client_id {
             names.push(keys.dedup(post.uid, id));
         }
@@ -434,17 +439,19 @@ impl RedisStore {
             Direction::Down => "XREVRANGE",
         };
         let marks = reader.map(|uid| read_marks(&self.opts.prefix, uid));
-        let (head, epoch, found, read_seq): ScriptedRead = self.call(|con, scripts| {
+        let (head, epoch, found, read_seq, unread): ScriptedRead = self.call(|con, scripts| {
             let mut run = scripts.read.prepare_invoke();
             run.key(keys.seq()).key(keys.epoch()).key(keys.stream()).key(keys.msgs());
             if let Some(marks) = &marks {
-                run.key(marks);
+                run.key(marks).key(keys.mentions());
             }
             run.arg(command).arg(walk.from).arg(walk.to).arg(walk.count.max(1)).arg(room.as_str());
+            run.arg(reader.unwrap_or_default());
             run.invoke(con)
         })?;
         let messages = found.into_iter().map(|(seq, json)| Entry { seq, json: Bytes::from(json) }).collect();
-        Ok(Range { messages, complete: true, head: head.unwrap_or(0), epoch, read_seq: read_seq.unwrap_or(0) })
+        let (head, read_seq, mentions) = (head.unwrap_or(0), read_seq.unwrap_or(0), parse_seqs(&unread));
+        Ok(Range { messages, complete: true, head, epoch, read_seq, mentions })
     }
 
     /// Every room with at least one message and its head, at most `max` of them

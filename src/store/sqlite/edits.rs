@@ -96,7 +96,11 @@ pub(super) fn write(tx: &Transaction<'_>, rewrites: &[Rewrite]) -> rusqlite::Res
                     params![room, w.seq as i64, w.by as i64],
                 )?;
             }
-            None => scrub_edit_events(tx, room, w.seq)?,
+            None => {
+                scrub_edit_events(tx, room, w.seq)?;
+                // A deleted message mentions nobody any more.
+                tx.execute("DELETE FROM mentions WHERE room = ?1 AND seq = ?2", params![room, w.seq as i64])?;
+            }
         }
     }
     Ok(())

@@ -181,6 +181,8 @@ impl SqliteStore {
         {
             let mut insert = tx.prepare_cached("INSERT INTO messages (room, seq, ts, json) VALUES (?1, ?2, ?3, ?4)")?;
             let mut index = tx.prepare_cached("INSERT INTO messages_fts (rowid, text) VALUES (?1, ?2)")?;
+            let mut mention =
+                tx.prepare_cached("INSERT OR IGNORE INTO mentions (room, user, seq) VALUES (?1, ?2, ?3)")?;
             for m in pending {
                 let room = match self.room_ids.get(&m.room) {
                     Some(id) => *id,
@@ -191,6 +193,9 @@ impl SqliteStore {
                 // Edit and delete events carry no text of their own to find.
                 if !m.text.is_empty() {
                     index.execute(params![tx.last_insert_rowid(), m.text])?;
+                }
+                for user in crate::store::mentions::mentioned(&m.json) {
+                    mention.execute(params![room, user, m.seq as i64])?;
                 }
                 heads.insert(room, m.seq);
             }

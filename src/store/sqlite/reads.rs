@@ -25,6 +25,20 @@ pub(super) fn of_room(conn: &Connection, room: &str) -> rusqlite::Result<Vec<(St
     rows.collect()
 }
 
+/// The unread mentions of one room (room id): (user, seq), at most
+/// [`MAX_UNREAD`](crate::store::mentions::MAX_UNREAD) newest per user.
+pub(super) fn mentions_of_room(conn: &Connection, room: i64) -> rusqlite::Result<Vec<(String, u64)>> {
+    let mut q = conn.prepare_cached(
+        "SELECT user, seq FROM (
+             SELECT user, seq, row_number() OVER (PARTITION BY user ORDER BY seq DESC) AS n
+             FROM mentions WHERE room = ?1)
+         WHERE n <= ?2",
+    )?;
+    let max = crate::store::mentions::MAX_UNREAD as i64;
+    let rows = q.query_map(params![room, max], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+    rows.collect()
+}
+
 /// Writes the buffered markers inside the batch's transaction, never moving one back.
 pub(super) fn write(tx: &Transaction<'_>, pending: &HashMap<(String, String), u64>) -> rusqlite::Result<()> {
     if pending.is_empty() {
@@ -34,8 +48,13 @@ pub(super) fn write(tx: &Transaction<'_>, pending: &HashMap<(String, String), u6
         "INSERT INTO reads (user, room, seq) VALUES (?1, ?2, ?3)
          ON CONFLICT (user, room) DO UPDATE SET seq = max(seq, excluded.seq)",
     )?;
+    // Mentions the marker passed are read: they leave the unread ones.
+    let mut read = tx.prepare_cached(
+        "DELETE FROM mentions WHERE room = (SELECT id FROM rooms WHERE name = ?2) AND user = ?1 AND seq <= ?3",
+    )?;
     for ((user, room), seq) in pending {
         upsert.execute(params![user, room, *seq as i64])?;
+        read.execute(params![user, room, *seq as i64])?;
     }
     Ok(())
 }

@@ -38,7 +38,8 @@ impl SqliteStore {
             .collect::<rusqlite::Result<Vec<_>>>()?;
         self.room_ids.insert(name.to_owned(), id);
         let reads = reads::of_room(&self.conn, name)?;
-        Ok(Some(LoadedRoom { name: name.to_owned(), epoch, head: head as u64, recent: msgs, reads }))
+        let mentions = reads::mentions_of_room(&self.conn, id)?;
+        Ok(Some(LoadedRoom { name: name.to_owned(), epoch, head: head as u64, recent: msgs, reads, mentions }))
     }
 
     /// The room left memory: its row id need not be cached any longer.

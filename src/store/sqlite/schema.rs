@@ -102,6 +102,7 @@ pub fn prepare_writer(conn: &Connection, policy: FsyncPolicy) -> rusqlite::Resul
     conn.execute_batch("DROP INDEX IF EXISTS messages_ts")?;
     conn.execute_batch(super::blocks::SCHEMA)?;
     add_private_titles(conn)?;
+    add_mentions(conn)?;
     // …and a deleted message's words leave the search index, not just its results.
     conn.execute("INSERT INTO messages_fts (messages_fts, rank) VALUES ('secure-delete', 1)", [])?;
     Ok(())
@@ -129,6 +130,44 @@ fn upgrade_search_index(conn: &Connection) -> rusqlite::Result<()> {
              WHERE json_extract(CAST(json AS TEXT), '$.type') = 'msg'
                AND json_extract(CAST(json AS TEXT), '$.text') IS NOT NULL;
          COMMIT;",
+    )
+}
+
+/// The unread mentions: a row per stored message and user it mentions (not its
+/// author) until that user's read marker passes it (`reads::write` takes it out), so
+/// the table holds what `joined` counts and nothing that was read. A message that
+/// leaves the store (retention, erasure) takes its rows along.
+const MENTIONS: &str = "
+CREATE TABLE IF NOT EXISTS mentions (
+    room INTEGER NOT NULL,
+    user TEXT NOT NULL,
+    seq  INTEGER NOT NULL,
+    PRIMARY KEY (room, user, seq)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS mentions_gone AFTER DELETE ON messages BEGIN
+    DELETE FROM mentions WHERE room = old.room AND seq = old.seq;
+END;
+";
+
+/// Creates the mentions table; data dirs written before it get the unread mentions of
+/// their stored messages once (those above each user's marker).
+fn add_mentions(conn: &Connection) -> rusqlite::Result<()> {
+    let has: bool =
+        conn.query_row("SELECT count(*) > 0 FROM sqlite_master WHERE name = 'mentions'", [], |r| r.get(0))?;
+    conn.execute_batch(MENTIONS)?;
+    if has {
+        return Ok(());
+    }
+    conn.execute_batch(
+        "INSERT OR IGNORE INTO mentions (room, user, seq)
+         SELECT m.room, j.value, m.seq
+         FROM messages m JOIN rooms r ON r.id = m.room,
+              json_each(json_extract(CAST(m.json AS TEXT), '$.mentions')) j
+         WHERE json_extract(CAST(m.json AS TEXT), '$.type') = 'msg'
+           AND json_extract(CAST(m.json AS TEXT), '$.mentions') IS NOT NULL
+           AND json_extract(CAST(m.json AS TEXT), '$.deleted') IS NULL
+           AND j.value != json_extract(CAST(m.json AS TEXT), '$.uid')
+           AND m.seq > coalesce((SELECT seq FROM reads WHERE user = j.value AND room = r.name), 0)",
     )
 }
 

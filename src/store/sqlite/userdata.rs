@@ -285,6 +285,7 @@ pub(super) fn write(
     for uid in forgotten {
         tx.execute("DELETE FROM users WHERE id = ?1", [uid])?;
         tx.execute("DELETE FROM reads WHERE user = ?1", [uid])?;
+        tx.execute("DELETE FROM mentions WHERE user = ?1", [uid])?;
         tx.execute("DELETE FROM blocks WHERE user = ?1 OR blocked = ?1", [uid])?;
         tx.execute("DELETE FROM dm_closed WHERE user = ?1", [uid])?;
         tx.execute("DELETE FROM invites WHERE user = ?1", [uid])?;

@@ -186,13 +186,14 @@ pub enum ClusterEvent<C, A> {
         change: ChangeOf,
         result: Changed,
     },
-    /// What became of a [`Request::Read`]: whether the marker moved.
+    /// What became of a [`Request::Read`]: when the marker moved, the seqs of the
+    /// user's unread mentions left above it.
     Read {
         conn: C,
         room: RoomName,
         uid: UserId,
         seq: u64,
-        result: Result<bool, String>,
+        result: Result<Option<Vec<u64>>, String>,
     },
     History {
         conn: C,
