@@ -438,7 +438,10 @@ function onWelcome(frame) {
 // Each takes the event's detail and the page's Room for detail.room (which
 // exists: the page and the library add and drop rooms together).
 const handlers = {
-  joined({ users, read_seq: readSeq, private: isPrivate, title, read_only: readOnly }, room) {
+  joined({ users, read_seq: readSeq, mentions_unread: mentionsUnread, private: isPrivate, title, read_only: readOnly }, room) {
+    // The server counts the mentions of us above our marker, so a reload shows them.
+    if (Number.isInteger(mentionsUnread)) room.mentioned = mentionsUnread;
+    room.readSeq = readSeq;
     room.setUsers(users);
     room.private = isPrivate;
     room.title = title;
@@ -487,8 +490,8 @@ const handlers = {
     withScroll(room, () => room.addMessage(frame, state.me));
     markReadSoon(room);
     if (frame.uid === state.me?.id) return;
+    notifyIfWanted(frame, room); // first: the badge countUnread draws shows the mention
     countUnread(room);
-    notifyIfWanted(frame, room);
     if (room.name === state.active) announce(`${frame.user}: ${frame.text}`);
   },
 
@@ -557,9 +560,12 @@ const handlers = {
   },
 
   /** Our read marker moved, maybe on another device: what is read there is read here. */
-  read({ seq }, room) {
+  read({ seq, mentions_unread: mentionsUnread }, room) {
     room.readSeq = seq;
+    // Read on any device: the mentions left are the server's count.
+    if (Number.isInteger(mentionsUnread)) room.mentioned = mentionsUnread;
     setUnread(room, seq);
+    renderRoomList();
   },
 
   typing({ user }, room) {
@@ -626,7 +632,8 @@ function suggestMentions() {
 /** A DM or a mention of us raises a browser notification while the tab is hidden (once the user allowed them). */
 function notifyIfWanted(frame, room) {
   const mentioned = Array.isArray(frame.mentions) && frame.mentions.includes(state.me?.id);
-  if (mentioned) room.mentioned = (room.mentioned ?? 0) + 1;
+  // The library adds a live mention to the server's count; without markers we count.
+  if (mentioned) room.mentioned = client.room(room.name)?.mentionsUnread ?? (room.mentioned ?? 0) + 1;
   if (!(mentioned || room.dm) || document.visibilityState !== 'hidden') return;
   if (typeof Notification === 'undefined' || Notification.permission !== 'granted') return;
   const where = room.dm ? 'sent you a message' : `mentioned you in # ${room.name}`;
@@ -768,11 +775,14 @@ function renderRoomList() {
     unread.dataset.count = String(room.unread);
     unread.textContent = String(room.unread);
     unread.setAttribute('aria-label', `${room.unread} unread`);
-    if (room.unread === 0) room.mentioned = 0;
+    // Without read markers a read room has no mentions left; with them the server says.
+    if (room.unread === 0 && room.readSeq === null) room.mentioned = 0;
     if (room.mentioned > 0) {
       unread.dataset.mention = 'true';
+      unread.dataset.mentions = String(room.mentioned);
       unread.textContent = `@${room.unread}`;
-      unread.setAttribute('aria-label', `${room.unread} unread, you were mentioned`);
+      const times = room.mentioned >= 100 ? '100 or more times' : room.mentioned === 1 ? 'once' : `${room.mentioned} times`;
+      unread.setAttribute('aria-label', `${room.unread} unread, you were mentioned ${times}`);
     }
     open.append(label, unread);
     open.addEventListener('click', () => {

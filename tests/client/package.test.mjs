@@ -70,6 +70,7 @@ declare function showUnreadAfter(room: string, seq: number): void;
   reactions: `declare const client: import('natter-client').NatterClient;
 `,
   mentions: `declare const client: import('natter-client').NatterClient;
+declare function showMentionBadge(room: string, count: number): void;
 `,
   files: `import type { NatterClient, FileInfo } from 'natter-client';
 declare const client: NatterClient;

@@ -180,13 +180,16 @@ export interface NatterEvents {
     users: UserRef[];
     users_total: number;
     read_seq: number | null;
+    /** Messages above `read_seq` that mention you (at most 100: that many or more); null where markers are not kept. */
+    mentions_unread: number | null;
     private?: boolean;
     title?: string | null;
     read_only?: boolean;
     epoch?: string;
     [field: string]: unknown;
   };
-  read: { room: string; seq: number };
+  /** `mentions_unread`: the mentions of you left above the marker. */
+  read: { room: string; seq: number; mentions_unread: number | null };
   dm: { room: string; user: UserRef };
   invited: { room: string; by: UserRef; title: string | null };
   blocked: { users: string[] };
@@ -253,6 +256,8 @@ export interface RoomView {
   lastSeq: number;
   epoch: string | null;
   readSeq: number | null;
+  /** Unread mentions of you: the server's count (`joined`, `read`) plus live ones since. */
+  mentionsUnread: number | null;
   users: Map<string, string>;
 }
 

@@ -21,8 +21,8 @@ import { DEFAULT_UNSENT_KEY, Unsent, newMessageId } from './unsent.js';
 export const EVENTS = [
   'state', // {state, reason, retryAt, transport}: idle · connecting · online · reconnecting · offline · closed
   'welcome', // the welcome frame, once per socket
-  'joined', // {room, head, users, users_total, read_seq}: read_seq is null where markers are not kept
-  'read', // {room, seq}: your read marker moved (on this device or another)
+  'joined', // {room, head, users, users_total, read_seq, mentions_unread}: read_seq and mentions_unread are null where markers are not kept
+  'read', // {room, seq, mentions_unread}: your read marker moved (on this device or another); mentions_unread is what is left above it
   'dm', // {room, user}: a direct-message room with `user` (opened by either of you; also at every connect)
   'invited', // {room, by, title}: you may now join the private room `room` (title: null when it has none)
   'blocked', // {users}: every user id you blocked (at connect when any, after each block/unblock, on every device)
@@ -198,12 +198,19 @@ export class NatterClient {
     return [...this.roomStates.keys()];
   }
 
-  /** What the client knows of a room: {name, joined, lastSeq, epoch, readSeq, users: Map(id → name)}, or undefined. */
+  /**
+   * What the client knows of a room: {name, joined, lastSeq, epoch, readSeq, mentionsUnread,
+   * users: Map(id → name)}, or undefined. `mentionsUnread`: messages above your read
+   * marker that mention you, from the server's `joined` and `read` (100 means 100 or
+   * more), plus the live messages mentioning you that came since; null where markers
+   * are not kept.
+   */
   room(name) {
     const room = this.roomStates.get(name);
     if (!room) return undefined;
     return {
-      name: room.name, joined: room.joined, lastSeq: room.lastSeq, epoch: room.epoch, readSeq: room.readSeq ?? null, users: new Map(room.users),
+      name: room.name, joined: room.joined, lastSeq: room.lastSeq, epoch: room.epoch, readSeq: room.readSeq ?? null,
+      mentionsUnread: room.mentionsUnread ?? null, users: new Map(room.users),
     };
   }
 
@@ -930,6 +937,7 @@ const HANDLERS = {
     room.epoch = typeof frame.epoch === 'string' ? frame.epoch : null;
     room.users = new Map((frame.users ?? []).map((user) => [user.id, user.name]));
     room.readSeq = Number.isInteger(frame.read_seq) ? frame.read_seq : null;
+    room.mentionsUnread = Number.isInteger(frame.mentions_unread) ? frame.mentions_unread : null;
     room.readSent = 0; // the server's marker is the truth again (it may have been reset)
     room.createPrivate = false;
     // The history answer this `joined` opens (a server's own reset comes this way too,
@@ -944,7 +952,7 @@ const HANDLERS = {
       title: typeof frame.title === 'string' ? frame.title : null,
       read_only: frame.read_only === true,
     };
-    this.events.emit('joined', { ...detail, read_seq: room.readSeq });
+    this.events.emit('joined', { ...detail, read_seq: room.readSeq, mentions_unread: room.mentionsUnread });
     this.events.emit('presence', { room: room.name, users: this.presenceList(room), change: null });
   },
 
@@ -1004,7 +1012,14 @@ const HANDLERS = {
 
   msg(frame, room) {
     if (frame.id) this.settle(frame.id, room.name, frame.seq, false);
-    if (this.isNew(room, frame)) this.events.emit('message', frame);
+    if (this.isNew(room, frame)) {
+      // The server's count holds what it sent before; a live mention of you by someone
+      // else above your marker is one more.
+      const me = this.me?.id;
+      const mentionsMe = Array.isArray(frame.mentions) && frame.mentions.includes(me) && frame.uid !== me;
+      if (mentionsMe && Number.isInteger(room.mentionsUnread) && frame.seq > (room.readSeq ?? 0)) room.mentionsUnread += 1;
+      this.events.emit('message', frame);
+    }
     // The room was empty when we joined, so we hold no epoch for our cursor: join again
     // (with since: nothing is re-sent) to learn it, or a wipe could go unnoticed.
     if (room.epoch === null && room.joined && !room.epochAsked) {
@@ -1056,8 +1071,10 @@ const HANDLERS = {
 
   read(frame, room) {
     if (!Number.isInteger(frame.seq)) return;
+    const moved = frame.seq >= (room.readSeq ?? 0);
     room.readSeq = Math.max(room.readSeq ?? 0, frame.seq);
-    this.events.emit('read', { room: room.name, seq: room.readSeq });
+    if (moved && Number.isInteger(frame.mentions_unread)) room.mentionsUnread = frame.mentions_unread;
+    this.events.emit('read', { room: room.name, seq: room.readSeq, mentions_unread: room.mentionsUnread ?? null });
   },
 
   typing(frame, room) {

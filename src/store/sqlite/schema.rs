@@ -2,7 +2,7 @@
 //!
 //! One table of rooms (name, epoch, head), one of messages (the live `msg` JSON, keyed
 //! by room and seq), an FTS5 index over the message texts whose rowids are the
-//! messages' ids, the users' read markers (user, room → seq), which edit events
+//! messages' ids, the users' read markers (user, room → seq) and unread mentions, which edit events
 //! belong to which message (so a deletion can take their text too), and who may join
 //! what: lasting users, private rooms, invitations, direct-message rooms. Nothing here runs a query for a client.
 
