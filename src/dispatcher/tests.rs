@@ -451,7 +451,7 @@ fn a_read_marker_moves_forward_reaches_the_users_connections_in_the_room_and_com
 
     h.send(a, json!({"type": "read", "room": "r", "seq": 2}));
     let frames = h.take();
-    let read = json!({"type": "read", "room": "r", "seq": 2});
+    let read = json!({"type": "read", "room": "r", "seq": 2, "mentions_unread": 0});
     assert_eq!(frames.to(a), [&read]);
     assert_eq!(frames.to(a2), [&read], "the user's other connection in the room hears it");
     assert!(frames.to(a3).is_empty(), "one not in the room learns it when it joins");

@@ -336,8 +336,8 @@ end
 /// The bounds of a message's reactions (store/reactions.rs) and of a user's unread
 /// mentions (store/mentions.rs), for the append script.
 fn reaction_bounds() -> String {
-    use crate::store::reactions::{MAX_EMOJI_PER_MSG, MAX_REACTIONS_PER_MSG};
     use crate::store::mentions::MAX_UNREAD;
+    use crate::store::reactions::{MAX_EMOJI_PER_MSG, MAX_REACTIONS_PER_MSG};
     format!("local MAX_EMOJI, MAX_REACTIONS, MAX_UNREAD = {MAX_EMOJI_PER_MSG}, {MAX_REACTIONS_PER_MSG}, {MAX_UNREAD}\n")
 }
 
