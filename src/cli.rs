@@ -42,9 +42,12 @@ pub struct BackupArgs {
     /// Directory of the SQLite store: the `--data-dir` natter serves with.
     #[arg(long, default_value = "./data")]
     pub data_dir: PathBuf,
-    /// Replace FILE when it exists.
+    /// Replace FILE (and FILE.files) when it exists.
     #[arg(long)]
     pub force: bool,
+    /// The files directory natter serves with (default: <data-dir>/files, when it has files.db); copied to FILE.files.
+    #[arg(long)]
+    pub files_dir: Option<PathBuf>,
     /// Database pages copied per step (4 KiB each).
     #[arg(long, default_value_t = BackupOptions::default().pages_per_step,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -61,6 +64,7 @@ impl BackupArgs {
             pages_per_step: self.pages_per_step,
             pause: Duration::from_millis(self.pause_ms),
             overwrite: self.force,
+            files_dir: self.files_dir.clone(),
         }
     }
 }

@@ -50,7 +50,15 @@ fn backup(args: &BackupArgs) -> Result<(), String> {
     let report = natter::store::sqlite::backup::backup(&args.data_dir, &args.file, &args.options())
         .map_err(|e| format!("backup: {e}"))?;
     println!("natter backup: {report}");
-    println!("restore: stop natter, put this file at <data-dir>/natter.db, start; every room then starts a new epoch");
+    match &report.files {
+        Some((dir, _)) => println!(
+            "restore: stop natter, put this file at <data-dir>/natter.db and {} as the files directory (<data-dir>/files or --files-dir), start; every room then starts a new epoch",
+            dir.display()
+        ),
+        None => println!(
+            "restore: stop natter, put this file at <data-dir>/natter.db, start; every room then starts a new epoch"
+        ),
+    }
     Ok(())
 }
 

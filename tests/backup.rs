@@ -2,7 +2,9 @@
 //! process while clients post to it, the copy is restored into a fresh data dir, and
 //! the restored natter holds every message acked before the backup began, passes
 //! `PRAGMA integrity_check`, and answers a resume from the pre-restore history with a
-//! `reset` to the room's new epoch (never a mix of old and new seqs).
+//! `reset` to the room's new epoch (never a mix of old and new seqs). Uploaded files
+//! come along: `FILE.files` beside the copy, restored as the files directory, serves a
+//! posted file by a signed URL again, and holds nothing posted after the backup.
 
 mod common;
 
@@ -175,4 +177,106 @@ fn a_backup_under_load_restores_every_message_acked_before_it_and_old_resumes_ge
         let ack = reader.post(room, "after the restore", &format!("{room}-restored"));
         assert_eq!(ack["seq"].as_u64(), Some(head + 1));
     }
+}
+
+/// One HTTP request on its own connection; (status, body).
+fn http(addr: std::net::SocketAddr, head: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(common::WAIT)).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let end = out.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head") + 4;
+    let status = String::from_utf8_lossy(&out[..end]).split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, out[end..].to_vec())
+}
+
+/// Uploads `body` as `who` (open mode's identity key); the new file's id.
+fn upload(addr: std::net::SocketAddr, who: &str, body: &[u8]) -> String {
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: {addr}\r\nX-Natter-Key: test-identity-key-for-{who}\r\nX-Natter-Name: f.txt\r\n\
+         Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let (status, answer) = http(addr, &head, body);
+    let v: Value = serde_json::from_slice(&answer).unwrap_or(Value::Null);
+    assert_eq!(status, 201, "{v}");
+    v["id"].as_str().expect("an id").to_owned()
+}
+
+/// Fetches file `id` of `room` by a signed URL `c` asks for; (status, body).
+fn fetch(addr: std::net::SocketAddr, c: &mut Client, room: &str, id: &str) -> (u16, Vec<u8>) {
+    c.send(json!({"type": "file_urls", "room": room, "files": [id]}));
+    let urls = c.next_of("file_urls");
+    let url = urls["urls"][id].as_str().expect("a URL").to_owned();
+    http(addr, &format!("GET {url} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"), b"")
+}
+
+fn post_with_file(c: &mut Client, room: &str, id: &str, file: &str) {
+    c.send(json!({"type": "msg", "room": room, "text": id, "id": id, "files": [file]}));
+    loop {
+        let v = c.recv();
+        if v["type"] == "ack" && v["id"] == id {
+            return;
+        }
+        assert!(v["type"] != "error", "{v}");
+    }
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), dest).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_backup_includes_the_files_and_a_restored_natter_serves_them() {
+    let live = tempfile::tempdir().unwrap();
+    let natter = Proc::start(live.path(), None, FAST);
+    let mut alice = Client::connect(&natter.url("alice"));
+    alice.join("pics", None);
+    let kept = b"a file posted before the backup".to_vec();
+    let kept_id = upload(natter.ws, "alice", &kept);
+    post_with_file(&mut alice, "pics", "before", &kept_id);
+    assert_eq!(fetch(natter.ws, &mut alice, "pics", &kept_id), (200, kept.clone()));
+
+    let copies = tempfile::tempdir().unwrap();
+    let file = copies.path().join("natter-backup.db");
+    let out = Command::new(natter_bin()).arg("backup").arg(&file).arg("--data-dir").arg(live.path()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "natter backup: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+    let files_copy = copies.path().join("natter-backup.db.files");
+    assert!(
+        stdout.contains(&format!("1 files ({} bytes in 1 blobs) to {}", kept.len(), files_copy.display())),
+        "{stdout}"
+    );
+    assert!(stdout.contains("natter-backup.db.files as the files directory"), "{stdout}");
+
+    // Posted after the backup: not in it.
+    let later = b"a file posted after the backup".to_vec();
+    let later_id = upload(natter.ws, "alice", &later);
+    post_with_file(&mut alice, "pics", "after", &later_id);
+    drop(alice);
+    let mut natter = natter;
+    natter.signal(libc::SIGTERM);
+    assert_eq!(natter.wait(Duration::from_secs(10)), Some(0));
+
+    // Restore as docs/DEPLOY.md says: FILE as natter.db, FILE.files as the files directory.
+    let restored = tempfile::tempdir().unwrap();
+    std::fs::copy(&file, restored.path().join("natter.db")).unwrap();
+    copy_dir(&files_copy, &restored.path().join("files"));
+    let natter = Proc::start(restored.path(), None, FAST);
+    let mut bob = Client::connect(&natter.url("bob"));
+    bob.join("pics", None);
+    assert_eq!(fetch(natter.ws, &mut bob, "pics", &kept_id), (200, kept), "the posted file, by a signed URL");
+    assert_eq!(fetch(natter.ws, &mut bob, "pics", &later_id).0, 404, "nothing from after the backup");
 }

@@ -2,7 +2,8 @@
 //! SHA-256) and their metadata ([`db`], `files.db`), all in one files directory
 //! (`--files-dir`, by default `files/` in the data dir; with `--redis` a directory
 //! every instance shares). [`sniff`] says what bytes are, [`sign`] makes and checks
-//! the signed, expiring URLs files are fetched by.
+//! the signed, expiring URLs files are fetched by, [`backup`] copies the directory for
+//! `natter backup`.
 //!
 //! [`Files`] is the handle every thread shares. Uploads stream into a temporary file
 //! on the uploading connection's own thread ([`Upload`]); every metadata read and write
@@ -10,6 +11,7 @@
 //! dispatcher only ever *tells* it things (a message with files was stored or deleted)
 //! and never waits for it. Never touches rooms, members or sockets.
 
+pub mod backup;
 pub mod db;
 pub mod sign;
 pub mod sniff;

@@ -16,6 +16,11 @@
 //! epoch (clients that resume from the old history get `reset:true`) and loses the
 //! stamp, in one transaction.
 //!
+//! The files store (uploads: `files.db`, blobs, the URL-signing secret) is copied
+//! after the message store, into the directory `FILE.files` beside FILE, by
+//! store/files/backup.rs, which makes it agree with the message store's copy. Restore
+//! puts FILE back as `natter.db` and `FILE.files` as the files directory.
+//!
 //! Never writes to the live store; never touches rooms, members or sockets.
 
 use std::fmt;
@@ -28,6 +33,7 @@ use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::db_path;
+use crate::store::files::backup::{copy_files, is_files_dir, FilesBackupError, FilesReport};
 use crate::store::new_epoch;
 
 /// The `meta` row a backup carries until the first start from it: its value says
@@ -45,14 +51,24 @@ pub struct BackupOptions {
     pub pages_per_step: u32,
     /// Pause between two steps, so the copy's reads leave the disk to the writer.
     pub pause: Duration,
-    /// Replace FILE when it exists (else: [`BackupError::Exists`]).
+    /// Replace FILE (and `FILE.files`) when it exists (else: [`BackupError::Exists`]).
     pub overwrite: bool,
+    /// The files directory natter serves with (`--files-dir`); `None`: `files/` in the
+    /// data dir, left out when it holds no files store.
+    pub files_dir: Option<PathBuf>,
 }
 
 impl Default for BackupOptions {
     fn default() -> Self {
-        BackupOptions { pages_per_step: 256, pause: Duration::from_millis(5), overwrite: false }
+        BackupOptions { pages_per_step: 256, pause: Duration::from_millis(5), overwrite: false, files_dir: None }
     }
+}
+
+/// Where the files store's copy goes for a backup to `file`: `FILE.files` beside it.
+pub fn files_beside(file: &Path) -> PathBuf {
+    let mut name = file.file_name().unwrap_or_default().to_owned();
+    name.push(".files");
+    file.with_file_name(name)
 }
 
 /// What a finished backup copied.
@@ -68,6 +84,8 @@ pub struct BackupReport {
     /// restarted.
     pub steps: u64,
     pub took: Duration,
+    /// The files store's copy and what it holds (`None`: there was none to copy).
+    pub files: Option<(PathBuf, FilesReport)>,
 }
 
 impl fmt::Display for BackupReport {
@@ -83,7 +101,19 @@ impl fmt::Display for BackupReport {
             self.pages,
             self.steps,
             self.took.as_secs_f64()
-        )
+        )?;
+        match &self.files {
+            Some((dir, r)) => write!(
+                f,
+                "; {} files ({} bytes in {} blobs) to {}{}",
+                r.files,
+                r.bytes,
+                r.blobs,
+                dir.display(),
+                if r.gone > 0 { format!(" ({} deleted during the copy left out)", r.gone) } else { String::new() }
+            ),
+            None => write!(f, "; no files store to copy"),
+        }
     }
 }
 
@@ -105,6 +135,10 @@ pub enum BackupError {
     Integrity(String),
     #[error("the store stayed busy for {0} steps in a row")]
     Busy(u32),
+    #[error("no files store at {0} (is --files-dir the one natter serves with?)")]
+    NoFiles(PathBuf),
+    #[error("copying the files store: {0}")]
+    Files(#[from] FilesBackupError),
 }
 
 /// Copies the store in `data_dir` to `file`; see the module doc.
@@ -122,6 +156,15 @@ pub fn backup(data_dir: &Path, file: &Path, opts: &BackupOptions) -> Result<Back
             return Err(BackupError::Exists(file.to_owned()));
         }
     }
+    let files_dest = files_beside(file);
+    let files_source = match &opts.files_dir {
+        Some(dir) if !is_files_dir(dir) => return Err(BackupError::NoFiles(dir.clone())),
+        Some(dir) => Some(dir.clone()),
+        None => Some(data_dir.join("files")).filter(|d| is_files_dir(d)),
+    };
+    if files_source.is_some() && files_dest.exists() && !opts.overwrite {
+        return Err(BackupError::Exists(files_dest));
+    }
     let tmp = Temp::beside(file)?;
     // A stopped store has no WAL files; reading it creates them, owned by whoever runs
     // the backup: hand them to the store's owner, so natter (another user, say) can
@@ -133,6 +176,13 @@ pub fn backup(data_dir: &Path, file: &Path, opts: &BackupOptions) -> Result<Back
     let steps = copied?;
     let mut report = finish_copy(&source, &tmp.path)?;
     report.steps = steps;
+    // After the message store's snapshot, and made to agree with its copy.
+    if let Some(source) = files_source {
+        let dir = TempDir::beside(&files_dest)?;
+        let copied = copy_files(&source, &tmp.path, &dir.path, opts.pages_per_step, opts.pause)?;
+        dir.place(&files_dest, opts.overwrite)?;
+        report.files = Some((files_dest, copied));
+    }
     tmp.place(file, opts.overwrite)?;
     report.file = file.to_owned();
     report.took = started.elapsed();
@@ -205,6 +255,7 @@ fn finish_copy(source: &Path, dest: &Path) -> Result<BackupReport, BackupError> 
         pages,
         steps: 0,
         took: Duration::ZERO,
+        files: None,
     })
 }
 
@@ -279,6 +330,52 @@ impl Temp {
             _ => Path::new("."),
         };
         File::open(dir).and_then(|d| d.sync_all()).map_err(io("syncing the directory of"))
+    }
+}
+
+/// The files store's copy while it is made: a hidden directory beside `FILE.files`,
+/// removed unless it was placed.
+struct TempDir {
+    path: PathBuf,
+    placed: bool,
+}
+
+impl TempDir {
+    fn beside(dest: &Path) -> Result<TempDir, BackupError> {
+        let name = dest.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let path = dest.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+        // Left behind by a backup of this pid that was killed: never a live directory.
+        let _ = fs::remove_dir_all(&path);
+        Ok(TempDir { path, placed: false })
+    }
+
+    /// Renames the copy to `dest`; with `overwrite` an old `dest` is moved aside first
+    /// and removed after, so `dest` is always one whole copy.
+    fn place(mut self, dest: &Path, overwrite: bool) -> Result<(), BackupError> {
+        let io = |what| move |source| BackupError::Io { what, path: dest.to_owned(), source };
+        let old = self.path.with_extension("old");
+        if dest.exists() {
+            if !overwrite {
+                return Err(BackupError::Exists(dest.to_owned()));
+            }
+            fs::rename(dest, &old).map_err(io("moving aside the old"))?;
+        }
+        fs::rename(&self.path, dest).map_err(io("renaming the copy to"))?;
+        self.placed = true;
+        let _ = fs::remove_dir_all(&old);
+        let dir = match dest.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io("syncing the directory of"))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !self.placed {
+            let _ = fs::remove_dir_all(&self.path);
+        }
     }
 }
 
@@ -385,6 +482,57 @@ mod tests {
         assert_eq!(read, 3);
         assert!(integrity_problems(&conn).unwrap().is_empty());
         assert_eq!(epochs(live.path()), before, "the live store is not touched");
+    }
+
+    #[test]
+    fn the_files_copy_names_exactly_the_copied_messages_files() {
+        use crate::store::files::{Files, Lifecycle, UploadMeta};
+        let (live, copies) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let lifecycle = Lifecycle { unposted_ttl: Duration::from_secs(3600), retention: None, max_store_bytes: None };
+        let files = Files::open(&live.path().join("files"), lifecycle).expect("files");
+        let up = |bytes: &[u8]| {
+            let mut u = files.begin().unwrap();
+            u.write(bytes).unwrap();
+            u.finish(UploadMeta { uploader: "u".into(), name: "f.txt".into(), content_type: None }).unwrap().id
+        };
+        let (stored, late, on_its_way) = (up(b"one"), up(b"two"), up(b"three"));
+        let mut store = SqliteStore::open(live.path(), FsyncPolicy::Never).expect("open");
+        for (seq, id) in [(1, &stored), (3, &on_its_way)] {
+            let json = format!(r#"{{"type":"msg","room":"r","seq":{seq},"text":"","files":[{{"id":"{id}"}}]}}"#);
+            store.append(NewMessage {
+                room: "r".into(),
+                epoch: "e0".into(),
+                seq,
+                ts: seq,
+                text: String::new(),
+                json: Bytes::from(json),
+            });
+        }
+        store.commit().expect("commit");
+        // The files store as it is a moment later: the ref of seq 1; seq 2 stored after
+        // the message store's snapshot; seq 3's ref still on its way (only its grant).
+        let ids = [stored.clone(), late.clone(), on_its_way.clone()];
+        files
+            .call(move |db| {
+                db.posted("r", 1, &ids[..1], 1)?;
+                db.posted("r", 2, &ids[1..2], 2)?;
+                db.grant("u", &ids[2..], "r", 3).map(|_| ())
+            })
+            .unwrap();
+        let file = copies.path().join("b.db");
+        let report = backup(live.path(), &file, &BackupOptions::default()).expect("backup");
+        let (dir, copied) = report.files.expect("the files store is copied");
+        assert_eq!((dir.clone(), copied.files, copied.blobs, copied.gone), (files_beside(&file), 3, 3, 0));
+        let conn = Connection::open(dir.join("files.db")).unwrap();
+        let refs: Vec<(String, u64)> = conn
+            .prepare("SELECT file, seq FROM refs ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(refs, [(stored, 1), (on_its_way, 3)], "seq 2 is not in the copy; seq 3's ref is");
+        assert!(dir.join("secret").is_file());
     }
 
     #[test]
