@@ -133,6 +133,8 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown, ready: impl 
     let cfg = Arc::new(cfg);
     let metrics = Arc::new(Metrics::default());
     let (commands_tx, commands_rx) = crossbeam_channel::bounded(COMMAND_QUEUE);
+    // With --redis: the Redis a user's export and erasure read, shared by every instance.
+    let mut user_data_redis = None;
     let dispatcher = match &cfg.redis {
         None => {
             let store = SqliteStore::open(&cfg.data_dir, cfg.fsync)?;
@@ -159,6 +161,7 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown, ready: impl 
             let readers = redis_store::start_readers(&master, &opts, STORE_READERS, move |answer| {
                 let _ = tx.send(Command::Store(answer)); // the dispatcher is gone at shutdown
             })?;
+            user_data_redis = Some((master.clone(), opts.clone()));
             Dispatcher::new(cfg.clone(), metrics.clone(), Backend::Redis(Cluster { io, readers }))
         }
     };
@@ -183,11 +186,16 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown, ready: impl 
             let keys = ApiKeys::load(path)?;
             let mut api = Api::new(keys, commands_tx.clone(), cfg.api_rate_per_s, cfg.max_text_chars)
                 .with_overview(metrics.clone(), cfg.clone());
-            if cfg.redis.is_none() {
-                api = api.with_audit_db(crate::store::sqlite::db_path(&cfg.data_dir));
-                // Export and erasure read the SQLite store; with --redis they are refused.
-                api = api.with_data_dir(cfg.data_dir.clone()).with_files(files.clone());
+            match user_data_redis.take() {
+                None => {
+                    api = api.with_audit_db(crate::store::sqlite::db_path(&cfg.data_dir));
+                    // Export and erasure read the SQLite store on connections of their own.
+                    api = api.with_data_dir(cfg.data_dir.clone());
+                }
+                // Export and erasure read Redis on connections of their own.
+                Some((master, opts)) => api = api.with_redis(master, opts),
             }
+            api = api.with_files(files.clone());
             let pool = ApiHttp::start(Arc::new(api))?;
             Some(Handoff(Arc::new(move |stream, buffered| pool.submit(stream, buffered))))
         }

@@ -3,7 +3,10 @@
 //! all of it, as NDJSON and as a zip; an erasure, either choice, leaves none of what it
 //! removes in natter.db, natter.db-wal or natter.db-shm (scanned byte by byte, as
 //! `strings` would), while what it keeps and other users' messages stay; members see
-//! the deletions live; with `--redis` both are refused. The user's upload is in
+//! the deletions live. With `--redis`, two instances on one Redis: the export from
+//! either holds what the user wrote through both, and an erasure (either choice) leaves
+//! no key of Redis naming them (by name or in its bytes), nor their texts when removed;
+//! joiners and rings on the other instance show the result. The user's upload is in
 //! their export (its `file` line, and its exact bytes in the zip), never another
 //! user's, and goes with their messages.
 
@@ -303,16 +306,228 @@ fn an_erasure_that_keeps_the_messages_shows_them_as_a_deleted_users_and_forgets_
     server.stop();
 }
 
-#[test]
-fn with_redis_export_and_erasure_are_refused_clearly() {
-    let redis = common_redis::RedisServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let server = server(dir.path(), Some(redis.url()));
-    for (method, path) in [("GET", "/api/v1/users/u-ann/export"), ("DELETE", "/api/v1/users/u-ann?messages=remove")] {
-        let (status, _, body) = call(server.admin, method, path, KEY);
-        let body = json_of(&body);
-        assert_eq!(status, 501, "{method} {path}: {body}");
-        assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("--redis")), "{body}");
+/// Messages the erased user writes in Redis mode: fewer than the single-instance
+/// test's 1,000, over two instances.
+const REDIS_MESSAGES: usize = 300;
+
+/// `zed` on instance `a` writes in alpha and beta, `zed` on `b` (the same user) in
+/// gamma and beta; bob (on `b`) writes in alpha and replies to zed's seq 2; zed reacts to
+/// bob's message, edits their beta/1, moves a read marker and blocks bob. Returns how
+/// many messages zed wrote.
+fn seed_two(zed_a: &mut Client, zed_b: &mut Client, bob: &mut Client) -> usize {
+    for room in ["alpha", "beta"] {
+        zed_a.join(room, None);
     }
-    server.stop();
+    for room in ["gamma", "beta"] {
+        zed_b.join(room, None);
+    }
+    bob.join("alpha", None);
+    for i in 0..REDIS_MESSAGES {
+        let (zed, room) = match i % 4 {
+            0 => (&mut *zed_a, "alpha"),
+            1 => (&mut *zed_a, "beta"),
+            2 => (&mut *zed_b, "gamma"),
+            _ => (&mut *zed_b, "beta"),
+        };
+        zed.send(
+            json!({"type": "msg", "room": room, "text": format!("quuxword{i:04} from zed"), "id": format!("m{i}")}),
+        );
+    }
+    for (zed, n) in [(&mut *zed_a, REDIS_MESSAGES / 2), (&mut *zed_b, REDIS_MESSAGES / 2)] {
+        let mut acks = 0;
+        while acks < n {
+            if zed.recv()["type"] == "ack" {
+                acks += 1;
+            }
+        }
+    }
+    bob.send(json!({"type": "msg", "room": "alpha", "text": "bobsays hello", "id": "b1"}));
+    let bobs = loop {
+        let v = bob.recv();
+        if v["type"] == "ack" {
+            break v["seq"].as_u64().unwrap();
+        }
+    };
+    bob.send(json!({"type": "msg", "room": "alpha", "text": "bobsays indeed", "id": "b2", "reply_to": 2}));
+    while bob.recv()["type"] != "ack" {}
+    zed_a.send(json!({"type": "react", "room": "alpha", "seq": bobs, "emoji": "👍"}));
+    zed_a.next_of("react");
+    zed_b.send(json!({"type": "edit", "room": "beta", "seq": 1, "text": "quuxedit changed", "id": "e1"}));
+    zed_b.next_of("ack");
+    zed_b.send(json!({"type": "read", "room": "beta", "seq": 5}));
+    zed_b.send(json!({"type": "block", "user": bob.uid()}));
+    zed_b.next_of("blocked");
+    REDIS_MESSAGES
+}
+
+/// The key names in Redis that hold `needle` (the check of values is `keys_holding`).
+fn key_names_holding(redis: &common_redis::RedisServer, needle: &str) -> Vec<String> {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut con = client.get_connection().unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut con).unwrap();
+    keys.into_iter().filter(|k| k.contains(needle)).collect()
+}
+
+/// Waits until no key of Redis holds any of `gone`, by name or in its `DUMP`. The
+/// `{p}:disconnects` set is left out: it names a user whose connections every instance
+/// is asked to close for about a minute (the erasure's own request among them).
+fn wait_gone_from_redis(redis: &common_redis::RedisServer, gone: &[&str]) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left: Vec<(String, Vec<String>)> = gone
+            .iter()
+            .map(|w| {
+                let mut keys = redis.keys_holding(w);
+                keys.extend(key_names_holding(redis, w));
+                keys.retain(|k| k != "natter:disconnects");
+                (w.to_string(), keys)
+            })
+            .filter(|(_, keys)| !keys.is_empty())
+            .collect();
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "still in Redis: {left:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The room's messages as a scroll-back from its head shows them: from the ring of the
+/// client's instance (it proves the answer when it holds one message older than the
+/// page; the first ask, past the head, goes to the store and finds the head).
+fn scroll_back(c: &mut Client, room: &str) -> Vec<Value> {
+    let newest = history_page(c, room, 100_000, 1);
+    let head = newest.last().and_then(|m| m["seq"].as_u64()).expect("the room has messages");
+    assert!(head > 2 && head <= 201, "one page covers the room: head {head}");
+    history_page(c, room, head + 1, head as usize - 1)
+}
+
+fn history_page(c: &mut Client, room: &str, before: u64, limit: usize) -> Vec<Value> {
+    c.send(json!({"type": "history", "room": room, "before": before, "limit": limit}));
+    let mut messages = Vec::new();
+    loop {
+        let page = c.next_of("history");
+        messages.extend(page["messages"].as_array().unwrap().iter().cloned());
+        if page["more"] != true {
+            return messages;
+        }
+    }
+}
+
+#[test]
+fn with_redis_an_export_from_either_instance_holds_all_and_an_erasure_that_removes_leaves_none_in_redis() {
+    let redis = common_redis::RedisServer::start();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (server(dir_a.path(), Some(redis.url())), server(dir_b.path(), Some(redis.url())));
+    let (mut zed_a, mut zed_b, mut bob) = (a.connect(NAME), b.connect(NAME), b.connect("bob"));
+    let mut carol = a.connect("carol");
+    carol.join("alpha", None);
+    let uid = zed_a.uid();
+    assert_eq!(zed_b.uid(), uid, "one user on both instances");
+    let written = seed_two(&mut zed_a, &mut zed_b, &mut bob);
+    let file = upload_as(a.ws, NAME, "my%20cat!.png", "image/png", &png());
+    let file_id = file["id"].as_str().unwrap().to_owned();
+    zed_a.send(json!({"type": "msg", "room": "alpha", "text": "quuxfile here", "id": "f1", "files": [file_id]}));
+    zed_a.next_of("ack");
+    let written = written + 1;
+
+    for admin in [a.admin, b.admin] {
+        let lines = export_lines(admin, &uid);
+        let of = |kind: &str| lines.iter().filter(|l| l["type"] == kind).collect::<Vec<_>>();
+        assert_eq!((lines[0]["type"].as_str(), lines.last().unwrap()["type"].as_str()), (Some("export"), Some("end")));
+        assert_eq!(lines.last().unwrap()["messages"], written);
+        assert_eq!(of("profile")[0]["id"], json!(uid));
+        let messages = of("message");
+        assert_eq!(messages.len(), written);
+        let texts: std::collections::HashSet<&str> =
+            messages.iter().filter_map(|m| m["stored"]["text"].as_str()).collect();
+        assert!(texts.contains("quuxedit changed") && texts.contains("quuxfile here"), "the edit, the file's message");
+        for i in 4..REDIS_MESSAGES {
+            assert!(texts.contains(format!("quuxword{i:04} from zed").as_str()), "message {i} is in it: {texts:?}");
+        }
+        let rooms: std::collections::BTreeSet<&str> = messages.iter().filter_map(|m| m["room"].as_str()).collect();
+        assert_eq!(rooms.into_iter().collect::<Vec<_>>(), ROOMS, "every room, whichever instance it was written on");
+        assert!(messages.iter().all(|m| m["ts"].as_u64().is_some() && m["seq"].as_u64().is_some()), "with seq and ts");
+        assert_eq!(of("edit").len(), 1);
+        assert_eq!((of("reaction")[0]["emoji"].as_str(), of("react").len()), (Some("👍"), 1), "their reaction");
+        assert_eq!(of("read_marker")[0]["room"], "beta");
+        assert_eq!(of("block")[0]["user"], bob.uid());
+        assert!(!lines.iter().any(|l| l.to_string().contains("bobsays")), "nobody else's messages");
+    }
+    let (status, head, zip) = call(a.admin, "GET", &format!("/api/v1/users/{uid}/export?format=zip"), KEY);
+    assert_eq!((status, head.contains("application/zip")), (200, true), "{head}");
+    assert!(contains(zip_entry(&zip, "export.ndjson").unwrap(), "quuxword0299"), "the NDJSON in the zip");
+    assert_eq!(zip_entry(&zip, &format!("files/{file_id}-my_cat_.png")), Some(&png()[..]), "the upload's bytes");
+
+    assert!(!redis.keys_holding("quuxword0299").is_empty(), "the check sees the text that is there");
+    let (status, _, body) = call(b.admin, "DELETE", &format!("/api/v1/users/{uid}?messages=remove"), KEY);
+    let answer = json_of(&body);
+    assert_eq!((status, answer["deleted"].as_u64()), (200, Some(written as u64)), "{answer}");
+    // carol, in alpha on the other instance, sees zed's messages there deleted, live.
+    let mut deletes = 0;
+    while deletes < REDIS_MESSAGES / 4 + 1 {
+        if carol.recv()["type"] == "delete" {
+            deletes += 1;
+        }
+    }
+    wait_gone_from_redis(&redis, &["quuxword", "quuxedit", "quuxfile", &uid, NAME]);
+    assert!(!redis.keys_holding("bobsays hello").is_empty(), "other users' messages stay");
+    for zed in [&mut zed_a, &mut zed_b] {
+        assert_eq!(zed.expect_close().0, 1008, "the erased user is disconnected on both instances");
+    }
+    // A new joiner on the other instance, and carol's scroll-back from its ring.
+    let mut dave = a.connect("dave");
+    let (_, history) = dave.join("alpha", None);
+    let held = history["messages"].as_array().unwrap();
+    let (_, _, page) = call(b.admin, "GET", "/api/v1/rooms/alpha/messages?after=0&limit=200", KEY);
+    let stored = json_of(&page)["messages"].as_array().unwrap().clone();
+    assert!(stored.iter().any(|m| m["text"] == "bobsays hello"), "other users' messages stay");
+    let quote = stored.iter().find(|m| m["text"] == "bobsays indeed").expect("bob's reply");
+    assert_eq!(quote["reply"], json!({"seq": 2, "deleted": true}), "the reply no longer quotes zed");
+    wait_until(
+        || {
+            let page = scroll_back(&mut carol, "alpha");
+            !page.iter().any(|m| m.to_string().contains(&uid) || m.to_string().contains(NAME))
+        },
+        "carol's ring to forget who wrote them",
+    );
+    for m in held.iter().chain(&stored).chain(scroll_back(&mut carol, "alpha").iter()) {
+        let m = m.to_string();
+        assert!(!m.contains("quuxword") && !m.contains(&uid) && !m.contains(NAME), "{m}");
+    }
+    let lines = export_lines(a.admin, &uid);
+    assert_eq!(lines.iter().filter(|l| l["type"] == "message").count(), 0, "nothing left");
+    a.stop();
+    b.stop();
+}
+
+#[test]
+fn with_redis_an_erasure_that_keeps_the_messages_names_no_one_in_redis_or_any_ring() {
+    let redis = common_redis::RedisServer::start();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (server(dir_a.path(), Some(redis.url())), server(dir_b.path(), Some(redis.url())));
+    let (mut zed_a, mut zed_b, mut bob) = (a.connect(NAME), b.connect(NAME), b.connect("bob"));
+    let uid = zed_a.uid();
+    seed_two(&mut zed_a, &mut zed_b, &mut bob);
+
+    let (status, _, body) = call(a.admin, "DELETE", &format!("/api/v1/users/{uid}?messages=keep"), KEY);
+    let answer = json_of(&body);
+    assert_eq!((status, answer["deleted"].as_u64()), (200, Some(0)), "{answer}");
+    assert!(answer["renamed"].as_u64().is_some_and(|n| n >= REDIS_MESSAGES as u64), "{answer}");
+    wait_gone_from_redis(&redis, &[&uid, NAME]);
+    assert!(!redis.keys_holding("quuxword0299 from zed").is_empty(), "the kept texts stay");
+    // bob, on the other instance: a new join (from Redis) and a scroll-back (from its ring).
+    let mut eve = b.connect("eve");
+    let (_, history) = eve.join("gamma", None);
+    wait_until(
+        || !scroll_back(&mut bob, "alpha").iter().any(|m| m.to_string().contains(&uid)),
+        "bob's instance's ring to forget who wrote them",
+    );
+    let page = scroll_back(&mut bob, "alpha");
+    for m in history["messages"].as_array().unwrap().iter().chain(page.iter().filter(|m| m["uid"] != bob.uid())) {
+        assert_eq!((m["uid"].as_str(), m["user"].as_str()), (Some("deleted"), Some("deleted user")), "{m}");
+    }
+    assert!(page.iter().any(|m| m["text"].as_str().is_some_and(|t| t.starts_with("quuxword"))), "kept texts");
+    a.stop();
+    b.stop();
 }

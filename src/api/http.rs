@@ -199,7 +199,7 @@ fn answer(api: &Api, stream: TcpStream, mut buf: Vec<u8>) {
 /// worker (each write waits at most [`IO_TIMEOUT`]), never the dispatcher. A body cut
 /// short ends without the last chunk, so the caller can tell.
 fn stream_export(stream: &TcpStream, export: &Export) {
-    let conn = match export.open() {
+    let mut conn = match export.open() {
         Ok(conn) => conn,
         Err(e) => return respond(stream, status_of(e.code), &error_body(&e)),
     };
@@ -213,7 +213,7 @@ fn stream_export(stream: &TcpStream, export: &Export) {
         .get_mut()
         .0
         .write_all(head.as_bytes())
-        .and_then(|()| export.write(&conn, &mut out))
+        .and_then(|()| export.write(&mut conn, &mut out))
         .and_then(|()| out.flush())
         .and_then(|()| (&mut &*stream).write_all(b"0\r\n\r\n"));
     if let Err(e) = written {

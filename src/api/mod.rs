@@ -33,6 +33,7 @@ use crate::ratelimit::TokenBucket;
 use crate::store::audit::AuditQuery;
 use crate::store::files::Files;
 use crate::store::redis::io::page_json;
+use crate::store::redis::{Master, StoreOptions};
 use crate::store::sqlite::audit as sqlite_audit;
 use keys::ApiKeys;
 use routes::{error_body, status_of, ApiRequest, Routed};
@@ -52,8 +53,9 @@ pub struct Api {
     /// Single-instance mode: the store file the audit log is read from, on a read-only
     /// connection of the API's own (opened at first use), never the dispatcher's.
     audit_db: Option<(PathBuf, Mutex<Option<rusqlite::Connection>>)>,
-    /// The SQLite store's data dir, for export and erasure; `None` with `--redis`.
-    data_dir: Option<PathBuf>,
+    /// Where export and erasure read a user's data: the SQLite store's data dir, or
+    /// the Redis the instances share; none in unit tests.
+    user_data: Option<userdata::Source>,
     /// Uploaded files, for a user's export and erasure; none in unit tests.
     files: Option<Arc<Files>>,
     /// For the admin console's overview; none in unit tests.
@@ -65,7 +67,7 @@ pub struct Api {
 /// An answer: JSON, or a user's export for the HTTP side to stream.
 pub enum Reply {
     Json(u16, Value),
-    Export(userdata::Export),
+    Export(Box<userdata::Export>),
 }
 
 impl Api {
@@ -77,7 +79,7 @@ impl Api {
             limiter,
             max_text,
             audit_db: None,
-            data_dir: None,
+            user_data: None,
             files: None,
             overview: None,
             instance: String::new(),
@@ -99,10 +101,16 @@ impl Api {
         self
     }
 
-    /// Single-instance mode: user export and erasure read the store in `dir` (without
-    /// it, with `--redis`, both are refused).
+    /// Single-instance mode: user export and erasure read the store in `dir`.
     pub fn with_data_dir(mut self, dir: PathBuf) -> Api {
-        self.data_dir = Some(dir);
+        self.user_data = Some(userdata::Source::Sqlite(dir));
+        self
+    }
+
+    /// Redis mode: user export and erasure read the Redis every instance shares, on
+    /// connections of their own.
+    pub fn with_redis(mut self, master: Master, opts: StoreOptions) -> Api {
+        self.user_data = Some(userdata::Source::Redis(master, opts));
         self
     }
 
@@ -163,19 +171,13 @@ impl Api {
             }
             Routed::Call(call) => call,
             Routed::Export { uid, zip } => {
-                let Some(dir) = self.data_dir.clone() else {
-                    let (status, body) = userdata::redis_refusal();
-                    return Ok(Reply::Json(status, body));
-                };
-                return Ok(Reply::Export(userdata::Export { dir, uid, zip, files: self.files.clone() }));
+                let source = self.user_data.clone().ok_or_else(userdata::no_store)?;
+                return Ok(Reply::Export(Box::new(userdata::Export { source, uid, zip, files: self.files.clone() })));
             }
             Routed::Erase { uid, messages, by } => {
-                let Some(dir) = &self.data_dir else {
-                    let (status, body) = userdata::redis_refusal();
-                    return Ok(Reply::Json(status, body));
-                };
+                let source = self.user_data.as_ref().ok_or_else(userdata::no_store)?;
                 log::info!("api: erasing user {uid} (messages {messages:?})");
-                return userdata::erase(&self.commands, dir, self.files.as_deref(), &uid, messages, by)
+                return userdata::erase(&self.commands, source, self.files.as_deref(), &uid, messages, by)
                     .map(|v| Reply::Json(200, v));
             }
         };

@@ -1,12 +1,15 @@
 //! A user's data over the server API: the export (`GET /api/v1/users/{id}/export`),
-//! streamed as NDJSON or a zip from a read-only store connection of the API worker's
-//! own, and the erasure (`DELETE /api/v1/users/{id}?messages=remove|keep`), which finds
-//! the user's rows the same way and has the dispatcher change them in small chunks.
+//! streamed as NDJSON or a zip from a store connection of the API worker's own, and
+//! the erasure (`DELETE /api/v1/users/{id}?messages=remove|keep`), which finds the
+//! user's rows the same way and has the dispatcher change them in small chunks.
 //!
 //! Runs on an API worker thread: an export never touches the dispatcher, and an
 //! erasure waits for it chunk by chunk, so neither holds up anyone's messages for more
-//! than one chunk. Never holds a user's whole history in memory. Single-instance
-//! (SQLite) mode only; with `--redis` both are refused (501) before anything is read.
+//! than one chunk. Never holds a user's whole history in memory. Both store modes: the
+//! SQLite store is read in one read transaction (one point in time); with `--redis`
+//! the rooms' streams are walked a page at a time and the other keys scanned
+//! (`store::redis::userdata`), so an export of a user who is still writing may hold a
+//! message stored while it ran, or not.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -21,7 +24,8 @@ use crate::dispatcher::api::ApiCall;
 use crate::dispatcher::{Actor, Command};
 use crate::protocol::{ApiResult, ErrorCode, ProtocolError, RoomName};
 use crate::store::files::{FileRecord, Files, UserFiles};
-use crate::store::sqlite::userdata::{self as rows, Authored};
+use crate::store::redis::{Master, RedisStore, StoreOptions};
+use crate::store::sqlite::userdata::{self as rows, Authored, Counts};
 
 /// Rows handed to the dispatcher at once to be made anonymous: small, so a chunk holds
 /// it for milliseconds.
@@ -58,11 +62,24 @@ impl Messages {
     }
 }
 
-/// The answer to export or erase with `--redis`.
-pub fn redis_refusal() -> (u16, Value) {
-    let message = "user export and erasure need single-instance mode (SQLite); with --redis they are not \
-                   available: see docs/API.md";
-    (501, json!({"error": {"code": "unavailable", "message": message}}))
+/// Where a user's data is read from.
+#[derive(Clone)]
+pub enum Source {
+    /// The SQLite store's data dir (single-instance mode).
+    Sqlite(PathBuf),
+    /// The Redis every instance shares (`--redis`).
+    Redis(Master, StoreOptions),
+}
+
+/// An open connection to a [`Source`], for one export.
+pub enum Opened {
+    Sqlite(rusqlite::Connection),
+    Redis(Box<RedisStore>),
+}
+
+/// The answer when this API has no store to read users' data from (unit tests).
+pub fn no_store() -> ProtocolError {
+    ProtocolError::new(ErrorCode::Unavailable, "no store to read users' data from on this listener")
 }
 
 fn unavailable(why: impl std::fmt::Display) -> ProtocolError {
@@ -72,7 +89,7 @@ fn unavailable(why: impl std::fmt::Display) -> ProtocolError {
 
 /// One export, ready to be written to its caller.
 pub struct Export {
-    pub dir: PathBuf,
+    pub source: Source,
     pub uid: String,
     pub zip: bool,
     /// The file store the user's uploads are read from; none in unit tests.
@@ -98,8 +115,15 @@ impl Export {
 
     /// Opens the store first, so that a store that cannot be read is an error answer,
     /// not a broken 200.
-    pub fn open(&self) -> Result<rusqlite::Connection, ProtocolError> {
-        rows::open_reader(&self.dir).map_err(unavailable)
+    pub fn open(&self) -> Result<Opened, ProtocolError> {
+        match &self.source {
+            Source::Sqlite(dir) => rows::open_reader(dir).map(Opened::Sqlite).map_err(unavailable),
+            Source::Redis(master, opts) => {
+                let mut store = RedisStore::on(master, opts.clone());
+                store.ping().map_err(unavailable)?;
+                Ok(Opened::Redis(Box::new(store)))
+            }
+        }
     }
 
     /// Writes the whole export to `out` from one snapshot of the store: the header
@@ -107,7 +131,7 @@ impl Export {
     /// with the counts (a body without it was cut short). A zip holds that as
     /// `export.ndjson`, then each upload's bytes as `files/<id>-<name>`, streamed from
     /// its blob.
-    pub fn write(&self, conn: &rusqlite::Connection, out: &mut dyn Write) -> io::Result<()> {
+    pub fn write(&self, conn: &mut Opened, out: &mut dyn Write) -> io::Result<()> {
         let files = self.user_files()?;
         if self.zip {
             let mut zip = StoredZip::new(out);
@@ -146,30 +170,64 @@ impl Export {
         })
     }
 
-    fn write_ndjson(&self, conn: &rusqlite::Connection, files: &UserFiles, out: &mut dyn Write) -> io::Result<()> {
+    fn write_ndjson(&self, conn: &mut Opened, files: &UserFiles, out: &mut dyn Write) -> io::Result<()> {
         let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
-        // One read transaction: the export is one point in time, whatever commits meanwhile.
-        conn.execute_batch("BEGIN").map_err(io::Error::other)?;
         let mut line = |v: &Value| -> io::Result<()> {
             serde_json::to_writer(&mut *out, v)?;
             out.write_all(b"\n")
         };
         line(&json!({"type": "export", "user": self.uid, "ts": ts, "format": 1}))?;
-        let counts = match rows::export(conn, &self.uid, &mut line) {
-            Ok(counts) => counts,
-            Err(rows::ExportError::Gone(e)) => return Err(e),
-            Err(rows::ExportError::Store(e)) => {
-                log::warn!("api: export of {}: {e}", self.uid);
-                return Err(io::Error::other("the store could not be read"));
+        let counts = match conn {
+            Opened::Sqlite(conn) => {
+                // One read transaction: the export is one point in time, whatever commits meanwhile.
+                conn.execute_batch("BEGIN").map_err(io::Error::other)?;
+                let counts = match rows::export(conn, &self.uid, &mut line) {
+                    Ok(counts) => counts,
+                    Err(rows::ExportError::Gone(e)) => return Err(e),
+                    Err(rows::ExportError::Store(e)) => return Err(self.unreadable(&e)),
+                };
+                let _ = conn.execute_batch("COMMIT");
+                counts
             }
+            Opened::Redis(store) => self.redis_rows(store, &mut line)?,
         };
         for (f, posts) in files {
             line(&file_line(f, posts))?;
         }
         let lines = counts.lines + files.len() as u64 + 2;
-        line(&json!({"type": "end", "messages": counts.messages, "files": files.len(), "lines": lines}))?;
-        let _ = conn.execute_batch("COMMIT");
-        Ok(())
+        line(&json!({"type": "end", "messages": counts.messages, "files": files.len(), "lines": lines}))
+    }
+
+    /// Redis mode: the profile, every stored row naming the user (room by room, in seq
+    /// order) and the other facts, as single-instance mode's export has them.
+    fn redis_rows(&self, store: &mut RedisStore, line: &mut dyn FnMut(&Value) -> io::Result<()>) -> io::Result<Counts> {
+        let uid = &self.uid;
+        let mut counts = Counts::default();
+        let name = store.user_name(uid).map_err(|e| self.unreadable(&e))?;
+        line(&json!({"type": "profile", "id": uid, "name": name}))?;
+        counts.lines += 1;
+        let mut walk = store.authored(uid).map_err(|e| self.unreadable(&e))?;
+        while let Some(page) = walk.next_page(store).map_err(|e| self.unreadable(&e))? {
+            for row in page {
+                for l in rows::row_lines(row.room.as_str(), row.seq, None, &row.json, uid) {
+                    counts.messages += u64::from(l["type"] == "message");
+                    counts.lines += 1;
+                    line(&l)?;
+                }
+            }
+        }
+        let facts = store.export_facts(uid, &mut |v| {
+            counts.lines += 1;
+            line(&v)
+        });
+        facts.map_err(|e| self.unreadable(&e))??;
+        Ok(counts)
+    }
+
+    /// A store that failed mid-export: logged, and the body cut short.
+    fn unreadable(&self, e: &dyn std::fmt::Display) -> io::Error {
+        log::warn!("api: export of {}: {e}", self.uid);
+        io::Error::other("the store could not be read")
     }
 }
 
@@ -216,12 +274,93 @@ fn sanitized(name: &str) -> String {
 /// Safe to repeat: a second run finds nothing left to change.
 pub fn erase(
     commands: &Sender<Command>,
-    dir: &Path,
+    source: &Source,
     files: Option<&Files>,
     uid: &str,
     messages: Messages,
     by: Actor,
 ) -> Result<Value, ProtocolError> {
+    let (deleted, renamed) = match source {
+        Source::Sqlite(dir) => erase_rows_sqlite(commands, dir, uid, messages)?,
+        Source::Redis(master, opts) => erase_rows_redis(commands, RedisStore::on(master, opts.clone()), uid, messages)?,
+    };
+    let files_renamed = match files.map(|f| f.forget_uploader(uid)).transpose() {
+        Ok(n) => n.unwrap_or(0),
+        Err(e) => return Err(unavailable(format!("files.db: {e}"))),
+    };
+    let forget = ApiCall::ForgetUser { uid: uid.into(), messages: messages.as_str(), deleted, renamed, by };
+    let last = call(commands, forget, 1)?;
+    let done = last.into_iter().next().unwrap_or_else(|| Err(unavailable("no answer")))?;
+    Ok(json!({
+        "messages": messages.as_str(),
+        "deleted": deleted,
+        "renamed": renamed,
+        "files_renamed": files_renamed,
+        "closed": done["closed"],
+        "scrubbed": done["scrubbed"],
+    }))
+}
+
+/// Redis mode's first two steps: the user's live messages deleted (`remove`), then
+/// every stored body naming them made anonymous, found by walking every room's stream
+/// (twice: the second walk sees the deletions). (deleted, renamed).
+fn erase_rows_redis(
+    commands: &Sender<Command>,
+    mut store: RedisStore,
+    uid: &str,
+    messages: Messages,
+) -> Result<(u64, u64), ProtocolError> {
+    let mut deleted = 0u64;
+    if messages == Messages::Remove {
+        let mut walk = store.authored(uid).map_err(unavailable)?;
+        let mut live: Vec<(RoomName, u64)> = Vec::new();
+        while let Some(page) = walk.next_page(&mut store).map_err(unavailable)? {
+            live.extend(page.into_iter().filter(|r| rows::is_live_message_of(&r.json, uid)).map(|r| (r.room, r.seq)));
+            while live.len() >= DELETE_CHUNK {
+                deleted += delete_chunk(commands, live.drain(..DELETE_CHUNK).collect())?;
+            }
+        }
+        deleted += delete_chunk(commands, live)?;
+    }
+    let mut renamed = 0u64;
+    let mut walk = store.authored(uid).map_err(unavailable)?;
+    let mut found: Vec<(RoomName, u64)> = Vec::new();
+    loop {
+        let page = walk.next_page(&mut store).map_err(unavailable)?;
+        let done = page.is_none();
+        found.extend(page.into_iter().flatten().map(|r| (r.room, r.seq)));
+        while found.len() >= CHUNK || (done && !found.is_empty()) {
+            let chunk: Vec<_> = found.drain(..found.len().min(CHUNK)).collect();
+            renamed += anonymize_chunk(commands, uid, messages, chunk)?;
+        }
+        if done {
+            return Ok((deleted, renamed));
+        }
+    }
+}
+
+/// Has the dispatcher make `uid` anonymous in these rows; how many it rewrote.
+fn anonymize_chunk(
+    commands: &Sender<Command>,
+    uid: &str,
+    messages: Messages,
+    rows: Vec<(RoomName, u64)>,
+) -> Result<u64, ProtocolError> {
+    let answer = call(commands, ApiCall::Anonymize { uid: uid.into(), keep: messages == Messages::Keep, rows }, 1)?;
+    match answer.into_iter().next() {
+        Some(Ok(v)) => Ok(v["renamed"].as_u64().unwrap_or(0)),
+        Some(Err(e)) => Err(e),
+        None => Err(unavailable("no answer")),
+    }
+}
+
+/// Single-instance mode's first two steps, from a read-only connection of the store.
+fn erase_rows_sqlite(
+    commands: &Sender<Command>,
+    dir: &Path,
+    uid: &str,
+    messages: Messages,
+) -> Result<(u64, u64), ProtocolError> {
     let conn = rows::open_reader(dir).map_err(unavailable)?;
     let mut deleted = 0u64;
     if messages == Messages::Remove {
@@ -245,30 +384,11 @@ pub fn erase(
         let Some(last) = page.last() else { break };
         after = last.id;
         let chunk: Vec<(RoomName, u64)> = page.iter().filter_map(room_seq).collect();
-        let answer =
-            call(commands, ApiCall::Anonymize { uid: uid.into(), keep: messages == Messages::Keep, rows: chunk }, 1)?;
-        renamed += answer.first().and_then(|a| a.as_ref().ok()).and_then(|v| v["renamed"].as_u64()).unwrap_or(0);
-        if let Some(Err(e)) = answer.into_iter().next() {
-            return Err(e);
-        }
+        renamed += anonymize_chunk(commands, uid, messages, chunk)?;
     }
-    // Our snapshot must not keep the WAL busy when the dispatcher truncates it.
+    // Our snapshot must not keep the WAL busy when the dispatcher truncates it: dropped here.
     drop(conn);
-    let files_renamed = match files.map(|f| f.forget_uploader(uid)).transpose() {
-        Ok(n) => n.unwrap_or(0),
-        Err(e) => return Err(unavailable(format!("files.db: {e}"))),
-    };
-    let forget = ApiCall::ForgetUser { uid: uid.into(), messages: messages.as_str(), deleted, renamed, by };
-    let last = call(commands, forget, 1)?;
-    let done = last.into_iter().next().unwrap_or_else(|| Err(unavailable("no answer")))?;
-    Ok(json!({
-        "messages": messages.as_str(),
-        "deleted": deleted,
-        "renamed": renamed,
-        "files_renamed": files_renamed,
-        "closed": done["closed"],
-        "scrubbed": done["scrubbed"],
-    }))
+    Ok((deleted, renamed))
 }
 
 fn room_seq(r: &Authored) -> Option<(RoomName, u64)> {

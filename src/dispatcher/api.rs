@@ -164,7 +164,7 @@ impl Dispatcher {
             ApiCall::Anonymize { uid, keep, rows } => return self.anonymize(&uid, keep, rows, reply),
             ApiCall::ForgetUser { uid, messages, deleted, renamed, by } => {
                 let detail = format!("messages {messages}: {deleted} deleted, {renamed} made anonymous");
-                self.forget_user(&uid, messages, &by, detail)
+                return self.forget_user(&uid, messages, &by, detail, reply);
             }
             ApiCall::AdminRooms { q } => Ok(self.admin_rooms(&q)),
             ApiCall::AdminUsers { instance } => Ok(self.admin_users(&instance)),

@@ -7,8 +7,15 @@
 //! last step forgets the rest (name, markers, blocks, invitations) and truncates the
 //! WAL, so the old bytes leave the files once committed.
 //!
-//! Local (SQLite) mode only: the API refuses erasure with `--redis` before it comes
-//! here. Never reads the store beyond one row per message (like an edit's check).
+//! With `--redis` the same steps go through `redis-io`: a deletion as the API's
+//! `DELETE` makes it (every instance's reader delivers the `delete` event to its
+//! members); a chunk of rows is made anonymous in this instance's rings here and in
+//! Redis by `redis-io` (only a body unchanged since read), which tells the other
+//! instances to rewrite their rings (an `erased` event on the room's channel); the last
+//! step closes the user's connections on every instance and has `redis-io` forget the
+//! rest. Never reads the store beyond one row per message (like an edit's check).
+
+use std::collections::BTreeSet;
 
 use bytes::Bytes;
 use crossbeam_channel::Sender;
@@ -16,9 +23,10 @@ use serde_json::json;
 
 use super::backend::Backend;
 use super::edits::{Change, Changer, RingRewrite};
-use super::tags::AckTo;
+use super::tags::{AckTo, Request};
 use super::{Actor, Dispatcher};
 use crate::protocol::{wire, ApiResult, ErrorCode, ProtocolError, RoomName, User, UserId};
+use crate::store::redis::io::AdminRequest;
 use crate::store::sqlite::userdata::{anonymized, erased_id};
 use crate::webhooks::Event as HookEvent;
 
@@ -47,6 +55,9 @@ impl Dispatcher {
     /// Rewrites each stored row (room, seq) that names `uid` with the author made
     /// anonymous; answered `{renamed}` after the commit.
     pub(super) fn anonymize(&mut self, uid: &UserId, keep: bool, rows: Vec<(RoomName, u64)>, reply: Sender<ApiResult>) {
+        if let Backend::Redis(_) = self.backend {
+            return self.cluster_anonymize(uid, keep, rows, reply);
+        }
         let mut renamed = 0u64;
         for (room, seq) in rows {
             self.settle(&room); // a change of it still in the batch is committed first
@@ -78,7 +89,22 @@ impl Dispatcher {
     /// `{closed, scrubbed}` (`scrubbed` false: readers kept the WAL busy, the next tick
     /// retries).
     /// The audit log records the erasure under [`erased_id`], never the id itself.
-    pub(super) fn forget_user(&mut self, uid: &UserId, messages: &str, by: &Actor, detail: String) -> ApiResult {
+    pub(super) fn forget_user(
+        &mut self,
+        uid: &UserId,
+        messages: &str,
+        by: &Actor,
+        detail: String,
+        reply: Sender<ApiResult>,
+    ) {
+        if let Backend::Redis(_) = self.backend {
+            return self.cluster_forget_user(uid, messages, by, detail, reply);
+        }
+        let answer = self.forget_user_here(uid, messages, by, detail);
+        let _ = reply.send(answer);
+    }
+
+    fn forget_user_here(&mut self, uid: &UserId, messages: &str, by: &Actor, detail: String) -> ApiResult {
         let closed = self.disconnect(uid);
         let Backend::Local(local) = &mut self.backend else {
             return Err(ProtocolError::new(ErrorCode::Unavailable, "erasure needs single-instance mode"));
@@ -99,5 +125,56 @@ impl Dispatcher {
         };
         log::info!("erasure of user {uid}: done (messages {messages}, {closed} connection(s) closed)");
         Ok(json!({ "closed": closed, "scrubbed": scrubbed }))
+    }
+
+    /// Redis mode's [`Self::anonymize`]: the rows held in this instance's rings are
+    /// rewritten here at once; `redis-io` rewrites the stored bodies (each only if
+    /// unchanged since read), tells the other instances to rewrite their rings, and
+    /// answers `{renamed}`.
+    fn cluster_anonymize(&mut self, uid: &UserId, keep: bool, rows: Vec<(RoomName, u64)>, reply: Sender<ApiResult>) {
+        let rooms: BTreeSet<&RoomName> = rows.iter().map(|(room, _)| room).collect();
+        for room in rooms.into_iter().cloned().collect::<Vec<_>>() {
+            self.anonymize_ring(&room, uid, keep);
+        }
+        let Backend::Redis(cluster) = &self.backend else { return };
+        let uid = uid.to_string();
+        cluster.io.send(Request::Admin(AdminRequest::Anonymize { uid, keep, rows, reply }));
+    }
+
+    /// Makes `uid` anonymous in every message the ring of `room` holds (Redis mode:
+    /// this instance's part of an erasure, or another instance's `erased` event).
+    pub(super) fn anonymize_ring(&mut self, room: &RoomName, uid: &str, keep: bool) {
+        let Some(r) = self.rooms.get_mut(room) else { return };
+        let rewrites: Vec<(u64, Bytes)> = r
+            .history
+            .after(0)
+            .filter_map(|m| anonymized(&m.json(), uid, keep).map(|json| (m.seq, Bytes::from(json))))
+            .collect();
+        for (seq, json) in rewrites {
+            r.history.replace(seq, wire::text_frame(&json));
+        }
+    }
+
+    /// Redis mode's last step: the user's connections close on every instance, Redis
+    /// forgets the rest (`redis-io` answers the caller once it has), the audit log and
+    /// webhook receivers hear of it.
+    fn cluster_forget_user(
+        &mut self,
+        uid: &UserId,
+        messages: &str,
+        by: &Actor,
+        detail: String,
+        reply: Sender<ApiResult>,
+    ) {
+        let closed = self.disconnect(uid);
+        self.backend.tell_cluster(|| Request::Disconnect { uid: uid.clone() });
+        self.record(by, "erase", &erased_id(uid), "", detail);
+        self.webhooks.stage(&HookEvent::UserErased { uid, messages });
+        self.commit_and_deliver();
+        log::info!("erasure of user {uid}: forgetting the rest in Redis (messages {messages}, {closed} connection(s) closed here)");
+        // Nothing to scrub: Redis keeps no write-ahead log of old values to truncate.
+        let answer = json!({ "closed": closed, "scrubbed": true });
+        let Backend::Redis(cluster) = &self.backend else { return };
+        cluster.io.send(Request::Admin(AdminRequest::Forget { uid: uid.to_string(), reply, answer }));
     }
 }

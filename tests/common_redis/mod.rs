@@ -151,7 +151,8 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + START_WAIT;
         while Instant::now() < deadline {
-            if self.answers_ping() {
+            // Ours answering, not another test's that took the port first (ours then exits).
+            if self.answers_ping() && self.is_ours() {
                 return Ok(());
             }
             if let Some(child) = self.child.as_mut() {
@@ -163,6 +164,21 @@ impl RedisServer {
         }
         self.stop();
         Err(std::fs::read_to_string(self.log_path()).unwrap_or_default())
+    }
+
+    /// Whether the server on our port is our child (its `INFO server` names its pid).
+    fn is_ours(&self) -> bool {
+        let Some(pid) = self.pid() else { return false };
+        let Ok(mut s) = TcpStream::connect_timeout(&([127, 0, 0, 1], self.port).into(), Duration::from_millis(200))
+        else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut buf = [0u8; 8192];
+        s.write_all(b"INFO server\r\n").is_ok()
+            && s.read(&mut buf).is_ok_and(|n| {
+                String::from_utf8_lossy(&buf[..n]).lines().any(|l| l.trim() == format!("process_id:{pid}"))
+            })
     }
 
     fn answers_ping(&self) -> bool {

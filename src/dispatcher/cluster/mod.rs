@@ -56,6 +56,8 @@ struct RemoteEvent {
     seq: Option<u64>,
     /// With a read marker's move: the seqs of the user's unread mentions left ("3 7").
     unread: Option<String>,
+    /// An erasure's `erased` event: whether the user's messages are kept.
+    keep: Option<bool>,
 }
 
 /// A read marker's move as the instances tell each other: the `read` frame's fields
@@ -500,6 +502,10 @@ impl Dispatcher {
                 match serde_json::from_slice::<RemoteEvent>(&json) {
                     Ok(RemoteEvent { kind, event: Some(event), user: Some(user), .. }) if kind == "system" => {
                         self.remote_presence(&room, event, User { id: user.id.into(), name: user.name })
+                    }
+                    // Another instance's erasure: never a frame for clients.
+                    Ok(RemoteEvent { kind, uid: Some(uid), keep: Some(keep), .. }) if kind == "erased" => {
+                        self.anonymize_ring(&room, &uid, keep)
                     }
                     Ok(RemoteEvent { kind, uid: Some(uid), seq: Some(seq), unread, .. }) if kind == "read" => {
                         let unread = crate::store::mentions::parse_seqs(unread.as_deref().unwrap_or_default());

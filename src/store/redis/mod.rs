@@ -48,6 +48,9 @@
 //! | `{p}:room:{room}:present` | set, TTL | instances that have users in the room |
 //! | `{p}:room:{room}:present:{instance}` | hash, TTL | uid → name for one instance's users |
 //!
+//! A user's export and erasure walk every room's stream and `SCAN` the keys above that
+//! name users ([`userdata`]); an erasure rewrites the bodies that name them in `msgs`.
+//!
 //! ## Failures
 //! A call that cannot reach Redis returns [`RedisStoreError::Unavailable`] within the
 //! configured timeouts and drops its connection; the next call connects again (one
@@ -74,6 +77,7 @@ mod reply;
 mod scripts;
 mod search;
 mod store;
+mod userdata;
 
 use std::fmt;
 use std::thread::{self, JoinHandle};
@@ -97,6 +101,7 @@ pub use query::start_readers;
 pub use reader::Reader;
 pub use reply::Entry;
 pub use store::{Appended, ClientPost, Range, RedisStore};
+pub use userdata::{Authored, Forgotten, Row};
 
 /// The change an edit or delete event makes to message `of` (stored by `edits.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -48,9 +48,14 @@ pub struct Authored {
 impl Authored {
     /// A `msg` this user wrote that still has its text (what `remove` deletes).
     pub fn is_live_message_of(&self, uid: &str) -> bool {
-        serde_json::from_slice::<Value>(&self.json)
-            .is_ok_and(|v| v["type"] == "msg" && v["uid"] == uid && v.get("text").is_some())
+        is_live_message_of(&self.json, uid)
     }
+}
+
+/// Whether stored `json` is a `msg` by `uid` that still has its text.
+pub fn is_live_message_of(json: &[u8], uid: &str) -> bool {
+    serde_json::from_slice::<Value>(json)
+        .is_ok_and(|v| v["type"] == "msg" && v["uid"] == uid && v.get("text").is_some())
 }
 
 /// Up to `limit` rows naming `uid` with ids past `after`, in id order: one page of a
@@ -99,26 +104,10 @@ pub fn export(
     let mut rows = q.query([uid])?;
     while let Some(r) = rows.next()? {
         let (room, seq, ts, json): (String, i64, i64, Vec<u8>) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
-        let Ok(stored) = serde_json::from_slice::<Value>(&json) else { continue };
-        // A message they wrote, an edit or deletion they made, or a moderator's action
-        // that names them (as its target or as the moderator).
-        let kind = match stored["type"].as_str() {
-            Some("msg") if stored["uid"] == uid => "message",
-            Some("edit") if stored["uid"] == uid => "edit",
-            Some("delete") if stored["uid"] == uid => "delete",
-            Some("react") if stored["uid"] == uid => "react",
-            Some("system") if stored["user"]["id"] == uid || stored["by"]["id"] == uid => "event",
-            // Someone else's message they reacted to: their reactions, not its text.
-            Some("msg") => {
-                for emoji in reacted(&stored, uid) {
-                    emit(json!({"type": "reaction", "room": room, "seq": seq, "emoji": emoji}), &mut counts)?;
-                }
-                continue;
-            }
-            _ => continue,
-        };
-        counts.messages += u64::from(kind == "message");
-        emit(json!({"type": kind, "room": room, "seq": seq, "ts": ts, "stored": stored}), &mut counts)?;
+        for line in row_lines(&room, seq as u64, Some(ts as u64), &json, uid) {
+            counts.messages += u64::from(line["type"] == "message");
+            emit(line, &mut counts)?;
+        }
     }
 
     let tables: [(&str, &str, &str); 9] = [
@@ -161,6 +150,32 @@ pub fn export(
         emit(json!({"type": "kick", "room": room, "until": until}), &mut counts)?;
     }
     Ok(counts)
+}
+
+/// The export lines of one stored row (`json`, seq `seq` of `room`, stored at `ts`, or
+/// when none is given at the `ts` it holds)
+/// that names `uid`: a message they wrote, an edit or deletion they made, or a
+/// moderator's action that names them (as its target or as the moderator), whole; of
+/// someone else's message, only their reactions, never its text. Both stores' exports
+/// use it, so they say the same of the same rows.
+pub fn row_lines(room: &str, seq: u64, ts: Option<u64>, json: &[u8], uid: &str) -> Vec<Value> {
+    let Ok(stored) = serde_json::from_slice::<Value>(json) else { return Vec::new() };
+    let ts = ts.or_else(|| stored["ts"].as_u64());
+    let kind = match stored["type"].as_str() {
+        Some("msg") if stored["uid"] == uid => "message",
+        Some("edit") if stored["uid"] == uid => "edit",
+        Some("delete") if stored["uid"] == uid => "delete",
+        Some("react") if stored["uid"] == uid => "react",
+        Some("system") if stored["user"]["id"] == uid || stored["by"]["id"] == uid => "event",
+        Some("msg") => {
+            return reacted(&stored, uid)
+                .into_iter()
+                .map(|emoji| json!({"type": "reaction", "room": room, "seq": seq, "emoji": emoji}))
+                .collect()
+        }
+        _ => return Vec::new(),
+    };
+    vec![json!({"type": kind, "room": room, "seq": seq, "ts": ts, "stored": stored})]
 }
 
 /// Why an export stopped.

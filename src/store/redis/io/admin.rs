@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::{describe, unix_ms};
 use crate::bans::Ban;
-use crate::protocol::{ApiResult, ErrorCode, ProtocolError};
+use crate::protocol::{ApiResult, ErrorCode, ProtocolError, RoomName};
 use crate::store::audit::{AuditEntry, AuditQuery};
 use crate::store::redis::RedisStore;
 
@@ -24,6 +24,13 @@ pub enum AdminRequest {
     Audit { entry: AuditEntry, keep_ms: Option<u64> },
     /// A page of the log for the API.
     ReadAudit { query: AuditQuery, reply: Sender<ApiResult> },
+    /// Erasure: make `uid` anonymous in these stored messages (each rewritten only if
+    /// unchanged since read), tell the other instances to do the same to their rings,
+    /// then answer `{renamed}`.
+    Anonymize { uid: String, keep: bool, rows: Vec<(RoomName, u64)>, reply: Sender<ApiResult> },
+    /// Erasure's last step: forget everything else Redis holds about `uid`, then send
+    /// `answer` to `reply`.
+    Forget { uid: String, reply: Sender<ApiResult>, answer: Value },
 }
 
 fn unavailable(e: &crate::store::redis::RedisStoreError) -> ProtocolError {
@@ -47,7 +54,49 @@ pub(super) fn handle(store: &mut RedisStore, req: AdminRequest) {
             let page = store.audit_read(&query).map_err(|e| unavailable(&e));
             let _ = reply.send(page.map(|entries| page_json(&entries, query.limit)));
         }
+        AdminRequest::Anonymize { uid, keep, rows, reply } => {
+            let _ = reply.send(anonymize(store, &uid, keep, &rows).map_err(|e| unavailable(&e)));
+        }
+        AdminRequest::Forget { uid, reply, mut answer } => {
+            let forgotten = store.forget_user(&uid).map_err(|e| unavailable(&e));
+            let _ = reply.send(forgotten.map(|f| {
+                log::info!("erasure: {} key(s) and {} audit entry(ies) no longer name the user", f.keys, f.audit);
+                answer["audit_renamed"] = json!(f.audit);
+                answer
+            }));
+        }
     }
+}
+
+/// The event that tells every instance watching `room` to make `uid` anonymous in the
+/// messages its ring holds (an instance skips its own: its dispatcher did that).
+#[derive(serde::Serialize)]
+struct Erased<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    uid: &'a str,
+    keep: bool,
+}
+
+/// Rewrites each row, then tells each room's other instances; `{renamed}`.
+fn anonymize(
+    store: &mut RedisStore,
+    uid: &str,
+    keep: bool,
+    rows: &[(RoomName, u64)],
+) -> Result<Value, crate::store::redis::RedisStoreError> {
+    let mut renamed = 0u64;
+    for (room, seq) in rows {
+        renamed += u64::from(store.anonymize(room, *seq, uid, keep)?);
+    }
+    let mut rooms: Vec<&RoomName> = rows.iter().map(|(room, _)| room).collect();
+    rooms.dedup();
+    let event = Erased { kind: "erased", uid, keep };
+    let json = serde_json::to_vec(&event).expect("an event serializes");
+    for room in rooms {
+        store.publish(room, &json)?;
+    }
+    Ok(json!({ "renamed": renamed }))
 }
 
 /// An audit page as the API answers it: the entries and the `before` of the next page
