@@ -311,7 +311,7 @@ fn an_erasure_that_keeps_the_messages_shows_them_as_a_deleted_users_and_forgets_
 const REDIS_MESSAGES: usize = 300;
 
 /// `zed` on instance `a` writes in alpha and beta, `zed` on `b` (the same user) in
-/// gamma and beta; bob (on `b`) writes in alpha and replies to zed's seq 2; zed reacts to
+/// gamma and beta; bob (on `b`) writes in alpha and replies to zed's seq 2, mentioning zed; zed reacts to
 /// bob's message, edits their beta/1, moves a read marker and blocks bob. Returns how
 /// many messages zed wrote.
 fn seed_two(zed_a: &mut Client, zed_b: &mut Client, bob: &mut Client) -> usize {
@@ -348,7 +348,8 @@ fn seed_two(zed_a: &mut Client, zed_b: &mut Client, bob: &mut Client) -> usize {
             break v["seq"].as_u64().unwrap();
         }
     };
-    bob.send(json!({"type": "msg", "room": "alpha", "text": "bobsays indeed", "id": "b2", "reply_to": 2}));
+    let mention = json!({"type": "msg", "room": "alpha", "text": "bobsays indeed", "id": "b2", "reply_to": 2, "mentions": [zed_a.uid()]});
+    bob.send(mention);
     while bob.recv()["type"] != "ack" {}
     zed_a.send(json!({"type": "react", "room": "alpha", "seq": bobs, "emoji": "👍"}));
     zed_a.next_of("react");

@@ -235,7 +235,7 @@ impl RedisStore {
     }
 
     /// Forgets everything else Redis holds about `uid`: their name, read markers,
-    /// blocks (theirs and of them), closed DMs, DM rate, invitations, kicks, presence
+    /// unread mentions, blocks (theirs and of them), closed DMs, DM rate, invitations, kicks, presence
     /// and the dedup keys of their posts; their DM rooms and owned private rooms stay,
     /// under [`DELETED_UID`]; audit entries naming them name [`erased_id`] instead.
     /// Bans stay (as in single-instance mode: a ban outlives the erasure it may
@@ -272,6 +272,9 @@ impl RedisStore {
                 }
             }
             self.call(|con, _| pipe.exec(con))?;
+        }
+        for (_, key) in self.rooms_with("mentions")? {
+            self.call(|con, _| redis::cmd("HDEL").arg(&key).arg(uid).exec(con))?;
         }
         for key in self.scan(&format!("{prefix}:room:*:present:*"))? {
             self.call(|con, _| redis::cmd("HDEL").arg(&key).arg(uid).exec(con))?;

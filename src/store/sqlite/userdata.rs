@@ -188,8 +188,8 @@ pub enum ExportError {
     Gone(std::io::Error),
 }
 
-/// `json` (a stored message or event) with every mention of `uid` as author, target or
-/// moderator replaced by [`DELETED_UID`]/[`DELETED_NAME`]; `None` when it names them
+/// `json` (a stored message or event) with every mention of `uid` as author, target,
+/// moderator or in `mentions` replaced by [`DELETED_UID`]/[`DELETED_NAME`]; `None` when it names them
 /// nowhere (or is not JSON). Their reactions come off; a reply's quote of their message
 /// names [`DELETED_NAME`] when their messages are kept (`keep`), and becomes a quote of
 /// a deleted message when they are removed.
@@ -205,6 +205,13 @@ pub fn anonymized(json: &[u8], uid: &str, keep: bool) -> Option<Vec<u8>> {
     for key in ["user", "by"] {
         if o.get(key).and_then(|u| u.get("id")).and_then(Value::as_str) == Some(uid) {
             o.insert(key.into(), json!({"id": DELETED_UID, "name": DELETED_NAME}));
+            changed = true;
+        }
+    }
+    if let Some(mentions) = o.get_mut("mentions").and_then(Value::as_array_mut) {
+        // Someone mentioned them: the mention names the deleted user instead.
+        for m in mentions.iter_mut().filter(|m| m.as_str() == Some(uid)) {
+            *m = DELETED_UID.into();
             changed = true;
         }
     }
@@ -341,6 +348,9 @@ mod tests {
         let reply = br#"{"type":"msg","room":"r","seq":4,"ts":1,"user":"Bo","uid":"u-bo","reply":{"seq":1,"uid":"u-ann","user":"Ann","quote":"secret"},"text":"ok"}"#;
         let kept = String::from_utf8(anonymized(reply, "u-ann", true).unwrap()).unwrap();
         assert!(kept.contains("secret") && !kept.contains("u-ann") && !kept.contains("Ann"), "{kept}");
+        let mentioned = br#"{"type":"msg","room":"r","seq":5,"ts":1,"user":"Bo","uid":"u-bo","mentions":["u-ann","u-cy"],"text":"hi"}"#;
+        let out = String::from_utf8(anonymized(mentioned, "u-ann", true).unwrap()).unwrap();
+        assert!(out.contains(r#""mentions":["deleted","u-cy"]"#), "{out}");
         let removed = String::from_utf8(anonymized(reply, "u-ann", false).unwrap()).unwrap();
         assert!(!removed.contains("secret") && removed.contains(r#""reply":{"deleted":true,"seq":1}"#), "{removed}");
     }
