@@ -324,7 +324,19 @@ fn every_action_is_audited_and_pages(server: &TestServer, keys: &Path, moderator
     assert_eq!((kick["actor"].as_str(), kick["room"].as_str()), (Some(moderator), Some("r")));
     assert_eq!((kick["target"].as_str(), kick["addr"].as_str()), (Some(ann.uid().as_str()), Some("127.0.0.1")));
     assert_eq!(actions(&audit(server, &format!("actor={moderator}"))), ["kick", "mode", "delete"]);
-    assert_eq!(actions(&audit(server, "room=r&action=delete")).len(), 2);
+    let deletes = audit(server, "room=r&action=delete");
+    let targets: Vec<(&str, &str)> = deletes["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["target"].as_str().unwrap(), e["detail"].as_str().unwrap()))
+        .collect();
+    let (api, by_mod) = (format!("message {seq2}"), format!("message {seq}"));
+    assert_eq!(
+        targets,
+        [(ann.uid().as_str(), api.as_str()), (ann.uid().as_str(), by_mod.as_str())],
+        "whose message, which"
+    );
     assert_eq!(actions(&audit(server, "since=99999999999999")).len(), 0);
     for bad in ["limit=0", "limit=501", "before=x", "colour=red"] {
         assert_eq!(call(server.admin, "GET", &format!("/api/v1/audit?{bad}"), ADMIN_KEY, None).0, 400, "{bad}");
@@ -356,6 +368,54 @@ fn every_moderator_and_admin_action_is_in_the_audit_log_with_redis() {
         c.redis = Some(url);
     }));
     every_action_is_audited_and_pages(&server, dir.path(), &moderator);
+}
+
+/// With Redis a kick or mode change is in the log once Redis stored it, never when it
+/// was only asked for: while the room's seq key is broken (a wrong type, so the append
+/// script fails before writing anything) both fail and the log stays empty; once it is
+/// whole they are stored, and logged with who, what, whom, where, when and from where.
+#[test]
+fn with_redis_a_kick_or_mode_is_audited_once_stored_and_only_then() {
+    let redis = RedisServer::start();
+    let moderator = moderator_uid();
+    let dir = tempfile::tempdir().unwrap();
+    let (m, url) = (moderator.clone(), redis.url());
+    let server = TestServer::start_with(configured(dir.path(), move |c| {
+        c.mods = vec![m];
+        c.redis = Some(url);
+    }));
+    let mut mo = server.connect("moderator");
+    let mut ann = server.connect("ann");
+    mo.join("q", None);
+    ann.join("q", None);
+    let head = ann.post("q", "hello", "a1")["seq"].as_u64().unwrap();
+    let mut con = redis::Client::open(redis.url()).unwrap().get_connection().unwrap();
+    redis::cmd("DEL").arg("natter:room:q:seq").exec(&mut con).unwrap();
+    redis::cmd("HSET").arg("natter:room:q:seq").arg("broken").arg(1).exec(&mut con).unwrap();
+    mo.send(json!({"type": "mode", "room": "q", "read_only": true}));
+    assert_eq!(mo.next_of("error")["code"], "unavailable", "the mode change is not stored");
+    mo.send(json!({"type": "kick", "room": "q", "user": ann.uid(), "minutes": 5}));
+    assert_eq!(mo.next_of("error")["code"], "unavailable", "the kick is not stored");
+    // A later action goes through the same thread: once it is logged, so would the two be.
+    let (status, _) = call(server.admin, "POST", "/api/v1/users/nobody/disconnect", ADMIN_KEY, None);
+    assert_eq!(status, 200);
+    wait_until(|| actions(&audit(&server, "")).contains(&"disconnect".to_owned()), "the disconnect in the log");
+    assert_eq!(actions(&audit(&server, "room=q")), Vec::<String>::new(), "nothing stored, nothing logged");
+
+    redis::cmd("DEL").arg("natter:room:q:seq").exec(&mut con).unwrap();
+    redis::cmd("SET").arg("natter:room:q:seq").arg(head).exec(&mut con).unwrap();
+    let before = now_ms();
+    mo.send(json!({"type": "mode", "room": "q", "read_only": true}));
+    mo.next_of("system");
+    mo.send(json!({"type": "kick", "room": "q", "user": ann.uid(), "minutes": 5}));
+    mo.next_of("system");
+    wait_until(|| actions(&audit(&server, "room=q")) == ["kick", "mode"], "both in the log once stored");
+    let page = audit(&server, "room=q");
+    let (kick, mode) = (&page["entries"][0], &page["entries"][1]);
+    assert_eq!((kick["actor"].as_str(), kick["target"].as_str()), (Some(moderator.as_str()), Some(ann.uid().as_str())));
+    assert_eq!((kick["detail"].as_str(), kick["addr"].as_str()), (Some("5 minute(s)"), Some("127.0.0.1")));
+    assert_eq!((mode["actor"].as_str(), mode["detail"].as_str()), (Some(moderator.as_str()), Some("read-only")));
+    assert!(kick["ts"].as_u64().is_some_and(|ts| ts >= before) && mode["ts"].as_u64().is_some_and(|ts| ts >= before));
 }
 
 const DAY_MS: u64 = 86_400_000;

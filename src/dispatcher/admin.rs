@@ -48,10 +48,31 @@ impl Dispatcher {
             .unwrap_or_default()
     }
 
-    /// Records an action in the audit log (and the process log).
+    /// Records an action in the audit log (and the process log): in this batch's
+    /// transaction locally, or handed to `redis-io`. An action whose own store is Redis's
+    /// append (a kick, a mode change) takes its [`Self::audit_entry`] along instead, so
+    /// that it is written only once the action is stored.
     pub(super) fn record(&mut self, by: &Actor, action: &str, target: &str, room: &str, detail: String) {
+        let entry = self.audit_entry(by, action, target, room, detail);
+        self.record_entry(entry);
+    }
+
+    /// Writes an entry made by [`Self::audit_entry`] (see [`Self::record`]).
+    pub(super) fn record_entry(&mut self, entry: AuditEntry) {
+        let keep_ms = self.audit_keep_ms();
+        match &mut self.backend {
+            Backend::Local(local) => {
+                local.store.audit(entry);
+                self.audit_pending = true;
+            }
+            Backend::Redis(cluster) => cluster.io.send(Request::Admin(AdminRequest::Audit { entry, keep_ms })),
+        }
+    }
+
+    /// An action's audit entry, now (and its line in the process log).
+    pub(super) fn audit_entry(&self, by: &Actor, action: &str, target: &str, room: &str, detail: String) -> AuditEntry {
         log::info!("audit: {} ({}) {action} {target} {room} {detail}", by.id, by.addr);
-        let entry = AuditEntry {
+        AuditEntry {
             id: 0,
             ts: now_ms(),
             actor: by.id.clone(),
@@ -60,17 +81,12 @@ impl Dispatcher {
             room: room.into(),
             detail,
             addr: by.addr.clone(),
-        };
-        match &mut self.backend {
-            Backend::Local(local) => {
-                local.store.audit(entry);
-                self.audit_pending = true;
-            }
-            Backend::Redis(cluster) => {
-                let keep_ms = self.cfg.audit_retention_days.map(|d| d * 86_400_000);
-                cluster.io.send(Request::Admin(AdminRequest::Audit { entry, keep_ms }));
-            }
         }
+    }
+
+    /// How old an audit entry may get (`--audit-retention-days`), in ms.
+    pub(super) fn audit_keep_ms(&self) -> Option<u64> {
+        self.cfg.audit_retention_days.map(|d| d * 86_400_000)
     }
 
     /// Answers an API call once what it changed is stored: after this batch's commit

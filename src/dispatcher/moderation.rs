@@ -175,13 +175,14 @@ impl Dispatcher {
         }
         .to_json();
         let until = ts + minutes * 60_000;
-        self.record(actor, "kick", user, room.as_str(), format!("{minutes} minute(s)"));
+        let audit = self.audit_entry(actor, "kick", user, room.as_str(), format!("{minutes} minute(s)"));
         if redis {
             log::info!("moderation: {by} removes {user} from {room} for {minutes} minute(s)");
             let fact = (crate::store::redis::kick_field(user), until.to_string());
-            self.cluster_moderate(from.unwrap_or(NO_CONN), room, by, &json, fact, "kick");
+            self.cluster_moderate(from.unwrap_or(NO_CONN), room, by, &json, fact, ("kick", audit));
             return Ok(());
         }
+        self.record_entry(audit);
         log::info!("moderation: {by} removed {user} from {room} for {minutes} minute(s) (event {seq})");
         self.store_event(Event { room: room.clone(), seq, ts, json, uid: by, ack: None, msg_id: None });
         self.change_access(AccessChange::Kick { room: room.to_string(), user: user.into(), until });
@@ -249,13 +250,15 @@ impl Dispatcher {
             ts,
         }
         .to_json();
-        self.record(actor, "mode", "", room.as_str(), if read_only { "read-only" } else { "writable" }.into());
+        let detail = if read_only { "read-only" } else { "writable" }.to_owned();
+        let audit = self.audit_entry(actor, "mode", "", room.as_str(), detail);
         if redis {
             log::info!("moderation: {by} makes {room} {}", if read_only { "read-only" } else { "writable" });
             let fact = ("ro".to_owned(), if read_only { "1" } else { "" }.to_owned());
-            self.cluster_moderate(from.unwrap_or(NO_CONN), room, by, &json, fact, "mode");
+            self.cluster_moderate(from.unwrap_or(NO_CONN), room, by, &json, fact, ("mode", audit));
             return Ok(());
         }
+        self.record_entry(audit);
         log::info!("moderation: {by} made {room} {} (event {seq})", if read_only { "read-only" } else { "writable" });
         self.store_event(Event { room: room.clone(), seq, ts, json, uid: by, ack: None, msg_id: None });
         self.change_access(AccessChange::ReadOnly { room: room.to_string(), on: read_only });

@@ -185,10 +185,10 @@ impl Dispatcher {
         &mut self,
         ack: AckTo,
         room: &RoomName,
-        uid: &str,
-        id: Option<String>,
+        (uid, id): (&str, Option<String>),
         change: ChangeOf,
         result: Changed,
+        author: Option<String>,
     ) {
         let (kind, of) = match change {
             ChangeOf::Edit { of, .. } => ("edit", of),
@@ -201,8 +201,11 @@ impl Dispatcher {
         };
         let (seq, dup) = match result {
             Ok(Ok(Appended::Stored { seq, json })) => {
-                if let Some(by) = deleted_by {
-                    self.record(&by, "delete", "", room.as_str(), format!("message {of}"));
+                // A moderator's deletion of someone else's message, as single-instance
+                // mode records it: whose message it was, where (room, seq).
+                if let Some(by) = deleted_by.filter(|_| author.as_deref() != Some(uid)) {
+                    let author = author.unwrap_or_default();
+                    self.record(&by, "delete", &author, room.as_str(), format!("message {of}"));
                 }
                 log::info!("{kind} of message {of} in {room} by {uid} (event {seq})");
                 self.metrics.messages_accepted.fetch_add(1, Relaxed);
@@ -267,8 +270,8 @@ impl Dispatcher {
     pub(super) fn on_cluster(&mut self, ev: ClusterEvent) {
         match ev {
             ClusterEvent::Appended { ack, room, id, result } => self.on_appended(ack, &room, id, result),
-            ClusterEvent::Changed { ack, room, uid, id, change, result } => {
-                self.on_changed(ack, &room, &uid, id, change, result)
+            ClusterEvent::Changed { ack, room, uid, id, change, result, author } => {
+                self.on_changed(ack, &room, (&uid, id), change, result, author)
             }
             ClusterEvent::Read { conn, room, uid, seq, result } => match result {
                 Ok(moved) => {

@@ -14,6 +14,7 @@ use crate::dispatcher::tags::Request;
 use crate::dispatcher::Dispatcher;
 use crate::protocol::wire;
 use crate::protocol::{ProtocolError, RoomName, User, UserId};
+use crate::store::audit::AuditEntry;
 use crate::store::redis::io::{split_msg_json, ToUser, UserFrames};
 use crate::store::AccessChange;
 
@@ -65,7 +66,8 @@ impl Dispatcher {
     }
 
     /// Appends a moderator's `system` event (JSON with seq 0) that sets `field` of the
-    /// room's access to `value`; every instance applies it when it delivers it.
+    /// room's access to `value`; every instance applies it when it delivers it. Its
+    /// `audit` entry is written once the event is stored, by `redis-io`.
     pub(crate) fn cluster_moderate(
         &mut self,
         conn: ConnId,
@@ -73,11 +75,22 @@ impl Dispatcher {
         by: UserId,
         json: &[u8],
         fact: (String, String),
-        what: &'static str,
+        (what, audit): (&'static str, AuditEntry),
     ) {
         let (prefix, suffix) = split_msg_json(json);
         let (field, value) = fact;
-        self.backend.tell_cluster(|| Request::Moderate { conn, room, uid: by, prefix, suffix, field, value, what });
+        let audit = Some((audit, self.audit_keep_ms()));
+        self.backend.tell_cluster(|| Request::Moderate {
+            conn,
+            room,
+            uid: by,
+            prefix,
+            suffix,
+            field,
+            value,
+            what,
+            audit,
+        });
     }
 
     /// The name of a user connected here.

@@ -101,11 +101,17 @@ pub(super) fn handle<C, A>(store: &mut RedisStore, req: Request<C, A>) -> Option
             }
             None
         }
-        Request::Moderate { conn, room, uid, prefix, suffix, field, value, what } => {
+        Request::Moderate { conn, room, uid, prefix, suffix, field, value, what, audit } => {
             let result = store
                 .moderate(&room, &uid, (&prefix, &suffix), (&field, &value))
                 .map(|_| ())
                 .map_err(|e| ProtocolError::new(ErrorCode::Unavailable, describe(&e)).with_ref(Some(what.into())));
+            if let (Ok(()), Some((entry, keep_ms))) = (&result, audit) {
+                // Stored: now it is an action taken, and goes in the log.
+                if let Err(e) = store.audit_append(&entry, keep_ms) {
+                    log::warn!("audit: entry not stored in Redis ({e}): {entry:?}");
+                }
+            }
             Some(ClusterEvent::Told { conn, result: result.map(|()| Vec::new()) })
         }
         _ => None,

@@ -32,6 +32,7 @@ use serde_json::{json, Value};
 use crate::access::JoinRule;
 use crate::protocol::{ApiResult, ErrorCode, ProtocolError};
 use crate::protocol::{RoomName, User, UserId};
+use crate::store::audit::AuditEntry;
 use crate::store::redis::{
     presence_changes, Appended, ChangeOf, ClientPost, Delivery, Events, Master, Range, Reader, RedisStore,
     RedisStoreError, StoreOptions, Watch,
@@ -123,6 +124,9 @@ pub enum Request<C, A> {
         field: String,
         value: String,
         what: &'static str,
+        /// The action's audit entry, appended (with the retention to trim by) once the
+        /// event is stored, never before: an action that was not stored is not audited.
+        audit: Option<(AuditEntry, Option<u64>)>,
     },
 }
 
@@ -185,6 +189,9 @@ pub enum ClusterEvent<C, A> {
         id: Option<String>,
         change: ChangeOf,
         result: Changed,
+        /// A moderator's deletion that was stored: the author of the message it deleted
+        /// (for the audit log), read from Redis after it.
+        author: Option<String>,
     },
     /// What became of a [`Request::Read`]: when the marker moved, the seqs of the
     /// user's unread mentions left above it.
@@ -450,6 +457,15 @@ fn append_batch<C, A>(store: &mut RedisStore, mut batch: Vec<Request<C, A>>) -> 
         .collect()
 }
 
+/// Who wrote message `of` of `room` (its stored body keeps `uid` when deleted); none
+/// when it cannot be read.
+fn author_of(store: &mut RedisStore, room: &RoomName, of: u64) -> Option<String> {
+    let range = store.range(room, of.saturating_sub(1), Some(of), 1).ok()?;
+    let body = range.messages.into_iter().find(|m| m.seq == of)?;
+    let v: Value = serde_json::from_slice(&body.json).ok()?;
+    v["uid"].as_str().map(str::to_owned)
+}
+
 /// Puts the quote of message `of` in a reply's `suffix` (in place of its placeholder):
 /// `not_found` when `of` is not a message of `room`.
 fn fill_quote(store: &mut RedisStore, room: &RoomName, of: u64, suffix: &mut Vec<u8>) -> Result<(), ProtocolError> {
@@ -473,7 +489,13 @@ fn handle<C, A>(
         req @ Request::Append { .. } => append_batch(store, vec![req]).pop(),
         Request::Change { ack, room, uid, id, prefix, suffix, change } => {
             let result = store.change(&room, &uid, id.as_deref(), &prefix, &suffix, &change).map_err(|e| describe(&e));
-            Some(ClusterEvent::Changed { ack, room, uid, id, change, result })
+            let author = match (&change, &result) {
+                (ChangeOf::Delete { of, by_mod: true }, Ok(Ok(Appended::Stored { .. }))) => {
+                    author_of(store, &room, *of)
+                }
+                _ => None,
+            };
+            Some(ClusterEvent::Changed { ack, room, uid, id, change, result, author })
         }
         Request::Read { conn, room, uid, seq, event } => {
             let result = store.mark_read(&room, &uid, seq, &event).map_err(|e| describe(&e));
