@@ -58,7 +58,7 @@ loadtest:
 ## make test): sets the suite up under target/autobahn/ on first run (needs a
 ## CPython 2.7), runs the chat endpoint (1-7, 10) and the conformance echo (1-13, in
 ## batches by AB_SHARDS wstest processes, bounded by AB_MAX_SECONDS), prints a summary
-## per case group. About 25 minutes on 2 busy cores. docs/AUTOBAHN.md.
+## per case group. About 20 minutes on 2 busy cores. docs/AUTOBAHN.md.
 autobahn:
 	scripts/autobahn.sh
 

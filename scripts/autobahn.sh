@@ -40,7 +40,7 @@
 #   AB_SHARDS       wstest processes at once for the echo (default: the machine's cores)
 #   AB_CHAT_SHARDS  the same for the chat endpoint (default 1: its cases share a room)
 #   AB_MAX_SECONDS  bound on each run, all its batches together (default 2400: the echo
-#                   took 1,223 s with 2 processes on 2 cores at a load average of 12)
+#                   took 885-1,223 s with 2 processes on 2 cores at a load average of 12)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
