@@ -25,10 +25,12 @@ use crate::protocol::deflate::{Agreed, InflateError, Inflater};
 /// Longest frame header: 2 bytes, 8 of extended length, 4 of mask.
 const MAX_HEADER: usize = 14;
 
-/// A compressed frame being collected.
+/// A compressed frame being collected: `payload` is the frame's full length from the
+/// start, `filled` how much of it has arrived (so a frame that trickles in a byte at
+/// a time costs its length once, not once per read).
 struct Collecting {
     header: FrameHeader,
-    len: usize,
+    filled: usize,
     payload: Vec<u8>,
 }
 
@@ -109,11 +111,9 @@ impl Unwrap {
                 return Ok(n);
             }
             if let Some(c) = &mut self.collecting {
-                if c.payload.len() < c.len {
-                    let at = c.payload.len();
-                    c.payload.resize(c.len, 0);
-                    let n = src(&mut c.payload[at..]).inspect_err(|_| c.payload.truncate(at))?;
-                    c.payload.truncate(at + n);
+                if c.filled < c.payload.len() {
+                    let n = src(&mut c.payload[c.filled..])?;
+                    c.filled += n;
                     if n == 0 {
                         return Ok(0);
                     }
@@ -167,7 +167,7 @@ impl Unwrap {
         }
         self.in_message = !header.is_final;
         let len = len as usize;
-        self.collecting = Some(Collecting { header, len, payload: Vec::with_capacity(len) });
+        self.collecting = Some(Collecting { header, filled: 0, payload: vec![0; len] });
         Ok(())
     }
 
