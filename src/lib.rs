@@ -125,6 +125,12 @@ fn spawn_http(
     Ok([guard, site])
 }
 
+/// This instance's name in the admin console's user list: host and WebSocket port.
+fn instance_label(cfg: &Config) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}:{}", host.trim(), cfg.ws_port)
+}
+
 /// Runs the server until `shutdown` fires; then every client gets close 1001, the
 /// store is committed and checkpointed, and this returns. `ready` runs once the
 /// store is open and every thread has started: only then is natter serving (a store
@@ -174,7 +180,7 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown, ready: impl 
         max_store_bytes: cfg.redis.is_none().then_some(cfg.max_store_bytes),
     };
     let files = Files::open(&cfg.files_dir(), lifecycle)?;
-    let dispatcher = dispatcher.with_files(files.clone());
+    let dispatcher = dispatcher.with_files(files.clone()).with_instance_label(instance_label(&cfg));
     let dispatcher = dispatcher.with_webhooks(Webhooks::start(cfg.webhooks.clone(), metrics.webhooks.clone())?);
     let dispatch_shutdown = shutdown.clone();
     let dispatcher = shutdown::spawn_vital("dispatcher", move || dispatcher.run(commands_rx, dispatch_shutdown))?;

@@ -535,3 +535,53 @@ fn the_console_endpoints_answer_and_act() {
         assert_eq!(call(server.admin, "GET", path, PLAIN_KEY, None).0, 403, "{path}");
     }
 }
+
+/// With Redis the console's user list on one instance shows every instance's users,
+/// each with its instance and transport, and acts on them from there: a kick from a
+/// room only the other instance holds, and a disconnect.
+#[test]
+fn with_redis_the_console_lists_and_acts_on_users_of_every_instance() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let start = |dir: &Path| {
+        let url = redis.url();
+        TestServer::start_with(configured(dir, move |c| {
+            c.redis = Some(url);
+            c.redis_presence_ttl = Duration::from_millis(1500);
+        }))
+    };
+    let (a, b) = (start(dir.path()), start(dir.path()));
+    let mut ann = b.connect("ann");
+    ann.join("far", None);
+    let mut carl = a.connect("carl");
+    carl.join("near", None);
+    let get = |server: &TestServer| {
+        let (status, body) = call(server.admin, "GET", "/api/v1/admin/users", ADMIN_KEY, None);
+        assert_eq!(status, 200, "{body}");
+        body
+    };
+    let row_of = |users: &Value, uid: &str| users["users"].as_array().unwrap().iter().find(|u| u["id"] == uid).cloned();
+    wait_until(|| row_of(&get(&a), &ann.uid()).is_some(), "ann (on b) in a's list");
+    let users = get(&a);
+    let row = row_of(&users, &ann.uid()).unwrap();
+    assert_eq!((row["transport"].as_str(), row["addr"].as_str()), (Some("websocket"), Some("127.0.0.1")));
+    assert!(row["instance"].as_str().unwrap().ends_with(&format!(":{}", b.ws.port())), "b's: {row}");
+    assert_eq!(row["rooms"], json!(["far"]));
+    let carl_row = row_of(&users, &carl.uid()).expect("a's own user");
+    assert!(carl_row["instance"].as_str().unwrap().ends_with(&format!(":{}", a.ws.port())), "{carl_row}");
+    assert_eq!(users["connections"], 1, "connections counts this instance's");
+
+    // Kick ann (on b) from a room only b holds, through a's API.
+    let kick = json!({"user": ann.uid(), "minutes": 5});
+    let (status, body) = call(a.admin, "POST", "/api/v1/rooms/far/kick", ADMIN_KEY, Some(kick));
+    assert_eq!(status, 200, "{body}");
+    let event = ann.next_of("system");
+    assert_eq!((event["event"].as_str(), event["user"]["id"].as_str()), (Some("kick"), Some(ann.uid().as_str())));
+    ann.send(json!({"type": "join", "room": "far"}));
+    assert_eq!(ann.next_of("error")["code"], "forbidden", "kicked for 5 minutes");
+    // Disconnect ann from a: closed on b.
+    let (status, _) = call(a.admin, "POST", &format!("/api/v1/users/{}/disconnect", ann.uid()), ADMIN_KEY, None);
+    assert_eq!(status, 200);
+    assert_eq!(ann.expect_close().0, 1008);
+    wait_until(|| row_of(&get(&a), &ann.uid()).is_none(), "ann gone from a's list once disconnected");
+}

@@ -24,7 +24,7 @@ use crate::bans::{Ban, Bans};
 use crate::delivery::outbox::ConnId;
 use crate::protocol::{ApiResult, CloseReason, ErrorCode, ProtocolError, RoomName};
 use crate::store::audit::AuditEntry;
-use crate::store::redis::io::AdminRequest;
+use crate::store::redis::io::{AdminRequest, ApiRead};
 use crate::store::AccessChange;
 
 /// Who acts, for the audit log: a user id or an API key's id, and their address.
@@ -169,6 +169,9 @@ impl Dispatcher {
     }
 }
 
+/// Connections one instance writes to Redis for the others' consoles at most.
+const MAX_ONLINE_SHARED: usize = 10_000;
+
 /// Rooms one admin room list holds at most (the busiest first when there are more).
 const MAX_ADMIN_ROOMS: usize = 500;
 
@@ -208,11 +211,34 @@ impl Dispatcher {
         json!({ "rooms": rooms, "matching": total, "dm_rooms": dms, "in_memory": self.rooms.len() })
     }
 
-    /// The admin console's users online: every connection here (with its transport
-    /// and address), and users other instances have in rooms held here.
-    pub(super) fn admin_users(&self, instance: &str) -> Value {
-        let mut users: Vec<Value> = self
-            .clients
+    /// Redis mode: every third of the presence TTL, this instance's connections are
+    /// written to Redis for the other instances' consoles (they expire with the TTL, so
+    /// a crashed instance's users leave the list).
+    pub(super) fn publish_online(&mut self, now: std::time::Instant) {
+        if !matches!(self.backend, Backend::Redis(_))
+            || now.duration_since(self.last_online) < self.cfg.redis_presence_ttl / 3
+        {
+            return;
+        }
+        self.last_online = now;
+        let mut users = self.local_users(&self.instance_label);
+        users.truncate(MAX_ONLINE_SHARED);
+        let json = serde_json::to_vec(&users).expect("values serialize");
+        let ttl = self.cfg.redis_presence_ttl;
+        self.backend.tell_cluster(|| Request::Online { json, ttl });
+    }
+
+    /// The console's users in Redis mode: this instance's connections, and every other
+    /// instance's as it last wrote them to Redis (`redis-io` reads them and answers).
+    pub(super) fn cluster_admin_users(&mut self, instance: &str, reply: Sender<ApiResult>) {
+        let label = if self.instance_label.is_empty() { instance } else { &self.instance_label };
+        let local = self.local_users(label);
+        self.backend.tell_cluster(|| Request::Api(ApiRead::Users { local }, reply));
+    }
+
+    /// One entry per connection here, with its transport and address.
+    fn local_users(&self, instance: &str) -> Vec<Value> {
+        self.clients
             .values()
             .map(|c| {
                 let rooms: Vec<&str> =
@@ -227,7 +253,14 @@ impl Dispatcher {
                     "moderator": c.access.is_mod(),
                 })
             })
-            .collect();
+            .collect()
+    }
+
+    /// The admin console's users online (single-instance mode; Redis mode:
+    /// [`Self::cluster_admin_users`]): every connection here, and users other instances
+    /// have in rooms held here.
+    pub(super) fn admin_users(&self, instance: &str) -> Value {
+        let mut users = self.local_users(instance);
         let mut elsewhere: HashMap<&str, (&str, Vec<&str>)> = HashMap::new();
         for (name, r) in self.rooms.iter().filter(|(n, _)| !crate::access::is_dm(n)) {
             for (uid, user) in &r.remote {

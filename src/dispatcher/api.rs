@@ -101,6 +101,7 @@ impl Dispatcher {
                     cluster.io.send(Request::Admin(AdminRequest::ReadAudit { query, reply }));
                     return;
                 }
+                ApiCall::AdminUsers { instance } => return self.cluster_admin_users(&instance, reply),
                 other => return self.on_api_local(other, reply),
             };
             if let Some(read) = read {

@@ -97,6 +97,7 @@ impl Dispatcher {
         for id in self.heartbeat.due(now, |id| clients.contains_key(&id)) {
             self.staged.push(Out::One(clients[&id].conn.clone(), self.ping.clone()));
         }
+        self.publish_online(now);
         // Connection threads write too (pongs, errors); catch any backlog they left.
         if now.duration_since(self.last_sweep) >= Duration::from_secs(1) {
             self.last_sweep = now;

@@ -152,6 +152,11 @@ pub struct Dispatcher {
     ping: Frame,
     heartbeat: Heartbeat,
     last_sweep: Instant,
+    /// This instance's name in the console's user list (`host:ws-port`).
+    instance_label: String,
+    /// Redis mode: when this instance's users were last written for the others'
+    /// consoles ([`crate::store::redis::RedisStore::online_set`]).
+    last_online: Instant,
     /// Webhook events of the batch, released to the receivers' queues after commit.
     webhooks: Webhooks,
     /// The file store, told of stored and deleted messages with files (never waited on).
@@ -207,6 +212,8 @@ impl Dispatcher {
             ping: wire::ping_frame(),
             heartbeat,
             last_sweep: Instant::now(),
+            instance_label: String::new(),
+            last_online: Instant::now() - Duration::from_secs(3600),
             webhooks: Webhooks::none(),
             files: None,
             api_replies: Vec::new(),
@@ -232,6 +239,12 @@ impl Dispatcher {
     /// Sends room events to these webhook receivers.
     pub fn with_files(mut self, files: Arc<crate::store::files::Files>) -> Dispatcher {
         self.files = Some(files);
+        self
+    }
+
+    /// Names this instance in the console's user list (`host:ws-port`).
+    pub fn with_instance_label(mut self, label: String) -> Dispatcher {
+        self.instance_label = label;
         self
     }
 

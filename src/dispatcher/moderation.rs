@@ -158,7 +158,11 @@ impl Dispatcher {
     ) -> Result<(), ProtocolError> {
         let r = self.rooms.get(&room);
         let here = r.and_then(|r| r.present.get(user)).map(|p| p.name.clone());
-        let Some(name) = here.or_else(|| r.and_then(|r| r.remote.get(user)).cloned()) else {
+        // Redis mode, a room no one here is in: this instance cannot see who is in it
+        // (the console kicks users of other instances); the event names them by id.
+        let unseen = matches!(self.backend, Backend::Redis(_)) && r.is_none_or(|r| r.live_head.is_none());
+        let seen = here.or_else(|| r.and_then(|r| r.remote.get(user)).cloned());
+        let Some(name) = seen.or_else(|| unseen.then(|| user.to_owned())) else {
             return Err(ProtocolError::new(ErrorCode::NotFound, format!("`{user}` is not in `{room}`"))
                 .with_ref(Some("kick".into())));
         };

@@ -75,6 +75,41 @@ impl RedisStore {
         Ok(bans)
     }
 
+    /// Writes this instance's connections (a JSON array) for the other instances'
+    /// consoles, at `{p}:online:{instance}`, kept for `ttl`.
+    pub fn online_set(&mut self, json: &[u8], ttl: std::time::Duration) -> Result<(), RedisStoreError> {
+        let key = self.admin_key(&format!("online:{}", self.opts.instance));
+        let ms = ttl.as_millis().max(1) as u64;
+        self.call(|con, _| redis::cmd("SET").arg(&key).arg(json).arg("PX").arg(ms).exec(con))
+    }
+
+    /// The connections every other live instance last wrote (`SCAN` of
+    /// `{p}:online:*`: one key per instance).
+    pub fn online_elsewhere(&mut self) -> Result<Vec<serde_json::Value>, RedisStoreError> {
+        let pattern = self.admin_key("online:*");
+        let mine = self.admin_key(&format!("online:{}", self.opts.instance));
+        let mut keys: Vec<String> = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, batch): (u64, Vec<String>) = self.call(|con, _| {
+                redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(100).query(con)
+            })?;
+            keys.extend(batch.into_iter().filter(|k| *k != mine));
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        let mut users = Vec::new();
+        for key in keys {
+            let json: Option<Vec<u8>> = self.call(|con, _| redis::cmd("GET").arg(&key).query(con))?;
+            if let Some(list) = json.and_then(|j| serde_json::from_slice::<Vec<serde_json::Value>>(&j).ok()) {
+                users.extend(list);
+            }
+        }
+        Ok(users)
+    }
+
     /// Appends an entry to the log, numbered from the shared counter, and drops the
     /// oldest entries older than `keep_ms` (when given) on the way.
     pub fn audit_append(&mut self, entry: &AuditEntry, keep_ms: Option<u64>) -> Result<u64, RedisStoreError> {

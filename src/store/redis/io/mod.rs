@@ -99,6 +99,9 @@ pub enum Request<C, A> {
     Disconnect { uid: UserId },
     /// Bans and the audit log.
     Admin(AdminRequest),
+    /// This instance's connections (a JSON array of the console's user entries), for
+    /// the other instances' consoles; kept for `ttl`.
+    Online { json: Vec<u8>, ttl: Duration },
     /// A new connection: remember a lasting user, list its DM rooms
     /// ([`ClusterEvent::Welcome`]).
     /// Also the `blocked` list, and only the newest `max_dms` DM rooms not closed.
@@ -133,9 +136,21 @@ pub enum Request<C, A> {
 /// Server API reads that Redis answers for every instance alike.
 #[derive(Debug)]
 pub enum ApiRead {
-    Messages { room: RoomName, before: Option<u64>, after: Option<u64>, limit: usize },
+    Messages {
+        room: RoomName,
+        before: Option<u64>,
+        after: Option<u64>,
+        limit: usize,
+    },
     Rooms,
-    Presence { room: RoomName },
+    Presence {
+        room: RoomName,
+    },
+    /// The console's users: these of the asking instance, and every other instance's
+    /// as they last wrote them.
+    Users {
+        local: Vec<Value>,
+    },
 }
 
 /// Which history a join asks for.
@@ -539,6 +554,12 @@ fn handle<C, A>(
             let _ = reply.send(api_read(store, read));
             None
         }
+        Request::Online { json, ttl } => {
+            if let Err(e) = store.online_set(&json, ttl) {
+                log::debug!("redis: this instance's users not written for the console: {}", describe(&e));
+            }
+            None
+        }
         Request::Dms(req) => Some(dms::handle(store, req)),
         Request::Admin(req) => {
             admin::handle(store, req);
@@ -636,6 +657,14 @@ fn api_read(store: &mut RedisStore, read: ApiRead) -> ApiResult {
             }
             list.sort_by(|a, b| a["room"].as_str().cmp(&b["room"].as_str()));
             Ok(json!({ "rooms": list }))
+        }
+        ApiRead::Users { mut local } => {
+            let connections = local.len();
+            local.extend(store.online_elsewhere().map_err(unavailable)?);
+            local.sort_by(|a, b| {
+                a["name"].as_str().cmp(&b["name"].as_str()).then(a["id"].as_str().cmp(&b["id"].as_str()))
+            });
+            Ok(json!({ "users": local, "connections": connections }))
         }
         ApiRead::Presence { room } => {
             let users = store.presence_list(&room).map_err(unavailable)?;
