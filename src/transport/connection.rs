@@ -1,6 +1,7 @@
-//! One WebSocket connection's thread: the handshake, the `welcome`, then a read loop
-//! that turns frames into validated [`ClientMsg`]s for the dispatcher. After the
-//! handshake no read blocks: the thread reads what the socket holds and sleeps in
+//! One WebSocket connection's threads: one for the handshake and the `welcome`, then a
+//! fresh one for the read loop that turns frames into validated [`ClientMsg`]s for the
+//! dispatcher (so the handshake's freed blocks leave with its thread, see [`run`]).
+//! After the handshake no read blocks: the thread reads what the socket holds and sleeps in
 //! `poll` on its one socket ([`wait`]) until more arrives, the client has been silent
 //! too long or its token expires. A request for the fallback transport (`/sse`,
 //! `/send`) is handed to [`super::sse`]
@@ -108,21 +109,61 @@ impl Write for ConnIo {
 
 /// Runs one connection from accept to close, holding its admission `slot`.
 ///
-/// Kept shallow on purpose: everything up to the registration runs in [`open`] and
-/// every frame is handled in [`Reader::step`], both below this frame, so the thread
-/// sleeps (in [`Reader::read_until_closed`]) on the first pages of its stack.
-pub fn run(conn: Arc<Conn>, ctx: &ConnContext, mut slot: Slot) {
-    let Some(mut reader) = open(&conn, ctx, &mut slot) else { return };
+/// The handshake and the read loop run on two threads, one after the other: this one
+/// does everything up to the registration ([`open`]), then starts a fresh thread for
+/// the read loop ([`serve`]) and ends. The handshake allocates and frees hundreds of
+/// small blocks (HTTP parsing, the identity, the `welcome`), and glibc keeps what a
+/// thread frees in that thread's own cache (tcache, up to 7 blocks of each size) for
+/// as long as the thread lives: about 3.7 KiB per idle connection, and glibc has no
+/// switch to turn the cache off for one thread. A thread that ends hands its cache
+/// back to the arenas, so ending the handshake's thread returns those blocks, while
+/// the dispatcher and writer threads keep their caches. If no thread can be started,
+/// the read loop runs here.
+pub fn run(conn: Arc<Conn>, ctx: Arc<ConnContext>, mut slot: Slot) {
+    let Some(opened) = open(&conn, &ctx, &mut slot) else { return };
+    let name = format!("conn-{}", conn.id);
+    let stack = ctx.cfg.conn_stack_bytes;
+    let serve = move || {
+        let _slot = slot;
+        serve(opened, &conn, &ctx);
+    };
+    if let Err((e, serve)) = crate::transport::stack::try_spawn(&name, stack, serve) {
+        log::debug!("no fresh thread for a read loop ({e}): it runs on its handshake's");
+        serve();
+    }
+}
+
+/// The read loop of an opened connection, to its end.
+///
+/// Kept shallow on purpose: every frame is handled in [`Reader::step`], below this
+/// frame, so the thread sleeps (in [`Reader::read_until_closed`]) on the first pages
+/// of its stack.
+#[inline(never)]
+fn serve(opened: Opened, conn: &Arc<Conn>, ctx: &ConnContext) {
+    let Opened { ws, expires_at, uid, echo } = opened;
+    let mut reader = Reader::new(ws, conn, ctx, expires_at, uid);
+    reader.echo = echo;
     let reason = reader.read_until_closed();
     drop(reader);
-    end(&conn, ctx, reason);
+    end(conn, ctx, reason);
+}
+
+/// A connection past its handshake, `welcome` and registration, on its way to the
+/// read loop's thread. The WebSocket is boxed where the handshake made it: moved
+/// whole, it would deepen the frames the idle thread sleeps on, and freed on the read
+/// loop's thread it would sit in that thread's cache.
+struct Opened {
+    ws: Box<tungstenite::WebSocket<ConnIo>>,
+    expires_at: Option<u64>,
+    uid: Arc<str>,
+    echo: bool,
 }
 
 /// Everything before the read loop: routing, the TLS and WebSocket handshakes, the
 /// `welcome` and the registration. None when the connection ended here (a fallback
 /// request, a refusal, a failed handshake, or a server shutting down).
 #[inline(never)]
-fn open<'a>(conn: &'a Arc<Conn>, ctx: &'a ConnContext, slot: &mut Slot) -> Option<Reader<'a>> {
+fn open(conn: &Arc<Conn>, ctx: &ConnContext, slot: &mut Slot) -> Option<Opened> {
     let cfg = &ctx.cfg;
     let stream = conn.stream();
     let _ = stream.set_nodelay(true);
@@ -149,7 +190,7 @@ fn open<'a>(conn: &'a Arc<Conn>, ctx: &'a ConnContext, slot: &mut Slot) -> Optio
     let admitted = match handshake {
         Handshake::Admitted(admitted) => admitted,
         // The conformance echo: the same reader, not registered, no welcome.
-        Handshake::Echo => return Some(Reader::new(ws, conn, ctx, None, Arc::from("")).echo()),
+        Handshake::Echo => return Some(Opened { ws: Box::new(ws), expires_at: None, uid: Arc::from(""), echo: true }),
         // The identity comes in the first frame: known before anything is registered.
         Handshake::AwaitHello => {
             let admitted =
@@ -172,7 +213,8 @@ fn open<'a>(conn: &'a Arc<Conn>, ctx: &'a ConnContext, slot: &mut Slot) -> Optio
         end(conn, ctx, CloseReason::Shutdown);
         return None;
     }
-    Some(Reader::new(ws, conn, ctx, admitted.expires_at, admitted.identity.id.clone()))
+    let uid = admitted.identity.id.clone();
+    Some(Opened { ws: Box::new(ws), expires_at: admitted.expires_at, uid, echo: false })
 }
 
 /// The connection's last steps: record why it ends, tell the dispatcher, say goodbye.
@@ -364,7 +406,7 @@ enum Step {
 /// An established WebSocket connection's reading side: frames in, validated
 /// [`ClientMsg`]s out to the dispatcher, pongs and errors answered here.
 struct Reader<'a> {
-    ws: tungstenite::WebSocket<ConnIo>,
+    ws: Box<tungstenite::WebSocket<ConnIo>>,
     conn: &'a Arc<Conn>,
     ctx: &'a ConnContext,
     expires_at: Option<u64>,
@@ -380,7 +422,7 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn new(
-        ws: tungstenite::WebSocket<ConnIo>,
+        ws: Box<tungstenite::WebSocket<ConnIo>>,
         conn: &'a Arc<Conn>,
         ctx: &'a ConnContext,
         expires_at: Option<u64>,
@@ -399,10 +441,6 @@ impl<'a> Reader<'a> {
             last_heard: Instant::now(),
             echo: false,
         }
-    }
-
-    fn echo(self) -> Reader<'a> {
-        Reader { echo: true, ..self }
     }
 
     /// Reads until the connection ends; returns why. Each time nothing is left to read,

@@ -109,7 +109,7 @@ fn accept_loop(
         let thread_ctx = ctx.clone();
         let thread_conn = conn.clone();
         let spawned = crate::transport::stack::spawn(&format!("conn-{id}"), stack, move || {
-            connection::run(thread_conn, &thread_ctx, slot);
+            connection::run(thread_conn, thread_ctx, slot);
         });
         if let Err(e) = spawned {
             log::warn!("cannot spawn a connection thread ({e}): refusing {peer}");

@@ -14,6 +14,9 @@
 //! ([`release_unused`]). A connection thread also does so each time it goes idle
 //! ([`Stack::release_below_caller`]): handling a frame runs deeper than the wait for
 //! the next one, and an idle connection should not keep what its last frame touched.
+//! A connection's handshake and its read loop run on two such threads, one after the
+//! other (transport/connection.rs): [`try_spawn`] hands the work back when no thread
+//! can be started, so it still runs.
 
 /// Bytes kept below the caller's frame: room for `madvise`'s own call, which runs on
 /// the pages just below this function and must not have them zeroed under it.
@@ -95,39 +98,48 @@ pub fn release_unused() {
 /// Memory mappings one thread started by [`spawn`] costs: its stack and guard page.
 pub const MAPS_PER_THREAD: u64 = 2;
 
-type Task = Box<dyn FnOnce() + Send + 'static>;
-
 /// Starts a detached thread named `name` (at most 15 bytes are kept) with a stack of
 /// `stack_bytes`, running `f`. A panic in `f` is caught at the thread's edge.
 pub fn spawn(name: &str, stack_bytes: usize, f: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+    try_spawn(name, stack_bytes, f).map_err(|(e, _)| e)
+}
+
+/// As [`spawn`], but a thread that cannot be started hands `f` back, so the caller can
+/// still run it (or clean up what it owns).
+pub fn try_spawn<F: FnOnce() + Send + 'static>(
+    name: &str,
+    stack_bytes: usize,
+    f: F,
+) -> Result<(), (std::io::Error, F)> {
     let name = std::ffi::CString::new(name.as_bytes().iter().copied().take(15).collect::<Vec<u8>>())
         .unwrap_or_else(|_| c"conn".to_owned());
-    let task: Box<(std::ffi::CString, Task)> = Box::new((name, Box::new(f)));
+    let task: Box<(std::ffi::CString, F)> = Box::new((name, f));
     let arg = Box::into_raw(task) as *mut libc::c_void;
     // SAFETY: attr is initialised before use and destroyed after; `arg` is a leaked
-    // Box that exactly one side frees: the new thread, or this function on failure.
+    // Box that exactly one side takes back: the new thread, or this function on failure.
     unsafe {
         let mut attr: libc::pthread_attr_t = std::mem::zeroed();
         libc::pthread_attr_init(&mut attr);
         libc::pthread_attr_setstacksize(&mut attr, stack_bytes.max(libc::PTHREAD_STACK_MIN));
         libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
         let mut tid: libc::pthread_t = std::mem::zeroed();
-        let rc = libc::pthread_create(&mut tid, &attr, start, arg);
+        let rc = libc::pthread_create(&mut tid, &attr, start::<F>, arg);
         libc::pthread_attr_destroy(&mut attr);
         if rc != 0 {
-            drop(Box::from_raw(arg as *mut (std::ffi::CString, Task)));
-            return Err(std::io::Error::from_raw_os_error(rc));
+            let (_, f) = *Box::from_raw(arg as *mut (std::ffi::CString, F));
+            return Err((std::io::Error::from_raw_os_error(rc), f));
         }
     }
     Ok(())
 }
 
-extern "C" fn start(arg: *mut libc::c_void) -> *mut libc::c_void {
-    // SAFETY: `arg` is the Box leaked by `spawn` for this thread alone.
-    let task = unsafe { Box::from_raw(arg as *mut (std::ffi::CString, Task)) };
+extern "C" fn start<F: FnOnce()>(arg: *mut libc::c_void) -> *mut libc::c_void {
+    // SAFETY: `arg` is the Box leaked by `try_spawn` for this thread alone.
+    let task = unsafe { Box::from_raw(arg as *mut (std::ffi::CString, F)) };
     let (name, f) = *task;
     // SAFETY: naming the calling thread with a NUL-terminated string of ≤ 15 bytes.
     unsafe { libc::pthread_setname_np(libc::pthread_self(), name.as_ptr()) };
+    drop(name);
     // Unwinding must not cross into C; the panic hook has already reported it.
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
     std::ptr::null_mut()
@@ -143,6 +155,18 @@ mod tests {
         } else {
             deep(n - 1) + buf[100] as u64
         }
+    }
+
+    #[test]
+    fn a_thread_that_cannot_start_hands_its_work_back() {
+        // No stack of 64 TiB can be mapped.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let Err((_, work)) = super::try_spawn("conn-huge", 1 << 46, move || tx.send("ran").unwrap()) else {
+            panic!("a 64 TiB stack was mapped");
+        };
+        assert!(rx.try_recv().is_err(), "not run yet");
+        work();
+        assert_eq!(rx.recv().unwrap(), "ran");
     }
 
     #[test]
