@@ -355,3 +355,69 @@ fn unread_mentions_follow_the_read_marker_across_two_instances_on_redis() {
     let (a, b) = (on_redis(&redis), on_redis(&redis));
     unread_mentions_scenario(&a, &b);
 }
+
+/// A reply stored before its original was deleted quotes it as deleted once it is:
+/// live frames already held (the ring), a resume, scroll-back and search all show
+/// `{"seq":1,"deleted":true}`, on the instance that deleted it and on the other one.
+fn deleted_original_scenario(a: &TestServer, b: &TestServer) {
+    let (mut alice, mut bob) = (a.connect("alice"), b.connect("bob"));
+    alice.join("q", None);
+    bob.join("q", None);
+    alice.post("q", "zanzibarquokka plan", "o1");
+    while bob.next_of("msg")["seq"] != 1 {}
+    bob.send(json!({"type": "msg", "room": "q", "text": "agreed", "id": "r1", "reply_to": 1}));
+    assert_eq!(acked(&mut bob, "r1")["seq"], 2);
+    let seen = alice.next_of("msg");
+    assert_eq!(seen["reply"]["quote"], "zanzibarquokka plan", "quoted while the original is there: {seen}");
+    for i in 3..=8 {
+        alice.post("q", &format!("filler {i}"), &format!("f{i}"));
+    }
+    alice.send(json!({"type": "delete", "room": "q", "seq": 1, "id": "d1"}));
+    assert_eq!(acked(&mut alice, "d1")["seq"], 9);
+    while bob.next_of("delete")["of"] != 1 {}
+
+    let gone = json!({"seq": 1, "deleted": true});
+    for server in [a, b] {
+        let mut reader = server.connect("carol");
+        let (_, history) = reader.join("q", Some(1));
+        assert_eq!(message(&history, 2)["reply"], gone, "a resume: {history}");
+        reader.send(json!({"type": "history", "room": "q", "before": 3, "limit": 10}));
+        let page = reader.next_of("history");
+        assert_eq!(message(&page, 2)["reply"], gone, "scroll-back: {page}");
+        reader.send(json!({"type": "search", "room": "q", "q": "agreed"}));
+        let hits = reader.next_of("search");
+        assert_eq!(hits["messages"][0]["reply"], gone, "search: {hits}");
+        let (_, recent) = server.connect("dave").join("q", None);
+        let held = recent["messages"].as_array().unwrap().iter().find(|m| m["seq"] == 2).cloned();
+        assert!(held.is_none_or(|m| m["reply"] == gone), "a fresh joiner's history: {recent}");
+    }
+}
+
+#[test]
+fn a_deleted_originals_quote_says_deleted_in_sqlite_mode_from_the_ring_and_the_store() {
+    for ring in [1000, 4] {
+        let server = TestServer::start_with(move |c| {
+            common::unlimited_rate(c);
+            c.history_per_room = ring;
+        });
+        deleted_original_scenario(&server, &server);
+    }
+}
+
+#[test]
+fn a_deleted_originals_quote_says_deleted_across_two_instances_on_redis() {
+    for ring in [1000, 4] {
+        let redis = RedisServer::start();
+        let start = || {
+            let url = redis.url();
+            TestServer::start_with(move |c| {
+                c.redis = Some(url);
+                c.redis_presence_ttl = Duration::from_millis(1500);
+                common::unlimited_rate(c);
+                c.history_per_room = ring;
+            })
+        };
+        let (a, b) = (start(), start());
+        deleted_original_scenario(&a, &b);
+    }
+}

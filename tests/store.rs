@@ -247,3 +247,41 @@ fn edits_and_deletions_reach_a_returning_client_and_deleted_words_leave_the_disk
     }
     assert!(contains(&store_bytes(dir.path()), "typo fixed"), "the check can see text that is there");
 }
+
+/// A reply quotes the first characters of its original; deleting the original rewrites
+/// that quote as deleted in the same transaction, so the original's words leave the
+/// files (database and WAL) from the reply too, and a fresh joiner's scroll-back shows
+/// the reply quoting a deleted message.
+#[test]
+fn a_deleted_originals_words_leave_the_disk_from_the_replies_that_quoted_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [FAST, &["--history", "3"]].concat();
+    let server = Proc::start(dir.path(), None, &args);
+    let mut author = Client::connect(&server.url("author"));
+    author.join("log", None);
+    author.post("log", "quagmirezephyr launch code", "m1");
+    let mut other = Client::connect(&server.url("other"));
+    other.join("log", None);
+    other.send(json!({"type": "msg", "room": "log", "text": "noted", "id": "r1", "reply_to": 1}));
+    assert_eq!(answer_to(&mut other, "r1")["seq"], 2);
+    while author.next_of("msg")["seq"] != 2 {}
+    for i in 3..=8 {
+        author.post("log", &format!("filler {i}"), &format!("m{i}"));
+    }
+    author.send(json!({"type": "delete", "room": "log", "seq": 1, "id": "d1"}));
+    assert_eq!(answer_to(&mut author, "d1")["seq"], 9);
+
+    let mut fresh = Client::connect(&server.url("fresh"));
+    fresh.join("log", None);
+    fresh.send(json!({"type": "history", "room": "log", "before": 3, "limit": 10}));
+    let page = fresh.next_of("history");
+    let reply = page["messages"].as_array().unwrap().iter().find(|m| m["seq"] == 2).cloned().unwrap();
+    assert_eq!(reply["reply"], json!({"seq": 1, "deleted": true}), "{page}");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while contains(&store_bytes(dir.path()), "quagmirezephyr") {
+        assert!(std::time::Instant::now() < deadline, "the deleted original's words are still in natter.db*");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(contains(&store_bytes(dir.path()), "noted"), "the check can see text that is there");
+}

@@ -275,6 +275,7 @@ impl Dispatcher {
         if text.is_none() {
             let r = self.rooms.get(&room).expect("looked up above");
             rewrites.extend(edit_events_of(r.history.after(of), of, &room, without_text));
+            rewrites.extend(replies_to(r.history.after(of), of, &room));
         }
         self.ring_rewrites.extend(rewrites);
         if let Backend::Local(local) = &mut self.backend {
@@ -409,7 +410,9 @@ impl Dispatcher {
         }
         if e.kind == "delete" {
             let scrub = |json: &[u8]| redis::deleted(json).map(|j| j.to_vec());
-            for w in edit_events_of(r.history.after(e.of), e.of, room, scrub) {
+            let mut rewrites = edit_events_of(r.history.after(e.of), e.of, room, scrub);
+            rewrites.extend(replies_to(r.history.after(e.of), e.of, room));
+            for w in rewrites {
                 r.history.replace(w.seq, w.frame);
             }
         }
@@ -433,6 +436,16 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// The held replies to message `of`, their quote of it made the deleted one (it was
+/// deleted), as the store rewrites them.
+fn replies_to<'a>(held: impl Iterator<Item = &'a Stored>, of: u64, room: &RoomName) -> Vec<RingRewrite> {
+    held.filter_map(|m| {
+        let unquoted = crate::store::replies::unquote(&m.json(), of)?;
+        Some(RingRewrite { room: room.clone(), seq: m.seq, frame: wire::text_frame(&unquoted) })
+    })
+    .collect()
 }
 
 /// The held edit events of message `of`, without their text (it was deleted): `scrub`

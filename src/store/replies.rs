@@ -3,7 +3,9 @@
 //! or `"reply":{"seq":41,"deleted":true}` for a deleted original, just before the
 //! reply's `text` (so that Redis mode's rewrites, which cut at `,"text":`, keep it).
 //! The quote is a copy made when the reply is stored, so no client has to fetch the
-//! original. Never decides who may reply: the dispatcher checks membership first.
+//! original; when the original is deleted, every stored reply's quote of it is
+//! rewritten as deleted ([`unquote`]) in the same step, so its text leaves the store.
+//! Never decides who may reply: the dispatcher checks membership first.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -66,6 +68,33 @@ pub fn with_field(json: &[u8], name: &str, value: &[u8]) -> Vec<u8> {
     [&json[..at], b",\"", name.as_bytes(), b"\":", value, &json[at..]].concat()
 }
 
+/// The seq a stored reply quotes (its `"reply":{"seq":N,…}`, found before its `text`,
+/// where no string holds the bytes unescaped); `None` for anything else.
+pub fn quoted(json: &[u8]) -> Option<u64> {
+    const MARK: &[u8] = br#","reply":{"seq":"#;
+    let at = json.windows(MARK.len()).position(|w| w == MARK)? + MARK.len();
+    let digits = json[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&json[at..at + digits]).ok()?.parse().ok()
+}
+
+/// A stored reply to `of` with its quote made the deleted one (`{"seq":of,"deleted":true}`,
+/// the rest byte for byte as it was); `None` when it quotes nothing of `of` or says
+/// deleted already. Redis's append script makes the same rewrite in Lua.
+pub fn unquote(json: &[u8], of: u64) -> Option<Vec<u8>> {
+    let mark = format!(r#","reply":{{"seq":{of},"#);
+    let at = json.windows(mark.len()).position(|w| w == mark.as_bytes())?;
+    let start = at + r#","reply":"#.len();
+    // Where the quote object ends: a JSON reader, so a `}` inside the quote is text.
+    let mut objects = serde_json::Deserializer::from_slice(&json[start..]).into_iter::<serde::de::IgnoredAny>();
+    objects.next()?.ok()?;
+    let end = start + objects.byte_offset();
+    let gone = format!(r#"{{"seq":{of},"deleted":true}}"#);
+    if &json[start..end] == gone.as_bytes() {
+        return None;
+    }
+    Some([&json[..start], gone.as_bytes(), &json[end..]].concat())
+}
+
 /// `part` (a reply's JSON or a piece of it) with its placeholder of `of` replaced by
 /// `reply`; `None` when it holds none.
 pub fn fill(part: &[u8], of: u64, reply: &[u8]) -> Option<Vec<u8>> {
@@ -88,6 +117,20 @@ mod tests {
         assert_eq!(quote(Some(gone), 4).unwrap(), br#"{"seq":4,"deleted":true}"#);
         assert_eq!(quote(Some(br#"{"type":"edit","of":1}"#), 4), Err(Refused::Missing));
         assert_eq!(quote(None, 4), Err(Refused::Missing));
+    }
+
+    #[test]
+    fn a_deleted_originals_quote_is_rewritten_and_nothing_else() {
+        let reply = br#"{"type":"msg","seq":9,"uid":"u","reply":{"seq":4,"uid":"u-a","user":"a}"","quote":"x},"y"}"},"mentions":["u-a"],"text":"ok"}"#;
+        assert_eq!(quoted(reply), Some(4));
+        let gone = unquote(reply, 4).unwrap();
+        assert_eq!(
+            &gone[..],
+            br#"{"type":"msg","seq":9,"uid":"u","reply":{"seq":4,"deleted":true},"mentions":["u-a"],"text":"ok"}"#
+        );
+        assert_eq!(unquote(&gone, 4), None, "once");
+        assert_eq!(unquote(reply, 3), None, "another original's");
+        assert_eq!(quoted(br#"{"type":"msg","seq":9,"text":","reply":{"seq":4"}"#), None);
     }
 
     #[test]

@@ -84,3 +84,22 @@ test('a reply quotes its original, and the quote scrolls to it, loading older hi
   }
   for (const { consoleErrors } of [alice, bob, ...readers]) assertNoConsoleErrors(assert, consoleErrors);
 });
+
+test('when the original is deleted, its replies quote it as deleted, live and after a reload', { timeout: 60000 }, async () => {
+  const carol = await openChat(env.browser, env.server, 'carol');
+  const dan = await openChat(env.browser, env.server, 'dan');
+  await carol.page.evaluate(() => window.natter.client.send('lobby', 'kumquatmarble secret'));
+  await waitForMessage(dan.page, 'lobby', 'kumquatmarble secret');
+  const seq = await dan.page.evaluate((sel) => Number([...document.querySelectorAll(`${sel} li.msg[data-seq]`)]
+    .find((li) => li.rawText === 'kumquatmarble secret').dataset.seq), lobby);
+  await dan.page.evaluate((s) => window.natter.client.send('lobby', 'answer to it', { replyTo: s }), seq);
+  const quoteOf = (page) => byText(page, 'answer to it').locator('.msg-reply-text');
+  await quoteOf(carol.page).filter({ hasText: 'kumquatmarble secret' }).waitFor();
+
+  await carol.page.evaluate((s) => window.natter.client.delete('lobby', s), seq);
+  await quoteOf(dan.page).filter({ hasText: 'Deleted message' }).waitFor(); // live, from the delete event
+  await dan.page.reload();
+  await waitForMessage(dan.page, 'lobby', 'answer to it');
+  assert.equal(await quoteOf(dan.page).textContent(), 'Deleted message', 'the stored reply quotes it as deleted');
+  for (const { consoleErrors } of [carol, dan]) assertNoConsoleErrors(assert, consoleErrors);
+});

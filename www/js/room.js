@@ -121,10 +121,16 @@ export class Room {
     markEdited(el, ts);
   }
 
-  /** Message `of` is deleted: its text goes, a marker stays in its place. */
+  /** Message `of` is deleted: its text goes, a marker stays in its place, and the replies' quotes of it say deleted (as the server's do). */
   applyDelete(of) {
     const el = this.elementBySeq(of);
     if (el) markDeleted(el);
+    for (const old of this.pane.querySelectorAll(`.msg-reply[data-reply-to="${Number(of)}"]`)) {
+      const gone = replyQuote({ seq: Number(of), deleted: true });
+      gone.dataset.bound = 'true';
+      gone.addEventListener('click', () => this.onQuote(Number(of)));
+      old.replaceWith(gone);
+    }
   }
 
   /** A `react` event (live or replayed; idempotent): message `of`'s chips change. */

@@ -33,6 +33,7 @@
 //! | `{p}:room:{room}:msgs` | hash | seq → the message's JSON as it is now (its body): a stream entry cannot be changed, a hash field can; trimmed with the stream |
 //! | `{p}:room:{room}:low` | string | the lowest seq whose body may still be in `msgs` (where the next trim starts) |
 //! | `{p}:room:{room}:edits` | hash | seq of a message → the seqs of its edit events (space-separated), so a deletion takes their text too |
+//! | `{p}:room:{room}:replies` | hash | seq of a message → the seqs of the replies quoting it (space-separated), so a deletion rewrites their quotes as deleted; trimmed with the stream |
 //! | `{p}:room:{room}:mentions` | hash | user id → the seqs of the newest messages that mention them above their read marker (space-separated, at most [`crate::store::mentions::MAX_UNREAD`]): added by the append script, cut by the read-marker script, a deleted message's taken out |
 //! | `{p}:room:{room}:epoch` | string | the room's epoch: set by the append script with the first message it stores while the key is missing (a Redis that lost its data starts a new one), and anew when the room's history went back behind what an instance acked or delivered (`scripts::BUMP_LUA`, [`heads`]) |
 //! | `{p}:room:{room}:epoch_mark` | string | a new epoch not yet announced: the next appended stream entry carries it (field `e`), so every reader learns where it starts |
@@ -393,6 +394,10 @@ impl RoomKeys {
 
     pub(crate) fn edits(&self) -> String {
         format!("{}:edits", self.base)
+    }
+
+    pub(crate) fn replies(&self) -> String {
+        format!("{}:replies", self.base)
     }
 
     pub(crate) fn mentions(&self) -> String {

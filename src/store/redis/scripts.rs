@@ -58,8 +58,13 @@ use redis::Script;
 /// mentions (KEYS[10], keeping the newest MAX_UNREAD, the author left out); a delete
 /// takes the deleted message's seq out of them.
 ///
-/// KEYS: seq, stream, epoch, msgs, low, edits, access, news, epoch mark, mentions, and
-/// the dedup key when ARGV[5] == '1'.
+/// A plain post that replies records itself under the original in the room's replies
+/// hash (KEYS[11]); a delete rewrites each recorded reply's quote of the deleted message
+/// as `{"seq":N,"deleted":true}` (store/replies.rs's `unquote`, byte for byte), so its
+/// first characters leave Redis with it.
+///
+/// KEYS: seq, stream, epoch, msgs, low, edits, access, news, epoch mark, mentions,
+/// replies, and the dedup key when ARGV[5] == '1'.
 /// ARGV: JSON prefix, JSON suffix, stream cap, dedup TTL (s), has-id flag, retry flag,
 /// entries a retry without an id looks back, a new epoch, change, message changed,
 /// acting user, moderator flag, the change's time, access field, its value, and '1'
@@ -92,6 +97,24 @@ end
 local function before_text(json)
   local at = string.find(json, ',"text":', 1, true)
   return at and string.sub(json, 1, at - 1)
+end
+-- A reply's JSON with its quote of message `of` made the deleted one; nil when it holds
+-- no quote text of `of`. The quote string ends at its first unescaped `"`.
+local function unquote(json, of)
+  local mark = ',"reply":{"seq":' .. of .. ','
+  local at = string.find(json, mark, 1, true)
+  if not at then return nil end
+  local q = string.find(json, '"quote":"', at + #mark, true)
+  if not q then return nil end
+  local i = q + 9
+  while true do
+    local c = string.find(json, '[\\"]', i)
+    if not c then return nil end
+    if string.sub(json, c, c) == '"' then i = c; break end
+    i = c + 2
+  end
+  if string.sub(json, i + 1, i + 1) ~= '}' then return nil end
+  return string.sub(json, 1, at - 1) .. ',"reply":{"seq":' .. of .. ',"deleted":true}' .. string.sub(json, i + 2)
 end
 -- store/reactions.rs's `toggle`, byte for byte: the message with uid's reaction emoji
 -- toggled, and whether it is on now; nil when the message holds all it can.
@@ -134,11 +157,11 @@ local function react(json, emoji, uid)
   return head .. tail, on
 end
 if ARGV[5] == '1' then
-  local old = redis.call('GET', KEYS[11])
+  local old = redis.call('GET', KEYS[12])
   if old then
     -- A write, so a WAIT after this (--redis-min-replicas) waits for the replicas to
     -- be as far as this master, the original message included.
-    redis.call('EXPIRE', KEYS[11], ARGV[4])
+    redis.call('EXPIRE', KEYS[12], ARGV[4])
     if ARGV[6] == '1' and holds(old) then return answer(2, tonumber(old)) end
     return answer(0, tonumber(old))
   end
@@ -189,6 +212,11 @@ else
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], id .. '-0', 'b', '1')
 end
 redis.call('HSET', KEYS[4], id, ARGV[1] .. id .. suffix)
+local replied = change == '' and string.match(suffix, ',"reply":{"seq":(%d+),')
+if replied then
+  local earlier = redis.call('HGET', KEYS[11], replied)
+  redis.call('HSET', KEYS[11], replied, earlier and (earlier .. ' ' .. id) or id)
+end
 if change == '' and string.find(suffix, ',"mentions":[', 1, true) then
   local ok, m = pcall(cjson.decode, ARGV[1] .. id .. suffix)
   if ok and type(m) == 'table' and type(m.mentions) == 'table' then
@@ -216,6 +244,12 @@ elseif change == 'delete' then
     if kept then redis.call('HSET', KEYS[4], edit, kept .. ',"deleted":true}') end
   end
   redis.call('HDEL', KEYS[6], of)
+  for r in string.gmatch(redis.call('HGET', KEYS[11], of) or '', '%d+') do
+    local reply = redis.call('HGET', KEYS[4], r)
+    local unquoted = reply and unquote(reply, of)
+    if unquoted then redis.call('HSET', KEYS[4], r, unquoted) end
+  end
+  redis.call('HDEL', KEYS[11], of)
   local ok, gone = pcall(cjson.decode, original)
   if ok and type(gone.mentions) == 'table' then
     for _, uid in ipairs(gone.mentions) do
@@ -243,10 +277,11 @@ if not low or seq - low >= tonumber(ARGV[3]) then
   for s = (low or keep), keep - 1 do
     redis.call('HDEL', KEYS[4], s)
     redis.call('HDEL', KEYS[6], s)
+    redis.call('HDEL', KEYS[11], s)
   end
   redis.call('SET', KEYS[5], keep)
 end
-if ARGV[5] == '1' then redis.call('SET', KEYS[11], id, 'EX', ARGV[4]) end
+if ARGV[5] == '1' then redis.call('SET', KEYS[12], id, 'EX', ARGV[4]) end
 if not on then return {8, seq, epoch} end
 return {1, seq, epoch}
 "#;

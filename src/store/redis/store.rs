@@ -353,6 +353,7 @@ impl RedisStore {
         names.push(news_key(&self.opts.prefix));
         names.push(keys.epoch_mark());
         names.push(keys.mentions());
+        names.push(keys.replies());
         if let Some(id) = post.client_id {
             names.push(keys.dedup(post.uid, id));
         }

@@ -1,6 +1,7 @@
 //! Edits and deletions in the store: the original message's row is rewritten (the
 //! edited text, or a deletion marker with no text), its search entry replaced or
-//! removed, and on a deletion every earlier edit event of it loses its text too. All in
+//! removed, and on a deletion every earlier edit event of it loses its text too, and
+//! every reply's quote of it says deleted. All in
 //! the batch's transaction, after the batch's new rows.
 //!
 //! Never decides who may change what: the dispatcher checks that first. With
@@ -98,6 +99,7 @@ pub(super) fn write(tx: &Transaction<'_>, rewrites: &[Rewrite]) -> rusqlite::Res
             }
             None => {
                 scrub_edit_events(tx, room, w.seq)?;
+                scrub_quotes(tx, room, w.seq)?;
                 // A deleted message mentions nobody any more.
                 tx.execute("DELETE FROM mentions WHERE room = ?1 AND seq = ?2", params![room, w.seq as i64])?;
             }
@@ -120,6 +122,24 @@ fn scrub_edit_events(tx: &Transaction<'_>, room: i64, of: u64) -> rusqlite::Resu
         }
     }
     tx.execute("DELETE FROM edits WHERE room = ?1 AND of = ?2", params![room, of as i64])?;
+    Ok(())
+}
+
+/// A deleted message's replies keep quoting it, as deleted: its first characters leave
+/// them.
+fn scrub_quotes(tx: &Transaction<'_>, room: i64, of: u64) -> rusqlite::Result<()> {
+    let mut q = tx.prepare_cached(
+        "SELECT m.id, m.json FROM replies r JOIN messages m ON m.room = r.room AND m.seq = r.seq
+         WHERE r.room = ?1 AND r.of = ?2",
+    )?;
+    let rows: Vec<(i64, Vec<u8>)> =
+        q.query_map(params![room, of as i64], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
+    for (id, json) in rows {
+        if let Some(unquoted) = crate::store::replies::unquote(&json, of) {
+            tx.execute("UPDATE messages SET json = ?2 WHERE id = ?1", params![id, unquoted])?;
+        }
+    }
+    tx.execute("DELETE FROM replies WHERE room = ?1 AND of = ?2", params![room, of as i64])?;
     Ok(())
 }
 

@@ -183,6 +183,7 @@ impl SqliteStore {
             let mut index = tx.prepare_cached("INSERT INTO messages_fts (rowid, text) VALUES (?1, ?2)")?;
             let mut mention =
                 tx.prepare_cached("INSERT OR IGNORE INTO mentions (room, user, seq) VALUES (?1, ?2, ?3)")?;
+            let mut reply = tx.prepare_cached("INSERT OR IGNORE INTO replies (room, of, seq) VALUES (?1, ?2, ?3)")?;
             for m in pending {
                 let room = match self.room_ids.get(&m.room) {
                     Some(id) => *id,
@@ -196,6 +197,9 @@ impl SqliteStore {
                 }
                 for user in crate::store::mentions::mentioned(&m.json) {
                     mention.execute(params![room, user, m.seq as i64])?;
+                }
+                if let Some(of) = crate::store::replies::quoted(&m.json) {
+                    reply.execute(params![room, of as i64, m.seq as i64])?;
                 }
                 heads.insert(room, m.seq);
             }

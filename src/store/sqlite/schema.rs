@@ -2,7 +2,8 @@
 //!
 //! One table of rooms (name, epoch, head), one of messages (the live `msg` JSON, keyed
 //! by room and seq), an FTS5 index over the message texts whose rowids are the
-//! messages' ids, the users' read markers (user, room → seq) and unread mentions, which edit events
+//! messages' ids, the users' read markers (user, room → seq) and unread mentions, which
+//! replies quote which message, which edit events
 //! belong to which message (so a deletion can take their text too), and who may join
 //! what: lasting users, private rooms, invitations, direct-message rooms. Nothing here runs a query for a client.
 
@@ -103,6 +104,7 @@ pub fn prepare_writer(conn: &Connection, policy: FsyncPolicy) -> rusqlite::Resul
     conn.execute_batch(super::blocks::SCHEMA)?;
     add_private_titles(conn)?;
     add_mentions(conn)?;
+    add_replies(conn)?;
     // …and a deleted message's words leave the search index, not just its results.
     conn.execute("INSERT INTO messages_fts (messages_fts, rank) VALUES ('secure-delete', 1)", [])?;
     Ok(())
@@ -168,6 +170,38 @@ fn add_mentions(conn: &Connection) -> rusqlite::Result<()> {
            AND json_extract(CAST(m.json AS TEXT), '$.deleted') IS NULL
            AND j.value != json_extract(CAST(m.json AS TEXT), '$.uid')
            AND m.seq > coalesce((SELECT seq FROM reads WHERE user = j.value AND room = r.name), 0)",
+    )
+}
+
+/// Which stored replies quote which message (room id, the original's seq, the reply's
+/// seq), so a deletion rewrites their quotes in its transaction without reading the
+/// room. An original that leaves the store takes its rows along.
+const REPLIES: &str = "
+CREATE TABLE IF NOT EXISTS replies (
+    room INTEGER NOT NULL,
+    of   INTEGER NOT NULL,
+    seq  INTEGER NOT NULL,
+    PRIMARY KEY (room, of, seq)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS replies_gone AFTER DELETE ON messages BEGIN
+    DELETE FROM replies WHERE room = old.room AND of = old.seq;
+END;
+";
+
+/// Creates the replies table; data dirs written before it get the rows of the replies
+/// they hold once.
+fn add_replies(conn: &Connection) -> rusqlite::Result<()> {
+    let has: bool =
+        conn.query_row("SELECT count(*) > 0 FROM sqlite_master WHERE name = 'replies'", [], |r| r.get(0))?;
+    conn.execute_batch(REPLIES)?;
+    if has {
+        return Ok(());
+    }
+    conn.execute_batch(
+        "INSERT OR IGNORE INTO replies (room, of, seq)
+         SELECT room, json_extract(CAST(json AS TEXT), '$.reply.seq'), seq FROM messages
+         WHERE json_extract(CAST(json AS TEXT), '$.type') = 'msg'
+           AND json_extract(CAST(json AS TEXT), '$.reply.seq') IS NOT NULL",
     )
 }
 
