@@ -121,7 +121,7 @@ mod tests {
 
     #[test]
     fn a_deleted_originals_quote_is_rewritten_and_nothing_else() {
-        let reply = br#"{"type":"msg","seq":9,"uid":"u","reply":{"seq":4,"uid":"u-a","user":"a}"","quote":"x},"y"}"},"mentions":["u-a"],"text":"ok"}"#;
+        let reply = br#"{"type":"msg","seq":9,"uid":"u","reply":{"seq":4,"uid":"u-a","user":"a}\"","quote":"x},\"y\"}"},"mentions":["u-a"],"text":"ok"}"#;
         assert_eq!(quoted(reply), Some(4));
         let gone = unquote(reply, 4).unwrap();
         assert_eq!(
@@ -130,7 +130,7 @@ mod tests {
         );
         assert_eq!(unquote(&gone, 4), None, "once");
         assert_eq!(unquote(reply, 3), None, "another original's");
-        assert_eq!(quoted(br#"{"type":"msg","seq":9,"text":","reply":{"seq":4"}"#), None);
+        assert_eq!(quoted(br#"{"type":"msg","seq":9,"text":",\"reply\":{\"seq\":4"}"#), None);
     }
 
     #[test]
