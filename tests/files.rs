@@ -3,9 +3,11 @@
 //! the bad inputs (over the limit, a lying type, a fake image, a foreign id), private
 //! rooms kept private, a slow upload streaming to disk while everyone else goes on,
 //! and the lifecycle (deleted with their message, unposted uploads swept, removed
-//! with the messages retention removes, counted toward `--max-store-bytes`).
+//! with the messages retention removes, counted toward `--max-store-bytes`); two
+//! instances on one Redis sharing one files directory.
 
 mod common;
+mod common_redis;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -421,4 +423,81 @@ fn files_count_toward_max_store_bytes_and_the_oldest_messages_go_with_their_file
     let (status, e) = upload_as(server.ws, "alice", "more.txt", "text/plain", &more);
     assert_eq!((status, e["error"]["code"].as_str()), (507, Some("store_full")), "{e}");
     assert!(!blob_of(&dir, &more).exists());
+}
+
+/// Two instances on one Redis and one files directory: a file uploaded and posted
+/// through A is fetched through B by B's signed URL; the message deleted through B (by
+/// its author, and another by B's server API, a moderator's delete) takes the file off
+/// the shared disk, and both instances answer 404 for it. Each instance sweeps unposted
+/// uploads; neither removes a posted file.
+#[test]
+fn two_instances_on_one_redis_share_one_files_dir() {
+    let redis = common_redis::RedisServer::start();
+    let shared = tempfile::tempdir().unwrap();
+    const MOD_KEY: &str = "moderator-key-for-the-files-test";
+    let keys = shared.path().join("api.keys");
+    std::fs::write(&keys, format!("{MOD_KEY} moderate\n")).unwrap();
+    let on = |redis: &common_redis::RedisServer| {
+        let (url, files, keys) = (redis.url(), shared.path().join("files"), keys.clone());
+        TestServer::start_with(move |c| {
+            c.api_key_file = Some(keys);
+            c.redis = Some(url);
+            c.redis_presence_ttl = Duration::from_millis(1500);
+            c.files_dir = Some(files);
+            c.upload_ttl = Duration::from_millis(1500);
+        })
+    };
+    let (a, b) = (on(&redis), on(&redis));
+    let blob = |bytes: &[u8]| {
+        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes));
+        shared.path().join("files/blobs").join(&sha[..2]).join(sha)
+    };
+
+    let (status, file) = upload_as(a.ws, "alice", "a.png", "image/png", &png());
+    assert_eq!(status, 201, "{file}");
+    let id = file["id"].as_str().unwrap().to_owned();
+    let mut alice = a.connect("alice");
+    alice.join("shared", None);
+    let mut bob = b.connect("bob");
+    bob.join("shared", None);
+    let seq = post_file(&mut alice, "shared", "m1", &id);
+    let m = bob.next_of("msg");
+    assert_eq!((m["seq"].as_u64(), m["files"][0]["id"].as_str()), (Some(seq), Some(id.as_str())), "{m}");
+    let (status, _, body) = get(b.ws, &url_of(&mut bob, "shared", &id), "");
+    assert_eq!((status, body), (200, png()), "posted through A, fetched through B");
+
+    // Both instances sweep the one directory: an upload never posted goes after its
+    // TTL, whichever instance took it; the posted file stays past it.
+    let unposted = distinct_text("never posted", 100);
+    assert_eq!(upload_as(b.ws, "bob", "n.txt", "text/plain", &unposted).0, 201);
+    assert!(blob(&unposted).exists(), "a fresh upload is not swept");
+    wait_until(|| !blob(&unposted).exists(), "the unposted upload to be swept");
+    assert!(blob(&png()).exists(), "a posted file outlives the TTL on both instances");
+    assert_eq!(get(a.ws, &url_of(&mut alice, "shared", &id), "").0, 200);
+
+    // Deleted through B (by its author, connected there).
+    let mut alice_on_b = b.connect("alice");
+    alice_on_b.join("shared", None);
+    alice_on_b.send(json!({"type": "delete", "room": "shared", "seq": seq, "id": "d1"}));
+    alice_on_b.expect("ack");
+    wait_until(|| !blob(&png()).exists(), "the deleted message's file to leave the shared dir");
+    assert_eq!(get(b.ws, &url_of(&mut bob, "shared", &id), "").0, 404, "through B");
+    assert_eq!(get(a.ws, &url_of(&mut alice, "shared", &id), "").0, 404, "through A");
+
+    // Posted through A, deleted by B's server API.
+    let other = distinct_text("deleted by the API", 100);
+    let (_, f) = upload_as(a.ws, "alice", "o.txt", "text/plain", &other);
+    let other_id = f["id"].as_str().unwrap().to_owned();
+    let seq = post_file(&mut alice, "shared", "m2", &other_id);
+    assert_eq!(get(b.ws, &url_of(&mut bob, "shared", &other_id), "").0, 200);
+    let head = format!(
+        "DELETE /api/v1/rooms/shared/messages/{seq} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {MOD_KEY}\r\n\
+         Content-Length: 0\r\nConnection: close\r\n\r\n",
+        b.admin
+    );
+    let (status, _, body) = request(b.admin, &head, b"");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    wait_until(|| !blob(&other).exists(), "the file of the message B's API deleted to go");
+    assert_eq!(get(a.ws, &url_of(&mut alice, "shared", &other_id), "").0, 404, "through A");
+    assert_eq!(get(b.ws, &url_of(&mut bob, "shared", &other_id), "").0, 404, "through B");
 }

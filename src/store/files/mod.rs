@@ -106,6 +106,13 @@ impl Files {
         for sub in ["blobs", "tmp"] {
             fs::create_dir_all(dir.join(sub)).map_err(io_err(dir))?;
         }
+        if let Some(fs) = network_fs(dir) {
+            log::warn!(
+                "files: {} is on {fs}: files.db is SQLite in WAL mode, whose locks hold only between processes \
+                 on one machine; instances sharing it must run on one host (docs/DEPLOY.md, Uploaded files)",
+                dir.display()
+            );
+        }
         let secret = load_secret(&dir.join(SECRET_FILE))?;
         let mut db = FileDb::open(dir)?;
         let (jobs, rx) = crossbeam_channel::bounded::<Job>(JOBS);
@@ -254,6 +261,37 @@ impl Files {
             size: 0,
         })
     }
+}
+
+/// The network file system `dir` is on, if it is one (where SQLite's WAL cannot be
+/// shared between machines).
+fn network_fs(dir: &Path) -> Option<&'static str> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statfs is all zeros when empty (integers); filled by statfs(2) below.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a pointer to a local statfs struct.
+    if unsafe { libc::statfs(path.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    network_fs_name(st.f_type as i64)
+}
+
+/// The name of a network file system by its `statfs` magic number.
+fn network_fs_name(magic: i64) -> Option<&'static str> {
+    Some(match magic {
+        0x6969 => "NFS",
+        0xFF53_4D42 => "CIFS",
+        0xFE53_4D42 => "SMB2",
+        0x517B => "SMB",
+        0x6573_5546 => "a FUSE file system (sshfs, GlusterFS, …)",
+        0x00C3_6400 => "CephFS",
+        0x0BD0_0BD0 => "Lustre",
+        0x4750_4653 => "GPFS",
+        0x6B41_4653 => "AFS",
+        0x0102_1997 => "9P",
+        _ => return None,
+    })
 }
 
 fn blob_path(blobs: &Path, sha: &str) -> PathBuf {
@@ -568,6 +606,16 @@ mod tests {
         // Its message was never stored: once the grant is an hour old it goes too.
         assert_eq!(sweep_at(created + 6_700_000), 1);
         assert!(!blob.exists());
+    }
+
+    #[test]
+    fn network_file_systems_are_told_apart() {
+        assert_eq!(network_fs_name(0x6969), Some("NFS"));
+        assert_eq!(network_fs_name(0xFE53_4D42), Some("SMB2"));
+        assert_eq!(network_fs_name(0xEF53), None, "ext4");
+        assert_eq!(network_fs_name(0x0102_1994), None, "tmpfs");
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(network_fs(dir.path()), None, "the tests' temporary directory is local");
     }
 
     #[test]
