@@ -204,11 +204,14 @@ impl Dispatcher {
         // Files count toward the cap: those stored messages name (uploads never posted
         // are bounded apart, so they never push messages out).
         let (file_bytes, top_room) = self.files.as_ref().map_or((0, None), |f| (f.posted_bytes(), f.top_room()));
+        // The files of the last step's messages still count until they are removed:
+        // no size check before, or it would take more messages than it must.
+        let size_known = self.files.as_ref().is_none_or(|f| !f.removing());
         let db_bytes = local.store.used_bytes().unwrap_or(0);
         let policy = Policy {
             messages_per_room: self.cfg.retention_messages,
             max_age_ms: self.cfg.retention_days.map(|d| d * 86_400_000),
-            max_bytes: self.cfg.max_store_bytes,
+            max_bytes: if size_known { self.cfg.max_store_bytes } else { u64::MAX },
             file_bytes,
             prefer_room: top_room.filter(|_| file_bytes > db_bytes),
         };

@@ -76,6 +76,8 @@ struct Published {
     all: AtomicU64,
     posted: AtomicU64,
     top_room: Mutex<Option<String>>,
+    /// `tell_gone` jobs queued and not yet done: until then `posted` still counts their files.
+    pending_gone: AtomicU64,
 }
 
 impl Published {
@@ -191,7 +193,10 @@ impl Files {
         let blobs = self.dir.join("blobs");
         let ttl = self.lifecycle.unposted_ttl;
         let sizes = self.sizes.clone();
+        let done = self.sizes.clone();
+        self.sizes.pending_gone.fetch_add(1, Relaxed);
         if !self.tell(move |db| {
+            let _done = PendingGone(&done);
             let granted_since = now_ms().saturating_sub(ttl.as_millis() as u64);
             match db.gone(&msgs, granted_since, |sha| unlink_blob(&blobs, sha)) {
                 Ok(n) if n > 0 => {
@@ -203,6 +208,7 @@ impl Files {
                 Err(e) => log::warn!("files: removing the files of {} {why} message(s) failed: {e}", msgs.len()),
             }
         }) {
+            self.sizes.pending_gone.fetch_sub(1, Relaxed);
             log::warn!("files: queue full; the files of {why} messages stay until a later deletion names them");
         }
     }
@@ -212,6 +218,12 @@ impl Files {
     /// messages out; see [`Self::has_room_for`]).
     pub fn posted_bytes(&self) -> u64 {
         self.sizes.posted.load(Relaxed)
+    }
+
+    /// Whether files of gone messages are still being removed: [`Self::posted_bytes`]
+    /// counts them until then, so a size check would remove more messages than needed.
+    pub fn removing(&self) -> bool {
+        self.sizes.pending_gone.load(Relaxed) > 0
     }
 
     /// The room whose stored messages name the most file bytes (for `--max-store-bytes`).
@@ -362,6 +374,15 @@ fn run(db: &mut FileDb, jobs: &Receiver<Job>, paths: &Paths, lifecycle: Lifecycl
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
         }
+    }
+}
+
+/// Counts a `tell_gone` job done when dropped (after its sizes were published).
+struct PendingGone<'a>(&'a Published);
+
+impl Drop for PendingGone<'_> {
+    fn drop(&mut self) {
+        self.0.pending_gone.fetch_sub(1, Relaxed);
     }
 }
 
