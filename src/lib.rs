@@ -175,8 +175,9 @@ pub fn serve(cfg: Config, listeners: Listeners, shutdown: Shutdown, ready: impl 
     let bans = dispatcher.bans();
     let lifecycle = files::Lifecycle {
         unposted_ttl: cfg.upload_ttl,
-        retention: cfg.retention_days.map(|d| Duration::from_secs(d * 86_400)),
-        // Retention and the size cap run on the SQLite store only.
+        // Retention and the size cap run on the SQLite store only: with Redis, files
+        // aged out here would leave messages Redis keeps pointing at nothing.
+        retention: cfg.redis.is_none().then_some(cfg.retention_days).flatten().map(|d| Duration::from_secs(d * 86_400)),
         max_store_bytes: cfg.redis.is_none().then_some(cfg.max_store_bytes),
     };
     let files = Files::open(&cfg.files_dir(), lifecycle)?;
