@@ -50,7 +50,7 @@ bench:
 
 ## natter vs the seed's Node.js server, Socket.IO, a tokio server and a bare fan-out
 ## ceiling, side by side (one room and many rooms; natter's scroll-back under load;
-## about 9 minutes).
+## about 19 minutes).
 loadtest:
 	loadtest/run.sh
 
