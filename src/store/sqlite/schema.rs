@@ -154,13 +154,10 @@ END;
 /// Creates the mentions table; data dirs written before it get the unread mentions of
 /// their stored messages once (those above each user's marker).
 fn add_mentions(conn: &Connection) -> rusqlite::Result<()> {
-    let has: bool =
-        conn.query_row("SELECT count(*) > 0 FROM sqlite_master WHERE name = 'mentions'", [], |r| r.get(0))?;
-    conn.execute_batch(MENTIONS)?;
-    if has {
-        return Ok(());
-    }
-    conn.execute_batch(
+    add_table(
+        conn,
+        "mentions",
+        MENTIONS,
         "INSERT OR IGNORE INTO mentions (room, user, seq)
          SELECT m.room, j.value, m.seq
          FROM messages m JOIN rooms r ON r.id = m.room,
@@ -191,18 +188,26 @@ END;
 /// Creates the replies table; data dirs written before it get the rows of the replies
 /// they hold once.
 fn add_replies(conn: &Connection) -> rusqlite::Result<()> {
-    let has: bool =
-        conn.query_row("SELECT count(*) > 0 FROM sqlite_master WHERE name = 'replies'", [], |r| r.get(0))?;
-    conn.execute_batch(REPLIES)?;
-    if has {
-        return Ok(());
-    }
-    conn.execute_batch(
+    add_table(
+        conn,
+        "replies",
+        REPLIES,
         "INSERT OR IGNORE INTO replies (room, of, seq)
          SELECT room, json_extract(CAST(json AS TEXT), '$.reply.seq'), seq FROM messages
          WHERE json_extract(CAST(json AS TEXT), '$.type') = 'msg'
            AND json_extract(CAST(json AS TEXT), '$.reply.seq') IS NOT NULL",
     )
+}
+
+/// Creates table `name` with `ddl`; when it did not exist yet, fills it from the
+/// stored messages with `backfill` (once per data dir).
+fn add_table(conn: &Connection, name: &str, ddl: &str, backfill: &str) -> rusqlite::Result<()> {
+    let has: bool = conn.query_row("SELECT count(*) > 0 FROM sqlite_master WHERE name = ?1", [name], |r| r.get(0))?;
+    conn.execute_batch(ddl)?;
+    if has {
+        return Ok(());
+    }
+    conn.execute_batch(backfill)
 }
 
 /// Data dirs written before private rooms had titles: the column is added (old rooms
