@@ -286,6 +286,35 @@ mod tests {
     }
 
     #[test]
+    fn a_data_dir_from_before_mentions_and_replies_gets_them_once() {
+        let conn = Connection::open_in_memory().expect("open");
+        prepare_writer(&conn, FsyncPolicy::Never).expect("prepare");
+        // As written before the two tables: messages that mention and reply, a read marker.
+        conn.execute_batch(
+            r#"DROP TABLE mentions; DROP TABLE replies;
+             INSERT INTO rooms VALUES (1, 'r', 'e', 3);
+             INSERT INTO messages VALUES (1, 1, 1, 1, CAST('{"type":"msg","uid":"u-a","mentions":["u-b","u-c"],"text":"hi"}' AS BLOB));
+             INSERT INTO messages VALUES (2, 1, 2, 2, CAST('{"type":"msg","uid":"u-a","mentions":["u-b","u-a"],"reply":{"seq":1},"text":"again"}' AS BLOB));
+             INSERT INTO messages VALUES (3, 1, 3, 3, CAST('{"type":"msg","uid":"u-c","mentions":["u-b"],"deleted":true}' AS BLOB));
+             INSERT INTO reads VALUES ('u-c', 'r', 1);"#,
+        )
+        .expect("old data");
+        prepare_writer(&conn, FsyncPolicy::Never).expect("upgrade");
+        let rows = |sql: &str| -> Vec<(String, i64)> {
+            let mut q = conn.prepare(sql).expect("query");
+            q.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).expect("rows").map(|r| r.expect("row")).collect()
+        };
+        // u-b both, u-c's is read, u-a's own and the deleted one never count.
+        let unread = "SELECT user, seq FROM mentions ORDER BY user, seq";
+        assert_eq!(rows(unread), [("u-b".to_owned(), 1), ("u-b".to_owned(), 2)]);
+        assert_eq!(rows("SELECT CAST(of AS TEXT), seq FROM replies"), [("1".to_owned(), 2)]);
+        // Once: a marker that moves is not undone by the next start.
+        conn.execute_batch("DELETE FROM mentions WHERE seq = 1").expect("read");
+        prepare_writer(&conn, FsyncPolicy::Never).expect("again");
+        assert_eq!(rows(unread), [("u-b".to_owned(), 2)]);
+    }
+
+    #[test]
     fn an_old_ts_index_is_dropped() {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join(DB_FILE);
