@@ -144,6 +144,7 @@ impl Dispatcher {
     /// Makes `uid` anonymous in every message the ring of `room` holds (Redis mode:
     /// this instance's part of an erasure, or another instance's `erased` event).
     pub(super) fn anonymize_ring(&mut self, room: &RoomName, uid: &str, keep: bool) {
+        self.recently_erased.note(uid, keep);
         let Some(r) = self.rooms.get_mut(room) else { return };
         let rewrites: Vec<(u64, Bytes)> = r
             .history
@@ -176,5 +177,58 @@ impl Dispatcher {
         let answer = json!({ "closed": closed, "scrubbed": true });
         let Backend::Redis(cluster) = &self.backend else { return };
         cluster.io.send(Request::Admin(AdminRequest::Forget { uid: uid.to_string(), reply, answer }));
+    }
+}
+
+/// How long, and for how many users, an erasure is remembered for messages still on
+/// their way from Redis (read before the erasure rewrote them, delivered after).
+const ERASED_FOR: std::time::Duration = std::time::Duration::from_secs(300);
+const ERASED_KEPT: usize = 64;
+
+/// Users erased in the last [`ERASED_FOR`] (at most [`ERASED_KEPT`]), with the choice
+/// made for their messages.
+#[derive(Debug, Default)]
+pub(super) struct RecentlyErased(std::collections::VecDeque<(String, bool, std::time::Instant)>);
+
+impl RecentlyErased {
+    fn note(&mut self, uid: &str, keep: bool) {
+        let now = std::time::Instant::now();
+        self.0.retain(|(u, _, at)| u != uid && now.duration_since(*at) < ERASED_FOR);
+        if self.0.len() == ERASED_KEPT {
+            self.0.pop_front();
+        }
+        self.0.push_back((uid.to_owned(), keep, now));
+    }
+
+    /// `json` with every recently erased user made anonymous in it (`None`: unchanged).
+    pub(super) fn scrub(&self, json: &[u8]) -> Option<Vec<u8>> {
+        let mut out: Option<Vec<u8>> = None;
+        for (uid, keep, at) in &self.0 {
+            if at.elapsed() >= ERASED_FOR {
+                continue;
+            }
+            if let Some(changed) = anonymized(out.as_deref().unwrap_or(json), uid, *keep) {
+                out = Some(changed);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RecentlyErased;
+
+    #[test]
+    fn a_message_of_a_user_erased_lately_arrives_anonymous_and_others_untouched() {
+        let mut erased = RecentlyErased::default();
+        let theirs = br#"{"type":"msg","room":"r","seq":4,"uid":"u-zed","user":"zed","text":"hi"}"#;
+        let other = br#"{"type":"msg","room":"r","seq":5,"uid":"u-bob","user":"bob","text":"hi"}"#;
+        assert_eq!(erased.scrub(theirs), None, "no one erased yet");
+        erased.note("u-zed", true);
+        let scrubbed: serde_json::Value = serde_json::from_slice(&erased.scrub(theirs).expect("rewritten")).unwrap();
+        assert_eq!((scrubbed["uid"].as_str(), scrubbed["user"].as_str()), (Some("deleted"), Some("deleted user")));
+        assert_eq!(scrubbed["text"], "hi", "kept");
+        assert_eq!(erased.scrub(other), None);
     }
 }

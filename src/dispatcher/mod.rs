@@ -140,6 +140,9 @@ pub struct Dispatcher {
     writers: Option<Writers>,
     /// Messages accepted in the current batch (for the fan-out histogram).
     staged_msgs: u64,
+    /// Redis mode: users erased lately, so a message read from Redis before the
+    /// erasure rewrote it, and delivered after, is made anonymous here too.
+    recently_erased: erasure::RecentlyErased,
     /// Acks and API replies staged in this batch, and when the dispatcher took its
     /// first command: `natter_ack_seconds`.
     staged_acks: u64,
@@ -205,6 +208,7 @@ impl Dispatcher {
             staged: Vec::new(),
             writers: None,
             staged_msgs: 0,
+            recently_erased: erasure::RecentlyErased::default(),
             staged_acks: 0,
             batch_started: Instant::now(),
             blocked: HashMap::new(),

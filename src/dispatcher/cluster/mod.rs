@@ -478,13 +478,16 @@ impl Dispatcher {
                     Some(live) if seq > live => r.live_head = Some(seq),
                     _ => return, // not watched here, or already delivered
                 }
-                let frame = wire::text_frame(&json);
+                let scrubbed = self.recently_erased.scrub(&json);
+                let json = scrubbed.as_deref().unwrap_or(&json);
+                let frame = wire::text_frame(json);
+                let Some(r) = self.rooms.get_mut(&room) else { return };
                 r.history.push(Stored { seq, frame: frame.clone() }, "", None);
                 self.staged_msgs += 1;
                 self.stage_room(&room, &frame, None);
                 if !json.starts_with(br#"{"type":"msg","#) {
-                    self.apply_delivered_change(&room, &json);
-                    self.apply_delivered_moderation(&room, &json);
+                    self.apply_delivered_change(&room, json);
+                    self.apply_delivered_moderation(&room, json);
                 }
             }
             Delivery::Reset { room, head } => self.history_lost(&room, head),
