@@ -23,6 +23,7 @@ pub mod reactions;
 pub mod read;
 pub mod redis;
 pub mod replies;
+pub mod snapshot;
 pub mod sqlite;
 
 use bytes::Bytes;

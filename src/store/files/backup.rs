@@ -18,17 +18,13 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::thread;
 use std::time::Duration;
 
-use rusqlite::backup::{Backup, StepResult};
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 
 use super::db::DB_FILE;
 use super::SECRET_FILE;
-
-/// Busy steps in a row after which the copy gives up.
-const MAX_BUSY_STEPS: u32 = 1_000;
+use crate::store::snapshot::{online_copy, SnapshotError};
 
 /// What the files part of a backup holds.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -49,8 +45,8 @@ pub enum FilesBackupError {
     Io { what: &'static str, path: PathBuf, source: io::Error },
     #[error("the copy of files.db failed PRAGMA integrity_check: {0}")]
     Integrity(String),
-    #[error("files.db stayed busy for {0} steps in a row")]
-    Busy(u32),
+    #[error("copying files.db: {0}")]
+    Copy(#[from] SnapshotError),
 }
 
 fn sql<'a>(what: &'static str, path: &'a Path) -> impl Fn(rusqlite::Error) -> FilesBackupError + 'a {
@@ -78,7 +74,7 @@ pub fn copy_files(
 ) -> Result<FilesReport, FilesBackupError> {
     fs::create_dir(dest).map_err(io_err("creating", dest))?;
     let db = dest.join(DB_FILE);
-    copy_db(&source.join(DB_FILE), &db, pages_per_step, pause)?;
+    online_copy(&source.join(DB_FILE), &db, pages_per_step, pause)?;
     let conn = Connection::open(&db).map_err(sql("opening the copy", &db))?;
     conn.query_row("PRAGMA journal_mode = DELETE", [], |_| Ok(())).map_err(sql("writing", &db))?;
     agree_with(&conn, messages).map_err(sql("reconciling", &db))?;
@@ -105,35 +101,6 @@ pub fn copy_files(
         fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(io_err("syncing", &dir))?;
     }
     Ok(report)
-}
-
-/// The online copy of `files.db` from one read snapshot.
-fn copy_db(source: &Path, dest: &Path, pages_per_step: u32, pause: Duration) -> Result<(), FilesBackupError> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let src = Connection::open_with_flags(source, flags).map_err(sql("opening", source))?;
-    src.busy_timeout(Duration::from_secs(5)).map_err(sql("opening", source))?;
-    // One read transaction for every step: the copy is one snapshot and never restarts.
-    src.execute_batch("BEGIN").map_err(sql("reading", source))?;
-    src.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(())).map_err(sql("reading", source))?;
-    let mut dst = Connection::open(dest).map_err(sql("creating", dest))?;
-    {
-        let backup = Backup::new(&src, &mut dst).map_err(sql("copying", source))?;
-        let pages = i32::try_from(pages_per_step.max(1)).unwrap_or(i32::MAX);
-        let mut busy = 0u32;
-        loop {
-            match backup.step(pages).map_err(sql("copying", source))? {
-                StepResult::Done => break,
-                StepResult::More => busy = 0,
-                _ => busy += 1,
-            }
-            if busy >= MAX_BUSY_STEPS {
-                return Err(FilesBackupError::Busy(busy));
-            }
-            thread::sleep(pause);
-        }
-    }
-    src.execute_batch("COMMIT").map_err(sql("reading", source))?;
-    dst.close().map_err(|(_, e)| sql("writing", dest)(e))
 }
 
 /// Makes the refs of the copy on `conn` exactly the messages in the message store's

@@ -26,23 +26,18 @@
 use std::fmt;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rusqlite::backup::{Backup, StepResult};
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::db_path;
 use crate::store::files::backup::{copy_files, is_files_dir, FilesBackupError, FilesReport};
 use crate::store::new_epoch;
+use crate::store::snapshot::{online_copy, SnapshotError};
 
 /// The `meta` row a backup carries until the first start from it: its value says
 /// what the copy was taken from, and when.
 pub const RESTORE_MARK: &str = "restore_pending";
-
-/// Busy or locked steps in a row after which the copy gives up (a step is retried
-/// after the pause; in WAL mode a reader is only kept waiting during WAL recovery).
-const MAX_BUSY_STEPS: u32 = 1_000;
 
 /// How a backup copies.
 #[derive(Debug, Clone)]
@@ -133,8 +128,8 @@ pub enum BackupError {
     Io { what: &'static str, path: PathBuf, source: std::io::Error },
     #[error("the copy failed PRAGMA integrity_check: {0}")]
     Integrity(String),
-    #[error("the store stayed busy for {0} steps in a row")]
-    Busy(u32),
+    #[error("copying the store: {0}")]
+    Copy(#[from] SnapshotError),
     #[error("no files store at {0} (is --files-dir the one natter serves with?)")]
     NoFiles(PathBuf),
     #[error("copying the files store: {0}")]
@@ -171,7 +166,7 @@ pub fn backup(data_dir: &Path, file: &Path, opts: &BackupOptions) -> Result<Back
     // still open its store after a backup run as root.
     let side = [format!("{}-wal", source.display()), format!("{}-shm", source.display())].map(PathBuf::from);
     let missing: Vec<PathBuf> = side.into_iter().filter(|p| !p.exists()).collect();
-    let copied = copy(&source, &tmp.path, opts);
+    let copied = online_copy(&source, &tmp.path, opts.pages_per_step, opts.pause);
     give_to_owner_of(&source, &missing);
     let steps = copied?;
     let mut report = finish_copy(&source, &tmp.path)?;
@@ -187,41 +182,6 @@ pub fn backup(data_dir: &Path, file: &Path, opts: &BackupOptions) -> Result<Back
     report.file = file.to_owned();
     report.took = started.elapsed();
     Ok(report)
-}
-
-/// The online copy itself, from one read snapshot of `source`; returns the steps taken.
-fn copy(source: &Path, dest: &Path, opts: &BackupOptions) -> Result<u64, BackupError> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let src = Connection::open_with_flags(source, flags).map_err(sql("opening", source))?;
-    src.busy_timeout(Duration::from_secs(5)).map_err(sql("opening", source))?;
-    // The read transaction every step shares: backup steps open one of their own only
-    // when none is open, and a new one per step would restart the copy after each
-    // commit of the serving process.
-    src.execute_batch("BEGIN").map_err(sql("reading", source))?;
-    src.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(())).map_err(sql("reading", source))?;
-    let mut dst = Connection::open(dest).map_err(sql("creating", dest))?;
-    let steps = {
-        let backup = Backup::new(&src, &mut dst).map_err(sql("copying", source))?;
-        let pages = i32::try_from(opts.pages_per_step.max(1)).unwrap_or(i32::MAX);
-        let (mut steps, mut busy) = (0u64, 0u32);
-        loop {
-            steps += 1;
-            match backup.step(pages).map_err(sql("copying", source))? {
-                StepResult::Done => break steps,
-                StepResult::More => busy = 0,
-                StepResult::Busy | StepResult::Locked => busy += 1,
-                // A future variant: treat it as a pause, bounded like busy.
-                _ => busy += 1,
-            }
-            if busy >= MAX_BUSY_STEPS {
-                return Err(BackupError::Busy(busy));
-            }
-            thread::sleep(opts.pause);
-        }
-    };
-    src.execute_batch("COMMIT").map_err(sql("reading", source))?;
-    dst.close().map_err(|(_, e)| sql("writing", dest)(e))?;
-    Ok(steps)
 }
 
 /// Turns the fresh copy at `dest` into a restorable file: out of WAL mode (one file,
