@@ -1,6 +1,7 @@
 //! Bad input and bad clients: every malformed frame gets its documented answer, a
 //! client that stops reading is cut without stalling the others, a ping flood never
-//! corrupts frames, and a silent client is closed by the heartbeat. Once a flood is
+//! corrupts frames, a silent client is closed by the heartbeat, and a pong is ACKed at
+//! once (a client with Nagle on would wait for it). Once a flood is
 //! over, the heap it freed goes back to the kernel.
 
 mod common;
@@ -301,6 +302,59 @@ fn a_silent_client_is_closed_after_the_heartbeat_timeout() {
     assert!(started.elapsed() >= Duration::from_millis(500));
     alive.join().expect("the reading client survived");
     server.wait_metric("natter_closes_total{reason=\"heartbeat_timeout\"}", 1);
+}
+
+/// Bytes `s` has sent that its peer has not ACKed yet (`TCP_INFO`).
+fn unacked(s: &TcpStream) -> u32 {
+    // SAFETY: getsockopt fills a tcp_info we own, of the length we pass.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(s),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            std::ptr::addr_of_mut!(info).cast(),
+            &mut len,
+        );
+        assert_eq!(rc, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+        info.tcpi_unacked
+    }
+}
+
+#[test]
+fn a_pong_is_acked_at_once_so_a_client_with_nagle_on_is_not_held_40_ms() {
+    // A client with Nagle's algorithm on (no TCP_NODELAY, as many libraries leave it)
+    // sends nothing new while its pong is unACKed; a server that left that ACK to the
+    // delayed-ACK timer held the client's next post up to 40 ms (seen in the rooms
+    // load test as 30-40 ms outliers in every quarter second).
+    let server = TestServer::start_with(|c| {
+        c.heartbeat_interval = Duration::from_millis(150);
+        c.heartbeat_timeout = Duration::from_secs(10);
+    });
+    let mut c = server.connect("nagle");
+    c.join("lobby", None);
+    // Past the quick ACKs a new connection starts with (up to 16).
+    for i in 0..20 {
+        c.post("lobby", "settling into the connection's steady state", &format!("s{i}"));
+    }
+    let mut waits = Vec::new();
+    for i in 0..7 {
+        // A post answered at once puts the server's socket in interactive mode, where
+        // it defers ACKs to carry them on its next answer.
+        c.post("lobby", "one more", &format!("p{i}"));
+        while !matches!(c.ws.read().expect("a frame within the read timeout"), Message::Ping(_)) {}
+        c.ws.flush().expect("the pong goes out"); // tungstenite queued it on the read
+        let common::Stream::Plain(tcp) = c.ws.get_ref() else { unreachable!() };
+        let sent = std::time::Instant::now();
+        while unacked(tcp) > 0 && sent.elapsed() < Duration::from_millis(500) {
+            std::thread::yield_now();
+        }
+        waits.push(sent.elapsed());
+    }
+    waits.sort();
+    // The median of seven: one wait stretched by a busy machine does not decide it.
+    assert!(waits[3] < Duration::from_millis(20), "pongs ACKed after {waits:?}");
 }
 
 #[test]

@@ -511,7 +511,9 @@ impl<'a> Reader<'a> {
             Message::Ping(payload) => {
                 let _ = conn.send(wire::pong_frame(&payload));
             }
-            Message::Pong(_) | Message::Frame(_) => {}
+            // Nothing answers a pong, so nothing would carry its ACK (transport/wait.rs).
+            Message::Pong(_) => wait::ack_now(conn.stream()),
+            Message::Frame(_) => {}
             // tungstenite hands on a close code RFC 6455 §7.4 does not allow (0–999,
             // 1004–1006, 1016–2999 unassigned, 5000 and up) as 1002: that is answered with
             // 1002, as is a client's own 1002; any other close with 1000.

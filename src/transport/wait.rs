@@ -5,8 +5,9 @@
 //! the deep calls that read and handle a frame (tungstenite, rustls, JSON, the outbox)
 //! run only while bytes are there, and their pages are given back before the thread
 //! sleeps again (transport/stack.rs). The socket itself stays blocking: writers use
-//! `MSG_DONTWAIT` on it too. This module never reads more than it is asked for, and
-//! never waits on anything but the one socket.
+//! `MSG_DONTWAIT` on it too. It also says when an ACK must not wait ([`ack_now`]).
+//! This module never reads more than it is asked for, and never waits on anything
+//! but the one socket.
 
 use std::io;
 use std::net::TcpStream;
@@ -48,6 +49,28 @@ pub fn wait_readable(stream: &TcpStream, timeout: Duration) -> Waited {
         _ if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => Waited::Interrupted,
         // Any other failure shows up again on the read, which reports it.
         _ => Waited::Readable,
+    }
+}
+
+/// ACKs what the socket has received at once, instead of at the delayed-ACK timer.
+///
+/// For a frame the server answers with nothing, such as the pong to its heartbeat:
+/// a client that leaves Nagle's algorithm on (many libraries do; browsers do not)
+/// holds its next small frame, a post, until that pong is ACKed, and a server
+/// socket in interactive mode defers that ACK up to 40 ms. Frames that get an answer
+/// carry their ACK on it. A failure only means the ACK comes later, so it is ignored.
+pub fn ack_now(stream: &TcpStream) {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads an int we own, of the size we pass, on a socket that
+    // `stream` owns for the duration of the call.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_QUICKACK,
+            std::ptr::addr_of!(on).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
     }
 }
 
