@@ -100,6 +100,13 @@ test('when the original is deleted, its replies quote it as deleted, live and af
   await quoteOf(dan.page).filter({ hasText: 'Deleted message' }).waitFor(); // live, from the delete event
   await dan.page.reload();
   await waitForMessage(dan.page, 'lobby', 'answer to it');
-  assert.equal(await quoteOf(dan.page).textContent(), 'Deleted message', 'the stored reply quotes it as deleted');
+  assert.equal(await quoteOf(dan.page).textContent(), 'Deleted message', 'the page shows the quote as deleted');
+  // The page would also derive that from the original's deletion in the same page of
+  // history; what the server stored and sends is the reply's own quote.
+  const replySeq = await dan.page.evaluate((sel) => Number([...document.querySelectorAll(`${sel} li.msg[data-seq]`)]
+    .find((li) => li.rawText === 'answer to it').dataset.seq), lobby);
+  const stored = await dan.page.evaluate(async (s) => (await window.natter.client.older('lobby', { before: s + 1, limit: 5 }))
+    .messages.find((m) => m.seq === s), replySeq);
+  assert.deepEqual(stored.reply, { seq, deleted: true }, 'the stored reply quotes it as deleted, without its text');
   for (const { consoleErrors } of [carol, dan]) assertNoConsoleErrors(assert, consoleErrors);
 });
