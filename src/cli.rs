@@ -221,8 +221,8 @@ pub struct ServeArgs {
     /// Writer threads for broadcasts (default: one per CPU).
     #[arg(long, default_value_t = Config::default().writers)]
     pub writers: usize,
-    /// Milliseconds the server must be quiet after a burst before freed heap memory is
-    /// handed back to the kernel (0: never).
+    /// Milliseconds the server must be quiet (at most 50 commands) after a burst before
+    /// freed heap memory is handed back to the kernel (0: never).
     #[arg(long, default_value_t = 1_000)]
     pub heap_trim_quiet_ms: u64,
 

@@ -7,7 +7,9 @@
 //! and those pages would stay resident while the server idles. So once the dispatcher
 //! has been quiet for `--heap-trim-quiet-ms` after at least [`BURST`] commands, a
 //! thread of its own calls `malloc_trim(0)`, which also releases the free pages inside
-//! the heaps. Never on the dispatcher's thread: a trim walks every arena, tens of
+//! the heaps. Quiet means a trickle at most ([`TRICKLE`] commands in that time), not
+//! silence: a live server always has a few users chatting, and a storm's memory must
+//! not wait for a second in which nobody posts. Never on the dispatcher's thread: a trim walks every arena, tens of
 //! milliseconds at 10,000 connections. This module decides nothing about chat and
 //! never blocks another thread for longer than glibc holds one arena's lock.
 
@@ -23,14 +25,21 @@ use crate::shutdown::Shutdown;
 /// Dispatcher commands since the last trim that make a burst worth trimming after.
 pub const BURST: u64 = 1000;
 
+/// Commands that may arrive during the quiet period and still leave it quiet: a
+/// trickle, a twentieth of a burst. Since a trim needs a burst of commands since the
+/// last one, a steady trickle at this rate brings one trim every twenty quiet periods
+/// at most.
+pub const TRICKLE: u64 = BURST / 20;
+
 /// How often the trimmer looks at the dispatcher's command count.
 const LOOK_EVERY: Duration = Duration::from_millis(250);
 
-/// When to trim: after a burst of commands, once they have stopped for `quiet`.
+/// When to trim: after a burst of commands, once they have slowed to a trickle for
+/// `quiet`.
 #[derive(Debug)]
 pub struct AfterBurst {
     quiet: Duration,
-    /// The command count last seen, and since when it has not moved.
+    /// The command count when the quiet began, and when that was.
     seen: u64,
     still_since: Instant,
     /// The command count at the last trim.
@@ -45,7 +54,7 @@ impl AfterBurst {
     /// Notes the dispatcher's command count at `now`; true when a trim is due (and
     /// then counts it as done).
     pub fn due(&mut self, commands: u64, now: Instant) -> bool {
-        if commands != self.seen {
+        if commands.saturating_sub(self.seen) > TRICKLE {
             self.seen = commands;
             self.still_since = now;
             return false;
@@ -105,6 +114,29 @@ mod tests {
     }
 
     #[test]
+    fn a_burst_is_trimmed_while_a_few_users_go_on_chatting() {
+        let t0 = Instant::now();
+        let mut p = AfterBurst::new(QUIET, 0, t0);
+        assert!(!p.due(BURST * 10, t0), "a join storm");
+        // Ten commands a quarter second, well under a trickle per quiet period.
+        let mut commands = BURST * 10;
+        let mut trimmed = 0;
+        for tick in 1..=8 {
+            commands += 10;
+            if p.due(commands, t0 + QUIET * tick / 4) {
+                trimmed = tick;
+                break;
+            }
+        }
+        assert_eq!(trimmed, 4, "trimmed once the storm had been over for the quiet period");
+        // A burst still going (more than a trickle per quiet period) is never quiet.
+        let mut p = AfterBurst::new(QUIET, 0, t0);
+        for tick in 1..=40 {
+            assert!(!p.due(tick * (TRICKLE + 1), t0 + QUIET * tick as u32), "busy at tick {tick}");
+        }
+    }
+
+    #[test]
     fn small_activity_never_triggers_a_trim_until_it_adds_up_to_a_burst() {
         let t0 = Instant::now();
         let mut p = AfterBurst::new(QUIET, 0, t0);
@@ -115,7 +147,8 @@ mod tests {
             now += QUIET * 2;
             assert!(!p.due(step, now), "{step} commands are not a burst");
         }
-        assert!(!p.due(BURST, now + QUIET));
-        assert!(p.due(BURST, now + QUIET * 2));
+        // A burst's worth of commands since the last trim, however slowly, and quiet.
+        assert!(p.due(BURST, now + QUIET));
+        assert!(!p.due(BURST + 1, now + QUIET * 2), "nothing like a burst since");
     }
 }
