@@ -11,7 +11,7 @@
 //! `DELETE` makes it (every instance's reader delivers the `delete` event to its
 //! members); a chunk of rows is made anonymous in this instance's rings here and in
 //! Redis by `redis-io` (only a body unchanged since read), which tells the other
-//! instances to rewrite their rings (an `erased` event on the room's channel); the last
+//! instances to rewrite their rings (an `erased` event on the users channel); the last
 //! step closes the user's connections on every instance and has `redis-io` forget the
 //! rest. Never reads the store beyond one row per message (like an edit's check).
 
@@ -139,6 +139,16 @@ impl Dispatcher {
         let Backend::Redis(cluster) = &self.backend else { return };
         let uid = uid.to_string();
         cluster.io.send(Request::Admin(AdminRequest::Anonymize { uid, keep, rows, reply }));
+    }
+
+    /// Another instance's erasure (its `erased` event on the users channel): `uid` made
+    /// anonymous in every ring held here.
+    pub(super) fn anonymize_rings(&mut self, uid: &str, keep: bool) {
+        self.recently_erased.note(uid, keep);
+        let rooms: Vec<RoomName> = self.rooms.keys().cloned().collect();
+        for room in rooms {
+            self.anonymize_ring(&room, uid, keep);
+        }
     }
 
     /// Makes `uid` anonymous in every message the ring of `room` holds (Redis mode:

@@ -509,7 +509,8 @@ impl Dispatcher {
                     Ok(RemoteEvent { kind, event: Some(event), user: Some(user), .. }) if kind == "system" => {
                         self.remote_presence(&room, event, User { id: user.id.into(), name: user.name })
                     }
-                    // Another instance's erasure: never a frame for clients.
+                    // An erasure from an instance of an earlier version, which told each
+                    // room's channel (now the users channel: cluster/rights.rs).
                     Ok(RemoteEvent { kind, uid: Some(uid), keep: Some(keep), .. }) if kind == "erased" => {
                         self.anonymize_ring(&room, &uid, keep)
                     }

@@ -18,6 +18,15 @@ use crate::store::audit::AuditEntry;
 use crate::store::redis::io::{split_msg_json, ToUser, UserFrames};
 use crate::store::AccessChange;
 
+/// Another instance's erasure, as the users channel carries it (store/redis/io/admin.rs).
+#[derive(serde::Deserialize)]
+struct Erased {
+    #[serde(rename = "type")]
+    kind: String,
+    uid: String,
+    keep: bool,
+}
+
 /// A moderation event as delivered from a room's stream.
 #[derive(serde::Deserialize)]
 struct Delivered {
@@ -113,6 +122,12 @@ impl Dispatcher {
 
     /// Another instance's frame for a user: staged to the user's connections here.
     pub(super) fn on_user_frame(&mut self, json: &[u8]) {
+        // Another instance's erasure: never a frame for clients.
+        if let Ok(Erased { kind, uid, keep }) = serde_json::from_slice::<Erased>(json) {
+            if kind == "erased" {
+                return self.anonymize_rings(&uid, keep);
+            }
+        }
         let Ok(ToUser { to, frame }) = serde_json::from_slice::<ToUser>(json) else {
             return log::warn!("redis: skipping a user frame that does not parse");
         };

@@ -68,8 +68,11 @@ pub(super) fn handle(store: &mut RedisStore, req: AdminRequest) {
     }
 }
 
-/// The event that tells every instance watching `room` to make `uid` anonymous in the
-/// messages its ring holds (an instance skips its own: its dispatcher did that).
+/// The event that tells every other instance to make `uid` anonymous in the messages
+/// its rings hold (an instance skips its own: its dispatcher did that). It goes on the
+/// users channel, which every instance subscribes to from its start, not on each
+/// room's: an instance subscribes to a room's channel only once its events thread has
+/// applied the watch, and one that had not yet kept the name in its ring.
 #[derive(serde::Serialize)]
 struct Erased<'a> {
     #[serde(rename = "type")]
@@ -78,7 +81,7 @@ struct Erased<'a> {
     keep: bool,
 }
 
-/// Rewrites each row, then tells each room's other instances; `{renamed}`.
+/// Rewrites each row, then tells the other instances; `{renamed}`.
 fn anonymize(
     store: &mut RedisStore,
     uid: &str,
@@ -89,13 +92,8 @@ fn anonymize(
     for (room, seq) in rows {
         renamed += u64::from(store.anonymize(room, *seq, uid, keep)?);
     }
-    let mut rooms: Vec<&RoomName> = rows.iter().map(|(room, _)| room).collect();
-    rooms.dedup();
     let event = Erased { kind: "erased", uid, keep };
-    let json = serde_json::to_vec(&event).expect("an event serializes");
-    for room in rooms {
-        store.publish(room, &json)?;
-    }
+    store.tell_user(&serde_json::to_vec(&event).expect("an event serializes"))?;
     Ok(json!({ "renamed": renamed }))
 }
 
