@@ -133,36 +133,28 @@ impl Dispatcher {
     /// answers `{renamed}`.
     fn cluster_anonymize(&mut self, uid: &UserId, keep: bool, rows: Vec<(RoomName, u64)>, reply: Sender<ApiResult>) {
         let rooms: BTreeSet<&RoomName> = rows.iter().map(|(room, _)| room).collect();
-        for room in rooms.into_iter().cloned().collect::<Vec<_>>() {
-            self.anonymize_ring(&room, uid, keep);
-        }
+        let rooms: Vec<RoomName> = rooms.into_iter().cloned().collect();
+        self.anonymize_rings(uid, keep, rooms);
         let Backend::Redis(cluster) = &self.backend else { return };
         let uid = uid.to_string();
         cluster.io.send(Request::Admin(AdminRequest::Anonymize { uid, keep, rows, reply }));
     }
 
-    /// Another instance's erasure (its `erased` event on the users channel): `uid` made
-    /// anonymous in every ring held here.
-    pub(super) fn anonymize_rings(&mut self, uid: &str, keep: bool) {
+    /// Makes `uid` anonymous in every message the rings of `rooms` hold, and remembers
+    /// the erasure for their messages still on their way from Redis (Redis mode: this
+    /// instance's part of an erasure, or another instance's `erased` event).
+    pub(super) fn anonymize_rings(&mut self, uid: &str, keep: bool, rooms: Vec<RoomName>) {
         self.recently_erased.note(uid, keep);
-        let rooms: Vec<RoomName> = self.rooms.keys().cloned().collect();
         for room in rooms {
-            self.anonymize_ring(&room, uid, keep);
-        }
-    }
-
-    /// Makes `uid` anonymous in every message the ring of `room` holds (Redis mode:
-    /// this instance's part of an erasure, or another instance's `erased` event).
-    pub(super) fn anonymize_ring(&mut self, room: &RoomName, uid: &str, keep: bool) {
-        self.recently_erased.note(uid, keep);
-        let Some(r) = self.rooms.get_mut(room) else { return };
-        let rewrites: Vec<(u64, Bytes)> = r
-            .history
-            .after(0)
-            .filter_map(|m| anonymized(&m.json(), uid, keep).map(|json| (m.seq, Bytes::from(json))))
-            .collect();
-        for (seq, json) in rewrites {
-            r.history.replace(seq, wire::text_frame(&json));
+            let Some(r) = self.rooms.get_mut(&room) else { continue };
+            let rewrites: Vec<(u64, Bytes)> = r
+                .history
+                .after(0)
+                .filter_map(|m| anonymized(&m.json(), uid, keep).map(|json| (m.seq, Bytes::from(json))))
+                .collect();
+            for (seq, json) in rewrites {
+                r.history.replace(seq, wire::text_frame(&json));
+            }
         }
     }
 

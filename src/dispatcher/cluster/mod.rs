@@ -512,7 +512,7 @@ impl Dispatcher {
                     // An erasure from an instance of an earlier version, which told each
                     // room's channel (now the users channel: cluster/rights.rs).
                     Ok(RemoteEvent { kind, uid: Some(uid), keep: Some(keep), .. }) if kind == "erased" => {
-                        self.anonymize_ring(&room, &uid, keep)
+                        self.anonymize_rings(&uid, keep, vec![room])
                     }
                     Ok(RemoteEvent { kind, uid: Some(uid), seq: Some(seq), unread, .. }) if kind == "read" => {
                         let unread = crate::store::mentions::parse_seqs(unread.as_deref().unwrap_or_default());

@@ -125,7 +125,8 @@ impl Dispatcher {
         // Another instance's erasure: never a frame for clients.
         if let Ok(Erased { kind, uid, keep }) = serde_json::from_slice::<Erased>(json) {
             if kind == "erased" {
-                return self.anonymize_rings(&uid, keep);
+                let held = self.rooms.keys().cloned().collect();
+                return self.anonymize_rings(&uid, keep, held);
             }
         }
         let Ok(ToUser { to, frame }) = serde_json::from_slice::<ToUser>(json) else {
